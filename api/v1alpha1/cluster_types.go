@@ -1,0 +1,146 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// LinkState is the health of the network link between the hub and a cluster.
+// +kubebuilder:validation:Enum=Connected;Degraded;Disconnected;Unknown
+type LinkState string
+
+// Link states reported in ClusterStatus.Link.State.
+const (
+	LinkConnected    LinkState = "Connected"
+	LinkDegraded     LinkState = "Degraded"
+	LinkDisconnected LinkState = "Disconnected"
+	LinkUnknown      LinkState = "Unknown"
+)
+
+// Accelerator is a number of accelerator devices of one type.
+type Accelerator struct {
+	// Type names the device, for example "nvidia.com/gpu" or "google.com/tpu".
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Type string `json:"type"`
+	// Count is how many devices of Type the cluster has.
+	// +kubebuilder:validation:Minimum=0
+	Count int64 `json:"count"`
+}
+
+// Capacity is the compute and storage a cluster offers.
+type Capacity struct {
+	// CPU is the number of CPU cores, as a Kubernetes quantity ("4", "500m").
+	// +optional
+	CPU *resource.Quantity `json:"cpu,omitempty"`
+	// Memory is the amount of memory, as a Kubernetes quantity ("16Gi").
+	// +optional
+	Memory *resource.Quantity `json:"memory,omitempty"`
+	// Disk is the storage available for the model cache, as a Kubernetes quantity ("200Gi").
+	// +optional
+	Disk *resource.Quantity `json:"disk,omitempty"`
+	// Accelerators lists the accelerator devices by type.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Accelerators []Accelerator `json:"accelerators,omitempty"`
+}
+
+// ClusterSpec is what an operator declares about an edge cluster or device.
+type ClusterSpec struct {
+	// DisplayName is a human-friendly name shown by tools.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	DisplayName string `json:"displayName,omitempty"`
+	// Capacity is the capacity the operator declares; the agent reports the measured capacity in status.
+	// +optional
+	Capacity *Capacity `json:"capacity,omitempty"`
+}
+
+// LinkStatus describes the network link between the hub and a cluster as last estimated.
+type LinkStatus struct {
+	// BandwidthBps is the estimated bandwidth in bytes per second.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	BandwidthBps int64 `json:"bandwidthBps,omitempty"`
+	// RTTMillis is the estimated round-trip time in milliseconds.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	RTTMillis int64 `json:"rttMillis,omitempty"`
+	// State is the link state.
+	// +optional
+	State LinkState `json:"state,omitempty"`
+	// LastSeen is when the hub last heard from the cluster's agent.
+	// +optional
+	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
+}
+
+// CachedArtifact is a model artifact held in a cluster's local cache.
+type CachedArtifact struct {
+	// Digest is the artifact's manifest digest ("sha256:...").
+	Digest string `json:"digest"`
+	// Model is the model name.
+	// +optional
+	Model string `json:"model,omitempty"`
+	// Version is the model version.
+	// +optional
+	Version string `json:"version,omitempty"`
+	// SizeBytes is the total size of the artifact's files.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+}
+
+// ClusterStatus is what the cluster's agent reports.
+type ClusterStatus struct {
+	// Capacity is the capacity measured by the agent.
+	// +optional
+	Capacity Capacity `json:"capacity,omitempty"`
+	// Link is the estimated state of the link to the hub.
+	// +optional
+	Link LinkStatus `json:"link,omitempty"`
+	// CachedArtifacts lists the artifacts in the cluster's cache.
+	// +optional
+	CachedArtifacts []CachedArtifact `json:"cachedArtifacts,omitempty"`
+	// AgentVersion is the version of the agent running in the cluster.
+	// +optional
+	AgentVersion string `json:"agentVersion,omitempty"`
+	// Conditions are the latest observations of the cluster's state.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Cluster is an edge cluster or device served by the hub. ModelDeployments select clusters by
+// the labels in metadata.labels.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=oc,categories=outpost
+// +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.displayName`
+// +kubebuilder:printcolumn:name="Link",type=string,JSONPath=`.status.link.state`
+// +kubebuilder:printcolumn:name="Last Seen",type=date,JSONPath=`.status.link.lastSeen`
+// +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agentVersion`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Cluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the declared state of the cluster.
+	// +optional
+	Spec ClusterSpec `json:"spec,omitempty"`
+	// Status is the state the cluster's agent reports.
+	// +optional
+	Status ClusterStatus `json:"status,omitempty"`
+}
+
+// ClusterList is a list of Clusters.
+//
+// +kubebuilder:object:root=true
+type ClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the Clusters.
+	Items []Cluster `json:"items"`
+}

@@ -1,0 +1,44 @@
+package v1alpha1
+
+// KindDesiredState is the kind of the per-cluster desired state document.
+const KindDesiredState = "DesiredState"
+
+// DesiredState is the document the hub serves to one cluster's agent: every model the cluster
+// should hold and serve. It is stamped with the hub revision at which it last changed; agents
+// apply it idempotently and never apply a revision lower than one they already applied.
+//
+// +kubebuilder:object:generate=false
+type DesiredState struct {
+	// APIVersion is ml.outpost.dev/v1alpha1.
+	APIVersion string `json:"apiVersion"`
+	// Kind is DesiredState.
+	Kind string `json:"kind"`
+	// Cluster is the Cluster name.
+	Cluster string `json:"cluster"`
+	// Revision is the hub revision at which the document last changed.
+	Revision int64 `json:"revision"`
+	// Models are the models the cluster should serve, sorted by deployment name.
+	Models []DesiredModel `json:"models"`
+}
+
+// DesiredModel is one model a cluster should serve, on behalf of one ModelDeployment.
+//
+// +kubebuilder:object:generate=false
+type DesiredModel struct {
+	// Deployment is the ModelDeployment name.
+	Deployment string `json:"deployment"`
+	// Model is the model name (registry repository models/<model>).
+	Model string `json:"model"`
+	// Version is the resolved version (registry tag).
+	Version string `json:"version"`
+	// Digest is the manifest digest of Version.
+	Digest string `json:"digest"`
+	// SizeBytes is the total size of the model's files.
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+	// AllowDowngrade lets the agent replace a higher active version with this one.
+	AllowDowngrade bool `json:"allowDowngrade,omitempty"`
+	// RequireSignature makes the agent verify a trusted signature before activating.
+	RequireSignature bool `json:"requireSignature,omitempty"`
+	// Serving configures the inference endpoint.
+	Serving Serving `json:"serving,omitempty"`
+}

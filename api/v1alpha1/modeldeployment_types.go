@@ -1,0 +1,219 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ModelRef names a model in the registry and the versions a deployment accepts.
+type ModelRef struct {
+	// Name is the model name; versions live in the registry as models/<name>:<version>.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=200
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$`
+	Name string `json:"name"`
+	// Version is an exact semantic version ("1.2.3") or a range (">=1.2 <2", "^1.2", "~1.2.3", "1.x").
+	// A range resolves to the highest matching version; prereleases match only when the range names one.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Version string `json:"version"`
+}
+
+// VariantPolicy chooses which variant of a model (quantized, float16, pruned, distilled) each
+// cluster receives. It is refined by the compression work; today only a preference is recorded.
+type VariantPolicy struct {
+	// Preferred names the preferred variant, for example "int8" or "fp16"; empty means the original.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Preferred string `json:"preferred,omitempty"`
+}
+
+// RolloutStrategy says how a new version reaches the selected clusters.
+// +kubebuilder:validation:Enum=All;Canary
+type RolloutStrategy string
+
+// Rollout strategies.
+const (
+	// RolloutAll sends the new version to every selected cluster at once.
+	RolloutAll RolloutStrategy = "All"
+	// RolloutCanary sends the new version to a few clusters first.
+	RolloutCanary RolloutStrategy = "Canary"
+)
+
+// Rollout controls how a new version is rolled out.
+type Rollout struct {
+	// Strategy is All (default) or Canary.
+	// +optional
+	// +kubebuilder:default=All
+	Strategy RolloutStrategy `json:"strategy,omitempty"`
+	// MaxUnavailable is how many clusters may be switching versions at the same time.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MaxUnavailable *int32 `json:"maxUnavailable,omitempty"`
+}
+
+// ServingRuntime selects the inference runtime used to serve a model.
+// +kubebuilder:validation:Enum=auto;go;onnxruntime
+type ServingRuntime string
+
+// Serving runtimes.
+const (
+	RuntimeAuto        ServingRuntime = "auto"
+	RuntimeGo          ServingRuntime = "go"
+	RuntimeONNXRuntime ServingRuntime = "onnxruntime"
+)
+
+// Serving configures how the agent serves the model.
+type Serving struct {
+	// Runtime is auto (default), go or onnxruntime.
+	// +optional
+	// +kubebuilder:default=auto
+	Runtime ServingRuntime `json:"runtime,omitempty"`
+	// Port is the TCP port of the inference endpoint; the agent picks one when unset.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port *int32 `json:"port,omitempty"`
+}
+
+// Monitor links a deployment to drift monitoring.
+type Monitor struct {
+	// DriftMonitorRef names the DriftMonitor watching this deployment's inputs and outputs.
+	// +optional
+	DriftMonitorRef string `json:"driftMonitorRef,omitempty"`
+}
+
+// ModelDeploymentSpec is the desired deployment of a model to a set of clusters.
+type ModelDeploymentSpec struct {
+	// Model is the model and the accepted versions.
+	Model ModelRef `json:"model"`
+	// ClusterSelectors select the target clusters by label. A cluster is selected when any selector
+	// matches it (the selectors are ORed, as in a KubeStellar BindingPolicy). An empty list selects
+	// no cluster; an empty selector ({}) selects every cluster.
+	// +optional
+	ClusterSelectors []metav1.LabelSelector `json:"clusterSelectors,omitempty"`
+	// VariantPolicy chooses the model variant per cluster.
+	// +optional
+	VariantPolicy *VariantPolicy `json:"variantPolicy,omitempty"`
+	// Rollout controls how new versions reach the clusters.
+	// +optional
+	Rollout Rollout `json:"rollout,omitempty"`
+	// Serving configures the inference endpoint.
+	// +optional
+	Serving Serving `json:"serving,omitempty"`
+	// Monitor links the deployment to drift monitoring.
+	// +optional
+	Monitor *Monitor `json:"monitor,omitempty"`
+	// AllowDowngrade lets a cluster replace its active version with a lower one. Without it a
+	// cluster keeps a higher active version and reports the refusal.
+	// +optional
+	AllowDowngrade bool `json:"allowDowngrade,omitempty"`
+	// RequireSignature accepts only versions with a valid signature from a trusted key.
+	// +optional
+	RequireSignature bool `json:"requireSignature,omitempty"`
+}
+
+// ClusterPhase is the progress of a deployment in one cluster.
+// +kubebuilder:validation:Enum=Pending;Fetching;Active;Failed;Unreachable
+type ClusterPhase string
+
+// Cluster phases reported in ModelDeploymentStatus.Clusters.
+const (
+	PhasePending     ClusterPhase = "Pending"
+	PhaseFetching    ClusterPhase = "Fetching"
+	PhaseActive      ClusterPhase = "Active"
+	PhaseFailed      ClusterPhase = "Failed"
+	PhaseUnreachable ClusterPhase = "Unreachable"
+)
+
+// ClusterDeploymentStatus is the state of a deployment in one selected cluster.
+type ClusterDeploymentStatus struct {
+	// Cluster is the Cluster name.
+	Cluster string `json:"cluster"`
+	// DesiredVersion is the version the hub wants the cluster to serve.
+	// +optional
+	DesiredVersion string `json:"desiredVersion,omitempty"`
+	// ActiveVersion is the version the cluster serves now.
+	// +optional
+	ActiveVersion string `json:"activeVersion,omitempty"`
+	// Phase is Pending until the cluster's agent reports.
+	// +optional
+	Phase ClusterPhase `json:"phase,omitempty"`
+	// BytesFetched is how many bytes of the desired version the cluster holds.
+	// +optional
+	BytesFetched int64 `json:"bytesFetched,omitempty"`
+	// BytesTotal is the size of the desired version.
+	// +optional
+	BytesTotal int64 `json:"bytesTotal,omitempty"`
+	// LastContact is when the cluster's agent last reported on this deployment.
+	// +optional
+	LastContact *metav1.Time `json:"lastContact,omitempty"`
+	// Error is the last error the agent reported, if any.
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
+// Condition types of a ModelDeployment.
+const (
+	// ConditionResolved is True when the version constraint resolved to a registry version.
+	ConditionResolved = "Resolved"
+	// ConditionPlaced is True when the deployment selects at least one cluster.
+	ConditionPlaced = "Placed"
+)
+
+// ModelDeploymentStatus is the observed state of a deployment, written by the hub and agents.
+type ModelDeploymentStatus struct {
+	// ResolvedVersion is the registry version the constraint resolved to.
+	// +optional
+	ResolvedVersion string `json:"resolvedVersion,omitempty"`
+	// ResolvedDigest is the manifest digest of ResolvedVersion.
+	// +optional
+	ResolvedDigest string `json:"resolvedDigest,omitempty"`
+	// ResolvedSizeBytes is the total size of ResolvedVersion's files.
+	// +optional
+	ResolvedSizeBytes int64 `json:"resolvedSizeBytes,omitempty"`
+	// ObservedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions are Resolved and Placed.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Clusters has a row per selected cluster, sorted by cluster name.
+	// +optional
+	// +listType=map
+	// +listMapKey=cluster
+	Clusters []ClusterDeploymentStatus `json:"clusters,omitempty"`
+}
+
+// ModelDeployment deploys a model version, pinned or chosen by a semantic version range, to the
+// clusters its selectors match.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=md,categories=outpost
+// +kubebuilder:printcolumn:name="Model",type=string,JSONPath=`.spec.model.name`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.spec.model.version`
+// +kubebuilder:printcolumn:name="Resolved",type=string,JSONPath=`.status.resolvedVersion`
+// +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.status.resolvedDigest`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ModelDeployment struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired deployment.
+	Spec ModelDeploymentSpec `json:"spec"`
+	// Status is the observed state.
+	// +optional
+	Status ModelDeploymentStatus `json:"status,omitempty"`
+}
+
+// ModelDeploymentList is a list of ModelDeployments.
+//
+// +kubebuilder:object:root=true
+type ModelDeploymentList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the ModelDeployments.
+	Items []ModelDeployment `json:"items"`
+}

@@ -1,0 +1,495 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/auth"
+	"outpost.dev/outpost/internal/store"
+)
+
+// APIPrefix is the path prefix of the resource API.
+const APIPrefix = "/apis/" + v1alpha1.APIVersion
+
+const (
+	defaultPollTimeout = 30 * time.Second
+	maxPollTimeout     = 10 * time.Minute
+	watchPageSize      = 500
+)
+
+// Handler returns the hub's HTTP handler: the resource API under /apis/ml.outpost.dev/v1alpha1/,
+// the registry under /v2/ and a liveness probe at /healthz.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	if s.cfg.Registry != nil {
+		mux.Handle("/v2/", s.cfg.Registry)
+	}
+	mux.HandleFunc("GET "+APIPrefix+"/{plural}", s.authorized(false, s.handleList))
+	mux.HandleFunc("POST "+APIPrefix+"/{plural}", s.authorized(true, s.handleApply))
+	mux.HandleFunc("GET "+APIPrefix+"/{plural}/{name}", s.authorized(false, s.handleGet))
+	mux.HandleFunc("PUT "+APIPrefix+"/{plural}/{name}", s.authorized(true, s.handleApply))
+	mux.HandleFunc("DELETE "+APIPrefix+"/{plural}/{name}", s.authorized(true, s.handleDelete))
+	mux.HandleFunc("PUT "+APIPrefix+"/{plural}/{name}/status", s.authorized(true, s.handleStatus))
+	mux.HandleFunc("GET "+APIPrefix+"/clusters/{name}/desiredstate", s.authorized(false, s.handleDesiredState))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.authorize(r, r.Method != http.MethodGet && r.Method != http.MethodHead); err != nil {
+			s.writeAuthError(w, r, err)
+			return
+		}
+		s.writeStatus(w, r, http.StatusNotFound, metav1.StatusReasonNotFound, fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path), nil)
+	})
+	return mux
+}
+
+func (s *Server) authorize(r *http.Request, write bool) error {
+	if s.cfg.Authorize == nil {
+		return nil
+	}
+	return s.cfg.Authorize(r, write)
+}
+
+// authorized wraps h with the authorization check and the lookup of {plural}.
+func (s *Server) authorized(write bool, h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := s.authorize(r, write); err != nil {
+			s.writeAuthError(w, r, err)
+			return
+		}
+		plural := r.PathValue("plural")
+		if plural == "" {
+			plural = v1alpha1.PluralClusters // the desiredstate route names it literally
+		}
+		kind, ok := v1alpha1.KindForPlural(plural)
+		if !ok {
+			s.writeStatus(w, r, http.StatusNotFound, metav1.StatusReasonNotFound,
+				fmt.Sprintf("unknown resource %q in %s (known: %s, %s)", plural, v1alpha1.APIVersion,
+					v1alpha1.PluralClusters, v1alpha1.PluralModelDeployments), nil)
+			return
+		}
+		h(w, r, kind)
+	}
+}
+
+func (s *Server) writeAuthError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, auth.ErrForbidden):
+		s.writeStatus(w, r, http.StatusForbidden, metav1.StatusReasonForbidden, err.Error(), nil)
+	case errors.Is(err, auth.ErrUnauthenticated):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
+		s.writeStatus(w, r, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, err.Error(), nil)
+	default:
+		s.log.ErrorContext(r.Context(), "authorization failed", "err", err)
+		s.writeStatus(w, r, http.StatusInternalServerError, metav1.StatusReasonInternalError, "authorization failed", nil)
+	}
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, kind string) {
+	obj, err := s.db.Get(r.Context(), kind, r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeObject(w, r, http.StatusOK, obj)
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request, kind string) {
+	q := r.URL.Query()
+	sel, err := labels.Parse(q.Get("labelSelector"))
+	if err != nil {
+		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest, "labelSelector: "+err.Error(), nil)
+		return
+	}
+	if q.Get("watch") == "true" || q.Get("watch") == "1" {
+		s.handleWatch(w, r, kind, sel)
+		return
+	}
+	objs, rev, err := s.db.List(r.Context(), kind, sel)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	list, err := v1alpha1.NewList(kind, objs)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if la, err := meta.ListAccessor(list); err == nil {
+		la.SetResourceVersion(strconv.FormatInt(rev, 10))
+	}
+	s.writeObject(w, r, http.StatusOK, list)
+}
+
+// pollParams parses the revision parameter named revParam and timeoutSeconds.
+func pollParams(r *http.Request, revParam string) (rev int64, hasRev bool, timeout time.Duration, err error) {
+	q := r.URL.Query()
+	if v := q.Get(revParam); v != "" {
+		rev, err = strconv.ParseInt(v, 10, 64)
+		if err != nil || rev < 0 {
+			return 0, false, 0, fmt.Errorf("%s: %q is not a non-negative integer", revParam, v)
+		}
+		hasRev = true
+	}
+	timeout = defaultPollTimeout
+	if v := q.Get("timeoutSeconds"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, false, 0, fmt.Errorf("timeoutSeconds: %q is not a non-negative integer", v)
+		}
+		timeout = min(time.Duration(n)*time.Second, maxPollTimeout)
+	}
+	return rev, hasRev, timeout, nil
+}
+
+// handleWatch answers with the changes after resourceVersion as soon as there is at least one,
+// or with an empty list when timeoutSeconds pass.
+func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, kind string, sel labels.Selector) {
+	ctx := r.Context()
+	after, hasRev, timeout, err := pollParams(r, "resourceVersion")
+	if err != nil {
+		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error(), nil)
+		return
+	}
+	if !hasRev {
+		if after, err = s.db.Revision(ctx); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		changed := s.db.Changed()
+		evs, cur, err := s.db.Changes(ctx, kind, after, watchPageSize)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		next := cur
+		if len(evs) == watchPageSize {
+			next = evs[len(evs)-1].Revision
+		}
+		var items []v1alpha1.WatchEvent
+		for _, ev := range evs {
+			if !sel.Empty() && !sel.Matches(labels.Set(ev.Object.GetLabels())) {
+				continue
+			}
+			b, err := json.Marshal(ev.Object)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			items = append(items, v1alpha1.WatchEvent{Type: string(ev.Type), Object: b})
+		}
+		if len(items) > 0 {
+			s.writeWatch(w, r, next, items)
+			return
+		}
+		after = next
+		select {
+		case <-changed:
+		case <-timer.C:
+			s.writeWatch(w, r, after, nil)
+			return
+		case <-s.life.Done():
+			s.writeWatch(w, r, after, nil)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Server) writeWatch(w http.ResponseWriter, r *http.Request, rev int64, items []v1alpha1.WatchEvent) {
+	if items == nil {
+		items = []v1alpha1.WatchEvent{}
+	}
+	l := &v1alpha1.WatchEventList{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindWatchEventList},
+		ListMeta: metav1.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10)},
+		Items:    items,
+	}
+	s.writeJSONOrYAML(w, r, http.StatusOK, l)
+}
+
+// handleDesiredState serves a cluster's desired state once its revision is above after, and
+// answers 304 Not Modified when timeoutSeconds pass without that.
+func (s *Server) handleDesiredState(w http.ResponseWriter, r *http.Request, _ string) {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	after, _, timeout, err := pollParams(r, "after")
+	if err != nil {
+		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error(), nil)
+		return
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		changed := s.db.Changed()
+		rev, doc, err := s.db.DesiredState(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			s.writeStatus(w, r, http.StatusNotFound, metav1.StatusReasonNotFound,
+				fmt.Sprintf("cluster %q not found", name), &metav1.StatusDetails{Name: name, Kind: v1alpha1.PluralClusters})
+			return
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if rev > after {
+			var ds v1alpha1.DesiredState
+			if err := json.Unmarshal(doc, &ds); err != nil {
+				s.writeError(w, r, fmt.Errorf("decode stored desired state: %w", err))
+				return
+			}
+			ds.Revision = rev
+			w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(rev, 10)))
+			s.writeJSONOrYAML(w, r, http.StatusOK, ds)
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			w.WriteHeader(http.StatusNotModified)
+			return
+		case <-s.life.Done():
+			w.WriteHeader(http.StatusNotModified)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// readObject reads and decodes exactly one object of kind from the request body. It writes
+// the error response itself and returns nil on failure.
+func (s *Server) readObject(w http.ResponseWriter, r *http.Request, kind string) v1alpha1.Object {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.writeStatus(w, r, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge,
+				fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit), nil)
+			return nil
+		}
+		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest, "reading request body: "+err.Error(), nil)
+		return nil
+	}
+	objs, err := v1alpha1.Decode(body)
+	if err != nil {
+		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest, "decoding request body: "+err.Error(), nil)
+		return nil
+	}
+	if len(objs) != 1 {
+		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest,
+			fmt.Sprintf("request body must hold exactly one object, it holds %d", len(objs)), nil)
+		return nil
+	}
+	obj := objs[0]
+	if got := v1alpha1.KindOf(obj); got != kind {
+		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest,
+			fmt.Sprintf("body is a %s but the path is for %s", got, kind), nil)
+		return nil
+	}
+	if name := r.PathValue("name"); name != "" {
+		if obj.GetName() == "" {
+			obj.SetName(name)
+		}
+		if obj.GetName() != name {
+			s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest,
+				fmt.Sprintf("metadata.name %q does not match the name %q in the path", obj.GetName(), name), nil)
+			return nil
+		}
+	}
+	return obj
+}
+
+// handleApply creates or updates the object in the body (PUT {plural}/{name} or POST {plural}).
+func (s *Server) handleApply(w http.ResponseWriter, r *http.Request, kind string) {
+	obj := s.readObject(w, r, kind)
+	if obj == nil {
+		return
+	}
+	obj.Default()
+	if err := obj.Validate(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	stored, res, err := s.apply(r.Context(), obj)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	code := http.StatusOK
+	if res == store.Created {
+		code = http.StatusCreated
+	}
+	s.writeObject(w, r, code, stored)
+}
+
+// apply stores obj and its consequences in one transaction. A ModelDeployment whose version
+// does not resolve (or lacks a required signature) is refused with an *v1alpha1.InvalidError.
+func (s *Server) apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, store.ApplyResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var res ResolvedModel
+	d, isDeployment := obj.(*v1alpha1.ModelDeployment)
+	if isDeployment {
+		var err error
+		if res, err = s.resolve(ctx, d); err != nil {
+			return nil, store.Unchanged, resolutionError(d, err)
+		}
+	}
+	var stored v1alpha1.Object
+	var result store.ApplyResult
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		var err error
+		if stored, result, err = tx.Apply(ctx, obj); err != nil {
+			return err
+		}
+		if isDeployment {
+			cp := stored.DeepCopyObject().(*v1alpha1.ModelDeployment)
+			setResolved(cp, res, nil)
+			if _, _, err := tx.UpdateStatus(ctx, cp); err != nil {
+				return err
+			}
+		}
+		if err := s.reconcile(ctx, tx); err != nil {
+			return err
+		}
+		stored, err = tx.Get(ctx, v1alpha1.KindOf(obj), obj.GetName())
+		return err
+	})
+	if err != nil {
+		return nil, store.Unchanged, err
+	}
+	return stored, result, nil
+}
+
+// handleStatus replaces the status of a resource (PUT {plural}/{name}/status).
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, kind string) {
+	obj := s.readObject(w, r, kind)
+	if obj == nil {
+		return
+	}
+	ctx := r.Context()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var stored v1alpha1.Object
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		if _, _, err := tx.UpdateStatus(ctx, obj); err != nil {
+			return err
+		}
+		if err := s.reconcile(ctx, tx); err != nil {
+			return err
+		}
+		var err error
+		stored, err = tx.Get(ctx, kind, obj.GetName())
+		return err
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeObject(w, r, http.StatusOK, stored)
+}
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, kind string) {
+	ctx := r.Context()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var deleted v1alpha1.Object
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		var err error
+		if deleted, err = tx.Delete(ctx, kind, r.PathValue("name")); err != nil {
+			return err
+		}
+		return s.reconcile(ctx, tx)
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeObject(w, r, http.StatusOK, deleted)
+}
+
+// writeError maps err to a Kubernetes-style Status response.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var inv *v1alpha1.InvalidError
+	switch {
+	case errors.As(err, &inv):
+		details := &metav1.StatusDetails{Name: inv.Name, Kind: inv.Kind}
+		for _, fe := range inv.Errs {
+			details.Causes = append(details.Causes, metav1.StatusCause{
+				Type: metav1.CauseType(fe.Type), Message: fe.ErrorBody(), Field: fe.Field,
+			})
+		}
+		s.writeStatus(w, r, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, inv.Error(), details)
+	case errors.Is(err, store.ErrNotFound):
+		s.writeStatus(w, r, http.StatusNotFound, metav1.StatusReasonNotFound, err.Error(), nil)
+	case errors.Is(err, store.ErrConflict):
+		s.writeStatus(w, r, http.StatusConflict, metav1.StatusReasonConflict, err.Error(), nil)
+	case errors.Is(err, store.ErrCompacted):
+		s.writeStatus(w, r, http.StatusGone, metav1.StatusReasonExpired, err.Error()+"; list again", nil)
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+	default:
+		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.writeStatus(w, r, http.StatusInternalServerError, metav1.StatusReasonInternalError, "internal error: "+err.Error(), nil)
+	}
+}
+
+func (s *Server) writeStatus(w http.ResponseWriter, r *http.Request, code int, reason metav1.StatusReason, msg string, details *metav1.StatusDetails) {
+	st := &metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status:   metav1.StatusFailure,
+		Message:  msg,
+		Reason:   reason,
+		Details:  details,
+		Code:     int32(code),
+	}
+	s.writeJSONOrYAML(w, r, code, st)
+}
+
+func (s *Server) writeObject(w http.ResponseWriter, r *http.Request, code int, obj runtime.Object) {
+	v1alpha1.SetTypeMeta(obj)
+	s.writeJSONOrYAML(w, r, code, obj)
+}
+
+// writeJSONOrYAML writes v as YAML when the client accepts application/yaml, else as JSON.
+func (s *Server) writeJSONOrYAML(w http.ResponseWriter, r *http.Request, code int, v any) {
+	b, err := json.Marshal(v)
+	ct := "application/json"
+	if err == nil && strings.Contains(r.Header.Get("Accept"), "application/yaml") {
+		b, err = yaml.JSONToYAML(b)
+		ct = "application/yaml"
+	}
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "encode response", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	if ct == "application/json" {
+		b = append(b, '\n')
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}

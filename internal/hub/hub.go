@@ -1,0 +1,292 @@
+// Package hub is the hub server: the resource REST API, per-cluster desired state for agents,
+// and the composition with the OCI registry. Every change of a Cluster or ModelDeployment
+// re-places the deployments and recomputes each cluster's desired state in the same SQLite
+// transaction; a cluster's document gets a new revision only when its content changes.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/placement"
+	"outpost.dev/outpost/internal/store"
+)
+
+// DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is zero.
+const DefaultMaxBodyBytes = 1 << 20
+
+// ModelResolver finds model versions in the registry.
+type ModelResolver interface {
+	// ResolveModel picks the highest version of model name matching constraint (exact or semver range);
+	// with requireSigned only versions with a valid signature from a trusted key count.
+	ResolveModel(ctx context.Context, name, constraint string, requireSigned bool) (ResolvedModel, error)
+}
+
+// ResolvedModel is a model version found by a ModelResolver.
+type ResolvedModel struct {
+	// Version is the semantic version (registry tag).
+	Version string
+	// Digest is the manifest digest.
+	Digest string
+	// Size is the total size of the model's files in bytes.
+	Size int64
+}
+
+// Config configures a Server.
+type Config struct {
+	// DB is the hub's store. Required.
+	DB *store.DB
+	// Registry serves the OCI distribution API under /v2/; it authorizes its own requests.
+	Registry http.Handler
+	// Models resolves deployment versions. Without it every ModelDeployment is refused.
+	Models ModelResolver
+	// Authorize is called for every API request, with write true for PUT, POST and DELETE. It
+	// returns an error wrapping auth.ErrUnauthenticated or auth.ErrForbidden to refuse. Nil allows all.
+	Authorize func(r *http.Request, write bool) error
+	// RequireSignature makes every deployment accept only signed versions.
+	RequireSignature bool
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// MaxBodyBytes limits request bodies; zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+// Server is the hub server.
+type Server struct {
+	cfg  Config
+	db   *store.DB
+	log  *slog.Logger
+	life context.Context // ends long-polls when the server's context ends
+	// mu serialises resolution and reconciliation so that a slower resolution never
+	// overwrites a newer one.
+	mu sync.Mutex
+}
+
+// New returns a Server and reconciles the stored state once: it re-resolves every
+// ModelDeployment and recomputes every desired state, so a hub that stopped between a change
+// and its consequences catches up. Long-polls end when ctx ends.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("hub: Config.DB is required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, life: ctx}
+	if err := s.ModelsChanged(ctx); err != nil {
+		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
+	}
+	return s, nil
+}
+
+// ModelsChanged re-resolves every ModelDeployment and recomputes the desired state of every
+// cluster. Call it when a model version, tag or signature changes in the registry. A
+// deployment that no longer resolves keeps its last resolved version and reports
+// Resolved=False. It must not be called while holding a lock the ModelResolver needs.
+func (s *Server) ModelsChanged(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	objs, _, err := s.db.List(ctx, v1alpha1.KindModelDeployment, nil)
+	if err != nil {
+		return err
+	}
+	type outcome struct {
+		res ResolvedModel
+		err error
+	}
+	results := make(map[string]outcome, len(objs))
+	for _, o := range objs {
+		d := o.(*v1alpha1.ModelDeployment)
+		res, err := s.resolve(ctx, d)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		results[d.Name] = outcome{res, err}
+	}
+	return s.db.Update(ctx, func(tx *store.Tx) error {
+		for name, r := range results {
+			o, err := tx.Get(ctx, v1alpha1.KindModelDeployment, name)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			d := o.DeepCopyObject().(*v1alpha1.ModelDeployment)
+			setResolved(d, r.res, r.err)
+			if _, _, err := tx.UpdateStatus(ctx, d); err != nil {
+				return err
+			}
+		}
+		return s.reconcile(ctx, tx)
+	})
+}
+
+// requireSigned reports whether d accepts only signed versions.
+func (s *Server) requireSigned(d *v1alpha1.ModelDeployment) bool {
+	return s.cfg.RequireSignature || d.Spec.RequireSignature
+}
+
+// resolve asks the ModelResolver for d's version.
+func (s *Server) resolve(ctx context.Context, d *v1alpha1.ModelDeployment) (ResolvedModel, error) {
+	if s.cfg.Models == nil {
+		return ResolvedModel{}, errors.New("no model registry is configured")
+	}
+	signed := s.requireSigned(d)
+	res, err := s.cfg.Models.ResolveModel(ctx, d.Spec.Model.Name, d.Spec.Model.Version, signed)
+	if err == nil && res.Version == "" {
+		err = errors.New("resolver returned no version")
+	}
+	if err != nil {
+		if signed {
+			return ResolvedModel{}, fmt.Errorf("no version of model %q matching %q has a valid signature from a trusted key: %w",
+				d.Spec.Model.Name, d.Spec.Model.Version, err)
+		}
+		return ResolvedModel{}, fmt.Errorf("no version of model %q matches %q: %w", d.Spec.Model.Name, d.Spec.Model.Version, err)
+	}
+	return res, nil
+}
+
+// resolutionError reports a failed resolution as a validation error of spec.model.version.
+func resolutionError(d *v1alpha1.ModelDeployment, err error) error {
+	return &v1alpha1.InvalidError{Kind: v1alpha1.KindModelDeployment, Name: d.Name, Errs: field.ErrorList{
+		field.Invalid(field.NewPath("spec", "model", "version"), d.Spec.Model.Version, err.Error()),
+	}}
+}
+
+// setResolved records a resolution outcome in d's status. A failure keeps the last resolved version.
+func setResolved(d *v1alpha1.ModelDeployment, res ResolvedModel, err error) {
+	c := metav1.Condition{Type: v1alpha1.ConditionResolved, ObservedGeneration: d.Generation}
+	if err != nil {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "ResolutionFailed", truncate(err.Error(), 1024)
+	} else {
+		d.Status.ResolvedVersion, d.Status.ResolvedDigest, d.Status.ResolvedSizeBytes = res.Version, res.Digest, res.Size
+		c.Status, c.Reason = metav1.ConditionTrue, "Resolved"
+		c.Message = fmt.Sprintf("%s %s resolved to %s", d.Spec.Model.Name, d.Spec.Model.Version, res.Version)
+	}
+	d.Status.ObservedGeneration = d.Generation
+	meta.SetStatusCondition(&d.Status.Conditions, c)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// reconcile places every deployment from its stored resolution, writes each cluster's desired
+// state (a new revision only where the document changed), removes the documents of deleted
+// clusters, and refreshes each deployment's per-cluster status rows and Placed condition.
+func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
+	cobjs, err := tx.List(ctx, v1alpha1.KindCluster, nil)
+	if err != nil {
+		return err
+	}
+	dobjs, err := tx.List(ctx, v1alpha1.KindModelDeployment, nil)
+	if err != nil {
+		return err
+	}
+	clusters := make([]v1alpha1.Cluster, len(cobjs))
+	for i, o := range cobjs {
+		clusters[i] = *o.(*v1alpha1.Cluster)
+	}
+	deps := make([]v1alpha1.ModelDeployment, len(dobjs))
+	resolved := make(map[string]placement.Resolution, len(dobjs))
+	for i, o := range dobjs {
+		deps[i] = *o.(*v1alpha1.ModelDeployment)
+		resolved[deps[i].Name] = placement.ResolutionFromStatus(&deps[i])
+	}
+	a, err := placement.DesiredStates(deps, clusters, resolved, s.cfg.RequireSignature)
+	if err != nil {
+		s.log.WarnContext(ctx, "placement skipped deployments", "err", err)
+	}
+	for _, c := range clusters {
+		doc, err := json.Marshal(v1alpha1.DesiredState{
+			APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: c.Name, Models: a.Models[c.Name],
+		})
+		if err != nil {
+			return fmt.Errorf("encode desired state: %w", err)
+		}
+		if rev, changed, err := tx.SetDesiredState(ctx, c.Name, doc); err != nil {
+			return err
+		} else if changed {
+			s.log.DebugContext(ctx, "desired state changed", "cluster", c.Name, "revision", rev)
+		}
+	}
+	have, err := tx.DesiredStateClusters(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range have {
+		if _, ok := a.Models[name]; !ok {
+			if err := tx.DeleteDesiredState(ctx, name); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range deps {
+		d := deps[i].DeepCopy()
+		selected, ok := a.Selected[d.Name]
+		if !ok {
+			continue
+		}
+		d.Status.Clusters = clusterRows(d, selected)
+		c := metav1.Condition{Type: v1alpha1.ConditionPlaced, ObservedGeneration: d.Generation}
+		if len(selected) > 0 {
+			c.Status, c.Reason = metav1.ConditionTrue, "Placed"
+			c.Message = fmt.Sprintf("selected %d cluster(s)", len(selected))
+		} else {
+			c.Status, c.Reason, c.Message = metav1.ConditionFalse, "NoMatchingClusters", "no cluster matches the clusterSelectors"
+		}
+		meta.SetStatusCondition(&d.Status.Conditions, c)
+		if _, _, err := tx.UpdateStatus(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clusterRows returns one status row per selected cluster, keeping what agents reported.
+func clusterRows(d *v1alpha1.ModelDeployment, selected []string) []v1alpha1.ClusterDeploymentStatus {
+	old := make(map[string]v1alpha1.ClusterDeploymentStatus, len(d.Status.Clusters))
+	for _, r := range d.Status.Clusters {
+		old[r.Cluster] = r
+	}
+	rows := make([]v1alpha1.ClusterDeploymentStatus, 0, len(selected))
+	for _, name := range selected {
+		r, ok := old[name]
+		if !ok {
+			r = v1alpha1.ClusterDeploymentStatus{Cluster: name, Phase: v1alpha1.PhasePending, BytesTotal: d.Status.ResolvedSizeBytes}
+		}
+		r.DesiredVersion = d.Status.ResolvedVersion
+		rows = append(rows, *r.DeepCopy())
+	}
+	slices.SortFunc(rows, func(a, b v1alpha1.ClusterDeploymentStatus) int {
+		switch {
+		case a.Cluster < b.Cluster:
+			return -1
+		case a.Cluster > b.Cluster:
+			return 1
+		}
+		return 0
+	})
+	if len(rows) == 0 {
+		return nil
+	}
+	return rows
+}

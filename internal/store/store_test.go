@@ -1,0 +1,344 @@
+package store
+
+import (
+	"errors"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"outpost.dev/outpost/api/v1alpha1"
+)
+
+func open(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "hub.db")
+	db, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, path
+}
+
+func cluster(name string, l map[string]string) *v1alpha1.Cluster {
+	return &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}
+}
+
+func md(name, version string) *v1alpha1.ModelDeployment {
+	return &v1alpha1.ModelDeployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       v1alpha1.ModelDeploymentSpec{Model: v1alpha1.ModelRef{Name: "resnet", Version: version}},
+	}
+}
+
+func rv(t *testing.T, o v1alpha1.Object) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(o.GetResourceVersion(), 10, 64)
+	if err != nil {
+		t.Fatalf("resourceVersion %q: %v", o.GetResourceVersion(), err)
+	}
+	return n
+}
+
+func TestPragmas(t *testing.T) {
+	db, _ := open(t)
+	for pragma, want := range map[string]string{"journal_mode": "wal", "busy_timeout": "10000", "foreign_keys": "1", "synchronous": "2"} {
+		var got string
+		if err := db.SQL().QueryRowContext(t.Context(), "PRAGMA "+pragma).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("PRAGMA %s = %s, want %s", pragma, got, want)
+		}
+	}
+}
+
+func TestApplyLifecycle(t *testing.T) {
+	ctx := t.Context()
+	db, _ := open(t)
+
+	created, res, err := db.Apply(ctx, md("a", "1.0.0"))
+	if err != nil || res != Created {
+		t.Fatalf("Apply = %v, %v", res, err)
+	}
+	if created.GetUID() == "" || created.GetGeneration() != 1 || created.GetCreationTimestamp().Time.IsZero() || rv(t, created) != 1 {
+		t.Fatalf("created metadata %+v", created.(*v1alpha1.ModelDeployment).ObjectMeta)
+	}
+
+	// Status is written separately and survives a later apply.
+	st := created.DeepCopyObject().(*v1alpha1.ModelDeployment)
+	st.Status.ResolvedVersion = "1.0.0"
+	if _, changed, err := db.UpdateStatus(ctx, st); err != nil || !changed {
+		t.Fatalf("UpdateStatus = %v, %v", changed, err)
+	}
+
+	// Same spec again: nothing changes, not even the revision.
+	revBefore, _ := db.Revision(ctx)
+	again, res, err := db.Apply(ctx, md("a", "1.0.0"))
+	if err != nil || res != Unchanged {
+		t.Fatalf("re-Apply = %v, %v", res, err)
+	}
+	if revAfter, _ := db.Revision(ctx); revAfter != revBefore {
+		t.Fatalf("no-op apply moved revision %d -> %d", revBefore, revAfter)
+	}
+
+	// A label change updates without a generation bump.
+	lbl := md("a", "1.0.0")
+	lbl.Labels = map[string]string{"team": "vision"}
+	lbl.Status.ResolvedVersion = "9.9.9" // ignored: status only through UpdateStatus
+	upd, res, err := db.Apply(ctx, lbl)
+	if err != nil || res != Updated {
+		t.Fatalf("label Apply = %v, %v", res, err)
+	}
+	if upd.GetGeneration() != 1 || upd.GetUID() != created.GetUID() || rv(t, upd) <= rv(t, again) {
+		t.Fatalf("label update metadata %+v", upd.(*v1alpha1.ModelDeployment).ObjectMeta)
+	}
+	if got := upd.(*v1alpha1.ModelDeployment).Status.ResolvedVersion; got != "1.0.0" {
+		t.Fatalf("status after apply = %q, want kept 1.0.0", got)
+	}
+
+	// A spec change bumps generation.
+	spec, _, err := db.Apply(ctx, md("a", "^1"))
+	if err != nil || spec.GetGeneration() != 2 {
+		t.Fatalf("spec Apply generation = %d, %v", spec.GetGeneration(), err)
+	}
+
+	// Stale resourceVersion on status is a conflict.
+	st.SetResourceVersion(created.GetResourceVersion())
+	if _, _, err := db.UpdateStatus(ctx, st); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale UpdateStatus err = %v, want ErrConflict", err)
+	}
+
+	deleted, err := db.Delete(ctx, v1alpha1.KindModelDeployment, "a")
+	if err != nil || deleted.GetName() != "a" {
+		t.Fatalf("Delete = %v", err)
+	}
+	if _, err := db.Get(ctx, v1alpha1.KindModelDeployment, "a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after delete err = %v", err)
+	}
+	if _, err := db.Delete(ctx, v1alpha1.KindModelDeployment, "a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second Delete err = %v", err)
+	}
+
+	evs, cur, err := db.Changes(ctx, v1alpha1.KindModelDeployment, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []EventType
+	last := int64(0)
+	for _, ev := range evs {
+		types = append(types, ev.Type)
+		if ev.Revision <= last || ev.Revision > cur {
+			t.Fatalf("event revisions not increasing: %d after %d (current %d)", ev.Revision, last, cur)
+		}
+		last = ev.Revision
+	}
+	want := []EventType{Added, Modified, Modified, Modified, Deleted}
+	if len(types) != len(want) {
+		t.Fatalf("events = %v, want %v", types, want)
+	}
+	for i := range want {
+		if types[i] != want[i] {
+			t.Fatalf("events = %v, want %v", types, want)
+		}
+	}
+	after, _, err := db.Changes(ctx, v1alpha1.KindModelDeployment, evs[2].Revision, 0)
+	if err != nil || len(after) != 2 {
+		t.Fatalf("Changes after %d = %d events, %v", evs[2].Revision, len(after), err)
+	}
+}
+
+func TestApplyInvalidStoresNothing(t *testing.T) {
+	ctx := t.Context()
+	db, _ := open(t)
+	if _, _, err := db.Apply(ctx, md("a", "1.x.y")); err == nil {
+		t.Fatal("Apply accepted an invalid version")
+	}
+	if rev, _ := db.Revision(ctx); rev != 0 {
+		t.Fatalf("revision = %d after a rejected apply", rev)
+	}
+}
+
+func TestUpdateRollsBack(t *testing.T) {
+	ctx := t.Context()
+	db, _ := open(t)
+	boom := errors.New("boom")
+	err := db.Update(ctx, func(tx *Tx) error {
+		if _, _, err := tx.Apply(ctx, cluster("a", nil)); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update err = %v", err)
+	}
+	if _, err := db.Get(ctx, v1alpha1.KindCluster, "a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rolled-back object is visible: %v", err)
+	}
+	if rev, _ := db.Revision(ctx); rev != 0 {
+		t.Fatalf("revision = %d after rollback", rev)
+	}
+}
+
+func TestListSelector(t *testing.T) {
+	ctx := t.Context()
+	db, _ := open(t)
+	for _, c := range []*v1alpha1.Cluster{
+		cluster("b", map[string]string{"region": "eu"}),
+		cluster("a", map[string]string{"region": "eu", "gpu": "true"}),
+		cluster("c", map[string]string{"region": "us"}),
+	} {
+		if _, _, err := db.Apply(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		sel  string
+		want string
+	}{
+		{"", "a,b,c"},
+		{"region=eu", "a,b"},
+		{"region in (eu,us),!gpu", "b,c"},
+		{"region=mars", ""},
+	}
+	for _, tt := range tests {
+		sel, err := labels.Parse(tt.sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, rev, err := db.List(ctx, v1alpha1.KindCluster, sel)
+		if err != nil || rev != 3 {
+			t.Fatalf("List(%q) rev %d, %v", tt.sel, rev, err)
+		}
+		var names string
+		for i, o := range objs {
+			if i > 0 {
+				names += ","
+			}
+			names += o.GetName()
+		}
+		if names != tt.want {
+			t.Errorf("List(%q) = %s, want %s", tt.sel, names, tt.want)
+		}
+	}
+}
+
+func TestDesiredState(t *testing.T) {
+	ctx := t.Context()
+	db, _ := open(t)
+	var r1, r2, r3 int64
+	err := db.Update(ctx, func(tx *Tx) error {
+		var err error
+		var changed bool
+		if r1, changed, err = tx.SetDesiredState(ctx, "edge-1", []byte(`{"models":[]}`)); err != nil || !changed {
+			return errors.Join(err, errors.New("first write not a change"))
+		}
+		if r2, changed, err = tx.SetDesiredState(ctx, "edge-1", []byte(`{"models":[]}`)); err != nil || changed {
+			return errors.Join(err, errors.New("same doc counted as a change"))
+		}
+		r3, _, err = tx.SetDesiredState(ctx, "edge-1", []byte(`{"models":[1]}`))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1 != r2 || r3 <= r1 {
+		t.Fatalf("revisions %d %d %d", r1, r2, r3)
+	}
+	rev, doc, err := db.DesiredState(ctx, "edge-1")
+	if err != nil || rev != r3 || string(doc) != `{"models":[1]}` {
+		t.Fatalf("DesiredState = %d %s %v", rev, doc, err)
+	}
+	if _, _, err := db.DesiredState(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown cluster err = %v", err)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error { return tx.DeleteDesiredState(ctx, "edge-1") }); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.DesiredState(ctx, "edge-1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted desired state err = %v", err)
+	}
+}
+
+func TestSurvivesReopen(t *testing.T) {
+	ctx := t.Context()
+	db, path := open(t)
+	c, _, err := db.Apply(ctx, cluster("edge-1", map[string]string{"region": "eu"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(ctx, func(tx *Tx) error {
+		_, _, err := tx.SetDesiredState(ctx, "edge-1", []byte("{}"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := db.Revision(ctx)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer db2.Close()
+	got, err := db2.Get(ctx, v1alpha1.KindCluster, "edge-1")
+	if err != nil || got.GetUID() != c.GetUID() || got.GetLabels()["region"] != "eu" {
+		t.Fatalf("after reopen Get = %+v, %v", got, err)
+	}
+	if rev2, _ := db2.Revision(ctx); rev2 != rev {
+		t.Fatalf("revision after reopen = %d, want %d", rev2, rev)
+	}
+	next, _, err := db2.Apply(ctx, cluster("edge-2", nil))
+	if err != nil || rv(t, next) != rev+1 {
+		t.Fatalf("revision continues: got %s, want %d (%v)", next.GetResourceVersion(), rev+1, err)
+	}
+	var n int
+	if err := db2.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil || n != len(migrations) {
+		t.Fatalf("migrations applied = %d, %v", n, err)
+	}
+}
+
+func TestChangedBroadcastAndConcurrentWrites(t *testing.T) {
+	ctx := t.Context()
+	db, _ := open(t)
+	ch := db.Changed()
+	const writers = 4
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 5 {
+				if _, _, err := db.Apply(ctx, cluster("c"+strconv.Itoa(i)+"-"+strconv.Itoa(j), nil)); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changed channel not closed after a write")
+	}
+	wg.Wait()
+	if rev, _ := db.Revision(ctx); rev != writers*5 {
+		t.Fatalf("revision = %d, want %d", rev, writers*5)
+	}
+}
+
+func TestCompacted(t *testing.T) {
+	ctx := t.Context()
+	db, _ := open(t)
+	if _, err := db.SQL().ExecContext(ctx, `UPDATE meta SET value = 5 WHERE key = 'compacted'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.Changes(ctx, v1alpha1.KindCluster, 2, 0); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("err = %v, want ErrCompacted", err)
+	}
+}
