@@ -1,0 +1,97 @@
+// Package artifact packs machine-learning models into OCI artifacts and reads
+// them back, on any OCI registry reachable through oras-go.
+//
+// A model version is an OCI image manifest following the CNCF ModelPack
+// model-spec: one raw layer per file (the file bytes as they are, so layer
+// offsets are file offsets), a model config blob, and Outpost annotations for
+// lineage and metrics. Two kinds of referrers hang off a model manifest: a
+// content-defined chunk index, which lets a client fetch only the chunks it
+// lacks, and DSSE signatures over an in-toto statement naming the manifest
+// digest. The wire format is described in docs/artifact-format.md.
+package artifact
+
+// Media and artifact types of the CNCF ModelPack model-spec
+// (github.com/modelpack/model-spec, specs-go/v1), copied to avoid a
+// dependency on the spec module.
+const (
+	// ArtifactTypeModel is the artifactType of a model manifest.
+	ArtifactTypeModel = "application/vnd.cncf.model.manifest.v1+json"
+	// MediaTypeModelConfig is the media type of the model config blob.
+	MediaTypeModelConfig = "application/vnd.cncf.model.config.v1+json"
+	// MediaTypeModelWeightRaw is an unarchived, uncompressed weights file.
+	MediaTypeModelWeightRaw = "application/vnd.cncf.model.weight.v1.raw"
+	// MediaTypeModelWeightConfigRaw is an unarchived weights configuration
+	// file such as config.json or tokenizer.json.
+	MediaTypeModelWeightConfigRaw = "application/vnd.cncf.model.weight.config.v1.raw"
+	// MediaTypeModelDocRaw is an unarchived documentation file such as
+	// README.md or LICENSE.
+	MediaTypeModelDocRaw = "application/vnd.cncf.model.doc.v1.raw"
+	// MediaTypeModelCodeRaw is an unarchived code file such as a script.
+	MediaTypeModelCodeRaw = "application/vnd.cncf.model.code.v1.raw"
+	// MediaTypeModelDatasetRaw is an unarchived dataset file.
+	MediaTypeModelDatasetRaw = "application/vnd.cncf.model.dataset.v1.raw"
+
+	// AnnotationFilepath is the model-spec layer annotation holding the
+	// file's path relative to the model root.
+	AnnotationFilepath = "org.cncf.model.filepath"
+)
+
+// Outpost artifact types.
+const (
+	// ArtifactTypeChunkIndex is the artifactType of a chunk index referrer
+	// and the media type of its single layer.
+	ArtifactTypeChunkIndex = "application/vnd.outpost.chunk-index.v1+json"
+	// ArtifactTypeSignature is the artifactType of a signature referrer.
+	ArtifactTypeSignature = "application/vnd.outpost.signature.v1+json"
+	// MediaTypeDSSEEnvelope is the media type of the signature layer.
+	MediaTypeDSSEEnvelope = "application/vnd.dsse.envelope.v1+json"
+	// PayloadTypeInToto is the DSSE payloadType of an in-toto statement.
+	PayloadTypeInToto = "application/vnd.in-toto+json"
+	// StatementTypeV1 is the _type of an in-toto Statement v1.
+	StatementTypeV1 = "https://in-toto.io/Statement/v1"
+	// PredicateTypeSignature is the predicateType of an Outpost model
+	// signature statement.
+	PredicateTypeSignature = "https://outpost.dev/model-signature/v1"
+)
+
+// Manifest and layer annotations written by Push.
+const (
+	// AnnotationTitle is the OCI title annotation; oras pull writes each
+	// layer to a file of this name.
+	AnnotationTitle = "org.opencontainers.image.title"
+	// AnnotationVersion is the OCI version annotation (the model version).
+	AnnotationVersion = "org.opencontainers.image.version"
+	// AnnotationCreated is the OCI creation time annotation (RFC 3339).
+	AnnotationCreated = "org.opencontainers.image.created"
+	// AnnotationName is the model name.
+	AnnotationName = "ml.outpost.dev/name"
+	// AnnotationParent names the model version this one was derived from,
+	// as "name:version" or a digest.
+	AnnotationParent = "ml.outpost.dev/parent"
+	// AnnotationProducedBy names what produced the model (a pipeline run,
+	// a federated job, a compression policy).
+	AnnotationProducedBy = "ml.outpost.dev/produced-by"
+	// AnnotationMetricPrefix prefixes one annotation per model metric:
+	// ml.outpost.dev/metric.<key> = <value>.
+	AnnotationMetricPrefix = "ml.outpost.dev/metric."
+	// AnnotationKeyID is set on signature referrers to the signing key ID.
+	AnnotationKeyID = "ml.outpost.dev/key-id"
+
+	// annotationORASUnpack marks an oras-pushed directory tarball.
+	annotationORASUnpack = "io.deis.oras.content.unpack"
+)
+
+// Size limits applied to everything read from a registry.
+const (
+	// MaxManifestBytes bounds manifests and model config blobs.
+	MaxManifestBytes = 4 << 20
+	// MaxChunkIndexBytes bounds a chunk index blob (about 600 GiB of model
+	// files at the default 1 MiB average chunk).
+	MaxChunkIndexBytes = 64 << 20
+	// MaxEnvelopeBytes bounds a DSSE signature envelope.
+	MaxEnvelopeBytes = 1 << 20
+	// MaxFiles bounds the number of files (layers) of a model.
+	MaxFiles = 100000
+	// MaxPathLen bounds the length of a file path inside a model.
+	MaxPathLen = 4096
+)

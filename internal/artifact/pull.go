@@ -1,0 +1,221 @@
+package artifact
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+)
+
+// Model is a pulled model version.
+type Model struct {
+	Name       string
+	Version    string
+	Descriptor ocispec.Descriptor // the model manifest
+	Manifest   *ocispec.Manifest
+	Files      []File
+}
+
+// PullOptions tune Pull.
+type PullOptions struct {
+	// Progress, if set, is called as file bytes are written.
+	Progress func(done, total int64)
+}
+
+// Pull resolves ref (a tag or digest) in src, the model's repository, and
+// writes the model's files under dir, creating it if needed. Every layer is
+// streamed to a staging file inside dir, checked against its size and sha256
+// digest and fsynced; only when all files are verified are they renamed into
+// place. File paths come from the layer annotations and must be safe relative
+// paths (see ValidatePath); resolution never leaves dir. On failure nothing
+// new is left in dir (a file Pull replaced before the failure stays replaced).
+func Pull(ctx context.Context, src oras.ReadOnlyTarget, ref string, dir string, opts PullOptions) (*Model, error) {
+	desc, err := src.Resolve(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	mb, err := fetchLimited(ctx, src, desc, MaxManifestBytes)
+	if err != nil {
+		return nil, fmt.Errorf("fetch manifest %s: %w", desc.Digest, err)
+	}
+	m, err := ParseManifest(mb)
+	if err != nil {
+		return nil, err
+	}
+	files, err := modelFiles(m)
+	if err != nil {
+		return nil, err
+	}
+	desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: m.ArtifactType, Digest: desc.Digest, Size: desc.Size}
+	if err := writeFiles(ctx, src, m.Layers, files, dir, opts.Progress); err != nil {
+		return nil, err
+	}
+	return &Model{
+		Name:       m.Annotations[AnnotationName],
+		Version:    m.Annotations[AnnotationVersion],
+		Descriptor: desc,
+		Manifest:   m,
+		Files:      files,
+	}, nil
+}
+
+// writeFiles stages, verifies and then commits every file into dir.
+func writeFiles(ctx context.Context, src oras.ReadOnlyTarget, layers []ocispec.Descriptor, files []File, dir string, progress func(done, total int64)) (err error) {
+	if _, statErr := os.Stat(dir); errors.Is(statErr, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				_ = os.Remove(dir) // only if still empty
+			}
+		}()
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	staging, err := os.MkdirTemp(dir, ".outpost-pull-")
+	if err != nil {
+		return err
+	}
+	stagingName := filepath.Base(staging)
+	defer func() {
+		if rmErr := os.RemoveAll(staging); rmErr != nil && err == nil {
+			err = rmErr
+		}
+	}()
+
+	var done int64
+	total := totalSize(files)
+	report := func(n int64) {
+		done += n
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+	report(0)
+	for i, f := range files {
+		if err := fetchToFile(ctx, src, layers[i], f, filepath.Join(staging, strconv.Itoa(i)), report); err != nil {
+			return fmt.Errorf("pull %s: %w", f.Path, err)
+		}
+	}
+
+	// Commit: create parent folders and rename; undo on failure.
+	var created []string // folders and files created, in order
+	defer func() {
+		if err != nil {
+			for i := len(created) - 1; i >= 0; i-- {
+				_ = root.Remove(created[i])
+			}
+		}
+	}()
+	for i, f := range files {
+		var parents []string
+		for d := path.Dir(f.Path); d != "."; d = path.Dir(d) {
+			parents = append(parents, d)
+		}
+		for j := len(parents) - 1; j >= 0; j-- {
+			err := root.Mkdir(parents[j], 0o755)
+			switch {
+			case err == nil:
+				created = append(created, parents[j])
+			case errors.Is(err, os.ErrExist):
+				fi, statErr := root.Lstat(parents[j])
+				if statErr != nil || !fi.IsDir() {
+					return fmt.Errorf("pull %s: %s exists and is not a folder", f.Path, parents[j])
+				}
+			default:
+				return fmt.Errorf("pull %s: %w", f.Path, err)
+			}
+		}
+		if fi, statErr := root.Lstat(f.Path); statErr == nil && fi.IsDir() {
+			return fmt.Errorf("pull %s: a folder is in the way", f.Path)
+		}
+		if err := root.Rename(path.Join(stagingName, strconv.Itoa(i)), f.Path); err != nil {
+			return fmt.Errorf("pull %s: %w", f.Path, err)
+		}
+		created = append(created, f.Path)
+	}
+	syncDirs(dir, files)
+	return nil
+}
+
+// fetchToFile streams one layer into name, verifying size and digest, and
+// fsyncs it.
+func fetchToFile(ctx context.Context, src oras.ReadOnlyTarget, layer ocispec.Descriptor, f File, name string, report func(int64)) error {
+	rc, err := src.Fetch(ctx, layer)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	out, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	h := sha256.New()
+	w := io.MultiWriter(out, h)
+	n, err := io.Copy(w, &progressReader{ctx: ctx, r: io.LimitReader(rc, f.Size+1), report: report})
+	if err != nil {
+		return err
+	}
+	if n != f.Size {
+		return fmt.Errorf("size mismatch: got %d bytes, want %d", n, f.Size)
+	}
+	if got := digest.NewDigest(digest.SHA256, h); got != f.Digest {
+		return fmt.Errorf("digest mismatch: got %s, want %s", got, f.Digest)
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	return out.Close()
+}
+
+// progressReader reports bytes read and stops when ctx is done.
+type progressReader struct {
+	ctx    context.Context
+	r      io.Reader
+	report func(int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	if err := p.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.report(int64(n))
+	}
+	return n, err
+}
+
+// syncDirs fsyncs dir and the folders holding files, so the renames are
+// durable. Errors are ignored: some file systems cannot sync folders.
+func syncDirs(dir string, files []File) {
+	seen := map[string]bool{}
+	for _, f := range files {
+		for d := path.Dir(f.Path); ; d = path.Dir(d) {
+			if !seen[d] {
+				seen[d] = true
+				if fd, err := os.Open(filepath.Join(dir, filepath.FromSlash(d))); err == nil {
+					_ = fd.Sync()
+					_ = fd.Close()
+				}
+			}
+			if d == "." {
+				break
+			}
+		}
+	}
+}
