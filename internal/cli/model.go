@@ -1,0 +1,633 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"oras.land/oras-go/v2/registry/remote"
+	orasauth "oras.land/oras-go/v2/registry/remote/auth"
+	"sigs.k8s.io/yaml"
+
+	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/models"
+)
+
+func newModelCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "model",
+		Short: "Push, list, inspect, pull, sign and verify model versions",
+		Long: `Models live in the hub's OCI registry as repositories models/<name>, one tag
+per semver version, one raw layer per file, in the CNCF ModelPack format.
+Any OCI client (oras, crane, skopeo) can read and write them too.`,
+	}
+	cmd.AddCommand(newModelPushCmd(g), newModelListCmd(g), newModelShowCmd(g),
+		newModelPullCmd(g), newModelSignCmd(g), newModelVerifyCmd(g), newModelDiffCmd(g))
+	return cmd
+}
+
+// repository opens models/<name> on the hub as an oras-go repository.
+func repository(t *clientconfig.Target, name string) (*remote.Repository, error) {
+	if err := validModelName(name); err != nil {
+		return nil, err
+	}
+	repo, err := remote.NewRepository(t.Host() + "/" + models.RepoPrefix + name)
+	if err != nil {
+		return nil, fmt.Errorf("model name %q: %w", name, err)
+	}
+	repo.PlainHTTP = t.PlainHTTP()
+	repo.Client = orasClient(t)
+	return repo, nil
+}
+
+func orasClient(t *clientconfig.Target) *orasauth.Client {
+	return &orasauth.Client{
+		Client:     t.HTTPClient(),
+		Cache:      orasauth.NewCache(),
+		Credential: orasauth.StaticCredential(t.Host(), orasauth.Credential{Username: "outpost", Password: t.Token}),
+	}
+}
+
+func validModelName(name string) error {
+	if name == "" {
+		return errors.New("model name is empty")
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' || r == '/') {
+			return fmt.Errorf("model name %q: use lowercase letters, digits, '-', '_', '.' and '/'", name)
+		}
+	}
+	return nil
+}
+
+// splitRef splits NAME@VERSION; version is "" when absent.
+func splitRef(ref string) (name, version string) {
+	name, version, _ = strings.Cut(ref, "@")
+	return name, version
+}
+
+// progress returns a progress callback drawing a bar on stderr when it is a
+// terminal, and nil otherwise.
+func (g *globals) progress(desc string) (func(done, total int64), func()) {
+	if !isTerminal(g.stderr) {
+		return nil, func() {}
+	}
+	var bar *progressbar.ProgressBar
+	update := func(done, total int64) {
+		if bar == nil {
+			bar = progressbar.NewOptions64(total,
+				progressbar.OptionSetWriter(g.stderr),
+				progressbar.OptionSetDescription(desc),
+				progressbar.OptionShowBytes(true),
+				progressbar.OptionSetWidth(30),
+				progressbar.OptionThrottle(100_000_000),
+				progressbar.OptionClearOnFinish())
+		}
+		bar.Set64(done)
+	}
+	return update, func() {
+		if bar != nil {
+			bar.Finish()
+		}
+	}
+}
+
+func newModelPushCmd(g *globals) *cobra.Command {
+	var (
+		name, version, parent, producedBy string
+		metrics                           []string
+	)
+	cmd := &cobra.Command{
+		Use:   "push PATH --name NAME --version VERSION",
+		Short: "Push a model file or folder as a new version",
+		Long: `Push a model file, or a folder of ONNX, safetensors and other files, to the
+hub as version VERSION (semver) of model NAME. Each file becomes one raw OCI
+layer; a chunk index is attached so edge clusters fetch only what changed.
+Pushing an existing version again with the same files does nothing; with
+different files it is refused.`,
+		Example: `  outpost model push ./fashion-mlp --name fashion-mlp --version 1.0.0
+  outpost model push model.onnx --name detector --version 2.1.0 --parent detector@2.0.0 --metric accuracy=0.91`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name == "" || version == "" {
+				return errors.New("--name and --version are required")
+			}
+			ms := map[string]string{}
+			for _, m := range metrics {
+				k, v, ok := strings.Cut(m, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--metric %q: want KEY=VALUE", m)
+				}
+				ms[k] = v
+			}
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			repo, err := repository(t, name)
+			if err != nil {
+				return err
+			}
+			prog, done := g.progress("push " + name + "@" + version)
+			desc, err := artifact.Push(cmd.Context(), repo, args[0], artifact.PushOptions{
+				Name: name, Version: version, Parent: parent, ProducedBy: producedBy, Metrics: ms, Progress: prog,
+			})
+			done()
+			if err != nil {
+				return fmt.Errorf("push %s@%s: %w", name, version, err)
+			}
+			fmt.Fprintf(g.stdout, "pushed %s@%s %s\n", name, version, desc.Digest)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "model name (the repository is models/NAME)")
+	f.StringVar(&version, "version", "", "semver version, such as 1.0.0")
+	f.StringVar(&parent, "parent", "", "lineage: the model version this one derives from (NAME@VERSION)")
+	f.StringVar(&producedBy, "produced-by", "", "lineage: what produced this version (a pipeline run, a training job)")
+	f.StringSliceVar(&metrics, "metric", nil, "a metric KEY=VALUE recorded with the version; repeatable")
+	return cmd
+}
+
+func newModelListCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List models and their versions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			list, err := listModels(cmd.Context(), t)
+			if err != nil {
+				return err
+			}
+			switch output {
+			case "json", "yaml":
+				return printStructured(g.stdout, output, list)
+			case "":
+			default:
+				return fmt.Errorf("-o %q: want json or yaml", output)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tVERSIONS\tLATEST")
+			for _, m := range list {
+				latest := ""
+				if n := len(m.Versions); n > 0 {
+					latest = m.Versions[n-1]
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\n", m.Name, len(m.Versions), latest)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml")
+	return cmd
+}
+
+// modelSummary is one row of 'model list'.
+type modelSummary struct {
+	Name     string   `json:"name"`
+	Versions []string `json:"versions"`
+}
+
+func listModels(ctx context.Context, t *clientconfig.Target) ([]modelSummary, error) {
+	reg, err := remote.NewRegistry(t.Host())
+	if err != nil {
+		return nil, err
+	}
+	reg.PlainHTTP = t.PlainHTTP()
+	reg.Client = orasClient(t)
+	var names []string
+	err = reg.Repositories(ctx, "", func(repos []string) error {
+		for _, r := range repos {
+			if n, ok := strings.CutPrefix(r, models.RepoPrefix); ok {
+				names = append(names, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list models: %w", err)
+	}
+	sort.Strings(names)
+	var out []modelSummary
+	for _, n := range names {
+		repo, err := repository(t, n)
+		if err != nil {
+			return nil, err
+		}
+		var vs []string
+		if err := repo.Tags(ctx, "", func(tags []string) error { vs = append(vs, tags...); return nil }); err != nil {
+			return nil, fmt.Errorf("list versions of %s: %w", n, err)
+		}
+		if len(vs) == 0 {
+			continue
+		}
+		sortVersions(vs)
+		out = append(out, modelSummary{Name: n, Versions: vs})
+	}
+	return out, nil
+}
+
+func newModelShowCmd(g *globals) *cobra.Command {
+	var (
+		output  string
+		keyFile []string
+	)
+	cmd := &cobra.Command{
+		Use:   "show NAME[@VERSION]",
+		Short: "Show a model version: digest, size, files, format, lineage, signatures",
+		Long:  "Show a model version. Without @VERSION, the highest version is shown.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, version := splitRef(args[0])
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			repo, err := repository(t, name)
+			if err != nil {
+				return err
+			}
+			if version == "" {
+				if version, err = latestVersion(cmd.Context(), repo, name); err != nil {
+					return err
+				}
+			}
+			keys, err := readPublicKeys(keyFile)
+			if err != nil {
+				return err
+			}
+			info, err := artifact.Inspect(cmd.Context(), repo, version, keys)
+			if err != nil {
+				return fmt.Errorf("show %s@%s: %w", name, version, err)
+			}
+			switch output {
+			case "json", "yaml":
+				return printStructured(g.stdout, output, info)
+			case "":
+				return printModelInfo(g.stdout, name, version, info, len(keys) > 0)
+			default:
+				return fmt.Errorf("-o %q: want json or yaml", output)
+			}
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml")
+	cmd.Flags().StringSliceVar(&keyFile, "key", nil, "public key file to check signatures against; repeatable")
+	return cmd
+}
+
+func latestVersion(ctx context.Context, repo *remote.Repository, name string) (string, error) {
+	var vs []string
+	if err := repo.Tags(ctx, "", func(tags []string) error { vs = append(vs, tags...); return nil }); err != nil {
+		return "", fmt.Errorf("list versions of %s: %w", name, err)
+	}
+	if len(vs) == 0 {
+		return "", fmt.Errorf("model %q has no versions", name)
+	}
+	sortVersions(vs)
+	return vs[len(vs)-1], nil
+}
+
+func printModelInfo(w io.Writer, name, version string, m *artifact.ModelInfo, checked bool) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Model:\t%s\n", name)
+	fmt.Fprintf(tw, "Version:\t%s\n", version)
+	fmt.Fprintf(tw, "Digest:\t%s\n", m.Digest)
+	fmt.Fprintf(tw, "Size:\t%s (%d bytes)\n", humanBytes(m.Size), m.Size)
+	fmt.Fprintf(tw, "Format:\t%s\n", orNone(m.Format))
+	if !m.Created.IsZero() {
+		fmt.Fprintf(tw, "Created:\t%s\n", m.Created.Format("2006-01-02 15:04:05 MST"))
+	}
+	fmt.Fprintf(tw, "Parent:\t%s\n", orNone(m.Lineage.Parent))
+	fmt.Fprintf(tw, "Produced by:\t%s\n", orNone(m.Lineage.ProducedBy))
+	fmt.Fprintf(tw, "Chunk index:\t%v\n", m.HasChunkIndex)
+	if len(m.Metrics) > 0 {
+		keys := make([]string, 0, len(m.Metrics))
+		for k := range m.Metrics {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintln(tw, "Metrics:")
+		for _, k := range keys {
+			fmt.Fprintf(tw, "  %s\t%s\n", k, m.Metrics[k])
+		}
+	}
+	fmt.Fprintln(tw, "Files:")
+	for _, f := range m.Files {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", f.Path, humanBytes(f.Size), f.Digest)
+	}
+	if len(m.Signatures) == 0 {
+		fmt.Fprintln(tw, "Signatures:\tnone")
+	} else {
+		fmt.Fprintln(tw, "Signatures:")
+		for _, s := range m.Signatures {
+			state := "valid"
+			switch {
+			case !checked:
+				state = "present (pass --key to verify)"
+			case !s.Valid:
+				state = "not verified: " + s.Error
+			}
+			fmt.Fprintf(tw, "  key %s\t%s\n", s.KeyID, state)
+		}
+	}
+	return tw.Flush()
+}
+
+func newModelPullCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pull NAME@VERSION DIR",
+		Short: "Download a model version into DIR, verifying every digest",
+		Long: `Download every file of a model version into DIR. Each file is written to a
+temporary file, checked against its sha256 digest and size, and renamed into
+place; on any mismatch nothing new is left in DIR. Models pushed with 'oras
+push' (files with title annotations) can be pulled too.`,
+		Example: "  outpost model pull fashion-mlp@1.0.0 ./models/fashion-mlp",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, version := splitRef(args[0])
+			if version == "" {
+				return fmt.Errorf("%q: want NAME@VERSION", args[0])
+			}
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			repo, err := repository(t, name)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(args[1], 0o755); err != nil {
+				return err
+			}
+			prog, done := g.progress("pull " + args[0])
+			m, err := artifact.Pull(cmd.Context(), repo, version, args[1], artifact.PullOptions{Progress: prog})
+			done()
+			if err != nil {
+				return fmt.Errorf("pull %s: %w", args[0], err)
+			}
+			var total int64
+			for _, f := range m.Files {
+				total += f.Size
+			}
+			fmt.Fprintf(g.stdout, "pulled %s (%d files, %s) into %s, all digests verified\n", args[0], len(m.Files), humanBytes(total), args[1])
+			return nil
+		},
+	}
+	return cmd
+}
+
+func newModelSignCmd(g *globals) *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "sign NAME@VERSION --key PRIVATE_KEY",
+		Short: "Sign a model version with an ed25519 key (DSSE envelope, stored as an OCI referrer)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, version := splitRef(args[0])
+			if version == "" {
+				return fmt.Errorf("%q: want NAME@VERSION", args[0])
+			}
+			if keyFile == "" {
+				return errors.New("--key is required (create one with 'outpost keygen')")
+			}
+			b, err := os.ReadFile(keyFile)
+			if err != nil {
+				return err
+			}
+			key, err := artifact.ParsePrivateKeyPEM(b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", keyFile, err)
+			}
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			repo, err := repository(t, name)
+			if err != nil {
+				return err
+			}
+			desc, err := repo.Resolve(cmd.Context(), version)
+			if err != nil {
+				return fmt.Errorf("resolve %s: %w", args[0], err)
+			}
+			if _, err := artifact.Sign(cmd.Context(), repo, desc, models.RepoPrefix+name+":"+version, key); err != nil {
+				return fmt.Errorf("sign %s: %w", args[0], err)
+			}
+			fmt.Fprintf(g.stdout, "signed %s %s with key %s\n", args[0], desc.Digest, artifact.KeyID(key.Public().(ed25519.PublicKey)))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "ed25519 private key file (PEM, from 'outpost keygen')")
+	return cmd
+}
+
+func newModelVerifyCmd(g *globals) *cobra.Command {
+	var keyFiles []string
+	cmd := &cobra.Command{
+		Use:   "verify NAME@VERSION --key PUBLIC_KEY",
+		Short: "Check that a model version carries a valid signature from a trusted key",
+		Long:  "Exit 0 when at least one signature of the version verifies against one of the keys, 1 otherwise.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, version := splitRef(args[0])
+			if version == "" {
+				return fmt.Errorf("%q: want NAME@VERSION", args[0])
+			}
+			if len(keyFiles) == 0 {
+				return errors.New("--key is required: the public key(s) to trust")
+			}
+			keys, err := readPublicKeys(keyFiles)
+			if err != nil {
+				return err
+			}
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			repo, err := repository(t, name)
+			if err != nil {
+				return err
+			}
+			desc, err := repo.Resolve(cmd.Context(), version)
+			if err != nil {
+				return fmt.Errorf("resolve %s: %w", args[0], err)
+			}
+			sigs, err := artifact.Signatures(cmd.Context(), repo, desc, keys)
+			if err != nil {
+				return fmt.Errorf("verify %s: %w", args[0], err)
+			}
+			for _, s := range sigs {
+				if s.Valid {
+					fmt.Fprintf(g.stdout, "verified %s %s: signed by key %s\n", args[0], desc.Digest, s.KeyID)
+					return nil
+				}
+			}
+			return fmt.Errorf("%s %s: no valid signature from a trusted key (%d signature(s) found)", args[0], desc.Digest, len(sigs))
+		},
+	}
+	cmd.Flags().StringSliceVar(&keyFiles, "key", nil, "trusted ed25519 public key file (PEM); repeatable")
+	return cmd
+}
+
+func newModelDiffCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "diff NAME@FROM NAME@TO",
+		Short: "Show how much of version TO a cluster holding FROM must fetch",
+		Long: `Compare the chunk indexes of two model versions (of the same model or of
+two models) and print how many chunks and bytes of TO are not in FROM: what
+crosses the link when an edge cluster that caches FROM is moved to TO.`,
+		Example: "  outpost model diff fashion-mlp@1.0.0 fashion-mlp@1.1.0",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			var idx [2]*artifact.ChunkIndex
+			for i, ref := range args {
+				name, version := splitRef(ref)
+				if version == "" {
+					return fmt.Errorf("%q: want NAME@VERSION", ref)
+				}
+				repo, err := repository(t, name)
+				if err != nil {
+					return err
+				}
+				desc, err := repo.Resolve(cmd.Context(), version)
+				if err != nil {
+					return fmt.Errorf("resolve %s: %w", ref, err)
+				}
+				if idx[i], err = artifact.FetchChunkIndex(cmd.Context(), repo, desc); err != nil {
+					return fmt.Errorf("chunk index of %s: %w", ref, err)
+				}
+			}
+			d := artifact.ComputeDelta(idx[1], idx[0])
+			pct := 0.0
+			if d.TotalBytes > 0 {
+				pct = 100 * float64(d.MissingBytes) / float64(d.TotalBytes)
+			}
+			fmt.Fprintf(g.stdout, "%s holds all but %d of the %d chunks of %s: %s of %s to fetch (%.1f%%)\n",
+				args[0], d.MissingChunks, d.Chunks, args[1], humanBytes(d.MissingBytes), humanBytes(d.TotalBytes), pct)
+			for _, f := range d.Missing {
+				var n int64
+				for _, c := range f.Chunks {
+					n += c.Length
+				}
+				fmt.Fprintf(g.stdout, "  %s: %d chunk(s), %s\n", f.Path, len(f.Chunks), humanBytes(n))
+			}
+			return nil
+		},
+	}
+	return cmd
+}
+
+func readPublicKeys(files []string) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		k, err := artifact.ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func newKeygenCmd(g *globals) *cobra.Command {
+	var out string
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "keygen --out PREFIX",
+		Short:   "Create an ed25519 signing key pair: PREFIX.key (private) and PREFIX.pub",
+		Example: "  outpost keygen --out release\n  outpost model sign fashion-mlp@1.0.0 --key release.key",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("--out is required")
+			}
+			for _, p := range []string{out + ".key", out + ".pub"} {
+				if _, err := os.Stat(p); err == nil && !force {
+					return fmt.Errorf("%s exists (use --force to overwrite)", p)
+				}
+			}
+			pub, priv, err := artifact.GenerateKey()
+			if err != nil {
+				return err
+			}
+			privPEM, err := artifact.MarshalPrivateKeyPEM(priv)
+			if err != nil {
+				return err
+			}
+			pubPEM, err := artifact.MarshalPublicKeyPEM(pub)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(out+".key", privPEM, 0o600); err != nil {
+				return err
+			}
+			if err := os.WriteFile(out+".pub", pubPEM, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "wrote %s.key and %s.pub (key id %s)\n", out, out, artifact.KeyID(pub))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "path prefix of the key files")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing key files")
+	return cmd
+}
+
+func printStructured(w io.Writer, format string, v any) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	default:
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

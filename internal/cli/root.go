@@ -1,0 +1,151 @@
+// Package cli is the outpost command line: one binary whose subcommands run
+// the hub, push and pull models, and manage resources.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+
+	"outpost.dev/outpost/internal/clientconfig"
+)
+
+// Version is the version of this build, from the module's build information.
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += "+" + s.Value[:12]
+		}
+	}
+	return v
+}
+
+// globals are the flags every command that talks to a hub shares.
+type globals struct {
+	configPath string
+	flags      clientconfig.Overrides
+	verbose    bool
+	stdin      io.Reader
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+// target resolves which hub to talk to: flags, then environment, then the client config.
+func (g *globals) target() (*clientconfig.Target, error) {
+	path := g.configPath
+	if path == "" {
+		path = clientconfig.DefaultPath()
+	}
+	cfg, err := clientconfig.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Resolve(g.flags.Merge(clientconfig.OverridesFromEnv()))
+}
+
+func (g *globals) logger() *slog.Logger {
+	level := slog.LevelInfo
+	if g.verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// Main runs the command line with args and returns the process exit code.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := NewRoot(stdin, stdout, stderr)
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		var ee exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
+		return 1
+	}
+	return 0
+}
+
+// exitError carries a specific exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
+// NewRoot builds the command tree.
+func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "outpost",
+		Short: "AI/ML for disconnected and air-gapped edge clusters",
+		Long: `Outpost distributes models from a hub to edge clusters whose links are slow,
+metered or gone for days: versioned, verified, sent chunk by chunk, and
+cached for offline serving.
+
+Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
+'outpost model push'; deploy them with 'outpost apply -f deployment.yaml'.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.configPath, "config", "", "client config file (default $OUTPOST_CONFIG or ~/.config/outpost/config.yaml)")
+	pf.StringVar(&g.flags.Context, "context", "", "context of the client config to use (env OUTPOST_CONTEXT)")
+	pf.StringVar(&g.flags.Hub, "hub", "", "hub URL, such as https://hub.example:8443 (env OUTPOST_HUB)")
+	pf.StringVar(&g.flags.Token, "token", "", "token to authenticate with (env OUTPOST_TOKEN)")
+	pf.StringVar(&g.flags.CAFile, "ca-file", "", "PEM file of the CA that signed the hub's certificate (env OUTPOST_CA_FILE)")
+	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log debug detail")
+
+	root.AddCommand(
+		newVersionCmd(g),
+		newHubCmd(g),
+		newKeygenCmd(g),
+		newModelCmd(g),
+		newApplyCmd(g),
+		newGetCmd(g),
+		newDeleteCmd(g),
+		newDemoCmd(g),
+	)
+	return root
+}
+
+func newVersionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of this outpost binary",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fmt.Fprintf(g.stdout, "outpost %s\n", Version())
+			return nil
+		},
+	}
+}
+
+// isTerminal reports whether w is a terminal, where progress bars belong.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,210 @@
+// Package models indexes the model versions a hub's registry holds: which
+// versions of a model exist, which one a semver constraint resolves to, and
+// whether a version carries a valid signature from a trusted key.
+package models
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/hub"
+	"outpost.dev/outpost/internal/registry"
+	"outpost.dev/outpost/internal/versions"
+)
+
+// RepoPrefix is the repository prefix under which models live: models/<name>.
+const RepoPrefix = "models/"
+
+// maxEnvelopeBytes bounds a signature envelope read from the registry.
+const maxEnvelopeBytes = 1 << 20
+
+// Registry is what the index reads from the hub's registry.
+type Registry interface {
+	Tags(ctx context.Context, repo string) ([]string, error)
+	Resolve(ctx context.Context, repo, reference string) (ocispec.Descriptor, error)
+	Manifest(ctx context.Context, repo string, d digest.Digest) ([]byte, ocispec.Descriptor, error)
+	Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error)
+	OpenBlob(ctx context.Context, repo string, d digest.Digest) (*os.File, int64, error)
+}
+
+// Index resolves model versions for deployments.
+type Index struct {
+	trusted []ed25519.PublicKey
+
+	mu  sync.RWMutex
+	reg Registry
+}
+
+// NewIndex returns an index that trusts the given signing keys. It answers
+// only once SetRegistry has given it a registry.
+func NewIndex(trusted []ed25519.PublicKey) *Index {
+	return &Index{trusted: trusted}
+}
+
+// SetRegistry sets the registry the index reads.
+func (x *Index) SetRegistry(r Registry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.reg = r
+}
+
+func (x *Index) registry() (Registry, error) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if x.reg == nil {
+		return nil, errors.New("model index has no registry")
+	}
+	return x.reg, nil
+}
+
+// ResolveModel picks the highest version of model name that matches
+// constraint; with requireSigned only versions with a valid signature from a
+// trusted key count.
+func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requireSigned bool) (hub.ResolvedModel, error) {
+	reg, err := x.registry()
+	if err != nil {
+		return hub.ResolvedModel{}, err
+	}
+	repo := RepoPrefix + name
+	tags, err := reg.Tags(ctx, repo)
+	if err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			return hub.ResolvedModel{}, fmt.Errorf("model %q not found in the registry", name)
+		}
+		return hub.ResolvedModel{}, fmt.Errorf("list versions of model %q: %w", name, err)
+	}
+	var candidates []string
+	for _, t := range tags {
+		if validVersion(t) {
+			candidates = append(candidates, t)
+		}
+	}
+	var unsigned []string
+	for len(candidates) > 0 {
+		v, err := versions.Resolve(constraint, candidates)
+		if err != nil {
+			break
+		}
+		desc, err := reg.Resolve(ctx, repo, v)
+		if err != nil {
+			return hub.ResolvedModel{}, fmt.Errorf("resolve %s:%s: %w", repo, v, err)
+		}
+		if !requireSigned || x.signed(ctx, reg, repo, desc.Digest) {
+			size, err := artifactSize(ctx, reg, repo, desc)
+			if err != nil {
+				return hub.ResolvedModel{}, err
+			}
+			return hub.ResolvedModel{Version: v, Digest: desc.Digest.String(), Size: size}, nil
+		}
+		unsigned = append(unsigned, v)
+		candidates = remove(candidates, v)
+	}
+	if len(unsigned) > 0 {
+		return hub.ResolvedModel{}, fmt.Errorf("model %q: no version matching %q has a valid signature from a trusted key (unsigned: %s)",
+			name, constraint, strings.Join(unsigned, ", "))
+	}
+	return hub.ResolvedModel{}, fmt.Errorf("model %q has no version matching %q (have: %s)", name, constraint, strings.Join(tags, ", "))
+}
+
+// signed reports whether the manifest d carries a valid signature from a trusted key.
+func (x *Index) signed(ctx context.Context, reg Registry, repo string, d digest.Digest) bool {
+	if len(x.trusted) == 0 {
+		return false
+	}
+	refs, err := reg.Referrers(ctx, repo, d, artifact.ArtifactTypeSignature)
+	if err != nil {
+		return false
+	}
+	for _, ref := range refs {
+		b, _, err := reg.Manifest(ctx, repo, ref.Digest)
+		if err != nil {
+			continue
+		}
+		var m ocispec.Manifest
+		if json.Unmarshal(b, &m) != nil {
+			continue
+		}
+		for _, l := range m.Layers {
+			env, err := readBlob(ctx, reg, repo, l.Digest)
+			if err != nil {
+				continue
+			}
+			if _, err := artifact.VerifyEnvelope(env, d, x.trusted); err == nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func readBlob(ctx context.Context, reg Registry, repo string, d digest.Digest) ([]byte, error) {
+	rc, size, err := reg.OpenBlob(ctx, repo, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	if size > maxEnvelopeBytes {
+		return nil, fmt.Errorf("blob %s: %d bytes is too large for a signature", d, size)
+	}
+	return io.ReadAll(io.LimitReader(rc, maxEnvelopeBytes))
+}
+
+// artifactSize is the manifest's size plus its config and layers.
+func artifactSize(ctx context.Context, reg Registry, repo string, desc ocispec.Descriptor) (int64, error) {
+	b, _, err := reg.Manifest(ctx, repo, desc.Digest)
+	if err != nil {
+		return 0, fmt.Errorf("read manifest %s: %w", desc.Digest, err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return 0, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	total := int64(len(b)) + m.Config.Size
+	for _, l := range m.Layers {
+		total += l.Size
+	}
+	return total, nil
+}
+
+// CheckTag is the registry's tag policy for model repositories: a tag under
+// models/ must be a semver version, and a version, once pushed, never points
+// at different content. Other repositories are left alone.
+func CheckTag(ctx context.Context, repo, tag string, old, new ocispec.Descriptor, manifest []byte) error {
+	if !strings.HasPrefix(repo, RepoPrefix) {
+		return nil
+	}
+	if !validVersion(tag) {
+		return fmt.Errorf("tag %q of %s is not a semver version (such as 1.2.0): model versions are semver", tag, repo)
+	}
+	if old.Digest != "" && old.Digest != new.Digest {
+		return fmt.Errorf("%s version %s already exists with different content (digest %s): push a new version instead",
+			strings.TrimPrefix(repo, RepoPrefix), tag, old.Digest)
+	}
+	return nil
+}
+
+func remove(xs []string, v string) []string {
+	out := xs[:0:0]
+	for _, x := range xs {
+		if x != v {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func validVersion(s string) bool {
+	_, err := versions.Parse(s)
+	return err == nil
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the real peers the tests run against into .tools/bin, idempotently:
+# the oras CLI and the OCI distribution-spec conformance suite. Prints the
+# environment the tests read, for eval.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$root/.tools/bin"
+ORAS_VERSION="${ORAS_VERSION:-v1.3.6}"
+mkdir -p "$bin"
+
+if ! "$bin/oras" version 2>/dev/null | grep -q "${ORAS_VERSION#v}"; then
+	echo "installing oras $ORAS_VERSION" >&2
+	GOBIN="$bin" go install "oras.land/oras/cmd/oras@$ORAS_VERSION" >&2
+fi
+"$root/scripts/conformance.sh" --build-only >/dev/null
+
+echo "export OUTPOST_ORAS=$bin/oras"
+echo "export OUTPOST_CONFORMANCE_BIN=$bin/conformance.test"
+echo "export OUTPOST_REQUIRE_PEERS=1"

@@ -1,0 +1,271 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func writeRandom(t *testing.T, path string, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sameFile(t *testing.T, a, b string) {
+	t.Helper()
+	x, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(x, y) {
+		t.Fatalf("%s and %s differ", a, b)
+	}
+}
+
+// TestOrasInterop: the real oras CLI pulls what 'outpost model push' stored,
+// byte-identical, and 'outpost model pull' reads what 'oras push' stored.
+func TestOrasInterop(t *testing.T) {
+	oras := peer(t, "OUTPOST_ORAS", "the oras CLI")
+	h := startHub(t)
+	src := t.TempDir()
+	writeRandom(t, filepath.Join(src, "model.onnx"), 3<<20)
+	writeRandom(t, filepath.Join(src, "sub", "tokenizer.json"), 1000)
+	h.mustRun("model", "push", src, "--name", "interop", "--version", "1.0.0")
+
+	orasArgs := func(args ...string) []string {
+		return append(args, "--ca-file", h.caFile(), "-u", "outpost", "-p", h.token())
+	}
+	dst := t.TempDir()
+	cmd := exec.Command(oras, orasArgs("pull", h.addr+"/models/interop:1.0.0", "-o", dst)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("oras pull: %v\n%s", err, out)
+	}
+	sameFile(t, filepath.Join(src, "model.onnx"), filepath.Join(dst, "model.onnx"))
+	sameFile(t, filepath.Join(src, "sub", "tokenizer.json"), filepath.Join(dst, "sub", "tokenizer.json"))
+
+	// And the other way round: oras pushes, outpost pulls.
+	up := t.TempDir()
+	writeRandom(t, filepath.Join(up, "weights.safetensors"), 2<<20)
+	cmd = exec.Command(oras, orasArgs("push", h.addr+"/models/from-oras:2.0.0", "weights.safetensors")...)
+	cmd.Dir = up
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("oras push: %v\n%s", err, out)
+	}
+	got := t.TempDir()
+	h.mustRun("model", "pull", "from-oras@2.0.0", got)
+	sameFile(t, filepath.Join(up, "weights.safetensors"), filepath.Join(got, "weights.safetensors"))
+
+	// oras cannot move a published version to other content either.
+	writeRandom(t, filepath.Join(up, "weights.safetensors"), 1<<20)
+	cmd = exec.Command(oras, orasArgs("push", h.addr+"/models/from-oras:2.0.0", "weights.safetensors")...)
+	cmd.Dir = up
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("oras push of different content to an existing version succeeded:\n%s", out)
+	}
+	again := t.TempDir()
+	h.mustRun("model", "pull", "from-oras@2.0.0", again)
+	sameFile(t, filepath.Join(got, "weights.safetensors"), filepath.Join(again, "weights.safetensors"))
+}
+
+// TestModelLifecycle walks the CLI through push, list, show, sign, verify,
+// pull and the refusals of bad input.
+func TestModelLifecycle(t *testing.T) {
+	h := startHub(t)
+	src := t.TempDir()
+	writeRandom(t, filepath.Join(src, "model.onnx"), 1<<20)
+	h.mustRun("model", "push", src, "--name", "life", "--version", "1.0.0", "--metric", "accuracy=0.9")
+	// The same bytes again: a no-op.
+	h.mustRun("model", "push", src, "--name", "life", "--version", "1.0.0", "--metric", "accuracy=0.9")
+
+	other := t.TempDir()
+	writeRandom(t, filepath.Join(other, "model.onnx"), 1<<20)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"different content, same version", []string{"model", "push", other, "--name", "life", "--version", "1.0.0"}, "different content"},
+		{"invalid semver", []string{"model", "push", other, "--name", "life", "--version", "1.0"}, "version"},
+		{"missing path", []string{"model", "push", filepath.Join(other, "nope"), "--name", "life", "--version", "1.0.1"}, "nope"},
+		{"wrong token", []string{"--token", "opt_wrong", "model", "list"}, "401"},
+		{"unknown version", []string{"model", "pull", "life@9.9.9", t.TempDir()}, "9.9.9"},
+		{"verify unsigned", []string{"model", "verify", "life@1.0.0", "--key", filepath.Join(src, "model.onnx")}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := h.run(tt.args...)
+			if err == nil {
+				t.Fatalf("succeeded, want an error:\n%s", out)
+			}
+			if !strings.Contains(strings.ToLower(out), strings.ToLower(tt.want)) {
+				t.Fatalf("output does not mention %q:\n%s", tt.want, out)
+			}
+		})
+	}
+	out := h.mustRun("model", "list")
+	if !strings.Contains(out, "life") || !strings.Contains(out, "1.0.0") {
+		t.Fatalf("model list:\n%s", out)
+	}
+
+	keys := t.TempDir()
+	h.mustRun("keygen", "--out", filepath.Join(keys, "k"))
+	h.mustRun("keygen", "--out", filepath.Join(keys, "other"))
+	if out, err := h.run("model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "k.pub")); err == nil {
+		t.Fatalf("verify of an unsigned version succeeded:\n%s", out)
+	}
+	h.mustRun("model", "sign", "life@1.0.0", "--key", filepath.Join(keys, "k.key"))
+	h.mustRun("model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "k.pub"))
+	if out, err := h.run("model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "other.pub")); err == nil {
+		t.Fatalf("verify with an untrusted key succeeded:\n%s", out)
+	}
+	out = h.mustRun("model", "show", "life@1.0.0", "--key", filepath.Join(keys, "k.pub"))
+	for _, want := range []string{"sha256:", "model.onnx", "accuracy", "valid"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("model show lacks %q:\n%s", want, out)
+		}
+	}
+	dst := t.TempDir()
+	h.mustRun("model", "pull", "life@1.0.0", dst)
+	sameFile(t, filepath.Join(src, "model.onnx"), filepath.Join(dst, "model.onnx"))
+}
+
+// TestResourcesAndDesiredState applies clusters and a deployment and checks
+// placement, resolution and the refusals of bad specs.
+func TestResourcesAndDesiredState(t *testing.T) {
+	h := startHub(t)
+	src := t.TempDir()
+	writeRandom(t, filepath.Join(src, "model.onnx"), 64<<10)
+	h.mustRun("model", "push", src, "--name", "det", "--version", "1.0.0")
+	h.mustRun("model", "push", src+"/model.onnx", "--name", "det", "--version", "1.2.0")
+	specs := filepath.Join(t.TempDir(), "fleet.yaml")
+	os.WriteFile(specs, []byte(`apiVersion: ml.outpost.dev/v1alpha1
+kind: Cluster
+metadata: {name: a, labels: {region: north}}
+---
+apiVersion: ml.outpost.dev/v1alpha1
+kind: Cluster
+metadata: {name: b, labels: {region: south, tier: gpu}}
+---
+apiVersion: ml.outpost.dev/v1alpha1
+kind: Cluster
+metadata: {name: c, labels: {region: south}}
+---
+apiVersion: ml.outpost.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: det}
+spec:
+  model: {name: det, version: ">=1.0 <2"}
+  clusterSelectors:
+  - matchLabels: {region: north}
+  - matchLabels: {tier: gpu}
+`), 0o644)
+	h.mustRun("apply", "-f", specs)
+	out := h.mustRun("get", "modeldeployment", "det", "-o", "wide")
+	for _, want := range []string{"a ", "b ", "1.2.0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("get -o wide lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "c ") {
+		t.Errorf("cluster c is not selected:\n%s", out)
+	}
+	out = h.mustRun("get", "clusters", "-l", "region=south", "-o", "name")
+	if out != "cluster/b\ncluster/c\n" {
+		t.Errorf("label selector: %q", out)
+	}
+	out = h.mustRun("get", "modeldeployment", "det", "-o", "yaml")
+	if !strings.Contains(out, "resolvedVersion: 1.2.0") || !strings.Contains(out, "resolvedDigest: sha256:") {
+		t.Errorf("status not resolved:\n%s", out)
+	}
+
+	bad := []struct{ name, doc, want string }{
+		{"unknown field", "apiVersion: ml.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: z}\nspec: {bogus: 1}\n", "bogus"},
+		{"unknown kind", "apiVersion: ml.outpost.dev/v1alpha1\nkind: Toaster\nmetadata: {name: z}\n", "Toaster"},
+		{"malformed yaml", "kind: Cluster\nmetadata: [\n", "yaml"},
+		{"bad version range", "apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: z}\nspec: {model: {name: det, version: \"1.x.y\"}}\n", "spec.model.version"},
+		{"no such version", "apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: z}\nspec: {model: {name: det, version: \"3.0.0\"}}\n", "3.0.0"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			f := filepath.Join(t.TempDir(), "bad.yaml")
+			os.WriteFile(f, []byte(tt.doc), 0o644)
+			out, err := h.run("apply", "-f", f)
+			if err == nil || !strings.Contains(out, tt.want) {
+				t.Fatalf("err %v, output does not name %q:\n%s", err, tt.want, out)
+			}
+			if out, _ := h.run("get", "modeldeployment", "z"); !strings.Contains(out, "not found") {
+				t.Fatalf("bad input stored something: %s", out)
+			}
+		})
+	}
+}
+
+// TestKilledPushLeavesNothing kills 'outpost model push' mid-upload with
+// SIGKILL: no version appears, no partial blob is visible, and a new push
+// of the same model succeeds.
+func TestKilledPushLeavesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pushes 256 MiB")
+	}
+	h := startHub(t)
+	src := t.TempDir()
+	writeRandom(t, filepath.Join(src, "big.bin"), 256<<20)
+	cmd := exec.Command(outpostBin, "--config", h.config, "model", "push", src, "--name", "big", "--version", "1.0.0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the upload is under way, then kill -9.
+	uploads := filepath.Join(h.dir, "oci", "uploads")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var size int64
+		filepath.Walk(uploads, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && !fi.IsDir() {
+				size += fi.Size()
+			}
+			return nil
+		})
+		if size > 1<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("upload never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	if out, err := h.run("model", "show", "big@1.0.0"); err == nil {
+		t.Fatalf("a killed push left a visible version:\n%s", out)
+	}
+	blobs, _ := filepath.Glob(filepath.Join(h.dir, "oci", "blobs", "sha256", "*"))
+	for _, b := range blobs {
+		fi, _ := os.Stat(b)
+		if fi.Size() > 1<<20 {
+			t.Fatalf("a large blob %s (%d bytes) is visible after a killed push", b, fi.Size())
+		}
+	}
+	h.mustRun("model", "push", src, "--name", "big", "--version", "1.0.0")
+	dst := t.TempDir()
+	h.mustRun("model", "pull", "big@1.0.0", dst)
+	sameFile(t, filepath.Join(src, "big.bin"), filepath.Join(dst, "big.bin"))
+}

@@ -1,0 +1,139 @@
+// Package e2e runs the outpost binary as real processes: a hub over HTTPS,
+// the CLI against it, and real peers (the oras CLI) beside it.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// outpostBin is the binary built once for the package's tests.
+var outpostBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "outpost-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	outpostBin = filepath.Join(dir, "outpost")
+	build := exec.Command("go", "build", "-o", outpostBin, "outpost.dev/outpost/cmd/outpost")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build outpost:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// peer returns the path of a real peer tool named by env, skipping the test
+// when it is not installed, or failing when OUTPOST_REQUIRE_PEERS=1.
+func peer(t *testing.T, env, what string) string {
+	t.Helper()
+	p := os.Getenv(env)
+	if p == "" {
+		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
+			t.Fatalf("%s is required: set %s (make test installs it with scripts/tools.sh)", what, env)
+		}
+		t.Skipf("%s not installed: set %s (scripts/tools.sh installs it)", what, env)
+	}
+	return p
+}
+
+// hub is a hub process with its own data directory and client config.
+type hub struct {
+	t      *testing.T
+	dir    string
+	config string
+	addr   string
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+}
+
+func startHub(t *testing.T, extra ...string) *hub {
+	t.Helper()
+	dir := t.TempDir()
+	h := &hub{t: t, dir: filepath.Join(dir, "hub"), config: filepath.Join(dir, "client.yaml"), log: &bytes.Buffer{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	h.mustRun("hub", "init", "--data", h.dir, "--listen", listen, "--context-name", "e2e")
+	ready := filepath.Join(dir, "ready")
+	h.cmd = exec.Command(outpostBin, append([]string{"hub", "serve", "--data", h.dir, "--ready-file", ready}, extra...)...)
+	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.cmd.Process.Kill()
+		h.cmd.Wait()
+		if t.Failed() {
+			t.Logf("hub log:\n%s", h.log.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile(ready)
+		if err == nil && len(b) > 0 {
+			h.addr = string(b)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hub did not start: %s", h.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return h
+}
+
+// url is the hub's URL, for --hub.
+func (h *hub) url() string { return "https://" + h.addr }
+
+// run runs the outpost CLI against the hub and returns its combined output.
+func (h *hub) run(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, outpostBin, append([]string{"--config", h.config}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (h *hub) mustRun(args ...string) string {
+	h.t.Helper()
+	out, err := h.run(args...)
+	if err != nil {
+		h.t.Fatalf("outpost %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// token reads the admin token from the client config that 'hub init' wrote.
+func (h *hub) token() string {
+	h.t.Helper()
+	b, err := os.ReadFile(h.config)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "token: "); ok {
+			return v
+		}
+	}
+	h.t.Fatal("no token in client config")
+	return ""
+}
+
+func (h *hub) caFile() string { return filepath.Join(h.dir, "pki", "ca.crt") }
