@@ -2,7 +2,6 @@ package artifact
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/opencontainers/go-digest"
+	"outpost.dev/outpost/internal/durable"
+
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 )
@@ -164,19 +164,7 @@ func fetchToFile(ctx context.Context, src oras.ReadOnlyTarget, layer ocispec.Des
 		return err
 	}
 	defer out.Close()
-	h := sha256.New()
-	w := io.MultiWriter(out, h)
-	n, err := io.Copy(w, &progressReader{ctx: ctx, r: io.LimitReader(rc, f.Size+1), report: report})
-	if err != nil {
-		return err
-	}
-	if n != f.Size {
-		return fmt.Errorf("size mismatch: got %d bytes, want %d", n, f.Size)
-	}
-	if got := digest.NewDigest(digest.SHA256, h); got != f.Digest {
-		return fmt.Errorf("digest mismatch: got %s, want %s", got, f.Digest)
-	}
-	if err := out.Sync(); err != nil {
+	if err := durable.Copy(out, &progressReader{ctx: ctx, r: rc, report: report}, f.Size, f.Digest, nil); err != nil {
 		return err
 	}
 	return out.Close()

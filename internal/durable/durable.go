@@ -1,0 +1,91 @@
+// Package durable writes files that survive a crash whole or not at all:
+// bytes go to a temporary file that is verified and fsynced before it is
+// renamed into place. While writing, it starts the kernel's writeback of
+// what is already written, so the final fsync has little left to do and a
+// large download costs about what the network and the disk cost, not both
+// one after the other.
+package durable
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// writebackEvery is how many bytes are written between two requests to start writeback.
+const writebackEvery = 16 << 20
+
+// bufSize is the copy buffer: large reads and writes keep system calls few.
+const bufSize = 1 << 20
+
+// Writer writes to a file, hashes what it writes, and starts writeback of
+// the written bytes every few megabytes.
+type Writer struct {
+	f       *os.File
+	h       hash.Hash
+	n       int64
+	flushed int64
+}
+
+// NewWriter returns a Writer appending to f, which should be empty.
+func NewWriter(f *os.File) *Writer {
+	return &Writer{f: f, h: sha256.New()}
+}
+
+// Write writes b to the file and the hash.
+func (w *Writer) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	w.h.Write(b[:n])
+	w.n += int64(n)
+	if w.n-w.flushed >= writebackEvery {
+		startWriteback(w.f, w.flushed, w.n-w.flushed)
+		w.flushed = w.n
+	}
+	return n, err
+}
+
+// Size is the number of bytes written.
+func (w *Writer) Size() int64 { return w.n }
+
+// Digest is the sha256 digest of the bytes written.
+func (w *Writer) Digest() digest.Digest { return digest.NewDigest(digest.SHA256, w.h) }
+
+// Sync waits until every written byte is on stable storage.
+func (w *Writer) Sync() error { return w.f.Sync() }
+
+// Copy streams src into f through a Writer, checks that exactly size bytes
+// came and that they match want, and fsyncs f. report, if set, is called
+// with each count of bytes written.
+func Copy(f *os.File, src io.Reader, size int64, want digest.Digest, report func(int64)) error {
+	w := NewWriter(f)
+	buf := make([]byte, bufSize)
+	lim := io.LimitReader(src, size+1)
+	for {
+		n, err := lim.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if report != nil {
+				report(int64(n))
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if w.Size() != size {
+		return fmt.Errorf("size mismatch: got %d bytes, want %d", w.Size(), size)
+	}
+	if got := w.Digest(); got != want {
+		return fmt.Errorf("digest mismatch: got %s, want %s", got, want)
+	}
+	return w.Sync()
+}
