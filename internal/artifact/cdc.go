@@ -27,6 +27,27 @@ func DefaultChunkParams() ChunkParams {
 	return ChunkParams{Min: 256 << 10, Avg: 1 << 20, Max: 4 << 20}
 }
 
+// ChunkParamsForSize picks chunk sizes for a model whose largest file is
+// size bytes. Small models get small chunks, so that a fine-tune that
+// changes a tenth of a 5 MiB file does not mean fetching the whole file, and
+// large ones keep DefaultChunkParams, so that the index stays small. The
+// tiers are coarse on purpose: two versions of one model have about the
+// same size and so the same chunking, which is what lets chunks match
+// across versions.
+//
+//	size <= 32 MiB:  16 KiB min,  64 KiB average, 256 KiB max
+//	size <= 256 MiB: 64 KiB min, 256 KiB average,   1 MiB max
+//	larger:          DefaultChunkParams
+func ChunkParamsForSize(size int64) ChunkParams {
+	switch {
+	case size <= 32<<20:
+		return ChunkParams{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}
+	case size <= 256<<20:
+		return ChunkParams{Min: 64 << 10, Avg: 256 << 10, Max: 1 << 20}
+	}
+	return DefaultChunkParams()
+}
+
 // Validate reports whether p is usable.
 func (p ChunkParams) Validate() error {
 	switch {

@@ -1,6 +1,9 @@
 package artifact
 
 import (
+	"bytes"
+	"context"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -46,5 +49,54 @@ func TestComputeDelta(t *testing.T) {
 				t.Errorf("total %d, want 50", d.TotalBytes)
 			}
 		})
+	}
+}
+
+// TestChunkParamsForSizeKeepsDeltasSmall checks that every tier is valid and
+// that, at each tier, a change to a tenth of a file costs little more than a
+// tenth of its bytes.
+func TestChunkParamsForSizeKeepsDeltasSmall(t *testing.T) {
+	tests := []struct {
+		size    int64
+		wantAvg int
+	}{
+		{1 << 10, 64 << 10},
+		{5 << 20, 64 << 10},
+		{32 << 20, 64 << 10},
+		{100 << 20, 256 << 10},
+		{1 << 30, 1 << 20},
+	}
+	for _, tt := range tests {
+		p := ChunkParamsForSize(tt.size)
+		if err := p.Validate(); err != nil || p.Avg != tt.wantAvg {
+			t.Errorf("ChunkParamsForSize(%d) = %+v (%v), want avg %d", tt.size, p, err, tt.wantAvg)
+		}
+	}
+	if testing.Short() {
+		return
+	}
+	ctx := context.Background()
+	for _, size := range []int{5 << 20, 48 << 20} {
+		p := ChunkParamsForSize(int64(size))
+		v1 := make([]byte, size)
+		rand.NewChaCha8([32]byte{byte(size >> 20)}).Read(v1)
+		v2 := append([]byte(nil), v1...)
+		start := size - size/10 // a fine-tune of the last layers: the tail changes
+		for i := start; i < size; i++ {
+			v2[i] ^= 0x5a
+		}
+		f1, err := ChunkReader(ctx, bytes.NewReader(v1), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f2, err := ChunkReader(ctx, bytes.NewReader(v2), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := ComputeDelta(&ChunkIndex{Files: []FileChunks{f2}}, &ChunkIndex{Files: []FileChunks{f1}})
+		share := float64(d.MissingBytes) / float64(d.TotalBytes)
+		if share < 0.09 || share > 0.15 {
+			t.Errorf("size %d: a 10%% change costs %.1f%% of the bytes, want 10-15%%", size, 100*share)
+		}
 	}
 }

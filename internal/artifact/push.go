@@ -70,7 +70,7 @@ type PushOptions struct {
 	// version is the same content.
 	Created time.Time
 	// Chunking sets the chunk index parameters; zero means
-	// DefaultChunkParams.
+	// ChunkParamsForSize of the largest file.
 	Chunking ChunkParams
 	// Progress, if set, is called as file bytes are uploaded; blobs the
 	// target already has count as done at once.
@@ -260,10 +260,19 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 	if err := opts.validate(); err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	params := opts.Chunking.orDefault()
 	local, err := collectFiles(src)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("read model files: %w", err)
+	}
+	params := opts.Chunking
+	if params == (ChunkParams{}) {
+		var largest int64
+		for _, lf := range local {
+			if fi, err := os.Stat(lf.abs); err == nil && fi.Size() > largest {
+				largest = fi.Size()
+			}
+		}
+		params = ChunkParamsForSize(largest)
 	}
 
 	fh, err := newFileHasher(params)
