@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"outpost.dev/outpost/internal/artifact"
@@ -36,6 +37,9 @@ type hubSettings struct {
 	URL string `json:"url"`
 	// RequireSignature refuses deployments of versions without a valid signature from a trusted key.
 	RequireSignature bool `json:"requireSignature,omitempty"`
+	// OfflineAfter is how long a cluster's agent may stay silent before its link is marked
+	// Disconnected; zero means the hub's default.
+	OfflineAfter metav1.Duration `json:"offlineAfter,omitzero"`
 }
 
 // hubLayout names the files of a hub data directory.
@@ -191,6 +195,7 @@ func newHubServeCmd(g *globals) *cobra.Command {
 		requireSig   bool
 		trusted      []string
 		ready        string
+		offlineAfter time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR",
@@ -203,7 +208,11 @@ DIR/hub.db (SQLite), blobs in the OCI image layout DIR/oci.
 Trusted signing keys are the *.pub files in DIR/trusted-keys and those named
 with --trusted-key. With --require-signature (or requireSignature in
 DIR/hub.yaml) the hub refuses to deploy a version that lacks a valid signature
-from a trusted key.`,
+from a trusted key.
+
+Agents join with a join token ('outpost cluster token create') and then use
+their own cluster credential. A cluster whose agent has not reported for
+--offline-after (or offlineAfter in DIR/hub.yaml) is shown Disconnected.`,
 		Example: `  outpost hub serve --data /var/lib/outpost
   outpost hub serve --data ./hub --listen 0.0.0.0:8443 --require-signature`,
 		Args: cobra.NoArgs,
@@ -226,6 +235,12 @@ from a trusted key.`,
 			if requireSig {
 				s.RequireSignature = true
 			}
+			if cmd.Flags().Changed("offline-after") {
+				if offlineAfter <= 0 {
+					return fmt.Errorf("--offline-after %s: must be positive", offlineAfter)
+				}
+				s.OfflineAfter = metav1.Duration{Duration: offlineAfter}
+			}
 			keys, err := loadTrustedKeys(d.trustedKeys(), trusted)
 			if err != nil {
 				return err
@@ -239,6 +254,8 @@ from a trusted key.`,
 	f.BoolVar(&requireSig, "require-signature", false, "refuse to deploy model versions without a valid signature from a trusted key")
 	f.StringSliceVar(&trusted, "trusted-key", nil, "public key file (PEM) trusted for model signatures; repeatable")
 	f.StringVar(&ready, "ready-file", "", "write the listening address to this file once serving (for scripts)")
+	f.DurationVar(&offlineAfter, "offline-after", 0,
+		"mark a cluster's link Disconnected when its agent has not reported for this long (default offlineAfter in DIR/hub.yaml, else 60s)")
 	return cmd
 }
 
@@ -269,7 +286,6 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	if err != nil {
 		return err
 	}
-	authn := auth.NewAuthenticator(adminHash)
 	cert, err := tls.LoadX509KeyPair(d.tlsCert(), d.tlsKey())
 	if err != nil {
 		return fmt.Errorf("hub TLS certificate: %w", err)
@@ -279,6 +295,8 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 		return err
 	}
 	defer db.Close()
+	// The admin token may do everything; a cluster credential only what its agent needs.
+	authn := auth.NewAuthenticator(adminHash, auth.WithClusterCredentials(db))
 
 	// The registry reports model changes to the hub, which is built after it.
 	var srv *hub.Server
@@ -309,6 +327,7 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 		Authorize:        authn.Authorize,
 		RequireSignature: s.RequireSignature,
 		Logger:           log,
+		OfflineAfter:     s.OfflineAfter.Duration,
 	})
 	if err != nil {
 		return err

@@ -124,6 +124,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newGetCmd(g),
 		newDeleteCmd(g),
 		newDemoCmd(g),
+		newClusterCmd(g),
 	)
 	return root
 }

@@ -31,8 +31,9 @@ const (
 	watchPageSize      = 500
 )
 
-// Handler returns the hub's HTTP handler: the resource API under /apis/ml.outpost.dev/v1alpha1/,
-// the registry under /v2/ and a liveness probe at /healthz.
+// Handler returns the hub's HTTP handler: the resource API under /apis/ml.outpost.dev/v1alpha1/
+// (with the agent protocol: join tokens, join, desired state and reports), the registry under
+// /v2/ and a liveness probe at /healthz.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -49,6 +50,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE "+APIPrefix+"/{plural}/{name}", s.authorized(true, s.handleDelete))
 	mux.HandleFunc("PUT "+APIPrefix+"/{plural}/{name}/status", s.authorized(true, s.handleStatus))
 	mux.HandleFunc("GET "+APIPrefix+"/clusters/{name}/desiredstate", s.authorized(false, s.handleDesiredState))
+	mux.HandleFunc("POST "+APIPrefix+"/clusters/{name}/report", s.guarded(true, s.handleReport))
+	mux.HandleFunc("POST "+APIPrefix+"/jointokens", s.guarded(true, s.handleCreateJoinToken))
+	mux.HandleFunc("GET "+APIPrefix+"/jointokens", s.guarded(false, s.handleListJoinTokens))
+	mux.HandleFunc("DELETE "+APIPrefix+"/jointokens/{id}", s.guarded(true, s.handleDeleteJoinToken))
+	// Joining needs no Authorization: the join token in the body is the credential.
+	mux.HandleFunc("POST "+APIPrefix+"/join", s.handleJoin)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.authorize(r, r.Method != http.MethodGet && r.Method != http.MethodHead); err != nil {
 			s.writeAuthError(w, r, err)
@@ -420,6 +427,12 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, kind strin
 		var err error
 		if deleted, err = tx.Delete(ctx, kind, r.PathValue("name")); err != nil {
 			return err
+		}
+		if kind == v1alpha1.KindCluster {
+			// A deleted cluster's agent must join again.
+			if err := tx.DeleteClusterCredential(ctx, deleted.GetName()); err != nil {
+				return err
+			}
 		}
 		return s.reconcile(ctx, tx)
 	})

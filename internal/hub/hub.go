@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -58,8 +59,18 @@ type Config struct {
 	RequireSignature bool
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
-	// MaxBodyBytes limits request bodies; zero means DefaultMaxBodyBytes.
+	// MaxBodyBytes limits request bodies (resources, join requests, agent reports); zero means
+	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// OfflineAfter is how long a cluster's agent may stay silent before the hub marks the
+	// cluster's link Disconnected; zero means DefaultOfflineAfter, negative never.
+	OfflineAfter time.Duration
+	// OfflineCheckInterval is how often the hub looks for silent clusters; zero means a
+	// quarter of OfflineAfter, at most 5 s.
+	OfflineCheckInterval time.Duration
+	// Now is the hub's clock for join token expiry, last-seen and last-contact times and
+	// offline marking; nil means time.Now.
+	Now func() time.Time
 }
 
 // Server is the hub server.
@@ -75,7 +86,8 @@ type Server struct {
 
 // New returns a Server and reconciles the stored state once: it re-resolves every
 // ModelDeployment and recomputes every desired state, so a hub that stopped between a change
-// and its consequences catches up. Long-polls end when ctx ends.
+// and its consequences catches up. It starts the watcher that marks silent clusters
+// Disconnected. Long-polls and the watcher end when ctx ends.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DB == nil {
 		return nil, errors.New("hub: Config.DB is required")
@@ -86,9 +98,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.OfflineAfter == 0 {
+		cfg.OfflineAfter = DefaultOfflineAfter
+	}
+	if cfg.OfflineCheckInterval <= 0 {
+		cfg.OfflineCheckInterval = min(cfg.OfflineAfter/4, maxOfflineCheckInterval)
+	}
 	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, life: ctx}
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
+	}
+	if cfg.OfflineAfter > 0 {
+		go s.watchLinks(ctx, cfg.OfflineCheckInterval)
 	}
 	return s, nil
 }
@@ -261,7 +282,8 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 	return nil
 }
 
-// clusterRows returns one status row per selected cluster, keeping what agents reported.
+// clusterRows returns one status row per selected cluster, keeping what agents reported about
+// the desired version; a row whose desired version changes becomes Pending again.
 func clusterRows(d *v1alpha1.ModelDeployment, selected []string) []v1alpha1.ClusterDeploymentStatus {
 	old := make(map[string]v1alpha1.ClusterDeploymentStatus, len(d.Status.Clusters))
 	for _, r := range d.Status.Clusters {
@@ -270,8 +292,11 @@ func clusterRows(d *v1alpha1.ModelDeployment, selected []string) []v1alpha1.Clus
 	rows := make([]v1alpha1.ClusterDeploymentStatus, 0, len(selected))
 	for _, name := range selected {
 		r, ok := old[name]
-		if !ok {
-			r = v1alpha1.ClusterDeploymentStatus{Cluster: name, Phase: v1alpha1.PhasePending, BytesTotal: d.Status.ResolvedSizeBytes}
+		if !ok || r.DesiredVersion != d.Status.ResolvedVersion {
+			// A new version is pending until the agent reports on it; what it serves and
+			// when it last reported still hold.
+			r = v1alpha1.ClusterDeploymentStatus{Cluster: name, Phase: v1alpha1.PhasePending, BytesTotal: d.Status.ResolvedSizeBytes,
+				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact}
 		}
 		r.DesiredVersion = d.Status.ResolvedVersion
 		rows = append(rows, *r.DeepCopy())

@@ -71,6 +71,19 @@ var migrations = []string{
 		revision INTEGER NOT NULL,
 		doc      TEXT NOT NULL
 	);`,
+	// 2: join tokens and cluster credentials, both known only by their SHA-256 hash.
+	`CREATE TABLE join_tokens (
+		id          TEXT PRIMARY KEY,
+		hash        BLOB NOT NULL UNIQUE,
+		description TEXT NOT NULL,
+		created     TEXT NOT NULL,
+		expires     TEXT NOT NULL
+	);
+	CREATE TABLE cluster_credentials (
+		cluster TEXT PRIMARY KEY,
+		hash    BLOB NOT NULL UNIQUE,
+		created TEXT NOT NULL
+	);`,
 }
 
 // Open opens or creates the SQLite database at path and applies pending migrations. The

@@ -1,0 +1,164 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"outpost.dev/outpost/api/v1alpha1"
+)
+
+// joinTokenList is the hub's answer to GET jointokens.
+type joinTokenList struct {
+	Items []v1alpha1.JoinToken `json:"items"`
+}
+
+func newClusterCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "Let edge clusters join the hub",
+	}
+	token := &cobra.Command{
+		Use:   "token",
+		Short: "Create, list and delete join tokens",
+		Long: `A join token lets an agent join the hub once as a cluster of its choosing:
+the agent trades it for its own cluster credential, which may read only the
+registry and its own desired state, and report only its own status. Tokens
+expire (24h by default, at most 30 days) and can be deleted early; clusters
+that already joined keep their credentials.`,
+	}
+	token.AddCommand(newClusterTokenCreateCmd(g), newClusterTokenListCmd(g), newClusterTokenDeleteCmd(g))
+	cmd.AddCommand(token)
+	return cmd
+}
+
+func newClusterTokenCreateCmd(g *globals) *cobra.Command {
+	var (
+		ttl         time.Duration
+		description string
+		output      string
+	)
+	cmd := &cobra.Command{
+		Use:   "create [--ttl 24h] [--description TEXT]",
+		Short: "Create a join token; prints the token, and an agent command line on stderr",
+		Example: `  outpost cluster token create
+  outpost cluster token create --ttl 2h --description "north region rollout"
+  TOKEN=$(outpost cluster token create --ttl 1h)`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch output {
+			case "", "yaml", "json":
+			default:
+				return fmt.Errorf("-o %q: want yaml or json", output)
+			}
+			if ttl <= 0 {
+				return fmt.Errorf("--ttl %s: must be positive", ttl)
+			}
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			req := v1alpha1.JoinTokenRequest{
+				APIVersion:  v1alpha1.APIVersion,
+				Kind:        v1alpha1.KindJoinTokenCreate,
+				TTLSeconds:  int64((ttl + time.Second - 1) / time.Second),
+				Description: description,
+			}
+			var jt v1alpha1.JoinToken
+			if err := newAPIClient(t).do(cmd.Context(), http.MethodPost, "jointokens", nil, req, &jt); err != nil {
+				return fmt.Errorf("create join token: %w", err)
+			}
+			if output != "" {
+				return printStructured(g.stdout, output, jt)
+			}
+			fmt.Fprintln(g.stdout, jt.Token)
+			fmt.Fprintf(g.stderr, "join token %s expires %s (in %s)\n", jt.ID,
+				jt.Expires.UTC().Format(time.RFC3339), jt.Expires.Sub(time.Now()).Round(time.Minute))
+			fmt.Fprintf(g.stderr, "start an agent with it, for example:\n  outpost agent --hub %s --join-token %s \\\n"+
+				"    --data ./agent --name edge-1 --labels region=north,tier=gpu --ca-file ca.crt\n"+
+				"(--ca-file: the hub's CA certificate, pki/ca.crt in the hub's data directory, unless the hub's certificate is publicly trusted)\n",
+				t.URL, jt.Token)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token stays valid (the hub caps it at 30 days)")
+	f.StringVar(&description, "description", "", "what the token is for, shown by 'token list'")
+	f.StringVarP(&output, "output", "o", "", "print the whole answer as yaml or json instead")
+	return cmd
+}
+
+func newClusterTokenListCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List join tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch output {
+			case "", "yaml", "json":
+			default:
+				return fmt.Errorf("-o %q: want yaml or json", output)
+			}
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			var l joinTokenList
+			if err := newAPIClient(t).do(cmd.Context(), http.MethodGet, "jointokens", nil, nil, &l); err != nil {
+				return fmt.Errorf("list join tokens: %w", err)
+			}
+			if output != "" {
+				return printStructured(g.stdout, output, l)
+			}
+			if len(l.Items) == 0 {
+				fmt.Fprintln(g.stderr, "no join tokens")
+				return nil
+			}
+			return printJoinTokens(g.stdout, l.Items, time.Now())
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: yaml or json")
+	return cmd
+}
+
+// printJoinTokens writes a table of join tokens, saying which have expired.
+func printJoinTokens(w io.Writer, toks []v1alpha1.JoinToken, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tEXPIRES\tSTATUS\tDESCRIPTION")
+	for _, jt := range toks {
+		status := "valid for " + jt.Expires.Sub(now).Round(time.Minute).String()
+		if !now.Before(jt.Expires.Time) {
+			status = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", jt.ID, jt.Expires.UTC().Format(time.RFC3339), status, orNone(jt.Description))
+	}
+	return tw.Flush()
+}
+
+func newClusterTokenDeleteCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete a join token, so that no more agents can join with it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] == "" {
+				return errors.New("give the token's ID, as shown by 'outpost cluster token list'")
+			}
+			t, err := g.target()
+			if err != nil {
+				return err
+			}
+			if err := newAPIClient(t).do(cmd.Context(), http.MethodDelete, "jointokens/"+args[0], nil, nil, nil); err != nil {
+				return fmt.Errorf("delete join token %s: %w", args[0], err)
+			}
+			fmt.Fprintf(g.stdout, "join token %s deleted\n", args[0])
+			return nil
+		},
+	}
+}
