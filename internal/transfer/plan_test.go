@@ -1,0 +1,177 @@
+package transfer
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"outpost.dev/outpost/internal/artifact"
+)
+
+// synthFile builds a file of chunks with the given lengths and contents
+// (chunks with the same name have the same digest).
+func synthFile(names string, lengths ...int64) artifact.FileChunks {
+	fc := artifact.FileChunks{Path: "f", Digest: digest.FromString(names)}
+	for i, l := range lengths {
+		fc.Chunks = append(fc.Chunks, artifact.Chunk{Offset: fc.Size, Length: l, Digest: digest.FromString(names[i : i+1])})
+		fc.Size += l
+	}
+	return fc
+}
+
+func TestNewPlan(t *testing.T) {
+	file := synthFile("abcab", 10, 20, 30, 10, 20)
+	ref := func(n int64) ChunkRef { return ChunkRef{Path: "v1", Offset: 100, Length: n} }
+	tests := []struct {
+		name       string
+		have       map[string]ChunkRef
+		wantLocal  []int
+		wantRemote []int
+		wantCopies map[int]int
+		remote     int64
+		local      int64
+	}{
+		{"nothing held", nil, nil, []int{0, 1, 2}, map[int]int{3: 0, 4: 1}, 60, 0},
+		{"some held", map[string]ChunkRef{"b": ref(20)}, []int{1, 4}, []int{0, 2}, map[int]int{3: 0}, 40, 40},
+		{"all held", map[string]ChunkRef{"a": ref(10), "b": ref(20), "c": ref(30)}, []int{0, 1, 2, 3, 4}, nil, map[int]int{}, 0, 90},
+		{"held with wrong length", map[string]ChunkRef{"c": ref(29)}, nil, []int{0, 1, 2}, map[int]int{3: 0, 4: 1}, 60, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			have := func(d digest.Digest) (ChunkRef, bool) {
+				for k, v := range tt.have {
+					if digest.FromString(k) == d {
+						return v, true
+					}
+				}
+				return ChunkRef{}, false
+			}
+			p := NewPlan(file, have)
+			if got := slices.Sorted(maps.Keys(p.Local)); !slices.Equal(got, tt.wantLocal) {
+				t.Errorf("local = %v, want %v", got, tt.wantLocal)
+			}
+			if !slices.Equal(p.Remote, tt.wantRemote) {
+				t.Errorf("remote = %v, want %v", p.Remote, tt.wantRemote)
+			}
+			if !maps.Equal(p.Copies, tt.wantCopies) {
+				t.Errorf("copies = %v, want %v", p.Copies, tt.wantCopies)
+			}
+			if p.RemoteBytes() != tt.remote || p.LocalBytes() != tt.local {
+				t.Errorf("remote, local bytes = %d, %d, want %d, %d", p.RemoteBytes(), p.LocalBytes(), tt.remote, tt.local)
+			}
+			if p.RemoteBytes()+p.LocalBytes()+p.CopiedBytes() != file.Size {
+				t.Errorf("bytes do not add up to the file size")
+			}
+			if err := p.Validate(); err != nil {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+	if p := NewPlan(file, nil); len(p.Remote) != 3 {
+		t.Errorf("nil have: remote = %v", p.Remote)
+	}
+}
+
+func TestPlanValidate(t *testing.T) {
+	file := synthFile("abc", 10, 20, 30)
+	good := func() Plan { return NewPlan(file, nil) }
+	tests := []struct {
+		name    string
+		edit    func(p *Plan)
+		wantErr string
+	}{
+		{"good", func(p *Plan) {}, ""},
+		{"missing chunk", func(p *Plan) { p.Remote = p.Remote[:2] }, "chunk 2 has no source"},
+		{"twice", func(p *Plan) { p.Local[0] = ChunkRef{Length: 10} }, "planned twice"},
+		{"out of range", func(p *Plan) { p.Remote = append(p.Remote, 7) }, "out of range"},
+		{"unsorted", func(p *Plan) { p.Remote = []int{1, 0, 2} }, "ascending"},
+		{"local wrong length", func(p *Plan) { p.Remote = p.Remote[1:]; p.Local[0] = ChunkRef{Length: 9} }, "length 9"},
+		{"copy of other content", func(p *Plan) { p.Remote = p.Remote[:2]; p.Copies[2] = 1 }, "not a remote chunk with the same content"},
+		{"gap", func(p *Plan) { p.File.Chunks = slices.Clone(p.File.Chunks); p.File.Chunks[1].Offset++ }, "does not follow"},
+		{"size", func(p *Plan) { p.File.Size++ }, "cover 60 of 61"},
+		{"bad digest", func(p *Plan) { p.File.Digest = "sha256:zz" }, "file digest"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := good()
+			tt.edit(&p)
+			err := p.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestSpans(t *testing.T) {
+	lengths := []int64{10, 10, 10, 10, 30, 10}
+	length := func(i int) int64 { return lengths[i] }
+	tests := []struct {
+		name    string
+		chunks  []int
+		partial map[int]int64
+		limit   int64
+		want    string
+	}{
+		{"adjacent coalesced", []int{0, 1, 2, 3}, nil, 40, "[0 1 2 3]"},
+		{"cap", []int{0, 1, 2, 3}, nil, 20, "[0 1] [2 3]"},
+		{"gap splits", []int{0, 1, 3}, nil, 100, "[0 1] [3]"},
+		{"big chunk alone", []int{3, 4, 5}, nil, 20, "[3] [4] [5]"},
+		{"partial starts a span", []int{0, 1, 2}, map[int]int64{1: 4}, 100, "[0] [1+4 2]"},
+		{"partial bytes not counted", []int{1, 2, 3}, map[int]int64{1: 5}, 25, "[1+5 2 3]"},
+		{"none", nil, nil, 10, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var parts []string
+			for _, s := range spans(tt.chunks, length, tt.partial, tt.limit) {
+				var b strings.Builder
+				for k, i := range s.chunks {
+					if k > 0 {
+						b.WriteByte(' ')
+					}
+					fmt.Fprint(&b, i)
+					if k == 0 && s.first > 0 {
+						fmt.Fprintf(&b, "+%d", s.first)
+					}
+				}
+				parts = append(parts, "["+b.String()+"]")
+			}
+			if got := strings.Join(parts, " "); got != tt.want {
+				t.Fatalf("spans = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	b := Backoff{Base: 100 * time.Millisecond, Max: 5 * time.Second}
+	tests := []struct {
+		attempt int
+		u       float64
+		want    time.Duration
+	}{
+		{1, 0, 50 * time.Millisecond},
+		{1, 0.999999, 99999950 * time.Nanosecond},
+		{2, 0, 100 * time.Millisecond},
+		{3, 0.5, 300 * time.Millisecond},
+		{7, 0, 2500 * time.Millisecond}, // 6.4s capped at 5s
+		{50, 0, 2500 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := b.Delay(tt.attempt, tt.u); got != tt.want {
+			t.Errorf("Delay(%d, %v) = %v, want %v", tt.attempt, tt.u, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,220 @@
+package transfer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// RangeSource opens byte ranges of blobs.
+type RangeSource interface {
+	// OpenRange returns a reader of the n bytes of blob starting at off.
+	// The reader may end early (a cut); the caller then asks again for
+	// what it lacks. Errors that asking again cannot fix are marked with
+	// Permanent.
+	OpenRange(ctx context.Context, blob digest.Digest, off, n int64) (io.ReadCloser, error)
+}
+
+// permanentError marks an error that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that retrying cannot fix, such as a missing
+// blob or a refused credential. It returns nil for nil.
+func Permanent(err error) error {
+	if err == nil || IsPermanent(err) {
+		return err
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked by
+// Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// StatusError is an unexpected HTTP response to a range request.
+type StatusError struct {
+	// URL is the requested URL.
+	URL string
+	// StatusCode is the response's status code.
+	StatusCode int
+	// Message is the start of the response body, or the registry's error
+	// message when the body is an OCI error document.
+	Message string
+}
+
+// Error describes the response.
+func (e *StatusError) Error() string {
+	s := fmt.Sprintf("GET %s: %d %s", e.URL, e.StatusCode, http.StatusText(e.StatusCode))
+	switch e.StatusCode {
+	case http.StatusUnauthorized:
+		s += " (credential missing or not accepted)"
+	case http.StatusForbidden:
+		s += " (credential not allowed to read this repository)"
+	case http.StatusNotFound:
+		s += " (blob not in the registry)"
+	case http.StatusRequestedRangeNotSatisfiable:
+		s += " (range outside the blob)"
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Retryable reports whether asking again may succeed: server errors,
+// timeouts and rate limiting.
+func (e *StatusError) Retryable() bool {
+	switch e.StatusCode {
+	case http.StatusRequestTimeout, http.StatusTooEarly, http.StatusTooManyRequests:
+		return true
+	}
+	return e.StatusCode >= 500
+}
+
+// HTTPSource reads blob ranges from an OCI distribution registry with
+// HTTP Range requests: GET <BaseURL>/v2/<Repo>/blobs/<digest>.
+type HTTPSource struct {
+	// Client sends the requests; nil means http.DefaultClient. Bulk
+	// transfers should use HTTP/1.1 (see clientconfig).
+	Client *http.Client
+	// BaseURL is the registry's scheme, host and port, e.g.
+	// https://hub.example:8443.
+	BaseURL string
+	// Repo is the repository, e.g. models/resnet.
+	Repo string
+	// Token, if set, is sent as a Bearer credential.
+	Token string
+}
+
+// maxErrorBody bounds how much of an error response is read.
+const maxErrorBody = 4 << 10
+
+// OpenRange requests bytes off to off+n-1 of blob. It accepts a 206
+// response whose Content-Range names exactly that range, or a 200 response
+// when off is 0 and the body is exactly n bytes (the whole blob). 401, 403,
+// 404, 416 and other client errors are permanent; server errors, 408, 429
+// and connection errors are not.
+func (s *HTTPSource) OpenRange(ctx context.Context, blob digest.Digest, off, n int64) (io.ReadCloser, error) {
+	if off < 0 || n <= 0 {
+		return nil, Permanent(fmt.Errorf("invalid range of %d bytes at offset %d", n, off))
+	}
+	if err := blob.Validate(); err != nil {
+		return nil, Permanent(fmt.Errorf("blob digest: %w", err))
+	}
+	u := strings.TrimRight(s.BaseURL, "/") + "/v2/" + strings.Trim(s.Repo, "/") + "/blobs/" + blob.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("build request: %w", err))
+	}
+	last := off + n - 1
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, last))
+	req.Header.Set("Accept-Encoding", "identity")
+	if s.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+	}
+	client := s.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s bytes %d-%d: %w", u, off, last, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		cr := resp.Header.Get("Content-Range")
+		a, b, _, ok := parseContentRange(cr)
+		if !ok || a != off || b != last || (resp.ContentLength >= 0 && resp.ContentLength != n) {
+			resp.Body.Close()
+			return nil, Permanent(fmt.Errorf("GET %s: asked for bytes %d-%d, got Content-Range %q", u, off, last, cr))
+		}
+		return resp.Body, nil
+	case http.StatusOK:
+		if off == 0 && resp.ContentLength == n {
+			return resp.Body, nil
+		}
+		resp.Body.Close()
+		return nil, Permanent(fmt.Errorf("GET %s: server ignored the range request for bytes %d-%d and sent %d bytes", u, off, last, resp.ContentLength))
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	serr := &StatusError{URL: u, StatusCode: resp.StatusCode, Message: errorMessage(b)}
+	if serr.Retryable() {
+		return nil, serr
+	}
+	return nil, Permanent(serr)
+}
+
+// parseContentRange parses "bytes a-b/size" (size may be "*", reported as
+// -1).
+func parseContentRange(s string) (a, b, size int64, ok bool) {
+	rest, found := strings.CutPrefix(s, "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	rng, total, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	as, bs, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	var err error
+	if a, err = strconv.ParseInt(as, 10, 64); err != nil || a < 0 {
+		return 0, 0, 0, false
+	}
+	if b, err = strconv.ParseInt(bs, 10, 64); err != nil || b < a {
+		return 0, 0, 0, false
+	}
+	size = -1
+	if total != "*" {
+		if size, err = strconv.ParseInt(total, 10, 64); err != nil || size <= b {
+			return 0, 0, 0, false
+		}
+	}
+	return a, b, size, true
+}
+
+// errorMessage extracts a short message from an error response body: the
+// messages of an OCI error document, or the body's first line.
+func errorMessage(b []byte) string {
+	var doc struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(b, &doc) == nil && len(doc.Errors) > 0 {
+		var parts []string
+		for _, e := range doc.Errors {
+			parts = append(parts, strings.TrimSpace(e.Code+" "+e.Message))
+		}
+		return strings.Join(parts, "; ")
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	line = strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return -1
+	}, line)
+	if len(line) > 200 {
+		line = line[:200] + "…"
+	}
+	return line
+}
