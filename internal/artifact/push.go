@@ -374,11 +374,13 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 	if err := pushIfAbsent(ctx, dst, mDesc, mb); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("push manifest: %w", err)
 	}
-	if err := dst.Tag(ctx, mDesc, opts.Version); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("tag %s: %w", opts.Version, err)
-	}
+	// The chunk index goes up before the tag: agents learn of a version from
+	// its tag and must find the index there, or they would fetch whole files.
 	if _, err := pushChunkIndex(ctx, dst, mDesc, idx); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("push chunk index: %w", err)
+	}
+	if err := dst.Tag(ctx, mDesc, opts.Version); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("tag %s: %w", opts.Version, err)
 	}
 	return mDesc, nil
 }
