@@ -125,6 +125,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newDeleteCmd(g),
 		newDemoCmd(g),
 		newClusterCmd(g),
+		newAgentCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,795 @@
+// Package agent is the edge agent: it joins the hub, long-polls its
+// cluster's desired state, and keeps a local cache of the desired model
+// versions, fetching only the chunks it lacks, verifying every byte and
+// activating a version only once all of it is in the cache. It keeps
+// serving its last active versions with no hub, and reports its state to
+// the hub whenever it can.
+//
+// The version guard (guard.go) is pure; state lives in SQLite (DIR/agent.db),
+// blobs in an OCI image layout (DIR/cache).
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/time/rate"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/transfer"
+)
+
+// Defaults of Config.
+const (
+	DefaultKeepVersions   = 2
+	DefaultPollTimeout    = 30 * time.Second
+	DefaultReportInterval = 10 * time.Second
+	DefaultRetryBase      = time.Second
+	DefaultRetryMax       = 2 * time.Minute
+)
+
+// Files and folders of the data directory.
+const (
+	dbFile         = "agent.db"
+	credentialFile = "credential"
+	cacheDir       = "cache"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// Dir is the data directory: agent.db, cache/ and credential.
+	Dir string
+	// Hub is the hub's base URL, https://HOST:PORT. Empty means the one
+	// recorded in Dir.
+	Hub string
+	// Name is the cluster name. Empty means the one recorded in Dir.
+	Name string
+	// Labels are sent when joining.
+	Labels map[string]string
+	// JoinToken is the bootstrap token used when Dir holds no credential
+	// (or the hub no longer accepts it).
+	JoinToken string
+	// Credential, if set, is used instead of joining (tests, pre-provisioned agents).
+	Credential string
+	// TLS configures connections to the hub; nil means the system roots.
+	TLS *tls.Config
+	// HTTPClient, if set, is used for every request to the hub instead of
+	// one built from TLS.
+	HTTPClient *http.Client
+	// MaxBandwidth caps the bytes per second of model transfers; 0 means unlimited.
+	MaxBandwidth int64
+	// TrustedKeys verify model signatures.
+	TrustedKeys []ed25519.PublicKey
+	// RequireSignature makes every model need a valid signature from a
+	// trusted key before activation, whatever its deployment says.
+	RequireSignature bool
+	// KeepVersions is how many previous versions per deployment garbage
+	// collection keeps for rollback; 0 means DefaultKeepVersions, negative none.
+	KeepVersions int
+	// PollTimeout is the long-poll timeout.
+	PollTimeout time.Duration
+	// ReportInterval is how often a report is sent when nothing changes.
+	ReportInterval time.Duration
+	// RetryBase and RetryMax bound the backoff between attempts to reach the
+	// hub and to reconcile a failing model.
+	RetryBase, RetryMax time.Duration
+	// VerifyOnStart re-hashes every active file at start instead of
+	// checking sizes only.
+	VerifyOnStart bool
+	// Accelerators are the declared accelerators.
+	Accelerators []v1alpha1.Accelerator
+	// AgentVersion is reported to the hub.
+	AgentVersion string
+	// Parallel is how many range requests run at once per file; 0 means the transfer default.
+	Parallel int
+	// Logger receives the agent's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// ActiveModel is a model version the agent serves.
+type ActiveModel struct {
+	// Deployment is the ModelDeployment name.
+	Deployment string `json:"deployment"`
+	// Model is the model name.
+	Model string `json:"model"`
+	// Version is the active version.
+	Version string `json:"version"`
+	// Digest is its manifest digest.
+	Digest string `json:"digest"`
+	// Files maps each file's path in the model to the verified blob holding it.
+	Files map[string]string `json:"files"`
+	// Serving is the deployment's serving configuration.
+	Serving v1alpha1.Serving `json:"serving,omitzero"`
+	// ActivatedAt is when the version became active.
+	ActivatedAt time.Time `json:"activatedAt"`
+}
+
+// Agent is an edge agent. Create it with New, run it with Run.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	state *stateDB
+	cache *cache
+	now   func() time.Time
+
+	limiter *rate.Limiter
+	src     *routingSource
+	fetcher *transfer.Fetcher
+	link    linkEstimator
+
+	ready     chan struct{}
+	readyOnce sync.Once
+	wake      chan struct{} // asks the reconcile loop for a pass
+	reportNow chan struct{} // asks the report loop for a report
+
+	// gcMu is held shared by each model sync and exclusively by garbage collection.
+	gcMu sync.RWMutex
+
+	mu         sync.Mutex
+	hub        *hubClient
+	name       string
+	credential string
+	active     map[string]ActiveModel
+	unservable map[string]string // deployment -> why its active version cannot be served
+	workers    map[string]*worker
+	retries    map[string]retry
+	indexes    map[digest.Digest]*artifact.ChunkIndex
+	noIndex    map[string]time.Time // manifest -> when first seen without a chunk index
+	gcDirty    bool
+}
+
+// worker is a running sync of one deployment.
+type worker struct {
+	digest string
+	cancel context.CancelFunc
+}
+
+// retry is a deployment's backoff after a failed sync.
+type retry struct {
+	digest   string
+	attempts int
+	next     time.Time
+}
+
+// New opens the data directory and loads the last active versions, which
+// Active returns at once: it contacts no hub.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("agent: no data directory")
+	}
+	if cfg.KeepVersions == 0 {
+		cfg.KeepVersions = DefaultKeepVersions
+	}
+	if cfg.PollTimeout <= 0 {
+		cfg.PollTimeout = DefaultPollTimeout
+	}
+	if cfg.ReportInterval <= 0 {
+		cfg.ReportInterval = DefaultReportInterval
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = DefaultRetryBase
+	}
+	if cfg.RetryMax < cfg.RetryBase {
+		cfg.RetryMax = max(DefaultRetryMax, cfg.RetryBase)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	st, err := openState(ctx, filepath.Join(cfg.Dir, dbFile))
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	c, err := openCache(filepath.Join(cfg.Dir, cacheDir))
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a := &Agent{
+		cfg: cfg, log: cfg.Logger, state: st, cache: c, now: time.Now,
+		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1),
+		active: map[string]ActiveModel{}, unservable: map[string]string{},
+		workers: map[string]*worker{}, retries: map[string]retry{}, indexes: map[digest.Digest]*artifact.ChunkIndex{},
+		noIndex: map[string]time.Time{},
+	}
+	a.limiter = newLimiter(cfg.MaxBandwidth)
+	if err := a.loadIdentity(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := a.loadActive(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// newLimiter returns the link's bandwidth limiter, or nil for no limit.
+func newLimiter(bps int64) *rate.Limiter {
+	if bps <= 0 {
+		return nil
+	}
+	burst := int(min(max(bps/4, 32<<10), 1<<20))
+	return rate.NewLimiter(rate.Limit(bps), burst)
+}
+
+// loadIdentity checks the cluster name and hub against those recorded in
+// the data directory, records them on first use, and loads the credential.
+func (a *Agent) loadIdentity(ctx context.Context) error {
+	name, err := a.state.meta(ctx, metaCluster)
+	if err != nil {
+		return err
+	}
+	hub, err := a.state.meta(ctx, metaHub)
+	if err != nil {
+		return err
+	}
+	switch {
+	case a.cfg.Name == "" && name == "":
+		return errors.New("agent: no cluster name: pass --name on first start")
+	case a.cfg.Name != "" && name != "" && a.cfg.Name != name:
+		return fmt.Errorf("agent: data directory %s belongs to cluster %q, not %q", a.cfg.Dir, name, a.cfg.Name)
+	case name == "":
+		name = a.cfg.Name
+		if err := a.state.setMeta(ctx, metaCluster, name); err != nil {
+			return err
+		}
+	}
+	if a.cfg.Hub != "" && a.cfg.Hub != hub {
+		hub = strings.TrimRight(a.cfg.Hub, "/")
+		if err := a.state.setMeta(ctx, metaHub, hub); err != nil {
+			return err
+		}
+	}
+	a.name = name
+	if hub != "" {
+		u, err := url.Parse(hub)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("agent: hub address %q: want https://HOST:PORT", hub)
+		}
+		a.hub = &hubClient{base: u, client: a.httpClient()}
+	}
+	a.credential = a.cfg.Credential
+	if a.credential == "" {
+		b, err := os.ReadFile(filepath.Join(a.cfg.Dir, credentialFile))
+		switch {
+		case err == nil:
+			a.credential = strings.TrimSpace(string(b))
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("agent: read credential: %w", err)
+		}
+	}
+	if a.hub != nil {
+		a.hub.setToken(a.credential)
+		a.src = &routingSource{base: transfer.HTTPSource{Client: a.hub.client, BaseURL: a.hub.base.Scheme + "://" + a.hub.base.Host, Token: a.credential}, repos: map[digest.Digest]string{}}
+		a.fetcher = transfer.NewFetcher(a.src, transfer.Options{
+			Parallel: a.cfg.Parallel, Limiter: a.limiter, Logger: a.log,
+			Backoff: transfer.Backoff{Base: a.cfg.RetryBase / 4, Max: a.cfg.RetryMax},
+		})
+	}
+	return nil
+}
+
+// httpClient returns the client for the hub: HTTP/1.1, as bulk transfers
+// run faster over it than over Go's HTTP/2.
+func (a *Agent) httpClient() *http.Client {
+	if a.cfg.HTTPClient != nil {
+		return a.cfg.HTTPClient
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = a.cfg.TLS
+	tr.MaxIdleConnsPerHost = 16
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	tr.WriteBufferSize, tr.ReadBufferSize = 256<<10, 256<<10
+	tr.ResponseHeaderTimeout = 5 * time.Minute
+	return &http.Client{Transport: tr}
+}
+
+// loadActive marks the last active version of every deployment as serving,
+// after checking its files are in the cache (their sizes, or their bytes
+// with VerifyOnStart).
+func (a *Agent) loadActive(ctx context.Context) error {
+	rows, err := a.state.deployments(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if r.ActiveDigest == "" {
+			continue
+		}
+		am, err := a.activeModel(ctx, r, a.cfg.VerifyOnStart)
+		if err != nil {
+			why := fmt.Sprintf("cached files of %s@%s unusable: %v", r.ActiveModel, r.ActiveVersion, err)
+			a.log.Error("active version cannot be served", "deployment", r.Name, "err", why)
+			a.unservable[r.Name] = why
+			continue
+		}
+		a.active[r.Name] = am
+		a.log.Info("serving from cache", "deployment", r.Name, "model", am.Model, "version", am.Version)
+	}
+	return nil
+}
+
+// activeModel builds the ActiveModel of a deployment's active version,
+// checking its files in the cache.
+func (a *Agent) activeModel(ctx context.Context, r deploymentRow, rehash bool) (ActiveModel, error) {
+	rec, ok, err := a.state.manifest(ctx, r.ActiveDigest)
+	if err != nil {
+		return ActiveModel{}, err
+	}
+	if !ok {
+		return ActiveModel{}, fmt.Errorf("manifest %s is not in the cache", r.ActiveDigest)
+	}
+	am := ActiveModel{
+		Deployment: r.Name, Model: r.ActiveModel, Version: r.ActiveVersion, Digest: r.ActiveDigest,
+		Files: map[string]string{}, ActivatedAt: r.ActivatedAt,
+	}
+	if r.Desired.Digest == r.ActiveDigest || r.Desired.Model == r.ActiveModel {
+		am.Serving = r.Desired.Serving
+	}
+	for _, f := range rec.Files {
+		d := digest.Digest(f.Digest)
+		if err := a.cache.verifyFile(d, f.Size, rehash); err != nil {
+			return ActiveModel{}, fmt.Errorf("file %s: %w", f.Path, err)
+		}
+		am.Files[f.Path] = a.cache.blobPath(d)
+	}
+	return am, nil
+}
+
+// Name is the cluster name.
+func (a *Agent) Name() string { return a.name }
+
+// Active returns the model versions the agent serves, sorted by deployment.
+func (a *Agent) Active() []ActiveModel {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]ActiveModel, 0, len(a.active))
+	for _, m := range a.active {
+		files := make(map[string]string, len(m.Files))
+		for k, v := range m.Files {
+			files[k] = v
+		}
+		m.Files = files
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Deployment < out[j].Deployment })
+	return out
+}
+
+// Ready is closed once the agent holds a credential and its loops run.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Close closes the agent's database. Call it after Run returned.
+func (a *Agent) Close() error { return a.state.Close() }
+
+// Apply runs a desired state document from src through the version guard
+// and, when it is newer than the applied one, records it and starts
+// reconciling. A stale document is refused and counted; a document with
+// the applied revision changes nothing.
+func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Source) (Decision, error) {
+	res, err := a.state.applyDoc(ctx, doc, src, a.now())
+	if err != nil {
+		return Decision{}, err
+	}
+	d := res.Decision
+	switch d.Verdict {
+	case RejectStale:
+		a.log.Warn("refused stale desired state", "source", src, "revision", doc.Revision, "rejectedStale", res.RejectedStale, "reason", d.Reason)
+		a.signal(a.reportNow)
+	case RejectInvalid:
+		a.log.Error("refused invalid desired state", "source", src, "reason", d.Reason)
+	case Apply:
+		a.log.Info("applied desired state", "source", src, "revision", doc.Revision, "models", len(doc.Models))
+		for _, p := range d.Plans {
+			switch {
+			case p.Step == StepRefuse:
+				a.log.Error("refused version", "deployment", p.Deployment, "err", p.Error)
+			case p.Step == StepRemove:
+				a.deactivate(p.Deployment)
+			case p.Downgrade:
+				a.log.Warn("downgrade allowed by deployment", "deployment", p.Deployment, "from", p.Active.Version, "to", p.Want.Version)
+			}
+		}
+		a.signal(a.wake)
+		a.signal(a.reportNow)
+	}
+	return d, nil
+}
+
+// deactivate stops serving a removed deployment.
+func (a *Agent) deactivate(dep string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m, ok := a.active[dep]; ok {
+		a.log.Info("deactivated", "deployment", dep, "model", m.Model, "version", m.Version)
+	}
+	delete(a.active, dep)
+	delete(a.unservable, dep)
+	a.gcDirty = true
+}
+
+func (a *Agent) signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Run joins the hub if needed, then long-polls the desired state,
+// reconciles and reports until ctx ends. With the hub unreachable it keeps
+// serving and retries with backoff. It returns an error only when it cannot
+// work at all, such as a refused join token.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.hub == nil {
+		return errors.New("agent: no hub address: pass --hub on first start")
+	}
+	if err := a.ensureJoined(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); a.pollLoop(ctx) }()
+	go func() { defer wg.Done(); a.reconcileLoop(ctx) }()
+	go func() { defer wg.Done(); a.reportLoop(ctx) }()
+	a.readyOnce.Do(func() { close(a.ready) })
+	wg.Wait()
+	return nil
+}
+
+// ensureJoined joins the hub unless a credential is held, retrying while
+// the hub is unreachable. A join the hub refuses is an error.
+func (a *Agent) ensureJoined(ctx context.Context) error {
+	a.mu.Lock()
+	have := a.credential != ""
+	a.mu.Unlock()
+	if have {
+		return nil
+	}
+	if a.cfg.JoinToken == "" {
+		return errors.New("agent: not joined yet: pass --join-token (from 'outpost cluster token create')")
+	}
+	for attempt := 1; ; attempt++ {
+		err := a.join(ctx)
+		if err == nil {
+			return nil
+		}
+		var he *HubError
+		if errors.As(err, &he) && he.Code >= 400 && he.Code < 500 && he.Code != http.StatusTooManyRequests && he.Code != http.StatusRequestTimeout {
+			return err
+		}
+		a.log.Warn("cannot reach hub to join, retrying", "err", err)
+		if !sleep(ctx, a.backoff(attempt)) {
+			return ctx.Err()
+		}
+	}
+}
+
+// join exchanges the join token for a credential and stores it (0600).
+func (a *Agent) join(ctx context.Context) error {
+	cred, err := a.hub.join(ctx, a.cfg.JoinToken, a.name, a.cfg.Labels)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(a.cfg.Dir, credentialFile), []byte(cred+"\n")); err != nil {
+		return fmt.Errorf("agent: store credential: %w", err)
+	}
+	if err := os.Chmod(filepath.Join(a.cfg.Dir, credentialFile), 0o600); err != nil {
+		return fmt.Errorf("agent: store credential: %w", err)
+	}
+	a.mu.Lock()
+	a.credential = cred
+	a.hub.setToken(cred)
+	a.src.setToken(cred)
+	a.mu.Unlock()
+	a.log.Info("joined hub", "cluster", a.name, "hub", a.hub.base.String())
+	return nil
+}
+
+// backoff is the wait before the attempt-th retry: exponential with
+// jitter, capped at RetryMax.
+func (a *Agent) backoff(attempt int) time.Duration {
+	return transfer.Backoff{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax}.Delay(attempt, rand.Float64())
+}
+
+// sleep waits d or until ctx ends, reporting whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// pollLoop long-polls the desired state and applies what comes.
+func (a *Agent) pollLoop(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		applied, err := a.state.applied(ctx)
+		if err != nil {
+			a.log.Error("read state", "err", err)
+			sleep(ctx, a.backoff(1))
+			continue
+		}
+		start := time.Now()
+		doc, err := a.hub.desiredState(ctx, a.name, applied.Revision, a.cfg.PollTimeout)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			if isUnauthorized(err) && a.cfg.JoinToken != "" {
+				a.log.Warn("hub refused the credential, joining again", "err", err)
+				if jerr := a.join(ctx); jerr != nil {
+					a.log.Error("join again", "err", jerr)
+				}
+			}
+			a.log.Warn("cannot poll desired state", "err", err, "failures", failures)
+			sleep(ctx, a.backoff(failures))
+			continue
+		}
+		if failures > 0 {
+			a.log.Info("hub reachable again")
+			a.signal(a.reportNow)
+		}
+		failures = 0
+		a.contact(ctx)
+		if doc == nil {
+			continue
+		}
+		if time.Since(start) < time.Second {
+			a.link.observeRTT(time.Since(start))
+		}
+		if _, err := a.Apply(ctx, doc, SourceNetwork); err != nil {
+			a.log.Error("apply desired state", "err", err)
+			sleep(ctx, a.backoff(1))
+		}
+	}
+}
+
+// contact records that the hub answered.
+func (a *Agent) contact(ctx context.Context) {
+	if err := a.state.setMeta(ctx, metaLastContact, formatTime(a.now())); err != nil {
+		a.log.Error("record contact", "err", err)
+	}
+}
+
+// reconcileLoop starts a sync for every deployment whose desired version is
+// not served, retrying failures with backoff, and collects garbage when no
+// sync runs.
+func (a *Agent) reconcileLoop(ctx context.Context) {
+	done := make(chan string, 16)
+	var wg sync.WaitGroup
+	defer func() {
+		a.mu.Lock()
+		for _, w := range a.workers {
+			w.cancel()
+		}
+		a.mu.Unlock()
+		wg.Wait()
+	}()
+	for {
+		next := a.reconcileOnce(ctx, &wg, done)
+		var timer <-chan time.Time
+		var t *time.Timer
+		if !next.IsZero() {
+			t = time.NewTimer(max(time.Until(next), 10*time.Millisecond))
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-a.wake:
+		case <-done:
+		case <-timer:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// reconcileOnce starts the syncs needed now and returns when the next
+// retry is due (zero if none).
+func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan<- string) time.Time {
+	rows, err := a.state.deployments(ctx)
+	if err != nil {
+		a.log.Error("read state", "err", err)
+		return a.now().Add(a.backoff(1))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	present := map[string]bool{}
+	var next time.Time
+	now := a.now()
+	for _, r := range rows {
+		present[r.Name] = true
+		_, serving := a.active[r.Name]
+		need := r.Desired.Digest != r.ActiveDigest || !serving
+		if PlanModel(r.deployed(), r.Desired).Step == StepRefuse {
+			need = false
+		}
+		w := a.workers[r.Name]
+		if w != nil && (w.digest != r.Desired.Digest || !need) {
+			w.cancel()
+		}
+		if !need || w != nil {
+			continue
+		}
+		if rt, ok := a.retries[r.Name]; ok && rt.digest == r.Desired.Digest && now.Before(rt.next) {
+			if next.IsZero() || rt.next.Before(next) {
+				next = rt.next
+			}
+			continue
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		a.workers[r.Name] = &worker{digest: r.Desired.Digest, cancel: cancel}
+		want := r.Desired
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			err := a.sync(wctx, want)
+			a.finish(ctx, want, err)
+			select {
+			case done <- want.Deployment:
+			default:
+			}
+		}()
+	}
+	for name, w := range a.workers {
+		if !present[name] {
+			w.cancel()
+		}
+	}
+	for name := range a.active {
+		if !present[name] {
+			delete(a.active, name)
+			a.gcDirty = true
+		}
+	}
+	if len(a.workers) == 0 && a.gcDirty {
+		a.gcDirty = false
+		go a.collectGarbage(context.WithoutCancel(ctx))
+	}
+	return next
+}
+
+// finish records the outcome of a sync.
+func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err error) {
+	a.mu.Lock()
+	if w := a.workers[want.Deployment]; w != nil && w.digest == want.Digest {
+		delete(a.workers, want.Deployment)
+	}
+	if err == nil {
+		delete(a.retries, want.Deployment)
+		a.gcDirty = true
+		a.mu.Unlock()
+		a.signal(a.reportNow)
+		return
+	}
+	if ctx.Err() != nil || errors.Is(err, errSuperseded) || errors.Is(err, context.Canceled) {
+		a.mu.Unlock()
+		return
+	}
+	rt := a.retries[want.Deployment]
+	if rt.digest != want.Digest {
+		rt = retry{digest: want.Digest}
+	}
+	rt.attempts++
+	rt.next = a.now().Add(a.backoff(rt.attempts))
+	a.retries[want.Deployment] = rt
+	a.mu.Unlock()
+	level, phase := slog.LevelError, v1alpha1.PhaseFailed
+	if errors.Is(err, artifact.ErrNoChunkIndex) {
+		// Waiting for the chunk index to be attached: not a failure yet.
+		level, phase = slog.LevelInfo, v1alpha1.PhasePending
+	}
+	a.log.Log(ctx, level, "sync failed", "deployment", want.Deployment, "model", want.Model, "version", want.Version,
+		"attempt", rt.attempts, "retryIn", time.Until(rt.next).Round(time.Millisecond), "err", err)
+	row, ok, gerr := getDeployment(ctx, a.state.db, want.Deployment)
+	fetched, total := int64(0), int64(0)
+	if gerr == nil && ok {
+		fetched, total = row.BytesFetched, row.BytesTotal
+	}
+	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, phase, fetched, total, err.Error(), a.now()); err != nil {
+		a.log.Error("record failure", "err", err)
+	}
+	a.signal(a.reportNow)
+}
+
+// collectGarbage deletes cached manifests and blobs that no deployment
+// serves, fetches or keeps as one of its KeepVersions previous versions.
+// It never runs while a sync runs.
+func (a *Agent) collectGarbage(ctx context.Context) {
+	if !a.gcMu.TryLock() {
+		a.mu.Lock()
+		a.gcDirty = true
+		a.mu.Unlock()
+		return
+	}
+	defer a.gcMu.Unlock()
+	if err := a.gc(ctx); err != nil {
+		a.log.Error("garbage collection", "err", err)
+	}
+}
+
+func (a *Agent) gc(ctx context.Context) error {
+	deps, err := a.state.deployments(ctx)
+	if err != nil {
+		return err
+	}
+	hist, err := a.state.history(ctx)
+	if err != nil {
+		return err
+	}
+	mans, err := a.state.manifests(ctx)
+	if err != nil {
+		return err
+	}
+	blobs, err := a.cache.listBlobs()
+	if err != nil {
+		return err
+	}
+	kept := keepManifests(deps, hist, max(a.cfg.KeepVersions, 0))
+	dropMans, dropBlobs := gcPlan(mans, kept, blobs)
+	// Forget manifests first: a crash between the two steps leaves unreferenced blobs, never
+	// a manifest whose blobs are gone.
+	if err := a.state.deleteManifests(ctx, dropMans); err != nil {
+		return err
+	}
+	if err := a.writeIndex(ctx); err != nil {
+		return err
+	}
+	var freed int
+	for _, name := range dropBlobs {
+		if err := a.cache.remove(name); err != nil {
+			a.log.Warn("remove blob", "blob", name, "err", err)
+			continue
+		}
+		freed++
+	}
+	a.mu.Lock()
+	a.indexes = map[digest.Digest]*artifact.ChunkIndex{}
+	a.mu.Unlock()
+	if len(dropMans)+freed > 0 {
+		a.log.Info("garbage collected", "manifests", len(dropMans), "blobs", freed)
+	}
+	return nil
+}
+
+// writeIndex rewrites the cache's index.json from the cached manifests.
+func (a *Agent) writeIndex(ctx context.Context) error {
+	mans, err := a.state.manifests(ctx)
+	if err != nil {
+		return err
+	}
+	entries := make([]indexEntry, 0, len(mans))
+	for _, m := range mans {
+		entries = append(entries, indexEntry{Digest: digest.Digest(m.Digest), Size: m.Size, Model: m.Model, Version: m.Version})
+	}
+	return a.cache.writeIndex(entries)
+}

@@ -1,0 +1,259 @@
+package agent
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/opencontainers/go-digest"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/versions"
+)
+
+// This file holds the version guard of the agent (DESIGN.md invariant 1):
+// pure functions, free of I/O and clocks, that decide whether a desired
+// state document may be applied and what each model needs.
+
+// Source says where a desired state document came from. The guard treats
+// every source alike; the source only appears in logs and errors.
+type Source string
+
+// Sources of desired state.
+const (
+	// SourceNetwork is the hub's long-poll.
+	SourceNetwork Source = "network"
+	// SourceBundle is a sneakernet bundle.
+	SourceBundle Source = "bundle"
+)
+
+// Verdict is the guard's decision on a whole desired state document.
+type Verdict int
+
+// Verdicts of Decide.
+const (
+	// Apply means the document is newer than the applied one: apply it.
+	Apply Verdict = iota
+	// Unchanged means the document has the applied revision: applying it
+	// again changes nothing.
+	Unchanged
+	// RejectStale means the document is older than the applied one; it is
+	// refused and counted.
+	RejectStale
+	// RejectInvalid means the document is malformed or meant for another
+	// cluster; it is refused and changes nothing.
+	RejectInvalid
+)
+
+// String returns the verdict's name.
+func (v Verdict) String() string {
+	switch v {
+	case Apply:
+		return "apply"
+	case Unchanged:
+		return "unchanged"
+	case RejectStale:
+		return "reject-stale"
+	case RejectInvalid:
+		return "reject-invalid"
+	}
+	return fmt.Sprintf("verdict(%d)", int(v))
+}
+
+// Deployed is what a deployment serves now.
+type Deployed struct {
+	// Model is the model name.
+	Model string
+	// Version is the active version; empty when nothing is active.
+	Version string
+	// Digest is the active version's manifest digest.
+	Digest string
+}
+
+// Applied is the part of the agent's state the guard needs: the revision of
+// the desired state it applied, and what each deployment serves.
+type Applied struct {
+	// Cluster is the agent's cluster name; a document for another cluster is invalid.
+	Cluster string
+	// Revision is the highest desired state revision applied.
+	Revision int64
+	// Active maps deployment names to what they serve.
+	Active map[string]Deployed
+}
+
+// Step is what one deployment needs.
+type Step int
+
+// Steps of a ModelPlan.
+const (
+	// StepNone: the desired version is active already.
+	StepNone Step = iota
+	// StepFetch: fetch the desired version, verify it and activate it.
+	StepFetch
+	// StepRefuse: the desired version is lower than the active one and the
+	// deployment does not allow downgrades; the active version stays.
+	StepRefuse
+	// StepRemove: the deployment is no longer desired; deactivate it and
+	// leave its blobs to garbage collection.
+	StepRemove
+)
+
+// String returns the step's name.
+func (s Step) String() string {
+	switch s {
+	case StepNone:
+		return "none"
+	case StepFetch:
+		return "fetch"
+	case StepRefuse:
+		return "refuse"
+	case StepRemove:
+		return "remove"
+	}
+	return fmt.Sprintf("step(%d)", int(s))
+}
+
+// ModelPlan is the guard's decision for one deployment.
+type ModelPlan struct {
+	// Deployment is the ModelDeployment name.
+	Deployment string
+	// Step is what to do.
+	Step Step
+	// Want is the desired model (zero for StepRemove).
+	Want v1alpha1.DesiredModel
+	// Active is what the deployment serves now (zero when nothing).
+	Active Deployed
+	// Downgrade is set when Want has a lower version than Active and the
+	// deployment allows it: the replacement is done, and reported.
+	Downgrade bool
+	// Error explains StepRefuse.
+	Error string
+}
+
+// Decision is the guard's answer for a desired state document.
+type Decision struct {
+	// Verdict says whether to apply the document.
+	Verdict Verdict
+	// Reason explains a rejection.
+	Reason string
+	// Plans has one entry per desired model and per deployment to remove,
+	// sorted by deployment name; set only for Apply.
+	Plans []ModelPlan
+}
+
+// Decide is the version guard: it decides whether doc, from src, may be
+// applied over the applied state, and what each deployment needs. A
+// document older than the applied revision is rejected whatever its source;
+// one with the applied revision is an idempotent no-op.
+func Decide(applied Applied, doc *v1alpha1.DesiredState, src Source) Decision {
+	if err := ValidateDesiredState(doc, applied.Cluster); err != nil {
+		return Decision{Verdict: RejectInvalid, Reason: fmt.Sprintf("desired state from %s: %v", src, err)}
+	}
+	switch {
+	case doc.Revision < applied.Revision:
+		return Decision{Verdict: RejectStale, Reason: fmt.Sprintf(
+			"desired state revision %d from %s is older than applied revision %d", doc.Revision, src, applied.Revision)}
+	case doc.Revision == applied.Revision:
+		return Decision{Verdict: Unchanged}
+	}
+	return Decision{Verdict: Apply, Plans: PlanModels(applied.Active, doc.Models)}
+}
+
+// PlanModels decides what each deployment needs to go from active to want,
+// including the removal of deployments that want no longer names.
+func PlanModels(active map[string]Deployed, want []v1alpha1.DesiredModel) []ModelPlan {
+	plans := make([]ModelPlan, 0, len(want)+len(active))
+	named := make(map[string]bool, len(want))
+	for _, m := range want {
+		named[m.Deployment] = true
+		plans = append(plans, PlanModel(active[m.Deployment], m))
+	}
+	for name, a := range active {
+		if !named[name] && a.Digest != "" {
+			plans = append(plans, ModelPlan{Deployment: name, Step: StepRemove, Active: a})
+		}
+	}
+	sort.Slice(plans, func(i, j int) bool { return plans[i].Deployment < plans[j].Deployment })
+	return plans
+}
+
+// PlanModel decides what one deployment needs to go from active (zero when
+// nothing is active) to want.
+func PlanModel(active Deployed, want v1alpha1.DesiredModel) ModelPlan {
+	p := ModelPlan{Deployment: want.Deployment, Want: want, Active: active}
+	switch {
+	case active.Digest == "":
+		p.Step = StepFetch
+	case active.Digest == want.Digest && active.Model == want.Model:
+		p.Step = StepNone
+	case active.Model != want.Model:
+		// Another model: versions of different models do not compare.
+		p.Step = StepFetch
+	default:
+		c, err := versions.Compare(want.Version, active.Version)
+		switch {
+		case err != nil && !want.AllowDowngrade:
+			p.Step = StepRefuse
+			p.Error = fmt.Sprintf("cannot order version %s against active %s (%v): refused, allowDowngrade is false", want.Version, active.Version, err)
+		case err == nil && c < 0 && !want.AllowDowngrade:
+			p.Step = StepRefuse
+			p.Error = DowngradeRefused(active.Version, want.Version)
+		default:
+			p.Step = StepFetch
+			p.Downgrade = err != nil || c < 0
+		}
+	}
+	return p
+}
+
+// DowngradeRefused is the error a deployment reports when its desired
+// version is lower than the active one and it does not allow downgrades.
+func DowngradeRefused(from, to string) string {
+	return fmt.Sprintf("downgrade from %s to %s refused: allowDowngrade is false", from, to)
+}
+
+// ValidateDesiredState checks a desired state document before anything is
+// taken from it: its kind, that it is meant for cluster (when cluster is not
+// empty), and that every model names a unique deployment, a valid model
+// name, a semantic version and a sha256 digest.
+func ValidateDesiredState(doc *v1alpha1.DesiredState, cluster string) error {
+	if doc == nil {
+		return fmt.Errorf("no document")
+	}
+	if doc.Kind != "" && doc.Kind != v1alpha1.KindDesiredState {
+		return fmt.Errorf("kind %q, want %s", doc.Kind, v1alpha1.KindDesiredState)
+	}
+	if doc.APIVersion != "" && doc.APIVersion != v1alpha1.APIVersion {
+		return fmt.Errorf("apiVersion %q, want %s", doc.APIVersion, v1alpha1.APIVersion)
+	}
+	if cluster != "" && doc.Cluster != cluster {
+		return fmt.Errorf("document is for cluster %q, this is %q", doc.Cluster, cluster)
+	}
+	if doc.Revision < 0 {
+		return fmt.Errorf("negative revision %d", doc.Revision)
+	}
+	seen := make(map[string]bool, len(doc.Models))
+	for i, m := range doc.Models {
+		if m.Deployment == "" {
+			return fmt.Errorf("models[%d]: empty deployment name", i)
+		}
+		if seen[m.Deployment] {
+			return fmt.Errorf("models[%d]: deployment %q listed twice", i, m.Deployment)
+		}
+		seen[m.Deployment] = true
+		if err := artifact.ValidateName(m.Model); err != nil {
+			return fmt.Errorf("models[%d] (%s): %w", i, m.Deployment, err)
+		}
+		if err := artifact.ValidateVersion(m.Version); err != nil {
+			return fmt.Errorf("models[%d] (%s): %w", i, m.Deployment, err)
+		}
+		d, err := digest.Parse(m.Digest)
+		if err != nil || d.Algorithm() != digest.SHA256 {
+			return fmt.Errorf("models[%d] (%s): digest %q is not a sha256 digest", i, m.Deployment, m.Digest)
+		}
+		if m.SizeBytes < 0 {
+			return fmt.Errorf("models[%d] (%s): negative size", i, m.Deployment)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/versions"
+)
+
+const (
+	dgA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	dgB = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	dgC = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+)
+
+func doc(rev int64, models ...v1alpha1.DesiredModel) *v1alpha1.DesiredState {
+	return &v1alpha1.DesiredState{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: "edge-1", Revision: rev, Models: models}
+}
+
+func dm(dep, model, version, dg string, allowDowngrade bool) v1alpha1.DesiredModel {
+	return v1alpha1.DesiredModel{Deployment: dep, Model: model, Version: version, Digest: dg, AllowDowngrade: allowDowngrade}
+}
+
+func TestDecideRevision(t *testing.T) {
+	applied := Applied{Cluster: "edge-1", Revision: 10, Active: map[string]Deployed{
+		"d": {Model: "m", Version: "2.0.0", Digest: dgB},
+	}}
+	tests := []struct {
+		name   string
+		doc    *v1alpha1.DesiredState
+		src    Source
+		want   Verdict
+		reason string
+	}{
+		{"stale from network", doc(9, dm("d", "m", "3.0.0", dgC, false)), SourceNetwork, RejectStale, "revision 9 from network is older than applied revision 10"},
+		{"stale from bundle", doc(3, dm("d", "m", "3.0.0", dgC, false)), SourceBundle, RejectStale, "from bundle"},
+		{"same revision is a no-op", doc(10, dm("d", "m", "3.0.0", dgC, false)), SourceNetwork, Unchanged, ""},
+		{"newer applies", doc(11, dm("d", "m", "3.0.0", dgC, false)), SourceBundle, Apply, ""},
+		{"other cluster", &v1alpha1.DesiredState{Kind: v1alpha1.KindDesiredState, Cluster: "edge-2", Revision: 11}, SourceNetwork, RejectInvalid, `for cluster "edge-2"`},
+		{"wrong kind", &v1alpha1.DesiredState{Kind: "Cluster", Cluster: "edge-1", Revision: 11}, SourceNetwork, RejectInvalid, "kind"},
+		{"bad digest", doc(11, dm("d", "m", "3.0.0", "sha256:zz", false)), SourceNetwork, RejectInvalid, "not a sha256 digest"},
+		{"bad version", doc(11, dm("d", "m", "latest", dgC, false)), SourceNetwork, RejectInvalid, "invalid version"},
+		{"bad model name", doc(11, dm("d", "M/../x", "1.0.0", dgC, false)), SourceNetwork, RejectInvalid, "invalid model name"},
+		{"duplicate deployment", doc(11, dm("d", "m", "3.0.0", dgC, false), dm("d", "m", "3.0.0", dgC, false)), SourceNetwork, RejectInvalid, "listed twice"},
+		{"stale but invalid is invalid", doc(1, dm("", "m", "3.0.0", dgC, false)), SourceNetwork, RejectInvalid, "empty deployment"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decide(applied, tt.doc, tt.src)
+			if d.Verdict != tt.want {
+				t.Fatalf("verdict %v (%s), want %v", d.Verdict, d.Reason, tt.want)
+			}
+			if !strings.Contains(d.Reason, tt.reason) {
+				t.Errorf("reason %q lacks %q", d.Reason, tt.reason)
+			}
+			if tt.want != Apply && d.Plans != nil {
+				t.Errorf("rejected document has plans %+v", d.Plans)
+			}
+		})
+	}
+}
+
+func TestPlanModels(t *testing.T) {
+	active := map[string]Deployed{
+		"up":    {Model: "m", Version: "1.0.0", Digest: dgA},
+		"same":  {Model: "m", Version: "1.0.0", Digest: dgA},
+		"down":  {Model: "m", Version: "2.0.0", Digest: dgB},
+		"downo": {Model: "m", Version: "2.0.0", Digest: dgB},
+		"swap":  {Model: "m", Version: "2.0.0", Digest: dgB},
+		"gone":  {Model: "m", Version: "2.0.0", Digest: dgB},
+		"redig": {Model: "m", Version: "1.0.0", Digest: dgA},
+	}
+	want := []v1alpha1.DesiredModel{
+		dm("up", "m", "1.1.0", dgB, false),
+		dm("same", "m", "1.0.0", dgA, false),
+		dm("down", "m", "1.0.0", dgA, false),
+		dm("downo", "m", "1.0.0", dgA, true),
+		dm("swap", "other", "1.0.0", dgC, false),
+		dm("new", "m", "1.0.0", dgA, false),
+		dm("redig", "m", "1.0.0", dgC, false),
+	}
+	plans := PlanModels(active, want)
+	got := map[string]ModelPlan{}
+	for i, p := range plans {
+		got[p.Deployment] = p
+		if i > 0 && plans[i-1].Deployment >= p.Deployment {
+			t.Errorf("plans not sorted: %s before %s", plans[i-1].Deployment, p.Deployment)
+		}
+	}
+	tests := []struct {
+		dep       string
+		step      Step
+		downgrade bool
+		err       string
+	}{
+		{"up", StepFetch, false, ""},
+		{"same", StepNone, false, ""},
+		{"down", StepRefuse, false, "downgrade from 2.0.0 to 1.0.0 refused: allowDowngrade is false"},
+		{"downo", StepFetch, true, ""},
+		{"swap", StepFetch, false, ""},
+		{"new", StepFetch, false, ""},
+		{"gone", StepRemove, false, ""},
+		{"redig", StepFetch, false, ""},
+	}
+	if len(plans) != len(tests) {
+		t.Fatalf("got %d plans, want %d: %+v", len(plans), len(tests), plans)
+	}
+	for _, tt := range tests {
+		p, ok := got[tt.dep]
+		if !ok {
+			t.Errorf("%s: no plan", tt.dep)
+			continue
+		}
+		if p.Step != tt.step || p.Downgrade != tt.downgrade || p.Error != tt.err {
+			t.Errorf("%s: got step %v downgrade %v err %q, want %v %v %q", tt.dep, p.Step, p.Downgrade, p.Error, tt.step, tt.downgrade, tt.err)
+		}
+	}
+}
+
+func TestPlanModelPrerelease(t *testing.T) {
+	// 1.0.0-rc.1 is lower than 1.0.0: a downgrade.
+	p := PlanModel(Deployed{Model: "m", Version: "1.0.0", Digest: dgA}, dm("d", "m", "1.0.0-rc.1", dgB, false))
+	if p.Step != StepRefuse {
+		t.Fatalf("step %v, want refuse", p.Step)
+	}
+}
+
+// FuzzDecide feeds arbitrary desired state documents to the guard: it must
+// never apply an older revision, and never plan a fetch of a lower version
+// of the active model without allowDowngrade.
+func FuzzDecide(f *testing.F) {
+	f.Add([]byte(`{"apiVersion":"ml.outpost.dev/v1alpha1","kind":"DesiredState","cluster":"edge-1","revision":11,"models":[{"deployment":"d","model":"m","version":"1.0.0","digest":"` + dgA + `"}]}`))
+	f.Add([]byte(`{"cluster":"edge-1","revision":3,"models":[]}`))
+	f.Add([]byte(`{"cluster":"edge-1","revision":12,"models":[{"deployment":"d","model":"m","version":"2.0.0-rc.1","digest":"` + dgC + `","allowDowngrade":true}]}`))
+	applied := Applied{Cluster: "edge-1", Revision: 10, Active: map[string]Deployed{"d": {Model: "m", Version: "2.0.0", Digest: dgB}}}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var ds v1alpha1.DesiredState
+		if json.Unmarshal(b, &ds) != nil {
+			return
+		}
+		d := Decide(applied, &ds, SourceNetwork)
+		if d.Verdict == Apply && ds.Revision <= applied.Revision {
+			t.Fatalf("applied revision %d over %d", ds.Revision, applied.Revision)
+		}
+		for _, p := range d.Plans {
+			if p.Step != StepFetch || p.Active.Digest == "" || p.Want.Model != p.Active.Model || p.Want.AllowDowngrade {
+				continue
+			}
+			if c, err := versions.Compare(p.Want.Version, p.Active.Version); err != nil || c < 0 {
+				t.Fatalf("planned a downgrade from %s to %s without allowDowngrade", p.Active.Version, p.Want.Version)
+			}
+		}
+	})
+}

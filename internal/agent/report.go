@@ -1,0 +1,148 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"outpost.dev/outpost/api/v1alpha1"
+)
+
+// ConditionDowngraded is the Cluster condition an agent reports while a
+// deployment serves a version lower than the one it replaced.
+const ConditionDowngraded = "Downgraded"
+
+// reportCoalesce is how long the report loop gathers triggers before sending.
+const reportCoalesce = 200 * time.Millisecond
+
+// reportLoop sends a report after state changes (coalesced) and every
+// ReportInterval. A failed report is simply sent again later.
+func (a *Agent) reportLoop(ctx context.Context) {
+	tick := time.NewTicker(a.cfg.ReportInterval)
+	defer tick.Stop()
+	for {
+		if err := a.sendReport(ctx); err != nil && ctx.Err() == nil {
+			a.log.Debug("report not sent", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-a.reportNow:
+			if !sleep(ctx, reportCoalesce) {
+				return
+			}
+			select {
+			case <-a.reportNow:
+			default:
+			}
+		}
+	}
+}
+
+// sendReport builds and sends one report.
+func (a *Agent) sendReport(ctx context.Context) error {
+	r, err := a.Report(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := a.hub.report(ctx, r); err != nil {
+		return err
+	}
+	a.link.observeRTT(time.Since(start))
+	a.contact(ctx)
+	return nil
+}
+
+// Report builds the report the agent sends the hub: capacity, link
+// estimate, cached artifacts, agent version, and a row per desired model.
+func (a *Agent) Report(ctx context.Context) (*v1alpha1.AgentReport, error) {
+	st, err := readStatus(ctx, a.state)
+	if err != nil {
+		return nil, err
+	}
+	mans, err := a.state.manifests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bps, rtt := a.link.estimate()
+	r := &v1alpha1.AgentReport{
+		APIVersion:      v1alpha1.APIVersion,
+		Kind:            v1alpha1.KindAgentReport,
+		Cluster:         a.name,
+		AppliedRevision: st.AppliedRevision,
+		RejectedStale:   st.RejectedStale,
+		Status: v1alpha1.ClusterStatus{
+			Capacity:     detectCapacity(a.cfg.Dir, a.cfg.Accelerators),
+			Link:         v1alpha1.LinkStatus{BandwidthBps: bps, RTTMillis: rtt.Milliseconds()},
+			AgentVersion: a.cfg.AgentVersion,
+		},
+		ReportedAt: metav1.NewTime(a.now().UTC().Truncate(time.Second)),
+	}
+	for _, m := range mans {
+		whole := true
+		for _, f := range m.Files {
+			if !a.cache.has(digestOf(f.Digest), f.Size) {
+				whole = false
+				break
+			}
+		}
+		if whole {
+			r.Status.CachedArtifacts = append(r.Status.CachedArtifacts, v1alpha1.CachedArtifact{
+				Digest: m.Digest, Model: m.Model, Version: m.Version, SizeBytes: m.FilesSize,
+			})
+		}
+	}
+	a.mu.Lock()
+	unservable := make(map[string]string, len(a.unservable))
+	for k, v := range a.unservable {
+		unservable[k] = v
+	}
+	a.mu.Unlock()
+	r.Models, r.Status.Conditions = modelReports(st.Models, unservable, a.now())
+	return r, nil
+}
+
+// modelReports turns deployment states into report rows and the cluster
+// conditions that flag downgrades.
+func modelReports(deps []DeploymentStatus, unservable map[string]string, now time.Time) ([]v1alpha1.ModelReport, []metav1.Condition) {
+	var rows []v1alpha1.ModelReport
+	var downgrades []string
+	for _, d := range deps {
+		mr := v1alpha1.ModelReport{
+			Deployment: d.Deployment, Model: d.Model, DesiredVersion: d.DesiredVersion, ActiveVersion: d.ActiveVersion,
+			Phase: d.Phase, BytesFetched: d.BytesFetched, BytesTotal: d.BytesTotal, Error: d.Error,
+		}
+		if why, ok := unservable[d.Deployment]; ok && mr.Error == "" {
+			mr.Error = why
+			mr.ActiveVersion = ""
+		}
+		rows = append(rows, mr)
+		if d.DowngradedFrom != "" {
+			downgrades = append(downgrades, fmt.Sprintf("%s: %s downgraded from %s to %s (allowDowngrade)", d.Deployment, d.Model, d.DowngradedFrom, d.ActiveVersion))
+		}
+	}
+	var conds []metav1.Condition
+	c := metav1.Condition{Type: ConditionDowngraded, Status: metav1.ConditionFalse, Reason: "NoDowngrade",
+		Message: "no deployment serves a downgraded version", LastTransitionTime: metav1.NewTime(now.UTC().Truncate(time.Second))}
+	if len(downgrades) > 0 {
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "AllowDowngrade", joinLines(downgrades)
+	}
+	meta.SetStatusCondition(&conds, c)
+	return rows, conds
+}
+
+func joinLines(xs []string) string {
+	s := ""
+	for i, x := range xs {
+		if i > 0 {
+			s += "; "
+		}
+		s += x
+	}
+	return s
+}

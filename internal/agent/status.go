@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"outpost.dev/outpost/api/v1alpha1"
+)
+
+// Status is the agent's state as read from its data directory, with no hub.
+type Status struct {
+	// Cluster is the cluster name.
+	Cluster string `json:"cluster"`
+	// Hub is the hub's URL.
+	Hub string `json:"hub,omitempty"`
+	// LastContact is when the hub last answered.
+	LastContact *time.Time `json:"lastContact,omitempty"`
+	// AppliedRevision is the highest desired state revision applied.
+	AppliedRevision int64 `json:"appliedRevision"`
+	// RejectedStale counts refused stale desired states.
+	RejectedStale int64 `json:"rejectedStale"`
+	// LastRejection says when and why a desired state was last refused.
+	LastRejection string `json:"lastRejection,omitempty"`
+	// Models has a row per deployment.
+	Models []DeploymentStatus `json:"models"`
+	// BytesOwed is what every deployment still has to fetch.
+	BytesOwed int64 `json:"bytesOwed"`
+}
+
+// DeploymentStatus is one deployment's state.
+type DeploymentStatus struct {
+	Deployment     string                `json:"deployment"`
+	Model          string                `json:"model"`
+	ActiveVersion  string                `json:"activeVersion,omitempty"`
+	ActiveDigest   string                `json:"activeDigest,omitempty"`
+	ActivatedAt    *time.Time            `json:"activatedAt,omitempty"`
+	DesiredVersion string                `json:"desiredVersion"`
+	DesiredDigest  string                `json:"desiredDigest"`
+	Phase          v1alpha1.ClusterPhase `json:"phase"`
+	BytesFetched   int64                 `json:"bytesFetched"`
+	BytesTotal     int64                 `json:"bytesTotal"`
+	// BytesOwed is how many bytes of the desired version have not crossed
+	// the link yet; before fetching began, the version's size stands in.
+	BytesOwed int64 `json:"bytesOwed"`
+	// DowngradedFrom is set when the active version replaced a higher one.
+	DowngradedFrom string `json:"downgradedFrom,omitempty"`
+	Error          string `json:"error,omitempty"`
+}
+
+// ReadStatus reads the state of the agent whose data directory is dir. It
+// needs no hub and works while the agent runs.
+func ReadStatus(ctx context.Context, dir string) (*Status, error) {
+	path := filepath.Join(dir, dbFile)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("%s is not an agent data directory: %w", dir, err)
+	}
+	st, err := openState(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return readStatus(ctx, st)
+}
+
+func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
+	out := &Status{Models: []DeploymentStatus{}}
+	err := s.view(ctx, func(tx *sql.Tx) error {
+		var err error
+		if out.Cluster, err = getMeta(ctx, tx, metaCluster); err != nil {
+			return err
+		}
+		if out.Hub, err = getMeta(ctx, tx, metaHub); err != nil {
+			return err
+		}
+		lc, err := getMeta(ctx, tx, metaLastContact)
+		if err != nil {
+			return err
+		}
+		if t := parseTime(lc); !t.IsZero() {
+			out.LastContact = &t
+		}
+		if out.AppliedRevision, err = getMetaInt(ctx, tx, metaAppliedRevision); err != nil {
+			return err
+		}
+		if out.RejectedStale, err = getMetaInt(ctx, tx, metaRejectedStale); err != nil {
+			return err
+		}
+		if out.LastRejection, err = getMeta(ctx, tx, metaLastRejection); err != nil {
+			return err
+		}
+		rows, err := listDeployments(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			out.Models = append(out.Models, deploymentStatus(r))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range out.Models {
+		out.BytesOwed += d.BytesOwed
+	}
+	return out, nil
+}
+
+func deploymentStatus(r deploymentRow) DeploymentStatus {
+	d := DeploymentStatus{
+		Deployment: r.Name, Model: r.Desired.Model,
+		ActiveVersion: r.ActiveVersion, ActiveDigest: r.ActiveDigest,
+		DesiredVersion: r.Desired.Version, DesiredDigest: r.Desired.Digest,
+		Phase: r.Phase, BytesFetched: r.BytesFetched, BytesTotal: r.BytesTotal,
+		DowngradedFrom: r.DowngradedFrom, Error: r.Error,
+	}
+	if !r.ActivatedAt.IsZero() {
+		t := r.ActivatedAt
+		d.ActivatedAt = &t
+	}
+	switch {
+	case r.ActiveDigest == r.Desired.Digest:
+		d.BytesOwed = 0
+	case PlanModel(r.deployed(), r.Desired).Step == StepRefuse:
+		d.BytesOwed = 0
+	case r.BytesTotal > 0:
+		d.BytesOwed = max(r.BytesTotal-r.BytesFetched, 0)
+	default:
+		d.BytesOwed = r.Desired.SizeBytes
+	}
+	return d
+}
+
+// digestOf converts a stored digest string.
+func digestOf(s string) digest.Digest { return digest.Digest(s) }

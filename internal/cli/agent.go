@@ -1,0 +1,236 @@
+package cli
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/pki"
+)
+
+// agentCAFile is where the agent keeps a copy of the hub's CA certificate,
+// so later starts need no --ca-file.
+const agentCAFile = "ca.crt"
+
+func newAgentCmd(g *globals) *cobra.Command {
+	var (
+		cfg           agent.Config
+		joinToken     string
+		labels        string
+		maxBandwidth  string
+		trustedKeys   []string
+		accelerators  []string
+		readyFile     string
+		keepVersions  int
+		verifyOnStart bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent --hub URL --join-token T --data DIR --name NAME",
+		Short: "Run the edge agent that syncs and serves this cluster's models",
+		Long: `Run the edge agent of one cluster. On first start it joins the hub with a
+join token (from 'outpost cluster token create') and keeps the cluster
+credential it receives in DIR; later starts need neither --join-token nor
+--hub. It long-polls its desired state, fetches only the chunks of each model
+version that it does not already hold, verifies every chunk and file, and
+activates a version only once all of it is in its cache (DIR/cache, an OCI
+image layout). It keeps serving its last active versions while the hub is
+unreachable and catches up when it returns.
+
+Versions never go backwards by accident: desired state older than what was
+applied is refused and counted, and a lower version replaces a higher one
+only when the deployment sets allowDowngrade.`,
+		Example: `  outpost agent --hub https://hub.example:8443 --ca-file ca.crt \
+      --join-token opj_... --data /var/lib/outpost-agent --name edge-berlin-1 \
+      --labels region=eu,tier=store --max-bandwidth 10MiB
+  outpost agent --data /var/lib/outpost-agent
+  outpost agent status --data /var/lib/outpost-agent`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfg.Dir == "" {
+				return errors.New("--data is required")
+			}
+			o := g.flags.Merge(clientconfig.OverridesFromEnv())
+			cfg.Hub = o.Hub
+			var err error
+			if cfg.TLS, err = agentTLS(cfg.Dir, o.CAFile); err != nil {
+				return err
+			}
+			if cfg.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			if cfg.MaxBandwidth, err = agent.ParseBandwidth(maxBandwidth); err != nil {
+				return err
+			}
+			if cfg.TrustedKeys, err = readPublicKeys(trustedKeys); err != nil {
+				return err
+			}
+			if cfg.Accelerators, err = agent.ParseAccelerators(accelerators); err != nil {
+				return err
+			}
+			cfg.KeepVersions = keepVersions
+			if keepVersions == 0 {
+				cfg.KeepVersions = -1
+			}
+			cfg.JoinToken = joinToken
+			cfg.VerifyOnStart = verifyOnStart
+			cfg.AgentVersion = Version()
+			cfg.Logger = g.logger()
+			ctx := cmd.Context()
+			a, err := agent.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			for _, m := range a.Active() {
+				cfg.Logger.Info("active from cache", "deployment", m.Deployment, "model", m.Model, "version", m.Version)
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- a.Run(ctx) }()
+			select {
+			case err := <-errc:
+				return err
+			case <-a.Ready():
+			}
+			if readyFile != "" {
+				if err := os.WriteFile(readyFile, []byte(a.Name()+"\n"), 0o600); err != nil {
+					return fmt.Errorf("ready file: %w", err)
+				}
+			}
+			return <-errc
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Dir, "data", "", "agent data directory: state, cache and credential")
+	f.StringVar(&cfg.Name, "name", "", "cluster name (recorded in DIR on first start)")
+	f.StringVar(&joinToken, "join-token", "", "join token for the first start (env OUTPOST_JOIN_TOKEN)")
+	f.StringVar(&labels, "labels", "", "cluster labels sent when joining, k=v,k=v")
+	f.StringVar(&maxBandwidth, "max-bandwidth", "", "cap on model transfer bandwidth per second, such as 10MiB or 500KB (default unlimited)")
+	f.StringSliceVar(&trustedKeys, "trusted-key", nil, "public key file (PEM) trusted for model signatures; repeatable")
+	f.BoolVar(&cfg.RequireSignature, "require-signature", false, "activate only model versions with a valid signature from a trusted key")
+	f.IntVar(&keepVersions, "keep-versions", agent.DefaultKeepVersions, "previous versions per deployment kept in the cache for rollback")
+	f.DurationVar(&cfg.PollTimeout, "poll-timeout", agent.DefaultPollTimeout, "long-poll timeout for desired state")
+	f.DurationVar(&cfg.ReportInterval, "report-interval", agent.DefaultReportInterval, "how often to report status when nothing changes")
+	f.StringSliceVar(&accelerators, "accelerator", nil, "declared accelerator TYPE=COUNT, such as nvidia.com/gpu=1; repeatable")
+	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
+	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
+	cmd.PreRun = func(cmd *cobra.Command, args []string) {
+		if joinToken == "" {
+			joinToken = os.Getenv("OUTPOST_JOIN_TOKEN")
+		}
+	}
+	cmd.AddCommand(newAgentStatusCmd())
+	return cmd
+}
+
+// agentTLS returns the TLS configuration for the hub: the CA of caFile
+// (copied into dir for later starts), else the copy in dir, else the system roots.
+func agentTLS(dir, caFile string) (*tls.Config, error) {
+	saved := filepath.Join(dir, agentCAFile)
+	var pem []byte
+	var err error
+	switch {
+	case caFile != "":
+		if pem, err = os.ReadFile(caFile); err != nil {
+			return nil, fmt.Errorf("hub certificate authority: %w", err)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(saved, pem, 0o600); err != nil {
+			return nil, fmt.Errorf("keep hub certificate authority: %w", err)
+		}
+	default:
+		if pem, err = os.ReadFile(saved); errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("hub certificate authority: %w", err)
+		}
+	}
+	return pki.ClientTLS(pem)
+}
+
+// parseLabels parses k=v,k=v.
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels %q: want k=v,k=v", s)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newAgentStatusCmd() *cobra.Command {
+	var data, output string
+	cmd := &cobra.Command{
+		Use:   "status --data DIR",
+		Short: "Show the agent's local state, with or without a hub",
+		Long: `Show what the agent of data directory DIR serves and what it is fetching,
+read from its local state only: it needs no hub and works while the agent runs.
+Bytes owed are what the desired versions still lack.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if data == "" {
+				return errors.New("--data is required")
+			}
+			st, err := agent.ReadStatus(cmd.Context(), data)
+			if err != nil {
+				return err
+			}
+			switch output {
+			case "json", "yaml":
+				return printStructured(cmd.OutOrStdout(), output, st)
+			case "":
+				return printAgentStatus(cmd.OutOrStdout(), st, time.Now())
+			}
+			return fmt.Errorf("-o %q: want yaml or json", output)
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "agent data directory")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: yaml or json (default a table)")
+	return cmd
+}
+
+func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
+	contact := "never"
+	if st.LastContact != nil {
+		contact = fmt.Sprintf("%s (%s ago)", st.LastContact.UTC().Format(time.RFC3339), now.Sub(*st.LastContact).Round(time.Second))
+	}
+	fmt.Fprintf(w, "Cluster:          %s\n", st.Cluster)
+	fmt.Fprintf(w, "Hub:              %s\n", orNone(st.Hub))
+	fmt.Fprintf(w, "Last contact:     %s\n", contact)
+	fmt.Fprintf(w, "Applied revision: %d\n", st.AppliedRevision)
+	fmt.Fprintf(w, "Rejected stale:   %d\n", st.RejectedStale)
+	fmt.Fprintf(w, "Bytes owed:       %s\n\n", humanBytes(st.BytesOwed))
+	if len(st.Models) == 0 {
+		fmt.Fprintln(w, "No models desired.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEPLOYMENT\tMODEL\tACTIVE\tDESIRED\tPHASE\tFETCHED\tOWED\tERROR")
+	for _, m := range st.Models {
+		active := orNone(m.ActiveVersion)
+		if m.DowngradedFrom != "" {
+			active += " (downgraded from " + m.DowngradedFrom + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Deployment, m.Model, active, m.DesiredVersion, m.Phase,
+			humanBytes(m.BytesFetched)+" / "+humanBytes(m.BytesTotal), humanBytes(m.BytesOwed), orNone(m.Error))
+	}
+	return tw.Flush()
+}
