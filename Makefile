@@ -7,7 +7,7 @@ CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 
 .PHONY: generate
 ## generate: regenerate deepcopy functions (api/...) and CRD manifests (deploy/crds).
-generate: $(CONTROLLER_GEN)
+generate: $(CONTROLLER_GEN) generate-onnx
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=deploy/crds
 
@@ -16,8 +16,23 @@ $(CONTROLLER_GEN):
 	mkdir -p $(TOOLS_BIN)
 	GOBIN=$(TOOLS_BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 
+# protoc-gen-go is built from the google.golang.org/protobuf version in go.mod, so the
+# generated code always matches the runtime it links against (a test checks this).
+PROTOC_GEN_GO_VERSION = $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
+
+.PHONY: generate-onnx
+## generate-onnx: regenerate internal/onnx/onnxpb/onnx.pb.go from the onnx.proto beside it.
+generate-onnx:
+	command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; }
+	v=$(PROTOC_GEN_GO_VERSION); test -x $(TOOLS_BIN)/protoc-gen-go-$$v || { \
+		mkdir -p $(TOOLS_BIN) && GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go && \
+		mv $(TOOLS_BIN)/protoc-gen-go $(TOOLS_BIN)/protoc-gen-go-$$v; }; \
+	protoc --plugin=protoc-gen-go=$(TOOLS_BIN)/protoc-gen-go-$$v -I internal/onnx/onnxpb \
+		--go_out=internal/onnx/onnxpb --go_opt=paths=source_relative \
+		--go_opt=Monnx.proto=outpost.dev/outpost/internal/onnx/onnxpb internal/onnx/onnxpb/onnx.proto
+
 .PHONY: tools test test-short build bench
-## tools: install the real peers the tests use (oras, the OCI conformance suite) into .tools/bin.
+## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Fashion-MNIST).
 tools:
 	./scripts/tools.sh >/dev/null
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the real peers the tests run against into .tools/bin, idempotently:
-# the oras CLI and the OCI distribution-spec conformance suite. Prints the
+# Installs the real peers the tests run against, idempotently: the oras CLI
+# and the OCI distribution-spec conformance suite into .tools/bin, and
+# Debian's python3-onnx (onnx.checker) and dataset-fashion-mnist. Prints the
 # environment the tests read, for eval.
 set -euo pipefail
 
@@ -14,6 +15,7 @@ if ! "$bin/oras" version 2>/dev/null | grep -q "${ORAS_VERSION#v}"; then
 	GOBIN="$bin" go install "oras.land/oras/cmd/oras@$ORAS_VERSION" >&2
 fi
 "$root/scripts/conformance.sh" --build-only >/dev/null
+"$root/scripts/debian-deps.sh" >&2
 
 echo "export OUTPOST_ORAS=$bin/oras"
 echo "export OUTPOST_CONFORMANCE_BIN=$bin/conformance.test"

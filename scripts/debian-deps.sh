@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that tests and data scripts use, if missing:
+#   python3-onnx           onnx.checker for exported models (internal/train tests)
+#   dataset-fashion-mnist  the full Fashion-MNIST set, /usr/share/datasets/fashion-mnist
+#                          (scripts/fashion-mnist.sh cuts the committed subset from it)
+# Idempotent: runs apt-get only when a package is missing, and apt-get update once.
+# Needs root (as on the project's machines). Extra package names may be passed.
+set -eu
+
+pkgs=(python3-onnx dataset-fashion-mnist "$@")
+missing=()
+for p in "${pkgs[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+echo "debian-deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
