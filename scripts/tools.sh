@@ -10,7 +10,8 @@ bin="$root/.tools/bin"
 ORAS_VERSION="${ORAS_VERSION:-v1.3.6}"
 mkdir -p "$bin"
 
-if ! "$bin/oras" version 2>/dev/null | grep -q "${ORAS_VERSION#v}"; then
+have="$("$bin/oras" version 2>/dev/null || true)"
+if [[ "$have" != *"Version:    ${ORAS_VERSION#v}"* ]]; then
 	echo "installing oras $ORAS_VERSION" >&2
 	GOBIN="$bin" go install "oras.land/oras/cmd/oras@$ORAS_VERSION" >&2
 fi
