@@ -3,11 +3,12 @@ package cli
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"math/rand/v2"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,36 +17,55 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/linksim"
+	"outpost.dev/outpost/internal/train"
+	"outpost.dev/outpost/internal/versions"
 )
 
 func newDemoCmd(g *globals) *cobra.Command {
 	var (
-		dir  string
-		keep bool
+		dir       string
+		keep      bool
+		bandwidth string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run a hub on this machine and walk through pushing, signing, deploying and pulling a model",
-		Long: `Start a hub in a scratch directory as a separate process, then: create a
-signing key, push model v1.0.0 (a 16 MiB weights file and its config), sign it,
-register three edge clusters with labels, deploy the model by label selector
-with the range ^1.0, push v1.1.0 with about 10% of the weights changed, and
-show that the deployment moved to 1.1.0, that only a small share of the
-chunks changed, and that bad input is refused. Every step is checked; the
-exit status is 0 only if every check held.
+		Short: "Run a hub and three edge agents on this machine, with links that fail",
+		Long: `Run the main job of Outpost on this machine, start to finish, and check it.
 
-With --keep the hub keeps running so you can explore it with the CLI.`,
+A hub and three edge agents start as separate processes, each agent behind
+its own simulated link. A small network is trained on Fashion-MNIST and
+pushed as v1.0.0 (signed), deployed by label selector, and fetched by every
+cluster. Then one link is cut, v1.1.0 (fine-tuned: only the last layers
+change) is pushed, the connected clusters move to it while the cut one keeps
+serving v1.0.0 from its cache, the link comes back, and the cut cluster
+catches up fetching only the chunks that changed.
+
+Every step is timed and checked: versions never go backwards, every cached
+byte matches its digest, the cut cluster kept serving, and updates cost a
+small part of the model's size. The exit status is 0 only if every check
+held. With --keep everything keeps running until interrupted, so you can
+explore with the CLI.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runDemo(cmd.Context(), g, dir, keep)
+			bps, err := agent.ParseBandwidth(bandwidth)
+			if err != nil {
+				return fmt.Errorf("--link-bandwidth: %w", err)
+			}
+			return runDemo(cmd.Context(), g, dir, keep, bps)
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", "", "scratch directory (default: a new temporary directory)")
-	cmd.Flags().BoolVar(&keep, "keep", false, "leave the hub running at the end")
+	cmd.Flags().StringVar(&dir, "dir", "", "scratch directory (default: a new temporary directory, removed at the end)")
+	cmd.Flags().BoolVar(&keep, "keep", false, "leave the hub and agents running until interrupted")
+	cmd.Flags().StringVar(&bandwidth, "link-bandwidth", "4MiB", "bandwidth of each simulated edge link, per second")
 	return cmd
 }
 
-// demo drives the CLI against a hub process and records what it checked.
+// demo drives the CLI against hub and agent processes and records what it checked.
 type demo struct {
 	ctx      context.Context
 	g        *globals
@@ -53,29 +73,39 @@ type demo struct {
 	config   string
 	start    time.Time
 	failures []string
+	procs    []proc
+}
+
+// proc is a process the demo started; done is closed when it has exited.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 func (d *demo) step(format string, args ...any) {
 	fmt.Fprintf(d.g.stdout, "\n[%5.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-func (d *demo) check(ok bool, format string, args ...any) {
+func (d *demo) check(ok bool, format string, args ...any) bool {
 	mark := "ok  "
 	if !ok {
 		mark = "FAIL"
 		d.failures = append(d.failures, fmt.Sprintf(format, args...))
 	}
 	fmt.Fprintf(d.g.stdout, "  %s %s\n", mark, fmt.Sprintf(format, args...))
+	return ok
 }
 
-// run runs an outpost command in-process against the demo's client config
-// and returns its standard output and error.
+func (d *demo) note(format string, args ...any) {
+	fmt.Fprintf(d.g.stdout, "  %s\n", fmt.Sprintf(format, args...))
+}
+
+// run runs an outpost command in-process against the demo's client config.
 func (d *demo) run(args ...string) (string, error) {
 	var out, errb bytes.Buffer
 	root := NewRoot(strings.NewReader(""), &out, &errb)
 	root.SetArgs(append([]string{"--config", d.config}, args...))
-	err := root.ExecuteContext(d.ctx)
-	if err != nil {
+	if err := root.ExecuteContext(d.ctx); err != nil {
 		return out.String(), fmt.Errorf("outpost %s: %w", strings.Join(args, " "), err)
 	}
 	return out.String(), nil
@@ -96,233 +126,371 @@ func (d *demo) show(args ...string) string {
 	return out
 }
 
-func runDemo(ctx context.Context, g *globals, dir string, keep bool) error {
+// spawn starts this binary with args as a separate process logging to logPath.
+func (d *demo) spawn(logPath string, args ...string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start %s: %w", args[0], err)
+	}
+	p := proc{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); logFile.Close(); close(p.done) }()
+	d.procs = append(d.procs, p)
+	return nil
+}
+
+// stopAll interrupts every process the demo started and waits for them.
+func (d *demo) stopAll() {
+	for _, p := range d.procs {
+		p.cmd.Process.Signal(os.Interrupt)
+	}
+	timeout := time.After(10 * time.Second)
+	for _, p := range d.procs {
+		select {
+		case <-p.done:
+		case <-timeout:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+// edge is one demo cluster: an agent process behind a simulated link.
+type edge struct {
+	name, labels string
+	dir          string
+	link         *linksim.Link
+	highest      string // the highest version seen active: it must never go down
+}
+
+func (e *edge) status(ctx context.Context) (*agent.Status, error) {
+	return agent.ReadStatus(ctx, e.dir)
+}
+
+func (e *edge) active(ctx context.Context, deployment string) string {
+	s, err := e.status(ctx)
+	if err != nil {
+		return ""
+	}
+	for _, m := range s.Models {
+		if m.Deployment == deployment {
+			return m.ActiveVersion
+		}
+	}
+	return ""
+}
+
+// watch records e's active version and reports whether it ever went down.
+func (d *demo) watch(e *edge) {
+	v := e.active(d.ctx, "fashion")
+	if v == "" {
+		return
+	}
+	if e.highest != "" {
+		if c, err := versions.Compare(v, e.highest); err == nil && c < 0 {
+			d.check(false, "%s went back from %s to %s", e.name, e.highest, v)
+		}
+	}
+	if e.highest == "" || v != e.highest {
+		e.highest = v
+	}
+}
+
+// waitActive waits until every edge serves version v, checking monotonicity as it goes.
+func (d *demo) waitActive(v string, limit time.Duration, edges ...*edge) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		done := true
+		for _, e := range edges {
+			d.watch(e)
+			if e.active(d.ctx, "fashion") != v {
+				done = false
+			}
+		}
+		if done {
+			return true
+		}
+		if time.Now().After(deadline) || d.ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitHub waits until the hub shows version v active on the named clusters
+// (agents report every second, so the hub lags them a little).
+func (d *demo) waitHub(v string, limit time.Duration, edges ...*edge) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		out, err := d.run("get", "modeldeployment", "fashion", "-o", "json")
+		var md v1alpha1.ModelDeployment
+		if err == nil && json.Unmarshal([]byte(out), &md) == nil {
+			n := 0
+			for _, e := range edges {
+				for _, row := range md.Status.Clusters {
+					if row.Cluster == e.name && row.ActiveVersion == v && row.Phase == v1alpha1.PhaseActive {
+						n++
+					}
+				}
+			}
+			if n == len(edges) {
+				return true
+			}
+		}
+		if time.Now().After(deadline) || d.ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func runDemo(ctx context.Context, g *globals, dir string, keep bool, linkBps int64) error {
 	if dir == "" {
 		var err error
 		if dir, err = os.MkdirTemp("", "outpost-demo-"); err != nil {
 			return err
 		}
-		if !keep {
-			defer os.RemoveAll(dir)
-		}
+		defer os.RemoveAll(dir)
 	}
 	d := &demo{ctx: ctx, g: g, dir: dir, config: filepath.Join(dir, "client.yaml"), start: time.Now()}
-	hubDir := filepath.Join(dir, "hub")
+	defer d.stopAll()
+	if err := d.main(keep, linkBps); err != nil {
+		return err
+	}
+	if len(d.failures) > 0 {
+		return exitError{code: 1, err: fmt.Errorf("%d check(s) failed: %s", len(d.failures), strings.Join(d.failures, "; "))}
+	}
+	fmt.Fprintf(g.stdout, "\ndemo finished in %.1fs: every check held\n", time.Since(d.start).Seconds())
+	if keep {
+		fmt.Fprintf(g.stdout, "\nThe hub and agents keep running. In another shell:\n  export OUTPOST_CONFIG=%s\n  outpost get modeldeployment fashion -o wide\n  outpost agent status --data %s\nPress Ctrl-C to stop.\n",
+			d.config, filepath.Join(dir, "edge-1"))
+		<-ctx.Done()
+	}
+	return nil
+}
+
+func (d *demo) main(keep bool, linkBps int64) error {
+	hubDir := filepath.Join(d.dir, "hub")
 	addr, err := freeAddr()
 	if err != nil {
 		return err
 	}
 
-	d.step("Initialise a hub in %s (CA, TLS certificate, admin token)", hubDir)
+	d.step("Initialise a hub (CA, TLS certificate, admin token) and a release signing key it trusts")
 	d.show("hub", "init", "--data", hubDir, "--listen", addr, "--context-name", "demo")
-
-	d.step("Create a release signing key; the hub trusts the keys in %s", filepath.Join(hubDir, "trusted-keys"))
-	keyPrefix := filepath.Join(dir, "release")
+	keyPrefix := filepath.Join(d.dir, "release")
 	d.show("keygen", "--out", keyPrefix)
 	if err := copyFile(keyPrefix+".pub", filepath.Join(hubDir, "trusted-keys", "release.pub")); err != nil {
 		return err
 	}
 
-	d.step("Start the hub as its own process: outpost hub serve --data %s", hubDir)
-	self, err := os.Executable()
+	d.step("Start the hub as its own process (log: %s)", filepath.Join(d.dir, "hub.log"))
+	readyFile := filepath.Join(d.dir, "hub.addr")
+	if err := d.spawn(filepath.Join(d.dir, "hub.log"), "hub", "serve", "--data", hubDir, "--ready-file", readyFile, "--offline-after", "5s"); err != nil {
+		return err
+	}
+	if err := waitFile(d.ctx, readyFile, 30*time.Second); err != nil {
+		return fmt.Errorf("hub did not start (log in %s): %w", filepath.Join(d.dir, "hub.log"), err)
+	}
+	d.note("hub serving on https://%s", addr)
+
+	d.step("Train a small network on Fashion-MNIST (6,000 images), then fine-tune its last two layers")
+	trainSet, testSet, err := dataset.FashionSubset()
 	if err != nil {
 		return err
 	}
-	readyFile := filepath.Join(dir, "hub.addr")
-	logPath := filepath.Join(dir, "hub.log")
-	logFile, err := os.Create(logPath)
+	m1, m2, err := train.TrainDemo(d.ctx, trainSet)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	acc1, err := m1.Evaluate(testSet)
 	if err != nil {
 		return err
 	}
-	defer logFile.Close()
-	hub := exec.Command(self, "hub", "serve", "--data", hubDir, "--ready-file", readyFile)
-	hub.Stdout, hub.Stderr = logFile, logFile
-	if err := hub.Start(); err != nil {
-		return fmt.Errorf("start hub: %w", err)
+	acc2, err := m2.Evaluate(testSet)
+	if err != nil {
+		return err
 	}
-	stopHub := func() {
-		hub.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { hub.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			hub.Process.Kill()
+	v1, v2 := filepath.Join(d.dir, "model-v1"), filepath.Join(d.dir, "model-v2")
+	for _, x := range []struct {
+		dir string
+		m   *train.MLP
+	}{{v1, m1}, {v2, m2}} {
+		b, err := x.m.MarshalONNX("fashion")
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(x.dir, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(x.dir, "model.onnx"), b, 0o644); err != nil {
+			return err
 		}
 	}
-	if !keep {
-		defer stopHub()
-	}
-	if err := waitFile(ctx, readyFile, 30*time.Second); err != nil {
-		return fmt.Errorf("hub did not start (log in %s): %w", logPath, err)
-	}
-	d.check(true, "hub serving on https://%s (log: %s)", addr, logPath)
-
-	d.step("Push model fashion-demo v1.0.0: a 16 MiB weights file and its config")
-	v1 := filepath.Join(dir, "model-v1")
-	v2 := filepath.Join(dir, "model-v2")
-	if err := writeDemoModel(v1, v2); err != nil {
+	fi, err := os.Stat(filepath.Join(v1, "model.onnx"))
+	if err != nil {
 		return err
 	}
-	d.show("model", "push", v1, "--name", "fashion-demo", "--version", "1.0.0", "--metric", "accuracy=0.842")
-	d.show("model", "sign", "fashion-demo@1.0.0", "--key", keyPrefix+".key")
-	out := d.show("model", "verify", "fashion-demo@1.0.0", "--key", keyPrefix+".pub")
-	d.check(strings.Contains(out, "verified"), "signature of 1.0.0 verifies against the release key")
+	modelSize := fi.Size()
+	d.note("v1.0.0: test accuracy %.1f%%; v1.1.0 (fine-tuned): %.1f%%; ONNX file %s", 100*acc1, 100*acc2, humanBytes(modelSize))
 
-	d.step("Register three edge clusters and deploy fashion-demo ^1.0, signed versions only, to region=north or tier=gpu")
-	fleet := filepath.Join(dir, "fleet.yaml")
-	if err := os.WriteFile(fleet, []byte(demoFleet), 0o644); err != nil {
+	d.step("Push v1.0.0 and sign it")
+	d.show("model", "push", v1, "--name", "fashion", "--version", "1.0.0", "--metric", fmt.Sprintf("accuracy=%.4f", acc1))
+	d.show("model", "sign", "fashion@1.0.0", "--key", keyPrefix+".key")
+
+	d.step("Start three edge agents, each behind its own simulated link (%s/s)", humanBytes(linkBps))
+	tokOut, err := d.run("cluster", "token", "create", "--ttl", "1h", "--description", "demo")
+	if err != nil {
 		return err
 	}
-	d.show("apply", "-f", fleet)
+	token := strings.TrimSpace(tokOut)
+	edges := []*edge{
+		{name: "ship-1", labels: "tier=edge,region=north"},
+		{name: "ship-2", labels: "tier=edge,region=south"},
+		{name: "ship-3", labels: "tier=edge,region=east"},
+	}
+	for _, e := range edges {
+		e.dir = filepath.Join(d.dir, e.name)
+		if e.link, err = linksim.Listen(addr, linksim.Options{Bandwidth: linkBps}); err != nil {
+			return err
+		}
+		defer e.link.Close()
+		ready := filepath.Join(d.dir, e.name+".ready")
+		if err := d.spawn(filepath.Join(d.dir, e.name+".log"), "agent", "--hub", "https://"+e.link.Addr(),
+			"--ca-file", filepath.Join(hubDir, "pki", "ca.crt"), "--join-token", token, "--data", e.dir,
+			"--name", e.name, "--labels", e.labels, "--ready-file", ready, "--trusted-key", keyPrefix+".pub",
+			"--poll-timeout", "5s", "--report-interval", "1s"); err != nil {
+			return err
+		}
+		if err := waitFile(d.ctx, ready, 60*time.Second); err != nil {
+			return fmt.Errorf("agent %s did not start (log in %s): %w", e.name, filepath.Join(d.dir, e.name+".log"), err)
+		}
+		d.note("%s joined through link %s -> hub (labels %s)", e.name, e.link.Addr(), e.labels)
+	}
 	d.show("get", "clusters")
-	out = d.show("get", "modeldeployment", "fashion-demo", "-o", "wide")
-	d.check(strings.Count(out, "1.0.0") >= 2 && !strings.Contains(out, "ship-3"), "ship-1 and ship-2 selected for 1.0.0, ship-3 left out")
 
-	d.step("Push v1.1.0, a fine-tune that changes about 10%% of the weights; it is not signed yet")
-	d.show("model", "push", v2, "--name", "fashion-demo", "--version", "1.1.0", "--parent", "fashion-demo@1.0.0", "--metric", "accuracy=0.857")
-	out = d.show("get", "modeldeployment", "fashion-demo", "-o", "wide")
-	d.check(!strings.Contains(out, "1.1.0"), "the deployment stays on signed 1.0.0 while 1.1.0 is unsigned")
+	d.step("Deploy fashion ^1.0 (signed versions only) to every cluster with tier=edge")
+	spec := filepath.Join(d.dir, "deployment.yaml")
+	if err := os.WriteFile(spec, []byte(demoDeployment), 0o644); err != nil {
+		return err
+	}
+	d.show("apply", "-f", spec)
+	d.check(d.waitActive("1.0.0", 2*time.Minute, edges...), "every cluster fetched, verified and activated 1.0.0")
+	d.check(d.waitHub("1.0.0", 30*time.Second, edges...), "the hub shows 1.0.0 active on every cluster")
+	d.show("get", "modeldeployment", "fashion", "-o", "wide")
 
-	d.step("Sign v1.1.0: the deployment follows ^1.0 to it")
-	d.show("model", "sign", "fashion-demo@1.1.0", "--key", keyPrefix+".key")
-	out = d.show("get", "modeldeployment", "fashion-demo", "-o", "wide")
-	d.check(strings.Count(out, "1.1.0") >= 2, "desired version moved to 1.1.0 on both selected clusters")
-	d.show("model", "list")
-	d.show("model", "show", "fashion-demo@1.1.0", "--key", keyPrefix+".pub")
-	out = d.show("model", "diff", "fashion-demo@1.0.0", "fashion-demo@1.1.0")
-	d.check(demoDeltaShare(out) > 0 && demoDeltaShare(out) <= 15, "a cluster holding 1.0.0 needs at most 15%% of 1.1.0's bytes (%.1f%%)", demoDeltaShare(out))
+	cut := edges[2]
+	d.step("Cut %s's link, then push v1.1.0 (fine-tuned) and sign it", cut.name)
+	cut.link.Partition(true)
+	for _, e := range edges {
+		e.link.ResetStats()
+	}
+	d.show("model", "push", v2, "--name", "fashion", "--version", "1.1.0", "--parent", "fashion@1.0.0", "--metric", fmt.Sprintf("accuracy=%.4f", acc2))
+	d.show("model", "sign", "fashion@1.1.0", "--key", keyPrefix+".key")
+	d.show("model", "diff", "fashion@1.0.0", "fashion@1.1.0")
+	d.check(d.waitActive("1.1.0", 2*time.Minute, edges[:2]...), "the connected clusters moved to 1.1.0")
+	d.check(d.waitHub("1.1.0", 30*time.Second, edges[:2]...), "the hub shows 1.1.0 active on them")
 
-	d.step("Pull v1.1.0 back and compare bytes")
-	pulled := filepath.Join(dir, "pulled")
-	d.show("model", "pull", "fashion-demo@1.1.0", pulled)
-	same, err := sameTree(v2, pulled)
-	d.check(err == nil && same, "pulled files are byte-identical to what was pushed")
+	d.step("Who has what while %s is cut off", cut.name)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(mustString(d.run("get", "clusters")), "Disconnected") && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	out := d.show("get", "clusters")
+	d.check(strings.Contains(out, "Disconnected"), "the hub marks %s disconnected", cut.name)
+	d.show("get", "modeldeployment", "fashion", "-o", "wide")
+	d.note("%s's own view, read from its local state with no hub:", cut.name)
+	d.show("agent", "status", "--data", cut.dir)
+	d.check(cut.active(d.ctx, "fashion") == "1.0.0", "%s keeps serving 1.0.0 from its cache", cut.name)
+
+	d.step("Restore %s's link: it catches up, fetching only the chunks that changed", cut.name)
+	cut.link.Partition(false)
+	d.check(d.waitActive("1.1.0", 2*time.Minute, cut), "%s caught up to 1.1.0", cut.name)
+	d.check(d.waitHub("1.1.0", 30*time.Second, edges...), "the hub shows 1.1.0 active on every cluster")
+	d.show("get", "modeldeployment", "fashion", "-o", "wide")
+	d.show("get", "clusters")
+	d.note("%-8s %14s %14s %8s", "cluster", "link bytes", "model size", "share")
+	for _, e := range edges {
+		st := e.link.Stats()
+		share := float64(st.Down) / float64(modelSize)
+		d.note("%-8s %14d %14d %7.1f%%", e.name, st.Down, modelSize, 100*share)
+		d.check(share < 0.35, "%s's update to 1.1.0 cost %.1f%% of the model's size (all traffic, control included)", e.name, 100*share)
+	}
+
+	d.step("Check the invariants on every cluster")
+	for _, e := range edges {
+		d.watch(e)
+		bad, n, err := verifyCache(e.dir)
+		d.check(err == nil && bad == 0 && n > 0, "%s: every one of %d cached blobs matches its digest", e.name, n)
+		s, err := e.status(d.ctx)
+		if err == nil {
+			d.check(s.AppliedRevision > 0, "%s applied desired-state revision %d; stale ones rejected: %d", e.name, s.AppliedRevision, s.RejectedStale)
+		}
+	}
+	d.check(len(d.failures) == 0, "no cluster ever went back to a lower version")
 
 	d.step("Bad input is refused and changes nothing")
-	_, err = d.run("model", "push", v2, "--name", "fashion-demo", "--version", "1.0.0")
+	_, err = d.run("model", "push", v2, "--name", "fashion", "--version", "1.0.0")
 	d.check(err != nil && strings.Contains(err.Error(), "different content"), "re-pushing 1.0.0 with other bytes is refused: %v", firstLine(err))
-	_, err = d.run("model", "push", v2, "--name", "fashion-demo", "--version", "one")
-	d.check(err != nil, "an invalid semver version is refused: %v", firstLine(err))
-	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: x}\nspec: {model: {name: fashion-demo, verison: 1.0.0}}\n"), 0o644)
+	bad := filepath.Join(d.dir, "bad.yaml")
+	os.WriteFile(bad, []byte("apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: x}\nspec: {model: {name: fashion, verison: 1.0.0}}\n"), 0o644)
 	_, err = d.run("apply", "-f", bad)
 	d.check(err != nil && strings.Contains(err.Error(), "verison"), "a misspelt field is refused, naming it: %v", firstLine(err))
 	_, err = d.run("--token", "wrong", "get", "clusters")
 	d.check(err != nil, "a wrong token is refused: %v", firstLine(err))
-
-	fmt.Fprintln(g.stdout)
-	if keep {
-		fmt.Fprintf(g.stdout, "The hub keeps running (pid %d). Try:\n  export OUTPOST_CONFIG=%s\n  outpost get modeldeployment fashion-demo -o wide\nStop it with: kill %d\n",
-			hub.Process.Pid, d.config, hub.Process.Pid)
-	}
-	if len(d.failures) > 0 {
-		return exitError{code: 1, err: fmt.Errorf("%d check(s) failed: %s", len(d.failures), strings.Join(d.failures, "; "))}
-	}
-	fmt.Fprintf(g.stdout, "demo finished in %.1fs: every check held\n", time.Since(d.start).Seconds())
 	return nil
 }
 
-const demoFleet = `apiVersion: ml.outpost.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: ship-1
-  labels: {region: north, tier: cpu}
----
-apiVersion: ml.outpost.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: ship-2
-  labels: {region: south, tier: gpu}
----
-apiVersion: ml.outpost.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: ship-3
-  labels: {region: south, tier: cpu}
----
-apiVersion: ml.outpost.dev/v1alpha1
+const demoDeployment = `apiVersion: ml.outpost.dev/v1alpha1
 kind: ModelDeployment
 metadata:
-  name: fashion-demo
+  name: fashion
 spec:
-  model: {name: fashion-demo, version: "^1.0"}
+  model: {name: fashion, version: "^1.0"}
   requireSignature: true
   clusterSelectors:
-  - matchLabels: {region: north}
-  - matchLabels: {tier: gpu}
+  - matchLabels: {tier: edge}
 `
 
-// writeDemoModel writes two versions of a synthetic model: v2 changes
-// about 10% of v1's weights, in whole contiguous tensors, as fine-tuning the
-// last layers would.
-func writeDemoModel(v1, v2 string) error {
-	const n = 4 << 20 // float32 weights: 16 MiB
-	rng := rand.New(rand.NewPCG(1, 2))
-	w := make([]float32, n)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64() * 0.05)
+// verifyCache re-hashes every blob of an agent's cache and returns how many
+// do not match their names, out of how many.
+func verifyCache(agentDir string) (bad, n int, err error) {
+	blobs, err := filepath.Glob(filepath.Join(agentDir, "cache", "blobs", "sha256", "*"))
+	if err != nil {
+		return 0, 0, err
 	}
-	enc := func(w []float32) []byte {
-		b := make([]byte, 4*len(w))
-		for i, x := range w {
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	for _, b := range blobs {
+		if strings.Contains(filepath.Base(b), ".") {
+			continue // a transfer in progress
 		}
-		return b
-	}
-	cfg := []byte(`{"architecture": "mlp", "inputs": [784], "hidden": [512, 256], "classes": 10}` + "\n")
-	for _, dir := range []string{v1, v2} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
+		f, err := os.Open(b)
+		if err != nil {
+			return bad, n, err
 		}
-		if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
-			return err
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return bad, n, err
+		}
+		n++
+		if hex.EncodeToString(h.Sum(nil)) != filepath.Base(b) {
+			bad++
 		}
 	}
-	if err := os.WriteFile(filepath.Join(v1, "weights.bin"), enc(w), 0o644); err != nil {
-		return err
-	}
-	start := n - n/10
-	for i := start; i < n; i++ {
-		w[i] += float32(rng.NormFloat64() * 0.01)
-	}
-	return os.WriteFile(filepath.Join(v2, "weights.bin"), enc(w), 0o644)
+	return bad, n, nil
 }
 
-func sameTree(a, b string) (bool, error) {
-	same := true
-	err := filepath.WalkDir(a, func(p string, e os.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(a, p)
-		x, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		y, err := os.ReadFile(filepath.Join(b, rel))
-		if err != nil {
-			return err
-		}
-		same = same && bytes.Equal(x, y)
-		return nil
-	})
-	return same, err
-}
-
-// demoDeltaShare reads the percentage that 'model diff' printed, or -1.
-func demoDeltaShare(out string) float64 {
-	i := strings.Index(out, "(")
-	j := strings.Index(out, "%)")
-	if i < 0 || j < i {
-		return -1
-	}
-	var pct float64
-	if _, err := fmt.Sscanf(out[i+1:j], "%g", &pct); err != nil {
-		return -1
-	}
-	return pct
-}
+func mustString(s string, _ error) string { return s }
 
 func copyFile(src, dst string) error {
 	b, err := os.ReadFile(src)
