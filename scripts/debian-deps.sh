@@ -7,7 +7,7 @@
 # Needs root (as on the project's machines). Extra package names may be passed.
 set -eu
 
-pkgs=(python3-onnx dataset-fashion-mnist "$@")
+pkgs=(python3-onnx dataset-fashion-mnist libonnx-testdata "$@")
 missing=()
 for p in "${pkgs[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

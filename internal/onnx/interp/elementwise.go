@@ -1,0 +1,338 @@
+package interp
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// binOp is an arithmetic operator with numpy broadcasting.
+type binOp int
+
+const (
+	opAdd binOp = iota
+	opSub
+	opMul
+	opDiv
+)
+
+func vecAdd[T numeric](d, a, b []T, sa, sb int) {
+	switch {
+	case sa == 1 && sb == 1:
+		a, b = a[:len(d)], b[:len(d)]
+		for i := range d {
+			d[i] = a[i] + b[i]
+		}
+	case sb == 1:
+		x, b := a[0], b[:len(d)]
+		for i := range d {
+			d[i] = x + b[i]
+		}
+	case sa == 1:
+		y, a := b[0], a[:len(d)]
+		for i := range d {
+			d[i] = a[i] + y
+		}
+	default:
+		v := a[0] + b[0]
+		for i := range d {
+			d[i] = v
+		}
+	}
+}
+
+func vecSub[T numeric](d, a, b []T, sa, sb int) {
+	switch {
+	case sa == 1 && sb == 1:
+		a, b = a[:len(d)], b[:len(d)]
+		for i := range d {
+			d[i] = a[i] - b[i]
+		}
+	case sb == 1:
+		x, b := a[0], b[:len(d)]
+		for i := range d {
+			d[i] = x - b[i]
+		}
+	case sa == 1:
+		y, a := b[0], a[:len(d)]
+		for i := range d {
+			d[i] = a[i] - y
+		}
+	default:
+		v := a[0] - b[0]
+		for i := range d {
+			d[i] = v
+		}
+	}
+}
+
+func vecMul[T numeric](d, a, b []T, sa, sb int) {
+	switch {
+	case sa == 1 && sb == 1:
+		a, b = a[:len(d)], b[:len(d)]
+		for i := range d {
+			d[i] = a[i] * b[i]
+		}
+	case sb == 1:
+		x, b := a[0], b[:len(d)]
+		for i := range d {
+			d[i] = x * b[i]
+		}
+	case sa == 1:
+		y, a := b[0], a[:len(d)]
+		for i := range d {
+			d[i] = a[i] * y
+		}
+	default:
+		v := a[0] * b[0]
+		for i := range d {
+			d[i] = v
+		}
+	}
+}
+
+// vecDiv divides; integer callers must have ruled out zero divisors.
+func vecDiv[T numeric](d, a, b []T, sa, sb int) {
+	switch {
+	case sa == 1 && sb == 1:
+		a, b = a[:len(d)], b[:len(d)]
+		for i := range d {
+			d[i] = a[i] / b[i]
+		}
+	case sb == 1:
+		x, b := a[0], b[:len(d)]
+		for i := range d {
+			d[i] = x / b[i]
+		}
+	case sa == 1:
+		y, a := b[0], a[:len(d)]
+		for i := range d {
+			d[i] = a[i] / y
+		}
+	default:
+		v := a[0] / b[0]
+		for i := range d {
+			d[i] = v
+		}
+	}
+}
+
+func vecFunc[T numeric](op binOp) func(d, a, b []T, sa, sb int) {
+	switch op {
+	case opAdd:
+		return vecAdd[T]
+	case opSub:
+		return vecSub[T]
+	case opMul:
+		return vecMul[T]
+	}
+	return vecDiv[T]
+}
+
+var errIntDivZero = errors.New("integer division by zero")
+
+func binaryTyped[T numeric](op binOp, bc *bcast, dst, a, b []T, isInt bool) error {
+	if op == opDiv && isInt {
+		for _, v := range b {
+			if v == 0 {
+				return errIntDivZero
+			}
+		}
+	}
+	runBcast(bc, dst, a, b, vecFunc[T](op))
+	return nil
+}
+
+// binaryKernel implements Add, Sub, Mul and Div for float32, int32, int64,
+// int8 and uint8 with numpy broadcasting. Integer Div truncates toward zero.
+func binaryKernel(op binOp) Kernel {
+	return func(n *Node, in []*Tensor) ([]*Tensor, error) {
+		a, b := in[0], in[1]
+		if a.DType != b.DType {
+			return nil, fmt.Errorf("operands of types %s and %s", a.DType, b.DType)
+		}
+		shape, err := BroadcastShapes(a.Shape, b.Shape)
+		if err != nil {
+			return nil, err
+		}
+		out := New(a.DType, shape...)
+		bc := newBcast(a.Shape, b.Shape, shape)
+		switch a.DType {
+		case Float32:
+			err = binaryTyped(op, &bc, out.F32, a.F32, b.F32, false)
+		case Int32:
+			err = binaryTyped(op, &bc, out.I32, a.I32, b.I32, true)
+		case Int64:
+			err = binaryTyped(op, &bc, out.I64, a.I64, b.I64, true)
+		case Int8:
+			err = binaryTyped(op, &bc, out.I8, a.I8, b.I8, true)
+		case Uint8:
+			err = binaryTyped(op, &bc, out.U8, a.U8, b.U8, true)
+		default:
+			return nil, fmt.Errorf("element type %s is not supported", a.DType)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return []*Tensor{out}, nil
+	}
+}
+
+// unaryOp is an elementwise function with a float32 kernel and optional
+// integer kernels. Each writes dst from src; dst may be src.
+type unaryOp struct {
+	f32 func(dst, src []float32)
+	i8  func(dst, src []int8)
+	i32 func(dst, src []int32)
+	i64 func(dst, src []int64)
+}
+
+func reluF32(dst, src []float32) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		dst[i] = max(v, 0)
+	}
+}
+
+func reluInt[T int8 | int32 | int64](dst, src []T) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		dst[i] = max(v, 0)
+	}
+}
+
+func sigmoidF32(dst, src []float32) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		x := float64(v)
+		if x >= 0 {
+			dst[i] = float32(1 / (1 + math.Exp(-x)))
+		} else {
+			e := math.Exp(x)
+			dst[i] = float32(e / (1 + e))
+		}
+	}
+}
+
+func tanhF32(dst, src []float32) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		dst[i] = float32(math.Tanh(float64(v)))
+	}
+}
+
+// apply computes u over t's data into out (which may be t).
+func (u unaryOp) apply(out, t *Tensor) error {
+	switch {
+	case t.DType == Float32 && u.f32 != nil:
+		u.f32(out.F32, t.F32)
+	case t.DType == Int32 && u.i32 != nil:
+		u.i32(out.I32, t.I32)
+	case t.DType == Int64 && u.i64 != nil:
+		u.i64(out.I64, t.I64)
+	case t.DType == Int8 && u.i8 != nil:
+		u.i8(out.I8, t.I8)
+	default:
+		return fmt.Errorf("element type %s is not supported", t.DType)
+	}
+	return nil
+}
+
+func (u unaryOp) kernel() Kernel {
+	return func(n *Node, in []*Tensor) ([]*Tensor, error) {
+		out := New(in[0].DType, in[0].Shape...)
+		if err := u.apply(out, in[0]); err != nil {
+			return nil, err
+		}
+		return []*Tensor{out}, nil
+	}
+}
+
+func (u unaryOp) inPlace() func(n *Node, t *Tensor) error {
+	return func(n *Node, t *Tensor) error { return u.apply(t, t) }
+}
+
+// softmaxF32 computes softmax (or log-softmax) of src along the middle
+// dimension of the shape [outer, l, inner] into dst (which may be src).
+func softmaxF32(dst, src []float32, outer, l, inner int, log bool) {
+	if l == 0 {
+		return
+	}
+	for o := range outer {
+		base := o * l * inner
+		for j := range inner {
+			off := base + j
+			mx := float32(math.Inf(-1))
+			for k := range l {
+				mx = max(mx, src[off+k*inner])
+			}
+			if math.IsInf(float64(mx), -1) {
+				mx = 0 // every value is -Inf: softmax gives NaN as the reference does
+			}
+			sum := 0.0
+			if log {
+				for k := range l {
+					sum += math.Exp(float64(src[off+k*inner] - mx))
+				}
+				ls := float32(math.Log(sum))
+				for k := range l {
+					i := off + k*inner
+					dst[i] = src[i] - mx - ls
+				}
+				continue
+			}
+			for k := range l {
+				i := off + k*inner
+				e := math.Exp(float64(src[i] - mx))
+				dst[i] = float32(e)
+				sum += e
+			}
+			inv := 1 / sum
+			for k := range l {
+				i := off + k*inner
+				dst[i] = float32(float64(dst[i]) * inv)
+			}
+		}
+	}
+}
+
+// softmaxDims splits shape at axis into [outer, l, inner].
+func softmaxDims(shape []int, axis int64) (outer, l, inner int, err error) {
+	r := int64(len(shape))
+	if r == 0 {
+		return 1, 1, 1, nil
+	}
+	if axis < -r || axis >= r {
+		return 0, 0, 0, fmt.Errorf("axis %d out of range for rank %d", axis, r)
+	}
+	if axis < 0 {
+		axis += r
+	}
+	return Size(shape[:axis]), shape[axis], Size(shape[axis+1:]), nil
+}
+
+func softmaxApply(n *Node, out, t *Tensor, log bool) error {
+	if t.DType != Float32 {
+		return fmt.Errorf("element type %s is not supported", t.DType)
+	}
+	outer, l, inner, err := softmaxDims(t.Shape, n.Int("axis", -1))
+	if err != nil {
+		return err
+	}
+	softmaxF32(out.F32, t.F32, outer, l, inner, log)
+	return nil
+}
+
+func softmaxKernel(log bool) Kernel {
+	return func(n *Node, in []*Tensor) ([]*Tensor, error) {
+		out := New(in[0].DType, in[0].Shape...)
+		if err := softmaxApply(n, out, in[0], log); err != nil {
+			return nil, err
+		}
+		return []*Tensor{out}, nil
+	}
+}
+
+func softmaxInPlace(log bool) func(n *Node, t *Tensor) error {
+	return func(n *Node, t *Tensor) error { return softmaxApply(n, t, t, log) }
+}

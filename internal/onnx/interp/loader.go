@@ -1,0 +1,504 @@
+package interp
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"outpost.dev/outpost/internal/onnx/onnxpb"
+)
+
+// Limits and versions of the models Load accepts.
+const (
+	// MaxModelBytes is the largest serialized model Load reads.
+	MaxModelBytes = 512 << 20
+	// MaxOpset is the newest default-domain opset Load accepts. Older
+	// opsets load when every node's operator is implemented at that opset
+	// (Op.MinOpset); the runtime targets opsets 13 to 17.
+	MaxOpset = 17
+	// MinIRVersion and MaxIRVersion bound the ONNX IR versions Load reads
+	// (IR 3 introduced opset imports; IR 10 is ONNX 1.16's).
+	MinIRVersion = 3
+	MaxIRVersion = 10
+)
+
+// ErrUnsupported is wrapped by load errors for models that are well formed
+// but use something the interpreter does not implement: an operator, an
+// opset, an element type, external data. A caller may then try another
+// runtime.
+var ErrUnsupported = errors.New("not supported by the Go runtime")
+
+// ValueInfo describes a graph input or output.
+type ValueInfo struct {
+	Name  string
+	DType DType
+	// Shape has -1 for a dynamic (symbolic or unknown) dimension. It is nil
+	// when the model does not give the rank, and empty for a scalar.
+	Shape []int
+}
+
+// Model is a loaded, validated graph ready to run. It is safe for concurrent
+// use: Run keeps all per-request state on its own.
+type Model struct {
+	opset   int64
+	inputs  []ValueInfo
+	outputs []ValueInfo
+	inSlot  []int
+	outSlot []int
+	// cloneOut marks outputs whose tensor may share data with an
+	// initializer, an input or another output: Run returns a copy.
+	cloneOut []bool
+	consts   []*Tensor // per slot: the initializer, or nil
+	steps    []step
+	maxArgs  int
+	states   sync.Pool // *runState
+}
+
+// step is one node ready to run.
+type step struct {
+	node *Node
+	run  Kernel
+	in   []int // value slots; -1 for an omitted optional input
+	out  []int // value slots; -1 for an omitted optional output
+	// free lists the slots whose last use is this step.
+	free []int
+	// inPlace, when set, computes the node by overwriting its only input,
+	// which the executor has proven dead after this step.
+	inPlace func(n *Node, t *Tensor) error
+}
+
+// unsupportedOpsError lists every node whose operator the interpreter lacks.
+type unsupportedOpsError struct{ nodes []string }
+
+func (e *unsupportedOpsError) Error() string {
+	return "interp: unsupported operators: " + strings.Join(e.nodes, ", ")
+}
+
+func (e *unsupportedOpsError) Unwrap() error { return ErrUnsupported }
+
+// Load parses and validates a serialized ONNX model: IR version, opset,
+// initializers, graph inputs and outputs, and every node (an implemented
+// operator at the model's opset whose Check passes, with inputs defined by
+// earlier nodes; nodes out of order are sorted topologically and cycles
+// refused). All unsupported operators are named in one error. A malformed
+// model gives an error, never a panic.
+func Load(data []byte) (*Model, error) {
+	if len(data) > MaxModelBytes {
+		return nil, fmt.Errorf("interp: model is %d bytes, more than the %d allowed", len(data), MaxModelBytes)
+	}
+	mp := &onnxpb.ModelProto{}
+	if err := proto.Unmarshal(data, mp); err != nil {
+		return nil, fmt.Errorf("interp: decoding model: %w", err)
+	}
+	return LoadProto(mp)
+}
+
+// LoadProto is Load for a decoded model. The model must not be modified
+// afterwards: the loaded Model keeps references to its nodes.
+func LoadProto(mp *onnxpb.ModelProto) (*Model, error) {
+	if v := mp.GetIrVersion(); v < MinIRVersion || v > MaxIRVersion {
+		return nil, fmt.Errorf("interp: IR version %d outside %d..%d: %w", v, MinIRVersion, MaxIRVersion, ErrUnsupported)
+	}
+	opset := int64(-1)
+	for _, o := range mp.GetOpsetImport() {
+		if d := o.GetDomain(); d == "" || d == "ai.onnx" {
+			if opset >= 0 && opset != o.GetVersion() {
+				return nil, errors.New("interp: model imports the default domain twice")
+			}
+			opset = o.GetVersion()
+		}
+	}
+	if opset < 0 {
+		return nil, errors.New("interp: model imports no default-domain opset")
+	}
+	if opset < 1 || opset > MaxOpset {
+		return nil, fmt.Errorf("interp: default-domain opset %d outside 1..%d: %w", opset, MaxOpset, ErrUnsupported)
+	}
+	g := mp.GetGraph()
+	if g == nil {
+		return nil, errors.New("interp: model has no graph")
+	}
+	if len(g.GetSparseInitializer()) > 0 {
+		return nil, fmt.Errorf("interp: sparse initializers: %w", ErrUnsupported)
+	}
+	b := &builder{m: &Model{opset: opset}, slot: map[string]int{}}
+	if err := b.initializers(g); err != nil {
+		return nil, err
+	}
+	if err := b.graphInputs(g); err != nil {
+		return nil, err
+	}
+	if err := b.nodes(g, opset); err != nil {
+		return nil, err
+	}
+	if err := b.graphOutputs(g); err != nil {
+		return nil, err
+	}
+	b.plan()
+	return b.m, nil
+}
+
+// builder holds the state of one Load.
+type builder struct {
+	m     *Model
+	slot  map[string]int // value name -> slot
+	names []string       // slot -> value name
+	input []bool         // slot is a graph input
+}
+
+func (b *builder) define(name string) (int, error) {
+	if name == "" {
+		return 0, errors.New("empty value name")
+	}
+	if _, dup := b.slot[name]; dup {
+		return 0, fmt.Errorf("value %q defined twice", name)
+	}
+	s := len(b.names)
+	b.slot[name] = s
+	b.names = append(b.names, name)
+	b.m.consts = append(b.m.consts, nil)
+	b.input = append(b.input, false)
+	return s, nil
+}
+
+func (b *builder) initializers(g *onnxpb.GraphProto) error {
+	for _, p := range g.GetInitializer() {
+		t, err := TensorFromProto(p)
+		if err != nil {
+			return fmt.Errorf("interp: initializer: %w", err)
+		}
+		s, err := b.define(p.GetName())
+		if err != nil {
+			return fmt.Errorf("interp: initializer: %w", err)
+		}
+		b.m.consts[s] = t
+	}
+	return nil
+}
+
+// tensorType reads a ValueInfoProto's tensor element type and shape.
+func tensorType(vi *onnxpb.ValueInfoProto) (ValueInfo, error) {
+	info := ValueInfo{Name: vi.GetName()}
+	tt := vi.GetType().GetTensorType()
+	if tt == nil {
+		return info, fmt.Errorf("%q is not a tensor: %w", vi.GetName(), ErrUnsupported)
+	}
+	if !supportedDType(tt.GetElemType()) {
+		return info, fmt.Errorf("%q has element type %s: %w", vi.GetName(), elemTypeName(tt.GetElemType()), ErrUnsupported)
+	}
+	info.DType = DType(tt.GetElemType())
+	if sh := tt.GetShape(); sh != nil {
+		info.Shape = make([]int, len(sh.GetDim()))
+		for i, d := range sh.GetDim() {
+			info.Shape[i] = -1
+			if v, ok := d.GetValue().(*onnxpb.TensorShapeProto_Dimension_DimValue); ok {
+				if v.DimValue < 0 || v.DimValue > maxElements {
+					return info, fmt.Errorf("%q has dimension %d", vi.GetName(), v.DimValue)
+				}
+				info.Shape[i] = int(v.DimValue)
+			}
+		}
+	}
+	return info, nil
+}
+
+func (b *builder) graphInputs(g *onnxpb.GraphProto) error {
+	for _, vi := range g.GetInput() {
+		if s, ok := b.slot[vi.GetName()]; ok && b.m.consts[s] != nil {
+			continue // an initializer listed as input (IR < 4 style): a constant here
+		}
+		info, err := tensorType(vi)
+		if err != nil {
+			return fmt.Errorf("interp: graph input %w", err)
+		}
+		s, err := b.define(vi.GetName())
+		if err != nil {
+			return fmt.Errorf("interp: graph input: %w", err)
+		}
+		b.input[s] = true
+		b.m.inputs = append(b.m.inputs, info)
+		b.m.inSlot = append(b.m.inSlot, s)
+	}
+	return nil
+}
+
+// nodes checks every node and orders them topologically.
+func (b *builder) nodes(g *onnxpb.GraphProto, opset int64) error {
+	table := opTable()
+	var unsupported []string
+	pnodes := g.GetNode()
+	nodes := make([]*Node, len(pnodes))
+	opsOf := make([]Op, len(pnodes))
+	for i, p := range pnodes {
+		n := &Node{Proto: p, Opset: opset}
+		n.attr("") // build the attribute index now: Run only reads it
+		nodes[i] = n
+		if d := p.GetDomain(); d != "" && d != "ai.onnx" {
+			unsupported = append(unsupported, fmt.Sprintf("%s.%s (node %s)", d, p.GetOpType(), n.Name()))
+			continue
+		}
+		op, ok := table[p.GetOpType()]
+		if !ok {
+			unsupported = append(unsupported, fmt.Sprintf("%s (node %s)", p.GetOpType(), n.Name()))
+			continue
+		}
+		if opset < op.MinOpset || (op.MaxOpset > 0 && opset > op.MaxOpset) {
+			unsupported = append(unsupported, fmt.Sprintf("%s at opset %d (node %s; implemented for opsets %d..%d)",
+				p.GetOpType(), opset, n.Name(), op.MinOpset, op.MaxOpset))
+			continue
+		}
+		opsOf[i] = op
+	}
+	if len(unsupported) > 0 {
+		return &unsupportedOpsError{nodes: unsupported}
+	}
+	for i, n := range nodes {
+		for _, a := range n.Proto.GetAttribute() {
+			if a.GetRefAttrName() != "" {
+				return fmt.Errorf("interp: %s node %q: attribute %q refers to a function attribute", n.Proto.GetOpType(), n.Name(), a.GetName())
+			}
+		}
+		if c := opsOf[i].Check; c != nil {
+			if err := c(n); err != nil {
+				return fmt.Errorf("interp: %w", nodeError(n, err))
+			}
+		}
+	}
+	order, err := b.topoSort(nodes)
+	if err != nil {
+		return err
+	}
+	for _, i := range order {
+		n := nodes[i]
+		st := step{node: n, run: opsOf[i].Run}
+		for _, name := range n.Proto.GetInput() {
+			s := -1
+			if name != "" {
+				s = b.slot[name] // topoSort proved it defined
+			}
+			st.in = append(st.in, s)
+		}
+		for _, name := range n.Proto.GetOutput() {
+			s := -1
+			if name != "" {
+				if s, err = b.define(name); err != nil {
+					return fmt.Errorf("interp: %w", nodeError(n, err))
+				}
+			}
+			st.out = append(st.out, s)
+		}
+		if n.Proto.GetOpType() == "Constant" && len(st.in) == 0 && len(st.out) == 1 && st.out[0] >= 0 {
+			// Fold: the value is computed once and shared like an initializer.
+			res, err := st.run(n, nil)
+			if err != nil {
+				return fmt.Errorf("interp: %w", nodeError(n, err))
+			}
+			b.m.consts[st.out[0]] = res[0]
+			continue
+		}
+		b.m.maxArgs = max(b.m.maxArgs, len(st.in))
+		b.m.steps = append(b.m.steps, st)
+	}
+	return nil
+}
+
+// topoSort returns the node indices in an order where every node comes
+// after the producers of its inputs, keeping the model's order when it is
+// already valid. It refuses undefined inputs, values produced twice and
+// cycles.
+func (b *builder) topoSort(nodes []*Node) ([]int, error) {
+	producer := map[string]int{}
+	for i, n := range nodes {
+		for _, o := range n.Proto.GetOutput() {
+			if o == "" {
+				continue
+			}
+			if _, dup := producer[o]; dup {
+				return nil, fmt.Errorf("interp: value %q is produced by two nodes", o)
+			}
+			if _, dup := b.slot[o]; dup {
+				return nil, fmt.Errorf("interp: %s node %q redefines %q", n.Proto.GetOpType(), n.Name(), o)
+			}
+			producer[o] = i
+		}
+	}
+	indeg := make([]int, len(nodes))
+	users := make([][]int, len(nodes))
+	for i, n := range nodes {
+		for _, in := range n.Proto.GetInput() {
+			if in == "" {
+				continue
+			}
+			if p, ok := producer[in]; ok {
+				indeg[i]++
+				users[p] = append(users[p], i)
+			} else if _, ok := b.slot[in]; !ok {
+				return nil, fmt.Errorf("interp: %s node %q uses undefined value %q", n.Proto.GetOpType(), n.Name(), in)
+			}
+		}
+	}
+	// Kahn's algorithm, always taking the lowest ready index first.
+	var ready, order []int
+	for i, d := range indeg {
+		if d == 0 {
+			ready = append(ready, i)
+		}
+	}
+	for len(ready) > 0 {
+		k := slices.Index(ready, slices.Min(ready))
+		i := ready[k]
+		ready = slices.Delete(ready, k, k+1)
+		order = append(order, i)
+		for _, u := range users[i] {
+			if indeg[u]--; indeg[u] == 0 {
+				ready = append(ready, u)
+			}
+		}
+	}
+	if len(order) != len(nodes) {
+		return nil, errors.New("interp: graph has a cycle")
+	}
+	return order, nil
+}
+
+func (b *builder) graphOutputs(g *onnxpb.GraphProto) error {
+	if len(g.GetOutput()) == 0 {
+		return errors.New("interp: graph has no outputs")
+	}
+	for _, vi := range g.GetOutput() {
+		info, err := tensorType(vi)
+		if err != nil {
+			return fmt.Errorf("interp: graph output %w", err)
+		}
+		s, ok := b.slot[vi.GetName()]
+		if !ok {
+			return fmt.Errorf("interp: graph output %q is not computed by the graph", vi.GetName())
+		}
+		b.m.outputs = append(b.m.outputs, info)
+		b.m.outSlot = append(b.m.outSlot, s)
+	}
+	return nil
+}
+
+// isViewOp reports whether the operator's first output is a view of its
+// first input, sharing its data.
+func isViewOp(op string) bool {
+	switch op {
+	case "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze":
+		return true
+	}
+	return false
+}
+
+// plan computes when each value is last used, which steps may overwrite
+// their input, and which outputs need copying.
+func (b *builder) plan() {
+	m := b.m
+	n := len(b.names)
+	root := make([]int, n)      // the slot whose data a value shares
+	fresh := make([]bool, n)    // the root's data was allocated by a known kernel
+	lastUse := make([]int, n)   // per root: the last step using any view of it
+	external := make([]bool, n) // per root: escapes the run or belongs to the caller or model
+	for s := range root {
+		root[s] = s
+		lastUse[s] = -1
+		external[s] = m.consts[s] != nil || b.input[s]
+	}
+	for i, st := range m.steps {
+		op := st.node.Proto.GetOpType()
+		for _, s := range st.in {
+			if s >= 0 {
+				lastUse[root[s]] = i
+			}
+		}
+		for k, s := range st.out {
+			if s < 0 {
+				continue
+			}
+			if k == 0 && isViewOp(op) && len(st.in) > 0 && st.in[0] >= 0 {
+				root[s] = root[st.in[0]]
+			} else {
+				fresh[s] = isFreshOp(op)
+			}
+		}
+	}
+	for _, s := range m.outSlot {
+		external[root[s]] = true
+	}
+	for i := range m.steps {
+		st := &m.steps[i]
+		ip := inPlaceKernel(st.node.Proto.GetOpType())
+		if ip == nil || len(st.in) != 1 || st.in[0] < 0 || len(st.out) != 1 || st.out[0] < 0 {
+			continue
+		}
+		r := root[st.in[0]]
+		if fresh[r] && !external[r] && lastUse[r] == i {
+			st.inPlace = ip
+			fresh[st.out[0]] = true // it now owns the dead input's data
+		}
+	}
+	// Release each value after its own last use: views keep the data alive
+	// through their own slots.
+	own := make([]int, n)
+	for s := range own {
+		own[s] = -1
+	}
+	for i, st := range m.steps {
+		for _, s := range st.in {
+			if s >= 0 {
+				own[s] = i
+			}
+		}
+	}
+	isOut := make([]bool, n)
+	for _, s := range m.outSlot {
+		isOut[s] = true
+	}
+	for s, i := range own {
+		if i >= 0 && !isOut[s] && m.consts[s] == nil {
+			m.steps[i].free = append(m.steps[i].free, s)
+		}
+	}
+	seen := map[int]bool{}
+	m.cloneOut = make([]bool, len(m.outSlot))
+	for k, s := range m.outSlot {
+		r := root[s]
+		m.cloneOut[k] = m.consts[r] != nil || b.input[r] || seen[r]
+		seen[r] = true
+	}
+}
+
+// Opset is the model's default-domain opset.
+func (m *Model) Opset() int64 { return m.opset }
+
+// Inputs describes the graph inputs a request must provide (initializers
+// listed as inputs are not among them).
+func (m *Model) Inputs() []ValueInfo { return cloneInfos(m.inputs) }
+
+// Outputs describes the graph outputs Run returns.
+func (m *Model) Outputs() []ValueInfo { return cloneInfos(m.outputs) }
+
+func cloneInfos(in []ValueInfo) []ValueInfo {
+	out := make([]ValueInfo, len(in))
+	for i, v := range in {
+		out[i] = v
+		if v.Shape != nil {
+			out[i].Shape = append([]int{}, v.Shape...)
+		}
+	}
+	return out
+}
+
+// nodeError names the node in a kernel or check error, unless the error
+// (from Node.Errorf) already does.
+func nodeError(n *Node, err error) error {
+	prefix := fmt.Sprintf("%s node %q", n.Proto.GetOpType(), n.Name())
+	if strings.Contains(err.Error(), prefix) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", prefix, err)
+}

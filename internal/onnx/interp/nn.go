@@ -1,0 +1,729 @@
+package interp
+
+import (
+	"fmt"
+	"math"
+)
+
+// addNNOps registers Conv, MaxPool, AveragePool, GlobalAveragePool,
+// GlobalMaxPool and BatchNormalization.
+func addNNOps(t ops) {
+	t["Conv"] = Op{MinOpset: 11, MaxOpset: 17, Check: checkConv, Run: runConv}
+	t["MaxPool"] = Op{MinOpset: 12, MaxOpset: 17, Check: checkMaxPool, Run: runMaxPool}
+	t["AveragePool"] = Op{MinOpset: 11, MaxOpset: 17, Check: checkAveragePool, Run: runAveragePool}
+	t["GlobalAveragePool"] = Op{MinOpset: 1, MaxOpset: 17, Check: checkGlobalPool, Run: runGlobalAveragePool}
+	t["GlobalMaxPool"] = Op{MinOpset: 1, MaxOpset: 17, Check: checkGlobalPool, Run: runGlobalMaxPool}
+	t["BatchNormalization"] = Op{MinOpset: 9, MaxOpset: 17, Check: checkBatchNorm, Run: runBatchNorm}
+}
+
+// nnMaxSpatial is the number of spatial dimensions the convolution and
+// pooling kernels handle (1-D and 2-D).
+const nnMaxSpatial = 2
+
+// nnInputs checks that a node has between lo and hi inputs.
+func nnInputs(n *Node, lo, hi int) error {
+	if k := len(n.Proto.GetInput()); k < lo || k > hi {
+		if lo == hi {
+			return n.Errorf("has %d inputs, want %d", k, lo)
+		}
+		return n.Errorf("has %d inputs, want %d to %d", k, lo, hi)
+	}
+	return nil
+}
+
+// nnOutputs returns how many leading outputs the node uses: trailing
+// outputs with empty names are omitted optional outputs.
+func nnOutputs(n *Node) int {
+	outs := n.Proto.GetOutput()
+	k := len(outs)
+	for k > 0 && outs[k-1] == "" {
+		k--
+	}
+	return k
+}
+
+// nnWindowAttrs are the attributes convolution and pooling share.
+type nnWindowAttrs struct {
+	autoPad   string
+	kernel    []int64 // kernel_shape; nil when absent (Conv infers it from W)
+	strides   []int64
+	dilations []int64
+	pads      []int64
+	ceil      bool
+}
+
+// nnParseWindow reads and validates the window attributes. rank is the
+// number of spatial dimensions the attributes imply, or 0 when none of them
+// says (Conv without kernel_shape, strides, dilations or pads).
+func nnParseWindow(n *Node, allowDilations bool) (a nnWindowAttrs, rank int, err error) {
+	a.autoPad = n.String("auto_pad", "NOTSET")
+	switch a.autoPad {
+	case "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID":
+	default:
+		return a, 0, n.Errorf("attribute auto_pad: unsupported value %q (want NOTSET, SAME_UPPER, SAME_LOWER or VALID)", a.autoPad)
+	}
+	a.kernel = n.Ints("kernel_shape", nil)
+	a.strides = n.Ints("strides", nil)
+	a.dilations = n.Ints("dilations", nil)
+	a.pads = n.Ints("pads", nil)
+	if !allowDilations && n.Has("dilations") {
+		return a, 0, fmt.Errorf("%w: %w", n.Errorf("attribute dilations is not supported by %s at this opset", n.Proto.GetOpType()), ErrUnsupported)
+	}
+	setRank := func(name string, r int) error {
+		if rank != 0 && r != rank {
+			return n.Errorf("attribute %s implies %d spatial dimensions, other attributes %d", name, r, rank)
+		}
+		rank = r
+		return nil
+	}
+	if n.Has("kernel_shape") {
+		if err := setRank("kernel_shape", len(a.kernel)); err != nil {
+			return a, 0, err
+		}
+		for _, k := range a.kernel {
+			if k < 1 {
+				return a, 0, n.Errorf("attribute kernel_shape %v: sizes must be positive", a.kernel)
+			}
+		}
+	}
+	if n.Has("strides") {
+		if err := setRank("strides", len(a.strides)); err != nil {
+			return a, 0, err
+		}
+		for _, s := range a.strides {
+			if s < 1 {
+				return a, 0, n.Errorf("attribute strides %v: strides must be positive", a.strides)
+			}
+		}
+	}
+	if n.Has("dilations") {
+		if err := setRank("dilations", len(a.dilations)); err != nil {
+			return a, 0, err
+		}
+		for _, d := range a.dilations {
+			if d < 1 {
+				return a, 0, n.Errorf("attribute dilations %v: dilations must be positive", a.dilations)
+			}
+		}
+	}
+	if n.Has("pads") {
+		if len(a.pads)%2 != 0 {
+			return a, 0, n.Errorf("attribute pads %v: want begin and end pads for each spatial dimension", a.pads)
+		}
+		if err := setRank("pads", len(a.pads)/2); err != nil {
+			return a, 0, err
+		}
+		for _, p := range a.pads {
+			if p < 0 {
+				return a, 0, n.Errorf("attribute pads %v: pads must not be negative", a.pads)
+			}
+		}
+	}
+	if rank > nnMaxSpatial {
+		return a, 0, fmt.Errorf("%w: %w", n.Errorf("attributes describe %d spatial dimensions; only 1-D and 2-D are supported", rank), ErrUnsupported)
+	}
+	if n.Has("ceil_mode") {
+		switch c := n.Int("ceil_mode", 0); c {
+		case 0, 1:
+			a.ceil = c == 1
+		default:
+			return a, 0, n.Errorf("attribute ceil_mode: unsupported value %d (want 0 or 1)", c)
+		}
+	}
+	return a, rank, nil
+}
+
+// nnGeom is a resolved 2-D window geometry; 1-D inputs use H = 1.
+type nnGeom struct {
+	inH, inW     int
+	kH, kW       int
+	sH, sW       int
+	dH, dW       int
+	padT, padL   int // begin pads
+	padB, padR   int // end pads
+	outH, outW   int
+	spatialShape []int // output spatial shape in the input's rank (1 or 2 dims)
+}
+
+// nnResolve computes the output geometry of a window op over the spatial
+// dimensions in (1 or 2 of them) with the given kernel sizes.
+func nnResolve(n *Node, a *nnWindowAttrs, in, kernel []int) (nnGeom, error) {
+	r := len(in)
+	get := func(v []int64, i, def int) int {
+		if v == nil {
+			return def
+		}
+		return int(v[i])
+	}
+	if a.strides != nil && len(a.strides) != r || a.dilations != nil && len(a.dilations) != r || a.pads != nil && len(a.pads) != 2*r {
+		return nnGeom{}, n.Errorf("attributes describe a different number of spatial dimensions than the %d-D input", r)
+	}
+	var out [nnMaxSpatial]int
+	var pb, pe [nnMaxSpatial]int
+	var s, d [nnMaxSpatial]int
+	for i := 0; i < r; i++ {
+		s[i] = get(a.strides, i, 1)
+		d[i] = get(a.dilations, i, 1)
+		ext := d[i]*(kernel[i]-1) + 1 // extent of the dilated kernel
+		switch a.autoPad {
+		case "NOTSET":
+			if a.pads != nil {
+				pb[i], pe[i] = int(a.pads[i]), int(a.pads[i+r])
+			}
+			span := in[i] + pb[i] + pe[i] - ext
+			if span < 0 {
+				return nnGeom{}, n.Errorf("kernel extent %d exceeds padded input size %d in spatial dimension %d", ext, in[i]+pb[i]+pe[i], i)
+			}
+			out[i] = span/s[i] + 1
+			if a.ceil && span%s[i] != 0 {
+				out[i]++
+				// The last window must start inside the input or the
+				// begin padding.
+				if (out[i]-1)*s[i] >= in[i]+pb[i] {
+					out[i]--
+				}
+			}
+		case "VALID":
+			if in[i] < ext {
+				return nnGeom{}, n.Errorf("kernel extent %d exceeds input size %d in spatial dimension %d", ext, in[i], i)
+			}
+			out[i] = (in[i]-ext)/s[i] + 1
+		default: // SAME_UPPER, SAME_LOWER
+			out[i] = (in[i] + s[i] - 1) / s[i]
+			total := max(0, (out[i]-1)*s[i]+ext-in[i])
+			if a.autoPad == "SAME_UPPER" {
+				pb[i] = total / 2
+			} else {
+				pb[i] = (total + 1) / 2
+			}
+			pe[i] = total - pb[i]
+		}
+	}
+	g := nnGeom{spatialShape: append([]int(nil), out[:r]...)}
+	if r == 1 {
+		g.inH, g.kH, g.sH, g.dH, g.outH = 1, 1, 1, 1, 1
+		g.inW, g.kW, g.sW, g.dW, g.outW = in[0], kernel[0], s[0], d[0], out[0]
+		g.padL, g.padR = pb[0], pe[0]
+	} else {
+		g.inH, g.kH, g.sH, g.dH, g.outH = in[0], kernel[0], s[0], d[0], out[0]
+		g.inW, g.kW, g.sW, g.dW, g.outW = in[1], kernel[1], s[1], d[1], out[1]
+		g.padT, g.padL, g.padB, g.padR = pb[0], pb[1], pe[0], pe[1]
+	}
+	return g, nil
+}
+
+// nnSpatialInput checks that x is a float32 (or allowed other) N x C x
+// spatial tensor with 1 or 2 spatial dimensions.
+func nnSpatialInput(n *Node, name string, x *Tensor, types ...DType) error {
+	if x == nil {
+		return n.Errorf("input %s is missing", name)
+	}
+	ok := false
+	for _, t := range types {
+		ok = ok || x.DType == t
+	}
+	if !ok {
+		return n.Errorf("input %s has type %s, want %v", name, x.DType, types)
+	}
+	if r := len(x.Shape); r < 3 || r > 2+nnMaxSpatial {
+		return n.Errorf("input %s has shape %s; want N x C x spatial with 1 or 2 spatial dimensions", name, ShapeString(x.Shape))
+	}
+	return nil
+}
+
+func checkConv(n *Node) error {
+	if err := nnInputs(n, 2, 3); err != nil {
+		return err
+	}
+	if nnOutputs(n) != 1 {
+		return n.Errorf("has %d outputs, want 1", nnOutputs(n))
+	}
+	if g := n.Int("group", 1); g < 1 {
+		return n.Errorf("attribute group: %d, want a positive number", g)
+	}
+	_, _, err := nnParseWindow(n, true)
+	return err
+}
+
+func runConv(n *Node, in []*Tensor) ([]*Tensor, error) {
+	x, w := in[0], in[1]
+	var b *Tensor
+	if len(in) > 2 {
+		b = in[2]
+	}
+	if err := nnSpatialInput(n, "X", x, Float32); err != nil {
+		return nil, err
+	}
+	if w == nil || w.DType != Float32 || len(w.Shape) != len(x.Shape) {
+		return nil, n.Errorf("input W must be a float32 tensor of rank %d (X is %s)", len(x.Shape), ShapeString(x.Shape))
+	}
+	a, _, err := nnParseWindow(n, true)
+	if err != nil {
+		return nil, err
+	}
+	group := int(n.Int("group", 1))
+	N, C := x.Shape[0], x.Shape[1]
+	M, Cg := w.Shape[0], w.Shape[1]
+	if Cg*group != C || M%group != 0 {
+		return nil, n.Errorf("W shape %s with group %d does not fit X shape %s: want W[1]*group = %d input channels and output channels divisible by group",
+			ShapeString(w.Shape), group, ShapeString(x.Shape), C)
+	}
+	kernel := w.Shape[2:]
+	if a.kernel != nil {
+		if len(a.kernel) != len(kernel) {
+			return nil, n.Errorf("attribute kernel_shape %v does not match W shape %s", a.kernel, ShapeString(w.Shape))
+		}
+		for i, k := range a.kernel {
+			if int(k) != kernel[i] {
+				return nil, n.Errorf("attribute kernel_shape %v does not match W shape %s", a.kernel, ShapeString(w.Shape))
+			}
+		}
+	}
+	if b != nil && (b.DType != Float32 || len(b.Shape) != 1 || b.Shape[0] != M) {
+		return nil, n.Errorf("input B must be a float32 vector of %d elements, got %s %s", M, b.DType, ShapeString(b.Shape))
+	}
+	g, err := nnResolve(n, &a, x.Shape[2:], kernel)
+	if err != nil {
+		return nil, err
+	}
+	y := New(Float32, append([]int{N, M}, g.spatialShape...)...)
+	nnConv(&g, x.F32, w.F32, b, y.F32, N, C, M, group)
+	return []*Tensor{y}, nil
+}
+
+// nnConv computes a grouped 2-D convolution: per image and group, an
+// nnIm2col matrix times the group's filters.
+func nnConv(g *nnGeom, x, w []float32, b *Tensor, y []float32, N, C, M, group int) {
+	Cg, Mg := C/group, M/group
+	K := Cg * g.kH * g.kW
+	inHW, outHW := g.inH*g.inW, g.outH*g.outW
+	direct := g.kH == 1 && g.kW == 1 && g.sH == 1 && g.sW == 1 &&
+		g.padT == 0 && g.padL == 0 && g.padB == 0 && g.padR == 0
+	var col []float32
+	if !direct {
+		col = make([]float32, K*outHW)
+	}
+	for img := 0; img < N; img++ {
+		for gr := 0; gr < group; gr++ {
+			xg := x[(img*C+gr*Cg)*inHW : (img*C+(gr+1)*Cg)*inHW]
+			yg := y[(img*M+gr*Mg)*outHW : (img*M+(gr+1)*Mg)*outHW]
+			if b != nil {
+				for m := 0; m < Mg; m++ {
+					bias := b.F32[gr*Mg+m]
+					row := yg[m*outHW : (m+1)*outHW]
+					for i := range row {
+						row[i] = bias
+					}
+				}
+			}
+			src := xg
+			if !direct {
+				nnIm2col(g, xg, Cg, col)
+				src = col
+			}
+			nnGemm(Mg, outHW, K, w[gr*Mg*K:(gr+1)*Mg*K], K, src, outHW, yg, outHW)
+		}
+	}
+}
+
+// nnIm2col lays out the receptive fields of x (Cg channels of inH x inW) as
+// a (Cg*kH*kW) x (outH*outW) matrix, zero where the window covers padding.
+func nnIm2col(g *nnGeom, x []float32, Cg int, col []float32) {
+	inHW, outHW := g.inH*g.inW, g.outH*g.outW
+	r := 0
+	for c := 0; c < Cg; c++ {
+		plane := x[c*inHW : (c+1)*inHW]
+		for ki := 0; ki < g.kH; ki++ {
+			for kj := 0; kj < g.kW; kj++ {
+				dst := col[r*outHW : (r+1)*outHW]
+				r++
+				offW := kj*g.dW - g.padL
+				// Output columns whose input column is inside [0, inW).
+				owLo, owHi := nnValidRange(offW, g.sW, g.inW, g.outW)
+				for oh := 0; oh < g.outH; oh++ {
+					drow := dst[oh*g.outW : (oh+1)*g.outW]
+					ih := oh*g.sH - g.padT + ki*g.dH
+					if ih < 0 || ih >= g.inH || owLo >= owHi {
+						clear(drow)
+						continue
+					}
+					clear(drow[:owLo])
+					clear(drow[owHi:])
+					srow := plane[ih*g.inW : (ih+1)*g.inW]
+					if g.sW == 1 {
+						copy(drow[owLo:owHi], srow[owLo+offW:owHi+offW])
+						continue
+					}
+					iw := owLo*g.sW + offW
+					for ow := owLo; ow < owHi; ow++ {
+						drow[ow] = srow[iw]
+						iw += g.sW
+					}
+				}
+			}
+		}
+	}
+}
+
+// nnValidRange returns the output positions [lo, hi) whose input position
+// o*stride + off lies in [0, size), for o in [0, out).
+func nnValidRange(off, stride, size, out int) (lo, hi int) {
+	if off < 0 {
+		lo = (-off + stride - 1) / stride
+	}
+	if size-off <= 0 {
+		return 0, 0
+	}
+	hi = min(out, (size-off+stride-1)/stride)
+	if lo > hi {
+		lo = hi
+	}
+	return lo, hi
+}
+
+// nnGemm computes c += a * b for row-major float32 matrices a (m x k),
+// b (k x n) and c (m x n) with leading dimensions lda, ldb and ldc. It
+// works on blocks of b that fit in cache and four rows of c at a time.
+func nnGemm(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	const kc, nc = 128, 512
+	for j0 := 0; j0 < n; j0 += nc {
+		j1 := min(n, j0+nc)
+		w := j1 - j0
+		for p0 := 0; p0 < k; p0 += kc {
+			p1 := min(k, p0+kc)
+			i := 0
+			for ; i+4 <= m; i += 4 {
+				c0 := c[i*ldc+j0 : i*ldc+j1]
+				c1 := c[(i+1)*ldc+j0 : (i+1)*ldc+j1]
+				c2 := c[(i+2)*ldc+j0 : (i+2)*ldc+j1]
+				c3 := c[(i+3)*ldc+j0 : (i+3)*ldc+j1]
+				for p := p0; p < p1; p++ {
+					a0, a1, a2, a3 := a[i*lda+p], a[(i+1)*lda+p], a[(i+2)*lda+p], a[(i+3)*lda+p]
+					if a0 == 0 && a1 == 0 && a2 == 0 && a3 == 0 {
+						continue
+					}
+					br := b[p*ldb+j0 : p*ldb+j1]
+					br, c0, c1, c2, c3 = br[:w], c0[:w], c1[:w], c2[:w], c3[:w]
+					for j, bv := range br {
+						c0[j] += a0 * bv
+						c1[j] += a1 * bv
+						c2[j] += a2 * bv
+						c3[j] += a3 * bv
+					}
+				}
+			}
+			for ; i < m; i++ {
+				ci := c[i*ldc+j0 : i*ldc+j1]
+				for p := p0; p < p1; p++ {
+					av := a[i*lda+p]
+					if av == 0 {
+						continue
+					}
+					br := b[p*ldb+j0 : p*ldb+j1]
+					br = br[:len(ci)]
+					for j, bv := range br {
+						ci[j] += av * bv
+					}
+				}
+			}
+		}
+	}
+}
+
+func checkPool(n *Node, allowDilations bool) error {
+	if err := nnInputs(n, 1, 1); err != nil {
+		return err
+	}
+	if !n.Has("kernel_shape") {
+		return n.Errorf("attribute kernel_shape is required")
+	}
+	_, _, err := nnParseWindow(n, allowDilations)
+	return err
+}
+
+func checkMaxPool(n *Node) error {
+	if err := checkPool(n, true); err != nil {
+		return err
+	}
+	if so := n.Int("storage_order", 0); so != 0 && so != 1 {
+		return n.Errorf("attribute storage_order: unsupported value %d (want 0, row major, or 1, column major)", so)
+	}
+	if k := nnOutputs(n); k > 2 {
+		return n.Errorf("has %d outputs, want 1 or 2", k)
+	}
+	return nil
+}
+
+func checkAveragePool(n *Node) error {
+	if err := checkPool(n, false); err != nil {
+		return err
+	}
+	if c := n.Int("count_include_pad", 0); c != 0 && c != 1 {
+		return n.Errorf("attribute count_include_pad: unsupported value %d (want 0 or 1)", c)
+	}
+	if nnOutputs(n) != 1 {
+		return n.Errorf("has %d outputs, want 1", nnOutputs(n))
+	}
+	return nil
+}
+
+// poolSetup validates a pooling input against the node's attributes and
+// returns the geometry and the output shape.
+func poolSetup(n *Node, x *Tensor, allowDilations bool, types ...DType) (nnGeom, []int, error) {
+	if err := nnSpatialInput(n, "X", x, types...); err != nil {
+		return nnGeom{}, nil, err
+	}
+	a, rank, err := nnParseWindow(n, allowDilations)
+	if err != nil {
+		return nnGeom{}, nil, err
+	}
+	if rank != len(x.Shape)-2 {
+		return nnGeom{}, nil, n.Errorf("attribute kernel_shape %v does not fit input X of shape %s", a.kernel, ShapeString(x.Shape))
+	}
+	kernel := make([]int, rank)
+	for i, k := range a.kernel {
+		kernel[i] = int(k)
+	}
+	g, err := nnResolve(n, &a, x.Shape[2:], kernel)
+	if err != nil {
+		return nnGeom{}, nil, err
+	}
+	return g, append([]int{x.Shape[0], x.Shape[1]}, g.spatialShape...), nil
+}
+
+func runMaxPool(n *Node, in []*Tensor) ([]*Tensor, error) {
+	x := in[0]
+	g, shape, err := poolSetup(n, x, true, Float32, Uint8, Int8)
+	if err != nil {
+		return nil, err
+	}
+	y := New(x.DType, shape...)
+	var idx []int64
+	var outs []*Tensor
+	if nnOutputs(n) == 2 {
+		it := New(Int64, shape...)
+		idx = it.I64
+		outs = []*Tensor{y, it}
+	} else {
+		outs = []*Tensor{y}
+	}
+	planes := x.Shape[0] * x.Shape[1]
+	colMajor := n.Int("storage_order", 0) == 1
+	switch x.DType {
+	case Float32:
+		nnMaxPool(&g, planes, x.F32, y.F32, idx, colMajor, float32(math.Inf(-1)))
+	case Uint8:
+		nnMaxPool(&g, planes, x.U8, y.U8, idx, colMajor, 0)
+	case Int8:
+		nnMaxPool(&g, planes, x.I8, y.I8, idx, colMajor, math.MinInt8)
+	}
+	return outs, nil
+}
+
+// nnMaxPool computes the window maxima of each plane, and the flat index of
+// each maximum over the whole input when idx is not nil: row major, or
+// with the spatial dimensions column major when colMajor is set.
+func nnMaxPool[T float32 | uint8 | int8](g *nnGeom, planes int, x, y []T, idx []int64, colMajor bool, lowest T) {
+	inHW, outHW := g.inH*g.inW, g.outH*g.outW
+	for pl := 0; pl < planes; pl++ {
+		xp := x[pl*inHW : (pl+1)*inHW]
+		yp := y[pl*outHW : (pl+1)*outHW]
+		o := 0
+		for oh := 0; oh < g.outH; oh++ {
+			h0 := oh*g.sH - g.padT
+			for ow := 0; ow < g.outW; ow++ {
+				w0 := ow*g.sW - g.padL
+				best, bi, bh, bw := lowest, -1, 0, 0
+				for ki := 0; ki < g.kH; ki++ {
+					ih := h0 + ki*g.dH
+					if ih < 0 || ih >= g.inH {
+						continue
+					}
+					row := xp[ih*g.inW : (ih+1)*g.inW]
+					for kj := 0; kj < g.kW; kj++ {
+						iw := w0 + kj*g.dW
+						if iw < 0 || iw >= g.inW {
+							continue
+						}
+						// The first element wins a tie; NaN never wins
+						// unless it is the first.
+						if v := row[iw]; bi < 0 || v > best {
+							best, bi, bh, bw = v, ih*g.inW+iw, ih, iw
+						}
+					}
+				}
+				yp[o] = best
+				if idx != nil {
+					flat := bh*g.inW + bw
+					if colMajor {
+						flat = bw*g.inH + bh
+					}
+					idx[pl*outHW+o] = int64(pl*inHW + flat)
+				}
+				o++
+			}
+		}
+	}
+}
+
+func runAveragePool(n *Node, in []*Tensor) ([]*Tensor, error) {
+	x := in[0]
+	g, shape, err := poolSetup(n, x, false, Float32)
+	if err != nil {
+		return nil, err
+	}
+	includePad := n.Int("count_include_pad", 0) == 1
+	y := New(Float32, shape...)
+	planes := x.Shape[0] * x.Shape[1]
+	inHW, outHW := g.inH*g.inW, g.outH*g.outW
+	for pl := 0; pl < planes; pl++ {
+		xp := x.F32[pl*inHW : (pl+1)*inHW]
+		yp := y.F32[pl*outHW : (pl+1)*outHW]
+		o := 0
+		for oh := 0; oh < g.outH; oh++ {
+			h0 := oh*g.sH - g.padT
+			for ow := 0; ow < g.outW; ow++ {
+				w0 := ow*g.sW - g.padL
+				var sum float32
+				count, padded := 0, 0
+				for ki := 0; ki < g.kH; ki++ {
+					ih := h0 + ki*g.dH
+					if ih < -g.padT || ih >= g.inH+g.padB {
+						continue
+					}
+					inRow := ih >= 0 && ih < g.inH
+					for kj := 0; kj < g.kW; kj++ {
+						iw := w0 + kj*g.dW
+						if iw < -g.padL || iw >= g.inW+g.padR {
+							continue
+						}
+						padded++
+						if inRow && iw >= 0 && iw < g.inW {
+							sum += xp[ih*g.inW+iw]
+							count++
+						}
+					}
+				}
+				div := count
+				if includePad {
+					div = padded
+				}
+				if div > 0 {
+					yp[o] = sum / float32(div)
+				}
+				o++
+			}
+		}
+	}
+	return []*Tensor{y}, nil
+}
+
+func checkGlobalPool(n *Node) error {
+	if err := nnInputs(n, 1, 1); err != nil {
+		return err
+	}
+	if nnOutputs(n) != 1 {
+		return n.Errorf("has %d outputs, want 1", nnOutputs(n))
+	}
+	return nil
+}
+
+// globalPoolSetup validates X (N x C x any spatial dims) and returns the
+// number of planes, the plane size and the N x C x 1 x ... output.
+func globalPoolSetup(n *Node, x *Tensor) (planes, size int, y *Tensor, err error) {
+	if x == nil || x.DType != Float32 || len(x.Shape) < 3 {
+		return 0, 0, nil, n.Errorf("input X must be a float32 tensor of rank 3 or more (N x C x spatial)")
+	}
+	shape := make([]int, len(x.Shape))
+	for i := range shape {
+		shape[i] = 1
+	}
+	shape[0], shape[1] = x.Shape[0], x.Shape[1]
+	return x.Shape[0] * x.Shape[1], Size(x.Shape[2:]), New(Float32, shape...), nil
+}
+
+func runGlobalAveragePool(n *Node, in []*Tensor) ([]*Tensor, error) {
+	planes, size, y, err := globalPoolSetup(n, in[0])
+	if err != nil {
+		return nil, err
+	}
+	for pl := 0; pl < planes; pl++ {
+		var sum float32
+		for _, v := range in[0].F32[pl*size : (pl+1)*size] {
+			sum += v
+		}
+		y.F32[pl] = sum / float32(size)
+	}
+	return []*Tensor{y}, nil
+}
+
+func runGlobalMaxPool(n *Node, in []*Tensor) ([]*Tensor, error) {
+	planes, size, y, err := globalPoolSetup(n, in[0])
+	if err != nil {
+		return nil, err
+	}
+	if size == 0 {
+		return nil, n.Errorf("input X of shape %s has empty spatial dimensions", ShapeString(in[0].Shape))
+	}
+	for pl := 0; pl < planes; pl++ {
+		p := in[0].F32[pl*size : (pl+1)*size]
+		best := p[0]
+		for _, v := range p[1:] {
+			if v > best {
+				best = v
+			}
+		}
+		y.F32[pl] = best
+	}
+	return []*Tensor{y}, nil
+}
+
+func checkBatchNorm(n *Node) error {
+	if err := nnInputs(n, 5, 5); err != nil {
+		return err
+	}
+	if tm := n.Int("training_mode", 0); tm != 0 {
+		return fmt.Errorf("%w: %w", n.Errorf("attribute training_mode: %d is not supported (inference only)", tm), ErrUnsupported)
+	}
+	if k := nnOutputs(n); k != 1 {
+		return n.Errorf("has %d outputs; only inference mode (one output, Y) is supported", k)
+	}
+	if n.Has("spatial") && n.Int("spatial", 1) != 1 {
+		return n.Errorf("attribute spatial: only 1 is supported")
+	}
+	return nil
+}
+
+func runBatchNorm(n *Node, in []*Tensor) ([]*Tensor, error) {
+	x := in[0]
+	if x == nil || x.DType != Float32 || len(x.Shape) < 2 {
+		return nil, n.Errorf("input X must be a float32 tensor of rank 2 or more (N x C x ...)")
+	}
+	C := x.Shape[1]
+	for i, name := range []string{"scale", "B", "input_mean", "input_var"} {
+		p := in[i+1]
+		if p == nil || p.DType != Float32 || len(p.Shape) != 1 || p.Shape[0] != C {
+			got := "missing"
+			if p != nil {
+				got = fmt.Sprintf("%s %s", p.DType, ShapeString(p.Shape))
+			}
+			return nil, n.Errorf("input %s must be a float32 vector of %d elements (the channels of X), got %s", name, C, got)
+		}
+	}
+	eps := n.Float("epsilon", 1e-5)
+	scale, bias, mean, variance := in[1].F32, in[2].F32, in[3].F32, in[4].F32
+	y := New(Float32, x.Shape...)
+	inner := Size(x.Shape[2:])
+	for img := 0; img < x.Shape[0]; img++ {
+		for c := 0; c < C; c++ {
+			k := scale[c] / float32(math.Sqrt(float64(variance[c]+eps)))
+			off := bias[c] - mean[c]*k
+			base := (img*C + c) * inner
+			src, dst := x.F32[base:base+inner], y.F32[base:base+inner]
+			for i, v := range src {
+				dst[i] = v*k + off
+			}
+		}
+	}
+	return []*Tensor{y}, nil
+}

@@ -1,0 +1,124 @@
+package interp
+
+import (
+	"fmt"
+	"sort"
+
+	"outpost.dev/outpost/internal/onnx/onnxpb"
+)
+
+// Node is a graph node as a kernel sees it: its operator, attributes and
+// the opset of its domain in the model.
+type Node struct {
+	Proto *onnxpb.NodeProto
+	Opset int64
+	attrs map[string]*onnxpb.AttributeProto
+}
+
+// Name is the node's name, or its operator and first output when unnamed.
+func (n *Node) Name() string {
+	if n.Proto.GetName() != "" {
+		return n.Proto.GetName()
+	}
+	out := ""
+	if len(n.Proto.GetOutput()) > 0 {
+		out = n.Proto.GetOutput()[0]
+	}
+	return n.Proto.GetOpType() + "->" + out
+}
+
+func (n *Node) attr(name string) *onnxpb.AttributeProto {
+	if n.attrs == nil {
+		n.attrs = map[string]*onnxpb.AttributeProto{}
+		for _, a := range n.Proto.GetAttribute() {
+			n.attrs[a.GetName()] = a
+		}
+	}
+	return n.attrs[name]
+}
+
+// Int returns an integer attribute, or def when absent.
+func (n *Node) Int(name string, def int64) int64 {
+	if a := n.attr(name); a != nil {
+		return a.GetI()
+	}
+	return def
+}
+
+// Float returns a float attribute, or def when absent.
+func (n *Node) Float(name string, def float32) float32 {
+	if a := n.attr(name); a != nil {
+		return a.GetF()
+	}
+	return def
+}
+
+// Ints returns an integer list attribute, or def when absent.
+func (n *Node) Ints(name string, def []int64) []int64 {
+	if a := n.attr(name); a != nil {
+		return a.GetInts()
+	}
+	return def
+}
+
+// String returns a string attribute, or def when absent.
+func (n *Node) String(name, def string) string {
+	if a := n.attr(name); a != nil {
+		return string(a.GetS())
+	}
+	return def
+}
+
+// Has reports whether the node sets the attribute.
+func (n *Node) Has(name string) bool { return n.attr(name) != nil }
+
+// Errorf returns an error naming the node.
+func (n *Node) Errorf(format string, args ...any) error {
+	return fmt.Errorf("%s node %q: %s", n.Proto.GetOpType(), n.Name(), fmt.Sprintf(format, args...))
+}
+
+// Kernel computes a node's outputs from its inputs. An input that the model
+// leaves empty (an omitted optional input) is nil. Kernels must not modify
+// their inputs: they may be initializers shared by every request.
+type Kernel func(n *Node, in []*Tensor) ([]*Tensor, error)
+
+// Op is an operator the interpreter implements.
+type Op struct {
+	// MinOpset and MaxOpset bound the opsets of the default domain whose
+	// definition of the operator this implementation follows.
+	MinOpset, MaxOpset int64
+	// Check validates the node's attributes and input count at load time;
+	// nil means no check.
+	Check func(n *Node) error
+	// Run is the kernel.
+	Run Kernel
+}
+
+// ops maps an operator type of the default ONNX domain to its
+// implementation. It is built once by opTable and never modified.
+type ops map[string]Op
+
+// opTable lists every operator the interpreter implements. Each file of
+// kernels contributes with a function called here.
+func opTable() ops {
+	t := ops{}
+	for _, add := range []func(ops){
+		addCoreOps,  // core.go: elementwise, matmul, gemm, activations, shape ops, cast
+		addNNOps,    // nn.go: conv, pooling, batch normalization
+		addQuantOps, // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
+	} {
+		add(t)
+	}
+	return t
+}
+
+// Supported lists the operators the interpreter implements, sorted.
+func Supported() []string {
+	t := opTable()
+	names := make([]string, 0, len(t))
+	for k := range t {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
