@@ -48,6 +48,10 @@ test:
 test-short:
 	$(GO) test -short ./...
 
-## bench: push/pull of a 1 GiB model, outpost vs oras vs curl (see bench/README.md).
-bench: build tools
+## bench: push/pull of a 1 GiB model (outpost, oras, curl); a v1->v2 update over a throttled link
+## (outpost, rsync, oras, curl); 1,000 simulated agents against one hub (see bench/README.md).
+bench: build
+	./scripts/bench-deps.sh
 	$(GO) run ./bench/pushpull
+	$(GO) run ./bench/sync
+	$(GO) run ./bench/fleet
