@@ -249,7 +249,24 @@ func (s *Server) handleDesiredState(w http.ResponseWriter, r *http.Request, _ st
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
-		changed := s.db.Changed()
+		// Wake only for this cluster's changes: with a fleet long-polling,
+		// waking every poll on every write (each status report is one)
+		// costs a read per poll per write.
+		changed, known, haveRev := s.db.DesiredChanged(name)
+		if haveRev && known <= after {
+			select {
+			case <-changed:
+				continue
+			case <-timer.C:
+				w.WriteHeader(http.StatusNotModified)
+				return
+			case <-s.life.Done():
+				w.WriteHeader(http.StatusNotModified)
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
 		rev, doc, err := s.db.DesiredState(ctx, name)
 		if errors.Is(err, store.ErrNotFound) {
 			s.writeStatus(w, r, http.StatusNotFound, metav1.StatusReasonNotFound,

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"sync"
 	"context"
 	"database/sql"
 	"errors"
@@ -27,7 +28,15 @@ func (tx *Tx) SetDesiredState(ctx context.Context, cluster string, doc []byte) (
 	if err != nil {
 		return 0, false, fmt.Errorf("store: write desired state of %q: %w", cluster, err)
 	}
+	tx.noteDesired(cluster, rev)
 	return rev, true, nil
+}
+
+func (tx *Tx) noteDesired(cluster string, rev int64) {
+	if tx.desired == nil {
+		tx.desired = map[string]int64{}
+	}
+	tx.desired[cluster] = rev
 }
 
 // DeleteDesiredState removes the desired state document of cluster, if any.
@@ -40,6 +49,7 @@ func (tx *Tx) DeleteDesiredState(ctx context.Context, cluster string) error {
 		if _, err := tx.next(ctx); err != nil {
 			return err
 		}
+		tx.noteDesired(cluster, 0)
 	}
 	return nil
 }
@@ -84,4 +94,54 @@ func (db *DB) DesiredState(ctx context.Context, cluster string) (rev int64, doc 
 		return err
 	})
 	return rev, doc, err
+}
+
+// DesiredChanged returns a channel closed after the next commit that changes
+// or deletes cluster's desired state, and the revision of that state as of
+// the last such commit this process saw (0 and false when unknown: read it
+// with DesiredState). Long-polls wait on it instead of Changed, so that a
+// write about one cluster, such as another cluster's status report, wakes
+// nobody else. Take the channel before reading the state, then wait.
+func (db *DB) DesiredChanged(cluster string) (ch <-chan struct{}, rev int64, known bool) {
+	return db.desired.watch(cluster)
+}
+
+// desiredWatch keeps, per cluster, the last published desired-state
+// revision and a channel closed when it next changes.
+type desiredWatch struct {
+	mu   *sync.Mutex
+	revs map[string]int64
+	chs  map[string]chan struct{}
+}
+
+func newDesiredWatch() desiredWatch {
+	return desiredWatch{mu: &sync.Mutex{}, revs: map[string]int64{}, chs: map[string]chan struct{}{}}
+}
+
+func (w desiredWatch) watch(cluster string) (<-chan struct{}, int64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch, ok := w.chs[cluster]
+	if !ok {
+		ch = make(chan struct{})
+		w.chs[cluster] = ch
+	}
+	rev, known := w.revs[cluster]
+	return ch, rev, known
+}
+
+func (w desiredWatch) publish(changed map[string]int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for cluster, rev := range changed {
+		if rev == 0 {
+			delete(w.revs, cluster)
+		} else {
+			w.revs[cluster] = rev
+		}
+		if ch, ok := w.chs[cluster]; ok {
+			close(ch)
+			delete(w.chs, cluster)
+		}
+	}
 }

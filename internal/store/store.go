@@ -37,6 +37,7 @@ type DB struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced after every committed write
+	desired desiredWatch  // per-cluster wake-ups for desired-state long-polls
 }
 
 var migrations = []string{
@@ -97,7 +98,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db := &DB{db: sqldb, changed: make(chan struct{})}
+	db := &DB{db: sqldb, changed: make(chan struct{}), desired: newDesiredWatch()}
 	if err := db.migrate(ctx); err != nil {
 		sqldb.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -169,6 +170,9 @@ type Tx struct {
 	q     querier
 	write bool
 	wrote bool
+	// desired lists the clusters whose desired state this transaction
+	// changed, with the new revision (0 for deleted), published on commit.
+	desired map[string]int64
 }
 
 // Update runs fn in one write transaction (BEGIN IMMEDIATE) and commits when fn returns nil;
@@ -183,6 +187,9 @@ func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	}
 	if tx.wrote {
 		db.broadcast()
+	}
+	if len(tx.desired) > 0 {
+		db.desired.publish(tx.desired)
 	}
 	return nil
 }
