@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"net/http"
 	"time"
 
@@ -384,12 +385,17 @@ func (s *Server) Report(ctx context.Context, rep *v1alpha1.AgentReport) (ReportR
 			st.Conditions = append(st.Conditions, *old)
 		}
 		meta.SetStatusCondition(&st.Conditions, syncedCondition(rep, resp.DesiredStateRevision))
-		c.Status = st
-		if _, _, err := tx.UpdateStatus(ctx, c); err != nil {
-			return err
+		// A report that says nothing new is a heartbeat: it is written only
+		// once the stored lastSeen grows old, so that a fleet reporting
+		// every few seconds does not rewrite every row each time.
+		if !sameClusterStatus(c.Status, st) || stale(c.Status.Link.LastSeen, now, s.heartbeat()) {
+			c.Status = st
+			if _, _, err := tx.UpdateStatus(ctx, c); err != nil {
+				return err
+			}
 		}
 		for _, m := range rep.Models {
-			if err := reportModel(ctx, tx, rep.Cluster, m, now); err != nil {
+			if err := reportModel(ctx, tx, rep.Cluster, m, now, s.heartbeat()); err != nil {
 				return err
 			}
 		}
@@ -421,8 +427,38 @@ func syncedCondition(rep *v1alpha1.AgentReport, desired int64) metav1.Condition 
 	return c
 }
 
-// reportModel updates cluster's row in the deployment m names.
-func reportModel(ctx context.Context, tx *store.Tx, cluster string, m v1alpha1.ModelReport, now metav1.Time) error {
+// heartbeat is how old a stored lastSeen or lastContact may grow before an
+// otherwise unchanged report rewrites it: a quarter of the offline
+// threshold, at most 15 seconds.
+func (s *Server) heartbeat() time.Duration {
+	const most = 15 * time.Second
+	if s.cfg.OfflineAfter <= 0 {
+		return most
+	}
+	return min(most, s.cfg.OfflineAfter/4)
+}
+
+// stale reports whether t is missing or older than every at now.
+func stale(t *metav1.Time, now metav1.Time, every time.Duration) bool {
+	return t == nil || now.Sub(t.Time) >= every
+}
+
+// sameClusterStatus compares two cluster statuses, ignoring when the link
+// was last seen and when conditions last moved.
+func sameClusterStatus(a, b v1alpha1.ClusterStatus) bool {
+	a, b = *a.DeepCopy(), *b.DeepCopy()
+	a.Link.LastSeen, b.Link.LastSeen = nil, nil
+	for _, cs := range [][]metav1.Condition{a.Conditions, b.Conditions} {
+		for i := range cs {
+			cs[i].LastTransitionTime = metav1.Time{}
+		}
+	}
+	return equality.Semantic.DeepEqual(a, b)
+}
+
+// reportModel updates cluster's row in the deployment m names, unless the
+// report changes nothing in it and its lastContact is fresher than every.
+func reportModel(ctx context.Context, tx *store.Tx, cluster string, m v1alpha1.ModelReport, now metav1.Time, every time.Duration) error {
 	o, err := tx.Get(ctx, v1alpha1.KindModelDeployment, m.Deployment)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -436,12 +472,18 @@ func reportModel(ctx context.Context, tx *store.Tx, cluster string, m v1alpha1.M
 		if row.Cluster != cluster {
 			continue
 		}
+		old := *row.DeepCopy()
 		row.ActiveVersion = m.ActiveVersion
 		row.LastContact = &now
 		if m.DesiredVersion == "" || row.DesiredVersion == "" || m.DesiredVersion == row.DesiredVersion {
 			row.Phase = m.Phase
 			row.BytesFetched, row.BytesTotal = m.BytesFetched, m.BytesTotal
 			row.Error = truncate(m.Error, maxReportError)
+		}
+		cmp := *row.DeepCopy()
+		cmp.LastContact = old.LastContact
+		if equality.Semantic.DeepEqual(old, cmp) && !stale(old.LastContact, now, every) {
+			return nil
 		}
 		_, _, err := tx.UpdateStatus(ctx, d)
 		return err

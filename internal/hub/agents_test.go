@@ -622,3 +622,48 @@ func FuzzReport(f *testing.F) {
 		}
 	})
 }
+
+// TestReportHeartbeat: a report that says nothing new rewrites nothing
+// until the stored lastSeen is a heartbeat old; one that changes anything
+// is written at once.
+func TestReportHeartbeat(t *testing.T) {
+	e := newAgentEnv(t, nil)
+	e.applyAsAdmin("modeldeployments", "resnet", mdYAML("resnet", "resnet", "1.2.0", "[{matchLabels: {region: north}}]"))
+	cred := e.mustJoin(e.createToken(3600, "").Token, "edge-1", map[string]string{"region": "north"})
+	rep := v1alpha1.AgentReport{
+		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindAgentReport, Cluster: "edge-1",
+		AppliedRevision: e.desiredRevision("edge-1"), Status: v1alpha1.ClusterStatus{AgentVersion: "test"},
+		Models: []v1alpha1.ModelReport{{Deployment: "resnet", Model: "resnet", DesiredVersion: "1.2.0", ActiveVersion: "1.2.0", Phase: v1alpha1.PhaseActive}},
+	}
+	post := func() {
+		t.Helper()
+		if r := e.postJSON("/clusters/edge-1/report", cred, rep); r.code != http.StatusOK {
+			t.Fatalf("report = %d %s", r.code, r.body)
+		}
+	}
+	post()
+	rev := e.revision()
+	first := e.cluster("edge-1").Status.Link.LastSeen.Time
+
+	e.clock.Advance(5 * time.Second)
+	post()
+	if got := e.revision(); got != rev {
+		t.Fatalf("an unchanged report 5s later moved the revision from %d to %d", rev, got)
+	}
+	if got := e.cluster("edge-1").Status.Link.LastSeen.Time; !got.Equal(first) {
+		t.Fatalf("lastSeen rewritten by a heartbeat: %v", got)
+	}
+
+	rep.Models[0].Phase, rep.Models[0].Error = v1alpha1.PhaseFailed, "disk full"
+	post()
+	if row := e.deployment("resnet").Status.Clusters[0]; row.Error != "disk full" {
+		t.Fatalf("a changed report was not written: %+v", row)
+	}
+	rev = e.revision()
+
+	e.clock.Advance(16 * time.Second) // past the heartbeat (15 s with the default offline threshold)
+	post()
+	if got := e.cluster("edge-1").Status.Link.LastSeen.Time; !got.Equal(e.clock.Now().Truncate(time.Second)) || e.revision() == rev {
+		t.Fatalf("a report a heartbeat later did not refresh lastSeen: %v at %v", got, e.clock.Now())
+	}
+}
