@@ -1,0 +1,575 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+)
+
+// The small convolutional network for 1x28x28 images (Fashion-MNIST):
+//
+//	Conv(1->8, 3x3, pad 1) ReLU MaxPool(2) -> [8, 14, 14]
+//	Conv(8->16, 3x3, pad 1) ReLU MaxPool(2) -> [16, 7, 7]
+//	Flatten -> Gemm(784 -> 10) -> Softmax
+//
+// Convolutions run as matrix products over im2col buffers. Training computes
+// each sample's forward and backward pass independently (the weights are
+// fixed within a mini-batch) and sums the gradients of fixed chunks of the
+// batch in chunk order, so, as with the MLP, the weights do not depend on the
+// number of workers.
+const (
+	CNNSide     = 28 // input height and width
+	CNNChannels = 1  // input channels
+	CNNConv1    = 8  // channels of the first convolution
+	CNNConv2    = 16 // channels of the second convolution
+	CNNClasses  = 10
+
+	cnnK     = 3           // kernel side
+	cnnKK    = cnnK * cnnK // kernel taps
+	cnnS1    = CNNSide     // side after conv1
+	cnnP1    = CNNSide / 2 // side after pool1 (14)
+	cnnP2    = cnnP1 / 2   // side after pool2 (7)
+	cnnFlat  = CNNConv2 * cnnP2 * cnnP2
+	cnnInDim = CNNChannels * CNNSide * CNNSide
+	cnnChunk = 8 // samples per gradient accumulator
+)
+
+// CNN is the convolutional classifier described above. Convolution weights
+// use ONNX's layout [out, in, kh, kw]; FCW is [cnnFlat, classes] (Gemm's B
+// without transB), as in the MLP.
+type CNN struct {
+	Conv1W, Conv1B []float32 // [8,1,3,3], [8]
+	Conv2W, Conv2B []float32 // [16,8,3,3], [16]
+	FCW, FCB       []float32 // [784,10], [10]
+}
+
+// NewCNN makes a CNN with He-normal weights and zero biases drawn from seed.
+func NewCNN(seed uint64) *CNN {
+	rng := rand.New(rand.NewPCG(seed, 0x636e6e)) // "cnn"
+	he := func(n, fanIn int) []float32 {
+		w := make([]float32, n)
+		std := math.Sqrt(2 / float64(fanIn))
+		for i := range w {
+			w[i] = float32(rng.NormFloat64() * std)
+		}
+		return w
+	}
+	return &CNN{
+		Conv1W: he(CNNConv1*CNNChannels*cnnKK, CNNChannels*cnnKK), Conv1B: make([]float32, CNNConv1),
+		Conv2W: he(CNNConv2*CNNConv1*cnnKK, CNNConv1*cnnKK), Conv2B: make([]float32, CNNConv2),
+		FCW: he(cnnFlat*CNNClasses, cnnFlat), FCB: make([]float32, CNNClasses),
+	}
+}
+
+// params lists the parameter slices in a fixed order.
+func (c *CNN) params() [][]float32 {
+	return [][]float32{c.Conv1W, c.Conv1B, c.Conv2W, c.Conv2B, c.FCW, c.FCB}
+}
+
+// NumParams is the number of weights and biases.
+func (c *CNN) NumParams() int {
+	n := 0
+	for _, p := range c.params() {
+		n += len(p)
+	}
+	return n
+}
+
+// Clone returns a deep copy.
+func (c *CNN) Clone() *CNN {
+	cp := func(s []float32) []float32 { return append([]float32(nil), s...) }
+	return &CNN{Conv1W: cp(c.Conv1W), Conv1B: cp(c.Conv1B), Conv2W: cp(c.Conv2W), Conv2B: cp(c.Conv2B),
+		FCW: cp(c.FCW), FCB: cp(c.FCB)}
+}
+
+// cnnScratch holds one sample's activations and gradients.
+type cnnScratch struct {
+	x      []float32 // [784]
+	col1   []float32 // [9, 784]
+	z1     []float32 // [8, 784] pre-ReLU
+	p1     []float32 // [8, 196]
+	idx1   []int32   // argmax positions in z1 of p1
+	col2   []float32 // [72, 196]
+	z2     []float32 // [16, 196]
+	p2     []float32 // [784]
+	idx2   []int32
+	logits []float32 // [10]
+
+	dlog, dp2, dz2, dcol2, dp1, dz1 []float32
+}
+
+func newCNNScratch(training bool) *cnnScratch {
+	s := &cnnScratch{
+		x:      make([]float32, cnnInDim),
+		col1:   make([]float32, CNNChannels*cnnKK*cnnS1*cnnS1),
+		z1:     make([]float32, CNNConv1*cnnS1*cnnS1),
+		p1:     make([]float32, CNNConv1*cnnP1*cnnP1),
+		idx1:   make([]int32, CNNConv1*cnnP1*cnnP1),
+		col2:   make([]float32, CNNConv1*cnnKK*cnnP1*cnnP1),
+		z2:     make([]float32, CNNConv2*cnnP1*cnnP1),
+		p2:     make([]float32, cnnFlat),
+		idx2:   make([]int32, cnnFlat),
+		logits: make([]float32, CNNClasses),
+	}
+	if training {
+		s.dlog = make([]float32, CNNClasses)
+		s.dp2 = make([]float32, cnnFlat)
+		s.dz2 = make([]float32, len(s.z2))
+		s.dcol2 = make([]float32, len(s.col2))
+		s.dp1 = make([]float32, len(s.p1))
+		s.dz1 = make([]float32, len(s.z1))
+	}
+	return s
+}
+
+// im2col writes the 3x3, pad 1, stride 1 patches of x [c, h, w] as rows
+// (c*9 + ky*3 + kx) of col, each of h*w columns.
+func im2col(col, x []float32, c, h, w int) {
+	hw := h * w
+	for ci := 0; ci < c; ci++ {
+		img := x[ci*hw : (ci+1)*hw]
+		for ky := 0; ky < cnnK; ky++ {
+			for kx := 0; kx < cnnK; kx++ {
+				row := col[((ci*cnnK+ky)*cnnK+kx)*hw:][:hw]
+				dy, dx := ky-1, kx-1
+				for y := 0; y < h; y++ {
+					r := row[y*w : (y+1)*w]
+					sy := y + dy
+					if sy < 0 || sy >= h {
+						clear(r)
+						continue
+					}
+					src := img[sy*w : (sy+1)*w]
+					for xx := range r {
+						sx := xx + dx
+						if sx < 0 || sx >= w {
+							r[xx] = 0
+						} else {
+							r[xx] = src[sx]
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// col2im adds the patch gradients dcol (layout of im2col) into dx [c, h, w],
+// which it clears first.
+func col2im(dx, dcol []float32, c, h, w int) {
+	clear(dx)
+	hw := h * w
+	for ci := 0; ci < c; ci++ {
+		img := dx[ci*hw : (ci+1)*hw]
+		for ky := 0; ky < cnnK; ky++ {
+			for kx := 0; kx < cnnK; kx++ {
+				row := dcol[((ci*cnnK+ky)*cnnK+kx)*hw:][:hw]
+				dy, dx := ky-1, kx-1
+				for y := 0; y < h; y++ {
+					sy := y + dy
+					if sy < 0 || sy >= h {
+						continue
+					}
+					r := row[y*w : (y+1)*w]
+					dst := img[sy*w : (sy+1)*w]
+					for xx, g := range r {
+						if sx := xx + dx; sx >= 0 && sx < w {
+							dst[sx] += g
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// convForward sets z[co][p] = b[co] + sum_k w[co][k] * col[k][p].
+func convForward(z, w, b, col []float32, cout, k, hw int) {
+	for co := 0; co < cout; co++ {
+		zr := z[co*hw : (co+1)*hw]
+		for p := range zr {
+			zr[p] = b[co]
+		}
+		wr := w[co*k : (co+1)*k]
+		for kk, a := range wr {
+			cr := col[kk*hw : (kk+1)*hw][:len(zr)]
+			for p, v := range cr {
+				zr[p] += a * v
+			}
+		}
+	}
+}
+
+// maxPoolReLU applies ReLU then 2x2/2 max pooling to z [c, h, w] into p
+// [c, h/2, w/2], remembering the position in z of each maximum.
+func maxPoolReLU(p []float32, idx []int32, z []float32, c, h, w int) {
+	oh, ow := h/2, w/2
+	for ci := 0; ci < c; ci++ {
+		base := ci * h * w
+		for y := 0; y < oh; y++ {
+			for x := 0; x < ow; x++ {
+				i0 := base + 2*y*w + 2*x
+				best, bi := z[i0], i0
+				for _, i := range [3]int{i0 + 1, i0 + w, i0 + w + 1} {
+					if z[i] > best {
+						best, bi = z[i], i
+					}
+				}
+				o := (ci*oh+y)*ow + x
+				p[o] = max(best, 0)
+				idx[o] = int32(bi)
+			}
+		}
+	}
+}
+
+// forward runs s.x through the network into s.logits.
+func (c *CNN) forward(s *cnnScratch) {
+	im2col(s.col1, s.x, CNNChannels, cnnS1, cnnS1)
+	convForward(s.z1, c.Conv1W, c.Conv1B, s.col1, CNNConv1, CNNChannels*cnnKK, cnnS1*cnnS1)
+	maxPoolReLU(s.p1, s.idx1, s.z1, CNNConv1, cnnS1, cnnS1)
+	im2col(s.col2, s.p1, CNNConv1, cnnP1, cnnP1)
+	convForward(s.z2, c.Conv2W, c.Conv2B, s.col2, CNNConv2, CNNConv1*cnnKK, cnnP1*cnnP1)
+	maxPoolReLU(s.p2, s.idx2, s.z2, CNNConv2, cnnP1, cnnP1)
+	copy(s.logits, c.FCB)
+	for k, a := range s.p2 {
+		if a == 0 {
+			continue
+		}
+		wr := c.FCW[k*CNNClasses : (k+1)*CNNClasses][:len(s.logits)]
+		for o := range s.logits {
+			s.logits[o] += a * wr[o]
+		}
+	}
+}
+
+// cnnGrads accumulates the gradients of some samples, in params() order.
+type cnnGrads [6][]float32
+
+func newCNNGrads(c *CNN) *cnnGrads {
+	var g cnnGrads
+	for i, p := range c.params() {
+		g[i] = make([]float32, len(p))
+	}
+	return &g
+}
+
+func (g *cnnGrads) clear() {
+	for _, s := range g {
+		clear(s)
+	}
+}
+
+// backward adds to g the gradient of the loss of the sample in s (whose
+// forward pass has run) with label y, scaled by scale, and returns the
+// sample's cross-entropy.
+func (c *CNN) backward(s *cnnScratch, g *cnnGrads, y int, scale float32) float64 {
+	zy := float64(s.logits[y])
+	loss := softmaxRow(s.logits) - zy
+	for j, p := range s.logits {
+		s.dlog[j] = p * scale
+	}
+	s.dlog[y] -= scale
+
+	// Gemm: dFCW[k][o] += p2[k] dlog[o]; dp2[k] = sum_o FCW[k][o] dlog[o].
+	gw, gb := g[4], g[5]
+	for o, d := range s.dlog {
+		gb[o] += d
+	}
+	for k, a := range s.p2 {
+		wr := c.FCW[k*CNNClasses : (k+1)*CNNClasses]
+		s.dp2[k] = dot(s.dlog, wr)
+		if a != 0 {
+			gr := gw[k*CNNClasses : (k+1)*CNNClasses][:len(s.dlog)]
+			for o, d := range s.dlog {
+				gr[o] += a * d
+			}
+		}
+	}
+
+	// Pool 2 and ReLU 2 back to z2, then conv 2.
+	unpool(s.dz2, s.dp2, s.idx2, s.p2)
+	hw2 := cnnP1 * cnnP1
+	convBackward(g[2], g[3], s.dcol2, s.dz2, s.col2, c.Conv2W, CNNConv2, CNNConv1*cnnKK, hw2, true)
+	col2im(s.dp1, s.dcol2, CNNConv1, cnnP1, cnnP1)
+
+	// Pool 1 and ReLU 1 back to z1, then conv 1 (no input gradient needed).
+	unpool(s.dz1, s.dp1, s.idx1, s.p1)
+	convBackward(g[0], g[1], nil, s.dz1, s.col1, c.Conv1W, CNNConv1, CNNChannels*cnnKK, cnnS1*cnnS1, false)
+	return loss
+}
+
+// unpool routes each pooled gradient dp[o] to the position idx[o] of its
+// maximum, where the pooled (post-ReLU) value p[o] was positive.
+func unpool(dz, dp []float32, idx []int32, p []float32) {
+	clear(dz)
+	for o, d := range dp {
+		if p[o] > 0 {
+			dz[idx[o]] = d
+		}
+	}
+}
+
+// convBackward adds dW[co][k] += sum_p dz[co][p] col[k][p] and db[co] +=
+// sum_p dz[co][p]; with wantCol it also sets dcol[k][p] = sum_co
+// w[co][k] dz[co][p].
+func convBackward(dw, db, dcol, dz, col, w []float32, cout, k, hw int, wantCol bool) {
+	for co := 0; co < cout; co++ {
+		dr := dz[co*hw : (co+1)*hw]
+		var sb float32
+		for _, v := range dr {
+			sb += v
+		}
+		db[co] += sb
+		if sb == 0 && allZero(dr) {
+			continue
+		}
+		gr := dw[co*k : (co+1)*k]
+		for kk := range gr {
+			gr[kk] += dot(dr, col[kk*hw:(kk+1)*hw])
+		}
+	}
+	if !wantCol {
+		return
+	}
+	clear(dcol)
+	for co := 0; co < cout; co++ {
+		dr := dz[co*hw : (co+1)*hw]
+		wr := w[co*k : (co+1)*k]
+		for kk, a := range wr {
+			cr := dcol[kk*hw : (kk+1)*hw][:len(dr)]
+			for p, v := range dr {
+				cr[p] += a * v
+			}
+		}
+	}
+}
+
+func allZero(v []float32) bool {
+	for _, x := range v {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *CNN) check(ds Dataset) error {
+	if ds.Dim() != cnnInDim {
+		return fmt.Errorf("train: dataset has %d features, the CNN takes %d (1x28x28)", ds.Dim(), cnnInDim)
+	}
+	return nil
+}
+
+// Train runs mini-batch training on ds (28x28 single-channel images, pixels
+// scaled as for the MLP). It honours Epochs, BatchSize, LR, Optimizer,
+// Momentum, Seed, Workers and Progress of opts; FrozenLayers must be 0. It
+// stops early with ctx's error, leaving the model as after the last step.
+func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainStats, error) {
+	start := time.Now()
+	if opts.Epochs == 0 {
+		opts.Epochs = 1
+	}
+	if opts.BatchSize == 0 {
+		opts.BatchSize = 64
+	}
+	if opts.LR == 0 {
+		opts.LR = 1e-3
+		if opts.Optimizer == SGDMomentum {
+			opts.LR = 0.05
+		}
+	}
+	if opts.Momentum == 0 {
+		opts.Momentum = 0.9
+	}
+	if opts.Seed == 0 {
+		opts.Seed = 1
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = defaultWorkers()
+	}
+	switch {
+	case opts.Epochs < 0 || opts.BatchSize < 0 || opts.LR < 0 || math.IsNaN(opts.LR):
+		return TrainStats{}, fmt.Errorf("train: bad options %+v", opts)
+	case opts.FrozenLayers != 0:
+		return TrainStats{}, errors.New("train: the CNN does not support frozen layers")
+	case opts.Optimizer != Adam && opts.Optimizer != SGDMomentum:
+		return TrainStats{}, fmt.Errorf("train: unknown optimizer %d", opts.Optimizer)
+	}
+	if err := c.check(ds); err != nil {
+		return TrainStats{}, err
+	}
+	n := ds.Len()
+	if n == 0 {
+		return TrainStats{}, errors.New("train: empty dataset")
+	}
+	bs := min(opts.BatchSize, n)
+	chunks := (bs + cnnChunk - 1) / cnnChunk
+	grads := make([]*cnnGrads, chunks)
+	for i := range grads {
+		grads[i] = newCNNGrads(c)
+	}
+	losses := make([]float64, chunks)
+	batchX := make([]float32, bs*cnnInDim)
+	labels := make([]int, bs)
+	scratch := make([]*cnnScratch, min(opts.Workers, chunks))
+	for i := range scratch {
+		scratch[i] = newCNNScratch(true)
+	}
+	total := grads[0] // chunk 0's buffer receives the sum
+	params := c.params()
+	opt := newParamOptimizer(params, opts)
+	stats := TrainStats{Epochs: opts.Epochs, Updated: c.NumParams()}
+
+	rng := rand.New(rand.NewPCG(opts.Seed, 0x73687566666c65)) // "shuffle"
+	perm := make([]int, n)
+	for epoch := 0; epoch < opts.Epochs; epoch++ {
+		for i := range perm {
+			perm[i] = i
+		}
+		rng.Shuffle(n, func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+		var lossSum float64
+		for lo := 0; lo < n; lo += bs {
+			if err := ctx.Err(); err != nil {
+				stats.Duration = time.Since(start)
+				return stats, err
+			}
+			cur := min(bs, n-lo)
+			nc := (cur + cnnChunk - 1) / cnnChunk
+			scale := float32(1 / float64(cur))
+			for j := 0; j < cur; j++ {
+				labels[j] = ds.Sample(perm[lo+j], batchX[j*cnnInDim:(j+1)*cnnInDim])
+				if labels[j] < 0 || labels[j] >= CNNClasses {
+					stats.Duration = time.Since(start)
+					return stats, fmt.Errorf("train: label %d outside [0, %d)", labels[j], CNNClasses)
+				}
+			}
+			// Worker w takes chunks w, w+W, ...; each chunk's sums are its own.
+			parallel(len(scratch), len(scratch), func(wlo, whi int) {
+				for wk := wlo; wk < whi; wk++ {
+					s := scratch[wk]
+					for ch := wk; ch < nc; ch += len(scratch) {
+						g := grads[ch]
+						g.clear()
+						losses[ch] = 0
+						for j := ch * cnnChunk; j < min((ch+1)*cnnChunk, cur); j++ {
+							s.x = batchX[j*cnnInDim : (j+1)*cnnInDim]
+							c.forward(s)
+							losses[ch] += c.backward(s, g, labels[j], scale)
+						}
+					}
+				}
+			})
+			for ch := 1; ch < nc; ch++ {
+				for i, s := range grads[ch] {
+					t := total[i][:len(s)]
+					for j, v := range s {
+						t[j] += v
+					}
+				}
+			}
+			for ch := 0; ch < nc; ch++ {
+				lossSum += losses[ch]
+			}
+			opt.step(params, total[:])
+			stats.Steps++
+			stats.Samples += cur
+		}
+		mean := lossSum / float64(n)
+		stats.EpochLoss = append(stats.EpochLoss, mean)
+		if opts.Progress != nil {
+			opts.Progress(epoch+1, mean)
+		}
+	}
+	stats.Duration = time.Since(start)
+	return stats, nil
+}
+
+// paramOptimizer is Adam or SGD with momentum over a list of parameter slices.
+type paramOptimizer struct {
+	kind    Optimizer
+	lr, mom float32
+	t       int
+	m1, m2  [][]float32
+}
+
+func newParamOptimizer(params [][]float32, opts TrainOptions) *paramOptimizer {
+	o := &paramOptimizer{kind: opts.Optimizer, lr: float32(opts.LR), mom: float32(opts.Momentum)}
+	for _, p := range params {
+		o.m1 = append(o.m1, make([]float32, len(p)))
+		o.m2 = append(o.m2, make([]float32, len(p)))
+	}
+	return o
+}
+
+func (o *paramOptimizer) step(params, grads [][]float32) {
+	o.t++
+	if o.kind == SGDMomentum {
+		for i, p := range params {
+			sgd(p, grads[i], o.m1[i], o.lr, o.mom)
+		}
+		return
+	}
+	c1 := 1 - math.Pow(0.9, float64(o.t))
+	c2 := 1 - math.Pow(0.999, float64(o.t))
+	alpha := float32(float64(o.lr) * math.Sqrt(c2) / c1)
+	eps := float32(1e-8 * math.Sqrt(c2))
+	for i, p := range params {
+		adam(p, grads[i], o.m1[i], o.m2[i], alpha, eps)
+	}
+}
+
+// Predict returns the class probabilities of len(x)/784 images laid out one
+// after the other in x (pixels scaled as in training).
+func (c *CNN) Predict(x []float32) []float32 {
+	if len(x)%cnnInDim != 0 {
+		panic(fmt.Sprintf("train: CNN.Predict: %d values is not a multiple of %d", len(x), cnnInDim))
+	}
+	n := len(x) / cnnInDim
+	out := make([]float32, n*CNNClasses)
+	parallel(n, defaultWorkers(), func(lo, hi int) {
+		s := newCNNScratch(false)
+		for i := lo; i < hi; i++ {
+			copy(s.x, x[i*cnnInDim:(i+1)*cnnInDim])
+			c.forward(s)
+			softmaxRow(s.logits)
+			copy(out[i*CNNClasses:], s.logits)
+		}
+	})
+	return out
+}
+
+// Evaluate returns the share of samples of ds whose most probable class is
+// their label.
+func (c *CNN) Evaluate(ds Dataset) (float64, error) {
+	if err := c.check(ds); err != nil {
+		return 0, err
+	}
+	n := ds.Len()
+	if n == 0 {
+		return 0, errors.New("train: empty dataset")
+	}
+	workers := defaultWorkers()
+	right := make([]int, workers)
+	step := (n + workers - 1) / workers
+	parallel(workers, workers, func(wlo, whi int) {
+		s := newCNNScratch(false)
+		for w := wlo; w < whi; w++ {
+			for i := w * step; i < min((w+1)*step, n); i++ {
+				y := ds.Sample(i, s.x)
+				c.forward(s)
+				if argmax(s.logits) == y {
+					right[w]++
+				}
+			}
+		}
+	})
+	sum := 0
+	for _, r := range right {
+		sum += r
+	}
+	return float64(sum) / float64(n), nil
+}

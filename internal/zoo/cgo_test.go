@@ -1,0 +1,5 @@
+//go:build cgo
+
+package zoo
+
+func noCgo(error) bool { return false }
