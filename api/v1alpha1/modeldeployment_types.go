@@ -150,6 +150,9 @@ type ClusterDeploymentStatus struct {
 	// Error is the last error the agent reported, if any.
 	// +optional
 	Error string `json:"error,omitempty"`
+	// Runtime is the inference runtime serving the active version: go or onnxruntime.
+	// +optional
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // Condition types of a ModelDeployment.

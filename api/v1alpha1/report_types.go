@@ -59,6 +59,8 @@ type ModelReport struct {
 	BytesTotal int64 `json:"bytesTotal,omitempty"`
 	// Error says why the desired version is not active, if it is not.
 	Error string `json:"error,omitempty"`
+	// Runtime is the inference runtime serving the active version: go or onnxruntime.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // JoinTokenRequest asks the hub for a bootstrap token that lets one agent join.

@@ -99,6 +99,10 @@ type Config struct {
 	Parallel int
 	// Logger receives the agent's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// OnActive, if set, is called after the set of active versions changed
+	// (a version activated, a deployment removed). It must return quickly;
+	// the caller reads Active anew.
+	OnActive func()
 }
 
 // ActiveModel is a model version the agent serves.
@@ -418,13 +422,25 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 // deactivate stops serving a removed deployment.
 func (a *Agent) deactivate(dep string) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if m, ok := a.active[dep]; ok {
+	m, ok := a.active[dep]
+	if ok {
 		a.log.Info("deactivated", "deployment", dep, "model", m.Model, "version", m.Version)
 	}
 	delete(a.active, dep)
 	delete(a.unservable, dep)
 	a.gcDirty = true
+	a.mu.Unlock()
+	if ok {
+		a.activeChanged()
+	}
+}
+
+// activeChanged tells Config.OnActive that the active versions changed.
+// a.mu must not be held.
+func (a *Agent) activeChanged() {
+	if a.cfg.OnActive != nil {
+		a.cfg.OnActive()
+	}
 }
 
 func (a *Agent) signal(ch chan struct{}) {
@@ -620,6 +636,12 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 		a.log.Error("read state", "err", err)
 		return a.now().Add(a.backoff(1))
 	}
+	removed := false
+	defer func() {
+		if removed {
+			a.activeChanged()
+		}
+	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	present := map[string]bool{}
@@ -669,6 +691,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 		if !present[name] {
 			delete(a.active, name)
 			a.gcDirty = true
+			removed = true
 		}
 	}
 	if len(a.workers) == 0 && a.gcDirty {

@@ -297,7 +297,10 @@ func TestAgentSync(t *testing.T) {
 	h.deploy("fashion", "demo", ">=1.0.0", false)
 
 	dir := filepath.Join(t.TempDir(), "agent")
-	a, stop, _ := startAgent(t, agentConfig(h, dir, h.joinToken()))
+	first := agentConfig(h, dir, h.joinToken())
+	var activeChanges atomic.Int64
+	first.OnActive = func() { activeChanges.Add(1) }
+	a, stop, _ := startAgent(t, first)
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -319,6 +322,9 @@ func TestAgentSync(t *testing.T) {
 	desc2 := h.push(v2, "demo", "1.1.0")
 	waitFor(t, 30*time.Second, "v2 active", func() bool { return activeVersion(a, "fashion") == "1.1.0" })
 	sameFiles(t, a.Active()[0], v2)
+	if n := activeChanges.Load(); n < 2 {
+		t.Errorf("OnActive called %d times for two activations", n)
+	}
 	var v2Size int64
 	for _, f := range []string{"weights.bin", "config.json"} {
 		fi, _ := os.Stat(filepath.Join(v2, f))

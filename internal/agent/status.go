@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,6 +52,37 @@ type DeploymentStatus struct {
 	// DowngradedFrom is set when the active version replaced a higher one.
 	DowngradedFrom string `json:"downgradedFrom,omitempty"`
 	Error          string `json:"error,omitempty"`
+	// Runtime is the inference runtime serving the deployment: go or onnxruntime.
+	Runtime string `json:"runtime,omitempty"`
+	// ServingError says why the active version does not answer requests.
+	ServingError string `json:"servingError,omitempty"`
+}
+
+// metaServing holds the serving states last given to SetServing, as JSON.
+const metaServing = "serving"
+
+// ServingState is how the inference server serves one deployment.
+type ServingState struct {
+	// Version is the version answering requests; empty while none does.
+	Version string `json:"version,omitempty"`
+	// Runtime is the runtime serving Version: go or onnxruntime.
+	Runtime string `json:"runtime,omitempty"`
+	// Error says why the active version does not answer requests.
+	Error string `json:"error,omitempty"`
+}
+
+// SetServing records how each deployment is served, by deployment name,
+// replacing what was recorded before. Status and the next report show it.
+func (a *Agent) SetServing(ctx context.Context, states map[string]ServingState) error {
+	b, err := json.Marshal(states)
+	if err != nil {
+		return err
+	}
+	if err := a.state.setMeta(ctx, metaServing, string(b)); err != nil {
+		return fmt.Errorf("agent: record serving state: %w", err)
+	}
+	a.signal(a.reportNow)
+	return nil
 }
 
 // ReadStatus reads the state of the agent whose data directory is dir. It
@@ -98,8 +130,21 @@ func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
 		if err != nil {
 			return err
 		}
+		raw, err := getMeta(ctx, tx, metaServing)
+		if err != nil {
+			return err
+		}
+		serving := map[string]ServingState{}
+		if raw != "" {
+			// Serving states are advisory: a malformed record shows none.
+			_ = json.Unmarshal([]byte(raw), &serving)
+		}
 		for _, r := range rows {
-			out.Models = append(out.Models, deploymentStatus(r))
+			d := deploymentStatus(r)
+			if sv, ok := serving[r.Name]; ok {
+				d.Runtime, d.ServingError = sv.Runtime, sv.Error
+			}
+			out.Models = append(out.Models, d)
 		}
 		return nil
 	})

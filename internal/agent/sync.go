@@ -107,6 +107,7 @@ func (a *Agent) sync(ctx context.Context, want v1alpha1.DesiredModel) error {
 	a.active[want.Deployment] = am
 	delete(a.unservable, want.Deployment)
 	a.mu.Unlock()
+	a.activeChanged()
 	if err := a.writeIndex(ctx); err != nil {
 		log.Warn("write cache index", "err", err)
 	}

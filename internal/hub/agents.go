@@ -473,7 +473,7 @@ func reportModel(ctx context.Context, tx *store.Tx, cluster string, m v1alpha1.M
 			continue
 		}
 		old := *row.DeepCopy()
-		row.ActiveVersion = m.ActiveVersion
+		row.ActiveVersion, row.Runtime = m.ActiveVersion, m.Runtime
 		row.LastContact = &now
 		if m.DesiredVersion == "" || row.DesiredVersion == "" || m.DesiredVersion == row.DesiredVersion {
 			row.Phase = m.Phase

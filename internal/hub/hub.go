@@ -296,7 +296,7 @@ func clusterRows(d *v1alpha1.ModelDeployment, selected []string) []v1alpha1.Clus
 			// A new version is pending until the agent reports on it; what it serves and
 			// when it last reported still hold.
 			r = v1alpha1.ClusterDeploymentStatus{Cluster: name, Phase: v1alpha1.PhasePending, BytesTotal: d.Status.ResolvedSizeBytes,
-				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact}
+				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact, Runtime: r.Runtime}
 		}
 		r.DesiredVersion = d.Status.ResolvedVersion
 		rows = append(rows, *r.DeepCopy())

@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"outpost.dev/outpost/api/v1alpha1"
+)
+
+// TestServingState checks that what the inference server reports through
+// SetServing shows in the local status and in the report to the hub.
+func TestServingState(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	a, err := New(ctx, Config{Dir: dir, Name: "edge-1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	doc := &v1alpha1.DesiredState{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: "edge-1", Revision: 1,
+		Models: []v1alpha1.DesiredModel{
+			{Deployment: "fashion", Model: "demo", Version: "1.0.0", Digest: digest.FromString("a").String()},
+			{Deployment: "exotic", Model: "odd", Version: "2.0.0", Digest: digest.FromString("b").String()},
+		}}
+	if d, err := a.Apply(ctx, doc, SourceBundle); err != nil || d.Verdict != Apply {
+		t.Fatalf("apply: %v %v", d.Verdict, err)
+	}
+	err = a.SetServing(ctx, map[string]ServingState{
+		"fashion": {Version: "1.0.0", Runtime: "onnxruntime"},
+		"exotic":  {Error: "load odd@2.0.0: unsupported operators: Foo (node n1)"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadStatus(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]DeploymentStatus{}
+	for _, m := range st.Models {
+		got[m.Deployment] = m
+	}
+	if got["fashion"].Runtime != "onnxruntime" || got["fashion"].ServingError != "" || !strings.Contains(got["exotic"].ServingError, "unsupported operators: Foo") {
+		t.Errorf("status %+v", st.Models)
+	}
+	rep, err := a.Report(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range rep.Models {
+		switch m.Deployment {
+		case "fashion":
+			if m.Runtime != "onnxruntime" {
+				t.Errorf("report row %+v lacks the runtime", m)
+			}
+		case "exotic":
+			if m.Runtime != "" || !strings.HasPrefix(m.Error, "serving: load odd@2.0.0") {
+				t.Errorf("report row %+v lacks the serving error", m)
+			}
+		}
+	}
+	if err := a.SetServing(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := ReadStatus(ctx, dir); st.Models[0].Runtime != "" || st.Models[1].Runtime != "" {
+		t.Errorf("after clearing: %+v", st.Models)
+	}
+}

@@ -1,0 +1,351 @@
+package serving
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"outpost.dev/outpost/internal/onnx/interp"
+)
+
+// HeaderInferenceContentLength is the binary tensor data extension's
+// header: the length of the JSON object that starts the body.
+const HeaderInferenceContentLength = "Inference-Header-Content-Length"
+
+// Protocol response objects.
+type (
+	// ServerMetadata answers GET /v2.
+	ServerMetadata struct {
+		Name       string   `json:"name"`
+		Version    string   `json:"version"`
+		Extensions []string `json:"extensions"`
+	}
+	// TensorMetadata describes a model input or output.
+	TensorMetadata struct {
+		Name     string `json:"name"`
+		Datatype string `json:"datatype"`
+		Shape    []int  `json:"shape"`
+	}
+	// ModelMetadata answers GET /v2/models/{name}[/versions/{v}].
+	ModelMetadata struct {
+		Name     string           `json:"name"`
+		Versions []string         `json:"versions,omitempty"`
+		Platform string           `json:"platform"`
+		Inputs   []TensorMetadata `json:"inputs"`
+		Outputs  []TensorMetadata `json:"outputs"`
+	}
+	// InferResponse answers POST .../infer.
+	InferResponse struct {
+		ModelName    string         `json:"model_name"`
+		ModelVersion string         `json:"model_version,omitempty"`
+		ID           string         `json:"id,omitempty"`
+		Outputs      []OutputTensor `json:"outputs"`
+	}
+	// OutputTensor is one output of an InferResponse. Data holds the
+	// elements flat in row-major order, unless the output is binary.
+	OutputTensor struct {
+		Name       string          `json:"name"`
+		Datatype   string          `json:"datatype"`
+		Shape      []int           `json:"shape"`
+		Parameters map[string]any  `json:"parameters,omitempty"`
+		Data       json.RawMessage `json:"data,omitempty"`
+	}
+	// ErrorResponse is the protocol's error object.
+	ErrorResponse struct {
+		Error string `json:"error"`
+	}
+)
+
+// Handler returns the Open Inference Protocol v2 REST API of the server.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"live": true})
+	})
+	mux.HandleFunc("GET /v2/health/ready", func(w http.ResponseWriter, r *http.Request) {
+		if !s.Ready() {
+			writeError(w, http.StatusServiceUnavailable, "not ready: models are loading")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
+	})
+	mux.HandleFunc("GET /v2", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, ServerMetadata{Name: "outpost", Version: s.version, Extensions: []string{"binary_tensor_data"}})
+	})
+	mux.HandleFunc("GET /v2/models/{name}", s.metadata)
+	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", s.metadata)
+	mux.HandleFunc("GET /v2/models/{name}/ready", s.modelReady)
+	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", s.modelReady)
+	mux.HandleFunc("POST /v2/models/{name}/infer", s.infer)
+	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", s.infer)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// Serve answers requests on ln until ctx ends, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
+	sess, dep, err := s.acquire(r.PathValue("name"), r.PathValue("version"))
+	if err != nil {
+		writeLookupError(w, err)
+		return
+	}
+	defer sess.release()
+	writeJSON(w, http.StatusOK, ModelMetadata{
+		Name: dep, Versions: []string{sess.version}, Platform: "onnx",
+		Inputs: tensorMetadata(sess.inputs), Outputs: tensorMetadata(sess.outputs),
+	})
+}
+
+func (s *Server) modelReady(w http.ResponseWriter, r *http.Request) {
+	sess, _, err := s.acquire(r.PathValue("name"), r.PathValue("version"))
+	if err != nil {
+		writeLookupError(w, err)
+		return
+	}
+	sess.release()
+	writeJSON(w, http.StatusOK, map[string]any{"name": r.PathValue("name"), "ready": true})
+}
+
+func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if r.ContentLength > s.cfg.MaxRequestBytes {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes exceeds the limit of %d", r.ContentLength, s.cfg.MaxRequestBytes))
+		return
+	}
+	jsonLen := int64(-1)
+	if h := r.Header.Get(HeaderInferenceContentLength); h != "" {
+		n, err := strconv.ParseInt(h, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("%s %q is not a byte count", HeaderInferenceContentLength, h))
+			return
+		}
+		jsonLen = n
+	}
+	body, err := readBody(w, r, s.cfg.MaxRequestBytes)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the limit of %d bytes", s.cfg.MaxRequestBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
+		return
+	}
+	sess, dep, err := s.acquire(name, r.PathValue("version"))
+	if err != nil {
+		writeLookupError(w, err)
+		return
+	}
+	defer sess.release()
+	req, err := DecodeRequest(body, jsonLen, sess.inputs, sess.outputs, Limits{})
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	res, err := sess.Run(r.Context(), req.Inputs)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away
+		}
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("inference failed: %v", err))
+		return
+	}
+	writeInferResponse(w, dep, sess, req, res)
+}
+
+// readBody reads the request body, at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength > 0 {
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(rd, buf); err != nil {
+			return nil, err
+		}
+		// Content-Length is exact: nothing may follow.
+		return buf, nil
+	}
+	return io.ReadAll(rd)
+}
+
+// writeInferResponse encodes the outputs the request asked for, as JSON
+// data or binary tensor data.
+func writeInferResponse(w http.ResponseWriter, dep string, sess *session, req *InferRequest, res map[string]*interp.Tensor) {
+	want := req.Outputs
+	if len(want) == 0 {
+		for _, o := range sess.outputs {
+			want = append(want, RequestedOutput{Name: o.Name})
+		}
+	}
+	resp := InferResponse{ModelName: dep, ModelVersion: sess.version, ID: req.ID, Outputs: make([]OutputTensor, 0, len(want))}
+	var bin []byte
+	for _, o := range want {
+		t, ok := res[o.Name]
+		if !ok || t == nil {
+			writeError(w, http.StatusInternalServerError, fmt.Sprintf("the model produced no output %q", o.Name))
+			return
+		}
+		if err := t.Validate(); err != nil || elemSize(t.DType) == 0 {
+			writeError(w, http.StatusInternalServerError, fmt.Sprintf("output %q: invalid tensor: %v", o.Name, err))
+			return
+		}
+		ot := OutputTensor{Name: o.Name, Datatype: DatatypeName(t.DType), Shape: append([]int{}, t.Shape...)}
+		if o.Binary || req.BinaryOutputs {
+			n := len(bin)
+			bin = appendBinary(bin, t)
+			ot.Parameters = map[string]any{"binary_data_size": len(bin) - n}
+		} else {
+			ot.Data = appendJSONData(nil, t)
+		}
+		resp.Outputs = append(resp.Outputs, ot)
+	}
+	js, err := json.Marshal(resp)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode response: "+err.Error())
+		return
+	}
+	if bin == nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(js)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(js)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(HeaderInferenceContentLength, strconv.Itoa(len(js)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(js)+len(bin)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(js)
+	_, _ = w.Write(bin)
+}
+
+// appendJSONData appends t's elements as a flat JSON array. Floats that
+// JSON cannot hold (NaN, infinities) are written as null.
+func appendJSONData(b []byte, t *interp.Tensor) []byte {
+	b = append(b, '[')
+	n := t.Len()
+	for i := range n {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		switch t.DType {
+		case interp.Float32:
+			v := float64(t.F32[i])
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				b = append(b, "null"...)
+			} else {
+				b = strconv.AppendFloat(b, v, 'g', -1, 32)
+			}
+		case interp.Uint8:
+			b = strconv.AppendUint(b, uint64(t.U8[i]), 10)
+		case interp.Int8:
+			b = strconv.AppendInt(b, int64(t.I8[i]), 10)
+		case interp.Int32:
+			b = strconv.AppendInt(b, int64(t.I32[i]), 10)
+		case interp.Int64:
+			b = strconv.AppendInt(b, t.I64[i], 10)
+		case interp.Bool:
+			b = strconv.AppendBool(b, t.B[i])
+		}
+	}
+	return append(b, ']')
+}
+
+// appendBinary appends t's elements little-endian, as the binary tensor
+// data extension lays them out.
+func appendBinary(b []byte, t *interp.Tensor) []byte {
+	le := binary.LittleEndian
+	switch t.DType {
+	case interp.Float32:
+		for _, v := range t.F32 {
+			b = le.AppendUint32(b, math.Float32bits(v))
+		}
+	case interp.Uint8:
+		b = append(b, t.U8...)
+	case interp.Int8:
+		for _, v := range t.I8 {
+			b = append(b, byte(v))
+		}
+	case interp.Int32:
+		for _, v := range t.I32 {
+			b = le.AppendUint32(b, uint32(v))
+		}
+	case interp.Int64:
+		for _, v := range t.I64 {
+			b = le.AppendUint64(b, uint64(v))
+		}
+	case interp.Bool:
+		for _, v := range t.B {
+			if v {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+		}
+	}
+	return b
+}
+
+func tensorMetadata(vs []interp.ValueInfo) []TensorMetadata {
+	out := make([]TensorMetadata, len(vs))
+	for i, v := range vs {
+		shape := v.Shape
+		if shape == nil {
+			shape = []int{}
+		}
+		out[i] = TensorMetadata{Name: v.Name, Datatype: DatatypeName(v.DType), Shape: shape}
+	}
+	return out
+}
+
+func writeLookupError(w http.ResponseWriter, err error) {
+	var le *lookupError
+	if errors.As(err, &le) {
+		writeError(w, le.status, le.msg)
+		return
+	}
+	writeError(w, http.StatusInternalServerError, err.Error())
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, ErrorResponse{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"encode response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}

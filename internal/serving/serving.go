@@ -1,0 +1,481 @@
+// Package serving answers inference requests for the models an edge agent
+// holds, over the KServe Open Inference Protocol v2 REST API (JSON tensors
+// and the binary tensor data extension).
+//
+// A Server keeps one session per deployment. When the agent activates a new
+// version, the Server loads it in the background with the runtime the
+// deployment asks for, makes it current atomically, and closes the previous
+// session only once the requests it was serving have finished: requests
+// never fail because of a swap. The Server loads only what the agent lists
+// as active, and the agent activates only versions whose files it verified.
+package serving
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/onnx/interp"
+)
+
+// Runtime loads ONNX models into sessions.
+type Runtime interface {
+	// Name names the runtime in status: "go" or "onnxruntime".
+	Name() string
+	// Load loads the ONNX model in the file at path. An error means the
+	// runtime cannot serve this model (such as an unsupported operator).
+	Load(ctx context.Context, path string) (Session, error)
+}
+
+// Session is a loaded model. Run must be safe for concurrent calls.
+type Session interface {
+	// Inputs describes the graph inputs (dimension -1 is dynamic).
+	Inputs() []interp.ValueInfo
+	// Outputs describes the graph outputs.
+	Outputs() []interp.ValueInfo
+	// Run evaluates the model on the named inputs.
+	Run(ctx context.Context, in map[string]*interp.Tensor) (map[string]*interp.Tensor, error)
+	// Close releases the session. It is called once, after every Run returned.
+	Close() error
+}
+
+// Runtime names reported in status.
+const (
+	RuntimeGo          = "go"
+	RuntimeONNXRuntime = "onnxruntime"
+)
+
+// Model states reported in ModelStatus.
+const (
+	StateLoading = "Loading"
+	StateReady   = "Ready"
+	StateFailed  = "Failed"
+)
+
+// DefaultMaxRequestBytes bounds request bodies when Config.MaxRequestBytes is 0.
+const DefaultMaxRequestBytes = 64 << 20
+
+// Config configures a Server.
+type Config struct {
+	// Go is the pure-Go runtime; nil means GoRuntime{}.
+	Go Runtime
+	// ONNXRuntime is the ONNX Runtime, nil when its library is not available.
+	ONNXRuntime Runtime
+	// Version is reported in the server metadata.
+	Version string
+	// MaxRequestBytes bounds request bodies; 0 means DefaultMaxRequestBytes.
+	MaxRequestBytes int64
+	// OnStatus, if set, receives every model's status after each change,
+	// one call at a time and in order. It must not call the Server.
+	OnStatus func([]ModelStatus)
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// ModelStatus is how one deployment is served.
+type ModelStatus struct {
+	// Deployment is the ModelDeployment name, the name requests use.
+	Deployment string `json:"deployment"`
+	// Model is the model name.
+	Model string `json:"model"`
+	// Version is the version that answers requests; empty while none does.
+	Version string `json:"version,omitempty"`
+	// Runtime is the runtime serving Version.
+	Runtime string `json:"runtime,omitempty"`
+	// State is Loading, Ready or Failed. A model whose newer version failed
+	// to load stays Ready with the previous version and reports the error.
+	State string `json:"state"`
+	// Error is why the active version does not serve, if it does not.
+	Error string `json:"error,omitempty"`
+}
+
+// Server serves the active models. Create it with New.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	models  map[string]*model // by deployment
+	synced  bool
+	closed  bool
+	loads   sync.WaitGroup
+	statMu  sync.Mutex // serializes OnStatus calls
+	version string
+}
+
+// model is one deployment's serving state; its fields are guarded by Server.mu.
+type model struct {
+	deployment string
+	name       string
+	cur        *session // answers requests; nil until a version loaded
+	target     string   // digest of the version wanted (loading or loaded)
+	targetVer  string
+	gen        uint64 // increases with every new target
+	cancel     context.CancelFunc
+	loading    bool
+	err        string
+}
+
+// session is a loaded version, reference-counted by the requests using it.
+type session struct {
+	Session
+	version, digest, runtime string
+	inputs, outputs          []interp.ValueInfo
+
+	refs      atomic.Int64
+	retired   atomic.Bool
+	closeOnce sync.Once
+	closed    chan struct{}
+	log       *slog.Logger
+}
+
+func newSession(s Session, version, digest, runtime string, log *slog.Logger) *session {
+	return &session{Session: s, version: version, digest: digest, runtime: runtime,
+		inputs: s.Inputs(), outputs: s.Outputs(), closed: make(chan struct{}), log: log}
+}
+
+// release ends one request's use of the session.
+func (s *session) release() {
+	if s.refs.Add(-1) == 0 && s.retired.Load() {
+		s.close()
+	}
+}
+
+// retire marks the session replaced: no new request acquires it, and it is
+// closed once the last request using it released it.
+func (s *session) retire() {
+	s.retired.Store(true)
+	if s.refs.Load() == 0 {
+		s.close()
+	}
+}
+
+func (s *session) close() {
+	s.closeOnce.Do(func() {
+		if err := s.Session.Close(); err != nil {
+			s.log.Warn("close session", "version", s.version, "err", err)
+		}
+		close(s.closed)
+	})
+}
+
+// New returns a Server with no models; Sync or Watch give it the active ones.
+func New(cfg Config) *Server {
+	if cfg.Go == nil {
+		cfg.Go = GoRuntime{}
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, models: map[string]*model{}, version: cfg.Version}
+}
+
+// Watch calls Sync with active() now and after every signal on changed,
+// until ctx ends. Reading the active set anew on each signal keeps the
+// Server in step with the agent however signals coalesce.
+func (s *Server) Watch(ctx context.Context, active func() []agent.ActiveModel, changed <-chan struct{}) {
+	for {
+		s.Sync(ctx, active())
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// Sync makes the served models those of active: a deployment with a new
+// version loads it in the background (its current version keeps serving
+// until the new one is ready), and a deployment no longer active stops
+// serving once its in-flight requests finished. ctx bounds the loads.
+func (s *Server) Sync(ctx context.Context, active []agent.ActiveModel) {
+	var retired []*session
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.synced = true
+	seen := make(map[string]bool, len(active))
+	for _, am := range active {
+		seen[am.Deployment] = true
+		m := s.models[am.Deployment]
+		if m == nil {
+			m = &model{deployment: am.Deployment}
+			s.models[am.Deployment] = m
+		}
+		m.name = am.Model
+		if m.target == am.Digest {
+			continue
+		}
+		if m.cancel != nil {
+			m.cancel()
+		}
+		m.gen++
+		m.target, m.targetVer, m.loading, m.err = am.Digest, am.Version, true, ""
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		m.cancel = cancel
+		s.loads.Add(1)
+		go s.load(lctx, m, am, m.gen)
+	}
+	for name, m := range s.models {
+		if seen[name] {
+			continue
+		}
+		if m.cancel != nil {
+			m.cancel()
+		}
+		if m.cur != nil {
+			retired = append(retired, m.cur)
+			s.log.Info("stopped serving", "deployment", name, "version", m.cur.version)
+		}
+		delete(s.models, name)
+	}
+	s.mu.Unlock()
+	for _, r := range retired {
+		r.retire()
+	}
+	s.notify()
+}
+
+// load loads am in the background and makes it current if it is still wanted.
+func (s *Server) load(ctx context.Context, m *model, am agent.ActiveModel, gen uint64) {
+	defer s.loads.Done()
+	log := s.log.With("deployment", am.Deployment, "model", am.Model, "version", am.Version)
+	sess, rt, err := s.open(ctx, am, log)
+	s.mu.Lock()
+	if m.gen != gen || s.models[am.Deployment] != m || s.closed {
+		s.mu.Unlock()
+		if sess != nil {
+			if cerr := sess.Close(); cerr != nil {
+				log.Warn("close superseded session", "err", cerr)
+			}
+		}
+		return
+	}
+	m.cancel()
+	m.cancel, m.loading = nil, false
+	if err != nil {
+		m.err = fmt.Sprintf("load %s@%s: %v", am.Model, am.Version, err)
+		if m.cur != nil {
+			m.err += fmt.Sprintf(" (still serving %s)", m.cur.version)
+		}
+		s.mu.Unlock()
+		log.Error("model cannot be served", "err", err)
+		s.notify()
+		return
+	}
+	old := m.cur
+	m.cur = newSession(sess, am.Version, am.Digest, rt, log)
+	m.err = ""
+	s.mu.Unlock()
+	if old != nil {
+		old.retire()
+		log.Info("swapped in", "runtime", rt, "from", old.version)
+	} else {
+		log.Info("serving", "runtime", rt)
+	}
+	s.notify()
+}
+
+// open loads the model file of am with the runtime its deployment asks for.
+func (s *Server) open(ctx context.Context, am agent.ActiveModel, log *slog.Logger) (Session, string, error) {
+	file, err := modelFile(am.Files)
+	if err != nil {
+		return nil, "", err
+	}
+	ort := s.cfg.ONNXRuntime
+	switch am.Serving.Runtime {
+	case v1alpha1.RuntimeGo:
+		sess, err := s.cfg.Go.Load(ctx, file)
+		return sess, s.cfg.Go.Name(), err
+	case v1alpha1.RuntimeONNXRuntime:
+		if ort == nil {
+			return nil, "", errors.New("runtime onnxruntime requested but ONNX Runtime is not available (set --onnxruntime-lib or OUTPOST_ONNXRUNTIME_LIB)")
+		}
+		sess, err := ort.Load(ctx, file)
+		return sess, ort.Name(), err
+	case v1alpha1.RuntimeAuto, "":
+		// The Go runtime, unless the model needs what only ONNX Runtime has.
+		sess, gerr := s.cfg.Go.Load(ctx, file)
+		if gerr == nil {
+			return sess, s.cfg.Go.Name(), nil
+		}
+		if !errors.Is(gerr, interp.ErrUnsupported) {
+			return nil, "", gerr
+		}
+		if ort == nil {
+			return nil, "", fmt.Errorf("%w (ONNX Runtime is not available)", gerr)
+		}
+		log.Info("go runtime cannot load the model, using ONNX Runtime", "reason", gerr)
+		sess, err := ort.Load(ctx, file)
+		if err != nil {
+			return nil, "", fmt.Errorf("go runtime: %v; onnxruntime: %w", gerr, err)
+		}
+		return sess, ort.Name(), nil
+	}
+	return nil, "", fmt.Errorf("unknown runtime %q", am.Serving.Runtime)
+}
+
+// modelFile picks the ONNX file of a model version: its only .onnx file, or
+// model.onnx among several.
+func modelFile(files map[string]string) (string, error) {
+	var onnx []string
+	for p := range files {
+		if strings.EqualFold(path.Ext(p), ".onnx") {
+			onnx = append(onnx, p)
+		}
+	}
+	sort.Strings(onnx)
+	switch {
+	case len(onnx) == 1:
+		return files[onnx[0]], nil
+	case len(onnx) == 0:
+		return "", errors.New("the model has no .onnx file")
+	}
+	for _, p := range onnx {
+		if path.Base(p) == "model.onnx" {
+			return files[p], nil
+		}
+	}
+	return "", fmt.Errorf("the model has several .onnx files (%s) and none is model.onnx", strings.Join(onnx, ", "))
+}
+
+// notify passes the current status to Config.OnStatus.
+func (s *Server) notify() {
+	if s.cfg.OnStatus == nil {
+		return
+	}
+	s.statMu.Lock()
+	defer s.statMu.Unlock()
+	s.cfg.OnStatus(s.Status())
+}
+
+// Status returns every model's status, sorted by deployment.
+func (s *Server) Status() []ModelStatus {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]ModelStatus, 0, len(s.models))
+	for _, m := range s.models {
+		st := ModelStatus{Deployment: m.deployment, Model: m.name, Error: m.err}
+		switch {
+		case m.cur != nil:
+			st.Version, st.Runtime, st.State = m.cur.version, m.cur.runtime, StateReady
+		case m.loading:
+			st.State = StateLoading
+		default:
+			st.State = StateFailed
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b ModelStatus) int { return strings.Compare(a.Deployment, b.Deployment) })
+	return out
+}
+
+// Ready reports whether the server synced with the agent and no model is
+// still loading its first version. A model that failed to load does not
+// hold the server back: its own readiness says so.
+func (s *Server) Ready() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if !s.synced || s.closed {
+		return false
+	}
+	for _, m := range s.models {
+		if m.cur == nil && m.loading {
+			return false
+		}
+	}
+	return true
+}
+
+// Close stops loading, waits for background loads, and closes every
+// session once its in-flight requests finished. The handler answers 404
+// for every model afterwards.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	var retired []*session
+	for name, m := range s.models {
+		if m.cancel != nil {
+			m.cancel()
+		}
+		if m.cur != nil {
+			retired = append(retired, m.cur)
+		}
+		delete(s.models, name)
+	}
+	s.mu.Unlock()
+	s.loads.Wait()
+	for _, r := range retired {
+		r.retire()
+	}
+}
+
+// lookupError is a request for a model the server cannot answer.
+type lookupError struct {
+	status int
+	msg    string
+}
+
+func (e *lookupError) Error() string { return e.msg }
+
+// acquire returns the session serving name (a deployment, or a model
+// served by exactly one deployment) at version ("" for the current one),
+// and the deployment's name. The caller must release the session.
+func (s *Server) acquire(name, version string) (*session, string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m, err := s.lookup(name)
+	if err != nil {
+		return nil, "", err
+	}
+	if m.cur == nil {
+		why := "loading " + m.targetVer
+		if m.err != "" {
+			why = m.err
+		}
+		return nil, "", &lookupError{503, fmt.Sprintf("model %q is not ready: %s", name, why)}
+	}
+	if version != "" && version != m.cur.version {
+		return nil, "", &lookupError{404, fmt.Sprintf("model %q has no version %q: it serves version %s", name, version, m.cur.version)}
+	}
+	m.cur.refs.Add(1)
+	return m.cur, m.deployment, nil
+}
+
+// lookup finds a model by deployment name, else by model name when one
+// deployment serves it. s.mu must be held.
+func (s *Server) lookup(name string) (*model, error) {
+	if m, ok := s.models[name]; ok {
+		return m, nil
+	}
+	var deps []string
+	var found *model
+	for _, m := range s.models {
+		if m.name == name {
+			deps = append(deps, m.deployment)
+			found = m
+		}
+	}
+	switch len(deps) {
+	case 0:
+		return nil, &lookupError{404, fmt.Sprintf("unknown model %q", name)}
+	case 1:
+		return found, nil
+	}
+	sort.Strings(deps)
+	return nil, &lookupError{404, fmt.Sprintf("model %q is served by several deployments (%s): use a deployment name", name, strings.Join(deps, ", "))}
+}
