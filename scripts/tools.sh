@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests run against, idempotently: the oras CLI
-# and the OCI distribution-spec conformance suite into .tools/bin, and
-# Debian's python3-onnx (onnx.checker) and dataset-fashion-mnist. Prints the
+# and the OCI distribution-spec conformance suite into .tools/bin, ONNX
+# Runtime 1.30 (npm onnxruntime-node) into .tools/ort, and Debian's
+# python3-onnx, libonnx-testdata and dataset-fashion-mnist. Prints the
 # environment the tests read, for eval.
 set -euo pipefail
 
@@ -20,4 +21,5 @@ fi
 
 echo "export OUTPOST_ORAS=$bin/oras"
 echo "export OUTPOST_CONFORMANCE_BIN=$bin/conformance.test"
+echo "export OUTPOST_ONNXRUNTIME_LIB=$("$root/scripts/ort.sh")"
 echo "export OUTPOST_REQUIRE_PEERS=1"
