@@ -1,13 +1,18 @@
 package cli
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -15,7 +20,9 @@ import (
 
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/onnx/ort"
 	"outpost.dev/outpost/internal/pki"
+	"outpost.dev/outpost/internal/serving"
 )
 
 // agentCAFile is where the agent keeps a copy of the hub's CA certificate,
@@ -33,6 +40,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 		readyFile     string
 		keepVersions  int
 		verifyOnStart bool
+		serveAddr     string
+		maxRequest    string
+		ortLib        string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --hub URL --join-token T --data DIR --name NAME",
@@ -45,6 +55,14 @@ version that it does not already hold, verifies every chunk and file, and
 activates a version only once all of it is in its cache (DIR/cache, an OCI
 image layout). It keeps serving its last active versions while the hub is
 unreachable and catches up when it returns.
+
+It answers inference requests for every active model on --serve, over the
+KServe Open Inference Protocol v2 REST API (see 'outpost infer'). A model
+name in a request is its deployment's name. A new version loads in the
+background and replaces the old one without failing a request. Each
+deployment's serving.runtime picks the Go runtime, ONNX Runtime (whose shared
+library --onnxruntime-lib names), or auto: the Go runtime unless the model
+needs an operator only ONNX Runtime has.
 
 Versions never go backwards by accident: desired state older than what was
 applied is refused and counted, and a lower version replaces a higher one
@@ -85,7 +103,19 @@ only when the deployment sets allowDowngrade.`,
 			cfg.VerifyOnStart = verifyOnStart
 			cfg.AgentVersion = Version()
 			cfg.Logger = g.logger()
-			ctx := cmd.Context()
+			maxReq, err := agent.ParseBandwidth(maxRequest)
+			if err != nil || maxReq <= 0 {
+				return fmt.Errorf("--max-request-bytes %q: want a size such as 64MiB", maxRequest)
+			}
+			activeChanged := make(chan struct{}, 1)
+			cfg.OnActive = func() {
+				select {
+				case activeChanged <- struct{}{}:
+				default:
+				}
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
 			a, err := agent.New(ctx, cfg)
 			if err != nil {
 				return err
@@ -94,6 +124,11 @@ only when the deployment sets allowDowngrade.`,
 			for _, m := range a.Active() {
 				cfg.Logger.Info("active from cache", "deployment", m.Deployment, "model", m.Model, "version", m.Version)
 			}
+			serveDone, err := startServing(ctx, a, cfg.Logger, serveAddr, !cmd.Flags().Changed("serve"), ortLib, maxReq, activeChanged)
+			if err != nil {
+				return err
+			}
+			defer func() { cancel(); <-serveDone }()
 			errc := make(chan error, 1)
 			go func() { errc <- a.Run(ctx) }()
 			select {
@@ -123,13 +158,83 @@ only when the deployment sets allowDowngrade.`,
 	f.StringSliceVar(&accelerators, "accelerator", nil, "declared accelerator TYPE=COUNT, such as nvidia.com/gpu=1; repeatable")
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
+	f.StringVar(&serveAddr, "serve", DefaultServeAddr, `address of the inference endpoint (Open Inference Protocol v2 REST); "" serves nothing`)
+	f.StringVar(&maxRequest, "max-request-bytes", "64MiB", "largest inference request body accepted")
+	f.StringVar(&ortLib, "onnxruntime-lib", "", "ONNX Runtime shared library (libonnxruntime.so) for models served with onnxruntime (env "+ort.EnvLib+")")
 	cmd.PreRun = func(cmd *cobra.Command, args []string) {
 		if joinToken == "" {
 			joinToken = os.Getenv("OUTPOST_JOIN_TOKEN")
 		}
+		if ortLib == "" {
+			ortLib = os.Getenv(ort.EnvLib)
+		}
 	}
 	cmd.AddCommand(newAgentStatusCmd())
 	return cmd
+}
+
+// DefaultServeAddr is where the agent answers inference requests unless
+// --serve says otherwise, and where 'outpost infer' sends them.
+const DefaultServeAddr = "127.0.0.1:8080"
+
+// startServing starts the inference server on addr (none when addr is
+// empty), loading what the agent activates and recording in its status
+// which runtime serves each deployment. When addr is the default and
+// another process holds it (several agents on one host), a free port of
+// the same host serves instead, named in the log. The returned channel is
+// closed once the server stopped, after ctx ended.
+func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr string, isDefault bool, ortLib string, maxReq int64, activeChanged <-chan struct{}) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	if addr == "" {
+		close(done)
+		return done, a.SetServing(ctx, nil)
+	}
+	var ortRT serving.Runtime
+	if ortLib != "" {
+		r, err := ort.New(ortLib)
+		if err != nil {
+			return nil, fmt.Errorf("--onnxruntime-lib: %w", err)
+		}
+		log.Info("ONNX Runtime available", "version", r.Version(), "library", r.Library())
+		ortRT = r
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil && isDefault && errors.Is(err, syscall.EADDRINUSE) {
+		log.Warn("default inference address in use, serving on a free port instead", "busy", addr)
+		host, _, _ := net.SplitHostPort(addr)
+		ln, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--serve: %w", err)
+	}
+	srv := serving.New(serving.Config{
+		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: maxReq, Logger: log,
+		OnStatus: func(st []serving.ModelStatus) {
+			states := make(map[string]agent.ServingState, len(st))
+			for _, m := range st {
+				states[m.Deployment] = agent.ServingState{Version: m.Version, Runtime: m.Runtime, Error: m.Error}
+			}
+			if err := a.SetServing(context.WithoutCancel(ctx), states); err != nil {
+				log.Warn("record serving state", "err", err)
+			}
+		},
+	})
+	log.Info("serving inference (Open Inference Protocol v2)", "addr", ln.Addr().String())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); srv.Watch(ctx, a.Active, activeChanged) }()
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ctx, ln); err != nil {
+			log.Error("inference endpoint stopped", "err", err)
+		}
+	}()
+	go func() {
+		wg.Wait()
+		srv.Close()
+		close(done)
+	}()
+	return done, nil
 }
 
 // agentTLS returns the TLS configuration for the hub: the CA of caFile
@@ -223,14 +328,18 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEPLOYMENT\tMODEL\tACTIVE\tDESIRED\tPHASE\tFETCHED\tOWED\tERROR")
+	fmt.Fprintln(tw, "DEPLOYMENT\tMODEL\tACTIVE\tDESIRED\tPHASE\tRUNTIME\tFETCHED\tOWED\tERROR")
 	for _, m := range st.Models {
 		active := orNone(m.ActiveVersion)
 		if m.DowngradedFrom != "" {
 			active += " (downgraded from " + m.DowngradedFrom + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Deployment, m.Model, active, m.DesiredVersion, m.Phase,
-			humanBytes(m.BytesFetched)+" / "+humanBytes(m.BytesTotal), humanBytes(m.BytesOwed), orNone(m.Error))
+		errText := m.Error
+		if errText == "" && m.ServingError != "" {
+			errText = "serving: " + m.ServingError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Deployment, m.Model, active, m.DesiredVersion, m.Phase, orNone(m.Runtime),
+			humanBytes(m.BytesFetched)+" / "+humanBytes(m.BytesTotal), humanBytes(m.BytesOwed), orNone(errText))
 	}
 	return tw.Flush()
 }

@@ -367,15 +367,15 @@ func printTable(w io.Writer, objs []v1alpha1.Object, wide bool, now time.Time) e
 		}
 	case *v1alpha1.ModelDeployment:
 		if wide {
-			fmt.Fprintln(tw, "DEPLOYMENT\tMODEL\tCLUSTER\tDESIRED\tACTIVE\tPHASE\tFETCHED\tLAST CONTACT\tERROR")
+			fmt.Fprintln(tw, "DEPLOYMENT\tMODEL\tCLUSTER\tDESIRED\tACTIVE\tRUNTIME\tPHASE\tFETCHED\tLAST CONTACT\tERROR")
 			for _, o := range objs {
 				d := o.(*v1alpha1.ModelDeployment)
 				if len(d.Status.Clusters) == 0 {
-					fmt.Fprintf(tw, "%s\t%s\t-\t%s\t-\t-\t-\t-\t%s\n", d.Name, d.Spec.Model.Name, orNone(d.Status.ResolvedVersion), conditionError(d))
+					fmt.Fprintf(tw, "%s\t%s\t-\t%s\t-\t-\t-\t-\t-\t%s\n", d.Name, d.Spec.Model.Name, orNone(d.Status.ResolvedVersion), conditionError(d))
 				}
 				for _, cs := range d.Status.Clusters {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Spec.Model.Name, cs.Cluster,
-						orNone(cs.DesiredVersion), orNone(cs.ActiveVersion), orNone(string(cs.Phase)),
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Spec.Model.Name, cs.Cluster,
+						orNone(cs.DesiredVersion), orNone(cs.ActiveVersion), orNone(cs.Runtime), orNone(string(cs.Phase)),
 						fetched(cs.BytesFetched, cs.BytesTotal), ago(timeOrZero(cs.LastContact), now), orNone(cs.Error))
 				}
 			}

@@ -126,6 +126,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newDemoCmd(g),
 		newClusterCmd(g),
 		newAgentCmd(g),
+		newInferCmd(g),
 	)
 	return root
 }
