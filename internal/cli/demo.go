@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,6 +169,7 @@ func (d *demo) stopAll() {
 type edge struct {
 	name, labels string
 	dir          string
+	serve        string // the agent's inference endpoint
 	link         *linksim.Link
 	highest      string // the highest version seen active: it must never go down
 }
@@ -364,17 +366,20 @@ func (d *demo) main(keep bool, linkBps int64) error {
 			return err
 		}
 		defer e.link.Close()
+		if e.serve, err = freeAddr(); err != nil {
+			return err
+		}
 		ready := filepath.Join(d.dir, e.name+".ready")
 		if err := d.spawn(filepath.Join(d.dir, e.name+".log"), "agent", "--hub", "https://"+e.link.Addr(),
 			"--ca-file", filepath.Join(hubDir, "pki", "ca.crt"), "--join-token", token, "--data", e.dir,
 			"--name", e.name, "--labels", e.labels, "--ready-file", ready, "--trusted-key", keyPrefix+".pub",
-			"--poll-timeout", "5s", "--report-interval", "1s"); err != nil {
+			"--serve", e.serve, "--poll-timeout", "5s", "--report-interval", "1s"); err != nil {
 			return err
 		}
 		if err := waitFile(d.ctx, ready, 60*time.Second); err != nil {
 			return fmt.Errorf("agent %s did not start (log in %s): %w", e.name, filepath.Join(d.dir, e.name+".log"), err)
 		}
-		d.note("%s joined through link %s -> hub (labels %s)", e.name, e.link.Addr(), e.labels)
+		d.note("%s joined through link %s -> hub (labels %s), serves inference on http://%s", e.name, e.link.Addr(), e.labels, e.serve)
 	}
 	d.show("get", "clusters")
 
@@ -388,6 +393,23 @@ func (d *demo) main(keep bool, linkBps int64) error {
 	d.check(d.waitHub("1.0.0", 30*time.Second, edges...), "the hub shows 1.0.0 active on every cluster")
 	d.show("get", "modeldeployment", "fashion", "-o", "wide")
 
+	d.step("Ask %s for predictions over the Open Inference Protocol (its own cached copy, no hub involved)", edges[0].name)
+	client := &http.Client{Timeout: 10 * time.Second}
+	const shown = 8
+	preds, version, err := demoInfer(d.ctx, client, edges[0].serve, testSet, 0, shown)
+	if d.check(err == nil && version == "1.0.0", "POST http://%s/v2/models/fashion/infer answered with version %s%s", edges[0].serve, version, errNote(err)) {
+		right := 0
+		for i, p := range preds {
+			mark := " "
+			if p == int(testSet.Labels[i]) {
+				right++
+				mark = "*"
+			}
+			d.note("%s image %d: predicted %-12s true %s", mark, i, dataset.FashionClasses[p], dataset.FashionClasses[testSet.Labels[i]])
+		}
+		d.note("%d of %d right", right, shown)
+	}
+
 	cut := edges[2]
 	d.step("Cut %s's link, then push v1.1.0 (fine-tuned) and sign it", cut.name)
 	cut.link.Partition(true)
@@ -397,7 +419,26 @@ func (d *demo) main(keep bool, linkBps int64) error {
 	d.show("model", "push", v2, "--name", "fashion", "--version", "1.1.0", "--parent", "fashion@1.0.0", "--metric", fmt.Sprintf("accuracy=%.4f", acc2))
 	d.show("model", "sign", "fashion@1.1.0", "--key", keyPrefix+".key")
 	d.show("model", "diff", "fashion@1.0.0", "fashion@1.1.0")
+	// Clients keep asking ship-1 for predictions while it swaps versions.
+	var load demoLoad
+	stop := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() { load.run(d.ctx, client, edges[0].serve, testSet, stop); close(loadDone) }()
 	d.check(d.waitActive("1.1.0", 2*time.Minute, edges[:2]...), "the connected clusters moved to 1.1.0")
+	// Let the swap finish under load, then stop the clients.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		load.mu.Lock()
+		n := load.versions["1.1.0"]
+		load.mu.Unlock()
+		if n >= 20 {
+			break
+		}
+	}
+	close(stop)
+	<-loadDone
+	d.check(load.failures.Load() == 0 && load.versions["1.0.0"] > 0 && load.versions["1.1.0"] > 0,
+		"%d requests to %s during the swap: %d answered by 1.0.0, %d by 1.1.0, %d failed%s", load.requests.Load(), edges[0].name,
+		load.versions["1.0.0"], load.versions["1.1.0"], load.failures.Load(), errNote(load.firstErr))
 	d.check(d.waitHub("1.1.0", 30*time.Second, edges[:2]...), "the hub shows 1.1.0 active on them")
 
 	d.step("Who has what while %s is cut off", cut.name)
@@ -525,6 +566,14 @@ func waitFile(ctx context.Context, path string, limit time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// errNote is ": err" for a non-nil error, else "".
+func errNote(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + firstLine(err)
 }
 
 func firstLine(err error) string {
