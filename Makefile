@@ -40,9 +40,11 @@ tools:
 build:
 	$(GO) build -o bin/outpost ./cmd/outpost
 
-## test: the full test suite, with the real peers installed and required, and the race detector.
+## test: the full test suite, with the real peers installed and required, and the race detector;
+## then, without it, the training checks that the race detector makes too slow to run.
 test:
-	eval "$$(./scripts/tools.sh)" && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 25m ./...
+	eval "$$(./scripts/tools.sh)" && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 25m ./... && \
+		$(GO) test -count=1 -timeout 10m -run 'TestDemoModel|TestGeneratorReproducesZoo|TestCNN' ./internal/train ./internal/zoo
 
 ## test-short: unit tests only, no peers needed (tests that need a peer say so and skip).
 test-short:

@@ -253,6 +253,9 @@ func TestGeneratorReproducesZoo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("retrains the zoo (about 40 s of CPU); skipped with -short")
 	}
+	if raceEnabled {
+		t.Skip("retrains the zoo, many minutes under the race detector; make test runs it without -race")
+	}
 	tr, te := subset(t)
 	built, err := Build(context.Background(), tr, te, t.Logf)
 	if err != nil {
