@@ -31,7 +31,7 @@ generate-onnx:
 		--go_out=internal/onnx/onnxpb --go_opt=paths=source_relative \
 		--go_opt=Monnx.proto=outpost.dev/outpost/internal/onnx/onnxpb internal/onnx/onnxpb/onnx.proto
 
-.PHONY: tools test test-short build bench
+.PHONY: tools test test-short build bench onnx-conformance
 ## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Fashion-MNIST).
 tools:
 	./scripts/tools.sh >/dev/null
@@ -44,7 +44,14 @@ build:
 ## then, without it, the training checks that the race detector makes too slow to run.
 test:
 	eval "$$(./scripts/tools.sh)" && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 25m ./... && \
-		$(GO) test -count=1 -timeout 10m -run 'TestDemoModel|TestGeneratorReproducesZoo|TestCNN' ./internal/train ./internal/zoo
+		$(GO) test -count=1 -timeout 10m -run 'TestDemoModel|TestGeneratorReproducesZoo|TestCNN' ./internal/train ./internal/zoo && \
+		$(MAKE) --no-print-directory onnx-conformance
+
+## onnx-conformance: list the ONNX node conformance tests (Debian libonnx-testdata) the Go runtime
+## passes and the ones it skips, with the reason.
+onnx-conformance:
+	eval "$$(./scripts/tools.sh)" && $(GO) test -count=1 -run '^TestNodeConformance$$' -v ./internal/onnx/interp | \
+		grep -E '(passed|skipped) test_|^ONNX node conformance' | sed -E 's/^ *conformance_test.go:[0-9]+: //'
 
 ## test-short: unit tests only, no peers needed (tests that need a peer say so and skip).
 test-short:
