@@ -354,7 +354,8 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	s.writeJSONOrYAML(w, r, http.StatusOK, resp)
 }
 
-// Report folds an agent's report into the hub's state in one transaction: the Cluster's
+// Report folds an agent's report into the hub's state in one transaction, shared with the
+// reports that arrive while the previous one commits (a group commit): the Cluster's
 // status becomes rep.Status, with link.lastSeen set to the hub's clock, link.state Connected
 // and the Synced condition; and in each ModelDeployment rep.Models names, the row of this
 // cluster is updated (rows of deployments that no longer exist or no longer select the
@@ -363,52 +364,151 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 // version. A report never changes any cluster's desired state. It returns an error
 // wrapping store.ErrNotFound when the cluster does not exist.
 func (s *Server) Report(ctx context.Context, rep *v1alpha1.AgentReport) (ReportResponse, error) {
+	p := &pendingReport{rep: rep, done: make(chan struct{})}
+	select {
+	case s.reports <- p:
+	case <-ctx.Done():
+		return ReportResponse{}, ctx.Err()
+	case <-s.life.Done():
+		return ReportResponse{}, fmt.Errorf("hub: shutting down: %w", s.life.Err())
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		// The report may still be stored: reports are idempotent.
+		return ReportResponse{}, ctx.Err()
+	}
+	if p.err == nil && rep.RejectedStale > 0 {
+		s.log.DebugContext(ctx, "agent rejected stale desired states", "cluster", rep.Cluster, "count", rep.RejectedStale)
+	}
+	return p.resp, p.err
+}
+
+// pendingReport is a report waiting for the next group commit.
+type pendingReport struct {
+	rep  *v1alpha1.AgentReport
+	done chan struct{} // closed once resp and err are set
+	resp ReportResponse
+	err  error
+}
+
+// maxReportBatch bounds how many reports one transaction stores.
+const maxReportBatch = 512
+
+// storeReports stores reports until ctx ends, as group commits: every report
+// that arrived while the previous transaction ran goes into the next one.
+// A fleet's reports then cost a transaction, and one rewrite of each
+// ModelDeployment they name, per batch rather than per report.
+func (s *Server) storeReports(ctx context.Context) {
+	for {
+		var batch []*pendingReport
+		select {
+		case p := <-s.reports:
+			batch = append(batch, p)
+		case <-ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < maxReportBatch {
+			select {
+			case p := <-s.reports:
+				batch = append(batch, p)
+			default:
+				break more
+			}
+		}
+		s.storeBatch(ctx, batch)
+		for _, p := range batch {
+			close(p.done)
+		}
+	}
+}
+
+// storeBatch stores a batch of reports in one transaction. A report about an
+// unknown cluster fails alone; a storage error fails the whole batch.
+func (s *Server) storeBatch(ctx context.Context, batch []*pendingReport) {
 	now := metav1.NewTime(s.now().UTC().Truncate(time.Second))
-	var resp ReportResponse
 	err := s.db.Update(ctx, func(tx *store.Tx) error {
-		o, err := tx.Get(ctx, v1alpha1.KindCluster, rep.Cluster)
+		rows := map[string][]rowReport{} // by deployment
+		var order []string
+		for _, p := range batch {
+			p.resp, p.err = s.storeCluster(ctx, tx, p.rep, now)
+			if errors.Is(p.err, store.ErrNotFound) {
+				continue
+			}
+			if p.err != nil {
+				return p.err
+			}
+			for _, m := range p.rep.Models {
+				if _, ok := rows[m.Deployment]; !ok {
+					order = append(order, m.Deployment)
+				}
+				rows[m.Deployment] = append(rows[m.Deployment], rowReport{cluster: p.rep.Cluster, m: m})
+			}
+		}
+		for _, d := range order {
+			if err := reportRows(ctx, tx, d, rows[d], now, s.heartbeat()); err != nil {
+				return err
+			}
+		}
+		rev, err := tx.Revision(ctx)
 		if err != nil {
 			return err
 		}
-		c := o.DeepCopyObject().(*v1alpha1.Cluster)
-		switch rev, _, err := tx.DesiredState(ctx, rep.Cluster); {
-		case err == nil:
-			resp.DesiredStateRevision = rev
-		case !errors.Is(err, store.ErrNotFound):
-			return err
-		}
-		st := *rep.Status.DeepCopy()
-		st.Link.LastSeen = &now
-		st.Link.State = v1alpha1.LinkConnected
-		if old := meta.FindStatusCondition(c.Status.Conditions, ConditionSynced); old != nil {
-			meta.RemoveStatusCondition(&st.Conditions, ConditionSynced)
-			st.Conditions = append(st.Conditions, *old)
-		}
-		meta.SetStatusCondition(&st.Conditions, syncedCondition(rep, resp.DesiredStateRevision))
-		// A report that says nothing new is a heartbeat: it is written only
-		// once the stored lastSeen grows old, so that a fleet reporting
-		// every few seconds does not rewrite every row each time.
-		if !sameClusterStatus(c.Status, st) || stale(c.Status.Link.LastSeen, now, s.heartbeat()) {
-			c.Status = st
-			if _, _, err := tx.UpdateStatus(ctx, c); err != nil {
-				return err
+		for _, p := range batch {
+			if p.err == nil {
+				p.resp.Revision = rev
 			}
 		}
-		for _, m := range rep.Models {
-			if err := reportModel(ctx, tx, rep.Cluster, m, now, s.heartbeat()); err != nil {
-				return err
-			}
-		}
-		resp.Revision, err = tx.Revision(ctx)
-		return err
+		return nil
 	})
 	if err != nil {
-		return ReportResponse{}, err
+		for _, p := range batch {
+			if p.err == nil || !errors.Is(p.err, store.ErrNotFound) {
+				p.resp, p.err = ReportResponse{}, err
+			}
+		}
 	}
-	if rep.RejectedStale > 0 {
-		s.log.DebugContext(ctx, "agent rejected stale desired states", "cluster", rep.Cluster, "count", rep.RejectedStale)
+}
+
+// storeCluster folds one report into its Cluster's status.
+func (s *Server) storeCluster(ctx context.Context, tx *store.Tx, rep *v1alpha1.AgentReport, now metav1.Time) (ReportResponse, error) {
+	var resp ReportResponse
+	o, err := tx.Get(ctx, v1alpha1.KindCluster, rep.Cluster)
+	if err != nil {
+		return resp, err
+	}
+	c := o.DeepCopyObject().(*v1alpha1.Cluster)
+	switch rev, _, err := tx.DesiredState(ctx, rep.Cluster); {
+	case err == nil:
+		resp.DesiredStateRevision = rev
+	case !errors.Is(err, store.ErrNotFound):
+		return resp, err
+	}
+	st := *rep.Status.DeepCopy()
+	st.Link.LastSeen = &now
+	st.Link.State = v1alpha1.LinkConnected
+	if old := meta.FindStatusCondition(c.Status.Conditions, ConditionSynced); old != nil {
+		meta.RemoveStatusCondition(&st.Conditions, ConditionSynced)
+		st.Conditions = append(st.Conditions, *old)
+	}
+	meta.SetStatusCondition(&st.Conditions, syncedCondition(rep, resp.DesiredStateRevision))
+	// A report that says nothing new is a heartbeat: it is written only
+	// once the stored lastSeen grows old, so that a fleet reporting
+	// every few seconds does not rewrite every row each time.
+	if !sameClusterStatus(c.Status, st) || stale(c.Status.Link.LastSeen, now, s.heartbeat()) {
+		c.Status = st
+		if _, _, err := tx.UpdateStatus(ctx, c); err != nil {
+			return resp, err
+		}
 	}
 	return resp, nil
+}
+
+// rowReport is one cluster's report on one model.
+type rowReport struct {
+	cluster string
+	m       v1alpha1.ModelReport
 }
 
 // syncedCondition says whether the agent applied the cluster's current desired state.
@@ -456,23 +556,31 @@ func sameClusterStatus(a, b v1alpha1.ClusterStatus) bool {
 	return equality.Semantic.DeepEqual(a, b)
 }
 
-// reportModel updates cluster's row in the deployment m names, unless the
-// report changes nothing in it and its lastContact is fresher than every.
-func reportModel(ctx context.Context, tx *store.Tx, cluster string, m v1alpha1.ModelReport, now metav1.Time, every time.Duration) error {
-	o, err := tx.Get(ctx, v1alpha1.KindModelDeployment, m.Deployment)
+// reportRows updates, in the deployment named d, the row of each reporting
+// cluster, and writes the deployment once if any row changed in more than
+// its lastContact or a lastContact grew older than every.
+func reportRows(ctx context.Context, tx *store.Tx, d string, reps []rowReport, now metav1.Time, every time.Duration) error {
+	o, err := tx.Get(ctx, v1alpha1.KindModelDeployment, d)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	d := o.DeepCopyObject().(*v1alpha1.ModelDeployment)
-	for i := range d.Status.Clusters {
-		row := &d.Status.Clusters[i]
-		if row.Cluster != cluster {
-			continue
+	dep := o.DeepCopyObject().(*v1alpha1.ModelDeployment)
+	index := make(map[string]int, len(dep.Status.Clusters))
+	for i, row := range dep.Status.Clusters {
+		index[row.Cluster] = i
+	}
+	write := false
+	for _, r := range reps {
+		i, ok := index[r.cluster]
+		if !ok {
+			continue // the deployment no longer selects the cluster
 		}
+		row := &dep.Status.Clusters[i]
 		old := *row.DeepCopy()
+		m := r.m
 		row.ActiveVersion, row.Runtime = m.ActiveVersion, m.Runtime
 		row.LastContact = &now
 		if m.DesiredVersion == "" || row.DesiredVersion == "" || m.DesiredVersion == row.DesiredVersion {
@@ -482,13 +590,17 @@ func reportModel(ctx context.Context, tx *store.Tx, cluster string, m v1alpha1.M
 		}
 		cmp := *row.DeepCopy()
 		cmp.LastContact = old.LastContact
-		if equality.Semantic.DeepEqual(old, cmp) && !stale(old.LastContact, now, every) {
-			return nil
+		if !equality.Semantic.DeepEqual(old, cmp) || stale(old.LastContact, now, every) {
+			write = true
+		} else {
+			*row = old
 		}
-		_, _, err := tx.UpdateStatus(ctx, d)
-		return err
 	}
-	return nil
+	if !write {
+		return nil
+	}
+	_, _, err = tx.UpdateStatus(ctx, dep)
+	return err
 }
 
 // watchLinks marks clusters Disconnected when their agents fall silent, until ctx ends.

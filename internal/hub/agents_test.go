@@ -1,6 +1,9 @@
 package hub
 
 import (
+	"context"
+	"errors"
+
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -9,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"outpost.dev/outpost/internal/store"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -665,5 +670,47 @@ func TestReportHeartbeat(t *testing.T) {
 	post()
 	if got := e.cluster("edge-1").Status.Link.LastSeen.Time; !got.Equal(e.clock.Now().Truncate(time.Second)) || e.revision() == rev {
 		t.Fatalf("a report a heartbeat later did not refresh lastSeen: %v at %v", got, e.clock.Now())
+	}
+}
+
+// TestReportsGroupCommit: reports that arrive together are stored in one
+// transaction that rewrites each deployment they name once, and a report
+// about an unknown cluster fails alone.
+func TestReportsGroupCommit(t *testing.T) {
+	e := newAgentEnv(t, nil)
+	e.applyAsAdmin("modeldeployments", "resnet", mdYAML("resnet", "resnet", "1.2.0", "[{matchLabels: {tier: edge}}]"))
+	jt := e.createToken(3600, "")
+	const n = 12
+	var batch []*pendingReport
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("edge-%d", i)
+		e.mustJoin(jt.Token, name, map[string]string{"tier": "edge"})
+		batch = append(batch, &pendingReport{rep: &v1alpha1.AgentReport{
+			APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindAgentReport, Cluster: name,
+			Status: v1alpha1.ClusterStatus{AgentVersion: "test"},
+			Models: []v1alpha1.ModelReport{{Deployment: "resnet", Model: "resnet", DesiredVersion: "1.2.0", ActiveVersion: "1.2.0", Phase: v1alpha1.PhaseActive}},
+		}})
+	}
+	batch = append(batch, &pendingReport{rep: &v1alpha1.AgentReport{
+		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindAgentReport, Cluster: "ghost",
+	}})
+	before := e.revision()
+	e.srv.storeBatch(context.Background(), batch)
+	for _, p := range batch[:n] {
+		if p.err != nil {
+			t.Fatalf("report of %s: %v", p.rep.Cluster, p.err)
+		}
+	}
+	if err := batch[n].err; !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("report of an unknown cluster: %v, want not found", err)
+	}
+	// One write per cluster status and one for the deployment.
+	if got, want := e.revision()-before, int64(n+1); got != want {
+		t.Errorf("a batch of %d reports took %d revisions, want %d", n, got, want)
+	}
+	for _, row := range e.deployment("resnet").Status.Clusters {
+		if row.Phase != v1alpha1.PhaseActive || row.ActiveVersion != "1.2.0" {
+			t.Errorf("row %+v not updated", row)
+		}
 	}
 }

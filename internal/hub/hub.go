@@ -82,6 +82,8 @@ type Server struct {
 	// mu serialises resolution and reconciliation so that a slower resolution never
 	// overwrites a newer one.
 	mu sync.Mutex
+	// reports feeds agent reports to the group-commit loop (storeReports).
+	reports chan *pendingReport
 }
 
 // New returns a Server and reconciles the stored state once: it re-resolves every
@@ -104,10 +106,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.OfflineCheckInterval <= 0 {
 		cfg.OfflineCheckInterval = min(cfg.OfflineAfter/4, maxOfflineCheckInterval)
 	}
-	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, life: ctx}
+	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, life: ctx, reports: make(chan *pendingReport)}
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
 	}
+	go s.storeReports(ctx)
 	if cfg.OfflineAfter > 0 {
 		go s.watchLinks(ctx, cfg.OfflineCheckInterval)
 	}
