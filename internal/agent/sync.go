@@ -80,7 +80,7 @@ func (a *Agent) sync(ctx context.Context, want v1alpha1.DesiredModel) error {
 		for _, fc := range missing {
 			if err := a.fetchFile(ctx, repo, fc, p); err != nil {
 				p.flush(ctx, true)
-				return fmt.Errorf("fetch %s: %w", fc.Path, err)
+				return err // it names the file
 			}
 		}
 		p.flush(ctx, true)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"oras.land/oras-go/v2/registry/remote"
@@ -56,6 +57,23 @@ func orasClient(t *clientconfig.Target) *orasauth.Client {
 		Cache:      orasauth.NewCache(),
 		Credential: orasauth.StaticCredential(t.Host(), orasauth.Credential{Username: "outpost", Password: t.Token}),
 	}
+}
+
+// resolveVersion opens models/<name> on the hub and resolves version to its manifest.
+func (g *globals) resolveVersion(ctx context.Context, name, version string) (*remote.Repository, ocispec.Descriptor, error) {
+	t, err := g.target()
+	if err != nil {
+		return nil, ocispec.Descriptor{}, err
+	}
+	repo, err := repository(t, name)
+	if err != nil {
+		return nil, ocispec.Descriptor{}, err
+	}
+	desc, err := repo.Resolve(ctx, version)
+	if err != nil {
+		return nil, ocispec.Descriptor{}, fmt.Errorf("resolve %s@%s: %w", name, version, err)
+	}
+	return repo, desc, nil
 }
 
 func validModelName(name string) error {
@@ -413,17 +431,9 @@ func newModelSignCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", keyFile, err)
 			}
-			t, err := g.target()
+			repo, desc, err := g.resolveVersion(cmd.Context(), name, version)
 			if err != nil {
 				return err
-			}
-			repo, err := repository(t, name)
-			if err != nil {
-				return err
-			}
-			desc, err := repo.Resolve(cmd.Context(), version)
-			if err != nil {
-				return fmt.Errorf("resolve %s: %w", args[0], err)
 			}
 			if _, err := artifact.Sign(cmd.Context(), repo, desc, models.RepoPrefix+name+":"+version, key); err != nil {
 				return fmt.Errorf("sign %s: %w", args[0], err)
@@ -455,17 +465,9 @@ func newModelVerifyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t, err := g.target()
+			repo, desc, err := g.resolveVersion(cmd.Context(), name, version)
 			if err != nil {
 				return err
-			}
-			repo, err := repository(t, name)
-			if err != nil {
-				return err
-			}
-			desc, err := repo.Resolve(cmd.Context(), version)
-			if err != nil {
-				return fmt.Errorf("resolve %s: %w", args[0], err)
 			}
 			sigs, err := artifact.Signatures(cmd.Context(), repo, desc, keys)
 			if err != nil {
@@ -494,23 +496,15 @@ crosses the link when an edge cluster that caches FROM is moved to TO.`,
 		Example: "  outpost model diff fashion-mlp@1.0.0 fashion-mlp@1.1.0",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := g.target()
-			if err != nil {
-				return err
-			}
 			var idx [2]*artifact.ChunkIndex
 			for i, ref := range args {
 				name, version := splitRef(ref)
 				if version == "" {
 					return fmt.Errorf("%q: want NAME@VERSION", ref)
 				}
-				repo, err := repository(t, name)
+				repo, desc, err := g.resolveVersion(cmd.Context(), name, version)
 				if err != nil {
 					return err
-				}
-				desc, err := repo.Resolve(cmd.Context(), version)
-				if err != nil {
-					return fmt.Errorf("resolve %s: %w", ref, err)
 				}
 				if idx[i], err = artifact.FetchChunkIndex(cmd.Context(), repo, desc); err != nil {
 					return fmt.Errorf("chunk index of %s: %w", ref, err)
