@@ -417,13 +417,15 @@ func (d *demo) main(keep bool, linkBps int64) error {
 		e.link.ResetStats()
 	}
 	d.show("model", "push", v2, "--name", "fashion", "--version", "1.1.0", "--parent", "fashion@1.0.0", "--metric", fmt.Sprintf("accuracy=%.4f", acc2))
-	d.show("model", "sign", "fashion@1.1.0", "--key", keyPrefix+".key")
-	d.show("model", "diff", "fashion@1.0.0", "fashion@1.1.0")
 	// Clients keep asking ship-1 for predictions while it swaps versions.
+	// The deployment takes signed versions only, so nothing moves before
+	// the signature: the clients start first.
 	var load demoLoad
 	stop := make(chan struct{})
 	loadDone := make(chan struct{})
 	go func() { load.run(d.ctx, client, edges[0].serve, testSet, stop); close(loadDone) }()
+	d.show("model", "sign", "fashion@1.1.0", "--key", keyPrefix+".key")
+	d.show("model", "diff", "fashion@1.0.0", "fashion@1.1.0")
 	d.check(d.waitActive("1.1.0", 2*time.Minute, edges[:2]...), "the connected clusters moved to 1.1.0")
 	// Let the swap finish under load, then stop the clients.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
