@@ -2,11 +2,11 @@ package store
 
 import (
 	"bytes"
-	"sync"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // SetDesiredState stores the desired state document of cluster. When doc equals the stored
