@@ -29,11 +29,9 @@ import (
 	"io"
 	"math"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -53,6 +51,7 @@ import (
 	orasauth "oras.land/oras-go/v2/registry/remote/auth"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/bench/benchhub"
 	"outpost.dev/outpost/internal/artifact"
 )
 
@@ -87,8 +86,8 @@ type fleet struct {
 	pollTimeout, reportInterval, idle time.Duration
 	timeout                           time.Duration
 	outpost                           string
-	dir, cfg, hubDir, hubAddr, token  string
-	hubPid                            int
+	dir                               string
+	hub                               *benchhub.Hub
 	client                            *http.Client // shared by every simulated agent, as one process
 	sims                              []*sim
 	target                            atomic.Pointer[string] // the version the fleet converges to now
@@ -99,9 +98,6 @@ type fleet struct {
 }
 
 func (f *fleet) run(ctx context.Context) error {
-	if _, err := os.Stat(f.outpost); err != nil {
-		return fmt.Errorf("%s: %w (run make build)", f.outpost, err)
-	}
 	nofile, err := raiseNoFile()
 	if err != nil {
 		return err
@@ -113,23 +109,11 @@ func (f *fleet) run(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(f.dir)
-	f.cfg = filepath.Join(f.dir, "client.yaml")
-	f.hubDir = filepath.Join(f.dir, "hub")
-	if f.hubAddr, err = freeAddr(); err != nil {
+	if f.hub, err = benchhub.Start(ctx, f.outpost, f.dir); err != nil {
 		return err
 	}
-	if _, err := f.op(ctx, "hub", "init", "--data", f.hubDir, "--listen", f.hubAddr); err != nil {
-		return err
-	}
-	stop, err := f.startHub(ctx)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	if f.token, err = readToken(f.cfg); err != nil {
-		return err
-	}
-	if f.client, err = newClient(filepath.Join(f.hubDir, "pki", "ca.crt")); err != nil {
+	defer f.hub.Stop()
+	if f.client, err = newClient(f.hub.CAFile); err != nil {
 		return err
 	}
 	// A small model: the simulated agents fetch its manifest and chunk index only.
@@ -140,17 +124,17 @@ func (f *fleet) run(ctx context.Context) error {
 	if err := writeModel(v2, 2); err != nil {
 		return err
 	}
-	if _, err := f.op(ctx, "model", "push", v1, "--name", "fleet", "--version", "1.0.0"); err != nil {
+	if _, err := f.hub.Run(ctx, "model", "push", v1, "--name", "fleet", "--version", "1.0.0"); err != nil {
 		return err
 	}
-	join, err := f.op(ctx, "cluster", "token", "create", "--ttl", "2h", "--description", "bench/fleet")
+	join, err := f.hub.Run(ctx, "cluster", "token", "create", "--ttl", "2h", "--description", "bench/fleet")
 	if err != nil {
 		return err
 	}
 	joinToken := strings.TrimSpace(join)
-	base := usage(f.hubPid)
+	base := usage(f.hub.Pid)
 	fmt.Printf("hub pid %d, %.1f MiB resident before any cluster; %d simulated agents; open files limit %d\n",
-		f.hubPid, base.rssMiB(), f.n, nofile)
+		f.hub.Pid, base.rssMiB(), f.n, nofile)
 
 	// 1. Join.
 	fmt.Printf("joining %d clusters, %d at a time ...\n", f.n, f.joinConc)
@@ -159,7 +143,7 @@ func (f *fleet) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	u0, t0 := usage(f.hubPid), time.Now()
+	u0, t0 := usage(f.hub.Pid), time.Now()
 	f.sims = make([]*sim, f.n)
 	sem := make(chan struct{}, f.joinConc)
 	var joinErr atomic.Pointer[error]
@@ -184,7 +168,7 @@ func (f *fleet) run(ctx context.Context) error {
 	if e := joinErr.Load(); e != nil {
 		return *e
 	}
-	joinD, u1 := time.Since(t0), usage(f.hubPid)
+	joinD, u1 := time.Since(t0), usage(f.hub.Pid)
 	joinCPU := u1.cpu - u0.cpu
 	// The agents start once all have joined, so that the join figures are the cost of
 	// joining alone, not of joining while the fleet polls and reports.
@@ -203,13 +187,13 @@ func (f *fleet) run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	us := usage(f.hubPid)
+	us := usage(f.hub.Pid)
 	fmt.Printf("  every agent reported and polling after %.2fs; hub CPU %.2fs, %.1f MiB resident\n",
 		time.Since(ts).Seconds(), us.cpu-u1.cpu, us.rssMiB())
 	time.Sleep(2 * time.Second)
-	ui0, ti0, r0 := usage(f.hubPid), time.Now(), f.reports.Load()
+	ui0, ti0, r0 := usage(f.hub.Pid), time.Now(), f.reports.Load()
 	time.Sleep(f.idle)
-	ui1, idleD, idleReports := usage(f.hubPid), time.Since(ti0), f.reports.Load()-r0
+	ui1, idleD, idleReports := usage(f.hub.Pid), time.Since(ti0), f.reports.Load()-r0
 	idleCPU := ui1.cpu - ui0.cpu
 	fmt.Printf("  idle %.0fs: hub CPU %.2fs (%.0f%% of one CPU), %d reports (%.1f/s, %.1f ms hub CPU each)\n",
 		idleD.Seconds(), idleCPU, 100*idleCPU/idleD.Seconds(), idleReports, float64(idleReports)/idleD.Seconds(),
@@ -226,7 +210,7 @@ func (f *fleet) run(ctx context.Context) error {
 	var pushD time.Duration
 	dep2, err := f.converge("1.1.0", func() error {
 		start := time.Now()
-		_, err := f.op(ctx, "model", "push", v2, "--name", "fleet", "--version", "1.1.0", "--parent", "fleet@1.0.0")
+		_, err := f.hub.Run(ctx, "model", "push", v2, "--name", "fleet", "--version", "1.1.0", "--parent", "fleet@1.0.0")
 		pushD = time.Since(start)
 		return err
 	})
@@ -237,7 +221,7 @@ func (f *fleet) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	end := usage(f.hubPid)
+	end := usage(f.hub.Pid)
 
 	n := float64(f.n)
 	fmt.Printf("\n%d simulated agents against one hub process (%s, %d CPUs)\n", f.n, runtimeDesc(), runtime.NumCPU())
@@ -312,7 +296,7 @@ func (f *fleet) converge(version string, start func() error) (convergence, error
 	}
 	f.converged.Store(0)
 	f.received.Store(0)
-	u0 := usage(f.hubPid)
+	u0 := usage(f.hub.Pid)
 	t0 := time.Now()
 	for _, s := range f.sims {
 		s.t0.Store(t0.UnixNano())
@@ -322,11 +306,11 @@ func (f *fleet) converge(version string, start func() error) (convergence, error
 		return convergence{}, err
 	}
 	err := f.waitFor(func() bool { return f.converged.Load() == int64(f.n) }, "every agent Active on "+version, func() string {
-		u := usage(f.hubPid)
+		u := usage(f.hub.Pid)
 		return fmt.Sprintf("%s received by %d, Active on %d; hub CPU %.1fs since the start, %.1f MiB resident",
 			version, f.received.Load(), f.converged.Load(), u.cpu-u0.cpu, u.rssMiB())
 	})
-	all, u1 := time.Since(t0), usage(f.hubPid)
+	all, u1 := time.Since(t0), usage(f.hub.Pid)
 	if err != nil {
 		return convergence{}, fmt.Errorf("%w: %d received it, %d Active; hub CPU %.1fs meanwhile%s",
 			err, f.received.Load(), f.converged.Load(), u1.cpu-u0.cpu, f.lastError())
@@ -387,11 +371,11 @@ func (f *fleet) activeRows(ctx context.Context, version string) (int, error) {
 }
 
 func (f *fleet) admin(ctx context.Context, method, path, body string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "https://"+f.hubAddr+path, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+f.hub.Addr+path, strings.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+f.token)
+	req.Header.Set("Authorization", "Bearer "+f.hub.Token)
 	req.Header.Set("Accept", "application/json")
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
@@ -409,42 +393,6 @@ func (f *fleet) admin(ctx context.Context, method, path, body string) ([]byte, e
 		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
 	}
 	return b, nil
-}
-
-func (f *fleet) op(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, f.outpost, append([]string{"--config", f.cfg}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("outpost %s: %w\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
-	}
-	return string(out), nil
-}
-
-func (f *fleet) startHub(ctx context.Context) (func(), error) {
-	ready := filepath.Join(f.dir, "hub.ready")
-	hub := exec.CommandContext(ctx, f.outpost, "hub", "serve", "--data", f.hubDir, "--ready-file", ready)
-	log, err := os.Create(filepath.Join(f.dir, "hub.log"))
-	if err != nil {
-		return nil, err
-	}
-	hub.Stdout, hub.Stderr = log, log
-	if err := hub.Start(); err != nil {
-		return nil, err
-	}
-	f.hubPid = hub.Process.Pid
-	stop := func() { hub.Process.Kill(); hub.Wait(); log.Close() }
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			return stop, nil
-		}
-		if time.Now().After(deadline) {
-			stop()
-			b, _ := os.ReadFile(log.Name())
-			return nil, fmt.Errorf("hub did not start:\n%s", b)
-		}
-	}
 }
 
 func (f *fleet) fail(err error) {
@@ -572,7 +520,7 @@ func (s *sim) apply(ctx context.Context, ds *v1alpha1.DesiredState) {
 // the manifest by digest, its config blob, and the chunk index referrer.
 func (s *sim) fetchManifest(ctx context.Context, m v1alpha1.DesiredModel) error {
 	s.f.fetches.Add(1)
-	host := s.f.hubAddr
+	host := s.f.hub.Addr
 	r, err := remote.NewRepository(host + "/models/" + m.Model)
 	if err != nil {
 		return err
@@ -685,7 +633,7 @@ func (s *sim) do(ctx context.Context, method, path string, q url.Values, auth bo
 		}
 		rd = bytes.NewReader(b)
 	}
-	u := "https://" + s.f.hubAddr + path
+	u := "https://" + s.f.hub.Addr + path
 	if q != nil {
 		u += "?" + q.Encode()
 	}
@@ -845,28 +793,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-func readToken(cfg string) (string, error) {
-	b, err := os.ReadFile(cfg)
-	if err != nil {
-		return "", err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "token: "); ok {
-			return v, nil
-		}
-	}
-	return "", fmt.Errorf("no token in %s", cfg)
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func abs(p string) string {

@@ -10,19 +10,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"outpost.dev/outpost/bench/benchhub"
 )
 
 func main() {
@@ -33,7 +33,7 @@ func main() {
 		runs    = flag.Int("runs", 1, "repetitions; the best time of each is reported")
 	)
 	flag.Parse()
-	n, err := parseSize(*size)
+	n, err := benchhub.ParseSize(*size)
 	if err != nil {
 		fail(err)
 	}
@@ -57,44 +57,16 @@ func run(ctx context.Context, n int64, outpost, oras string, runs int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	cfg := filepath.Join(dir, "client.yaml")
-	hubDir := filepath.Join(dir, "hub")
-	addr, err := freeAddr()
+	hub, err := benchhub.Start(ctx, outpost, dir)
 	if err != nil {
 		return err
 	}
+	defer hub.Stop()
+	addr, token, ca := hub.Addr, hub.Token, hub.CAFile
 	op := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, outpost, append([]string{"--config", cfg}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("outpost %s: %w\n%s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	if err := op("hub", "init", "--data", hubDir, "--listen", addr); err != nil {
+		_, err := hub.Run(ctx, args...)
 		return err
 	}
-	ready := filepath.Join(dir, "ready")
-	hub := exec.CommandContext(ctx, outpost, "hub", "serve", "--data", hubDir, "--ready-file", ready)
-	var hubLog bytes.Buffer
-	hub.Stdout, hub.Stderr = &hubLog, &hubLog
-	if err := hub.Start(); err != nil {
-		return err
-	}
-	defer func() { hub.Process.Kill(); hub.Wait() }()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("hub did not start:\n%s", hubLog.String())
-		}
-	}
-	token, err := readToken(cfg)
-	if err != nil {
-		return err
-	}
-	ca := filepath.Join(hubDir, "pki", "ca.crt")
 
 	// Each client pushes its own random file, so that none finds its blob already on the hub.
 	clients := []string{"curl", "oras", "outpost"}
@@ -227,46 +199,6 @@ func writeRandom(path string, n int64, seed byte) (string, error) {
 		left -= k
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), f.Close()
-}
-
-func readToken(cfg string) (string, error) {
-	b, err := os.ReadFile(cfg)
-	if err != nil {
-		return "", err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "token: "); ok {
-			return v, nil
-		}
-	}
-	return "", fmt.Errorf("no token in %s", cfg)
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func parseSize(s string) (int64, error) {
-	units := map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "B": 1}
-	for u, m := range units {
-		if num, ok := strings.CutSuffix(s, u); ok && u != "B" {
-			var v int64
-			if _, err := fmt.Sscan(num, &v); err != nil {
-				return 0, fmt.Errorf("size %q: %w", s, err)
-			}
-			return v * m, nil
-		}
-	}
-	var v int64
-	if _, err := fmt.Sscan(s, &v); err != nil {
-		return 0, fmt.Errorf("size %q: want e.g. 1GiB", s)
-	}
-	return v, nil
 }
 
 func human(n int64) string {

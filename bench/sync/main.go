@@ -44,6 +44,7 @@ import (
 	"syscall"
 	"time"
 
+	"outpost.dev/outpost/bench/benchhub"
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/linksim"
 )
@@ -62,11 +63,11 @@ func main() {
 	// Ctrl-C cancels ctx, which stops the hub and the other child processes.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	n, err := parseSize(*size)
+	n, err := benchhub.ParseSize(*size)
 	if err != nil {
 		fail(err)
 	}
-	bw, err := parseSize(*bandwidth)
+	bw, err := benchhub.ParseSize(*bandwidth)
 	if err != nil {
 		fail(err)
 	}
@@ -87,10 +88,11 @@ type bench struct {
 	outpost, oras string
 	curl, rsync   string
 
-	dir, cfg, hubDir, hubAddr, ca, token string
-	v1, v2                               string // model directories
-	v2Digest                             string // of v2's weights.bin
-	api                                  *http.Client
+	dir      string
+	hub      *benchhub.Hub
+	v1, v2   string // model directories
+	v2Digest string // of v2's weights.bin
+	api      *http.Client
 }
 
 // result is one client's measurement.
@@ -120,24 +122,11 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(b.dir)
-	b.cfg = filepath.Join(b.dir, "client.yaml")
-	b.hubDir = filepath.Join(b.dir, "hub")
-	b.ca = filepath.Join(b.hubDir, "pki", "ca.crt")
-	if b.hubAddr, err = freeAddr(); err != nil {
+	if b.hub, err = benchhub.Start(ctx, b.outpost, b.dir); err != nil {
 		return err
 	}
-	if _, err := b.op(ctx, "hub", "init", "--data", b.hubDir, "--listen", b.hubAddr); err != nil {
-		return err
-	}
-	stopHub, err := b.startHub(ctx)
-	if err != nil {
-		return err
-	}
-	defer stopHub()
-	if b.token, err = readToken(b.cfg); err != nil {
-		return err
-	}
-	if b.api, err = tlsClient(b.ca); err != nil {
+	defer b.hub.Stop()
+	if b.api, err = tlsClient(b.hub.CAFile); err != nil {
 		return err
 	}
 
@@ -150,13 +139,13 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	fmt.Println("pushing v1 (1.0.0) and v2 (1.1.0) to the hub")
-	if _, err := b.op(ctx, "model", "push", b.v1, "--name", "bench", "--version", "1.0.0"); err != nil {
+	if _, err := b.hub.Run(ctx, "model", "push", b.v1, "--name", "bench", "--version", "1.0.0"); err != nil {
 		return err
 	}
-	if _, err := b.op(ctx, "model", "push", b.v2, "--name", "bench", "--version", "1.1.0", "--parent", "bench@1.0.0"); err != nil {
+	if _, err := b.hub.Run(ctx, "model", "push", b.v2, "--name", "bench", "--version", "1.1.0", "--parent", "bench@1.0.0"); err != nil {
 		return err
 	}
-	out, err := b.op(ctx, "model", "diff", "bench@1.0.0", "bench@1.1.0")
+	out, err := b.hub.Run(ctx, "model", "diff", "bench@1.0.0", "bench@1.1.0")
 	if err != nil {
 		return err
 	}
@@ -235,44 +224,16 @@ func (b *bench) print(rs []result, diff string) {
 	fmt.Printf("hub's own estimate (outpost model diff): %s\n", diff)
 }
 
-// op runs the outpost CLI with the bench's client config and returns its stdout.
-func (b *bench) op(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, b.outpost, append([]string{"--config", b.cfg}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("outpost %s: %w\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
-	}
-	return string(out), nil
-}
-
-func (b *bench) startHub(ctx context.Context) (func(), error) {
-	ready := filepath.Join(b.dir, "hub.ready")
-	hub := exec.CommandContext(ctx, b.outpost, "hub", "serve", "--data", b.hubDir, "--ready-file", ready)
-	log := &syncBuffer{}
-	hub.Stdout, hub.Stderr = log, log
-	if err := hub.Start(); err != nil {
-		return nil, err
-	}
-	stop := func() { hub.Process.Kill(); hub.Wait() }
-	if err := waitFile(ready, 30*time.Second); err != nil {
-		stop()
-		return nil, fmt.Errorf("hub did not start: %w\n%s", err, log.String())
-	}
-	return stop, nil
-}
-
 // deploy applies the bench deployment at version, over the resource API
 // directly (no CLI process start inside a measurement).
 func (b *bench) deploy(ctx context.Context, version string) error {
 	doc := fmt.Sprintf(`{"apiVersion":"ml.outpost.dev/v1alpha1","kind":"ModelDeployment","metadata":{"name":"bench"},`+
 		`"spec":{"model":{"name":"bench","version":%q},"clusterSelectors":[{"matchLabels":{"bench":"sync"}}]}}`, version)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "https://"+b.hubAddr+"/apis/ml.outpost.dev/v1alpha1/modeldeployments/bench", strings.NewReader(doc))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "https://"+b.hub.Addr+"/apis/ml.outpost.dev/v1alpha1/modeldeployments/bench", strings.NewReader(doc))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+b.token)
+	req.Header.Set("Authorization", "Bearer "+b.hub.Token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := b.api.Do(req)
 	if err != nil {
@@ -287,7 +248,7 @@ func (b *bench) deploy(ctx context.Context, version string) error {
 }
 
 func (b *bench) newLink() (*linksim.Link, error) {
-	return linksim.Listen(b.hubAddr, linksim.Options{Bandwidth: b.bw, Latency: b.latency})
+	return linksim.Listen(b.hub.Addr, linksim.Options{Bandwidth: b.bw, Latency: b.latency})
 }
 
 // outpostSync runs an agent holding v1 and measures its update to v2.
@@ -297,7 +258,7 @@ func (b *bench) outpostSync(ctx context.Context) (result, error) {
 		return result{}, err
 	}
 	defer link.Close()
-	join, err := b.op(ctx, "cluster", "token", "create", "--ttl", "1h")
+	join, err := b.hub.Run(ctx, "cluster", "token", "create", "--ttl", "1h")
 	if err != nil {
 		return result{}, err
 	}
@@ -306,7 +267,7 @@ func (b *bench) outpostSync(ctx context.Context) (result, error) {
 	}
 	data := filepath.Join(b.dir, "agent")
 	ready := filepath.Join(b.dir, "agent.ready")
-	cmd := exec.CommandContext(ctx, b.outpost, "agent", "--hub", "https://"+link.Addr(), "--ca-file", b.ca,
+	cmd := exec.CommandContext(ctx, b.outpost, "agent", "--hub", "https://"+link.Addr(), "--ca-file", b.hub.CAFile,
 		"--join-token", strings.TrimSpace(join), "--data", data, "--name", "edge-1", "--labels", "bench=sync",
 		"--ready-file", ready)
 	log := &syncBuffer{}
@@ -406,7 +367,7 @@ func waitActive(ctx context.Context, data, version string, timeout time.Duration
 // rsyncSync runs an rsync daemon serving v2 behind a link and an rsync
 // client that holds v1.
 func (b *bench) rsyncSync(ctx context.Context) (result, error) {
-	port, err := freeAddr()
+	port, err := benchhub.FreeAddr()
 	if err != nil {
 		return result{}, err
 	}
@@ -482,7 +443,7 @@ func (b *bench) orasPull(ctx context.Context) (result, error) {
 	out := filepath.Join(b.dir, "oras-out")
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, b.oras, "pull", link.Addr()+"/models/bench:1.1.0", "-o", out,
-		"--ca-file", b.ca, "-u", "outpost", "-p", b.token)
+		"--ca-file", b.hub.CAFile, "-u", "outpost", "-p", b.hub.Token)
 	if o, err := cmd.CombinedOutput(); err != nil {
 		return result{}, fmt.Errorf("%w\n%s", err, o)
 	}
@@ -503,7 +464,7 @@ func (b *bench) curlGet(ctx context.Context) (result, error) {
 	defer link.Close()
 	out := filepath.Join(b.dir, "curl.out")
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, b.curl, "-sS", "--fail", "--cacert", b.ca, "-H", "Authorization: Bearer "+b.token,
+	cmd := exec.CommandContext(ctx, b.curl, "-sS", "--fail", "--cacert", b.hub.CAFile, "-H", "Authorization: Bearer "+b.hub.Token,
 		"-o", out, fmt.Sprintf("https://%s/v2/models/bench/blobs/%s", link.Addr(), b.v2Digest))
 	if o, err := cmd.CombinedOutput(); err != nil {
 		return result{}, fmt.Errorf("%w\n%s", err, o)
@@ -627,48 +588,6 @@ func waitListen(addr string, timeout time.Duration) error {
 			return fmt.Errorf("nothing listens on %s after %s: %w", addr, timeout, err)
 		}
 	}
-}
-
-func readToken(cfg string) (string, error) {
-	b, err := os.ReadFile(cfg)
-	if err != nil {
-		return "", err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "token: "); ok {
-			return v, nil
-		}
-	}
-	return "", fmt.Errorf("no token in %s", cfg)
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func parseSize(s string) (int64, error) {
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			var v float64
-			if _, err := fmt.Sscan(num, &v); err != nil || v <= 0 {
-				return 0, fmt.Errorf("size %q: want e.g. 64MiB", s)
-			}
-			return int64(v * float64(u.mult)), nil
-		}
-	}
-	var v int64
-	if _, err := fmt.Sscan(s, &v); err != nil || v <= 0 {
-		return 0, fmt.Errorf("size %q: want e.g. 64MiB", s)
-	}
-	return v, nil
 }
 
 func human(n int64) string {

@@ -1,0 +1,130 @@
+// Package benchhub starts a real hub process for the benchmark programs:
+// hub init and hub serve of the outpost binary in a scratch directory, with
+// a client config of its own.
+package benchhub
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"outpost.dev/outpost/internal/clientconfig"
+)
+
+// Hub is a running hub process.
+type Hub struct {
+	// Outpost is the outpost binary.
+	Outpost string
+	// Dir is the hub's data directory; Config its client config.
+	Dir, Config string
+	// Addr is the host:port it serves on; CAFile its CA; Token the admin token.
+	Addr, CAFile, Token string
+	// Pid is the hub process.
+	Pid int
+
+	cmd *exec.Cmd
+	log *os.File
+}
+
+// Start initialises a hub under dir and starts it; Stop ends it.
+func Start(ctx context.Context, outpost, dir string) (*Hub, error) {
+	if _, err := os.Stat(outpost); err != nil {
+		return nil, fmt.Errorf("%s: %w (run make build)", outpost, err)
+	}
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{Outpost: outpost, Dir: filepath.Join(dir, "hub"), Config: filepath.Join(dir, "client.yaml"), Addr: addr}
+	h.CAFile = filepath.Join(h.Dir, "pki", "ca.crt")
+	if _, err := h.Run(ctx, "hub", "init", "--data", h.Dir, "--listen", addr); err != nil {
+		return nil, err
+	}
+	cfg, err := clientconfig.Load(h.Config)
+	if err != nil {
+		return nil, err
+	}
+	c, ok := cfg.Context("")
+	if !ok || c.Token == "" {
+		return nil, fmt.Errorf("no token in %s", h.Config)
+	}
+	h.Token = c.Token
+	ready := filepath.Join(dir, "hub.ready")
+	if h.log, err = os.Create(filepath.Join(dir, "hub.log")); err != nil {
+		return nil, err
+	}
+	h.cmd = exec.CommandContext(ctx, outpost, "hub", "serve", "--data", h.Dir, "--ready-file", ready)
+	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
+	if err := h.cmd.Start(); err != nil {
+		h.log.Close()
+		return nil, err
+	}
+	h.Pid = h.cmd.Process.Pid
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			return h, nil
+		}
+		if time.Now().After(deadline) {
+			h.Stop()
+			b, _ := os.ReadFile(h.log.Name())
+			return nil, fmt.Errorf("hub did not start:\n%s", b)
+		}
+	}
+}
+
+// URL is the hub's base URL.
+func (h *Hub) URL() string { return "https://" + h.Addr }
+
+// Stop kills the hub and waits for it.
+func (h *Hub) Stop() {
+	h.cmd.Process.Kill()
+	h.cmd.Wait()
+	h.log.Close()
+}
+
+// Run runs the outpost CLI against the hub and returns its standard output.
+func (h *Hub) Run(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, h.Outpost, append([]string{"--config", h.Config}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("outpost %s: %w\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
+	}
+	return string(out), nil
+}
+
+// FreeAddr returns a loopback address nothing listens on now.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// ParseSize parses a byte count such as 1GiB, 64MiB, 1.5MiB, 512KiB or 1024.
+func ParseSize(s string) (int64, error) {
+	orig, mult := s, int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = num, u.mult
+			break
+		}
+	}
+	var v float64
+	if _, err := fmt.Sscan(s, &v); err != nil || v <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number, optionally with GiB, MiB or KiB", orig)
+	}
+	return int64(v * float64(mult)), nil
+}
