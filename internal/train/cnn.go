@@ -370,34 +370,12 @@ func (c *CNN) check(ds Dataset) error {
 // stops early with ctx's error, leaving the model as after the last step.
 func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainStats, error) {
 	start := time.Now()
-	if opts.Epochs == 0 {
-		opts.Epochs = 1
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return TrainStats{}, err
 	}
-	if opts.BatchSize == 0 {
-		opts.BatchSize = 64
-	}
-	if opts.LR == 0 {
-		opts.LR = 1e-3
-		if opts.Optimizer == SGDMomentum {
-			opts.LR = 0.05
-		}
-	}
-	if opts.Momentum == 0 {
-		opts.Momentum = 0.9
-	}
-	if opts.Seed == 0 {
-		opts.Seed = 1
-	}
-	if opts.Workers <= 0 {
-		opts.Workers = defaultWorkers()
-	}
-	switch {
-	case opts.Epochs < 0 || opts.BatchSize < 0 || opts.LR < 0 || math.IsNaN(opts.LR):
-		return TrainStats{}, fmt.Errorf("train: bad options %+v", opts)
-	case opts.FrozenLayers != 0:
+	if opts.FrozenLayers != 0 {
 		return TrainStats{}, errors.New("train: the CNN does not support frozen layers")
-	case opts.Optimizer != Adam && opts.Optimizer != SGDMomentum:
-		return TrainStats{}, fmt.Errorf("train: unknown optimizer %d", opts.Optimizer)
 	}
 	if err := c.check(ds); err != nil {
 		return TrainStats{}, err

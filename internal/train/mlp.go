@@ -183,10 +183,9 @@ func (m *MLP) FineTune(ctx context.Context, ds Dataset, lastK int, opts TrainOpt
 	return m.Train(ctx, ds, opts)
 }
 
-// Train runs mini-batch training on ds. It stops early with ctx's error, leaving
-// the model as it was after the last completed step.
-func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainStats, error) {
-	start := time.Now()
+// withDefaults fills the zero fields of opts with the defaults shared by
+// every trainer and checks what every trainer checks.
+func (opts TrainOptions) withDefaults() (TrainOptions, error) {
 	if opts.Epochs == 0 {
 		opts.Epochs = 1
 	}
@@ -210,11 +209,23 @@ func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 	}
 	switch {
 	case opts.Epochs < 0 || opts.BatchSize < 0 || opts.LR < 0 || math.IsNaN(opts.LR):
-		return TrainStats{}, fmt.Errorf("train: bad options %+v", opts)
-	case opts.FrozenLayers < 0 || opts.FrozenLayers >= len(m.Layers):
-		return TrainStats{}, fmt.Errorf("train: %d frozen layers of %d: at least one layer must train", opts.FrozenLayers, len(m.Layers))
+		return opts, fmt.Errorf("train: bad options %+v", opts)
 	case opts.Optimizer != Adam && opts.Optimizer != SGDMomentum:
-		return TrainStats{}, fmt.Errorf("train: unknown optimizer %d", opts.Optimizer)
+		return opts, fmt.Errorf("train: unknown optimizer %d", opts.Optimizer)
+	}
+	return opts, nil
+}
+
+// Train runs mini-batch training on ds. It stops early with ctx's error, leaving
+// the model as it was after the last completed step.
+func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainStats, error) {
+	start := time.Now()
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return TrainStats{}, err
+	}
+	if opts.FrozenLayers < 0 || opts.FrozenLayers >= len(m.Layers) {
+		return TrainStats{}, fmt.Errorf("train: %d frozen layers of %d: at least one layer must train", opts.FrozenLayers, len(m.Layers))
 	}
 	if err := m.check(ds); err != nil {
 		return TrainStats{}, err

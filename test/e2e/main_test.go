@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"outpost.dev/outpost/internal/clientconfig"
 )
 
 // outpostBin is the binary built once for the package's tests.
@@ -123,17 +125,15 @@ func (h *hub) mustRun(args ...string) string {
 // token reads the admin token from the client config that 'hub init' wrote.
 func (h *hub) token() string {
 	h.t.Helper()
-	b, err := os.ReadFile(h.config)
+	cfg, err := clientconfig.Load(h.config)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "token: "); ok {
-			return v
-		}
+	c, ok := cfg.Context("")
+	if !ok || c.Token == "" {
+		h.t.Fatal("no token in client config")
 	}
-	h.t.Fatal("no token in client config")
-	return ""
+	return c.Token
 }
 
 func (h *hub) caFile() string { return filepath.Join(h.dir, "pki", "ca.crt") }
