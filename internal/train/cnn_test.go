@@ -3,7 +3,6 @@ package train
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
@@ -262,13 +261,7 @@ func TestCNNExportPassesONNXChecker(t *testing.T) {
 		te.Sample(i, x[i*784:(i+1)*784])
 	}
 	xp := filepath.Join(dir, "x.f32")
-	xb := make([]byte, 4*len(x))
-	for i, v := range x {
-		binary.LittleEndian.PutUint32(xb[4*i:], math.Float32bits(v))
-	}
-	if err := os.WriteFile(xp, xb, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFloat32s(t, xp, x)
 	script := `import sys, json, numpy as np, onnx
 from onnx import numpy_helper, helper
 m = onnx.load(sys.argv[1])

@@ -285,13 +285,7 @@ func TestExportPassesONNXChecker(t *testing.T) {
 		te.Sample(i, x[i*784:(i+1)*784])
 	}
 	xp := filepath.Join(t.TempDir(), "x.f32")
-	xb := make([]byte, 4*len(x))
-	for i, v := range x {
-		binary.LittleEndian.PutUint32(xb[4*i:], math.Float32bits(v))
-	}
-	if err := os.WriteFile(xp, xb, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFloat32s(t, xp, x)
 	script := `import sys, json, numpy as np, onnx
 from onnx import numpy_helper
 m = onnx.load(sys.argv[1])
@@ -435,4 +429,16 @@ func FuzzImportONNX(f *testing.F) {
 			m.Predict(make([]float32, m.Inputs()))
 		}
 	})
+}
+
+// writeFloat32s writes x to path as little-endian float32, for numpy's fromfile.
+func writeFloat32s(t *testing.T, path string, x []float32) {
+	t.Helper()
+	b := make([]byte, 4*len(x))
+	for i, v := range x {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
