@@ -237,15 +237,7 @@ func pushChunkIndex(ctx context.Context, dst oras.Target, subject ocispec.Descri
 // layers (same paths, digests and sizes) is accepted; ErrNoChunkIndex is
 // returned when there is none.
 func FetchChunkIndex(ctx context.Context, src oras.ReadOnlyGraphTarget, manifestDesc ocispec.Descriptor) (*ChunkIndex, error) {
-	mb, err := fetchLimited(ctx, src, manifestDesc, MaxManifestBytes)
-	if err != nil {
-		return nil, fmt.Errorf("fetch manifest: %w", err)
-	}
-	m, err := ParseManifest(mb)
-	if err != nil {
-		return nil, err
-	}
-	files, err := modelFiles(m)
+	_, files, err := readModelManifest(ctx, src, manifestDesc)
 	if err != nil {
 		return nil, err
 	}

@@ -53,23 +53,10 @@ func (mi *ModelInfo) Signed() bool {
 // chunk index is attached. Where src cannot list referrers, Signatures is
 // empty and HasChunkIndex false.
 func Inspect(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, trusted []ed25519.PublicKey) (*ModelInfo, error) {
-	desc, err := src.Resolve(ctx, ref)
-	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", ref, err)
-	}
-	mb, err := fetchLimited(ctx, src, desc, MaxManifestBytes)
-	if err != nil {
-		return nil, fmt.Errorf("fetch manifest %s: %w", desc.Digest, err)
-	}
-	m, err := ParseManifest(mb)
+	desc, m, files, err := resolveModel(ctx, src, ref)
 	if err != nil {
 		return nil, err
 	}
-	files, err := modelFiles(m)
-	if err != nil {
-		return nil, err
-	}
-	desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: m.ArtifactType, Digest: desc.Digest, Size: desc.Size}
 	info := &ModelInfo{
 		Name:       m.Annotations[AnnotationName],
 		Version:    m.Annotations[AnnotationVersion],

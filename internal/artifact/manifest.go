@@ -244,3 +244,36 @@ func pushReferrer(ctx context.Context, dst oras.Target, subject ocispec.Descript
 	}
 	return desc, nil
 }
+
+// resolveModel resolves ref in src and reads, checks and parses the model
+// manifest it names, with the model's files.
+func resolveModel(ctx context.Context, src oras.ReadOnlyTarget, ref string) (ocispec.Descriptor, *ocispec.Manifest, []File, error) {
+	desc, err := src.Resolve(ctx, ref)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, nil, fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	m, files, err := readModelManifest(ctx, src, desc)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, nil, err
+	}
+	desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: m.ArtifactType, Digest: desc.Digest, Size: desc.Size}
+	return desc, m, files, nil
+}
+
+// readModelManifest fetches the manifest desc names, bounded, and parses it
+// and its files.
+func readModelManifest(ctx context.Context, src content.Fetcher, desc ocispec.Descriptor) (*ocispec.Manifest, []File, error) {
+	mb, err := fetchLimited(ctx, src, desc, MaxManifestBytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetch manifest %s: %w", desc.Digest, err)
+	}
+	m, err := ParseManifest(mb)
+	if err != nil {
+		return nil, nil, err
+	}
+	files, err := modelFiles(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, files, nil
+}

@@ -39,23 +39,10 @@ type PullOptions struct {
 // paths (see ValidatePath); resolution never leaves dir. On failure nothing
 // new is left in dir (a file Pull replaced before the failure stays replaced).
 func Pull(ctx context.Context, src oras.ReadOnlyTarget, ref string, dir string, opts PullOptions) (*Model, error) {
-	desc, err := src.Resolve(ctx, ref)
-	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", ref, err)
-	}
-	mb, err := fetchLimited(ctx, src, desc, MaxManifestBytes)
-	if err != nil {
-		return nil, fmt.Errorf("fetch manifest %s: %w", desc.Digest, err)
-	}
-	m, err := ParseManifest(mb)
+	desc, m, files, err := resolveModel(ctx, src, ref)
 	if err != nil {
 		return nil, err
 	}
-	files, err := modelFiles(m)
-	if err != nil {
-		return nil, err
-	}
-	desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: m.ArtifactType, Digest: desc.Digest, Size: desc.Size}
 	if err := writeFiles(ctx, src, m.Layers, files, dir, opts.Progress); err != nil {
 		return nil, err
 	}
