@@ -26,6 +26,8 @@ import (
 	"sync"
 	"time"
 
+	"outpost.dev/outpost/internal/clientconfig"
+
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
 
@@ -297,14 +299,7 @@ func (a *Agent) httpClient() *http.Client {
 	if a.cfg.HTTPClient != nil {
 		return a.cfg.HTTPClient
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = a.cfg.TLS
-	tr.MaxIdleConnsPerHost = 16
-	tr.ForceAttemptHTTP2 = false
-	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	tr.WriteBufferSize, tr.ReadBufferSize = 256<<10, 256<<10
-	tr.ResponseHeaderTimeout = 5 * time.Minute
-	return &http.Client{Transport: tr}
+	return clientconfig.HubClient(a.cfg.TLS)
 }
 
 // loadActive marks the last active version of every deployment as serving,

@@ -230,13 +230,16 @@ func (c *Config) Resolve(o Overrides) (*Target, error) {
 	return t, nil
 }
 
-// HTTPClient returns an HTTP client for the target that adds its token to every request.
-func (t *Target) HTTPClient() *http.Client {
+// HTTPClient returns an HTTP client for the target's hub.
+func (t *Target) HTTPClient() *http.Client { return HubClient(t.TLS) }
+
+// HubClient returns the HTTP client the CLI and agents talk to a hub with.
+// It speaks HTTP/1.1: bulk blob transfers run markedly faster than over
+// Go's HTTP/2 (no per-stream flow-control windows, larger writes).
+func HubClient(tlsConfig *tls.Config) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = t.TLS
+	tr.TLSClientConfig = tlsConfig
 	tr.MaxIdleConnsPerHost = 16
-	// HTTP/1.1: bulk blob transfers run markedly faster than over Go's
-	// HTTP/2 (no per-stream flow-control windows, larger writes).
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	tr.WriteBufferSize, tr.ReadBufferSize = 256<<10, 256<<10
