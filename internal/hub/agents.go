@@ -8,10 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"net/http"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -88,15 +88,8 @@ func (s *Server) guarded(write bool, h http.HandlerFunc) http.HandlerFunc {
 // readJSON decodes the JSON request body into v, refusing unknown fields when strict. It
 // writes the error response itself and reports whether it succeeded.
 func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, v any, strict bool) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			s.writeStatus(w, r, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge,
-				fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit), nil)
-			return false
-		}
-		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest, "reading request body: "+err.Error(), nil)
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return false
 	}
 	if err := decodeBody(body, v, strict); err != nil {

@@ -302,18 +302,28 @@ func (s *Server) handleDesiredState(w http.ResponseWriter, r *http.Request, _ st
 	}
 }
 
-// readObject reads and decodes exactly one object of kind from the request body. It writes
-// the error response itself and returns nil on failure.
-func (s *Server) readObject(w http.ResponseWriter, r *http.Request, kind string) v1alpha1.Object {
+// readBody reads the request body up to MaxBodyBytes. It writes the error
+// response itself (413 for a body over the limit) and reports whether it succeeded.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.writeStatus(w, r, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge,
 				fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit), nil)
-			return nil
+			return nil, false
 		}
 		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest, "reading request body: "+err.Error(), nil)
+		return nil, false
+	}
+	return body, true
+}
+
+// readObject reads and decodes exactly one object of kind from the request body. It writes
+// the error response itself and returns nil on failure.
+func (s *Server) readObject(w http.ResponseWriter, r *http.Request, kind string) v1alpha1.Object {
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return nil
 	}
 	objs, err := v1alpha1.Decode(body)
