@@ -63,11 +63,10 @@ func newTestHub(t *testing.T) *testHub {
 	authn := auth.NewAuthenticator(auth.Hash(admin), auth.WithClusterCredentials(db))
 	log := slog.New(slog.DiscardHandler)
 	var srv *hub.Server
-	index := models.NewIndex(nil)
 	reg, err := registry.New(ctx, registry.Options{
 		Root: filepath.Join(dir, "oci"), DB: db.SQL(), Authorize: authn.Authorize, CheckTag: models.CheckTag, Logger: log,
 		OnChange: func(ctx context.Context, ev registry.Event) {
-			if srv != nil && strings.HasPrefix(ev.Repo, models.RepoPrefix) {
+			if srv != nil && models.Affects(ev) {
 				_ = srv.ModelsChanged(ctx)
 			}
 		},
@@ -75,8 +74,7 @@ func newTestHub(t *testing.T) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	index.SetRegistry(reg)
-	srv, err = hub.New(ctx, hub.Config{DB: db, Registry: reg, Models: index, Authorize: authn.Authorize, Logger: log, OfflineAfter: -1})
+	srv, err = hub.New(ctx, hub.Config{DB: db, Registry: reg, Models: models.NewIndex(reg, nil), Authorize: authn.Authorize, Logger: log, OfflineAfter: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -300,14 +299,13 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 
 	// The registry reports model changes to the hub, which is built after it.
 	var srv *hub.Server
-	index := models.NewIndex(trusted)
 	reg, err := registry.New(ctx, registry.Options{
 		Root:      d.oci(),
 		DB:        db.SQL(),
 		Authorize: authn.Authorize,
 		CheckTag:  models.CheckTag,
 		OnChange: func(ctx context.Context, ev registry.Event) {
-			if srv == nil || !strings.HasPrefix(ev.Repo, models.RepoPrefix) {
+			if srv == nil || !models.Affects(ev) {
 				return
 			}
 			if err := srv.ModelsChanged(ctx); err != nil {
@@ -319,11 +317,10 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	if err != nil {
 		return err
 	}
-	index.SetRegistry(reg)
 	srv, err = hub.New(ctx, hub.Config{
 		DB:               db,
 		Registry:         reg,
-		Models:           index,
+		Models:           models.NewIndex(reg, trusted),
 		Authorize:        authn.Authorize,
 		RequireSignature: s.RequireSignature,
 		Logger:           log,

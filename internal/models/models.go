@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -40,42 +39,30 @@ type Registry interface {
 
 // Index resolves model versions for deployments.
 type Index struct {
+	reg     Registry
 	trusted []ed25519.PublicKey
-
-	mu  sync.RWMutex
-	reg Registry
 }
 
-// NewIndex returns an index that trusts the given signing keys. It answers
-// only once SetRegistry has given it a registry.
-func NewIndex(trusted []ed25519.PublicKey) *Index {
-	return &Index{trusted: trusted}
+// NewIndex returns an index of the models in reg that trusts the given signing keys.
+func NewIndex(reg Registry, trusted []ed25519.PublicKey) *Index {
+	return &Index{reg: reg, trusted: trusted}
 }
 
-// SetRegistry sets the registry the index reads.
-func (x *Index) SetRegistry(r Registry) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.reg = r
-}
-
-func (x *Index) registry() (Registry, error) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	if x.reg == nil {
-		return nil, errors.New("model index has no registry")
+// Affects reports whether a registry event can change what a deployment
+// resolves to: a model version tagged, moved or deleted, or a signature
+// attached. Pushing blobs, untagged manifests or chunk indexes cannot.
+func Affects(ev registry.Event) bool {
+	if !strings.HasPrefix(ev.Repo, RepoPrefix) {
+		return false
 	}
-	return x.reg, nil
+	return ev.Tag != "" || ev.Deleted || ev.ArtifactType == artifact.ArtifactTypeSignature
 }
 
 // ResolveModel picks the highest version of model name that matches
 // constraint; with requireSigned only versions with a valid signature from a
 // trusted key count.
 func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requireSigned bool) (hub.ResolvedModel, error) {
-	reg, err := x.registry()
-	if err != nil {
-		return hub.ResolvedModel{}, err
-	}
+	reg := x.reg
 	repo := RepoPrefix + name
 	tags, err := reg.Tags(ctx, repo)
 	if err != nil {

@@ -71,8 +71,7 @@ func TestResolveModel(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	x := NewIndex([]ed25519.PublicKey{pub})
-	x.SetRegistry(reg)
+	x := NewIndex(reg, []ed25519.PublicKey{pub})
 	tests := []struct {
 		name, model, constraint string
 		signed                  bool
@@ -106,8 +105,7 @@ func TestResolveModel(t *testing.T) {
 	}
 
 	// With no trusted keys, nothing counts as signed.
-	none := NewIndex(nil)
-	none.SetRegistry(reg)
+	none := NewIndex(reg, nil)
 	if _, err := none.ResolveModel(ctx, "det", "1.0.0", true); err == nil {
 		t.Fatal("resolved a signed-only version with no trusted keys")
 	}
@@ -135,5 +133,25 @@ func TestCheckTag(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestAffects(t *testing.T) {
+	tests := []struct {
+		name string
+		ev   registry.Event
+		want bool
+	}{
+		{"version tagged", registry.Event{Repo: "models/x", Tag: "1.0.0"}, true},
+		{"version deleted", registry.Event{Repo: "models/x", Deleted: true}, true},
+		{"signature attached", registry.Event{Repo: "models/x", ArtifactType: artifact.ArtifactTypeSignature}, true},
+		{"chunk index attached", registry.Event{Repo: "models/x", ArtifactType: artifact.ArtifactTypeChunkIndex}, false},
+		{"untagged manifest", registry.Event{Repo: "models/x", Digest: "sha256:aa"}, false},
+		{"another repository", registry.Event{Repo: "conformance/x", Tag: "1.0.0"}, false},
+	}
+	for _, tt := range tests {
+		if got := Affects(tt.ev); got != tt.want {
+			t.Errorf("%s: Affects = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
