@@ -78,9 +78,6 @@ func Start(ctx context.Context, outpost, dir string) (*Hub, error) {
 	}
 }
 
-// URL is the hub's base URL.
-func (h *Hub) URL() string { return "https://" + h.Addr }
-
 // Stop kills the hub and waits for it.
 func (h *Hub) Stop() {
 	h.cmd.Process.Kill()

@@ -111,19 +111,6 @@ func (p Pair) WriteFiles(certPath, keyPath string) error {
 	return nil
 }
 
-// ReadFiles reads a pair written by WriteFiles.
-func ReadFiles(certPath, keyPath string) (Pair, error) {
-	c, err := os.ReadFile(certPath)
-	if err != nil {
-		return Pair{}, fmt.Errorf("read certificate: %w", err)
-	}
-	k, err := os.ReadFile(keyPath)
-	if err != nil {
-		return Pair{}, fmt.Errorf("read key: %w", err)
-	}
-	return Pair{CertPEM: c, KeyPEM: k}, nil
-}
-
 func parse(p Pair) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	cb, _ := pem.Decode(p.CertPEM)
 	if cb == nil || cb.Type != "CERTIFICATE" {

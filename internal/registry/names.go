@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"crypto"
 	_ "crypto/sha256" // registers sha256 for go-digest
 	_ "crypto/sha512" // registers sha512 for go-digest
 	"net/http"
@@ -48,12 +47,4 @@ func isDigest(ref string) bool {
 		}
 	}
 	return false
-}
-
-// hashFor returns the crypto hash of a supported digest algorithm.
-func hashFor(a digest.Algorithm) crypto.Hash {
-	if a == digest.SHA512 {
-		return crypto.SHA512
-	}
-	return crypto.SHA256
 }

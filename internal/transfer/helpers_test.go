@@ -99,12 +99,6 @@ func (s *blobServer) bytesSent() int64 {
 	return s.sent
 }
 
-func (s *blobServer) resetCount() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sent, s.requests = 0, 0
-}
-
 func (s *blobServer) set(fn func(s *blobServer)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

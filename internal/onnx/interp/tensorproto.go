@@ -192,35 +192,3 @@ func (t *Tensor) WithShape(shape []int) *Tensor {
 	v.Shape = shape
 	return &v
 }
-
-// dataID identifies the backing array of t's data, for detecting views of
-// one tensor's data in another; nil for an empty tensor.
-func (t *Tensor) dataID() any {
-	switch t.DType {
-	case Float32:
-		if len(t.F32) > 0 {
-			return &t.F32[0]
-		}
-	case Uint8:
-		if len(t.U8) > 0 {
-			return &t.U8[0]
-		}
-	case Int8:
-		if len(t.I8) > 0 {
-			return &t.I8[0]
-		}
-	case Int32:
-		if len(t.I32) > 0 {
-			return &t.I32[0]
-		}
-	case Int64:
-		if len(t.I64) > 0 {
-			return &t.I64[0]
-		}
-	case Bool:
-		if len(t.B) > 0 {
-			return &t.B[0]
-		}
-	}
-	return nil
-}
