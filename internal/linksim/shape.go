@@ -40,6 +40,13 @@ func (p *pacer) chunkSize(buf int) int {
 	return int(min(max(p.rate/16, 256), int64(buf)))
 }
 
+// slack is how much idle time a pacer credits: a reader that comes back
+// within it (a scheduling delay, a timer firing late, the time spent in
+// Read) may send what the link could have sent meanwhile, so that such
+// gaps do not lower the rate. Longer idle earns no more credit than this,
+// so bursts stay under a sixteenth of a second's worth of bytes.
+const slack = time.Second / 16
+
 // reserve books n bytes at time now and returns how long the caller must
 // wait until they have been transmitted.
 func (p *pacer) reserve(n int, now time.Time) time.Duration {
@@ -48,11 +55,14 @@ func (p *pacer) reserve(n int, now time.Time) time.Duration {
 	if p.rate == 0 {
 		return 0
 	}
-	if p.next.Before(now) {
-		p.next = now
+	switch floor := now.Add(-slack); {
+	case p.next.IsZero():
+		p.next = now // a fresh start has nothing to credit
+	case p.next.Before(floor):
+		p.next = floor
 	}
 	p.next = p.next.Add(time.Duration(int64(n) * int64(time.Second) / p.rate))
-	return p.next.Sub(now)
+	return max(p.next.Sub(now), 0)
 }
 
 // corrupter flips one bit in every every-th byte of a stream.

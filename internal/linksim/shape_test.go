@@ -105,8 +105,12 @@ func TestPacerReserve(t *testing.T) {
 		{"one chunk", 1000, []reservation{{500, 0}}, []time.Duration{500 * time.Millisecond}},
 		{"queued behind earlier", 1000, []reservation{{500, 0}, {500, 0}, {250, 100 * time.Millisecond}},
 			[]time.Duration{500 * time.Millisecond, time.Second, 1150 * time.Millisecond}},
-		{"idle earns no credit", 1000, []reservation{{100, 0}, {100, 10 * time.Second}},
-			[]time.Duration{100 * time.Millisecond, 100 * time.Millisecond}},
+		{"a short gap is credited", 1000, []reservation{{100, 0}, {100, 130 * time.Millisecond}},
+			[]time.Duration{100 * time.Millisecond, 70 * time.Millisecond}},
+		{"credit covers a small chunk", 1000, []reservation{{100, 0}, {20, 150 * time.Millisecond}},
+			[]time.Duration{100 * time.Millisecond, 0}},
+		{"long idle earns one slack of credit", 1000, []reservation{{100, 0}, {100, 10 * time.Second}},
+			[]time.Duration{100 * time.Millisecond, 100*time.Millisecond - slack}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
