@@ -215,7 +215,7 @@ func (f *Fetcher) FetchWith(ctx context.Context, p Plan, dst string, o FetchOpti
 		err = r.run(ctx)
 	}
 	if err == nil {
-		err = r.finish(ctx, dst)
+		err = r.finish(dst)
 	}
 	r.close()
 	if err != nil {
@@ -251,6 +251,7 @@ type fetchRun struct {
 
 	part    *os.File
 	state   *stateWriter
+	hasher  *prefixHasher // nil until open has resumed what it could
 	partial map[int]int64 // resumed chunk prefixes, read-only after open
 
 	mu    sync.Mutex
@@ -320,6 +321,7 @@ func (r *fetchRun) open() error {
 		return fmt.Errorf("open state file: %w", err)
 	}
 	r.state = newStateWriter(sf, r.log)
+	r.hasher = startPrefixHasher(r)
 	return nil
 }
 
@@ -345,6 +347,10 @@ func (r *fetchRun) readState() (transferState, bool) {
 }
 
 func (r *fetchRun) close() {
+	if r.hasher != nil {
+		r.hasher.stop()
+		r.hasher = nil
+	}
 	if r.state != nil {
 		r.state.close()
 		r.state = nil
@@ -373,6 +379,17 @@ func (r *fetchRun) markDone(i int) {
 	r.done[i] = true
 	r.mu.Unlock()
 	r.state.add(appendDone(nil, i))
+	r.hasher.poke()
+}
+
+// doneFrom returns the end of the run of done chunks that starts at i.
+func (r *fetchRun) doneFrom(i int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i < len(r.done) && r.done[i] {
+		i++
+	}
+	return i
 }
 
 func (r *fetchRun) addStats(fn func(s *Stats)) {
@@ -395,39 +412,44 @@ func (r *fetchRun) reportProgress(n int64) {
 	}
 }
 
-// run brings every chunk into the part file.
+// run brings every chunk into the part file. Remote chunks start crossing
+// the link at once, while local chunks are copied beside them: the link is
+// the scarce resource, and the local copies then cost no time of their own.
 func (r *fetchRun) run(ctx context.Context) error {
 	p := r.plan
 	var remote []int
-	for _, i := range sortedKeys(p.Local) {
-		if r.done[i] {
-			continue
-		}
-		ok, err := r.copyLocal(i, p.Local[i])
-		if err != nil {
-			return err
-		}
-		if !ok {
-			// The copy overwrote any resumed prefix.
-			delete(r.partial, i)
-			remote = append(remote, i)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-	}
 	for _, i := range p.Remote {
-		if !r.done[i] {
+		if !r.isDone(i) {
 			remote = append(remote, i)
 		}
 	}
-	slices.Sort(remote)
-	if err := r.fetchRemote(ctx, remote); err != nil {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	remoteDone := make(chan error, 1)
+	go func() {
+		err := r.fetchRemote(ctx, remote)
+		if err != nil {
+			cancel(err)
+		}
+		remoteDone <- err
+	}()
+	again, localErr := r.copyLocals(ctx)
+	if localErr != nil {
+		cancel(localErr)
+	}
+	if err := <-remoteDone; err != nil {
 		return err
 	}
-	var again []int
+	if localErr != nil {
+		return localErr
+	}
+	// A failed copy overwrote any resumed prefix of its chunk. Nothing
+	// reads partial any more once the first remote pass is over.
+	for _, i := range again {
+		delete(r.partial, i)
+	}
 	for _, i := range sortedKeys(p.Copies) {
-		if r.done[i] {
+		if r.isDone(i) {
 			continue
 		}
 		ok, err := r.copyWithin(i, p.Copies[i])
@@ -439,15 +461,45 @@ func (r *fetchRun) run(ctx context.Context) error {
 			again = append(again, i)
 		}
 	}
+	slices.Sort(again)
 	if err := r.fetchRemote(ctx, again); err != nil {
 		return err
 	}
-	for i, ok := range r.done {
-		if !ok {
+	for i := range r.done {
+		if !r.isDone(i) {
 			return fmt.Errorf("chunk %d missing after transfer", i)
 		}
 	}
 	return nil
+}
+
+// copyLocals copies every local chunk not yet done into the part file and
+// returns those whose local copy failed, to be fetched instead. Once done,
+// it starts writing the copies back to disk, so that the final fsync has
+// only the fetched bytes left to wait for.
+func (r *fetchRun) copyLocals(ctx context.Context) ([]int, error) {
+	var failed []int
+	for _, i := range sortedKeys(r.plan.Local) {
+		if r.isDone(i) {
+			continue
+		}
+		ok, err := r.copyLocal(i, r.plan.Local[i])
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			failed = append(failed, i)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, context.Cause(ctx)
+		}
+	}
+	if len(r.plan.Local) > 0 {
+		if err := r.part.Sync(); err != nil {
+			return nil, fmt.Errorf("sync part file: %w", err)
+		}
+	}
+	return failed, nil
 }
 
 // copyLocal copies chunk i from ref into the part file and verifies it. It
@@ -735,27 +787,15 @@ func (r *fetchRun) consume(s span, cur *spanCursor, b []byte) error {
 	return nil
 }
 
-// finish verifies the whole part file, makes it durable and renames it to
-// dst.
-func (r *fetchRun) finish(ctx context.Context, dst string) error {
+// finish checks the whole file's digest (hashed as chunks arrived), makes
+// the part file durable and renames it to dst.
+func (r *fetchRun) finish(dst string) error {
 	file := r.plan.File
-	h := sha256.New()
-	buf := make([]byte, 1<<20)
-	sr := io.NewSectionReader(r.part, 0, file.Size)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		k, err := sr.Read(buf)
-		h.Write(buf[:k])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read part file: %w", err)
-		}
+	sum, err := r.hasher.sum()
+	if err != nil {
+		return err
 	}
-	if got := digestOf(h); got != file.Digest {
+	if got := digest.NewDigestFromBytes(digest.SHA256, sum); got != file.Digest {
 		r.close()
 		_ = RemovePartial(dst)
 		return Permanent(fmt.Errorf("every chunk verified but the file's digest is %s, want %s: the chunk index does not describe this file", got, file.Digest))
