@@ -205,7 +205,7 @@ func (b *bench) print(rs []result, diff string) {
 	fmt.Printf("%-8s %11s %10s %9s %8s %8s %8s %8s %8s\n", "", "down+up", "", "", "", "", "", "rsync", "rsync")
 	for _, r := range rs {
 		ideal := float64(r.bytes()) / float64(b.bw)
-		fmt.Printf("%-8s %11d %10d %8.1f%% %8.2f %8.2f %7.2fx %7.2fx %7.2fx  %s\n",
+		fmt.Printf("%-8s %11d %10d %8.1f%% %8.2f %8.2f %7.2fx %7.3fx %7.2fx  %s\n",
 			r.client, r.bytes(), r.up, 100*float64(r.bytes())/float64(v2), r.d.Seconds(), ideal,
 			r.d.Seconds()/ideal, float64(r.bytes())/float64(rsync.bytes()), r.d.Seconds()/rsync.d.Seconds(), r.note)
 	}
@@ -301,7 +301,7 @@ func (b *bench) outpostSync(ctx context.Context) (result, error) {
 	for _, m := range st.Models {
 		fetched += m.BytesFetched
 	}
-	return result{up: s.Up, down: s.Down, d: d, note: fmt.Sprintf("agent counted %d chunk bytes; bulk began at %.2fs, last byte at %.2fs",
+	return result{up: s.Up, down: s.Down, d: d, note: fmt.Sprintf("%d bytes of missing chunks before block sums; bulk began at %.2fs, last byte at %.2fs",
 		fetched, first.Seconds(), last.Seconds())}, nil
 }
 

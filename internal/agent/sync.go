@@ -170,7 +170,7 @@ func (a *Agent) fetchFile(ctx context.Context, repo string, fc artifact.FileChun
 	})
 	a.link.observeTransfer(stats.RemoteBytes, time.Since(start))
 	a.log.Debug("fetched file", "path", fc.Path, "remote", stats.RemoteBytes, "local", stats.LocalBytes,
-		"resumed", stats.ResumedBytes, "corrupt", stats.Corrupt, "retries", stats.Retries, "err", err)
+		"similar", stats.SimilarBytes, "resumed", stats.ResumedBytes, "corrupt", stats.Corrupt, "retries", stats.Retries, "err", err)
 	return err
 }
 
@@ -565,8 +565,8 @@ func (s *routingSource) setToken(tok string) {
 	s.base.Token = tok
 }
 
-// OpenRange implements transfer.RangeSource.
-func (s *routingSource) OpenRange(ctx context.Context, blob digest.Digest, off, n int64) (io.ReadCloser, error) {
+// source returns the HTTP source of the repository blob was routed to.
+func (s *routingSource) source(blob digest.Digest) (*transfer.HTTPSource, error) {
 	s.mu.Lock()
 	src := s.base
 	repo, ok := s.repos[blob]
@@ -575,7 +575,25 @@ func (s *routingSource) OpenRange(ctx context.Context, blob digest.Digest, off, 
 		return nil, transfer.Permanent(fmt.Errorf("blob %s: no repository known", blob))
 	}
 	src.Repo = repo
+	return &src, nil
+}
+
+// OpenRange implements transfer.RangeSource.
+func (s *routingSource) OpenRange(ctx context.Context, blob digest.Digest, off, n int64) (io.ReadCloser, error) {
+	src, err := s.source(blob)
+	if err != nil {
+		return nil, err
+	}
 	return src.OpenRange(ctx, blob, off, n)
+}
+
+// BlockSums implements transfer.BlockSummer.
+func (s *routingSource) BlockSums(ctx context.Context, blob digest.Digest, off, n int64, block int) ([]byte, error) {
+	src, err := s.source(blob)
+	if err != nil {
+		return nil, err
+	}
+	return src.BlockSums(ctx, blob, off, n, block)
 }
 
 // linkEstimator estimates the link's bandwidth from transfers and its

@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"math"
 	"net/http"
 	"os"
 	"strconv"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"outpost.dev/outpost/internal/artifact"
 )
 
 func (reg *Registry) serveBlob(w http.ResponseWriter, r *http.Request, repo, ref string) error {
@@ -49,6 +53,60 @@ func (reg *Registry) serveBlob(w http.ResponseWriter, r *http.Request, repo, ref
 	default:
 		return errMethod(r)
 	}
+}
+
+// serveBlockSums answers GET /v2/<repo>/_outpost/blocksums/<digest>
+// ?offset=O&length=N&block=B, an Outpost extension: the block sums
+// (artifact.BlockSums) of bytes O to O+N-1 of the blob, as
+// application/octet-stream. Agents use them to fetch only the blocks of a
+// chunk that differ from a similar range they hold.
+func (reg *Registry) serveBlockSums(w http.ResponseWriter, r *http.Request, repo, ref string) error {
+	if r.Method != http.MethodGet {
+		return errMethod(r)
+	}
+	d, err := parseDigest(ref)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	param := func(name string, lo, hi int64) (int64, error) {
+		v, err := strconv.ParseInt(q.Get(name), 10, 64)
+		if err != nil || v < lo || v > hi {
+			return 0, newError(http.StatusBadRequest, CodeUnsupported, "query parameter %s=%q: want an integer in [%d, %d]", name, q.Get(name), lo, hi)
+		}
+		return v, nil
+	}
+	off, err := param("offset", 0, math.MaxInt64)
+	if err != nil {
+		return err
+	}
+	n, err := param("length", 1, artifact.MaxSumRange)
+	if err != nil {
+		return err
+	}
+	block, err := param("block", artifact.MinSumBlock, artifact.MaxSumBlock)
+	if err != nil {
+		return err
+	}
+	f, size, err := reg.openBlob(r.Context(), repo, d)
+	if errors.Is(err, ErrNotFound) {
+		return newError(http.StatusNotFound, CodeBlobUnknown, "blob %s unknown to repository %s", d, repo)
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if off > size-n {
+		return newError(http.StatusRequestedRangeNotSatisfiable, CodeSizeInvalid, "bytes %d-%d are outside blob %s of %d bytes", off, off+n-1, d, size)
+	}
+	sums, err := artifact.BlockSums(io.NewSectionReader(f, off, n), n, int(block))
+	if err != nil {
+		return fmt.Errorf("block sums of %s: %w", d, err)
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(sums)))
+	_, _ = w.Write(sums)
+	return nil
 }
 
 // openBlob opens blob d if repo links it.

@@ -124,7 +124,7 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 
 // route is a parsed /v2/ request path.
 type route struct {
-	kind string // "base", "catalog", "blob", "uploads", "upload", "manifest", "tags", "referrers"
+	kind string // "base", "catalog", "blob", "blocksums", "uploads", "upload", "manifest", "tags", "referrers"
 	repo string
 	arg  string // digest, reference or upload id
 }
@@ -148,6 +148,9 @@ func parseRoute(p string) (route, bool) {
 	n := len(parts)
 	join := func(k int) string { return strings.Join(parts[:k], "/") }
 	switch {
+	case n >= 4 && parts[n-3] == "_outpost" && parts[n-2] == "blocksums":
+		// A path component of a repository name cannot start with "_".
+		return route{kind: "blocksums", repo: join(n - 3), arg: parts[n-1]}, true
 	case n >= 3 && parts[n-2] == "blobs" && parts[n-1] == "uploads":
 		return route{kind: "uploads", repo: join(n - 2)}, true
 	case n >= 4 && parts[n-3] == "blobs" && parts[n-2] == "uploads":
@@ -199,6 +202,8 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = reg.serveCatalog(w, r)
 	case "blob":
 		err = reg.serveBlob(w, r, rt.repo, rt.arg)
+	case "blocksums":
+		err = reg.serveBlockSums(w, r, rt.repo, rt.arg)
 	case "uploads":
 		err = reg.serveUploadStart(w, r, rt.repo)
 	case "upload":

@@ -19,6 +19,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"outpost.dev/outpost/internal/artifact"
 )
 
 func randBytes(t *testing.T, n int) []byte {
@@ -377,6 +378,47 @@ func TestRange(t *testing.T) {
 	expect(t, resp, body, 200)
 	if resp.Header.Get("Content-Length") != "1000" || len(body) != 0 {
 		t.Errorf("HEAD: %v, %d body bytes", resp.Header, len(body))
+	}
+}
+
+func TestBlockSums(t *testing.T) {
+	e := newEnv(t, Options{})
+	data := randBytes(t, 5000)
+	d := e.pushBlob("r", data)
+	path := func(repo string, dg digest.Digest, q string) string {
+		return "/v2/" + repo + "/_outpost/blocksums/" + dg.String() + "?" + q
+	}
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		wantStatus int
+		from, to   int // the block sums of data[from:to], 512-byte blocks
+	}{
+		{"whole blob", "GET", path("r", d, "offset=0&length=5000&block=512"), 200, 0, 5000},
+		{"a range", "GET", path("r", d, "offset=1000&length=1100&block=512"), 200, 1000, 2100},
+		{"to the end", "GET", path("r", d, "offset=4999&length=1&block=512"), 200, 4999, 5000},
+		{"past the end", "GET", path("r", d, "offset=4000&length=1001&block=512"), 416, 0, 0},
+		{"zero length", "GET", path("r", d, "offset=0&length=0&block=512"), 400, 0, 0},
+		{"negative offset", "GET", path("r", d, "offset=-1&length=10&block=512"), 400, 0, 0},
+		{"block too small", "GET", path("r", d, "offset=0&length=10&block=64"), 400, 0, 0},
+		{"missing parameter", "GET", path("r", d, "offset=0&length=10"), 400, 0, 0},
+		{"unknown blob", "GET", path("r", digest.FromString("nope"), "offset=0&length=10&block=512"), 404, 0, 0},
+		{"blob of another repository", "GET", path("other", d, "offset=0&length=10&block=512"), 404, 0, 0},
+		{"bad digest", "GET", "/v2/r/_outpost/blocksums/sha256:xyz?offset=0&length=10&block=512", 400, 0, 0},
+		{"not a GET", "POST", path("r", d, "offset=0&length=10&block=512"), 405, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := e.req(tc.method, tc.path, nil)
+			expect(t, resp, body, tc.wantStatus)
+			if tc.wantStatus != 200 {
+				return
+			}
+			if want := artifact.AppendBlockSums(nil, data[tc.from:tc.to], 512); !bytes.Equal(body, want) {
+				t.Fatalf("got %d bytes of sums, want the %d of data[%d:%d]", len(body), len(want), tc.from, tc.to)
+			}
+		})
 	}
 }
 

@@ -87,6 +87,9 @@ type Stats struct {
 	WastedBytes int64
 	// ResumedBytes counts bytes kept from an earlier, interrupted Fetch.
 	ResumedBytes int64
+	// SimilarBytes counts bytes of remote chunks taken from similar local
+	// ranges (Plan.Similar) because their block sums matched.
+	SimilarBytes int64
 	// Corrupt counts chunks that failed verification and were fetched
 	// again.
 	Corrupt int
@@ -417,9 +420,13 @@ func (r *fetchRun) reportProgress(n int64) {
 // the scarce resource, and the local copies then cost no time of their own.
 func (r *fetchRun) run(ctx context.Context) error {
 	p := r.plan
-	var remote []int
+	var remote, similar []int
 	for _, i := range p.Remote {
-		if !r.isDone(i) {
+		switch _, ok := p.Similar[i]; {
+		case r.isDone(i):
+		case ok && r.partial[i] == 0:
+			similar = append(similar, i)
+		default:
 			remote = append(remote, i)
 		}
 	}
@@ -433,10 +440,13 @@ func (r *fetchRun) run(ctx context.Context) error {
 		}
 		remoteDone <- err
 	}()
+	similarLeft := make(chan []int, 1)
+	go func() { similarLeft <- r.fetchSimilar(ctx, similar) }()
 	again, localErr := r.copyLocals(ctx)
 	if localErr != nil {
 		cancel(localErr)
 	}
+	again = append(again, <-similarLeft...)
 	if err := <-remoteDone; err != nil {
 		return err
 	}

@@ -99,6 +99,66 @@ func TestFetchLocalAndRemote(t *testing.T) {
 	}
 }
 
+func TestFetchSimilarBlocks(t *testing.T) {
+	v1, v2, _, have := twoVersions(t)
+	const changed = 400 << 10 // twoVersions' in-place edit
+	tests := []struct {
+		name string
+		// sums answers the block sum request, nil for a registry without
+		// the extension.
+		sums func(off, n int64, block int) []byte
+		// wantSimilar: whether the edge chunks come from block sums.
+		wantSimilar bool
+		// wantCorrupt: whether a chunk assembled from block sums fails
+		// verification.
+		wantCorrupt bool
+	}{
+		{"registry without block sums", nil, false, false},
+		{"block sums", func(off, n int64, block int) []byte {
+			return artifact.AppendBlockSums(nil, v2[off:off+n], block)
+		}, true, false},
+		// The sums of v1's bytes say every block of an edited chunk is
+		// unchanged: the chunk fails verification and is fetched whole.
+		{"block sums that lie", func(off, n int64, block int) []byte {
+			return artifact.AppendBlockSums(nil, v1[off:off+n], block)
+		}, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newBlobServer(t, v2)
+			srv.set(func(s *blobServer) { s.sums = tt.sums })
+			p := NewPlan(chunkBytes(t, v2, "model.onnx"), have)
+			if len(p.Similar) == 0 {
+				t.Fatal("the plan has no similar ranges")
+			}
+			dst := filepath.Join(t.TempDir(), "model.onnx")
+			st, err := NewFetcher(srv.source(), fastOptions()).Fetch(context.Background(), p, dst, PriorityActive)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkFile(t, dst, v2)
+			t.Logf("plan remote %d, sent %d, stats %+v", p.RemoteBytes(), srv.bytesSent(), st)
+			if st.RemoteBytes != srv.bytesSent() {
+				t.Errorf("stats count %d remote bytes, the server sent %d", st.RemoteBytes, srv.bytesSent())
+			}
+			if (st.Corrupt > 0) != tt.wantCorrupt {
+				t.Errorf("%d chunks failed verification, want some: %v", st.Corrupt, tt.wantCorrupt)
+			}
+			if tt.sums == nil && (st.SimilarBytes != 0 || srv.bytesSent() != p.RemoteBytes()) {
+				t.Errorf("sent %d of the plan's %d, similar %d: want whole chunks", srv.bytesSent(), p.RemoteBytes(), st.SimilarBytes)
+			}
+			if !tt.wantSimilar {
+				return
+			}
+			// The edit's bytes, at most one block more at each edge, and the sums.
+			limit := int64(changed + 2*sumBlock + 2*maxChunk(p.File)/sumBlock*artifact.BlockSumSize)
+			if st.SimilarBytes == 0 || srv.bytesSent() > limit || srv.bytesSent()+st.SimilarBytes < p.RemoteBytes() {
+				t.Errorf("sent %d (limit %d) of the plan's %d, similar %d", srv.bytesSent(), limit, p.RemoteBytes(), st.SimilarBytes)
+			}
+		})
+	}
+}
+
 func TestFetchLocalChunkChangedOnDisk(t *testing.T) {
 	_, v2, v1Path, have := twoVersions(t)
 	srv := newBlobServer(t, v2)

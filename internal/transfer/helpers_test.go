@@ -80,6 +80,9 @@ type blobServer struct {
 	flipOnceAt int64
 	// down aborts every request at once.
 	down bool
+	// sums, if set, answers block sum requests (the registry extension
+	// of BlockSummer) for the blob with the sums it returns.
+	sums func(off, n int64, block int) []byte
 }
 
 func newBlobServer(t testing.TB, blob []byte) *blobServer {
@@ -110,6 +113,21 @@ func (s *blobServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+		return
+	}
+	s.mu.Lock()
+	sums := s.sums
+	s.mu.Unlock()
+	if sums != nil && r.URL.Path == "/v2/"+testRepo+"/_outpost/blocksums/"+s.digest.String() {
+		q := r.URL.Query()
+		off, _ := strconv.ParseInt(q.Get("offset"), 10, 64)
+		n, _ := strconv.ParseInt(q.Get("length"), 10, 64)
+		block, _ := strconv.Atoi(q.Get("block"))
+		b := sums(off, n, block)
+		s.mu.Lock()
+		s.sent += int64(len(b))
+		s.mu.Unlock()
+		w.Write(b)
 		return
 	}
 	if r.URL.Path != "/v2/"+testRepo+"/blobs/"+s.digest.String() {

@@ -29,6 +29,15 @@ type Plan struct {
 	// digest: its bytes are copied from the assembled file instead of
 	// crossing the link twice.
 	Copies map[int]int
+	// Similar maps some chunks of Remote to a local range that probably
+	// shares most of their bytes: the range that follows, in a local file,
+	// the copy of the chunk's local predecessor, or that precedes the copy
+	// of its local successor. An in-place edit (fine-tuning some weights)
+	// leaves a chunk whose start or end is unchanged where the edit
+	// begins or ends; with block sums from the source, only the blocks
+	// that differ need to cross the link. The range may run past the end
+	// of its file, or hold nothing alike: it is only a hint.
+	Similar map[int]ChunkRef
 }
 
 // NewPlan works out where each chunk of file comes from. A chunk for which
@@ -53,7 +62,59 @@ func NewPlan(file artifact.FileChunks, have func(d digest.Digest) (ChunkRef, boo
 		firstRemote[c.Digest] = i
 		p.Remote = append(p.Remote, i)
 	}
+	p.Similar = similarRanges(file, p.Local, p.Remote)
 	return p
+}
+
+// similarEdge is how many chunks at each end of a run of non-local chunks
+// get a similar range. An in-place edit leaves unchanged bytes in the
+// chunk where it begins and in the chunk where it ends; after the end, the
+// chunker may cut the next chunk at a new place too before it falls back
+// in step with the old cuts, so two chunks are tried on each side.
+const similarEdge = 2
+
+// similarRanges finds, for the remote chunks at each end of a run of
+// chunks held nowhere locally, the local range at the same distance from
+// the local chunk that borders the run (see Plan.Similar).
+func similarRanges(file artifact.FileChunks, local map[int]ChunkRef, remote []int) map[int]ChunkRef {
+	isRemote := make(map[int]bool, len(remote))
+	for _, i := range remote {
+		isRemote[i] = true
+	}
+	out := map[int]ChunkRef{}
+	// aligned is chunk j's range in the file of ref, the local copy of
+	// chunk k, at the same distance from it as in file.
+	aligned := func(j, k int, ref ChunkRef) {
+		c := file.Chunks[j]
+		off := ref.Offset + c.Offset - file.Chunks[k].Offset
+		if isRemote[j] && off >= 0 {
+			out[j] = ChunkRef{Path: ref.Path, Offset: off, Length: c.Length}
+		}
+	}
+	for a := 0; a < len(file.Chunks); a++ {
+		if _, ok := local[a]; ok {
+			continue
+		}
+		b := a // the run is chunks a to b
+		for b+1 < len(file.Chunks) {
+			if _, ok := local[b+1]; ok {
+				break
+			}
+			b++
+		}
+		if next, ok := local[b+1]; ok {
+			for j := b; j >= max(a, b-similarEdge+1); j-- {
+				aligned(j, b+1, next)
+			}
+		}
+		if prev, ok := local[a-1]; ok {
+			for j := a; j <= min(b, a+similarEdge-1); j++ {
+				aligned(j, a-1, prev)
+			}
+		}
+		a = b
+	}
+	return out
 }
 
 // RemoteBytes is how many bytes the plan fetches from the source.
@@ -145,6 +206,11 @@ func (p Plan) Validate() error {
 	for i, ok := range seen {
 		if !ok {
 			return fmt.Errorf("plan for %q: chunk %d has no source", f.Path, i)
+		}
+	}
+	for i, ref := range p.Similar {
+		if !remote[i] || ref.Length != f.Chunks[i].Length || ref.Offset < 0 {
+			return fmt.Errorf("plan for %q: similar range of chunk %d: not a remote chunk, or length %d at offset %d", f.Path, i, ref.Length, ref.Offset)
 		}
 	}
 	return nil

@@ -77,6 +77,48 @@ func TestNewPlan(t *testing.T) {
 	}
 }
 
+func TestPlanSimilar(t *testing.T) {
+	// Chunks of 10, 20, 30, 40 and 50 bytes.
+	file := synthFile("abcde", 10, 20, 30, 40, 50)
+	at := func(off, n int64) ChunkRef { return ChunkRef{Path: "v1", Offset: off, Length: n} }
+	tests := []struct {
+		name string
+		have map[string]ChunkRef
+		want map[int]ChunkRef
+	}{
+		{"nothing held: no hint", nil, map[int]ChunkRef{}},
+		{"edit inside c: after b's copy, before d's", map[string]ChunkRef{"a": at(0, 10), "b": at(10, 20), "d": at(60, 40), "e": at(100, 50)},
+			map[int]ChunkRef{2: at(30, 30)}},
+		{"edit from c to the end: two chunks after b's copy", map[string]ChunkRef{"a": at(0, 10), "b": at(10, 20)},
+			map[int]ChunkRef{2: at(30, 30), 3: at(60, 40)}},
+		{"edit up to d: two chunks before e's copy", map[string]ChunkRef{"e": at(1100, 50)},
+			map[int]ChunkRef{2: at(1030, 30), 3: at(1060, 40)}},
+		{"copies elsewhere: each edge aligned with its neighbour", map[string]ChunkRef{"a": at(500, 10), "e": at(1000, 50)},
+			map[int]ChunkRef{1: at(510, 20), 2: at(530, 30), 3: at(960, 40)}},
+		{"successor too close to the start of its file", map[string]ChunkRef{"e": at(10, 50)},
+			map[int]ChunkRef{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			have := func(d digest.Digest) (ChunkRef, bool) {
+				for k, v := range tt.have {
+					if digest.FromString(k) == d {
+						return v, true
+					}
+				}
+				return ChunkRef{}, false
+			}
+			p := NewPlan(file, have)
+			if !maps.Equal(p.Similar, tt.want) {
+				t.Errorf("similar = %v, want %v", p.Similar, tt.want)
+			}
+			if err := p.Validate(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 func TestPlanValidate(t *testing.T) {
 	file := synthFile("abc", 10, 20, 30)
 	good := func() Plan { return NewPlan(file, nil) }
@@ -95,6 +137,12 @@ func TestPlanValidate(t *testing.T) {
 		{"gap", func(p *Plan) { p.File.Chunks = slices.Clone(p.File.Chunks); p.File.Chunks[1].Offset++ }, "does not follow"},
 		{"size", func(p *Plan) { p.File.Size++ }, "cover 60 of 61"},
 		{"bad digest", func(p *Plan) { p.File.Digest = "sha256:zz" }, "file digest"},
+		{"similar range of a local chunk", func(p *Plan) {
+			p.Remote = p.Remote[1:]
+			p.Local[0] = ChunkRef{Length: 10}
+			p.Similar[0] = ChunkRef{Length: 10}
+		}, "similar range of chunk 0"},
+		{"similar range of the wrong length", func(p *Plan) { p.Similar[1] = ChunkRef{Length: 7} }, "similar range of chunk 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/opencontainers/go-digest"
+	"outpost.dev/outpost/internal/artifact"
 )
 
 // RangeSource opens byte ranges of blobs.
@@ -21,6 +22,15 @@ type RangeSource interface {
 	// what it lacks. Errors that asking again cannot fix are marked with
 	// Permanent.
 	OpenRange(ctx context.Context, blob digest.Digest, off, n int64) (io.ReadCloser, error)
+}
+
+// BlockSummer is a RangeSource that can also return the block sums
+// (artifact.BlockSums) of a range of a blob, so that a Fetch holding a
+// similar range (Plan.Similar) fetches only the blocks that differ.
+type BlockSummer interface {
+	// BlockSums returns the sums of the blocks of block bytes that cut
+	// bytes off to off+n-1 of blob.
+	BlockSums(ctx context.Context, blob digest.Digest, off, n int64, block int) ([]byte, error)
 }
 
 // permanentError marks an error that retrying cannot fix.
@@ -116,23 +126,10 @@ func (s *HTTPSource) OpenRange(ctx context.Context, blob digest.Digest, off, n i
 		return nil, Permanent(fmt.Errorf("blob digest: %w", err))
 	}
 	u := strings.TrimRight(s.BaseURL, "/") + "/v2/" + strings.Trim(s.Repo, "/") + "/blobs/" + blob.String()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, Permanent(fmt.Errorf("build request: %w", err))
-	}
 	last := off + n - 1
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, last))
-	req.Header.Set("Accept-Encoding", "identity")
-	if s.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.Token)
-	}
-	client := s.Client
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
+	resp, err := s.get(ctx, u, fmt.Sprintf("bytes=%d-%d", off, last))
 	if err != nil {
-		return nil, fmt.Errorf("GET %s bytes %d-%d: %w", u, off, last, err)
+		return nil, fmt.Errorf("bytes %d-%d: %w", off, last, err)
 	}
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
@@ -151,12 +148,75 @@ func (s *HTTPSource) OpenRange(ctx context.Context, blob digest.Digest, off, n i
 		return nil, Permanent(fmt.Errorf("GET %s: server ignored the range request for bytes %d-%d and sent %d bytes", u, off, last, resp.ContentLength))
 	}
 	defer resp.Body.Close()
+	return nil, statusError(u, resp)
+}
+
+// BlockSums asks the registry's Outpost extension for the block sums of
+// bytes off to off+n-1 of blob: GET <BaseURL>/v2/<Repo>/_outpost/
+// blocksums/<digest>?offset=&length=&block=. Registries without it answer
+// 404, a permanent error.
+func (s *HTTPSource) BlockSums(ctx context.Context, blob digest.Digest, off, n int64, block int) ([]byte, error) {
+	if off < 0 || n <= 0 || n > artifact.MaxSumRange || block < artifact.MinSumBlock || block > artifact.MaxSumBlock {
+		return nil, Permanent(fmt.Errorf("invalid block sum request: %d bytes at offset %d in blocks of %d", n, off, block))
+	}
+	if err := blob.Validate(); err != nil {
+		return nil, Permanent(fmt.Errorf("blob digest: %w", err))
+	}
+	u := fmt.Sprintf("%s/v2/%s/_outpost/blocksums/%s?offset=%d&length=%d&block=%d",
+		strings.TrimRight(s.BaseURL, "/"), strings.Trim(s.Repo, "/"), blob, off, n, block)
+	resp, err := s.get(ctx, u, "")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	want := (n + int64(block) - 1) / int64(block) * artifact.BlockSumSize
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusError(u, resp)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, want+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	if int64(len(b)) != want {
+		return nil, Permanent(fmt.Errorf("GET %s: %d bytes of block sums, want %d", u, len(b), want))
+	}
+	return b, nil
+}
+
+// get sends a GET of u with the source's credential, and a Range header
+// when rng is set.
+func (s *HTTPSource) get(ctx context.Context, u, rng string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("build request: %w", err))
+	}
+	if rng != "" {
+		req.Header.Set("Range", rng)
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	if s.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+	}
+	client := s.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	return resp, nil
+}
+
+// statusError reads an unexpected response's error, marked Permanent
+// unless asking again may succeed.
+func statusError(u string, resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	serr := &StatusError{URL: u, StatusCode: resp.StatusCode, Message: errorMessage(b)}
 	if serr.Retryable() {
-		return nil, serr
+		return serr
 	}
-	return nil, Permanent(serr)
+	return Permanent(serr)
 }
 
 // parseContentRange parses "bytes a-b/size" (size may be "*", reported as
