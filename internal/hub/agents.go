@@ -299,7 +299,7 @@ func (s *Server) Join(ctx context.Context, req v1alpha1.JoinRequest) (credential
 		if _, _, err := tx.Apply(ctx, c); err != nil {
 			return err
 		}
-		if err := s.reconcile(ctx, tx); err != nil {
+		if err := s.reconcileCluster(ctx, tx, c); err != nil {
 			return err
 		}
 		return tx.SetClusterCredential(ctx, req.Cluster, auth.Hash(cred), now)

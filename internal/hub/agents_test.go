@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"encoding/json"
 	"fmt"
@@ -711,6 +712,69 @@ func TestReportsGroupCommit(t *testing.T) {
 	for _, row := range e.deployment("resnet").Status.Clusters {
 		if row.Phase != v1alpha1.PhaseActive || row.ActiveVersion != "1.2.0" {
 			t.Errorf("row %+v not updated", row)
+		}
+	}
+}
+
+// TestJoinReconcilesOnlyTheJoiningCluster checks that a join, which places only the joining
+// cluster, leaves the hub exactly where placing every cluster again would: a full reconcile
+// afterwards changes nothing.
+func TestJoinReconcilesOnlyTheJoiningCluster(t *testing.T) {
+	e := newAgentEnv(t, nil)
+	e.applyAsAdmin("modeldeployments", "north", mdYAML("north", "resnet", "1.2.0", "[{matchLabels: {region: north}}]"))
+	e.applyAsAdmin("modeldeployments", "gpus", mdYAML("gpus", "resnet", "^1.0", "[{matchLabels: {tier: gpu}}, {matchLabels: {region: east}}]"))
+	e.applyAsAdmin("clusters", "declared", clusterYAML("declared", "region: east"))
+	jt := e.createToken(3600, "")
+	steps := []struct {
+		cluster string
+		labels  map[string]string
+		north   []string // the clusters "north" selects afterwards
+		gpus    []string // and "gpus"
+	}{
+		{"edge-1", map[string]string{"region": "north"}, []string{"edge-1"}, []string{"declared"}},
+		{"edge-2", map[string]string{"region": "north", "tier": "gpu"}, []string{"edge-1", "edge-2"}, []string{"declared", "edge-2"}},
+		{"edge-3", map[string]string{"region": "south"}, []string{"edge-1", "edge-2"}, []string{"declared", "edge-2"}},
+		{"declared", map[string]string{"region": "north"}, []string{"declared", "edge-1", "edge-2"}, []string{"edge-2"}},
+		{"edge-1", map[string]string{"region": "west"}, []string{"declared", "edge-2"}, []string{"edge-2"}},
+		{"edge-1", map[string]string{"region": "west"}, []string{"declared", "edge-2"}, []string{"edge-2"}}, // a rejoin that changes nothing
+	}
+	rows := func(name string) []string {
+		var names []string
+		for _, r := range e.deployment(name).Status.Clusters {
+			names = append(names, r.Cluster)
+		}
+		return names
+	}
+	for i, st := range steps {
+		e.mustJoin(jt.Token, st.cluster, st.labels)
+		if got := rows("north"); !slices.Equal(got, st.north) {
+			t.Errorf("step %d: north rows %v, want %v", i, got, st.north)
+		}
+		if got := rows("gpus"); !slices.Equal(got, st.gpus) {
+			t.Errorf("step %d: gpus rows %v, want %v", i, got, st.gpus)
+		}
+		for _, d := range []string{"north", "gpus"} {
+			c := meta.FindStatusCondition(e.deployment(d).Status.Conditions, v1alpha1.ConditionPlaced)
+			if want := fmt.Sprintf("selected %d cluster(s)", len(rows(d))); c == nil || c.Message != want {
+				t.Errorf("step %d: %s Placed condition %+v, want %q", i, d, c, want)
+			}
+		}
+		// A full reconcile finds nothing left to do.
+		after := e.revision()
+		if err := e.db.Update(t.Context(), func(tx *store.Tx) error { return e.srv.reconcile(t.Context(), tx) }); err != nil {
+			t.Fatal(err)
+		}
+		if rev := e.revision(); rev != after {
+			t.Errorf("step %d: a full reconcile after the join moved the revision from %d to %d", i, after, rev)
+		}
+	}
+	for cluster, want := range map[string]int{"edge-1": 0, "edge-2": 2, "edge-3": 0, "declared": 1} {
+		_, doc, err := e.db.DesiredState(t.Context(), cluster)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ds := decodeJSON[v1alpha1.DesiredState](t, doc); len(ds.Models) != want {
+			t.Errorf("%s desired %+v, want %d models", cluster, ds.Models, want)
 		}
 	}
 }

@@ -221,35 +221,17 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 	if err != nil {
 		return err
 	}
-	dobjs, err := tx.List(ctx, v1alpha1.KindModelDeployment, nil)
-	if err != nil {
-		return err
-	}
 	clusters := make([]v1alpha1.Cluster, len(cobjs))
 	for i, o := range cobjs {
 		clusters[i] = *o.(*v1alpha1.Cluster)
 	}
-	deps := make([]v1alpha1.ModelDeployment, len(dobjs))
-	resolved := make(map[string]placement.Resolution, len(dobjs))
-	for i, o := range dobjs {
-		deps[i] = *o.(*v1alpha1.ModelDeployment)
-		resolved[deps[i].Name] = placement.ResolutionFromStatus(&deps[i])
-	}
-	a, err := placement.DesiredStates(deps, clusters, resolved, s.cfg.RequireSignature)
+	deps, a, err := s.place(ctx, tx, clusters)
 	if err != nil {
-		s.log.WarnContext(ctx, "placement skipped deployments", "err", err)
+		return err
 	}
 	for _, c := range clusters {
-		doc, err := json.Marshal(v1alpha1.DesiredState{
-			APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: c.Name, Models: a.Models[c.Name],
-		})
-		if err != nil {
-			return fmt.Errorf("encode desired state: %w", err)
-		}
-		if rev, changed, err := tx.SetDesiredState(ctx, c.Name, doc); err != nil {
+		if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name]); err != nil {
 			return err
-		} else if changed {
-			s.log.DebugContext(ctx, "desired state changed", "cluster", c.Name, "revision", rev)
 		}
 	}
 	have, err := tx.DesiredStateClusters(ctx)
@@ -264,25 +246,116 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 		}
 	}
 	for i := range deps {
-		d := deps[i].DeepCopy()
-		selected, ok := a.Selected[d.Name]
+		selected, ok := a.Selected[deps[i].Name]
 		if !ok {
 			continue
 		}
-		d.Status.Clusters = clusterRows(d, selected)
-		c := metav1.Condition{Type: v1alpha1.ConditionPlaced, ObservedGeneration: d.Generation}
-		if len(selected) > 0 {
-			c.Status, c.Reason = metav1.ConditionTrue, "Placed"
-			c.Message = fmt.Sprintf("selected %d cluster(s)", len(selected))
-		} else {
-			c.Status, c.Reason, c.Message = metav1.ConditionFalse, "NoMatchingClusters", "no cluster matches the clusterSelectors"
-		}
-		meta.SetStatusCondition(&d.Status.Conditions, c)
-		if _, _, err := tx.UpdateStatus(ctx, d); err != nil {
+		if err := setPlaced(ctx, tx, &deps[i], selected); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// reconcileCluster is reconcile after a change to one cluster alone (it joined, or rejoined
+// with other labels). Placement decides each cluster on its own labels (placement.DesiredStates),
+// so no other cluster's desired state can change: it writes this cluster's desired state and
+// adds or removes its row in the deployments that now select it or no longer do. That costs
+// O(deployments) where reconcile costs O(clusters x deployments): at 1,000 clusters, a join
+// no longer rewrites every desired state and every deployment's status.
+func (s *Server) reconcileCluster(ctx context.Context, tx *store.Tx, c *v1alpha1.Cluster) error {
+	deps, a, err := s.place(ctx, tx, []v1alpha1.Cluster{*c})
+	if err != nil {
+		return err
+	}
+	if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name]); err != nil {
+		return err
+	}
+	for i := range deps {
+		d := &deps[i]
+		sel, ok := a.Selected[d.Name]
+		if !ok {
+			continue
+		}
+		var selected []string
+		had := false
+		for _, r := range d.Status.Clusters {
+			if r.Cluster == c.Name {
+				had = true
+				continue
+			}
+			selected = append(selected, r.Cluster)
+		}
+		if len(sel) == 1 {
+			selected = append(selected, c.Name)
+		}
+		if had == (len(sel) == 1) {
+			continue // still selected, or still not: its row, if any, stands
+		}
+		if err := setPlaced(ctx, tx, d, selected); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// place reads every deployment and places them on clusters from their stored resolutions.
+func (s *Server) place(ctx context.Context, tx *store.Tx, clusters []v1alpha1.Cluster) ([]v1alpha1.ModelDeployment, placement.Assignment, error) {
+	dobjs, err := tx.List(ctx, v1alpha1.KindModelDeployment, nil)
+	if err != nil {
+		return nil, placement.Assignment{}, err
+	}
+	deps := make([]v1alpha1.ModelDeployment, len(dobjs))
+	resolved := make(map[string]placement.Resolution, len(dobjs))
+	for i, o := range dobjs {
+		deps[i] = *o.(*v1alpha1.ModelDeployment)
+		resolved[deps[i].Name] = placement.ResolutionFromStatus(&deps[i])
+	}
+	a, err := placement.DesiredStates(deps, clusters, resolved, s.cfg.RequireSignature)
+	if err != nil {
+		s.log.WarnContext(ctx, "placement skipped deployments", "err", err)
+	}
+	return deps, a, nil
+}
+
+// writeDesired stores a cluster's desired state document; the store moves its revision only
+// when the document changed.
+func (s *Server) writeDesired(ctx context.Context, tx *store.Tx, cluster string, models []v1alpha1.DesiredModel) error {
+	doc, err := json.Marshal(v1alpha1.DesiredState{
+		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: cluster, Models: models,
+	})
+	if err != nil {
+		return fmt.Errorf("encode desired state: %w", err)
+	}
+	rev, changed, err := tx.SetDesiredState(ctx, cluster, doc)
+	if err != nil {
+		return err
+	}
+	if changed {
+		s.log.DebugContext(ctx, "desired state changed", "cluster", cluster, "revision", rev)
+	}
+	return nil
+}
+
+// placedCondition is the Placed condition of a deployment that selects n clusters.
+func placedCondition(d *v1alpha1.ModelDeployment, n int) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.ConditionPlaced, ObservedGeneration: d.Generation}
+	if n > 0 {
+		c.Status, c.Reason = metav1.ConditionTrue, "Placed"
+		c.Message = fmt.Sprintf("selected %d cluster(s)", n)
+	} else {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "NoMatchingClusters", "no cluster matches the clusterSelectors"
+	}
+	return c
+}
+
+// setPlaced stores d's status with one row per selected cluster and its Placed condition.
+func setPlaced(ctx context.Context, tx *store.Tx, d *v1alpha1.ModelDeployment, selected []string) error {
+	d = d.DeepCopy()
+	d.Status.Clusters = clusterRows(d, selected)
+	meta.SetStatusCondition(&d.Status.Conditions, placedCondition(d, len(selected)))
+	_, _, err := tx.UpdateStatus(ctx, d)
+	return err
 }
 
 // clusterRows returns one status row per selected cluster, keeping what agents reported about
