@@ -3,6 +3,7 @@ package interp
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 )
@@ -48,54 +49,102 @@ func rowWorkers(m, flops int) int {
 }
 
 // sgemm adds alpha * A·B to C (m x n, row-major, contiguous) where A(i,k)
-// is a[i*ars+k*acs] and B (k x n) is row-major and contiguous. Loops run
-// i-k-j over cache blocks of B; within a block, the nonzero entries of A's
-// row (most, after a Relu, are zero) are gathered on the stack and applied
-// to C's row four rows of B at a time.
+// is a[i*ars+k*acs] and B (k x n) is row-major and contiguous, with the
+// AVX2 kernels where the CPU has them.
 func sgemm(m, n, k int, alpha float32, a []float32, ars, acs int, b, c []float32) {
+	sgemmOn(haveAVX2FMA, m, n, k, alpha, a, ars, acs, b, c)
+}
+
+// sgemmOn is sgemm with the AVX2 kernels if simd is set (only where
+// haveAVX2FMA) and the portable Go ones otherwise. Loops run k-j-i over
+// cache blocks of B; within a block, the entries of A that multiply it are
+// gathered on the stack, scaled by alpha and without the zeros (most, after
+// a Relu, are zero), then applied to C: by the AVX2 kernels four rows of C
+// at a time (kernel4AVX) and then one (kernel1AVX); by the Go ones one row
+// of C at a time, four rows of B at once.
+func sgemmOn(simd bool, m, n, k int, alpha float32, a []float32, ars, acs int, b, c []float32) {
 	if m == 0 || n == 0 || k == 0 {
 		return
 	}
+	// The assembly kernels address B and C within these bounds.
+	b, c = b[:k*n], c[:m*n]
 	if rowWorkers(m, m*n*k) < 2 {
-		sgemmRows(0, m, n, k, alpha, a, ars, acs, b, c)
+		sgemmRows(simd, 0, m, n, k, alpha, a, ars, acs, b, c)
 		return
 	}
-	parallelRows(m, m*n*k, func(i0, i1 int) { sgemmRows(i0, i1, n, k, alpha, a, ars, acs, b, c) })
+	parallelRows(m, m*n*k, func(i0, i1 int) { sgemmRows(simd, i0, i1, n, k, alpha, a, ars, acs, b, c) })
 }
 
-// sgemmRows is sgemm for the rows [i0, i1) of C.
-func sgemmRows(i0, i1, n, k int, alpha float32, a []float32, ars, acs int, b, c []float32) {
-	var idx [kcBlock]int
-	var val [kcBlock]float32
-	{
-		for k0 := 0; k0 < k; k0 += kcBlock {
-			k1 := min(k0+kcBlock, k)
-			for j0 := 0; j0 < n; j0 += ncBlock {
-				j1 := min(j0+ncBlock, n)
-				for i := i0; i < i1; i++ {
-					nz := 0
-					for kk := k0; kk < k1; kk++ {
-						if av := a[i*ars+kk*acs]; av != 0 {
-							idx[nz], val[nz] = kk*n, alpha*av
-							nz++
-						}
+// sgemmRows is sgemmOn for the rows [i0, i1) of C.
+func sgemmRows(simd bool, i0, i1, n, k int, alpha float32, a []float32, ars, acs int, b, c []float32) {
+	// off[q] is the offset in b of the q-th row of B the block uses; val
+	// holds the entries of A it is scaled by, four rows interleaved.
+	var off [kcBlock]int
+	var val [4 * kcBlock]float32
+	for k0 := 0; k0 < k; k0 += kcBlock {
+		k1 := min(k0+kcBlock, k)
+		for j0 := 0; j0 < n; j0 += ncBlock {
+			j1 := min(j0+ncBlock, n)
+			i := i0
+			if simd {
+				for ; i+4 <= i1; i += 4 {
+					if nz := gather4(&off, &val, alpha, a, i*ars, ars, acs, k0, k1, n); nz > 0 {
+						kernel4AVX(&c[i*n+j0], n, j1-j0, &b[j0], &off[0], &val[0], nz)
 					}
-					crow := c[i*n+j0 : i*n+j1]
-					q := 0
-					for ; q+4 <= nz; q += 4 {
-						axpy4(crow, val[q], val[q+1], val[q+2], val[q+3],
-							b[idx[q]+j0:idx[q]+j1], b[idx[q+1]+j0:idx[q+1]+j1],
-							b[idx[q+2]+j0:idx[q+2]+j1], b[idx[q+3]+j0:idx[q+3]+j1])
+				}
+			}
+			for ; i < i1; i++ {
+				nz := 0
+				for kk := k0; kk < k1; kk++ {
+					if av := a[i*ars+kk*acs]; av != 0 {
+						off[nz], val[nz] = kk*n, alpha*av
+						nz++
 					}
-					for ; q < nz; q++ {
-						axpy1(crow, val[q], b[idx[q]+j0:idx[q]+j1])
-					}
+				}
+				if nz == 0 {
+					continue
+				}
+				if simd {
+					kernel1AVX(&c[i*n+j0], j1-j0, &b[j0], &off[0], &val[0], nz)
+					continue
+				}
+				crow := c[i*n+j0 : i*n+j1]
+				q := 0
+				for ; q+4 <= nz; q += 4 {
+					axpy4(crow, val[q], val[q+1], val[q+2], val[q+3],
+						b[off[q]+j0:off[q]+j1], b[off[q+1]+j0:off[q+1]+j1],
+						b[off[q+2]+j0:off[q+2]+j1], b[off[q+3]+j0:off[q+3]+j1])
+				}
+				for ; q < nz; q++ {
+					axpy1(crow, val[q], b[off[q]+j0:off[q]+j1])
 				}
 			}
 		}
 	}
 }
 
+// gather4 lists, for the rows of A starting at offset base (ars apart)
+// and the columns [k0, k1), the columns where any of the four rows is
+// nonzero: off gets the column's offset in a row-major B of n columns, val
+// the four entries scaled by alpha. It returns how many it listed. Every
+// column is written at the next free place and kept only if nonzero,
+// without a branch on the data.
+func gather4(off *[kcBlock]int, val *[4 * kcBlock]float32, alpha float32, a []float32, base, ars, acs, k0, k1, n int) int {
+	nz := 0
+	for kk := k0; kk < k1; kk++ {
+		p := base + kk*acs
+		a0, a1, a2, a3 := a[p], a[p+ars], a[p+2*ars], a[p+3*ars]
+		off[nz] = kk * n
+		v := val[4*nz : 4*nz+4]
+		v[0], v[1], v[2], v[3] = alpha*a0, alpha*a1, alpha*a2, alpha*a3
+		// Nonzero unless all four are +0 or -0 (the sign bit shifted out).
+		bits := math.Float32bits(a0) | math.Float32bits(a1) | math.Float32bits(a2) | math.Float32bits(a3)
+		nz += int((bits<<1 | -(bits << 1)) >> 31)
+	}
+	return nz
+}
+
+// axpy4 adds a0*b0 + a1*b1 + a2*b2 + a3*b3 to c.
 func axpy4(c []float32, a0, a1, a2, a3 float32, b0, b1, b2, b3 []float32) {
 	b0, b1, b2, b3 = b0[:len(c)], b1[:len(c)], b2[:len(c)], b3[:len(c)]
 	for j := range c {
@@ -103,6 +152,7 @@ func axpy4(c []float32, a0, a1, a2, a3 float32, b0, b1, b2, b3 []float32) {
 	}
 }
 
+// axpy1 adds a*b to c.
 func axpy1(c []float32, a float32, b []float32) {
 	b = b[:len(c)]
 	for j := range c {
@@ -111,35 +161,71 @@ func axpy1(c []float32, a float32, b []float32) {
 }
 
 // sgemmNT adds alpha * A·Bᵀ to C (m x n) where A (m x k) and B (n x k) are
-// row-major and contiguous: dot products of rows, four columns of C at a
-// time, with B blocked by rows to stay in cache.
+// row-major and contiguous, with the AVX2 kernels where the CPU has them.
 func sgemmNT(m, n, k int, alpha float32, a, b, c []float32) {
+	sgemmNTOn(haveAVX2FMA, m, n, k, alpha, a, b, c)
+}
+
+// sgemmNTOn is sgemmNT with the AVX2 kernel if simd is set (only where
+// haveAVX2FMA) and the portable Go one otherwise: dot products of rows,
+// four columns of C at a time, with B blocked by rows to stay in cache.
+func sgemmNTOn(simd bool, m, n, k int, alpha float32, a, b, c []float32) {
 	if m == 0 || n == 0 || k == 0 {
 		return
 	}
+	// The assembly kernel addresses A, B and C within these bounds.
+	a, b, c = a[:m*k], b[:n*k], c[:m*n]
+	if rowWorkers(m, m*n*k) < 2 {
+		sgemmNTRows(simd, 0, m, n, k, alpha, a, b, c)
+		return
+	}
+	parallelRows(m, m*n*k, func(i0, i1 int) { sgemmNTRows(simd, i0, i1, n, k, alpha, a, b, c) })
+}
+
+// sgemmNTRows is sgemmNTOn for the rows [i0, i1) of C: with the AVX2
+// kernels, two rows of A against four rows of B at a time, then the last
+// row of A against four rows of B; without, one row of A against four rows
+// of B.
+func sgemmNTRows(simd bool, i0, i1, n, k int, alpha float32, a, b, c []float32) {
 	jb := max(4, (256<<10)/(4*k)) &^ 3
-	parallelRows(m, m*n*k, func(i0, i1 int) {
-		for j0 := 0; j0 < n; j0 += jb {
-			j1 := min(j0+jb, n)
-			for i := i0; i < i1; i++ {
-				ar := a[i*k : i*k+k]
-				crow := c[i*n : i*n+n]
+	for j0 := 0; j0 < n; j0 += jb {
+		j1 := min(j0+jb, n)
+		i := i0
+		if simd {
+			for ; i+2 <= i1; i += 2 {
 				j := j0
 				for ; j+4 <= j1; j += 4 {
-					d0, d1, d2, d3 := dot4(ar, b[j*k:j*k+k], b[(j+1)*k:(j+1)*k+k], b[(j+2)*k:(j+2)*k+k], b[(j+3)*k:(j+3)*k+k])
-					crow[j] += alpha * d0
-					crow[j+1] += alpha * d1
-					crow[j+2] += alpha * d2
-					crow[j+3] += alpha * d3
+					dot2x4AVX(&c[i*n+j], n, alpha, &a[i*k], &b[j*k], k)
 				}
 				for ; j < j1; j++ {
-					crow[j] += alpha * dot(ar, b[j*k:j*k+k])
+					c[i*n+j] += alpha * dot(a[i*k:i*k+k], b[j*k:j*k+k])
+					c[(i+1)*n+j] += alpha * dot(a[(i+1)*k:(i+1)*k+k], b[j*k:j*k+k])
 				}
 			}
 		}
-	})
+		for ; i < i1; i++ {
+			ar := a[i*k : i*k+k]
+			crow := c[i*n : i*n+n]
+			j := j0
+			for ; j+4 <= j1; j += 4 {
+				if simd {
+					dot4AVX(&crow[j], alpha, &ar[0], &b[j*k], k, k)
+					continue
+				}
+				d0, d1, d2, d3 := dot4(ar, b[j*k:j*k+k], b[(j+1)*k:(j+1)*k+k], b[(j+2)*k:(j+2)*k+k], b[(j+3)*k:(j+3)*k+k])
+				crow[j] += alpha * d0
+				crow[j+1] += alpha * d1
+				crow[j+2] += alpha * d2
+				crow[j+3] += alpha * d3
+			}
+			for ; j < j1; j++ {
+				crow[j] += alpha * dot(ar, b[j*k:j*k+k])
+			}
+		}
+	}
 }
 
+// dot4 returns the dot products of a with b0, b1, b2 and b3.
 func dot4(a, b0, b1, b2, b3 []float32) (s0, s1, s2, s3 float32) {
 	b0, b1, b2, b3 = b0[:len(a)], b1[:len(a)], b2[:len(a)], b3[:len(a)]
 	for i, v := range a {
@@ -151,6 +237,7 @@ func dot4(a, b0, b1, b2, b3 []float32) (s0, s1, s2, s3 float32) {
 	return
 }
 
+// dot returns the dot product of a and b.
 func dot(a, b []float32) float32 {
 	b = b[:len(a)]
 	var s0, s1, s2, s3 float32

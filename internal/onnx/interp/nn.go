@@ -291,8 +291,8 @@ func runConv(n *Node, in []*Tensor) ([]*Tensor, error) {
 	return []*Tensor{y}, nil
 }
 
-// nnConv computes a grouped 2-D convolution: per image and group, an
-// nnIm2col matrix times the group's filters.
+// nnConv computes a grouped 2-D convolution: per image and group, the
+// group's filters times an nnIm2col matrix (sgemm).
 func nnConv(g *nnGeom, x, w []float32, b *Tensor, y []float32, N, C, M, group int) {
 	Cg, Mg := C/group, M/group
 	K := Cg * g.kH * g.kW
@@ -321,7 +321,7 @@ func nnConv(g *nnGeom, x, w []float32, b *Tensor, y []float32, N, C, M, group in
 				nnIm2col(g, xg, Cg, col)
 				src = col
 			}
-			nnGemm(Mg, outHW, K, w[gr*Mg*K:(gr+1)*Mg*K], K, src, outHW, yg, outHW)
+			sgemm(Mg, outHW, K, 1, w[gr*Mg*K:(gr+1)*Mg*K], K, 1, src, yg)
 		}
 	}
 }
@@ -379,55 +379,6 @@ func nnValidRange(off, stride, size, out int) (lo, hi int) {
 		lo = hi
 	}
 	return lo, hi
-}
-
-// nnGemm computes c += a * b for row-major float32 matrices a (m x k),
-// b (k x n) and c (m x n) with leading dimensions lda, ldb and ldc. It
-// works on blocks of b that fit in cache and four rows of c at a time.
-func nnGemm(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
-	const kc, nc = 128, 512
-	for j0 := 0; j0 < n; j0 += nc {
-		j1 := min(n, j0+nc)
-		w := j1 - j0
-		for p0 := 0; p0 < k; p0 += kc {
-			p1 := min(k, p0+kc)
-			i := 0
-			for ; i+4 <= m; i += 4 {
-				c0 := c[i*ldc+j0 : i*ldc+j1]
-				c1 := c[(i+1)*ldc+j0 : (i+1)*ldc+j1]
-				c2 := c[(i+2)*ldc+j0 : (i+2)*ldc+j1]
-				c3 := c[(i+3)*ldc+j0 : (i+3)*ldc+j1]
-				for p := p0; p < p1; p++ {
-					a0, a1, a2, a3 := a[i*lda+p], a[(i+1)*lda+p], a[(i+2)*lda+p], a[(i+3)*lda+p]
-					if a0 == 0 && a1 == 0 && a2 == 0 && a3 == 0 {
-						continue
-					}
-					br := b[p*ldb+j0 : p*ldb+j1]
-					br, c0, c1, c2, c3 = br[:w], c0[:w], c1[:w], c2[:w], c3[:w]
-					for j, bv := range br {
-						c0[j] += a0 * bv
-						c1[j] += a1 * bv
-						c2[j] += a2 * bv
-						c3[j] += a3 * bv
-					}
-				}
-			}
-			for ; i < m; i++ {
-				ci := c[i*ldc+j0 : i*ldc+j1]
-				for p := p0; p < p1; p++ {
-					av := a[i*lda+p]
-					if av == 0 {
-						continue
-					}
-					br := b[p*ldb+j0 : p*ldb+j1]
-					br = br[:len(ci)]
-					for j, bv := range br {
-						ci[j] += av * bv
-					}
-				}
-			}
-		}
-	}
 }
 
 func checkPool(n *Node, allowDilations bool) error {

@@ -1,0 +1,531 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// tailMask<> is eight all-ones lanes then eight zero lanes: the 32 bytes at
+// tailMask<>+32-4*r select the first r lanes of a YMM register.
+DATA tailMask<>+0(SB)/8, $0xffffffffffffffff
+DATA tailMask<>+8(SB)/8, $0xffffffffffffffff
+DATA tailMask<>+16(SB)/8, $0xffffffffffffffff
+DATA tailMask<>+24(SB)/8, $0xffffffffffffffff
+DATA tailMask<>+32(SB)/8, $0
+DATA tailMask<>+40(SB)/8, $0
+DATA tailMask<>+48(SB)/8, $0
+DATA tailMask<>+56(SB)/8, $0
+GLOBL tailMask<>(SB), RODATA|NOPTR, $64
+
+// LOADMASK sets mask to the lanes selecting the first r (1..7) columns;
+// it clobbers r and tmp.
+#define LOADMASK(r, tmp, mask) \
+	LEAQ tailMask<>+32(SB), tmp; \
+	SHLQ $2, r;                  \
+	SUBQ r, tmp;                 \
+	VMOVUPS (tmp), mask
+
+// func kernel4AVX(c *float32, ldc, n int, b *float32, off *int, ap *float32, nz int)
+//
+// For the rows r = 0..3 of C (ldc apart) and its first n columns j, adds
+// ap[4q+r] * b[off[q]+j] over q < nz (nz > 0): 24 columns at a time in
+// twelve accumulators, then 16 in eight, then 8, then the last 1..7 under a
+// mask. Each step of q loads the 24 columns of one row of B once and
+// broadcasts the four entries of A.
+TEXT ·kernel4AVX(SB), NOSPLIT, $0-56
+	MOVQ c+0(FP), DI
+	MOVQ ldc+8(FP), R8
+	SHLQ $2, R8
+	MOVQ n+16(FP), CX
+	MOVQ b+24(FP), SI
+	MOVQ off+32(FP), R9
+	MOVQ ap+40(FP), R10
+	MOVQ nz+48(FP), R11
+	TESTQ R11, R11
+	JLE  done4
+	LEAQ (DI)(R8*2), R12 // row 2
+
+cols24:
+	CMPQ CX, $24
+	JLT  cols16
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS 64(DI), Y2
+	VMOVUPS (DI)(R8*1), Y3
+	VMOVUPS 32(DI)(R8*1), Y4
+	VMOVUPS 64(DI)(R8*1), Y5
+	VMOVUPS (R12), Y6
+	VMOVUPS 32(R12), Y7
+	VMOVUPS 64(R12), Y8
+	VMOVUPS (R12)(R8*1), Y9
+	VMOVUPS 32(R12)(R8*1), Y10
+	VMOVUPS 64(R12)(R8*1), Y11
+	MOVQ R9, DX
+	MOVQ R10, AX
+	MOVQ R11, BX
+
+k24:
+	MOVQ (DX), R13
+	VMOVUPS (SI)(R13*4), Y12
+	VMOVUPS 32(SI)(R13*4), Y13
+	VMOVUPS 64(SI)(R13*4), Y14
+	VBROADCASTSS (AX), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VBROADCASTSS 4(AX), Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VBROADCASTSS 8(AX), Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VBROADCASTSS 12(AX), Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	ADDQ $8, DX
+	ADDQ $16, AX
+	DECQ BX
+	JNZ  k24
+
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, (DI)(R8*1)
+	VMOVUPS Y4, 32(DI)(R8*1)
+	VMOVUPS Y5, 64(DI)(R8*1)
+	VMOVUPS Y6, (R12)
+	VMOVUPS Y7, 32(R12)
+	VMOVUPS Y8, 64(R12)
+	VMOVUPS Y9, (R12)(R8*1)
+	VMOVUPS Y10, 32(R12)(R8*1)
+	VMOVUPS Y11, 64(R12)(R8*1)
+	ADDQ $96, DI
+	ADDQ $96, R12
+	ADDQ $96, SI
+	SUBQ $24, CX
+	JMP  cols24
+
+cols16:
+	CMPQ CX, $16
+	JLT  cols8
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS (DI)(R8*1), Y2
+	VMOVUPS 32(DI)(R8*1), Y3
+	VMOVUPS (R12), Y4
+	VMOVUPS 32(R12), Y5
+	VMOVUPS (R12)(R8*1), Y6
+	VMOVUPS 32(R12)(R8*1), Y7
+	MOVQ R9, DX
+	MOVQ R10, AX
+	MOVQ R11, BX
+
+k16:
+	MOVQ (DX), R13
+	VMOVUPS (SI)(R13*4), Y8
+	VMOVUPS 32(SI)(R13*4), Y9
+	VBROADCASTSS (AX), Y10
+	VBROADCASTSS 4(AX), Y11
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VFMADD231PS Y8, Y11, Y2
+	VFMADD231PS Y9, Y11, Y3
+	VBROADCASTSS 8(AX), Y12
+	VBROADCASTSS 12(AX), Y13
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y8, Y13, Y6
+	VFMADD231PS Y9, Y13, Y7
+	ADDQ $8, DX
+	ADDQ $16, AX
+	DECQ BX
+	JNZ  k16
+
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, (DI)(R8*1)
+	VMOVUPS Y3, 32(DI)(R8*1)
+	VMOVUPS Y4, (R12)
+	VMOVUPS Y5, 32(R12)
+	VMOVUPS Y6, (R12)(R8*1)
+	VMOVUPS Y7, 32(R12)(R8*1)
+	ADDQ $64, DI
+	ADDQ $64, R12
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP  cols16
+
+cols8:
+	CMPQ CX, $8
+	JLT  colsmask4
+	VMOVUPS (DI), Y0
+	VMOVUPS (DI)(R8*1), Y2
+	VMOVUPS (R12), Y4
+	VMOVUPS (R12)(R8*1), Y6
+	MOVQ R9, DX
+	MOVQ R10, AX
+	MOVQ R11, BX
+
+k8:
+	MOVQ (DX), R13
+	VMOVUPS (SI)(R13*4), Y8
+	VBROADCASTSS (AX), Y10
+	VBROADCASTSS 4(AX), Y11
+	VBROADCASTSS 8(AX), Y12
+	VBROADCASTSS 12(AX), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y8, Y11, Y2
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y8, Y13, Y6
+	ADDQ $8, DX
+	ADDQ $16, AX
+	DECQ BX
+	JNZ  k8
+
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y2, (DI)(R8*1)
+	VMOVUPS Y4, (R12)
+	VMOVUPS Y6, (R12)(R8*1)
+	ADDQ $32, DI
+	ADDQ $32, R12
+	ADDQ $32, SI
+	SUBQ $8, CX
+
+colsmask4:
+	TESTQ CX, CX
+	JZ   done4
+	LOADMASK(CX, R13, Y15)
+	VMASKMOVPS (DI), Y15, Y0
+	VMASKMOVPS (DI)(R8*1), Y15, Y2
+	VMASKMOVPS (R12), Y15, Y4
+	VMASKMOVPS (R12)(R8*1), Y15, Y6
+	MOVQ R9, DX
+	MOVQ R10, AX
+	MOVQ R11, BX
+
+kmask4:
+	MOVQ (DX), R13
+	VMASKMOVPS (SI)(R13*4), Y15, Y8
+	VBROADCASTSS (AX), Y10
+	VBROADCASTSS 4(AX), Y11
+	VBROADCASTSS 8(AX), Y12
+	VBROADCASTSS 12(AX), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y8, Y11, Y2
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y8, Y13, Y6
+	ADDQ $8, DX
+	ADDQ $16, AX
+	DECQ BX
+	JNZ  kmask4
+
+	VMASKMOVPS Y0, Y15, (DI)
+	VMASKMOVPS Y2, Y15, (DI)(R8*1)
+	VMASKMOVPS Y4, Y15, (R12)
+	VMASKMOVPS Y6, Y15, (R12)(R8*1)
+
+done4:
+	VZEROUPPER
+	RET
+
+// func kernel1AVX(c *float32, n int, b *float32, off *int, ap *float32, nz int)
+//
+// For the first n columns j of the row c, adds ap[q] * b[off[q]+j] over
+// q < nz (nz > 0): 64 columns at a time in eight accumulators, then 8,
+// then the last 1..7 under a mask.
+TEXT ·kernel1AVX(SB), NOSPLIT, $0-48
+	MOVQ c+0(FP), DI
+	MOVQ n+8(FP), CX
+	MOVQ b+16(FP), SI
+	MOVQ off+24(FP), R9
+	MOVQ ap+32(FP), R10
+	MOVQ nz+40(FP), R11
+	TESTQ R11, R11
+	JLE  done1
+
+cols64:
+	CMPQ CX, $64
+	JLT  cols8x1
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS 64(DI), Y2
+	VMOVUPS 96(DI), Y3
+	VMOVUPS 128(DI), Y4
+	VMOVUPS 160(DI), Y5
+	VMOVUPS 192(DI), Y6
+	VMOVUPS 224(DI), Y7
+	MOVQ R9, DX
+	MOVQ R10, AX
+	MOVQ R11, BX
+
+k64:
+	MOVQ (DX), R13
+	LEAQ (SI)(R13*4), R13
+	VBROADCASTSS (AX), Y8
+	VFMADD231PS (R13), Y8, Y0
+	VFMADD231PS 32(R13), Y8, Y1
+	VFMADD231PS 64(R13), Y8, Y2
+	VFMADD231PS 96(R13), Y8, Y3
+	VFMADD231PS 128(R13), Y8, Y4
+	VFMADD231PS 160(R13), Y8, Y5
+	VFMADD231PS 192(R13), Y8, Y6
+	VFMADD231PS 224(R13), Y8, Y7
+	ADDQ $8, DX
+	ADDQ $4, AX
+	DECQ BX
+	JNZ  k64
+
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	VMOVUPS Y4, 128(DI)
+	VMOVUPS Y5, 160(DI)
+	VMOVUPS Y6, 192(DI)
+	VMOVUPS Y7, 224(DI)
+	ADDQ $256, DI
+	ADDQ $256, SI
+	SUBQ $64, CX
+	JMP  cols64
+
+cols8x1:
+	CMPQ CX, $8
+	JLT  colsmask1
+	VMOVUPS (DI), Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ R9, DX
+	MOVQ R10, AX
+	MOVQ R11, BX
+
+	// Two accumulators, alternating over q, halve the dependency chain.
+	CMPQ BX, $2
+	JLT  k8x1tail
+
+k8x1:
+	MOVQ (DX), R13
+	MOVQ 8(DX), R12
+	VBROADCASTSS (AX), Y8
+	VBROADCASTSS 4(AX), Y9
+	VFMADD231PS (SI)(R13*4), Y8, Y0
+	VFMADD231PS (SI)(R12*4), Y9, Y1
+	ADDQ $16, DX
+	ADDQ $8, AX
+	SUBQ $2, BX
+	CMPQ BX, $2
+	JGE  k8x1
+
+k8x1tail:
+	TESTQ BX, BX
+	JZ   k8x1done
+	MOVQ (DX), R13
+	VBROADCASTSS (AX), Y8
+	VFMADD231PS (SI)(R13*4), Y8, Y0
+
+k8x1done:
+	VADDPS Y1, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JMP  cols8x1
+
+colsmask1:
+	TESTQ CX, CX
+	JZ   done1
+	LOADMASK(CX, R13, Y15)
+	VMASKMOVPS (DI), Y15, Y0
+	MOVQ R9, DX
+	MOVQ R10, AX
+	MOVQ R11, BX
+
+kmask1:
+	MOVQ (DX), R13
+	VMASKMOVPS (SI)(R13*4), Y15, Y9
+	VBROADCASTSS (AX), Y8
+	VFMADD231PS Y9, Y8, Y0
+	ADDQ $8, DX
+	ADDQ $4, AX
+	DECQ BX
+	JNZ  kmask1
+
+	VMASKMOVPS Y0, Y15, (DI)
+
+done1:
+	VZEROUPPER
+	RET
+
+// func dot4AVX(c *float32, alpha float32, a, b *float32, ldb, k int)
+//
+// Adds alpha times the dot products of a (k elements) with the four rows
+// of b (ldb apart, k elements each) to c[0..3]: 16 elements at a time in
+// two sets of four accumulators, then 8, then the last 1..7 under a mask.
+TEXT ·dot4AVX(SB), NOSPLIT, $0-48
+	MOVQ c+0(FP), DI
+	MOVQ a+16(FP), SI
+	MOVQ b+24(FP), R8
+	MOVQ ldb+32(FP), R9
+	SHLQ $2, R9
+	MOVQ k+40(FP), CX
+	LEAQ (R8)(R9*2), R10 // row 2
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+k16d:
+	CMPQ CX, $16
+	JLT  k8d
+	VMOVUPS (SI), Y8
+	VMOVUPS 32(SI), Y9
+	VFMADD231PS (R8), Y8, Y0
+	VFMADD231PS 32(R8), Y9, Y4
+	VFMADD231PS (R8)(R9*1), Y8, Y1
+	VFMADD231PS 32(R8)(R9*1), Y9, Y5
+	VFMADD231PS (R10), Y8, Y2
+	VFMADD231PS 32(R10), Y9, Y6
+	VFMADD231PS (R10)(R9*1), Y8, Y3
+	VFMADD231PS 32(R10)(R9*1), Y9, Y7
+	ADDQ $64, SI
+	ADDQ $64, R8
+	ADDQ $64, R10
+	SUBQ $16, CX
+	JMP  k16d
+
+k8d:
+	CMPQ CX, $8
+	JLT  kmaskd
+	VMOVUPS (SI), Y8
+	VFMADD231PS (R8), Y8, Y0
+	VFMADD231PS (R8)(R9*1), Y8, Y1
+	VFMADD231PS (R10), Y8, Y2
+	VFMADD231PS (R10)(R9*1), Y8, Y3
+	ADDQ $32, SI
+	ADDQ $32, R8
+	ADDQ $32, R10
+	SUBQ $8, CX
+
+kmaskd:
+	TESTQ CX, CX
+	JZ   sumd
+	LOADMASK(CX, R11, Y15)
+	VMASKMOVPS (SI), Y15, Y8
+	VMASKMOVPS (R8), Y15, Y10
+	VMASKMOVPS (R8)(R9*1), Y15, Y11
+	VMASKMOVPS (R10), Y15, Y12
+	VMASKMOVPS (R10)(R9*1), Y15, Y13
+	VFMADD231PS Y10, Y8, Y4
+	VFMADD231PS Y11, Y8, Y5
+	VFMADD231PS Y12, Y8, Y6
+	VFMADD231PS Y13, Y8, Y7
+
+sumd:
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+	// Per 128-bit lane: pairwise sums of rows 0 and 1, then of 2 and 3,
+	// then the four rows' partial sums side by side.
+	VHADDPS Y1, Y0, Y0
+	VHADDPS Y3, Y2, Y2
+	VHADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VBROADCASTSS alpha+8(FP), X2
+	VMULPS X2, X0, X0
+	VADDPS (DI), X0, X0
+	VMOVUPS X0, (DI)
+	VZEROUPPER
+	RET
+
+// func dot2x4AVX(c *float32, ldc int, alpha float32, a, b *float32, k int)
+//
+// Adds alpha times the dot products of the two rows of a (k elements, k
+// apart) with the four rows of b (k elements, k apart) to the rows c[0..3]
+// and c[ldc..ldc+3]: 8 elements at a time in eight accumulators, then the
+// last 1..7 under a mask.
+TEXT ·dot2x4AVX(SB), NOSPLIT, $0-48
+	MOVQ c+0(FP), DI
+	MOVQ ldc+8(FP), DX
+	SHLQ $2, DX
+	MOVQ a+24(FP), SI
+	MOVQ b+32(FP), R8
+	MOVQ k+40(FP), CX
+	MOVQ CX, R9
+	SHLQ $2, R9          // row stride of a and b in bytes
+	LEAQ (R8)(R9*2), R10 // row 2 of b
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+k8dd:
+	CMPQ CX, $8
+	JLT  kmaskdd
+	VMOVUPS (SI), Y8
+	VMOVUPS (SI)(R9*1), Y9
+	VMOVUPS (R8), Y10
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y10, Y9, Y4
+	VMOVUPS (R8)(R9*1), Y11
+	VFMADD231PS Y11, Y8, Y1
+	VFMADD231PS Y11, Y9, Y5
+	VMOVUPS (R10), Y12
+	VFMADD231PS Y12, Y8, Y2
+	VFMADD231PS Y12, Y9, Y6
+	VMOVUPS (R10)(R9*1), Y13
+	VFMADD231PS Y13, Y8, Y3
+	VFMADD231PS Y13, Y9, Y7
+	ADDQ $32, SI
+	ADDQ $32, R8
+	ADDQ $32, R10
+	SUBQ $8, CX
+	JMP  k8dd
+
+kmaskdd:
+	TESTQ CX, CX
+	JZ   sumdd
+	LOADMASK(CX, R11, Y15)
+	VMASKMOVPS (SI), Y15, Y8
+	VMASKMOVPS (SI)(R9*1), Y15, Y9
+	VMASKMOVPS (R8), Y15, Y10
+	VMASKMOVPS (R8)(R9*1), Y15, Y11
+	VMASKMOVPS (R10), Y15, Y12
+	VMASKMOVPS (R10)(R9*1), Y15, Y13
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y10, Y9, Y4
+	VFMADD231PS Y11, Y8, Y1
+	VFMADD231PS Y11, Y9, Y5
+	VFMADD231PS Y12, Y8, Y2
+	VFMADD231PS Y12, Y9, Y6
+	VFMADD231PS Y13, Y8, Y3
+	VFMADD231PS Y13, Y9, Y7
+
+sumdd:
+	// Row 0 of c from Y0..Y3, row 1 from Y4..Y7, as in dot4AVX.
+	VHADDPS Y1, Y0, Y0
+	VHADDPS Y3, Y2, Y2
+	VHADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS Y5, Y4, Y4
+	VHADDPS Y7, Y6, Y6
+	VHADDPS Y6, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VADDPS X5, X4, X4
+	VBROADCASTSS alpha+16(FP), X2
+	VMULPS X2, X0, X0
+	VADDPS (DI), X0, X0
+	VMOVUPS X0, (DI)
+	VMULPS X2, X4, X4
+	VADDPS (DI)(DX*1), X4, X4
+	VMOVUPS X4, (DI)(DX*1)
+	VZEROUPPER
+	RET
