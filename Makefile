@@ -6,8 +6,8 @@ CONTROLLER_GEN_VERSION ?= v0.23.0
 CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 
 .PHONY: generate
-## generate: regenerate deepcopy functions (api/...) and CRD manifests (deploy/crds).
-generate: $(CONTROLLER_GEN) generate-onnx
+## generate: regenerate deepcopy functions (api/...), CRD manifests (deploy/crds) and the protobuf code.
+generate: $(CONTROLLER_GEN) generate-onnx generate-oip
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=deploy/crds
 
@@ -20,19 +20,42 @@ $(CONTROLLER_GEN):
 # generated code always matches the runtime it links against (a test checks this).
 PROTOC_GEN_GO_VERSION = $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
 
-.PHONY: generate-onnx
-## generate-onnx: regenerate internal/onnx/onnxpb/onnx.pb.go from the onnx.proto beside it.
-generate-onnx:
+# protoc-gen-go-grpc is pinned here; its generated code needs google.golang.org/grpc >= 1.64.
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+.PHONY: protoc-tools
+# protoc-tools: protoc (Debian's protobuf-compiler) and the pinned Go plugins, each installed once
+# into $(TOOLS_BIN) under a versioned name.
+protoc-tools:
 	command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; }
 	v=$(PROTOC_GEN_GO_VERSION); test -x $(TOOLS_BIN)/protoc-gen-go-$$v || { \
 		mkdir -p $(TOOLS_BIN) && GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go && \
-		mv $(TOOLS_BIN)/protoc-gen-go $(TOOLS_BIN)/protoc-gen-go-$$v; }; \
+		mv $(TOOLS_BIN)/protoc-gen-go $(TOOLS_BIN)/protoc-gen-go-$$v; }
+	g=$(PROTOC_GEN_GO_GRPC_VERSION); test -x $(TOOLS_BIN)/protoc-gen-go-grpc-$$g || { \
+		mkdir -p $(TOOLS_BIN) && GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$$g && \
+		mv $(TOOLS_BIN)/protoc-gen-go-grpc $(TOOLS_BIN)/protoc-gen-go-grpc-$$g; }
+
+.PHONY: generate-onnx
+## generate-onnx: regenerate internal/onnx/onnxpb/onnx.pb.go from the onnx.proto beside it.
+generate-onnx: protoc-tools
+	v=$(PROTOC_GEN_GO_VERSION); \
 	protoc --plugin=protoc-gen-go=$(TOOLS_BIN)/protoc-gen-go-$$v -I internal/onnx/onnxpb \
 		--go_out=internal/onnx/onnxpb --go_opt=paths=source_relative \
 		--go_opt=Monnx.proto=outpost.dev/outpost/internal/onnx/onnxpb internal/onnx/onnxpb/onnx.proto
 
+.PHONY: generate-oip
+## generate-oip: regenerate internal/serving/oippb (the Open Inference Protocol's gRPC messages and
+## service) from the grpc_predict_v2.proto beside them.
+generate-oip: protoc-tools
+	protoc --plugin=protoc-gen-go=$(TOOLS_BIN)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION) \
+		--plugin=protoc-gen-go-grpc=$(TOOLS_BIN)/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION) \
+		-I internal/serving/oippb \
+		--go_out=internal/serving/oippb --go_opt=paths=source_relative \
+		--go-grpc_out=internal/serving/oippb --go-grpc_opt=paths=source_relative \
+		internal/serving/oippb/grpc_predict_v2.proto
+
 .PHONY: tools test test-short build bench onnx-conformance
-## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Fashion-MNIST).
+## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Python gRPC, Fashion-MNIST).
 tools:
 	./scripts/tools.sh >/dev/null
 

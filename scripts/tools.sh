@@ -2,8 +2,8 @@
 # Installs the real peers the tests run against, idempotently: the oras CLI
 # and the OCI distribution-spec conformance suite into .tools/bin, ONNX
 # Runtime 1.30 (npm onnxruntime-node) into .tools/ort, and Debian's
-# python3-onnx, libonnx-testdata and dataset-fashion-mnist. Prints the
-# environment the tests read, for eval.
+# python3-onnx, python3-grpcio, python3-grpc-tools, libonnx-testdata and
+# dataset-fashion-mnist. Prints the environment the tests read, for eval.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"

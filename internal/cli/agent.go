@@ -41,6 +41,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		keepVersions  int
 		verifyOnStart bool
 		serveAddr     string
+		grpcAddr      string
 		maxRequest    string
 		ortLib        string
 	)
@@ -57,12 +58,14 @@ image layout). It keeps serving its last active versions while the hub is
 unreachable and catches up when it returns.
 
 It answers inference requests for every active model on --serve, over the
-KServe Open Inference Protocol v2 REST API (see 'outpost infer'). A model
-name in a request is its deployment's name. A new version loads in the
-background and replaces the old one without failing a request. Each
-deployment's serving.runtime picks the Go runtime, ONNX Runtime (whose shared
-library --onnxruntime-lib names), or auto: the Go runtime unless the model
-needs an operator only ONNX Runtime has.
+KServe Open Inference Protocol v2 REST API (see 'outpost infer'), and with
+--grpc (such as --grpc 127.0.0.1:8081) over the same protocol's gRPC API,
+inference.GRPCInferenceService, which Triton's and KServe's gRPC clients
+speak. A model name in a request is its deployment's name. A new version
+loads in the background and replaces the old one without failing a request.
+Each deployment's serving.runtime picks the Go runtime, ONNX Runtime (whose
+shared library --onnxruntime-lib names), or auto: the Go runtime unless the
+model needs an operator only ONNX Runtime has.
 
 Versions never go backwards by accident: desired state older than what was
 applied is refused and counted, and a lower version replaces a higher one
@@ -71,6 +74,7 @@ only when the deployment sets allowDowngrade.`,
       --join-token opj_... --data /var/lib/outpost-agent --name edge-berlin-1 \
       --labels region=eu,tier=store --max-bandwidth 10MiB
   outpost agent --data /var/lib/outpost-agent
+  outpost agent --data /var/lib/outpost-agent --serve 127.0.0.1:8080 --grpc 127.0.0.1:8081
   outpost agent status --data /var/lib/outpost-agent`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -124,7 +128,7 @@ only when the deployment sets allowDowngrade.`,
 			for _, m := range a.Active() {
 				cfg.Logger.Info("active from cache", "deployment", m.Deployment, "model", m.Model, "version", m.Version)
 			}
-			serveDone, err := startServing(ctx, a, cfg.Logger, serveAddr, !cmd.Flags().Changed("serve"), ortLib, maxReq, activeChanged)
+			serveDone, err := startServing(ctx, a, cfg.Logger, serveAddr, !cmd.Flags().Changed("serve"), grpcAddr, ortLib, maxReq, activeChanged)
 			if err != nil {
 				return err
 			}
@@ -159,7 +163,8 @@ only when the deployment sets allowDowngrade.`,
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
 	f.StringVar(&serveAddr, "serve", DefaultServeAddr, `address of the inference endpoint (Open Inference Protocol v2 REST); "" serves nothing`)
-	f.StringVar(&maxRequest, "max-request-bytes", "64MiB", "largest inference request body accepted")
+	f.StringVar(&grpcAddr, "grpc", "", `address of the gRPC inference endpoint (Open Inference Protocol v2 gRPC), such as 127.0.0.1:8081; "" (the default) serves none`)
+	f.StringVar(&maxRequest, "max-request-bytes", "64MiB", "largest inference request (REST body or gRPC message) accepted")
 	f.StringVar(&ortLib, "onnxruntime-lib", "", "ONNX Runtime shared library (libonnxruntime.so) for models served with onnxruntime (env "+ort.EnvLib+")")
 	cmd.PreRun = func(cmd *cobra.Command, args []string) {
 		if joinToken == "" {
@@ -177,15 +182,16 @@ only when the deployment sets allowDowngrade.`,
 // --serve says otherwise, and where 'outpost infer' sends them.
 const DefaultServeAddr = "127.0.0.1:8080"
 
-// startServing starts the inference server on addr (none when addr is
-// empty), loading what the agent activates and recording in its status
-// which runtime serves each deployment. When addr is the default and
-// another process holds it (several agents on one host), a free port of
-// the same host serves instead, named in the log. The returned channel is
-// closed once the server stopped, after ctx ended.
-func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr string, isDefault bool, ortLib string, maxReq int64, activeChanged <-chan struct{}) (<-chan struct{}, error) {
+// startServing starts the inference server: the REST API on addr and the
+// gRPC API on grpcAddr (none where empty), loading what the agent
+// activates and recording in its status which runtime serves each
+// deployment. When addr is the default and another process holds it
+// (several agents on one host), a free port of the same host serves
+// instead, named in the log. The returned channel is closed once the
+// server stopped, after ctx ended.
+func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr string, isDefault bool, grpcAddr, ortLib string, maxReq int64, activeChanged <-chan struct{}) (<-chan struct{}, error) {
 	done := make(chan struct{})
-	if addr == "" {
+	if addr == "" && grpcAddr == "" {
 		close(done)
 		return done, a.SetServing(ctx, nil)
 	}
@@ -198,14 +204,27 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 		log.Info("ONNX Runtime available", "version", r.Version(), "library", r.Library())
 		ortRT = r
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil && isDefault && errors.Is(err, syscall.EADDRINUSE) {
-		log.Warn("default inference address in use, serving on a free port instead", "busy", addr)
-		host, _, _ := net.SplitHostPort(addr)
-		ln, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
+	var ln, grpcLn net.Listener
+	if addr != "" {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		if err != nil && isDefault && errors.Is(err, syscall.EADDRINUSE) {
+			log.Warn("default inference address in use, serving on a free port instead", "busy", addr)
+			host, _, _ := net.SplitHostPort(addr)
+			ln, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--serve: %w", err)
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("--serve: %w", err)
+	if grpcAddr != "" {
+		var err error
+		if grpcLn, err = net.Listen("tcp", grpcAddr); err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return nil, fmt.Errorf("--grpc: %w", err)
+		}
 	}
 	srv := serving.New(serving.Config{
 		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: maxReq, Logger: log,
@@ -219,16 +238,24 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 			}
 		},
 	})
-	log.Info("serving inference (Open Inference Protocol v2)", "addr", ln.Addr().String())
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); srv.Watch(ctx, a.Active, activeChanged) }()
-	go func() {
-		defer wg.Done()
-		if err := srv.Serve(ctx, ln); err != nil {
-			log.Error("inference endpoint stopped", "err", err)
-		}
-	}()
+	wg.Go(func() { srv.Watch(ctx, a.Active, activeChanged) })
+	if ln != nil {
+		log.Info("serving inference (Open Inference Protocol v2)", "addr", ln.Addr().String())
+		wg.Go(func() {
+			if err := srv.Serve(ctx, ln); err != nil {
+				log.Error("inference endpoint stopped", "err", err)
+			}
+		})
+	}
+	if grpcLn != nil {
+		log.Info("serving inference over gRPC (Open Inference Protocol v2)", "addr", grpcLn.Addr().String())
+		wg.Go(func() {
+			if err := srv.ServeGRPC(ctx, grpcLn); err != nil {
+				log.Error("gRPC inference endpoint stopped", "err", err)
+			}
+		})
+	}
 	go func() {
 		wg.Wait()
 		srv.Close()

@@ -139,7 +139,6 @@ type (
 // model input, with the model's datatype, a shape that fits the model's,
 // and exactly as many elements as its shape says. Errors are *RequestError.
 func DecodeRequest(body []byte, jsonLen int64, inputs, outputs []interp.ValueInfo, lim Limits) (*InferRequest, error) {
-	lim = lim.withDefaults()
 	js, bin := body, []byte(nil)
 	if jsonLen >= 0 {
 		if jsonLen > int64(len(body)) {
@@ -156,116 +155,169 @@ func DecodeRequest(body []byte, jsonLen int64, inputs, outputs []interp.ValueInf
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, badRequest("malformed request JSON: data after the request object")
 	}
-	out := &InferRequest{ID: req.ID, Inputs: make(map[string]*interp.Tensor, len(req.Inputs))}
-	var err error
-	if out.BinaryOutputs, err = boolParam(req.Parameters, "binary_data_output", "request"); err != nil {
+	binaryOut, err := boolParam(req.Parameters, "binary_data_output", "request")
+	if err != nil {
 		return nil, err
 	}
-	if len(req.Inputs) == 0 {
-		return nil, badRequest("the request has no inputs")
+	b, err := newRequestBuilder(req.ID, len(req.Inputs), len(req.Outputs), inputs, outputs, lim)
+	if err != nil {
+		return nil, err
 	}
-	if len(req.Inputs) > lim.MaxInputs || len(req.Outputs) > lim.MaxInputs {
-		return nil, badRequest("the request has %d inputs and %d outputs: at most %d each", len(req.Inputs), len(req.Outputs), lim.MaxInputs)
-	}
+	b.req.BinaryOutputs = binaryOut
 	for i := range req.Inputs {
 		in := &req.Inputs[i]
-		vi, ok := findValue(inputs, in.Name)
-		if !ok {
-			return nil, badRequest("unknown input %q: the model's inputs are %s", in.Name, valueNames(inputs))
-		}
-		if _, dup := out.Inputs[in.Name]; dup {
-			return nil, badRequest("input %q appears twice", in.Name)
-		}
-		t, rest, err := decodeInput(in, vi, bin, lim)
+		t, n, err := b.input(in.Name, in.Datatype, in.Shape)
 		if err != nil {
 			return nil, err
 		}
-		bin = rest
-		out.Inputs[in.Name] = t
+		if bin, err = fillJSONInput(t, n, in, bin); err != nil {
+			return nil, err
+		}
 	}
 	if len(bin) > 0 {
 		return nil, badRequest("%d bytes of binary data follow the request that no input claims (binary_data_size)", len(bin))
 	}
-	for _, vi := range inputs {
-		if _, ok := out.Inputs[vi.Name]; !ok {
-			return nil, badRequest("missing input %q (%s %s)", vi.Name, DatatypeName(vi.DType), shapeString(vi.Shape))
-		}
-	}
-	seen := map[string]bool{}
 	for _, o := range req.Outputs {
-		if _, ok := findValue(outputs, o.Name); !ok {
-			return nil, badRequest("unknown output %q: the model's outputs are %s", o.Name, valueNames(outputs))
+		if err := b.output(o.Name); err != nil {
+			return nil, err
 		}
-		if seen[o.Name] {
-			return nil, badRequest("output %q requested twice", o.Name)
-		}
-		seen[o.Name] = true
-		b, err := boolParam(o.Parameters, "binary_data", fmt.Sprintf("output %q", o.Name))
+		bo, err := boolParam(o.Parameters, "binary_data", fmt.Sprintf("output %q", o.Name))
 		if err != nil {
 			return nil, err
 		}
-		out.Outputs = append(out.Outputs, RequestedOutput{Name: o.Name, Binary: b})
+		b.req.Outputs[len(b.req.Outputs)-1].Binary = bo
 	}
-	return out, nil
+	return b.finish()
 }
 
-// decodeInput builds the tensor of one input, from its JSON data or from
-// the front of bin; it returns the rest of bin.
-func decodeInput(in *inputJSON, vi interp.ValueInfo, bin []byte, lim Limits) (*interp.Tensor, []byte, error) {
-	dt, ok := ParseDatatype(in.Datatype)
-	if !ok {
-		return nil, nil, badRequest("input %q: unsupported datatype %q (want one of FP32, INT64, INT32, INT8, UINT8, BOOL)", in.Name, in.Datatype)
-	}
-	if dt != vi.DType {
-		return nil, nil, badRequest("input %q: datatype %s does not match the model's %s", in.Name, in.Datatype, DatatypeName(vi.DType))
-	}
-	if in.Shape == nil {
-		return nil, nil, badRequest("input %q: no shape", in.Name)
-	}
-	if len(in.Shape) > lim.MaxDims {
-		return nil, nil, badRequest("input %q: shape has %d dimensions, at most %d", in.Name, len(in.Shape), lim.MaxDims)
-	}
-	shape := make([]int, len(in.Shape))
-	n := 1
-	for i, d := range in.Shape {
-		if d < 0 {
-			return nil, nil, badRequest("input %q: negative dimension in shape %v", in.Name, in.Shape)
-		}
-		if d > int64(lim.MaxElements) || (d > 0 && n > lim.MaxElements/int(d)) {
-			return nil, nil, badRequest("input %q: shape %v has more than %d elements", in.Name, in.Shape, lim.MaxElements)
-		}
-		shape[i] = int(d)
-		n *= int(d)
-	}
-	if vi.Shape != nil && !shapeFits(shape, vi.Shape) {
-		return nil, nil, badRequest("input %q: shape %s does not match the model's %s", in.Name, shapeString(shape), shapeString(vi.Shape))
-	}
+// fillJSONInput fills t, an input of n elements, from its JSON data or
+// from the front of bin; it returns the rest of bin.
+func fillJSONInput(t *interp.Tensor, n int, in *inputJSON, bin []byte) ([]byte, error) {
 	size, hasSize, err := intParam(in.Parameters, "binary_data_size", fmt.Sprintf("input %q", in.Name))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	t := &interp.Tensor{DType: dt, Shape: shape}
 	if hasSize {
 		if len(in.Data) > 0 && string(in.Data) != "null" {
-			return nil, nil, badRequest("input %q: both data and binary_data_size", in.Name)
+			return nil, badRequest("input %q: both data and binary_data_size", in.Name)
 		}
-		want := int64(n) * int64(elemSize(dt))
-		if size != want {
-			return nil, nil, badRequest("input %q: binary_data_size %d, but shape %s of %s needs %d bytes", in.Name, size, shapeString(shape), in.Datatype, want)
+		if want := rawSize(t.DType, n); size != want {
+			return nil, badRequest("input %q: binary_data_size %d, but shape %s of %s needs %d bytes", in.Name, size, shapeString(t.Shape), in.Datatype, want)
 		}
 		if size > int64(len(bin)) {
-			return nil, nil, badRequest("input %q: binary_data_size %d, but only %d bytes of binary data remain", in.Name, size, len(bin))
+			return nil, badRequest("input %q: binary_data_size %d, but only %d bytes of binary data remain", in.Name, size, len(bin))
 		}
 		fromBinary(t, bin[:size], n)
-		return t, bin[size:], nil
+		return bin[size:], nil
 	}
 	if len(in.Data) == 0 || string(in.Data) == "null" {
-		return nil, nil, badRequest("input %q: no data and no binary_data_size", in.Name)
+		return nil, badRequest("input %q: no data and no binary_data_size", in.Name)
 	}
-	if err := parseData(t, in.Data, n, max(len(shape), 1)); err != nil {
-		return nil, nil, badRequest("input %q: %v", in.Name, err)
+	if err := parseData(t, in.Data, n, max(len(t.Shape), 1)); err != nil {
+		return nil, badRequest("input %q: %v", in.Name, err)
 	}
-	return t, bin, nil
+	return bin, nil
+}
+
+// requestBuilder checks the inputs and outputs a request declares against
+// the model's, the same way for every transport, and collects them into an
+// InferRequest. Its errors are *RequestError.
+type requestBuilder struct {
+	inputs, outputs []interp.ValueInfo
+	lim             Limits
+	req             *InferRequest
+}
+
+// newRequestBuilder starts a request of id with nIn inputs and nOut
+// requested outputs, which lim bounds.
+func newRequestBuilder(id string, nIn, nOut int, inputs, outputs []interp.ValueInfo, lim Limits) (*requestBuilder, error) {
+	lim = lim.withDefaults()
+	if nIn == 0 {
+		return nil, badRequest("the request has no inputs")
+	}
+	if nIn > lim.MaxInputs || nOut > lim.MaxInputs {
+		return nil, badRequest("the request has %d inputs and %d outputs: at most %d each", nIn, nOut, lim.MaxInputs)
+	}
+	return &requestBuilder{inputs: inputs, outputs: outputs, lim: lim,
+		req: &InferRequest{ID: id, Inputs: make(map[string]*interp.Tensor, nIn)}}, nil
+}
+
+// input checks an input as the request declares it: a model input not
+// given before, with the model's datatype and a shape that fits the
+// model's; a nil shape is the request giving none. It returns the input's
+// tensor, with its type and shape but no data yet, and its element count.
+func (b *requestBuilder) input(name, datatype string, shape []int64) (*interp.Tensor, int, error) {
+	vi, ok := findValue(b.inputs, name)
+	if !ok {
+		return nil, 0, badRequest("unknown input %q: the model's inputs are %s", name, valueNames(b.inputs))
+	}
+	if _, dup := b.req.Inputs[name]; dup {
+		return nil, 0, badRequest("input %q appears twice", name)
+	}
+	dt, ok := ParseDatatype(datatype)
+	if !ok {
+		return nil, 0, badRequest("input %q: unsupported datatype %q (want one of FP32, INT64, INT32, INT8, UINT8, BOOL)", name, datatype)
+	}
+	if dt != vi.DType {
+		return nil, 0, badRequest("input %q: datatype %s does not match the model's %s", name, datatype, DatatypeName(vi.DType))
+	}
+	if shape == nil {
+		return nil, 0, badRequest("input %q: no shape", name)
+	}
+	if len(shape) > b.lim.MaxDims {
+		return nil, 0, badRequest("input %q: shape has %d dimensions, at most %d", name, len(shape), b.lim.MaxDims)
+	}
+	dims := make([]int, len(shape))
+	n := 1
+	for i, d := range shape {
+		if d < 0 {
+			return nil, 0, badRequest("input %q: negative dimension in shape %v", name, shape)
+		}
+		if d > int64(b.lim.MaxElements) || (d > 0 && n > b.lim.MaxElements/int(d)) {
+			return nil, 0, badRequest("input %q: shape %v has more than %d elements", name, shape, b.lim.MaxElements)
+		}
+		dims[i] = int(d)
+		n *= int(d)
+	}
+	if vi.Shape != nil && !shapeFits(dims, vi.Shape) {
+		return nil, 0, badRequest("input %q: shape %s does not match the model's %s", name, shapeString(dims), shapeString(vi.Shape))
+	}
+	t := &interp.Tensor{DType: dt, Shape: dims}
+	b.req.Inputs[name] = t
+	return t, n, nil
+}
+
+// output adds an output the request asks for: a model output not asked
+// for before.
+func (b *requestBuilder) output(name string) error {
+	if _, ok := findValue(b.outputs, name); !ok {
+		return badRequest("unknown output %q: the model's outputs are %s", name, valueNames(b.outputs))
+	}
+	for _, o := range b.req.Outputs {
+		if o.Name == name {
+			return badRequest("output %q requested twice", name)
+		}
+	}
+	b.req.Outputs = append(b.req.Outputs, RequestedOutput{Name: name})
+	return nil
+}
+
+// finish checks that the request gave every model input.
+func (b *requestBuilder) finish() (*InferRequest, error) {
+	for _, vi := range b.inputs {
+		if _, ok := b.req.Inputs[vi.Name]; !ok {
+			return nil, badRequest("missing input %q (%s %s)", vi.Name, DatatypeName(vi.DType), shapeString(vi.Shape))
+		}
+	}
+	return b.req, nil
+}
+
+// rawSize is the byte count of n elements of dt laid out raw.
+func rawSize(dt interp.DType, n int) int64 { return int64(n) * int64(elemSize(dt)) }
+
+// countError is the error for data of got elements given for a shape of n.
+func countError(shape []int, n, got int) error {
+	return fmt.Errorf("shape %s has %d elements but data has %d", shapeString(shape), n, got)
 }
 
 // shapeFits reports whether shape matches the model's, where -1 is any size.
@@ -349,7 +401,7 @@ func parseData(t *interp.Tensor, raw []byte, n, maxDepth int) error {
 		return fmt.Errorf("malformed data at byte %d", p.i)
 	}
 	if p.count != n {
-		return fmt.Errorf("shape %s has %d elements but data has %d", shapeString(t.Shape), n, p.count)
+		return countError(t.Shape, n, p.count)
 	}
 	return nil
 }

@@ -78,14 +78,14 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
 	})
 	mux.HandleFunc("GET /v2", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, ServerMetadata{Name: "outpost", Version: s.version, Extensions: []string{"binary_tensor_data"}})
+		writeJSON(w, http.StatusOK, ServerMetadata{Name: serverName, Version: s.version, Extensions: []string{"binary_tensor_data"}})
 	})
-	mux.HandleFunc("GET /v2/models/{name}", s.metadata)
-	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", s.metadata)
-	mux.HandleFunc("GET /v2/models/{name}/ready", s.modelReady)
-	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", s.modelReady)
-	mux.HandleFunc("POST /v2/models/{name}/infer", s.infer)
-	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", s.infer)
+	mux.HandleFunc("GET /v2/models/{name}", s.handleMetadata)
+	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", s.handleMetadata)
+	mux.HandleFunc("GET /v2/models/{name}/ready", s.handleModelReady)
+	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", s.handleModelReady)
+	mux.HandleFunc("POST /v2/models/{name}/infer", s.handleInfer)
+	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", s.handleInfer)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -102,7 +102,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
 		return err
@@ -113,31 +113,28 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
-	sess, dep, err := s.acquire(r.PathValue("name"), r.PathValue("version"))
+// shutdownTimeout bounds how long a stopping server waits for the
+// requests in flight.
+const shutdownTimeout = 10 * time.Second
+
+func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
+	md, err := s.modelMetadata(r.PathValue("name"), r.PathValue("version"))
 	if err != nil {
-		writeLookupError(w, err)
+		writeStatusError(w, err)
 		return
 	}
-	defer sess.release()
-	writeJSON(w, http.StatusOK, ModelMetadata{
-		Name: dep, Versions: []string{sess.version}, Platform: "onnx",
-		Inputs: tensorMetadata(sess.inputs), Outputs: tensorMetadata(sess.outputs),
-	})
+	writeJSON(w, http.StatusOK, md)
 }
 
-func (s *Server) modelReady(w http.ResponseWriter, r *http.Request) {
-	sess, _, err := s.acquire(r.PathValue("name"), r.PathValue("version"))
-	if err != nil {
-		writeLookupError(w, err)
+func (s *Server) handleModelReady(w http.ResponseWriter, r *http.Request) {
+	if err := s.modelReady(r.PathValue("name"), r.PathValue("version")); err != nil {
+		writeStatusError(w, err)
 		return
 	}
-	sess.release()
 	writeJSON(w, http.StatusOK, map[string]any{"name": r.PathValue("name"), "ready": true})
 }
 
-func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > s.cfg.MaxRequestBytes {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes exceeds the limit of %d", r.ContentLength, s.cfg.MaxRequestBytes))
 		return
@@ -161,26 +158,18 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
 		return
 	}
-	sess, dep, err := s.acquire(name, r.PathValue("version"))
-	if err != nil {
-		writeLookupError(w, err)
-		return
-	}
-	defer sess.release()
-	req, err := DecodeRequest(body, jsonLen, sess.inputs, sess.outputs, Limits{})
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	res, err := sess.Run(r.Context(), req.Inputs)
+	res, err := s.infer(r.Context(), r.PathValue("name"), r.PathValue("version"), func(inputs, outputs []interp.ValueInfo) (*InferRequest, error) {
+		return DecodeRequest(body, jsonLen, inputs, outputs, s.lim)
+	})
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away
 		}
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("inference failed: %v", err))
+		writeStatusError(w, err)
 		return
 	}
-	writeInferResponse(w, dep, sess, req, res)
+	defer res.release()
+	writeInferResponse(w, res)
 }
 
 // readBody reads the request body, at most limit bytes.
@@ -197,34 +186,21 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return io.ReadAll(rd)
 }
 
-// writeInferResponse encodes the outputs the request asked for, as JSON
-// data or binary tensor data.
-func writeInferResponse(w http.ResponseWriter, dep string, sess *session, req *InferRequest, res map[string]*interp.Tensor) {
-	want := req.Outputs
-	if len(want) == 0 {
-		for _, o := range sess.outputs {
-			want = append(want, RequestedOutput{Name: o.Name})
-		}
-	}
-	resp := InferResponse{ModelName: dep, ModelVersion: sess.version, ID: req.ID, Outputs: make([]OutputTensor, 0, len(want))}
+// writeInferResponse encodes the outputs of res, each as JSON data or as
+// binary tensor data, as the request asked.
+func writeInferResponse(w http.ResponseWriter, res *inferResult) {
+	resp := InferResponse{ModelName: res.deployment, ModelVersion: res.version, ID: res.id, Outputs: make([]OutputTensor, 0, len(res.outputs))}
 	var bin []byte
-	for _, o := range want {
-		t, ok := res[o.Name]
-		if !ok || t == nil {
-			writeError(w, http.StatusInternalServerError, fmt.Sprintf("the model produced no output %q", o.Name))
-			return
-		}
-		if err := t.Validate(); err != nil || elemSize(t.DType) == 0 {
-			writeError(w, http.StatusInternalServerError, fmt.Sprintf("output %q: invalid tensor: %v", o.Name, err))
-			return
-		}
-		ot := OutputTensor{Name: o.Name, Datatype: DatatypeName(t.DType), Shape: append([]int{}, t.Shape...)}
-		if o.Binary || req.BinaryOutputs {
+	hasBin := false
+	for _, o := range res.outputs {
+		ot := OutputTensor{Name: o.name, Datatype: DatatypeName(o.t.DType), Shape: append([]int{}, o.t.Shape...)}
+		if o.binary {
+			hasBin = true
 			n := len(bin)
-			bin = appendBinary(bin, t)
+			bin = appendBinary(bin, o.t)
 			ot.Parameters = map[string]any{"binary_data_size": len(bin) - n}
 		} else {
-			ot.Data = appendJSONData(nil, t)
+			ot.Data = appendJSONData(nil, o.t)
 		}
 		resp.Outputs = append(resp.Outputs, ot)
 	}
@@ -233,7 +209,7 @@ func writeInferResponse(w http.ResponseWriter, dep string, sess *session, req *I
 		writeError(w, http.StatusInternalServerError, "encode response: "+err.Error())
 		return
 	}
-	if bin == nil {
+	if !hasBin {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(len(js)))
 		w.WriteHeader(http.StatusOK)
@@ -315,25 +291,10 @@ func appendBinary(b []byte, t *interp.Tensor) []byte {
 	return b
 }
 
-func tensorMetadata(vs []interp.ValueInfo) []TensorMetadata {
-	out := make([]TensorMetadata, len(vs))
-	for i, v := range vs {
-		shape := v.Shape
-		if shape == nil {
-			shape = []int{}
-		}
-		out[i] = TensorMetadata{Name: v.Name, Datatype: DatatypeName(v.DType), Shape: shape}
-	}
-	return out
-}
-
-func writeLookupError(w http.ResponseWriter, err error) {
-	var le *lookupError
-	if errors.As(err, &le) {
-		writeError(w, le.status, le.msg)
-		return
-	}
-	writeError(w, http.StatusInternalServerError, err.Error())
+// writeStatusError answers with the protocol's error object and the status
+// of err (see errorStatus).
+func writeStatusError(w http.ResponseWriter, err error) {
+	writeError(w, errorStatus(err), err.Error())
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

@@ -1,6 +1,8 @@
 // Package serving answers inference requests for the models an edge agent
-// holds, over the KServe Open Inference Protocol v2 REST API (JSON tensors
-// and the binary tensor data extension).
+// holds, over the KServe Open Inference Protocol v2: its REST API (JSON
+// tensors and the binary tensor data extension) and its gRPC API
+// (inference.GRPCInferenceService). Both transports share the model
+// lookup, the request checks and their messages, and the sessions.
 //
 // A Server keeps one session per deployment. When the agent activates a new
 // version, the Server loads it in the background with the runtime the
@@ -15,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path"
 	"slices"
 	"sort"
@@ -102,6 +105,7 @@ type ModelStatus struct {
 type Server struct {
 	cfg Config
 	log *slog.Logger
+	lim Limits // what one inference request may hold, on every transport
 
 	mu      sync.RWMutex
 	models  map[string]*model // by deployment
@@ -179,7 +183,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, models: map[string]*model{}, version: cfg.Version}
+	return &Server{cfg: cfg, log: cfg.Logger, lim: Limits{}.withDefaults(), models: map[string]*model{}, version: cfg.Version}
 }
 
 // Watch calls Sync with active() now and after every signal on changed,
@@ -402,8 +406,8 @@ func (s *Server) Ready() bool {
 }
 
 // Close stops loading, waits for background loads, and closes every
-// session once its in-flight requests finished. The handler answers 404
-// for every model afterwards.
+// session once its in-flight requests finished. Both transports answer
+// that no model is known afterwards.
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.closed = true
@@ -424,13 +428,14 @@ func (s *Server) Close() {
 	}
 }
 
-// lookupError is a request for a model the server cannot answer.
-type lookupError struct {
+// statusError is a request the server cannot answer, with the HTTP status
+// that says why (404, 503, ...); the gRPC service maps it to its own codes.
+type statusError struct {
 	status int
 	msg    string
 }
 
-func (e *lookupError) Error() string { return e.msg }
+func (e *statusError) Error() string { return e.msg }
 
 // acquire returns the session serving name (a deployment, or a model
 // served by exactly one deployment) at version ("" for the current one),
@@ -447,10 +452,10 @@ func (s *Server) acquire(name, version string) (*session, string, error) {
 		if m.err != "" {
 			why = m.err
 		}
-		return nil, "", &lookupError{503, fmt.Sprintf("model %q is not ready: %s", name, why)}
+		return nil, "", &statusError{http.StatusServiceUnavailable, fmt.Sprintf("model %q is not ready: %s", name, why)}
 	}
 	if version != "" && version != m.cur.version {
-		return nil, "", &lookupError{404, fmt.Sprintf("model %q has no version %q: it serves version %s", name, version, m.cur.version)}
+		return nil, "", &statusError{http.StatusNotFound, fmt.Sprintf("model %q has no version %q: it serves version %s", name, version, m.cur.version)}
 	}
 	m.cur.refs.Add(1)
 	return m.cur, m.deployment, nil
@@ -472,10 +477,10 @@ func (s *Server) lookup(name string) (*model, error) {
 	}
 	switch len(deps) {
 	case 0:
-		return nil, &lookupError{404, fmt.Sprintf("unknown model %q", name)}
+		return nil, &statusError{http.StatusNotFound, fmt.Sprintf("unknown model %q", name)}
 	case 1:
 		return found, nil
 	}
 	sort.Strings(deps)
-	return nil, &lookupError{404, fmt.Sprintf("model %q is served by several deployments (%s): use a deployment name", name, strings.Join(deps, ", "))}
+	return nil, &statusError{http.StatusNotFound, fmt.Sprintf("model %q is served by several deployments (%s): use a deployment name", name, strings.Join(deps, ", "))}
 }
