@@ -30,6 +30,9 @@ import (
 	"outpost.dev/outpost/internal/onnx/interp"
 )
 
+// errNoONNX is a model that has no ONNX file to serve.
+var errNoONNX = errors.New("the model has no .onnx file")
+
 // Runtime loads ONNX models into sessions.
 type Runtime interface {
 	// Name names the runtime in status: "go" or "onnxruntime".
@@ -277,7 +280,12 @@ func (s *Server) load(ctx context.Context, m *model, am agent.ActiveModel, gen u
 			m.err += fmt.Sprintf(" (still serving %s)", m.cur.version)
 		}
 		s.mu.Unlock()
-		log.Error("model cannot be served", "err", err)
+		if errors.Is(err, errNoONNX) {
+			// Models in other formats are synced and cached for other runtimes.
+			log.Info("not serving the model", "reason", err)
+		} else {
+			log.Error("model cannot be served", "err", err)
+		}
 		s.notify()
 		return
 	}
@@ -347,7 +355,7 @@ func modelFile(files map[string]string) (string, error) {
 	case len(onnx) == 1:
 		return files[onnx[0]], nil
 	case len(onnx) == 0:
-		return "", errors.New("the model has no .onnx file")
+		return "", errNoONNX
 	}
 	for _, p := range onnx {
 		if path.Base(p) == "model.onnx" {
