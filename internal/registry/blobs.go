@@ -24,10 +24,7 @@ func (reg *Registry) serveBlob(w http.ResponseWriter, r *http.Request, repo, ref
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		f, size, err := reg.openBlob(r.Context(), repo, d)
-		if errors.Is(err, ErrNotFound) {
-			return newError(http.StatusNotFound, CodeBlobUnknown, "blob %s unknown to repository %s", d, repo)
-		}
+		f, size, err := reg.serveOpenBlob(r.Context(), repo, d)
 		if err != nil {
 			return err
 		}
@@ -88,10 +85,7 @@ func (reg *Registry) serveBlockSums(w http.ResponseWriter, r *http.Request, repo
 	if err != nil {
 		return err
 	}
-	f, size, err := reg.openBlob(r.Context(), repo, d)
-	if errors.Is(err, ErrNotFound) {
-		return newError(http.StatusNotFound, CodeBlobUnknown, "blob %s unknown to repository %s", d, repo)
-	}
+	f, size, err := reg.serveOpenBlob(r.Context(), repo, d)
 	if err != nil {
 		return err
 	}
@@ -107,6 +101,16 @@ func (reg *Registry) serveBlockSums(w http.ResponseWriter, r *http.Request, repo
 	w.Header().Set("Content-Length", strconv.Itoa(len(sums)))
 	_, _ = w.Write(sums)
 	return nil
+}
+
+// serveOpenBlob is openBlob for a request: a blob repo does not link is
+// the API's BLOB_UNKNOWN.
+func (reg *Registry) serveOpenBlob(ctx context.Context, repo string, d digest.Digest) (*os.File, int64, error) {
+	f, size, err := reg.openBlob(ctx, repo, d)
+	if errors.Is(err, ErrNotFound) {
+		return nil, 0, newError(http.StatusNotFound, CodeBlobUnknown, "blob %s unknown to repository %s", d, repo)
+	}
+	return f, size, err
 }
 
 // openBlob opens blob d if repo links it.

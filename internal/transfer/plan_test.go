@@ -24,6 +24,19 @@ func synthFile(names string, lengths ...int64) artifact.FileChunks {
 	return fc
 }
 
+// holding is a chunk lookup over chunks named by the strings synthFile
+// hashes.
+func holding(held map[string]ChunkRef) func(digest.Digest) (ChunkRef, bool) {
+	return func(d digest.Digest) (ChunkRef, bool) {
+		for k, v := range held {
+			if digest.FromString(k) == d {
+				return v, true
+			}
+		}
+		return ChunkRef{}, false
+	}
+}
+
 func TestNewPlan(t *testing.T) {
 	file := synthFile("abcab", 10, 20, 30, 10, 20)
 	ref := func(n int64) ChunkRef { return ChunkRef{Path: "v1", Offset: 100, Length: n} }
@@ -43,15 +56,7 @@ func TestNewPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			have := func(d digest.Digest) (ChunkRef, bool) {
-				for k, v := range tt.have {
-					if digest.FromString(k) == d {
-						return v, true
-					}
-				}
-				return ChunkRef{}, false
-			}
-			p := NewPlan(file, have)
+			p := NewPlan(file, holding(tt.have))
 			if got := slices.Sorted(maps.Keys(p.Local)); !slices.Equal(got, tt.wantLocal) {
 				t.Errorf("local = %v, want %v", got, tt.wantLocal)
 			}
@@ -100,15 +105,7 @@ func TestPlanSimilar(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			have := func(d digest.Digest) (ChunkRef, bool) {
-				for k, v := range tt.have {
-					if digest.FromString(k) == d {
-						return v, true
-					}
-				}
-				return ChunkRef{}, false
-			}
-			p := NewPlan(file, have)
+			p := NewPlan(file, holding(tt.have))
 			if !maps.Equal(p.Similar, tt.want) {
 				t.Errorf("similar = %v, want %v", p.Similar, tt.want)
 			}
