@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -49,20 +48,7 @@ func zooServer(t *testing.T) (c oippb.GRPCInferenceServiceClient, restURL, addr 
 	t.Cleanup(srv.Close)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeGRPC(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("ServeGRPC: %v", err)
-		}
-	})
-	c = dialGRPC(t, ln.Addr().String())
+	c, addr = serveGRPC(t, srv)
 	srv.Sync(context.Background(), []agent.ActiveModel{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
 		Digest: "sha256:1", Files: map[string]string{"mlp.onnx": path}}})
 	for deadline := time.Now().Add(30 * time.Second); !srv.Ready() && time.Now().Before(deadline); {
@@ -82,7 +68,7 @@ func zooServer(t *testing.T) (c oippb.GRPCInferenceServiceClient, restURL, addr 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, ts.URL, ln.Addr().String(), x, out[zoo.OutputName]
+	return c, ts.URL, addr, x, out[zoo.OutputName]
 }
 
 // sameFloats reports whether got holds exactly the elements of want.

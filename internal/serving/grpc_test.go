@@ -13,8 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +35,13 @@ import (
 // duration and returns a client connected to it.
 func startGRPC(t *testing.T, srv *Server) oippb.GRPCInferenceServiceClient {
 	t.Helper()
+	c, _ := serveGRPC(t, srv)
+	return c
+}
+
+// serveGRPC is startGRPC that also returns the address served.
+func serveGRPC(t *testing.T, srv *Server) (oippb.GRPCInferenceServiceClient, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +55,7 @@ func startGRPC(t *testing.T, srv *Server) oippb.GRPCInferenceServiceClient {
 			t.Errorf("ServeGRPC: %v", err)
 		}
 	})
-	return dialGRPC(t, ln.Addr().String())
+	return dialGRPC(t, ln.Addr().String()), ln.Addr().String()
 }
 
 // dialGRPC returns a client of the server at addr, closed when the test
@@ -516,74 +521,21 @@ func TestDecodeGRPCRequest(t *testing.T) {
 func TestGRPCSwapUnderLoad(t *testing.T) {
 	h := newHarness(t, false, 0)
 	c := startGRPC(t, h.srv)
-	ctx := context.Background()
-	h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1", "1", "")})
-	h.waitVersion("fashion", "1")
-	const clients, swaps = 8, 20
-	var failed, served atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range clients {
-		raw := i%2 == 1 // half the clients send raw contents
-		wg.Go(func() {
-			last := 0
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				req := goodGRPCRequest("fashion")
-				if raw {
-					req.RawInputContents = [][]byte{rawFloat32(req.Inputs[0].Contents.Fp32Contents...)}
-					req.Inputs[0].Contents = nil
-				}
-				cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				resp, err := c.ModelInfer(cctx, req)
-				cancel()
-				if err != nil {
-					failed.Add(1)
-					t.Errorf("ModelInfer failed during swaps: %v", err)
-					continue
-				}
-				v, _ := strconv.Atoi(resp.GetModelVersion())
-				y := math.Float32frombits(binary.LittleEndian.Uint32(resp.GetRawOutputContents()[0][4:]))
-				if y != float32(v) || v < last {
-					t.Errorf("version %d after %d, scale output %g", v, last, y)
-				}
-				last = v
-				served.Add(1)
-			}
-		})
-	}
-	for v := 2; v <= swaps+1; v++ {
-		ver := strconv.Itoa(v)
-		before := served.Load()
-		h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", ver, ver, "")})
-		h.waitVersion("fashion", ver)
-		for deadline := time.Now().Add(10 * time.Second); served.Load() < before+clients && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Microsecond)
+	swapUnderLoad(t, h, func(i int) (int, float32, error) {
+		req := goodGRPCRequest("fashion")
+		if i%2 == 1 { // half the clients send raw contents
+			req.RawInputContents = [][]byte{rawFloat32(req.Inputs[0].Contents.Fp32Contents...)}
+			req.Inputs[0].Contents = nil
 		}
-	}
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d calls failed", failed.Load(), served.Load()+failed.Load())
-	}
-	sessions := h.goRT.all()
-	if len(sessions) != swaps+1 {
-		t.Fatalf("%d sessions loaded, want %d", len(sessions), swaps+1)
-	}
-	for i, s := range sessions {
-		want := int64(1)
-		if i == len(sessions)-1 {
-			want = 0
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		resp, err := c.ModelInfer(ctx, req)
+		if err != nil {
+			return 0, 0, err
 		}
-		if s.closes.Load() != want || s.misuse.Load() != 0 {
-			t.Errorf("session %d: closed %d times (want %d), misused %d times", i+1, s.closes.Load(), want, s.misuse.Load())
-		}
-	}
-	t.Logf("%d calls served across %d swaps, none failed", served.Load(), swaps)
+		v, _ := strconv.Atoi(resp.GetModelVersion())
+		return v, math.Float32frombits(binary.LittleEndian.Uint32(resp.GetRawOutputContents()[0][4:])), nil
+	})
 }
 
 // TestGRPCServeStopsGracefully ends ServeGRPC while a call runs: the call

@@ -568,6 +568,39 @@ func TestSwapWaitsForInFlight(t *testing.T) {
 // never while in use.
 func TestSwapUnderLoad(t *testing.T) {
 	h := newHarness(t, false, 0)
+	sessions := swapUnderLoad(t, h, func(int) (int, float32, error) {
+		resp, err := h.http.Client().Post(h.http.URL+"/v2/models/fashion/infer", "application/json", strings.NewReader(goodRequest))
+		if err != nil {
+			return 0, 0, err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var r InferResponse
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &r) != nil {
+			return 0, 0, fmt.Errorf("%d %s", resp.StatusCode, b)
+		}
+		v, _ := strconv.Atoi(r.ModelVersion)
+		var y []float32
+		if err := json.Unmarshal(r.Outputs[0].Data, &y); err != nil || len(y) < 2 {
+			return 0, 0, fmt.Errorf("outputs %s", r.Outputs[0].Data)
+		}
+		return v, y[1], nil
+	})
+	h.srv.Close()
+	if c := sessions[len(sessions)-1].closes.Load(); c != 1 {
+		t.Errorf("current session closed %d times by Close, want 1", c)
+	}
+}
+
+// swapUnderLoad serves version 1 of the harness's deployment "fashion",
+// has clients call it in a loop while versions 2 to 21 swap in, and checks
+// that no call failed, that no client saw a version go back, and that
+// every replaced session was closed once and never while in use. call
+// makes one call for client i and returns the version that answered and
+// the model's second output, which the fake runtime sets to the version.
+// It returns the sessions, oldest first.
+func swapUnderLoad(t *testing.T, h *harness, call func(i int) (version int, scale float32, err error)) []*fakeSession {
+	t.Helper()
 	ctx := context.Background()
 	h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1", "1", "")})
 	h.waitVersion("fashion", "1")
@@ -575,10 +608,8 @@ func TestSwapUnderLoad(t *testing.T) {
 	var failed, served atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for i := range clients {
+		wg.Go(func() {
 			last := 0
 			for {
 				select {
@@ -586,35 +617,26 @@ func TestSwapUnderLoad(t *testing.T) {
 					return
 				default:
 				}
-				resp, err := h.http.Client().Post(h.http.URL+"/v2/models/fashion/infer", "application/json", strings.NewReader(goodRequest))
+				v, y, err := call(i)
 				if err != nil {
 					failed.Add(1)
+					t.Errorf("call failed during swaps: %v", err)
 					continue
 				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				var r InferResponse
-				if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &r) != nil {
-					failed.Add(1)
-					t.Errorf("request failed during swaps: %d %s", resp.StatusCode, b)
-					continue
-				}
-				v, _ := strconv.Atoi(r.ModelVersion)
-				var y []float32
-				if json.Unmarshal(r.Outputs[0].Data, &y) != nil || y[1] != float32(v) || v < last {
-					t.Errorf("version %d after %d, outputs %s", v, last, r.Outputs[0].Data)
+				if y != float32(v) || v < last {
+					t.Errorf("version %d after %d, scale output %g", v, last, y)
 				}
 				last = v
 				served.Add(1)
 			}
-		}()
+		})
 	}
 	for v := 2; v <= swaps+1; v++ {
 		ver := strconv.Itoa(v)
 		before := served.Load()
 		h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", ver, ver, "")})
 		h.waitVersion("fashion", ver)
-		// Let requests run on each version (or fail, which ends the test).
+		// Let calls run on each version (or fail, which ends the test).
 		for deadline := time.Now().Add(10 * time.Second); served.Load() < before+clients && time.Now().Before(deadline); {
 			time.Sleep(100 * time.Microsecond)
 		}
@@ -622,7 +644,7 @@ func TestSwapUnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed", failed.Load(), served.Load()+failed.Load())
+		t.Fatalf("%d of %d calls failed", failed.Load(), served.Load()+failed.Load())
 	}
 	sessions := h.goRT.all()
 	if len(sessions) != swaps+1 {
@@ -637,11 +659,8 @@ func TestSwapUnderLoad(t *testing.T) {
 			t.Errorf("session %d: closed %d times (want %d), misused %d times", i+1, s.closes.Load(), want, s.misuse.Load())
 		}
 	}
-	t.Logf("%d requests served across %d swaps, none failed", served.Load(), swaps)
-	h.srv.Close()
-	if c := sessions[len(sessions)-1].closes.Load(); c != 1 {
-		t.Errorf("current session closed %d times by Close, want 1", c)
-	}
+	t.Logf("%d calls served across %d swaps, none failed", served.Load(), swaps)
+	return sessions
 }
 
 func TestFailedUpdateKeepsServing(t *testing.T) {
