@@ -309,9 +309,25 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 	if err != nil {
 		return rec, nil, fmt.Errorf("manifest %s: %w", want.Digest, err)
 	}
-	cb, err := fetchSmall(ctx, r, m.Config, artifact.MaxManifestBytes)
-	if err != nil {
-		return rec, nil, fmt.Errorf("fetch config of %s: %w", want.Digest, err)
+	// The config, the chunk index and the signature are independent round
+	// trips: on a slow link, one after the other would each add a latency.
+	var (
+		cb             []byte
+		cfgErr, sigErr error
+		x              *artifact.ChunkIndex
+		idxErr         error
+		sigDigest      digest.Digest
+		sigKey         string
+		wg             sync.WaitGroup
+	)
+	wg.Go(func() { cb, cfgErr = fetchSmall(ctx, r, m.Config, artifact.MaxManifestBytes) })
+	wg.Go(func() { x, idxErr = artifact.FetchChunkIndex(ctx, r, desc) })
+	if needSig {
+		wg.Go(func() { sigDigest, sigKey, sigErr = a.verifySignature(ctx, r, desc, want) })
+	}
+	wg.Wait()
+	if cfgErr != nil {
+		return rec, nil, fmt.Errorf("fetch config of %s: %w", want.Digest, cfgErr)
 	}
 	rec = manifestRecord{
 		Digest: want.Digest, Model: want.Model, Version: want.Version, Size: int64(len(mb)),
@@ -321,8 +337,7 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 		rec.FilesSize += f.Size
 	}
 	var idx *artifact.ChunkIndex
-	x, err := artifact.FetchChunkIndex(ctx, r, desc)
-	switch {
+	switch err := idxErr; {
 	case err == nil:
 		idx = x
 		b, err := json.Marshal(x)
@@ -346,11 +361,10 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 		return rec, nil, fmt.Errorf("fetch chunk index of %s: %w", want.Digest, err)
 	}
 	if needSig {
-		sigDigest, keyID, err := a.verifySignature(ctx, r, desc, want)
-		if err != nil {
-			return rec, nil, err
+		if sigErr != nil {
+			return rec, nil, sigErr
 		}
-		rec.SignatureDigest, rec.SignatureKey = sigDigest.String(), keyID
+		rec.SignatureDigest, rec.SignatureKey = sigDigest.String(), sigKey
 	}
 	// Blobs go in before the record that names them.
 	if err := a.cache.putBlob(m.Config.Digest, cb); err != nil {
