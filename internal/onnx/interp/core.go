@@ -39,7 +39,9 @@ func isFreshOp(op string) bool {
 	switch op {
 	case "Add", "Sub", "Mul", "Div", "Gemm", "MatMul", "Relu", "Sigmoid", "Tanh",
 		"Softmax", "LogSoftmax", "Transpose", "Concat", "Cast",
-		"Exp", "Log", "Sqrt", "Cos", "Sin", "Reciprocal", "Neg", "Abs", "Range":
+		"Exp", "Log", "Sqrt", "Cos", "Sin", "Reciprocal", "Neg", "Abs", "Range",
+		"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization",
+		"QuantizeLinear", "DequantizeLinear", "MatMulInteger":
 		return true
 	}
 	return false

@@ -352,3 +352,35 @@ func TestMatMul(t *testing.T) {
 		{name: "uint8 refused", op: "MatMul", in: []*Tensor{cU8(sh(1, 1), 1), cU8(sh(1, 1), 1)}, wantErr: "not supported"},
 	})
 }
+
+// TestReluF32Paths compares reluF32On, with each kernel, out of place and
+// in place, with Go's max(v, 0) on every length up to 70, with NaN,
+// infinities and signed zeros among the values.
+func TestReluF32Paths(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 0, float32(math.Copysign(0, -1)), math.SmallestNonzeroFloat32, -math.SmallestNonzeroFloat32}
+	for _, simd := range sgemmPaths() {
+		for n := range 71 {
+			src := make([]float32, n)
+			for i := range src {
+				if r.IntN(4) == 0 {
+					src[i] = specials[r.IntN(len(specials))]
+				} else {
+					src[i] = r.Float32()*2 - 1
+				}
+			}
+			dst := make([]float32, n)
+			reluF32On(simd, dst, src)
+			inPlace := append([]float32(nil), src...)
+			reluF32On(simd, inPlace, inPlace)
+			for i, v := range src {
+				want := max(v, 0)
+				for _, got := range []float32{dst[i], inPlace[i]} {
+					if math.Float32bits(got) != math.Float32bits(want) && !(got != got && want != want) {
+						t.Fatalf("%s, length %d: relu(%v) = %v, want %v", pathName(simd), n, v, got, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -187,10 +187,21 @@ type unaryOp struct {
 	i64 func(dst, src []int64)
 }
 
-func reluF32(dst, src []float32) {
+// reluF32 sets dst to max(src, 0), with the AVX2 kernel where the CPU has
+// it; dst may be src.
+func reluF32(dst, src []float32) { reluF32On(haveAVX2FMA, dst, src) }
+
+// reluF32On is reluF32 with the AVX2 kernel for the multiples of eight if
+// simd is set (only where haveAVX2FMA), in Go otherwise.
+func reluF32On(simd bool, dst, src []float32) {
 	src = src[:len(dst)]
-	for i, v := range src {
-		dst[i] = max(v, 0)
+	i := 0
+	if simd && len(dst) >= 8 {
+		i = len(dst) &^ 7
+		reluAVX(&dst[0], &src[0], i)
+	}
+	for ; i < len(dst); i++ {
+		dst[i] = max(src[i], 0)
 	}
 }
 

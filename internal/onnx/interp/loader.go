@@ -138,6 +138,7 @@ func LoadProto(mp *onnxpb.ModelProto) (*Model, error) {
 	if err := b.graphOutputs(g); err != nil {
 		return nil, err
 	}
+	b.fuse()
 	b.plan()
 	return b.m, nil
 }
@@ -300,6 +301,17 @@ func (b *builder) nodes(g *onnxpb.GraphProto, opset int64) error {
 			b.m.consts[st.out[0]] = res[0]
 			continue
 		}
+		if prep := opsOf[i].Prepare; prep != nil {
+			consts := make([]*Tensor, len(st.in))
+			for j, s := range st.in {
+				if s >= 0 {
+					consts[j] = b.m.consts[s]
+				}
+			}
+			if k := prep(n, consts); k != nil {
+				st.run = k
+			}
+		}
 		b.m.maxArgs = max(b.m.maxArgs, len(st.in))
 		b.m.steps = append(b.m.steps, st)
 	}
@@ -382,6 +394,81 @@ func (b *builder) graphOutputs(g *onnxpb.GraphProto) error {
 		b.m.outSlot = append(b.m.outSlot, s)
 	}
 	return nil
+}
+
+// fuse merges each Conv step with the Relu and the MaxPool steps after it
+// (Conv and Relu, Conv and MaxPool, or all three, in that order) when each
+// of them is the only reader of the value before it and these values are
+// not graph outputs. The merged step, at the Conv's place, applies them to
+// each image while the image's convolution is in cache, and the values
+// between them are never made. Moving the later steps up to the Conv keeps
+// the order valid: they read nothing else.
+func (b *builder) fuse() {
+	m := b.m
+	reads := make([]int, len(b.names))  // steps reading each slot (a step reading it twice counts twice)
+	reader := make([]int, len(b.names)) // the last of them
+	for i, st := range m.steps {
+		for _, s := range st.in {
+			if s >= 0 {
+				reads[s]++
+				reader[s] = i
+			}
+		}
+	}
+	for _, s := range m.outSlot {
+		reads[s] += 2 // the caller reads it too
+	}
+	// next returns the step that alone reads the only output of step i,
+	// if it is an op node with one input and one output, or -1.
+	next := func(i int, op string) int {
+		s := soleOutput(&m.steps[i])
+		if s < 0 || reads[s] != 1 {
+			return -1
+		}
+		j := reader[s]
+		if st := &m.steps[j]; st.node.Proto.GetOpType() != op || len(st.in) != 1 || soleOutput(st) < 0 {
+			return -1
+		}
+		return j
+	}
+	drop := make([]bool, len(m.steps))
+	for i := range m.steps {
+		if m.steps[i].node.Proto.GetOpType() != "Conv" {
+			continue
+		}
+		last, relu, pool := i, false, (*Node)(nil)
+		if j := next(last, "Relu"); j >= 0 {
+			last, relu, drop[j] = j, true, true
+		}
+		if j := next(last, "MaxPool"); j >= 0 {
+			last, pool, drop[j] = j, m.steps[j].node, true
+		}
+		if last != i {
+			m.steps[i].run = fusedConvKernel(relu, pool)
+			m.steps[i].out = m.steps[last].out
+		}
+	}
+	steps := m.steps[:0]
+	for i, st := range m.steps {
+		if !drop[i] {
+			steps = append(steps, st)
+		}
+	}
+	m.steps = steps
+}
+
+// soleOutput returns the slot of a step's first output when it has no
+// other (omitted outputs aside), or -1.
+func soleOutput(st *step) int {
+	if len(st.out) == 0 || st.out[0] < 0 {
+		return -1
+	}
+	for _, s := range st.out[1:] {
+		if s >= 0 {
+			return -1
+		}
+	}
+	return st.out[0]
 }
 
 // isViewOp reports whether the operator's first output is a view of its

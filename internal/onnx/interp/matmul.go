@@ -21,7 +21,12 @@ const (
 // parallelRows calls fn over [0, m) split in row ranges, concurrently when
 // the product is large enough to repay the goroutines.
 func parallelRows(m int, flops int, fn func(i0, i1 int)) {
-	workers := rowWorkers(m, flops)
+	parallelSplit(m, rowWorkers(m, flops), fn)
+}
+
+// parallelSplit calls fn over [0, m) split in ranges for workers
+// goroutines, or once on the calling goroutine when workers < 2.
+func parallelSplit(m, workers int, fn func(i0, i1 int)) {
 	if workers < 2 {
 		fn(0, m)
 		return

@@ -3,12 +3,14 @@ package interp
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 )
 
 // addNNOps registers Conv, MaxPool, AveragePool, GlobalAveragePool,
 // GlobalMaxPool and BatchNormalization.
 func addNNOps(t ops) {
-	t["Conv"] = Op{MinOpset: 11, MaxOpset: 17, Check: checkConv, Run: runConv}
+	t["Conv"] = Op{MinOpset: 11, MaxOpset: 17, Check: checkConv, Run: runConv, Prepare: prepareConv}
 	t["MaxPool"] = Op{MinOpset: 12, MaxOpset: 17, Check: checkMaxPool, Run: runMaxPool}
 	t["AveragePool"] = Op{MinOpset: 11, MaxOpset: 17, Check: checkAveragePool, Run: runAveragePool}
 	t["GlobalAveragePool"] = Op{MinOpset: 1, MaxOpset: 17, Check: checkGlobalPool, Run: runGlobalAveragePool}
@@ -245,90 +247,260 @@ func checkConv(n *Node) error {
 	return err
 }
 
+// runConv computes a Conv node, allocating its im2col buffer.
 func runConv(n *Node, in []*Tensor) ([]*Tensor, error) {
+	return convRun(n, in, nil)
+}
+
+// prepareConv gives a Conv node a pool of im2col buffers, so that requests
+// after the first allocate only their output.
+func prepareConv(*Node, []*Tensor) Kernel {
+	pool := new(sync.Pool)
+	return func(n *Node, in []*Tensor) ([]*Tensor, error) { return convRun(n, in, pool) }
+}
+
+// convRun computes a Conv node, taking im2col buffers from pool (nil:
+// allocated).
+func convRun(n *Node, in []*Tensor, pool *sync.Pool) ([]*Tensor, error) {
+	c, err := convSetup(n, in)
+	if err != nil {
+		return nil, err
+	}
+	y := New(Float32, c.shape...)
+	nnConv(&c, y.F32, pool, convEpilogue{})
+	return []*Tensor{y}, nil
+}
+
+// fusedConvKernel returns the kernel of a Conv node fused with the Relu
+// (if relu) and the MaxPool (poolNode, nil for none) that alone read its
+// output, in that order: each image's convolution goes through them
+// while it is in cache, and only the last result is made. The im2col and
+// image buffers come from a pool of the kernel's own.
+func fusedConvKernel(relu bool, poolNode *Node) Kernel {
+	pool := new(sync.Pool)
+	return func(n *Node, in []*Tensor) ([]*Tensor, error) {
+		c, err := convSetup(n, in)
+		if err != nil {
+			return nil, err
+		}
+		if poolNode == nil {
+			y := New(Float32, c.shape...)
+			nnConv(&c, y.F32, pool, convEpilogue{relu: relu})
+			return []*Tensor{y}, nil
+		}
+		pg, shape, err := poolSetup(poolNode, &Tensor{DType: Float32, Shape: c.shape}, true, Float32)
+		if err != nil {
+			return nil, err
+		}
+		y := New(Float32, shape...)
+		nnConv(&c, nil, pool, convEpilogue{relu: relu, pool: &pg, pooled: y.F32})
+		return []*Tensor{y}, nil
+	}
+}
+
+// convOp is a validated Conv: its operands, geometry and output shape.
+type convOp struct {
+	g              nnGeom
+	x, w, bias     []float32 // bias nil when absent
+	N, C, M, group int
+	shape          []int
+}
+
+// convSetup validates the inputs and attributes of a Conv node.
+func convSetup(n *Node, in []*Tensor) (convOp, error) {
 	x, w := in[0], in[1]
 	var b *Tensor
 	if len(in) > 2 {
 		b = in[2]
 	}
 	if err := nnSpatialInput(n, "X", x, Float32); err != nil {
-		return nil, err
+		return convOp{}, err
 	}
 	if w == nil || w.DType != Float32 || len(w.Shape) != len(x.Shape) {
-		return nil, n.Errorf("input W must be a float32 tensor of rank %d (X is %s)", len(x.Shape), ShapeString(x.Shape))
+		return convOp{}, n.Errorf("input W must be a float32 tensor of rank %d (X is %s)", len(x.Shape), ShapeString(x.Shape))
 	}
 	a, _, err := nnParseWindow(n, true)
 	if err != nil {
-		return nil, err
+		return convOp{}, err
 	}
 	group := int(n.Int("group", 1))
 	N, C := x.Shape[0], x.Shape[1]
 	M, Cg := w.Shape[0], w.Shape[1]
 	if Cg*group != C || M%group != 0 {
-		return nil, n.Errorf("W shape %s with group %d does not fit X shape %s: want W[1]*group = %d input channels and output channels divisible by group",
+		return convOp{}, n.Errorf("W shape %s with group %d does not fit X shape %s: want W[1]*group = %d input channels and output channels divisible by group",
 			ShapeString(w.Shape), group, ShapeString(x.Shape), C)
 	}
 	kernel := w.Shape[2:]
 	if a.kernel != nil {
 		if len(a.kernel) != len(kernel) {
-			return nil, n.Errorf("attribute kernel_shape %v does not match W shape %s", a.kernel, ShapeString(w.Shape))
+			return convOp{}, n.Errorf("attribute kernel_shape %v does not match W shape %s", a.kernel, ShapeString(w.Shape))
 		}
 		for i, k := range a.kernel {
 			if int(k) != kernel[i] {
-				return nil, n.Errorf("attribute kernel_shape %v does not match W shape %s", a.kernel, ShapeString(w.Shape))
+				return convOp{}, n.Errorf("attribute kernel_shape %v does not match W shape %s", a.kernel, ShapeString(w.Shape))
 			}
 		}
 	}
 	if b != nil && (b.DType != Float32 || len(b.Shape) != 1 || b.Shape[0] != M) {
-		return nil, n.Errorf("input B must be a float32 vector of %d elements, got %s %s", M, b.DType, ShapeString(b.Shape))
+		return convOp{}, n.Errorf("input B must be a float32 vector of %d elements, got %s %s", M, b.DType, ShapeString(b.Shape))
 	}
 	g, err := nnResolve(n, &a, x.Shape[2:], kernel)
 	if err != nil {
-		return nil, err
+		return convOp{}, err
 	}
-	y := New(Float32, append([]int{N, M}, g.spatialShape...)...)
-	nnConv(&g, x.F32, w.F32, b, y.F32, N, C, M, group)
-	return []*Tensor{y}, nil
+	c := convOp{g: g, x: x.F32, w: w.F32, N: N, C: C, M: M, group: group,
+		shape: append([]int{N, M}, g.spatialShape...)}
+	if b != nil {
+		c.bias = b.F32
+	}
+	return c, nil
 }
 
-// nnConv computes a grouped 2-D convolution: per image and group, the
-// group's filters times an nnIm2col matrix (sgemm).
-func nnConv(g *nnGeom, x, w []float32, b *Tensor, y []float32, N, C, M, group int) {
-	Cg, Mg := C/group, M/group
+// convParallelMACs is the multiply-add count above which a convolution
+// is split by images and groups between goroutines.
+const convParallelMACs = 1 << 20
+
+// convEpilogue is what a fused Conv applies to each image of its result:
+// Relu if relu is set, then, if pool is not nil, max pooling of geometry
+// pool into pooled (all images) instead of storing the image.
+type convEpilogue struct {
+	relu   bool
+	pool   *nnGeom
+	pooled []float32
+}
+
+// nnConv computes the grouped 2-D convolution c into y (unless the
+// epilogue pools): per image and group, the bias, plus the group's
+// filters times an nnIm2col matrix (sgemm), or times the input itself for
+// a 1x1 kernel at stride 1 without padding; then the epilogue, per image.
+// Large batches are split between goroutines (by images and groups, or by
+// images when there is an epilogue), each with its own buffers from pool
+// (nil: allocated).
+func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
+	g, N, M, group := &c.g, c.N, c.M, c.group
+	Cg, Mg := c.C/group, M/group
 	K := Cg * g.kH * g.kW
 	inHW, outHW := g.inH*g.inW, g.outH*g.outW
 	direct := g.kH == 1 && g.kW == 1 && g.sH == 1 && g.sW == 1 &&
 		g.padT == 0 && g.padL == 0 && g.padB == 0 && g.padR == 0
-	var col []float32
+	colSize, imgSize := 0, M*outHW
 	if !direct {
-		col = make([]float32, K*outHW)
+		colSize = K * outHW
 	}
-	for img := 0; img < N; img++ {
-		for gr := 0; gr < group; gr++ {
-			xg := x[(img*C+gr*Cg)*inHW : (img*C+(gr+1)*Cg)*inHW]
-			yg := y[(img*M+gr*Mg)*outHW : (img*M+(gr+1)*Mg)*outHW]
-			if b != nil {
-				for m := 0; m < Mg; m++ {
-					bias := b.F32[gr*Mg+m]
-					row := yg[m*outHW : (m+1)*outHW]
-					for i := range row {
-						row[i] = bias
+	whole := epi.relu || epi.pool != nil // units are whole images
+	units := N * group
+	if whole {
+		units = N
+	}
+	work := func(u0, u1 int) {
+		var col, scratch []float32
+		if colSize > 0 {
+			buf := getScratch[float32](pool, colSize)
+			defer putScratch(pool, buf)
+			col = *buf
+		}
+		if epi.pool != nil {
+			buf := getScratch[float32](pool, imgSize)
+			defer putScratch(pool, buf)
+			scratch = *buf
+		}
+		for u := u0; u < u1; u++ {
+			img, g0, g1 := u/group, u%group, u%group+1
+			if whole {
+				img, g0, g1 = u, 0, group
+			}
+			yimg := scratch
+			if yimg == nil {
+				yimg = y[img*imgSize : (img+1)*imgSize]
+			}
+			for gr := g0; gr < g1; gr++ {
+				xg := c.x[(img*c.C+gr*Cg)*inHW : (img*c.C+(gr+1)*Cg)*inHW]
+				yg := yimg[gr*Mg*outHW : (gr+1)*Mg*outHW]
+				switch {
+				case c.bias != nil:
+					for m := 0; m < Mg; m++ {
+						fillF32(yg[m*outHW:(m+1)*outHW], c.bias[gr*Mg+m])
 					}
+				case scratch != nil:
+					clear(yg)
+				}
+				src := xg
+				if !direct {
+					nnIm2col(g, xg, Cg, col)
+					src = col
+				}
+				sgemm(Mg, outHW, K, 1, c.w[gr*Mg*K:(gr+1)*Mg*K], K, 1, src, yg)
+			}
+			if epi.relu {
+				reluF32(yimg, yimg)
+			}
+			if p := epi.pool; p != nil {
+				pHW := p.outH * p.outW
+				dst := epi.pooled[img*M*pHW : (img+1)*M*pHW]
+				if p.dH == 1 && p.dW == 1 {
+					nnMaxPoolF32(haveAVX2FMA, p, M, yimg, dst)
+				} else {
+					nnMaxPool(p, M, yimg, dst, nil, false, float32(math.Inf(-1)))
 				}
 			}
-			src := xg
-			if !direct {
-				nnIm2col(g, xg, Cg, col)
-				src = col
-			}
-			sgemm(Mg, outHW, K, 1, w[gr*Mg*K:(gr+1)*Mg*K], K, 1, src, yg)
 		}
+	}
+	workers := 1
+	if units > 1 && N*M*outHW*K/group >= convParallelMACs {
+		workers = min(runtime.GOMAXPROCS(0), 8, units)
+	}
+	parallelSplit(units, workers, work)
+}
+
+// fillF32 sets every element of s to v: a few, then copies of what is
+// set, doubling, which memmove writes a vector at a time.
+func fillF32(s []float32, v float32) {
+	if len(s) == 0 {
+		return
+	}
+	n := min(len(s), 16)
+	for i := range n {
+		s[i] = v
+	}
+	for n < len(s) {
+		n += copy(s[n:], s[:n])
+	}
+}
+
+// getScratch returns a buffer of n elements, not zeroed, from pool, or a
+// new one when pool is nil or holds none large enough. putScratch gives
+// it back.
+func getScratch[T any](pool *sync.Pool, n int) *[]T {
+	if pool != nil {
+		if p, ok := pool.Get().(*[]T); ok && cap(*p) >= n {
+			*p = (*p)[:n]
+			return p
+		}
+	}
+	s := make([]T, n)
+	return &s
+}
+
+// putScratch returns a buffer from getScratch to pool (nil: dropped).
+func putScratch[T any](pool *sync.Pool, p *[]T) {
+	if pool != nil {
+		pool.Put(p)
 	}
 }
 
 // nnIm2col lays out the receptive fields of x (Cg channels of inH x inW) as
 // a (Cg*kH*kW) x (outH*outW) matrix, zero where the window covers padding.
 func nnIm2col(g *nnGeom, x []float32, Cg int, col []float32) {
+	if g.sH == 1 && g.sW == 1 && g.outW == g.inW {
+		nnIm2colSame(g, x, Cg, col)
+		return
+	}
+	nnIm2colRows(g, x, Cg, col)
+}
+
+// nnIm2colRows is nnIm2col for any geometry, a row of the output at a
+// time.
+func nnIm2colRows(g *nnGeom, x []float32, Cg int, col []float32) {
 	inHW, outHW := g.inH*g.inW, g.outH*g.outW
 	r := 0
 	for c := 0; c < Cg; c++ {
@@ -358,6 +530,50 @@ func nnIm2col(g *nnGeom, x []float32, Cg int, col []float32) {
 					for ow := owLo; ow < owHi; ow++ {
 						drow[ow] = srow[iw]
 						iw += g.sW
+					}
+				}
+			}
+		}
+	}
+}
+
+// nnIm2colSame is nnIm2col for stride 1 when the output rows are as wide
+// as the input rows (as with "same" padding): each row of the matrix is
+// then the input plane shifted by a constant, one copy, after which the
+// columns that wrapped around from a neighbouring input row are zeroed.
+func nnIm2colSame(g *nnGeom, x []float32, Cg int, col []float32) {
+	W := g.inW
+	inHW, outHW := g.inH*W, g.outH*W
+	r := 0
+	for c := 0; c < Cg; c++ {
+		plane := x[c*inHW : (c+1)*inHW]
+		for ki := 0; ki < g.kH; ki++ {
+			d := ki*g.dH - g.padT // input row = output row + d
+			ohA, ohB := max(0, -d), min(g.outH, g.inH-d)
+			for kj := 0; kj < g.kW; kj++ {
+				dst := col[r*outHW : (r+1)*outHW]
+				r++
+				offW := kj*g.dW - g.padL
+				owLo, owHi := nnValidRange(offW, 1, W, W)
+				if ohA >= ohB || owLo >= owHi {
+					clear(dst)
+					continue
+				}
+				clear(dst[:ohA*W])
+				clear(dst[ohB*W:])
+				shift := d*W + offW
+				lo, hi := max(ohA*W, -shift), min(ohB*W, inHW-shift)
+				copy(dst[lo:hi], plane[lo+shift:hi+shift])
+				if owLo == 0 && owHi == W {
+					continue
+				}
+				for oh := ohA; oh < ohB; oh++ {
+					row := dst[oh*W : (oh+1)*W]
+					for j := 0; j < owLo; j++ {
+						row[j] = 0
+					}
+					for j := owHi; j < W; j++ {
+						row[j] = 0
 					}
 				}
 			}
@@ -462,6 +678,10 @@ func runMaxPool(n *Node, in []*Tensor) ([]*Tensor, error) {
 	colMajor := n.Int("storage_order", 0) == 1
 	switch x.DType {
 	case Float32:
+		if idx == nil && g.dH == 1 && g.dW == 1 {
+			nnMaxPoolF32(haveAVX2FMA, &g, planes, x.F32, y.F32)
+			break
+		}
 		nnMaxPool(&g, planes, x.F32, y.F32, idx, colMajor, float32(math.Inf(-1)))
 	case Uint8:
 		nnMaxPool(&g, planes, x.U8, y.U8, idx, colMajor, 0)
@@ -517,6 +737,127 @@ func nnMaxPool[T float32 | uint8 | int8](g *nnGeom, planes int, x, y []T, idx []
 	}
 }
 
+// nnInterior returns the output positions [lo, hi) whose window of k
+// taps at dilation 1, starting at o*s - pad for o in [0, out), lies
+// inside [0, in).
+func nnInterior(out, s, pad, k, in int) (lo, hi int) {
+	lo = min(out, (pad+s-1)/s)
+	if in-k+pad < 0 {
+		return lo, lo
+	}
+	hi = min(out, (in-k+pad)/s+1)
+	return lo, max(lo, hi)
+}
+
+// nnMaxPoolF32 is nnMaxPool for float32 at dilation 1 without indices:
+// the windows inside the input go to maxPoolRows, a row of outputs at a
+// time (with the AVX2 kernel if simd is set, only where haveAVX2FMA), the
+// ones that reach into the padding to nnMaxPoolAt.
+func nnMaxPoolF32(simd bool, g *nnGeom, planes int, x, y []float32) {
+	inHW, outHW := g.inH*g.inW, g.outH*g.outW
+	ohLo, ohHi := nnInterior(g.outH, g.sH, g.padT, g.kH, g.inH)
+	owLo, owHi := nnInterior(g.outW, g.sW, g.padL, g.kW, g.inW)
+	if owLo >= owHi {
+		ohLo, ohHi = 0, 0
+	}
+	for pl := 0; pl < planes; pl++ {
+		xp := x[pl*inHW : (pl+1)*inHW]
+		yp := y[pl*outHW : (pl+1)*outHW]
+		for oh := 0; oh < g.outH; oh++ {
+			row := yp[oh*g.outW : (oh+1)*g.outW]
+			if oh < ohLo || oh >= ohHi {
+				for ow := range row {
+					row[ow] = nnMaxPoolAt(g, xp, oh, ow)
+				}
+				continue
+			}
+			for ow := 0; ow < owLo; ow++ {
+				row[ow] = nnMaxPoolAt(g, xp, oh, ow)
+			}
+			for ow := owHi; ow < g.outW; ow++ {
+				row[ow] = nnMaxPoolAt(g, xp, oh, ow)
+			}
+		}
+		if ohLo < ohHi {
+			base := pl*inHW + (ohLo*g.sH-g.padT)*g.inW + owLo*g.sW - g.padL
+			maxPoolRows(simd, yp[ohLo*g.outW+owLo:], g.outW, ohHi-ohLo, owHi-owLo,
+				x, base, g.sH*g.inW, g.inW, g.kH, g.kW, g.sW)
+		}
+	}
+}
+
+// nnMaxPoolAt is the output (oh, ow) of nnMaxPool on the plane xp,
+// without its index.
+func nnMaxPoolAt(g *nnGeom, xp []float32, oh, ow int) float32 {
+	h0, w0 := oh*g.sH-g.padT, ow*g.sW-g.padL
+	best, found := float32(math.Inf(-1)), false
+	for ki := 0; ki < g.kH; ki++ {
+		ih := h0 + ki*g.dH
+		if ih < 0 || ih >= g.inH {
+			continue
+		}
+		row := xp[ih*g.inW : (ih+1)*g.inW]
+		for kj := 0; kj < g.kW; kj++ {
+			iw := w0 + kj*g.dW
+			if iw < 0 || iw >= g.inW {
+				continue
+			}
+			if v := row[iw]; !found || v > best {
+				best, found = v, true
+			}
+		}
+	}
+	return best
+}
+
+// maxPoolRows computes rows rows of n max-pooling outputs whose windows
+// lie inside x: output o of row r (at y[r*ldy+o]) is the maximum of the
+// kh x kw window with rows ldx apart starting at x[base+r*xstep+o*s], in
+// the order and with the tie and NaN rules of nnMaxPool. With simd, the
+// rows whose last group of eight windows stays inside x run the AVX2
+// kernels (strides 1 and 2; 2x2 windows at stride 2 have their own).
+func maxPoolRows(simd bool, y []float32, ldy, rows, n int, x []float32, base, xstep, ldx, kh, kw, s int) {
+	if simd && (s == 1 || s == 2) {
+		// The kernel reads every window of a row's last group of eight in
+		// full: up to 8*s*groups + kw - 2 past the row's start, (kh-1)*ldx
+		// further down.
+		reach := (kh-1)*ldx + 8*s*((n+7)/8) + kw - 2
+		vec := rows
+		for vec > 0 && base+(vec-1)*xstep+reach >= len(x) {
+			vec--
+		}
+		if vec > 0 {
+			_ = y[(vec-1)*ldy+n-1]
+			if kh == 2 && kw == 2 && s == 2 {
+				maxPool2x2AVX(&y[0], ldy, vec, n, &x[base], xstep, ldx)
+			} else {
+				maxPoolAVX(&y[0], ldy, vec, n, &x[base], xstep, ldx, kh, kw, s)
+			}
+		}
+		y, rows, base = y[min(len(y), vec*ldy):], rows-vec, base+vec*xstep
+	}
+	for r := 0; r < rows; r++ {
+		yr := y[r*ldy : r*ldy+n]
+		for o := range yr {
+			p := base + r*xstep + o*s
+			best := x[p]
+			for _, v := range x[p+1 : p+kw] {
+				if v > best {
+					best = v
+				}
+			}
+			for ki := 1; ki < kh; ki++ {
+				for _, v := range x[p+ki*ldx : p+ki*ldx+kw] {
+					if v > best {
+						best = v
+					}
+				}
+			}
+			yr[o] = best
+		}
+	}
+}
+
 func runAveragePool(n *Node, in []*Tensor) ([]*Tensor, error) {
 	x := in[0]
 	g, shape, err := poolSetup(n, x, false, Float32)
@@ -527,6 +868,11 @@ func runAveragePool(n *Node, in []*Tensor) ([]*Tensor, error) {
 	y := New(Float32, shape...)
 	planes := x.Shape[0] * x.Shape[1]
 	inHW, outHW := g.inH*g.inW, g.outH*g.outW
+	// Windows inside the input (AveragePool has no dilations) are summed
+	// without bounds tests, in the same order.
+	ohLo, ohHi := nnInterior(g.outH, g.sH, g.padT, g.kH, g.inH)
+	owLo, owHi := nnInterior(g.outW, g.sW, g.padL, g.kW, g.inW)
+	area := float32(g.kH * g.kW)
 	for pl := 0; pl < planes; pl++ {
 		xp := x.F32[pl*inHW : (pl+1)*inHW]
 		yp := y.F32[pl*outHW : (pl+1)*outHW]
@@ -535,6 +881,17 @@ func runAveragePool(n *Node, in []*Tensor) ([]*Tensor, error) {
 			h0 := oh*g.sH - g.padT
 			for ow := 0; ow < g.outW; ow++ {
 				w0 := ow*g.sW - g.padL
+				if oh >= ohLo && oh < ohHi && ow >= owLo && ow < owHi {
+					var sum float32
+					for ki := 0; ki < g.kH; ki++ {
+						for _, v := range xp[(h0+ki)*g.inW+w0 : (h0+ki)*g.inW+w0+g.kW] {
+							sum += v
+						}
+					}
+					yp[o] = sum / area
+					o++
+					continue
+				}
 				var sum float32
 				count, padded := 0, 0
 				for ki := 0; ki < g.kH; ki++ {

@@ -1,6 +1,7 @@
 package interp
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -559,6 +560,279 @@ func BenchmarkConv(b *testing.B) {
 				}
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// poolSpecials are values that test the tie and NaN rules of max pooling.
+var poolSpecials = []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 0, float32(math.Copysign(0, -1))}
+
+// TestMaxPoolFastMatchesGeneric compares nnMaxPoolF32, with each kernel,
+// bit for bit with the generic nnMaxPool on random geometries (with and
+// without padding, ceil mode, the 2x2 stride 2 of the model zoo) wide
+// enough for several groups of eight outputs. Values are small integers,
+// for ties, with NaN, infinities and signed zeros among them; the input
+// has no slack after it, so the last rows take the Go path.
+func TestMaxPoolFastMatchesGeneric(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	n := testNode("MaxPool", 1, 1)
+	for _, simd := range sgemmPaths() {
+		for iter := range 500 {
+			kH, kW, sH, sW := 1+r.IntN(4), 1+r.IntN(4), 1+r.IntN(3), 1+r.IntN(3)
+			if iter%3 == 0 {
+				kH, kW, sH, sW = 2, 2, 2, 2
+			}
+			var pads []int64
+			if iter%2 == 1 {
+				pads = []int64{int64(r.IntN(kH)), int64(r.IntN(kW)), int64(r.IntN(kH)), int64(r.IntN(kW))}
+			}
+			a := nnWindowAttrs{autoPad: "NOTSET", strides: []int64{int64(sH), int64(sW)}, pads: pads, ceil: r.IntN(4) == 0}
+			inH, inW := kH+r.IntN(10), kW+r.IntN(40)
+			g, err := nnResolve(n, &a, []int{inH, inW}, []int{kH, kW})
+			if err != nil {
+				t.Fatal(err)
+			}
+			planes := 1 + r.IntN(3)
+			x := make([]float32, planes*inH*inW)
+			for i := range x {
+				if r.IntN(8) == 0 {
+					x[i] = poolSpecials[r.IntN(len(poolSpecials))]
+				} else {
+					x[i] = float32(r.IntN(7) - 3)
+				}
+			}
+			want := make([]float32, planes*g.outH*g.outW)
+			got := make([]float32, len(want))
+			nnMaxPool(&g, planes, x, want, nil, false, float32(math.Inf(-1)))
+			nnMaxPoolF32(simd, &g, planes, x, got)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%s: %d planes of %dx%d, kernel %dx%d, strides %dx%d, pads %v, ceil %v: output %d is %v, want %v",
+						pathName(simd), planes, inH, inW, kH, kW, sH, sW, pads, a.ceil, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestIm2colSameMatchesRows compares the shifted-copy im2col of stride-1
+// convolutions whose rows keep their width with the row by row one, on
+// random kernels, dilations and pads, including kernels wider than the
+// input.
+func TestIm2colSameMatchesRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	n := testNode("Conv", 2, 1)
+	for range 300 {
+		kH, kW, dH, dW := 1+r.IntN(4), 1+r.IntN(4), 1+r.IntN(2), 1+r.IntN(2)
+		totalW := dW * (kW - 1)
+		padL := r.IntN(totalW + 1)
+		padT, padB := r.IntN(kH+1), r.IntN(kH+1)
+		inH, inW := 1+r.IntN(9), 1+r.IntN(12)
+		a := nnWindowAttrs{autoPad: "NOTSET", dilations: []int64{int64(dH), int64(dW)},
+			pads: []int64{int64(padT), int64(padL), int64(padB), int64(totalW - padL)}}
+		g, err := nnResolve(n, &a, []int{inH, inW}, []int{kH, kW})
+		if err != nil {
+			continue // kernel taller than the padded input
+		}
+		if g.outW != g.inW {
+			t.Fatalf("output width %d, want %d", g.outW, g.inW)
+		}
+		Cg := 1 + r.IntN(3)
+		x := randFloats(r, Cg*inH*inW)
+		size := Cg * kH * kW * g.outH * g.outW
+		want, got := make([]float32, size), make([]float32, size)
+		for i := range got {
+			got[i] = float32(math.NaN()) // every element must be written
+		}
+		nnIm2colRows(&g, x, Cg, want)
+		nnIm2colSame(&g, x, Cg, got)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%d channels of %dx%d, kernel %dx%d, dilations %dx%d, pads %v: element %d is %v, want %v",
+					Cg, inH, inW, kH, kW, dH, dW, a.pads, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// TestConvPreparedMatchesNaive runs the kernel Load gives Conv nodes
+// (im2col buffers from a pool, batches split between goroutines) twice
+// on each of a few convolutions large enough to be split, and compares
+// it with the direct convolution.
+func TestConvPreparedMatchesNaive(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	cases := []struct {
+		name               string
+		xs, ws             []int
+		group              int
+		strides, dil, pads []int
+	}{
+		{"zoo conv2 3x3 pad 1", []int{6, 8, 14, 14}, []int{16, 8, 3, 3}, 1, []int{1, 1}, []int{1, 1}, []int{1, 1, 1, 1}},
+		{"1x1", []int{6, 16, 20, 20}, []int{32, 16, 1, 1}, 1, []int{1, 1}, []int{1, 1}, []int{0, 0, 0, 0}},
+		{"grouped strided", []int{4, 8, 31, 29}, []int{12, 4, 3, 2}, 2, []int{2, 1}, []int{1, 2}, []int{1, 0, 2, 1}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			attrs := []*onnxpb.AttributeProto{
+				onnx.AttrInts("strides", int64(c.strides[0]), int64(c.strides[1])),
+				onnx.AttrInts("dilations", int64(c.dil[0]), int64(c.dil[1])),
+				onnx.AttrInts("pads", int64(c.pads[0]), int64(c.pads[1]), int64(c.pads[2]), int64(c.pads[3])),
+				onnx.AttrInt("group", int64(c.group)),
+			}
+			n := testNode("Conv", 3, 1, attrs...)
+			x, w, b := randFloats(r, Size(c.xs)), randFloats(r, Size(c.ws)), randFloats(r, c.ws[0])
+			in := []*Tensor{FromFloat32(x, c.xs...), FromFloat32(w, c.ws...), FromFloat32(b, c.ws[0])}
+			want, shape := naiveConv(x, w, b, c.xs, c.ws, c.group, c.strides, c.dil, c.pads)
+			kernel := prepareConv(n, []*Tensor{nil, in[1], in[2]})
+			for range 2 {
+				out, err := kernel(n, in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertShape(t, out[0].Shape, shape)
+				assertClose(t, out[0].F32, want, 1e-4)
+			}
+		})
+	}
+}
+
+// refRun runs the nodes of mp one at a time through the operator table,
+// without Load's planning, and returns every value by name.
+func refRun(t *testing.T, mp *onnxpb.ModelProto, feed map[string]*Tensor) map[string]*Tensor {
+	t.Helper()
+	vals := map[string]*Tensor{}
+	for _, p := range mp.GetGraph().GetInitializer() {
+		v, err := TensorFromProto(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals[p.GetName()] = v
+	}
+	for k, v := range feed {
+		vals[k] = v
+	}
+	table := opTable()
+	for _, p := range mp.GetGraph().GetNode() {
+		n := &Node{Proto: p, Opset: 13}
+		var in []*Tensor
+		for _, name := range p.GetInput() {
+			in = append(in, vals[name])
+		}
+		out, err := table[p.GetOpType()].Run(n, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, name := range p.GetOutput() {
+			vals[name] = out[i]
+		}
+	}
+	return vals
+}
+
+// TestConvFusion loads graphs where a Relu and a MaxPool follow a Conv,
+// checks how many steps are left once Load has merged those it may, and
+// compares two runs of each, bit for bit, with the operators run one at a
+// time.
+func TestConvFusion(t *testing.T) {
+	r := rand.New(rand.NewPCG(25, 26))
+	pool := []*onnxpb.AttributeProto{onnx.AttrInts("kernel_shape", 2, 2), onnx.AttrInts("strides", 2, 2)}
+	conv := func(group int64) []*onnxpb.AttributeProto {
+		return []*onnxpb.AttributeProto{onnx.AttrInts("pads", 1, 1, 1, 1), onnx.AttrInt("group", group)}
+	}
+	type node struct {
+		op      string
+		in, out []string
+		attrs   []*onnxpb.AttributeProto
+	}
+	tests := []struct {
+		name    string
+		x       []int // N, C, H, W; the Conv has 2C filters of 3x3
+		group   int64
+		nodes   []node
+		outputs []string
+		steps   int
+	}{
+		{"conv relu pool", []int{3, 4, 12, 10}, 2, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Relu", []string{"c"}, []string{"r"}, nil},
+			{"MaxPool", []string{"r"}, []string{"p"}, pool}}, []string{"p"}, 1},
+		{"conv relu pool, split between goroutines", []int{8, 8, 28, 28}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Relu", []string{"c"}, []string{"r"}, nil},
+			{"MaxPool", []string{"r"}, []string{"p"}, pool}}, []string{"p"}, 1},
+		{"conv relu", []int{2, 3, 9, 9}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Relu", []string{"c"}, []string{"r"}, nil}}, []string{"r"}, 1},
+		{"conv and a padded, dilated pool", []int{2, 2, 11, 13}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"MaxPool", []string{"c"}, []string{"p"}, []*onnxpb.AttributeProto{onnx.AttrInts("kernel_shape", 3, 2),
+				onnx.AttrInts("pads", 1, 0, 1, 1), onnx.AttrInts("dilations", 2, 1), onnx.AttrInts("strides", 1, 2)}}}, []string{"p"}, 1},
+		{"relu read twice", []int{2, 2, 8, 8}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Relu", []string{"c"}, []string{"r"}, nil},
+			{"MaxPool", []string{"r"}, []string{"p"}, pool},
+			{"Sigmoid", []string{"r"}, []string{"s"}, nil}}, []string{"p", "s"}, 3},
+		{"conv output is a graph output", []int{2, 2, 8, 8}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Relu", []string{"c"}, []string{"r"}, nil}}, []string{"c", "r"}, 2},
+		{"pool with indices", []int{2, 2, 8, 8}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Relu", []string{"c"}, []string{"r"}, nil},
+			{"MaxPool", []string{"r"}, []string{"p", "i"}, pool}}, []string{"p", "i"}, 2},
+		{"other nodes in between", []int{2, 2, 8, 8}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Sigmoid", []string{"x"}, []string{"s"}, nil},
+			{"Relu", []string{"c"}, []string{"r"}, nil},
+			{"Tanh", []string{"s"}, []string{"u"}, nil},
+			{"MaxPool", []string{"r"}, []string{"p"}, pool}}, []string{"p", "u"}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			N, C := tt.x[0], tt.x[1]
+			M, Cg := 2*C, C/int(tt.group)
+			x, w, b := randFloats(r, Size(tt.x)), randFloats(r, M*Cg*9), randFloats(r, M)
+			bd := onnx.NewBuilder("fusion", 13).
+				Input("x", onnxpb.TensorProto_FLOAT, onnx.P("N"), onnx.D(int64(C)), onnx.D(int64(tt.x[2])), onnx.D(int64(tt.x[3]))).
+				Float32("w", w, int64(M), int64(Cg), 3, 3).
+				Float32("b", b, int64(M))
+			for _, nd := range tt.nodes {
+				attrs := nd.attrs
+				if nd.op == "Conv" {
+					attrs = conv(tt.group)
+				}
+				bd.Node(nd.op, "", nd.in, nd.out, attrs...)
+			}
+			for _, o := range tt.outputs {
+				dt := onnxpb.TensorProto_FLOAT
+				if o == "i" {
+					dt = onnxpb.TensorProto_INT64
+				}
+				bd.Output(o, dt)
+			}
+			mp, err := bd.Model()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := Load(marshal(t, mp))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.steps) != tt.steps {
+				t.Errorf("%d steps after Load, want %d", len(m.steps), tt.steps)
+			}
+			feed := map[string]*Tensor{"x": FromFloat32(x, tt.x...)}
+			want := refRun(t, mp, feed)
+			for range 2 {
+				got, err := m.Run(context.Background(), feed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, o := range tt.outputs {
+					if err := sameTensor(got[o], want[o], 0); err != nil {
+						t.Fatalf("output %s (batch %d): %v", o, N, err)
+					}
+				}
+			}
 		})
 	}
 }

@@ -92,6 +92,13 @@ type Op struct {
 	Check func(n *Node) error
 	// Run is the kernel.
 	Run Kernel
+	// Prepare, when set, is called once per node at load time with the
+	// node's constant inputs (initializers and folded Constants; nil for
+	// the others) and returns the kernel the node runs instead of Run, or
+	// nil to keep Run. A prepared kernel may precompute from the constants
+	// and keep scratch buffers for its node; it must give Run's results
+	// and errors, and be safe for concurrent use.
+	Prepare func(n *Node, consts []*Tensor) Kernel
 }
 
 // ops maps an operator type of the default ONNX domain to its

@@ -3,13 +3,16 @@ package interp
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
+	"unsafe"
 )
 
 // addQuantOps registers QuantizeLinear, DequantizeLinear and MatMulInteger.
 func addQuantOps(t ops) {
 	t["QuantizeLinear"] = Op{MinOpset: 13, MaxOpset: 17, Check: checkQuantLinear, Run: runQuantizeLinear}
 	t["DequantizeLinear"] = Op{MinOpset: 13, MaxOpset: 17, Check: checkQuantLinear, Run: runDequantizeLinear}
-	t["MatMulInteger"] = Op{MinOpset: 10, MaxOpset: 17, Check: checkMatMulInteger, Run: runMatMulInteger}
+	t["MatMulInteger"] = Op{MinOpset: 10, MaxOpset: 17, Check: checkMatMulInteger, Run: runMatMulInteger, Prepare: prepareMatMulInteger}
 }
 
 func checkQuantLinear(n *Node) error {
@@ -94,34 +97,42 @@ func runQuantizeLinear(n *Node, in []*Tensor) ([]*Tensor, error) {
 		}
 	}
 	y := New(outType, x.Shape...)
-	lo, hi := 0.0, 255.0
-	if outType == Int8 {
-		lo, hi = -128, 127
-	}
-	i := 0
-	for o := 0; o < outer; o++ {
-		for c := 0; c < d; c++ {
-			s := scale.F32[c]
-			z := 0.0
-			if zp != nil {
-				if outType == Uint8 {
-					z = float64(zp.U8[c])
-				} else {
-					z = float64(zp.I8[c])
-				}
-			}
-			for range inner {
-				q := quantizeValue(xf[i], s, z, lo, hi)
-				if outType == Uint8 {
-					y.U8[i] = uint8(q)
-				} else {
-					y.I8[i] = int8(q)
-				}
-				i++
-			}
+	if outType == Uint8 {
+		var z []uint8
+		if zp != nil {
+			z = zp.U8
 		}
+		quantizeInto(haveAVX2FMA, y.U8, xf, scale.F32, z, outer, d, inner, 0, 255)
+	} else {
+		quantizeInto(haveAVX2FMA, y.I8, xf, scale.F32, zp.I8, outer, d, inner, -128, 127)
 	}
 	return []*Tensor{y}, nil
+}
+
+// quantizeInto sets y to quantizeValue(x, s, z, lo, hi) over outer blocks
+// of d channels of inner elements, with channel c's scale s = scale[c] and
+// zero point z = zp[c] (0 when zp is nil): eight at a time with the AVX2
+// kernel if simd is set (only where haveAVX2FMA), in Go otherwise.
+func quantizeInto[T uint8 | int8](simd bool, y []T, x, scale []float32, zp []T, outer, d, inner int, lo, hi float64) {
+	i := 0
+	for range outer {
+		for c := range d {
+			s, z := scale[c], 0.0
+			if zp != nil {
+				z = float64(zp[c])
+			}
+			dst, src := y[i:i+inner], x[i:i+inner]
+			if simd && inner >= 8 {
+				v := inner &^ 7
+				quantizeAVX(unsafe.Pointer(&dst[0]), &src[0], v, s, float32(z), float32(lo), float32(hi))
+				dst, src = dst[v:], src[v:]
+			}
+			for j, v := range src {
+				dst[j] = T(quantizeValue(v, s, z, lo, hi))
+			}
+			i += inner
+		}
+	}
 }
 
 // quantizeValue is saturate(round_half_to_even(x / s) + z) into [lo, hi];
@@ -156,21 +167,62 @@ func runDequantizeLinear(n *Node, in []*Tensor) ([]*Tensor, error) {
 		return nil, err
 	}
 	y := New(Float32, x.Shape...)
-	i := 0
-	for o := 0; o < outer; o++ {
-		for c := 0; c < d; c++ {
-			s := scale.F32[c]
-			z := float32(0)
-			if zp != nil {
-				z = quantElem(zp, c)
-			}
-			for range inner {
-				y.F32[i] = (quantElem(x, i) - z) * s
-				i++
-			}
+	switch x.DType {
+	case Uint8:
+		var z []uint8
+		if zp != nil {
+			z = zp.U8
 		}
+		dequantizeInto(y.F32, x.U8, scale.F32, z, outer, d, inner)
+	case Int8:
+		var z []int8
+		if zp != nil {
+			z = zp.I8
+		}
+		dequantizeInto(y.F32, x.I8, scale.F32, z, outer, d, inner)
+	default:
+		var z []int32
+		if zp != nil {
+			z = zp.I32
+		}
+		dequantizeInto(y.F32, x.I32, scale.F32, z, outer, d, inner)
 	}
 	return []*Tensor{y}, nil
+}
+
+// dequantizeInto sets y to (x - z) * s over outer blocks of d channels of
+// inner elements, with channel c's scale s = scale[c] and zero point
+// z = zp[c] (0 when zp is nil), in float32.
+func dequantizeInto[T uint8 | int8 | int32](y []float32, x []T, scale []float32, zp []T, outer, d, inner int) {
+	if inner == 1 {
+		// One value per channel: a row of d at a time.
+		scale = scale[:d]
+		for o := range outer {
+			dst, src := y[o*d:(o+1)*d], x[o*d:(o+1)*d]
+			for c, s := range scale {
+				z := float32(0)
+				if zp != nil {
+					z = float32(zp[c])
+				}
+				dst[c] = (float32(src[c]) - z) * s
+			}
+		}
+		return
+	}
+	i := 0
+	for range outer {
+		for c := range d {
+			s, z := scale[c], float32(0)
+			if zp != nil {
+				z = float32(zp[c])
+			}
+			dst := y[i : i+inner]
+			for j, v := range x[i : i+inner] {
+				dst[j] = (float32(v) - z) * s
+			}
+			i += inner
+		}
+	}
 }
 
 // quantElem is element i of an integer tensor as float32.
@@ -195,29 +247,80 @@ func checkMatMulInteger(n *Node) error {
 	return nil
 }
 
-// quantWiden returns the int8 or uint8 values of t, widened to int32.
-func quantWiden(n *Node, name string, t *Tensor) ([]int32, error) {
+// qOperand checks that t, the input name of a MatMulInteger node, is a
+// uint8 or int8 tensor.
+func qOperand(n *Node, name string, t *Tensor) error {
 	if t == nil {
-		return nil, n.Errorf("input %s is missing", name)
+		return n.Errorf("input %s is missing", name)
 	}
-	switch t.DType {
-	case Uint8:
-		out := make([]int32, len(t.U8))
-		for i, v := range t.U8 {
-			out[i] = int32(v)
-		}
-		return out, nil
-	case Int8:
-		out := make([]int32, len(t.I8))
-		for i, v := range t.I8 {
-			out[i] = int32(v)
-		}
-		return out, nil
+	if t.DType != Uint8 && t.DType != Int8 {
+		return n.Errorf("input %s has type %s, want uint8 or int8", name, t.DType)
 	}
-	return nil, n.Errorf("input %s has type %s, want uint8 or int8", name, t.DType)
+	return nil
 }
 
+// runMatMulInteger computes a MatMulInteger node, packing B on every call.
 func runMatMulInteger(n *Node, in []*Tensor) ([]*Tensor, error) {
+	return matMulInteger(n, in, nil, nil)
+}
+
+// qPackedB is the B operand of a MatMulInteger node packed at load time:
+// every batch matrix of b, with the zero points zp, packed by qPackB one
+// after the other.
+type qPackedB struct {
+	b, zp *Tensor // the constants packed
+	data  []int8
+	off   []int32
+}
+
+// prepareMatMulInteger packs a constant B (with a constant or absent zero
+// point) once, and gives the node a pool of scratch buffers for A.
+func prepareMatMulInteger(n *Node, consts []*Tensor) Kernel {
+	pool := new(sync.Pool)
+	pb := qPrepack(n, consts)
+	return func(n *Node, in []*Tensor) ([]*Tensor, error) { return matMulInteger(n, in, pb, pool) }
+}
+
+// qPrepack packs the constant B input of a MatMulInteger node and its zero
+// point, or returns nil when B or its zero point is not constant or not
+// valid (Run then reports the error).
+func qPrepack(n *Node, consts []*Tensor) *qPackedB {
+	names := n.Proto.GetInput()
+	if len(consts) < 2 || consts[1] == nil {
+		return nil
+	}
+	b := consts[1]
+	var zp *Tensor
+	if len(names) > 3 && names[3] != "" {
+		if zp = consts[3]; zp == nil || zp.DType != b.DType {
+			return nil
+		}
+	}
+	if qOperand(n, "B", b) != nil || len(b.Shape) == 0 {
+		return nil
+	}
+	shape := b.Shape
+	if len(shape) == 1 {
+		shape = []int{shape[0], 1}
+	}
+	z, err := qZeroPoints(zp, shape, false)
+	if err != nil {
+		return nil
+	}
+	K, N := shape[len(shape)-2], shape[len(shape)-1]
+	mats, size, offs := Size(shape[:len(shape)-2]), qPackedSize(K, N), qPackedCols(N)
+	pb := &qPackedB{b: b, zp: zp, data: make([]int8, mats*size), off: make([]int32, mats*offs)}
+	for mat := range mats {
+		qPackBOf(pb.data[mat*size:(mat+1)*size], pb.off[mat*offs:(mat+1)*offs], b, mat*K*N, K, N, &z, mat)
+	}
+	return pb
+}
+
+// matMulInteger computes a MatMulInteger node: A minus its zero points
+// packed by qPackA and B packed by qPackB, multiplied by qgemm. B comes
+// from pb when it was packed at load time; scratch buffers come from pool
+// (nil: allocated).
+func matMulInteger(n *Node, in []*Tensor, pb *qPackedB, pool *sync.Pool) ([]*Tensor, error) {
 	a, b := in[0], in[1]
 	var aZP, bZP *Tensor
 	if len(in) > 2 {
@@ -226,12 +329,10 @@ func runMatMulInteger(n *Node, in []*Tensor) ([]*Tensor, error) {
 	if len(in) > 3 {
 		bZP = in[3]
 	}
-	av, err := quantWiden(n, "A", a)
-	if err != nil {
+	if err := qOperand(n, "A", a); err != nil {
 		return nil, err
 	}
-	bv, err := quantWiden(n, "B", b)
-	if err != nil {
+	if err := qOperand(n, "B", b); err != nil {
 		return nil, err
 	}
 	if len(a.Shape) == 0 || len(b.Shape) == 0 {
@@ -255,30 +356,65 @@ func runMatMulInteger(n *Node, in []*Tensor) ([]*Tensor, error) {
 	if err != nil {
 		return nil, n.Errorf("batch dimensions of A %s and B %s do not broadcast", ShapeString(a.Shape), ShapeString(b.Shape))
 	}
-	// Subtract the zero points: per tensor, per row of A, per column of B.
+	// Zero points: per tensor, per row of A, per column of B.
+	var za, zb qZero
 	if aZP != nil {
 		if aZP.DType != a.DType {
 			return nil, n.Errorf("input a_zero_point has type %s, want %s (the type of A)", aZP.DType, a.DType)
 		}
-		if err := subZeroPoints(av, aZP, aShape, true); err != nil {
+		if za, err = qZeroPoints(aZP, aShape, true); err != nil {
 			return nil, n.Errorf("input a_zero_point of shape %s: %v (A is %s)", ShapeString(aZP.Shape), err, ShapeString(a.Shape))
 		}
 	}
-	if bZP != nil {
+	if pb != nil && (pb.b != b || pb.zp != bZP) {
+		pb = nil
+	}
+	if bZP != nil && pb == nil {
 		if bZP.DType != b.DType {
 			return nil, n.Errorf("input b_zero_point has type %s, want %s (the type of B)", bZP.DType, b.DType)
 		}
-		if err := subZeroPoints(bv, bZP, bShape, false); err != nil {
+		if zb, err = qZeroPoints(bZP, bShape, false); err != nil {
 			return nil, n.Errorf("input b_zero_point of shape %s: %v (B is %s)", ShapeString(bZP.Shape), err, ShapeString(b.Shape))
 		}
 	}
 	outShape := append(append([]int(nil), batch...), M, N)
 	y := New(Int32, outShape...)
-	nb := Size(batch)
-	aStrides, bStrides := qBatchStrides(aBatch, batch), qBatchStrides(bBatch, batch)
-	for bi := 0; bi < nb; bi++ {
-		ai, bj := qBatchOffset(bi, batch, aStrides), qBatchOffset(bi, batch, bStrides)
-		qGemm(M, N, K, av[ai*M*K:(ai+1)*M*K], bv[bj*K*N:(bj+1)*K*N], y.I32[bi*M*N:(bi+1)*M*N])
+	k2 := (K + 1) / 2
+	lda := 2 * k2
+	aMats, bMats, nb := Size(aBatch), Size(bBatch), Size(batch)
+	var sc *qScratch
+	if pool != nil {
+		sc, _ = pool.Get().(*qScratch)
+		defer func() { pool.Put(sc) }()
+	}
+	if sc == nil {
+		sc = new(qScratch)
+	}
+	ap, rs := qGrow(&sc.a, aMats*M*lda), qGrow(&sc.rs, aMats*M)
+	for mat := range aMats {
+		qPackAOf(ap[mat*M*lda:(mat+1)*M*lda], rs[mat*M:(mat+1)*M], a, mat*M*K, M, K, &za, mat)
+	}
+	size, offs := qPackedSize(K, N), qPackedCols(N)
+	var bp []int8
+	var off []int32
+	if pb != nil {
+		bp, off = pb.data, pb.off
+	} else {
+		bp, off = qGrow(&sc.b, bMats*size), qGrow(&sc.off, bMats*offs)
+		for mat := range bMats {
+			qPackBOf(bp[mat*size:(mat+1)*size], off[mat*offs:(mat+1)*offs], b, mat*K*N, K, N, &zb, mat)
+		}
+	}
+	if bMats == 1 && aMats == nb {
+		// A stack of matrices times one matrix is one tall product.
+		qgemm(haveAVX2FMA, nb*M, N, k2, ap, lda, rs, bp, off, y.I32)
+	} else {
+		aStrides, bStrides := qBatchStrides(aBatch, batch), qBatchStrides(bBatch, batch)
+		for bi := 0; bi < nb; bi++ {
+			ai, bj := qBatchOffset(bi, batch, aStrides), qBatchOffset(bi, batch, bStrides)
+			qgemm(haveAVX2FMA, M, N, k2, ap[ai*M*lda:(ai+1)*M*lda], lda, rs[ai*M:(ai+1)*M],
+				bp[bj*size:(bj+1)*size], off[bj*offs:(bj+1)*offs], y.I32[bi*M*N:(bi+1)*M*N])
+		}
 	}
 	// Drop the dimensions added for 1-D operands.
 	switch {
@@ -292,56 +428,253 @@ func runMatMulInteger(n *Node, in []*Tensor) ([]*Tensor, error) {
 	return []*Tensor{y}, nil
 }
 
-// subZeroPoints subtracts zero points from v, the widened values of a
-// matrix operand of shape (batch..., R, C). A zero point with one element
-// applies to all; otherwise it applies per row (rows true, A) or per
-// column (B), given as a vector or as a tensor of the operand's shape with
-// the other matrix dimension 1.
-func subZeroPoints(v []int32, zp *Tensor, shape []int, rows bool) error {
-	zv := make([]int32, zp.Len())
-	for i := range zv {
-		zv[i] = int32(quantElem(zp, i))
+// qZero is a resolved MatMulInteger zero point: one value for every
+// element (v nil), or one per row of A or per column of B, stride apart
+// from one batch matrix of the operand to the next (0 when shared).
+type qZero struct {
+	v      []int32
+	stride int
+	all    int32
+}
+
+// at is the zero point of row or column i of the operand's batch matrix
+// mat.
+func (z *qZero) at(mat, i int) int32 {
+	if z.v == nil {
+		return z.all
+	}
+	return z.v[mat*z.stride+i]
+}
+
+// qZeroPoints resolves the zero point zp (nil: none) of a matrix operand
+// of shape (batch..., R, C). A zero point with one element applies to all;
+// otherwise it applies per row (rows true, A) or per column (B), given as
+// a vector or as a tensor of the operand's shape with the other matrix
+// dimension 1.
+func qZeroPoints(zp *Tensor, shape []int, rows bool) (qZero, error) {
+	if zp == nil {
+		return qZero{}, nil
+	}
+	if zp.Len() == 1 {
+		return qZero{all: int32(quantElem(zp, 0))}, nil
 	}
 	R, C := shape[len(shape)-2], shape[len(shape)-1]
-	if len(zv) == 1 {
-		for i := range v {
-			v[i] -= zv[0]
-		}
-		return nil
-	}
 	per := C
 	if rows {
 		per = R
 	}
-	stride := 0 // zero points per batch matrix, 0 when shared
+	z := qZero{}
 	switch {
 	case len(zp.Shape) == 1 && zp.Shape[0] == per:
 	case len(zp.Shape) == len(shape) && (rows && zp.Shape[len(shape)-1] == 1 && qSameShape(zp.Shape[:len(shape)-1], shape[:len(shape)-1]) ||
 		!rows && zp.Shape[len(shape)-2] == 1 && qSameShape(zp.Shape[:len(shape)-2], shape[:len(shape)-2]) && zp.Shape[len(shape)-1] == C):
-		stride = per
+		z.stride = per
 	default:
 		if rows {
-			return fmt.Errorf("want a scalar, a vector of %d (rows of A) or shape [batch..., %d, 1]", R, R)
+			return z, fmt.Errorf("want a scalar, a vector of %d (rows of A) or shape [batch..., %d, 1]", R, R)
 		}
-		return fmt.Errorf("want a scalar, a vector of %d (columns of B) or shape [batch..., 1, %d]", C, C)
+		return z, fmt.Errorf("want a scalar, a vector of %d (columns of B) or shape [batch..., 1, %d]", C, C)
 	}
-	for m := 0; m < len(v)/(R*C); m++ {
-		z := zv[m*stride : m*stride+per]
-		mat := v[m*R*C : (m+1)*R*C]
-		for r := 0; r < R; r++ {
-			row := mat[r*C : (r+1)*C]
-			if rows {
-				for j := range row {
-					row[j] -= z[r]
-				}
-			} else {
-				for j := range row {
-					row[j] -= z[j]
+	z.v = make([]int32, zp.Len())
+	for i := range z.v {
+		z.v[i] = int32(quantElem(zp, i))
+	}
+	return z, nil
+}
+
+// qPackedSize is the number of int8 qPackB writes for a k x n matrix.
+func qPackedSize(k, n int) int {
+	return (n + 15) / 16 * ((k + 1) / 2) * 32
+}
+
+// qPackedCols is the number of column offsets qPackB writes for n
+// columns: n padded to whole panels of 16.
+func qPackedCols(n int) int {
+	return (n + 15) / 16 * 16
+}
+
+// qScratch holds the buffers of one MatMulInteger run: A packed and its
+// row sums, and B packed and its column offsets when B was not packed at
+// load time.
+type qScratch struct {
+	a   []int16
+	rs  []int32
+	b   []int8
+	off []int32
+}
+
+// qGrow returns the first n elements of *buf, reallocated when shorter.
+func qGrow[T any](buf *[]T, n int) []T {
+	if cap(*buf) < n {
+		*buf = make([]T, n)
+	}
+	return (*buf)[:n]
+}
+
+// qPackAOf packs the m x k matrix at offset off of the uint8 or int8
+// tensor t as qPackA does.
+func qPackAOf(dst []int16, sums []int32, t *Tensor, off, m, k int, z *qZero, mat int) {
+	if t.DType == Uint8 {
+		qPackA(dst, sums, t.U8[off:off+m*k], m, k, z, mat)
+	} else {
+		qPackA(dst, sums, t.I8[off:off+m*k], m, k, z, mat)
+	}
+}
+
+// qPackA writes the m x k matrix a, minus the zero point z.at(mat, i) of
+// each row i, into dst as m rows of 2*((k+1)/2) int16 (an odd k padded
+// with a zero), and the sum of each row into sums: the A operand of
+// qgemm. The differences of two uint8 or two int8 values fit in int16.
+func qPackA[T uint8 | int8](dst []int16, sums []int32, a []T, m, k int, z *qZero, mat int) {
+	lda := 2 * ((k + 1) / 2)
+	for i := 0; i < m; i++ {
+		zi := z.at(mat, i)
+		d := dst[i*lda : (i+1)*lda]
+		var sum int32
+		for kk, v := range a[i*k : (i+1)*k] {
+			x := int32(v) - zi
+			d[kk] = int16(x)
+			sum += x
+		}
+		if k < lda {
+			d[k] = 0
+		}
+		sums[i] = sum
+	}
+}
+
+// qPackBOf packs the k x n matrix at offset off of the uint8 or int8
+// tensor t as qPackB does.
+func qPackBOf(dst []int8, offs []int32, t *Tensor, off, k, n int, z *qZero, mat int) {
+	if t.DType == Uint8 {
+		qPackB(dst, offs, t.U8[off:off+k*n], k, n, 128, z, mat)
+	} else {
+		qPackB(dst, offs, t.I8[off:off+k*n], k, n, 0, z, mat)
+	}
+}
+
+// qPackB writes the k x n matrix b, less bias (128 for uint8 values, 0
+// for int8, so that they fit in int8), into dst (qPackedSize(k, n) int8)
+// as the B operand of qgemm: panels of 16 columns, the last padded with
+// zero columns, each of k2 = (k+1)/2 steps of 32 int8 holding, for the
+// panel's columns in order, the pair of rows 2q and 2q+1 (an odd k padded
+// with a zero row). offs (qPackedCols(n)) gets, per column j, bias minus
+// its zero point z.at(mat, j): since B - zb is the packed B plus that
+// offset, a row of A times a column of B is its product with the packed
+// column plus the row's sum times the offset.
+func qPackB[T uint8 | int8](dst []int8, offs []int32, b []T, k, n int, bias int32, z *qZero, mat int) {
+	k2 := (k + 1) / 2
+	dst, offs = dst[:qPackedSize(k, n)], offs[:qPackedCols(n)]
+	clear(dst)
+	clear(offs)
+	for j := 0; j < n; j++ {
+		offs[j] = bias - z.at(mat, j)
+	}
+	for kk := 0; kk < k; kk++ {
+		step := (kk/2)*32 + kk%2
+		for j, v := range b[kk*n : (kk+1)*n] {
+			dst[(j/16)*k2*32+step+2*(j%16)] = int8(int32(v) - bias)
+		}
+	}
+}
+
+// qgemm sets C (m x n int32, row-major, contiguous) to A·B, wrapping on
+// overflow as int32 accumulators do. A is m rows of 2*k2 int16, lda apart,
+// with their sums rs, packed by qPackA; B and its column offsets off are
+// packed by qPackB. The AVX2 kernels run if simd is set (only where
+// haveAVX2FMA), the portable Go one otherwise. Large products are split
+// between goroutines by panels of B, so that each reads only its share of
+// B, or by rows when B has one panel.
+func qgemm(simd bool, m, n, k2 int, a []int16, lda int, rs []int32, b []int8, off []int32, c []int32) {
+	if m == 0 || n == 0 {
+		return
+	}
+	c = c[:m*n]
+	if k2 == 0 {
+		clear(c)
+		return
+	}
+	// The kernels address A, B and the offsets within these bounds.
+	panels := (n + 15) / 16
+	a, rs, b, off = a[:(m-1)*lda+2*k2], rs[:m], b[:panels*k2*32], off[:panels*16]
+	flops := m * n * 2 * k2
+	workers := rowWorkers(m, flops)
+	if panels > 1 && flops >= parallelFlops {
+		workers = min(runtime.GOMAXPROCS(0), 8, panels)
+	}
+	switch {
+	case workers < 2:
+		qgemmPart(simd, 0, panels, 0, m, n, k2, a, lda, rs, b, off, c)
+	case panels == 1:
+		parallelSplit(m, workers, func(i0, i1 int) { qgemmPart(simd, 0, 1, i0, i1, n, k2, a, lda, rs, b, off, c) })
+	default:
+		parallelSplit(panels, workers, func(p0, p1 int) { qgemmPart(simd, p0, p1, 0, m, n, k2, a, lda, rs, b, off, c) })
+	}
+}
+
+// qgemmPart is qgemm for the panels [p0, p1) of B (columns 16*p0 to
+// 16*p1 of C) and the rows [i0, i1) of A: four rows against a panel at a
+// time, then one, through a buffer for a last panel narrower than 16
+// columns.
+func qgemmPart(simd bool, p0, p1, i0, i1, n, k2 int, a []int16, lda int, rs []int32, b []int8, off []int32, c []int32) {
+	var tmp [4 * 16]int32
+	for p := p0; p < p1; p++ {
+		j0 := 16 * p
+		w := min(16, n-j0)
+		panel, po := b[p*k2*32:(p+1)*k2*32], off[j0:j0+16]
+		for i := i0; i < i1; {
+			rows := 1
+			if i+4 <= i1 {
+				rows = 4
+			}
+			ar, rr := a[i*lda:(i+rows-1)*lda+2*k2], rs[i:i+rows]
+			dst, ldd := c[i*n+j0:], n
+			if w < 16 {
+				dst, ldd = tmp[:], 16
+			}
+			dst = dst[:(rows-1)*ldd+16]
+			switch {
+			case !simd:
+				qgemmBlock(dst, ldd, rows, ar, lda, rr, panel, po, k2)
+			case rows == 4:
+				qgemm4AVX(&dst[0], ldd, &ar[0], lda, &rr[0], &panel[0], &po[0], k2)
+			default:
+				qgemm1AVX(&dst[0], &ar[0], &rr[0], &panel[0], &po[0], k2)
+			}
+			if w < 16 {
+				for r := range rows {
+					copy(c[(i+r)*n+j0:(i+r)*n+j0+w], tmp[r*16:r*16+w])
 				}
 			}
+			i += rows
 		}
 	}
-	return nil
+}
+
+// qgemmBlock sets the rows (1 to 4) rows of 16 int32 of c, ldc apart, to
+// the products of as many rows of a (2*k2 int16, lda apart, their sums in
+// rs) with the panel b of qPackB and its column offsets off, skipping the
+// steps where a row's pair is zero.
+func qgemmBlock(c []int32, ldc, rows int, a []int16, lda int, rs []int32, b []int8, off []int32, k2 int) {
+	off = off[:16]
+	for r := 0; r < rows; r++ {
+		var acc [16]int32
+		ar := a[r*lda : r*lda+2*k2]
+		for q := 0; q < k2; q++ {
+			a0, a1 := int32(ar[2*q]), int32(ar[2*q+1])
+			if a0 == 0 && a1 == 0 {
+				continue
+			}
+			bq := b[q*32 : q*32+32]
+			for j := range acc {
+				acc[j] += a0*int32(bq[2*j]) + a1*int32(bq[2*j+1])
+			}
+		}
+		cr := c[r*ldc : r*ldc+16]
+		for j, o := range off {
+			cr[j] = acc[j] + rs[r]*o
+		}
+	}
 }
 
 // qBroadcastBatch broadcasts two batch shapes numpy style.
@@ -395,23 +728,4 @@ func qBatchOffset(flat int, shape, strides []int) int {
 		flat /= shape[i]
 	}
 	return off
-}
-
-// qGemm computes c = a * b for row-major int32 matrices a (m x k), b
-// (k x n), c (m x n), wrapping on overflow as int32 accumulators do.
-func qGemm(m, n, k int, a, b, c []int32) {
-	for i := 0; i < m; i++ {
-		ci := c[i*n : (i+1)*n]
-		for p := 0; p < k; p++ {
-			av := a[i*k+p]
-			if av == 0 {
-				continue
-			}
-			br := b[p*n : (p+1)*n]
-			br = br[:len(ci)]
-			for j, bv := range br {
-				ci[j] += av * bv
-			}
-		}
-	}
 }

@@ -1,10 +1,14 @@
 package interp
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/onnx/onnxpb"
@@ -312,6 +316,257 @@ func TestMatMulIntegerMatchesNaive(t *testing.T) {
 		out := mustRun(t, testNode("MatMulInteger", 4, 1), in...)
 		if err := compareTensors(out[0], i32(shape, want...)); err != nil {
 			t.Fatalf("A %v B %v zero points %v %v: %v", aShape, bShape, in[2] != nil, in[3] != nil, err)
+		}
+	}
+}
+
+// randQuant returns a uint8 or int8 tensor of the given shape with random
+// values, or with the type's extreme values where extreme is set.
+func randQuant(r *rand.Rand, dt DType, extreme bool, shape ...int) *Tensor {
+	t := New(dt, shape...)
+	for i := range t.Len() {
+		v := r.IntN(256)
+		if extreme {
+			v = 255 * r.IntN(2)
+		}
+		if dt == Uint8 {
+			t.U8[i] = uint8(v)
+		} else {
+			t.I8[i] = int8(v - 128)
+		}
+	}
+	return t
+}
+
+// randQZero returns a zero point for a uint8 or int8 operand: one value,
+// or one per row or column (n of them).
+func randQZero(r *rand.Rand, dt DType, n int, extreme bool) qZero {
+	if r.IntN(3) == 0 {
+		return qZero{all: int32(quantElem(randQuant(r, dt, extreme, 1), 0))}
+	}
+	z := randQuant(r, dt, extreme, n)
+	v := make([]int32, n)
+	for i := range v {
+		v[i] = int32(quantElem(z, i))
+	}
+	return qZero{v: v}
+}
+
+// TestQgemmPaths compares qgemm, with each kernel, with an int32 triple
+// loop on operands packed by qPackA and qPackB: random shapes (panels
+// narrower than 16 columns, row blocks of fewer than four, odd k), both
+// element types, zero points per tensor, row and column, the extreme
+// differences ±255, a product long enough to wrap around int32, and
+// products split between goroutines by panels and by rows.
+func TestQgemmPaths(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	dims := []int{1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 70}
+	types := []DType{Uint8, Int8}
+	for _, simd := range sgemmPaths() {
+		for trial := range 300 {
+			m, n, k := dims[r.IntN(len(dims))], dims[r.IntN(len(dims))], dims[r.IntN(len(dims))]
+			extreme := trial%5 == 0
+			switch trial {
+			case 0:
+				m, n, k = 64, 300, 785 // split between goroutines, many panels
+			case 1:
+				m, n, k, extreme = 5, 17, 40001, true // sums beyond int32
+			case 2:
+				m, n, k = 70, 10, 6001 // one panel, split by rows
+			}
+			at, bt := types[r.IntN(2)], types[r.IntN(2)]
+			a, b := randQuant(r, at, extreme, m, k), randQuant(r, bt, extreme, k, n)
+			za, zb := randQZero(r, at, m, extreme), randQZero(r, bt, n, extreme)
+			k2 := (k + 1) / 2
+			ap, rs := make([]int16, m*2*k2), make([]int32, m)
+			bp, off := make([]int8, qPackedSize(k, n)), make([]int32, qPackedCols(n))
+			qPackAOf(ap, rs, a, 0, m, k, &za, 0)
+			qPackBOf(bp, off, b, 0, k, n, &zb, 0)
+			c := make([]int32, m*n)
+			for i := range c {
+				c[i] = int32(r.Uint32()) // every element must be set
+			}
+			qgemm(simd, m, n, k2, ap, 2*k2, rs, bp, off, c)
+			for i := range m {
+				for j := range n {
+					var want int32
+					for kk := range k {
+						want += (int32(quantElem(a, i*k+kk)) - za.at(0, i)) * (int32(quantElem(b, kk*n+j)) - zb.at(0, j))
+					}
+					if got := c[i*n+j]; got != want {
+						t.Fatalf("%s: %s %dx%d times %s %dx%d: C[%d,%d] = %d, want %d", pathName(simd), at, m, k, bt, k, n, i, j, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestQuantizeIntoPaths compares quantizeInto, with each kernel, with
+// quantizeValue on values around the rounding ties and the saturation
+// bounds, NaN, infinities and huge values, per tensor and per channel.
+func TestQuantizeIntoPaths(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 0, float32(math.Copysign(0, -1)),
+		1e30, -1e30, 3e9, -3e9, 1 << 24, -(1 << 24), 0.5, 1.5, 2.5, -0.5, -1.5, 127.5, 128.5, 254.5, 255.5, -128.5, -127.5}
+	for _, simd := range sgemmPaths() {
+		for trial := range 300 {
+			outer, d, inner := 1+r.IntN(3), 1+r.IntN(3), r.IntN(40)
+			scale := make([]float32, d)
+			for c := range scale {
+				scale[c] = []float32{1, 0.5, 1.0 / 255, 3}[r.IntN(4)]
+			}
+			x := make([]float32, outer*d*inner)
+			for i := range x {
+				switch r.IntN(3) {
+				case 0:
+					x[i] = specials[r.IntN(len(specials))] * scale[(i/inner)%d]
+				default:
+					x[i] = (r.Float32()*700 - 350) * scale[(i/inner)%d]
+				}
+			}
+			check := func(name string, got []int, lo, hi float64, zp func(c int) float64) {
+				i := 0
+				for range outer {
+					for c := range d {
+						for range inner {
+							if want := quantizeValue(x[i], scale[c], zp(c), lo, hi); got[i] != want {
+								t.Fatalf("%s %s trial %d: x %v scale %v zero point %v: got %d, want %d", pathName(simd), name, trial, x[i], scale[c], zp(c), got[i], want)
+							}
+							i++
+						}
+					}
+				}
+			}
+			zu, zs := make([]uint8, d), make([]int8, d)
+			for c := range d {
+				zu[c], zs[c] = uint8(r.IntN(256)), int8(r.IntN(256)-128)
+			}
+			yu, ys := make([]uint8, len(x)), make([]int8, len(x))
+			if trial%2 == 0 {
+				quantizeInto(simd, yu, x, scale, zu, outer, d, inner, 0, 255)
+				check("uint8", widen(yu), 0, 255, func(c int) float64 { return float64(zu[c]) })
+			} else {
+				quantizeInto(simd, yu, x, scale, nil, outer, d, inner, 0, 255)
+				check("uint8 without zero point", widen(yu), 0, 255, func(int) float64 { return 0 })
+			}
+			quantizeInto(simd, ys, x, scale, zs, outer, d, inner, -128, 127)
+			check("int8", widen(ys), -128, 127, func(c int) float64 { return float64(zs[c]) })
+		}
+	}
+}
+
+// widen converts integers to int.
+func widen[T uint8 | int8](v []T) []int {
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x)
+	}
+	return out
+}
+
+// quantProto is t (uint8 or int8) as an initializer named name.
+func quantProto(name string, t *Tensor) *onnxpb.TensorProto {
+	p := &onnxpb.TensorProto{Name: proto.String(name), DataType: proto.Int32(int32(t.DType))}
+	for _, d := range t.Shape {
+		p.Dims = append(p.Dims, int64(d))
+	}
+	if t.DType == Uint8 {
+		p.RawData = append([]byte(nil), t.U8...)
+	} else {
+		for _, v := range t.I8 {
+			p.RawData = append(p.RawData, byte(v))
+		}
+	}
+	return p
+}
+
+// TestMatMulIntegerConstantB loads MatMulInteger nodes whose B (and its
+// zero point) are initializers, which Load packs once, and compares two
+// runs of each with the element by element product; a zero point given
+// as a graph input keeps B packed per run.
+func TestMatMulIntegerConstantB(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	for iter := range 60 {
+		M, K, N := 1+r.IntN(40), 1+r.IntN(50), 1+r.IntN(40)
+		aBatch := [][]int{{}, {3}, {2, 2}}[r.IntN(3)]
+		bBatch := [][]int{{}, {}, {2, 1}}[r.IntN(3)]
+		if _, err := qBroadcastBatch(aBatch, bBatch); err != nil {
+			continue
+		}
+		aShape := append(append([]int(nil), aBatch...), M, K)
+		bShape := append(append([]int(nil), bBatch...), K, N)
+		at, bt := []DType{Uint8, Int8}[r.IntN(2)], []DType{Uint8, Int8}[r.IntN(2)]
+		a, b := randQuant(r, at, false, aShape...), randQuant(r, bt, false, bShape...)
+		aZP, bZP := randQuant(r, at, false, M), randQuant(r, bt, false, N)
+		constZP := iter%3 != 0
+		mp := opModel("MatMulInteger", 13, []*Tensor{a, b, aZP, bZP}, []DType{Int32})
+		// B, and the zero point of B unless constZP is false, become
+		// initializers.
+		g := mp.Graph
+		g.Initializer = append(g.Initializer, quantProto("x1", b))
+		inputs := g.Input[:0]
+		for _, vi := range g.Input {
+			if vi.GetName() == "x1" || constZP && vi.GetName() == "x3" {
+				continue
+			}
+			inputs = append(inputs, vi)
+		}
+		g.Input = inputs
+		feed := map[string]*Tensor{"x0": a, "x2": aZP}
+		if constZP {
+			g.Initializer = append(g.Initializer, quantProto("x3", bZP))
+		} else {
+			feed["x3"] = bZP
+		}
+		m, err := Load(marshal(t, mp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		av, bv := make([]int32, a.Len()), make([]int32, b.Len())
+		for i := range av {
+			av[i] = int32(quantElem(a, i))
+		}
+		for i := range bv {
+			bv[i] = int32(quantElem(b, i))
+		}
+		want, shape := naiveMatMulInteger(av, bv, aShape, bShape,
+			func(_, i int) int32 { return int32(quantElem(aZP, i)) }, func(_, j int) int32 { return int32(quantElem(bZP, j)) })
+		for range 2 {
+			out, err := m.Run(context.Background(), feed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := compareTensors(out["y0"], i32(shape, want...)); err != nil {
+				t.Fatalf("A %s %v, B %s %v, constant zero point %v: %v", at, aShape, bt, bShape, constZP, err)
+			}
+		}
+	}
+}
+
+// BenchmarkQgemm runs the integer product of MatMulInteger, with each
+// kernel, on the first layer of the model zoo's mlp-int8 (uint8 pixels
+// times int8 weights, 784 x 256) at batch 1 and 32.
+func BenchmarkQgemm(b *testing.B) {
+	const n, k = 256, 784
+	r := rand.New(rand.NewPCG(1, 2))
+	w := randQuant(r, Int8, false, k, n)
+	bp, off := make([]int8, qPackedSize(k, n)), make([]int32, qPackedCols(n))
+	qPackBOf(bp, off, w, 0, k, n, &qZero{}, 0)
+	k2 := (k + 1) / 2
+	for _, simd := range sgemmPaths() {
+		for _, m := range []int{1, 32} {
+			a := randQuant(r, Uint8, false, m, k)
+			ap, rs := make([]int16, m*2*k2), make([]int32, m)
+			qPackAOf(ap, rs, a, 0, m, k, &qZero{}, 0)
+			c := make([]int32, m*n)
+			b.Run(fmt.Sprintf("%s/%dx%dx%d", pathName(simd), m, k, n), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					qgemm(simd, m, n, k2, ap, 2*k2, rs, bp, off, c)
+				}
+				b.ReportMetric(float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
+			})
 		}
 	}
 }

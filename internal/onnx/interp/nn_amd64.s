@@ -1,0 +1,252 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// func maxPoolAVX(y *float32, ldy, rows, n int, x *float32, xstep, ldx, kh, kw, stride int)
+//
+// For rows output rows (ldy apart in y; the windows of one row start xstep
+// further in x than those of the row before) and n outputs o per row:
+// y[o] is the maximum of the kh x kw window whose first element is
+// x[o*stride] (its rows ldx apart), taken in row-major order with
+// best = v > best ? v : best, which is VMAXPS with v as its first source.
+// Eight outputs at a time; the last 1..7 of a row are computed as eight
+// and stored in part. stride is 1 or 2: with 2, each tap loads 16
+// values and keeps the even ones (VSHUFPS, lanes in 0 2 1 3 quadword
+// order, put right by one VPERMPD before the store). The last 1..7 outputs
+// of a row go through the 32 bytes of the frame, then one by one: a masked
+// store is slow on some CPUs.
+TEXT ·maxPoolAVX(SB), NOSPLIT, $32-80
+	MOVQ y+0(FP), DI
+	MOVQ rows+16(FP), R9
+	MOVQ n+24(FP), R10
+	MOVQ x+32(FP), SI
+	MOVQ ldx+48(FP), R12
+	SHLQ $2, R12
+	MOVQ kw+64(FP), R13
+	TESTQ R9, R9
+	JLE  mpdone
+	TESTQ R10, R10
+	JLE  mpdone
+	MOVQ stride+72(FP), AX
+	CMPQ AX, $2
+	JEQ  s2row
+
+s1row:
+	MOVQ DI, AX
+	MOVQ SI, BX
+	MOVQ R10, CX
+
+s1group:
+	VMOVUPS (BX), Y0
+	MOVQ BX, DX
+	MOVQ kh+56(FP), R11
+	MOVQ $1, R8
+
+s1tap:
+	CMPQ R8, R13
+	JGE  s1tapRow
+	VMOVUPS (DX)(R8*4), Y1
+	VMAXPS Y0, Y1, Y0
+	INCQ R8
+	JMP  s1tap
+
+s1tapRow:
+	ADDQ R12, DX
+	XORQ R8, R8
+	DECQ R11
+	JNZ  s1tap
+	CMPQ CX, $8
+	JLT  s1tail
+	VMOVUPS Y0, (AX)
+	ADDQ $32, AX
+	ADDQ $32, BX
+	SUBQ $8, CX
+	JNZ  s1group
+	JMP  s1next
+
+s1tail:
+	VMOVUPS Y0, (SP)
+
+s1tailLoop:
+	DECQ CX
+	MOVL (SP)(CX*4), R8
+	MOVL R8, (AX)(CX*4)
+	JNZ  s1tailLoop
+
+s1next:
+	MOVQ ldy+8(FP), R8
+	LEAQ (DI)(R8*4), DI
+	MOVQ xstep+40(FP), R8
+	LEAQ (SI)(R8*4), SI
+	DECQ R9
+	JNZ  s1row
+	JMP  mpdone
+
+s2row:
+	MOVQ DI, AX
+	MOVQ SI, BX
+	MOVQ R10, CX
+
+s2group:
+	VMOVUPS (BX), Y0
+	VSHUFPS $0x88, 32(BX), Y0, Y0
+	MOVQ BX, DX
+	MOVQ kh+56(FP), R11
+	MOVQ $1, R8
+
+s2tap:
+	CMPQ R8, R13
+	JGE  s2tapRow
+	VMOVUPS (DX)(R8*4), Y1
+	VSHUFPS $0x88, 32(DX)(R8*4), Y1, Y1
+	VMAXPS Y0, Y1, Y0
+	INCQ R8
+	JMP  s2tap
+
+s2tapRow:
+	ADDQ R12, DX
+	XORQ R8, R8
+	DECQ R11
+	JNZ  s2tap
+	VPERMPD $0xd8, Y0, Y0
+	CMPQ CX, $8
+	JLT  s2tail
+	VMOVUPS Y0, (AX)
+	ADDQ $32, AX
+	ADDQ $64, BX
+	SUBQ $8, CX
+	JNZ  s2group
+	JMP  s2next
+
+s2tail:
+	VMOVUPS Y0, (SP)
+
+s2tailLoop:
+	DECQ CX
+	MOVL (SP)(CX*4), R8
+	MOVL R8, (AX)(CX*4)
+	JNZ  s2tailLoop
+
+s2next:
+	MOVQ ldy+8(FP), R8
+	LEAQ (DI)(R8*4), DI
+	MOVQ xstep+40(FP), R8
+	LEAQ (SI)(R8*4), SI
+	DECQ R9
+	JNZ  s2row
+
+mpdone:
+	VZEROUPPER
+	RET
+
+// func maxPool2x2AVX(y *float32, ldy, rows, n int, x *float32, xstep, ldx int)
+//
+// maxPoolAVX for 2x2 windows at stride 2: per eight outputs, the 16 values
+// of each of the two input rows split into even and odd columns, then
+// best = x00, x01, x10 and x11 in that order.
+TEXT ·maxPool2x2AVX(SB), NOSPLIT, $32-56
+	MOVQ y+0(FP), DI
+	MOVQ rows+16(FP), R9
+	MOVQ n+24(FP), R10
+	MOVQ x+32(FP), SI
+	MOVQ ldx+48(FP), R12
+	SHLQ $2, R12
+	TESTQ R9, R9
+	JLE  p2done
+	TESTQ R10, R10
+	JLE  p2done
+
+p2row:
+	MOVQ DI, AX
+	MOVQ SI, BX
+	MOVQ R10, CX
+
+p2group:
+	VMOVUPS (BX), Y0
+	VMOVUPS 32(BX), Y1
+	VSHUFPS $0xdd, Y1, Y0, Y2
+	VSHUFPS $0x88, Y1, Y0, Y0
+	VMAXPS Y0, Y2, Y0
+	VMOVUPS (BX)(R12*1), Y1
+	VMOVUPS 32(BX)(R12*1), Y3
+	VSHUFPS $0x88, Y3, Y1, Y2
+	VSHUFPS $0xdd, Y3, Y1, Y1
+	VMAXPS Y0, Y2, Y0
+	VMAXPS Y0, Y1, Y0
+	VPERMPD $0xd8, Y0, Y0
+	CMPQ CX, $8
+	JLT  p2tail
+	VMOVUPS Y0, (AX)
+	ADDQ $32, AX
+	ADDQ $64, BX
+	SUBQ $8, CX
+	JNZ  p2group
+	JMP  p2next
+
+p2tail:
+	VMOVUPS Y0, (SP)
+
+p2tailLoop:
+	DECQ CX
+	MOVL (SP)(CX*4), R8
+	MOVL R8, (AX)(CX*4)
+	JNZ  p2tailLoop
+
+p2next:
+	MOVQ ldy+8(FP), R8
+	LEAQ (DI)(R8*4), DI
+	MOVQ xstep+40(FP), R8
+	LEAQ (SI)(R8*4), SI
+	DECQ R9
+	JNZ  p2row
+
+p2done:
+	VZEROUPPER
+	RET
+
+// func reluAVX(dst, src *float32, n int)
+//
+// dst[i] = max(src[i], 0) for i < n, n a multiple of 8, with Go's max: NaN
+// stays NaN and -0 gives +0. VMAXPS with +0 as its first source gives
+// src[i] unless 0 > src[i] (so NaN and -0 pass through); adding +0 then
+// turns -0 into +0 and changes nothing else.
+TEXT ·reluAVX(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VXORPS Y15, Y15, Y15
+
+relu32:
+	CMPQ CX, $32
+	JLT  relu8
+	VMAXPS (SI), Y15, Y0
+	VMAXPS 32(SI), Y15, Y1
+	VMAXPS 64(SI), Y15, Y2
+	VMAXPS 96(SI), Y15, Y3
+	VADDPS Y15, Y0, Y0
+	VADDPS Y15, Y1, Y1
+	VADDPS Y15, Y2, Y2
+	VADDPS Y15, Y3, Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JMP  relu32
+
+relu8:
+	CMPQ CX, $8
+	JLT  reludone
+	VMAXPS (SI), Y15, Y0
+	VADDPS Y15, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  relu8
+
+reludone:
+	VZEROUPPER
+	RET

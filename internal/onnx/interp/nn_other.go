@@ -1,0 +1,18 @@
+//go:build !amd64 || purego
+
+package interp
+
+// maxPoolAVX is never called without the AVX2 kernels.
+func maxPoolAVX(y *float32, ldy, rows, n int, x *float32, xstep, ldx, kh, kw, stride int) {
+	panic("interp: no AVX2 kernels on this platform")
+}
+
+// maxPool2x2AVX is never called without the AVX2 kernels.
+func maxPool2x2AVX(y *float32, ldy, rows, n int, x *float32, xstep, ldx int) {
+	panic("interp: no AVX2 kernels on this platform")
+}
+
+// reluAVX is never called without the AVX2 kernels.
+func reluAVX(dst, src *float32, n int) {
+	panic("interp: no AVX2 kernels on this platform")
+}

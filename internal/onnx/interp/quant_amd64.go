@@ -1,0 +1,27 @@
+//go:build !purego
+
+package interp
+
+import "unsafe"
+
+// qgemm4AVX sets the four rows of 16 int32 starting at c (ldc elements
+// apart) to the products of the four rows of 2*k2 int16 starting at a
+// (lda elements apart) with the panel of 16 columns at b, packed as qPackB
+// packs them (k2 steps of 32 int8), plus rs[r]*off[j] (the row sums of A
+// times the panel's column offsets). The caller guarantees that every
+// element addressed is in bounds.
+//
+//go:noescape
+func qgemm4AVX(c *int32, ldc int, a *int16, lda int, rs *int32, b *int8, off *int32, k2 int)
+
+// qgemm1AVX is qgemm4AVX for one row.
+//
+//go:noescape
+func qgemm1AVX(c *int32, a *int16, rs *int32, b *int8, off *int32, k2 int)
+
+// quantizeAVX sets the n bytes at dst (uint8 or int8), n a multiple of 8,
+// to quantizeValue(src[i], s, z, lo, hi), z being within [lo, hi]. The
+// caller guarantees that dst and src hold n elements.
+//
+//go:noescape
+func quantizeAVX(dst unsafe.Pointer, src *float32, n int, s, z, lo, hi float32)

@@ -1,0 +1,213 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// func qgemm4AVX(c *int32, ldc int, a *int16, lda int, rs *int32, b *int8, off *int32, k2 int)
+//
+// Sets the four rows of 16 int32 at c (ldc apart) to the products of the
+// four rows of a (2*k2 int16 each, lda apart) with the panel of 16 columns
+// at b (k2 steps of 32 int8, for each column the pair of rows 2q and
+// 2q+1), plus rs[r] * off[j]. Each step widens the panel's 32 values to
+// int16 (VPMOVSXBW), broadcasts a pair of a row's values and multiplies
+// them by VPMADDWD, which adds the two products of a pair into an int32
+// lane exactly (the operands are within ±255 and ±128), then adds that to
+// the row's accumulators, wrapping as int32 does.
+TEXT ·qgemm4AVX(SB), NOSPLIT, $0-64
+	MOVQ c+0(FP), DI
+	MOVQ ldc+8(FP), R8
+	SHLQ $2, R8
+	MOVQ a+16(FP), AX
+	MOVQ lda+24(FP), R9
+	SHLQ $1, R9
+	MOVQ b+40(FP), SI
+	MOVQ k2+56(FP), CX
+	LEAQ (AX)(R9*2), BX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	VPXOR Y4, Y4, Y4
+	VPXOR Y5, Y5, Y5
+	VPXOR Y6, Y6, Y6
+	VPXOR Y7, Y7, Y7
+	TESTQ CX, CX
+	JLE  q4store
+
+q4loop:
+	VPMOVSXBW (SI), Y8
+	VPMOVSXBW 16(SI), Y9
+	VPBROADCASTD (AX), Y10
+	VPMADDWD Y8, Y10, Y11
+	VPMADDWD Y9, Y10, Y12
+	VPADDD Y11, Y0, Y0
+	VPADDD Y12, Y1, Y1
+	VPBROADCASTD (AX)(R9*1), Y13
+	VPMADDWD Y8, Y13, Y14
+	VPMADDWD Y9, Y13, Y15
+	VPADDD Y14, Y2, Y2
+	VPADDD Y15, Y3, Y3
+	VPBROADCASTD (BX), Y10
+	VPMADDWD Y8, Y10, Y11
+	VPMADDWD Y9, Y10, Y12
+	VPADDD Y11, Y4, Y4
+	VPADDD Y12, Y5, Y5
+	VPBROADCASTD (BX)(R9*1), Y13
+	VPMADDWD Y8, Y13, Y14
+	VPMADDWD Y9, Y13, Y15
+	VPADDD Y14, Y6, Y6
+	VPADDD Y15, Y7, Y7
+	ADDQ $4, AX
+	ADDQ $4, BX
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  q4loop
+
+q4store:
+	MOVQ off+48(FP), DX
+	VMOVDQU (DX), Y12
+	VMOVDQU 32(DX), Y13
+	MOVQ rs+32(FP), DX
+	VPBROADCASTD (DX), Y14
+	VPMULLD Y12, Y14, Y15
+	VPADDD Y15, Y0, Y0
+	VPMULLD Y13, Y14, Y15
+	VPADDD Y15, Y1, Y1
+	VPBROADCASTD 4(DX), Y14
+	VPMULLD Y12, Y14, Y15
+	VPADDD Y15, Y2, Y2
+	VPMULLD Y13, Y14, Y15
+	VPADDD Y15, Y3, Y3
+	VPBROADCASTD 8(DX), Y14
+	VPMULLD Y12, Y14, Y15
+	VPADDD Y15, Y4, Y4
+	VPMULLD Y13, Y14, Y15
+	VPADDD Y15, Y5, Y5
+	VPBROADCASTD 12(DX), Y14
+	VPMULLD Y12, Y14, Y15
+	VPADDD Y15, Y6, Y6
+	VPMULLD Y13, Y14, Y15
+	VPADDD Y15, Y7, Y7
+	VMOVDQU Y0, (DI)
+	VMOVDQU Y1, 32(DI)
+	VMOVDQU Y2, (DI)(R8*1)
+	VMOVDQU Y3, 32(DI)(R8*1)
+	LEAQ (DI)(R8*2), DI
+	VMOVDQU Y4, (DI)
+	VMOVDQU Y5, 32(DI)
+	VMOVDQU Y6, (DI)(R8*1)
+	VMOVDQU Y7, 32(DI)(R8*1)
+	VZEROUPPER
+	RET
+
+// func qgemm1AVX(c *int32, a *int16, rs *int32, b *int8, off *int32, k2 int)
+//
+// qgemm4AVX for one row: two steps at a time into two sets of
+// accumulators, added at the end.
+TEXT ·qgemm1AVX(SB), NOSPLIT, $0-48
+	MOVQ c+0(FP), DI
+	MOVQ a+8(FP), AX
+	MOVQ b+24(FP), SI
+	MOVQ k2+40(FP), CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+
+q1loop2:
+	CMPQ CX, $2
+	JLT  q1tail
+	VPMOVSXBW (SI), Y4
+	VPMOVSXBW 16(SI), Y5
+	VPMOVSXBW 32(SI), Y6
+	VPMOVSXBW 48(SI), Y7
+	VPBROADCASTD (AX), Y8
+	VPBROADCASTD 4(AX), Y9
+	VPMADDWD Y4, Y8, Y10
+	VPMADDWD Y5, Y8, Y11
+	VPMADDWD Y6, Y9, Y12
+	VPMADDWD Y7, Y9, Y13
+	VPADDD Y10, Y0, Y0
+	VPADDD Y11, Y1, Y1
+	VPADDD Y12, Y2, Y2
+	VPADDD Y13, Y3, Y3
+	ADDQ $8, AX
+	ADDQ $64, SI
+	SUBQ $2, CX
+	JMP  q1loop2
+
+q1tail:
+	TESTQ CX, CX
+	JLE  q1store
+	VPMOVSXBW (SI), Y4
+	VPMOVSXBW 16(SI), Y5
+	VPBROADCASTD (AX), Y8
+	VPMADDWD Y4, Y8, Y10
+	VPMADDWD Y5, Y8, Y11
+	VPADDD Y10, Y0, Y0
+	VPADDD Y11, Y1, Y1
+
+q1store:
+	VPADDD Y2, Y0, Y0
+	VPADDD Y3, Y1, Y1
+	MOVQ off+32(FP), DX
+	MOVQ rs+16(FP), BX
+	VPBROADCASTD (BX), Y14
+	VPMULLD (DX), Y14, Y15
+	VPADDD Y15, Y0, Y0
+	VPMULLD 32(DX), Y14, Y15
+	VPADDD Y15, Y1, Y1
+	VMOVDQU Y0, (DI)
+	VMOVDQU Y1, 32(DI)
+	VZEROUPPER
+	RET
+
+// quantEven<> selects the low byte of each of eight int16 (VPSHUFB), then
+// zeroes the upper eight bytes.
+DATA quantEven<>+0(SB)/8, $0x0e0c0a0806040200
+DATA quantEven<>+8(SB)/8, $0x8080808080808080
+GLOBL quantEven<>(SB), RODATA|NOPTR, $16
+
+// func quantizeAVX(dst unsafe.Pointer, src *float32, n int, s, z, lo, hi float32)
+//
+// For i < n, n a multiple of 8, sets the byte dst[i] to
+// clamp(round_half_to_even(src[i] / s) + z, lo, hi), or to z where that is
+// NaN, as quantizeValue does: the quotient is the same float32 division,
+// rounding a float32 to an integer is exact in float32 as in float64, and
+// adding z is exact below 2^24, beyond which the result saturates anyway.
+// VMAXPS and VMINPS with the value as first source clamp it (a NaN becomes
+// lo, then z by the blend); the int32 values are packed to int16 and their
+// low bytes kept, which is the uint8 or int8 value alike.
+TEXT ·quantizeAVX(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS s+24(FP), Y8
+	VBROADCASTSS z+28(FP), Y9
+	VBROADCASTSS lo+32(FP), Y10
+	VBROADCASTSS hi+36(FP), Y11
+	VMOVDQU quantEven<>(SB), X12
+
+qzloop:
+	CMPQ CX, $8
+	JLT  qzdone
+	VMOVUPS (SI), Y0
+	VDIVPS Y8, Y0, Y0
+	VROUNDPS $0, Y0, Y0
+	VADDPS Y9, Y0, Y0
+	VCMPPS $3, Y0, Y0, Y1
+	VMAXPS Y10, Y0, Y0
+	VMINPS Y11, Y0, Y0
+	VBLENDVPS Y1, Y9, Y0, Y0
+	VCVTPS2DQ Y0, Y0
+	VEXTRACTI128 $1, Y0, X2
+	VPACKSSDW X2, X0, X0
+	VPSHUFB X12, X0, X0
+	VMOVQ X0, (DI)
+	ADDQ $32, SI
+	ADDQ $8, DI
+	SUBQ $8, CX
+	JMP  qzloop
+
+qzdone:
+	VZEROUPPER
+	RET
