@@ -65,7 +65,8 @@ speak. A model name in a request is its deployment's name. A new version
 loads in the background and replaces the old one without failing a request.
 Each deployment's serving.runtime picks the Go runtime, ONNX Runtime (whose
 shared library --onnxruntime-lib names), or auto: the Go runtime unless the
-model needs an operator only ONNX Runtime has.
+model needs an operator only ONNX Runtime has. A deployment that sets
+serving.port is also served, alone, on that port of --serve's host.
 
 Versions never go backwards by accident: desired state older than what was
 applied is refused and counted, and a lower version replaces a higher one
@@ -226,8 +227,12 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 			return nil, fmt.Errorf("--grpc: %w", err)
 		}
 	}
+	var portHost string // deployments with a port of their own are served beside --serve
+	if ln != nil {
+		portHost, _, _ = net.SplitHostPort(ln.Addr().String())
+	}
 	srv := serving.New(serving.Config{
-		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: maxReq, Logger: log,
+		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: maxReq, Logger: log, PortHost: portHost,
 		OnStatus: func(st []serving.ModelStatus) {
 			states := make(map[string]agent.ServingState, len(st))
 			for _, m := range st {

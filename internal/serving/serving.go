@@ -85,6 +85,10 @@ type Config struct {
 	OnStatus func([]ModelStatus)
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// PortHost is the host on which a deployment that asks for a port of
+	// its own (spec.serving.port) is served, beside the main endpoint; ""
+	// opens no such port and says so in the deployment's status.
+	PortHost string
 }
 
 // ModelStatus is how one deployment is served.
@@ -100,8 +104,12 @@ type ModelStatus struct {
 	// State is Loading, Ready or Failed. A model whose newer version failed
 	// to load stays Ready with the previous version and reports the error.
 	State string `json:"state"`
-	// Error is why the active version does not serve, if it does not.
+	// Error is why the active version does not serve, if it does not, or
+	// why the deployment's own port is not open.
 	Error string `json:"error,omitempty"`
+	// Port is the deployment's own inference port, when it asked for one
+	// and it is open.
+	Port int32 `json:"port,omitempty"`
 }
 
 // Server serves the active models. Create it with New.
@@ -117,6 +125,7 @@ type Server struct {
 	loads   sync.WaitGroup
 	statMu  sync.Mutex // serializes OnStatus calls
 	version string
+	ports   *ports
 }
 
 // model is one deployment's serving state; its fields are guarded by Server.mu.
@@ -186,7 +195,9 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, lim: Limits{}.withDefaults(), models: map[string]*model{}, version: cfg.Version}
+	s := &Server{cfg: cfg, log: cfg.Logger, lim: Limits{}.withDefaults(), models: map[string]*model{}, version: cfg.Version}
+	s.ports = newPorts(cfg.PortHost, func(dep string) http.Handler { return onlyDeployment(dep, s.Handler()) }, cfg.Logger)
+	return s
 }
 
 // Watch calls Sync with active() now and after every signal on changed,
@@ -216,8 +227,12 @@ func (s *Server) Sync(ctx context.Context, active []agent.ActiveModel) {
 	}
 	s.synced = true
 	seen := make(map[string]bool, len(active))
+	ports := map[string]int32{}
 	for _, am := range active {
 		seen[am.Deployment] = true
+		if am.Serving.Port != nil {
+			ports[am.Deployment] = *am.Serving.Port
+		}
 		m := s.models[am.Deployment]
 		if m == nil {
 			m = &model{deployment: am.Deployment}
@@ -254,6 +269,7 @@ func (s *Server) Sync(ctx context.Context, active []agent.ActiveModel) {
 	for _, r := range retired {
 		r.retire()
 	}
+	s.ports.sync(ctx, ports)
 	s.notify()
 }
 
@@ -382,6 +398,10 @@ func (s *Server) Status() []ModelStatus {
 	out := make([]ModelStatus, 0, len(s.models))
 	for _, m := range s.models {
 		st := ModelStatus{Deployment: m.deployment, Model: m.name, Error: m.err}
+		var portErr string
+		if st.Port, portErr = s.ports.status(m.deployment); portErr != "" {
+			st.Error = strings.TrimPrefix(st.Error+"; "+portErr, "; ")
+		}
 		switch {
 		case m.cur != nil:
 			st.Version, st.Runtime, st.State = m.cur.version, m.cur.runtime, StateReady
@@ -430,6 +450,7 @@ func (s *Server) Close() {
 		delete(s.models, name)
 	}
 	s.mu.Unlock()
+	s.ports.close()
 	s.loads.Wait()
 	for _, r := range retired {
 		r.retire()

@@ -157,7 +157,7 @@ type harness struct {
 func newHarness(t *testing.T, withORT bool, maxBytes int64) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), goRT: &fakeRuntime{name: RuntimeGo}, status: make(chan struct{}, 1)}
-	cfg := Config{Go: h.goRT, Version: "test", MaxRequestBytes: maxBytes, Logger: slog.New(slog.DiscardHandler),
+	cfg := Config{Go: h.goRT, Version: "test", MaxRequestBytes: maxBytes, Logger: slog.New(slog.DiscardHandler), PortHost: "127.0.0.1",
 		OnStatus: func([]ModelStatus) {
 			select {
 			case h.status <- struct{}{}:
