@@ -68,7 +68,8 @@ type Serving struct {
 	// +optional
 	// +kubebuilder:default=auto
 	Runtime ServingRuntime `json:"runtime,omitempty"`
-	// Port is the TCP port of the inference endpoint; the agent picks one when unset.
+	// Port, if set, is a TCP port on which the agent also serves this deployment alone,
+	// beside its main inference endpoint; unset, the main endpoint serves it.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
