@@ -23,9 +23,10 @@ type ports struct {
 	handler func(deployment string) http.Handler
 	log     *slog.Logger
 
-	mu   sync.Mutex
-	open map[string]*portServer // by deployment
-	errs map[string]string      // by deployment: why its port is not open
+	mu     sync.Mutex
+	open   map[string]*portServer // by deployment
+	errs   map[string]string      // by deployment: why its port is not open
+	closed bool                   // close was called: sync opens nothing
 }
 
 // portServer is one deployment's own endpoint.
@@ -44,6 +45,9 @@ func newPorts(host string, handler func(string) http.Handler, log *slog.Logger) 
 func (p *ports) sync(ctx context.Context, want map[string]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		want = nil
+	}
 	for dep, ps := range p.open {
 		if port, ok := want[dep]; !ok || port != ps.port {
 			ps.cancel()
@@ -107,8 +111,12 @@ func (p *ports) status(dep string) (int32, string) {
 	return 0, p.errs[dep]
 }
 
-// close shuts every endpoint down and waits for them.
+// close shuts every endpoint down, waits for them, and keeps later syncs
+// (a Sync racing the Server's Close) from opening any.
 func (p *ports) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	p.sync(context.Background(), nil)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -146,4 +147,19 @@ func TestDeploymentPortWithoutServing(t *testing.T) {
 		}
 	}
 	t.Fatalf("status %+v, want an error saying no port is opened", srv.Status())
+}
+
+// TestPortsClosedOpenNothing covers a Sync that races the Server's Close:
+// once closed, no port opens.
+func TestPortsClosedOpenNothing(t *testing.T) {
+	p := newPorts("127.0.0.1", func(string) http.Handler { return http.NotFoundHandler() }, slog.New(slog.DiscardHandler))
+	port := freePort(t)
+	p.close()
+	p.sync(context.Background(), map[string]int32{"fraud": port})
+	if got, _ := p.status("fraud"); got != 0 {
+		t.Fatalf("port %d opened after close", got)
+	}
+	if _, _, err := getPort(port, "/"); err == nil {
+		t.Fatalf("port %d answers after close", port)
+	}
 }
