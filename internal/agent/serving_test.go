@@ -29,7 +29,7 @@ func TestServingState(t *testing.T) {
 		t.Fatalf("apply: %v %v", d.Verdict, err)
 	}
 	err = a.SetServing(ctx, map[string]ServingState{
-		"fashion": {Version: "1.0.0", Runtime: "onnxruntime"},
+		"fashion": {Version: "1.0.0", Runtime: "onnxruntime", Port: 9001},
 		"exotic":  {Error: "load odd@2.0.0: unsupported operators: Foo (node n1)"},
 	})
 	if err != nil {
@@ -43,7 +43,8 @@ func TestServingState(t *testing.T) {
 	for _, m := range st.Models {
 		got[m.Deployment] = m
 	}
-	if got["fashion"].Runtime != "onnxruntime" || got["fashion"].ServingError != "" || !strings.Contains(got["exotic"].ServingError, "unsupported operators: Foo") {
+	if got["fashion"].Runtime != "onnxruntime" || got["fashion"].ServingPort != 9001 || got["fashion"].ServingError != "" ||
+		got["exotic"].ServingPort != 0 || !strings.Contains(got["exotic"].ServingError, "unsupported operators: Foo") {
 		t.Errorf("status %+v", st.Models)
 	}
 	rep, err := a.Report(ctx)

@@ -56,6 +56,9 @@ type DeploymentStatus struct {
 	Runtime string `json:"runtime,omitempty"`
 	// ServingError says why the active version does not answer requests.
 	ServingError string `json:"servingError,omitempty"`
+	// ServingPort is the deployment's own inference port, when it asked
+	// for one (spec.serving.port) and it is open.
+	ServingPort int32 `json:"servingPort,omitempty"`
 }
 
 // metaServing holds the serving states last given to SetServing, as JSON.
@@ -69,6 +72,8 @@ type ServingState struct {
 	Runtime string `json:"runtime,omitempty"`
 	// Error says why the active version does not answer requests.
 	Error string `json:"error,omitempty"`
+	// Port is the deployment's own inference port, when open.
+	Port int32 `json:"port,omitempty"`
 }
 
 // SetServing records how each deployment is served, by deployment name,
@@ -142,7 +147,7 @@ func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
 		for _, r := range rows {
 			d := deploymentStatus(r)
 			if sv, ok := serving[r.Name]; ok {
-				d.Runtime, d.ServingError = sv.Runtime, sv.Error
+				d.Runtime, d.ServingError, d.ServingPort = sv.Runtime, sv.Error, sv.Port
 			}
 			out.Models = append(out.Models, d)
 		}

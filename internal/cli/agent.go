@@ -236,7 +236,7 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 		OnStatus: func(st []serving.ModelStatus) {
 			states := make(map[string]agent.ServingState, len(st))
 			for _, m := range st {
-				states[m.Deployment] = agent.ServingState{Version: m.Version, Runtime: m.Runtime, Error: m.Error}
+				states[m.Deployment] = agent.ServingState{Version: m.Version, Runtime: m.Runtime, Error: m.Error, Port: m.Port}
 			}
 			if err := a.SetServing(context.WithoutCancel(ctx), states); err != nil {
 				log.Warn("record serving state", "err", err)
@@ -370,7 +370,11 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		if errText == "" && m.ServingError != "" {
 			errText = "serving: " + m.ServingError
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Deployment, m.Model, active, m.DesiredVersion, m.Phase, orNone(m.Runtime),
+		runtime := orNone(m.Runtime)
+		if m.ServingPort != 0 {
+			runtime += fmt.Sprintf(" (port %d)", m.ServingPort)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Deployment, m.Model, active, m.DesiredVersion, m.Phase, runtime,
 			humanBytes(m.BytesFetched)+" / "+humanBytes(m.BytesTotal), humanBytes(m.BytesOwed), orNone(errText))
 	}
 	return tw.Flush()
