@@ -125,3 +125,27 @@ func ParseSize(s string) (int64, error) {
 	}
 	return int64(v * float64(mult)), nil
 }
+
+// FormatSize is the inverse of ParseSize for display: n in GiB, MiB or KiB
+// with one decimal, or in bytes below 1 KiB.
+func FormatSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// AbsPath makes a binary's path, given relative to the working directory,
+// absolute, so that it still names the binary from a child's directory.
+func AbsPath(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return a
+}

@@ -75,7 +75,7 @@ func main() {
 		fail(errors.New("-agents must be at least 1"))
 	}
 	f := &fleet{n: *agents, joinConc: max(*joinConc, 1), pollTimeout: *pollTimeout, reportInterval: *reportInterval,
-		idle: *idle, timeout: *timeout, outpost: abs(*outpost)}
+		idle: *idle, timeout: *timeout, outpost: benchhub.AbsPath(*outpost)}
 	if err := f.run(ctx); err != nil {
 		fail(err)
 	}
@@ -793,14 +793,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-func abs(p string) string {
-	a, err := filepath.Abs(p)
-	if err != nil {
-		return p
-	}
-	return a
 }
 
 func fail(err error) {

@@ -37,7 +37,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	if err := run(context.Background(), n, abs(*outpost), abs(*oras), *runs); err != nil {
+	if err := run(context.Background(), n, benchhub.AbsPath(*outpost), benchhub.AbsPath(*oras), *runs); err != nil {
 		fail(err)
 	}
 }
@@ -73,7 +73,7 @@ func run(ctx context.Context, n int64, outpost, oras string, runs int) error {
 	models, digests := map[string]string{}, map[string]string{}
 	for i, c := range clients {
 		models[c] = filepath.Join(dir, "model-"+c)
-		fmt.Printf("writing a %s random model file for %s\n", human(n), c)
+		fmt.Printf("writing a %s random model file for %s\n", benchhub.FormatSize(n), c)
 		if digests[c], err = writeRandom(filepath.Join(models[c], "model.safetensors"), n, byte(i)); err != nil {
 			return err
 		}
@@ -158,7 +158,7 @@ func run(ctx context.Context, n int64, outpost, oras string, runs int) error {
 			os.RemoveAll(filepath.Join(dir, fmt.Sprintf("outpost%d", i)))
 		}
 	}
-	fmt.Printf("\n%s model over loopback HTTPS (push once; pull best of %d)\n", human(n), runs)
+	fmt.Printf("\n%s model over loopback HTTPS (push once; pull best of %d)\n", benchhub.FormatSize(n), runs)
 	fmt.Printf("%-6s %-8s %9s %11s %9s\n", "op", "client", "seconds", "MiB/s", "vs curl")
 	for _, row := range []struct {
 		op    string
@@ -199,24 +199,6 @@ func writeRandom(path string, n int64, seed byte) (string, error) {
 		left -= k
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), f.Close()
-}
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
-func abs(p string) string {
-	a, err := filepath.Abs(p)
-	if err != nil {
-		return p
-	}
-	return a
 }
 
 func fail(err error) {

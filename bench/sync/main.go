@@ -74,7 +74,7 @@ func main() {
 	if *change < 1 || *change > 100 {
 		fail(fmt.Errorf("-change %d: want 1 to 100", *change))
 	}
-	b := &bench{clients: strings.Split(*clients, ","), size: n, bw: bw, latency: *latency, change: *change, outpost: abs(*outpost), oras: abs(*oras)}
+	b := &bench{clients: strings.Split(*clients, ","), size: n, bw: bw, latency: *latency, change: *change, outpost: benchhub.AbsPath(*outpost), oras: benchhub.AbsPath(*oras)}
 	if err := b.run(ctx); err != nil {
 		fail(err)
 	}
@@ -131,7 +131,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 
 	b.v1, b.v2 = filepath.Join(b.dir, "v1"), filepath.Join(b.dir, "v2")
-	fmt.Printf("writing v1 and v2: %s of float32 weights, v2 changes the last %d%%\n", human(b.size), b.change)
+	fmt.Printf("writing v1 and v2: %s of float32 weights, v2 changes the last %d%%\n", benchhub.FormatSize(b.size), b.change)
 	if err := writeModel(b.v1, b.v2, b.size, b.change); err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	diff := strings.TrimSpace(out)
 
-	fmt.Printf("link: %s/s each direction, %s one-way latency\n\n", human(b.bw), b.latency)
+	fmt.Printf("link: %s/s each direction, %s one-way latency\n\n", benchhub.FormatSize(b.bw), b.latency)
 	fns := map[string]func(context.Context) (result, error){
 		"outpost": b.outpostSync, "rsync": b.rsyncSync, "oras": b.orasPull, "curl": b.curlGet,
 	}
@@ -195,7 +195,7 @@ func (b *bench) print(rs []result, diff string) {
 			curl = r
 		}
 	}
-	fmt.Printf("\nv1 -> v2 of a %s model (%d%% of the weights changed) over a %s/s link", human(v2), b.change, human(b.bw))
+	fmt.Printf("\nv1 -> v2 of a %s model (%d%% of the weights changed) over a %s/s link", benchhub.FormatSize(v2), b.change, benchhub.FormatSize(b.bw))
 	if b.latency > 0 {
 		fmt.Printf(", %s one-way latency", b.latency)
 	}
@@ -212,7 +212,7 @@ func (b *bench) print(rs []result, diff string) {
 	if curl.d > 0 {
 		rate := float64(curl.bytes()) / curl.d.Seconds()
 		fmt.Printf("\nThe link carried curl's single stream at %s/s, %.0f%% of its nominal rate; against that rate:\n",
-			human(int64(rate)), 100*rate/float64(b.bw))
+			benchhub.FormatSize(int64(rate)), 100*rate/float64(b.bw))
 		for _, r := range rs {
 			fmt.Printf("  %-8s s/ideal %.2fx\n", r.client, r.d.Seconds()/(float64(r.bytes())/rate))
 		}
@@ -590,31 +590,11 @@ func waitListen(addr string, timeout time.Duration) error {
 	}
 }
 
-func human(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
 func tail(s string, n int) string {
 	if len(s) > n {
 		return "..." + s[len(s)-n:]
 	}
 	return s
-}
-
-func abs(p string) string {
-	a, err := filepath.Abs(p)
-	if err != nil {
-		return p
-	}
-	return a
 }
 
 func fail(err error) {
