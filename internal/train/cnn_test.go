@@ -3,11 +3,7 @@ package train
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"math"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -236,32 +232,12 @@ func TestCNNExportDeterministic(t *testing.T) {
 // graph evaluated by numpy from the file's own tensors gives Predict's
 // probabilities.
 func TestCNNExportPassesONNXChecker(t *testing.T) {
-	py := pythonWithONNX()
-	if py == "" {
-		msg := "python3 with the onnx module not found (Debian python3-onnx; scripts/debian-deps.sh installs it)"
-		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
-			t.Fatal(msg + ", and OUTPOST_REQUIRE_PEERS=1")
-		}
-		t.Skip(msg)
-	}
+	py := requirePythonONNX(t)
 	c, _ := smallCNN(t)
-	dir := t.TempDir()
-	p := filepath.Join(dir, "cnn.onnx")
 	data, err := c.MarshalONNX("fashion-cnn")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, te := subset(t)
-	const n = 4
-	x := make([]float32, n*784)
-	for i := range n {
-		te.Sample(i, x[i*784:(i+1)*784])
-	}
-	xp := filepath.Join(dir, "x.f32")
-	writeFloat32s(t, xp, x)
 	script := `import sys, json, numpy as np, onnx
 from onnx import numpy_helper, helper
 m = onnx.load(sys.argv[1])
@@ -304,31 +280,8 @@ for nd in g.node:
     v[nd.output[0]] = r
 print(json.dumps({"version": onnx.__version__, "ops": [nd.op_type for nd in g.node],
     "out": v[g.output[0].name].ravel().tolist()}))`
-	out, err := exec.Command(py, "-c", script, p, xp).Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("onnx.checker.check_model or the numpy evaluation failed: %v\n%s", err, stderr)
-	}
-	var res struct {
-		Version string
-		Ops     []string
-		Out     []float64
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	want := c.Predict(x)
-	if len(res.Out) != len(want) {
-		t.Fatalf("numpy gave %d values, Go %d", len(res.Out), len(want))
-	}
-	for i, v := range res.Out {
-		if math.Abs(v-float64(want[i])) > 1e-4 {
-			t.Fatalf("probability %d: numpy %v, Go %v", i, v, want[i])
-		}
-	}
+	res, x := numpyEval(t, py, data, 4, script)
+	res.expect(t, c.Predict(x))
 	t.Logf("onnx %s checker passed (ops %v); numpy evaluation matches Predict within 1e-4", res.Version, res.Ops)
 }
 

@@ -259,33 +259,14 @@ func pythonWithONNX() string {
 // The exported model passes ONNX's own checker (full_check also runs shape
 // inference) from the onnx Python package.
 func TestExportPassesONNXChecker(t *testing.T) {
-	py := pythonWithONNX()
-	if py == "" {
-		msg := "python3 with the onnx module not found (Debian python3-onnx; scripts/debian-deps.sh installs it)"
-		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
-			t.Fatal(msg + ", and OUTPOST_REQUIRE_PEERS=1")
-		}
-		t.Skip(msg)
-	}
+	py := requirePythonONNX(t)
 	m, _ := smallModel(t)
-	p := filepath.Join(t.TempDir(), "model.onnx")
 	data, err := m.MarshalONNX("fashion-mlp")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	// Five test images, through the graph evaluated with numpy from the file's
 	// own tensors, must give Go's probabilities.
-	_, te := subset(t)
-	const n = 5
-	x := make([]float32, n*784)
-	for i := 0; i < n; i++ {
-		te.Sample(i, x[i*784:(i+1)*784])
-	}
-	xp := filepath.Join(t.TempDir(), "x.f32")
-	writeFloat32s(t, xp, x)
 	script := `import sys, json, numpy as np, onnx
 from onnx import numpy_helper
 m = onnx.load(sys.argv[1])
@@ -304,34 +285,79 @@ for n in g.node:
         v[n.output[0]] = e / e.sum(axis=1, keepdims=True)
 print(json.dumps({"version": onnx.__version__, "ir": m.ir_version, "opset": [o.version for o in m.opset_import],
     "ops": [n.op_type for n in g.node], "out": v[g.output[0].name].ravel().tolist()}))`
+	res, x := numpyEval(t, py, data, 5, script)
+	res.expect(t, m.Predict(x))
+	t.Logf("onnx %s checker passed (ir %d, opset %v, ops %v); numpy evaluation matches Predict within 1e-4", res.Version, res.IR, res.Opset, res.Ops)
+}
+
+// requirePythonONNX returns a python3 that imports onnx, or skips the test
+// (fails it when OUTPOST_REQUIRE_PEERS=1).
+func requirePythonONNX(t *testing.T) string {
+	t.Helper()
+	py := pythonWithONNX()
+	if py == "" {
+		msg := "python3 with the onnx module not found (Debian python3-onnx; scripts/debian-deps.sh installs it)"
+		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
+			t.Fatal(msg + ", and OUTPOST_REQUIRE_PEERS=1")
+		}
+		t.Skip(msg)
+	}
+	return py
+}
+
+// numpyResult is what an evaluation script prints.
+type numpyResult struct {
+	Version string
+	IR      int
+	Opset   []int
+	Ops     []string
+	Out     []float64
+}
+
+// numpyEval writes model and the first n test images to files, runs script
+// with python py on their paths (the script checks the model with
+// onnx.checker and evaluates it with numpy), and returns what it printed
+// and the images.
+func numpyEval(t *testing.T, py string, model []byte, n int, script string) (numpyResult, []float32) {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "model.onnx")
+	if err := os.WriteFile(p, model, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, te := subset(t)
+	x := make([]float32, n*784)
+	for i := range n {
+		te.Sample(i, x[i*784:(i+1)*784])
+	}
+	xp := filepath.Join(dir, "x.f32")
+	writeFloat32s(t, xp, x)
 	out, err := exec.Command(py, "-c", script, p, xp).Output()
 	if err != nil {
 		var stderr []byte
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = ee.Stderr
 		}
-		t.Fatalf("onnx.checker.check_model failed: %v\n%s", err, stderr)
+		t.Fatalf("onnx.checker.check_model or the numpy evaluation failed: %v\n%s", err, stderr)
 	}
-	var res struct {
-		Version string
-		IR      int
-		Opset   []int
-		Ops     []string
-		Out     []float64
-	}
+	var res numpyResult
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	want := m.Predict(x)
-	if len(res.Out) != len(want) {
-		t.Fatalf("numpy gave %d values, Go %d", len(res.Out), len(want))
+	return res, x
+}
+
+// expect fails t unless numpy's outputs are want within 1e-4.
+func (r numpyResult) expect(t *testing.T, want []float32) {
+	t.Helper()
+	if len(r.Out) != len(want) {
+		t.Fatalf("numpy gave %d values, Go %d", len(r.Out), len(want))
 	}
-	for i, v := range res.Out {
+	for i, v := range r.Out {
 		if math.Abs(v-float64(want[i])) > 1e-4 {
 			t.Fatalf("probability %d: numpy %v, Go %v", i, v, want[i])
 		}
 	}
-	t.Logf("onnx %s checker passed (ir %d, opset %v, ops %v); numpy evaluation matches Predict within 1e-4", res.Version, res.IR, res.Opset, res.Ops)
 }
 
 // TestDemoModel trains the demo's architecture as the doc comment of the package
