@@ -352,7 +352,7 @@ func matMulInteger(n *Node, in []*Tensor, pb *qPackedB, pool *sync.Pool) ([]*Ten
 		return nil, n.Errorf("inner dimensions differ: A %s, B %s", ShapeString(a.Shape), ShapeString(b.Shape))
 	}
 	aBatch, bBatch := aShape[:len(aShape)-2], bShape[:len(bShape)-2]
-	batch, err := qBroadcastBatch(aBatch, bBatch)
+	batch, err := BroadcastShapes(aBatch, bBatch)
 	if err != nil {
 		return nil, n.Errorf("batch dimensions of A %s and B %s do not broadcast", ShapeString(a.Shape), ShapeString(b.Shape))
 	}
@@ -675,30 +675,6 @@ func qgemmBlock(c []int32, ldc, rows int, a []int16, lda int, rs []int32, b []in
 			cr[j] = acc[j] + rs[r]*o
 		}
 	}
-}
-
-// qBroadcastBatch broadcasts two batch shapes numpy style.
-func qBroadcastBatch(a, b []int) ([]int, error) {
-	r := max(len(a), len(b))
-	out := make([]int, r)
-	for i := 0; i < r; i++ {
-		da, db := 1, 1
-		if j := i - (r - len(a)); j >= 0 {
-			da = a[j]
-		}
-		if j := i - (r - len(b)); j >= 0 {
-			db = b[j]
-		}
-		switch {
-		case da == db, db == 1:
-			out[i] = da
-		case da == 1:
-			out[i] = db
-		default:
-			return nil, fmt.Errorf("dimension %d: %d vs %d", i, da, db)
-		}
-	}
-	return out, nil
 }
 
 // qBatchStrides returns, for each dimension of the broadcast batch shape

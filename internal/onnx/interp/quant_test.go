@@ -211,7 +211,7 @@ func TestMatMulIntegerHandComputed(t *testing.T) {
 
 // naiveMatMulInteger multiplies one broadcast batch element by element.
 func naiveMatMulInteger(a, b []int32, aShape, bShape []int, za, zb func(batch, i int) int32) ([]int32, []int) {
-	batch, _ := qBroadcastBatch(aShape[:len(aShape)-2], bShape[:len(bShape)-2])
+	batch, _ := BroadcastShapes(aShape[:len(aShape)-2], bShape[:len(bShape)-2])
 	M, K, N := aShape[len(aShape)-2], aShape[len(aShape)-1], bShape[len(bShape)-1]
 	var out []int32
 	for bi := 0; bi < Size(batch); bi++ {
@@ -254,7 +254,7 @@ func TestMatMulIntegerMatchesNaive(t *testing.T) {
 	for iter := 0; iter < 200; iter++ {
 		M, K, N := 1+r.IntN(5), 1+r.IntN(6), 1+r.IntN(5)
 		aBatch, bBatch := batchShapes[r.IntN(len(batchShapes))], batchShapes[r.IntN(len(batchShapes))]
-		if _, err := qBroadcastBatch(aBatch, bBatch); err != nil {
+		if _, err := BroadcastShapes(aBatch, bBatch); err != nil {
 			continue
 		}
 		aShape := append(append([]int(nil), aBatch...), M, K)
@@ -491,7 +491,7 @@ func TestMatMulIntegerConstantB(t *testing.T) {
 		M, K, N := 1+r.IntN(40), 1+r.IntN(50), 1+r.IntN(40)
 		aBatch := [][]int{{}, {3}, {2, 2}}[r.IntN(3)]
 		bBatch := [][]int{{}, {}, {2, 1}}[r.IntN(3)]
-		if _, err := qBroadcastBatch(aBatch, bBatch); err != nil {
+		if _, err := BroadcastShapes(aBatch, bBatch); err != nil {
 			continue
 		}
 		aShape := append(append([]int(nil), aBatch...), M, K)
