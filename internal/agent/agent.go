@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/durable"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
@@ -500,7 +501,7 @@ func (a *Agent) join(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(a.cfg.Dir, credentialFile), []byte(cred+"\n")); err != nil {
+	if err := durable.WriteFile(filepath.Join(a.cfg.Dir, credentialFile), []byte(cred+"\n"), 0o600); err != nil {
 		return fmt.Errorf("agent: store credential: %w", err)
 	}
 	if err := os.Chmod(filepath.Join(a.cfg.Dir, credentialFile), 0o600); err != nil {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,7 +37,7 @@ func openCache(root string) (*cache, error) {
 	layout := filepath.Join(root, ocispec.ImageLayoutFile)
 	if _, err := os.Stat(layout); errors.Is(err, fs.ErrNotExist) {
 		b, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
-		if err := writeFileAtomic(layout, b); err != nil {
+		if err := durable.WriteFile(layout, b, 0o600); err != nil {
 			return nil, fmt.Errorf("cache: %w", err)
 		}
 	}
@@ -76,7 +75,7 @@ func (c *cache) putBlob(d digest.Digest, b []byte) error {
 	if c.has(d, int64(len(b))) {
 		return nil
 	}
-	return writeFileAtomic(c.blobPath(d), b)
+	return durable.WriteFile(c.blobPath(d), b, 0o600)
 }
 
 // readBlob reads blob d of at most limit bytes and verifies it.
@@ -168,7 +167,7 @@ func (c *cache) writeIndex(entries []indexEntry) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(c.root, ocispec.ImageIndexFile), b); err != nil {
+	if err := durable.WriteFile(filepath.Join(c.root, ocispec.ImageIndexFile), b, 0o600); err != nil {
 		return fmt.Errorf("cache: write index: %w", err)
 	}
 	return nil
@@ -306,36 +305,4 @@ func gcPlan(manifests []manifestRecord, kept map[string]bool, blobs []blobFile) 
 	sort.Strings(dropManifests)
 	sort.Strings(dropBlobs)
 	return dropManifests, dropBlobs
-}
-
-// writeFileAtomic writes b to path through a verified, fsynced temporary
-// file renamed into place, and fsyncs the folder.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := durable.Copy(f, bytes.NewReader(b), int64(len(b)), digest.SHA256.FromBytes(b), nil); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

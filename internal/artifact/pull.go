@@ -183,10 +183,7 @@ func syncDirs(dir string, files []File) {
 		for d := path.Dir(f.Path); ; d = path.Dir(d) {
 			if !seen[d] {
 				seen[d] = true
-				if fd, err := os.Open(filepath.Join(dir, filepath.FromSlash(d))); err == nil {
-					_ = fd.Sync()
-					_ = fd.Close()
-				}
+				_ = durable.SyncDir(filepath.Join(dir, filepath.FromSlash(d)))
 			}
 			if d == "." {
 				break

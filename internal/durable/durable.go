@@ -12,6 +12,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -88,4 +89,47 @@ func Copy(f *os.File, src io.Reader, size int64, want digest.Digest, report func
 		return fmt.Errorf("digest mismatch: got %s, want %s", got, want)
 	}
 	return w.Sync()
+}
+
+// WriteFile writes b to path whole or not at all: into a temporary file
+// beside it with permissions perm, fsynced, renamed over path, and then the
+// folder fsynced so that the rename survives a crash too.
+func WriteFile(path string, b []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // fails harmlessly once renamed
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(b)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	return SyncDir(dir)
+}
+
+// SyncDir fsyncs a folder, making the renames and creations in it durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync folder: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync folder %s: %w", dir, err)
+	}
+	return nil
 }

@@ -54,3 +54,29 @@ func TestCopy(t *testing.T) {
 		})
 	}
 }
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "index.json")
+	for _, tt := range []struct {
+		content string
+		perm    os.FileMode
+	}{{"first", 0o600}, {"second, longer than the first", 0o644}} {
+		if err := WriteFile(p, []byte(tt.content), tt.perm); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != tt.content {
+			t.Fatalf("read %q, %v; want %q", b, err, tt.content)
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != tt.perm {
+			t.Fatalf("mode %v, %v; want %v", fi.Mode().Perm(), err, tt.perm)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("%d entries in the folder, want only the file (no temporary left)", len(entries))
+	}
+	if err := WriteFile(filepath.Join(dir, "missing", "x"), nil, 0o644); err == nil || !strings.Contains(err.Error(), "write x") {
+		t.Errorf("write into a missing folder: %v", err)
+	}
+}

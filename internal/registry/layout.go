@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"outpost.dev/outpost/internal/durable"
 )
 
 const tmpPrefix = "tmp-"
@@ -40,7 +42,7 @@ func (reg *Registry) initLayout(ctx context.Context) error {
 	layoutFile := filepath.Join(reg.root, ocispec.ImageLayoutFile)
 	if _, err := os.Stat(layoutFile); errors.Is(err, fs.ErrNotExist) {
 		b, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
-		if err := writeFileAtomic(layoutFile, b); err != nil {
+		if err := durable.WriteFile(layoutFile, b, 0o644); err != nil {
 			return err
 		}
 	} else if err != nil {
@@ -49,7 +51,12 @@ func (reg *Registry) initLayout(ctx context.Context) error {
 	if err := reg.cleanUploads(ctx); err != nil {
 		return err
 	}
-	_ = os.Remove(filepath.Join(reg.root, "."+ocispec.ImageIndexFile+".tmp"))
+	// A crash may have left durable.WriteFile's temporary index.json behind.
+	if tmps, err := filepath.Glob(filepath.Join(reg.root, "."+ocispec.ImageIndexFile+".tmp*")); err == nil {
+		for _, t := range tmps {
+			_ = os.Remove(t)
+		}
+	}
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
 	return reg.writeIndexLocked(ctx)
@@ -90,44 +97,7 @@ func (reg *Registry) writeIndexLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encode index.json: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(reg.root, ocispec.ImageIndexFile), b)
-}
-
-// writeFileAtomic writes b to a temporary file next to path, syncs it, renames it over path and syncs the dir.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Base(path), err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", filepath.Base(path), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", filepath.Base(path), err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s: %w", filepath.Base(path), err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	return nil
+	return durable.WriteFile(filepath.Join(reg.root, ocispec.ImageIndexFile), b, 0o644)
 }
 
 func randomID() string {
@@ -156,7 +126,7 @@ func (reg *Registry) commitBlobLocked(tmp string, d digest.Digest) error {
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("commit blob: %w", err)
 	}
-	return syncDir(filepath.Dir(dst))
+	return durable.SyncDir(filepath.Dir(dst))
 }
 
 // storeBytesLocked writes small content (a manifest) as the blob d. reg.mu must be held.

@@ -17,6 +17,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
+
+	"outpost.dev/outpost/internal/durable"
 )
 
 // Defaults of Options.
@@ -312,11 +314,7 @@ func (r *fetchRun) open() error {
 		r.log.Info("resuming transfer", "chunks", len(kept.Done), "bytes", r.stats.ResumedBytes)
 	}
 	// Rewrite the state compactly, atomically, then append to it.
-	tmp := r.statePath() + ".tmp"
-	if err := writeFileSync(tmp, kept.encode()); err != nil {
-		return fmt.Errorf("write state file: %w", err)
-	}
-	if err := os.Rename(tmp, r.statePath()); err != nil {
+	if err := durable.WriteFile(r.statePath(), kept.encode(), 0o644); err != nil {
 		return fmt.Errorf("write state file: %w", err)
 	}
 	sf, err := os.OpenFile(r.statePath(), os.O_WRONLY|os.O_APPEND, 0)
@@ -821,7 +819,7 @@ func (r *fetchRun) finish(dst string) error {
 	if err := os.Rename(r.partPath, dst); err != nil {
 		return fmt.Errorf("rename into place: %w", err)
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("sync directory: %w", err)
 	}
 	r.state.close()
@@ -898,31 +896,4 @@ func sortedKeys[V any](m map[int]V) []int {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// writeFileSync writes b to a new file name and fsyncs it.
-func writeFileSync(name string, b []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir fsyncs a directory, making a rename in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
