@@ -1,11 +1,8 @@
 package interp
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -14,10 +11,6 @@ import (
 	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/onnx/onnxpb"
 )
-
-// onnxNodeTestDir holds the ONNX node conformance tests (Debian package
-// libonnx-testdata).
-const onnxNodeTestDir = "/usr/share/libonnx-testdata/data/node"
 
 // nnConformanceRefused lists the conformance cases of the nn and quant
 // operators that the interpreter refuses at load, with the reason it gives.
@@ -33,9 +26,9 @@ var nnConformanceRefused = map[string]string{
 // are loaded at opset 13 when the operator's definition is unchanged
 // since their opset.
 func TestNNConformance(t *testing.T) {
-	dirs, err := filepath.Glob(filepath.Join(onnxNodeTestDir, "test_*"))
-	if err != nil || len(dirs) == 0 {
-		t.Skipf("no ONNX node tests under %s (install libonnx-testdata)", onnxNodeTestDir)
+	dirs, err := filepath.Glob(filepath.Join(confDir(t), "test_*"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	mine := ops{}
 	addNNOps(mine)
@@ -67,7 +60,10 @@ func TestNNConformance(t *testing.T) {
 			if err != nil {
 				t.Fatalf("load: %v", err)
 			}
-			runConformanceDir(t, m, mp, dir)
+			// Tighter than the node tests' absolute tolerance: 1e-7.
+			if err := confRun(m, dir, compareTensors); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 	if ran == 0 {
@@ -102,61 +98,4 @@ func nnOwnsModel(mp *onnxpb.ModelProto, mine ops) bool {
 		imp.Version = proto.Int64(13)
 	}
 	return true
-}
-
-// runConformanceDir runs every test_data_set_* of a case and compares the
-// outputs as the ONNX backend tests do (rtol 1e-3, atol 1e-7; integers
-// exactly).
-func runConformanceDir(t *testing.T, m *Model, mp *onnxpb.ModelProto, dir string) {
-	t.Helper()
-	sets, _ := filepath.Glob(filepath.Join(dir, "test_data_set_*"))
-	sort.Strings(sets)
-	if len(sets) == 0 {
-		t.Fatal("no test data sets")
-	}
-	inits := map[string]bool{}
-	for _, i := range mp.GetGraph().GetInitializer() {
-		inits[i.GetName()] = true
-	}
-	var inNames []string
-	for _, vi := range mp.GetGraph().GetInput() {
-		if !inits[vi.GetName()] {
-			inNames = append(inNames, vi.GetName())
-		}
-	}
-	for _, set := range sets {
-		in := map[string]*Tensor{}
-		for i, name := range inNames {
-			tt, err := readTensorFile(filepath.Join(set, fmt.Sprintf("input_%d.pb", i)))
-			if err != nil {
-				t.Fatalf("%s: input %s: %v", set, name, err)
-			}
-			in[name] = tt
-		}
-		got, err := m.Run(context.Background(), in)
-		if err != nil {
-			t.Fatalf("%s: run: %v", filepath.Base(set), err)
-		}
-		for i, vi := range mp.GetGraph().GetOutput() {
-			want, err := readTensorFile(filepath.Join(set, fmt.Sprintf("output_%d.pb", i)))
-			if err != nil {
-				t.Fatalf("%s: output %s: %v", set, vi.GetName(), err)
-			}
-			if err := compareTensors(got[vi.GetName()], want); err != nil {
-				t.Errorf("%s: output %s: %v", filepath.Base(set), vi.GetName(), err)
-			}
-		}
-	}
-}
-
-func readTensorFile(path string) (*Tensor, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var p onnxpb.TensorProto
-	if err := proto.Unmarshal(data, &p); err != nil {
-		return nil, err
-	}
-	return TensorFromProto(&p)
 }
