@@ -22,11 +22,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -44,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"outpost.dev/outpost/bench/benchhub"
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/linksim"
@@ -519,11 +518,8 @@ func fileDigest(path string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	d, err := digest.FromReader(f)
+	return d.String(), err
 }
 
 func sameDigest(path, want string) error {

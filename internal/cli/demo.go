@@ -3,12 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"outpost.dev/outpost/api/v1alpha1"
@@ -520,14 +518,13 @@ func verifyCache(agentDir string) (bad, n int, err error) {
 		if err != nil {
 			return bad, n, err
 		}
-		h := sha256.New()
-		_, err = io.Copy(h, f)
+		d, err := digest.FromReader(f)
 		f.Close()
 		if err != nil {
 			return bad, n, err
 		}
 		n++
-		if hex.EncodeToString(h.Sum(nil)) != filepath.Base(b) {
+		if d.Encoded() != filepath.Base(b) {
 			bad++
 		}
 	}
