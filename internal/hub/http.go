@@ -248,24 +248,31 @@ func (s *Server) handleDesiredState(w http.ResponseWriter, r *http.Request, _ st
 	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	// wait blocks until the cluster's desired state may have changed. It
+	// reports false when the poll is over: timed out or the hub stopping
+	// (answered 304), or the client gone.
+	wait := func(changed <-chan struct{}) bool {
+		select {
+		case <-changed:
+			return true
+		case <-timer.C:
+		case <-s.life.Done():
+		case <-ctx.Done():
+			return false
+		}
+		w.WriteHeader(http.StatusNotModified)
+		return false
+	}
 	for {
 		// Wake only for this cluster's changes: with a fleet long-polling,
 		// waking every poll on every write (each status report is one)
 		// costs a read per poll per write.
 		changed, known, haveRev := s.db.DesiredChanged(name)
 		if haveRev && known <= after {
-			select {
-			case <-changed:
-				continue
-			case <-timer.C:
-				w.WriteHeader(http.StatusNotModified)
-				return
-			case <-s.life.Done():
-				w.WriteHeader(http.StatusNotModified)
-				return
-			case <-ctx.Done():
+			if !wait(changed) {
 				return
 			}
+			continue
 		}
 		rev, doc, err := s.db.DesiredState(ctx, name)
 		if errors.Is(err, store.ErrNotFound) {
@@ -288,15 +295,7 @@ func (s *Server) handleDesiredState(w http.ResponseWriter, r *http.Request, _ st
 			s.writeJSONOrYAML(w, r, http.StatusOK, ds)
 			return
 		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			w.WriteHeader(http.StatusNotModified)
-			return
-		case <-s.life.Done():
-			w.WriteHeader(http.StatusNotModified)
-			return
-		case <-ctx.Done():
+		if !wait(changed) {
 			return
 		}
 	}
