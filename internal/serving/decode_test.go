@@ -146,17 +146,24 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if len(r.Inputs) != len(decodeInputs) {
-			t.Fatalf("accepted %d inputs, the model has %d", len(r.Inputs), len(decodeInputs))
-		}
-		for _, vi := range decodeInputs {
-			x := r.Inputs[vi.Name]
-			if x == nil || x.DType != vi.DType || !shapeFits(x.Shape, vi.Shape) {
-				t.Fatalf("input %s accepted as %+v", vi.Name, x)
-			}
-			if err := x.Validate(); err != nil {
-				t.Fatalf("input %s: %v", vi.Name, err)
-			}
-		}
+		checkAccepted(t, r)
 	})
+}
+
+// checkAccepted fails t unless r holds exactly the inputs of decodeInputs,
+// each of its type, of a shape that fits, and valid.
+func checkAccepted(t *testing.T, r *InferRequest) {
+	t.Helper()
+	if len(r.Inputs) != len(decodeInputs) {
+		t.Fatalf("accepted %d inputs, the model has %d", len(r.Inputs), len(decodeInputs))
+	}
+	for _, vi := range decodeInputs {
+		x := r.Inputs[vi.Name]
+		if x == nil || x.DType != vi.DType || !shapeFits(x.Shape, vi.Shape) {
+			t.Fatalf("input %s accepted as %+v", vi.Name, x)
+		}
+		if err := x.Validate(); err != nil {
+			t.Fatalf("input %s: %v", vi.Name, err)
+		}
+	}
 }
