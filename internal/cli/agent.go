@@ -326,17 +326,17 @@ Bytes owed are what the desired versions still lack.`,
 			if data == "" {
 				return errors.New("--data is required")
 			}
+			if err := checkOutput(output, "yaml", "json"); err != nil {
+				return err
+			}
 			st, err := agent.ReadStatus(cmd.Context(), data)
 			if err != nil {
 				return err
 			}
-			switch output {
-			case "json", "yaml":
+			if output != "" {
 				return printStructured(cmd.OutOrStdout(), output, st)
-			case "":
-				return printAgentStatus(cmd.OutOrStdout(), st, time.Now())
 			}
-			return fmt.Errorf("-o %q: want yaml or json", output)
+			return printAgentStatus(cmd.OutOrStdout(), st, time.Now())
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "agent data directory")

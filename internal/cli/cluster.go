@@ -51,10 +51,8 @@ func newClusterTokenCreateCmd(g *globals) *cobra.Command {
   TOKEN=$(outpost cluster token create --ttl 1h)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch output {
-			case "", "yaml", "json":
-			default:
-				return fmt.Errorf("-o %q: want yaml or json", output)
+			if err := checkOutput(output, "yaml", "json"); err != nil {
+				return err
 			}
 			if ttl <= 0 {
 				return fmt.Errorf("--ttl %s: must be positive", ttl)
@@ -100,10 +98,8 @@ func newClusterTokenListCmd(g *globals) *cobra.Command {
 		Short: "List join tokens (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch output {
-			case "", "yaml", "json":
-			default:
-				return fmt.Errorf("-o %q: want yaml or json", output)
+			if err := checkOutput(output, "yaml", "json"); err != nil {
+				return err
 			}
 			t, err := g.target()
 			if err != nil {

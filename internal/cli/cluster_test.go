@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
@@ -85,5 +86,26 @@ func TestClusterTokenCommands(t *testing.T) {
 	}
 	if _, errOut, code := runCLI(t, "--hub", url, "--token", admin, "cluster", "token", "list"); code != 0 || !strings.Contains(errOut, "no join tokens") {
 		t.Errorf("list after delete = %d %q", code, errOut)
+	}
+}
+
+func TestCheckOutput(t *testing.T) {
+	tests := []struct {
+		output  string
+		formats []string
+		wantErr string
+	}{
+		{"", []string{"json"}, ""},
+		{"json", []string{"json"}, ""},
+		{"wide", []string{"yaml", "json", "wide", "name"}, ""},
+		{"xml", []string{"json"}, `-o "xml": want json`},
+		{"xml", []string{"yaml", "json"}, `-o "xml": want yaml or json`},
+		{"xml", []string{"yaml", "json", "wide", "name"}, `-o "xml": want yaml, json, wide or name`},
+	}
+	for _, tt := range tests {
+		err := checkOutput(tt.output, tt.formats...)
+		if got := fmt.Sprint(err); (tt.wantErr == "" && err != nil) || (tt.wantErr != "" && got != tt.wantErr) {
+			t.Errorf("checkOutput(%q, %v) = %v, want %q", tt.output, tt.formats, err, tt.wantErr)
+		}
 	}
 }

@@ -46,8 +46,8 @@ class of each row is printed too.`,
 			if input == "" {
 				return errors.New("--input is required")
 			}
-			if output != "" && output != "json" {
-				return fmt.Errorf("-o %q: want json", output)
+			if err := checkOutput(output, "json"); err != nil {
+				return err
 			}
 			data, err := readInput(cmd.InOrStdin(), input)
 			if err != nil {

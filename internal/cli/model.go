@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -184,6 +185,9 @@ func newModelListCmd(g *globals) *cobra.Command {
 		Short: "List models and their versions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "json", "yaml"); err != nil {
+				return err
+			}
 			t, err := g.target()
 			if err != nil {
 				return err
@@ -192,12 +196,8 @@ func newModelListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			switch output {
-			case "json", "yaml":
+			if output != "" {
 				return printStructured(g.stdout, output, list)
-			case "":
-			default:
-				return fmt.Errorf("-o %q: want json or yaml", output)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tVERSIONS\tLATEST")
@@ -271,6 +271,9 @@ func newModelShowCmd(g *globals) *cobra.Command {
 		Long:  "Show a model version. Without @VERSION, the highest version is shown.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "json", "yaml"); err != nil {
+				return err
+			}
 			name, version := splitRef(args[0])
 			t, err := g.target()
 			if err != nil {
@@ -293,14 +296,10 @@ func newModelShowCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("show %s@%s: %w", name, version, err)
 			}
-			switch output {
-			case "json", "yaml":
+			if output != "" {
 				return printStructured(g.stdout, output, info)
-			case "":
-				return printModelInfo(g.stdout, name, version, info, len(keys) > 0)
-			default:
-				return fmt.Errorf("-o %q: want json or yaml", output)
 			}
+			return printModelInfo(g.stdout, name, version, info, len(keys) > 0)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml")
@@ -588,6 +587,19 @@ func newKeygenCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&out, "out", "", "path prefix of the key files")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing key files")
 	return cmd
+}
+
+// checkOutput refuses an -o value other than "" (the default table) and
+// the given formats, before a command does any work.
+func checkOutput(output string, formats ...string) error {
+	if output == "" || slices.Contains(formats, output) {
+		return nil
+	}
+	want := formats[len(formats)-1]
+	if len(formats) > 1 {
+		want = strings.Join(formats[:len(formats)-1], ", ") + " or " + want
+	}
+	return fmt.Errorf("-o %q: want %s", output, want)
 }
 
 func printStructured(w io.Writer, format string, v any) error {

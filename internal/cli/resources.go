@@ -245,10 +245,8 @@ and active version, phase, bytes fetched, last contact and error.`,
 		Args:      cobra.RangeArgs(1, 2),
 		ValidArgs: []string{"clusters", "modeldeployments"},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch output {
-			case "", "wide", "yaml", "json", "name":
-			default:
-				return fmt.Errorf("-o %q: want yaml, json, wide or name", output)
+			if err := checkOutput(output, "yaml", "json", "wide", "name"); err != nil {
+				return err
 			}
 			plural, err := pluralOf(args[0])
 			if err != nil {
