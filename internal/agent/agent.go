@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/durable"
 
 	"github.com/opencontainers/go-digest"
@@ -288,7 +289,7 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 		a.src = &routingSource{base: transfer.HTTPSource{Client: a.hub.client, BaseURL: a.hub.base.Scheme + "://" + a.hub.base.Host, Token: a.credential}, repos: map[digest.Digest]string{}}
 		a.fetcher = transfer.NewFetcher(a.src, transfer.Options{
 			Parallel: a.cfg.Parallel, Limiter: a.limiter, Logger: a.log,
-			Backoff: transfer.Backoff{Base: a.cfg.RetryBase / 4, Max: a.cfg.RetryMax},
+			Backoff: clock.Backoff{Base: a.cfg.RetryBase / 4, Max: a.cfg.RetryMax},
 		})
 	}
 	return nil
@@ -519,7 +520,7 @@ func (a *Agent) join(ctx context.Context) error {
 // backoff is the wait before the attempt-th retry: exponential with
 // jitter, capped at RetryMax.
 func (a *Agent) backoff(attempt int) time.Duration {
-	return transfer.Backoff{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax}.Delay(attempt, rand.Float64())
+	return clock.Backoff{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax}.Delay(attempt, rand.Float64())
 }
 
 // sleep waits d or until ctx ends, reporting whether d elapsed.

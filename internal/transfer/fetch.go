@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
 
+	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/durable"
 )
 
@@ -30,23 +31,6 @@ const (
 	DefaultCoalesceBytes = 4 << 20
 	DefaultBufferSize    = 256 << 10
 )
-
-// Backoff is the exponential backoff between attempts: the n-th retry
-// waits a random time between half and all of min(Base*2^(n-1), Max).
-type Backoff struct {
-	Base, Max time.Duration
-}
-
-// Delay returns the wait before retry attempt (1 for the first retry),
-// given u drawn uniformly from [0, 1).
-func (b Backoff) Delay(attempt int, u float64) time.Duration {
-	d := b.Base
-	for i := 1; i < attempt && d < b.Max; i++ {
-		d *= 2
-	}
-	d = min(d, b.Max)
-	return d/2 + time.Duration(u*float64(d-d/2))
-}
 
 // Options configures a Fetcher. The zero value fetches with the defaults
 // above and no bandwidth limit.
@@ -67,7 +51,7 @@ type Options struct {
 	// starts the count again.
 	MaxAttempts int
 	// Backoff is the wait between attempts.
-	Backoff Backoff
+	Backoff clock.Backoff
 	// CoalesceBytes caps the bytes of adjacent remote chunks fetched in
 	// one request (a single larger chunk still goes alone).
 	CoalesceBytes int64

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/clock"
 )
 
 func TestFetchAllRemote(t *testing.T) {
@@ -334,7 +335,7 @@ func TestFetchPermanentErrorsFailFast(t *testing.T) {
 			tt.edit(src, &f)
 			dst := filepath.Join(t.TempDir(), "model.onnx")
 			opts := fastOptions()
-			opts.Backoff = Backoff{Base: time.Hour, Max: time.Hour} // a retry would hang the test
+			opts.Backoff = clock.Backoff{Base: time.Hour, Max: time.Hour} // a retry would hang the test
 			st, err := NewFetcher(src, opts).Fetch(context.Background(), NewPlan(f, nil), dst, PriorityActive)
 			if err == nil || !IsPermanent(err) || !strings.Contains(err.Error(), tt.wantErr) || !strings.HasPrefix(err.Error(), "fetch model.onnx: bytes ") {
 				t.Fatalf("err = %v, want a permanent %q", err, tt.wantErr)

@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/clock"
 )
 
 // testParams are small chunks, so that test files have many of them.
@@ -208,7 +209,7 @@ func (w *faultWriter) Write(p []byte) (int, error) {
 
 // fastOptions retries quickly.
 func fastOptions() Options {
-	return Options{Backoff: Backoff{Base: time.Millisecond, Max: 4 * time.Millisecond}}
+	return Options{Backoff: clock.Backoff{Base: time.Millisecond, Max: 4 * time.Millisecond}}
 }
 
 // checkFile fails unless name holds want and no part or state file is left.

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -197,26 +196,5 @@ func TestSpans(t *testing.T) {
 				t.Fatalf("spans = %s, want %s", got, tt.want)
 			}
 		})
-	}
-}
-
-func TestBackoffDelay(t *testing.T) {
-	b := Backoff{Base: 100 * time.Millisecond, Max: 5 * time.Second}
-	tests := []struct {
-		attempt int
-		u       float64
-		want    time.Duration
-	}{
-		{1, 0, 50 * time.Millisecond},
-		{1, 0.999999, 99999950 * time.Nanosecond},
-		{2, 0, 100 * time.Millisecond},
-		{3, 0.5, 300 * time.Millisecond},
-		{7, 0, 2500 * time.Millisecond}, // 6.4s capped at 5s
-		{50, 0, 2500 * time.Millisecond},
-	}
-	for _, tt := range tests {
-		if got := b.Delay(tt.attempt, tt.u); got != tt.want {
-			t.Errorf("Delay(%d, %v) = %v, want %v", tt.attempt, tt.u, got, tt.want)
-		}
 	}
 }
