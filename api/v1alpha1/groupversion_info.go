@@ -25,6 +25,10 @@ var SchemeGroupVersion = schema.GroupVersion{Group: GroupName, Version: Version}
 // APIVersion is the apiVersion field value of the types in this package.
 const APIVersion = GroupName + "/" + Version
 
+// APIPath is the path under which a hub serves the resources of this package
+// and the agent protocol, such as APIPath+"/clusters".
+const APIPath = "/apis/" + APIVersion
+
 var (
 	// SchemeBuilder registers the types of this package with a runtime.Scheme.
 	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)

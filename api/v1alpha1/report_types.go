@@ -9,6 +9,7 @@ const (
 	KindJoinResponse    = "JoinResponse"
 	KindJoinToken       = "JoinToken"
 	KindJoinTokenCreate = "JoinTokenRequest"
+	KindJoinTokenList   = "JoinTokenList"
 )
 
 // AgentReport is what an agent sends the hub about its cluster: its
@@ -117,4 +118,25 @@ type JoinResponse struct {
 	// Credential is the cluster's bearer token: it may read its own desired
 	// state and the registry, and report its own status, nothing else.
 	Credential string `json:"credential"`
+}
+
+// JoinTokenList is the answer to GET jointokens: every join token, without its secret.
+//
+// +kubebuilder:object:generate=false
+type JoinTokenList struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// Items are the tokens, oldest first.
+	Items []JoinToken `json:"items"`
+}
+
+// ReportResponse is the answer to POST clusters/{name}/report.
+//
+// +kubebuilder:object:generate=false
+type ReportResponse struct {
+	// Revision is the hub's global revision after the report was stored.
+	Revision int64 `json:"revision"`
+	// DesiredStateRevision is the revision of the cluster's current desired state; an agent
+	// that applied less has a newer desired state to fetch.
+	DesiredStateRevision int64 `json:"desiredStateRevision"`
 }

@@ -6,6 +6,7 @@ package benchhub
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -14,7 +15,12 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/hubclient"
+	"outpost.dev/outpost/internal/pki"
 )
 
 // Hub is a running hub process.
@@ -76,6 +82,41 @@ func Start(ctx context.Context, outpost, dir string) (*Hub, error) {
 			return nil, fmt.Errorf("hub did not start:\n%s", b)
 		}
 	}
+}
+
+// TLS returns the client TLS configuration that trusts the hub's CA.
+func (h *Hub) TLS() (*tls.Config, error) {
+	pem, err := os.ReadFile(h.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	return pki.ClientTLS(pem)
+}
+
+// Client returns a client of the hub's API with the admin token.
+func (h *Hub) Client() (*hubclient.Client, error) {
+	tc, err := h.TLS()
+	if err != nil {
+		return nil, err
+	}
+	return hubclient.New("https://"+h.Addr, hubclient.Options{Token: h.Token, TLS: tc})
+}
+
+// Deploy applies the ModelDeployment name of model at version (an exact
+// version or a range) to the clusters labelled with selector.
+func Deploy(ctx context.Context, c *hubclient.Client, name, model, version string, selector map[string]string) error {
+	d := &v1alpha1.ModelDeployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.ModelDeploymentSpec{
+			Model:            v1alpha1.ModelRef{Name: model, Version: version},
+			ClusterSelectors: []metav1.LabelSelector{{MatchLabels: selector}},
+		},
+	}
+	v1alpha1.SetTypeMeta(d)
+	if err := c.Apply(ctx, d, nil); err != nil {
+		return fmt.Errorf("apply deployment %s at %s: %w", name, version, err)
+	}
+	return nil
 }
 
 // Stop kills the hub and waits for it.

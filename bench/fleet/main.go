@@ -17,12 +17,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,7 +28,6 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -53,9 +50,8 @@ import (
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/bench/benchhub"
 	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/hubclient"
 )
-
-const apiPrefix = "/apis/" + v1alpha1.APIVersion
 
 func main() {
 	var (
@@ -89,6 +85,7 @@ type fleet struct {
 	dir                               string
 	hub                               *benchhub.Hub
 	client                            *http.Client // shared by every simulated agent, as one process
+	admin                             *hubclient.Client
 	sims                              []*sim
 	target                            atomic.Pointer[string] // the version the fleet converges to now
 	converged, received               atomic.Int64
@@ -114,6 +111,9 @@ func (f *fleet) run(ctx context.Context) error {
 	}
 	defer f.hub.Stop()
 	if f.client, err = newClient(f.hub.CAFile); err != nil {
+		return err
+	}
+	if f.admin, err = f.hub.Client(); err != nil {
 		return err
 	}
 	// A small model: the simulated agents fetch its manifest and chunk index only.
@@ -345,20 +345,13 @@ func (f *fleet) waitFor(cond func() bool, what string, progress func() string) e
 
 // deploy applies the fleet deployment, selecting every cluster by label.
 func (f *fleet) deploy(ctx context.Context, version string) error {
-	doc := fmt.Sprintf(`{"apiVersion":"ml.outpost.dev/v1alpha1","kind":"ModelDeployment","metadata":{"name":"fleet"},`+
-		`"spec":{"model":{"name":"fleet","version":%q},"clusterSelectors":[{"matchLabels":{"bench":"fleet"}}]}}`, version)
-	_, err := f.admin(ctx, http.MethodPut, apiPrefix+"/modeldeployments/fleet", doc)
-	return err
+	return benchhub.Deploy(ctx, f.admin, "fleet", "fleet", version, map[string]string{"bench": "fleet"})
 }
 
 // activeRows counts the rows of the fleet deployment that show version Active.
 func (f *fleet) activeRows(ctx context.Context, version string) (int, error) {
-	b, err := f.admin(ctx, http.MethodGet, apiPrefix+"/modeldeployments/fleet", "")
-	if err != nil {
-		return 0, err
-	}
 	var d v1alpha1.ModelDeployment
-	if err := json.Unmarshal(b, &d); err != nil {
+	if err := f.admin.Get(ctx, v1alpha1.PluralModelDeployments, "fleet", &d); err != nil {
 		return 0, err
 	}
 	k := 0
@@ -368,31 +361,6 @@ func (f *fleet) activeRows(ctx context.Context, version string) (int, error) {
 		}
 	}
 	return k, nil
-}
-
-func (f *fleet) admin(ctx context.Context, method, path, body string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "https://"+f.hub.Addr+path, strings.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+f.hub.Token)
-	req.Header.Set("Accept", "application/json")
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode >= 300 {
-		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
-	}
-	return b, nil
 }
 
 func (f *fleet) fail(err error) {
@@ -407,6 +375,7 @@ type sim struct {
 	i        int
 	name     string
 	cred     string
+	hub      *hubclient.Client // with the cluster's credential, on the shared HTTP client
 	trigger  chan struct{}
 	ready    atomic.Bool // a desired state answer came
 	reported atomic.Bool // a report was acknowledged
@@ -422,13 +391,17 @@ type sim struct {
 }
 
 func (s *sim) join(ctx context.Context, token string) error {
-	req := v1alpha1.JoinRequest{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindJoinRequest, Token: token, Cluster: s.name,
-		Labels: map[string]string{"bench": "fleet", "zone": fmt.Sprintf("z%d", s.i%10)}}
-	var resp v1alpha1.JoinResponse
-	if _, err := s.do(ctx, http.MethodPost, apiPrefix+"/join", nil, false, req, &resp); err != nil {
+	h, err := hubclient.New("https://"+s.f.hub.Addr, hubclient.Options{HTTPClient: s.f.client, Attempts: 1})
+	if err != nil {
+		return err
+	}
+	resp, err := h.Join(ctx, token, s.name, map[string]string{"bench": "fleet", "zone": fmt.Sprintf("z%d", s.i%10)})
+	if err != nil {
 		return fmt.Errorf("join %s: %w", s.name, err)
 	}
 	s.cred = resp.Credential
+	h.SetToken(s.cred)
+	s.hub = h
 	return nil
 }
 
@@ -446,9 +419,7 @@ func (s *sim) pollLoop(ctx context.Context) {
 		s.mu.Lock()
 		after := s.applied
 		s.mu.Unlock()
-		q := url.Values{"after": {strconv.FormatInt(after, 10)}, "timeoutSeconds": {strconv.Itoa(int(s.f.pollTimeout / time.Second))}}
-		var ds v1alpha1.DesiredState
-		code, err := s.do(ctx, http.MethodGet, apiPrefix+"/clusters/"+s.name+"/desiredstate", q, true, nil, &ds)
+		ds, err := s.hub.DesiredState(ctx, s.name, after, s.f.pollTimeout)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.f.fail(err)
@@ -457,11 +428,11 @@ func (s *sim) pollLoop(ctx context.Context) {
 			continue
 		}
 		s.ready.Store(true)
-		if code == http.StatusNotModified {
+		if ds == nil { // nothing newer within the poll timeout
 			continue
 		}
 		s.f.polls.Add(1)
-		s.apply(ctx, &ds)
+		s.apply(ctx, ds)
 	}
 }
 
@@ -607,7 +578,7 @@ func (s *sim) report(ctx context.Context) {
 		active = active || (target != nil && m.ActiveVersion == *target && m.Phase == v1alpha1.PhaseActive)
 	}
 	s.mu.Unlock()
-	if _, err := s.do(ctx, http.MethodPost, apiPrefix+"/clusters/"+s.name+"/report", nil, true, rep, nil); err != nil {
+	if _, err := s.hub.Report(ctx, rep); err != nil {
 		if ctx.Err() == nil {
 			s.f.fail(err)
 		}
@@ -620,55 +591,6 @@ func (s *sim) report(ctx context.Context) {
 	if active && s.f.target.Load() == target && s.activeAt.CompareAndSwap(0, time.Now().UnixNano()-s.t0.Load()) {
 		s.f.converged.Add(1)
 	}
-}
-
-// do sends a JSON request; it returns the status code, and an error for codes >= 300
-// other than 304.
-func (s *sim) do(ctx context.Context, method, path string, q url.Values, auth bool, body, out any) (int, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	u := "https://" + s.f.hub.Addr + path
-	if q != nil {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if auth {
-		req.Header.Set("Authorization", "Bearer "+s.cred)
-	}
-	resp, err := s.f.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	switch {
-	case resp.StatusCode == http.StatusNotModified:
-		return resp.StatusCode, nil
-	case resp.StatusCode >= 300:
-		return resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, err
-		}
-	}
-	return resp.StatusCode, nil
 }
 
 // newClient is the HTTP client every simulated agent shares: HTTP/1.1 like

@@ -22,8 +22,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -31,7 +29,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -45,6 +42,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"outpost.dev/outpost/bench/benchhub"
 	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/hubclient"
 	"outpost.dev/outpost/internal/linksim"
 )
 
@@ -91,7 +89,7 @@ type bench struct {
 	hub      *benchhub.Hub
 	v1, v2   string // model directories
 	v2Digest string // of v2's weights.bin
-	api      *http.Client
+	api      *hubclient.Client
 }
 
 // result is one client's measurement.
@@ -125,7 +123,7 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	defer b.hub.Stop()
-	if b.api, err = tlsClient(b.hub.CAFile); err != nil {
+	if b.api, err = b.hub.Client(); err != nil {
 		return err
 	}
 
@@ -226,24 +224,7 @@ func (b *bench) print(rs []result, diff string) {
 // deploy applies the bench deployment at version, over the resource API
 // directly (no CLI process start inside a measurement).
 func (b *bench) deploy(ctx context.Context, version string) error {
-	doc := fmt.Sprintf(`{"apiVersion":"ml.outpost.dev/v1alpha1","kind":"ModelDeployment","metadata":{"name":"bench"},`+
-		`"spec":{"model":{"name":"bench","version":%q},"clusterSelectors":[{"matchLabels":{"bench":"sync"}}]}}`, version)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "https://"+b.hub.Addr+"/apis/ml.outpost.dev/v1alpha1/modeldeployments/bench", strings.NewReader(doc))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+b.hub.Token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.api.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("apply deployment %s: %s: %s", version, resp.Status, body)
-	}
-	return nil
+	return benchhub.Deploy(ctx, b.api, "bench", "bench", version, map[string]string{"bench": "sync"})
 }
 
 func (b *bench) newLink() (*linksim.Link, error) {
@@ -548,18 +529,6 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
-}
-
-func tlsClient(caFile string) (*http.Client, error) {
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s: no certificate", caFile)
-	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: time.Minute}, nil
 }
 
 func waitFile(path string, timeout time.Duration) error {

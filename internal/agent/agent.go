@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -26,9 +25,9 @@ import (
 	"sync"
 	"time"
 
-	"outpost.dev/outpost/internal/clientconfig"
 	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/durable"
+	"outpost.dev/outpost/internal/hubclient"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
@@ -149,7 +148,7 @@ type Agent struct {
 	gcMu sync.RWMutex
 
 	mu         sync.Mutex
-	hub        *hubClient
+	hub        *hubclient.Client
 	name       string
 	credential string
 	active     map[string]ActiveModel
@@ -268,11 +267,12 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 	}
 	a.name = name
 	if hub != "" {
-		u, err := url.Parse(hub)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return fmt.Errorf("agent: hub address %q: want https://HOST:PORT", hub)
+		// The agent's loops retry with their own backoff: one attempt per call.
+		h, err := hubclient.New(hub, hubclient.Options{TLS: a.cfg.TLS, HTTPClient: a.cfg.HTTPClient, Attempts: 1})
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
 		}
-		a.hub = &hubClient{base: u, client: a.httpClient()}
+		a.hub = h
 	}
 	a.credential = a.cfg.Credential
 	if a.credential == "" {
@@ -285,23 +285,15 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 		}
 	}
 	if a.hub != nil {
-		a.hub.setToken(a.credential)
-		a.src = &routingSource{base: transfer.HTTPSource{Client: a.hub.client, BaseURL: a.hub.base.Scheme + "://" + a.hub.base.Host, Token: a.credential}, repos: map[digest.Digest]string{}}
+		a.hub.SetToken(a.credential)
+		base := a.hub.BaseURL()
+		a.src = &routingSource{base: transfer.HTTPSource{Client: a.hub.HTTPClient(), BaseURL: base.Scheme + "://" + base.Host, Token: a.credential}, repos: map[digest.Digest]string{}}
 		a.fetcher = transfer.NewFetcher(a.src, transfer.Options{
 			Parallel: a.cfg.Parallel, Limiter: a.limiter, Logger: a.log,
 			Backoff: clock.Backoff{Base: a.cfg.RetryBase / 4, Max: a.cfg.RetryMax},
 		})
 	}
 	return nil
-}
-
-// httpClient returns the client for the hub: HTTP/1.1, as bulk transfers
-// run faster over it than over Go's HTTP/2.
-func (a *Agent) httpClient() *http.Client {
-	if a.cfg.HTTPClient != nil {
-		return a.cfg.HTTPClient
-	}
-	return clientconfig.HubClient(a.cfg.TLS)
 }
 
 // loadActive marks the last active version of every deployment as serving,
@@ -485,8 +477,7 @@ func (a *Agent) ensureJoined(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		var he *HubError
-		if errors.As(err, &he) && he.Code >= 400 && he.Code < 500 && he.Code != http.StatusTooManyRequests && he.Code != http.StatusRequestTimeout {
+		if code := hubclient.Code(err); code >= 400 && code < 500 && code != http.StatusTooManyRequests && code != http.StatusRequestTimeout {
 			return err
 		}
 		a.log.Warn("cannot reach hub to join, retrying", "err", err)
@@ -498,10 +489,11 @@ func (a *Agent) ensureJoined(ctx context.Context) error {
 
 // join exchanges the join token for a credential and stores it (0600).
 func (a *Agent) join(ctx context.Context) error {
-	cred, err := a.hub.join(ctx, a.cfg.JoinToken, a.name, a.cfg.Labels)
+	resp, err := a.hub.Join(ctx, a.cfg.JoinToken, a.name, a.cfg.Labels)
 	if err != nil {
-		return err
+		return fmt.Errorf("join hub as %s: %w", a.name, err)
 	}
+	cred := resp.Credential
 	if err := durable.WriteFile(filepath.Join(a.cfg.Dir, credentialFile), []byte(cred+"\n"), 0o600); err != nil {
 		return fmt.Errorf("agent: store credential: %w", err)
 	}
@@ -510,10 +502,10 @@ func (a *Agent) join(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	a.credential = cred
-	a.hub.setToken(cred)
+	a.hub.SetToken(cred)
 	a.src.setToken(cred)
 	a.mu.Unlock()
-	a.log.Info("joined hub", "cluster", a.name, "hub", a.hub.base.String())
+	a.log.Info("joined hub", "cluster", a.name, "hub", a.hub.BaseURL().String())
 	return nil
 }
 
@@ -546,13 +538,13 @@ func (a *Agent) pollLoop(ctx context.Context) {
 			continue
 		}
 		start := time.Now()
-		doc, err := a.hub.desiredState(ctx, a.name, applied.Revision, a.cfg.PollTimeout)
+		doc, err := a.hub.DesiredState(ctx, a.name, applied.Revision, a.cfg.PollTimeout)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			failures++
-			if isUnauthorized(err) && a.cfg.JoinToken != "" {
+			if hubclient.Code(err) == http.StatusUnauthorized && a.cfg.JoinToken != "" {
 				a.log.Warn("hub refused the credential, joining again", "err", err)
 				if jerr := a.join(ctx); jerr != nil {
 					a.log.Error("join again", "err", jerr)

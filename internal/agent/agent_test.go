@@ -128,7 +128,7 @@ func (h *testHub) push(dir, name, version string) ocispec.Descriptor {
 // api sends an admin request to the resource API.
 func (h *testHub) api(method, path, contentType string, body []byte) (int, []byte) {
 	h.t.Helper()
-	req, err := http.NewRequestWithContext(h.t.Context(), method, h.url+apiPrefix+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(h.t.Context(), method, h.url+v1alpha1.APIPath+path, bytes.NewReader(body))
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -50,7 +50,9 @@ func (a *Agent) sendReport(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	if err := a.hub.report(ctx, r); err != nil {
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := a.hub.Report(rctx, r); err != nil {
 		return err
 	}
 	a.link.observeRTT(time.Since(start))

@@ -543,17 +543,17 @@ func (a *Agent) repository(model string) (string, error) {
 
 // remoteRepo opens repo on the hub's registry with the cluster credential.
 func (a *Agent) remoteRepo(repo string) (*remote.Repository, error) {
-	host := a.hub.base.Host
+	host := a.hub.Host()
 	r, err := remote.NewRepository(host + "/" + repo)
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", repo, err)
 	}
-	r.PlainHTTP = a.hub.base.Scheme == "http"
+	r.PlainHTTP = a.hub.PlainHTTP()
 	a.mu.Lock()
 	cred := a.credential
 	a.mu.Unlock()
 	r.Client = &orasauth.Client{
-		Client:     a.hub.client,
+		Client:     a.hub.HTTPClient(),
 		Cache:      orasauth.NewCache(),
 		Credential: orasauth.StaticCredential(host, orasauth.Credential{Username: "outpost", Password: cred}),
 	}

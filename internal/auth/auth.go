@@ -23,6 +23,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"outpost.dev/outpost/api/v1alpha1"
 )
 
 // ErrUnauthenticated means the request carried no valid credential; HTTP handlers answer 401.
@@ -172,7 +174,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 	}
 	if strings.HasPrefix(tok, JoinTokenPrefix) {
 		return Principal{}, fmt.Errorf("a join token only serves to join (POST %s/join); use the cluster credential it was traded for: %w",
-			apiPrefix, ErrUnauthenticated)
+			v1alpha1.APIPath, ErrUnauthenticated)
 	}
 	// Cluster credentials are found by the hash of a 256-bit random secret: how long the
 	// lookup takes tells nothing about any stored credential.

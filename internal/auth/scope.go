@@ -5,10 +5,9 @@ import (
 	"net/http"
 	"path"
 	"strings"
-)
 
-// apiPrefix is the path prefix of the hub's resource API.
-const apiPrefix = "/apis/ml.outpost.dev/v1alpha1"
+	"outpost.dev/outpost/api/v1alpha1"
+)
 
 // ClusterMay returns nil when a credential of cluster may send a request with method to
 // urlPath, and an error wrapping ErrForbidden otherwise. A cluster may:
@@ -30,7 +29,7 @@ func ClusterMay(cluster, method, urlPath string) error {
 		}
 		return fmt.Errorf("cluster %q may not write to the registry (%s %s): %w", cluster, method, urlPath, ErrForbidden)
 	}
-	if rest, ok := strings.CutPrefix(urlPath, apiPrefix+"/clusters/"); ok && !strings.HasSuffix(rest, "/") {
+	if rest, ok := strings.CutPrefix(urlPath, v1alpha1.APIPath+"/clusters/"); ok && !strings.HasSuffix(rest, "/") {
 		name, sub, _ := strings.Cut(rest, "/")
 		switch {
 		case sub == "desiredstate" && read:

@@ -7,6 +7,8 @@ import (
 	"path"
 	"strings"
 	"testing"
+
+	"outpost.dev/outpost/api/v1alpha1"
 )
 
 // fakeCredentials is a ClusterCredentials over a map from token to cluster.
@@ -53,10 +55,10 @@ func TestAuthorizeClusterCredentials(t *testing.T) {
 		want                      error
 		wantMsg                   string
 	}{
-		{"admin writes anything", admin, http.MethodDelete, apiPrefix + "/clusters/b", nil, ""},
+		{"admin writes anything", admin, http.MethodDelete, v1alpha1.APIPath + "/clusters/b", nil, ""},
 		{"cluster reads the registry", credA, http.MethodGet, "/v2/models/m/blobs/sha256:00", nil, ""},
-		{"cluster reads own desired state", credA, http.MethodGet, apiPrefix + "/clusters/a/desiredstate", nil, ""},
-		{"cluster reads another's desired state", credA, http.MethodGet, apiPrefix + "/clusters/b/desiredstate", ErrForbidden,
+		{"cluster reads own desired state", credA, http.MethodGet, v1alpha1.APIPath + "/clusters/a/desiredstate", nil, ""},
+		{"cluster reads another's desired state", credA, http.MethodGet, v1alpha1.APIPath + "/clusters/b/desiredstate", ErrForbidden,
 			`cluster "a" may not read the desired state of cluster "b"`},
 		{"cluster pushes", credA, http.MethodPut, "/v2/models/m/manifests/1.0.0", ErrForbidden, "may not write to the registry"},
 		{"join token as bearer", joinTok, http.MethodGet, "/v2/", ErrUnauthenticated, "only serves to join"},
@@ -93,7 +95,7 @@ func TestAuthorizeClusterCredentials(t *testing.T) {
 }
 
 func TestClusterMay(t *testing.T) {
-	p := apiPrefix
+	p := v1alpha1.APIPath
 	tests := []struct {
 		method, path string
 		ok           bool
@@ -146,8 +148,8 @@ func TestClusterMay(t *testing.T) {
 // FuzzClusterMay checks that whatever the path, a cluster is admitted only to registry
 // reads and its own three API paths.
 func FuzzClusterMay(f *testing.F) {
-	for _, s := range []string{"/v2/", "/v2/x/../../apis", apiPrefix + "/clusters/a/report", apiPrefix + "/clusters/a/desiredstate",
-		apiPrefix + "/clusters/a", apiPrefix + "/clusters/a//report", "/v2/%2e%2e/", apiPrefix + "/clusters/a/"} {
+	for _, s := range []string{"/v2/", "/v2/x/../../apis", v1alpha1.APIPath + "/clusters/a/report", v1alpha1.APIPath + "/clusters/a/desiredstate",
+		v1alpha1.APIPath + "/clusters/a", v1alpha1.APIPath + "/clusters/a//report", "/v2/%2e%2e/", v1alpha1.APIPath + "/clusters/a/"} {
 		f.Add("GET", s)
 		f.Add("POST", s)
 	}
@@ -156,7 +158,7 @@ func FuzzClusterMay(f *testing.F) {
 			return
 		}
 		read := method == http.MethodGet || method == http.MethodHead
-		own := apiPrefix + "/clusters/a"
+		own := v1alpha1.APIPath + "/clusters/a"
 		switch {
 		case read && (p == "/v2" || strings.HasPrefix(p, "/v2/")) && path.Clean(p) == strings.TrimSuffix(p, "/"):
 		case read && (p == own || p == own+"/desiredstate"):

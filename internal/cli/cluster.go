@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"text/tabwriter"
 	"time"
 
@@ -12,11 +11,6 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 )
-
-// joinTokenList is the hub's answer to GET jointokens.
-type joinTokenList struct {
-	Items []v1alpha1.JoinToken `json:"items"`
-}
 
 func newClusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -57,18 +51,12 @@ func newClusterTokenCreateCmd(g *globals) *cobra.Command {
 			if ttl <= 0 {
 				return fmt.Errorf("--ttl %s: must be positive", ttl)
 			}
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			req := v1alpha1.JoinTokenRequest{
-				APIVersion:  v1alpha1.APIVersion,
-				Kind:        v1alpha1.KindJoinTokenCreate,
-				TTLSeconds:  int64((ttl + time.Second - 1) / time.Second),
-				Description: description,
-			}
-			var jt v1alpha1.JoinToken
-			if err := newAPIClient(t).do(cmd.Context(), http.MethodPost, "jointokens", nil, req, &jt); err != nil {
+			jt, err := h.CreateJoinToken(cmd.Context(), ttl, description)
+			if err != nil {
 				return fmt.Errorf("create join token: %w", err)
 			}
 			if output != "" {
@@ -80,7 +68,7 @@ func newClusterTokenCreateCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(g.stderr, "start an agent with it, for example:\n  outpost agent --hub %s --join-token %s \\\n"+
 				"    --data ./agent --name edge-1 --labels region=north,tier=gpu --ca-file ca.crt\n"+
 				"(--ca-file: the hub's CA certificate, pki/ca.crt in the hub's data directory, unless the hub's certificate is publicly trusted)\n",
-				t.URL, jt.Token)
+				h.BaseURL(), jt.Token)
 			return nil
 		},
 	}
@@ -101,12 +89,12 @@ func newClusterTokenListCmd(g *globals) *cobra.Command {
 			if err := checkOutput(output, "yaml", "json"); err != nil {
 				return err
 			}
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			var l joinTokenList
-			if err := newAPIClient(t).do(cmd.Context(), http.MethodGet, "jointokens", nil, nil, &l); err != nil {
+			l, err := h.JoinTokens(cmd.Context())
+			if err != nil {
 				return fmt.Errorf("list join tokens: %w", err)
 			}
 			if output != "" {
@@ -146,11 +134,11 @@ func newClusterTokenDeleteCmd(g *globals) *cobra.Command {
 			if args[0] == "" {
 				return errors.New("give the token's ID, as shown by 'outpost cluster token list'")
 			}
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			if err := newAPIClient(t).do(cmd.Context(), http.MethodDelete, "jointokens/"+args[0], nil, nil, nil); err != nil {
+			if err := h.DeleteJoinToken(cmd.Context(), args[0]); err != nil {
 				return fmt.Errorf("delete join token %s: %w", args[0], err)
 			}
 			fmt.Fprintf(g.stdout, "join token %s deleted\n", args[0])

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"outpost.dev/outpost/internal/artifact"
-	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/hubclient"
 	"outpost.dev/outpost/internal/models"
 )
 
@@ -39,34 +39,34 @@ Any OCI client (oras, crane, skopeo) can read and write them too.`,
 }
 
 // repository opens models/<name> on the hub as an oras-go repository.
-func repository(t *clientconfig.Target, name string) (*remote.Repository, error) {
+func repository(h *hubclient.Client, name string) (*remote.Repository, error) {
 	if err := validModelName(name); err != nil {
 		return nil, err
 	}
-	repo, err := remote.NewRepository(t.Host() + "/" + models.RepoPrefix + name)
+	repo, err := remote.NewRepository(h.Host() + "/" + models.RepoPrefix + name)
 	if err != nil {
 		return nil, fmt.Errorf("model name %q: %w", name, err)
 	}
-	repo.PlainHTTP = t.PlainHTTP()
-	repo.Client = orasClient(t)
+	repo.PlainHTTP = h.PlainHTTP()
+	repo.Client = orasClient(h)
 	return repo, nil
 }
 
-func orasClient(t *clientconfig.Target) *orasauth.Client {
+func orasClient(h *hubclient.Client) *orasauth.Client {
 	return &orasauth.Client{
-		Client:     t.HTTPClient(),
+		Client:     h.HTTPClient(),
 		Cache:      orasauth.NewCache(),
-		Credential: orasauth.StaticCredential(t.Host(), orasauth.Credential{Username: "outpost", Password: t.Token}),
+		Credential: orasauth.StaticCredential(h.Host(), orasauth.Credential{Username: "outpost", Password: h.Token()}),
 	}
 }
 
 // resolveVersion opens models/<name> on the hub and resolves version to its manifest.
 func (g *globals) resolveVersion(ctx context.Context, name, version string) (*remote.Repository, ocispec.Descriptor, error) {
-	t, err := g.target()
+	h, err := g.hub()
 	if err != nil {
 		return nil, ocispec.Descriptor{}, err
 	}
-	repo, err := repository(t, name)
+	repo, err := repository(h, name)
 	if err != nil {
 		return nil, ocispec.Descriptor{}, err
 	}
@@ -149,11 +149,11 @@ different files it is refused.`,
 				}
 				ms[k] = v
 			}
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			repo, err := repository(t, name)
+			repo, err := repository(h, name)
 			if err != nil {
 				return err
 			}
@@ -188,11 +188,11 @@ func newModelListCmd(g *globals) *cobra.Command {
 			if err := checkOutput(output, "json", "yaml"); err != nil {
 				return err
 			}
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			list, err := listModels(cmd.Context(), t)
+			list, err := listModels(cmd.Context(), h)
 			if err != nil {
 				return err
 			}
@@ -221,13 +221,13 @@ type modelSummary struct {
 	Versions []string `json:"versions"`
 }
 
-func listModels(ctx context.Context, t *clientconfig.Target) ([]modelSummary, error) {
-	reg, err := remote.NewRegistry(t.Host())
+func listModels(ctx context.Context, h *hubclient.Client) ([]modelSummary, error) {
+	reg, err := remote.NewRegistry(h.Host())
 	if err != nil {
 		return nil, err
 	}
-	reg.PlainHTTP = t.PlainHTTP()
-	reg.Client = orasClient(t)
+	reg.PlainHTTP = h.PlainHTTP()
+	reg.Client = orasClient(h)
 	var names []string
 	err = reg.Repositories(ctx, "", func(repos []string) error {
 		for _, r := range repos {
@@ -243,7 +243,7 @@ func listModels(ctx context.Context, t *clientconfig.Target) ([]modelSummary, er
 	sort.Strings(names)
 	var out []modelSummary
 	for _, n := range names {
-		repo, err := repository(t, n)
+		repo, err := repository(h, n)
 		if err != nil {
 			return nil, err
 		}
@@ -275,11 +275,11 @@ func newModelShowCmd(g *globals) *cobra.Command {
 				return err
 			}
 			name, version := splitRef(args[0])
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			repo, err := repository(t, name)
+			repo, err := repository(h, name)
 			if err != nil {
 				return err
 			}
@@ -380,11 +380,11 @@ push' (files with title annotations) can be pulled too.`,
 			if version == "" {
 				return fmt.Errorf("%q: want NAME@VERSION", args[0])
 			}
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			repo, err := repository(t, name)
+			repo, err := repository(h, name)
 			if err != nil {
 				return err
 			}

@@ -1,14 +1,10 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -20,83 +16,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/hubclient"
 )
 
 // maxManifestFile bounds a resource file read by apply and delete -f.
 const maxManifestFile = 8 << 20
-
-// apiClient talks to the hub's resource API.
-type apiClient struct {
-	base  *url.URL
-	token string
-	http  *http.Client
-}
-
-func newAPIClient(t *clientconfig.Target) *apiClient {
-	return &apiClient{base: t.URL, token: t.Token, http: t.HTTPClient()}
-}
-
-// statusError is the hub's Status body for a failed request.
-type statusError struct {
-	Code    int    `json:"code"`
-	Reason  string `json:"reason"`
-	Message string `json:"message"`
-}
-
-func (e *statusError) Error() string {
-	if e.Message != "" {
-		return e.Message
-	}
-	return fmt.Sprintf("hub answered %d %s", e.Code, http.StatusText(e.Code))
-}
-
-// do sends a request to path under /apis/ml.outpost.dev/v1alpha1 and decodes a JSON answer into out.
-func (c *apiClient) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
-	u := c.base.JoinPath("/apis", v1alpha1.SchemeGroupVersion.Group, v1alpha1.SchemeGroupVersion.Version, path)
-	u.RawQuery = query.Encode()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("reach hub: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("read hub answer: %w", err)
-	}
-	if resp.StatusCode >= 300 {
-		se := &statusError{Code: resp.StatusCode}
-		if json.Unmarshal(b, se) != nil || se.Message == "" {
-			se.Message = fmt.Sprintf("hub answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
-		}
-		return se
-	}
-	if out != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("decode hub answer: %w", err)
-		}
-	}
-	return nil
-}
 
 // kindAliases maps what users type to a plural resource name.
 var kindAliases = map[string]string{
@@ -165,15 +89,13 @@ document is malformed or invalid, nothing is applied.`,
 					return err
 				}
 			}
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			c := newAPIClient(t)
 			for _, o := range objs {
 				kind := v1alpha1.KindOf(o)
-				plural, _ := v1alpha1.PluralForKind(kind)
-				if err := c.do(cmd.Context(), http.MethodPut, plural+"/"+o.GetName(), nil, o, nil); err != nil {
+				if err := h.Apply(cmd.Context(), o, nil); err != nil {
 					return fmt.Errorf("apply %s/%s: %w", strings.ToLower(kind), o.GetName(), err)
 				}
 				fmt.Fprintf(g.stdout, "%s/%s applied\n", strings.ToLower(kind), o.GetName())
@@ -215,13 +137,12 @@ func newDeleteCmd(g *globals) *cobra.Command {
 			default:
 				return errors.New("give KIND NAME or -f FILE")
 			}
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			c := newAPIClient(t)
 			for _, x := range targets {
-				if err := c.do(cmd.Context(), http.MethodDelete, x.plural+"/"+x.name, nil, nil, nil); err != nil {
+				if err := h.Delete(cmd.Context(), x.plural, x.name); err != nil {
 					return fmt.Errorf("delete %s/%s: %w", x.kind, x.name, err)
 				}
 				fmt.Fprintf(g.stdout, "%s/%s deleted\n", x.kind, x.name)
@@ -252,27 +173,20 @@ and active version, phase, bytes fetched, last contact and error.`,
 			if err != nil {
 				return err
 			}
-			t, err := g.target()
+			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			c := newAPIClient(t)
 			var objs []v1alpha1.Object
 			var single bool
 			if len(args) == 2 {
-				o, err := getOne(cmd.Context(), c, plural, args[1])
+				o, err := getOne(cmd.Context(), h, plural, args[1])
 				if err != nil {
 					return err
 				}
 				objs, single = []v1alpha1.Object{o}, true
-			} else {
-				q := url.Values{}
-				if selector != "" {
-					q.Set("labelSelector", selector)
-				}
-				if objs, err = list(cmd.Context(), c, plural, q); err != nil {
-					return err
-				}
+			} else if objs, err = list(cmd.Context(), h, plural, selector); err != nil {
+				return err
 			}
 			switch output {
 			case "yaml", "json":
@@ -303,24 +217,24 @@ and active version, phase, bytes fetched, last contact and error.`,
 	return cmd
 }
 
-func getOne(ctx context.Context, c *apiClient, plural, name string) (v1alpha1.Object, error) {
+func getOne(ctx context.Context, h *hubclient.Client, plural, name string) (v1alpha1.Object, error) {
 	kind, _ := v1alpha1.KindForPlural(plural)
 	o, err := v1alpha1.New(kind)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.do(ctx, http.MethodGet, plural+"/"+name, nil, nil, o); err != nil {
+	if err := h.Get(ctx, plural, name, o); err != nil {
 		return nil, err
 	}
 	return o, nil
 }
 
-func list(ctx context.Context, c *apiClient, plural string, q url.Values) ([]v1alpha1.Object, error) {
+func list(ctx context.Context, h *hubclient.Client, plural, selector string) ([]v1alpha1.Object, error) {
 	var objs []v1alpha1.Object
 	switch plural {
 	case v1alpha1.PluralClusters:
 		var l v1alpha1.ClusterList
-		if err := c.do(ctx, http.MethodGet, plural, q, nil, &l); err != nil {
+		if err := h.List(ctx, plural, selector, &l); err != nil {
 			return nil, err
 		}
 		for i := range l.Items {
@@ -328,7 +242,7 @@ func list(ctx context.Context, c *apiClient, plural string, q url.Values) ([]v1a
 		}
 	case v1alpha1.PluralModelDeployments:
 		var l v1alpha1.ModelDeploymentList
-		if err := c.do(ctx, http.MethodGet, plural, q, nil, &l); err != nil {
+		if err := h.List(ctx, plural, selector, &l); err != nil {
 			return nil, err
 		}
 		for i := range l.Items {

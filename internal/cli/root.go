@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/hubclient"
 )
 
 // Version is the version of this build, from the module's build information.
@@ -55,6 +56,15 @@ func (g *globals) target() (*clientconfig.Target, error) {
 		return nil, err
 	}
 	return cfg.Resolve(g.flags.Merge(clientconfig.OverridesFromEnv()))
+}
+
+// hub returns the client of the hub the command talks to, as target resolves it.
+func (g *globals) hub() (*hubclient.Client, error) {
+	t, err := g.target()
+	if err != nil {
+		return nil, err
+	}
+	return hubclient.New(t.URL.String(), hubclient.Options{Token: t.Token, TLS: t.TLS})
 }
 
 func (g *globals) logger() *slog.Logger {

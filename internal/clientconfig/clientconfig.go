@@ -8,12 +8,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -230,25 +228,5 @@ func (c *Config) Resolve(o Overrides) (*Target, error) {
 	return t, nil
 }
 
-// HTTPClient returns an HTTP client for the target's hub.
-func (t *Target) HTTPClient() *http.Client { return HubClient(t.TLS) }
-
-// HubClient returns the HTTP client the CLI and agents talk to a hub with.
-// It speaks HTTP/1.1: bulk blob transfers run markedly faster than over
-// Go's HTTP/2 (no per-stream flow-control windows, larger writes).
-func HubClient(tlsConfig *tls.Config) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tlsConfig
-	tr.MaxIdleConnsPerHost = 16
-	tr.ForceAttemptHTTP2 = false
-	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	tr.WriteBufferSize, tr.ReadBufferSize = 256<<10, 256<<10
-	tr.ResponseHeaderTimeout = 5 * time.Minute
-	return &http.Client{Transport: tr}
-}
-
 // Host is the host:port of the hub, as OCI references name a registry.
 func (t *Target) Host() string { return t.URL.Host }
-
-// PlainHTTP reports whether the hub is reached without TLS.
-func (t *Target) PlainHTTP() bool { return t.URL.Scheme == "http" }

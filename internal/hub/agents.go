@@ -41,26 +41,6 @@ const (
 // agent applied the cluster's current desired-state revision.
 const ConditionSynced = "Synced"
 
-// KindJoinTokenList is the kind of the answer to GET jointokens.
-const KindJoinTokenList = "JoinTokenList"
-
-// JoinTokenList is the answer to GET jointokens: every join token, without its secret.
-type JoinTokenList struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	// Items are the tokens, oldest first.
-	Items []v1alpha1.JoinToken `json:"items"`
-}
-
-// ReportResponse is the answer to POST clusters/{name}/report.
-type ReportResponse struct {
-	// Revision is the hub's global revision after the report was stored.
-	Revision int64 `json:"revision"`
-	// DesiredStateRevision is the revision of the cluster's current desired state; an agent
-	// that applied less has a newer desired state to fetch.
-	DesiredStateRevision int64 `json:"desiredStateRevision"`
-}
-
 // unauthenticated is a refusal of a join whose message is shown as is.
 type unauthenticated struct{ msg string }
 
@@ -189,7 +169,7 @@ func (s *Server) handleListJoinTokens(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	l := JoinTokenList{APIVersion: v1alpha1.APIVersion, Kind: KindJoinTokenList, Items: []v1alpha1.JoinToken{}}
+	l := v1alpha1.JoinTokenList{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindJoinTokenList, Items: []v1alpha1.JoinToken{}}
 	for _, t := range toks {
 		l.Items = append(l.Items, apiJoinToken(t))
 	}
@@ -356,20 +336,20 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 // on, only its active version and last contact change: the agent has yet to see the new
 // version. A report never changes any cluster's desired state. It returns an error
 // wrapping store.ErrNotFound when the cluster does not exist.
-func (s *Server) Report(ctx context.Context, rep *v1alpha1.AgentReport) (ReportResponse, error) {
+func (s *Server) Report(ctx context.Context, rep *v1alpha1.AgentReport) (v1alpha1.ReportResponse, error) {
 	p := &pendingReport{rep: rep, done: make(chan struct{})}
 	select {
 	case s.reports <- p:
 	case <-ctx.Done():
-		return ReportResponse{}, ctx.Err()
+		return v1alpha1.ReportResponse{}, ctx.Err()
 	case <-s.life.Done():
-		return ReportResponse{}, fmt.Errorf("hub: shutting down: %w", s.life.Err())
+		return v1alpha1.ReportResponse{}, fmt.Errorf("hub: shutting down: %w", s.life.Err())
 	}
 	select {
 	case <-p.done:
 	case <-ctx.Done():
 		// The report may still be stored: reports are idempotent.
-		return ReportResponse{}, ctx.Err()
+		return v1alpha1.ReportResponse{}, ctx.Err()
 	}
 	if p.err == nil && rep.RejectedStale > 0 {
 		s.log.DebugContext(ctx, "agent rejected stale desired states", "cluster", rep.Cluster, "count", rep.RejectedStale)
@@ -381,7 +361,7 @@ func (s *Server) Report(ctx context.Context, rep *v1alpha1.AgentReport) (ReportR
 type pendingReport struct {
 	rep  *v1alpha1.AgentReport
 	done chan struct{} // closed once resp and err are set
-	resp ReportResponse
+	resp v1alpha1.ReportResponse
 	err  error
 }
 
@@ -458,15 +438,15 @@ func (s *Server) storeBatch(ctx context.Context, batch []*pendingReport) {
 	if err != nil {
 		for _, p := range batch {
 			if p.err == nil || !errors.Is(p.err, store.ErrNotFound) {
-				p.resp, p.err = ReportResponse{}, err
+				p.resp, p.err = v1alpha1.ReportResponse{}, err
 			}
 		}
 	}
 }
 
 // storeCluster folds one report into its Cluster's status.
-func (s *Server) storeCluster(ctx context.Context, tx *store.Tx, rep *v1alpha1.AgentReport, now metav1.Time) (ReportResponse, error) {
-	var resp ReportResponse
+func (s *Server) storeCluster(ctx context.Context, tx *store.Tx, rep *v1alpha1.AgentReport, now metav1.Time) (v1alpha1.ReportResponse, error) {
+	var resp v1alpha1.ReportResponse
 	o, err := tx.Get(ctx, v1alpha1.KindCluster, rep.Cluster)
 	if err != nil {
 		return resp, err

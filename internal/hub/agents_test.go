@@ -79,7 +79,7 @@ func newAgentEnv(t *testing.T, mutate func(*Config)) *agentEnv {
 			mutate(cfg)
 		}
 	})
-	return &agentEnv{env: e, admin: admin, clock: clock, base: strings.TrimSuffix(e.url, APIPrefix)}
+	return &agentEnv{env: e, admin: admin, clock: clock, base: strings.TrimSuffix(e.url, v1alpha1.APIPath)}
 }
 
 func (e *agentEnv) postJSON(path, token string, v any) response {
@@ -224,8 +224,8 @@ func TestJoinTokensNeedAdmin(t *testing.T) {
 	if r.code != http.StatusOK || strings.Contains(string(r.body), auth.JoinTokenPrefix) {
 		t.Fatalf("list = %d %s (must not reveal secrets)", r.code, r.body)
 	}
-	l := decodeJSON[JoinTokenList](t, r.body)
-	if len(l.Items) != 3 || l.Kind != KindJoinTokenList || l.Items[0].ID != jt.ID || l.Items[0].Description != "north rollout" {
+	l := decodeJSON[v1alpha1.JoinTokenList](t, r.body)
+	if len(l.Items) != 3 || l.Kind != v1alpha1.KindJoinTokenList || l.Items[0].ID != jt.ID || l.Items[0].Description != "north rollout" {
 		t.Fatalf("list = %s", r.body)
 	}
 
@@ -409,7 +409,7 @@ func TestReport(t *testing.T) {
 	if r.code != http.StatusOK {
 		t.Fatalf("report = %d %s", r.code, r.body)
 	}
-	resp := decodeJSON[ReportResponse](t, r.body)
+	resp := decodeJSON[v1alpha1.ReportResponse](t, r.body)
 	if resp.Revision != e.revision() || resp.DesiredStateRevision != revA {
 		t.Errorf("report answer %s, want revision %d, desired %d", r.body, e.revision(), revA)
 	}

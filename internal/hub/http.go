@@ -22,9 +22,6 @@ import (
 	"outpost.dev/outpost/internal/store"
 )
 
-// APIPrefix is the path prefix of the resource API.
-const APIPrefix = "/apis/" + v1alpha1.APIVersion
-
 const (
 	defaultPollTimeout = 30 * time.Second
 	maxPollTimeout     = 10 * time.Minute
@@ -43,19 +40,19 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Registry != nil {
 		mux.Handle("/v2/", s.cfg.Registry)
 	}
-	mux.HandleFunc("GET "+APIPrefix+"/{plural}", s.authorized(false, s.handleList))
-	mux.HandleFunc("POST "+APIPrefix+"/{plural}", s.authorized(true, s.handleApply))
-	mux.HandleFunc("GET "+APIPrefix+"/{plural}/{name}", s.authorized(false, s.handleGet))
-	mux.HandleFunc("PUT "+APIPrefix+"/{plural}/{name}", s.authorized(true, s.handleApply))
-	mux.HandleFunc("DELETE "+APIPrefix+"/{plural}/{name}", s.authorized(true, s.handleDelete))
-	mux.HandleFunc("PUT "+APIPrefix+"/{plural}/{name}/status", s.authorized(true, s.handleStatus))
-	mux.HandleFunc("GET "+APIPrefix+"/clusters/{name}/desiredstate", s.authorized(false, s.handleDesiredState))
-	mux.HandleFunc("POST "+APIPrefix+"/clusters/{name}/report", s.guarded(true, s.handleReport))
-	mux.HandleFunc("POST "+APIPrefix+"/jointokens", s.guarded(true, s.handleCreateJoinToken))
-	mux.HandleFunc("GET "+APIPrefix+"/jointokens", s.guarded(false, s.handleListJoinTokens))
-	mux.HandleFunc("DELETE "+APIPrefix+"/jointokens/{id}", s.guarded(true, s.handleDeleteJoinToken))
+	mux.HandleFunc("GET "+v1alpha1.APIPath+"/{plural}", s.authorized(false, s.handleList))
+	mux.HandleFunc("POST "+v1alpha1.APIPath+"/{plural}", s.authorized(true, s.handleApply))
+	mux.HandleFunc("GET "+v1alpha1.APIPath+"/{plural}/{name}", s.authorized(false, s.handleGet))
+	mux.HandleFunc("PUT "+v1alpha1.APIPath+"/{plural}/{name}", s.authorized(true, s.handleApply))
+	mux.HandleFunc("DELETE "+v1alpha1.APIPath+"/{plural}/{name}", s.authorized(true, s.handleDelete))
+	mux.HandleFunc("PUT "+v1alpha1.APIPath+"/{plural}/{name}/status", s.authorized(true, s.handleStatus))
+	mux.HandleFunc("GET "+v1alpha1.APIPath+"/clusters/{name}/desiredstate", s.authorized(false, s.handleDesiredState))
+	mux.HandleFunc("POST "+v1alpha1.APIPath+"/clusters/{name}/report", s.guarded(true, s.handleReport))
+	mux.HandleFunc("POST "+v1alpha1.APIPath+"/jointokens", s.guarded(true, s.handleCreateJoinToken))
+	mux.HandleFunc("GET "+v1alpha1.APIPath+"/jointokens", s.guarded(false, s.handleListJoinTokens))
+	mux.HandleFunc("DELETE "+v1alpha1.APIPath+"/jointokens/{id}", s.guarded(true, s.handleDeleteJoinToken))
 	// Joining needs no Authorization: the join token in the body is the credential.
-	mux.HandleFunc("POST "+APIPrefix+"/join", s.handleJoin)
+	mux.HandleFunc("POST "+v1alpha1.APIPath+"/join", s.handleJoin)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.authorize(r, r.Method != http.MethodGet && r.Method != http.MethodHead); err != nil {
 			s.writeAuthError(w, r, err)

@@ -116,7 +116,7 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	return &env{t: t, srv: srv, db: db, models: models, url: ts.URL + APIPrefix, path: path}
+	return &env{t: t, srv: srv, db: db, models: models, url: ts.URL + v1alpha1.APIPath, path: path}
 }
 
 type response struct {
@@ -352,7 +352,7 @@ func TestAuth(t *testing.T) {
 			}
 		})
 	}
-	base := strings.TrimSuffix(e.url, APIPrefix)
+	base := strings.TrimSuffix(e.url, v1alpha1.APIPath)
 	for _, p := range []string{"/healthz", "/v2/"} {
 		resp, err := http.Get(base + p)
 		if err != nil {
@@ -565,7 +565,7 @@ func TestSurvivesRestart(t *testing.T) {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
-	e2 := &env{t: t, srv: srv, db: db, models: e.models, url: ts.URL + APIPrefix}
+	e2 := &env{t: t, srv: srv, db: db, models: e.models, url: ts.URL + v1alpha1.APIPath}
 	if got := e2.desired("eu-1"); got.Revision != before.Revision || models(got) != models(before) {
 		t.Fatalf("after restart %+v, want %+v", got, before)
 	}

@@ -1,0 +1,127 @@
+package hubclient
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"outpost.dev/outpost/api/v1alpha1"
+)
+
+// Get reads the resource plural/name, such as modeldeployments/fashion, into out.
+func (c *Client) Get(ctx context.Context, plural, name string, out any) error {
+	_, err := c.Do(ctx, http.MethodGet, resourcePath(plural, name), nil, nil, out)
+	return err
+}
+
+// List reads the resources of plural matching the label selector ("" for
+// all) into out, a list such as *v1alpha1.ClusterList.
+func (c *Client) List(ctx context.Context, plural, labelSelector string, out any) error {
+	var q url.Values
+	if labelSelector != "" {
+		q = url.Values{"labelSelector": {labelSelector}}
+	}
+	_, err := c.Do(ctx, http.MethodGet, url.PathEscape(plural), q, nil, out)
+	return err
+}
+
+// Apply creates or replaces obj (PUT plural/name) and decodes the stored
+// object into out, if not nil.
+func (c *Client) Apply(ctx context.Context, obj v1alpha1.Object, out any) error {
+	plural, ok := v1alpha1.PluralForKind(v1alpha1.KindOf(obj))
+	if !ok {
+		return fmt.Errorf("apply %T: not a resource of %s", obj, v1alpha1.APIVersion)
+	}
+	_, err := c.Do(ctx, http.MethodPut, resourcePath(plural, obj.GetName()), nil, obj, out)
+	return err
+}
+
+// Delete deletes the resource plural/name.
+func (c *Client) Delete(ctx context.Context, plural, name string) error {
+	_, err := c.Do(ctx, http.MethodDelete, resourcePath(plural, name), nil, nil, nil)
+	return err
+}
+
+// CreateJoinToken asks for a join token valid for ttl (rounded up to a second).
+func (c *Client) CreateJoinToken(ctx context.Context, ttl time.Duration, description string) (*v1alpha1.JoinToken, error) {
+	req := v1alpha1.JoinTokenRequest{
+		APIVersion:  v1alpha1.APIVersion,
+		Kind:        v1alpha1.KindJoinTokenCreate,
+		TTLSeconds:  int64((ttl + time.Second - 1) / time.Second),
+		Description: description,
+	}
+	var jt v1alpha1.JoinToken
+	if _, err := c.Do(ctx, http.MethodPost, "jointokens", nil, req, &jt); err != nil {
+		return nil, err
+	}
+	return &jt, nil
+}
+
+// JoinTokens lists the join tokens, without their secrets.
+func (c *Client) JoinTokens(ctx context.Context) (*v1alpha1.JoinTokenList, error) {
+	var l v1alpha1.JoinTokenList
+	if _, err := c.Do(ctx, http.MethodGet, "jointokens", nil, nil, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// DeleteJoinToken deletes the join token with id.
+func (c *Client) DeleteJoinToken(ctx context.Context, id string) error {
+	_, err := c.Do(ctx, http.MethodDelete, "jointokens/"+url.PathEscape(id), nil, nil, nil)
+	return err
+}
+
+// Join trades a join token for the credential of cluster, which joins with
+// labels. It sends no bearer token.
+func (c *Client) Join(ctx context.Context, token, cluster string, labels map[string]string) (*v1alpha1.JoinResponse, error) {
+	var resp v1alpha1.JoinResponse
+	_, err := c.do(ctx, http.MethodPost, "join", nil, v1alpha1.JoinRequest{
+		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindJoinRequest,
+		Token: token, Cluster: cluster, Labels: labels,
+	}, &resp, false)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Credential == "" {
+		return nil, fmt.Errorf("the hub sent no credential for cluster %s", cluster)
+	}
+	return &resp, nil
+}
+
+// DesiredState long-polls the desired state of cluster for a revision
+// after after. It returns nil when the hub has nothing newer within
+// timeout.
+func (c *Client) DesiredState(ctx context.Context, cluster string, after int64, timeout time.Duration) (*v1alpha1.DesiredState, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout+30*time.Second)
+	defer cancel()
+	q := url.Values{
+		"after":          {strconv.FormatInt(after, 10)},
+		"timeoutSeconds": {strconv.Itoa(max(1, int(timeout/time.Second)))},
+	}
+	var ds v1alpha1.DesiredState
+	code, err := c.Do(ctx, http.MethodGet, resourcePath(v1alpha1.PluralClusters, cluster)+"/desiredstate", q, nil, &ds)
+	if err != nil {
+		return nil, err
+	}
+	if code == http.StatusNotModified {
+		return nil, nil
+	}
+	return &ds, nil
+}
+
+// Report sends an agent's report of its cluster.
+func (c *Client) Report(ctx context.Context, r *v1alpha1.AgentReport) (*v1alpha1.ReportResponse, error) {
+	var resp v1alpha1.ReportResponse
+	if _, err := c.Do(ctx, http.MethodPost, resourcePath(v1alpha1.PluralClusters, r.Cluster)+"/report", nil, r, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func resourcePath(plural, name string) string {
+	return url.PathEscape(plural) + "/" + url.PathEscape(name)
+}
