@@ -6,10 +6,12 @@ CONTROLLER_GEN_VERSION ?= v0.23.0
 CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 
 .PHONY: generate
-## generate: regenerate deepcopy functions (api/...), CRD manifests (deploy/crds) and the protobuf code.
+## generate: regenerate deepcopy functions (api/...), CRD manifests (deploy/crds, with each kind's names
+## and printer columns from api/v1alpha1's table of kinds) and the protobuf code.
 generate: $(CONTROLLER_GEN) generate-onnx generate-oip
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=deploy/crds
+	$(GO) run ./hack/crdkinds deploy/crds
 
 # Installs controller-gen once; a binary already in place is reused.
 $(CONTROLLER_GEN):

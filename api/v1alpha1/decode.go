@@ -25,7 +25,7 @@ var ErrTooLarge = errors.New("input too large")
 
 // Decode parses one or more resources from YAML or JSON. YAML input may hold several documents
 // separated by "---" lines; JSON input may hold several concatenated objects. A document of kind
-// List, ClusterList or ModelDeploymentList contributes its items. Decoding is strict: an unknown
+// List, or the list kind of a kind (ClusterList, ...), contributes its items. Decoding is strict: an unknown
 // or duplicated field, an unknown apiVersion or kind, or a value of the wrong type is an error
 // that names it. Empty documents are skipped. Decode does not validate field values; call
 // Validate on each object for that.
@@ -129,10 +129,9 @@ func decodeDocument(doc []byte, defaultKind string) ([]Object, error) {
 		return nil, fmt.Errorf("apiVersion is required (use %s)", APIVersion)
 	case tm.APIVersion != APIVersion:
 		return nil, fmt.Errorf("unknown apiVersion %q for kind %q (use %s)", tm.APIVersion, tm.Kind, APIVersion)
-	case tm.Kind == KindClusterList:
-		return decodeList(doc, KindCluster)
-	case tm.Kind == KindModelDeploymentList:
-		return decodeList(doc, KindModelDeployment)
+	}
+	if k, ok := LookupKind(tm.Kind); ok && k.ListKind == tm.Kind {
+		return decodeList(doc, k.Kind)
 	}
 	obj, err := New(tm.Kind)
 	if err != nil {

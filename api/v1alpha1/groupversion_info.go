@@ -37,10 +37,13 @@ var (
 )
 
 func addKnownTypes(scheme *runtime.Scheme) error {
-	scheme.AddKnownTypes(SchemeGroupVersion,
-		&Cluster{}, &ClusterList{},
-		&ModelDeployment{}, &ModelDeploymentList{},
-	)
+	for _, k := range index.all {
+		l, err := k.NewList(nil)
+		if err != nil {
+			return err
+		}
+		scheme.AddKnownTypes(SchemeGroupVersion, k.New(), l)
+	}
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/clientconfig"
 	"outpost.dev/outpost/internal/onnx/ort"
 	"outpost.dev/outpost/internal/pki"
@@ -354,7 +355,7 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 	fmt.Fprintf(w, "Last contact:     %s\n", contact)
 	fmt.Fprintf(w, "Applied revision: %d\n", st.AppliedRevision)
 	fmt.Fprintf(w, "Rejected stale:   %d\n", st.RejectedStale)
-	fmt.Fprintf(w, "Bytes owed:       %s\n\n", humanBytes(st.BytesOwed))
+	fmt.Fprintf(w, "Bytes owed:       %s\n\n", bytesize.Format(st.BytesOwed))
 	if len(st.Models) == 0 {
 		fmt.Fprintln(w, "No models desired.")
 		return nil
@@ -375,7 +376,7 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 			runtime += fmt.Sprintf(" (port %d)", m.ServingPort)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Deployment, m.Model, active, m.DesiredVersion, m.Phase, runtime,
-			humanBytes(m.BytesFetched)+" / "+humanBytes(m.BytesTotal), humanBytes(m.BytesOwed), orNone(errText))
+			bytesize.Format(m.BytesFetched)+" / "+bytesize.Format(m.BytesTotal), bytesize.Format(m.BytesOwed), orNone(errText))
 	}
 	return tw.Flush()
 }

@@ -19,6 +19,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/linksim"
 	"outpost.dev/outpost/internal/train"
@@ -342,13 +343,13 @@ func (d *demo) main(keep bool, linkBps int64) error {
 		return err
 	}
 	modelSize := fi.Size()
-	d.note("v1.0.0: test accuracy %.1f%%; v1.1.0 (fine-tuned): %.1f%%; ONNX file %s", 100*acc1, 100*acc2, humanBytes(modelSize))
+	d.note("v1.0.0: test accuracy %.1f%%; v1.1.0 (fine-tuned): %.1f%%; ONNX file %s", 100*acc1, 100*acc2, bytesize.Format(modelSize))
 
 	d.step("Push v1.0.0 and sign it")
 	d.show("model", "push", v1, "--name", "fashion", "--version", "1.0.0", "--metric", fmt.Sprintf("accuracy=%.4f", acc1))
 	d.show("model", "sign", "fashion@1.0.0", "--key", keyPrefix+".key")
 
-	d.step("Start three edge agents, each behind its own simulated link (%s/s)", humanBytes(linkBps))
+	d.step("Start three edge agents, each behind its own simulated link (%s/s)", bytesize.Format(linkBps))
 	tokOut, err := d.run("cluster", "token", "create", "--ttl", "1h", "--description", "demo")
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/hubclient"
 	"outpost.dev/outpost/internal/models"
 )
@@ -324,7 +325,7 @@ func printModelInfo(w io.Writer, name, version string, m *artifact.ModelInfo, ch
 	fmt.Fprintf(tw, "Model:\t%s\n", name)
 	fmt.Fprintf(tw, "Version:\t%s\n", version)
 	fmt.Fprintf(tw, "Digest:\t%s\n", m.Digest)
-	fmt.Fprintf(tw, "Size:\t%s (%d bytes)\n", humanBytes(m.Size), m.Size)
+	fmt.Fprintf(tw, "Size:\t%s (%d bytes)\n", bytesize.Format(m.Size), m.Size)
 	fmt.Fprintf(tw, "Format:\t%s\n", orNone(m.Format))
 	if !m.Created.IsZero() {
 		fmt.Fprintf(tw, "Created:\t%s\n", m.Created.Format("2006-01-02 15:04:05 MST"))
@@ -345,7 +346,7 @@ func printModelInfo(w io.Writer, name, version string, m *artifact.ModelInfo, ch
 	}
 	fmt.Fprintln(tw, "Files:")
 	for _, f := range m.Files {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", f.Path, humanBytes(f.Size), f.Digest)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", f.Path, bytesize.Format(f.Size), f.Digest)
 	}
 	if len(m.Signatures) == 0 {
 		fmt.Fprintln(tw, "Signatures:\tnone")
@@ -401,7 +402,7 @@ push' (files with title annotations) can be pulled too.`,
 			for _, f := range m.Files {
 				total += f.Size
 			}
-			fmt.Fprintf(g.stdout, "pulled %s (%d files, %s) into %s, all digests verified\n", args[0], len(m.Files), humanBytes(total), args[1])
+			fmt.Fprintf(g.stdout, "pulled %s (%d files, %s) into %s, all digests verified\n", args[0], len(m.Files), bytesize.Format(total), args[1])
 			return nil
 		},
 	}
@@ -515,13 +516,13 @@ crosses the link when an edge cluster that caches FROM is moved to TO.`,
 				pct = 100 * float64(d.MissingBytes) / float64(d.TotalBytes)
 			}
 			fmt.Fprintf(g.stdout, "%s holds all but %d of the %d chunks of %s: %s of %s to fetch (%.1f%%)\n",
-				args[0], d.MissingChunks, d.Chunks, args[1], humanBytes(d.MissingBytes), humanBytes(d.TotalBytes), pct)
+				args[0], d.MissingChunks, d.Chunks, args[1], bytesize.Format(d.MissingBytes), bytesize.Format(d.TotalBytes), pct)
 			for _, f := range d.Missing {
 				var n int64
 				for _, c := range f.Chunks {
 					n += c.Length
 				}
-				fmt.Fprintf(g.stdout, "  %s: %d chunk(s), %s\n", f.Path, len(f.Chunks), humanBytes(n))
+				fmt.Fprintf(g.stdout, "  %s: %d chunk(s), %s\n", f.Path, len(f.Chunks), bytesize.Format(n))
 			}
 			return nil
 		},
@@ -616,19 +617,6 @@ func printStructured(w io.Writer, format string, v any) error {
 		_, err = w.Write(b)
 		return err
 	}
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func orNone(s string) string {

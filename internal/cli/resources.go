@@ -1,40 +1,21 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/hubclient"
 )
 
 // maxManifestFile bounds a resource file read by apply and delete -f.
 const maxManifestFile = 8 << 20
-
-// kindAliases maps what users type to a plural resource name.
-var kindAliases = map[string]string{
-	"cluster": v1alpha1.PluralClusters, "clusters": v1alpha1.PluralClusters, "cl": v1alpha1.PluralClusters,
-	"modeldeployment": v1alpha1.PluralModelDeployments, "modeldeployments": v1alpha1.PluralModelDeployments,
-	"md": v1alpha1.PluralModelDeployments, "mds": v1alpha1.PluralModelDeployments,
-}
-
-func pluralOf(kind string) (string, error) {
-	if p, ok := kindAliases[strings.ToLower(kind)]; ok {
-		return p, nil
-	}
-	return "", fmt.Errorf("unknown kind %q (known: cluster, modeldeployment)", kind)
-}
 
 // readObjects reads and strictly decodes the resources of a file ("-" is stdin).
 func readObjects(stdin io.Reader, file string) ([]v1alpha1.Object, error) {
@@ -115,7 +96,10 @@ func newDeleteCmd(g *globals) *cobra.Command {
 		Example: "  outpost delete modeldeployment fashion-mlp\n  outpost delete -f deployment.yaml",
 		Args:    cobra.MaximumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			type target struct{ plural, kind, name string }
+			type target struct {
+				kind *v1alpha1.KindInfo
+				name string
+			}
 			var targets []target
 			switch {
 			case file != "" && len(args) == 0:
@@ -124,16 +108,15 @@ func newDeleteCmd(g *globals) *cobra.Command {
 					return err
 				}
 				for _, o := range objs {
-					kind := v1alpha1.KindOf(o)
-					plural, _ := v1alpha1.PluralForKind(kind)
-					targets = append(targets, target{plural, strings.ToLower(kind), o.GetName()})
+					k, _ := v1alpha1.LookupKind(v1alpha1.KindOf(o))
+					targets = append(targets, target{k, o.GetName()})
 				}
 			case file == "" && len(args) == 2:
-				plural, err := pluralOf(args[0])
+				k, err := v1alpha1.LookupName(args[0])
 				if err != nil {
 					return err
 				}
-				targets = append(targets, target{plural, strings.TrimSuffix(plural, "s"), args[1]})
+				targets = append(targets, target{k, args[1]})
 			default:
 				return errors.New("give KIND NAME or -f FILE")
 			}
@@ -142,10 +125,10 @@ func newDeleteCmd(g *globals) *cobra.Command {
 				return err
 			}
 			for _, x := range targets {
-				if err := h.Delete(cmd.Context(), x.plural, x.name); err != nil {
-					return fmt.Errorf("delete %s/%s: %w", x.kind, x.name, err)
+				if err := h.Delete(cmd.Context(), x.kind.Plural, x.name); err != nil {
+					return fmt.Errorf("delete %s/%s: %w", x.kind.Singular, x.name, err)
 				}
-				fmt.Fprintf(g.stdout, "%s/%s deleted\n", x.kind, x.name)
+				fmt.Fprintf(g.stdout, "%s/%s deleted\n", x.kind.Singular, x.name)
 			}
 			return nil
 		},
@@ -156,20 +139,25 @@ func newDeleteCmd(g *globals) *cobra.Command {
 
 func newGetCmd(g *globals) *cobra.Command {
 	var output, selector string
+	var names []string
+	for _, k := range v1alpha1.Kinds() {
+		names = append(names, k.Plural)
+	}
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
-		Short: "Show resources: clusters, modeldeployments",
+		Short: "Show resources: " + strings.Join(names, ", "),
 		Long: `Show resources as a table, or as yaml or json. With -o wide, clusters show
 their capacity and modeldeployments show a row per selected cluster: desired
-and active version, phase, bytes fetched, last contact and error.`,
+and active version, phase, bytes fetched, last contact and error. KIND is a
+kind's name, plural or short name (` + kindNames() + `).`,
 		Example:   "  outpost get clusters\n  outpost get modeldeployment fashion-mlp -o wide\n  outpost get clusters -l region=north -o yaml",
 		Args:      cobra.RangeArgs(1, 2),
-		ValidArgs: []string{"clusters", "modeldeployments"},
+		ValidArgs: names,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, "yaml", "json", "wide", "name"); err != nil {
 				return err
 			}
-			plural, err := pluralOf(args[0])
+			k, err := v1alpha1.LookupName(args[0])
 			if err != nil {
 				return err
 			}
@@ -178,38 +166,42 @@ and active version, phase, bytes fetched, last contact and error.`,
 				return err
 			}
 			var objs []v1alpha1.Object
-			var single bool
 			if len(args) == 2 {
-				o, err := getOne(cmd.Context(), h, plural, args[1])
+				o := k.New()
+				if err := h.Get(cmd.Context(), k.Plural, args[1], o); err != nil {
+					return err
+				}
+				if output == "yaml" || output == "json" {
+					return printStructured(g.stdout, output, o)
+				}
+				objs = []v1alpha1.Object{o}
+			} else {
+				l, err := k.NewList(nil)
 				if err != nil {
 					return err
 				}
-				objs, single = []v1alpha1.Object{o}, true
-			} else if objs, err = list(cmd.Context(), h, plural, selector); err != nil {
-				return err
+				if err := h.List(cmd.Context(), k.Plural, selector, l); err != nil {
+					return err
+				}
+				if output == "yaml" || output == "json" {
+					v1alpha1.SetTypeMeta(l)
+					return printStructured(g.stdout, output, l)
+				}
+				if objs, err = k.Items(l); err != nil {
+					return err
+				}
 			}
-			switch output {
-			case "yaml", "json":
-				if single {
-					return printStructured(g.stdout, output, objs[0])
-				}
-				kind, _ := v1alpha1.KindForPlural(plural)
-				l, err := v1alpha1.NewList(kind, objs)
-				if err != nil {
-					return err
-				}
-				return printStructured(g.stdout, output, l)
-			case "name":
+			if output == "name" {
 				for _, o := range objs {
-					fmt.Fprintf(g.stdout, "%s/%s\n", strings.ToLower(v1alpha1.KindOf(o)), o.GetName())
+					fmt.Fprintf(g.stdout, "%s/%s\n", k.Singular, o.GetName())
 				}
 				return nil
 			}
 			if len(objs) == 0 {
-				fmt.Fprintf(g.stderr, "no %s\n", plural)
+				fmt.Fprintf(g.stderr, "no %s\n", k.Plural)
 				return nil
 			}
-			return printTable(g.stdout, objs, output == "wide", time.Now())
+			return printTable(g.stdout, k, objs, output == "wide", time.Now())
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: yaml, json, wide or name")
@@ -217,170 +209,29 @@ and active version, phase, bytes fetched, last contact and error.`,
 	return cmd
 }
 
-func getOne(ctx context.Context, h *hubclient.Client, plural, name string) (v1alpha1.Object, error) {
-	kind, _ := v1alpha1.KindForPlural(plural)
-	o, err := v1alpha1.New(kind)
+// kindNames lists each kind's names for help texts: "cluster (cl), ...".
+func kindNames() string {
+	var parts []string
+	for _, k := range v1alpha1.Kinds() {
+		p := k.Singular
+		if len(k.ShortNames) > 0 {
+			p += " (" + strings.Join(k.ShortNames, ", ") + ")"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// printTable prints objs of kind k as the kind's table says.
+func printTable(w io.Writer, k *v1alpha1.KindInfo, objs []v1alpha1.Object, wide bool, now time.Time) error {
+	header, rows, err := k.Table(objs, wide, now)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := h.Get(ctx, plural, name, o); err != nil {
-		return nil, err
-	}
-	return o, nil
-}
-
-func list(ctx context.Context, h *hubclient.Client, plural, selector string) ([]v1alpha1.Object, error) {
-	var objs []v1alpha1.Object
-	switch plural {
-	case v1alpha1.PluralClusters:
-		var l v1alpha1.ClusterList
-		if err := h.List(ctx, plural, selector, &l); err != nil {
-			return nil, err
-		}
-		for i := range l.Items {
-			objs = append(objs, &l.Items[i])
-		}
-	case v1alpha1.PluralModelDeployments:
-		var l v1alpha1.ModelDeploymentList
-		if err := h.List(ctx, plural, selector, &l); err != nil {
-			return nil, err
-		}
-		for i := range l.Items {
-			objs = append(objs, &l.Items[i])
-		}
-	}
-	return objs, nil
-}
-
-func printTable(w io.Writer, objs []v1alpha1.Object, wide bool, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	switch objs[0].(type) {
-	case *v1alpha1.Cluster:
-		if wide {
-			fmt.Fprintln(tw, "NAME\tLINK\tLAST SEEN\tBANDWIDTH\tRTT\tCPU\tMEMORY\tDISK\tCACHED\tAGENT\tLABELS")
-		} else {
-			fmt.Fprintln(tw, "NAME\tLINK\tLAST SEEN\tAGENT\tLABELS")
-		}
-		for _, o := range objs {
-			c := o.(*v1alpha1.Cluster)
-			st := c.Status
-			link := string(st.Link.State)
-			if link == "" {
-				link = "Unknown"
-			}
-			if wide {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.Name, link, ago(timeOrZero(st.Link.LastSeen), now),
-					bandwidth(st.Link.BandwidthBps), rtt(st.Link.RTTMillis),
-					quantity(st.Capacity.CPU), quantity(st.Capacity.Memory), quantity(st.Capacity.Disk),
-					len(st.CachedArtifacts), orNone(st.AgentVersion), labels(c.Labels))
-			} else {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, link, ago(timeOrZero(st.Link.LastSeen), now), orNone(st.AgentVersion), labels(c.Labels))
-			}
-		}
-	case *v1alpha1.ModelDeployment:
-		if wide {
-			fmt.Fprintln(tw, "DEPLOYMENT\tMODEL\tCLUSTER\tDESIRED\tACTIVE\tRUNTIME\tPHASE\tFETCHED\tLAST CONTACT\tERROR")
-			for _, o := range objs {
-				d := o.(*v1alpha1.ModelDeployment)
-				if len(d.Status.Clusters) == 0 {
-					fmt.Fprintf(tw, "%s\t%s\t-\t%s\t-\t-\t-\t-\t-\t%s\n", d.Name, d.Spec.Model.Name, orNone(d.Status.ResolvedVersion), conditionError(d))
-				}
-				for _, cs := range d.Status.Clusters {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Spec.Model.Name, cs.Cluster,
-						orNone(cs.DesiredVersion), orNone(cs.ActiveVersion), orNone(cs.Runtime), orNone(string(cs.Phase)),
-						fetched(cs.BytesFetched, cs.BytesTotal), ago(timeOrZero(cs.LastContact), now), orNone(cs.Error))
-				}
-			}
-		} else {
-			fmt.Fprintln(tw, "NAME\tMODEL\tVERSION\tRESOLVED\tCLUSTERS\tACTIVE\tAGE")
-			for _, o := range objs {
-				d := o.(*v1alpha1.ModelDeployment)
-				active := 0
-				for _, cs := range d.Status.Clusters {
-					if cs.Phase == v1alpha1.PhaseActive {
-						active++
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", d.Name, d.Spec.Model.Name, d.Spec.Model.Version,
-					orNone(d.Status.ResolvedVersion), len(d.Status.Clusters), active, ago(d.CreationTimestamp, now))
-			}
-		}
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	return tw.Flush()
-}
-
-func conditionError(d *v1alpha1.ModelDeployment) string {
-	for _, c := range d.Status.Conditions {
-		if c.Status == metav1.ConditionFalse {
-			return c.Message
-		}
-	}
-	return "-"
-}
-
-func timeOrZero(t *metav1.Time) metav1.Time {
-	if t == nil {
-		return metav1.Time{}
-	}
-	return *t
-}
-
-func ago(t metav1.Time, now time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := now.Sub(t.Time).Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
-}
-
-func labels(m map[string]string) string {
-	if len(m) == 0 {
-		return "-"
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + m[k]
-	}
-	return strings.Join(parts, ",")
-}
-
-func bandwidth(bps int64) string {
-	if bps <= 0 {
-		return "-"
-	}
-	return humanBytes(bps) + "/s"
-}
-
-func rtt(ms int64) string {
-	if ms <= 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%dms", ms)
-}
-
-func quantity(q *resource.Quantity) string {
-	if q == nil || q.IsZero() {
-		return "-"
-	}
-	return q.String()
-}
-
-func fetched(done, total int64) string {
-	if total <= 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%s/%s", humanBytes(done), humanBytes(total))
 }

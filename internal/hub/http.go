@@ -84,8 +84,8 @@ func (s *Server) authorized(write bool, h func(http.ResponseWriter, *http.Reques
 		kind, ok := v1alpha1.KindForPlural(plural)
 		if !ok {
 			s.writeStatus(w, r, http.StatusNotFound, metav1.StatusReasonNotFound,
-				fmt.Sprintf("unknown resource %q in %s (known: %s, %s)", plural, v1alpha1.APIVersion,
-					v1alpha1.PluralClusters, v1alpha1.PluralModelDeployments), nil)
+				fmt.Sprintf("unknown resource %q in %s (known: %s)", plural, v1alpha1.APIVersion,
+					strings.Join(v1alpha1.Plurals(), ", ")), nil)
 			return
 		}
 		h(w, r, kind)

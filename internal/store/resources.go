@@ -49,10 +49,10 @@ const (
 
 func now() metav1.Time { return metav1.NewTime(time.Now().UTC().Truncate(time.Second)) }
 
-func kindOf(obj v1alpha1.Object) (string, error) {
-	k := v1alpha1.KindOf(obj)
-	if k == "" {
-		return "", fmt.Errorf("store: unsupported object type %T", obj)
+func kindOf(obj v1alpha1.Object) (*v1alpha1.KindInfo, error) {
+	k, ok := v1alpha1.LookupKind(v1alpha1.KindOf(obj))
+	if !ok || k.Kind != v1alpha1.KindOf(obj) {
+		return nil, fmt.Errorf("store: unsupported object type %T", obj)
 	}
 	return k, nil
 }
@@ -120,7 +120,7 @@ func (tx *Tx) List(ctx context.Context, kind string, sel labels.Selector) ([]v1a
 // creationTimestamp, managedFields) is ignored, and so is obj's status: write status with
 // UpdateStatus. It returns the stored object.
 func (tx *Tx) Apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, ApplyResult, error) {
-	kind, err := kindOf(obj)
+	k, err := kindOf(obj)
 	if err != nil {
 		return nil, Unchanged, err
 	}
@@ -135,13 +135,14 @@ func (tx *Tx) Apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, 
 	cp.SetGenerateName("")
 	cp.SetSelfLink("")
 
+	kind := k.Kind
 	old, err := tx.Get(ctx, kind, cp.GetName())
 	switch {
 	case errors.Is(err, ErrNotFound):
 		cp.SetUID(uuid.NewUUID())
 		cp.SetGeneration(1)
 		cp.SetCreationTimestamp(now())
-		clearStatus(cp)
+		k.ResetStatus(cp)
 		stored, err := tx.put(ctx, kind, cp, Added)
 		return stored, Created, err
 	case err != nil:
@@ -150,7 +151,7 @@ func (tx *Tx) Apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, 
 	cp.SetUID(old.GetUID())
 	cp.SetCreationTimestamp(old.GetCreationTimestamp())
 	cp.SetResourceVersion(old.GetResourceVersion())
-	copyStatus(cp, old)
+	k.CopyStatus(cp, old)
 	newSpec, err := specJSON(cp)
 	if err != nil {
 		return nil, Unchanged, err
@@ -175,10 +176,11 @@ func (tx *Tx) Apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, 
 // rest unchanged. When obj carries a resourceVersion it must equal the stored one, or the
 // error wraps ErrConflict. It reports whether anything changed.
 func (tx *Tx) UpdateStatus(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, bool, error) {
-	kind, err := kindOf(obj)
+	k, err := kindOf(obj)
 	if err != nil {
 		return nil, false, err
 	}
+	kind := k.Kind
 	old, err := tx.Get(ctx, kind, obj.GetName())
 	if err != nil {
 		return nil, false, err
@@ -188,7 +190,7 @@ func (tx *Tx) UpdateStatus(ctx context.Context, obj v1alpha1.Object) (v1alpha1.O
 			kind, obj.GetName(), rv, old.GetResourceVersion(), ErrConflict)
 	}
 	cp := old.DeepCopyObject().(v1alpha1.Object)
-	copyStatus(cp, obj)
+	k.CopyStatus(cp, obj)
 	if err := cp.Validate(); err != nil {
 		return nil, false, err
 	}
@@ -336,29 +338,6 @@ func sameJSON(a, b v1alpha1.Object) (bool, error) {
 		return false, fmt.Errorf("store: encode: %w", err)
 	}
 	return bytes.Equal(ab, bb), nil
-}
-
-func clearStatus(obj v1alpha1.Object) {
-	switch o := obj.(type) {
-	case *v1alpha1.Cluster:
-		o.Status = v1alpha1.ClusterStatus{}
-	case *v1alpha1.ModelDeployment:
-		o.Status = v1alpha1.ModelDeploymentStatus{}
-	}
-}
-
-// copyStatus sets dst's status to a copy of src's; both must be of the same kind.
-func copyStatus(dst, src v1alpha1.Object) {
-	switch d := dst.(type) {
-	case *v1alpha1.Cluster:
-		if s, ok := src.(*v1alpha1.Cluster); ok {
-			d.Status = *s.Status.DeepCopy()
-		}
-	case *v1alpha1.ModelDeployment:
-		if s, ok := src.(*v1alpha1.ModelDeployment); ok {
-			d.Status = *s.Status.DeepCopy()
-		}
-	}
 }
 
 // Get returns the resource of kind named name, or an error wrapping ErrNotFound.

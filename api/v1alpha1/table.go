@@ -1,0 +1,280 @@
+package v1alpha1
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"outpost.dev/outpost/internal/bytesize"
+)
+
+// Column types, as CRD printer columns name them.
+const (
+	ColumnString  = "string"
+	ColumnInteger = "integer"
+	ColumnNumber  = "number"
+	ColumnBoolean = "boolean"
+	ColumnDate    = "date"
+)
+
+func clusterColumns() []Column {
+	return []Column{
+		{Name: "Link", Type: ColumnString, JSONPath: ".status.link.state", Cell: func(o Object, _ time.Time) string {
+			if s := o.(*Cluster).Status.Link.State; s != "" {
+				return string(s)
+			}
+			return "Unknown"
+		}},
+		{Name: "Last Seen", Type: ColumnDate, JSONPath: ".status.link.lastSeen"},
+		{Name: "Bandwidth", Type: ColumnInteger, JSONPath: ".status.link.bandwidthBps", Priority: 1, Cell: func(o Object, _ time.Time) string {
+			if bps := o.(*Cluster).Status.Link.BandwidthBps; bps > 0 {
+				return bytesize.Format(bps) + "/s"
+			}
+			return "-"
+		}},
+		{Name: "RTT", Type: ColumnInteger, JSONPath: ".status.link.rttMillis", Priority: 1, Cell: func(o Object, _ time.Time) string {
+			if ms := o.(*Cluster).Status.Link.RTTMillis; ms > 0 {
+				return fmt.Sprintf("%dms", ms)
+			}
+			return "-"
+		}},
+		{Name: "CPU", Type: ColumnString, JSONPath: ".status.capacity.cpu", Priority: 1,
+			Cell: func(o Object, _ time.Time) string { return quantity(o.(*Cluster).Status.Capacity.CPU) }},
+		{Name: "Memory", Type: ColumnString, JSONPath: ".status.capacity.memory", Priority: 1,
+			Cell: func(o Object, _ time.Time) string { return quantity(o.(*Cluster).Status.Capacity.Memory) }},
+		{Name: "Disk", Type: ColumnString, JSONPath: ".status.capacity.disk", Priority: 1,
+			Cell: func(o Object, _ time.Time) string { return quantity(o.(*Cluster).Status.Capacity.Disk) }},
+		{Name: "Cached", Type: ColumnInteger, Priority: 1,
+			Cell: func(o Object, _ time.Time) string { return fmt.Sprint(len(o.(*Cluster).Status.CachedArtifacts)) }},
+		{Name: "Agent", Type: ColumnString, JSONPath: ".status.agentVersion"},
+		{Name: "Labels", Type: ColumnString, Cell: func(o Object, _ time.Time) string { return labelText(o.GetLabels()) }},
+	}
+}
+
+func deploymentColumns() []Column {
+	count := func(d *ModelDeployment, active bool) int {
+		n := 0
+		for _, cs := range d.Status.Clusters {
+			if !active || cs.Phase == PhaseActive {
+				n++
+			}
+		}
+		return n
+	}
+	return []Column{
+		{Name: "Model", Type: ColumnString, JSONPath: ".spec.model.name"},
+		{Name: "Version", Type: ColumnString, JSONPath: ".spec.model.version"},
+		{Name: "Resolved", Type: ColumnString, JSONPath: ".status.resolvedVersion"},
+		{Name: "Clusters", Type: ColumnInteger, Cell: func(o Object, _ time.Time) string { return fmt.Sprint(count(o.(*ModelDeployment), false)) }},
+		{Name: "Active", Type: ColumnInteger, Cell: func(o Object, _ time.Time) string { return fmt.Sprint(count(o.(*ModelDeployment), true)) }},
+		{Name: "Age", Type: ColumnDate, JSONPath: ".metadata.creationTimestamp"},
+	}
+}
+
+// deploymentBreakdown is a deployment's row per selected cluster.
+func deploymentBreakdown() *Breakdown {
+	row := func(f func(cs *ClusterDeploymentStatus, now time.Time) string) func(Object, int, time.Time) string {
+		return func(o Object, i int, now time.Time) string {
+			if i < 0 {
+				return ""
+			}
+			return f(&o.(*ModelDeployment).Status.Clusters[i], now)
+		}
+	}
+	return &Breakdown{
+		Parts: func(o Object) int { return len(o.(*ModelDeployment).Status.Clusters) },
+		Columns: []PartColumn{
+			{Name: "Deployment", Cell: func(o Object, _ int, _ time.Time) string { return o.GetName() }},
+			{Name: "Model", Cell: func(o Object, _ int, _ time.Time) string { return o.(*ModelDeployment).Spec.Model.Name }},
+			{Name: "Cluster", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return cs.Cluster })},
+			{Name: "Desired", Cell: func(o Object, i int, _ time.Time) string {
+				if i < 0 {
+					return o.(*ModelDeployment).Status.ResolvedVersion
+				}
+				return o.(*ModelDeployment).Status.Clusters[i].DesiredVersion
+			}},
+			{Name: "Active", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return cs.ActiveVersion })},
+			{Name: "Runtime", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return cs.Runtime })},
+			{Name: "Phase", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return string(cs.Phase) })},
+			{Name: "Fetched", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string {
+				if cs.BytesTotal <= 0 {
+					return ""
+				}
+				return bytesize.Format(cs.BytesFetched) + "/" + bytesize.Format(cs.BytesTotal)
+			})},
+			{Name: "Last Contact", Cell: row(func(cs *ClusterDeploymentStatus, now time.Time) string { return Age(cs.LastContact, now) })},
+			{Name: "Error", Cell: func(o Object, i int, _ time.Time) string {
+				d := o.(*ModelDeployment)
+				if i >= 0 {
+					return d.Status.Clusters[i].Error
+				}
+				for _, c := range d.Status.Conditions {
+					if c.Status == metav1.ConditionFalse {
+						return c.Message
+					}
+				}
+				return ""
+			}},
+		},
+	}
+}
+
+// Table renders objs, all of the kind, as `outpost get` prints them: the
+// header and a row of cells per object (with wide, Priority 1 columns too,
+// or the Breakdown's row per part). now is the time ages count to.
+func (k *KindInfo) Table(objs []Object, wide bool, now time.Time) (header []string, rows [][]string, err error) {
+	if wide && k.Breakdown != nil {
+		return k.Breakdown.table(objs, now)
+	}
+	header = []string{"NAME"}
+	var cols []Column
+	for _, c := range k.Columns {
+		if c.Priority == 0 || wide {
+			cols = append(cols, c)
+			header = append(header, strings.ToUpper(c.Name))
+		}
+	}
+	for _, o := range objs {
+		var fields map[string]any
+		row := []string{o.GetName()}
+		for _, c := range cols {
+			if c.Cell != nil {
+				row = append(row, orDash(c.Cell(o, now)))
+				continue
+			}
+			if fields == nil {
+				if fields, err = jsonFields(o); err != nil {
+					return nil, nil, err
+				}
+			}
+			row = append(row, orDash(render(lookup(fields, c.JSONPath), c.Type, now)))
+		}
+		rows = append(rows, row)
+	}
+	return header, rows, nil
+}
+
+func (b *Breakdown) table(objs []Object, now time.Time) (header []string, rows [][]string, err error) {
+	for _, c := range b.Columns {
+		header = append(header, strings.ToUpper(c.Name))
+	}
+	for _, o := range objs {
+		n := b.Parts(o)
+		for i := range max(n, 1) {
+			if n == 0 {
+				i = -1
+			}
+			row := make([]string, len(b.Columns))
+			for j, c := range b.Columns {
+				row[j] = orDash(c.Cell(o, i, now))
+			}
+			rows = append(rows, row)
+		}
+	}
+	return header, rows, nil
+}
+
+// jsonFields returns o as JSON objects, numbers kept as json.Number.
+func jsonFields(o Object) (map[string]any, error) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s %q: %w", KindOf(o), o.GetName(), err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("encode %s %q: %w", KindOf(o), o.GetName(), err)
+	}
+	return m, nil
+}
+
+// lookup returns the value at a simple JSONPath of dotted field names,
+// such as .status.link.state, or nil.
+func lookup(m map[string]any, path string) any {
+	var v any = m
+	for _, f := range strings.Split(strings.TrimPrefix(path, "."), ".") {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = obj[f]
+	}
+	return v
+}
+
+// render formats a JSON value as a column of type typ shows it; "" for none.
+func render(v any, typ string, now time.Time) string {
+	if v == nil {
+		if typ == ColumnDate {
+			return "never"
+		}
+		return ""
+	}
+	if typ == ColumnDate {
+		if s, ok := v.(string); ok {
+			if t, err := time.Parse(time.RFC3339, s); err == nil {
+				return Age(&metav1.Time{Time: t}, now)
+			}
+		}
+	}
+	switch x := v.(type) {
+	case string:
+		return x
+	case json.Number, bool:
+		return fmt.Sprint(x)
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// Age renders how long before now t was, in the largest whole unit
+// (45s, 12m, 5h, 3d), or "never" when t is nil or zero.
+func Age(t *metav1.Time, now time.Time) string {
+	if t == nil || t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t.Time).Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func quantity(q *resource.Quantity) string {
+	if q == nil || q.IsZero() {
+		return ""
+	}
+	return q.String()
+}
+
+func labelText(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
