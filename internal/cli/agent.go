@@ -20,6 +20,7 @@ import (
 
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/ort"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/serving"
@@ -196,7 +197,7 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 		close(done)
 		return done, a.SetServing(ctx, nil)
 	}
-	var ortRT serving.Runtime
+	var ortRT engine.Runtime
 	if ortLib != "" {
 		r, err := ort.New(ortLib)
 		if err != nil {

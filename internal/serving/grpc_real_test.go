@@ -22,6 +22,7 @@ import (
 
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/serving/oippb"
 	"outpost.dev/outpost/internal/zoo"
@@ -54,12 +55,12 @@ func zooServer(t *testing.T) (c oippb.GRPCInferenceServiceClient, restURL, addr 
 	for deadline := time.Now().Add(30 * time.Second); !srv.Ready() && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != RuntimeGo {
+	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != engine.RuntimeGo {
 		t.Fatalf("status %+v", st)
 	}
 
 	x = m.Batch(testSet, 0, 4)
-	sess, err := GoRuntime{}.Load(context.Background(), path)
+	sess, err := engine.Go{}.Load(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

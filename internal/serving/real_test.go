@@ -20,6 +20,7 @@ import (
 
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/train"
 )
 
@@ -54,7 +55,7 @@ func TestServeTrainedMLP(t *testing.T) {
 	for !srv.Ready() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != RuntimeGo {
+	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != engine.RuntimeGo {
 		t.Fatalf("status %+v", st)
 	}
 

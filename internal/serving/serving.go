@@ -27,38 +27,12 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 )
 
 // errNoONNX is a model that has no ONNX file to serve.
 var errNoONNX = errors.New("the model has no .onnx file")
-
-// Runtime loads ONNX models into sessions.
-type Runtime interface {
-	// Name names the runtime in status: "go" or "onnxruntime".
-	Name() string
-	// Load loads the ONNX model in the file at path. An error means the
-	// runtime cannot serve this model (such as an unsupported operator).
-	Load(ctx context.Context, path string) (Session, error)
-}
-
-// Session is a loaded model. Run must be safe for concurrent calls.
-type Session interface {
-	// Inputs describes the graph inputs (dimension -1 is dynamic).
-	Inputs() []interp.ValueInfo
-	// Outputs describes the graph outputs.
-	Outputs() []interp.ValueInfo
-	// Run evaluates the model on the named inputs.
-	Run(ctx context.Context, in map[string]*interp.Tensor) (map[string]*interp.Tensor, error)
-	// Close releases the session. It is called once, after every Run returned.
-	Close() error
-}
-
-// Runtime names reported in status.
-const (
-	RuntimeGo          = "go"
-	RuntimeONNXRuntime = "onnxruntime"
-)
 
 // Model states reported in ModelStatus.
 const (
@@ -72,10 +46,10 @@ const DefaultMaxRequestBytes = 64 << 20
 
 // Config configures a Server.
 type Config struct {
-	// Go is the pure-Go runtime; nil means GoRuntime{}.
-	Go Runtime
+	// Go is the pure-Go runtime; nil means engine.Go{}.
+	Go engine.Runtime
 	// ONNXRuntime is the ONNX Runtime, nil when its library is not available.
-	ONNXRuntime Runtime
+	ONNXRuntime engine.Runtime
 	// Version is reported in the server metadata.
 	Version string
 	// MaxRequestBytes bounds request bodies; 0 means DefaultMaxRequestBytes.
@@ -143,7 +117,7 @@ type model struct {
 
 // session is a loaded version, reference-counted by the requests using it.
 type session struct {
-	Session
+	engine.Session
 	version, digest, runtime string
 	inputs, outputs          []interp.ValueInfo
 
@@ -154,7 +128,7 @@ type session struct {
 	log       *slog.Logger
 }
 
-func newSession(s Session, version, digest, runtime string, log *slog.Logger) *session {
+func newSession(s engine.Session, version, digest, runtime string, log *slog.Logger) *session {
 	return &session{Session: s, version: version, digest: digest, runtime: runtime,
 		inputs: s.Inputs(), outputs: s.Outputs(), closed: make(chan struct{}), log: log}
 }
@@ -187,7 +161,7 @@ func (s *session) close() {
 // New returns a Server with no models; Sync or Watch give it the active ones.
 func New(cfg Config) *Server {
 	if cfg.Go == nil {
-		cfg.Go = GoRuntime{}
+		cfg.Go = engine.Go{}
 	}
 	if cfg.MaxRequestBytes <= 0 {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
@@ -319,7 +293,7 @@ func (s *Server) load(ctx context.Context, m *model, am agent.ActiveModel, gen u
 }
 
 // open loads the model file of am with the runtime its deployment asks for.
-func (s *Server) open(ctx context.Context, am agent.ActiveModel, log *slog.Logger) (Session, string, error) {
+func (s *Server) open(ctx context.Context, am agent.ActiveModel, log *slog.Logger) (engine.Session, string, error) {
 	file, err := modelFile(am.Files)
 	if err != nil {
 		return nil, "", err

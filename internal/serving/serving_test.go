@@ -23,6 +23,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 )
 
@@ -42,7 +43,7 @@ type fakeRuntime struct {
 
 func (r *fakeRuntime) Name() string { return r.name }
 
-func (r *fakeRuntime) Load(ctx context.Context, path string) (Session, error) {
+func (r *fakeRuntime) Load(ctx context.Context, path string) (engine.Session, error) {
 	if r.gate != nil {
 		select {
 		case <-r.gate:
@@ -55,7 +56,7 @@ func (r *fakeRuntime) Load(ctx context.Context, path string) (Session, error) {
 		return nil, err
 	}
 	s := strings.TrimSpace(string(b))
-	if s == "unsupported" && r.name == RuntimeONNXRuntime {
+	if s == "unsupported" && r.name == engine.RuntimeONNXRuntime {
 		s = "7" // ONNX Runtime has the operator
 	}
 	switch s {
@@ -156,7 +157,7 @@ type harness struct {
 
 func newHarness(t *testing.T, withORT bool, maxBytes int64) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), goRT: &fakeRuntime{name: RuntimeGo}, status: make(chan struct{}, 1)}
+	h := &harness{t: t, dir: t.TempDir(), goRT: &fakeRuntime{name: engine.RuntimeGo}, status: make(chan struct{}, 1)}
 	cfg := Config{Go: h.goRT, Version: "test", MaxRequestBytes: maxBytes, Logger: slog.New(slog.DiscardHandler), PortHost: "127.0.0.1",
 		OnStatus: func([]ModelStatus) {
 			select {
@@ -165,7 +166,7 @@ func newHarness(t *testing.T, withORT bool, maxBytes int64) *harness {
 			}
 		}}
 	if withORT {
-		h.ortRT = &fakeRuntime{name: RuntimeONNXRuntime}
+		h.ortRT = &fakeRuntime{name: engine.RuntimeONNXRuntime}
 		cfg.ONNXRuntime = h.ortRT
 	}
 	h.srv = New(cfg)
@@ -489,13 +490,13 @@ func TestRuntimeChoice(t *testing.T) {
 		want    string // runtime chosen, or an error substring
 		wantErr bool
 	}{
-		{name: "auto uses go", content: "1", runtime: v1alpha1.RuntimeAuto, ort: true, want: RuntimeGo},
-		{name: "empty means auto", content: "1", runtime: "", ort: false, want: RuntimeGo},
-		{name: "auto falls back for unsupported ops", content: "unsupported", runtime: v1alpha1.RuntimeAuto, ort: true, want: RuntimeONNXRuntime},
+		{name: "auto uses go", content: "1", runtime: v1alpha1.RuntimeAuto, ort: true, want: engine.RuntimeGo},
+		{name: "empty means auto", content: "1", runtime: "", ort: false, want: engine.RuntimeGo},
+		{name: "auto falls back for unsupported ops", content: "unsupported", runtime: v1alpha1.RuntimeAuto, ort: true, want: engine.RuntimeONNXRuntime},
 		{name: "auto without onnxruntime", content: "unsupported", runtime: v1alpha1.RuntimeAuto, want: "ONNX Runtime is not available", wantErr: true},
 		{name: "auto does not hide a broken model", content: "broken", runtime: v1alpha1.RuntimeAuto, ort: true, want: "malformed model", wantErr: true},
 		{name: "go only", content: "unsupported", runtime: v1alpha1.RuntimeGo, ort: true, want: "unsupported operators: Foo", wantErr: true},
-		{name: "onnxruntime", content: "1", runtime: v1alpha1.RuntimeONNXRuntime, ort: true, want: RuntimeONNXRuntime},
+		{name: "onnxruntime", content: "1", runtime: v1alpha1.RuntimeONNXRuntime, ort: true, want: engine.RuntimeONNXRuntime},
 		{name: "onnxruntime missing", content: "1", runtime: v1alpha1.RuntimeONNXRuntime, want: "--onnxruntime-lib", wantErr: true},
 	}
 	for _, tt := range tests {
