@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/serving"
@@ -31,7 +30,7 @@ func deployment(model, runtime string) string { return model + "-" + runtime }
 
 func startServer(ctx context.Context, runtimes []engine.Runtime, paths map[string]string, clients int) (*httpServer, error) {
 	cfg := serving.Config{Version: "bench", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	var active []agent.ActiveModel
+	var active []serving.Model
 	for _, r := range runtimes {
 		kind := v1alpha1.RuntimeGo
 		if r.Name() == engine.RuntimeONNXRuntime {
@@ -39,10 +38,10 @@ func startServer(ctx context.Context, runtimes []engine.Runtime, paths map[strin
 			cfg.ONNXRuntime = r
 		}
 		for model, path := range paths {
-			active = append(active, agent.ActiveModel{
+			active = append(active, serving.Model{
 				Deployment: deployment(model, r.Name()), Model: model, Version: "1",
 				Digest: "sha256:" + model, Files: map[string]string{"model.onnx": path},
-				Serving: v1alpha1.Serving{Runtime: kind}, ActivatedAt: time.Now(),
+				Serving: v1alpha1.Serving{Runtime: kind},
 			})
 		}
 	}

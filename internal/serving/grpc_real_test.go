@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
@@ -50,7 +49,7 @@ func zooServer(t *testing.T) (c oippb.GRPCInferenceServiceClient, restURL, addr 
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	c, addr = serveGRPC(t, srv)
-	srv.Sync(context.Background(), []agent.ActiveModel{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
+	srv.Sync(context.Background(), []Model{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
 		Digest: "sha256:1", Files: map[string]string{"mlp.onnx": path}}})
 	for deadline := time.Now().Add(30 * time.Second); !srv.Ready() && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)

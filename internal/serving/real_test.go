@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/train"
@@ -49,7 +48,7 @@ func TestServeTrainedMLP(t *testing.T) {
 	defer srv.Close()
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
-	srv.Sync(context.Background(), []agent.ActiveModel{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
+	srv.Sync(context.Background(), []Model{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
 		Digest: "sha256:1", Files: map[string]string{"fashion-mlp.onnx": path}}})
 	deadline := time.Now().Add(30 * time.Second)
 	for !srv.Ready() && time.Now().Before(deadline) {

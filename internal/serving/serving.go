@@ -26,7 +26,6 @@ import (
 	"sync/atomic"
 
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 )
@@ -84,6 +83,25 @@ type ModelStatus struct {
 	// Port is the deployment's own inference port, when it asked for one
 	// and it is open.
 	Port int32 `json:"port,omitempty"`
+}
+
+// Model is a model version to serve, as the agent activated it: every file
+// of it is in the agent's cache and verified.
+type Model struct {
+	// Deployment is the ModelDeployment name, the name requests use.
+	Deployment string
+	// Model is the model name.
+	Model string
+	// Version is the version to serve.
+	Version string
+	// Digest is its manifest digest: a new digest is a new version to load.
+	Digest string
+	// Files maps each file's path in the model to the verified local file
+	// holding it.
+	Files map[string]string
+	// Serving is the deployment's serving settings: its runtime, and its own
+	// port if it asks for one.
+	Serving v1alpha1.Serving
 }
 
 // Server serves the active models. Create it with New.
@@ -177,7 +195,7 @@ func New(cfg Config) *Server {
 // Watch calls Sync with active() now and after every signal on changed,
 // until ctx ends. Reading the active set anew on each signal keeps the
 // Server in step with the agent however signals coalesce.
-func (s *Server) Watch(ctx context.Context, active func() []agent.ActiveModel, changed <-chan struct{}) {
+func (s *Server) Watch(ctx context.Context, active func() []Model, changed <-chan struct{}) {
 	for {
 		s.Sync(ctx, active())
 		select {
@@ -192,7 +210,7 @@ func (s *Server) Watch(ctx context.Context, active func() []agent.ActiveModel, c
 // version loads it in the background (its current version keeps serving
 // until the new one is ready), and a deployment no longer active stops
 // serving once its in-flight requests finished. ctx bounds the loads.
-func (s *Server) Sync(ctx context.Context, active []agent.ActiveModel) {
+func (s *Server) Sync(ctx context.Context, active []Model) {
 	var retired []*session
 	s.mu.Lock()
 	if s.closed {
@@ -248,7 +266,7 @@ func (s *Server) Sync(ctx context.Context, active []agent.ActiveModel) {
 }
 
 // load loads am in the background and makes it current if it is still wanted.
-func (s *Server) load(ctx context.Context, m *model, am agent.ActiveModel, gen uint64) {
+func (s *Server) load(ctx context.Context, m *model, am Model, gen uint64) {
 	defer s.loads.Done()
 	log := s.log.With("deployment", am.Deployment, "model", am.Model, "version", am.Version)
 	sess, rt, err := s.open(ctx, am, log)
@@ -293,7 +311,7 @@ func (s *Server) load(ctx context.Context, m *model, am agent.ActiveModel, gen u
 }
 
 // open loads the model file of am with the runtime its deployment asks for.
-func (s *Server) open(ctx context.Context, am agent.ActiveModel, log *slog.Logger) (engine.Session, string, error) {
+func (s *Server) open(ctx context.Context, am Model, log *slog.Logger) (engine.Session, string, error) {
 	file, err := modelFile(am.Files)
 	if err != nil {
 		return nil, "", err
