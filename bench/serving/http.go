@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/serving"
 	"outpost.dev/outpost/internal/zoo"
@@ -28,20 +28,20 @@ type httpServer struct {
 
 func deployment(model, runtime string) string { return model + "-" + runtime }
 
-func startServer(ctx context.Context, runtimes []serving.Runtime, paths map[string]string, clients int) (*httpServer, error) {
+func startServer(ctx context.Context, runtimes []engine.Runtime, paths map[string]string, clients int) (*httpServer, error) {
 	cfg := serving.Config{Version: "bench", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	var active []agent.ActiveModel
+	var active []serving.Model
 	for _, r := range runtimes {
 		kind := v1alpha1.RuntimeGo
-		if r.Name() == serving.RuntimeONNXRuntime {
+		if r.Name() == engine.RuntimeONNXRuntime {
 			kind = v1alpha1.RuntimeONNXRuntime
 			cfg.ONNXRuntime = r
 		}
 		for model, path := range paths {
-			active = append(active, agent.ActiveModel{
+			active = append(active, serving.Model{
 				Deployment: deployment(model, r.Name()), Model: model, Version: "1",
 				Digest: "sha256:" + model, Files: map[string]string{"model.onnx": path},
-				Serving: v1alpha1.Serving{Runtime: kind}, ActivatedAt: time.Now(),
+				Serving: v1alpha1.Serving{Runtime: kind},
 			})
 		}
 	}

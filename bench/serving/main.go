@@ -1,5 +1,5 @@
 // Command serving compares the pure-Go ONNX runtime (internal/onnx/interp,
-// through serving.GoRuntime) with ONNX Runtime (internal/onnx/ort) on the
+// through engine.Go) with ONNX Runtime (internal/onnx/ort) on the
 // model zoo (internal/zoo), in one run: requests per second and p50/p99
 // latency, one image per request and batches of 32, of in-process
 // Session.Run calls and of Open Inference Protocol v2 JSON requests to a
@@ -30,9 +30,9 @@ import (
 	"time"
 
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/onnx/ort"
-	"outpost.dev/outpost/internal/serving"
 	"outpost.dev/outpost/internal/zoo"
 )
 
@@ -86,7 +86,7 @@ type memory struct {
 }
 
 func run(ctx context.Context, cfg config, ortThreads int) error {
-	runtimes := []serving.Runtime{serving.GoRuntime{}}
+	runtimes := []engine.Runtime{engine.Go{}}
 	rt, err := ort.FromEnv(ort.WithIntraOpThreads(ortThreads))
 	switch {
 	case errors.Is(err, ort.ErrNoLibrary):
@@ -210,7 +210,7 @@ func run(ctx context.Context, cfg config, ortThreads int) error {
 }
 
 // printRows prints one row per runtime, the first with its ratios to the second.
-func printRows(tw io.Writer, model string, bs int, runtimes []serving.Runtime, via string, res []result) {
+func printRows(tw io.Writer, model string, bs int, runtimes []engine.Runtime, via string, res []result) {
 	for i, r := range runtimes {
 		x := res[i]
 		fmt.Fprintf(tw, "%s\t%d\t%s%s\t%.0f\t%.0f\t%s\t%s\t", model, bs, r.Name(), via, x.rps, x.ips, dur(x.p50), dur(x.p99))
@@ -259,7 +259,7 @@ func size(b float64) string {
 type call func(ctx context.Context, i int) error
 
 // runSession calls s.Run on the inputs in turn.
-func runSession(s serving.Session, inputs []map[string]*interp.Tensor) call {
+func runSession(s engine.Session, inputs []map[string]*interp.Tensor) call {
 	return func(ctx context.Context, i int) error {
 		_, err := s.Run(ctx, inputs[i%len(inputs)])
 		return err
@@ -322,7 +322,7 @@ func measure(ctx context.Context, do call, bs int, cfg config) (result, error) {
 // measureMemory loads n copies of the model and returns the growth of the
 // Go heap and of the process's resident set, per copy, after one request
 // through each copy (so that lazily made buffers count).
-func measureMemory(ctx context.Context, r serving.Runtime, path string, n int) (memory, error) {
+func measureMemory(ctx context.Context, r engine.Runtime, path string, n int) (memory, error) {
 	m, _, err := zoo.Get(strings.TrimSuffix(filepath.Base(path), ".onnx"))
 	if err != nil {
 		return memory{}, err
@@ -333,7 +333,7 @@ func measureMemory(ctx context.Context, r serving.Runtime, path string, n int) (
 	}
 	in := map[string]*interp.Tensor{zoo.InputName: m.Batch(test, 0, 1)}
 	heap0, rss0 := usage()
-	sessions := make([]serving.Session, 0, n)
+	sessions := make([]engine.Session, 0, n)
 	defer func() {
 		for _, s := range sessions {
 			s.Close()

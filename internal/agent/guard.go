@@ -11,7 +11,7 @@ import (
 	"outpost.dev/outpost/internal/versions"
 )
 
-// This file holds the version guard of the agent (DESIGN.md invariant 1):
+// This file holds the version guard of the agent (docs/design.md, invariant 1):
 // pure functions, free of I/O and clocks, that decide whether a desired
 // state document may be applied and what each model needs.
 

@@ -21,6 +21,7 @@ import (
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/ort"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/serving"
@@ -197,7 +198,7 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 		close(done)
 		return done, a.SetServing(ctx, nil)
 	}
-	var ortRT serving.Runtime
+	var ortRT engine.Runtime
 	if ortLib != "" {
 		r, err := ort.New(ortLib)
 		if err != nil {
@@ -245,7 +246,7 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 		},
 	})
 	var wg sync.WaitGroup
-	wg.Go(func() { srv.Watch(ctx, a.Active, activeChanged) })
+	wg.Go(func() { srv.Watch(ctx, func() []serving.Model { return servingModels(a.Active()) }, activeChanged) })
 	if ln != nil {
 		log.Info("serving inference (Open Inference Protocol v2)", "addr", ln.Addr().String())
 		wg.Go(func() {
@@ -268,6 +269,16 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 		close(done)
 	}()
 	return done, nil
+}
+
+// servingModels is what the server is to serve of the agent's active models.
+func servingModels(active []agent.ActiveModel) []serving.Model {
+	out := make([]serving.Model, len(active))
+	for i, am := range active {
+		out[i] = serving.Model{Deployment: am.Deployment, Model: am.Model, Version: am.Version,
+			Digest: am.Digest, Files: am.Files, Serving: am.Serving}
+	}
+	return out
 }
 
 // agentTLS returns the TLS configuration for the hub: the CA of caFile

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/serving"
 	"outpost.dev/outpost/internal/train"
 )
@@ -69,7 +68,7 @@ func TestInferCommand(t *testing.T) {
 	defer srv.Close()
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
-	srv.Sync(context.Background(), []agent.ActiveModel{{Deployment: "tiny", Model: "tiny-mlp", Version: "0.1.0", Digest: "sha256:1",
+	srv.Sync(context.Background(), []serving.Model{{Deployment: "tiny", Model: "tiny-mlp", Version: "0.1.0", Digest: "sha256:1",
 		Files: map[string]string{"model.onnx": path}}})
 	for deadline := time.Now().Add(30 * time.Second); !srv.Ready() && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)

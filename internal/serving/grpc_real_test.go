@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/serving/oippb"
 	"outpost.dev/outpost/internal/zoo"
@@ -49,17 +49,17 @@ func zooServer(t *testing.T) (c oippb.GRPCInferenceServiceClient, restURL, addr 
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	c, addr = serveGRPC(t, srv)
-	srv.Sync(context.Background(), []agent.ActiveModel{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
+	srv.Sync(context.Background(), []Model{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
 		Digest: "sha256:1", Files: map[string]string{"mlp.onnx": path}}})
 	for deadline := time.Now().Add(30 * time.Second); !srv.Ready() && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != RuntimeGo {
+	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != engine.RuntimeGo {
 		t.Fatalf("status %+v", st)
 	}
 
 	x = m.Batch(testSet, 0, 4)
-	sess, err := GoRuntime{}.Load(context.Background(), path)
+	sess, err := engine.Go{}.Load(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/serving/oippb"
 )
 
@@ -165,7 +164,7 @@ func TestGRPCHealthAndMetadata(t *testing.T) {
 		t.Errorf("ServerReady before the first sync = %v, %v, want not ready", r, err)
 	}
 	h.goRT.gate = make(chan struct{})
-	h.srv.Sync(context.Background(), []agent.ActiveModel{
+	h.srv.Sync(context.Background(), []Model{
 		h.active("fashion", "fashion-mlp", "1.0.0", "1", ""),
 		h.active("unsupported", "exotic", "1.0.0", "unsupported", ""),
 	})
@@ -247,7 +246,7 @@ func tensorMetadataOf(ts []*oippb.ModelMetadataResponse_TensorMetadata) []Tensor
 func TestGRPCInfer(t *testing.T) {
 	h := newHarness(t, false, 0)
 	c := startGRPC(t, h.srv)
-	h.srv.Sync(context.Background(), []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.0.0", "2", "")})
+	h.srv.Sync(context.Background(), []Model{h.active("fashion", "fashion-mlp", "1.0.0", "2", "")})
 	h.waitVersion("fashion", "1.0.0")
 	x := []float32{1, 2, 3, 4.5, 0.5, 0, 0, 0}
 	input := func(contents *oippb.InferTensorContents) []*oippb.ModelInferRequest_InferInputTensor {
@@ -314,7 +313,7 @@ func TestGRPCInfer(t *testing.T) {
 func TestGRPCInferErrors(t *testing.T) {
 	h := newHarness(t, false, 4096)
 	c := startGRPC(t, h.srv)
-	h.srv.Sync(context.Background(), []agent.ActiveModel{
+	h.srv.Sync(context.Background(), []Model{
 		h.active("fashion", "fashion-mlp", "1.0.0", "1", ""),
 		h.active("unsupported", "exotic", "1.0.0", "unsupported", ""),
 	})
@@ -542,7 +541,7 @@ func TestGRPCSwapUnderLoad(t *testing.T) {
 // completes, and ServeGRPC returns nil.
 func TestGRPCServeStopsGracefully(t *testing.T) {
 	h := newHarness(t, false, 0)
-	h.srv.Sync(context.Background(), []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
+	h.srv.Sync(context.Background(), []Model{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
 	h.waitVersion("fashion", "1.0.0")
 	v1 := h.goRT.all()[0]
 	v1.block = make(chan struct{})

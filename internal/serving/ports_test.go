@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	"outpost.dev/outpost/internal/agent"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -39,7 +37,7 @@ func getPort(port int32, path string) (int, string, error) {
 	return resp.StatusCode, e.Error, nil
 }
 
-func withPort(am agent.ActiveModel, port int32) agent.ActiveModel {
+func withPort(am Model, port int32) Model {
 	am.Serving.Port = &port
 	return am
 }
@@ -50,7 +48,7 @@ func TestDeploymentPort(t *testing.T) {
 	p1, p2 := freePort(t), freePort(t)
 	fraud := h.active("fraud", "fraud-mlp", "1", "1", "")
 	fashion := h.active("fashion", "fashion-mlp", "1", "1", "")
-	h.srv.Sync(ctx, []agent.ActiveModel{withPort(fraud, p1), fashion})
+	h.srv.Sync(ctx, []Model{withPort(fraud, p1), fashion})
 	h.waitVersion("fraud", "1")
 	h.waitVersion("fashion", "1")
 
@@ -81,12 +79,12 @@ func TestDeploymentPort(t *testing.T) {
 
 	// A new version keeps the port; a new port closes the old one.
 	fraud2 := h.active("fraud", "fraud-mlp", "2", "2", "")
-	h.srv.Sync(ctx, []agent.ActiveModel{withPort(fraud2, p1), fashion})
+	h.srv.Sync(ctx, []Model{withPort(fraud2, p1), fashion})
 	h.waitVersion("fraud", "2")
 	if code, _, err := getPort(p1, "/v2/models/fraud/versions/2/ready"); err != nil || code != http.StatusOK {
 		t.Errorf("after a version swap: %d %v", code, err)
 	}
-	h.srv.Sync(ctx, []agent.ActiveModel{withPort(fraud2, p2), fashion})
+	h.srv.Sync(ctx, []Model{withPort(fraud2, p2), fashion})
 	if _, _, err := getPort(p1, "/v2/health/live"); err == nil {
 		t.Errorf("port %d still answers after the deployment moved to %d", p1, p2)
 	}
@@ -102,7 +100,7 @@ func TestDeploymentPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	p3 := int32(busy.Addr().(*net.TCPAddr).Port)
-	h.srv.Sync(ctx, []agent.ActiveModel{withPort(fraud2, p2), withPort(fashion, p3)})
+	h.srv.Sync(ctx, []Model{withPort(fraud2, p2), withPort(fashion, p3)})
 	st := h.waitStatus("fashion", func(st ModelStatus) bool { return st.Error != "" })
 	if !strings.Contains(st.Error, fmt.Sprintf("serving port %d", p3)) || st.Port != 0 || st.State != StateReady {
 		t.Errorf("fashion on a busy port: status %+v", st)
@@ -111,22 +109,22 @@ func TestDeploymentPort(t *testing.T) {
 		t.Errorf("main endpoint: fashion ready = %d", code)
 	}
 	busy.Close()
-	h.srv.Sync(ctx, []agent.ActiveModel{withPort(fraud2, p2), withPort(fashion, p3)})
+	h.srv.Sync(ctx, []Model{withPort(fraud2, p2), withPort(fashion, p3)})
 	if code, _, err := getPort(p3, "/v2/models/fashion/ready"); err != nil || code != http.StatusOK {
 		t.Errorf("port freed, then synced: %d %v", code, err)
 	}
-	h.srv.Sync(ctx, []agent.ActiveModel{withPort(fraud2, p2), withPort(fashion, p2)})
+	h.srv.Sync(ctx, []Model{withPort(fraud2, p2), withPort(fashion, p2)})
 	st = h.waitStatus("fashion", func(st ModelStatus) bool { return st.Error != "" })
 	if want := fmt.Sprintf(`serving port %d is already the port of deployment "fraud"`, p2); st.Error != want {
 		t.Errorf("two deployments on one port: error %q, want %q", st.Error, want)
 	}
 
 	// Removing the deployment, then closing the server, closes the ports.
-	h.srv.Sync(ctx, []agent.ActiveModel{fashion})
+	h.srv.Sync(ctx, []Model{fashion})
 	if _, _, err := getPort(p2, "/v2/health/live"); err == nil {
 		t.Errorf("port %d still answers after its deployment was removed", p2)
 	}
-	h.srv.Sync(ctx, []agent.ActiveModel{withPort(fashion, p3)})
+	h.srv.Sync(ctx, []Model{withPort(fashion, p3)})
 	if code, _, err := getPort(p3, "/v2/health/live"); err != nil || code != http.StatusOK {
 		t.Fatalf("fashion's port: %d %v", code, err)
 	}
@@ -140,7 +138,7 @@ func TestDeploymentPortWithoutServing(t *testing.T) {
 	h := newHarness(t, false, 0)
 	srv := New(Config{Go: h.goRT, Logger: h.srv.log}) // no PortHost: --serve ""
 	t.Cleanup(srv.Close)
-	srv.Sync(context.Background(), []agent.ActiveModel{withPort(h.active("fraud", "fraud-mlp", "1", "1", ""), freePort(t))})
+	srv.Sync(context.Background(), []Model{withPort(h.active("fraud", "fraud-mlp", "1", "1", ""), freePort(t))})
 	for _, st := range srv.Status() {
 		if st.Deployment == "fraud" && strings.Contains(st.Error, "the agent serves no inference endpoint") {
 			return

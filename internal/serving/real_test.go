@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/train"
 )
 
@@ -48,13 +48,13 @@ func TestServeTrainedMLP(t *testing.T) {
 	defer srv.Close()
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
-	srv.Sync(context.Background(), []agent.ActiveModel{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
+	srv.Sync(context.Background(), []Model{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
 		Digest: "sha256:1", Files: map[string]string{"fashion-mlp.onnx": path}}})
 	deadline := time.Now().Add(30 * time.Second)
 	for !srv.Ready() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != RuntimeGo {
+	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != engine.RuntimeGo {
 		t.Fatalf("status %+v", st)
 	}
 

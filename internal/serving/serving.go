@@ -26,39 +26,12 @@ import (
 	"sync/atomic"
 
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 )
 
 // errNoONNX is a model that has no ONNX file to serve.
 var errNoONNX = errors.New("the model has no .onnx file")
-
-// Runtime loads ONNX models into sessions.
-type Runtime interface {
-	// Name names the runtime in status: "go" or "onnxruntime".
-	Name() string
-	// Load loads the ONNX model in the file at path. An error means the
-	// runtime cannot serve this model (such as an unsupported operator).
-	Load(ctx context.Context, path string) (Session, error)
-}
-
-// Session is a loaded model. Run must be safe for concurrent calls.
-type Session interface {
-	// Inputs describes the graph inputs (dimension -1 is dynamic).
-	Inputs() []interp.ValueInfo
-	// Outputs describes the graph outputs.
-	Outputs() []interp.ValueInfo
-	// Run evaluates the model on the named inputs.
-	Run(ctx context.Context, in map[string]*interp.Tensor) (map[string]*interp.Tensor, error)
-	// Close releases the session. It is called once, after every Run returned.
-	Close() error
-}
-
-// Runtime names reported in status.
-const (
-	RuntimeGo          = "go"
-	RuntimeONNXRuntime = "onnxruntime"
-)
 
 // Model states reported in ModelStatus.
 const (
@@ -72,10 +45,10 @@ const DefaultMaxRequestBytes = 64 << 20
 
 // Config configures a Server.
 type Config struct {
-	// Go is the pure-Go runtime; nil means GoRuntime{}.
-	Go Runtime
+	// Go is the pure-Go runtime; nil means engine.Go{}.
+	Go engine.Runtime
 	// ONNXRuntime is the ONNX Runtime, nil when its library is not available.
-	ONNXRuntime Runtime
+	ONNXRuntime engine.Runtime
 	// Version is reported in the server metadata.
 	Version string
 	// MaxRequestBytes bounds request bodies; 0 means DefaultMaxRequestBytes.
@@ -112,6 +85,25 @@ type ModelStatus struct {
 	Port int32 `json:"port,omitempty"`
 }
 
+// Model is a model version to serve, as the agent activated it: every file
+// of it is in the agent's cache and verified.
+type Model struct {
+	// Deployment is the ModelDeployment name, the name requests use.
+	Deployment string
+	// Model is the model name.
+	Model string
+	// Version is the version to serve.
+	Version string
+	// Digest is its manifest digest: a new digest is a new version to load.
+	Digest string
+	// Files maps each file's path in the model to the verified local file
+	// holding it.
+	Files map[string]string
+	// Serving is the deployment's serving settings: its runtime, and its own
+	// port if it asks for one.
+	Serving v1alpha1.Serving
+}
+
 // Server serves the active models. Create it with New.
 type Server struct {
 	cfg Config
@@ -143,7 +135,7 @@ type model struct {
 
 // session is a loaded version, reference-counted by the requests using it.
 type session struct {
-	Session
+	engine.Session
 	version, digest, runtime string
 	inputs, outputs          []interp.ValueInfo
 
@@ -154,7 +146,7 @@ type session struct {
 	log       *slog.Logger
 }
 
-func newSession(s Session, version, digest, runtime string, log *slog.Logger) *session {
+func newSession(s engine.Session, version, digest, runtime string, log *slog.Logger) *session {
 	return &session{Session: s, version: version, digest: digest, runtime: runtime,
 		inputs: s.Inputs(), outputs: s.Outputs(), closed: make(chan struct{}), log: log}
 }
@@ -187,7 +179,7 @@ func (s *session) close() {
 // New returns a Server with no models; Sync or Watch give it the active ones.
 func New(cfg Config) *Server {
 	if cfg.Go == nil {
-		cfg.Go = GoRuntime{}
+		cfg.Go = engine.Go{}
 	}
 	if cfg.MaxRequestBytes <= 0 {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
@@ -203,7 +195,7 @@ func New(cfg Config) *Server {
 // Watch calls Sync with active() now and after every signal on changed,
 // until ctx ends. Reading the active set anew on each signal keeps the
 // Server in step with the agent however signals coalesce.
-func (s *Server) Watch(ctx context.Context, active func() []agent.ActiveModel, changed <-chan struct{}) {
+func (s *Server) Watch(ctx context.Context, active func() []Model, changed <-chan struct{}) {
 	for {
 		s.Sync(ctx, active())
 		select {
@@ -218,7 +210,7 @@ func (s *Server) Watch(ctx context.Context, active func() []agent.ActiveModel, c
 // version loads it in the background (its current version keeps serving
 // until the new one is ready), and a deployment no longer active stops
 // serving once its in-flight requests finished. ctx bounds the loads.
-func (s *Server) Sync(ctx context.Context, active []agent.ActiveModel) {
+func (s *Server) Sync(ctx context.Context, active []Model) {
 	var retired []*session
 	s.mu.Lock()
 	if s.closed {
@@ -274,7 +266,7 @@ func (s *Server) Sync(ctx context.Context, active []agent.ActiveModel) {
 }
 
 // load loads am in the background and makes it current if it is still wanted.
-func (s *Server) load(ctx context.Context, m *model, am agent.ActiveModel, gen uint64) {
+func (s *Server) load(ctx context.Context, m *model, am Model, gen uint64) {
 	defer s.loads.Done()
 	log := s.log.With("deployment", am.Deployment, "model", am.Model, "version", am.Version)
 	sess, rt, err := s.open(ctx, am, log)
@@ -319,7 +311,7 @@ func (s *Server) load(ctx context.Context, m *model, am agent.ActiveModel, gen u
 }
 
 // open loads the model file of am with the runtime its deployment asks for.
-func (s *Server) open(ctx context.Context, am agent.ActiveModel, log *slog.Logger) (Session, string, error) {
+func (s *Server) open(ctx context.Context, am Model, log *slog.Logger) (engine.Session, string, error) {
 	file, err := modelFile(am.Files)
 	if err != nil {
 		return nil, "", err

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 )
 
@@ -42,7 +42,7 @@ type fakeRuntime struct {
 
 func (r *fakeRuntime) Name() string { return r.name }
 
-func (r *fakeRuntime) Load(ctx context.Context, path string) (Session, error) {
+func (r *fakeRuntime) Load(ctx context.Context, path string) (engine.Session, error) {
 	if r.gate != nil {
 		select {
 		case <-r.gate:
@@ -55,7 +55,7 @@ func (r *fakeRuntime) Load(ctx context.Context, path string) (Session, error) {
 		return nil, err
 	}
 	s := strings.TrimSpace(string(b))
-	if s == "unsupported" && r.name == RuntimeONNXRuntime {
+	if s == "unsupported" && r.name == engine.RuntimeONNXRuntime {
 		s = "7" // ONNX Runtime has the operator
 	}
 	switch s {
@@ -156,7 +156,7 @@ type harness struct {
 
 func newHarness(t *testing.T, withORT bool, maxBytes int64) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), goRT: &fakeRuntime{name: RuntimeGo}, status: make(chan struct{}, 1)}
+	h := &harness{t: t, dir: t.TempDir(), goRT: &fakeRuntime{name: engine.RuntimeGo}, status: make(chan struct{}, 1)}
 	cfg := Config{Go: h.goRT, Version: "test", MaxRequestBytes: maxBytes, Logger: slog.New(slog.DiscardHandler), PortHost: "127.0.0.1",
 		OnStatus: func([]ModelStatus) {
 			select {
@@ -165,7 +165,7 @@ func newHarness(t *testing.T, withORT bool, maxBytes int64) *harness {
 			}
 		}}
 	if withORT {
-		h.ortRT = &fakeRuntime{name: RuntimeONNXRuntime}
+		h.ortRT = &fakeRuntime{name: engine.RuntimeONNXRuntime}
 		cfg.ONNXRuntime = h.ortRT
 	}
 	h.srv = New(cfg)
@@ -177,14 +177,14 @@ func newHarness(t *testing.T, withORT bool, maxBytes int64) *harness {
 	return h
 }
 
-// active writes a model file with content and returns an ActiveModel for it.
-func (h *harness) active(dep, model, version, content string, rt v1alpha1.ServingRuntime) agent.ActiveModel {
+// active writes a model file with content and returns a Model for it.
+func (h *harness) active(dep, model, version, content string, rt v1alpha1.ServingRuntime) Model {
 	h.t.Helper()
 	p := filepath.Join(h.dir, dep+"-"+version+".blob")
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 		h.t.Fatal(err)
 	}
-	return agent.ActiveModel{Deployment: dep, Model: model, Version: version, Digest: "sha256:" + dep + version + content,
+	return Model{Deployment: dep, Model: model, Version: version, Digest: "sha256:" + dep + version + content,
 		Files: map[string]string{"model.onnx": p, "README.md": p + ".md"}, Serving: v1alpha1.Serving{Runtime: rt}}
 }
 
@@ -268,7 +268,7 @@ func TestHealthAndMetadata(t *testing.T) {
 	if code, _, _ := h.do("GET", "/v2/health/ready", nil, nil); code != http.StatusServiceUnavailable {
 		t.Errorf("ready = %d before the first sync, want 503", code)
 	}
-	h.srv.Sync(context.Background(), []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
+	h.srv.Sync(context.Background(), []Model{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
 	h.waitVersion("fashion", "1.0.0")
 	if code, _, b := h.do("GET", "/v2/health/ready", nil, nil); code != http.StatusOK {
 		t.Errorf("ready = %d %s after loading", code, b)
@@ -308,7 +308,7 @@ func TestHealthAndMetadata(t *testing.T) {
 
 func TestInferJSON(t *testing.T) {
 	h := newHarness(t, false, 0)
-	h.srv.Sync(context.Background(), []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.0.0", "2", "")})
+	h.srv.Sync(context.Background(), []Model{h.active("fashion", "fashion-mlp", "1.0.0", "2", "")})
 	h.waitVersion("fashion", "1.0.0")
 	for _, path := range []string{"/v2/models/fashion/infer", "/v2/models/fashion-mlp/infer", "/v2/models/fashion/versions/1.0.0/infer"} {
 		r := h.inferOK(path, 2)
@@ -326,7 +326,7 @@ func TestInferJSON(t *testing.T) {
 
 func TestInferBinary(t *testing.T) {
 	h := newHarness(t, false, 0)
-	h.srv.Sync(context.Background(), []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
+	h.srv.Sync(context.Background(), []Model{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
 	h.waitVersion("fashion", "1.0.0")
 	x := []float32{1, 2, 3, 4.5}
 	var bin []byte
@@ -402,7 +402,7 @@ func TestInferBinary(t *testing.T) {
 // error JSON and status, and checks that a good request still succeeds.
 func TestInferErrors(t *testing.T) {
 	h := newHarness(t, false, 4096)
-	h.srv.Sync(context.Background(), []agent.ActiveModel{
+	h.srv.Sync(context.Background(), []Model{
 		h.active("fashion", "fashion-mlp", "1.0.0", "1", ""),
 		h.active("unsupported", "exotic", "1.0.0", "unsupported", ""),
 	})
@@ -489,19 +489,19 @@ func TestRuntimeChoice(t *testing.T) {
 		want    string // runtime chosen, or an error substring
 		wantErr bool
 	}{
-		{name: "auto uses go", content: "1", runtime: v1alpha1.RuntimeAuto, ort: true, want: RuntimeGo},
-		{name: "empty means auto", content: "1", runtime: "", ort: false, want: RuntimeGo},
-		{name: "auto falls back for unsupported ops", content: "unsupported", runtime: v1alpha1.RuntimeAuto, ort: true, want: RuntimeONNXRuntime},
+		{name: "auto uses go", content: "1", runtime: v1alpha1.RuntimeAuto, ort: true, want: engine.RuntimeGo},
+		{name: "empty means auto", content: "1", runtime: "", ort: false, want: engine.RuntimeGo},
+		{name: "auto falls back for unsupported ops", content: "unsupported", runtime: v1alpha1.RuntimeAuto, ort: true, want: engine.RuntimeONNXRuntime},
 		{name: "auto without onnxruntime", content: "unsupported", runtime: v1alpha1.RuntimeAuto, want: "ONNX Runtime is not available", wantErr: true},
 		{name: "auto does not hide a broken model", content: "broken", runtime: v1alpha1.RuntimeAuto, ort: true, want: "malformed model", wantErr: true},
 		{name: "go only", content: "unsupported", runtime: v1alpha1.RuntimeGo, ort: true, want: "unsupported operators: Foo", wantErr: true},
-		{name: "onnxruntime", content: "1", runtime: v1alpha1.RuntimeONNXRuntime, ort: true, want: RuntimeONNXRuntime},
+		{name: "onnxruntime", content: "1", runtime: v1alpha1.RuntimeONNXRuntime, ort: true, want: engine.RuntimeONNXRuntime},
 		{name: "onnxruntime missing", content: "1", runtime: v1alpha1.RuntimeONNXRuntime, want: "--onnxruntime-lib", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, tt.ort, 0)
-			h.srv.Sync(context.Background(), []agent.ActiveModel{h.active("d", "m", "1.0.0", tt.content, tt.runtime)})
+			h.srv.Sync(context.Background(), []Model{h.active("d", "m", "1.0.0", tt.content, tt.runtime)})
 			st := h.waitStatus("d", func(st ModelStatus) bool { return st.State != StateLoading })
 			if tt.wantErr {
 				if st.State != StateFailed || !strings.Contains(st.Error, tt.want) {
@@ -522,7 +522,7 @@ func TestRuntimeChoice(t *testing.T) {
 func TestSwapWaitsForInFlight(t *testing.T) {
 	h := newHarness(t, false, 0)
 	ctx := context.Background()
-	h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
+	h.srv.Sync(ctx, []Model{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
 	h.waitVersion("fashion", "1.0.0")
 	v1 := h.goRT.all()[0]
 	v1.block = make(chan struct{})
@@ -540,7 +540,7 @@ func TestSwapWaitsForInFlight(t *testing.T) {
 	for v1.running.Load() == 0 { // wait for the request to reach the session
 		time.Sleep(time.Millisecond)
 	}
-	h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", "2.0.0", "2", "")})
+	h.srv.Sync(ctx, []Model{h.active("fashion", "fashion-mlp", "2.0.0", "2", "")})
 	h.waitVersion("fashion", "2.0.0")
 	if r := h.inferOK("/v2/models/fashion/infer", 2); r.ModelVersion != "2.0.0" {
 		t.Errorf("after the swap: version %s", r.ModelVersion)
@@ -602,7 +602,7 @@ func TestSwapUnderLoad(t *testing.T) {
 func swapUnderLoad(t *testing.T, h *harness, call func(i int) (version int, scale float32, err error)) []*fakeSession {
 	t.Helper()
 	ctx := context.Background()
-	h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1", "1", "")})
+	h.srv.Sync(ctx, []Model{h.active("fashion", "fashion-mlp", "1", "1", "")})
 	h.waitVersion("fashion", "1")
 	const clients, swaps = 8, 20
 	var failed, served atomic.Int64
@@ -634,7 +634,7 @@ func swapUnderLoad(t *testing.T, h *harness, call func(i int) (version int, scal
 	for v := 2; v <= swaps+1; v++ {
 		ver := strconv.Itoa(v)
 		before := served.Load()
-		h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", ver, ver, "")})
+		h.srv.Sync(ctx, []Model{h.active("fashion", "fashion-mlp", ver, ver, "")})
 		h.waitVersion("fashion", ver)
 		// Let calls run on each version (or fail, which ends the test).
 		for deadline := time.Now().Add(10 * time.Second); served.Load() < before+clients && time.Now().Before(deadline); {
@@ -666,9 +666,9 @@ func swapUnderLoad(t *testing.T, h *harness, call func(i int) (version int, scal
 func TestFailedUpdateKeepsServing(t *testing.T) {
 	h := newHarness(t, false, 0)
 	ctx := context.Background()
-	h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
+	h.srv.Sync(ctx, []Model{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
 	h.waitVersion("fashion", "1.0.0")
-	h.srv.Sync(ctx, []agent.ActiveModel{h.active("fashion", "fashion-mlp", "2.0.0", "broken", "")})
+	h.srv.Sync(ctx, []Model{h.active("fashion", "fashion-mlp", "2.0.0", "broken", "")})
 	st := h.waitStatus("fashion", func(st ModelStatus) bool { return st.Error != "" })
 	if st.Version != "1.0.0" || st.State != StateReady || !strings.Contains(st.Error, "load fashion-mlp@2.0.0: malformed model (still serving 1.0.0)") {
 		t.Errorf("status %+v", st)
@@ -679,14 +679,14 @@ func TestFailedUpdateKeepsServing(t *testing.T) {
 func TestRemovedDeploymentStopsServing(t *testing.T) {
 	h := newHarness(t, false, 0)
 	ctx := context.Background()
-	h.srv.Sync(ctx, []agent.ActiveModel{h.active("a", "m", "1.0.0", "1", ""), h.active("b", "m", "1.0.0", "3", "")})
+	h.srv.Sync(ctx, []Model{h.active("a", "m", "1.0.0", "1", ""), h.active("b", "m", "1.0.0", "3", "")})
 	h.waitVersion("a", "1.0.0")
 	h.waitVersion("b", "1.0.0")
 	// Two deployments serve m: its name is ambiguous.
 	if code, _, b := h.do("POST", "/v2/models/m/infer", []byte(goodRequest), nil); code != 404 || !strings.Contains(string(b), "several deployments (a, b)") {
 		t.Errorf("ambiguous model name: %d %s", code, b)
 	}
-	h.srv.Sync(ctx, []agent.ActiveModel{h.active("b", "m", "1.0.0", "3", "")})
+	h.srv.Sync(ctx, []Model{h.active("b", "m", "1.0.0", "3", "")})
 	if code, _, _ := h.do("POST", "/v2/models/a/infer", []byte(goodRequest), nil); code != 404 {
 		t.Errorf("removed deployment answers %d", code)
 	}
@@ -705,7 +705,7 @@ func TestRemovedDeploymentStopsServing(t *testing.T) {
 func TestLoadingModelIsNotReady(t *testing.T) {
 	h := newHarness(t, false, 0)
 	h.goRT.gate = make(chan struct{})
-	h.srv.Sync(context.Background(), []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
+	h.srv.Sync(context.Background(), []Model{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")})
 	if code, _, b := h.do("POST", "/v2/models/fashion/infer", []byte(goodRequest), nil); code != 503 || !strings.Contains(string(b), "loading 1.0.0") {
 		t.Errorf("infer while loading: %d %s", code, b)
 	}
@@ -720,14 +720,14 @@ func TestLoadingModelIsNotReady(t *testing.T) {
 func TestWatchFollowsActive(t *testing.T) {
 	h := newHarness(t, false, 0)
 	var mu sync.Mutex
-	active := []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")}
+	active := []Model{h.active("fashion", "fashion-mlp", "1.0.0", "1", "")}
 	changed := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go h.srv.Watch(ctx, func() []agent.ActiveModel { mu.Lock(); defer mu.Unlock(); return active }, changed)
+	go h.srv.Watch(ctx, func() []Model { mu.Lock(); defer mu.Unlock(); return active }, changed)
 	h.waitVersion("fashion", "1.0.0")
 	mu.Lock()
-	active = []agent.ActiveModel{h.active("fashion", "fashion-mlp", "1.1.0", "5", "")}
+	active = []Model{h.active("fashion", "fashion-mlp", "1.1.0", "5", "")}
 	mu.Unlock()
 	changed <- struct{}{}
 	h.waitVersion("fashion", "1.1.0")

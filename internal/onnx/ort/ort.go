@@ -12,8 +12,13 @@ import (
 
 	ortgo "github.com/yalue/onnxruntime_go"
 
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
-	"outpost.dev/outpost/internal/serving"
+)
+
+var (
+	_ engine.Runtime = (*Runtime)(nil)
+	_ engine.Session = (*Session)(nil)
 )
 
 // environment records the process-wide ONNX Runtime environment: the
@@ -70,7 +75,7 @@ func New(libPath string, opts ...Option) (*Runtime, error) {
 func (r *Runtime) Version() string { return ortgo.GetVersion() }
 
 // Load reads the model file at path and makes a session for it (a *Session).
-func (r *Runtime) Load(ctx context.Context, path string) (serving.Session, error) {
+func (r *Runtime) Load(ctx context.Context, path string) (engine.Session, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

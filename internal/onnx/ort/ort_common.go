@@ -15,7 +15,7 @@ import (
 	"errors"
 	"os"
 
-	"outpost.dev/outpost/internal/serving"
+	"outpost.dev/outpost/internal/onnx/engine"
 )
 
 // EnvLib is the environment variable that names the ONNX Runtime shared
@@ -51,13 +51,8 @@ type Option func(*Runtime)
 // operator (ONNX Runtime's default, 0, is one per physical core).
 func WithIntraOpThreads(n int) Option { return func(r *Runtime) { r.threads = n } }
 
-// Name is "onnxruntime" (serving.RuntimeONNXRuntime).
-func (r *Runtime) Name() string { return serving.RuntimeONNXRuntime }
+// Name is "onnxruntime" (engine.RuntimeONNXRuntime).
+func (r *Runtime) Name() string { return engine.RuntimeONNXRuntime }
 
 // Library is the absolute path of the shared library in use.
 func (r *Runtime) Library() string { return r.lib }
-
-var (
-	_ serving.Runtime = (*Runtime)(nil)
-	_ serving.Session = (*Session)(nil)
-)

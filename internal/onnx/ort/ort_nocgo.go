@@ -6,8 +6,13 @@ import (
 	"context"
 	"errors"
 
+	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
-	"outpost.dev/outpost/internal/serving"
+)
+
+var (
+	_ engine.Runtime = (*Runtime)(nil)
+	_ engine.Session = (*Session)(nil)
 )
 
 // ErrNoCgo is what every entry point returns in a binary built without cgo,
@@ -21,7 +26,7 @@ func New(libPath string, opts ...Option) (*Runtime, error) { return nil, ErrNoCg
 func (r *Runtime) Version() string { return "" }
 
 // Load fails: loading ONNX Runtime needs cgo.
-func (r *Runtime) Load(ctx context.Context, path string) (serving.Session, error) {
+func (r *Runtime) Load(ctx context.Context, path string) (engine.Session, error) {
 	return nil, ErrNoCgo
 }
 

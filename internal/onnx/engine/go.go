@@ -1,4 +1,4 @@
-package serving
+package engine
 
 import (
 	"context"
@@ -8,15 +8,20 @@ import (
 	"outpost.dev/outpost/internal/onnx/interp"
 )
 
-// GoRuntime runs models with the pure-Go interpreter (internal/onnx/interp).
-type GoRuntime struct{}
+// Go runs models with the pure-Go interpreter (internal/onnx/interp).
+type Go struct{}
+
+var (
+	_ Runtime = Go{}
+	_ Session = goSession{}
+)
 
 // Name is "go".
-func (GoRuntime) Name() string { return RuntimeGo }
+func (Go) Name() string { return RuntimeGo }
 
 // Load reads and loads the model at path; unsupported operators fail here,
 // named, rather than at the first request.
-func (GoRuntime) Load(ctx context.Context, path string) (Session, error) {
+func (Go) Load(ctx context.Context, path string) (Session, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
