@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"outpost.dev/outpost/internal/serving"
+	"outpost.dev/outpost/internal/testenv"
 	"outpost.dev/outpost/internal/train"
 )
 
@@ -70,9 +71,7 @@ func TestInferCommand(t *testing.T) {
 	defer ts.Close()
 	srv.Sync(context.Background(), []serving.Model{{Deployment: "tiny", Model: "tiny-mlp", Version: "0.1.0", Digest: "sha256:1",
 		Files: map[string]string{"model.onnx": path}}})
-	for deadline := time.Now().Add(30 * time.Second); !srv.Ready() && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 30*time.Second, "the model loaded", srv.Ready)
 	x := []float32{0.1, 0.9, 0.3, 0.5, 1, 0, 0, 0.2}
 	p := m.Predict(x)
 	argmax := func(row []float32) int {

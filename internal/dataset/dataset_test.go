@@ -5,8 +5,11 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
+
+	"outpost.dev/outpost/internal/testenv"
 )
 
 func idxBytes(typ byte, dims []uint32, data []byte) []byte {
@@ -124,7 +127,7 @@ func TestFashionSubset(t *testing.T) {
 // The subset must be the first records of Debian's full files (when installed).
 func TestFashionSubsetMatchesDebian(t *testing.T) {
 	if _, err := os.Stat(DebianFashionDir); err != nil {
-		t.Skipf("%s absent (Debian package dataset-fashion-mnist, scripts/debian-deps.sh)", DebianFashionDir)
+		testenv.MissingPeer(t, fmt.Sprintf("%s absent (Debian package dataset-fashion-mnist, scripts/debian-deps.sh)", DebianFashionDir))
 	}
 	if testing.Short() {
 		t.Skip("reads the 10,000-image Debian test set; skipped with -short")

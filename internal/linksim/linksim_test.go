@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // server is a TCP target for tests; serve handles each connection.
@@ -94,18 +96,6 @@ func fetch(t *testing.T, addr string) ([]byte, error) {
 	return b, err
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // roundTrip writes data through an echo link and reads it back.
 func roundTrip(t *testing.T, addr string, data []byte) []byte {
 	t.Helper()
@@ -150,7 +140,7 @@ func TestForwardIntact(t *testing.T) {
 				t.Fatalf("echoed %d bytes differ from the %d sent", len(got), len(data))
 			}
 			want := Stats{Up: int64(tt.size), Down: int64(tt.size), Conns: 1}
-			eventually(t, "stats", func() bool { return l.Stats() == want })
+			testenv.WaitFor(t, 10*time.Second, "stats", func() bool { return l.Stats() == want })
 			l.ResetStats()
 			if s := l.Stats(); s != (Stats{}) {
 				t.Errorf("after ResetStats: %+v", s)

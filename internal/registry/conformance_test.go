@@ -9,26 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// requirePeer returns the value of env var name, skipping the test when it is unset
-// (or failing it when OUTPOST_REQUIRE_PEERS=1).
-func requirePeer(t *testing.T, name, what string) string {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
-			t.Fatalf("%s is not set: it must name %s (OUTPOST_REQUIRE_PEERS=1)", name, what)
-		}
-		t.Skipf("set %s to %s to run this test", name, what)
-	}
-	return v
-}
+	"outpost.dev/outpost/internal/testenv"
+)
 
 // TestConformance runs the OCI distribution-spec conformance suite (built by scripts/conformance.sh)
 // against the registry on a loopback listener, with every optional API and data kind enabled.
 func TestConformance(t *testing.T) {
-	bin := requirePeer(t, "OUTPOST_CONFORMANCE_BIN", "the distribution-spec conformance test binary")
+	bin := testenv.PeerEnv(t, "OUTPOST_CONFORMANCE_BIN", "the distribution-spec conformance test binary")
 	const token = "conformance-secret"
 	e := newEnv(t, Options{Authorize: passwordAuth(token, false)})
 	u, err := url.Parse(e.srv.URL)

@@ -13,11 +13,12 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // TestOrasRoundTrip pushes, pulls, lists and attaches with the oras CLI against the registry.
 func TestOrasRoundTrip(t *testing.T) {
-	oras := requirePeer(t, "OUTPOST_ORAS", "the oras CLI binary")
+	oras := testenv.PeerEnv(t, "OUTPOST_ORAS", "the oras CLI binary")
 	const token = "oras-token"
 	e := newEnv(t, Options{Authorize: passwordAuth(token, false)})
 	u, err := url.Parse(e.srv.URL)

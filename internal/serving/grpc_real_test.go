@@ -24,6 +24,7 @@ import (
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/serving/oippb"
+	"outpost.dev/outpost/internal/testenv"
 	"outpost.dev/outpost/internal/zoo"
 )
 
@@ -51,9 +52,7 @@ func zooServer(t *testing.T) (c oippb.GRPCInferenceServiceClient, restURL, addr 
 	c, addr = serveGRPC(t, srv)
 	srv.Sync(context.Background(), []Model{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
 		Digest: "sha256:1", Files: map[string]string{"mlp.onnx": path}}})
-	for deadline := time.Now().Add(30 * time.Second); !srv.Ready() && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 30*time.Second, "the model loaded", srv.Ready)
 	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != engine.RuntimeGo {
 		t.Fatalf("status %+v", st)
 	}
@@ -233,10 +232,7 @@ func TestGRPCPythonClient(t *testing.T) {
 	py := pythonWithGRPC()
 	if py == "" {
 		msg := "python3 with the grpc and grpc_tools modules not found (Debian python3-grpcio and python3-grpc-tools; scripts/debian-deps.sh installs them)"
-		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
-			t.Fatal(msg + ", and OUTPOST_REQUIRE_PEERS=1")
-		}
-		t.Skip(msg)
+		testenv.MissingPeer(t, msg)
 	}
 	stubs := t.TempDir()
 	gen := exec.Command(py, "-m", "grpc_tools.protoc", "-I", "oippb", "--python_out="+stubs, "--grpc_python_out="+stubs, "grpc_predict_v2.proto")

@@ -20,6 +20,7 @@ import (
 
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/onnx/engine"
+	"outpost.dev/outpost/internal/testenv"
 	"outpost.dev/outpost/internal/train"
 )
 
@@ -50,10 +51,7 @@ func TestServeTrainedMLP(t *testing.T) {
 	defer ts.Close()
 	srv.Sync(context.Background(), []Model{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0",
 		Digest: "sha256:1", Files: map[string]string{"fashion-mlp.onnx": path}}})
-	deadline := time.Now().Add(30 * time.Second)
-	for !srv.Ready() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 30*time.Second, "the model loaded", srv.Ready)
 	if st := srv.Status(); len(st) != 1 || st[0].State != StateReady || st[0].Runtime != engine.RuntimeGo {
 		t.Fatalf("status %+v", st)
 	}

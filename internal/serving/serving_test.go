@@ -24,6 +24,7 @@ import (
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // The tests here run the server with fakeRuntime, whose sessions compute a
@@ -553,10 +554,7 @@ func TestSwapWaitsForInFlight(t *testing.T) {
 		t.Errorf("held request answered by %s", r.ModelVersion)
 	}
 	// The handler releases the session just after writing the response.
-	deadline := time.Now().Add(5 * time.Second)
-	for v1.closes.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "v1 closed", func() bool { return v1.closes.Load() > 0 })
 	if c, m := v1.closes.Load(), v1.misuse.Load(); c != 1 || m != 0 {
 		t.Errorf("v1 closed %d times, misused %d times", c, m)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/onnx"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 var (
@@ -297,10 +298,7 @@ func requirePythonONNX(t *testing.T) string {
 	py := pythonWithONNX()
 	if py == "" {
 		msg := "python3 with the onnx module not found (Debian python3-onnx; scripts/debian-deps.sh installs it)"
-		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
-			t.Fatal(msg + ", and OUTPOST_REQUIRE_PEERS=1")
-		}
-		t.Skip(msg)
+		testenv.MissingPeer(t, msg)
 	}
 	return py
 }

@@ -7,19 +7,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+	"outpost.dev/outpost/internal/testenv"
+)
 
 func TestGateServesHigherPriorityFirst(t *testing.T) {
 	release := make(chan struct{})
@@ -38,11 +28,11 @@ func TestGateServesHigherPriorityFirst(t *testing.T) {
 	arrivals := []Priority{PriorityLogs, PriorityLogs, PriorityTelemetry, PriorityFL, PriorityActive, PriorityTelemetry, PriorityControl}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.wait(context.Background(), PriorityLogs, 99) })
-	waitFor(t, "first caller to hold the gate", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
+	testenv.WaitFor(t, 10*time.Second, "first caller to hold the gate", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
 	// Give each queued caller an identity: n encodes arrival order.
 	for k, p := range arrivals {
 		wg.Go(func() { _ = g.wait(context.Background(), p, 100+k) })
-		waitFor(t, "caller to queue", func() bool { return g.waiting() == k+1 })
+		testenv.WaitFor(t, 10*time.Second, "caller to queue", func() bool { return g.waiting() == k+1 })
 	}
 	close(release)
 	wg.Wait()
@@ -69,14 +59,14 @@ func TestGateCancelledWaiterLeavesQueue(t *testing.T) {
 	}}
 	done := make(chan error, 3)
 	go func() { done <- g.wait(context.Background(), PriorityLogs, 1) }()
-	waitFor(t, "holder", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
+	testenv.WaitFor(t, 10*time.Second, "holder", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { done <- g.wait(ctx, PriorityControl, 2) }()
-	waitFor(t, "first waiter", func() bool { return g.waiting() == 1 })
+	testenv.WaitFor(t, 10*time.Second, "first waiter", func() bool { return g.waiting() == 1 })
 	go func() { done <- g.wait(context.Background(), PriorityLogs, 3) }()
-	waitFor(t, "second waiter", func() bool { return g.waiting() == 2 })
+	testenv.WaitFor(t, 10*time.Second, "second waiter", func() bool { return g.waiting() == 2 })
 	cancel()
-	waitFor(t, "cancelled waiter to leave", func() bool { return g.waiting() == 1 })
+	testenv.WaitFor(t, 10*time.Second, "cancelled waiter to leave", func() bool { return g.waiting() == 1 })
 	close(release)
 	var errs []error
 	for range 3 {

@@ -18,6 +18,7 @@ import (
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/onnx/ort"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 var (
@@ -123,20 +124,12 @@ func pythonWithONNX() string {
 	return ""
 }
 
-func skipOrFail(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
-		t.Fatal(msg + ", and OUTPOST_REQUIRE_PEERS=1")
-	}
-	t.Skip(msg)
-}
-
 // Every zoo file passes onnx.checker.check_model with full_check (which runs
 // ONNX's shape inference too).
 func TestONNXChecker(t *testing.T) {
 	py := pythonWithONNX()
 	if py == "" {
-		skipOrFail(t, "python3 with the onnx module not found (Debian python3-onnx; scripts/debian-deps.sh installs it)")
+		testenv.MissingPeer(t, "python3 with the onnx module not found (Debian python3-onnx; scripts/debian-deps.sh installs it)")
 	}
 	dir := t.TempDir()
 	args := []string{"-c", `import sys, onnx
@@ -167,10 +160,10 @@ for p in sys.argv[1:]:
 func TestGoRuntimeMatchesONNXRuntime(t *testing.T) {
 	rt, err := ort.FromEnv()
 	if errors.Is(err, ort.ErrNoLibrary) {
-		skipOrFail(t, err.Error())
+		testenv.MissingPeer(t, err.Error())
 	}
 	if noCgo(err) {
-		skipOrFail(t, err.Error())
+		testenv.MissingPeer(t, err.Error())
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/linksim"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // agentProc is an agent process behind its own simulated link to the hub.
@@ -71,7 +72,7 @@ func (a *agentProc) start() {
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}
-	waitFor(a.t, 60*time.Second, "agent "+a.name+" ready", func() bool {
+	testenv.WaitFor(a.t, 60*time.Second, "agent "+a.name+" ready", func() bool {
 		_, err := os.Stat(ready)
 		return err == nil
 	})
@@ -131,17 +132,6 @@ func (s agentStatus) errorOf(deployment string) string {
 		}
 	}
 	return ""
-}
-
-func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func tail(s string, n int) string {
@@ -263,7 +253,7 @@ func (f *fleet) push(t *testing.T, n int) string {
 func waitActive(t *testing.T, limit time.Duration, v string, as ...*agentProc) {
 	t.Helper()
 	for _, a := range as {
-		waitFor(t, limit, a.name+" active at "+v, func() bool { return a.status().active("w") == v })
+		testenv.WaitFor(t, limit, a.name+" active at "+v, func() bool { return a.status().active("w") == v })
 	}
 }
 
@@ -405,7 +395,7 @@ func TestAgentsSyncUnderFaults(t *testing.T) {
 			}
 		}
 		d := hubDeployment(t, f.h, "w")
-		waitFor(t, 30*time.Second, "hub rows active at "+last, func() bool {
+		testenv.WaitFor(t, 30*time.Second, "hub rows active at "+last, func() bool {
 			d = hubDeployment(t, f.h, "w")
 			n := 0
 			for _, row := range d.Status.Clusters {
@@ -431,12 +421,12 @@ func TestAgentsSyncUnderFaults(t *testing.T) {
 			t.Fatalf("agent status with no hub: %v\n%s", err, out)
 		}
 		// The hub notices the silence.
-		waitFor(t, 30*time.Second, "hub marks "+a.name+" disconnected", func() bool {
+		testenv.WaitFor(t, 30*time.Second, "hub marks "+a.name+" disconnected", func() bool {
 			return strings.Contains(f.h.mustRun("get", "clusters"), "Disconnected")
 		})
 		a.link.ResetStats()
 		a.link.Partition(false)
-		waitFor(t, 30*time.Second, "hub marks "+a.name+" connected again", func() bool {
+		testenv.WaitFor(t, 30*time.Second, "hub marks "+a.name+" connected again", func() bool {
 			return !strings.Contains(f.h.mustRun("get", "clusters"), "Disconnected")
 		})
 		// Catching up re-fetches nothing it holds.
@@ -466,7 +456,7 @@ func TestAgentBadInput(t *testing.T) {
 			{"opj_not-a-token", "not recognised"},
 			{expired, "expired"},
 		}
-		waitFor(t, 10*time.Second, "the short token to expire", func() bool { return time.Since(created) > 1500*time.Millisecond })
+		testenv.WaitFor(t, 10*time.Second, "the short token to expire", func() bool { return time.Since(created) > 1500*time.Millisecond })
 		for _, tt := range tests {
 			dir := t.TempDir()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -506,7 +496,7 @@ func TestAgentBadInput(t *testing.T) {
 		}
 		deleteBlob(t, h, "models/w", weights)
 		applyYAML(t, h, deployment("w", "w", "1.1.0", "tier: edge", ""))
-		waitFor(t, 60*time.Second, "an error in status", func() bool { return a.status().errorOf("w") != "" })
+		testenv.WaitFor(t, 60*time.Second, "an error in status", func() bool { return a.status().errorOf("w") != "" })
 		if s := a.status(); s.active("w") != "1.0.0" {
 			t.Fatalf("active %q, want 1.0.0 to keep serving", s.active("w"))
 		}
@@ -518,7 +508,7 @@ func TestAgentBadInput(t *testing.T) {
 		applyYAML(t, h, deployment("w", "w", "1.2.0", "tier: edge", ""))
 		waitActive(t, 60*time.Second, "1.2.0", a)
 		applyYAML(t, h, deployment("w", "w", "1.0.0", "tier: edge", ""))
-		waitFor(t, 60*time.Second, "a downgrade refusal", func() bool { return strings.Contains(a.status().errorOf("w"), "downgrade") })
+		testenv.WaitFor(t, 60*time.Second, "a downgrade refusal", func() bool { return strings.Contains(a.status().errorOf("w"), "downgrade") })
 		if got := a.status().active("w"); got != "1.2.0" {
 			t.Fatalf("active %q after a refused downgrade", got)
 		}
@@ -537,7 +527,7 @@ func TestAgentBadInput(t *testing.T) {
 		a.kill()
 		a.extra = append(a.extra, "--require-signature")
 		a.start()
-		waitFor(t, 60*time.Second, "a signature error", func() bool { return strings.Contains(a.status().errorOf("w"), "signature") })
+		testenv.WaitFor(t, 60*time.Second, "a signature error", func() bool { return strings.Contains(a.status().errorOf("w"), "signature") })
 		if got := a.status().active("w"); got != "1.0.0" {
 			t.Fatalf("active %q: an untrusted signature must not activate", got)
 		}

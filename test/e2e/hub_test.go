@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"outpost.dev/outpost/internal/testenv"
 )
 
 func writeRandom(t *testing.T, path string, n int) []byte {
@@ -43,7 +45,7 @@ func sameFile(t *testing.T, a, b string) {
 // TestOrasInterop: the real oras CLI pulls what 'outpost model push' stored,
 // byte-identical, and 'outpost model pull' reads what 'oras push' stored.
 func TestOrasInterop(t *testing.T) {
-	oras := peer(t, "OUTPOST_ORAS", "the oras CLI")
+	oras := testenv.PeerEnv(t, "OUTPOST_ORAS", "the oras CLI")
 	h := startHub(t)
 	src := t.TempDir()
 	writeRandom(t, filepath.Join(src, "model.onnx"), 3<<20)

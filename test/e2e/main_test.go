@@ -38,20 +38,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// peer returns the path of a real peer tool named by env, skipping the test
-// when it is not installed, or failing when OUTPOST_REQUIRE_PEERS=1.
-func peer(t *testing.T, env, what string) string {
-	t.Helper()
-	p := os.Getenv(env)
-	if p == "" {
-		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
-			t.Fatalf("%s is required: set %s (make test installs it with scripts/tools.sh)", what, env)
-		}
-		t.Skipf("%s not installed: set %s (scripts/tools.sh installs it)", what, env)
-	}
-	return p
-}
-
 // hub is a hub process with its own data directory and client config.
 type hub struct {
 	t      *testing.T

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"outpost.dev/outpost/internal/onnx/onnxpb"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // confDebianDir is where Debian's libonnx-testdata puts ONNX's node tests.
@@ -40,10 +41,7 @@ func confDir(t *testing.T) string {
 		dir = confDebianDir
 	}
 	if _, err := os.Stat(filepath.Join(dir, "test_abs", "model.onnx")); err != nil {
-		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
-			t.Fatalf("ONNX node tests not found in %s (install libonnx-testdata or set OUTPOST_ONNX_TESTDATA): %v", dir, err)
-		}
-		t.Skipf("ONNX node tests not found in %s (install libonnx-testdata or set OUTPOST_ONNX_TESTDATA)", dir)
+		testenv.MissingPeer(t, fmt.Sprintf("ONNX node tests not found in %s (install libonnx-testdata or set OUTPOST_ONNX_TESTDATA): %v", dir, err))
 	}
 	return dir
 }

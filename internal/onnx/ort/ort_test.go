@@ -16,19 +16,17 @@ import (
 	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/onnx/onnxpb"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // runtimeOrSkip returns the Runtime for the library named by
 // OUTPOST_ONNXRUNTIME_LIB, skipping the test when it is unset, unless
-// OUTPOST_REQUIRE_PEERS=1.
+// peers are required (testenv).
 func runtimeOrSkip(t *testing.T) *Runtime {
 	t.Helper()
 	r, err := FromEnv()
 	if errors.Is(err, ErrNoLibrary) {
-		if os.Getenv("OUTPOST_REQUIRE_PEERS") == "1" {
-			t.Fatalf("%v, and OUTPOST_REQUIRE_PEERS=1", err)
-		}
-		t.Skip(err)
+		testenv.MissingPeer(t, err.Error())
 	}
 	if err != nil {
 		t.Fatal(err)
