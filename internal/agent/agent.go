@@ -106,6 +106,9 @@ type Config struct {
 	// (a version activated, a deployment removed). It must return quickly;
 	// the caller reads Active anew.
 	OnActive func()
+	// Clock times the agent's polls, reports, retries, backoff and
+	// bandwidth limit, and stamps its state; nil means the system clock.
+	Clock clock.Clock
 }
 
 // ActiveModel is a model version the agent serves.
@@ -132,7 +135,7 @@ type Agent struct {
 	log   *slog.Logger
 	state *stateDB
 	cache *cache
-	now   func() time.Time
+	clock clock.Clock
 
 	limiter *rate.Limiter
 	src     *routingSource
@@ -210,7 +213,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{
-		cfg: cfg, log: cfg.Logger, state: st, cache: c, now: time.Now,
+		cfg: cfg, log: cfg.Logger, state: st, cache: c, clock: clock.OrReal(cfg.Clock),
 		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1),
 		active: map[string]ActiveModel{}, unservable: map[string]string{},
 		workers: map[string]*worker{}, retries: map[string]retry{}, indexes: map[digest.Digest]*artifact.ChunkIndex{},
@@ -268,7 +271,7 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 	a.name = name
 	if hub != "" {
 		// The agent's loops retry with their own backoff: one attempt per call.
-		h, err := hubclient.New(hub, hubclient.Options{TLS: a.cfg.TLS, HTTPClient: a.cfg.HTTPClient, Attempts: 1})
+		h, err := hubclient.New(hub, hubclient.Options{TLS: a.cfg.TLS, HTTPClient: a.cfg.HTTPClient, Attempts: 1, Clock: a.clock})
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)
 		}
@@ -291,6 +294,7 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 		a.fetcher = transfer.NewFetcher(a.src, transfer.Options{
 			Parallel: a.cfg.Parallel, Limiter: a.limiter, Logger: a.log,
 			Backoff: clock.Backoff{Base: a.cfg.RetryBase / 4, Max: a.cfg.RetryMax},
+			Clock:   a.clock,
 		})
 	}
 	return nil
@@ -379,7 +383,7 @@ func (a *Agent) Close() error { return a.state.Close() }
 // reconciling. A stale document is refused and counted; a document with
 // the applied revision changes nothing.
 func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Source) (Decision, error) {
-	res, err := a.state.applyDoc(ctx, doc, src, a.now())
+	res, err := a.state.applyDoc(ctx, doc, src, a.clock.Now())
 	if err != nil {
 		return Decision{}, err
 	}
@@ -481,7 +485,7 @@ func (a *Agent) ensureJoined(ctx context.Context) error {
 			return err
 		}
 		a.log.Warn("cannot reach hub to join, retrying", "err", err)
-		if !sleep(ctx, a.backoff(attempt)) {
+		if !clock.Sleep(ctx, a.clock, a.backoff(attempt)) {
 			return ctx.Err()
 		}
 	}
@@ -515,18 +519,6 @@ func (a *Agent) backoff(attempt int) time.Duration {
 	return clock.Backoff{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax}.Delay(attempt, rand.Float64())
 }
 
-// sleep waits d or until ctx ends, reporting whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 // pollLoop long-polls the desired state and applies what comes.
 func (a *Agent) pollLoop(ctx context.Context) {
 	failures := 0
@@ -534,10 +526,10 @@ func (a *Agent) pollLoop(ctx context.Context) {
 		applied, err := a.state.applied(ctx)
 		if err != nil {
 			a.log.Error("read state", "err", err)
-			sleep(ctx, a.backoff(1))
+			clock.Sleep(ctx, a.clock, a.backoff(1))
 			continue
 		}
-		start := time.Now()
+		start := a.clock.Now()
 		doc, err := a.hub.DesiredState(ctx, a.name, applied.Revision, a.cfg.PollTimeout)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -551,7 +543,7 @@ func (a *Agent) pollLoop(ctx context.Context) {
 				}
 			}
 			a.log.Warn("cannot poll desired state", "err", err, "failures", failures)
-			sleep(ctx, a.backoff(failures))
+			clock.Sleep(ctx, a.clock, a.backoff(failures))
 			continue
 		}
 		if failures > 0 {
@@ -563,19 +555,19 @@ func (a *Agent) pollLoop(ctx context.Context) {
 		if doc == nil {
 			continue
 		}
-		if time.Since(start) < time.Second {
-			a.link.observeRTT(time.Since(start))
+		if rtt := clock.Since(a.clock, start); rtt < time.Second {
+			a.link.observeRTT(rtt)
 		}
 		if _, err := a.Apply(ctx, doc, SourceNetwork); err != nil {
 			a.log.Error("apply desired state", "err", err)
-			sleep(ctx, a.backoff(1))
+			clock.Sleep(ctx, a.clock, a.backoff(1))
 		}
 	}
 }
 
 // contact records that the hub answered.
 func (a *Agent) contact(ctx context.Context) {
-	if err := a.state.setMeta(ctx, metaLastContact, formatTime(a.now())); err != nil {
+	if err := a.state.setMeta(ctx, metaLastContact, formatTime(a.clock.Now())); err != nil {
 		a.log.Error("record contact", "err", err)
 	}
 }
@@ -597,10 +589,10 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 	for {
 		next := a.reconcileOnce(ctx, &wg, done)
 		var timer <-chan time.Time
-		var t *time.Timer
+		var t clock.Timer
 		if !next.IsZero() {
-			t = time.NewTimer(max(time.Until(next), 10*time.Millisecond))
-			timer = t.C
+			t = a.clock.NewTimer(max(clock.Until(a.clock, next), 10*time.Millisecond))
+			timer = t.C()
 		}
 		select {
 		case <-ctx.Done():
@@ -623,7 +615,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 	rows, err := a.state.deployments(ctx)
 	if err != nil {
 		a.log.Error("read state", "err", err)
-		return a.now().Add(a.backoff(1))
+		return a.clock.Now().Add(a.backoff(1))
 	}
 	removed := false
 	defer func() {
@@ -635,7 +627,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 	defer a.mu.Unlock()
 	present := map[string]bool{}
 	var next time.Time
-	now := a.now()
+	now := a.clock.Now()
 	for _, r := range rows {
 		present[r.Name] = true
 		_, serving := a.active[r.Name]
@@ -712,7 +704,7 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		rt = retry{digest: want.Digest}
 	}
 	rt.attempts++
-	rt.next = a.now().Add(a.backoff(rt.attempts))
+	rt.next = a.clock.Now().Add(a.backoff(rt.attempts))
 	a.retries[want.Deployment] = rt
 	a.mu.Unlock()
 	level, phase := slog.LevelError, v1alpha1.PhaseFailed
@@ -721,13 +713,13 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		level, phase = slog.LevelInfo, v1alpha1.PhasePending
 	}
 	a.log.Log(ctx, level, "sync failed", "deployment", want.Deployment, "model", want.Model, "version", want.Version,
-		"attempt", rt.attempts, "retryIn", time.Until(rt.next).Round(time.Millisecond), "err", err)
+		"attempt", rt.attempts, "retryIn", clock.Until(a.clock, rt.next).Round(time.Millisecond), "err", err)
 	row, ok, gerr := getDeployment(ctx, a.state.db, want.Deployment)
 	fetched, total := int64(0), int64(0)
 	if gerr == nil && ok {
 		fetched, total = row.BytesFetched, row.BytesTotal
 	}
-	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, phase, fetched, total, err.Error(), a.now()); err != nil {
+	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, phase, fetched, total, err.Error(), a.clock.Now()); err != nil {
 		a.log.Error("record failure", "err", err)
 	}
 	a.signal(a.reportNow)

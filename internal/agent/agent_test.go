@@ -11,13 +11,15 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -33,17 +35,20 @@ import (
 	"outpost.dev/outpost/internal/models"
 	"outpost.dev/outpost/internal/registry"
 	"outpost.dev/outpost/internal/store"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // testHub is a real hub (store, registry, model index, resource API,
-// join and report) served over plain HTTP, counting the blob bytes it
-// serves.
+// join and report) served over plain HTTP on an in-memory network,
+// counting the blob bytes it serves. Create it inside a synctest bubble:
+// the hub, its clients and the agents then all run on the bubble's clock.
 type testHub struct {
 	t      *testing.T
 	url    string
 	admin  string
 	srv    *hub.Server
-	ts     *httptest.Server
+	hs     *http.Server
+	client *http.Client // reaches the hub over the in-memory network
 	served atomic.Int64 // bytes of GET /v2/*/blobs/* responses
 }
 
@@ -78,18 +83,82 @@ func newTestHub(t *testing.T) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &testHub{t: t, admin: admin, srv: srv}
+	h := &testHub{t: t, url: "http://hub.test", admin: admin, srv: srv}
 	handler := srv.Handler()
-	h.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h.hs = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/") && strings.Contains(r.URL.Path, "/blobs/") {
 			w = &countingWriter{ResponseWriter: w, n: &h.served}
 		}
 		handler.ServeHTTP(w, r)
-	}))
-	t.Cleanup(h.ts.Close)
-	h.url = h.ts.URL
+	})}
+	ln := newPipeListener()
+	go func() { _ = h.hs.Serve(ln) }()
+	tr := &http.Transport{DialContext: ln.dial}
+	h.client = &http.Client{Transport: tr}
+	t.Cleanup(func() {
+		h.close()
+		tr.CloseIdleConnections()
+	})
 	return h
 }
+
+// close takes the hub off the network: its connections drop and new ones
+// are refused.
+func (h *testHub) close() { _ = h.hs.Close() }
+
+// pipeListener is a net.Listener whose connections are net.Pipe pairs made
+// by its dial. A goroutine blocked on a pipe is durably blocked, so a
+// synctest bubble can advance its clock, which a loopback socket would stall.
+type pipeListener struct {
+	conns     chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// Accept implements net.Listener.
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close implements net.Listener.
+func (l *pipeListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+// Addr implements net.Listener.
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+
+// dial connects to the listener, as http.Transport.DialContext.
+func (l *pipeListener) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	server, client := net.Pipe()
+	select {
+	case l.conns <- server:
+		return client, nil
+	case <-l.closed:
+	case <-ctx.Done():
+	}
+	server.Close()
+	client.Close()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("dial %s %s: connection refused", network, addr)
+}
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "pipe" }
 
 type countingWriter struct {
 	http.ResponseWriter
@@ -111,7 +180,7 @@ func (h *testHub) repo(name string) *remote.Repository {
 		h.t.Fatal(err)
 	}
 	r.PlainHTTP = true
-	r.Client = &orasauth.Client{Client: http.DefaultClient, Cache: orasauth.NewCache(),
+	r.Client = &orasauth.Client{Client: h.client, Cache: orasauth.NewCache(),
 		Credential: orasauth.StaticCredential(host, orasauth.Credential{Username: "outpost", Password: h.admin})}
 	return r
 }
@@ -136,7 +205,7 @@ func (h *testHub) api(method, path, contentType string, body []byte) (int, []byt
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.client.Do(req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -200,17 +269,8 @@ func writeModel(t *testing.T, v1, v2 string) {
 	}
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
+// waitFor polls ok until it holds, failing after limit. In a synctest
+// bubble both its sleeps and limit are on the bubble's clock.
 func activeVersion(a *Agent, dep string) string {
 	for _, m := range a.Active() {
 		if m.Deployment == dep {
@@ -280,181 +340,183 @@ func startAgent(t *testing.T, cfg Config) (*Agent, context.CancelFunc, <-chan er
 
 func agentConfig(h *testHub, dir, joinToken string) Config {
 	return Config{
-		Dir: dir, Hub: h.url, Name: "edge-1", Labels: map[string]string{"region": "eu"}, JoinToken: joinToken,
+		Dir: dir, Hub: h.url, HTTPClient: h.client, Name: "edge-1", Labels: map[string]string{"region": "eu"}, JoinToken: joinToken,
 		PollTimeout: 2 * time.Second, ReportInterval: 200 * time.Millisecond,
 		RetryBase: 20 * time.Millisecond, RetryMax: 500 * time.Millisecond, AgentVersion: "test",
 	}
 }
 
 func TestAgentSync(t *testing.T) {
-	h := newTestHub(t)
-	src := t.TempDir()
-	v1, v2 := filepath.Join(src, "v1"), filepath.Join(src, "v2")
-	writeModel(t, v1, v2)
-	h.push(v1, "demo", "1.0.0")
-	h.deploy("fashion", "demo", ">=1.0.0", false)
+	synctest.Test(t, func(t *testing.T) {
+		h := newTestHub(t)
+		src := t.TempDir()
+		v1, v2 := filepath.Join(src, "v1"), filepath.Join(src, "v2")
+		writeModel(t, v1, v2)
+		h.push(v1, "demo", "1.0.0")
+		h.deploy("fashion", "demo", ">=1.0.0", false)
 
-	dir := filepath.Join(t.TempDir(), "agent")
-	first := agentConfig(h, dir, h.joinToken())
-	var activeChanges atomic.Int64
-	first.OnActive = func() { activeChanges.Add(1) }
-	a, stop, _ := startAgent(t, first)
-	stopped := false
-	defer func() {
-		if !stopped {
-			stop()
-		}
-	}()
-
-	waitFor(t, 30*time.Second, "v1 active", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
-	sameFiles(t, a.Active()[0], v1)
-	if b, err := os.ReadFile(filepath.Join(dir, credentialFile)); err != nil || !strings.HasPrefix(string(b), auth.ClusterCredentialPrefix) {
-		t.Fatalf("credential not stored: %q %v", b, err)
-	}
-	if fi, _ := os.Stat(filepath.Join(dir, credentialFile)); fi.Mode().Perm() != 0o600 {
-		t.Errorf("credential mode %v, want 0600", fi.Mode().Perm())
-	}
-
-	// v2 changes 10% of the weights: at most 15% of its bytes cross the link.
-	h.served.Store(0)
-	desc2 := h.push(v2, "demo", "1.1.0")
-	waitFor(t, 30*time.Second, "v2 active", func() bool { return activeVersion(a, "fashion") == "1.1.0" })
-	sameFiles(t, a.Active()[0], v2)
-	if n := activeChanges.Load(); n < 2 {
-		t.Errorf("OnActive called %d times for two activations", n)
-	}
-	var v2Size int64
-	for _, f := range []string{"weights.bin", "config.json"} {
-		fi, _ := os.Stat(filepath.Join(v2, f))
-		v2Size += fi.Size()
-	}
-	served := h.served.Load()
-	t.Logf("v2: %d of %d bytes fetched (%.1f%%)", served, v2Size, 100*float64(served)/float64(v2Size))
-	if served > v2Size*15/100 {
-		t.Errorf("fetched %d bytes of v2's %d: more than 15%%", served, v2Size)
-	}
-	st := modelStatus(t, dir, "fashion")
-	if st.Phase != v1alpha1.PhaseActive || st.ActiveDigest != desc2.Digest.String() || st.BytesOwed != 0 || st.Error != "" {
-		t.Errorf("status after v2: %+v", st)
-	}
-	if st.BytesTotal <= 0 || st.BytesTotal > v2Size*15/100 {
-		t.Errorf("bytesTotal %d, want the missing bytes (0, %d]", st.BytesTotal, v2Size*15/100)
-	}
-
-	// The hub hears about it: the deployment's row for the cluster shows v2 active.
-	waitFor(t, 10*time.Second, "hub sees v2 active", func() bool {
-		code, b := h.api(http.MethodGet, "/modeldeployments/fashion", "", nil)
-		if code != http.StatusOK {
-			return false
-		}
-		var md v1alpha1.ModelDeployment
-		if json.Unmarshal(b, &md) != nil {
-			return false
-		}
-		for _, c := range md.Status.Clusters {
-			if c.Cluster == "edge-1" && c.ActiveVersion == "1.1.0" && c.Phase == v1alpha1.PhaseActive {
-				return true
+		dir := filepath.Join(t.TempDir(), "agent")
+		first := agentConfig(h, dir, h.joinToken())
+		var activeChanges atomic.Int64
+		first.OnActive = func() { activeChanges.Add(1) }
+		a, stop, _ := startAgent(t, first)
+		stopped := false
+		defer func() {
+			if !stopped {
+				stop()
 			}
+		}()
+
+		testenv.WaitFor(t, 30*time.Second, "v1 active", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
+		sameFiles(t, a.Active()[0], v1)
+		if b, err := os.ReadFile(filepath.Join(dir, credentialFile)); err != nil || !strings.HasPrefix(string(b), auth.ClusterCredentialPrefix) {
+			t.Fatalf("credential not stored: %q %v", b, err)
 		}
-		return false
+		if fi, _ := os.Stat(filepath.Join(dir, credentialFile)); fi.Mode().Perm() != 0o600 {
+			t.Errorf("credential mode %v, want 0600", fi.Mode().Perm())
+		}
+
+		// v2 changes 10% of the weights: at most 15% of its bytes cross the link.
+		h.served.Store(0)
+		desc2 := h.push(v2, "demo", "1.1.0")
+		testenv.WaitFor(t, 30*time.Second, "v2 active", func() bool { return activeVersion(a, "fashion") == "1.1.0" })
+		sameFiles(t, a.Active()[0], v2)
+		if n := activeChanges.Load(); n < 2 {
+			t.Errorf("OnActive called %d times for two activations", n)
+		}
+		var v2Size int64
+		for _, f := range []string{"weights.bin", "config.json"} {
+			fi, _ := os.Stat(filepath.Join(v2, f))
+			v2Size += fi.Size()
+		}
+		served := h.served.Load()
+		t.Logf("v2: %d of %d bytes fetched (%.1f%%)", served, v2Size, 100*float64(served)/float64(v2Size))
+		if served > v2Size*15/100 {
+			t.Errorf("fetched %d bytes of v2's %d: more than 15%%", served, v2Size)
+		}
+		st := modelStatus(t, dir, "fashion")
+		if st.Phase != v1alpha1.PhaseActive || st.ActiveDigest != desc2.Digest.String() || st.BytesOwed != 0 || st.Error != "" {
+			t.Errorf("status after v2: %+v", st)
+		}
+		if st.BytesTotal <= 0 || st.BytesTotal > v2Size*15/100 {
+			t.Errorf("bytesTotal %d, want the missing bytes (0, %d]", st.BytesTotal, v2Size*15/100)
+		}
+
+		// The hub hears about it: the deployment's row for the cluster shows v2 active.
+		testenv.WaitFor(t, 10*time.Second, "hub sees v2 active", func() bool {
+			code, b := h.api(http.MethodGet, "/modeldeployments/fashion", "", nil)
+			if code != http.StatusOK {
+				return false
+			}
+			var md v1alpha1.ModelDeployment
+			if json.Unmarshal(b, &md) != nil {
+				return false
+			}
+			for _, c := range md.Status.Clusters {
+				if c.Cluster == "edge-1" && c.ActiveVersion == "1.1.0" && c.Phase == v1alpha1.PhaseActive {
+					return true
+				}
+			}
+			return false
+		})
+
+		// A lower version without allowDowngrade is refused, and 1.1.0 keeps serving.
+		h.deploy("fashion", "demo", "1.0.0", false)
+		testenv.WaitFor(t, 10*time.Second, "downgrade refused", func() bool {
+			return modelStatus(t, dir, "fashion").Error == "downgrade from 1.1.0 to 1.0.0 refused: allowDowngrade is false"
+		})
+		if v := activeVersion(a, "fashion"); v != "1.1.0" {
+			t.Fatalf("active %q after a refused downgrade, want 1.1.0", v)
+		}
+		if st := modelStatus(t, dir, "fashion"); st.Phase != v1alpha1.PhaseFailed {
+			t.Errorf("phase %s after refused downgrade, want Failed", st.Phase)
+		}
+		// With allowDowngrade it happens, from the cache (the previous version was kept), and is flagged.
+		h.served.Store(0)
+		h.deploy("fashion", "demo", "1.0.0", true)
+		testenv.WaitFor(t, 10*time.Second, "downgrade done", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
+		sameFiles(t, a.Active()[0], v1)
+		if n := h.served.Load(); n != 0 {
+			t.Errorf("downgrade to a cached version fetched %d bytes", n)
+		}
+		if st := modelStatus(t, dir, "fashion"); st.DowngradedFrom != "1.1.0" || st.Error != "" {
+			t.Errorf("downgrade not flagged: %+v", st)
+		}
+		rep, err := a.Report(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := findCondition(rep.Status.Conditions, ConditionDowngraded); c == nil || c.Status != "True" {
+			t.Errorf("report lacks a Downgraded=True condition: %+v", rep.Status.Conditions)
+		}
+		h.deploy("fashion", "demo", ">=1.0.0", false)
+		testenv.WaitFor(t, 10*time.Second, "back to v2", func() bool { return activeVersion(a, "fashion") == "1.1.0" })
+
+		// A stale desired state, here from a bundle, is refused and counted.
+		applied, err := a.state.applied(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale := &v1alpha1.DesiredState{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: "edge-1",
+			Revision: applied.Revision - 1, Models: []v1alpha1.DesiredModel{{Deployment: "fashion", Model: "demo", Version: "1.0.0",
+				Digest: a.Active()[0].Digest, AllowDowngrade: true}}}
+		d, err := a.Apply(t.Context(), stale, SourceBundle)
+		if err != nil || d.Verdict != RejectStale {
+			t.Fatalf("stale bundle: %v %v", d.Verdict, err)
+		}
+		if s, _ := ReadStatus(t.Context(), dir); s.RejectedStale != 1 || s.AppliedRevision != applied.Revision {
+			t.Errorf("after stale bundle: rejected %d applied %d, want 1 and %d", s.RejectedStale, s.AppliedRevision, applied.Revision)
+		}
+
+		// A desired state naming a digest the hub lacks: clear error, v2 keeps serving.
+		missing := digest.FromString("no such manifest").String()
+		bad := &v1alpha1.DesiredState{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: "edge-1",
+			Revision: applied.Revision + 1, Models: []v1alpha1.DesiredModel{{Deployment: "fashion", Model: "demo", Version: "1.2.0", Digest: missing}}}
+		if d, err := a.Apply(t.Context(), bad, SourceBundle); err != nil || d.Verdict != Apply {
+			t.Fatalf("apply: %v %v", d.Verdict, err)
+		}
+		testenv.WaitFor(t, 10*time.Second, "missing digest error", func() bool {
+			return strings.Contains(modelStatus(t, dir, "fashion").Error, "manifest "+missing+" of demo@1.2.0 not found")
+		})
+		if v := activeVersion(a, "fashion"); v != "1.1.0" {
+			t.Fatalf("active %q with a missing desired digest, want 1.1.0", v)
+		}
+
+		// Restart with the hub gone: the last active version serves at once, status reads locally.
+		stop()
+		stopped = true
+		h.close()
+		cfg := agentConfig(h, dir, "")
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		b, err := New(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		act := b.Active()
+		if len(act) != 1 || act[0].Version != "1.1.0" {
+			t.Fatalf("after restart with no hub: active %+v, want fashion@1.1.0", act)
+		}
+		sameFiles(t, act[0], v2)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- b.Run(ctx) }()
+		<-b.Ready()
+		s, err := ReadStatus(t.Context(), dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Cluster != "edge-1" || s.LastContact == nil || len(s.Models) != 1 || s.Models[0].ActiveVersion != "1.1.0" {
+			t.Errorf("offline status: %+v", s)
+		}
+		if got := activeVersion(b, "fashion"); got != "1.1.0" {
+			t.Errorf("active %q while offline", got)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("offline run: %v", err)
+		}
 	})
-
-	// A lower version without allowDowngrade is refused, and 1.1.0 keeps serving.
-	h.deploy("fashion", "demo", "1.0.0", false)
-	waitFor(t, 10*time.Second, "downgrade refused", func() bool {
-		return modelStatus(t, dir, "fashion").Error == "downgrade from 1.1.0 to 1.0.0 refused: allowDowngrade is false"
-	})
-	if v := activeVersion(a, "fashion"); v != "1.1.0" {
-		t.Fatalf("active %q after a refused downgrade, want 1.1.0", v)
-	}
-	if st := modelStatus(t, dir, "fashion"); st.Phase != v1alpha1.PhaseFailed {
-		t.Errorf("phase %s after refused downgrade, want Failed", st.Phase)
-	}
-	// With allowDowngrade it happens, from the cache (the previous version was kept), and is flagged.
-	h.served.Store(0)
-	h.deploy("fashion", "demo", "1.0.0", true)
-	waitFor(t, 10*time.Second, "downgrade done", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
-	sameFiles(t, a.Active()[0], v1)
-	if n := h.served.Load(); n != 0 {
-		t.Errorf("downgrade to a cached version fetched %d bytes", n)
-	}
-	if st := modelStatus(t, dir, "fashion"); st.DowngradedFrom != "1.1.0" || st.Error != "" {
-		t.Errorf("downgrade not flagged: %+v", st)
-	}
-	rep, err := a.Report(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := findCondition(rep.Status.Conditions, ConditionDowngraded); c == nil || c.Status != "True" {
-		t.Errorf("report lacks a Downgraded=True condition: %+v", rep.Status.Conditions)
-	}
-	h.deploy("fashion", "demo", ">=1.0.0", false)
-	waitFor(t, 10*time.Second, "back to v2", func() bool { return activeVersion(a, "fashion") == "1.1.0" })
-
-	// A stale desired state, here from a bundle, is refused and counted.
-	applied, err := a.state.applied(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale := &v1alpha1.DesiredState{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: "edge-1",
-		Revision: applied.Revision - 1, Models: []v1alpha1.DesiredModel{{Deployment: "fashion", Model: "demo", Version: "1.0.0",
-			Digest: a.Active()[0].Digest, AllowDowngrade: true}}}
-	d, err := a.Apply(t.Context(), stale, SourceBundle)
-	if err != nil || d.Verdict != RejectStale {
-		t.Fatalf("stale bundle: %v %v", d.Verdict, err)
-	}
-	if s, _ := ReadStatus(t.Context(), dir); s.RejectedStale != 1 || s.AppliedRevision != applied.Revision {
-		t.Errorf("after stale bundle: rejected %d applied %d, want 1 and %d", s.RejectedStale, s.AppliedRevision, applied.Revision)
-	}
-
-	// A desired state naming a digest the hub lacks: clear error, v2 keeps serving.
-	missing := digest.FromString("no such manifest").String()
-	bad := &v1alpha1.DesiredState{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: "edge-1",
-		Revision: applied.Revision + 1, Models: []v1alpha1.DesiredModel{{Deployment: "fashion", Model: "demo", Version: "1.2.0", Digest: missing}}}
-	if d, err := a.Apply(t.Context(), bad, SourceBundle); err != nil || d.Verdict != Apply {
-		t.Fatalf("apply: %v %v", d.Verdict, err)
-	}
-	waitFor(t, 10*time.Second, "missing digest error", func() bool {
-		return strings.Contains(modelStatus(t, dir, "fashion").Error, "manifest "+missing+" of demo@1.2.0 not found")
-	})
-	if v := activeVersion(a, "fashion"); v != "1.1.0" {
-		t.Fatalf("active %q with a missing desired digest, want 1.1.0", v)
-	}
-
-	// Restart with the hub gone: the last active version serves at once, status reads locally.
-	stop()
-	stopped = true
-	h.ts.Close()
-	cfg := agentConfig(h, dir, "")
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	b, err := New(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	act := b.Active()
-	if len(act) != 1 || act[0].Version != "1.1.0" {
-		t.Fatalf("after restart with no hub: active %+v, want fashion@1.1.0", act)
-	}
-	sameFiles(t, act[0], v2)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	<-b.Ready()
-	s, err := ReadStatus(t.Context(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Cluster != "edge-1" || s.LastContact == nil || len(s.Models) != 1 || s.Models[0].ActiveVersion != "1.1.0" {
-		t.Errorf("offline status: %+v", s)
-	}
-	if got := activeVersion(b, "fashion"); got != "1.1.0" {
-		t.Errorf("active %q while offline", got)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("offline run: %v", err)
-	}
 }
 
 func findCondition(cs []metav1.Condition, typ string) *metav1.Condition {
@@ -471,92 +533,97 @@ func findCondition(cs []metav1.Condition, typ string) *metav1.Condition {
 // a trusted key it activates. With no previous versions kept, garbage
 // collection removes the replaced version's blobs but none of the active one.
 func TestAgentSignatureAndGC(t *testing.T) {
-	h := newTestHub(t)
-	src := t.TempDir()
-	v1, v2 := filepath.Join(src, "v1"), filepath.Join(src, "v2")
-	writeModel(t, v1, v2)
-	pub, key, err := artifact.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, otherKey, err := artifact.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc1 := h.push(v1, "demo", "1.0.0")
-	h.deploy("fashion", "demo", ">=1.0.0", false)
+	synctest.Test(t, func(t *testing.T) {
+		h := newTestHub(t)
+		src := t.TempDir()
+		v1, v2 := filepath.Join(src, "v1"), filepath.Join(src, "v2")
+		writeModel(t, v1, v2)
+		pub, key, err := artifact.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, otherKey, err := artifact.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc1 := h.push(v1, "demo", "1.0.0")
+		h.deploy("fashion", "demo", ">=1.0.0", false)
 
-	dir := filepath.Join(t.TempDir(), "agent")
-	cfg := agentConfig(h, dir, h.joinToken())
-	cfg.RequireSignature, cfg.TrustedKeys, cfg.KeepVersions = true, []ed25519.PublicKey{pub}, -1
-	a, stop, _ := startAgent(t, cfg)
-	defer stop()
+		dir := filepath.Join(t.TempDir(), "agent")
+		cfg := agentConfig(h, dir, h.joinToken())
+		cfg.RequireSignature, cfg.TrustedKeys, cfg.KeepVersions = true, []ed25519.PublicKey{pub}, -1
+		a, stop, _ := startAgent(t, cfg)
+		defer stop()
 
-	waitFor(t, 10*time.Second, "unsigned refused", func() bool {
-		return modelStatus(t, dir, "fashion").Error == "signature required for demo@1.0.0: the model is not signed"
-	})
-	if _, err := artifact.Sign(t.Context(), h.repo("demo"), desc1, "models/demo:1.0.0", otherKey); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "untrusted signature refused", func() bool {
-		return strings.HasPrefix(modelStatus(t, dir, "fashion").Error, "signature of demo@1.0.0 invalid")
-	})
-	if n := len(a.Active()); n != 0 {
-		t.Fatalf("%d models active without a trusted signature", n)
-	}
-	if _, err := artifact.Sign(t.Context(), h.repo("demo"), desc1, "models/demo:1.0.0", key); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "v1 active once signed", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
+		testenv.WaitFor(t, 10*time.Second, "unsigned refused", func() bool {
+			return modelStatus(t, dir, "fashion").Error == "signature required for demo@1.0.0: the model is not signed"
+		})
+		if _, err := artifact.Sign(t.Context(), h.repo("demo"), desc1, "models/demo:1.0.0", otherKey); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 10*time.Second, "untrusted signature refused", func() bool {
+			return strings.HasPrefix(modelStatus(t, dir, "fashion").Error, "signature of demo@1.0.0 invalid")
+		})
+		if n := len(a.Active()); n != 0 {
+			t.Fatalf("%d models active without a trusted signature", n)
+		}
+		if _, err := artifact.Sign(t.Context(), h.repo("demo"), desc1, "models/demo:1.0.0", key); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 10*time.Second, "v1 active once signed", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
 
-	desc2 := h.push(v2, "demo", "1.1.0")
-	if _, err := artifact.Sign(t.Context(), h.repo("demo"), desc2, "models/demo:1.1.0", key); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "v2 active", func() bool { return activeVersion(a, "fashion") == "1.1.0" })
-	sameFiles(t, a.Active()[0], v2)
-	weights := func(dir string) string {
-		b, _ := os.ReadFile(filepath.Join(dir, "weights.bin"))
-		return filepath.Join(a.cache.root, "blobs", "sha256", digest.FromBytes(b).Encoded())
-	}
-	waitFor(t, 10*time.Second, "v1 weights collected", func() bool {
-		_, err := os.Stat(weights(v1))
-		return os.IsNotExist(err)
+		desc2 := h.push(v2, "demo", "1.1.0")
+		if _, err := artifact.Sign(t.Context(), h.repo("demo"), desc2, "models/demo:1.1.0", key); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 10*time.Second, "v2 active", func() bool { return activeVersion(a, "fashion") == "1.1.0" })
+		sameFiles(t, a.Active()[0], v2)
+		weights := func(dir string) string {
+			b, _ := os.ReadFile(filepath.Join(dir, "weights.bin"))
+			return filepath.Join(a.cache.root, "blobs", "sha256", digest.FromBytes(b).Encoded())
+		}
+		testenv.WaitFor(t, 10*time.Second, "v1 weights collected", func() bool {
+			_, err := os.Stat(weights(v1))
+			return os.IsNotExist(err)
+		})
+		if _, err := os.Stat(weights(v2)); err != nil {
+			t.Fatalf("active weights collected: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(a.cache.root, "blobs", "sha256", desc1.Digest.Encoded())); !os.IsNotExist(err) {
+			t.Errorf("v1 manifest still cached: %v", err)
+		}
+		ib, _ := os.ReadFile(filepath.Join(a.cache.root, "index.json"))
+		if strings.Contains(string(ib), desc1.Digest.String()) || !strings.Contains(string(ib), desc2.Digest.String()) {
+			t.Errorf("index.json after GC: %s", ib)
+		}
 	})
-	if _, err := os.Stat(weights(v2)); err != nil {
-		t.Fatalf("active weights collected: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(a.cache.root, "blobs", "sha256", desc1.Digest.Encoded())); !os.IsNotExist(err) {
-		t.Errorf("v1 manifest still cached: %v", err)
-	}
-	ib, _ := os.ReadFile(filepath.Join(a.cache.root, "index.json"))
-	if strings.Contains(string(ib), desc1.Digest.String()) || !strings.Contains(string(ib), desc2.Digest.String()) {
-		t.Errorf("index.json after GC: %s", ib)
-	}
 }
 
 // TestAgentBandwidthLimit: --max-bandwidth caps model transfers.
 func TestAgentBandwidthLimit(t *testing.T) {
-	h := newTestHub(t)
-	src := t.TempDir()
-	b := make([]byte, 3<<20)
-	r := rand.New(rand.NewPCG(1, 1))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	if err := os.WriteFile(filepath.Join(src, "model.onnx"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.push(src, "big", "1.0.0")
-	h.deploy("big", "big", "1.0.0", false)
-	cfg := agentConfig(h, filepath.Join(t.TempDir(), "agent"), h.joinToken())
-	cfg.MaxBandwidth = 2 << 20
-	start := time.Now()
-	a, stop, _ := startAgent(t, cfg)
-	defer stop()
-	waitFor(t, 20*time.Second, "model active", func() bool { return activeVersion(a, "big") == "1.0.0" })
-	// 3 MiB at 2 MiB/s, less the limiter's initial burst of 512 KiB.
-	if d := time.Since(start); d < time.Second {
-		t.Errorf("3 MiB arrived in %v under a 2 MiB/s limit", d)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newTestHub(t)
+		src := t.TempDir()
+		b := make([]byte, 3<<20)
+		r := rand.New(rand.NewPCG(1, 1))
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		if err := os.WriteFile(filepath.Join(src, "model.onnx"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.push(src, "big", "1.0.0")
+		h.deploy("big", "big", "1.0.0", false)
+		cfg := agentConfig(h, filepath.Join(t.TempDir(), "agent"), h.joinToken())
+		cfg.MaxBandwidth = 2 << 20
+		start := time.Now()
+		a, stop, _ := startAgent(t, cfg)
+		defer stop()
+		testenv.WaitFor(t, 20*time.Second, "model active", func() bool { return activeVersion(a, "big") == "1.0.0" })
+		// 3 MiB at 2 MiB/s, less the limiter's initial burst of 512 KiB, is
+		// 1.25 s of the bubble's clock, which the agent's limiter waits on.
+		if d := time.Since(start); d < time.Second {
+			t.Errorf("3 MiB arrived in %v under a 2 MiB/s limit", d)
+		}
+	})
 }

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/clock"
 )
 
 // ConditionDowngraded is the Cluster condition an agent reports while a
@@ -21,7 +22,7 @@ const reportCoalesce = 200 * time.Millisecond
 // reportLoop sends a report after state changes (coalesced) and every
 // ReportInterval. A failed report is simply sent again later.
 func (a *Agent) reportLoop(ctx context.Context) {
-	tick := time.NewTicker(a.cfg.ReportInterval)
+	tick := a.clock.NewTicker(a.cfg.ReportInterval)
 	defer tick.Stop()
 	for {
 		if err := a.sendReport(ctx); err != nil && ctx.Err() == nil {
@@ -30,9 +31,9 @@ func (a *Agent) reportLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick.C():
 		case <-a.reportNow:
-			if !sleep(ctx, reportCoalesce) {
+			if !clock.Sleep(ctx, a.clock, reportCoalesce) {
 				return
 			}
 			select {
@@ -49,13 +50,13 @@ func (a *Agent) sendReport(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
+	start := a.clock.Now()
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if _, err := a.hub.Report(rctx, r); err != nil {
 		return err
 	}
-	a.link.observeRTT(time.Since(start))
+	a.link.observeRTT(clock.Since(a.clock, start))
 	a.contact(ctx)
 	return nil
 }
@@ -83,7 +84,7 @@ func (a *Agent) Report(ctx context.Context) (*v1alpha1.AgentReport, error) {
 			Link:         v1alpha1.LinkStatus{BandwidthBps: bps, RTTMillis: rtt.Milliseconds()},
 			AgentVersion: a.cfg.AgentVersion,
 		},
-		ReportedAt: metav1.NewTime(a.now().UTC().Truncate(time.Second)),
+		ReportedAt: metav1.NewTime(a.clock.Now().UTC().Truncate(time.Second)),
 	}
 	for _, m := range mans {
 		whole := true
@@ -105,7 +106,7 @@ func (a *Agent) Report(ctx context.Context) (*v1alpha1.AgentReport, error) {
 		unservable[k] = v
 	}
 	a.mu.Unlock()
-	r.Models, r.Status.Conditions = modelReports(st.Models, unservable, a.now())
+	r.Models, r.Status.Conditions = modelReports(st.Models, unservable, a.clock.Now())
 	return r, nil
 }
 

@@ -4,18 +4,22 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/clock"
 )
 
 // TestServingState checks that what the inference server reports through
-// SetServing shows in the local status and in the report to the hub.
+// SetServing shows in the local status and in the report to the hub, and
+// that the report is stamped with the agent's clock.
 func TestServingState(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	a, err := New(ctx, Config{Dir: dir, Name: "edge-1", Logger: slog.New(slog.DiscardHandler)})
+	now := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	a, err := New(ctx, Config{Dir: dir, Name: "edge-1", Logger: slog.New(slog.DiscardHandler), Clock: clock.NewFake(now)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +54,9 @@ func TestServingState(t *testing.T) {
 	rep, err := a.Report(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !rep.ReportedAt.Time.Equal(now) {
+		t.Errorf("report stamped %v, want the agent's clock's %v", rep.ReportedAt.Time, now)
 	}
 	for _, m := range rep.Models {
 		switch m.Deployment {

@@ -18,6 +18,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/transfer"
 )
 
@@ -43,7 +44,7 @@ func (a *Agent) sync(ctx context.Context, want v1alpha1.DesiredModel) error {
 		return errSuperseded
 	}
 	fetched, total := row.BytesFetched, row.BytesTotal
-	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, v1alpha1.PhaseFetching, fetched, total, row.Error, a.now()); err != nil {
+	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, v1alpha1.PhaseFetching, fetched, total, row.Error, a.clock.Now()); err != nil {
 		return err
 	}
 	repo, err := a.repository(want.Model)
@@ -72,7 +73,7 @@ func (a *Agent) sync(ctx context.Context, want v1alpha1.DesiredModel) error {
 		if total == 0 || fetched > total {
 			total, fetched = remaining, 0
 		}
-		if err := a.state.setProgress(ctx, want.Deployment, want.Digest, v1alpha1.PhaseFetching, fetched, total, row.Error, a.now()); err != nil {
+		if err := a.state.setProgress(ctx, want.Deployment, want.Digest, v1alpha1.PhaseFetching, fetched, total, row.Error, a.clock.Now()); err != nil {
 			return err
 		}
 		log.Info("fetching", "files", len(missing), "missingBytes", remaining, "modelBytes", rec.FilesSize)
@@ -91,7 +92,7 @@ func (a *Agent) sync(ctx context.Context, want v1alpha1.DesiredModel) error {
 			return fmt.Errorf("verify %s: %w", f.Path, err)
 		}
 	}
-	from, err := a.state.activate(ctx, want, a.now())
+	from, err := a.state.activate(ctx, want, a.clock.Now())
 	if err != nil {
 		return err
 	}
@@ -163,12 +164,12 @@ func (a *Agent) fetchFile(ctx context.Context, repo string, fc artifact.FileChun
 		return transfer.ChunkRef{Path: l.Path, Offset: l.Offset, Length: l.Length}, ok
 	})
 	a.src.route(fc.Digest, repo)
-	start := time.Now()
+	start := a.clock.Now()
 	stats, err := a.fetcher.FetchWith(ctx, plan, a.cache.blobPath(fc.Digest), transfer.FetchOptions{
 		Priority: transfer.PriorityActive,
 		Progress: func(n int64) { p.add(ctx, n) },
 	})
-	a.link.observeTransfer(stats.RemoteBytes, time.Since(start))
+	a.link.observeTransfer(stats.RemoteBytes, clock.Since(a.clock, start))
 	a.log.Debug("fetched file", "path", fc.Path, "remote", stats.RemoteBytes, "local", stats.LocalBytes,
 		"similar", stats.SimilarBytes, "resumed", stats.ResumedBytes, "corrupt", stats.Corrupt, "retries", stats.Retries, "err", err)
 	return err
@@ -195,14 +196,15 @@ func (p *progress) add(ctx context.Context, n int64) {
 
 func (p *progress) flush(ctx context.Context, force bool) {
 	p.mu.Lock()
-	if !force && time.Since(p.last) < progressEvery {
+	now := p.a.clock.Now()
+	if !force && now.Sub(p.last) < progressEvery {
 		p.mu.Unlock()
 		return
 	}
-	p.last = time.Now()
+	p.last = now
 	fetched, total := min(p.fetched, p.total), p.total
 	p.mu.Unlock()
-	if err := p.a.state.setProgress(context.WithoutCancel(ctx), p.want.Deployment, p.want.Digest, v1alpha1.PhaseFetching, fetched, total, p.errText, p.a.now()); err != nil {
+	if err := p.a.state.setProgress(context.WithoutCancel(ctx), p.want.Deployment, p.want.Digest, v1alpha1.PhaseFetching, fetched, total, p.errText, now); err != nil {
 		p.a.log.Warn("record progress", "err", err)
 	}
 	p.a.signal(p.a.reportNow)
@@ -331,7 +333,7 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 	}
 	rec = manifestRecord{
 		Digest: want.Digest, Model: want.Model, Version: want.Version, Size: int64(len(mb)),
-		ConfigDigest: m.Config.Digest.String(), CachedAt: a.now(), Files: files,
+		ConfigDigest: m.Config.Digest.String(), CachedAt: a.clock.Now(), Files: files,
 	}
 	for _, f := range files {
 		rec.FilesSize += f.Size
@@ -353,7 +355,7 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 		// outpost model push attaches the chunk index before the tag, but
 		// other pushers may attach one later, or never: wait a little for it
 		// before fetching whole files.
-		if first := a.firstWithoutIndex(want.Digest); a.now().Sub(first) < noIndexGrace {
+		if first := a.firstWithoutIndex(want.Digest); a.clock.Now().Sub(first) < noIndexGrace {
 			return rec, nil, fmt.Errorf("chunk index of %s@%s not found yet: %w", want.Model, want.Version, err)
 		}
 		a.log.Warn("model has no usable chunk index: fetching whole files", "model", want.Model, "version", want.Version, "err", err)
@@ -390,7 +392,7 @@ func (a *Agent) firstWithoutIndex(dg string) time.Time {
 	defer a.mu.Unlock()
 	t, ok := a.noIndex[dg]
 	if !ok {
-		t = a.now()
+		t = a.clock.Now()
 		a.noIndex[dg] = t
 	}
 	return t

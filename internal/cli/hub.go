@@ -21,6 +21,7 @@ import (
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/auth"
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/hub"
 	"outpost.dev/outpost/internal/models"
 	"outpost.dev/outpost/internal/pki"
@@ -289,7 +290,9 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	if err != nil {
 		return fmt.Errorf("hub TLS certificate: %w", err)
 	}
-	db, err := store.Open(ctx, d.db())
+	// One clock for the store, the registry and the resource API.
+	clk := clock.Real()
+	db, err := store.Open(ctx, d.db(), store.WithClock(clk))
 	if err != nil {
 		return err
 	}
@@ -313,6 +316,7 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 			}
 		},
 		Logger: log,
+		Clock:  clk,
 	})
 	if err != nil {
 		return err
@@ -325,6 +329,7 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 		RequireSignature: s.RequireSignature,
 		Logger:           log,
 		OfflineAfter:     s.OfflineAfter.Duration,
+		Clock:            clk,
 	})
 	if err != nil {
 		return err

@@ -2,9 +2,13 @@ package clock
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -125,4 +129,81 @@ func TestBackoffDelay(t *testing.T) {
 			t.Errorf("Delay(%d, %v) = %v, want %v", tt.attempt, tt.u, got, tt.want)
 		}
 	}
+}
+
+func TestWaitNOnFake(t *testing.T) {
+	f := NewFake(epoch)
+	lim := rate.NewLimiter(10, 10)
+	ctx := t.Context()
+	if err := WaitN(ctx, f, lim, 10); err != nil || f.Pending() != 0 {
+		t.Fatalf("WaitN of the burst: %v, %d timers pending", err, f.Pending())
+	}
+	if err := WaitN(ctx, f, lim, 11); err == nil || !strings.Contains(err.Error(), "exceeds limiter's burst") {
+		t.Errorf("WaitN above the burst = %v", err)
+	}
+	if err := WaitN(ctx, f, rate.NewLimiter(rate.Inf, 0), 1<<30); err != nil {
+		t.Errorf("WaitN on an unlimited limiter = %v", err)
+	}
+
+	// 5 more tokens at 10/s: half a second of fake time.
+	done := make(chan error, 1)
+	go func() { done <- WaitN(ctx, f, lim, 5) }()
+	if err := f.WaitPending(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Advance(499 * time.Millisecond)
+	if f.Pending() != 1 {
+		t.Fatal("WaitN's timer fired before the tokens were due")
+	}
+	f.Advance(time.Millisecond)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// A cancelled wait gives its tokens back: the next 10 take 1s, not 2s.
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { done <- WaitN(cctx, f, lim, 10) }()
+	if err := f.WaitPending(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled WaitN = %v", err)
+	}
+	go func() { done <- WaitN(ctx, f, lim, 10) }()
+	if err := f.WaitPending(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Advance(999 * time.Millisecond)
+	if f.Pending() != 1 {
+		t.Fatal("WaitN after a cancelled wait returned early")
+	}
+	f.Advance(time.Millisecond)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WaitN refuses at once a wait that would outlast ctx's deadline, as
+// rate.Limiter.WaitN does, and keeps no tokens for it.
+func TestWaitNDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := Real()
+		lim := rate.NewLimiter(10, 10)
+		if err := WaitN(t.Context(), c, lim, 10); err != nil {
+			t.Fatal(err)
+		}
+		start := c.Now()
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		if err := WaitN(ctx, c, lim, 5); err == nil || !strings.Contains(err.Error(), "would exceed context deadline") {
+			t.Errorf("WaitN past the deadline = %v", err)
+		}
+		if err := WaitN(t.Context(), c, lim, 5); err != nil {
+			t.Fatal(err)
+		}
+		if d := Since(c, start); d != 500*time.Millisecond {
+			t.Errorf("5 tokens at 10/s after a refused wait took %v, want 500ms", d)
+		}
+	})
 }

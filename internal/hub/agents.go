@@ -47,13 +47,6 @@ type unauthenticated struct{ msg string }
 func (e *unauthenticated) Error() string        { return e.msg }
 func (e *unauthenticated) Is(target error) bool { return target == auth.ErrUnauthenticated }
 
-func (s *Server) now() time.Time {
-	if s.cfg.Now != nil {
-		return s.cfg.Now()
-	}
-	return time.Now()
-}
-
 // guarded wraps h with the authorization check, for routes that are not resources.
 func (s *Server) guarded(write bool, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -129,7 +122,7 @@ func (s *Server) CreateJoinToken(ctx context.Context, ttl time.Duration, descrip
 	if _, err := rand.Read(idb[:]); err != nil {
 		return v1alpha1.JoinToken{}, fmt.Errorf("generate token id: %w", err)
 	}
-	now := s.now().UTC()
+	now := s.clock.Now().UTC()
 	st := store.JoinToken{
 		ID:          hex.EncodeToString(idb[:]),
 		Hash:        auth.Hash(secret),
@@ -238,7 +231,7 @@ func (s *Server) Join(ctx context.Context, req v1alpha1.JoinRequest) (credential
 	if err != nil {
 		return "", err
 	}
-	now := s.now()
+	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var tokenID string
@@ -400,7 +393,7 @@ func (s *Server) storeReports(ctx context.Context) {
 // storeBatch stores a batch of reports in one transaction. A report about an
 // unknown cluster fails alone; a storage error fails the whole batch.
 func (s *Server) storeBatch(ctx context.Context, batch []*pendingReport) {
-	now := metav1.NewTime(s.now().UTC().Truncate(time.Second))
+	now := metav1.NewTime(s.clock.Now().UTC().Truncate(time.Second))
 	err := s.db.Update(ctx, func(tx *store.Tx) error {
 		rows := map[string][]rowReport{} // by deployment
 		var order []string
@@ -578,13 +571,13 @@ func reportRows(ctx context.Context, tx *store.Tx, d string, reps []rowReport, n
 
 // watchLinks marks clusters Disconnected when their agents fall silent, until ctx ends.
 func (s *Server) watchLinks(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+	t := s.clock.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			if _, err := s.markOffline(ctx); err != nil && ctx.Err() == nil {
 				s.log.ErrorContext(ctx, "mark silent clusters disconnected", "err", err)
 			}
@@ -595,7 +588,7 @@ func (s *Server) watchLinks(ctx context.Context, every time.Duration) {
 // markOffline sets link.state Disconnected on every cluster whose agent was last seen more
 // than Config.OfflineAfter ago and that is not marked so already. It returns their names.
 func (s *Server) markOffline(ctx context.Context) ([]string, error) {
-	cutoff := s.now().Add(-s.cfg.OfflineAfter)
+	cutoff := s.clock.Now().Add(-s.cfg.OfflineAfter)
 	silent := func(c *v1alpha1.Cluster) bool {
 		l := c.Status.Link
 		return l.LastSeen != nil && l.LastSeen.Time.Before(cutoff) && l.State != v1alpha1.LinkDisconnected

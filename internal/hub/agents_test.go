@@ -10,10 +10,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/store"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -24,30 +24,12 @@ import (
 	"outpost.dev/outpost/internal/auth"
 )
 
-// fakeClock is a settable clock for Config.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // agentEnv is a hub with the real authenticator: an admin token and cluster credentials
 // from the store. Its registry stand-in authorizes like the real registry.
 type agentEnv struct {
 	*env
 	admin string
-	clock *fakeClock
+	clock *clock.Fake
 	base  string // the server's URL without the API prefix
 }
 
@@ -57,7 +39,7 @@ func newAgentEnv(t *testing.T, mutate func(*Config)) *agentEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC))
 	e := newEnv(t, func(cfg *Config) {
 		authn := auth.NewAuthenticator(auth.Hash(admin), auth.WithClusterCredentials(cfg.DB))
 		cfg.Authorize = authn.Authorize
@@ -72,14 +54,14 @@ func newAgentEnv(t *testing.T, mutate func(*Config)) *agentEnv {
 			}
 			w.WriteHeader(http.StatusOK)
 		})
-		cfg.Now = clock.Now
+		cfg.Clock = clk
 		cfg.Logger = slog.New(slog.DiscardHandler)
 		cfg.OfflineAfter = -1 // tests call markOffline themselves
 		if mutate != nil {
 			mutate(cfg)
 		}
 	})
-	return &agentEnv{env: e, admin: admin, clock: clock, base: strings.TrimSuffix(e.url, v1alpha1.APIPath)}
+	return &agentEnv{env: e, admin: admin, clock: clk, base: strings.TrimSuffix(e.url, v1alpha1.APIPath)}
 }
 
 func (e *agentEnv) postJSON(path, token string, v any) response {
@@ -507,7 +489,10 @@ func TestReport(t *testing.T) {
 }
 
 func TestOfflineMarking(t *testing.T) {
-	e := newAgentEnv(t, func(cfg *Config) { cfg.OfflineAfter = time.Minute })
+	e := newAgentEnv(t, func(cfg *Config) {
+		cfg.OfflineAfter = time.Minute
+		cfg.OfflineCheckInterval = 1000 * time.Hour // the test calls markOffline itself
+	})
 	jt := e.createToken(3600, "")
 	cred := e.mustJoin(jt.Token, "edge-1", nil)
 	e.mustJoin(jt.Token, "never-reported", nil)
@@ -559,6 +544,11 @@ func TestOfflineLoop(t *testing.T) {
 	cred := e.mustJoin(jt.Token, "edge-1", nil)
 	if r := e.postJSON("/clusters/edge-1/report", cred, v1alpha1.AgentReport{Kind: v1alpha1.KindAgentReport}); r.code != http.StatusOK {
 		t.Fatalf("report = %d %s", r.code, r.body)
+	}
+	// The offline check's ticker runs on the hub's clock: advancing it past
+	// the silence limit fires the check.
+	if err := e.clock.WaitPending(t.Context(), 1); err != nil {
+		t.Fatal(err)
 	}
 	e.clock.Advance(2 * time.Minute)
 	deadline := time.Now().Add(10 * time.Second)

@@ -177,7 +177,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, kind string
 			return
 		}
 	}
-	timer := time.NewTimer(timeout)
+	timer := s.clock.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		changed := s.db.Changed()
@@ -209,7 +209,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, kind string
 		after = next
 		select {
 		case <-changed:
-		case <-timer.C:
+		case <-timer.C():
 			s.writeWatch(w, r, after, nil)
 			return
 		case <-s.life.Done():
@@ -243,7 +243,7 @@ func (s *Server) handleDesiredState(w http.ResponseWriter, r *http.Request, _ st
 		s.writeStatus(w, r, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error(), nil)
 		return
 	}
-	timer := time.NewTimer(timeout)
+	timer := s.clock.NewTimer(timeout)
 	defer timer.Stop()
 	// wait blocks until the cluster's desired state may have changed. It
 	// reports false when the poll is over: timed out or the hub stopping
@@ -252,7 +252,7 @@ func (s *Server) handleDesiredState(w http.ResponseWriter, r *http.Request, _ st
 		select {
 		case <-changed:
 			return true
-		case <-timer.C:
+		case <-timer.C():
 		case <-s.life.Done():
 		case <-ctx.Done():
 			return false

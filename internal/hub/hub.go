@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/placement"
 	"outpost.dev/outpost/internal/store"
 )
@@ -68,17 +69,18 @@ type Config struct {
 	// OfflineCheckInterval is how often the hub looks for silent clusters; zero means a
 	// quarter of OfflineAfter, at most 5 s.
 	OfflineCheckInterval time.Duration
-	// Now is the hub's clock for join token expiry, last-seen and last-contact times and
-	// offline marking; nil means time.Now.
-	Now func() time.Time
+	// Clock is the hub's clock for join token expiry, last-seen and last-contact times,
+	// offline marking and long-poll timeouts; nil means the system clock.
+	Clock clock.Clock
 }
 
 // Server is the hub server.
 type Server struct {
-	cfg  Config
-	db   *store.DB
-	log  *slog.Logger
-	life context.Context // ends long-polls when the server's context ends
+	cfg   Config
+	db    *store.DB
+	log   *slog.Logger
+	clock clock.Clock
+	life  context.Context // ends long-polls when the server's context ends
 	// mu serialises resolution and reconciliation so that a slower resolution never
 	// overwrites a newer one.
 	mu sync.Mutex
@@ -106,7 +108,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.OfflineCheckInterval <= 0 {
 		cfg.OfflineCheckInterval = min(cfg.OfflineAfter/4, maxOfflineCheckInterval)
 	}
-	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, life: ctx, reports: make(chan *pendingReport)}
+	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport)}
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
 	}

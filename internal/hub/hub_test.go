@@ -19,6 +19,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/auth"
+	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/store"
 	"outpost.dev/outpost/internal/versions"
 )
@@ -607,12 +608,35 @@ func wait(t *testing.T, ch <-chan response, d time.Duration) response {
 	return response{}
 }
 
+// newPollEnv is newEnv on a fake clock and without the offline watcher, so
+// that the clock's only timers are the long-polls'.
+func newPollEnv(t *testing.T) (*env, *clock.Fake) {
+	clk := clock.NewFake(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC))
+	return newEnv(t, func(c *Config) { c.Clock, c.OfflineAfter = clk, -1 }), clk
+}
+
+// startPoll starts a long-poll of path and returns once it waits on clk.
+func (e *env) startPoll(clk *clock.Fake, path string) <-chan response {
+	e.t.Helper()
+	// The timers of polls answered earlier are stopped once their handlers return.
+	for deadline := time.Now().Add(10 * time.Second); clk.Pending() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatal("an answered long-poll's timer is still pending")
+		}
+	}
+	ch := e.longPoll(path)
+	if err := clk.WaitPending(e.t.Context(), 1); err != nil {
+		e.t.Fatal(err)
+	}
+	return ch
+}
+
 func TestDesiredStateLongPoll(t *testing.T) {
-	e := newEnv(t, nil)
+	e, clk := newPollEnv(t)
 	e.mustPut("clusters", "eu-1", clusterYAML("eu-1", "region: eu"))
 	cur := e.desired("eu-1")
 
-	ch := e.longPoll(fmt.Sprintf("/clusters/eu-1/desiredstate?after=%d&timeoutSeconds=60", cur.Revision))
+	ch := e.startPoll(clk, fmt.Sprintf("/clusters/eu-1/desiredstate?after=%d&timeoutSeconds=60", cur.Revision))
 	e.mustPut("modeldeployments", "resnet", mdYAML("resnet", "resnet", "1.0.0", "[{matchLabels: {region: eu}}]"))
 	r := wait(t, ch, 20*time.Second)
 	ds := decodeJSON[v1alpha1.DesiredState](t, r.body)
@@ -621,13 +645,15 @@ func TestDesiredStateLongPoll(t *testing.T) {
 	}
 
 	// Unchanged: times out with 304.
-	ch = e.longPoll(fmt.Sprintf("/clusters/eu-1/desiredstate?after=%d&timeoutSeconds=1", ds.Revision))
+	ch = e.startPoll(clk, fmt.Sprintf("/clusters/eu-1/desiredstate?after=%d&timeoutSeconds=1", ds.Revision))
+	clk.Advance(time.Second)
 	if r := wait(t, ch, 20*time.Second); r.code != http.StatusNotModified {
 		t.Fatalf("timed-out long-poll = %d %s", r.code, r.body)
 	}
 	// A change elsewhere wakes the poll but it keeps waiting and still times out unchanged.
-	ch = e.longPoll(fmt.Sprintf("/clusters/eu-1/desiredstate?after=%d&timeoutSeconds=1", ds.Revision))
+	ch = e.startPoll(clk, fmt.Sprintf("/clusters/eu-1/desiredstate?after=%d&timeoutSeconds=1", ds.Revision))
 	e.mustPut("clusters", "us-1", clusterYAML("us-1", "region: us"))
+	clk.Advance(time.Second)
 	if r := wait(t, ch, 20*time.Second); r.code != http.StatusNotModified {
 		t.Fatalf("long-poll after an unrelated change = %d %s", r.code, r.body)
 	}
@@ -637,11 +663,11 @@ func TestDesiredStateLongPoll(t *testing.T) {
 }
 
 func TestWatch(t *testing.T) {
-	e := newEnv(t, nil)
+	e, clk := newPollEnv(t)
 	e.mustPut("clusters", "a", clusterYAML("a", "region: eu"))
 	rev := e.revision()
 
-	ch := e.longPoll(fmt.Sprintf("/clusters?watch=true&resourceVersion=%d&timeoutSeconds=60", rev))
+	ch := e.startPoll(clk, fmt.Sprintf("/clusters?watch=true&resourceVersion=%d&timeoutSeconds=60", rev))
 	e.mustPut("clusters", "b", clusterYAML("b", "region: us"))
 	r := wait(t, ch, 20*time.Second)
 	l := decodeJSON[v1alpha1.WatchEventList](t, r.body)
@@ -655,7 +681,7 @@ func TestWatch(t *testing.T) {
 	next, _ := strconv.ParseInt(l.ResourceVersion, 10, 64)
 
 	// Label-selected watch skips other objects' changes.
-	ch = e.longPoll(fmt.Sprintf("/clusters?watch=true&resourceVersion=%d&timeoutSeconds=60&labelSelector=region%%3Deu", next))
+	ch = e.startPoll(clk, fmt.Sprintf("/clusters?watch=true&resourceVersion=%d&timeoutSeconds=60&labelSelector=region%%3Deu", next))
 	e.mustPut("clusters", "b", clusterYAML("b", "region: us, x: z"))
 	e.do(http.MethodDelete, "/clusters/a", "writer", "", nil)
 	r = wait(t, ch, 20*time.Second)
@@ -666,7 +692,8 @@ func TestWatch(t *testing.T) {
 
 	// Nothing new: an empty list at the current revision after the timeout.
 	cur := e.revision()
-	ch = e.longPoll(fmt.Sprintf("/clusters?watch=true&resourceVersion=%d&timeoutSeconds=1", cur))
+	ch = e.startPoll(clk, fmt.Sprintf("/clusters?watch=true&resourceVersion=%d&timeoutSeconds=1", cur))
+	clk.Advance(time.Second)
 	r = wait(t, ch, 20*time.Second)
 	l = decodeJSON[v1alpha1.WatchEventList](t, r.body)
 	if r.code != http.StatusOK || len(l.Items) != 0 || l.ResourceVersion != strconv.FormatInt(cur, 10) {

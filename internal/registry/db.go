@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 )
 
 // schema holds the registry's metadata tables. Blob and manifest bytes live in the OCI layout on disk;
@@ -98,10 +97,11 @@ func (reg *Registry) withTx(ctx context.Context, fn func(q querier) error) (err 
 	return nil
 }
 
-func now() int64 { return time.Now().UnixMilli() }
+// now is the registry clock's time in Unix milliseconds, as the tables store it.
+func (reg *Registry) now() int64 { return reg.clock.Now().UnixMilli() }
 
-func ensureRepo(ctx context.Context, q querier, repo string) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO reg_repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`, repo, now())
+func (reg *Registry) ensureRepo(ctx context.Context, q querier, repo string) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO reg_repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`, repo, reg.now())
 	if err != nil {
 		return fmt.Errorf("insert repository: %w", err)
 	}
@@ -133,12 +133,12 @@ func blobLinked(ctx context.Context, q querier, repo, d string) (int64, error) {
 	return size, nil
 }
 
-func linkBlob(ctx context.Context, q querier, repo, d string, size int64) error {
-	if err := ensureRepo(ctx, q, repo); err != nil {
+func (reg *Registry) linkBlob(ctx context.Context, q querier, repo, d string, size int64) error {
+	if err := reg.ensureRepo(ctx, q, repo); err != nil {
 		return err
 	}
 	_, err := q.ExecContext(ctx, `INSERT INTO reg_blobs (repo, digest, size, created_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (repo, digest) DO NOTHING`, repo, d, size, now())
+		ON CONFLICT (repo, digest) DO NOTHING`, repo, d, size, reg.now())
 	if err != nil {
 		return fmt.Errorf("link blob: %w", err)
 	}

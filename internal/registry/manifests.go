@@ -228,13 +228,13 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 		subject = info.Subject.Digest.String()
 	}
 	err := reg.withTx(ctx, func(q querier) error {
-		if err := ensureRepo(ctx, q, repo); err != nil {
+		if err := reg.ensureRepo(ctx, q, repo); err != nil {
 			return err
 		}
 		if _, err := q.ExecContext(ctx, `INSERT INTO reg_manifests
 			(repo, digest, media_type, artifact_type, subject, size, annotations, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (repo, digest) DO NOTHING`,
-			repo, d.String(), info.MediaType, info.ArtifactType, subject, len(body), annJSON, now()); err != nil {
+			repo, d.String(), info.MediaType, info.ArtifactType, subject, len(body), annJSON, reg.now()); err != nil {
 			return wrapDB("insert manifest", err)
 		}
 		if subject != "" {
@@ -246,7 +246,7 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 		for _, t := range moved {
 			if _, err := q.ExecContext(ctx, `INSERT INTO reg_tags (repo, tag, digest, updated_at) VALUES (?, ?, ?, ?)
 				ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
-				repo, t, d.String(), now()); err != nil {
+				repo, t, d.String(), reg.now()); err != nil {
 				return wrapDB("upsert tag", err)
 			}
 		}

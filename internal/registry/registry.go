@@ -21,6 +21,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"outpost.dev/outpost/internal/auth"
+	"outpost.dev/outpost/internal/clock"
 )
 
 // DefaultMaxManifestBytes is the manifest size limit used when Options.MaxManifestBytes is zero.
@@ -47,6 +48,9 @@ type Options struct {
 	MaxManifestBytes int64
 	// Logger receives errors; nil means slog.Default().
 	Logger *slog.Logger
+	// Clock stamps repositories, blobs, manifests, tags and upload sessions, and ages upload
+	// sessions; nil means the system clock.
+	Clock clock.Clock
 }
 
 // Event describes a committed change to a repository.
@@ -74,6 +78,7 @@ type Registry struct {
 	onChange    func(ctx context.Context, ev Event)
 	maxManifest int64
 	log         *slog.Logger
+	clock       clock.Clock
 
 	// mu serialises metadata writes and the file operations that must agree with them
 	// (committing and removing blobs, rewriting index.json).
@@ -101,6 +106,7 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 		onChange:    opts.OnChange,
 		maxManifest: opts.MaxManifestBytes,
 		log:         opts.Logger,
+		clock:       clock.OrReal(opts.Clock),
 		uploads:     make(map[string]*upload),
 	}
 	if reg.maxManifest <= 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/clock"
 )
 
 func randBytes(t *testing.T, n int) []byte {
@@ -278,7 +279,11 @@ func TestWrongDigest(t *testing.T) {
 }
 
 func TestCrashMidUpload(t *testing.T) {
-	e := newEnv(t, Options{})
+	c := clock.NewFake(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC))
+	e := newEnv(t, Options{Clock: c})
+	// A session that is older than uploadMaxAge at the restart below.
+	oldLoc := startUpload(t, e, "crash/me")
+	c.Advance(uploadMaxAge)
 	data := randBytes(t, 1<<20)
 	d := digest.FromBytes(data)
 	loc := startUpload(t, e, "crash/me")
@@ -288,17 +293,13 @@ func TestCrashMidUpload(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(e.root, "uploads", tmpPrefix+"dead"), data[:10], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// A session file whose row was never written, and a session older than uploadMaxAge.
+	// A session file whose row was never written.
 	orphan := filepath.Join(e.root, "uploads", randomID())
 	if err := os.WriteFile(orphan, data[:10], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	oldLoc := startUpload(t, e, "crash/me")
-	if _, err := e.db.Exec(`UPDATE reg_uploads SET created_at = ? WHERE id = ?`,
-		time.Now().Add(-uploadMaxAge-time.Hour).UnixMilli(), filepath.Base(oldLoc)); err != nil {
-		t.Fatal(err)
-	}
-	e.restart(Options{})
+	c.Advance(time.Hour)
+	e.restart(Options{Clock: c})
 	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("orphan session file not cleaned: %v", err)
 	}

@@ -115,7 +115,7 @@ func (reg *Registry) mount(ctx context.Context, repo, from string, d digest.Dige
 	if _, err := os.Stat(reg.blobPath(d)); err != nil {
 		return false, nil
 	}
-	if err := reg.withTx(ctx, func(q querier) error { return linkBlob(ctx, q, repo, d.String(), size) }); err != nil {
+	if err := reg.withTx(ctx, func(q querier) error { return reg.linkBlob(ctx, q, repo, d.String(), size) }); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -159,7 +159,7 @@ func (reg *Registry) newUpload(ctx context.Context, repo string) (*upload, error
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("create upload file: %w", err)
 	}
-	if _, err := reg.db.ExecContext(ctx, `INSERT INTO reg_uploads (id, repo, created_at) VALUES (?, ?, ?)`, id, repo, now()); err != nil {
+	if _, err := reg.db.ExecContext(ctx, `INSERT INTO reg_uploads (id, repo, created_at) VALUES (?, ?, ?)`, id, repo, reg.now()); err != nil {
 		_ = os.Remove(u.path)
 		return nil, wrapDB("insert upload", err)
 	}
@@ -356,6 +356,8 @@ func (reg *Registry) appendBody(w http.ResponseWriter, f *os.File, u *upload, bo
 	var total int64
 	for {
 		if rc != nil {
+			// A connection's deadline is a time of the system clock (the network poller's),
+			// not of the registry's clock.
 			_ = rc.SetReadDeadline(time.Now().Add(bodyIdleTimeout))
 		}
 		n, rerr := body.Read(buf)
@@ -415,7 +417,7 @@ func (reg *Registry) finish(ctx context.Context, u *upload, d digest.Digest) err
 		return err
 	}
 	return reg.withTx(ctx, func(q querier) error {
-		if err := linkBlob(ctx, q, u.repo, d.String(), u.size); err != nil {
+		if err := reg.linkBlob(ctx, q, u.repo, d.String(), u.size); err != nil {
 			return err
 		}
 		if u.id != "" {
@@ -453,7 +455,7 @@ const uploadMaxAge = 7 * 24 * time.Hour
 // cleanUploads runs at startup: it drops sessions older than uploadMaxAge and session files without a
 // session row (left by a crash between creating the file and recording it).
 func (reg *Registry) cleanUploads(ctx context.Context) error {
-	cutoff := time.Now().Add(-uploadMaxAge).UnixMilli()
+	cutoff := reg.clock.Now().Add(-uploadMaxAge).UnixMilli()
 	if _, err := reg.db.ExecContext(ctx, `DELETE FROM reg_uploads WHERE created_at < ?`, cutoff); err != nil {
 		return wrapDB("expire uploads", err)
 	}

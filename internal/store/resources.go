@@ -47,7 +47,8 @@ const (
 	Updated
 )
 
-func now() metav1.Time { return metav1.NewTime(time.Now().UTC().Truncate(time.Second)) }
+// now is the store clock's time, to the second as Kubernetes timestamps are.
+func (tx *Tx) now() metav1.Time { return metav1.NewTime(tx.clock.Now().UTC().Truncate(time.Second)) }
 
 func kindOf(obj v1alpha1.Object) (*v1alpha1.KindInfo, error) {
 	k, ok := v1alpha1.LookupKind(v1alpha1.KindOf(obj))
@@ -141,7 +142,7 @@ func (tx *Tx) Apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, 
 	case errors.Is(err, ErrNotFound):
 		cp.SetUID(uuid.NewUUID())
 		cp.SetGeneration(1)
-		cp.SetCreationTimestamp(now())
+		cp.SetCreationTimestamp(tx.now())
 		k.ResetStatus(cp)
 		stored, err := tx.put(ctx, kind, cp, Added)
 		return stored, Created, err
@@ -240,7 +241,7 @@ func (tx *Tx) put(ctx context.Context, kind string, obj v1alpha1.Object, typ Eve
 	if err != nil {
 		return nil, fmt.Errorf("store: encode labels: %w", err)
 	}
-	ts := time.Now().UTC().Format(time.RFC3339Nano)
+	ts := tx.clock.Now().UTC().Format(time.RFC3339Nano)
 	_, err = tx.q.ExecContext(ctx, `INSERT INTO resources(kind, name, uid, generation, resource_version, labels, body, created, updated)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(kind, name) DO UPDATE SET uid = excluded.uid, generation = excluded.generation,

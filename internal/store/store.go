@@ -14,6 +14,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"outpost.dev/outpost/internal/clock"
 )
 
 // Errors returned by the store; test them with errors.Is.
@@ -31,7 +33,8 @@ const eventRetention = 10000
 
 // DB is an open store. It is safe for concurrent use.
 type DB struct {
-	db *sql.DB
+	db    *sql.DB
+	clock clock.Clock
 	// writeMu serialises this process's write transactions.
 	writeMu sync.Mutex
 
@@ -87,9 +90,18 @@ var migrations = []string{
 	);`,
 }
 
+// Option configures a DB at Open.
+type Option func(*DB)
+
+// WithClock makes the store read the time (creation timestamps, update times) from c instead
+// of the system clock.
+func WithClock(c clock.Clock) Option {
+	return func(db *DB) { db.clock = clock.OrReal(c) }
+}
+
 // Open opens or creates the SQLite database at path and applies pending migrations. The
 // database runs in WAL mode with synchronous=FULL, foreign keys on and a 10 s busy timeout.
-func Open(ctx context.Context, path string) (*DB, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	q := url.Values{}
 	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", "synchronous(FULL)"} {
 		q.Add("_pragma", p)
@@ -98,7 +110,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db := &DB{db: sqldb, changed: make(chan struct{}), desired: newDesiredWatch()}
+	db := &DB{db: sqldb, clock: clock.Real(), changed: make(chan struct{}), desired: newDesiredWatch()}
+	for _, o := range opts {
+		o(db)
+	}
 	if err := db.migrate(ctx); err != nil {
 		sqldb.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -127,7 +142,7 @@ func (db *DB) migrate(ctx context.Context) error {
 				return err
 			}
 			_, err := tx.q.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied) VALUES (?, ?)`,
-				version, time.Now().UTC().Format(time.RFC3339Nano))
+				version, db.clock.Now().UTC().Format(time.RFC3339Nano))
 			return err
 		})
 		if err != nil {
@@ -168,6 +183,7 @@ type querier interface {
 // Tx is a transaction. Use it only inside the function passed to Update or View.
 type Tx struct {
 	q     querier
+	clock clock.Clock
 	write bool
 	wrote bool
 	// desired lists the clusters whose desired state this transaction
@@ -215,7 +231,7 @@ func (db *DB) run(ctx context.Context, begin string, write bool, fn func(*Tx) er
 			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
-	tx = &Tx{q: conn, write: write}
+	tx = &Tx{q: conn, clock: db.clock, write: write}
 	if err := fn(tx); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/clock"
 )
 
 func open(t *testing.T) (*DB, string) {
@@ -340,5 +341,40 @@ func TestCompacted(t *testing.T) {
 	}
 	if _, _, err := db.Changes(ctx, v1alpha1.KindCluster, 2, 0); !errors.Is(err, ErrCompacted) {
 		t.Fatalf("err = %v, want ErrCompacted", err)
+	}
+}
+
+// TestClock: the store stamps times from its clock.
+func TestClock(t *testing.T) {
+	ctx := t.Context()
+	start := time.Date(2031, 5, 6, 7, 8, 9, 500, time.UTC)
+	c := clock.NewFake(start)
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "hub.db"), WithClock(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	created, _, err := db.Apply(ctx, md("a", "1.0.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := created.GetCreationTimestamp().Time; !got.Equal(start.Truncate(time.Second)) {
+		t.Errorf("creationTimestamp %v, want the clock's %v", got, start.Truncate(time.Second))
+	}
+	c.Advance(time.Hour)
+	if _, _, err := db.Apply(ctx, md("a", "1.1.0")); err != nil {
+		t.Fatal(err)
+	}
+	var createdAt, updatedAt, migrated string
+	if err := db.SQL().QueryRowContext(ctx, `SELECT created, updated FROM resources WHERE name = 'a'`).Scan(&createdAt, &updatedAt); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SQL().QueryRowContext(ctx, `SELECT applied FROM schema_migrations WHERE version = 1`).Scan(&migrated); err != nil {
+		t.Fatal(err)
+	}
+	want := func(t time.Time) string { return t.Format(time.RFC3339Nano) }
+	if migrated != want(start) || createdAt != want(start) || updatedAt != want(start.Add(time.Hour)) {
+		t.Errorf("migration applied %s, resource created %s and updated %s; want %s, %[4]s and %s",
+			migrated, createdAt, updatedAt, want(start), want(start.Add(time.Hour)))
 	}
 }

@@ -58,6 +58,9 @@ type Options struct {
 	// BufferSize is the read buffer of each request, and the unit in
 	// which bandwidth is taken from Limiter.
 	BufferSize int
+	// Clock times the backoff between attempts and the waits for
+	// Limiter's bandwidth; nil means the system clock.
+	Clock clock.Clock
 }
 
 // Stats says what a Fetch moved.
@@ -124,12 +127,13 @@ func NewFetcher(src RangeSource, opts Options) *Fetcher {
 	if opts.BufferSize <= 0 {
 		opts.BufferSize = DefaultBufferSize
 	}
+	opts.Clock = clock.OrReal(opts.Clock)
 	f := &Fetcher{src: src, opts: opts, log: opts.Logger}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
 	if lim := opts.Limiter; lim != nil {
-		f.gate = &gate{take: lim.WaitN}
+		f.gate = &gate{take: func(ctx context.Context, n int) error { return clock.WaitN(ctx, opts.Clock, lim, n) }}
 	}
 	return f
 }
@@ -695,7 +699,7 @@ func (r *fetchRun) fetchSpan(ctx context.Context, s span, buf []byte) error {
 		d := r.f.opts.Backoff.Delay(attempt, rand.Float64())
 		r.log.Info("range request failed, retrying", "from", pos(), "to", end-1, "attempt", attempt, "in", d, "err", err)
 		r.addStats(func(st *Stats) { st.Retries++ })
-		t := time.NewTimer(d)
+		t := r.f.opts.Clock.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -703,7 +707,7 @@ func (r *fetchRun) fetchSpan(ctx context.Context, s span, buf []byte) error {
 				r.state.add(appendPartial(nil, s.chunks[cur.k], cur.got))
 			}
 			return context.Cause(ctx)
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }

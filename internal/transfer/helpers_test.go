@@ -252,3 +252,20 @@ type sourceFunc func(ctx context.Context, d digest.Digest, off, n int64) (io.Rea
 func (f sourceFunc) OpenRange(ctx context.Context, d digest.Digest, off, n int64) (io.ReadCloser, error) {
 	return f(ctx, d, off, n)
 }
+
+// runOnFake runs fn, advancing f by step whenever a timer of f is pending,
+// until fn returns.
+func runOnFake(t testing.TB, f *clock.Fake, step time.Duration, fn func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer cancel()
+		fn()
+	}()
+	for f.WaitPending(ctx, 1) == nil {
+		f.Advance(step)
+	}
+	<-done
+}
