@@ -126,11 +126,15 @@ type response struct {
 	body   []byte
 }
 
-func (e *env) do(method, path, token, contentType string, body []byte) response {
+// do sends a request; header holds extra header names and values, in pairs.
+func (e *env) do(method, path, token, contentType string, body []byte, header ...string) response {
 	e.t.Helper()
 	req, err := http.NewRequestWithContext(e.t.Context(), method, e.url+path, bytes.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
