@@ -28,6 +28,7 @@ import (
 	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/durable"
 	"outpost.dev/outpost/internal/hubclient"
+	"outpost.dev/outpost/internal/outbox"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
@@ -106,6 +107,12 @@ type Config struct {
 	// (a version activated, a deployment removed). It must return quickly;
 	// the caller reads Active anew.
 	OnActive func()
+	// OutboxBudget bounds the payload bytes of the records waiting in the
+	// outbox for the hub; 0 means outbox.DefaultBudget.
+	OutboxBudget int64
+	// OutboxMerge holds, by record kind, how two records merge into one
+	// when the outbox budget fills (see internal/outbox).
+	OutboxMerge map[string]outbox.MergeFunc
 	// Clock times the agent's polls, reports, retries, backoff and
 	// bandwidth limit, and stamps its state; nil means the system clock.
 	Clock clock.Clock
@@ -146,6 +153,8 @@ type Agent struct {
 	readyOnce sync.Once
 	wake      chan struct{} // asks the reconcile loop for a pass
 	reportNow chan struct{} // asks the report loop for a report
+	sendNow   chan struct{} // asks the outbox loop to send
+	outbox    *outbox.Outbox
 
 	// gcMu is held shared by each model sync and exclusively by garbage collection.
 	gcMu sync.RWMutex
@@ -214,10 +223,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, state: st, cache: c, clock: clock.OrReal(cfg.Clock),
-		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1),
+		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sendNow: make(chan struct{}, 1),
 		active: map[string]ActiveModel{}, unservable: map[string]string{},
 		workers: map[string]*worker{}, retries: map[string]retry{}, indexes: map[digest.Digest]*artifact.ChunkIndex{},
 		noIndex: map[string]time.Time{},
+	}
+	if a.outbox, err = outbox.Open(ctx, st.db, outbox.Options{Budget: cfg.OutboxBudget, Merge: cfg.OutboxMerge, Clock: a.clock, WriteLock: &st.writeMu}); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.limiter = newLimiter(cfg.MaxBandwidth)
 	if err := a.loadIdentity(ctx); err != nil {
@@ -455,10 +468,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); a.pollLoop(ctx) }()
 	go func() { defer wg.Done(); a.reconcileLoop(ctx) }()
 	go func() { defer wg.Done(); a.reportLoop(ctx) }()
+	go func() { defer wg.Done(); a.sendLoop(ctx) }()
 	a.readyOnce.Do(func() { close(a.ready) })
 	wg.Wait()
 	return nil
@@ -693,6 +707,7 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		a.gcDirty = true
 		a.mu.Unlock()
 		a.signal(a.reportNow)
+		a.signal(a.sendNow)
 		return
 	}
 	if ctx.Err() != nil || errors.Is(err, errSuperseded) || errors.Is(err, context.Canceled) {

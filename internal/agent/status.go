@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/outbox"
 )
 
 // Status is the agent's state as read from its data directory, with no hub.
@@ -32,6 +33,9 @@ type Status struct {
 	Models []DeploymentStatus `json:"models"`
 	// BytesOwed is what every deployment still has to fetch.
 	BytesOwed int64 `json:"bytesOwed"`
+	// Outbox is what waits for the hub, and what the budget made the agent
+	// merge or drop.
+	Outbox outbox.Stats `json:"outbox"`
 }
 
 // DeploymentStatus is one deployment's state.
@@ -158,6 +162,9 @@ func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
 	}
 	for _, d := range out.Models {
 		out.BytesOwed += d.BytesOwed
+	}
+	if out.Outbox, err = outbox.ReadStats(ctx, s.db); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"outpost.dev/outpost/internal/clientconfig"
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/ort"
+	"outpost.dev/outpost/internal/outbox"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/serving"
 )
@@ -332,7 +334,9 @@ func newAgentStatusCmd() *cobra.Command {
 		Short: "Show the agent's local state, with or without a hub",
 		Long: `Show what the agent of data directory DIR serves and what it is fetching,
 read from its local state only: it needs no hub and works while the agent runs.
-Bytes owed are what the desired versions still lack.`,
+Bytes owed are what the desired versions still lack; the outbox holds the
+records (drift windows, pipeline results, ...) waiting for the hub, and counts
+what its byte budget made it merge or drop.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if data == "" {
@@ -366,7 +370,8 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 	fmt.Fprintf(w, "Last contact:     %s\n", contact)
 	fmt.Fprintf(w, "Applied revision: %d\n", st.AppliedRevision)
 	fmt.Fprintf(w, "Rejected stale:   %d\n", st.RejectedStale)
-	fmt.Fprintf(w, "Bytes owed:       %s\n\n", bytesize.Format(st.BytesOwed))
+	fmt.Fprintf(w, "Bytes owed:       %s\n", bytesize.Format(st.BytesOwed))
+	fmt.Fprintf(w, "Outbox:           %s\n\n", outboxText(st.Outbox))
 	if len(st.Models) == 0 {
 		fmt.Fprintln(w, "No models desired.")
 		return nil
@@ -390,4 +395,27 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 			bytesize.Format(m.BytesFetched)+" / "+bytesize.Format(m.BytesTotal), bytesize.Format(m.BytesOwed), orNone(errText))
 	}
 	return tw.Flush()
+}
+
+// outboxText says what an outbox holds and gave up, such as
+// "3 records (12.0 KiB) waiting; merged drift.window 4; dropped log 2".
+func outboxText(st outbox.Stats) string {
+	text := "empty"
+	if st.Records > 0 {
+		text = fmt.Sprintf("%d records (%s) waiting", st.Records, bytesize.Format(st.Bytes))
+	}
+	for _, c := range []struct {
+		what string
+		n    map[string]int64
+	}{{"merged", st.Merged}, {"dropped", st.Dropped}, {"refused by the hub", st.Refused}} {
+		kinds := make([]string, 0, len(c.n))
+		for k := range c.n {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		for _, k := range kinds {
+			text += fmt.Sprintf("; %s %s %d", c.what, k, c.n[k])
+		}
+	}
+	return text
 }
