@@ -1,8 +1,9 @@
 // Package drift holds the statistics of drift monitoring at the edge:
-// summaries of what a model sees and answers, and the tests that compare a
-// window of them with a reference. It is pure: no I/O and no clock, so the
-// serving hooks, the agent and the hub can share it and its tests call it
-// directly.
+// summaries of what a model sees and answers, the tests that compare a
+// window of them with a reference, and the decision whether the model's
+// inputs or outputs drifted. It is pure: no I/O and no clock (times are
+// passed in), so the serving hooks, the agent and the hub share it and its
+// tests call it directly.
 //
 // # Summaries
 //
@@ -72,6 +73,28 @@
 // from summaries carry a bound that holds with probability
 // 1 - SummaryDelta: D within the sum of the two sketches' uniform bounds,
 // the Wasserstein distance within that times the values' span.
+//
+// # Windows and detection
+//
+// A Windower cuts the samples a featurizer sees into tumbling windows that
+// close after a number of samples or a duration of the times passed in,
+// whichever first; adjacent windows merge into coarser ones (MergeWindows).
+// Detect compares a window with the reference under a Policy (which tests
+// per kind of feature, the fewest values to test, α after the correction,
+// PSI, Jensen–Shannon and Wasserstein thresholds) and returns every
+// feature's statistics and p-values and a verdict with its reason. A
+// Hysteresis turns verdicts into an alarm (Alarm, Step): raised after K
+// drifted windows in a row, cleared after L clean ones, at most once per
+// cooldown.
+//
+// What the tests show: over 1,000 windows of 500 samples without drift
+// (four inputs and three classes, eight features), drift verdicts stay
+// under α with either correction, and alarms that need two drifted windows
+// in a row rarer still. With windows of 500 samples, α = 0.01 and
+// Bonferroni, a shift of one input's mean by 0.5σ, and a change of class
+// frequencies from (⅓, ⅓, ⅓) to (½, ¼, ¼), are detected in the first
+// window after the change; an image brightness shift of half the spread of
+// the images' means is detected in a window of 200 on the mean feature.
 //
 // Building a reference takes two passes over the reference data: the first
 // into Featurizer.NewProfile, the second into Profile.Binned of it, whose

@@ -185,7 +185,7 @@ func TestDecodeProfileErrors(t *testing.T) {
 
 // FuzzDecodeProfile checks that decoding never panics and that whatever it
 // accepts is valid: it re-encodes to the same bytes it decodes from, and
-// it can be merged and observed into.
+// it can be observed into, merged and compared.
 func FuzzDecodeProfile(f *testing.F) {
 	_, p := testProfile(f, 12)
 	data, _ := json.Marshal(p)
@@ -227,5 +227,6 @@ func FuzzDecodeProfile(f *testing.F) {
 		if err := g.Observe(c, b); err != nil {
 			t.Fatalf("observe into an accepted profile: %v", err)
 		}
+		_, _ = Detect(q, c, DefaultPolicy())
 	})
 }
