@@ -87,7 +87,7 @@ func FuzzParseManifest(f *testing.F) {
 		if info.MediaType == "" {
 			t.Fatal("accepted manifest without media type")
 		}
-		for _, d := range append(append([]ocispec.Descriptor{}, info.Blobs...), info.Manifests...) {
+		for _, d := range append(append([]fieldDescriptor{}, info.Blobs...), info.Manifests...) {
 			if _, err := parseDigest(d.Digest.String()); err != nil || d.Size < 0 {
 				t.Fatalf("accepted bad descriptor %+v", d)
 			}

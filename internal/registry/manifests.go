@@ -176,7 +176,8 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
 	for _, b := range info.Blobs {
-		if _, err := blobLinked(ctx, reg.db, repo, b.Digest.String()); err != nil {
+		size, err := blobLinked(ctx, reg.db, repo, b.Digest.String())
+		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				e := newError(http.StatusBadRequest, CodeManifestBlobUnknown, "blob %s unknown to repository %s", b.Digest, repo)
 				e.detail = map[string]string{"digest": b.Digest.String()}
@@ -184,14 +185,21 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 			}
 			return nil, err
 		}
+		if err := checkSize(b, "blob", size); err != nil {
+			return nil, err
+		}
 	}
 	for _, m := range info.Manifests {
-		if _, err := reg.resolve(ctx, reg.db, repo, m.Digest.String()); err != nil {
+		child, err := reg.resolve(ctx, reg.db, repo, m.Digest.String())
+		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				e := newError(http.StatusBadRequest, CodeManifestBlobUnknown, "manifest %s unknown to repository %s", m.Digest, repo)
 				e.detail = map[string]string{"digest": m.Digest.String()}
 				return nil, e
 			}
+			return nil, err
+		}
+		if err := checkSize(m, "manifest", child.Size); err != nil {
 			return nil, err
 		}
 	}
@@ -274,6 +282,18 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 		evs = append(evs, e)
 	}
 	return evs, nil
+}
+
+// checkSize refuses a descriptor whose size is not that of the content it names, stored with size
+// bytes: a client trusting the descriptor would otherwise expect bytes that never come, or stop
+// short of the content.
+func checkSize(d fieldDescriptor, what string, size int64) error {
+	if d.Size == size {
+		return nil
+	}
+	e := newError(http.StatusBadRequest, CodeManifestInvalid, "%s: size %d, but %s %s is %d bytes", d.Field, d.Size, what, d.Digest, size)
+	e.detail = map[string]any{"digest": d.Digest.String(), "size": size}
+	return e
 }
 
 func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, repo, ref string) error {

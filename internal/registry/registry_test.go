@@ -436,6 +436,18 @@ func TestManifestPut(t *testing.T) {
 	bigM.Annotations = map[string]string{"pad": strings.Repeat("x", 4096)}
 	bigBody, _ := json.Marshal(bigM)
 	index := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + digest.FromString("unknown").String() + `","size":10}]}`)
+	// Descriptors whose sizes lie about the stored content.
+	lie := func(edit func(m *ocispec.Manifest)) []byte {
+		var m ocispec.Manifest
+		_ = json.Unmarshal(img.manifest, &m)
+		edit(&m)
+		b, _ := json.Marshal(m)
+		return b
+	}
+	layerLie := lie(func(m *ocispec.Manifest) { m.Layers[0].Size = 99999 })
+	configLie := lie(func(m *ocispec.Manifest) { m.Config.Size-- })
+	indexLie := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` +
+		img.digest.String() + `","size":` + strconv.Itoa(len(img.manifest)+1) + `}]}`)
 
 	tests := []struct {
 		name       string
@@ -454,6 +466,9 @@ func TestManifestPut(t *testing.T) {
 		{"not json", "junk", []byte("not json"), ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
 		{"content type mismatch", "ct", img.manifest, ocispec.MediaTypeImageIndex, 400, CodeManifestInvalid},
 		{"invalid tag", "-bad", img.manifest, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"layer size lie", "layerlie", layerLie, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"config size lie", "configlie", configLie, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"index child size lie", "indexlie", indexLie, ocispec.MediaTypeImageIndex, 400, CodeManifestInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
