@@ -69,6 +69,9 @@ func parseManifest(contentType string, body []byte) (*manifestInfo, error) {
 	if !json.Valid(body) {
 		return nil, invalidManifest("manifest is not valid JSON")
 	}
+	if err := checkDuplicateKeys(body); err != nil {
+		return nil, err
+	}
 	var raw rawManifest
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, invalidManifest("manifest JSON: %v", err)

@@ -446,6 +446,12 @@ func TestManifestPut(t *testing.T) {
 	}
 	layerLie := lie(func(m *ocispec.Manifest) { m.Layers[0].Size = 99999 })
 	configLie := lie(func(m *ocispec.Manifest) { m.Config.Size-- })
+	// The same key twice: which one counts depends on the parser, so the manifest is refused.
+	dupTop := append([]byte(`{"annotations":{"a":"1"},`), bytes.TrimPrefix(img.manifest, []byte("{"))...)
+	dupTop = append(dupTop[:len(dupTop)-1], []byte(`,"annotations":{"a":"2"}}`)...)
+	dupNested := bytes.Replace(img.manifest, []byte(`"size":5`), []byte(`"size":99999,"size":5`), 1)
+	dupFolded := bytes.Replace(img.manifest, []byte(`"layers":`), []byte(`"Layers":[],"layers":`), 1)
+	dupEscaped := bytes.Replace(img.manifest, []byte(`"size":5`), []byte(`"size":99999,"s\u0069ze":5`), 1)
 	indexLie := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` +
 		img.digest.String() + `","size":` + strconv.Itoa(len(img.manifest)+1) + `}]}`)
 
@@ -469,6 +475,10 @@ func TestManifestPut(t *testing.T) {
 		{"layer size lie", "layerlie", layerLie, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
 		{"config size lie", "configlie", configLie, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
 		{"index child size lie", "indexlie", indexLie, ocispec.MediaTypeImageIndex, 400, CodeManifestInvalid},
+		{"duplicate top-level key", "duptop", dupTop, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"duplicate key in a descriptor", "dupnested", dupNested, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"field named twice in other case", "dupfolded", dupFolded, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"duplicate key spelled with an escape", "dupescaped", dupEscaped, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
