@@ -174,6 +174,16 @@ type retry struct {
 	digest   string
 	attempts int
 	next     time.Time
+	// permanent is set when the digest can never sync (permanentFailure):
+	// it is not tried again until the desired digest changes.
+	permanent bool
+}
+
+// permanentFailure reports whether a sync failed in a way that trying the
+// same digest again cannot change: the hub's blob is not the size its
+// manifest says.
+func permanentFailure(err error) bool {
+	return errors.Is(err, transfer.ErrSizeMismatch)
 }
 
 // New opens the data directory and loads the last active versions, which
@@ -642,8 +652,8 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 		if !need || w != nil {
 			continue
 		}
-		if rt, ok := a.retries[r.Name]; ok && rt.digest == r.Desired.Digest && now.Before(rt.next) {
-			if next.IsZero() || rt.next.Before(next) {
+		if rt, ok := a.retries[r.Name]; ok && rt.digest == r.Desired.Digest && (rt.permanent || now.Before(rt.next)) {
+			if !rt.permanent && (next.IsZero() || rt.next.Before(next)) {
 				next = rt.next
 			}
 			continue
@@ -704,6 +714,7 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		rt = retry{digest: want.Digest}
 	}
 	rt.attempts++
+	rt.permanent = permanentFailure(err)
 	rt.next = a.clock.Now().Add(a.backoff(rt.attempts))
 	a.retries[want.Deployment] = rt
 	a.mu.Unlock()
@@ -712,14 +723,20 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		// Waiting for the chunk index to be attached: not a failure yet.
 		level, phase = slog.LevelInfo, v1alpha1.PhasePending
 	}
-	a.log.Log(ctx, level, "sync failed", "deployment", want.Deployment, "model", want.Model, "version", want.Version,
-		"attempt", rt.attempts, "retryIn", clock.Until(a.clock, rt.next).Round(time.Millisecond), "err", err)
+	errText := err.Error()
+	if rt.permanent {
+		errText += fmt.Sprintf(" (not retried: %s@%s is broken in the hub's registry; deploy another version)", want.Model, want.Version)
+		a.log.Error("sync failed for good", "deployment", want.Deployment, "model", want.Model, "version", want.Version, "err", err)
+	} else {
+		a.log.Log(ctx, level, "sync failed", "deployment", want.Deployment, "model", want.Model, "version", want.Version,
+			"attempt", rt.attempts, "retryIn", clock.Until(a.clock, rt.next).Round(time.Millisecond), "err", err)
+	}
 	row, ok, gerr := getDeployment(ctx, a.state.db, want.Deployment)
 	fetched, total := int64(0), int64(0)
 	if gerr == nil && ok {
 		fetched, total = row.BytesFetched, row.BytesTotal
 	}
-	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, phase, fetched, total, err.Error(), a.clock.Now()); err != nil {
+	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, phase, fetched, total, errText, a.clock.Now()); err != nil {
 		a.log.Error("record failure", "err", err)
 	}
 	a.signal(a.reportNow)
