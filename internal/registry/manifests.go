@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -43,6 +44,12 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, repo, r
 	}
 	b, desc, err := reg.readManifest(ctx, repo, ref)
 	if errors.Is(err, ErrNotFound) {
+		if !isDigest(ref) {
+			if ts, err := tombstone(ctx, reg.db, repo, ref); err == nil {
+				return newError(http.StatusNotFound, CodeManifestUnknown, "manifest %s unknown to repository %s: the tag was deleted at %s (it named %s)",
+					ref, repo, ts.Deleted.Format(time.RFC3339), ts.Digest)
+			}
+		}
 		return manifestUnknown(repo, ref)
 	}
 	if err != nil {
@@ -222,7 +229,14 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 			continue
 		}
 		if reg.checkTag != nil {
-			if err := reg.checkTag(ctx, repo, t, old, newDesc, body); err != nil {
+			c := TagChange{Repo: repo, Tag: t, Old: old, New: newDesc, Manifest: body}
+			switch ts, err := tombstone(ctx, reg.db, repo, t); {
+			case err == nil:
+				c.Deleted = ts.Digest
+			case !errors.Is(err, ErrNotFound):
+				return nil, err
+			}
+			if err := reg.checkTag(ctx, c); err != nil {
 				return nil, newError(http.StatusConflict, CodeDenied, "tag %s: %v", t, err)
 			}
 		}
@@ -330,8 +344,14 @@ func (reg *Registry) deleteTag(ctx context.Context, repo, tag string) ([]Event, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := reg.db.ExecContext(ctx, `DELETE FROM reg_tags WHERE repo = ? AND tag = ?`, repo, tag); err != nil {
-		return nil, wrapDB("delete tag", err)
+	err = reg.withTx(ctx, func(q querier) error {
+		if _, err := q.ExecContext(ctx, `DELETE FROM reg_tags WHERE repo = ? AND tag = ?`, repo, tag); err != nil {
+			return wrapDB("delete tag", err)
+		}
+		return reg.buryTags(ctx, q, repo, desc.Digest, tag)
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := reg.writeIndexLocked(ctx); err != nil {
 		reg.log.ErrorContext(ctx, "rewrite index.json", "err", err)
@@ -368,6 +388,9 @@ func (reg *Registry) deleteManifestDigest(ctx context.Context, repo string, d di
 			tags = append(tags, t)
 		}
 		rows.Close()
+		if err := reg.buryTags(ctx, q, repo, d, tags...); err != nil {
+			return err
+		}
 		for _, stmt := range []string{
 			`DELETE FROM reg_tags WHERE repo = ? AND digest = ?`,
 			`DELETE FROM reg_manifests WHERE repo = ? AND digest = ?`,

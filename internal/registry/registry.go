@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -39,9 +40,9 @@ type Options struct {
 	// Authorize decides whether r may proceed; write is false for GET and HEAD. It returns an error
 	// wrapping auth.ErrUnauthenticated (401) or auth.ErrForbidden (403). Nil allows everything.
 	Authorize func(r *http.Request, write bool) error
-	// CheckTag is called before a tag in repo is created or moved from old (zero if new) to new. A non-nil
-	// error refuses the manifest PUT with 409 and the error text in the OCI error JSON; nothing is stored.
-	CheckTag func(ctx context.Context, repo, tag string, old, new ocispec.Descriptor, manifest []byte) error
+	// CheckTag is called before a tag is created or moved. A non-nil error refuses the manifest PUT
+	// with 409 and the error text in the OCI error JSON; nothing is stored.
+	CheckTag func(ctx context.Context, c TagChange) error
 	// OnChange is called after a manifest put or delete, or a tag change, has committed.
 	OnChange func(ctx context.Context, ev Event)
 	// MaxManifestBytes limits manifest bodies; zero means DefaultMaxManifestBytes.
@@ -51,6 +52,30 @@ type Options struct {
 	// Clock stamps repositories, blobs, manifests, tags and upload sessions, and ages upload
 	// sessions; nil means the system clock.
 	Clock clock.Clock
+}
+
+// TagChange is a tag about to be created or moved, as Options.CheckTag sees it.
+type TagChange struct {
+	// Repo and Tag name the tag.
+	Repo, Tag string
+	// Old is the manifest the tag names now; zero when it names none.
+	Old ocispec.Descriptor
+	// Deleted is the manifest the tag named when it was last deleted (its tombstone); empty
+	// when it never was.
+	Deleted digest.Digest
+	// New is the manifest the tag is to name, with its media type, artifact type and annotations.
+	New ocispec.Descriptor
+	// Manifest holds New's bytes.
+	Manifest []byte
+}
+
+// Tombstone is what a deleted tag named. The registry keeps one per deleted tag, replaced when
+// the tag is deleted again.
+type Tombstone struct {
+	// Digest is the manifest the tag named.
+	Digest digest.Digest
+	// Deleted is when the tag was deleted, on the registry's clock.
+	Deleted time.Time
 }
 
 // Event describes a committed change to a repository.
@@ -74,7 +99,7 @@ type Registry struct {
 	root        string
 	db          *sql.DB
 	authorize   func(r *http.Request, write bool) error
-	checkTag    func(ctx context.Context, repo, tag string, old, new ocispec.Descriptor, manifest []byte) error
+	checkTag    func(ctx context.Context, c TagChange) error
 	onChange    func(ctx context.Context, ev Event)
 	maxManifest int64
 	log         *slog.Logger

@@ -666,8 +666,8 @@ func TestCheckTagAndEvents(t *testing.T) {
 	var mu sync.Mutex
 	var events []Event
 	opts := Options{
-		CheckTag: func(ctx context.Context, repo, tag string, old, new ocispec.Descriptor, manifest []byte) error {
-			if old.Digest != "" && new.Annotations["version"] < old.Annotations["version"] {
+		CheckTag: func(ctx context.Context, c TagChange) error {
+			if c.Old.Digest != "" && c.New.Annotations["version"] < c.Old.Annotations["version"] {
 				return errors.New("version goes backwards")
 			}
 			return nil
@@ -712,6 +712,59 @@ func TestCheckTagAndEvents(t *testing.T) {
 	}
 	if !slices.Equal(events, want) {
 		t.Errorf("events %+v, want %+v", events, want)
+	}
+}
+
+// TestTombstones: a deleted tag leaves a tombstone naming what it pointed at,
+// which CheckTag sees when the tag is pushed again, a GET of the tag
+// mentions, and a restart keeps.
+func TestTombstones(t *testing.T) {
+	c := clock.NewFake(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC))
+	var mu sync.Mutex
+	var changes []TagChange
+	opts := Options{Clock: c, CheckTag: func(ctx context.Context, ch TagChange) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ch.Manifest = nil
+		changes = append(changes, ch)
+		return nil
+	}}
+	e := newEnv(t, opts)
+	ctx := context.Background()
+	a := e.makeImage("t", "", nil, []byte("a"))
+	b := e.makeImage("t", "", nil, []byte("b"))
+	for _, tag := range []string{"v1", "v2"} {
+		resp, body := e.putManifest("t", tag, a.manifest)
+		expect(t, resp, body, 201)
+	}
+	if _, err := e.reg.Tombstone(ctx, "t", "v1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("tombstone of a live tag: %v", err)
+	}
+	// v1 by tag, v2 with the manifest it names.
+	resp, body := e.req("DELETE", "/v2/t/manifests/v1", nil)
+	expect(t, resp, body, 202)
+	c.Advance(time.Minute)
+	resp, body = e.req("DELETE", "/v2/t/manifests/"+a.digest.String(), nil)
+	expect(t, resp, body, 202)
+	e.restart(opts)
+	for tag, when := range map[string]time.Time{"v1": c.Now().Add(-time.Minute), "v2": c.Now()} {
+		ts, err := e.reg.Tombstone(ctx, "t", tag)
+		if err != nil || ts.Digest != a.digest || !ts.Deleted.Equal(when) {
+			t.Errorf("tombstone of %s: %+v %v, want %s deleted at %v", tag, ts, err, a.digest, when)
+		}
+		resp, body := e.req("GET", "/v2/t/manifests/"+tag, nil)
+		expect(t, resp, body, 404)
+		if !strings.Contains(string(body), "deleted") || !strings.Contains(string(body), a.digest.String()) {
+			t.Errorf("GET of deleted tag %s: %s", tag, body)
+		}
+	}
+	resp, body = e.putManifest("t", "v1", b.manifest)
+	expect(t, resp, body, 201)
+	mu.Lock()
+	defer mu.Unlock()
+	last := changes[len(changes)-1]
+	if last.Repo != "t" || last.Tag != "v1" || last.Old.Digest != "" || last.Deleted != a.digest || last.New.Digest != b.digest {
+		t.Errorf("CheckTag saw %+v, want v1 from tombstone %s to %s", last, a.digest, b.digest)
 	}
 }
 
