@@ -122,6 +122,17 @@ func (c *Client) Report(ctx context.Context, r *v1alpha1.AgentReport) (*v1alpha1
 	return &resp, nil
 }
 
+// CheckManifest asks the hub's registry whether repo holds the manifest
+// reference (a tag or a digest). It returns nil when it does, else an
+// *Error carrying the registry's message, which says, for instance, when a
+// deleted model version was deleted. OCI clients drop that message from
+// their not-found errors; this call is for telling a user why.
+func (c *Client) CheckManifest(ctx context.Context, repo, reference string) error {
+	u := c.base.JoinPath("v2", repo, "manifests", reference)
+	_, err := c.send(ctx, http.MethodGet, u.String(), nil, nil, true)
+	return err
+}
+
 func resourcePath(plural, name string) string {
 	return url.PathEscape(plural) + "/" + url.PathEscape(name)
 }
