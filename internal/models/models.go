@@ -178,7 +178,8 @@ func artifactSize(ctx context.Context, reg Registry, repo string, desc ocispec.D
 }
 
 // CheckTag is the registry's tag policy for model repositories: a tag under
-// models/ must be a semver version, and a version, once pushed, names one
+// models/ must be a semver version that the manifest's version and name
+// annotations, where present, agree with, and a version, once pushed, names one
 // manifest forever: it never moves to other content, and once deleted it
 // may only be pushed again with the manifest it named (which restores it).
 // Other repositories are left alone.
@@ -189,6 +190,15 @@ func CheckTag(ctx context.Context, c registry.TagChange) error {
 	name := strings.TrimPrefix(c.Repo, RepoPrefix)
 	if !validVersion(c.Tag) {
 		return fmt.Errorf("tag %q of %s is not a semver version (such as 1.2.0): model versions are semver", c.Tag, c.Repo)
+	}
+	// The manifest's own annotations, where it has them, must agree with
+	// where it is tagged: agents check them against the desired state.
+	if v, ok := c.New.Annotations[artifact.AnnotationVersion]; ok && v != c.Tag {
+		return fmt.Errorf("%s version %s: the manifest says it is version %s (%s): tag it %s, or push it anew as %s",
+			name, c.Tag, v, artifact.AnnotationVersion, v, c.Tag)
+	}
+	if n, ok := c.New.Annotations[artifact.AnnotationName]; ok && n != name {
+		return fmt.Errorf("%s version %s: the manifest says it is model %q (%s)", name, c.Tag, n, artifact.AnnotationName)
 	}
 	if c.Old.Digest != "" && c.Old.Digest != c.New.Digest {
 		return fmt.Errorf("%s version %s already exists with different content (digest %s): push a new version instead",

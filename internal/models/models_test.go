@@ -197,6 +197,26 @@ func TestDeletedVersionsStayDeleted(t *testing.T) {
 	}
 }
 
+// annotated is a manifest descriptor with the model name and version annotations.
+func annotated(name, version string) ocispec.Descriptor {
+	return ocispec.Descriptor{Digest: "sha256:cccc", Annotations: map[string]string{
+		artifact.AnnotationName: name, artifact.AnnotationVersion: version}}
+}
+
+// TestRetagRefused tags an existing version's manifest as another version,
+// which its annotations contradict.
+func TestRetagRefused(t *testing.T) {
+	_, host := testHub(t)
+	repo, d := pushVersion(t, host, "retag", "1.0.0", "one")
+	err := repo.Tag(context.Background(), d, "2.0.0")
+	if err == nil || !strings.Contains(err.Error(), "the manifest says it is version 1.0.0") {
+		t.Fatalf("tagging 1.0.0 as 2.0.0: %v", err)
+	}
+	if _, err := repo.Resolve(context.Background(), "2.0.0"); err == nil {
+		t.Fatal("the refused tag exists")
+	}
+}
+
 func TestCheckTag(t *testing.T) {
 	a := ocispec.Descriptor{Digest: "sha256:aaaa"}
 	b := ocispec.Descriptor{Digest: "sha256:bbbb"}
@@ -215,6 +235,12 @@ func TestCheckTag(t *testing.T) {
 		{"deleted version, same content", "models/x", "1.0.0", ocispec.Descriptor{}, a, a.Digest, ""},
 		{"other repositories are free", "conformance/test", "latest", a, b, "", ""},
 		{"other repositories may reuse tags", "conformance/test", "latest", ocispec.Descriptor{}, b, a.Digest, ""},
+		{"version annotation agrees", "models/x", "1.0.0", ocispec.Descriptor{}, annotated("x", "1.0.0"), "", ""},
+		{"version annotation disagrees", "models/x", "1.0.1", ocispec.Descriptor{}, annotated("x", "1.0.0"), "",
+			`x version 1.0.1: the manifest says it is version 1.0.0 (org.opencontainers.image.version)`},
+		{"name annotation disagrees", "models/x", "1.0.0", ocispec.Descriptor{}, annotated("y", "1.0.0"), "",
+			`x version 1.0.0: the manifest says it is model "y" (ml.outpost.dev/name)`},
+		{"other repositories may tag anything", "conformance/test", "latest", ocispec.Descriptor{}, annotated("y", "1.0.0"), "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
