@@ -60,10 +60,12 @@ var schema = []string{
 		deleted_at INTEGER NOT NULL,
 		PRIMARY KEY (repo, tag)
 	)`,
+	// updated_at is when bytes were last written to the session (0 for none yet).
 	`CREATE TABLE IF NOT EXISTS reg_uploads (
 		id TEXT PRIMARY KEY,
 		repo TEXT NOT NULL,
-		created_at INTEGER NOT NULL
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL DEFAULT 0
 	)`,
 }
 
@@ -71,6 +73,16 @@ func (reg *Registry) migrate(ctx context.Context) error {
 	for _, stmt := range schema {
 		if _, err := reg.db.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("create registry schema: %w", err)
+		}
+	}
+	// Tables made before sessions recorded their last write.
+	var n int
+	if err := reg.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('reg_uploads') WHERE name = 'updated_at'`).Scan(&n); err != nil {
+		return fmt.Errorf("inspect registry schema: %w", err)
+	}
+	if n == 0 {
+		if _, err := reg.db.ExecContext(ctx, `ALTER TABLE reg_uploads ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0`); err != nil {
+			return fmt.Errorf("migrate registry schema: %w", err)
 		}
 	}
 	return nil

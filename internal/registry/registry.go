@@ -3,7 +3,7 @@
 //
 // Blob and manifest bytes live once in Root/blobs/<alg>/<hex>, whatever repository links them. Uploads are
 // written under Root/uploads and renamed into blobs/ only after the digest is verified and the file is
-// synced, so a crash never leaves a partial blob visible. Root/index.json lists every tagged manifest with
+// synced, so a crash never leaves a partial blob visible; sessions nobody writes to expire. Root/index.json lists every tagged manifest with
 // the annotation org.opencontainers.image.ref.name set to "<repo>:<tag>".
 package registry
 
@@ -52,6 +52,9 @@ type Options struct {
 	// Clock stamps repositories, blobs, manifests, tags and upload sessions, and ages upload
 	// sessions; nil means the system clock.
 	Clock clock.Clock
+	// UploadMaxAge is how long an upload session may stay idle (no bytes written) before it
+	// expires and its bytes are removed; zero means DefaultUploadMaxAge.
+	UploadMaxAge time.Duration
 }
 
 // TagChange is a tag about to be created or moved, as Options.CheckTag sees it.
@@ -104,6 +107,8 @@ type Registry struct {
 	maxManifest int64
 	log         *slog.Logger
 	clock       clock.Clock
+	// uploadMaxAge is how long an upload session may stay idle.
+	uploadMaxAge time.Duration
 
 	// mu serialises metadata writes and the file operations that must agree with them
 	// (committing and removing blobs, rewriting index.json).
@@ -115,7 +120,10 @@ type Registry struct {
 	bufPool sync.Pool
 }
 
-// New opens (creating if needed) the layout at opts.Root and the metadata tables in opts.DB.
+// New opens (creating if needed) the layout at opts.Root and the metadata tables in opts.DB, and
+// removes what upload sessions left: sessions idle for Options.UploadMaxAge, with their bytes,
+// and files no session owns. Until ctx ends it goes on expiring idle sessions, every quarter of
+// UploadMaxAge (at most every hour) on Options.Clock.
 func New(ctx context.Context, opts Options) (*Registry, error) {
 	if opts.Root == "" {
 		return nil, errors.New("registry: Root is required")
@@ -124,18 +132,22 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 		return nil, errors.New("registry: DB is required")
 	}
 	reg := &Registry{
-		root:        opts.Root,
-		db:          opts.DB,
-		authorize:   opts.Authorize,
-		checkTag:    opts.CheckTag,
-		onChange:    opts.OnChange,
-		maxManifest: opts.MaxManifestBytes,
-		log:         opts.Logger,
-		clock:       clock.OrReal(opts.Clock),
-		uploads:     make(map[string]*upload),
+		root:         opts.Root,
+		db:           opts.DB,
+		authorize:    opts.Authorize,
+		checkTag:     opts.CheckTag,
+		onChange:     opts.OnChange,
+		maxManifest:  opts.MaxManifestBytes,
+		log:          opts.Logger,
+		clock:        clock.OrReal(opts.Clock),
+		uploadMaxAge: opts.UploadMaxAge,
+		uploads:      make(map[string]*upload),
 	}
 	if reg.maxManifest <= 0 {
 		reg.maxManifest = DefaultMaxManifestBytes
+	}
+	if reg.uploadMaxAge <= 0 {
+		reg.uploadMaxAge = DefaultUploadMaxAge
 	}
 	if reg.log == nil {
 		reg.log = slog.Default()
@@ -150,6 +162,7 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 	if err := reg.initLayout(ctx); err != nil {
 		return nil, err
 	}
+	go reg.expireUploadsLoop(ctx)
 	return reg, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 func randBytes(t *testing.T, n int) []byte {
@@ -281,9 +282,9 @@ func TestWrongDigest(t *testing.T) {
 func TestCrashMidUpload(t *testing.T) {
 	c := clock.NewFake(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC))
 	e := newEnv(t, Options{Clock: c})
-	// A session that is older than uploadMaxAge at the restart below.
+	// A session idle for longer than DefaultUploadMaxAge at the restart below.
 	oldLoc := startUpload(t, e, "crash/me")
-	c.Advance(uploadMaxAge)
+	c.Advance(DefaultUploadMaxAge)
 	data := randBytes(t, 1<<20)
 	d := digest.FromBytes(data)
 	loc := startUpload(t, e, "crash/me")
@@ -322,6 +323,49 @@ func TestCrashMidUpload(t *testing.T) {
 	}
 	resp, b = e.req("PUT", loc+"?digest="+d.String(), data[len(data)/2:])
 	expect(t, resp, b, 201)
+}
+
+// TestAbandonedUploadsExpire: sessions idle for UploadMaxAge, such as the
+// one a push killed mid-request leaves, are removed while the registry
+// runs, on its clock, and only those.
+func TestAbandonedUploadsExpire(t *testing.T) {
+	c := clock.NewFake(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC))
+	e := newEnv(t, Options{Clock: c, UploadMaxAge: time.Hour})
+	data := randBytes(t, 1<<20)
+	// A push killed mid-request: its session holds what arrived.
+	killed := startUpload(t, e, "abandon/me")
+	req, _ := http.NewRequest("PUT", e.srv.URL+killed+"?digest="+digest.FromBytes(data).String(), &cutReader{data: data[:len(data)/2]})
+	req.ContentLength = int64(len(data))
+	if resp, err := e.srv.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("cut request succeeded with %d", resp.StatusCode)
+	}
+	file := func(loc string) string { return filepath.Join(e.root, "uploads", filepath.Base(loc)) }
+	testenv.WaitFor(t, 10*time.Second, "the cut request's bytes in the session", func() bool {
+		fi, err := os.Stat(file(killed))
+		return err == nil && fi.Size() > 0
+	})
+	// A slow push, older than the limit but never idle that long.
+	slow := startUpload(t, e, "abandon/me")
+	for range 3 {
+		resp, b := e.req("PATCH", slow, data[:1000])
+		expect(t, resp, b, 202)
+		c.Advance(40 * time.Minute)
+	}
+	// 120 minutes on: the killed session has been idle that long, the slow one 40 minutes.
+	testenv.WaitFor(t, 10*time.Second, "the abandoned session to expire", func() bool {
+		_, err := os.Stat(file(killed))
+		return errors.Is(err, os.ErrNotExist)
+	})
+	resp, b := e.req("GET", killed, nil)
+	expect(t, resp, b, 404)
+	if off := uploadOffset(t, e, slow); off != 3000 {
+		t.Fatalf("slow session offset %d, want 3000", off)
+	}
+	var n int
+	if err := e.db.QueryRow(`SELECT COUNT(*) FROM reg_uploads`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d session rows (%v), want the slow one alone", n, err)
+	}
 }
 
 func TestCancelUpload(t *testing.T) {
