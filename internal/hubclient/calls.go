@@ -45,12 +45,17 @@ func (c *Client) Delete(ctx context.Context, plural, name string) error {
 	return err
 }
 
-// CreateJoinToken asks for a join token valid for ttl (rounded up to a second).
+// CreateJoinToken asks for a join token valid for ttl (rounded up to a second, but for the
+// longest durations).
 func (c *Client) CreateJoinToken(ctx context.Context, ttl time.Duration, description string) (*v1alpha1.JoinToken, error) {
+	secs := int64(ttl / time.Second)
+	if ttl%time.Second > 0 && secs < v1alpha1.MaxJoinTokenTTLSeconds {
+		secs++ // rounded up without adding to ttl, which could overflow
+	}
 	req := v1alpha1.JoinTokenRequest{
 		APIVersion:  v1alpha1.APIVersion,
 		Kind:        v1alpha1.KindJoinTokenCreate,
-		TTLSeconds:  int64((ttl + time.Second - 1) / time.Second),
+		TTLSeconds:  secs,
 		Description: description,
 	}
 	var jt v1alpha1.JoinToken
