@@ -210,10 +210,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	if err := privateDir(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	st, err := openState(ctx, filepath.Join(cfg.Dir, dbFile))
+	st, err := openPrivateState(ctx, filepath.Join(cfg.Dir, dbFile))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
