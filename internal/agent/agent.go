@@ -250,9 +250,22 @@ func newLimiter(bps int64) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(bps), burst)
 }
 
-// loadIdentity checks the cluster name and hub against those recorded in
-// the data directory, records them on first use, and loads the credential.
+// loadIdentity loads the credential, checks the cluster name and hub
+// against those recorded in the data directory and records them on first
+// use. Until the directory holds a credential (a join succeeded) the
+// recorded name is provisional: a start whose join was refused leaves a
+// directory the next start may give another name, hub or token.
 func (a *Agent) loadIdentity(ctx context.Context) error {
+	a.credential = a.cfg.Credential
+	if a.credential == "" {
+		b, err := os.ReadFile(filepath.Join(a.cfg.Dir, credentialFile))
+		switch {
+		case err == nil:
+			a.credential = strings.TrimSpace(string(b))
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("agent: read credential: %w", err)
+		}
+	}
 	name, err := a.state.meta(ctx, metaCluster)
 	if err != nil {
 		return err
@@ -264,9 +277,12 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 	switch {
 	case a.cfg.Name == "" && name == "":
 		return errors.New("agent: no cluster name: pass --name on first start")
-	case a.cfg.Name != "" && name != "" && a.cfg.Name != name:
+	case a.cfg.Name != "" && name != "" && a.cfg.Name != name && a.credential != "":
 		return fmt.Errorf("agent: data directory %s belongs to cluster %q, not %q", a.cfg.Dir, name, a.cfg.Name)
-	case name == "":
+	case a.cfg.Name != "" && a.cfg.Name != name:
+		if name != "" {
+			a.log.Info("data directory not joined yet: taking the new cluster name", "was", name, "name", a.cfg.Name)
+		}
 		name = a.cfg.Name
 		if err := a.state.setMeta(ctx, metaCluster, name); err != nil {
 			return err
@@ -286,16 +302,6 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 			return fmt.Errorf("agent: %w", err)
 		}
 		a.hub = h
-	}
-	a.credential = a.cfg.Credential
-	if a.credential == "" {
-		b, err := os.ReadFile(filepath.Join(a.cfg.Dir, credentialFile))
-		switch {
-		case err == nil:
-			a.credential = strings.TrimSpace(string(b))
-		case !errors.Is(err, os.ErrNotExist):
-			return fmt.Errorf("agent: read credential: %w", err)
-		}
 	}
 	if a.hub != nil {
 		a.hub.SetToken(a.credential)
