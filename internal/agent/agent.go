@@ -183,6 +183,16 @@ type retry struct {
 	digest   string
 	attempts int
 	next     time.Time
+	// permanent is set when the digest can never sync (permanentFailure):
+	// it is not tried again until the desired digest changes.
+	permanent bool
+}
+
+// permanentFailure reports whether a sync failed in a way that trying the
+// same digest again cannot change: the hub's blob is not the size its
+// manifest says.
+func permanentFailure(err error) bool {
+	return errors.Is(err, transfer.ErrSizeMismatch)
 }
 
 // New opens the data directory and loads the last active versions, which
@@ -209,10 +219,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	if err := privateDir(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	st, err := openState(ctx, filepath.Join(cfg.Dir, dbFile))
+	st, err := openPrivateState(ctx, filepath.Join(cfg.Dir, dbFile))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -253,9 +263,22 @@ func newLimiter(bps int64) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(bps), burst)
 }
 
-// loadIdentity checks the cluster name and hub against those recorded in
-// the data directory, records them on first use, and loads the credential.
+// loadIdentity loads the credential, checks the cluster name and hub
+// against those recorded in the data directory and records them on first
+// use. Until the directory holds a credential (a join succeeded) the
+// recorded name is provisional: a start whose join was refused leaves a
+// directory the next start may give another name, hub or token.
 func (a *Agent) loadIdentity(ctx context.Context) error {
+	a.credential = a.cfg.Credential
+	if a.credential == "" {
+		b, err := os.ReadFile(filepath.Join(a.cfg.Dir, credentialFile))
+		switch {
+		case err == nil:
+			a.credential = strings.TrimSpace(string(b))
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("agent: read credential: %w", err)
+		}
+	}
 	name, err := a.state.meta(ctx, metaCluster)
 	if err != nil {
 		return err
@@ -267,9 +290,12 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 	switch {
 	case a.cfg.Name == "" && name == "":
 		return errors.New("agent: no cluster name: pass --name on first start")
-	case a.cfg.Name != "" && name != "" && a.cfg.Name != name:
+	case a.cfg.Name != "" && name != "" && a.cfg.Name != name && a.credential != "":
 		return fmt.Errorf("agent: data directory %s belongs to cluster %q, not %q", a.cfg.Dir, name, a.cfg.Name)
-	case name == "":
+	case a.cfg.Name != "" && a.cfg.Name != name:
+		if name != "" {
+			a.log.Info("data directory not joined yet: taking the new cluster name", "was", name, "name", a.cfg.Name)
+		}
 		name = a.cfg.Name
 		if err := a.state.setMeta(ctx, metaCluster, name); err != nil {
 			return err
@@ -289,16 +315,6 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 			return fmt.Errorf("agent: %w", err)
 		}
 		a.hub = h
-	}
-	a.credential = a.cfg.Credential
-	if a.credential == "" {
-		b, err := os.ReadFile(filepath.Join(a.cfg.Dir, credentialFile))
-		switch {
-		case err == nil:
-			a.credential = strings.TrimSpace(string(b))
-		case !errors.Is(err, os.ErrNotExist):
-			return fmt.Errorf("agent: read credential: %w", err)
-		}
 	}
 	if a.hub != nil {
 		a.hub.SetToken(a.credential)
@@ -656,8 +672,8 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 		if !need || w != nil {
 			continue
 		}
-		if rt, ok := a.retries[r.Name]; ok && rt.digest == r.Desired.Digest && now.Before(rt.next) {
-			if next.IsZero() || rt.next.Before(next) {
+		if rt, ok := a.retries[r.Name]; ok && rt.digest == r.Desired.Digest && (rt.permanent || now.Before(rt.next)) {
+			if !rt.permanent && (next.IsZero() || rt.next.Before(next)) {
 				next = rt.next
 			}
 			continue
@@ -719,6 +735,7 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		rt = retry{digest: want.Digest}
 	}
 	rt.attempts++
+	rt.permanent = permanentFailure(err)
 	rt.next = a.clock.Now().Add(a.backoff(rt.attempts))
 	a.retries[want.Deployment] = rt
 	a.mu.Unlock()
@@ -727,14 +744,20 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		// Waiting for the chunk index to be attached: not a failure yet.
 		level, phase = slog.LevelInfo, v1alpha1.PhasePending
 	}
-	a.log.Log(ctx, level, "sync failed", "deployment", want.Deployment, "model", want.Model, "version", want.Version,
-		"attempt", rt.attempts, "retryIn", clock.Until(a.clock, rt.next).Round(time.Millisecond), "err", err)
+	errText := err.Error()
+	if rt.permanent {
+		errText += fmt.Sprintf(" (not retried: %s@%s is broken in the hub's registry; deploy another version)", want.Model, want.Version)
+		a.log.Error("sync failed for good", "deployment", want.Deployment, "model", want.Model, "version", want.Version, "err", err)
+	} else {
+		a.log.Log(ctx, level, "sync failed", "deployment", want.Deployment, "model", want.Model, "version", want.Version,
+			"attempt", rt.attempts, "retryIn", clock.Until(a.clock, rt.next).Round(time.Millisecond), "err", err)
+	}
 	row, ok, gerr := getDeployment(ctx, a.state.db, want.Deployment)
 	fetched, total := int64(0), int64(0)
 	if gerr == nil && ok {
 		fetched, total = row.BytesFetched, row.BytesTotal
 	}
-	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, phase, fetched, total, err.Error(), a.clock.Now()); err != nil {
+	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, phase, fetched, total, errText, a.clock.Now()); err != nil {
 		a.log.Error("record failure", "err", err)
 	}
 	a.signal(a.reportNow)

@@ -60,6 +60,9 @@ type testHub struct {
 	connMu sync.Mutex
 	conns  map[net.Conn]bool // the server's open connections
 	served atomic.Int64      // bytes of GET /v2/*/blobs/* responses
+	// blobs, when set, may answer a GET of a blob instead of the registry:
+	// it returns false to leave the request to the registry.
+	blobs atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
 }
 
 // newTestHub starts a hub; configure, if given, may change its Config.
@@ -103,6 +106,9 @@ func newTestHub(t *testing.T, configure ...func(*hub.Config)) *testHub {
 	h.hs = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/") && strings.Contains(r.URL.Path, "/blobs/") {
 			w = &countingWriter{ResponseWriter: w, n: &h.served}
+			if f := h.blobs.Load(); f != nil && (*f)(w, r) {
+				return
+			}
 		}
 		if strings.HasSuffix(r.URL.Path, "/outbox") && h.lose.Add(-1) >= 0 {
 			handler.ServeHTTP(httptest.NewRecorder(), r)
@@ -643,6 +649,73 @@ func TestAgentSignatureAndGC(t *testing.T) {
 		if strings.Contains(string(ib), desc1.Digest.String()) || !strings.Contains(string(ib), desc2.Digest.String()) {
 			t.Errorf("index.json after GC: %s", ib)
 		}
+	})
+}
+
+// TestAgentSizeMismatchIsPermanent: a hub whose blob is not the size the
+// manifest says (here cut short on its way out) fails the version for good:
+// the status says why, no partial file stays in the cache, and the agent
+// does not fetch the same digest again; another version syncs as usual.
+func TestAgentSizeMismatchIsPermanent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newTestHub(t)
+		src := t.TempDir()
+		weights := make([]byte, 3<<20)
+		r := rand.New(rand.NewPCG(3, 4))
+		for i := range weights {
+			weights[i] = byte(r.Uint32())
+		}
+		if err := os.WriteFile(filepath.Join(src, "model.onnx"), weights, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.push(src, "lie", "1.0.0")
+		wd := digest.FromBytes(weights)
+		var requests atomic.Int64
+		cut := func(w http.ResponseWriter, r *http.Request) bool {
+			if !strings.HasSuffix(r.URL.Path, "/blobs/"+wd.String()) {
+				return false
+			}
+			requests.Add(1)
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(weights[:len(weights)/2]))
+			return true
+		}
+		h.blobs.Store(&cut)
+		h.deploy("lie", "lie", "1.0.0", false)
+		dir := filepath.Join(t.TempDir(), "agent")
+		a, stop, _ := startAgent(t, agentConfig(h, dir, h.joinToken()))
+		defer stop()
+
+		testenv.WaitFor(t, 10*time.Second, "size mismatch reported", func() bool {
+			st := modelStatus(t, dir, "lie")
+			return st.Phase == v1alpha1.PhaseFailed && strings.Contains(st.Error, fmt.Sprintf("is %d bytes, want %d", len(weights)/2, len(weights)))
+		})
+		if st := modelStatus(t, dir, "lie"); !strings.Contains(st.Error, "not retried") {
+			t.Errorf("status error %q does not say the failure is permanent", st.Error)
+		}
+		n := requests.Load()
+		// Many retry periods (RetryMax is 500 ms) pass on the bubble's clock.
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if got := requests.Load(); got != n {
+			t.Errorf("the agent asked for the broken blob %d more times", got-n)
+		}
+		parts, _ := filepath.Glob(filepath.Join(a.cache.root, "blobs", "sha256", "*.part*"))
+		if len(parts) != 0 {
+			t.Errorf("partial files left in the cache: %v", parts)
+		}
+		if len(a.Active()) != 0 {
+			t.Fatalf("a version with a broken blob is active: %+v", a.Active())
+		}
+
+		// Another version, served whole, syncs.
+		h.blobs.Store(nil)
+		weights[0] ^= 0xff
+		if err := os.WriteFile(filepath.Join(src, "model.onnx"), weights, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.push(src, "lie", "1.0.1")
+		h.deploy("lie", "lie", "1.0.1", false)
+		testenv.WaitFor(t, 10*time.Second, "1.0.1 active", func() bool { return activeVersion(a, "lie") == "1.0.1" })
 	})
 }
 

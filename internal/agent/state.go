@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -110,6 +111,33 @@ func openState(ctx context.Context, path string) (*stateDB, error) {
 }
 
 func (s *stateDB) Close() error { return s.db.Close() }
+
+// privateDir makes dir, or makes an existing dir, readable by its owner
+// alone: it holds the credential and the state.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// openPrivateState is openState for the agent itself: the database is
+// created 0600 before SQLite opens it, so that SQLite gives its WAL and
+// shared-memory files the same mode, and files an older agent left more
+// open are made 0600.
+func openPrivateState(ctx context.Context, path string) (*stateDB, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+	}
+	return openState(ctx, path)
+}
 
 // update runs fn in one write transaction.
 func (s *stateDB) update(ctx context.Context, fn func(tx *sql.Tx) error) error {

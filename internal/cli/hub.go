@@ -340,7 +340,7 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	}
 	hs := &http.Server{
 		Handler:           srv.Handler(),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         hubTLSConfig(cert),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -361,6 +361,24 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	defer cancel()
 	log.Info("hub shutting down")
 	return hs.Shutdown(shutdownCtx)
+}
+
+// hubTLSConfig is the hub's TLS: 1.3, or 1.2 with ECDHE key exchange and an AEAD cipher only
+// (no CBC, no SHA-1 MACs, no RSA key exchange). TLS 1.3's suites are not configurable and are
+// all AEAD.
+func hubTLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+	}
 }
 
 func dedupe(xs []string) []string {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
 	orasauth "oras.land/oras-go/v2/registry/remote/auth"
 	"sigs.k8s.io/yaml"
@@ -73,9 +75,22 @@ func (g *globals) resolveVersion(ctx context.Context, name, version string) (*re
 	}
 	desc, err := repo.Resolve(ctx, version)
 	if err != nil {
-		return nil, ocispec.Descriptor{}, fmt.Errorf("resolve %s@%s: %w", name, version, err)
+		return nil, ocispec.Descriptor{}, fmt.Errorf("resolve %s@%s: %w", name, version, whyNotFound(ctx, h, name, version, err))
 	}
 	return repo, desc, nil
+}
+
+// whyNotFound replaces an OCI client's not-found error for version of model
+// name by the registry's own message, which says why (a deleted version,
+// say); other errors are returned as they are.
+func whyNotFound(ctx context.Context, h *hubclient.Client, name, version string, err error) error {
+	if !errors.Is(err, errdef.ErrNotFound) {
+		return err
+	}
+	if cerr := h.CheckManifest(ctx, models.RepoPrefix+name, version); hubclient.Code(cerr) == http.StatusNotFound {
+		return cerr
+	}
+	return err
 }
 
 func validModelName(name string) error {
@@ -295,7 +310,7 @@ func newModelShowCmd(g *globals) *cobra.Command {
 			}
 			info, err := artifact.Inspect(cmd.Context(), repo, version, keys)
 			if err != nil {
-				return fmt.Errorf("show %s@%s: %w", name, version, err)
+				return fmt.Errorf("show %s@%s: %w", name, version, whyNotFound(cmd.Context(), h, name, version, err))
 			}
 			if output != "" {
 				return printStructured(g.stdout, output, info)
@@ -396,7 +411,7 @@ push' (files with title annotations) can be pulled too.`,
 			m, err := artifact.Pull(cmd.Context(), repo, version, args[1], artifact.PullOptions{Progress: prog})
 			done()
 			if err != nil {
-				return fmt.Errorf("pull %s: %w", args[0], err)
+				return fmt.Errorf("pull %s: %w", args[0], whyNotFound(cmd.Context(), h, name, version, err))
 			}
 			var total int64
 			for _, f := range m.Files {

@@ -47,12 +47,17 @@ func (c *Client) Delete(ctx context.Context, plural, name string) error {
 	return err
 }
 
-// CreateJoinToken asks for a join token valid for ttl (rounded up to a second).
+// CreateJoinToken asks for a join token valid for ttl (rounded up to a second, but for the
+// longest durations).
 func (c *Client) CreateJoinToken(ctx context.Context, ttl time.Duration, description string) (*v1alpha1.JoinToken, error) {
+	secs := int64(ttl / time.Second)
+	if ttl%time.Second > 0 && secs < v1alpha1.MaxJoinTokenTTLSeconds {
+		secs++ // rounded up without adding to ttl, which could overflow
+	}
 	req := v1alpha1.JoinTokenRequest{
 		APIVersion:  v1alpha1.APIVersion,
 		Kind:        v1alpha1.KindJoinTokenCreate,
-		TTLSeconds:  int64((ttl + time.Second - 1) / time.Second),
+		TTLSeconds:  secs,
 		Description: description,
 	}
 	var jt v1alpha1.JoinToken
@@ -122,6 +127,17 @@ func (c *Client) Report(ctx context.Context, r *v1alpha1.AgentReport) (*v1alpha1
 		return nil, err
 	}
 	return &resp, nil
+}
+
+// CheckManifest asks the hub's registry whether repo holds the manifest
+// reference (a tag or a digest). It returns nil when it does, else an
+// *Error carrying the registry's message, which says, for instance, when a
+// deleted model version was deleted. OCI clients drop that message from
+// their not-found errors; this call is for telling a user why.
+func (c *Client) CheckManifest(ctx context.Context, repo, reference string) error {
+	u := c.base.JoinPath("v2", repo, "manifests", reference)
+	_, err := c.send(ctx, u.String(), request{method: http.MethodGet, auth: true}, nil)
+	return err
 }
 
 func resourcePath(plural, name string) string {

@@ -290,6 +290,21 @@ func (c *Client) answerError(resp *http.Response, b []byte) *Error {
 		e.Reason, e.Message = st.Reason, st.Message
 		return e
 	}
+	// The registry answers with the OCI distribution spec's error document.
+	var oci struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(b, &oci) == nil && len(oci.Errors) > 0 {
+		msgs := make([]string, 0, len(oci.Errors))
+		for _, oe := range oci.Errors {
+			msgs = append(msgs, strings.TrimSpace(oe.Code+": "+oe.Message))
+		}
+		e.Message = strings.Join(msgs, "; ")
+		return e
+	}
 	text := strings.TrimSpace(string(b))
 	if len(text) > 512 {
 		text = text[:512] + "..."

@@ -188,6 +188,36 @@ func TestAnswersDecoded(t *testing.T) {
 	}
 }
 
+// CheckManifest reads the registry's answer for a manifest: nothing when it
+// exists, its OCI error message when not.
+func TestCheckManifest(t *testing.T) {
+	rec := &recorder{respond: func(w http.ResponseWriter, r *http.Request, n int) {
+		if strings.HasSuffix(r.URL.Path, "/1.0.0") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest 1.0.0 unknown to repository models/m: the tag was deleted"}]}`)
+			return
+		}
+		io.WriteString(w, "{}")
+	}}
+	ts := httptest.NewServer(rec)
+	defer ts.Close()
+	c, err := New(ts.URL, Options{Token: "opt_x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckManifest(t.Context(), "models/m", "1.1.0"); err != nil {
+		t.Errorf("existing manifest: %v", err)
+	}
+	err = c.CheckManifest(t.Context(), "models/m", "1.0.0")
+	if Code(err) != http.StatusNotFound || err.Error() != "MANIFEST_UNKNOWN: manifest 1.0.0 unknown to repository models/m: the tag was deleted" {
+		t.Errorf("missing manifest: %v (code %d)", err, Code(err))
+	}
+	if got := rec.requests(); len(got) != 2 || got[1].method != http.MethodGet || got[1].path != "/v2/models/m/manifests/1.0.0" || got[1].auth != "Bearer opt_x" {
+		t.Errorf("requests %+v", got)
+	}
+}
+
 func TestNotModifiedIsNoDesiredState(t *testing.T) {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotModified) }))
 	defer ts.Close()

@@ -114,6 +114,60 @@ func TestDecodeRequestErrors(t *testing.T) {
 	}
 }
 
+// TestDecodeNesting: data is flat, or nested exactly as the shape says:
+// each array at depth d holds shape[d] elements, arrays above the last
+// dimension and numbers in it.
+func TestDecodeNesting(t *testing.T) {
+	anyShape := []interp.ValueInfo{{Name: "x", DType: interp.Float32}}
+	tests := []struct {
+		name, shape, data string
+		want              string // the decoded elements, or the error
+		wantErr           bool
+	}{
+		{name: "flat", shape: "[1,4]", data: "[1,2,3,4]", want: "[1 2 3 4]"},
+		{name: "nested as the shape", shape: "[1,4]", data: "[[1,2,3,4]]", want: "[1 2 3 4]"},
+		{name: "nested 2x2", shape: "[2,2]", data: "[[1,2],[3,4]]", want: "[1 2 3 4]"},
+		{name: "nested three deep", shape: "[2,1,2]", data: "[[[1,2]],[[3,4]]]", want: "[1 2 3 4]"},
+		{name: "flat, empty", shape: "[0,2]", data: "[]", want: "[]"},
+		{name: "nested, empty rows", shape: "[2,0]", data: "[[],[]]", want: "[]"},
+		{name: "scalar", shape: "[]", data: "5", want: "[5]"},
+		{name: "scalar in an array", shape: "[]", data: "[5]", want: "[5]"},
+		{name: "2x2 rows for 1x4", shape: "[1,4]", data: "[[1,2],[3,4]]", wantErr: true,
+			want: `input "x": nested data must follow shape [1,4], or be flat: data[0] has 2 elements, want 4`},
+		{name: "ragged rows", shape: "[2,2]", data: "[[1,2,3],[4]]", wantErr: true,
+			want: `data[0] has 3 elements, want 2`},
+		{name: "rows then numbers", shape: "[2,2]", data: "[[1,2],3,4]", wantErr: true,
+			want: `data[1] is a number, want an array of 2`},
+		{name: "numbers then a row", shape: "[2,2]", data: "[1,2,[3,4]]", wantErr: true,
+			want: `flat data holds an array at data[2]`},
+		{name: "nested less deep than the shape", shape: "[2,1,2]", data: "[[1,2],[3,4]]", wantErr: true,
+			want: `data[0][0] is a number, want an array of 2`},
+		{name: "too few rows", shape: "[3,1]", data: "[[1],[2]]", wantErr: true,
+			want: `data has 2 elements, want 3`},
+		{name: "too many rows", shape: "[1,2]", data: "[[1,2],[3,4]]", wantErr: true,
+			want: `has 2 elements but data has more`},
+		{name: "nested deeper than the shape", shape: "[1,2]", data: "[[[1,2]]]", wantErr: true, want: "nested deeper"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := `{"inputs":[{"name":"x","shape":` + tt.shape + `,"datatype":"FP32","data":` + tt.data + `}]}`
+			r, err := DecodeRequest([]byte(body), -1, anyShape, decodeOutputs, Limits{})
+			if tt.wantErr {
+				if _, ok := err.(*RequestError); !ok || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("DecodeRequest = %v, want a RequestError containing %q", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(r.Inputs["x"].F32); got != tt.want {
+				t.Errorf("decoded %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestDecodeLimits(t *testing.T) {
 	body := request(`{"name":"f","shape":[1,2],"datatype":"FP32","data":[1,2]}`)
 	if _, err := DecodeRequest([]byte(body), -1, decodeInputs, decodeOutputs, Limits{MaxInputs: 2}); err == nil || !strings.Contains(err.Error(), "at most 2 each") {
@@ -138,6 +192,9 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"name":"f","shape":[0,2],"datatype":"FP32","data":[]}]}`), int64(-1))
 	f.Add([]byte(`{"inputs":[{"name":"b","shape":[],"datatype":"BOOL","data":[false]}]}`), int64(-1))
 	f.Add([]byte(`{"inputs":[{"name":"i64","shape":[2],"datatype":"INT64","data":[[1],[2]]}]}`), int64(-1))
+	f.Add([]byte(request(`{"name":"f","shape":[2,2],"datatype":"FP32","data":[[1,2,3],[4]]}`)), int64(-1))
+	f.Add([]byte(request(`{"name":"f","shape":[2,2],"datatype":"FP32","data":[1,2,[3,4]]}`)), int64(-1))
+	f.Add([]byte(request(`{"name":"f","shape":[2,2],"datatype":"FP32","data":[[1,2],3,4]}`)), int64(-1))
 	f.Fuzz(func(t *testing.T, body []byte, jsonLen int64) {
 		r, err := DecodeRequest(body, jsonLen, decodeInputs, decodeOutputs, Limits{MaxElements: 1 << 16})
 		if err != nil {

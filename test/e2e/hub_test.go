@@ -220,6 +220,47 @@ spec:
 	}
 }
 
+// TestRetiredVersion deletes a published version: nothing offers it any
+// more, a deployment pinned to it says why, and no other content may take
+// its name.
+func TestRetiredVersion(t *testing.T) {
+	h := startHub(t)
+	src := t.TempDir()
+	writeRandom(t, filepath.Join(src, "model.onnx"), 64<<10)
+	h.mustRun("model", "push", src, "--name", "ret", "--version", "1.0.0")
+	h.mustRun("model", "push", src, "--name", "ret", "--version", "1.1.0")
+	applyYAML(t, h, deployment("pinned", "ret", "1.0.0", "region: none", ""))
+	out, err := exec.Command("curl", "-sS", "--fail", "--cacert", h.caFile(), "-H", "Authorization: Bearer "+h.token(),
+		"-X", "DELETE", h.url()+"/v2/models/ret/manifests/1.0.0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("delete version: %v\n%s", err, out)
+	}
+
+	if out := h.mustRun("model", "list", "-o", "json"); strings.Contains(out, "1.0.0") {
+		t.Errorf("model list offers the deleted version:\n%s", out)
+	}
+	if out := h.mustRun("model", "show", "ret"); strings.Contains(out, "1.0.0") {
+		t.Errorf("model show offers the deleted version:\n%s", out)
+	}
+	if out, err := h.run("model", "show", "ret@1.0.0"); err == nil || !strings.Contains(out, "deleted") {
+		t.Errorf("model show of the deleted version: err %v:\n%s", err, out)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the deployment to say its version was deleted", func() bool {
+		d := hubDeployment(t, h, "pinned")
+		for _, c := range d.Status.Conditions {
+			if c.Type == "Resolved" && c.Status == "False" && strings.Contains(c.Message, "version 1.0.0 was deleted") {
+				return true
+			}
+		}
+		return false
+	})
+	other := t.TempDir()
+	writeRandom(t, filepath.Join(other, "model.onnx"), 64<<10)
+	if out, err := h.run("model", "push", other, "--name", "ret", "--version", "1.0.0"); err == nil || !strings.Contains(out, "was deleted") {
+		t.Errorf("push of other content as the deleted version: err %v:\n%s", err, out)
+	}
+}
+
 // TestKilledPushLeavesNothing kills 'outpost model push' mid-upload with
 // SIGKILL: no version appears, no partial blob is visible, and a new push
 // of the same model succeeds.
