@@ -47,6 +47,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		serveAddr     string
 		grpcAddr      string
 		maxRequest    string
+		maxInflight   string
 		ortLib        string
 	)
 	cmd := &cobra.Command{
@@ -70,7 +71,11 @@ loads in the background and replaces the old one without failing a request.
 Each deployment's serving.runtime picks the Go runtime, ONNX Runtime (whose
 shared library --onnxruntime-lib names), or auto: the Go runtime unless the
 model needs an operator only ONNX Runtime has. A deployment that sets
-serving.port is also served, alone, on that port of --serve's host.
+serving.port is also served, alone, on that port of --serve's host. The
+bytes that all inference requests hold at once (bodies, decoded tensors,
+outputs) stay within --max-inflight-bytes: a request that does not fit is
+refused at once with 429 and Retry-After (gRPC: RESOURCE_EXHAUSTED), and
+the memory a burst took is given back once it is over.
 
 Versions never go backwards by accident: desired state older than what was
 applied is refused and counted, and a lower version replaces a higher one
@@ -112,9 +117,9 @@ only when the deployment sets allowDowngrade.`,
 			cfg.VerifyOnStart = verifyOnStart
 			cfg.AgentVersion = Version()
 			cfg.Logger = g.logger()
-			maxReq, err := agent.ParseBandwidth(maxRequest)
-			if err != nil || maxReq <= 0 {
-				return fmt.Errorf("--max-request-bytes %q: want a size such as 64MiB", maxRequest)
+			limits, err := servingLimits(maxRequest, maxInflight)
+			if err != nil {
+				return err
 			}
 			activeChanged := make(chan struct{}, 1)
 			cfg.OnActive = func() {
@@ -133,7 +138,7 @@ only when the deployment sets allowDowngrade.`,
 			for _, m := range a.Active() {
 				cfg.Logger.Info("active from cache", "deployment", m.Deployment, "model", m.Model, "version", m.Version)
 			}
-			serveDone, err := startServing(ctx, a, cfg.Logger, serveAddr, !cmd.Flags().Changed("serve"), grpcAddr, ortLib, maxReq, activeChanged)
+			serveDone, err := startServing(ctx, a, cfg.Logger, serveAddr, !cmd.Flags().Changed("serve"), grpcAddr, ortLib, limits, activeChanged)
 			if err != nil {
 				return err
 			}
@@ -170,6 +175,7 @@ only when the deployment sets allowDowngrade.`,
 	f.StringVar(&serveAddr, "serve", DefaultServeAddr, `address of the inference endpoint (Open Inference Protocol v2 REST); "" serves nothing`)
 	f.StringVar(&grpcAddr, "grpc", "", `address of the gRPC inference endpoint (Open Inference Protocol v2 gRPC), such as 127.0.0.1:8081; "" (the default) serves none`)
 	f.StringVar(&maxRequest, "max-request-bytes", "64MiB", "largest inference request (REST body or gRPC message) accepted")
+	f.StringVar(&maxInflight, "max-inflight-bytes", "", "bytes all inference requests may hold at once (bodies, decoded tensors, outputs); more are refused with 429 / RESOURCE_EXHAUSTED (default 4x --max-request-bytes)")
 	f.StringVar(&ortLib, "onnxruntime-lib", "", "ONNX Runtime shared library (libonnxruntime.so) for models served with onnxruntime (env "+ort.EnvLib+")")
 	cmd.PreRun = func(cmd *cobra.Command, args []string) {
 		if joinToken == "" {
@@ -187,14 +193,37 @@ only when the deployment sets allowDowngrade.`,
 // --serve says otherwise, and where 'outpost infer' sends them.
 const DefaultServeAddr = "127.0.0.1:8080"
 
+// servingLimits parses --max-request-bytes and --max-inflight-bytes into
+// the limits of a serving.Config. The budget in flight must hold a request
+// of the largest size; "" leaves it to serving's default.
+func servingLimits(maxRequest, maxInflight string) (serving.Config, error) {
+	var c serving.Config
+	var err error
+	if c.MaxRequestBytes, err = agent.ParseBandwidth(maxRequest); err != nil || c.MaxRequestBytes <= 0 {
+		return c, fmt.Errorf("--max-request-bytes %q: want a size such as 64MiB", maxRequest)
+	}
+	if maxInflight == "" {
+		return c, nil
+	}
+	if c.MaxInflightBytes, err = agent.ParseBandwidth(maxInflight); err != nil || c.MaxInflightBytes <= 0 {
+		return c, fmt.Errorf("--max-inflight-bytes %q: want a size such as 256MiB", maxInflight)
+	}
+	if c.MaxInflightBytes < c.MaxRequestBytes {
+		return c, fmt.Errorf("--max-inflight-bytes %s is less than --max-request-bytes %s: a request of the largest size could never be served",
+			maxInflight, maxRequest)
+	}
+	return c, nil
+}
+
 // startServing starts the inference server: the REST API on addr and the
-// gRPC API on grpcAddr (none where empty), loading what the agent
+// gRPC API on grpcAddr (none where empty), with the request limits of
+// limits (MaxRequestBytes and MaxInflightBytes), loading what the agent
 // activates and recording in its status which runtime serves each
 // deployment. When addr is the default and another process holds it
 // (several agents on one host), a free port of the same host serves
 // instead, named in the log. The returned channel is closed once the
 // server stopped, after ctx ended.
-func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr string, isDefault bool, grpcAddr, ortLib string, maxReq int64, activeChanged <-chan struct{}) (<-chan struct{}, error) {
+func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr string, isDefault bool, grpcAddr, ortLib string, limits serving.Config, activeChanged <-chan struct{}) (<-chan struct{}, error) {
 	done := make(chan struct{})
 	if addr == "" && grpcAddr == "" {
 		close(done)
@@ -236,7 +265,8 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 		portHost, _, _ = net.SplitHostPort(ln.Addr().String())
 	}
 	srv := serving.New(serving.Config{
-		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: maxReq, Logger: log, PortHost: portHost,
+		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: limits.MaxRequestBytes, MaxInflightBytes: limits.MaxInflightBytes,
+		Logger: log, PortHost: portHost,
 		OnStatus: func(st []serving.ModelStatus) {
 			states := make(map[string]agent.ServingState, len(st))
 			for _, m := range st {
