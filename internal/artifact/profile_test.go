@@ -105,9 +105,11 @@ func TestPushWithoutProfileHasNone(t *testing.T) {
 	if info, err := Inspect(ctx, store, "1.0.0", nil); err != nil || info.Profile != nil {
 		t.Fatalf("Inspect profile = %+v, %v", info.Profile, err)
 	}
-	// Pushed later onto the existing version: attached.
-	if _, err := PushProfile(ctx, store, desc, []byte("{}"), ProfilePushOptions{}); err != nil {
-		t.Fatal(err)
+	// The same files pushed again with a profile: the version gets it.
+	opts := testOpts("1.0.0")
+	opts.Profile = []byte("{}")
+	if again, err := Push(ctx, store, src, opts); err != nil || again.Digest != desc.Digest {
+		t.Fatalf("re-push with a profile = %s, %v", again.Digest, err)
 	}
 	if _, b, err := LatestProfile(ctx, store, desc); err != nil || string(b) != "{}" {
 		t.Fatalf("LatestProfile = %q, %v", b, err)
