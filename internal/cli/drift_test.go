@@ -186,7 +186,7 @@ func TestModelPushWithReference(t *testing.T) {
 	}
 	failCLI(t, `input "input" takes samples of shape [784] (784 values); the data's have 3`,
 		append(h, "model", "push", dir, "--name", "fashion", "--version", "2.0.0", "--reference", csv)...)
-	failCLI(t, "not found", append(h, "model", "show", "fashion@2.0.0")...)
+	failCLI(t, "manifest 2.0.0 unknown", append(h, "model", "show", "fashion@2.0.0")...)
 	// A folder without a model has nothing to profile.
 	failCLI(t, "has no .onnx file", append(h, "model", "push", t.TempDir(), "--name", "fashion", "--version", "3.0.0", "--reference", fashionTest)...)
 }
