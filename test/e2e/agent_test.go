@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -342,7 +343,15 @@ func TestAgentsSyncUnderFaults(t *testing.T) {
 	})
 
 	t.Run("partitions and kill -9", func(t *testing.T) {
-		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+		seed := uint64(time.Now().UnixNano())
+		if s := os.Getenv("OUTPOST_E2E_SEED"); s != "" {
+			var err error
+			if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+				t.Fatalf("OUTPOST_E2E_SEED: %v", err)
+			}
+		}
+		t.Logf("faults drawn from seed %d (OUTPOST_E2E_SEED=%d replays them)", seed, seed)
+		rng := rand.New(rand.NewPCG(seed, 1))
 		highest := map[string]string{}
 		observe := func() {
 			for _, a := range f.agents {
