@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"outpost.dev/outpost/internal/serving/oippb"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // The gRPC tests run the server on a real loopback listener and call it
@@ -564,11 +565,18 @@ func TestGRPCServeStopsGracefully(t *testing.T) {
 		_, err := c.ModelInfer(callCtx(t), goodGRPCRequest("fashion"))
 		done <- err
 	}()
-	for v1.running.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 10*time.Second, "the call to reach the session", func() bool { return v1.running.Load() > 0 })
 	cancel()
-	time.Sleep(50 * time.Millisecond) // the server stops accepting
+	testenv.WaitFor(t, 10*time.Second, "the server to stop accepting connections", func() bool {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	if v1.running.Load() != 1 {
+		t.Fatal("the call in flight ended before it was let go")
+	}
 	close(v1.block)
 	if err := <-done; err != nil {
 		t.Errorf("call in flight when the server stopped: %v", err)
