@@ -50,7 +50,10 @@ func newAgent(t *testing.T, h *hub, name, labels, joinToken string, extra ...str
 	t.Cleanup(func() { link.Close() })
 	a := &agentProc{t: t, h: h, name: name, dir: filepath.Join(t.TempDir(), name), labels: labels, link: link, token: joinToken, extra: extra, log: &bytes.Buffer{}}
 	t.Cleanup(func() {
-		a.kill()
+		if a.cmd != nil {
+			stop(a.cmd)
+			a.cmd = nil
+		}
 		if t.Failed() {
 			t.Logf("agent %s log:\n%s", name, tail(a.log.String(), 4000))
 		}
