@@ -341,7 +341,7 @@ func TestKilledPushLeavesNothing(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
-	if out, err := h.run("model", "show", "big@1.0.0"); err == nil || !strings.Contains(out, "models/big:1.0.0: not found") {
+	if out, err := h.run("model", "show", "big@1.0.0"); err == nil || !strings.Contains(out, "manifest 1.0.0 unknown to repository models/big") {
 		t.Fatalf("a killed push left a visible version (err %v):\n%s", err, out)
 	}
 	blobs, _ := filepath.Glob(filepath.Join(h.dir, "oci", "blobs", "sha256", "*"))
