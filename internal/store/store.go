@@ -33,8 +33,9 @@ const eventRetention = 10000
 
 // DB is an open store. It is safe for concurrent use.
 type DB struct {
-	db    *sql.DB
-	clock clock.Clock
+	db          *sql.DB
+	clock       clock.Clock
+	busyTimeout time.Duration
 	// writeMu serialises this process's write transactions.
 	writeMu sync.Mutex
 
@@ -99,21 +100,34 @@ func WithClock(c clock.Clock) Option {
 	return func(db *DB) { db.clock = clock.OrReal(c) }
 }
 
+// DefaultBusyTimeout is how long a statement waits for a lock another connection holds
+// before it fails, unless WithBusyTimeout says otherwise.
+const DefaultBusyTimeout = 10 * time.Second
+
+// WithBusyTimeout sets how long a statement waits for a lock another connection holds
+// before it fails with SQLITE_BUSY; zero or less fails at once.
+func WithBusyTimeout(d time.Duration) Option {
+	return func(db *DB) { db.busyTimeout = max(d, 0) }
+}
+
 // Open opens or creates the SQLite database at path and applies pending migrations. The
-// database runs in WAL mode with synchronous=FULL, foreign keys on and a 10 s busy timeout.
+// database runs in WAL mode with synchronous=FULL, foreign keys on and a busy timeout of
+// DefaultBusyTimeout (WithBusyTimeout).
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
+	db := &DB{clock: clock.Real(), busyTimeout: DefaultBusyTimeout, changed: make(chan struct{}), desired: newDesiredWatch()}
+	for _, o := range opts {
+		o(db)
+	}
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", "synchronous(FULL)"} {
+	busy := fmt.Sprintf("busy_timeout(%d)", db.busyTimeout.Milliseconds())
+	for _, p := range []string{busy, "journal_mode(WAL)", "foreign_keys(1)", "synchronous(FULL)"} {
 		q.Add("_pragma", p)
 	}
 	sqldb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db := &DB{db: sqldb, clock: clock.Real(), changed: make(chan struct{}), desired: newDesiredWatch()}
-	for _, o := range opts {
-		o(db)
-	}
+	db.db = sqldb
 	if err := db.migrate(ctx); err != nil {
 		sqldb.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)

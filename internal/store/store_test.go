@@ -59,6 +59,34 @@ func TestPragmas(t *testing.T) {
 	}
 }
 
+func TestWithBusyTimeout(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []Option
+		want string
+	}{
+		{"default", nil, "10000"},
+		{"shorter", []Option{WithBusyTimeout(250 * time.Millisecond)}, "250"},
+		{"negative fails at once", []Option{WithBusyTimeout(-time.Second)}, "0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, err := Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), tt.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			var got string
+			if err := db.SQL().QueryRowContext(t.Context(), "PRAGMA busy_timeout").Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("PRAGMA busy_timeout = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestApplyLifecycle(t *testing.T) {
 	ctx := t.Context()
 	db, _ := open(t)
