@@ -33,7 +33,7 @@ type agentEnv struct {
 	base  string // the server's URL without the API prefix
 }
 
-func newAgentEnv(t *testing.T, mutate func(*Config)) *agentEnv {
+func newAgentEnv(t *testing.T, mutate func(*Config), opts ...store.Option) *agentEnv {
 	t.Helper()
 	admin, err := auth.NewToken()
 	if err != nil {
@@ -60,7 +60,7 @@ func newAgentEnv(t *testing.T, mutate func(*Config)) *agentEnv {
 		if mutate != nil {
 			mutate(cfg)
 		}
-	})
+	}, opts...)
 	return &agentEnv{env: e, admin: admin, clock: clk, base: strings.TrimSuffix(e.url, v1alpha1.APIPath)}
 }
 

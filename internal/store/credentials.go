@@ -160,7 +160,8 @@ func (tx *Tx) HasClusterCredential(ctx context.Context, cluster string) (bool, e
 }
 
 // ClusterForCredential returns the cluster whose credential has hash h; ok is false when
-// none has. It implements auth.ClusterCredentials.
+// none has. It implements auth.ClusterCredentials. An error wraps ErrUnavailable when the
+// database could not be read now.
 func (db *DB) ClusterForCredential(ctx context.Context, h [32]byte) (cluster string, ok bool, err error) {
 	// One indexed read, outside a transaction: this runs for every request an agent makes.
 	err = db.db.QueryRowContext(ctx, `SELECT cluster FROM cluster_credentials WHERE hash = ?`, h[:]).Scan(&cluster)
@@ -168,7 +169,7 @@ func (db *DB) ClusterForCredential(ctx context.Context, h [32]byte) (cluster str
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("store: look up cluster credential: %w", err)
+		return "", false, classify(fmt.Errorf("store: look up cluster credential: %w", err))
 	}
 	return cluster, true, nil
 }

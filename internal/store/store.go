@@ -13,7 +13,8 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"outpost.dev/outpost/internal/clock"
 )
@@ -26,7 +27,34 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrCompacted means the change log no longer holds changes that old.
 	ErrCompacted = errors.New("revision compacted")
+	// ErrUnavailable means the database could not serve the request now: it stayed locked
+	// beyond the busy timeout, or no connection to it could be opened. Trying again later
+	// may succeed.
+	ErrUnavailable = errors.New("store unavailable")
 )
+
+// unavailable marks an SQLite error that may pass: errors.Is finds both it and
+// ErrUnavailable.
+type unavailable struct{ err error }
+
+func (e *unavailable) Error() string   { return e.err.Error() }
+func (e *unavailable) Unwrap() []error { return []error{e.err, ErrUnavailable} }
+
+// classify marks err as ErrUnavailable when SQLite failed for want of a lock
+// (SQLITE_BUSY, SQLITE_LOCKED) or of a file it could not open (SQLITE_CANTOPEN:
+// the database opened at Open, so later this means the process ran out of file
+// descriptors).
+func classify(err error) error {
+	var se *sqlite.Error
+	if err == nil || errors.Is(err, ErrUnavailable) || !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() & 0xff { // the primary result code, without the extended bits
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN:
+		return &unavailable{err}
+	}
+	return err
+}
 
 // eventRetention is how many revisions of change log are kept for watches.
 const eventRetention = 10000
@@ -206,7 +234,8 @@ type Tx struct {
 }
 
 // Update runs fn in one write transaction (BEGIN IMMEDIATE) and commits when fn returns nil;
-// otherwise it rolls back and returns fn's error. Waiters on Changed wake after a commit that
+// otherwise it rolls back and returns fn's error. An error wraps ErrUnavailable when the
+// database stayed locked beyond the busy timeout or could not be opened. Waiters on Changed wake after a commit that
 // changed something.
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	db.writeMu.Lock()
@@ -224,13 +253,21 @@ func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	return nil
 }
 
-// View runs fn in one read transaction, which sees a consistent snapshot.
+// View runs fn in one read transaction, which sees a consistent snapshot. Its errors wrap
+// ErrUnavailable as Update's do.
 func (db *DB) View(ctx context.Context, fn func(*Tx) error) error {
 	_, err := db.run(ctx, "BEGIN", false, fn)
 	return err
 }
 
-func (db *DB) run(ctx context.Context, begin string, write bool, fn func(*Tx) error) (tx *Tx, err error) {
+// run runs fn in a transaction begun with begin. Its errors wrap ErrUnavailable
+// when SQLite could not get a lock or a connection (classify).
+func (db *DB) run(ctx context.Context, begin string, write bool, fn func(*Tx) error) (*Tx, error) {
+	tx, err := db.runTx(ctx, begin, write, fn)
+	return tx, classify(err)
+}
+
+func (db *DB) runTx(ctx context.Context, begin string, write bool, fn func(*Tx) error) (tx *Tx, err error) {
 	conn, err := db.db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
