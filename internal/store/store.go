@@ -56,6 +56,11 @@ func classify(err error) error {
 	return err
 }
 
+// MaxConnections bounds the SQLite connections a DB keeps open; a request that
+// finds them all busy waits for one. They stay open while idle: opening one costs
+// more than most requests.
+const MaxConnections = 16
+
 // eventRetention is how many revisions of change log are kept for watches.
 const eventRetention = 10000
 
@@ -140,7 +145,7 @@ func WithBusyTimeout(d time.Duration) Option {
 
 // Open opens or creates the SQLite database at path and applies pending migrations. The
 // database runs in WAL mode with synchronous=FULL, foreign keys on and a busy timeout of
-// DefaultBusyTimeout (WithBusyTimeout).
+// DefaultBusyTimeout (WithBusyTimeout), over at most MaxConnections connections.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db := &DB{clock: clock.Real(), busyTimeout: DefaultBusyTimeout, changed: make(chan struct{}), desired: newDesiredWatch()}
 	for _, o := range opts {
@@ -155,6 +160,8 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	sqldb.SetMaxOpenConns(MaxConnections)
+	sqldb.SetMaxIdleConns(MaxConnections)
 	db.db = sqldb
 	if err := db.migrate(ctx); err != nil {
 		sqldb.Close()

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"strconv"
@@ -84,6 +86,41 @@ func TestWithBusyTimeout(t *testing.T) {
 				t.Errorf("PRAGMA busy_timeout = %s, want %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestConnectionsBounded checks that the store keeps at most MaxConnections
+// SQLite connections and keeps them open between requests: with a fleet's
+// requests arriving together, a connection per request exhausted the hub's
+// file descriptors, and reopening one for each request cost more than the
+// request.
+func TestConnectionsBounded(t *testing.T) {
+	db, _ := open(t)
+	ctx := t.Context()
+	var conns []*sql.Conn
+	for range MaxConnections {
+		c, err := db.SQL().Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// One more waits for a connection to come back.
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := db.Revision(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("request beyond %d connections: error = %v, want it to wait", MaxConnections, err)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	if _, err := db.Revision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := db.SQL().Stats()
+	if st.OpenConnections != MaxConnections || st.MaxIdleClosed != 0 {
+		t.Errorf("after the burst: %d connections open, %d closed for want of idle room; want %d, 0",
+			st.OpenConnections, st.MaxIdleClosed, MaxConnections)
 	}
 }
 
