@@ -593,6 +593,50 @@ func TestRejoinRotatesCredential(t *testing.T) {
 	}
 }
 
+// TestRevokedCredentialStopsAtOnce checks that a credential in use, and so
+// remembered by the store, stops working on the API and the registry as
+// soon as it is rotated or its cluster deleted.
+func TestRevokedCredentialStopsAtOnce(t *testing.T) {
+	tests := []struct {
+		name   string
+		revoke func(e *agentEnv, token string)
+	}{
+		{"rotated by joining again", func(e *agentEnv, token string) { e.mustJoin(token, "edge-1", nil) }},
+		{"cluster deleted", func(e *agentEnv, _ string) {
+			if r := e.do(http.MethodDelete, "/clusters/edge-1", e.admin, "", nil); r.code != http.StatusOK {
+				e.t.Fatalf("delete = %d %s", r.code, r.body)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newAgentEnv(t, nil)
+			jt := e.createToken(3600, "")
+			cred := e.mustJoin(jt.Token, "edge-1", nil)
+			other := e.mustJoin(jt.Token, "edge-2", nil)
+			ds := "/clusters/edge-1/desiredstate?timeoutSeconds=0"
+			for range 2 {
+				if r := e.do(http.MethodGet, ds, cred, "", nil); r.code != http.StatusOK {
+					t.Fatalf("credential in use = %d %s", r.code, r.body)
+				}
+				if got := e.registry(http.MethodGet, "/v2/", cred); got != http.StatusOK {
+					t.Fatalf("credential in use on the registry = %d", got)
+				}
+			}
+			tt.revoke(e, jt.Token)
+			if r := e.do(http.MethodGet, ds, cred, "", nil); r.code != http.StatusUnauthorized {
+				t.Errorf("revoked credential = %d %s, want 401", r.code, r.body)
+			}
+			if got := e.registry(http.MethodGet, "/v2/", cred); got != http.StatusUnauthorized {
+				t.Errorf("revoked credential on the registry = %d, want 401", got)
+			}
+			if r := e.do(http.MethodGet, "/clusters/edge-2/desiredstate?timeoutSeconds=0", other, "", nil); r.code != http.StatusOK {
+				t.Errorf("another cluster's credential = %d %s", r.code, r.body)
+			}
+		})
+	}
+}
+
 // FuzzReport feeds arbitrary bodies to the report endpoint: it must answer, never fail
 // inside, and never accept an invalid report.
 func FuzzReport(f *testing.F) {

@@ -72,6 +72,8 @@ type DB struct {
 	// writeMu serialises this process's write transactions.
 	writeMu sync.Mutex
 
+	creds *credentialCache // cluster credentials recently looked up
+
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced after every committed write
 	desired desiredWatch  // per-cluster wake-ups for desired-state long-polls
@@ -147,7 +149,8 @@ func WithBusyTimeout(d time.Duration) Option {
 // database runs in WAL mode with synchronous=FULL, foreign keys on and a busy timeout of
 // DefaultBusyTimeout (WithBusyTimeout), over at most MaxConnections connections.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
-	db := &DB{clock: clock.Real(), busyTimeout: DefaultBusyTimeout, changed: make(chan struct{}), desired: newDesiredWatch()}
+	db := &DB{clock: clock.Real(), busyTimeout: DefaultBusyTimeout, creds: newCredentialCache(DefaultCredentialCacheSize),
+		changed: make(chan struct{}), desired: newDesiredWatch()}
 	for _, o := range opts {
 		o(db)
 	}
@@ -238,6 +241,9 @@ type Tx struct {
 	// desired lists the clusters whose desired state this transaction
 	// changed, with the new revision (0 for deleted), published on commit.
 	desired map[string]int64
+	// creds lists the clusters whose credential this transaction changed,
+	// forgotten by the credential cache once it ends.
+	creds []string
 }
 
 // Update runs fn in one write transaction (BEGIN IMMEDIATE) and commits when fn returns nil;
@@ -248,6 +254,10 @@ func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	db.writeMu.Lock()
 	defer db.writeMu.Unlock()
 	tx, err := db.run(ctx, "BEGIN IMMEDIATE", true, fn)
+	if tx != nil && len(tx.creds) > 0 {
+		// Whether or not it committed: forgetting a credential costs one read.
+		db.creds.invalidate(tx.creds)
+	}
 	if err != nil {
 		return err
 	}
@@ -267,8 +277,9 @@ func (db *DB) View(ctx context.Context, fn func(*Tx) error) error {
 	return err
 }
 
-// run runs fn in a transaction begun with begin. Its errors wrap ErrUnavailable
-// when SQLite could not get a lock or a connection (classify).
+// run runs fn in a transaction begun with begin and returns the transaction, if
+// one began, with fn's error or the commit's. Its errors wrap ErrUnavailable when
+// SQLite could not get a lock or a connection (classify).
 func (db *DB) run(ctx context.Context, begin string, write bool, fn func(*Tx) error) (*Tx, error) {
 	tx, err := db.runTx(ctx, begin, write, fn)
 	return tx, classify(err)
@@ -291,10 +302,10 @@ func (db *DB) runTx(ctx context.Context, begin string, write bool, fn func(*Tx) 
 	}()
 	tx = &Tx{q: conn, clock: db.clock, write: write}
 	if err := fn(tx); err != nil {
-		return nil, err
+		return tx, err
 	}
 	if _, err := conn.ExecContext(context.WithoutCancel(ctx), "COMMIT"); err != nil {
-		return nil, fmt.Errorf("store: commit: %w", err)
+		return tx, fmt.Errorf("store: commit: %w", err)
 	}
 	done = true
 	return tx, nil
