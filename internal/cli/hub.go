@@ -7,11 +7,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -342,7 +344,7 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 		Handler:           srv.Handler(),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          serverErrorLog(log),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.ServeTLS(ln, "", "") }()
@@ -361,6 +363,27 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	defer cancel()
 	log.Info("hub shutting down")
 	return hs.Shutdown(shutdownCtx)
+}
+
+// serverErrorLog is the error log of the hub's HTTP server: its messages go to
+// log at Warn, except failed TLS handshakes (clients that went away or never
+// spoke TLS), which go at Debug. A fleet reconnecting at once, after a hub
+// restart say, fails thousands of handshakes a second; written one by one, their
+// messages cost the hub more than the handshakes.
+func serverErrorLog(log *slog.Logger) *stdlog.Logger {
+	return stdlog.New(errorLogWriter{log}, "", 0)
+}
+
+type errorLogWriter struct{ log *slog.Logger }
+
+func (w errorLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	level := slog.LevelWarn
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }
 
 func dedupe(xs []string) []string {
