@@ -34,7 +34,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -68,6 +67,7 @@ func main() {
 		idle           = flag.Duration("idle", 10*time.Second, "how long to measure the hub with the fleet idle")
 		timeout        = flag.Duration("timeout", 5*time.Minute, "limit for each phase")
 		outpost        = flag.String("outpost", "bin/outpost", "outpost binary")
+		hubLog         = flag.String("hub-log", "", "copy the hub's log to this file at the end")
 
 		child     = flag.Bool("child", false, "run as a child process (internal)")
 		childHub  = flag.String("child-hub", "", "the hub's host:port (child)")
@@ -93,7 +93,7 @@ func main() {
 		fail(errors.New("-agents and -agents-per-process must be at least 1"))
 	}
 	f := &fleet{n: *agents, perProcess: *perProcess, joinConc: max(*joinConc, 1), pollTimeout: *pollTimeout,
-		reportInterval: *reportInterval, idle: *idle, timeout: *timeout, outpost: benchhub.AbsPath(*outpost)}
+		reportInterval: *reportInterval, idle: *idle, timeout: *timeout, outpost: benchhub.AbsPath(*outpost), hubLog: *hubLog}
 	if err := f.run(ctx); err != nil {
 		fail(err)
 	}
@@ -103,7 +103,7 @@ type fleet struct {
 	n, perProcess, joinConc           int
 	pollTimeout, reportInterval, idle time.Duration
 	timeout                           time.Duration
-	outpost                           string
+	outpost, hubLog                   string
 	dir                               string
 	hub                               *benchhub.Hub
 	admin                             *hubclient.Client
@@ -145,6 +145,13 @@ func (f *fleet) run(ctx context.Context) error {
 		return err
 	}
 	defer f.hub.Stop()
+	if f.hubLog != "" {
+		defer func() {
+			if b, err := os.ReadFile(filepath.Join(f.dir, "hub.log")); err == nil {
+				_ = os.WriteFile(f.hubLog, b, 0o644)
+			}
+		}()
+	}
 	if f.admin, err = f.hub.Client(); err != nil {
 		return err
 	}
@@ -191,10 +198,11 @@ func (f *fleet) run(ctx context.Context) error {
 	f.send(command{Op: "start"})
 	// Wait until every agent has reported once and has a long-poll open, then let the
 	// hub settle before measuring it idle.
-	if err := f.waitFor(func() bool { return f.started() == f.n }, "every agent reported and polling", func() string {
-		return fmt.Sprintf("%d of %d agents reported and polling; errors: %s", f.started(), f.n, f.stats().errorsSince(stats{}))
+	if err := f.waitFor(ctx, func() bool { return f.started() == f.n }, "every agent reported and polling", func() string {
+		st := f.stats()
+		return fmt.Sprintf("%d of %d agents reported and polling; errors: %s%s", f.started(), f.n, st.errorsSince(stats{}), st.lastErrors())
 	}); err != nil {
-		return err
+		return fmt.Errorf("%w%s", err, f.stats().lastErrors())
 	}
 	us := usage(f.hub.Pid)
 	fmt.Printf("  every agent reported and polling after %.2fs; hub CPU %.2fs, %.1f MiB resident; errors: %s\n",
@@ -210,14 +218,14 @@ func (f *fleet) run(ctx context.Context) error {
 
 	// 2. Deploy v1 to every cluster.
 	fmt.Println("deploying fleet ^1.0 (1.0.0) to every cluster ...")
-	dep1, err := f.converge("1.0.0", func() error { return f.deploy(ctx, "^1.0") })
+	dep1, err := f.converge(ctx, "1.0.0", func() error { return f.deploy(ctx, "^1.0") })
 	if err != nil {
 		return err
 	}
 	// 3. Push v2: the deployment follows ^1.0 to it.
 	fmt.Println("pushing 1.1.0 ...")
 	var pushD time.Duration
-	dep2, err := f.converge("1.1.0", func() error {
+	dep2, err := f.converge(ctx, "1.1.0", func() error {
 		start := time.Now()
 		_, err := f.hub.Run(ctx, "model", "push", v2, "--name", "fleet", "--version", "1.1.0", "--parent", "fleet@1.0.0")
 		pushD = time.Since(start)
@@ -261,11 +269,9 @@ func (f *fleet) run(ctx context.Context) error {
 		base.rssMiB(), end.rssMiB(), end.hwmMiB(), (end.rss-base.rss)/1024/n, (end.hwm-base.rss)/1024/n)
 	fmt.Printf("hub CPU over the whole run: %.2f s, %.2f ms per cluster\n", end.cpu-base.cpu, 1000*(end.cpu-base.cpu)/n)
 	fmt.Printf("the hub's ModelDeployment shows %d of %d clusters Active on 1.1.0\n", rows, f.n)
-	fmt.Printf("agent requests: %d reports, %d desired-state answers, %d manifest+index fetches; %d errors (%s)\n",
+	fmt.Printf("agent requests: %d reports, %d desired-state answers, %d manifest+index fetches; %d errors (%s)",
 		st.Reports, st.Polls, st.Fetches, st.errors(), st.errorsSince(stats{}))
-	for _, k := range slices.Sorted(maps.Keys(st.Last)) {
-		fmt.Printf("  last %s: %s\n", k, st.Last[k])
-	}
+	fmt.Println(st.lastErrors())
 	if rows != f.n {
 		return fmt.Errorf("the hub shows %d of %d clusters Active on 1.1.0", rows, f.n)
 	}
@@ -459,7 +465,7 @@ type convergence struct {
 
 // converge tells the children that version is the target, runs start, and
 // waits until every agent has had its Active report for version acknowledged.
-func (f *fleet) converge(version string, start func() error) (convergence, error) {
+func (f *fleet) converge(ctx context.Context, version string, start func() error) (convergence, error) {
 	f.mu.Lock()
 	f.target = version
 	clear(f.recvAt)
@@ -476,17 +482,18 @@ func (f *fleet) converge(version string, start func() error) (convergence, error
 	if err := start(); err != nil {
 		return convergence{}, err
 	}
-	err := f.waitFor(func() bool { _, a := f.progress(); return a == f.n }, "every agent Active on "+version, func() string {
+	err := f.waitFor(ctx, func() bool { _, a := f.progress(); return a == f.n }, "every agent Active on "+version, func() string {
 		u := usage(f.hub.Pid)
 		r, a := f.progress()
-		return fmt.Sprintf("%s received by %d, Active on %d; hub CPU %.1fs since the start, %.1f MiB resident; errors: %s",
-			version, r, a, u.cpu-u0.cpu, u.rssMiB(), f.stats().errorsSince(s0))
+		st := f.stats()
+		return fmt.Sprintf("%s received by %d, Active on %d; hub CPU %.1fs since the start, %.1f MiB resident; errors: %s%s",
+			version, r, a, u.cpu-u0.cpu, u.rssMiB(), st.errorsSince(s0), st.lastErrors())
 	})
 	all, u1, s1 := time.Since(t0), usage(f.hub.Pid), f.stats()
 	if err != nil {
 		r, a := f.progress()
-		return convergence{}, fmt.Errorf("%w: %d received it, %d Active; hub CPU %.1fs meanwhile; errors: %s",
-			err, r, a, u1.cpu-u0.cpu, s1.errorsSince(s0))
+		return convergence{}, fmt.Errorf("%w: %d received it, %d Active; hub CPU %.1fs meanwhile; errors: %s%s",
+			err, r, a, u1.cpu-u0.cpu, s1.errorsSince(s0), s1.lastErrors())
 	}
 	c := convergence{all: all, cpu: u1.cpu - u0.cpu, errors: s1.errorsSince(s0)}
 	fmt.Printf("  %s Active on all %d after %.2fs; hub CPU %.2fs (%.2f ms per cluster), %.1f MiB resident; errors: %s\n",
@@ -498,10 +505,13 @@ func (f *fleet) converge(version string, start func() error) (convergence, error
 }
 
 // waitFor waits until cond holds, printing progress every 15 seconds.
-func (f *fleet) waitFor(cond func() bool, what string, progress func() string) error {
+func (f *fleet) waitFor(ctx context.Context, cond func() bool, what string, progress func() string) error {
 	start := time.Now()
 	deadline, next := start.Add(f.timeout), start.Add(15*time.Second)
 	for !cond() {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
 		now := time.Now()
 		if now.After(deadline) {
 			return fmt.Errorf("%s: not within %s", what, f.timeout)

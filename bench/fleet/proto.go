@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"regexp"
 	"slices"
@@ -103,4 +104,17 @@ func statusOf(err error) string {
 		return m[1]
 	}
 	return "none"
+}
+
+// lastErrors lists the last error of each status code, a line each.
+func (s stats) lastErrors() string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(s.Last)) {
+		msg := s.Last[k]
+		if len(msg) > 300 {
+			msg = msg[:300] + "..."
+		}
+		fmt.Fprintf(&b, "\n    last %s: %s", k, msg)
+	}
+	return b.String()
 }
