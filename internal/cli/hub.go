@@ -29,6 +29,7 @@ import (
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/registry"
 	"outpost.dev/outpost/internal/store"
+	"outpost.dev/outpost/internal/tlsgate"
 )
 
 // hubSettings is DIR/hub.yaml, written by 'hub init' and read by 'hub serve'.
@@ -340,14 +341,16 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// A fleet connecting at once must not share the CPU among all its handshakes.
+	gate := tlsgate.New(tlsgate.Options{Clock: clk})
 	hs := &http.Server{
 		Handler:           srv.Handler(),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         gate.Config(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          serverErrorLog(log),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	go func() { errc <- hs.ServeTLS(gate.Listener(ln), "", "") }()
 	log.Info("hub serving", "addr", ln.Addr().String(), "url", s.URL, "requireSignature", s.RequireSignature, "trustedKeys", len(trusted))
 	if readyFile != "" {
 		if err := os.WriteFile(readyFile, []byte(ln.Addr().String()), 0o600); err != nil {
