@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,6 +25,7 @@ import (
 	"outpost.dev/outpost/internal/auth"
 	"outpost.dev/outpost/internal/clientconfig"
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/connlimit"
 	"outpost.dev/outpost/internal/hub"
 	"outpost.dev/outpost/internal/models"
 	"outpost.dev/outpost/internal/pki"
@@ -341,16 +343,24 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	// A fleet connecting at once must not share the CPU among all its handshakes.
+	// A fleet connecting at once must not share the CPU among all its handshakes,
+	// nor hold more connections than the open-files limit leaves room for.
 	gate := tlsgate.New(tlsgate.Options{Clock: clk})
+	limit, err := connectionBudget()
+	if err != nil {
+		return err
+	}
+	conns := connlimit.New(limit, connlimit.Options{Clock: clk})
+	log.Info("connection budget", "connections", limit)
 	hs := &http.Server{
+		ConnState:         conns.ConnState,
 		Handler:           srv.Handler(),
 		TLSConfig:         gate.Config(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          serverErrorLog(log),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.ServeTLS(gate.Listener(ln), "", "") }()
+	go func() { errc <- hs.ServeTLS(gate.Listener(conns.Listener(ln)), "", "") }()
 	log.Info("hub serving", "addr", ln.Addr().String(), "url", s.URL, "requireSignature", s.RequireSignature, "trustedKeys", len(trusted))
 	if readyFile != "" {
 		if err := os.WriteFile(readyFile, []byte(ln.Addr().String()), 0o600); err != nil {
@@ -366,6 +376,18 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	defer cancel()
 	log.Info("hub shutting down")
 	return hs.Shutdown(shutdownCtx)
+}
+
+// connectionBudget is how many connections the hub keeps open at most: its
+// open-files limit less a tenth (at least 64) for its database, the blobs it
+// serves and its logs.
+func connectionBudget() (int, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, fmt.Errorf("open-files limit: %w", err)
+	}
+	n := int(min(l.Cur, 1<<30))
+	return max(n-max(n/10, 64), 16), nil
 }
 
 // serverErrorLog is the error log of the hub's HTTP server: its messages go to

@@ -214,6 +214,9 @@ type conn struct {
 	wrote   bool
 }
 
+// NetConn returns the connection it wraps.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 func (c *conn) acquire(ctx context.Context) error {
 	c.mu.Lock()
 	started := c.holding || c.wrote

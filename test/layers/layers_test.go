@@ -40,6 +40,7 @@ func TestImportsPointDown(t *testing.T) {
 	only := map[string][]string{
 		"internal/clock":         nil,
 		"internal/tlsgate":       {"internal/clock"},
+		"internal/connlimit":     {"internal/clock"},
 		"internal/bytesize":      nil,
 		"internal/durable":       nil,
 		"internal/versions":      nil,
