@@ -57,7 +57,7 @@ func runChild(ctx context.Context, cfg childConfig) error {
 	if err := json.Unmarshal(b, &members); err != nil {
 		return fmt.Errorf("%s: %w", cfg.members, err)
 	}
-	client, err := newClient(cfg.caFile, cfg.idleConns)
+	client, err := newClient(cfg.caFile, cfg.idleConns, handshakesPerProcess)
 	if err != nil {
 		return err
 	}

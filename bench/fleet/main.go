@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -56,6 +57,10 @@ import (
 // idleConnsTotal is the idle connections all the simulated agents keep for
 // reuse, split among the child processes.
 const idleConnsTotal = 4096
+
+// handshakesPerProcess is how many TLS handshakes the simulated agents of a
+// process run at once (newClient).
+const handshakesPerProcess = 16
 
 func main() {
 	var (
@@ -280,7 +285,7 @@ func (f *fleet) run(ctx context.Context) error {
 
 // join joins every cluster, joinConc at a time, and keeps their credentials.
 func (f *fleet) join(ctx context.Context, token string) error {
-	client, err := newClient(f.hub.CAFile, f.joinConc)
+	client, err := newClient(f.hub.CAFile, f.joinConc, f.joinConc)
 	if err != nil {
 		return err
 	}
@@ -548,7 +553,14 @@ func (f *fleet) activeRows(ctx context.Context, version string) (int, error) {
 // newClient is the HTTP client the simulated agents of one process share:
 // HTTP/1.1 like the agent, no cap on connections (each open long-poll holds
 // one), and an idle pool of idleConns so that reports reuse connections.
-func newClient(caFile string, idleConns int) (*http.Client, error) {
+//
+// At most handshakes TLS handshakes run at once in the process, each
+// dialled only once it may run: a real agent handshakes on its own CPU, but
+// thousands of simulated ones share a few, and started together each would
+// take longer than the 10 s the agent's transport allows it, and fail for
+// want of the bench's CPU, not the hub's. Each handshake still has those
+// 10 s from its dial.
+func newClient(caFile string, idleConns, handshakes int) (*http.Client, error) {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
@@ -558,11 +570,39 @@ func newClient(caFile string, idleConns int) (*http.Client, error) {
 		return nil, fmt.Errorf("%s: no certificate", caFile)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	tlsConfig := &tls.Config{RootCAs: pool}
+	tr.TLSClientConfig = tlsConfig
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 0, idleConns
 	tr.ResponseHeaderTimeout = 5 * time.Minute
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second} // as http.DefaultTransport
+	slots := make(chan struct{}, max(handshakes, 1))
+	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		defer func() { <-slots }()
+		raw, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := tlsConfig.Clone()
+		if cfg.ServerName, _, err = net.SplitHostPort(addr); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		hctx, cancel := context.WithTimeout(ctx, tr.TLSHandshakeTimeout)
+		defer cancel()
+		c := tls.Client(raw, cfg)
+		if err := c.HandshakeContext(hctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return c, nil
+	}
 	return &http.Client{Transport: tr}, nil
 }
 
