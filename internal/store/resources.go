@@ -60,15 +60,22 @@ func kindOf(obj v1alpha1.Object) (*v1alpha1.KindInfo, error) {
 
 // Get returns the resource of kind named name, or an error wrapping ErrNotFound.
 func (tx *Tx) Get(ctx context.Context, kind, name string) (v1alpha1.Object, error) {
-	var body string
+	obj, _, err := tx.get(ctx, kind, name)
+	return obj, err
+}
+
+// get is Get, also returning the stored JSON.
+func (tx *Tx) get(ctx context.Context, kind, name string) (v1alpha1.Object, []byte, error) {
+	var body []byte
 	err := tx.q.QueryRowContext(ctx, `SELECT body FROM resources WHERE kind = ? AND name = ?`, kind, name).Scan(&body)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%s %q: %w", kind, name, ErrNotFound)
+		return nil, nil, fmt.Errorf("%s %q: %w", kind, name, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: get %s %q: %w", kind, name, err)
+		return nil, nil, fmt.Errorf("store: get %s %q: %w", kind, name, err)
 	}
-	return decode(kind, []byte(body))
+	obj, err := decode(kind, body)
+	return obj, body, err
 }
 
 func decode(kind string, body []byte) (v1alpha1.Object, error) {
@@ -182,7 +189,7 @@ func (tx *Tx) UpdateStatus(ctx context.Context, obj v1alpha1.Object) (v1alpha1.O
 		return nil, false, err
 	}
 	kind := k.Kind
-	old, err := tx.Get(ctx, kind, obj.GetName())
+	old, oldBody, err := tx.get(ctx, kind, obj.GetName())
 	if err != nil {
 		return nil, false, err
 	}
@@ -190,13 +197,21 @@ func (tx *Tx) UpdateStatus(ctx context.Context, obj v1alpha1.Object) (v1alpha1.O
 		return nil, false, fmt.Errorf("%s %q: resourceVersion %s is not the current %s: %w",
 			kind, obj.GetName(), rv, old.GetResourceVersion(), ErrConflict)
 	}
+	// obj may be old itself, or share its status: copy the status into a copy.
 	cp := old.DeepCopyObject().(v1alpha1.Object)
 	k.CopyStatus(cp, obj)
 	if err := cp.Validate(); err != nil {
 		return nil, false, err
 	}
-	if same, err := sameJSON(cp, old); err != nil || same {
-		return old, false, err
+	// The stored JSON is what put encoded: the same encoding of cp means no change.
+	// (Compared to the stored bytes, not to old encoded again: a deployment's status
+	// with a row per cluster is megabytes at 10,000 clusters.)
+	body, err := json.Marshal(cp)
+	if err != nil {
+		return nil, false, fmt.Errorf("store: encode %s: %w", kind, err)
+	}
+	if bytes.Equal(body, oldBody) {
+		return old, false, nil
 	}
 	stored, err := tx.put(ctx, kind, cp, Modified)
 	return stored, err == nil, err
@@ -216,7 +231,11 @@ func (tx *Tx) Delete(ctx context.Context, kind, name string) (v1alpha1.Object, e
 		return nil, fmt.Errorf("store: delete %s %q: %w", kind, name, err)
 	}
 	old.SetResourceVersion(strconv.FormatInt(rev, 10))
-	if err := tx.logEvent(ctx, rev, kind, old, Deleted); err != nil {
+	body, err := json.Marshal(old)
+	if err != nil {
+		return nil, fmt.Errorf("store: encode event: %w", err)
+	}
+	if err := tx.logEvent(ctx, rev, kind, old.GetName(), Deleted, body); err != nil {
 		return nil, err
 	}
 	return old, nil
@@ -251,19 +270,17 @@ func (tx *Tx) put(ctx context.Context, kind string, obj v1alpha1.Object, typ Eve
 	if err != nil {
 		return nil, fmt.Errorf("store: write %s %q: %w", kind, obj.GetName(), err)
 	}
-	if err := tx.logEvent(ctx, rev, kind, obj, typ); err != nil {
+	if err := tx.logEvent(ctx, rev, kind, obj.GetName(), typ, body); err != nil {
 		return nil, err
 	}
 	return obj, nil
 }
 
-func (tx *Tx) logEvent(ctx context.Context, rev int64, kind string, obj v1alpha1.Object, typ EventType) error {
-	body, err := json.Marshal(obj)
-	if err != nil {
-		return fmt.Errorf("store: encode event: %w", err)
-	}
+// logEvent records the change of revision rev: the object's JSON after it (for a
+// deletion, its last state).
+func (tx *Tx) logEvent(ctx context.Context, rev int64, kind, name string, typ EventType, body []byte) error {
 	if _, err := tx.q.ExecContext(ctx, `INSERT INTO events(revision, kind, name, type, body) VALUES (?, ?, ?, ?, ?)`,
-		rev, kind, obj.GetName(), string(typ), string(body)); err != nil {
+		rev, kind, name, string(typ), string(body)); err != nil {
 		return fmt.Errorf("store: log event: %w", err)
 	}
 	if horizon := rev - eventRetention; horizon > 0 {
