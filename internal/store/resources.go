@@ -360,11 +360,8 @@ func sameJSON(a, b v1alpha1.Object) (bool, error) {
 
 // Get returns the resource of kind named name, or an error wrapping ErrNotFound.
 func (db *DB) Get(ctx context.Context, kind, name string) (obj v1alpha1.Object, err error) {
-	err = db.View(ctx, func(tx *Tx) error {
-		obj, err = tx.Get(ctx, kind, name)
-		return err
-	})
-	return obj, err
+	obj, err = db.statement().Get(ctx, kind, name) // one statement: see DesiredState
+	return obj, classify(err)
 }
 
 // List returns the resources of kind matching sel (nil matches all), sorted by name, and the

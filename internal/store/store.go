@@ -277,6 +277,11 @@ func (db *DB) View(ctx context.Context, fn func(*Tx) error) error {
 	return err
 }
 
+// statement returns a read-only Tx outside any transaction, for a read that is
+// one statement: SQLite runs each statement atomically, and a transaction
+// around it costs two more statements.
+func (db *DB) statement() *Tx { return &Tx{q: db.db, clock: db.clock} }
+
 // run runs fn in a transaction begun with begin and returns the transaction, if
 // one began, with fn's error or the commit's. Its errors wrap ErrUnavailable when
 // SQLite could not get a lock or a connection (classify).
