@@ -637,6 +637,38 @@ func TestRevokedCredentialStopsAtOnce(t *testing.T) {
 	}
 }
 
+// TestReportsAfterDeploymentChanged checks that reports stored after a
+// deployment changed elsewhere (here: moved to another version) start from
+// its new state, not from the one the previous reports wrote.
+func TestReportsAfterDeploymentChanged(t *testing.T) {
+	e := newAgentEnv(t, nil)
+	e.applyAsAdmin("modeldeployments", "resnet", mdYAML("resnet", "resnet", "1.2.0", "[{matchLabels: {region: north}}]"))
+	cred := e.mustJoin(e.createToken(3600, "").Token, "edge-1", map[string]string{"region": "north"})
+	report := func(bytes int64) {
+		t.Helper()
+		rep := v1alpha1.AgentReport{
+			APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindAgentReport, Cluster: "edge-1",
+			Status: v1alpha1.ClusterStatus{AgentVersion: "test"},
+			Models: []v1alpha1.ModelReport{{Deployment: "resnet", Model: "resnet", DesiredVersion: "1.2.0", ActiveVersion: "1.2.0",
+				Phase: v1alpha1.PhaseActive, BytesFetched: bytes, BytesTotal: bytes}},
+		}
+		if r := e.postJSON("/clusters/edge-1/report", cred, rep); r.code != http.StatusOK {
+			t.Fatalf("report = %d %s", r.code, r.body)
+		}
+	}
+	report(100)
+	report(200)
+	if row := e.deployment("resnet").Status.Clusters[0]; row.Phase != v1alpha1.PhaseActive || row.BytesFetched != 200 {
+		t.Fatalf("row after two reports = %+v", row)
+	}
+	e.applyAsAdmin("modeldeployments", "resnet", mdYAML("resnet", "resnet", "2.0.0", "[{matchLabels: {region: north}}]"))
+	report(300) // still on 1.2.0: only the active version and last contact count
+	row := e.deployment("resnet").Status.Clusters[0]
+	if row.DesiredVersion != "2.0.0" || row.Phase != v1alpha1.PhasePending || row.ActiveVersion != "1.2.0" || row.BytesFetched == 300 {
+		t.Errorf("row after the deployment moved to 2.0.0 and a report on 1.2.0 = %+v", row)
+	}
+}
+
 // FuzzReport feeds arbitrary bodies to the report endpoint: it must answer, never fail
 // inside, and never accept an invalid report.
 func FuzzReport(f *testing.F) {
