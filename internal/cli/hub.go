@@ -393,8 +393,8 @@ func connectionBudget() (int, error) {
 // serverErrorLog is the error log of the hub's HTTP server: its messages go to
 // log at Warn, except failed TLS handshakes (clients that went away or never
 // spoke TLS), which go at Debug. A fleet reconnecting at once, after a hub
-// restart say, fails thousands of handshakes a second; written one by one, their
-// messages cost the hub more than the handshakes.
+// restart say, fails thousands of handshakes a second, and the messages were
+// written one at a time under the logger's lock.
 func serverErrorLog(log *slog.Logger) *stdlog.Logger {
 	return stdlog.New(errorLogWriter{log}, "", 0)
 }
