@@ -105,6 +105,10 @@ type ClusterStatus struct {
 	// AgentVersion is the version of the agent running in the cluster.
 	// +optional
 	AgentVersion string `json:"agentVersion,omitempty"`
+	// Outbox is what the agent's outbox holds for the hub and what it had to
+	// merge or drop to stay within its byte budget.
+	// +optional
+	Outbox *OutboxStatus `json:"outbox,omitempty"`
 	// Conditions are the latest observations of the cluster's state.
 	// +optional
 	// +listType=map
@@ -138,4 +142,23 @@ type ClusterList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	// Items are the Clusters.
 	Items []Cluster `json:"items"`
+}
+
+// OutboxStatus is what an agent's outbox holds and what it gave up.
+type OutboxStatus struct {
+	// Records and Bytes are what waits to be sent.
+	// +optional
+	Records int64 `json:"records,omitempty"`
+	// +optional
+	Bytes int64 `json:"bytes,omitempty"`
+	// Merged counts, by record kind, records merged into coarser ones to stay
+	// within the budget.
+	// +optional
+	Merged map[string]int64 `json:"merged,omitempty"`
+	// Dropped counts, by record kind, records dropped to stay within the budget.
+	// +optional
+	Dropped map[string]int64 `json:"dropped,omitempty"`
+	// Refused counts, by record kind, records the hub refused for good.
+	// +optional
+	Refused map[string]int64 `json:"refused,omitempty"`
 }

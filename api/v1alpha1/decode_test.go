@@ -143,6 +143,14 @@ func TestValidate(t *testing.T) {
 		}, wantErr: "spec.clusterSelectors[0].matchLabels"},
 		{name: "bad runtime", mutate: func(d *ModelDeployment) { d.Spec.Serving.Runtime = "tensorrt" }, wantErr: `spec.serving.runtime: Unsupported value: "tensorrt"`},
 		{name: "bad port", mutate: func(d *ModelDeployment) { p := int32(70000); d.Spec.Serving.Port = &p }, wantErr: "spec.serving.port"},
+		{name: "monitoring defaults", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{} }},
+		{name: "monitoring set", mutate: func(d *ModelDeployment) {
+			d.Spec.Monitoring = &Monitoring{WindowSamples: 500, Alpha: "0.05", Correction: CorrectionBenjaminiHochberg, PSIThreshold: "0.2", RaiseAfter: 2}
+		}},
+		{name: "monitoring alpha", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{Alpha: "1.5"} }, wantErr: "spec.monitoring.alpha"},
+		{name: "monitoring window", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{WindowSamples: 3} }, wantErr: "spec.monitoring.windowSamples"},
+		{name: "monitoring correction", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{Correction: "Holm"} }, wantErr: `spec.monitoring.correction: Unsupported value: "Holm"`},
+		{name: "monitoring psi", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{PSIThreshold: "high"} }, wantErr: "spec.monitoring.psiThreshold"},
 		{name: "bad strategy", mutate: func(d *ModelDeployment) { d.Spec.Rollout.Strategy = "BlueGreen" }, wantErr: "spec.rollout.strategy"},
 	}
 	for _, tt := range tests {

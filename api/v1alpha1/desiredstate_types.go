@@ -41,4 +41,6 @@ type DesiredModel struct {
 	RequireSignature bool `json:"requireSignature,omitempty"`
 	// Serving configures the inference endpoint.
 	Serving Serving `json:"serving,omitempty"`
+	// Monitoring, if set, monitors the model for drift at the edge.
+	Monitoring *Monitoring `json:"monitoring,omitempty"`
 }

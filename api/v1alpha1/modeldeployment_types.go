@@ -76,11 +76,52 @@ type Serving struct {
 	Port *int32 `json:"port,omitempty"`
 }
 
-// Monitor links a deployment to drift monitoring.
-type Monitor struct {
-	// DriftMonitorRef names the DriftMonitor watching this deployment's inputs and outputs.
+// Monitoring configures drift monitoring of a deployment at the edge: the serving agent keeps
+// summaries of what the model receives and answers in tumbling windows, compares each closed
+// window with the version's reference profile, and reports the outcome to the hub.
+type Monitoring struct {
+	// WindowSamples closes a window after this many samples (default 1000).
 	// +optional
-	DriftMonitorRef string `json:"driftMonitorRef,omitempty"`
+	// +kubebuilder:validation:Minimum=10
+	// +kubebuilder:validation:Maximum=1000000
+	WindowSamples int32 `json:"windowSamples,omitempty"`
+	// WindowDuration closes a window this long after it opened, if it is not full before
+	// (default 10m).
+	// +optional
+	WindowDuration *metav1.Duration `json:"windowDuration,omitempty"`
+	// Alpha is the significance level of the p-value tests after the correction, a decimal
+	// between 0 and 1 exclusive (default "0.01").
+	// +optional
+	// +kubebuilder:validation:Pattern=`^0?\.[0-9]+$`
+	Alpha string `json:"alpha,omitempty"`
+	// Correction corrects the p-values of all features together: Bonferroni (default) or
+	// BenjaminiHochberg.
+	// +optional
+	// +kubebuilder:validation:Enum=Bonferroni;BenjaminiHochberg
+	Correction string `json:"correction,omitempty"`
+	// MinSamples is the fewest values a feature needs in a window to be tested (default 100).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MinSamples int32 `json:"minSamples,omitempty"`
+	// PSIThreshold is the population stability index above which a feature drifted, a decimal
+	// (default "0.25"; "0" turns it off).
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9]*\.?[0-9]+$`
+	PSIThreshold string `json:"psiThreshold,omitempty"`
+	// RaiseAfter is how many drifted windows in a row raise the drift alarm (default 1);
+	// ClearAfter how many clean ones clear it (default 3).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	RaiseAfter int32 `json:"raiseAfter,omitempty"`
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	ClearAfter int32 `json:"clearAfter,omitempty"`
+	// Cooldown is the least time between two changes of the alarm (default 0).
+	// +optional
+	Cooldown *metav1.Duration `json:"cooldown,omitempty"`
+	// Alert sends the hub's alert webhooks when the alarm is raised or cleared.
+	// +optional
+	Alert bool `json:"alert,omitempty"`
 }
 
 // ModelDeploymentSpec is the desired deployment of a model to a set of clusters.
@@ -101,9 +142,9 @@ type ModelDeploymentSpec struct {
 	// Serving configures the inference endpoint.
 	// +optional
 	Serving Serving `json:"serving,omitempty"`
-	// Monitor links the deployment to drift monitoring.
+	// Monitoring, if set, monitors the deployment for drift at the edge.
 	// +optional
-	Monitor *Monitor `json:"monitor,omitempty"`
+	Monitoring *Monitoring `json:"monitoring,omitempty"`
 	// AllowDowngrade lets a cluster replace its active version with a lower one. Without it a
 	// cluster keeps a higher active version and reports the refusal.
 	// +optional

@@ -1,7 +1,10 @@
 package v1alpha1
 
 import (
+	"fmt"
+	"math"
 	"slices"
+	"time"
 
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
@@ -14,6 +17,9 @@ const (
 	MaxReportModels = 4096
 	// MaxJoinTokenDescription is the longest join token description.
 	MaxJoinTokenDescription = 256
+	// MaxJoinTokenTTLSeconds is the largest ttlSeconds a JoinTokenRequest may ask for: the
+	// longest time.Duration in seconds. The hub caps a token's life well below it.
+	MaxJoinTokenTTLSeconds = math.MaxInt64 / int64(time.Second)
 )
 
 // validateTypeMeta checks apiVersion and kind of a protocol document; empty values are
@@ -59,11 +65,16 @@ func (r *JoinRequest) Validate() error {
 	return invalid(KindJoinRequest, r.Cluster, errs)
 }
 
-// Validate checks a JoinTokenRequest: kind, a non-negative TTL and a bounded description.
+// Validate checks a JoinTokenRequest: kind, a TTL from 0 to MaxJoinTokenTTLSeconds and a bounded
+// description.
 func (r *JoinTokenRequest) Validate() error {
 	errs := validateTypeMeta(r.APIVersion, r.Kind, KindJoinTokenCreate)
-	if r.TTLSeconds < 0 {
+	switch {
+	case r.TTLSeconds < 0:
 		errs = append(errs, field.Invalid(field.NewPath("ttlSeconds"), r.TTLSeconds, "must be non-negative (0 means the default)"))
+	case r.TTLSeconds > MaxJoinTokenTTLSeconds:
+		errs = append(errs, field.Invalid(field.NewPath("ttlSeconds"), r.TTLSeconds,
+			fmt.Sprintf("must be at most %d, the longest duration there is (and the hub caps a token's life at 30 days anyway)", MaxJoinTokenTTLSeconds)))
 	}
 	if len(r.Description) > MaxJoinTokenDescription {
 		errs = append(errs, field.TooLong(field.NewPath("description"), "", MaxJoinTokenDescription))

@@ -174,10 +174,8 @@ func (d *ModelDeployment) Validate() error {
 	if port := d.Spec.Serving.Port; port != nil && (*port < 1 || *port > 65535) {
 		errs = append(errs, field.Invalid(svp.Child("port"), *port, "must be between 1 and 65535"))
 	}
-	if m := d.Spec.Monitor; m != nil && m.DriftMonitorRef != "" {
-		for _, msg := range apivalidation.NameIsDNSSubdomain(m.DriftMonitorRef, false) {
-			errs = append(errs, field.Invalid(sp.Child("monitor", "driftMonitorRef"), m.DriftMonitorRef, msg))
-		}
+	if m := d.Spec.Monitoring; m != nil {
+		errs = append(errs, m.validate(sp.Child("monitoring"))...)
 	}
 	errs = append(errs, d.Status.validate(field.NewPath("status"))...)
 	return invalid(KindModelDeployment, d.Name, errs)

@@ -28,6 +28,7 @@ import (
 	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/durable"
 	"outpost.dev/outpost/internal/hubclient"
+	"outpost.dev/outpost/internal/outbox"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
@@ -44,6 +45,9 @@ const (
 	DefaultReportInterval = 10 * time.Second
 	DefaultRetryBase      = time.Second
 	DefaultRetryMax       = 2 * time.Minute
+	// DefaultProfileInterval is how often the agent looks again for the
+	// reference profiles of the versions it serves.
+	DefaultProfileInterval = 10 * time.Minute
 )
 
 // Files and folders of the data directory.
@@ -91,6 +95,10 @@ type Config struct {
 	// RetryBase and RetryMax bound the backoff between attempts to reach the
 	// hub and to reconcile a failing model.
 	RetryBase, RetryMax time.Duration
+	// ProfileInterval is how often the agent asks the hub for the reference
+	// profile of each version it serves, to pick up one attached or replaced
+	// after the version was fetched; 0 means DefaultProfileInterval.
+	ProfileInterval time.Duration
 	// VerifyOnStart re-hashes every active file at start instead of
 	// checking sizes only.
 	VerifyOnStart bool
@@ -106,6 +114,12 @@ type Config struct {
 	// (a version activated, a deployment removed). It must return quickly;
 	// the caller reads Active anew.
 	OnActive func()
+	// OutboxBudget bounds the payload bytes of the records waiting in the
+	// outbox for the hub; 0 means outbox.DefaultBudget.
+	OutboxBudget int64
+	// OutboxMerge holds, by record kind, how two records merge into one
+	// when the outbox budget fills (see internal/outbox).
+	OutboxMerge map[string]outbox.MergeFunc
 	// Clock times the agent's polls, reports, retries, backoff and
 	// bandwidth limit, and stamps its state; nil means the system clock.
 	Clock clock.Clock
@@ -127,6 +141,11 @@ type ActiveModel struct {
 	Serving v1alpha1.Serving `json:"serving,omitzero"`
 	// ActivatedAt is when the version became active.
 	ActivatedAt time.Time `json:"activatedAt"`
+	// Reference is the version's reference profile in the cache
+	// (internal/drift's encoding, decoded and checked when it was fetched,
+	// its digest verified again when it was loaded), the baseline of drift
+	// monitoring; empty while the version has no usable one.
+	Reference string `json:"reference,omitempty"`
 }
 
 // Agent is an edge agent. Create it with New, run it with Run.
@@ -146,6 +165,8 @@ type Agent struct {
 	readyOnce sync.Once
 	wake      chan struct{} // asks the reconcile loop for a pass
 	reportNow chan struct{} // asks the report loop for a report
+	sendNow   chan struct{} // asks the outbox loop to send
+	outbox    *outbox.Outbox
 
 	// gcMu is held shared by each model sync and exclusively by garbage collection.
 	gcMu sync.RWMutex
@@ -174,6 +195,16 @@ type retry struct {
 	digest   string
 	attempts int
 	next     time.Time
+	// permanent is set when the digest can never sync (permanentFailure):
+	// it is not tried again until the desired digest changes.
+	permanent bool
+}
+
+// permanentFailure reports whether a sync failed in a way that trying the
+// same digest again cannot change: the hub's blob is not the size its
+// manifest says.
+func permanentFailure(err error) bool {
+	return errors.Is(err, transfer.ErrSizeMismatch)
 }
 
 // New opens the data directory and loads the last active versions, which
@@ -194,16 +225,19 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = DefaultRetryBase
 	}
+	if cfg.ProfileInterval <= 0 {
+		cfg.ProfileInterval = DefaultProfileInterval
+	}
 	if cfg.RetryMax < cfg.RetryBase {
 		cfg.RetryMax = max(DefaultRetryMax, cfg.RetryBase)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	if err := privateDir(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	st, err := openState(ctx, filepath.Join(cfg.Dir, dbFile))
+	st, err := openPrivateState(ctx, filepath.Join(cfg.Dir, dbFile))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -214,10 +248,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, state: st, cache: c, clock: clock.OrReal(cfg.Clock),
-		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1),
+		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sendNow: make(chan struct{}, 1),
 		active: map[string]ActiveModel{}, unservable: map[string]string{},
 		workers: map[string]*worker{}, retries: map[string]retry{}, indexes: map[digest.Digest]*artifact.ChunkIndex{},
 		noIndex: map[string]time.Time{},
+	}
+	if a.outbox, err = outbox.Open(ctx, st.db, outbox.Options{Budget: cfg.OutboxBudget, Merge: cfg.OutboxMerge, Clock: a.clock, WriteLock: &st.writeMu}); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.limiter = newLimiter(cfg.MaxBandwidth)
 	if err := a.loadIdentity(ctx); err != nil {
@@ -240,9 +278,22 @@ func newLimiter(bps int64) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(bps), burst)
 }
 
-// loadIdentity checks the cluster name and hub against those recorded in
-// the data directory, records them on first use, and loads the credential.
+// loadIdentity loads the credential, checks the cluster name and hub
+// against those recorded in the data directory and records them on first
+// use. Until the directory holds a credential (a join succeeded) the
+// recorded name is provisional: a start whose join was refused leaves a
+// directory the next start may give another name, hub or token.
 func (a *Agent) loadIdentity(ctx context.Context) error {
+	a.credential = a.cfg.Credential
+	if a.credential == "" {
+		b, err := os.ReadFile(filepath.Join(a.cfg.Dir, credentialFile))
+		switch {
+		case err == nil:
+			a.credential = strings.TrimSpace(string(b))
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("agent: read credential: %w", err)
+		}
+	}
 	name, err := a.state.meta(ctx, metaCluster)
 	if err != nil {
 		return err
@@ -254,9 +305,12 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 	switch {
 	case a.cfg.Name == "" && name == "":
 		return errors.New("agent: no cluster name: pass --name on first start")
-	case a.cfg.Name != "" && name != "" && a.cfg.Name != name:
+	case a.cfg.Name != "" && name != "" && a.cfg.Name != name && a.credential != "":
 		return fmt.Errorf("agent: data directory %s belongs to cluster %q, not %q", a.cfg.Dir, name, a.cfg.Name)
-	case name == "":
+	case a.cfg.Name != "" && a.cfg.Name != name:
+		if name != "" {
+			a.log.Info("data directory not joined yet: taking the new cluster name", "was", name, "name", a.cfg.Name)
+		}
 		name = a.cfg.Name
 		if err := a.state.setMeta(ctx, metaCluster, name); err != nil {
 			return err
@@ -276,16 +330,6 @@ func (a *Agent) loadIdentity(ctx context.Context) error {
 			return fmt.Errorf("agent: %w", err)
 		}
 		a.hub = h
-	}
-	a.credential = a.cfg.Credential
-	if a.credential == "" {
-		b, err := os.ReadFile(filepath.Join(a.cfg.Dir, credentialFile))
-		switch {
-		case err == nil:
-			a.credential = strings.TrimSpace(string(b))
-		case !errors.Is(err, os.ErrNotExist):
-			return fmt.Errorf("agent: read credential: %w", err)
-		}
 	}
 	if a.hub != nil {
 		a.hub.SetToken(a.credential)
@@ -349,6 +393,7 @@ func (a *Agent) activeModel(ctx context.Context, r deploymentRow, rehash bool) (
 		}
 		am.Files[f.Path] = a.cache.blobPath(d)
 	}
+	am.Reference = a.referencePath(rec)
 	return am, nil
 }
 
@@ -455,10 +500,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); a.pollLoop(ctx) }()
-	go func() { defer wg.Done(); a.reconcileLoop(ctx) }()
-	go func() { defer wg.Done(); a.reportLoop(ctx) }()
+	wg.Go(func() { a.pollLoop(ctx) })
+	wg.Go(func() { a.reconcileLoop(ctx) })
+	wg.Go(func() { a.reportLoop(ctx) })
+	wg.Go(func() { a.sendLoop(ctx) })
+	wg.Go(func() { a.profileLoop(ctx) })
 	a.readyOnce.Do(func() { close(a.ready) })
 	wg.Wait()
 	return nil
@@ -656,8 +702,8 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 		if !need || w != nil {
 			continue
 		}
-		if rt, ok := a.retries[r.Name]; ok && rt.digest == r.Desired.Digest && now.Before(rt.next) {
-			if next.IsZero() || rt.next.Before(next) {
+		if rt, ok := a.retries[r.Name]; ok && rt.digest == r.Desired.Digest && (rt.permanent || now.Before(rt.next)) {
+			if !rt.permanent && (next.IsZero() || rt.next.Before(next)) {
 				next = rt.next
 			}
 			continue
@@ -707,6 +753,7 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		a.gcDirty = true
 		a.mu.Unlock()
 		a.signal(a.reportNow)
+		a.signal(a.sendNow)
 		return
 	}
 	if ctx.Err() != nil || errors.Is(err, errSuperseded) || errors.Is(err, context.Canceled) {
@@ -718,6 +765,7 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		rt = retry{digest: want.Digest}
 	}
 	rt.attempts++
+	rt.permanent = permanentFailure(err)
 	rt.next = a.clock.Now().Add(a.backoff(rt.attempts))
 	a.retries[want.Deployment] = rt
 	a.mu.Unlock()
@@ -726,14 +774,20 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		// Waiting for the chunk index to be attached: not a failure yet.
 		level, phase = slog.LevelInfo, v1alpha1.PhasePending
 	}
-	a.log.Log(ctx, level, "sync failed", "deployment", want.Deployment, "model", want.Model, "version", want.Version,
-		"attempt", rt.attempts, "retryIn", clock.Until(a.clock, rt.next).Round(time.Millisecond), "err", err)
+	errText := err.Error()
+	if rt.permanent {
+		errText += fmt.Sprintf(" (not retried: %s@%s is broken in the hub's registry; deploy another version)", want.Model, want.Version)
+		a.log.Error("sync failed for good", "deployment", want.Deployment, "model", want.Model, "version", want.Version, "err", err)
+	} else {
+		a.log.Log(ctx, level, "sync failed", "deployment", want.Deployment, "model", want.Model, "version", want.Version,
+			"attempt", rt.attempts, "retryIn", clock.Until(a.clock, rt.next).Round(time.Millisecond), "err", err)
+	}
 	row, ok, gerr := getDeployment(ctx, a.state.db, want.Deployment)
 	fetched, total := int64(0), int64(0)
 	if gerr == nil && ok {
 		fetched, total = row.BytesFetched, row.BytesTotal
 	}
-	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, phase, fetched, total, err.Error(), a.clock.Now()); err != nil {
+	if err := a.state.setProgress(ctx, want.Deployment, want.Digest, phase, fetched, total, errText, a.clock.Now()); err != nil {
 		a.log.Error("record failure", "err", err)
 	}
 	a.signal(a.reportNow)

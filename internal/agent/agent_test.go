@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"database/sql"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +35,7 @@ import (
 	"outpost.dev/outpost/internal/auth"
 	"outpost.dev/outpost/internal/hub"
 	"outpost.dev/outpost/internal/models"
+	"outpost.dev/outpost/internal/outbox"
 	"outpost.dev/outpost/internal/registry"
 	"outpost.dev/outpost/internal/store"
 	"outpost.dev/outpost/internal/testenv"
@@ -48,11 +51,22 @@ type testHub struct {
 	admin  string
 	srv    *hub.Server
 	hs     *http.Server
+	ln     *pipeListener
 	client *http.Client // reaches the hub over the in-memory network
-	served atomic.Int64 // bytes of GET /v2/*/blobs/* responses
+	// lose, while positive, is how many answers to outbox batches to lose
+	// after the hub applied them (the connection drops instead).
+	lose atomic.Int64
+
+	connMu sync.Mutex
+	conns  map[net.Conn]bool // the server's open connections
+	served atomic.Int64      // bytes of GET /v2/*/blobs/* responses
+	// blobs, when set, may answer a GET of a blob instead of the registry:
+	// it returns false to leave the request to the registry.
+	blobs atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
 }
 
-func newTestHub(t *testing.T) *testHub {
+// newTestHub starts a hub; configure, if given, may change its Config.
+func newTestHub(t *testing.T, configure ...func(*hub.Config)) *testHub {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
@@ -79,19 +93,40 @@ func newTestHub(t *testing.T) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err = hub.New(ctx, hub.Config{DB: db, Registry: reg, Models: models.NewIndex(reg, nil), Authorize: authn.Authorize, Logger: log, OfflineAfter: -1})
+	cfg := hub.Config{DB: db, Registry: reg, Models: models.NewIndex(reg, nil), Authorize: authn.Authorize, Logger: log, OfflineAfter: -1}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	srv, err = hub.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &testHub{t: t, url: "http://hub.test", admin: admin, srv: srv}
+	h := &testHub{t: t, url: "http://hub.test", admin: admin, srv: srv, conns: map[net.Conn]bool{}}
 	handler := srv.Handler()
 	h.hs = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/") && strings.Contains(r.URL.Path, "/blobs/") {
 			w = &countingWriter{ResponseWriter: w, n: &h.served}
+			if f := h.blobs.Load(); f != nil && (*f)(w, r) {
+				return
+			}
+		}
+		if strings.HasSuffix(r.URL.Path, "/outbox") && h.lose.Add(-1) >= 0 {
+			handler.ServeHTTP(httptest.NewRecorder(), r)
+			panic(http.ErrAbortHandler) // the hub applied the batch; its answer is lost
 		}
 		handler.ServeHTTP(w, r)
 	})}
 	ln := newPipeListener()
+	h.ln = ln
+	h.hs.ConnState = func(c net.Conn, s http.ConnState) {
+		h.connMu.Lock()
+		defer h.connMu.Unlock()
+		if s == http.StateNew {
+			h.conns[c] = true
+		} else if s == http.StateClosed || s == http.StateHijacked {
+			delete(h.conns, c)
+		}
+	}
 	go func() { _ = h.hs.Serve(ln) }()
 	tr := &http.Transport{DialContext: ln.dial}
 	h.client = &http.Client{Transport: tr}
@@ -106,10 +141,25 @@ func newTestHub(t *testing.T) *testHub {
 // are refused.
 func (h *testHub) close() { _ = h.hs.Close() }
 
+// partition cuts the hub off (open connections drop, new ones are refused)
+// or heals the cut.
+func (h *testHub) partition(cut bool) {
+	h.ln.down.Store(cut)
+	if !cut {
+		return
+	}
+	h.connMu.Lock()
+	defer h.connMu.Unlock()
+	for c := range h.conns {
+		c.Close()
+	}
+}
+
 // pipeListener is a net.Listener whose connections are net.Pipe pairs made
 // by its dial. A goroutine blocked on a pipe is durably blocked, so a
 // synctest bubble can advance its clock, which a loopback socket would stall.
 type pipeListener struct {
+	down      atomic.Bool // refuse new connections, as a partition
 	conns     chan net.Conn
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -140,6 +190,9 @@ func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
 
 // dial connects to the listener, as http.Transport.DialContext.
 func (l *pipeListener) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if l.down.Load() {
+		return nil, fmt.Errorf("dial %s %s: connection refused", network, addr)
+	}
 	server, client := net.Pipe()
 	select {
 	case l.conns <- server:
@@ -599,6 +652,73 @@ func TestAgentSignatureAndGC(t *testing.T) {
 	})
 }
 
+// TestAgentSizeMismatchIsPermanent: a hub whose blob is not the size the
+// manifest says (here cut short on its way out) fails the version for good:
+// the status says why, no partial file stays in the cache, and the agent
+// does not fetch the same digest again; another version syncs as usual.
+func TestAgentSizeMismatchIsPermanent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newTestHub(t)
+		src := t.TempDir()
+		weights := make([]byte, 3<<20)
+		r := rand.New(rand.NewPCG(3, 4))
+		for i := range weights {
+			weights[i] = byte(r.Uint32())
+		}
+		if err := os.WriteFile(filepath.Join(src, "model.onnx"), weights, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.push(src, "lie", "1.0.0")
+		wd := digest.FromBytes(weights)
+		var requests atomic.Int64
+		cut := func(w http.ResponseWriter, r *http.Request) bool {
+			if !strings.HasSuffix(r.URL.Path, "/blobs/"+wd.String()) {
+				return false
+			}
+			requests.Add(1)
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(weights[:len(weights)/2]))
+			return true
+		}
+		h.blobs.Store(&cut)
+		h.deploy("lie", "lie", "1.0.0", false)
+		dir := filepath.Join(t.TempDir(), "agent")
+		a, stop, _ := startAgent(t, agentConfig(h, dir, h.joinToken()))
+		defer stop()
+
+		testenv.WaitFor(t, 10*time.Second, "size mismatch reported", func() bool {
+			st := modelStatus(t, dir, "lie")
+			return st.Phase == v1alpha1.PhaseFailed && strings.Contains(st.Error, fmt.Sprintf("is %d bytes, want %d", len(weights)/2, len(weights)))
+		})
+		if st := modelStatus(t, dir, "lie"); !strings.Contains(st.Error, "not retried") {
+			t.Errorf("status error %q does not say the failure is permanent", st.Error)
+		}
+		n := requests.Load()
+		// Many retry periods (RetryMax is 500 ms) pass on the bubble's clock.
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if got := requests.Load(); got != n {
+			t.Errorf("the agent asked for the broken blob %d more times", got-n)
+		}
+		parts, _ := filepath.Glob(filepath.Join(a.cache.root, "blobs", "sha256", "*.part*"))
+		if len(parts) != 0 {
+			t.Errorf("partial files left in the cache: %v", parts)
+		}
+		if len(a.Active()) != 0 {
+			t.Fatalf("a version with a broken blob is active: %+v", a.Active())
+		}
+
+		// Another version, served whole, syncs.
+		h.blobs.Store(nil)
+		weights[0] ^= 0xff
+		if err := os.WriteFile(filepath.Join(src, "model.onnx"), weights, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.push(src, "lie", "1.0.1")
+		h.deploy("lie", "lie", "1.0.1", false)
+		testenv.WaitFor(t, 10*time.Second, "1.0.1 active", func() bool { return activeVersion(a, "lie") == "1.0.1" })
+	})
+}
+
 // TestAgentBandwidthLimit: --max-bandwidth caps model transfers.
 func TestAgentBandwidthLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -626,4 +746,105 @@ func TestAgentBandwidthLimit(t *testing.T) {
 			t.Errorf("3 MiB arrived in %v under a 2 MiB/s limit", d)
 		}
 	})
+}
+
+// appliedLog is a hub record handler that counts how often each key is applied.
+type appliedLog struct {
+	mu   sync.Mutex
+	keys map[string]int
+}
+
+func (l *appliedLog) handle(ctx context.Context, tx *store.Tx, cluster string, rec v1alpha1.OutboxRecord) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.keys[rec.Key]++
+	return nil
+}
+
+// counts returns how many keys were applied, and how many more than once.
+func (l *appliedLog) counts() (keys, twice int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, n := range l.keys {
+		if n > 1 {
+			twice++
+		}
+	}
+	return len(l.keys), twice
+}
+
+// TestAgentOutbox: every record put in the outbox reaches the hub once,
+// through lost answers, a partition and a restart of the agent.
+func TestAgentOutbox(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		applied := &appliedLog{keys: map[string]int{}}
+		h := newTestHub(t, func(cfg *hub.Config) {
+			cfg.Records = map[string]hub.RecordHandler{"test.note": applied.handle}
+		})
+		dir := filepath.Join(t.TempDir(), "agent")
+		cfg := agentConfig(h, dir, h.joinToken())
+		a, stop, _ := startAgent(t, cfg)
+		<-a.Ready()
+		put := func(a *Agent, from, to int) {
+			t.Helper()
+			for i := from; i < to; i++ {
+				rec := outbox.Record{Key: fmt.Sprintf("note/%04d", i), Kind: "test.note", Priority: outbox.PriorityMetrics,
+					Payload: []byte(fmt.Sprintf(`{"i":%d}`, i))}
+				if added, err := a.Outbox().Put(t.Context(), rec); err != nil || !added {
+					t.Fatalf("put %s: %v %v", rec.Key, added, err)
+				}
+			}
+		}
+		delivered := func(n int) func() bool {
+			return func() bool {
+				keys, _ := applied.counts()
+				st, err := a.Outbox().Stats(t.Context())
+				return err == nil && keys == n && st.Records == 0
+			}
+		}
+		put(a, 0, 50)
+		testenv.WaitFor(t, time.Minute, "50 records at the hub", delivered(50))
+
+		// The hub applies the next two batches but their answers are lost: the
+		// agent sends them again and the hub recognises the keys.
+		h.lose.Store(2)
+		put(a, 50, 70)
+		testenv.WaitFor(t, time.Minute, "70 records at the hub", delivered(70))
+		if h.lose.Load() >= 0 {
+			t.Fatal("no answer was lost")
+		}
+
+		// Cut off, the agent keeps records; restarted while cut off, it still
+		// has them; healed, it sends them.
+		h.partition(true)
+		put(a, 70, 90)
+		stop()
+		if st, err := outbox.ReadStats(t.Context(), openTestDB(t, filepath.Join(dir, dbFile))); err != nil || st.Records != 20 {
+			t.Fatalf("while cut off and stopped: %+v %v, want 20 records waiting", st, err)
+		}
+		a, stop, _ = startAgent(t, cfg)
+		defer stop()
+		h.partition(false)
+		testenv.WaitFor(t, time.Minute, "90 records at the hub", delivered(90))
+		if keys, twice := applied.counts(); keys != 90 || twice != 0 {
+			t.Errorf("the hub applied %d keys, %d of them more than once", keys, twice)
+		}
+		rep, err := a.Report(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Status.Outbox != nil {
+			t.Errorf("report's outbox %+v with nothing waiting or given up", rep.Status.Outbox)
+		}
+	})
+}
+
+func openTestDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

@@ -135,6 +135,10 @@ func (a *Agent) Report(ctx context.Context) (*v1alpha1.AgentReport, error) {
 	}
 	a.mu.Unlock()
 	r.Models, r.Status.Conditions = modelReports(st.Models, unservable, a.clock.Now())
+	if st.Outbox.Records > 0 || len(st.Outbox.Merged)+len(st.Outbox.Dropped)+len(st.Outbox.Refused) > 0 {
+		r.Status.Outbox = &v1alpha1.OutboxStatus{Records: st.Outbox.Records, Bytes: st.Outbox.Bytes,
+			Merged: st.Outbox.Merged, Dropped: st.Outbox.Dropped, Refused: st.Outbox.Refused}
+	}
 	return r, nil
 }
 
@@ -155,6 +159,9 @@ func modelReports(deps []DeploymentStatus, unservable map[string]string, now tim
 		if why, ok := unservable[d.Deployment]; ok && mr.Error == "" {
 			mr.Error = why
 			mr.ActiveVersion = ""
+		}
+		if mr.Error == "" && d.ReferenceError != "" {
+			mr.Error = d.ReferenceError
 		}
 		rows = append(rows, mr)
 		if d.DowngradedFrom != "" {

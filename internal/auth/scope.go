@@ -15,7 +15,8 @@ import (
 //   - read the registry: GET or HEAD of /v2/ and anything under it;
 //   - GET its own Cluster, /apis/ml.outpost.dev/v1alpha1/clusters/{cluster};
 //   - GET its own desired state, .../clusters/{cluster}/desiredstate;
-//   - POST its own report, .../clusters/{cluster}/report.
+//   - POST its own report, .../clusters/{cluster}/report;
+//   - POST its own outbox records, .../clusters/{cluster}/outbox.
 //
 // Nothing else: not another cluster's resource, desired state or report, no list, no write.
 func ClusterMay(cluster, method, urlPath string) error {
@@ -42,6 +43,11 @@ func ClusterMay(cluster, method, urlPath string) error {
 				return fmt.Errorf("cluster %q may not report for cluster %q: %w", cluster, name, ErrForbidden)
 			}
 			return nil
+		case sub == "outbox" && method == http.MethodPost:
+			if name != cluster {
+				return fmt.Errorf("cluster %q may not send outbox records for cluster %q: %w", cluster, name, ErrForbidden)
+			}
+			return nil
 		case sub == "" && read && name != "":
 			if name != cluster {
 				return fmt.Errorf("cluster %q may not read cluster %q: %w", cluster, name, ErrForbidden)
@@ -50,5 +56,5 @@ func ClusterMay(cluster, method, urlPath string) error {
 		}
 	}
 	return fmt.Errorf("cluster %q may not %s %s: a cluster credential may only read the registry, "+
-		"its own Cluster and desired state, and report its own status: %w", cluster, method, urlPath, ErrForbidden)
+		"its own Cluster and desired state, and report its own status and outbox records: %w", cluster, method, urlPath, ErrForbidden)
 }

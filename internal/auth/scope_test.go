@@ -129,6 +129,10 @@ func TestClusterMay(t *testing.T) {
 		{http.MethodPost, p + "/clusters/a/report", true},
 		{http.MethodGet, p + "/clusters/a/report", false},
 		{http.MethodPost, p + "/clusters/b/report", false},
+		{http.MethodPost, p + "/clusters/a/outbox", true},
+		{http.MethodGet, p + "/clusters/a/outbox", false},
+		{http.MethodPost, p + "/clusters/b/outbox", false},
+		{http.MethodPost, p + "/clusters/a/outbox/x", false},
 		{http.MethodGet, p + "/clusters/a/../b/desiredstate", false},
 		{http.MethodGet, p + "/modeldeployments", false},
 		{http.MethodGet, p + "/modeldeployments/a", false},
@@ -146,10 +150,11 @@ func TestClusterMay(t *testing.T) {
 }
 
 // FuzzClusterMay checks that whatever the path, a cluster is admitted only to registry
-// reads and its own three API paths.
+// reads and its own four API paths.
 func FuzzClusterMay(f *testing.F) {
 	for _, s := range []string{"/v2/", "/v2/x/../../apis", v1alpha1.APIPath + "/clusters/a/report", v1alpha1.APIPath + "/clusters/a/desiredstate",
-		v1alpha1.APIPath + "/clusters/a", v1alpha1.APIPath + "/clusters/a//report", "/v2/%2e%2e/", v1alpha1.APIPath + "/clusters/a/"} {
+		v1alpha1.APIPath + "/clusters/a", v1alpha1.APIPath + "/clusters/a//report", "/v2/%2e%2e/", v1alpha1.APIPath + "/clusters/a/",
+		v1alpha1.APIPath + "/clusters/a/outbox", v1alpha1.APIPath + "/clusters/b/outbox"} {
 		f.Add("GET", s)
 		f.Add("POST", s)
 	}
@@ -162,7 +167,7 @@ func FuzzClusterMay(f *testing.F) {
 		switch {
 		case read && (p == "/v2" || strings.HasPrefix(p, "/v2/")) && path.Clean(p) == strings.TrimSuffix(p, "/"):
 		case read && (p == own || p == own+"/desiredstate"):
-		case method == http.MethodPost && p == own+"/report":
+		case method == http.MethodPost && (p == own+"/report" || p == own+"/outbox"):
 		default:
 			t.Fatalf("cluster a admitted to %s %q", method, p)
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"outpost.dev/outpost/internal/clientconfig"
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/ort"
+	"outpost.dev/outpost/internal/outbox"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/serving"
 )
@@ -45,6 +47,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		serveAddr     string
 		grpcAddr      string
 		maxRequest    string
+		maxInflight   string
 		ortLib        string
 	)
 	cmd := &cobra.Command{
@@ -68,7 +71,11 @@ loads in the background and replaces the old one without failing a request.
 Each deployment's serving.runtime picks the Go runtime, ONNX Runtime (whose
 shared library --onnxruntime-lib names), or auto: the Go runtime unless the
 model needs an operator only ONNX Runtime has. A deployment that sets
-serving.port is also served, alone, on that port of --serve's host.
+serving.port is also served, alone, on that port of --serve's host. The
+bytes that all inference requests hold at once (bodies, decoded tensors,
+outputs) stay within --max-inflight-bytes: a request that does not fit is
+refused at once with 429 and Retry-After (gRPC: RESOURCE_EXHAUSTED), and
+the memory a burst took is given back once it is over.
 
 Versions never go backwards by accident: desired state older than what was
 applied is refused and counted, and a lower version replaces a higher one
@@ -110,9 +117,9 @@ only when the deployment sets allowDowngrade.`,
 			cfg.VerifyOnStart = verifyOnStart
 			cfg.AgentVersion = Version()
 			cfg.Logger = g.logger()
-			maxReq, err := agent.ParseBandwidth(maxRequest)
-			if err != nil || maxReq <= 0 {
-				return fmt.Errorf("--max-request-bytes %q: want a size such as 64MiB", maxRequest)
+			limits, err := servingLimits(maxRequest, maxInflight)
+			if err != nil {
+				return err
 			}
 			activeChanged := make(chan struct{}, 1)
 			cfg.OnActive = func() {
@@ -131,7 +138,7 @@ only when the deployment sets allowDowngrade.`,
 			for _, m := range a.Active() {
 				cfg.Logger.Info("active from cache", "deployment", m.Deployment, "model", m.Model, "version", m.Version)
 			}
-			serveDone, err := startServing(ctx, a, cfg.Logger, serveAddr, !cmd.Flags().Changed("serve"), grpcAddr, ortLib, maxReq, activeChanged)
+			serveDone, err := startServing(ctx, a, cfg.Logger, serveAddr, !cmd.Flags().Changed("serve"), grpcAddr, ortLib, limits, activeChanged)
 			if err != nil {
 				return err
 			}
@@ -168,6 +175,7 @@ only when the deployment sets allowDowngrade.`,
 	f.StringVar(&serveAddr, "serve", DefaultServeAddr, `address of the inference endpoint (Open Inference Protocol v2 REST); "" serves nothing`)
 	f.StringVar(&grpcAddr, "grpc", "", `address of the gRPC inference endpoint (Open Inference Protocol v2 gRPC), such as 127.0.0.1:8081; "" (the default) serves none`)
 	f.StringVar(&maxRequest, "max-request-bytes", "64MiB", "largest inference request (REST body or gRPC message) accepted")
+	f.StringVar(&maxInflight, "max-inflight-bytes", "", "bytes all inference requests may hold at once (bodies, decoded tensors, outputs); more are refused with 429 / RESOURCE_EXHAUSTED (default 4x --max-request-bytes)")
 	f.StringVar(&ortLib, "onnxruntime-lib", "", "ONNX Runtime shared library (libonnxruntime.so) for models served with onnxruntime (env "+ort.EnvLib+")")
 	cmd.PreRun = func(cmd *cobra.Command, args []string) {
 		if joinToken == "" {
@@ -185,14 +193,37 @@ only when the deployment sets allowDowngrade.`,
 // --serve says otherwise, and where 'outpost infer' sends them.
 const DefaultServeAddr = "127.0.0.1:8080"
 
+// servingLimits parses --max-request-bytes and --max-inflight-bytes into
+// the limits of a serving.Config. The budget in flight must hold a request
+// of the largest size; "" leaves it to serving's default.
+func servingLimits(maxRequest, maxInflight string) (serving.Config, error) {
+	var c serving.Config
+	var err error
+	if c.MaxRequestBytes, err = agent.ParseBandwidth(maxRequest); err != nil || c.MaxRequestBytes <= 0 {
+		return c, fmt.Errorf("--max-request-bytes %q: want a size such as 64MiB", maxRequest)
+	}
+	if maxInflight == "" {
+		return c, nil
+	}
+	if c.MaxInflightBytes, err = agent.ParseBandwidth(maxInflight); err != nil || c.MaxInflightBytes <= 0 {
+		return c, fmt.Errorf("--max-inflight-bytes %q: want a size such as 256MiB", maxInflight)
+	}
+	if c.MaxInflightBytes < c.MaxRequestBytes {
+		return c, fmt.Errorf("--max-inflight-bytes %s is less than --max-request-bytes %s: a request of the largest size could never be served",
+			maxInflight, maxRequest)
+	}
+	return c, nil
+}
+
 // startServing starts the inference server: the REST API on addr and the
-// gRPC API on grpcAddr (none where empty), loading what the agent
+// gRPC API on grpcAddr (none where empty), with the request limits of
+// limits (MaxRequestBytes and MaxInflightBytes), loading what the agent
 // activates and recording in its status which runtime serves each
 // deployment. When addr is the default and another process holds it
 // (several agents on one host), a free port of the same host serves
 // instead, named in the log. The returned channel is closed once the
 // server stopped, after ctx ended.
-func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr string, isDefault bool, grpcAddr, ortLib string, maxReq int64, activeChanged <-chan struct{}) (<-chan struct{}, error) {
+func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr string, isDefault bool, grpcAddr, ortLib string, limits serving.Config, activeChanged <-chan struct{}) (<-chan struct{}, error) {
 	done := make(chan struct{})
 	if addr == "" && grpcAddr == "" {
 		close(done)
@@ -234,7 +265,8 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 		portHost, _, _ = net.SplitHostPort(ln.Addr().String())
 	}
 	srv := serving.New(serving.Config{
-		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: maxReq, Logger: log, PortHost: portHost,
+		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: limits.MaxRequestBytes, MaxInflightBytes: limits.MaxInflightBytes,
+		Logger: log, PortHost: portHost,
 		OnStatus: func(st []serving.ModelStatus) {
 			states := make(map[string]agent.ServingState, len(st))
 			for _, m := range st {
@@ -332,7 +364,9 @@ func newAgentStatusCmd() *cobra.Command {
 		Short: "Show the agent's local state, with or without a hub",
 		Long: `Show what the agent of data directory DIR serves and what it is fetching,
 read from its local state only: it needs no hub and works while the agent runs.
-Bytes owed are what the desired versions still lack.`,
+Bytes owed are what the desired versions still lack; the outbox holds the
+records (drift windows, pipeline results, ...) waiting for the hub, and counts
+what its byte budget made it merge or drop.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if data == "" {
@@ -366,7 +400,8 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 	fmt.Fprintf(w, "Last contact:     %s\n", contact)
 	fmt.Fprintf(w, "Applied revision: %d\n", st.AppliedRevision)
 	fmt.Fprintf(w, "Rejected stale:   %d\n", st.RejectedStale)
-	fmt.Fprintf(w, "Bytes owed:       %s\n\n", bytesize.Format(st.BytesOwed))
+	fmt.Fprintf(w, "Bytes owed:       %s\n", bytesize.Format(st.BytesOwed))
+	fmt.Fprintf(w, "Outbox:           %s\n\n", outboxText(st.Outbox))
 	if len(st.Models) == 0 {
 		fmt.Fprintln(w, "No models desired.")
 		return nil
@@ -382,6 +417,9 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		if errText == "" && m.ServingError != "" {
 			errText = "serving: " + m.ServingError
 		}
+		if errText == "" && m.ReferenceError != "" {
+			errText = m.ReferenceError
+		}
 		runtime := orNone(m.Runtime)
 		if m.ServingPort != 0 {
 			runtime += fmt.Sprintf(" (port %d)", m.ServingPort)
@@ -390,4 +428,27 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 			bytesize.Format(m.BytesFetched)+" / "+bytesize.Format(m.BytesTotal), bytesize.Format(m.BytesOwed), orNone(errText))
 	}
 	return tw.Flush()
+}
+
+// outboxText says what an outbox holds and gave up, such as
+// "3 records (12.0 KiB) waiting; merged drift.window 4; dropped log 2".
+func outboxText(st outbox.Stats) string {
+	text := "empty"
+	if st.Records > 0 {
+		text = fmt.Sprintf("%d records (%s) waiting", st.Records, bytesize.Format(st.Bytes))
+	}
+	for _, c := range []struct {
+		what string
+		n    map[string]int64
+	}{{"merged", st.Merged}, {"dropped", st.Dropped}, {"refused by the hub", st.Refused}} {
+		kinds := make([]string, 0, len(c.n))
+		for k := range c.n {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		for _, k := range kinds {
+			text += fmt.Sprintf("; %s %s %d", c.what, k, c.n[k])
+		}
+	}
+	return text
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +51,33 @@ func TestServingModels(t *testing.T) {
 				if v.Field(i).IsZero() {
 					t.Errorf("serving.Model.%s is not set from the agent's active model", v.Type().Field(i).Name)
 				}
+			}
+		})
+	}
+}
+
+// TestAgentServingLimits checks that the agent refuses serving limits that
+// are not sizes, or that could never serve a request of the largest size,
+// before it does anything else.
+func TestAgentServingLimits(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"request size", []string{"--max-request-bytes", "lots"}, `--max-request-bytes "lots": want a size such as 64MiB`},
+		{"budget size", []string{"--max-inflight-bytes", "lots"}, `--max-inflight-bytes "lots": want a size such as 256MiB`},
+		{"budget below the request size", []string{"--max-inflight-bytes", "1MiB"},
+			"--max-inflight-bytes 1MiB is less than --max-request-bytes 64MiB"},
+		{"budget below a given request size", []string{"--max-request-bytes", "2MiB", "--max-inflight-bytes", "1MiB"},
+			"--max-inflight-bytes 1MiB is less than --max-request-bytes 2MiB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, errOut, code := runCLI(t, append([]string{"agent", "--data", dir, "--serve", "", "--hub", "https://127.0.0.1:1"}, tt.args...)...)
+			if code == 0 || !strings.Contains(errOut, tt.want) {
+				t.Errorf("agent %v = %d, stderr %q, want an error with %q", tt.args, code, errOut, tt.want)
 			}
 		})
 	}

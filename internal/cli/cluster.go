@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"text/tabwriter"
 	"time"
 
@@ -33,7 +34,7 @@ that already joined keep their credentials.`,
 
 func newClusterTokenCreateCmd(g *globals) *cobra.Command {
 	var (
-		ttl         time.Duration
+		ttl         = ttlFlag(24 * time.Hour)
 		description string
 		output      string
 	)
@@ -49,13 +50,13 @@ func newClusterTokenCreateCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if ttl <= 0 {
-				return fmt.Errorf("--ttl %s: must be positive", ttl)
+				return fmt.Errorf("--ttl %s: must be positive", ttl.String())
 			}
 			h, err := g.hub()
 			if err != nil {
 				return err
 			}
-			jt, err := h.CreateJoinToken(cmd.Context(), ttl, description)
+			jt, err := h.CreateJoinToken(cmd.Context(), time.Duration(ttl), description)
 			if err != nil {
 				return fmt.Errorf("create join token: %w", err)
 			}
@@ -73,7 +74,7 @@ func newClusterTokenCreateCmd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token stays valid (the hub caps it at 30 days)")
+	f.Var(&ttl, "ttl", "how long the token stays valid, such as 2h (the hub caps it at 30 days)")
 	f.StringVar(&description, "description", "", "what the token is for, shown by 'token list'")
 	f.StringVarP(&output, "output", "o", "", "print the whole answer as yaml or json instead")
 	return cmd
@@ -146,3 +147,25 @@ func newClusterTokenDeleteCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+// ttlFlag is the --ttl of a join token: a duration whose parse error says
+// what is accepted, where time.ParseDuration only says "invalid duration",
+// even for one merely too long to represent.
+type ttlFlag time.Duration
+
+// String implements pflag.Value.
+func (f *ttlFlag) String() string { return time.Duration(*f).String() }
+
+// Set implements pflag.Value.
+func (f *ttlFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("not a duration such as 90m, 2h or 720h (at most %dh; the hub caps a token's life at 30 days)",
+			int64(time.Duration(math.MaxInt64)/time.Hour))
+	}
+	*f = ttlFlag(d)
+	return nil
+}
+
+// Type implements pflag.Value.
+func (f *ttlFlag) Type() string { return "duration" }

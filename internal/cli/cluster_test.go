@@ -80,12 +80,23 @@ func TestClusterTokenCommands(t *testing.T) {
 	if _, errOut, code := runCLI(t, "--hub", url, "--token", admin, "cluster", "token", "create", "--ttl", "-1h"); code == 0 || !strings.Contains(errOut, "--ttl") {
 		t.Errorf("negative --ttl = %d %q", code, errOut)
 	}
+	// Too long to be a duration: refused, saying what is accepted.
+	if _, errOut, code := runCLI(t, "--hub", url, "--token", admin, "cluster", "token", "create", "--ttl", "9999999h"); code == 0 ||
+		!strings.Contains(errOut, `"9999999h" for "--ttl" flag: not a duration`) || !strings.Contains(errOut, "at most 2562047h") {
+		t.Errorf("--ttl 9999999h = %d %q", code, errOut)
+	}
 
 	if out, errOut, code := runCLI(t, "--hub", url, "--token", admin, "cluster", "token", "delete", id); code != 0 || !strings.Contains(out, id+" deleted") {
 		t.Fatalf("delete = %d %q %q", code, out, errOut)
 	}
 	if _, errOut, code := runCLI(t, "--hub", url, "--token", admin, "cluster", "token", "list"); code != 0 || !strings.Contains(errOut, "no join tokens") {
 		t.Errorf("list after delete = %d %q", code, errOut)
+	}
+
+	// The longest duration there is: capped by the hub like any TTL over 30 days.
+	if _, errOut, code := runCLI(t, "--hub", url, "--token", admin, "cluster", "token", "create", "--ttl", "2562047h47m16.854775807s"); code != 0 ||
+		!strings.Contains(errOut, "(in 720h0m0s)") {
+		t.Errorf("--ttl of the longest duration = %d %q", code, errOut)
 	}
 }
 

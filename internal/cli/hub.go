@@ -355,7 +355,7 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	hs := &http.Server{
 		ConnState:         conns.ConnState,
 		Handler:           srv.Handler(),
-		TLSConfig:         gate.Config(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}),
+		TLSConfig:         gate.Config(hubTLSConfig(cert)),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          serverErrorLog(log),
 	}
@@ -409,6 +409,24 @@ func (w errorLogWriter) Write(p []byte) (int, error) {
 	}
 	w.log.Log(context.Background(), level, msg)
 	return len(p), nil
+}
+
+// hubTLSConfig is the hub's TLS: 1.3, or 1.2 with ECDHE key exchange and an AEAD cipher only
+// (no CBC, no SHA-1 MACs, no RSA key exchange). TLS 1.3's suites are not configurable and are
+// all AEAD.
+func hubTLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+	}
 }
 
 func dedupe(xs []string) []string {

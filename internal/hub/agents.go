@@ -99,6 +99,7 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// Validate bounds TTLSeconds, so the product cannot overflow.
 	jt, err := s.CreateJoinToken(r.Context(), time.Duration(req.TTLSeconds)*time.Second, req.Description)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 
 	"encoding/json"
@@ -168,6 +169,9 @@ func TestJoinTokensNeedAdmin(t *testing.T) {
 	if long := e.createToken(int64((365 * 24 * time.Hour).Seconds()), ""); !long.Expires.Time.Equal(e.clock.Now().Add(MaxJoinTokenTTL)) {
 		t.Errorf("a year's TTL expires %s, want capped at %s", long.Expires, e.clock.Now().Add(MaxJoinTokenTTL))
 	}
+	if longest := e.createToken(math.MaxInt64/int64(time.Second), ""); !longest.Expires.Time.Equal(e.clock.Now().Add(MaxJoinTokenTTL)) {
+		t.Errorf("the longest TTL expires %s, want capped at %s", longest.Expires, e.clock.Now().Add(MaxJoinTokenTTL))
+	}
 	if short := e.createToken(90, ""); !short.Expires.Time.Equal(e.clock.Now().Add(90 * time.Second)) {
 		t.Errorf("90 s TTL expires %s", short.Expires)
 	}
@@ -187,6 +191,8 @@ func TestJoinTokensNeedAdmin(t *testing.T) {
 		{"list without token", http.MethodGet, "/jointokens", "", "", http.StatusUnauthorized, "no token"},
 		{"delete with a cluster credential", http.MethodDelete, "/jointokens/" + jt.ID, cred, "", http.StatusForbidden, "may not DELETE"},
 		{"negative TTL", http.MethodPost, "/jointokens", e.admin, `{"ttlSeconds":-5}`, http.StatusUnprocessableEntity, "ttlSeconds"},
+		{"TTL overflowing a duration", http.MethodPost, "/jointokens", e.admin, `{"ttlSeconds":9223372036854775807}`, http.StatusUnprocessableEntity, "ttlSeconds: Invalid value: 9223372036854775807: must be at most 9223372036"},
+		{"TTL a second too long to count", http.MethodPost, "/jointokens", e.admin, `{"ttlSeconds":9223372037}`, http.StatusUnprocessableEntity, "must be at most 9223372036"},
 		{"unknown field", http.MethodPost, "/jointokens", e.admin, `{"ttl":"1h"}`, http.StatusBadRequest, `unknown field "ttl"`},
 		{"wrong kind", http.MethodPost, "/jointokens", e.admin, `{"kind":"Cluster"}`, http.StatusUnprocessableEntity, "kind"},
 		{"long description", http.MethodPost, "/jointokens", e.admin, `{"description":"` + strings.Repeat("x", 300) + `"}`,
@@ -207,7 +213,7 @@ func TestJoinTokensNeedAdmin(t *testing.T) {
 		t.Fatalf("list = %d %s (must not reveal secrets)", r.code, r.body)
 	}
 	l := decodeJSON[v1alpha1.JoinTokenList](t, r.body)
-	if len(l.Items) != 3 || l.Kind != v1alpha1.KindJoinTokenList || l.Items[0].ID != jt.ID || l.Items[0].Description != "north rollout" {
+	if len(l.Items) != 4 || l.Kind != v1alpha1.KindJoinTokenList || l.Items[0].ID != jt.ID || l.Items[0].Description != "north rollout" {
 		t.Fatalf("list = %s", r.body)
 	}
 

@@ -63,6 +63,10 @@ type Config struct {
 	// MaxBodyBytes limits request bodies (resources, join requests, agent reports); zero means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Records holds the handler of each kind of agent outbox record the hub
+	// applies (POST clusters/{name}/outbox); a record of another kind is
+	// refused, and its agent drops and counts it.
+	Records map[string]RecordHandler
 	// OfflineAfter is how long a cluster's agent may stay silent before the hub marks the
 	// cluster's link Disconnected; zero means DefaultOfflineAfter, negative never.
 	OfflineAfter time.Duration

@@ -2,12 +2,14 @@ package hubclient
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"outpost.dev/outpost/api/v1alpha1"
 )
 
@@ -45,12 +47,17 @@ func (c *Client) Delete(ctx context.Context, plural, name string) error {
 	return err
 }
 
-// CreateJoinToken asks for a join token valid for ttl (rounded up to a second).
+// CreateJoinToken asks for a join token valid for ttl (rounded up to a second, but for the
+// longest durations).
 func (c *Client) CreateJoinToken(ctx context.Context, ttl time.Duration, description string) (*v1alpha1.JoinToken, error) {
+	secs := int64(ttl / time.Second)
+	if ttl%time.Second > 0 && secs < v1alpha1.MaxJoinTokenTTLSeconds {
+		secs++ // rounded up without adding to ttl, which could overflow
+	}
 	req := v1alpha1.JoinTokenRequest{
 		APIVersion:  v1alpha1.APIVersion,
 		Kind:        v1alpha1.KindJoinTokenCreate,
-		TTLSeconds:  int64((ttl + time.Second - 1) / time.Second),
+		TTLSeconds:  secs,
 		Description: description,
 	}
 	var jt v1alpha1.JoinToken
@@ -79,7 +86,7 @@ func (c *Client) DeleteJoinToken(ctx context.Context, id string) error {
 // labels. It sends no bearer token.
 func (c *Client) Join(ctx context.Context, token, cluster string, labels map[string]string) (*v1alpha1.JoinResponse, error) {
 	var resp v1alpha1.JoinResponse
-	_, err := c.do(ctx, http.MethodPost, "join", nil, v1alpha1.JoinRequest{
+	_, err := c.doJSON(ctx, http.MethodPost, "join", nil, v1alpha1.JoinRequest{
 		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindJoinRequest,
 		Token: token, Cluster: cluster, Labels: labels,
 	}, &resp, false)
@@ -122,6 +129,42 @@ func (c *Client) Report(ctx context.Context, r *v1alpha1.AgentReport) (*v1alpha1
 	return &resp, nil
 }
 
+// CheckManifest asks the hub's registry whether repo holds the manifest
+// reference (a tag or a digest). It returns nil when it does, else an
+// *Error carrying the registry's message, which says, for instance, when a
+// deleted model version was deleted. OCI clients drop that message from
+// their not-found errors; this call is for telling a user why.
+func (c *Client) CheckManifest(ctx context.Context, repo, reference string) error {
+	u := c.base.JoinPath("v2", repo, "manifests", reference)
+	_, err := c.send(ctx, u.String(), request{method: http.MethodGet, auth: true}, nil)
+	return err
+}
+
 func resourcePath(plural, name string) string {
 	return url.PathEscape(plural) + "/" + url.PathEscape(name)
+}
+
+// SendOutbox sends a batch of outbox records of cluster, zstd-compressed,
+// and returns the hub's outcome for each.
+func (c *Client) SendOutbox(ctx context.Context, cluster string, records []v1alpha1.OutboxRecord) (*v1alpha1.OutboxResponse, error) {
+	b, err := json.Marshal(v1alpha1.OutboxBatch{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindOutboxBatch, Cluster: cluster, Records: records})
+	if err != nil {
+		return nil, fmt.Errorf("encode outbox batch: %w", err)
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	payload := enc.EncodeAll(b, nil)
+	enc.Close()
+	var resp v1alpha1.OutboxResponse
+	_, err = c.do(ctx, request{method: http.MethodPost, path: resourcePath(v1alpha1.PluralClusters, cluster) + "/outbox",
+		payload: payload, encoding: "zstd", auth: true}, &resp)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Results) != len(records) {
+		return nil, fmt.Errorf("the hub answered %d outcomes for %d outbox records", len(resp.Results), len(records))
+	}
+	return &resp, nil
 }

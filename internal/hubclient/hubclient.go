@@ -191,11 +191,11 @@ func RetryDelay(err error, b clock.Backoff, attempt int, u float64) time.Duratio
 // status code; an answer of 300 or more other than 304 Not Modified is an
 // *Error. GET, PUT and DELETE are retried as Options say.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body, out any) (int, error) {
-	return c.do(ctx, method, path, query, body, out, true)
+	return c.doJSON(ctx, method, path, query, body, out, true)
 }
 
-// do is Do, sending the bearer token only when auth is true.
-func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any, auth bool) (int, error) {
+// doJSON is Do, sending the bearer token only when auth is true.
+func (c *Client) doJSON(ctx context.Context, method, path string, query url.Values, body, out any, auth bool) (int, error) {
 	var payload []byte
 	if body != nil {
 		var err error
@@ -203,14 +203,28 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 			return 0, fmt.Errorf("encode request: %w", err)
 		}
 	}
-	u := c.base.JoinPath(v1alpha1.APIPath, path)
-	u.RawQuery = query.Encode()
+	return c.do(ctx, request{method: method, path: path, query: query, payload: payload, auth: auth}, out)
+}
+
+// request is one request to the hub's API.
+type request struct {
+	method, path string
+	query        url.Values
+	payload      []byte // JSON, encoded as encoding says
+	encoding     string // Content-Encoding of payload, "" for none
+	auth         bool   // send the bearer token
+}
+
+// do sends req, retrying as Options say, and decodes a JSON answer into out.
+func (c *Client) do(ctx context.Context, req request, out any) (int, error) {
+	u := c.base.JoinPath(v1alpha1.APIPath, req.path)
+	u.RawQuery = req.query.Encode()
 	attempts := 1
-	if method == http.MethodGet || method == http.MethodPut || method == http.MethodDelete {
+	if req.method == http.MethodGet || req.method == http.MethodPut || req.method == http.MethodDelete {
 		attempts = c.opts.Attempts
 	}
 	for attempt := 1; ; attempt++ {
-		code, err := c.send(ctx, method, u.String(), payload, out, auth)
+		code, err := c.send(ctx, u.String(), req, out)
 		if err == nil || attempt >= attempts || !retryable(ctx, code, err) {
 			return code, err
 		}
@@ -236,20 +250,23 @@ func retryable(ctx context.Context, code int, err error) bool {
 }
 
 // send sends one request.
-func (c *Client) send(ctx context.Context, method, u string, payload []byte, out any, auth bool) (int, error) {
+func (c *Client) send(ctx context.Context, u string, r request, out any) (int, error) {
 	var rd io.Reader
-	if payload != nil {
-		rd = bytes.NewReader(payload)
+	if r.payload != nil {
+		rd = bytes.NewReader(r.payload)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := http.NewRequestWithContext(ctx, r.method, u, rd)
 	if err != nil {
 		return 0, err
 	}
 	req.Header.Set("Accept", "application/json")
-	if payload != nil {
+	if r.payload != nil {
 		req.Header.Set("Content-Type", "application/json")
+		if r.encoding != "" {
+			req.Header.Set("Content-Encoding", r.encoding)
+		}
 	}
-	if tok := c.Token(); auth && tok != "" {
+	if tok := c.Token(); r.auth && tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.http.Do(req)
@@ -281,6 +298,21 @@ func (c *Client) answerError(resp *http.Response, b []byte) *Error {
 	var st metav1.Status
 	if json.Unmarshal(b, &st) == nil && st.Message != "" {
 		e.Reason, e.Message = st.Reason, st.Message
+		return e
+	}
+	// The registry answers with the OCI distribution spec's error document.
+	var oci struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(b, &oci) == nil && len(oci.Errors) > 0 {
+		msgs := make([]string, 0, len(oci.Errors))
+		for _, oe := range oci.Errors {
+			msgs = append(msgs, strings.TrimSpace(oe.Code+": "+oe.Message))
+		}
+		e.Message = strings.Join(msgs, "; ")
 		return e
 	}
 	text := strings.TrimSpace(string(b))

@@ -21,8 +21,8 @@ import (
 	"outpost.dev/outpost/internal/clock"
 )
 
-// request is what the test hub saw of one request.
-type request struct {
+// seen is what the test hub saw of one request.
+type seen struct {
 	method, path, query, auth, contentType string
 	body                                   []byte
 }
@@ -30,23 +30,23 @@ type request struct {
 // recorder is a handler that records requests and answers with respond.
 type recorder struct {
 	mu      sync.Mutex
-	seen    []request
+	log     []seen
 	respond func(w http.ResponseWriter, r *http.Request, n int)
 }
 
 func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	rec.mu.Lock()
-	rec.seen = append(rec.seen, request{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("Authorization"), r.Header.Get("Content-Type"), b})
-	n := len(rec.seen)
+	rec.log = append(rec.log, seen{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("Authorization"), r.Header.Get("Content-Type"), b})
+	n := len(rec.log)
 	rec.mu.Unlock()
 	rec.respond(w, r, n)
 }
 
-func (rec *recorder) requests() []request {
+func (rec *recorder) requests() []seen {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	return append([]request(nil), rec.seen...)
+	return append([]seen(nil), rec.log...)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -89,36 +89,36 @@ func TestCallsSendWhatTheHubExpects(t *testing.T) {
 	steps := []struct {
 		name string
 		call func() error
-		want request // body compared only when set
+		want seen // body compared only when set
 	}{
 		{"get", func() error { return c.Get(ctx, "clusters", "edge-1", &v1alpha1.Cluster{}) },
-			request{method: "GET", path: base + "/clusters/edge-1", auth: "Bearer admin"}},
+			seen{method: "GET", path: base + "/clusters/edge-1", auth: "Bearer admin"}},
 		{"list", func() error { return c.List(ctx, "clusters", "region=eu,tier!=gpu", &l) },
-			request{method: "GET", path: base + "/clusters", query: "labelSelector=region%3Deu%2Ctier%21%3Dgpu", auth: "Bearer admin"}},
+			seen{method: "GET", path: base + "/clusters", query: "labelSelector=region%3Deu%2Ctier%21%3Dgpu", auth: "Bearer admin"}},
 		{"list all", func() error { return c.List(ctx, "modeldeployments", "", &l) },
-			request{method: "GET", path: base + "/modeldeployments", auth: "Bearer admin"}},
+			seen{method: "GET", path: base + "/modeldeployments", auth: "Bearer admin"}},
 		{"apply", func() error { return c.Apply(ctx, d, nil) },
-			request{method: "PUT", path: base + "/modeldeployments/fashion", auth: "Bearer admin", contentType: "application/json",
+			seen{method: "PUT", path: base + "/modeldeployments/fashion", auth: "Bearer admin", contentType: "application/json",
 				body: []byte(`"kind":"ModelDeployment"`)}},
 		{"delete", func() error { return c.Delete(ctx, "clusters", "a/b") },
-			request{method: "DELETE", path: base + "/clusters/a%2Fb", auth: "Bearer admin"}},
+			seen{method: "DELETE", path: base + "/clusters/a%2Fb", auth: "Bearer admin"}},
 		{"create token", func() error { _, err := c.CreateJoinToken(ctx, 1500*time.Millisecond, "north"); return err },
-			request{method: "POST", path: base + "/jointokens", auth: "Bearer admin", contentType: "application/json",
+			seen{method: "POST", path: base + "/jointokens", auth: "Bearer admin", contentType: "application/json",
 				body: []byte(`"ttlSeconds":2,"description":"north"`)}},
 		{"list tokens", func() error { _, err := c.JoinTokens(ctx); return err },
-			request{method: "GET", path: base + "/jointokens", auth: "Bearer admin"}},
+			seen{method: "GET", path: base + "/jointokens", auth: "Bearer admin"}},
 		{"delete token", func() error { return c.DeleteJoinToken(ctx, "id1") },
-			request{method: "DELETE", path: base + "/jointokens/id1", auth: "Bearer admin"}},
+			seen{method: "DELETE", path: base + "/jointokens/id1", auth: "Bearer admin"}},
 		{"join sends no token", func() error { _, err := c.Join(ctx, "opj_t", "edge-1", map[string]string{"r": "eu"}); return err },
-			request{method: "POST", path: base + "/join", contentType: "application/json",
+			seen{method: "POST", path: base + "/join", contentType: "application/json",
 				body: []byte(`"token":"opj_t","cluster":"edge-1","labels":{"r":"eu"}`)}},
 		{"desired state", func() error { _, err := c.DesiredState(ctx, "edge-1", 5, 30*time.Second); return err },
-			request{method: "GET", path: base + "/clusters/edge-1/desiredstate", query: "after=5&timeoutSeconds=30", auth: "Bearer admin"}},
+			seen{method: "GET", path: base + "/clusters/edge-1/desiredstate", query: "after=5&timeoutSeconds=30", auth: "Bearer admin"}},
 		{"report", func() error {
 			_, err := c.Report(ctx, &v1alpha1.AgentReport{Cluster: "edge-1", AppliedRevision: 7})
 			return err
 		},
-			request{method: "POST", path: base + "/clusters/edge-1/report", auth: "Bearer admin", contentType: "application/json",
+			seen{method: "POST", path: base + "/clusters/edge-1/report", auth: "Bearer admin", contentType: "application/json",
 				body: []byte(`"cluster":"edge-1","appliedRevision":7`)}},
 	}
 	for i, s := range steps {
@@ -187,6 +187,36 @@ func TestAnswersDecoded(t *testing.T) {
 				t.Errorf("Error() %q Code %d RetryAfter %v", err, Code(err), RetryAfter(err))
 			}
 		})
+	}
+}
+
+// CheckManifest reads the registry's answer for a manifest: nothing when it
+// exists, its OCI error message when not.
+func TestCheckManifest(t *testing.T) {
+	rec := &recorder{respond: func(w http.ResponseWriter, r *http.Request, n int) {
+		if strings.HasSuffix(r.URL.Path, "/1.0.0") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest 1.0.0 unknown to repository models/m: the tag was deleted"}]}`)
+			return
+		}
+		io.WriteString(w, "{}")
+	}}
+	ts := httptest.NewServer(rec)
+	defer ts.Close()
+	c, err := New(ts.URL, Options{Token: "opt_x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckManifest(t.Context(), "models/m", "1.1.0"); err != nil {
+		t.Errorf("existing manifest: %v", err)
+	}
+	err = c.CheckManifest(t.Context(), "models/m", "1.0.0")
+	if Code(err) != http.StatusNotFound || err.Error() != "MANIFEST_UNKNOWN: manifest 1.0.0 unknown to repository models/m: the tag was deleted" {
+		t.Errorf("missing manifest: %v (code %d)", err, Code(err))
+	}
+	if got := rec.requests(); len(got) != 2 || got[1].method != http.MethodGet || got[1].path != "/v2/models/m/manifests/1.0.0" || got[1].auth != "Bearer opt_x" {
+		t.Errorf("requests %+v", got)
 	}
 }
 

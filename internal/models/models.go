@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -35,6 +36,7 @@ type Registry interface {
 	Manifest(ctx context.Context, repo string, d digest.Digest) ([]byte, ocispec.Descriptor, error)
 	Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error)
 	OpenBlob(ctx context.Context, repo string, d digest.Digest) (*os.File, int64, error)
+	Tombstone(ctx context.Context, repo, tag string) (registry.Tombstone, error)
 }
 
 // Index resolves model versions for deployments.
@@ -101,6 +103,17 @@ func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requi
 		return hub.ResolvedModel{}, fmt.Errorf("model %q: no version matching %q has a valid signature from a trusted key (unsigned: %s)",
 			name, constraint, strings.Join(unsigned, ", "))
 	}
+	if validVersion(constraint) {
+		// An exact version that is gone: say so, rather than only that it does not exist.
+		ts, err := reg.Tombstone(ctx, repo, constraint)
+		if err == nil {
+			return hub.ResolvedModel{}, fmt.Errorf("model %q version %s was deleted from the registry at %s (it named %s); a deleted version is never offered again: deploy another version",
+				name, constraint, ts.Deleted.Format(time.RFC3339), ts.Digest)
+		}
+		if !errors.Is(err, registry.ErrNotFound) {
+			return hub.ResolvedModel{}, fmt.Errorf("model %q version %s: %w", name, constraint, err)
+		}
+	}
 	return hub.ResolvedModel{}, fmt.Errorf("model %q has no version matching %q (have: %s)", name, constraint, strings.Join(tags, ", "))
 }
 
@@ -165,18 +178,35 @@ func artifactSize(ctx context.Context, reg Registry, repo string, desc ocispec.D
 }
 
 // CheckTag is the registry's tag policy for model repositories: a tag under
-// models/ must be a semver version, and a version, once pushed, never points
-// at different content. Other repositories are left alone.
-func CheckTag(ctx context.Context, repo, tag string, old, new ocispec.Descriptor, manifest []byte) error {
-	if !strings.HasPrefix(repo, RepoPrefix) {
+// models/ must be a semver version that the manifest's version and name
+// annotations, where present, agree with, and a version, once pushed, names one
+// manifest forever: it never moves to other content, and once deleted it
+// may only be pushed again with the manifest it named (which restores it).
+// Other repositories are left alone.
+func CheckTag(ctx context.Context, c registry.TagChange) error {
+	if !strings.HasPrefix(c.Repo, RepoPrefix) {
 		return nil
 	}
-	if !validVersion(tag) {
-		return fmt.Errorf("tag %q of %s is not a semver version (such as 1.2.0): model versions are semver", tag, repo)
+	name := strings.TrimPrefix(c.Repo, RepoPrefix)
+	if !validVersion(c.Tag) {
+		return fmt.Errorf("tag %q of %s is not a semver version (such as 1.2.0): model versions are semver", c.Tag, c.Repo)
 	}
-	if old.Digest != "" && old.Digest != new.Digest {
+	// The manifest's own annotations, where it has them, must agree with
+	// where it is tagged: agents check them against the desired state.
+	if v, ok := c.New.Annotations[artifact.AnnotationVersion]; ok && v != c.Tag {
+		return fmt.Errorf("%s version %s: the manifest says it is version %s (%s): tag it %s, or push it anew as %s",
+			name, c.Tag, v, artifact.AnnotationVersion, v, c.Tag)
+	}
+	if n, ok := c.New.Annotations[artifact.AnnotationName]; ok && n != name {
+		return fmt.Errorf("%s version %s: the manifest says it is model %q (%s)", name, c.Tag, n, artifact.AnnotationName)
+	}
+	if c.Old.Digest != "" && c.Old.Digest != c.New.Digest {
 		return fmt.Errorf("%s version %s already exists with different content (digest %s): push a new version instead",
-			strings.TrimPrefix(repo, RepoPrefix), tag, old.Digest)
+			name, c.Tag, c.Old.Digest)
+	}
+	if c.Old.Digest == "" && c.Deleted != "" && c.Deleted != c.New.Digest {
+		return fmt.Errorf("%s version %s was deleted; it named %s, and a version never names other content: push it as a new version",
+			name, c.Tag, c.Deleted)
 	}
 	return nil
 }

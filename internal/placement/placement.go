@@ -119,6 +119,7 @@ func DesiredStates(deployments []v1alpha1.ModelDeployment, clusters []v1alpha1.C
 			AllowDowngrade:   d.Spec.AllowDowngrade,
 			RequireSignature: requireSignature || d.Spec.RequireSignature,
 			Serving:          *d.Spec.Serving.DeepCopy(),
+			Monitoring:       d.Spec.Monitoring.DeepCopy(),
 		}
 		for _, c := range names {
 			a.Models[c] = append(a.Models[c], m)

@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // schema holds the registry's metadata tables. Blob and manifest bytes live in the OCI layout on disk;
@@ -48,10 +51,21 @@ var schema = []string{
 		digest TEXT NOT NULL,
 		PRIMARY KEY (repo, subject, digest)
 	)`,
+	// A tombstone remembers what a deleted tag named, so that a tag policy can refuse to give
+	// the name to other content.
+	`CREATE TABLE IF NOT EXISTS reg_tombstones (
+		repo TEXT NOT NULL,
+		tag TEXT NOT NULL,
+		digest TEXT NOT NULL,
+		deleted_at INTEGER NOT NULL,
+		PRIMARY KEY (repo, tag)
+	)`,
+	// updated_at is when bytes were last written to the session (0 for none yet).
 	`CREATE TABLE IF NOT EXISTS reg_uploads (
 		id TEXT PRIMARY KEY,
 		repo TEXT NOT NULL,
-		created_at INTEGER NOT NULL
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL DEFAULT 0
 	)`,
 }
 
@@ -59,6 +73,16 @@ func (reg *Registry) migrate(ctx context.Context) error {
 	for _, stmt := range schema {
 		if _, err := reg.db.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("create registry schema: %w", err)
+		}
+	}
+	// Tables made before sessions recorded their last write.
+	var n int
+	if err := reg.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('reg_uploads') WHERE name = 'updated_at'`).Scan(&n); err != nil {
+		return fmt.Errorf("inspect registry schema: %w", err)
+	}
+	if n == 0 {
+		if _, err := reg.db.ExecContext(ctx, `ALTER TABLE reg_uploads ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0`); err != nil {
+			return fmt.Errorf("migrate registry schema: %w", err)
 		}
 	}
 	return nil
@@ -153,4 +177,30 @@ func contentReferenced(ctx context.Context, q querier, d string) (bool, error) {
 		return false, fmt.Errorf("count references: %w", err)
 	}
 	return n > 0, nil
+}
+
+// buryTags records tombstones for tags of repo that named d and are being deleted.
+func (reg *Registry) buryTags(ctx context.Context, q querier, repo string, d digest.Digest, tags ...string) error {
+	for _, t := range tags {
+		if _, err := q.ExecContext(ctx, `INSERT INTO reg_tombstones (repo, tag, digest, deleted_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, deleted_at = excluded.deleted_at`,
+			repo, t, d.String(), reg.now()); err != nil {
+			return wrapDB("record tombstone", err)
+		}
+	}
+	return nil
+}
+
+// tombstone returns what tag of repo named when it was last deleted, or ErrNotFound.
+func tombstone(ctx context.Context, q querier, repo, tag string) (Tombstone, error) {
+	var d string
+	var at int64
+	err := q.QueryRowContext(ctx, `SELECT digest, deleted_at FROM reg_tombstones WHERE repo = ? AND tag = ?`, repo, tag).Scan(&d, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Tombstone{}, ErrNotFound
+	}
+	if err != nil {
+		return Tombstone{}, wrapDB("query tombstone", err)
+	}
+	return Tombstone{Digest: digest.Digest(d), Deleted: time.UnixMilli(at).UTC()}, nil
 }

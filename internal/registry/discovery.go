@@ -195,6 +195,12 @@ func (reg *Registry) Resolve(ctx context.Context, repo, reference string) (ocisp
 	return reg.resolve(ctx, reg.db, repo, reference)
 }
 
+// Tombstone returns what tag of repo named when it was last deleted; errors.Is(err, ErrNotFound)
+// if it never was. A tag pushed again after its deletion keeps its tombstone.
+func (reg *Registry) Tombstone(ctx context.Context, repo, tag string) (Tombstone, error) {
+	return tombstone(ctx, reg.db, repo, tag)
+}
+
 // Manifest returns the bytes and descriptor of manifest d in repo; errors.Is(err, ErrNotFound) if absent.
 func (reg *Registry) Manifest(ctx context.Context, repo string, d digest.Digest) ([]byte, ocispec.Descriptor, error) {
 	return reg.readManifest(ctx, repo, d.String())

@@ -30,6 +30,8 @@ type testEnv struct {
 	db   *sql.DB
 	reg  *Registry
 	srv  *httptest.Server
+	// stop ends the registry's background work.
+	stop context.CancelFunc
 }
 
 func openDB(t testing.TB, path string) *sql.DB {
@@ -56,11 +58,14 @@ func (e *testEnv) start(opts Options) {
 	e.t.Helper()
 	e.db = openDB(e.t, e.dbp)
 	opts.Root, opts.DB = e.root, e.db
-	reg, err := New(context.Background(), opts)
+	ctx, stop := context.WithCancel(context.Background())
+	e.t.Cleanup(stop)
+	reg, err := New(ctx, opts)
 	if err != nil {
+		stop()
 		e.t.Fatalf("New: %v", err)
 	}
-	e.reg = reg
+	e.reg, e.stop = reg, stop
 	e.srv = httptest.NewServer(reg)
 	e.t.Cleanup(e.srv.Close)
 }
@@ -70,6 +75,7 @@ func (e *testEnv) restart(opts Options) {
 	e.t.Helper()
 	e.srv.CloseClientConnections()
 	e.srv.Close()
+	e.stop()
 	e.db.Close()
 	e.start(opts)
 }

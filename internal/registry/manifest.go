@@ -22,11 +22,19 @@ type manifestInfo struct {
 	MediaType    string
 	ArtifactType string // artifactType, else config.mediaType for image manifests
 	Subject      *ocispec.Descriptor
-	// Blobs are descriptors whose content must already be in the repository (config and layers).
-	Blobs []ocispec.Descriptor
-	// Manifests are descriptors of child manifests (for an index) that must already be in the repository.
-	Manifests   []ocispec.Descriptor
+	// Blobs are descriptors whose content must already be in the repository (config and layers),
+	// with the size they say.
+	Blobs []fieldDescriptor
+	// Manifests are descriptors of child manifests (for an index) that must already be in the
+	// repository, with the size they say.
+	Manifests   []fieldDescriptor
 	Annotations map[string]string
+}
+
+// fieldDescriptor is a descriptor with the manifest field it came from ("layers[2]"), for errors.
+type fieldDescriptor struct {
+	Field string
+	ocispec.Descriptor
 }
 
 // rawManifest has the fields of every manifest kind the registry understands.
@@ -60,6 +68,9 @@ func parseManifest(contentType string, body []byte) (*manifestInfo, error) {
 	}
 	if !json.Valid(body) {
 		return nil, invalidManifest("manifest is not valid JSON")
+	}
+	if err := checkDuplicateKeys(body); err != nil {
+		return nil, err
 	}
 	var raw rawManifest
 	if err := json.Unmarshal(body, &raw); err != nil {
@@ -110,16 +121,17 @@ func parseManifest(contentType string, body []byte) (*manifestInfo, error) {
 		if err := checkDescriptor("config", *raw.Config); err != nil {
 			return nil, err
 		}
-		info.Blobs = append(info.Blobs, *raw.Config)
+		info.Blobs = append(info.Blobs, fieldDescriptor{"config", *raw.Config})
 		if info.ArtifactType == "" {
 			info.ArtifactType = raw.Config.MediaType
 		}
 		for i, l := range raw.Layers {
-			if err := checkDescriptor(fmt.Sprintf("layers[%d]", i), l); err != nil {
+			field := fmt.Sprintf("layers[%d]", i)
+			if err := checkDescriptor(field, l); err != nil {
 				return nil, err
 			}
 			if !foreignLayer(l) {
-				info.Blobs = append(info.Blobs, l)
+				info.Blobs = append(info.Blobs, fieldDescriptor{field, l})
 			}
 		}
 	case ocispec.MediaTypeImageIndex, mediaTypeDockerManifestList:
@@ -130,10 +142,11 @@ func parseManifest(contentType string, body []byte) (*manifestInfo, error) {
 			return nil, invalidManifest("index must not have config or layers")
 		}
 		for i, m := range raw.Manifests {
-			if err := checkDescriptor(fmt.Sprintf("manifests[%d]", i), m); err != nil {
+			field := fmt.Sprintf("manifests[%d]", i)
+			if err := checkDescriptor(field, m); err != nil {
 				return nil, err
 			}
-			info.Manifests = append(info.Manifests, m)
+			info.Manifests = append(info.Manifests, fieldDescriptor{field, m})
 		}
 	default:
 		for i, l := range raw.Layers {

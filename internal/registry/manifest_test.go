@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -69,12 +70,49 @@ func TestParseManifest(t *testing.T) {
 	}
 }
 
+func TestDuplicateKeys(t *testing.T) {
+	tests := []struct {
+		name, body, wantErr string
+	}{
+		{"distinct keys", `{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`, ""},
+		{"annotation keys differing in case", `{"annotations":{"a":"1","A":"2"}}`, ""},
+		{"unknown keys differing in case", `{"x":1,"X":2}`, ""},
+		{"top level", `{"a":1,"b":2,"a":3}`, `the key "a" twice at the top level`},
+		{"in a layer", `{"layers":[{"size":1},{"size":2,"digest":"x","size":3}]}`, `the key "size" twice at layers[1]`},
+		{"in annotations", `{"annotations":{"k":"1","k":"2"}}`, `the key "k" twice at annotations`},
+		{"escaped", `{"size":1,"size":2}`, `the key "size" twice`},
+		{"field in two cases", `{"config":{"mediaType":"a","MediaType":"b"}}`, `the field "mediaType" twice at config, as "mediaType" and "MediaType"`},
+		{"nested arrays", `{"a":[[{"k":1,"k":2}]]}`, `twice at a[0][0]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkDuplicateKeys([]byte(tt.body))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.code != CodeManifestInvalid || !strings.Contains(ae.message, tt.wantErr) {
+				t.Fatalf("err = %v, want MANIFEST_INVALID containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
 func FuzzParseManifest(f *testing.F) {
 	f.Add(ocispec.MediaTypeImageManifest, []byte(`{"schemaVersion":2,"config":{"mediaType":"a/b","digest":"`+d1+`","size":3},"layers":[{"mediaType":"a/b","digest":"`+d2+`","size":3,"data":"Zm9v"}],"subject":{"mediaType":"a","digest":"`+d1+`","size":1}}`))
 	f.Add(ocispec.MediaTypeImageIndex, []byte(`{"schemaVersion":2,"manifests":[{"mediaType":"a/b","digest":"`+d1+`","size":3}]}`))
 	f.Add("application/json", []byte(`{"mediaType":"x/y"}`))
 	f.Add("", []byte(`null`))
 	f.Add("text/plain; charset=utf-8", []byte(`{"schemaVersion":2,"config":null}`))
+	// Duplicate keys, a field in two cases, and sizes that lie about the data they carry.
+	f.Add(ocispec.MediaTypeImageManifest, []byte(`{"schemaVersion":2,"schemaVersion":2,"config":{"mediaType":"a/b","digest":"`+d1+`","size":3}}`))
+	f.Add(ocispec.MediaTypeImageManifest, []byte(`{"schemaVersion":2,"config":{"mediaType":"a/b","digest":"`+d1+`","size":99999,"size":3}}`))
+	f.Add(ocispec.MediaTypeImageManifest, []byte(`{"schemaVersion":2,"config":{"mediaType":"a/b","digest":"`+d1+`","size":3},"Layers":[],"layers":[]}`))
+	f.Add(ocispec.MediaTypeImageManifest, []byte(`{"schemaVersion":2,"config":{"mediaType":"a/b","digest":"`+d1+`","size":3},"layers":[{"mediaType":"a/b","digest":"`+d2+`","size":99999,"data":"Zm9v"}]}`))
+	f.Add(ocispec.MediaTypeImageIndex, []byte(`{"schemaVersion":2,"manifests":[{"mediaType":"a/b","digest":"`+d1+`","size":3,"s\u0069ze":4}]}`))
 	f.Fuzz(func(t *testing.T, ctype string, body []byte) {
 		info, err := parseManifest(ctype, body)
 		if err != nil {
@@ -87,7 +125,7 @@ func FuzzParseManifest(f *testing.F) {
 		if info.MediaType == "" {
 			t.Fatal("accepted manifest without media type")
 		}
-		for _, d := range append(append([]ocispec.Descriptor{}, info.Blobs...), info.Manifests...) {
+		for _, d := range append(append([]fieldDescriptor{}, info.Blobs...), info.Manifests...) {
 			if _, err := parseDigest(d.Digest.String()); err != nil || d.Size < 0 {
 				t.Fatalf("accepted bad descriptor %+v", d)
 			}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -43,6 +44,12 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, repo, r
 	}
 	b, desc, err := reg.readManifest(ctx, repo, ref)
 	if errors.Is(err, ErrNotFound) {
+		if !isDigest(ref) {
+			if ts, err := tombstone(ctx, reg.db, repo, ref); err == nil {
+				return newError(http.StatusNotFound, CodeManifestUnknown, "manifest %s unknown to repository %s: the tag was deleted at %s (it named %s)",
+					ref, repo, ts.Deleted.Format(time.RFC3339), ts.Digest)
+			}
+		}
 		return manifestUnknown(repo, ref)
 	}
 	if err != nil {
@@ -176,7 +183,8 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
 	for _, b := range info.Blobs {
-		if _, err := blobLinked(ctx, reg.db, repo, b.Digest.String()); err != nil {
+		size, err := blobLinked(ctx, reg.db, repo, b.Digest.String())
+		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				e := newError(http.StatusBadRequest, CodeManifestBlobUnknown, "blob %s unknown to repository %s", b.Digest, repo)
 				e.detail = map[string]string{"digest": b.Digest.String()}
@@ -184,14 +192,21 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 			}
 			return nil, err
 		}
+		if err := checkSize(b, "blob", size); err != nil {
+			return nil, err
+		}
 	}
 	for _, m := range info.Manifests {
-		if _, err := reg.resolve(ctx, reg.db, repo, m.Digest.String()); err != nil {
+		child, err := reg.resolve(ctx, reg.db, repo, m.Digest.String())
+		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				e := newError(http.StatusBadRequest, CodeManifestBlobUnknown, "manifest %s unknown to repository %s", m.Digest, repo)
 				e.detail = map[string]string{"digest": m.Digest.String()}
 				return nil, e
 			}
+			return nil, err
+		}
+		if err := checkSize(m, "manifest", child.Size); err != nil {
 			return nil, err
 		}
 	}
@@ -214,7 +229,14 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 			continue
 		}
 		if reg.checkTag != nil {
-			if err := reg.checkTag(ctx, repo, t, old, newDesc, body); err != nil {
+			c := TagChange{Repo: repo, Tag: t, Old: old, New: newDesc, Manifest: body}
+			switch ts, err := tombstone(ctx, reg.db, repo, t); {
+			case err == nil:
+				c.Deleted = ts.Digest
+			case !errors.Is(err, ErrNotFound):
+				return nil, err
+			}
+			if err := reg.checkTag(ctx, c); err != nil {
 				return nil, newError(http.StatusConflict, CodeDenied, "tag %s: %v", t, err)
 			}
 		}
@@ -276,6 +298,18 @@ func (reg *Registry) commitManifest(ctx context.Context, repo string, d digest.D
 	return evs, nil
 }
 
+// checkSize refuses a descriptor whose size is not that of the content it names, stored with size
+// bytes: a client trusting the descriptor would otherwise expect bytes that never come, or stop
+// short of the content.
+func checkSize(d fieldDescriptor, what string, size int64) error {
+	if d.Size == size {
+		return nil
+	}
+	e := newError(http.StatusBadRequest, CodeManifestInvalid, "%s: size %d, but %s %s is %d bytes", d.Field, d.Size, what, d.Digest, size)
+	e.detail = map[string]any{"digest": d.Digest.String(), "size": size}
+	return e
+}
+
 func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, repo, ref string) error {
 	ctx := r.Context()
 	var evs []Event
@@ -310,8 +344,14 @@ func (reg *Registry) deleteTag(ctx context.Context, repo, tag string) ([]Event, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := reg.db.ExecContext(ctx, `DELETE FROM reg_tags WHERE repo = ? AND tag = ?`, repo, tag); err != nil {
-		return nil, wrapDB("delete tag", err)
+	err = reg.withTx(ctx, func(q querier) error {
+		if _, err := q.ExecContext(ctx, `DELETE FROM reg_tags WHERE repo = ? AND tag = ?`, repo, tag); err != nil {
+			return wrapDB("delete tag", err)
+		}
+		return reg.buryTags(ctx, q, repo, desc.Digest, tag)
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := reg.writeIndexLocked(ctx); err != nil {
 		reg.log.ErrorContext(ctx, "rewrite index.json", "err", err)
@@ -348,6 +388,9 @@ func (reg *Registry) deleteManifestDigest(ctx context.Context, repo string, d di
 			tags = append(tags, t)
 		}
 		rows.Close()
+		if err := reg.buryTags(ctx, q, repo, d, tags...); err != nil {
+			return err
+		}
 		for _, stmt := range []string{
 			`DELETE FROM reg_tags WHERE repo = ? AND digest = ?`,
 			`DELETE FROM reg_manifests WHERE repo = ? AND digest = ?`,

@@ -3,7 +3,7 @@
 //
 // Blob and manifest bytes live once in Root/blobs/<alg>/<hex>, whatever repository links them. Uploads are
 // written under Root/uploads and renamed into blobs/ only after the digest is verified and the file is
-// synced, so a crash never leaves a partial blob visible. Root/index.json lists every tagged manifest with
+// synced, so a crash never leaves a partial blob visible; sessions nobody writes to expire. Root/index.json lists every tagged manifest with
 // the annotation org.opencontainers.image.ref.name set to "<repo>:<tag>".
 package registry
 
@@ -41,9 +41,9 @@ type Options struct {
 	// Authorize decides whether r may proceed; write is false for GET and HEAD. It returns an error
 	// wrapping auth.ErrUnauthenticated (401) or auth.ErrForbidden (403). Nil allows everything.
 	Authorize func(r *http.Request, write bool) error
-	// CheckTag is called before a tag in repo is created or moved from old (zero if new) to new. A non-nil
-	// error refuses the manifest PUT with 409 and the error text in the OCI error JSON; nothing is stored.
-	CheckTag func(ctx context.Context, repo, tag string, old, new ocispec.Descriptor, manifest []byte) error
+	// CheckTag is called before a tag is created or moved. A non-nil error refuses the manifest PUT
+	// with 409 and the error text in the OCI error JSON; nothing is stored.
+	CheckTag func(ctx context.Context, c TagChange) error
 	// OnChange is called after a manifest put or delete, or a tag change, has committed.
 	OnChange func(ctx context.Context, ev Event)
 	// MaxManifestBytes limits manifest bodies; zero means DefaultMaxManifestBytes.
@@ -53,6 +53,33 @@ type Options struct {
 	// Clock stamps repositories, blobs, manifests, tags and upload sessions, and ages upload
 	// sessions; nil means the system clock.
 	Clock clock.Clock
+	// UploadMaxAge is how long an upload session may stay idle (no bytes written) before it
+	// expires and its bytes are removed; zero means DefaultUploadMaxAge.
+	UploadMaxAge time.Duration
+}
+
+// TagChange is a tag about to be created or moved, as Options.CheckTag sees it.
+type TagChange struct {
+	// Repo and Tag name the tag.
+	Repo, Tag string
+	// Old is the manifest the tag names now; zero when it names none.
+	Old ocispec.Descriptor
+	// Deleted is the manifest the tag named when it was last deleted (its tombstone); empty
+	// when it never was.
+	Deleted digest.Digest
+	// New is the manifest the tag is to name, with its media type, artifact type and annotations.
+	New ocispec.Descriptor
+	// Manifest holds New's bytes.
+	Manifest []byte
+}
+
+// Tombstone is what a deleted tag named. The registry keeps one per deleted tag, replaced when
+// the tag is deleted again.
+type Tombstone struct {
+	// Digest is the manifest the tag named.
+	Digest digest.Digest
+	// Deleted is when the tag was deleted, on the registry's clock.
+	Deleted time.Time
 }
 
 // Event describes a committed change to a repository.
@@ -76,11 +103,13 @@ type Registry struct {
 	root        string
 	db          *sql.DB
 	authorize   func(r *http.Request, write bool) error
-	checkTag    func(ctx context.Context, repo, tag string, old, new ocispec.Descriptor, manifest []byte) error
+	checkTag    func(ctx context.Context, c TagChange) error
 	onChange    func(ctx context.Context, ev Event)
 	maxManifest int64
 	log         *slog.Logger
 	clock       clock.Clock
+	// uploadMaxAge is how long an upload session may stay idle.
+	uploadMaxAge time.Duration
 
 	// mu serialises metadata writes and the file operations that must agree with them
 	// (committing and removing blobs, rewriting index.json).
@@ -92,7 +121,10 @@ type Registry struct {
 	bufPool sync.Pool
 }
 
-// New opens (creating if needed) the layout at opts.Root and the metadata tables in opts.DB.
+// New opens (creating if needed) the layout at opts.Root and the metadata tables in opts.DB, and
+// removes what upload sessions left: sessions idle for Options.UploadMaxAge, with their bytes,
+// and files no session owns. Until ctx ends it goes on expiring idle sessions, every quarter of
+// UploadMaxAge (at most every hour) on Options.Clock.
 func New(ctx context.Context, opts Options) (*Registry, error) {
 	if opts.Root == "" {
 		return nil, errors.New("registry: Root is required")
@@ -101,18 +133,22 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 		return nil, errors.New("registry: DB is required")
 	}
 	reg := &Registry{
-		root:        opts.Root,
-		db:          opts.DB,
-		authorize:   opts.Authorize,
-		checkTag:    opts.CheckTag,
-		onChange:    opts.OnChange,
-		maxManifest: opts.MaxManifestBytes,
-		log:         opts.Logger,
-		clock:       clock.OrReal(opts.Clock),
-		uploads:     make(map[string]*upload),
+		root:         opts.Root,
+		db:           opts.DB,
+		authorize:    opts.Authorize,
+		checkTag:     opts.CheckTag,
+		onChange:     opts.OnChange,
+		maxManifest:  opts.MaxManifestBytes,
+		log:          opts.Logger,
+		clock:        clock.OrReal(opts.Clock),
+		uploadMaxAge: opts.UploadMaxAge,
+		uploads:      make(map[string]*upload),
 	}
 	if reg.maxManifest <= 0 {
 		reg.maxManifest = DefaultMaxManifestBytes
+	}
+	if reg.uploadMaxAge <= 0 {
+		reg.uploadMaxAge = DefaultUploadMaxAge
 	}
 	if reg.log == nil {
 		reg.log = slog.Default()
@@ -127,6 +163,7 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 	if err := reg.initLayout(ctx); err != nil {
 		return nil, err
 	}
+	go reg.expireUploadsLoop(ctx)
 	return reg, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 func randBytes(t *testing.T, n int) []byte {
@@ -301,9 +302,9 @@ func TestWrongDigest(t *testing.T) {
 func TestCrashMidUpload(t *testing.T) {
 	c := clock.NewFake(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC))
 	e := newEnv(t, Options{Clock: c})
-	// A session that is older than uploadMaxAge at the restart below.
+	// A session idle for longer than DefaultUploadMaxAge at the restart below.
 	oldLoc := startUpload(t, e, "crash/me")
-	c.Advance(uploadMaxAge)
+	c.Advance(DefaultUploadMaxAge)
 	data := randBytes(t, 1<<20)
 	d := digest.FromBytes(data)
 	loc := startUpload(t, e, "crash/me")
@@ -342,6 +343,49 @@ func TestCrashMidUpload(t *testing.T) {
 	}
 	resp, b = e.req("PUT", loc+"?digest="+d.String(), data[len(data)/2:])
 	expect(t, resp, b, 201)
+}
+
+// TestAbandonedUploadsExpire: sessions idle for UploadMaxAge, such as the
+// one a push killed mid-request leaves, are removed while the registry
+// runs, on its clock, and only those.
+func TestAbandonedUploadsExpire(t *testing.T) {
+	c := clock.NewFake(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC))
+	e := newEnv(t, Options{Clock: c, UploadMaxAge: time.Hour})
+	data := randBytes(t, 1<<20)
+	// A push killed mid-request: its session holds what arrived.
+	killed := startUpload(t, e, "abandon/me")
+	req, _ := http.NewRequest("PUT", e.srv.URL+killed+"?digest="+digest.FromBytes(data).String(), &cutReader{data: data[:len(data)/2]})
+	req.ContentLength = int64(len(data))
+	if resp, err := e.srv.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("cut request succeeded with %d", resp.StatusCode)
+	}
+	file := func(loc string) string { return filepath.Join(e.root, "uploads", filepath.Base(loc)) }
+	testenv.WaitFor(t, 10*time.Second, "the cut request's bytes in the session", func() bool {
+		fi, err := os.Stat(file(killed))
+		return err == nil && fi.Size() > 0
+	})
+	// A slow push, older than the limit but never idle that long.
+	slow := startUpload(t, e, "abandon/me")
+	for range 3 {
+		resp, b := e.req("PATCH", slow, data[:1000])
+		expect(t, resp, b, 202)
+		c.Advance(40 * time.Minute)
+	}
+	// 120 minutes on: the killed session has been idle that long, the slow one 40 minutes.
+	testenv.WaitFor(t, 10*time.Second, "the abandoned session to expire", func() bool {
+		_, err := os.Stat(file(killed))
+		return errors.Is(err, os.ErrNotExist)
+	})
+	resp, b := e.req("GET", killed, nil)
+	expect(t, resp, b, 404)
+	if off := uploadOffset(t, e, slow); off != 3000 {
+		t.Fatalf("slow session offset %d, want 3000", off)
+	}
+	var n int
+	if err := e.db.QueryRow(`SELECT COUNT(*) FROM reg_uploads`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d session rows (%v), want the slow one alone", n, err)
+	}
 }
 
 func TestCancelUpload(t *testing.T) {
@@ -456,6 +500,24 @@ func TestManifestPut(t *testing.T) {
 	bigM.Annotations = map[string]string{"pad": strings.Repeat("x", 4096)}
 	bigBody, _ := json.Marshal(bigM)
 	index := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + digest.FromString("unknown").String() + `","size":10}]}`)
+	// Descriptors whose sizes lie about the stored content.
+	lie := func(edit func(m *ocispec.Manifest)) []byte {
+		var m ocispec.Manifest
+		_ = json.Unmarshal(img.manifest, &m)
+		edit(&m)
+		b, _ := json.Marshal(m)
+		return b
+	}
+	layerLie := lie(func(m *ocispec.Manifest) { m.Layers[0].Size = 99999 })
+	configLie := lie(func(m *ocispec.Manifest) { m.Config.Size-- })
+	// The same key twice: which one counts depends on the parser, so the manifest is refused.
+	dupTop := append([]byte(`{"annotations":{"a":"1"},`), bytes.TrimPrefix(img.manifest, []byte("{"))...)
+	dupTop = append(dupTop[:len(dupTop)-1], []byte(`,"annotations":{"a":"2"}}`)...)
+	dupNested := bytes.Replace(img.manifest, []byte(`"size":5`), []byte(`"size":99999,"size":5`), 1)
+	dupFolded := bytes.Replace(img.manifest, []byte(`"layers":`), []byte(`"Layers":[],"layers":`), 1)
+	dupEscaped := bytes.Replace(img.manifest, []byte(`"size":5`), []byte(`"size":99999,"s\u0069ze":5`), 1)
+	indexLie := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` +
+		img.digest.String() + `","size":` + strconv.Itoa(len(img.manifest)+1) + `}]}`)
 
 	tests := []struct {
 		name       string
@@ -474,6 +536,13 @@ func TestManifestPut(t *testing.T) {
 		{"not json", "junk", []byte("not json"), ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
 		{"content type mismatch", "ct", img.manifest, ocispec.MediaTypeImageIndex, 400, CodeManifestInvalid},
 		{"invalid tag", "-bad", img.manifest, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"layer size lie", "layerlie", layerLie, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"config size lie", "configlie", configLie, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"index child size lie", "indexlie", indexLie, ocispec.MediaTypeImageIndex, 400, CodeManifestInvalid},
+		{"duplicate top-level key", "duptop", dupTop, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"duplicate key in a descriptor", "dupnested", dupNested, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"field named twice in other case", "dupfolded", dupFolded, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
+		{"duplicate key spelled with an escape", "dupescaped", dupEscaped, ocispec.MediaTypeImageManifest, 400, CodeManifestInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -661,8 +730,8 @@ func TestCheckTagAndEvents(t *testing.T) {
 	var mu sync.Mutex
 	var events []Event
 	opts := Options{
-		CheckTag: func(ctx context.Context, repo, tag string, old, new ocispec.Descriptor, manifest []byte) error {
-			if old.Digest != "" && new.Annotations["version"] < old.Annotations["version"] {
+		CheckTag: func(ctx context.Context, c TagChange) error {
+			if c.Old.Digest != "" && c.New.Annotations["version"] < c.Old.Annotations["version"] {
 				return errors.New("version goes backwards")
 			}
 			return nil
@@ -707,6 +776,59 @@ func TestCheckTagAndEvents(t *testing.T) {
 	}
 	if !slices.Equal(events, want) {
 		t.Errorf("events %+v, want %+v", events, want)
+	}
+}
+
+// TestTombstones: a deleted tag leaves a tombstone naming what it pointed at,
+// which CheckTag sees when the tag is pushed again, a GET of the tag
+// mentions, and a restart keeps.
+func TestTombstones(t *testing.T) {
+	c := clock.NewFake(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC))
+	var mu sync.Mutex
+	var changes []TagChange
+	opts := Options{Clock: c, CheckTag: func(ctx context.Context, ch TagChange) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ch.Manifest = nil
+		changes = append(changes, ch)
+		return nil
+	}}
+	e := newEnv(t, opts)
+	ctx := context.Background()
+	a := e.makeImage("t", "", nil, []byte("a"))
+	b := e.makeImage("t", "", nil, []byte("b"))
+	for _, tag := range []string{"v1", "v2"} {
+		resp, body := e.putManifest("t", tag, a.manifest)
+		expect(t, resp, body, 201)
+	}
+	if _, err := e.reg.Tombstone(ctx, "t", "v1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("tombstone of a live tag: %v", err)
+	}
+	// v1 by tag, v2 with the manifest it names.
+	resp, body := e.req("DELETE", "/v2/t/manifests/v1", nil)
+	expect(t, resp, body, 202)
+	c.Advance(time.Minute)
+	resp, body = e.req("DELETE", "/v2/t/manifests/"+a.digest.String(), nil)
+	expect(t, resp, body, 202)
+	e.restart(opts)
+	for tag, when := range map[string]time.Time{"v1": c.Now().Add(-time.Minute), "v2": c.Now()} {
+		ts, err := e.reg.Tombstone(ctx, "t", tag)
+		if err != nil || ts.Digest != a.digest || !ts.Deleted.Equal(when) {
+			t.Errorf("tombstone of %s: %+v %v, want %s deleted at %v", tag, ts, err, a.digest, when)
+		}
+		resp, body := e.req("GET", "/v2/t/manifests/"+tag, nil)
+		expect(t, resp, body, 404)
+		if !strings.Contains(string(body), "deleted") || !strings.Contains(string(body), a.digest.String()) {
+			t.Errorf("GET of deleted tag %s: %s", tag, body)
+		}
+	}
+	resp, body = e.putManifest("t", "v1", b.manifest)
+	expect(t, resp, body, 201)
+	mu.Lock()
+	defer mu.Unlock()
+	last := changes[len(changes)-1]
+	if last.Repo != "t" || last.Tag != "v1" || last.Old.Digest != "" || last.Deleted != a.digest || last.New.Digest != b.digest {
+		t.Errorf("CheckTag saw %+v, want v1 from tombstone %s to %s", last, a.digest, b.digest)
 	}
 }
 

@@ -332,10 +332,15 @@ func (reg *Registry) writeChunk(w http.ResponseWriter, r *http.Request, u *uploa
 	if _, err := f.Seek(u.size, io.SeekStart); err != nil {
 		return fmt.Errorf("seek upload file: %w", err)
 	}
-	if _, err := reg.appendBody(w, f, u, body); err != nil {
-		return err
+	n, err := reg.appendBody(w, f, u, body)
+	if n > 0 {
+		// The session is in use: it expires UploadMaxAge after its last bytes.
+		if _, uerr := reg.db.ExecContext(context.WithoutCancel(r.Context()), `UPDATE reg_uploads SET updated_at = ? WHERE id = ?`,
+			reg.now(), u.id); uerr != nil {
+			reg.log.WarnContext(r.Context(), "record upload activity", "upload", u.id, "err", uerr)
+		}
 	}
-	return nil
+	return err
 }
 
 // bodyIdleTimeout bounds how long an upload waits for the next bytes of a request body. A client cut off
@@ -449,15 +454,97 @@ func parseContentRange(s string) (start, end int64, ok bool) {
 	return start, end, true
 }
 
-// uploadMaxAge is how long an unfinished upload session is kept across restarts.
-const uploadMaxAge = 7 * 24 * time.Hour
+// DefaultUploadMaxAge is how long an upload session may stay idle when Options.UploadMaxAge is zero.
+const DefaultUploadMaxAge = 24 * time.Hour
 
-// cleanUploads runs at startup: it drops sessions older than uploadMaxAge and session files without a
-// session row (left by a crash between creating the file and recording it).
+// maxExpiryInterval bounds the time between two looks for expired upload sessions.
+const maxExpiryInterval = time.Hour
+
+// expireUploadsLoop removes expired upload sessions every quarter of the maximum age (at most
+// hourly) until ctx ends.
+func (reg *Registry) expireUploadsLoop(ctx context.Context) {
+	t := reg.clock.NewTicker(min(reg.uploadMaxAge/4, maxExpiryInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		if err := reg.expireUploads(ctx); err != nil && ctx.Err() == nil {
+			reg.log.WarnContext(ctx, "expire upload sessions", "err", err)
+		}
+	}
+}
+
+// expireUploads removes the sessions, and their files, that nobody wrote to for
+// reg.uploadMaxAge. A session a request holds is left alone.
+func (reg *Registry) expireUploads(ctx context.Context) error {
+	cutoff := reg.clock.Now().Add(-reg.uploadMaxAge).UnixMilli()
+	const idle = `MAX(created_at, updated_at) < ?`
+	rows, err := reg.db.QueryContext(ctx, `SELECT id, repo FROM reg_uploads WHERE `+idle, cutoff)
+	if err != nil {
+		return wrapDB("list expired uploads", err)
+	}
+	type session struct{ id, repo string }
+	var expired []session
+	for rows.Next() {
+		var s session
+		if err := rows.Scan(&s.id, &s.repo); err != nil {
+			rows.Close()
+			return wrapDB("scan upload", err)
+		}
+		expired = append(expired, s)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return wrapDB("list expired uploads", err)
+	}
+	for _, s := range expired {
+		reg.upMu.Lock()
+		u := reg.uploads[s.id]
+		if u == nil {
+			// The one in-memory session from now on: requests for it wait for this decision.
+			u = &upload{id: s.id, repo: s.repo, path: filepath.Join(reg.uploadDir(), s.id)}
+			reg.uploads[s.id] = u
+		}
+		reg.upMu.Unlock()
+		if !u.mu.TryLock() {
+			continue // a request is writing to it
+		}
+		// Bytes may have arrived since the query; requests write them holding u.mu.
+		var last int64
+		err := reg.db.QueryRowContext(ctx, `SELECT MAX(created_at, updated_at) FROM reg_uploads WHERE id = ?`, s.id).Scan(&last)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			// Finished or cancelled meanwhile.
+			err = nil
+			if !u.gone {
+				u.gone = true
+				reg.upMu.Lock()
+				if reg.uploads[s.id] == u {
+					delete(reg.uploads, s.id)
+				}
+				reg.upMu.Unlock()
+			}
+		case err == nil && last < cutoff && !u.gone:
+			reg.dropUpload(ctx, u)
+			reg.log.InfoContext(ctx, "expired idle upload session", "upload", s.id, "repo", s.repo)
+		}
+		u.mu.Unlock()
+		if err != nil {
+			return wrapDB("query upload", err)
+		}
+	}
+	return nil
+}
+
+// cleanUploads runs at startup: it expires idle sessions and removes session files without a
+// session row (left by a crash between creating the file and recording it, or by an expiry)
+// and the temporary files of monolithic uploads and manifests.
 func (reg *Registry) cleanUploads(ctx context.Context) error {
-	cutoff := reg.clock.Now().Add(-uploadMaxAge).UnixMilli()
-	if _, err := reg.db.ExecContext(ctx, `DELETE FROM reg_uploads WHERE created_at < ?`, cutoff); err != nil {
-		return wrapDB("expire uploads", err)
+	if err := reg.expireUploads(ctx); err != nil {
+		return err
 	}
 	rows, err := reg.db.QueryContext(ctx, `SELECT id FROM reg_uploads`)
 	if err != nil {

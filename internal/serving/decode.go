@@ -367,8 +367,9 @@ func fromBinary(t *interp.Tensor, b []byte, n int) {
 	}
 }
 
-// parseData parses JSON tensor data, flat or nested up to maxDepth
-// arrays, into t, requiring exactly n elements.
+// parseData parses JSON tensor data into t, requiring exactly n elements:
+// a flat array (or, for one element, a bare scalar), or arrays nested
+// exactly as t's shape, of at most maxDepth levels.
 func parseData(t *interp.Tensor, raw []byte, n, maxDepth int) error {
 	// Every element takes at least two bytes but the last, which bounds
 	// what may be allocated before the count is known.
@@ -406,13 +407,20 @@ func parseData(t *interp.Tensor, raw []byte, n, maxDepth int) error {
 	return nil
 }
 
-// dataParser reads a JSON array of numbers or booleans, nested or flat.
+// dataParser reads a JSON array of numbers or booleans, flat or nested as
+// the tensor's shape.
 type dataParser struct {
 	b        []byte
 	i        int
 	t        *interp.Tensor
 	n, count int
 	maxDepth int
+	// nested is whether the outermost array holds arrays (decided by its
+	// first element): then every array at depth d must hold t.Shape[d-1]
+	// elements, arrays above the last dimension and numbers in it.
+	nested bool
+	// path holds the index of the current element in each open array.
+	path []int
 }
 
 func (p *dataParser) ws() {
@@ -421,26 +429,52 @@ func (p *dataParser) ws() {
 	}
 }
 
-// array reads an array whose '[' is at p.i.
+// where names the element at path, such as data[1][0].
+func where(path []int) string {
+	var b strings.Builder
+	b.WriteString("data")
+	for _, i := range path {
+		b.WriteString("[" + strconv.Itoa(i) + "]")
+	}
+	return b.String()
+}
+
+// nestingError is the error for nested data that does not follow the shape.
+func (p *dataParser) nestingError(format string, args ...any) error {
+	return fmt.Errorf("nested data must follow shape %s, or be flat: %s", shapeString(p.t.Shape), fmt.Sprintf(format, args...))
+}
+
+// array reads an array whose '[' is at p.i, at depth (1 for the outermost).
 func (p *dataParser) array(depth int) error {
 	if depth > p.maxDepth {
 		return fmt.Errorf("data nested deeper than the shape's %d dimensions", p.maxDepth)
 	}
 	p.i++ // '['
 	p.ws()
+	if depth == 1 {
+		p.nested = p.i < len(p.b) && p.b[p.i] == '['
+	}
+	p.path = append(p.path, 0)
+	defer func() { p.path = p.path[:len(p.path)-1] }()
 	if p.i < len(p.b) && p.b[p.i] == ']' {
 		p.i++
-		return nil
+		return p.arrayDone(depth, 0)
 	}
-	for {
+	for n := 0; ; n++ {
 		p.ws()
 		if p.i >= len(p.b) {
 			return errors.New("data ends inside an array")
 		}
+		p.path[len(p.path)-1] = n
 		var err error
-		if p.b[p.i] == '[' {
+		switch {
+		case p.b[p.i] == '[' && !p.nested:
+			return fmt.Errorf("flat data holds an array at %s: give the data flat, or nested as shape %s", where(p.path), shapeString(p.t.Shape))
+		case p.b[p.i] == '[':
 			err = p.array(depth + 1)
-		} else {
+		case p.nested && depth < len(p.t.Shape):
+			return p.nestingError("%s is a number, want an array of %d", where(p.path), p.t.Shape[depth])
+		default:
 			err = p.scalar()
 		}
 		if err != nil {
@@ -455,11 +489,23 @@ func (p *dataParser) array(depth int) error {
 			p.i++
 		case ']':
 			p.i++
-			return nil
+			return p.arrayDone(depth, n+1)
 		default:
 			return fmt.Errorf("malformed data at byte %d", p.i)
 		}
 	}
+}
+
+// arrayDone checks that a nested array at depth, of n elements, has its
+// dimension's length.
+func (p *dataParser) arrayDone(depth, n int) error {
+	if !p.nested || depth > len(p.t.Shape) {
+		return nil
+	}
+	if want := p.t.Shape[depth-1]; n != want {
+		return p.nestingError("%s has %d elements, want %d", where(p.path[:len(p.path)-1]), n, want)
+	}
+	return nil
 }
 
 // scalar reads one element at p.i and appends it to the tensor.

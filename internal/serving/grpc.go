@@ -8,11 +8,14 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/serving/oippb"
@@ -121,11 +124,19 @@ func (g *grpcService) ModelInfer(ctx context.Context, req *oippb.ModelInferReque
 	if req.GetModelName() == "" {
 		return nil, errNoModelName
 	}
-	res, err := g.s.infer(ctx, req.GetModelName(), req.GetModelVersion(), func(inputs, outputs []interp.ValueInfo) (*InferRequest, error) {
+	ch := g.s.budget.charge()
+	defer ch.close()
+	// grpc received and unmarshalled the whole message before this call.
+	// Its inputs decode into about as many bytes as it has.
+	size := int64(proto.Size(req))
+	if err := ch.take(2*size, size); err != nil {
+		return nil, grpcCallError(ctx, err)
+	}
+	res, err := g.s.infer(ctx, ch, req.GetModelName(), req.GetModelVersion(), func(inputs, outputs []interp.ValueInfo) (*InferRequest, error) {
 		return decodeGRPCRequest(req, inputs, outputs, g.s.lim)
 	})
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, grpcCallError(ctx, err)
 	}
 	defer res.release()
 	resp := &oippb.ModelInferResponse{
@@ -137,11 +148,27 @@ func (g *grpcService) ModelInfer(ctx context.Context, req *oippb.ModelInferReque
 		resp.Outputs = append(resp.Outputs, &oippb.ModelInferResponse_InferOutputTensor{
 			Name: o.name, Datatype: DatatypeName(o.t.DType), Shape: int64Shape(o.t.Shape),
 		})
-		raw := make([]byte, 0, rawSize(o.t.DType, o.t.Len()))
-		resp.RawOutputContents = append(resp.RawOutputContents, appendBinary(raw, o.t))
+		raw := appendBinary(make([]byte, 0, tensorBytes(o.t)), o.t)
+		resp.RawOutputContents = append(resp.RawOutputContents, raw)
+		ch.add(int64(len(raw)))
 	}
 	return resp, nil
 }
+
+// grpcCallError is grpcError for the error of a call; when the call was
+// refused for want of room in the budget of bytes in flight, it also asks
+// the client, in the trailer grpc-retry-pushback-ms that gRPC's retry
+// policies read, to wait before trying again.
+func grpcCallError(ctx context.Context, err error) error {
+	if d := retryAfterOf(err); d > 0 {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(retryPushbackTrailer, strconv.FormatInt(d.Milliseconds(), 10)))
+	}
+	return grpcError(err)
+}
+
+// retryPushbackTrailer is the trailer in which a gRPC server tells a client
+// how many milliseconds to wait before trying a call again.
+const retryPushbackTrailer = "grpc-retry-pushback-ms"
 
 // errNoModelName answers a request that names no model.
 var errNoModelName = status.Error(codes.InvalidArgument, "the request names no model")
@@ -158,7 +185,7 @@ func grpcError(err error) error {
 		code = codes.InvalidArgument
 	case http.StatusNotFound:
 		code = codes.NotFound
-	case http.StatusRequestEntityTooLarge:
+	case http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
 		code = codes.ResourceExhausted
 	case http.StatusServiceUnavailable:
 		code = codes.Unavailable

@@ -154,18 +154,40 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		}
 		jsonLen = n
 	}
-	body, err := readBody(w, r, s.cfg.MaxRequestBytes)
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the limit of %d bytes", s.cfg.MaxRequestBytes))
+	ch := s.budget.charge()
+	defer ch.close()
+	if r.ContentLength >= 0 {
+		// Before a byte of the body is read: the body, and what decoding it takes.
+		scratch := decodeScratch(r.ContentLength, jsonLen)
+		if err := ch.take(r.ContentLength+scratch, scratch); err != nil {
+			writeStatusError(w, err)
 			return
 		}
-		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
+	}
+	body, err := readBody(w, r, s.cfg.MaxRequestBytes, ch)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the limit of %d bytes", s.cfg.MaxRequestBytes))
+		case retryAfterOf(err) > 0 || errorStatus(err) == http.StatusRequestEntityTooLarge:
+			writeStatusError(w, err)
+		default:
+			writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
+		}
 		return
 	}
-	res, err := s.infer(r.Context(), r.PathValue("name"), r.PathValue("version"), func(inputs, outputs []interp.ValueInfo) (*InferRequest, error) {
-		return DecodeRequest(body, jsonLen, inputs, outputs, s.lim)
+	if r.ContentLength < 0 {
+		scratch := decodeScratch(int64(len(body)), jsonLen)
+		if err := ch.take(scratch, scratch); err != nil {
+			writeStatusError(w, err)
+			return
+		}
+	}
+	res, err := s.infer(r.Context(), ch, r.PathValue("name"), r.PathValue("version"), func(inputs, outputs []interp.ValueInfo) (*InferRequest, error) {
+		req, err := DecodeRequest(body, jsonLen, inputs, outputs, s.lim)
+		body = nil // garbage from here on
+		return req, err
 	})
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -175,13 +197,15 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer res.release()
-	writeInferResponse(w, res)
+	writeInferResponse(w, res, ch)
 }
 
-// readBody reads the request body, at most limit bytes.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+// readBody reads the request body, at most limit bytes. A body of unknown
+// length is charged to ch as it is read; one of known length was charged
+// before.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, ch *charge) ([]byte, error) {
 	rd := http.MaxBytesReader(w, r.Body, limit)
-	if r.ContentLength > 0 {
+	if r.ContentLength >= 0 {
 		buf := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(rd, buf); err != nil {
 			return nil, err
@@ -189,12 +213,32 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		// Content-Length is exact: nothing may follow.
 		return buf, nil
 	}
-	return io.ReadAll(rd)
+	var buf []byte
+	for {
+		if len(buf) == cap(buf) {
+			// Grow by doubling, to no more than one byte over the limit,
+			// which the reader refuses.
+			grow := min(max(int64(cap(buf)), 4096), limit+1-int64(cap(buf)))
+			if err := ch.take(grow, 0); err != nil {
+				return nil, err
+			}
+			buf = append(make([]byte, 0, int64(cap(buf))+grow), buf...)
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case errors.Is(err, io.EOF):
+			return buf, nil
+		case err != nil:
+			return nil, err
+		}
+	}
 }
 
 // writeInferResponse encodes the outputs of res, each as JSON data or as
-// binary tensor data, as the request asked.
-func writeInferResponse(w http.ResponseWriter, res *inferResult) {
+// binary tensor data, as the request asked, and charges the encoded answer
+// to ch.
+func writeInferResponse(w http.ResponseWriter, res *inferResult, ch *charge) {
 	resp := InferResponse{ModelName: res.deployment, ModelVersion: res.version, ID: res.id, Outputs: make([]OutputTensor, 0, len(res.outputs))}
 	var bin []byte
 	hasBin := false
@@ -215,6 +259,7 @@ func writeInferResponse(w http.ResponseWriter, res *inferResult) {
 		writeError(w, http.StatusInternalServerError, "encode response: "+err.Error())
 		return
 	}
+	ch.add(int64(len(js) + len(bin)))
 	if !hasBin {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(len(js)))
@@ -298,8 +343,11 @@ func appendBinary(b []byte, t *interp.Tensor) []byte {
 }
 
 // writeStatusError answers with the protocol's error object and the status
-// of err (see errorStatus).
+// of err (see errorStatus), and Retry-After when trying again later helps.
 func writeStatusError(w http.ResponseWriter, err error) {
+	if d := retryAfterOf(err); d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(d.Round(time.Second), time.Second)/time.Second)))
+	}
 	writeError(w, errorStatus(err), err.Error())
 }
 

@@ -70,12 +70,15 @@ func (r *inferResult) release() { r.sess.release() }
 // name at version ("" for the current one), decodes the request against
 // that session's inputs and outputs, runs it, and picks the outputs the
 // request asks for (all when none). The session stays acquired until the
-// result is released, so a swap never closes it under the request.
+// result is released, so a swap never closes it under the request. ch,
+// the request's charge, takes its decoded inputs once decoded (in place of
+// the scratch bytes decoding used) and its outputs once run.
 //
 // Errors are *statusError (unknown model or version, model not ready,
-// inference failed, invalid output), *RequestError from decode, or ctx's
-// error when ctx ended during the run.
-func (s *Server) infer(ctx context.Context, name, version string, decode decodeFunc) (*inferResult, error) {
+// inference failed, invalid output), *RequestError from decode,
+// *budgetError when the decoded inputs do not fit, or ctx's error when ctx
+// ended during the run.
+func (s *Server) infer(ctx context.Context, ch *charge, name, version string, decode decodeFunc) (*inferResult, error) {
 	sess, dep, err := s.acquire(name, version)
 	if err != nil {
 		return nil, err
@@ -88,6 +91,13 @@ func (s *Server) infer(ctx context.Context, name, version string, decode decodeF
 	}()
 	req, err := decode(sess.inputs, sess.outputs)
 	if err != nil {
+		return nil, err
+	}
+	var inputs int64
+	for _, t := range req.Inputs {
+		inputs += tensorBytes(t)
+	}
+	if err := ch.decoded(inputs); err != nil {
 		return nil, err
 	}
 	out, err := sess.Run(ctx, req.Inputs)
@@ -116,18 +126,25 @@ func (s *Server) infer(ctx context.Context, name, version string, decode decodeF
 			return nil, &statusError{http.StatusInternalServerError, fmt.Sprintf("output %q: datatype %s is not one the protocol carries", o.Name, DatatypeName(t.DType))}
 		}
 		res.outputs = append(res.outputs, inferOutput{name: o.Name, binary: o.Binary || req.BinaryOutputs, t: t})
+		ch.add(tensorBytes(t))
 	}
 	ok = true
 	return res, nil
 }
 
+// tensorBytes is the bytes the elements of t take.
+func tensorBytes(t *interp.Tensor) int64 { return rawSize(t.DType, t.Len()) }
+
 // errorStatus is the HTTP status of an error of the protocol's operations.
 func errorStatus(err error) int {
 	var se *statusError
+	var be *budgetError
 	var re *RequestError
 	switch {
 	case errors.As(err, &se):
 		return se.status
+	case errors.As(err, &be):
+		return be.status
 	case errors.As(err, &re):
 		return http.StatusBadRequest
 	}

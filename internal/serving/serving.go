@@ -19,6 +19,8 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -26,6 +28,7 @@ import (
 	"sync/atomic"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
 )
@@ -53,6 +56,22 @@ type Config struct {
 	Version string
 	// MaxRequestBytes bounds request bodies; 0 means DefaultMaxRequestBytes.
 	MaxRequestBytes int64
+	// MaxInflightBytes bounds the bytes that inference requests hold at
+	// once, on both transports together: bodies and gRPC messages, the
+	// copies decoding makes, decoded inputs and outputs (see budget.go). A
+	// request that does not fit in what is left is refused at once (REST
+	// 429 with Retry-After, gRPC RESOURCE_EXHAUSTED), one that needs more
+	// than all of it with 413 (RESOURCE_EXHAUSTED). 0 means
+	// DefaultInflightMultiple times MaxRequestBytes.
+	MaxInflightBytes int64
+	// Clock times the quiet after a burst of requests; nil means the system
+	// clock.
+	Clock clock.Clock
+	// ReturnMemory, called once a burst of requests is over (the bytes in
+	// flight reached a quarter of MaxInflightBytes, then stayed below it
+	// for a second), gives the memory the burst took back to the operating
+	// system; nil means two collections and debug.FreeOSMemory.
+	ReturnMemory func()
 	// OnStatus, if set, receives every model's status after each change,
 	// one call at a time and in order. It must not call the Server.
 	OnStatus func([]ModelStatus)
@@ -109,6 +128,8 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	lim Limits // what one inference request may hold, on every transport
+	// budget bounds what all inference requests hold at once, on every transport.
+	budget *budget
 
 	mu      sync.RWMutex
 	models  map[string]*model // by deployment
@@ -176,6 +197,15 @@ func (s *session) close() {
 	})
 }
 
+// returnMemory gives the memory freed after a burst back to the operating
+// system. The first collection moves what sync.Pools hold (gRPC's receive
+// buffers among them) to their victim caches, the second, in
+// debug.FreeOSMemory, drops them.
+func returnMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
+}
+
 // New returns a Server with no models; Sync or Watch give it the active ones.
 func New(cfg Config) *Server {
 	if cfg.Go == nil {
@@ -184,10 +214,15 @@ func New(cfg Config) *Server {
 	if cfg.MaxRequestBytes <= 0 {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
 	}
+	cfg.MaxInflightBytes = inflightTotal(cfg.MaxInflightBytes, cfg.MaxRequestBytes)
+	if cfg.ReturnMemory == nil {
+		cfg.ReturnMemory = returnMemory
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, lim: Limits{}.withDefaults(), models: map[string]*model{}, version: cfg.Version}
+	s := &Server{cfg: cfg, log: cfg.Logger, lim: Limits{}.withDefaults(), models: map[string]*model{}, version: cfg.Version,
+		budget: newBudget(cfg.MaxInflightBytes, clock.OrReal(cfg.Clock), cfg.ReturnMemory)}
 	s.ports = newPorts(cfg.PortHost, func(dep string) http.Handler { return onlyDeployment(dep, s.Handler()) }, cfg.Logger)
 	return s
 }
@@ -447,6 +482,7 @@ func (s *Server) Close() {
 	for _, r := range retired {
 		r.retire()
 	}
+	s.budget.close()
 }
 
 // statusError is a request the server cannot answer, with the HTTP status
@@ -505,3 +541,6 @@ func (s *Server) lookup(name string) (*model, error) {
 	sort.Strings(deps)
 	return nil, &statusError{http.StatusNotFound, fmt.Sprintf("model %q is served by several deployments (%s): use a deployment name", name, strings.Join(deps, ", "))}
 }
+
+// inflight returns the bytes that inference requests hold now.
+func (s *Server) inflight() int64 { return s.budget.inUse() }

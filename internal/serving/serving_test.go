@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"math"
 	"net/http"
@@ -32,7 +33,8 @@ import (
 // apart from any real runtime. real_test.go serves a real ONNX model.
 
 // fakeRuntime loads "model files" whose content is a float scale, or
-// "unsupported" / "broken" to fail the way a real runtime does.
+// "unsupported" / "broken" to fail the way a real runtime does, or "panic"
+// for sessions whose Run panics.
 type fakeRuntime struct {
 	name string
 	gate chan struct{} // when set, Load waits for it
@@ -64,6 +66,8 @@ func (r *fakeRuntime) Load(ctx context.Context, path string) (engine.Session, er
 		return nil, fmt.Errorf("unsupported operators: Foo (node n1): %w", interp.ErrUnsupported)
 	case "broken":
 		return nil, errors.New("malformed model")
+	case "panic":
+		return &fakeSession{scale: 1, runtime: r.name, panics: true}, nil
 	default:
 		scale, err := strconv.ParseFloat(s, 32)
 		if err != nil {
@@ -89,6 +93,7 @@ type fakeSession struct {
 	scale   float32
 	runtime string
 	block   chan struct{} // when set, Run waits for it
+	panics  bool          // Run panics
 
 	running atomic.Int64
 	closes  atomic.Int64
@@ -115,6 +120,9 @@ func (s *fakeSession) Run(ctx context.Context, in map[string]*interp.Tensor) (ma
 	}
 	if s.block != nil {
 		<-s.block
+	}
+	if s.panics {
+		panic("fake runtime failure")
 	}
 	x := in["x"]
 	n := x.Shape[0]
@@ -155,7 +163,7 @@ type harness struct {
 	status chan struct{}
 }
 
-func newHarness(t *testing.T, withORT bool, maxBytes int64) *harness {
+func newHarness(t *testing.T, withORT bool, maxBytes int64, opts ...func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), goRT: &fakeRuntime{name: engine.RuntimeGo}, status: make(chan struct{}, 1)}
 	cfg := Config{Go: h.goRT, Version: "test", MaxRequestBytes: maxBytes, Logger: slog.New(slog.DiscardHandler), PortHost: "127.0.0.1",
@@ -169,8 +177,13 @@ func newHarness(t *testing.T, withORT bool, maxBytes int64) *harness {
 		h.ortRT = &fakeRuntime{name: engine.RuntimeONNXRuntime}
 		cfg.ONNXRuntime = h.ortRT
 	}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	h.srv = New(cfg)
-	h.http = httptest.NewServer(h.srv.Handler())
+	h.http = httptest.NewUnstartedServer(h.srv.Handler())
+	h.http.Config.ErrorLog = log.New(io.Discard, "", 0) // panics of runs that panic on purpose
+	h.http.Start()
 	t.Cleanup(func() {
 		h.http.Close()
 		h.srv.Close()
@@ -538,9 +551,7 @@ func TestSwapWaitsForInFlight(t *testing.T) {
 		}
 		done <- r
 	}()
-	for v1.running.Load() == 0 { // wait for the request to reach the session
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 10*time.Second, "the request to reach the session", func() bool { return v1.running.Load() > 0 })
 	h.srv.Sync(ctx, []Model{h.active("fashion", "fashion-mlp", "2.0.0", "2", "")})
 	h.waitVersion("fashion", "2.0.0")
 	if r := h.inferOK("/v2/models/fashion/infer", 2); r.ModelVersion != "2.0.0" {

@@ -124,6 +124,17 @@ var migrations = []string{
 		hash    BLOB NOT NULL UNIQUE,
 		created TEXT NOT NULL
 	);`,
+	// 3: the outcome of every outbox record an agent sent, by cluster and idempotency key.
+	`CREATE TABLE outbox_outcomes (
+		cluster TEXT NOT NULL,
+		key     TEXT NOT NULL,
+		kind    TEXT NOT NULL,
+		outcome TEXT NOT NULL,
+		message TEXT NOT NULL,
+		taken   TEXT NOT NULL,
+		PRIMARY KEY (cluster, key)
+	);
+	CREATE INDEX outbox_outcomes_taken ON outbox_outcomes(taken);`,
 }
 
 // Option configures a DB at Open.

@@ -186,7 +186,9 @@ func (f *Fetcher) Fetch(ctx context.Context, p Plan, dst string, prio Priority) 
 //
 // On failure the part and state files are kept for a later resume (see
 // RemovePartial), except when the file as a whole does not match its
-// digest. Errors that retrying cannot fix are marked Permanent.
+// digest, or the source's blob is not the size the plan says (an error
+// wrapping ErrSizeMismatch). Errors that retrying cannot fix are marked
+// Permanent.
 func (f *Fetcher) FetchWith(ctx context.Context, p Plan, dst string, o FetchOptions) (Stats, error) {
 	if err := p.Validate(); err != nil {
 		return Stats{}, Permanent(err)
@@ -211,6 +213,13 @@ func (f *Fetcher) FetchWith(ctx context.Context, p Plan, dst string, o FetchOpti
 		err = r.finish(dst)
 	}
 	r.close()
+	if errors.Is(err, ErrSizeMismatch) {
+		// Nothing of it can ever be used: the part file (of the size the
+		// plan said, sparse) would only take disk.
+		if rerr := RemovePartial(dst); rerr != nil {
+			r.log.Warn("could not remove the partial transfer", "err", rerr)
+		}
+	}
 	if err != nil {
 		name := p.File.Path
 		if name == "" {
@@ -716,11 +725,20 @@ func (r *fetchRun) fetchSpan(ctx context.Context, s span, buf []byte) error {
 // It returns nil once the span is complete.
 func (r *fetchRun) stream(ctx context.Context, s span, cur *spanCursor, off, n int64, buf []byte) error {
 	r.addStats(func(st *Stats) { st.Requests++ })
-	rc, err := r.f.src.OpenRange(ctx, r.plan.File.Digest, off, n)
+	file := r.plan.File
+	rc, err := r.f.src.OpenRange(ctx, file.Digest, off, n)
 	if err != nil {
+		if se := (*BlobSizeError)(nil); errors.As(err, &se) {
+			return r.sizeMismatch(se.Size)
+		}
 		return err
 	}
 	defer rc.Close()
+	if bs, ok := rc.(BlobSizer); ok {
+		if size := bs.BlobSize(); size >= 0 && size != file.Size {
+			return r.sizeMismatch(size)
+		}
+	}
 	for n > 0 {
 		want := int64(r.f.readSize(int(min(n, int64(len(buf))))))
 		if r.f.gate != nil {
@@ -745,6 +763,13 @@ func (r *fetchRun) stream(ctx context.Context, s span, cur *spanCursor, off, n i
 		}
 	}
 	return nil
+}
+
+// sizeMismatch is the permanent error for a blob of size bytes at the
+// source where the plan says another size.
+func (r *fetchRun) sizeMismatch(size int64) error {
+	f := r.plan.File
+	return Permanent(fmt.Errorf("%w: blob %s is %d bytes, want %d (the size its manifest gives)", ErrSizeMismatch, f.Digest, size, f.Size))
 }
 
 // consume writes received bytes into the part file, hashing and verifying

@@ -352,6 +352,52 @@ func TestFetchPermanentErrorsFailFast(t *testing.T) {
 	}
 }
 
+// TestFetchSizeMismatch fetches blobs whose size at the source is not the
+// size the plan (that is, the manifest) says: a permanent failure that
+// leaves no part file behind, not even a sparse one of the size the plan
+// claimed.
+func TestFetchSizeMismatch(t *testing.T) {
+	whole := func(data []byte, size int64) artifact.FileChunks {
+		d := digest.FromBytes(data)
+		return artifact.FileChunks{Path: "model.onnx", Digest: d, Size: size,
+			Chunks: []artifact.Chunk{{Offset: 0, Length: size, Digest: d}}}
+	}
+	small := randomBytes(171, 21)
+	large := randomBytes(1<<20, 22)
+	chunked := chunkBytes(t, large, "model.onnx")
+	chunked.Size += 4096 // the plan says more than the blob holds
+	last := &chunked.Chunks[len(chunked.Chunks)-1]
+	chunked.Chunks = append(chunked.Chunks, artifact.Chunk{Offset: last.Offset + last.Length, Length: 4096, Digest: digest.FromString("tail")})
+	tests := []struct {
+		name    string
+		blob    []byte
+		fc      artifact.FileChunks
+		wantErr string
+	}{
+		{"blob shorter than said", small, whole(small, 99999), "is 171 bytes, want 99999"},
+		{"blob longer than said", large, whole(large, 1000), "is 1048576 bytes, want 1000"},
+		{"chunks beyond the blob's end", large, chunked, "is 1048576 bytes, want 1052672"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newBlobServer(t, tt.blob)
+			dst := filepath.Join(t.TempDir(), "model.onnx")
+			opts := fastOptions()
+			opts.Backoff = clock.Backoff{Base: time.Hour, Max: time.Hour} // a retry would hang the test
+			st, err := NewFetcher(srv.source(), opts).Fetch(context.Background(), NewPlan(tt.fc, nil), dst, PriorityActive)
+			if !errors.Is(err, ErrSizeMismatch) || !IsPermanent(err) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want a permanent ErrSizeMismatch saying %q", err, tt.wantErr)
+			}
+			if st.Retries != 0 {
+				t.Errorf("%d retries", st.Retries)
+			}
+			for _, name := range []string{dst, dst + ".part", dst + ".part.state"} {
+				mustNotExist(t, name)
+			}
+		})
+	}
+}
+
 func TestFetchResumesAfterRestart(t *testing.T) {
 	data := randomBytes(4<<20, 10)
 	size := int64(len(data))

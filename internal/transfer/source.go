@@ -20,9 +20,40 @@ type RangeSource interface {
 	// OpenRange returns a reader of the n bytes of blob starting at off.
 	// The reader may end early (a cut); the caller then asks again for
 	// what it lacks. Errors that asking again cannot fix are marked with
-	// Permanent.
+	// Permanent. A source that learns the blob's whole size returns a
+	// reader that is also a BlobSizer, or, when the range does not fit in
+	// the blob, an error wrapping *BlobSizeError.
 	OpenRange(ctx context.Context, blob digest.Digest, off, n int64) (io.ReadCloser, error)
 }
+
+// BlobSizer is implemented by readers of OpenRange that know the size of
+// the whole blob, so that Fetch can refuse a blob whose size is not its
+// plan's.
+type BlobSizer interface {
+	// BlobSize is the size of the whole blob in bytes.
+	BlobSize() int64
+}
+
+// BlobSizeError is a source's answer that a blob is too short for the
+// range asked.
+type BlobSizeError struct {
+	// Blob is the blob's digest.
+	Blob digest.Digest
+	// Size is its size at the source.
+	Size int64
+}
+
+// Error describes the blob's size.
+func (e *BlobSizeError) Error() string { return fmt.Sprintf("blob %s is %d bytes", e.Blob, e.Size) }
+
+// sizedBody is a response body that knows the size of the whole blob.
+type sizedBody struct {
+	io.ReadCloser
+	size int64
+}
+
+// BlobSize implements BlobSizer.
+func (b *sizedBody) BlobSize() int64 { return b.size }
 
 // BlockSummer is a RangeSource that can also return the block sums
 // (artifact.BlockSums) of a range of a blob, so that a Fetch holding a
@@ -32,6 +63,11 @@ type BlockSummer interface {
 	// bytes off to off+n-1 of blob.
 	BlockSums(ctx context.Context, blob digest.Digest, off, n int64, block int) ([]byte, error)
 }
+
+// ErrSizeMismatch marks a blob whose size at the source is not the size the
+// plan says (the size its manifest gave). It is permanent: the same blob
+// will never have another size.
+var ErrSizeMismatch = errors.New("blob size does not match")
 
 // permanentError marks an error that retrying cannot fix.
 type permanentError struct{ err error }
@@ -115,9 +151,11 @@ const maxErrorBody = 4 << 10
 
 // OpenRange requests bytes off to off+n-1 of blob. It accepts a 206
 // response whose Content-Range names exactly that range, or a 200 response
-// when off is 0 and the body is exactly n bytes (the whole blob). 401, 403,
-// 404, 416 and other client errors are permanent; server errors, 408, 429
-// and connection errors are not.
+// when off is 0 and the body is exactly n bytes (the whole blob); the
+// reader is a BlobSizer when the response gives the blob's size. A blob too
+// short for the range is a permanent *BlobSizeError. 401, 403, 404, 416 and
+// other client errors are permanent; server errors, 408, 429 and
+// connection errors are not.
 func (s *HTTPSource) OpenRange(ctx context.Context, blob digest.Digest, off, n int64) (io.ReadCloser, error) {
 	if off < 0 || n <= 0 {
 		return nil, Permanent(fmt.Errorf("invalid range of %d bytes at offset %d", n, off))
@@ -134,21 +172,44 @@ func (s *HTTPSource) OpenRange(ctx context.Context, blob digest.Digest, off, n i
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		cr := resp.Header.Get("Content-Range")
-		a, b, _, ok := parseContentRange(cr)
+		a, b, size, ok := parseContentRange(cr)
+		if ok && size >= 0 && last >= size {
+			resp.Body.Close()
+			return nil, Permanent(&BlobSizeError{Blob: blob, Size: size})
+		}
 		if !ok || a != off || b != last || (resp.ContentLength >= 0 && resp.ContentLength != n) {
 			resp.Body.Close()
 			return nil, Permanent(fmt.Errorf("GET %s: asked for bytes %d-%d, got Content-Range %q", u, off, last, cr))
 		}
-		return resp.Body, nil
+		return &sizedBody{ReadCloser: resp.Body, size: size}, nil
 	case http.StatusOK:
 		if off == 0 && resp.ContentLength == n {
-			return resp.Body, nil
+			return &sizedBody{ReadCloser: resp.Body, size: n}, nil
 		}
 		resp.Body.Close()
+		if resp.ContentLength >= 0 && last >= resp.ContentLength {
+			return nil, Permanent(&BlobSizeError{Blob: blob, Size: resp.ContentLength})
+		}
 		return nil, Permanent(fmt.Errorf("GET %s: server ignored the range request for bytes %d-%d and sent %d bytes", u, off, last, resp.ContentLength))
+	case http.StatusRequestedRangeNotSatisfiable:
+		if size, ok := unsatisfiedRange(resp.Header.Get("Content-Range")); ok && last >= size {
+			resp.Body.Close()
+			return nil, Permanent(&BlobSizeError{Blob: blob, Size: size})
+		}
 	}
 	defer resp.Body.Close()
 	return nil, statusError(u, resp)
+}
+
+// unsatisfiedRange parses the Content-Range "bytes */size" of a 416
+// response.
+func unsatisfiedRange(s string) (int64, bool) {
+	rest, found := strings.CutPrefix(s, "bytes */")
+	if !found {
+		return 0, false
+	}
+	size, err := strconv.ParseInt(rest, 10, 64)
+	return size, err == nil && size >= 0
 }
 
 // BlockSums asks the registry's Outpost extension for the block sums of

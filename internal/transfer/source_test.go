@@ -45,8 +45,13 @@ func TestHTTPSourceOpenRange(t *testing.T) {
 		}, off: 0, n: 10, wantErr: "403 Forbidden (credential not allowed to read this repository): no", wantPermanent: true},
 		{name: "not found", off: 0, n: 10, handler: func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
 			wantErr: "404 Not Found (blob not in the registry)", wantPermanent: true},
-		{name: "range not satisfiable", off: 1000, n: 20, wantErr: "416 Requested Range Not Satisfiable (range outside the blob)", wantPermanent: true},
-		{name: "range past the end", off: 990, n: 20, wantErr: `got Content-Range "bytes 990-999/1000"`, wantPermanent: true},
+		{name: "range not satisfiable", off: 1000, n: 20, wantErr: "is 1000 bytes", wantPermanent: true},
+		{name: "range not satisfiable, size not given", handler: func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "no", http.StatusRequestedRangeNotSatisfiable)
+		}, off: 1000, n: 20, wantErr: "416 Requested Range Not Satisfiable (range outside the blob)", wantPermanent: true},
+		{name: "range past the end", off: 990, n: 20, wantErr: "is 1000 bytes", wantPermanent: true},
+		{name: "200 for a blob shorter than the range", handler: func(w http.ResponseWriter, r *http.Request) { w.Write(blob) }, off: 0, n: 2000,
+			wantErr: "is 1000 bytes", wantPermanent: true},
 		{name: "unavailable", handler: func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "busy", http.StatusServiceUnavailable)
 		}, off: 0, n: 10, wantErr: "503 Service Unavailable: busy"},
@@ -69,6 +74,10 @@ func TestHTTPSourceOpenRange(t *testing.T) {
 				if IsPermanent(err) != tt.wantPermanent {
 					t.Fatalf("IsPermanent(%v) = %v", err, !tt.wantPermanent)
 				}
+				var se *BlobSizeError
+				if strings.HasPrefix(tt.wantErr, "is ") != errors.As(err, &se) || (se != nil && (se.Size != int64(len(blob)) || se.Blob != d)) {
+					t.Errorf("error %v: BlobSizeError %+v", err, se)
+				}
 				return
 			}
 			if err != nil {
@@ -78,6 +87,9 @@ func TestHTTPSourceOpenRange(t *testing.T) {
 			got, err := io.ReadAll(rc)
 			if err != nil || string(got) != string(blob[tt.off:tt.off+tt.n]) {
 				t.Fatalf("read %d bytes, err %v; want bytes %d-%d", len(got), err, tt.off, tt.off+tt.n-1)
+			}
+			if bs, ok := rc.(BlobSizer); !ok || bs.BlobSize() != int64(len(blob)) {
+				t.Errorf("reader does not give the blob's size %d", len(blob))
 			}
 		})
 	}
