@@ -382,15 +382,17 @@ func TestRetryStopsWithContext(t *testing.T) {
 			writeJSON(w, http.StatusServiceUnavailable, metav1.Status{Message: "busy"})
 		}}
 		c, _ := New("https://hub.test", Options{HTTPClient: &http.Client{Transport: handlerTransport{rec}}, Attempts: 10})
-		ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
+		// The second attempt comes 3 to 4.5 s after the first (Retry-After
+		// and up to half again at random), the third no sooner than 6 s.
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		start := time.Now()
 		err := c.Get(ctx, "clusters", "x", nil)
-		if took := time.Since(start); took != 4*time.Second || err == nil {
-			t.Errorf("took %v, err %v: want the 4s deadline and the last error", took, err)
+		if took := time.Since(start); took != 5*time.Second || err == nil {
+			t.Errorf("took %v, err %v: want the 5s deadline and the last error", took, err)
 		}
 		if n := len(rec.requests()); n != 2 {
-			t.Errorf("%d requests before the deadline, want 2 (0s and 3s)", n)
+			t.Errorf("%d requests before the deadline, want 2 (0s and 3-4.5s)", n)
 		}
 	})
 }
