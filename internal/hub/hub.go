@@ -90,6 +90,8 @@ type Server struct {
 	mu sync.Mutex
 	// reports feeds agent reports to the group-commit loop (storeReports).
 	reports chan *pendingReport
+	// deployments holds the deployments the group commits wrote last.
+	deployments deploymentCache
 }
 
 // New returns a Server and reconciles the stored state once: it re-resolves every
