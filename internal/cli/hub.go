@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/auth"
 	"outpost.dev/outpost/internal/clientconfig"
 	"outpost.dev/outpost/internal/clock"
@@ -211,7 +211,10 @@ ml.outpost.dev/v1alpha1 resource API under /apis/. Resources are kept in
 DIR/hub.db (SQLite), blobs in the OCI image layout DIR/oci.
 
 Trusted signing keys are the *.pub files in DIR/trusted-keys and those named
-with --trusted-key. With --require-signature (or requireSignature in
+with --trusted-key. The hub reads them again every 2 seconds: a key copied into
+DIR/trusted-keys (or removed) takes effect without a restart, and deployments
+resolve again. A file there that is not a public key is logged and changes
+nothing until it is fixed or removed. With --require-signature (or requireSignature in
 DIR/hub.yaml) the hub refuses to deploy a version that lacks a valid signature
 from a trusted key.
 
@@ -246,11 +249,7 @@ their own cluster credential. A cluster whose agent has not reported for
 				}
 				s.OfflineAfter = metav1.Duration{Duration: offlineAfter}
 			}
-			keys, err := loadTrustedKeys(d.trustedKeys(), trusted)
-			if err != nil {
-				return err
-			}
-			return serveHub(cmd.Context(), g.logger(), d, s, keys, ready)
+			return serveHub(cmd.Context(), g.logger(), d, s, trustSource{dir: d.trustedKeys(), files: trusted}, ready)
 		},
 	}
 	f := cmd.Flags()
@@ -264,29 +263,13 @@ their own cluster credential. A cluster whose agent has not reported for
 	return cmd
 }
 
-func loadTrustedKeys(dir string, files []string) ([]ed25519.PublicKey, error) {
-	matches, err := filepath.Glob(filepath.Join(dir, "*.pub"))
-	if err != nil {
-		return nil, err
-	}
-	var keys []ed25519.PublicKey
-	for _, f := range append(matches, files...) {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("trusted key: %w", err)
-		}
-		k, err := artifact.ParsePublicKeyPEM(b)
-		if err != nil {
-			return nil, fmt.Errorf("trusted key %s: %w", f, err)
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
-}
-
 // serveHub composes the store, the registry, the model index and the
 // resource API, and serves them until ctx ends.
-func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings, trusted []ed25519.PublicKey, readyFile string) error {
+func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings, trust trustSource, readyFile string) error {
+	trusted, err := trust.load()
+	if err != nil {
+		return err
+	}
 	adminHash, err := auth.ReadHashFile(d.adminHash())
 	if err != nil {
 		return err
@@ -326,10 +309,11 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	if err != nil {
 		return err
 	}
+	index := models.NewIndex(reg, trusted)
 	srv, err = hub.New(ctx, hub.Config{
 		DB:               db,
 		Registry:         reg,
-		Models:           models.NewIndex(reg, trusted),
+		Models:           index,
 		Authorize:        authn.Authorize,
 		RequireSignature: s.RequireSignature,
 		Logger:           log,
@@ -339,6 +323,19 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	if err != nil {
 		return err
 	}
+	// Keys added to or removed from DIR/trusted-keys take effect without a
+	// restart: deployments resolve again with the keys read.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	defer func() { stopWatch(); watching.Wait() }()
+	watching.Go(func() {
+		trust.watch(watchCtx, log, clk, trustReloadInterval, trusted, func(ctx context.Context, keys []ed25519.PublicKey) {
+			index.SetTrusted(keys)
+			if err := srv.ModelsChanged(ctx); err != nil && ctx.Err() == nil {
+				log.Error("recompute desired state after a change of trusted keys", "err", err)
+			}
+		})
+	})
 	ln, err := net.Listen("tcp", s.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

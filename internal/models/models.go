@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -39,15 +41,33 @@ type Registry interface {
 	Tombstone(ctx context.Context, repo, tag string) (registry.Tombstone, error)
 }
 
-// Index resolves model versions for deployments.
+// Index resolves model versions for deployments. It is safe for concurrent use.
 type Index struct {
-	reg     Registry
+	reg Registry
+
+	mu      sync.RWMutex
 	trusted []ed25519.PublicKey
 }
 
 // NewIndex returns an index of the models in reg that trusts the given signing keys.
 func NewIndex(reg Registry, trusted []ed25519.PublicKey) *Index {
-	return &Index{reg: reg, trusted: trusted}
+	return &Index{reg: reg, trusted: slices.Clone(trusted)}
+}
+
+// SetTrusted replaces the signing keys the index trusts. Resolutions that
+// start afterwards use them; the caller recomputes what depends on them
+// (hub.Server.ModelsChanged).
+func (x *Index) SetTrusted(keys []ed25519.PublicKey) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.trusted = slices.Clone(keys)
+}
+
+// Trusted returns the signing keys the index trusts now.
+func (x *Index) Trusted() []ed25519.PublicKey {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return slices.Clone(x.trusted)
 }
 
 // Affects reports whether a registry event can change what a deployment
@@ -119,7 +139,8 @@ func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requi
 
 // signed reports whether the manifest d carries a valid signature from a trusted key.
 func (x *Index) signed(ctx context.Context, reg Registry, repo string, d digest.Digest) bool {
-	if len(x.trusted) == 0 {
+	trusted := x.Trusted()
+	if len(trusted) == 0 {
 		return false
 	}
 	refs, err := reg.Referrers(ctx, repo, d, artifact.ArtifactTypeSignature)
@@ -140,7 +161,7 @@ func (x *Index) signed(ctx context.Context, reg Registry, repo string, d digest.
 			if err != nil {
 				continue
 			}
-			if _, err := artifact.VerifyEnvelope(env, d, x.trusted); err == nil {
+			if _, err := artifact.VerifyEnvelope(env, d, trusted); err == nil {
 				return true
 			}
 		}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -34,7 +33,7 @@ type agentProc struct {
 	labels string
 	link   *linksim.Link
 	cmd    *exec.Cmd
-	log    *bytes.Buffer
+	log    *logBuffer
 	extra  []string
 	joined bool
 	token  string
@@ -48,7 +47,7 @@ func newAgent(t *testing.T, h *hub, name, labels, joinToken string, extra ...str
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { link.Close() })
-	a := &agentProc{t: t, h: h, name: name, dir: filepath.Join(t.TempDir(), name), labels: labels, link: link, token: joinToken, extra: extra, log: &bytes.Buffer{}}
+	a := &agentProc{t: t, h: h, name: name, dir: filepath.Join(t.TempDir(), name), labels: labels, link: link, token: joinToken, extra: extra, log: &logBuffer{}}
 	t.Cleanup(func() {
 		if a.cmd != nil {
 			stop(a.cmd)

@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/testenv"
 )
@@ -355,4 +359,68 @@ func TestKilledPushLeavesNothing(t *testing.T) {
 	dst := t.TempDir()
 	h.mustRun("model", "pull", "big@1.0.0", dst)
 	sameFile(t, filepath.Join(src, "big.bin"), filepath.Join(dst, "big.bin"))
+}
+
+// TestTrustedKeysWithoutRestart adds a key to a running hub's trusted-keys
+// folder, as the README does after 'hub serve': a deployment that requires
+// signatures resolves once the hub reads it, a file that is no key changes
+// nothing, and removing the key unresolves the deployment again.
+func TestTrustedKeysWithoutRestart(t *testing.T) {
+	h := startHub(t, "--require-signature")
+	src := t.TempDir()
+	writeRandom(t, filepath.Join(src, "model.onnx"), 64<<10)
+	h.mustRun("model", "push", src, "--name", "trust", "--version", "1.0.0")
+	keys := t.TempDir()
+	h.mustRun("keygen", "--out", filepath.Join(keys, "release"))
+	h.mustRun("model", "sign", "trust@1.0.0", "--key", filepath.Join(keys, "release.key"))
+	spec := filepath.Join(t.TempDir(), "deployment.yaml")
+	if err := os.WriteFile(spec, []byte(deployment("trust", "trust", "^1.0", "tier: edge", "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := h.run("apply", "-f", spec); err == nil || !strings.Contains(out, "has a valid signature from a trusted key") {
+		t.Fatalf("a deployment of a version signed by an untrusted key: err %v\n%s", err, out)
+	}
+	resolved := func() string { return hubDeployment(t, h, "trust").Status.ResolvedVersion }
+
+	trusted := filepath.Join(h.dir, "trusted-keys")
+	pub, err := os.ReadFile(filepath.Join(keys, "release.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(trusted, "release.pub"), pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the deployment to apply with the new key", func() bool {
+		_, err := h.run("apply", "-f", spec)
+		return err == nil
+	})
+	if v := resolved(); v != "1.0.0" {
+		t.Fatalf("the deployment resolves to %q, want 1.0.0", v)
+	}
+
+	// A file that is no key is logged, and the keys read before stay trusted.
+	if err := os.WriteFile(filepath.Join(trusted, "junk.pub"), []byte("not a key\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the hub to log the bad key file", func() bool {
+		return strings.Contains(h.logText(), "trusted keys not reloaded")
+	})
+	if v := resolved(); v != "1.0.0" {
+		t.Fatalf("after a bad key file the deployment resolves to %q, want 1.0.0", v)
+	}
+
+	for _, f := range []string{"junk.pub", "release.pub"} {
+		if err := os.Remove(filepath.Join(trusted, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// With the key gone no version qualifies: the deployment says so, and
+	// keeps the version it resolved last (agents keep what they have).
+	testenv.WaitFor(t, 30*time.Second, "the deployment to lose its resolution once the key is gone", func() bool {
+		c := meta.FindStatusCondition(hubDeployment(t, h, "trust").Status.Conditions, v1alpha1.ConditionResolved)
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "valid signature from a trusted key")
+	})
+	if v := resolved(); v != "1.0.0" {
+		t.Fatalf("after the key was removed the last resolved version is %q, want 1.0.0 kept", v)
+	}
 }

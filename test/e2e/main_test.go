@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,13 +66,13 @@ type hub struct {
 	config string
 	addr   string
 	cmd    *exec.Cmd
-	log    *bytes.Buffer
+	log    *logBuffer
 }
 
 func startHub(t *testing.T, extra ...string) *hub {
 	t.Helper()
 	dir := t.TempDir()
-	h := &hub{t: t, dir: filepath.Join(dir, "hub"), config: filepath.Join(dir, "client.yaml"), log: &bytes.Buffer{}}
+	h := &hub{t: t, dir: filepath.Join(dir, "hub"), config: filepath.Join(dir, "client.yaml"), log: &logBuffer{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +124,28 @@ func stop(cmd *exec.Cmd) {
 		<-done
 	}
 }
+
+// logBuffer collects a process's output; it may be read while the process
+// writes to it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// logText is what the hub wrote to its log so far.
+func (h *hub) logText() string { return h.log.String() }
 
 // url is the hub's URL, for --hub.
 func (h *hub) url() string { return "https://" + h.addr }
