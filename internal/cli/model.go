@@ -39,7 +39,7 @@ per semver version, one raw layer per file, in the CNCF ModelPack format.
 Any OCI client (oras, crane, skopeo) can read and write them too.`,
 	}
 	cmd.AddCommand(newModelPushCmd(g), newModelListCmd(g), newModelShowCmd(g),
-		newModelPullCmd(g), newModelSignCmd(g), newModelVerifyCmd(g), newModelDiffCmd(g))
+		newModelPullCmd(g), newModelSignCmd(g), newModelVerifyCmd(g), newModelDiffCmd(g), newModelExampleCmd(g))
 	return cmd
 }
 
