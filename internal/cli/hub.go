@@ -123,10 +123,7 @@ reach the hub with no flags.`,
 			if err != nil {
 				return err
 			}
-			path := g.configPath
-			if path == "" {
-				path = clientconfig.DefaultPath()
-			}
+			path := g.configFile()
 			cfg, err := clientconfig.Load(path)
 			if err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -45,13 +46,17 @@ type globals struct {
 	stderr     io.Writer
 }
 
+// configFile is the client config's path: --config, else the default.
+func (g *globals) configFile() string {
+	if g.configPath != "" {
+		return g.configPath
+	}
+	return clientconfig.DefaultPath()
+}
+
 // target resolves which hub to talk to: flags, then environment, then the client config.
 func (g *globals) target() (*clientconfig.Target, error) {
-	path := g.configPath
-	if path == "" {
-		path = clientconfig.DefaultPath()
-	}
-	cfg, err := clientconfig.Load(path)
+	cfg, err := clientconfig.Load(g.configFile())
 	if err != nil {
 		return nil, err
 	}
@@ -138,8 +143,37 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newClusterCmd(g),
 		newAgentCmd(g),
 		newInferCmd(g),
+		newConfigCmd(g),
 	)
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command that only groups others
+// ('outpost model', 'outpost hub', ...) fail on a word that is none of its
+// subcommands, suggesting the nearest, as the root does. Cobra would print
+// the group's help and exit 0, so that 'outpost model lst' seemed to work.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if c.Runnable() || !c.HasSubCommands() || !c.HasParent() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2 // as the root's
+	}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+		}
+		return fmt.Errorf("%s\n\nRun '%s --help' for its commands", msg, cmd.CommandPath())
+	}
 }
 
 func newVersionCmd(g *globals) *cobra.Command {
