@@ -435,7 +435,7 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 func outboxText(st outbox.Stats) string {
 	text := "empty"
 	if st.Records > 0 {
-		text = fmt.Sprintf("%d records (%s) waiting", st.Records, bytesize.Format(st.Bytes))
+		text = fmt.Sprintf("%s (%s) waiting", plural(int(st.Records), "record"), bytesize.Format(st.Bytes))
 	}
 	for _, c := range []struct {
 		what string

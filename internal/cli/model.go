@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 	orasauth "oras.land/oras-go/v2/registry/remote/auth"
 	"sigs.k8s.io/yaml"
 
@@ -77,7 +78,7 @@ func (g *globals) resolveVersion(ctx context.Context, name, version string) (*re
 	}
 	desc, err := repo.Resolve(ctx, version)
 	if err != nil {
-		return nil, ocispec.Descriptor{}, fmt.Errorf("resolve %s@%s: %w", name, version, whyNotFound(ctx, h, name, version, err))
+		return nil, ocispec.Descriptor{}, fmt.Errorf("resolve %s@%s: %w", name, version, whyNotFound(ctx, h, repo, name, version, err))
 	}
 	return repo, desc, nil
 }
@@ -85,14 +86,37 @@ func (g *globals) resolveVersion(ctx context.Context, name, version string) (*re
 // whyNotFound replaces an OCI client's not-found error for version of model
 // name by the registry's own message, which says why (a deleted version,
 // say); other errors are returned as they are.
-func whyNotFound(ctx context.Context, h *hubclient.Client, name, version string, err error) error {
+func whyNotFound(ctx context.Context, h *hubclient.Client, repo *remote.Repository, name, version string, err error) error {
 	if !errors.Is(err, errdef.ErrNotFound) {
 		return err
 	}
 	if cerr := h.CheckManifest(ctx, models.RepoPrefix+name, version); hubclient.Code(cerr) == http.StatusNotFound {
-		return cerr
+		err = cerr
 	}
-	return err
+	// Say what there is instead.
+	switch vs, lerr := modelVersions(ctx, repo, name); {
+	case lerr != nil:
+		return err
+	case len(vs) == 0:
+		return fmt.Errorf("%w (model %q has no versions: 'outpost model list' shows the models there are)", err, name)
+	default:
+		return fmt.Errorf("%w (versions of %s: %s)", err, name, strings.Join(vs, ", "))
+	}
+}
+
+// modelVersions lists the versions (tags) of model name, lowest first; an
+// unknown model has none.
+func modelVersions(ctx context.Context, repo *remote.Repository, name string) ([]string, error) {
+	var vs []string
+	err := repo.Tags(ctx, "", func(tags []string) error { vs = append(vs, tags...); return nil })
+	var resp *errcode.ErrorResponse
+	if errors.Is(err, errdef.ErrNotFound) || errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list versions of %s: %w", name, err)
+	}
+	return sortVersions(vs), nil
 }
 
 func validModelName(name string) error {
@@ -299,14 +323,13 @@ func listModels(ctx context.Context, h *hubclient.Client) ([]modelSummary, error
 		if err != nil {
 			return nil, err
 		}
-		var vs []string
-		if err := repo.Tags(ctx, "", func(tags []string) error { vs = append(vs, tags...); return nil }); err != nil {
-			return nil, fmt.Errorf("list versions of %s: %w", n, err)
+		vs, err := modelVersions(ctx, repo, n)
+		if err != nil {
+			return nil, err
 		}
 		if len(vs) == 0 {
 			continue
 		}
-		sortVersions(vs)
 		out = append(out, modelSummary{Name: n, Versions: vs})
 	}
 	return out, nil
@@ -346,7 +369,7 @@ func newModelShowCmd(g *globals) *cobra.Command {
 			}
 			info, err := artifact.Inspect(cmd.Context(), repo, version, keys)
 			if err != nil {
-				return fmt.Errorf("show %s@%s: %w", name, version, whyNotFound(cmd.Context(), h, name, version, err))
+				return fmt.Errorf("show %s@%s: %w", name, version, whyNotFound(cmd.Context(), h, repo, name, version, err))
 			}
 			show := modelShow{ModelInfo: info, Profile: summarizeProfile(cmd.Context(), repo, info.Profile)}
 			if output != "" {
@@ -361,14 +384,13 @@ func newModelShowCmd(g *globals) *cobra.Command {
 }
 
 func latestVersion(ctx context.Context, repo *remote.Repository, name string) (string, error) {
-	var vs []string
-	if err := repo.Tags(ctx, "", func(tags []string) error { vs = append(vs, tags...); return nil }); err != nil {
-		return "", fmt.Errorf("list versions of %s: %w", name, err)
+	vs, err := modelVersions(ctx, repo, name)
+	if err != nil {
+		return "", err
 	}
 	if len(vs) == 0 {
-		return "", fmt.Errorf("model %q has no versions", name)
+		return "", fmt.Errorf("model %q has no versions: 'outpost model list' shows the models there are", name)
 	}
-	sortVersions(vs)
 	return vs[len(vs)-1], nil
 }
 
@@ -527,6 +549,7 @@ push' (files with title annotations) can be pulled too.`,
 			if err != nil {
 				return err
 			}
+			_, statErr := os.Stat(args[1])
 			if err := os.MkdirAll(args[1], 0o755); err != nil {
 				return err
 			}
@@ -534,13 +557,16 @@ push' (files with title annotations) can be pulled too.`,
 			m, err := artifact.Pull(cmd.Context(), repo, version, args[1], artifact.PullOptions{Progress: prog})
 			done()
 			if err != nil {
-				return fmt.Errorf("pull %s: %w", args[0], whyNotFound(cmd.Context(), h, name, version, err))
+				if errors.Is(statErr, os.ErrNotExist) {
+					os.Remove(args[1]) // the folder this pull made, empty: a failed pull leaves nothing new
+				}
+				return fmt.Errorf("pull %s: %w", args[0], whyNotFound(cmd.Context(), h, repo, name, version, err))
 			}
 			var total int64
 			for _, f := range m.Files {
 				total += f.Size
 			}
-			fmt.Fprintf(g.stdout, "pulled %s (%d files, %s) into %s, all digests verified\n", args[0], len(m.Files), bytesize.Format(total), args[1])
+			fmt.Fprintf(g.stdout, "pulled %s (%s, %s) into %s, all digests verified\n", args[0], plural(len(m.Files), "file"), bytesize.Format(total), args[1])
 			return nil
 		},
 	}

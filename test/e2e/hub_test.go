@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,7 +158,8 @@ func TestModelLifecycle(t *testing.T) {
 		{"invalid semver", []string{"model", "push", other, "--name", "life", "--version", "1.0"}, "version"},
 		{"missing path", []string{"model", "push", filepath.Join(other, "nope"), "--name", "life", "--version", "1.0.1"}, "nope"},
 		{"wrong token", []string{"--token", "opt_wrong", "model", "list"}, "401"},
-		{"unknown version", []string{"model", "pull", "life@9.9.9", t.TempDir()}, "9.9.9"},
+		{"unknown version", []string{"model", "pull", "life@9.9.9", t.TempDir()}, "manifest 9.9.9 unknown to repository models/life (versions of life: 1.0.0)"},
+		{"unknown model", []string{"model", "show", "death@1.0.0"}, `(model "death" has no versions: 'outpost model list' shows the models there are)`},
 		{"verify with a file that is no key", []string{"model", "verify", "life@1.0.0", "--key", filepath.Join(src, "model.onnx")}, "no PUBLIC KEY PEM block"},
 		{"verify unsigned", []string{"model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "k.pub")}, "no valid signature from a trusted key (0 signature(s) found)"},
 	}
@@ -171,6 +173,14 @@ func TestModelLifecycle(t *testing.T) {
 				t.Fatalf("output does not mention %q:\n%s", tt.want, out)
 			}
 		})
+	}
+	// A failed pull into a new folder leaves no folder behind.
+	fresh := filepath.Join(t.TempDir(), "new")
+	if out, err := h.run("model", "pull", "life@9.9.9", fresh); err == nil {
+		t.Fatalf("pull of a missing version succeeded:\n%s", out)
+	}
+	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed pull left %s behind (stat: %v)", fresh, err)
 	}
 	out := h.mustRun("model", "list")
 	if !strings.Contains(out, "life") || !strings.Contains(out, "1.0.0") {
@@ -194,7 +204,9 @@ func TestModelLifecycle(t *testing.T) {
 		}
 	}
 	dst := t.TempDir()
-	h.mustRun("model", "pull", "life@1.0.0", dst)
+	if out := h.mustRun("model", "pull", "life@1.0.0", dst); !strings.Contains(out, "(1 file, 1.0 MiB)") {
+		t.Errorf("pull says:\n%s", out)
+	}
 	sameFile(t, filepath.Join(src, "model.onnx"), filepath.Join(dst, "model.onnx"))
 }
 
