@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,5 +99,48 @@ func TestUnknownSubcommand(t *testing.T) {
 	out, _, code := runCLI(t, "model")
 	if code != 0 || !strings.Contains(out, "Available Commands") {
 		t.Errorf("outpost model = %d:\n%s", code, out)
+	}
+}
+
+// TestUnreachableHub checks that a command that cannot reach its hub says
+// which hub it asked, where that came from, and how to start or choose one.
+func TestUnreachableHub(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "https://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	cfg := &clientconfig.Config{}
+	cfg.SetContext(clientconfig.Context{Name: "lab", Hub: url, Token: "opt_x"})
+	cfg.CurrentContext = "lab"
+	if err := cfg.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	none := map[string]string{"OUTPOST_TOKEN": "", "OUTPOST_CONTEXT": "", "OUTPOST_HUB": ""}
+	tests := []struct {
+		name string
+		args []string
+		from string
+	}{
+		{"resources, hub from the context", []string{"get", "clusters"}, `(from context "lab" of the client config)`},
+		{"registry, hub from the context", []string{"model", "list"}, `(from context "lab" of the client config)`},
+		{"hub from --hub", []string{"--hub", url, "model", "list"}, "(from --hub or OUTPOST_HUB)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errOut, code := runWithConfig(t, path, none, tt.args...)
+			want := "no hub answers at " + url + " " + tt.from + ": start it with 'outpost hub serve --data DIR'"
+			if code == 0 || !strings.Contains(errOut, want) {
+				t.Fatalf("exit %d, stderr %q; want it to say %q", code, errOut, want)
+			}
+		})
+	}
+	// An error that is not about reaching the hub gets no such hint.
+	_, errOut, _ := runWithConfig(t, path, none, "model", "show", "BAD NAME")
+	if strings.Contains(errOut, "no hub answers") {
+		t.Errorf("a bad model name got the unreachable hint: %q", errOut)
 	}
 }

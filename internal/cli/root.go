@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -44,6 +46,8 @@ type globals struct {
 	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
+
+	resolved *clientconfig.Target // the hub target() last resolved, for messages
 }
 
 // configFile is the client config's path: --config, else the default.
@@ -60,7 +64,22 @@ func (g *globals) target() (*clientconfig.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cfg.Resolve(g.flags.Merge(clientconfig.OverridesFromEnv()))
+	t, err := cfg.Resolve(g.flags.Merge(clientconfig.OverridesFromEnv()))
+	if err == nil {
+		g.resolved = t
+	}
+	return t, err
+}
+
+// unreachableHint says, after an error that is a failure to reach the hub,
+// which hub was asked and how to start or choose one; "" otherwise.
+func (g *globals) unreachableHint(err error) string {
+	var dnsErr *net.DNSError
+	if g.resolved == nil || !errors.Is(err, syscall.ECONNREFUSED) && !errors.As(err, &dnsErr) {
+		return ""
+	}
+	return fmt.Sprintf("no hub answers at %s (from %s): start it with 'outpost hub serve --data DIR', or choose another with --hub or --context",
+		g.resolved.URL, g.resolved.Source)
 }
 
 // hub returns the client of the hub the command talks to, as target resolves it.
@@ -82,10 +101,13 @@ func (g *globals) logger() *slog.Logger {
 
 // Main runs the command line with args and returns the process exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := NewRoot(stdin, stdout, stderr)
+	root, g := newRoot(stdin, stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
+		if hint := g.unreachableHint(err); hint != "" {
+			fmt.Fprintln(stderr, hint)
+		}
 		var ee exitError
 		if errors.As(err, &ee) {
 			return ee.code
@@ -106,6 +128,12 @@ func (e exitError) Unwrap() error { return e.err }
 
 // NewRoot builds the command tree.
 func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	root, _ := newRoot(stdin, stdout, stderr)
+	return root
+}
+
+// newRoot builds the command tree and returns the globals its commands share.
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "outpost",
@@ -146,7 +174,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newConfigCmd(g),
 	)
 	refuseUnknownSubcommands(root)
-	return root
+	return root, g
 }
 
 // refuseUnknownSubcommands makes every command that only groups others

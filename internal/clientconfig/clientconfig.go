@@ -161,6 +161,9 @@ type Target struct {
 	Token string
 	// TLS is the client TLS configuration, trusting the hub's CA when one is known.
 	TLS *tls.Config
+	// Source says where the hub's address came from, for messages: "--hub
+	// or OUTPOST_HUB", or the context of the client config.
+	Source string
 }
 
 // Resolve combines the file and the overrides into a Target.
@@ -189,7 +192,10 @@ func (c *Config) Resolve(o Overrides) (*Target, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("hub address %q: want https://HOST:PORT", hub)
 	}
-	t := &Target{URL: u, Token: ctx.Token, TLS: &tls.Config{MinVersion: tls.VersionTLS12}}
+	t := &Target{URL: u, Token: ctx.Token, TLS: &tls.Config{MinVersion: tls.VersionTLS12}, Source: "--hub or OUTPOST_HUB"}
+	if o.Hub == "" {
+		t.Source = fmt.Sprintf("context %q of the client config", ctx.Name)
+	}
 	if o.Token != "" {
 		t.Token = o.Token
 	}
