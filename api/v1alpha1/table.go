@@ -47,9 +47,9 @@ func clusterColumns() []Column {
 		{Name: "CPU", Type: ColumnString, JSONPath: ".status.capacity.cpu", Priority: 1,
 			Cell: func(o Object, _ time.Time) string { return quantity(o.(*Cluster).Status.Capacity.CPU) }},
 		{Name: "Memory", Type: ColumnString, JSONPath: ".status.capacity.memory", Priority: 1,
-			Cell: func(o Object, _ time.Time) string { return quantity(o.(*Cluster).Status.Capacity.Memory) }},
+			Cell: func(o Object, _ time.Time) string { return byteQuantity(o.(*Cluster).Status.Capacity.Memory) }},
 		{Name: "Disk", Type: ColumnString, JSONPath: ".status.capacity.disk", Priority: 1,
-			Cell: func(o Object, _ time.Time) string { return quantity(o.(*Cluster).Status.Capacity.Disk) }},
+			Cell: func(o Object, _ time.Time) string { return byteQuantity(o.(*Cluster).Status.Capacity.Disk) }},
 		{Name: "Cached", Type: ColumnInteger, Priority: 1,
 			Cell: func(o Object, _ time.Time) string { return fmt.Sprint(len(o.(*Cluster).Status.CachedArtifacts)) }},
 		{Name: "Agent", Type: ColumnString, JSONPath: ".status.agentVersion"},
@@ -264,6 +264,15 @@ func quantity(q *resource.Quantity) string {
 		return ""
 	}
 	return q.String()
+}
+
+// byteQuantity prints a quantity of bytes in binary units, such as 23.5 GiB,
+// where the agent reports, say, 24683664Ki.
+func byteQuantity(q *resource.Quantity) string {
+	if q == nil || q.IsZero() {
+		return ""
+	}
+	return bytesize.Format(q.Value())
 }
 
 func labelText(m map[string]string) string {

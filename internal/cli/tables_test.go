@@ -26,7 +26,7 @@ func tableFixtures() (clusters, deployments []v1alpha1.Object) {
 	full := &v1alpha1.Cluster{
 		ObjectMeta: metav1.ObjectMeta{Name: "edge-a", Labels: map[string]string{"tier": "store", "region": "eu"}, CreationTimestamp: *ago(72 * time.Hour)},
 		Status: v1alpha1.ClusterStatus{
-			Capacity:        v1alpha1.Capacity{CPU: q("4"), Memory: q("8Gi"), Disk: q("100Gi")},
+			Capacity:        v1alpha1.Capacity{CPU: q("4"), Memory: q("24683664Ki"), Disk: q("100Gi")},
 			Link:            v1alpha1.LinkStatus{BandwidthBps: 2 << 20, RTTMillis: 40, State: v1alpha1.LinkConnected, LastSeen: ago(5 * time.Second)},
 			CachedArtifacts: []v1alpha1.CachedArtifact{{Digest: "sha256:1"}, {Digest: "sha256:2"}},
 			AgentVersion:    "v0.1.0",
