@@ -45,6 +45,10 @@ const (
 	DefaultReportInterval = 10 * time.Second
 	DefaultRetryBase      = time.Second
 	DefaultRetryMax       = 2 * time.Minute
+	// DefaultReconnectMax caps the wait between attempts to reach a hub that
+	// does not answer at all (down, or the link cut): trying costs nothing
+	// there, and the agent notices the hub back within it.
+	DefaultReconnectMax = 10 * time.Second
 	// DefaultProfileInterval is how often the agent looks again for the
 	// reference profiles of the versions it serves.
 	DefaultProfileInterval = 10 * time.Minute
@@ -95,6 +99,11 @@ type Config struct {
 	// RetryBase and RetryMax bound the backoff between attempts to reach the
 	// hub and to reconcile a failing model.
 	RetryBase, RetryMax time.Duration
+	// ReconnectMax caps the backoff instead of RetryMax while the hub does
+	// not answer at all (no connection); 0 means DefaultReconnectMax, and
+	// it is never above RetryMax. A hub that answers busy (429, 503) is
+	// still left alone for up to RetryMax or its Retry-After.
+	ReconnectMax time.Duration
 	// ProfileInterval is how often the agent asks the hub for the reference
 	// profile of each version it serves, to pick up one attached or replaced
 	// after the version was fetched; 0 means DefaultProfileInterval.
@@ -231,6 +240,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.RetryMax < cfg.RetryBase {
 		cfg.RetryMax = max(DefaultRetryMax, cfg.RetryBase)
 	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = DefaultReconnectMax
+	}
+	cfg.ReconnectMax = min(max(cfg.ReconnectMax, cfg.RetryBase), cfg.RetryMax)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -567,9 +580,19 @@ func (a *Agent) backoff(attempt int) time.Duration {
 
 // retryDelay is the wait before trying the hub again after err, the
 // attempt-th failure in a row: the backoff, or the time a busy hub asked
-// for (Retry-After) when that is longer (hubclient.RetryDelay).
+// for (Retry-After) when that is longer (hubclient.RetryDelay). While the
+// hub does not answer at all the backoff stops growing at ReconnectMax, so
+// that an agent notices a hub back soon after it is.
 func (a *Agent) retryDelay(err error, attempt int) time.Duration {
-	return hubclient.RetryDelay(err, clock.Backoff{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax}, attempt, rand.Float64())
+	return retryDelay(err, clock.Backoff{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax}, a.cfg.ReconnectMax, attempt, rand.Float64())
+}
+
+// retryDelay is Agent.retryDelay with the draw u in [0, 1) given.
+func retryDelay(err error, b clock.Backoff, reconnectMax time.Duration, attempt int, u float64) time.Duration {
+	if hubclient.Code(err) == 0 {
+		b.Max = min(b.Max, reconnectMax)
+	}
+	return hubclient.RetryDelay(err, b, attempt, u)
 }
 
 // hubBusy reports whether err is the hub's answer that it cannot serve the

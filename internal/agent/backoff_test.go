@@ -8,10 +8,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/hubclient"
 	"outpost.dev/outpost/internal/testenv"
 )
 
@@ -110,6 +113,36 @@ func TestBacksOffAsTheHubAsks(t *testing.T) {
 						gap, retryAfter, reportInterval)
 				}
 			})
+		})
+	}
+}
+
+// TestRetryDelayReconnects checks the waits between attempts to reach the
+// hub: while it does not answer at all they stop growing at ReconnectMax
+// (the agent noticed a hub back up to RetryMax late), while a hub that
+// answers with errors or busy keeps the long backoff and its Retry-After.
+func TestRetryDelayReconnects(t *testing.T) {
+	b := clock.Backoff{Base: time.Second, Max: 2 * time.Minute}
+	unreachable := fmt.Errorf("reach hub: %w", syscall.ECONNREFUSED)
+	tests := []struct {
+		name     string
+		err      error
+		attempt  int
+		min, max time.Duration
+	}{
+		{"unreachable, first", unreachable, 1, 500 * time.Millisecond, time.Second},
+		{"unreachable, long down", unreachable, 30, 5 * time.Second, 10 * time.Second},
+		{"hub error, long", &hubclient.Error{Code: http.StatusInternalServerError}, 30, time.Minute, 2 * time.Minute},
+		{"busy with Retry-After", &hubclient.Error{Code: http.StatusServiceUnavailable, RetryAfter: 40 * time.Second}, 1, 40 * time.Second, 60 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, u := range []float64{0, 0.5, 0.999} {
+				d := retryDelay(tt.err, b, DefaultReconnectMax, tt.attempt, u)
+				if d < tt.min || d > tt.max {
+					t.Errorf("u=%v: %v, want within [%v, %v]", u, d, tt.min, tt.max)
+				}
+			}
 		})
 	}
 }
