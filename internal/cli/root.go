@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -88,8 +89,14 @@ func (g *globals) hub() (*hubclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hubclient.New(t.URL.String(), hubclient.Options{Token: t.Token, TLS: t.TLS})
+	// A hub started a moment ago ('outpost hub serve &' in a script) or
+	// restarting gets a few seconds to listen.
+	return hubclient.New(t.URL.String(), hubclient.Options{Token: t.Token, TLS: t.TLS, RefusedWait: refusedRetryTime})
 }
+
+// refusedRetryTime is how long commands try again a hub address that
+// refuses connections.
+const refusedRetryTime = 3 * time.Second
 
 func (g *globals) logger() *slog.Logger {
 	level := slog.LevelInfo

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,6 +63,11 @@ type Options struct {
 	// MaxResponseBytes bounds what is read of one answer; 0 means
 	// DefaultMaxResponseBytes.
 	MaxResponseBytes int64
+	// RefusedWait, if positive, is how long any request (the OCI client's
+	// through HTTPClient too) is sent again while the hub's address refuses
+	// connections: a hub started a moment before, or restarting (see
+	// RetryRefused). Such refusals are then not retried as Attempts again.
+	RefusedWait time.Duration
 }
 
 // Client talks to one hub. It is safe for concurrent use.
@@ -94,6 +100,15 @@ func New(base string, opts Options) (*Client, error) {
 	hc := opts.HTTPClient
 	if hc == nil {
 		hc = NewHTTPClient(opts.TLS)
+	}
+	if opts.RefusedWait > 0 {
+		wrapped := *hc
+		rt := hc.Transport
+		if rt == nil {
+			rt = http.DefaultTransport
+		}
+		wrapped.Transport = RetryRefused(rt, opts.Clock, opts.RefusedWait)
+		hc = &wrapped
 	}
 	return &Client{base: u, http: hc, opts: opts, token: opts.Token}, nil
 }
@@ -225,7 +240,8 @@ func (c *Client) do(ctx context.Context, req request, out any) (int, error) {
 	}
 	for attempt := 1; ; attempt++ {
 		code, err := c.send(ctx, u.String(), req, out)
-		if err == nil || attempt >= attempts || !retryable(ctx, code, err) {
+		if err == nil || attempt >= attempts || !retryable(ctx, code, err) ||
+			c.opts.RefusedWait > 0 && errors.Is(err, syscall.ECONNREFUSED) {
 			return code, err
 		}
 		if !clock.Sleep(ctx, c.opts.Clock, RetryDelay(err, c.opts.Backoff, attempt, rand.Float64())) {
