@@ -48,14 +48,23 @@ func readObjects(stdin io.Reader, file string) ([]v1alpha1.Object, error) {
 }
 
 func newApplyCmd(g *globals) *cobra.Command {
-	var file string
+	var (
+		file    string
+		wait    bool
+		timeout time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Create or update resources from a YAML or JSON file",
 		Long: `Create or update the resources in FILE (YAML, several documents separated by
 ---, or JSON; - reads standard input). The whole file is checked first: if any
-document is malformed or invalid, nothing is applied.`,
-		Example: "  outpost apply -f deploy/examples/fashion-mlp.yaml\n  cat cluster.yaml | outpost apply -f -",
+document is malformed or invalid, nothing is applied.
+
+With --wait, apply then waits until every ModelDeployment it applied is
+Active on each cluster it selects, at the version it resolved, printing the
+progress; it fails after --timeout. A deployment that selects no cluster yet
+is waited for too, as its clusters may still be joining.`,
+		Example: "  outpost apply -f deploy/examples/fashion-mlp.yaml\n  outpost apply -f deployment.yaml --wait --timeout 5m\n  cat cluster.yaml | outpost apply -f -",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file == "" {
@@ -81,10 +90,24 @@ document is malformed or invalid, nothing is applied.`,
 				}
 				fmt.Fprintf(g.stdout, "%s/%s applied\n", strings.ToLower(kind), o.GetName())
 			}
+			if !wait {
+				return nil
+			}
+			for _, o := range objs {
+				if _, ok := o.(*v1alpha1.ModelDeployment); !ok {
+					continue
+				}
+				fmt.Fprintf(g.stdout, "waiting for modeldeployment/%s to roll out ...\n", o.GetName())
+				if err := g.waitRollout(cmd.Context(), h, o.GetName(), timeout); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "file of resources to apply (- for standard input)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until each applied ModelDeployment is Active on every cluster it selects")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits")
 	return cmd
 }
 
