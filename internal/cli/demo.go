@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -74,6 +75,7 @@ type demo struct {
 	start    time.Time
 	failures []string
 	procs    []proc
+	edges    []*edge // the clusters, once started; their links close after the processes stop
 	// regressions counts times a cluster was seen serving a lower version than before.
 	regressions int
 }
@@ -162,6 +164,11 @@ func (d *demo) stopAll() {
 		case <-timeout:
 			p.cmd.Process.Kill()
 			<-p.done
+		}
+	}
+	for _, e := range d.edges {
+		if e.link != nil {
+			e.link.Close()
 		}
 	}
 }
@@ -273,11 +280,29 @@ func runDemo(ctx context.Context, g *globals, dir string, keep bool, linkBps int
 	}
 	fmt.Fprintf(g.stdout, "\ndemo finished in %.1fs: every check held\n", time.Since(d.start).Seconds())
 	if keep {
-		fmt.Fprintf(g.stdout, "\nThe hub and agents keep running. In another shell:\n  export OUTPOST_CONFIG=%s\n  outpost get modeldeployment fashion -o wide\n  outpost agent status --data %s\nPress Ctrl-C to stop.\n",
-			d.config, filepath.Join(dir, "edge-1"))
+		d.explore(g.stdout)
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// explore tells where everything runs, for --keep: the hub and agents stay
+// up and connected until interrupted.
+func (d *demo) explore(w io.Writer) {
+	fmt.Fprintf(w, "\nThe hub and agents keep running, connected, until Ctrl-C. In another shell:\n  export OUTPOST_CONFIG=%s\n", d.config)
+	fmt.Fprintln(w, "  outpost get clusters")
+	fmt.Fprintln(w, "  outpost get modeldeployment fashion -o wide")
+	for _, e := range d.edges {
+		fmt.Fprintf(w, "  outpost agent status --data %s\n", e.dir)
+	}
+	if len(d.edges) > 0 {
+		fmt.Fprintf(w, "  outpost model example %s --input %s\n", filepath.Join(d.dir, "example"), filepath.Join(d.dir, "image.json"))
+		fmt.Fprintf(w, "  outpost infer fashion --input %s --server http://%s\n", filepath.Join(d.dir, "image.json"), d.edges[0].serve)
+	}
+	fmt.Fprintln(w, "Clusters (data directory, inference endpoint):")
+	for _, e := range d.edges {
+		fmt.Fprintf(w, "  %-8s %s  http://%s\n", e.name, e.dir, e.serve)
+	}
 }
 
 func (d *demo) main(keep bool, linkBps int64) error {
@@ -365,7 +390,7 @@ func (d *demo) main(keep bool, linkBps int64) error {
 		if e.link, err = linksim.Listen(addr, linksim.Options{Bandwidth: linkBps}); err != nil {
 			return err
 		}
-		defer e.link.Close()
+		d.edges = append(d.edges, e)
 		if e.serve, err = freeAddr(); err != nil {
 			return err
 		}
