@@ -138,7 +138,7 @@ func (t inferTarget) explain(err error) error {
 		return fmt.Errorf("cluster %s's agent does not answer at %s, the endpoint it reported (link %s, last seen %s): %w",
 			t.cluster.Name, t.url, orUnknown(string(t.cluster.Status.Link.State)), v1alpha1.Age(t.cluster.Status.Link.LastSeen, time.Now()), err)
 	case t.isDefault:
-		return fmt.Errorf("no inference endpoint answers at %s, the default: start one ('outpost agent'), or name one with --server URL or --cluster NAME: %w", t.url, err)
+		return fmt.Errorf("no inference endpoint answers at %s, the default: start one ('outpost agent', 'outpost serve MODEL'), or name one with --server URL or --cluster NAME: %w", t.url, err)
 	}
 	return fmt.Errorf("no inference endpoint answers at %s: %w", t.url, err)
 }

@@ -138,6 +138,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newClusterCmd(g),
 		newAgentCmd(g),
 		newInferCmd(g),
+		newServeCmd(g),
 	)
 	return root
 }
