@@ -21,25 +21,26 @@ import (
 )
 
 // startAgent runs an agent joined to the hub at url as cluster name until
-// the test ends, and returns its data directory once it runs.
-func startAgent(t *testing.T, url, admin, name string, extra ...string) string {
+// the test ends, and returns its data directory, once it runs, and what
+// stops it.
+func startAgent(t *testing.T, url, admin, name string, extra ...string) (dir string, stop func()) {
 	t.Helper()
 	tok, errOut, code := runCLI(t, "--hub", url, "--token", admin, "cluster", "token", "create")
 	if code != 0 {
 		t.Fatalf("token create = %d: %s", code, errOut)
 	}
-	dir := filepath.Join(t.TempDir(), name)
+	dir = filepath.Join(t.TempDir(), name)
 	ready := filepath.Join(t.TempDir(), "ready")
-	_, stderr := startCLI(t, append([]string{"agent", "--hub", url, "--join-token", strings.TrimSpace(tok), "--data", dir, "--name", name,
+	p := startCLI(t, append([]string{"agent", "--hub", url, "--join-token", strings.TrimSpace(tok), "--data", dir, "--name", name,
 		"--ready-file", ready, "--report-interval", "1s"}, extra...)...)
 	testenv.WaitFor(t, 60*time.Second, "agent "+name+" running", func() bool {
 		_, err := os.Stat(ready)
-		return err == nil || strings.Contains(stderr.String(), "error:")
+		return err == nil || strings.Contains(p.stderr.String(), "error:")
 	})
 	if _, err := os.Stat(ready); err != nil {
-		t.Fatalf("agent %s did not start: %s", name, stderr)
+		t.Fatalf("agent %s did not start: %s", name, p.stderr)
 	}
-	return dir
+	return dir, p.stop
 }
 
 // hubCluster reads a Cluster from the hub.
@@ -62,7 +63,7 @@ func hubCluster(t *testing.T, url, admin, name string) v1alpha1.Cluster {
 func TestAgentEndpoints(t *testing.T) {
 	holdDefault(t)
 	url, admin := testHub(t)
-	dir := startAgent(t, url, admin, "edge-a", "--grpc", "127.0.0.1:0")
+	dir, stopA := startAgent(t, url, admin, "edge-a", "--grpc", "127.0.0.1:0")
 	startAgent(t, url, admin, "edge-b", "--serve", "")
 
 	st, err := agent.ReadStatus(t.Context(), dir)
@@ -118,6 +119,17 @@ func TestAgentEndpoints(t *testing.T) {
 		!strings.Contains(errOut, "give --server or --cluster, not both") {
 		t.Errorf("infer with --server and --cluster = %d %q", code, errOut)
 	}
+
+	// Stopped, the agent names no endpoint; the hub keeps the last one
+	// reported, and infer says that nothing answers there.
+	stopA()
+	if out, _, _ := runCLI(t, "agent", "status", "--data", dir); !strings.Contains(out, "Serving:          nothing (the agent is not running") {
+		t.Errorf("status of a stopped agent:\n%s", out)
+	}
+	_, errOut, code = runCLI(t, "--hub", url, "--token", admin, "infer", "tiny", "--input", in, "--cluster", "edge-a")
+	if want := "cluster edge-a's agent does not answer at " + ep.REST + ", the endpoint it reported (link Connected, last seen"; code == 0 || !strings.Contains(errOut, want) {
+		t.Errorf("infer --cluster of a stopped agent = %d %q, want an error with %q", code, errOut, want)
+	}
 }
 
 // lockedBuffer is a bytes.Buffer that a command writes while a test reads.
@@ -138,22 +150,32 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// startCLI runs the command line in the background until the test ends,
-// and returns its standard output and error as they grow.
-func startCLI(t *testing.T, args ...string) (stdout, stderr *lockedBuffer) {
+// cliProc is a command line running in the background.
+type cliProc struct {
+	stdout, stderr *lockedBuffer
+	stop           func() // ends the command, as Ctrl-C does, and waits for it
+}
+
+// startCLI runs the command line in the background until stop is called
+// or the test ends; the command must then exit 0.
+func startCLI(t *testing.T, args ...string) cliProc {
 	t.Helper()
-	stdout, stderr = &lockedBuffer{}, &lockedBuffer{}
+	p := cliProc{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	args = append([]string{"--config", filepath.Join(t.TempDir(), "config.yaml")}, args...)
-	go func() { done <- Main(ctx, args, strings.NewReader(""), stdout, stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("outpost %s = %d: %s", strings.Join(args, " "), code, stderr)
-		}
-	})
-	return stdout, stderr
+	go func() { done <- Main(ctx, args, strings.NewReader(""), p.stdout, p.stderr) }()
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cancel()
+			if code := <-done; code != 0 {
+				t.Errorf("outpost %s = %d: %s", strings.Join(args, " "), code, p.stderr)
+			}
+		})
+	}
+	t.Cleanup(p.stop)
+	return p
 }
 
 // writeFile writes s to a file of its own and returns the file's path.

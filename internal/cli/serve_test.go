@@ -56,13 +56,13 @@ func TestServeCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	stdout, stderr := startCLI(t, "serve", filepath.Join(dir, "tiny.onnx"), "--model", "folder@1.2.0="+folder,
+	p := startCLI(t, "serve", filepath.Join(dir, "tiny.onnx"), "--model", "folder@1.2.0="+folder,
 		"--serve", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--runtime", "go")
-	testenv.WaitFor(t, 60*time.Second, "outpost serve ready", func() bool { return strings.Contains(stdout.String(), "Ready") })
-	out := stdout.String()
+	testenv.WaitFor(t, 60*time.Second, "outpost serve ready", func() bool { return strings.Contains(p.stdout.String(), "Ready") })
+	out := p.stdout.String()
 	rest, grpcAddr := restLine.FindStringSubmatch(out), grpcLine.FindStringSubmatch(out)
 	if rest == nil || grpcAddr == nil {
-		t.Fatalf("serve prints no endpoints:\n%s\n%s", out, stderr)
+		t.Fatalf("serve prints no endpoints:\n%s\n%s", out, p.stderr)
 	}
 	for _, want := range []string{
 		"tiny    local    go", "folder  1.2.0    go", rest[1] + "/v2/models/tiny/infer", rest[1] + "/v2/models/folder/infer",
@@ -175,11 +175,11 @@ func TestServeFallsBackFromBusyDefault(t *testing.T) {
 	holdDefault(t)
 	dir := t.TempDir()
 	writeMLP(t, filepath.Join(dir, "tiny.onnx"))
-	stdout, _ := startCLI(t, "serve", filepath.Join(dir, "tiny.onnx"))
-	testenv.WaitFor(t, 60*time.Second, "outpost serve ready", func() bool { return strings.Contains(stdout.String(), "Ready") })
-	rest := restLine.FindStringSubmatch(stdout.String())
+	p := startCLI(t, "serve", filepath.Join(dir, "tiny.onnx"))
+	testenv.WaitFor(t, 60*time.Second, "outpost serve ready", func() bool { return strings.Contains(p.stdout.String(), "Ready") })
+	rest := restLine.FindStringSubmatch(p.stdout.String())
 	if rest == nil || rest[1] == "http://"+DefaultServeAddr {
-		t.Fatalf("serve on a busy default says it serves at %v:\n%s", rest, stdout)
+		t.Fatalf("serve on a busy default says it serves at %v:\n%s", rest, p.stdout)
 	}
 	if _, errOut, code := runCLI(t, "infer", "nope", "--input", writeFile(t, `[1,2,3,4]`), "--server", rest[1]); code == 0 ||
 		!strings.Contains(errOut, rest[1]+`: 404 Not Found: unknown model "nope"`) {
