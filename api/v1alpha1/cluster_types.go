@@ -91,6 +91,24 @@ type CachedArtifact struct {
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
 }
 
+// ServingEndpoints are where an agent answers inference requests over the
+// Open Inference Protocol v2, as it reports them: the addresses it listens
+// on, after any fallback to a free port, so that clients find it.
+type ServingEndpoints struct {
+	// REST is the base URL of the protocol's REST API, such as
+	// http://10.0.0.7:8080 (requests go to REST + "/v2/models/M/infer"). An
+	// agent listening on every address reports its host name.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	REST string `json:"rest,omitempty"`
+	// GRPC is the address of the protocol's gRPC API
+	// (inference.GRPCInferenceService) as gRPC clients dial it, host:port,
+	// such as 10.0.0.7:8081.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	GRPC string `json:"grpc,omitempty"`
+}
+
 // ClusterStatus is what the cluster's agent reports.
 type ClusterStatus struct {
 	// Capacity is the capacity measured by the agent.
@@ -105,6 +123,10 @@ type ClusterStatus struct {
 	// AgentVersion is the version of the agent running in the cluster.
 	// +optional
 	AgentVersion string `json:"agentVersion,omitempty"`
+	// Endpoints are where the agent answers inference requests; nil when
+	// it serves none. 'outpost infer --cluster' sends its requests there.
+	// +optional
+	Endpoints *ServingEndpoints `json:"endpoints,omitempty"`
 	// Outbox is what the agent's outbox holds for the hub and what it had to
 	// merge or drop to stay within its byte budget.
 	// +optional

@@ -49,3 +49,33 @@ func FuzzJoinTokenRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestReportEndpoints checks the serving endpoints an agent may report:
+// an http(s) URL and a host:port, or nothing.
+func TestReportEndpoints(t *testing.T) {
+	tests := []struct {
+		name      string
+		endpoints *ServingEndpoints
+		wantErr   string
+	}{
+		{"none", nil, ""},
+		{"both", &ServingEndpoints{REST: "http://10.0.0.7:8080", GRPC: "10.0.0.7:8081"}, ""},
+		{"https and IPv6", &ServingEndpoints{REST: "https://[fd00::7]:8443", GRPC: "[fd00::7]:8081"}, ""},
+		{"REST only", &ServingEndpoints{REST: "http://edge-1:8080"}, ""},
+		{"no scheme", &ServingEndpoints{REST: "10.0.0.7:8080"}, "status.endpoints.rest: Invalid value"},
+		{"another scheme", &ServingEndpoints{REST: "ftp://10.0.0.7"}, "must be an http or https URL"},
+		{"query", &ServingEndpoints{REST: "http://10.0.0.7:8080?x=1"}, "must be an http or https URL"},
+		{"gRPC without port", &ServingEndpoints{GRPC: "10.0.0.7"}, "status.endpoints.grpc: Invalid value"},
+		{"gRPC as a URL", &ServingEndpoints{GRPC: "grpc://10.0.0.7:8081"}, "must be host:port"},
+		{"too long", &ServingEndpoints{REST: "http://" + strings.Repeat("a", 2048)}, "status.endpoints.rest: Too long"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &AgentReport{Cluster: "edge-1", Status: ClusterStatus{Endpoints: tt.endpoints}}
+			err := r.Validate()
+			if (err != nil) != (tt.wantErr != "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Validate = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -53,8 +53,22 @@ func clusterColumns() []Column {
 		{Name: "Cached", Type: ColumnInteger, Priority: 1,
 			Cell: func(o Object, _ time.Time) string { return fmt.Sprint(len(o.(*Cluster).Status.CachedArtifacts)) }},
 		{Name: "Agent", Type: ColumnString, JSONPath: ".status.agentVersion"},
+		{Name: "REST", Type: ColumnString, JSONPath: ".status.endpoints.rest", Priority: 1, Cell: func(o Object, _ time.Time) string {
+			return orDash(endpoints(o.(*Cluster)).REST)
+		}},
+		{Name: "gRPC", Type: ColumnString, JSONPath: ".status.endpoints.grpc", Priority: 1, Cell: func(o Object, _ time.Time) string {
+			return orDash(endpoints(o.(*Cluster)).GRPC)
+		}},
 		{Name: "Labels", Type: ColumnString, Cell: func(o Object, _ time.Time) string { return labelText(o.GetLabels()) }},
 	}
+}
+
+// endpoints returns the serving endpoints c's agent reported, empty when none.
+func endpoints(c *Cluster) ServingEndpoints {
+	if c.Status.Endpoints == nil {
+		return ServingEndpoints{}
+	}
+	return *c.Status.Endpoints
 }
 
 func deploymentColumns() []Column {

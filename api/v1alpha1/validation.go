@@ -2,6 +2,8 @@ package v1alpha1
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -96,7 +98,40 @@ func (s *ClusterStatus) validate(p *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(ap.Child("sizeBytes"), a.SizeBytes, "must be non-negative"))
 		}
 	}
+	if s.Endpoints != nil {
+		errs = append(errs, s.Endpoints.validate(p.Child("endpoints"))...)
+	}
 	errs = append(errs, metav1validation.ValidateConditions(s.Conditions, p.Child("conditions"))...)
+	return errs
+}
+
+// maxEndpointLen bounds an endpoint's URL or address.
+const maxEndpointLen = 2048
+
+// validate checks that REST, when set, is an http or https URL with a host
+// and nothing after its path, and GRPC, when set, is a host:port.
+func (e *ServingEndpoints) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if e.REST != "" {
+		rp := p.Child("rest")
+		u, err := url.Parse(e.REST)
+		switch {
+		case len(e.REST) > maxEndpointLen:
+			errs = append(errs, field.TooLong(rp, "", maxEndpointLen))
+		case err != nil:
+			errs = append(errs, field.Invalid(rp, e.REST, err.Error()))
+		case u.Scheme != "http" && u.Scheme != "https", u.Host == "", u.User != nil, u.RawQuery != "", u.Fragment != "":
+			errs = append(errs, field.Invalid(rp, e.REST, "must be an http or https URL such as http://10.0.0.7:8080, without user, query or fragment"))
+		}
+	}
+	if e.GRPC != "" {
+		gp := p.Child("grpc")
+		if len(e.GRPC) > maxEndpointLen {
+			errs = append(errs, field.TooLong(gp, "", maxEndpointLen))
+		} else if host, port, err := net.SplitHostPort(e.GRPC); err != nil || host == "" || port == "" {
+			errs = append(errs, field.Invalid(gp, e.GRPC, "must be host:port, such as 10.0.0.7:8081"))
+		}
+	}
 	return errs
 }
 

@@ -111,6 +111,7 @@ func (a *Agent) Report(ctx context.Context) (*v1alpha1.AgentReport, error) {
 			Capacity:     detectCapacity(a.cfg.Dir, a.cfg.Accelerators),
 			Link:         v1alpha1.LinkStatus{BandwidthBps: bps, RTTMillis: rtt.Milliseconds()},
 			AgentVersion: a.cfg.AgentVersion,
+			Endpoints:    st.Endpoints,
 		},
 		ReportedAt: metav1.NewTime(a.clock.Now().UTC().Truncate(time.Second)),
 	}

@@ -70,6 +70,25 @@ func TestServingState(t *testing.T) {
 			}
 		}
 	}
+	if st.Endpoints != nil || rep.Status.Endpoints != nil {
+		t.Errorf("endpoints before any were set: status %+v, report %+v", st.Endpoints, rep.Status.Endpoints)
+	}
+	ep := v1alpha1.ServingEndpoints{REST: "http://127.0.0.1:41234", GRPC: "127.0.0.1:8081"}
+	if err := a.SetEndpoints(ctx, &ep); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ReadStatus(ctx, dir); err != nil || st.Endpoints == nil || *st.Endpoints != ep {
+		t.Errorf("status endpoints %+v (%v), want %+v", st.Endpoints, err, ep)
+	}
+	if rep, err := a.Report(ctx); err != nil || rep.Status.Endpoints == nil || *rep.Status.Endpoints != ep {
+		t.Errorf("report endpoints %+v (%v), want %+v", rep.Status.Endpoints, err, ep)
+	}
+	if err := a.SetEndpoints(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := ReadStatus(ctx, dir); st.Endpoints != nil {
+		t.Errorf("endpoints after clearing: %+v", st.Endpoints)
+	}
 	if err := a.SetServing(ctx, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,9 @@ type Status struct {
 	// Outbox is what waits for the hub, and what the budget made the agent
 	// merge or drop.
 	Outbox outbox.Stats `json:"outbox"`
+	// Endpoints are where the running agent answers inference requests, as
+	// last given to SetEndpoints; nil when it serves none or is stopped.
+	Endpoints *v1alpha1.ServingEndpoints `json:"endpoints,omitempty"`
 }
 
 // DeploymentStatus is one deployment's state.
@@ -73,6 +76,28 @@ type DeploymentStatus struct {
 
 // metaServing holds the serving states last given to SetServing, as JSON.
 const metaServing = "serving"
+
+// metaEndpoints holds the endpoints last given to SetEndpoints, as JSON.
+const metaEndpoints = "endpoints"
+
+// SetEndpoints records where the agent's inference server answers (nil:
+// nowhere, as when it serves nothing or stops). Status and the next report,
+// and so the Cluster's status on the hub, show it.
+func (a *Agent) SetEndpoints(ctx context.Context, e *v1alpha1.ServingEndpoints) error {
+	var raw string
+	if e != nil && *e != (v1alpha1.ServingEndpoints{}) {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		raw = string(b)
+	}
+	if err := a.state.setMeta(ctx, metaEndpoints, raw); err != nil {
+		return fmt.Errorf("agent: record serving endpoints: %w", err)
+	}
+	a.signal(a.reportNow)
+	return nil
+}
 
 // ServingState is how the inference server serves one deployment.
 type ServingState struct {
@@ -140,6 +165,15 @@ func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
 		}
 		if out.LastRejection, err = getMeta(ctx, tx, metaLastRejection); err != nil {
 			return err
+		}
+		if raw, err := getMeta(ctx, tx, metaEndpoints); err != nil {
+			return err
+		} else if raw != "" {
+			var e v1alpha1.ServingEndpoints
+			// Endpoints are advisory: a malformed record shows none.
+			if json.Unmarshal([]byte(raw), &e) == nil {
+				out.Endpoints = &e
+			}
 		}
 		rows, err := listDeployments(ctx, tx)
 		if err != nil {

@@ -6,27 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/clientconfig"
-	"outpost.dev/outpost/internal/onnx/engine"
-	"outpost.dev/outpost/internal/onnx/ort"
 	"outpost.dev/outpost/internal/outbox"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/serving"
+	"outpost.dev/outpost/internal/serving/endpoint"
 )
 
 // agentCAFile is where the agent keeps a copy of the hub's CA certificate,
@@ -44,11 +41,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		readyFile     string
 		keepVersions  int
 		verifyOnStart bool
-		serveAddr     string
-		grpcAddr      string
-		maxRequest    string
-		maxInflight   string
-		ortLib        string
+		sf            servingFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --hub URL --join-token T --data DIR --name NAME",
@@ -117,7 +110,7 @@ only when the deployment sets allowDowngrade.`,
 			cfg.VerifyOnStart = verifyOnStart
 			cfg.AgentVersion = Version()
 			cfg.Logger = g.logger()
-			limits, err := servingLimits(maxRequest, maxInflight)
+			serveCfg, err := sf.config(cmd, cfg.Logger)
 			if err != nil {
 				return err
 			}
@@ -138,7 +131,7 @@ only when the deployment sets allowDowngrade.`,
 			for _, m := range a.Active() {
 				cfg.Logger.Info("active from cache", "deployment", m.Deployment, "model", m.Model, "version", m.Version)
 			}
-			serveDone, err := startServing(ctx, a, cfg.Logger, serveAddr, !cmd.Flags().Changed("serve"), grpcAddr, ortLib, limits, activeChanged)
+			serveDone, err := startServing(ctx, a, serveCfg, activeChanged)
 			if err != nil {
 				return err
 			}
@@ -172,132 +165,56 @@ only when the deployment sets allowDowngrade.`,
 	f.StringSliceVar(&accelerators, "accelerator", nil, "declared accelerator TYPE=COUNT, such as nvidia.com/gpu=1; repeatable")
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
-	f.StringVar(&serveAddr, "serve", DefaultServeAddr, `address of the inference endpoint (Open Inference Protocol v2 REST); "" serves nothing`)
-	f.StringVar(&grpcAddr, "grpc", "", `address of the gRPC inference endpoint (Open Inference Protocol v2 gRPC), such as 127.0.0.1:8081; "" (the default) serves none`)
-	f.StringVar(&maxRequest, "max-request-bytes", "64MiB", "largest inference request (REST body or gRPC message) accepted")
-	f.StringVar(&maxInflight, "max-inflight-bytes", "", "bytes all inference requests may hold at once (bodies, decoded tensors, outputs); more are refused with 429 / RESOURCE_EXHAUSTED (default 4x --max-request-bytes)")
-	f.StringVar(&ortLib, "onnxruntime-lib", "", "ONNX Runtime shared library (libonnxruntime.so) for models served with onnxruntime (env "+ort.EnvLib+")")
+	sf.register(f)
 	cmd.PreRun = func(cmd *cobra.Command, args []string) {
 		if joinToken == "" {
 			joinToken = os.Getenv("OUTPOST_JOIN_TOKEN")
-		}
-		if ortLib == "" {
-			ortLib = os.Getenv(ort.EnvLib)
 		}
 	}
 	cmd.AddCommand(newAgentStatusCmd())
 	return cmd
 }
 
-// DefaultServeAddr is where the agent answers inference requests unless
-// --serve says otherwise, and where 'outpost infer' sends them.
-const DefaultServeAddr = "127.0.0.1:8080"
-
-// servingLimits parses --max-request-bytes and --max-inflight-bytes into
-// the limits of a serving.Config. The budget in flight must hold a request
-// of the largest size; "" leaves it to serving's default.
-func servingLimits(maxRequest, maxInflight string) (serving.Config, error) {
-	var c serving.Config
-	var err error
-	if c.MaxRequestBytes, err = agent.ParseBandwidth(maxRequest); err != nil || c.MaxRequestBytes <= 0 {
-		return c, fmt.Errorf("--max-request-bytes %q: want a size such as 64MiB", maxRequest)
-	}
-	if maxInflight == "" {
-		return c, nil
-	}
-	if c.MaxInflightBytes, err = agent.ParseBandwidth(maxInflight); err != nil || c.MaxInflightBytes <= 0 {
-		return c, fmt.Errorf("--max-inflight-bytes %q: want a size such as 256MiB", maxInflight)
-	}
-	if c.MaxInflightBytes < c.MaxRequestBytes {
-		return c, fmt.Errorf("--max-inflight-bytes %s is less than --max-request-bytes %s: a request of the largest size could never be served",
-			maxInflight, maxRequest)
-	}
-	return c, nil
-}
-
-// startServing starts the inference server: the REST API on addr and the
-// gRPC API on grpcAddr (none where empty), with the request limits of
-// limits (MaxRequestBytes and MaxInflightBytes), loading what the agent
-// activates and recording in its status which runtime serves each
-// deployment. When addr is the default and another process holds it
-// (several agents on one host), a free port of the same host serves
-// instead, named in the log. The returned channel is closed once the
-// server stopped, after ctx ended.
-func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr string, isDefault bool, grpcAddr, ortLib string, limits serving.Config, activeChanged <-chan struct{}) (<-chan struct{}, error) {
+// startServing starts the agent's inference server on the endpoints of
+// cfg, loading what the agent activates and recording in its status where
+// it serves and which runtime serves each deployment. With no endpoint it
+// serves nothing and records so. The returned channel is closed once the
+// server stopped, after ctx ended, and the agent no longer names endpoints.
+func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, activeChanged <-chan struct{}) (<-chan struct{}, error) {
 	done := make(chan struct{})
-	if addr == "" && grpcAddr == "" {
+	if cfg.REST == "" && cfg.GRPC == "" {
 		close(done)
+		if err := a.SetEndpoints(ctx, nil); err != nil {
+			return nil, err
+		}
 		return done, a.SetServing(ctx, nil)
 	}
-	var ortRT engine.Runtime
-	if ortLib != "" {
-		r, err := ort.New(ortLib)
-		if err != nil {
-			return nil, fmt.Errorf("--onnxruntime-lib: %w", err)
+	log := cfg.Serving.Logger
+	cfg.Serving.OnStatus = func(st []serving.ModelStatus) {
+		states := make(map[string]agent.ServingState, len(st))
+		for _, m := range st {
+			states[m.Deployment] = agent.ServingState{Version: m.Version, Runtime: m.Runtime, Error: m.Error, Port: m.Port}
 		}
-		log.Info("ONNX Runtime available", "version", r.Version(), "library", r.Library())
-		ortRT = r
-	}
-	var ln, grpcLn net.Listener
-	if addr != "" {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		if err != nil && isDefault && errors.Is(err, syscall.EADDRINUSE) {
-			log.Warn("default inference address in use, serving on a free port instead", "busy", addr)
-			host, _, _ := net.SplitHostPort(addr)
-			ln, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("--serve: %w", err)
+		if err := a.SetServing(context.WithoutCancel(ctx), states); err != nil {
+			log.Warn("record serving state", "err", err)
 		}
 	}
-	if grpcAddr != "" {
-		var err error
-		if grpcLn, err = net.Listen("tcp", grpcAddr); err != nil {
-			if ln != nil {
-				ln.Close()
-			}
-			return nil, fmt.Errorf("--grpc: %w", err)
-		}
+	srv, err := endpoint.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
 	}
-	var portHost string // deployments with a port of their own are served beside --serve
-	if ln != nil {
-		portHost, _, _ = net.SplitHostPort(ln.Addr().String())
+	ep := srv.Endpoints()
+	if err := a.SetEndpoints(ctx, &ep); err != nil {
+		return nil, err
 	}
-	srv := serving.New(serving.Config{
-		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: limits.MaxRequestBytes, MaxInflightBytes: limits.MaxInflightBytes,
-		Logger: log, PortHost: portHost,
-		OnStatus: func(st []serving.ModelStatus) {
-			states := make(map[string]agent.ServingState, len(st))
-			for _, m := range st {
-				states[m.Deployment] = agent.ServingState{Version: m.Version, Runtime: m.Runtime, Error: m.Error, Port: m.Port}
-			}
-			if err := a.SetServing(context.WithoutCancel(ctx), states); err != nil {
-				log.Warn("record serving state", "err", err)
-			}
-		},
-	})
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Watch(ctx, func() []serving.Model { return servingModels(a.Active()) }, activeChanged) })
-	if ln != nil {
-		log.Info("serving inference (Open Inference Protocol v2)", "addr", ln.Addr().String())
-		wg.Go(func() {
-			if err := srv.Serve(ctx, ln); err != nil {
-				log.Error("inference endpoint stopped", "err", err)
-			}
-		})
-	}
-	if grpcLn != nil {
-		log.Info("serving inference over gRPC (Open Inference Protocol v2)", "addr", grpcLn.Addr().String())
-		wg.Go(func() {
-			if err := srv.ServeGRPC(ctx, grpcLn); err != nil {
-				log.Error("gRPC inference endpoint stopped", "err", err)
-			}
-		})
-	}
 	go func() {
+		<-srv.Done()
 		wg.Wait()
-		srv.Close()
+		if err := a.SetEndpoints(context.WithoutCancel(ctx), nil); err != nil {
+			log.Warn("clear serving endpoints", "err", err)
+		}
 		close(done)
 	}()
 	return done, nil
@@ -397,6 +314,7 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 	}
 	fmt.Fprintf(w, "Cluster:          %s\n", st.Cluster)
 	fmt.Fprintf(w, "Hub:              %s\n", orNone(st.Hub))
+	fmt.Fprintf(w, "Serving:          %s\n", endpointsText(st.Endpoints))
 	fmt.Fprintf(w, "Last contact:     %s\n", contact)
 	fmt.Fprintf(w, "Applied revision: %d\n", st.AppliedRevision)
 	fmt.Fprintf(w, "Rejected stale:   %d\n", st.RejectedStale)
@@ -428,6 +346,22 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 			bytesize.Format(m.BytesFetched)+" / "+bytesize.Format(m.BytesTotal), bytesize.Format(m.BytesOwed), orNone(errText))
 	}
 	return tw.Flush()
+}
+
+// endpointsText says where an agent serves, such as
+// "http://127.0.0.1:8080 (REST), 127.0.0.1:8081 (gRPC)".
+func endpointsText(e *v1alpha1.ServingEndpoints) string {
+	var parts []string
+	if e != nil && e.REST != "" {
+		parts = append(parts, e.REST+" (REST)")
+	}
+	if e != nil && e.GRPC != "" {
+		parts = append(parts, e.GRPC+" (gRPC)")
+	}
+	if len(parts) == 0 {
+		return "nothing (the agent is not running, or serves no endpoint)"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // outboxText says what an outbox holds and gave up, such as

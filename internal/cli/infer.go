@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/hubclient"
 	"outpost.dev/outpost/internal/serving"
 )
 
@@ -22,14 +25,19 @@ import (
 const maxInferResponse = 256 << 20
 
 func newInferCmd(g *globals) *cobra.Command {
-	var input, server, version, output string
+	var input, server, cluster, version, output string
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "infer MODEL --input FILE",
+		Use:   "infer MODEL --input FILE [--server URL | --cluster NAME]",
 		Short: "Send one inference request to an agent's inference endpoint",
-		Long: `Send an inference request to the Open Inference Protocol v2 endpoint of an
-agent (outpost agent --serve) and print the outputs. MODEL is a deployment
+		Long: `Send an inference request to an Open Inference Protocol v2 endpoint (an
+agent's, or 'outpost serve') and print the outputs. MODEL is a deployment
 name, or a model name that one deployment serves.
+
+The endpoint is --server, or, with --cluster, the one the cluster's agent
+reported to the hub (its Cluster's status.endpoints, which 'outpost get
+clusters -o wide' shows), else ` + "http://" + DefaultServeAddr + `. The
+URL asked is printed: first in the table, on standard error with -o json.
 
 FILE (or - for standard input) holds either a whole inference request
 ({"inputs": [{"name", "shape", "datatype", "data"}]}), or, for a model with a
@@ -39,6 +47,7 @@ nesting (a missing batch dimension is taken as 1) or, for a flat array, from
 the model's input shape. For an output of shape [N, C] the most probable
 class of each row is printed too.`,
 		Example: `  outpost infer fashion --input request.json
+  outpost infer fashion --input image.json --cluster edge-1
   outpost infer fashion --input image.json --server http://edge-1:8080 -o json
   echo '[[0.1, 0.2, 0.7, 0.0]]' | outpost infer tiny --input -`,
 		Args: cobra.ExactArgs(1),
@@ -49,20 +58,29 @@ class of each row is printed too.`,
 			if err := checkOutput(output, "json"); err != nil {
 				return err
 			}
+			if server != "" && cluster != "" {
+				return errors.New("give --server or --cluster, not both")
+			}
 			data, err := readInput(cmd.InOrStdin(), input)
 			if err != nil {
 				return err
 			}
-			c := &inferClient{base: strings.TrimRight(server, "/"), model: args[0], version: version, http: &http.Client{Timeout: timeout}}
-			body, err := c.request(data)
-			if err != nil {
-				return err
+			target := inferTarget{url: server}
+			switch {
+			case cluster != "":
+				if target, err = clusterEndpoint(cmd.Context(), g, cluster); err != nil {
+					return err
+				}
+			case server == "":
+				target.url, target.isDefault = "http://"+DefaultServeAddr, true
 			}
-			raw, err := c.infer(body)
+			c := &inferClient{base: strings.TrimRight(target.url, "/"), model: args[0], version: version, http: &http.Client{Timeout: timeout}}
+			raw, err := c.run(data)
 			if err != nil {
-				return err
+				return target.explain(err)
 			}
 			if output == "json" {
+				fmt.Fprintf(g.stderr, "Server: %s\n", target)
 				var buf bytes.Buffer
 				if err := json.Indent(&buf, raw, "", "  "); err != nil {
 					return err
@@ -73,20 +91,102 @@ class of each row is printed too.`,
 			}
 			var resp serving.InferResponse
 			if err := json.Unmarshal(raw, &resp); err != nil {
-				return fmt.Errorf("malformed response: %w", err)
+				return fmt.Errorf("malformed response from %s: %w", target.url, err)
 			}
+			fmt.Fprintf(g.stdout, "Server:  %s\n", target)
 			return printInferResponse(g.stdout, &resp)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&input, "input", "", "file with the request or the input data (JSON); - reads standard input")
-	f.StringVar(&server, "server", "http://"+DefaultServeAddr, "base URL of the inference endpoint")
+	f.StringVar(&server, "server", "", "base URL of the inference endpoint (default http://"+DefaultServeAddr+")")
+	f.StringVar(&cluster, "cluster", "", "send the request to this cluster's agent, at the endpoint it reported to the hub")
 	f.StringVar(&version, "version", "", "model version to ask for (default the one served)")
 	f.StringVarP(&output, "output", "o", "", "json prints the protocol's response as is")
 	f.DurationVar(&timeout, "timeout", time.Minute, "time limit of each request")
 	return cmd
 }
 
+// inferTarget is the endpoint 'outpost infer' asks, and how it was chosen.
+type inferTarget struct {
+	url string
+	// cluster is the cluster whose reported endpoint url is, if it is one.
+	cluster *v1alpha1.Cluster
+	// isDefault says that url is the default, neither --server nor --cluster.
+	isDefault bool
+}
+
+// String names the endpoint and, for a cluster's, the cluster.
+func (t inferTarget) String() string {
+	if t.cluster != nil {
+		return fmt.Sprintf("%s (cluster %s)", t.url, t.cluster.Name)
+	}
+	return t.url
+}
+
+// explain adds to an error of the endpoint which one was asked and, when
+// nothing answered, what to try. Other errors, such as those of the input
+// file, pass as is.
+func (t inferTarget) explain(err error) error {
+	var ee *endpointError
+	switch {
+	case !errors.As(err, &ee):
+		return err
+	case !ee.unreachable:
+		return fmt.Errorf("%s: %w", t, err)
+	case t.cluster != nil:
+		return fmt.Errorf("cluster %s's agent does not answer at %s, the endpoint it reported (link %s, last seen %s): %w",
+			t.cluster.Name, t.url, orUnknown(string(t.cluster.Status.Link.State)), v1alpha1.Age(t.cluster.Status.Link.LastSeen, time.Now()), err)
+	case t.isDefault:
+		return fmt.Errorf("no inference endpoint answers at %s, the default: start one ('outpost agent', 'outpost serve MODEL'), or name one with --server URL or --cluster NAME: %w", t.url, err)
+	}
+	return fmt.Errorf("no inference endpoint answers at %s: %w", t.url, err)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "Unknown"
+	}
+	return s
+}
+
+// clusterEndpoint finds through the hub where the agent of cluster serves.
+// An unknown cluster, or one whose agent reported no REST endpoint, is an
+// error that says which clusters there are, or why.
+func clusterEndpoint(ctx context.Context, g *globals, cluster string) (inferTarget, error) {
+	h, err := g.hub()
+	if err != nil {
+		return inferTarget{}, err
+	}
+	var c v1alpha1.Cluster
+	if err := h.Get(ctx, v1alpha1.PluralClusters, cluster, &c); err != nil {
+		if hubclient.Code(err) != http.StatusNotFound {
+			return inferTarget{}, fmt.Errorf("--cluster %s: %w", cluster, err)
+		}
+		var l v1alpha1.ClusterList
+		if lerr := h.List(ctx, v1alpha1.PluralClusters, "", &l); lerr != nil {
+			return inferTarget{}, fmt.Errorf("--cluster %s: no such cluster on %s", cluster, h.BaseURL())
+		}
+		if len(l.Items) == 0 {
+			return inferTarget{}, fmt.Errorf("--cluster %s: no such cluster on %s, which has none yet (agents join with 'outpost cluster token create')", cluster, h.BaseURL())
+		}
+		names := make([]string, len(l.Items))
+		for i, it := range l.Items {
+			names[i] = it.Name
+		}
+		return inferTarget{}, fmt.Errorf("--cluster %s: no such cluster on %s; it has %s", cluster, h.BaseURL(), strings.Join(names, ", "))
+	}
+	ep := c.Status.Endpoints
+	if ep == nil || ep.REST == "" {
+		why := "its agent has not reported one: it has never reported, serves nothing (--serve \"\"), or predates endpoints in reports"
+		if ep != nil && ep.GRPC != "" {
+			why = fmt.Sprintf("its agent serves gRPC only, at %s, and 'outpost infer' speaks REST", ep.GRPC)
+		}
+		return inferTarget{}, fmt.Errorf("--cluster %s: no inference endpoint known (link %s, last seen %s): %s",
+			cluster, orUnknown(string(c.Status.Link.State)), v1alpha1.Age(c.Status.Link.LastSeen, time.Now()), why)
+	}
+	return inferTarget{url: ep.REST, cluster: &c}, nil
+}
 func readInput(stdin io.Reader, name string) ([]byte, error) {
 	if name == "-" {
 		return io.ReadAll(io.LimitReader(stdin, serving.DefaultMaxRequestBytes+1))
@@ -102,6 +202,16 @@ func readInput(stdin io.Reader, name string) ([]byte, error) {
 type inferClient struct {
 	base, model, version string
 	http                 *http.Client
+}
+
+// run sends the request that the input file data makes and returns the
+// server's answer.
+func (c *inferClient) run(data []byte) ([]byte, error) {
+	body, err := c.request(data)
+	if err != nil {
+		return nil, err
+	}
+	return c.infer(body)
 }
 
 func (c *inferClient) url(suffix string) string {
@@ -132,7 +242,7 @@ func (c *inferClient) request(data []byte) ([]byte, error) {
 func (c *inferClient) metadata() (*serving.ModelMetadata, error) {
 	resp, err := c.http.Get(c.url(""))
 	if err != nil {
-		return nil, err
+		return nil, &endpointError{err: err, unreachable: true}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -140,11 +250,11 @@ func (c *inferClient) metadata() (*serving.ModelMetadata, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, protocolError(resp, b)
+		return nil, &endpointError{err: protocolError(resp, b)}
 	}
 	var m serving.ModelMetadata
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("malformed model metadata: %w", err)
+		return nil, &endpointError{err: fmt.Errorf("malformed model metadata: %w", err)}
 	}
 	return &m, nil
 }
@@ -152,7 +262,7 @@ func (c *inferClient) metadata() (*serving.ModelMetadata, error) {
 func (c *inferClient) infer(body []byte) ([]byte, error) {
 	resp, err := c.http.Post(c.url("/infer"), "application/json", bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return nil, &endpointError{err: err, unreachable: true}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxInferResponse))
@@ -160,13 +270,23 @@ func (c *inferClient) infer(body []byte) ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, protocolError(resp, b)
+		return nil, &endpointError{err: protocolError(resp, b)}
 	}
 	if resp.Header.Get(serving.HeaderInferenceContentLength) != "" {
-		return nil, errors.New("the server answered with binary outputs: send a request without binary_data")
+		return nil, &endpointError{err: errors.New("the server answered with binary outputs: send a request without binary_data")}
 	}
 	return b, nil
 }
+
+// endpointError is a failure of the endpoint: no answer (unreachable), or
+// an answer that is an error or malformed.
+type endpointError struct {
+	err         error
+	unreachable bool
+}
+
+func (e *endpointError) Error() string { return e.err.Error() }
+func (e *endpointError) Unwrap() error { return e.err }
 
 // protocolError is the error a non-200 answer carries.
 func protocolError(resp *http.Response, body []byte) error {

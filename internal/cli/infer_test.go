@@ -96,7 +96,7 @@ func TestInferCommand(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(out, "Model:   tiny\nVersion: 0.1.0") || !strings.Contains(out, "Output probabilities (FP32 [2 3])") {
+	if !strings.HasPrefix(out, "Server:  "+ts.URL+"\nModel:   tiny\nVersion: 0.1.0") || !strings.Contains(out, "Output probabilities (FP32 [2 3])") {
 		t.Errorf("output:\n%s", out)
 	}
 
@@ -112,7 +112,11 @@ func TestInferCommand(t *testing.T) {
 	}
 
 	_, errOut, code = runCLI(t, "infer", "nope", "--input", reqFile, "--server", ts.URL)
-	if code == 0 || !strings.Contains(errOut, `404 Not Found: unknown model "nope"`) {
+	if code == 0 || !strings.Contains(errOut, ts.URL+`: 404 Not Found: unknown model "nope"`) {
 		t.Errorf("unknown model: %d %q", code, errOut)
+	}
+	_, errOut, code = runCLI(t, "infer", "tiny", "--input", reqFile, "--server", "http://127.0.0.1:1")
+	if code == 0 || !strings.Contains(errOut, "no inference endpoint answers at http://127.0.0.1:1: ") {
+		t.Errorf("no server: %d %q", code, errOut)
 	}
 }

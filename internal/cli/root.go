@@ -179,6 +179,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newAgentCmd(g),
 		newInferCmd(g),
 		newConfigCmd(g),
+		newServeCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root, g

@@ -30,6 +30,7 @@ func tableFixtures() (clusters, deployments []v1alpha1.Object) {
 			Link:            v1alpha1.LinkStatus{BandwidthBps: 2 << 20, RTTMillis: 40, State: v1alpha1.LinkConnected, LastSeen: ago(5 * time.Second)},
 			CachedArtifacts: []v1alpha1.CachedArtifact{{Digest: "sha256:1"}, {Digest: "sha256:2"}},
 			AgentVersion:    "v0.1.0",
+			Endpoints:       &v1alpha1.ServingEndpoints{REST: "http://10.0.0.7:41234", GRPC: "10.0.0.7:8081"},
 		},
 	}
 	bare := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "edge-b"}}
