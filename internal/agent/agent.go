@@ -132,6 +132,11 @@ type ActiveModel struct {
 	Files map[string]string `json:"files"`
 	// Serving is the deployment's serving configuration.
 	Serving v1alpha1.Serving `json:"serving,omitzero"`
+	// Monitoring is the deployment's drift monitoring; nil when it has none.
+	Monitoring *v1alpha1.Monitoring `json:"monitoring,omitempty"`
+	// Reference is the path of the version's verified, encoded reference
+	// profile (a drift.Profile) in the cache; empty when the version has none.
+	Reference string `json:"reference,omitempty"`
 	// ActivatedAt is when the version became active.
 	ActivatedAt time.Time `json:"activatedAt"`
 }
@@ -370,6 +375,7 @@ func (a *Agent) activeModel(ctx context.Context, r deploymentRow, rehash bool) (
 	}
 	if r.Desired.Digest == r.ActiveDigest || r.Desired.Model == r.ActiveModel {
 		am.Serving = r.Desired.Serving
+		am.Monitoring = r.Desired.Monitoring.DeepCopy()
 	}
 	for _, f := range rec.Files {
 		d := digest.Digest(f.Digest)
