@@ -78,7 +78,9 @@ serving.port is also served, alone, on that port of --serve's host. The
 bytes that all inference requests hold at once (bodies, decoded tensors,
 outputs) stay within --max-inflight-bytes: a request that does not fit is
 refused at once with 429 and Retry-After (gRPC: RESOURCE_EXHAUSTED), and
-the memory a burst took is given back once it is over. Deployments with
+the memory a burst took is given back once it is over. GET /metrics on
+--serve answers Prometheus metrics: requests and latency, drift, the outbox
+and sync progress. Deployments with
 spec.monitoring are watched for drift: every answered request is summarised
 into windows compared with the version's reference profile, and each closed
 window goes into the outbox for the hub.
@@ -277,7 +279,7 @@ func startServing(ctx context.Context, a *agent.Agent, log *slog.Logger, addr st
 	var lastServing map[string]agent.ServingState // OnStatus calls come one at a time
 	srv := serving.New(serving.Config{
 		ONNXRuntime: ortRT, Version: Version(), MaxRequestBytes: limits.MaxRequestBytes, MaxInflightBytes: limits.MaxInflightBytes,
-		Logger: log, PortHost: portHost, Windows: windowOutbox{a.Outbox()},
+		Logger: log, PortHost: portHost, Windows: windowOutbox{a.Outbox()}, Agent: agentMetrics{a},
 		OnStatus: func(st []serving.ModelStatus) {
 			states, drifts := agentStates(st)
 			ctx := context.WithoutCancel(ctx)
@@ -344,6 +346,28 @@ func agentStates(st []serving.ModelStatus) (map[string]agent.ServingState, map[s
 		}
 	}
 	return states, drifts
+}
+
+// agentMetrics gives the server's /metrics the agent's figures, read from
+// its state at each scrape.
+type agentMetrics struct{ a *agent.Agent }
+
+// AgentMetrics reads the agent's status.
+func (m agentMetrics) AgentMetrics(ctx context.Context) (serving.AgentMetrics, error) {
+	st, err := m.a.Status(ctx)
+	if err != nil {
+		return serving.AgentMetrics{}, err
+	}
+	am := serving.AgentMetrics{OutboxRecords: st.Outbox.Records, OutboxBytes: st.Outbox.Bytes, OutboxMerged: st.Outbox.Merged,
+		OutboxDropped: st.Outbox.Dropped, OutboxRefused: st.Outbox.Refused, AppliedRevision: st.AppliedRevision}
+	if st.LastContact != nil {
+		am.LastContact = *st.LastContact
+	}
+	for _, d := range st.Models {
+		am.Deployments = append(am.Deployments, serving.DeploymentSync{Deployment: d.Deployment, BytesOwed: d.BytesOwed,
+			BytesFetched: d.BytesFetched, BytesTotal: d.BytesTotal})
+	}
+	return am, nil
 }
 
 // outboxMerge is how the agent's outbox merges records of each kind when

@@ -95,6 +95,9 @@ type Config struct {
 	// not fit are not monitored, and counted.
 	MonitorQueue      int
 	MonitorQueueBytes int64
+	// Agent, if set, gives GET /metrics the agent's figures: its outbox,
+	// applied revision, last contact and each deployment's sync progress.
+	Agent AgentSource
 }
 
 // ModelStatus is how one deployment is served.
@@ -161,6 +164,7 @@ type Server struct {
 	version string
 	ports   *ports
 	clock   clock.Clock
+	metrics *metrics
 
 	monMu  sync.Mutex
 	mons   map[*monitor]struct{} // every running monitor
@@ -259,6 +263,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, lim: Limits{}.withDefaults(), models: map[string]*model{}, version: cfg.Version,
 		clock: clock.OrReal(cfg.Clock), budget: newBudget(cfg.MaxInflightBytes, clock.OrReal(cfg.Clock), cfg.ReturnMemory)}
+	s.metrics = newMetrics(s)
 	s.ports = newPorts(cfg.PortHost, func(dep string) http.Handler { return onlyDeployment(dep, s.Handler()) }, cfg.Logger)
 	return s
 }
