@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/outbox"
@@ -149,5 +150,32 @@ func TestAgentStates(t *testing.T) {
 	js, _ := json.Marshal(status)
 	if !strings.Contains(string(js), `"drift":{"version":"1.1.0","windows":14,"verdict":"drift"`) {
 		t.Errorf("JSON status %s", js)
+	}
+}
+
+// TestAgentMetrics checks the agent's figures that GET /metrics serves:
+// the outbox, the applied revision and each deployment's bytes owed.
+func TestAgentMetrics(t *testing.T) {
+	ctx := t.Context()
+	a, err := agent.New(ctx, agent.Config{Dir: t.TempDir(), Name: "edge-1", Logger: slog.New(slog.DiscardHandler), OutboxMerge: outboxMerge()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	doc := &v1alpha1.DesiredState{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: "edge-1", Revision: 7,
+		Models: []v1alpha1.DesiredModel{{Deployment: "fashion", Model: "fashion-mlp", Version: "1.0.0", Digest: "sha256:" + strings.Repeat("a", 64), SizeBytes: 1234}}}
+	if _, err := a.Apply(ctx, doc, agent.SourceBundle); err != nil {
+		t.Fatal(err)
+	}
+	if err := (windowOutbox{a.Outbox()}).PutWindow(ctx, windowReport("fashion", "1.0.0", 0, time.Unix(0, 0))); err != nil {
+		t.Fatal(err)
+	}
+	am, err := agentMetrics{a}.AgentMetrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if am.OutboxRecords != 1 || am.OutboxBytes == 0 || am.AppliedRevision != 7 || !am.LastContact.IsZero() ||
+		len(am.Deployments) != 1 || am.Deployments[0] != (serving.DeploymentSync{Deployment: "fashion", BytesOwed: 1234}) {
+		t.Errorf("agent metrics %+v", am)
 	}
 }
