@@ -31,7 +31,7 @@ func driftWindow(i int, start time.Time) drift.WindowReport {
 }
 
 // TestAgentDriftWindows checks that a deployment's spec.monitoring reaches
-// the agent's active model, and that drift windows put in the agent's
+// the agent's active model, and so does a change of it alone; and that drift windows put in the agent's
 // outbox reach a hub that counts them, each key once and every window
 // counted, when the outbox's budget merged the oldest into coarser ones
 // while the agent was not sending, and across a restart of the agent.
@@ -55,21 +55,37 @@ func TestAgentDriftWindows(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.push(src, "demo", "1.0.0")
-		y := "apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: fashion\nspec:\n  model: {name: demo, version: \"1.0.0\"}\n" +
-			"  clusterSelectors: [{matchLabels: {region: eu}}]\n  monitoring: {windowSamples: 500, alpha: \"0.05\", windowDuration: 5m}\n"
-		if code, b := h.api(http.MethodPut, "/modeldeployments/fashion", "application/yaml", []byte(y)); code >= 300 {
-			t.Fatalf("apply deployment: %d %s", code, b)
+		deploy := func(monitoring string) {
+			t.Helper()
+			y := "apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: fashion\nspec:\n  model: {name: demo, version: \"1.0.0\"}\n" +
+				"  clusterSelectors: [{matchLabels: {region: eu}}]\n  monitoring: " + monitoring + "\n"
+			if code, b := h.api(http.MethodPut, "/modeldeployments/fashion", "application/yaml", []byte(y)); code >= 300 {
+				t.Fatalf("apply deployment: %d %s", code, b)
+			}
 		}
+		deploy(`{windowSamples: 500, alpha: "0.05", windowDuration: 5m}`)
 
 		dir := filepath.Join(t.TempDir(), "agent")
 		cfg := agentConfig(h, dir, h.joinToken())
 		cfg.OutboxMerge = map[string]outbox.MergeFunc{drift.RecordKind: drift.MergeReports}
 		cfg.OutboxBudget = 8 << 10
+		var activeChanges atomic.Int64
+		cfg.OnActive = func() { activeChanges.Add(1) }
 		a, stop, _ := startAgent(t, cfg)
 		testenv.WaitFor(t, time.Minute, "the model active", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
 		m := a.Active()[0].Monitoring
 		if m == nil || m.WindowSamples != 500 || m.Alpha != "0.05" || m.WindowDurationValue() != 5*time.Minute || m.MinSamplesValue() != 100 {
 			t.Fatalf("active model's monitoring %+v", m)
+		}
+		// A change of the monitoring alone reaches the active version.
+		changes := activeChanges.Load()
+		deploy(`{windowSamples: 2000}`)
+		testenv.WaitFor(t, time.Minute, "the new monitoring active", func() bool {
+			m := a.Active()[0].Monitoring
+			return m != nil && m.WindowSamples == 2000 && m.Alpha == ""
+		})
+		if activeChanges.Load() == changes {
+			t.Error("OnActive was not called when the monitoring changed")
 		}
 
 		start := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
