@@ -99,6 +99,25 @@ var migrations = []string{
 		PRIMARY KEY (cluster, key)
 	);
 	CREATE INDEX outbox_outcomes_taken ON outbox_outcomes(taken);`,
+	// 4: drift window reports, the newest DriftWindowRetention per cluster and deployment.
+	// Times are Unix milliseconds; report is the agent's JSON.
+	`CREATE TABLE drift_windows (
+		id         INTEGER PRIMARY KEY,
+		cluster    TEXT NOT NULL,
+		deployment TEXT NOT NULL,
+		version    TEXT NOT NULL,
+		first      INTEGER NOT NULL,
+		last       INTEGER NOT NULL,
+		windows    INTEGER NOT NULL,
+		started    INTEGER NOT NULL,
+		ended      INTEGER NOT NULL,
+		samples    INTEGER NOT NULL,
+		verdict    TEXT NOT NULL,
+		alarm      INTEGER NOT NULL,
+		received   INTEGER NOT NULL,
+		report     TEXT NOT NULL
+	);
+	CREATE INDEX drift_windows_newest ON drift_windows(deployment, cluster, ended);`,
 }
 
 // Option configures a DB at Open.
