@@ -136,7 +136,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", "synchronous(FULL)"} {
 		q.Add("_pragma", p)
 	}
-	sqldb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// The path is a URI's: '#', '?' and '%' in it are escaped, or SQLite would
+	// open another file.
+	sqldb, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
