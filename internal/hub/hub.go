@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -21,6 +22,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/placement"
 	"outpost.dev/outpost/internal/store"
 )
@@ -64,8 +66,10 @@ type Config struct {
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// Records holds the handler of each kind of agent outbox record the hub
-	// applies (POST clusters/{name}/outbox); a record of another kind is
-	// refused, and its agent drops and counts it.
+	// applies (POST clusters/{name}/outbox), beside the hub's own (drift
+	// windows, drift.RecordKind); a handler here replaces the hub's of its
+	// kind. A record of another kind is refused, and its agent drops and
+	// counts it.
 	Records map[string]RecordHandler
 	// OfflineAfter is how long a cluster's agent may stay silent before the hub marks the
 	// cluster's link Disconnected; zero means DefaultOfflineAfter, negative never.
@@ -113,6 +117,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.OfflineCheckInterval = min(cfg.OfflineAfter/4, maxOfflineCheckInterval)
 	}
 	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport)}
+	s.cfg.Records = map[string]RecordHandler{drift.RecordKind: s.applyDriftWindow}
+	maps.Copy(s.cfg.Records, cfg.Records)
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
 	}
@@ -355,11 +361,13 @@ func placedCondition(d *v1alpha1.ModelDeployment, n int) metav1.Condition {
 	return c
 }
 
-// setPlaced stores d's status with one row per selected cluster and its Placed condition.
+// setPlaced stores d's status with one row per selected cluster, its Placed condition, and
+// its DriftDetected condition over the rows kept.
 func setPlaced(ctx context.Context, tx *store.Tx, d *v1alpha1.ModelDeployment, selected []string) error {
 	d = d.DeepCopy()
 	d.Status.Clusters = clusterRows(d, selected)
 	meta.SetStatusCondition(&d.Status.Conditions, placedCondition(d, len(selected)))
+	setDriftCondition(d)
 	_, _, err := tx.UpdateStatus(ctx, d)
 	return err
 }
@@ -375,10 +383,10 @@ func clusterRows(d *v1alpha1.ModelDeployment, selected []string) []v1alpha1.Clus
 	for _, name := range selected {
 		r, ok := old[name]
 		if !ok || r.DesiredVersion != d.Status.ResolvedVersion {
-			// A new version is pending until the agent reports on it; what it serves and
-			// when it last reported still hold.
+			// A new version is pending until the agent reports on it; what it serves,
+			// when it last reported and the drift of what it serves still hold.
 			r = v1alpha1.ClusterDeploymentStatus{Cluster: name, Phase: v1alpha1.PhasePending, BytesTotal: d.Status.ResolvedSizeBytes,
-				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact, Runtime: r.Runtime}
+				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact, Runtime: r.Runtime, Drift: r.Drift}
 		}
 		r.DesiredVersion = d.Status.ResolvedVersion
 		rows = append(rows, *r.DeepCopy())
