@@ -71,10 +71,43 @@ func (s *Server) applyDriftWindow(ctx context.Context, tx *store.Tx, cluster str
 		return err
 	}
 	row := &d.Status.Clusters[i]
-	row.Drift, _ = foldDrift(row.Drift, rep)
+	old := row.Drift
+	var newest bool
+	row.Drift, newest = foldDrift(old, rep)
 	setDriftCondition(d)
+	if newest {
+		if err := s.queueDriftAlerts(ctx, tx, windowChange(d, cluster, old, row.Drift, rep)); err != nil {
+			return err
+		}
+	}
 	_, _, err = tx.UpdateStatus(ctx, d)
 	return err
+}
+
+// windowChange is the change of d's drift alarm in cluster from old to
+// next, which rep made the newest.
+func windowChange(d *v1alpha1.ModelDeployment, cluster string, old, next *v1alpha1.DriftStatus, rep drift.WindowReport) driftChange {
+	c := driftChange{d: d, cluster: cluster, old: old, next: next, when: rep.End, why: "the agent cleared it"}
+	if old != nil && old.Alarm != next.Alarm && next.Since != nil {
+		c.when = next.Since.Time
+	}
+	if old != nil && old.Version != next.Version {
+		c.why = "the cluster serves version " + next.Version + " now"
+	}
+	features := strings.Join(next.DriftedFeatures, ", ")
+	if more := int(next.DriftedFeatureCount) - len(next.DriftedFeatures); more > 0 {
+		features += fmt.Sprintf(" and %d more", more)
+	}
+	if features == "" {
+		features = "none in the last window"
+	}
+	reason := rep.Reason
+	if reason == "" {
+		reason = string(rep.Verdict)
+	}
+	c.description = fmt.Sprintf("The drift alarm of deployment %s (model %s %s) was raised on cluster %s: %s. Drifted features: %s.",
+		d.Name, d.Spec.Model.Name, next.Version, cluster, reason, features)
+	return c
 }
 
 // rowIndex returns the index of cluster's row in d's status, or -1.

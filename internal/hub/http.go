@@ -467,6 +467,14 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, kind strin
 			if err := tx.DeleteDriftWindows(ctx, deleted.GetName(), ""); err != nil {
 				return err
 			}
+			d := deleted.(*v1alpha1.ModelDeployment)
+			for _, r := range d.Status.Clusters {
+				err := s.queueDriftAlerts(ctx, tx, driftChange{d: d, cluster: r.Cluster, old: r.Drift, when: s.clock.Now(),
+					why: "the deployment was deleted"})
+				if err != nil {
+					return err
+				}
+			}
 		}
 		return s.reconcile(ctx, tx)
 	})

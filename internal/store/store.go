@@ -118,6 +118,19 @@ var migrations = []string{
 		report     TEXT NOT NULL
 	);
 	CREATE INDEX drift_windows_newest ON drift_windows(deployment, cluster, ended);`,
+	// 5: alert webhook messages waiting for their receivers; times are Unix milliseconds.
+	`CREATE TABLE alerts (
+		id           INTEGER PRIMARY KEY,
+		url          TEXT NOT NULL,
+		fingerprint  TEXT NOT NULL,
+		status       TEXT NOT NULL,
+		payload      TEXT NOT NULL,
+		created      INTEGER NOT NULL,
+		attempts     INTEGER NOT NULL,
+		next_attempt INTEGER NOT NULL,
+		last_error   TEXT NOT NULL
+	);
+	CREATE INDEX alerts_url ON alerts(url, id);`,
 }
 
 // Option configures a DB at Open.
