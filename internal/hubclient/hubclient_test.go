@@ -118,6 +118,10 @@ func TestCallsSendWhatTheHubExpects(t *testing.T) {
 		},
 			seen{method: "POST", path: base + "/clusters/edge-1/report", auth: "Bearer admin", contentType: "application/json",
 				body: []byte(`"cluster":"edge-1","appliedRevision":7`)}},
+		{"drift windows", func() error { _, err := c.DriftWindows(ctx, "fashion", "edge-1", 20); return err },
+			seen{method: "GET", path: base + "/modeldeployments/fashion/drift", query: "cluster=edge-1&limit=20", auth: "Bearer admin"}},
+		{"drift windows of every cluster", func() error { _, err := c.DriftWindows(ctx, "fashion", "", 0); return err },
+			seen{method: "GET", path: base + "/modeldeployments/fashion/drift", auth: "Bearer admin"}},
 	}
 	for i, s := range steps {
 		if err := s.call(); err != nil {
