@@ -246,6 +246,7 @@ func (s *Server) deliverDue(ctx context.Context) (time.Time, error) {
 				at := now.Add(clock.Backoff{Base: alertRetryBase, Max: alertRetryMax}.Delay(a.Attempts+1, rand.Float64()))
 				s.log.WarnContext(ctx, "alert not delivered, will retry", "receiver", redactURL(a.URL), "status", a.Status,
 					"fingerprint", a.Fingerprint, "attempt", a.Attempts+1, "retryAt", at, "err", err)
+				s.metrics.alertFailures.Inc()
 				if err := s.db.AlertFailed(ctx, a.ID, at, truncate(err.Error(), 1024)); err != nil {
 					return time.Time{}, err
 				}
@@ -255,6 +256,7 @@ func (s *Server) deliverDue(ctx context.Context) (time.Time, error) {
 			if err := s.db.AlertDelivered(ctx, a.ID); err != nil {
 				return time.Time{}, err
 			}
+			s.metrics.alertsSent.WithLabelValues(a.Status).Inc()
 			s.log.InfoContext(ctx, "alert delivered", "receiver", redactURL(a.URL), "status", a.Status,
 				"fingerprint", a.Fingerprint, "attempts", a.Attempts+1)
 			progressed = true

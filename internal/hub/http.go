@@ -30,7 +30,8 @@ const (
 
 // Handler returns the hub's HTTP handler: the resource API under /apis/ml.outpost.dev/v1alpha1/
 // (with the agent protocol: join tokens, join, desired state, reports and outbox records, and
-// the drift windows of deployments), the registry under /v2/ and a liveness probe at /healthz.
+// the drift windows of deployments), the registry under /v2/, a liveness probe at /healthz and
+// Prometheus metrics at /metrics (read access, as the resource API).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -48,6 +49,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT "+v1alpha1.APIPath+"/{plural}/{name}/status", s.authorized(true, s.handleStatus))
 	mux.HandleFunc("GET "+v1alpha1.APIPath+"/clusters/{name}/desiredstate", s.authorized(false, s.handleDesiredState))
 	mux.HandleFunc("GET "+v1alpha1.APIPath+"/modeldeployments/{name}/drift", s.guarded(false, s.handleDriftWindows))
+	mux.HandleFunc("GET /metrics", s.guarded(false, s.handleMetrics))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/clusters/{name}/report", s.guarded(true, s.handleReport))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/clusters/{name}/outbox", s.guarded(true, s.handleOutbox))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/jointokens", s.guarded(true, s.handleCreateJoinToken))

@@ -103,6 +103,8 @@ type Server struct {
 	// alertClient delivers alerts; alertsDone is closed when delivery stops.
 	alertClient *http.Client
 	alertsDone  chan struct{}
+	// metrics are served on GET /metrics.
+	metrics *metrics
 }
 
 // New returns a Server and reconciles the stored state once: it re-resolves every
@@ -130,6 +132,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport),
 		alertClient: &http.Client{Timeout: alertTimeout}, alertsDone: make(chan struct{})}
+	s.metrics = newMetrics(s)
 	s.cfg.Records = map[string]RecordHandler{drift.RecordKind: s.applyDriftWindow}
 	maps.Copy(s.cfg.Records, cfg.Records)
 	if err := s.ModelsChanged(ctx); err != nil {

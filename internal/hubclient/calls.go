@@ -162,6 +162,16 @@ func resourcePath(plural, name string) string {
 	return url.PathEscape(plural) + "/" + url.PathEscape(name)
 }
 
+// Metrics reads the hub's Prometheus metrics (GET /metrics), in the text
+// exposition format.
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	var b []byte
+	if _, err := c.send(ctx, c.base.JoinPath("metrics").String(), request{method: http.MethodGet, auth: true}, &b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // SendOutbox sends a batch of outbox records of cluster, zstd-compressed,
 // and returns the hub's outcome for each.
 func (c *Client) SendOutbox(ctx context.Context, cluster string, records []v1alpha1.OutboxRecord) (*v1alpha1.OutboxResponse, error) {
