@@ -1,15 +1,22 @@
 // Command fleet measures one hub serving a large fleet: it starts a hub
-// process and runs N simulated agents in this process that speak the real
-// agent protocol (join with a join token, long-poll the cluster's desired
-// state, fetch the manifest and chunk index, report), then deploys a model
-// to all of them and pushes a new version, and measures how long the fleet
-// takes to converge and what the hub spends on it: CPU seconds and resident
-// memory (from /proc), in all and per cluster.
+// process and N simulated agents that speak the real agent protocol (join
+// with a join token, long-poll the cluster's desired state, fetch the
+// manifest and chunk index, report, and retry as the agent does, honouring
+// the hub's Retry-After), then deploys a model to all of them and pushes a
+// new version, and measures how long the fleet takes to converge, which
+// errors the agents got, and what the hub spends on it: CPU seconds and
+// resident memory (from /proc), in all and per cluster.
 //
 // The simulated agents do not fetch model files: bytes are not the point
 // here (bench/sync measures them). Everything else a real agent sends the
 // hub, they send: a report at start, on every change and every
 // -report-interval, and a long-poll always open.
+//
+// The agents run in child processes (this program again, with -child), at
+// most -agents-per-process in each, so that each process stays within its
+// open-files limit: every agent holds a connection for its long-poll, and
+// more while it reports and fetches. The hub sees the same either way: one
+// HTTP/1.1 connection per request in flight.
 //
 //	go run ./bench/fleet -agents 1000
 //
@@ -17,18 +24,21 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math"
-	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -36,62 +46,91 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"oras.land/oras-go/v2/registry/remote"
-	orasauth "oras.land/oras-go/v2/registry/remote/auth"
-
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/bench/benchhub"
-	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/hubclient"
 )
+
+// idleConnsTotal is the idle connections all the simulated agents keep for
+// reuse, split among the child processes.
+const idleConnsTotal = 4096
+
+// handshakesPerProcess is how many TLS handshakes the simulated agents of a
+// process run at once (newClient).
+const handshakesPerProcess = 16
 
 func main() {
 	var (
 		agents         = flag.Int("agents", 1000, "simulated agents (clusters)")
+		perProcess     = flag.Int("agents-per-process", 2500, "simulated agents in each child process")
 		joinConc       = flag.Int("join-concurrency", 16, "joins in flight at once")
 		pollTimeout    = flag.Duration("poll-timeout", 30*time.Second, "long-poll timeout (the agent's default)")
 		reportInterval = flag.Duration("report-interval", 10*time.Second, "periodic report interval (the agent's default)")
 		idle           = flag.Duration("idle", 10*time.Second, "how long to measure the hub with the fleet idle")
 		timeout        = flag.Duration("timeout", 5*time.Minute, "limit for each phase")
 		outpost        = flag.String("outpost", "bin/outpost", "outpost binary")
+		hubLog         = flag.String("hub-log", "", "copy the hub's log to this file at the end")
+
+		child     = flag.Bool("child", false, "run as a child process (internal)")
+		childHub  = flag.String("child-hub", "", "the hub's host:port (child)")
+		childCA   = flag.String("child-ca", "", "the hub's CA file (child)")
+		childList = flag.String("child-members", "", "file listing the child's agents (child)")
+		childIdle = flag.Int("child-idle-conns", idleConnsTotal, "idle connections the child keeps (child)")
 	)
 	flag.Parse()
 	// Ctrl-C cancels ctx, which stops the hub and the other child processes.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *agents < 1 {
-		fail(errors.New("-agents must be at least 1"))
+	if *child {
+		if _, err := raiseNoFile(); err != nil {
+			fail(err)
+		}
+		if err := runChild(ctx, childConfig{hub: *childHub, caFile: *childCA, members: *childList, idleConns: *childIdle,
+			pollTimeout: *pollTimeout, reportInterval: *reportInterval}); err != nil {
+			fail(err)
+		}
+		return
 	}
-	f := &fleet{n: *agents, joinConc: max(*joinConc, 1), pollTimeout: *pollTimeout, reportInterval: *reportInterval,
-		idle: *idle, timeout: *timeout, outpost: benchhub.AbsPath(*outpost)}
+	if *agents < 1 || *perProcess < 1 {
+		fail(errors.New("-agents and -agents-per-process must be at least 1"))
+	}
+	f := &fleet{n: *agents, perProcess: *perProcess, joinConc: max(*joinConc, 1), pollTimeout: *pollTimeout,
+		reportInterval: *reportInterval, idle: *idle, timeout: *timeout, outpost: benchhub.AbsPath(*outpost), hubLog: *hubLog}
 	if err := f.run(ctx); err != nil {
 		fail(err)
 	}
 }
 
 type fleet struct {
-	n, joinConc                       int
+	n, perProcess, joinConc           int
 	pollTimeout, reportInterval, idle time.Duration
 	timeout                           time.Duration
-	outpost                           string
+	outpost, hubLog                   string
 	dir                               string
 	hub                               *benchhub.Hub
-	client                            *http.Client // shared by every simulated agent, as one process
 	admin                             *hubclient.Client
-	sims                              []*sim
-	target                            atomic.Pointer[string] // the version the fleet converges to now
-	converged, received               atomic.Int64
-	errs                              atomic.Int64
-	lastErr                           atomic.Pointer[string]
-	reports, polls, fetches           atomic.Int64
+	members                           []member
+	children                          []*childProc
+
+	mu               sync.Mutex // guards what follows, which the children's events update
+	ready            []bool
+	nReady           int
+	target           string          // the version the fleet converges to now
+	recvAt, activeAt []time.Duration // per agent, since the rollout's start; 0 until then
+	nRecv, nActive   int
+	acks             chan struct{} // a child took the current rollout
+}
+
+// childProc is a child process running some of the simulated agents.
+type childProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	mu    sync.Mutex
+	st    stats // its last stats
+	done  chan struct{}
 }
 
 func (f *fleet) run(ctx context.Context) error {
@@ -99,8 +138,9 @@ func (f *fleet) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if need := uint64(3*f.n + 256); nofile < need {
-		return fmt.Errorf("open files limit is %d; %d agents need about %d (ulimit -n)", nofile, f.n, need)
+	if need := uint64(3*min(f.n, f.perProcess) + 256); nofile < need {
+		return fmt.Errorf("open files limit is %d; %d agents in a process need about %d (lower -agents-per-process)",
+			nofile, min(f.n, f.perProcess), need)
 	}
 	if f.dir, err = os.MkdirTemp("", "outpost-bench-fleet-"); err != nil {
 		return err
@@ -110,8 +150,12 @@ func (f *fleet) run(ctx context.Context) error {
 		return err
 	}
 	defer f.hub.Stop()
-	if f.client, err = newClient(f.hub.CAFile); err != nil {
-		return err
+	if f.hubLog != "" {
+		defer func() {
+			if b, err := os.ReadFile(filepath.Join(f.dir, "hub.log")); err == nil {
+				_ = os.WriteFile(f.hubLog, b, 0o644)
+			}
+		}()
 	}
 	if f.admin, err = f.hub.Client(); err != nil {
 		return err
@@ -133,40 +177,15 @@ func (f *fleet) run(ctx context.Context) error {
 	}
 	joinToken := strings.TrimSpace(join)
 	base := usage(f.hub.Pid)
-	fmt.Printf("hub pid %d, %.1f MiB resident before any cluster; %d simulated agents; open files limit %d\n",
-		f.hub.Pid, base.rssMiB(), f.n, nofile)
+	procs := (f.n + f.perProcess - 1) / f.perProcess
+	fmt.Printf("hub pid %d, %.1f MiB resident before any cluster; %d simulated agents in %d processes; open files limit %d\n",
+		f.hub.Pid, base.rssMiB(), f.n, procs, nofile)
 
-	// 1. Join.
+	// 1. Join, from this process.
 	fmt.Printf("joining %d clusters, %d at a time ...\n", f.n, f.joinConc)
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
 	u0, t0 := usage(f.hub.Pid), time.Now()
-	f.sims = make([]*sim, f.n)
-	sem := make(chan struct{}, f.joinConc)
-	var joinErr atomic.Pointer[error]
-	var jwg sync.WaitGroup
-	for i := range f.sims {
-		s := &sim{f: f, i: i, name: fmt.Sprintf("edge-%04d", i), trigger: make(chan struct{}, 1)}
-		f.sims[i] = s
-		sem <- struct{}{}
-		jwg.Add(1)
-		go func() {
-			defer jwg.Done()
-			defer func() { <-sem }()
-			if err := s.join(runCtx, joinToken); err != nil {
-				joinErr.CompareAndSwap(nil, &err)
-			}
-		}()
-		if joinErr.Load() != nil {
-			break
-		}
-	}
-	jwg.Wait()
-	if e := joinErr.Load(); e != nil {
-		return *e
+	if err := f.join(ctx, joinToken); err != nil {
+		return err
 	}
 	joinD, u1 := time.Since(t0), usage(f.hub.Pid)
 	joinCPU := u1.cpu - u0.cpu
@@ -174,41 +193,44 @@ func (f *fleet) run(ctx context.Context) error {
 	// joining alone, not of joining while the fleet polls and reports.
 	fmt.Printf("  joined in %.2fs; hub CPU %.2fs (%.2f ms per join), %.1f MiB resident\n",
 		joinD.Seconds(), joinCPU, 1000*joinCPU/float64(f.n), u1.rssMiB())
+
 	fmt.Println("starting every agent's long-poll and reports ...")
-	ts := time.Now()
-	for _, s := range f.sims {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.run(runCtx) }()
-	}
-	// Wait until every agent has reported once and has a long-poll open, then let the
-	// hub settle before measuring it idle.
-	if err := f.waitFor(func() bool { return f.started() == f.n }, "every agent reported and polling", func() string {
-		return fmt.Sprintf("%d of %d agents reported and polling", f.started(), f.n)
-	}); err != nil {
+	if err := f.startChildren(ctx, procs); err != nil {
 		return err
 	}
+	defer f.stopChildren()
+	ts := time.Now()
+	f.send(command{Op: "start"})
+	// Wait until every agent has reported once and has a long-poll open, then let the
+	// hub settle before measuring it idle.
+	if err := f.waitFor(ctx, func() bool { return f.started() == f.n }, "every agent reported and polling", func() string {
+		st := f.stats()
+		return fmt.Sprintf("%d of %d agents reported and polling; errors: %s%s", f.started(), f.n, st.errorsSince(stats{}), st.lastErrors())
+	}); err != nil {
+		return fmt.Errorf("%w%s", err, f.stats().lastErrors())
+	}
 	us := usage(f.hub.Pid)
-	fmt.Printf("  every agent reported and polling after %.2fs; hub CPU %.2fs, %.1f MiB resident\n",
-		time.Since(ts).Seconds(), us.cpu-u1.cpu, us.rssMiB())
+	fmt.Printf("  every agent reported and polling after %.2fs; hub CPU %.2fs, %.1f MiB resident; errors: %s\n",
+		time.Since(ts).Seconds(), us.cpu-u1.cpu, us.rssMiB(), f.stats().errorsSince(stats{}))
 	time.Sleep(2 * time.Second)
-	ui0, ti0, r0 := usage(f.hub.Pid), time.Now(), f.reports.Load()
+	ui0, ti0, s0 := usage(f.hub.Pid), time.Now(), f.stats()
 	time.Sleep(f.idle)
-	ui1, idleD, idleReports := usage(f.hub.Pid), time.Since(ti0), f.reports.Load()-r0
-	idleCPU := ui1.cpu - ui0.cpu
-	fmt.Printf("  idle %.0fs: hub CPU %.2fs (%.0f%% of one CPU), %d reports (%.1f/s, %.1f ms hub CPU each)\n",
+	ui1, idleD, s1 := usage(f.hub.Pid), time.Since(ti0), f.stats()
+	idleCPU, idleReports := ui1.cpu-ui0.cpu, s1.Reports-s0.Reports
+	fmt.Printf("  idle %.0fs: hub CPU %.2fs (%.0f%% of one CPU), %d reports (%.1f/s, %.1f ms hub CPU each), %.1f MiB resident; errors: %s\n",
 		idleD.Seconds(), idleCPU, 100*idleCPU/idleD.Seconds(), idleReports, float64(idleReports)/idleD.Seconds(),
-		1000*idleCPU/max(float64(idleReports), 1))
+		1000*idleCPU/max(float64(idleReports), 1), ui1.rssMiB(), s1.errorsSince(s0))
 
 	// 2. Deploy v1 to every cluster.
 	fmt.Println("deploying fleet ^1.0 (1.0.0) to every cluster ...")
-	dep1, err := f.converge("1.0.0", func() error { return f.deploy(ctx, "^1.0") })
+	dep1, err := f.converge(ctx, "1.0.0", func() error { return f.deploy(ctx, "^1.0") })
 	if err != nil {
 		return err
 	}
 	// 3. Push v2: the deployment follows ^1.0 to it.
 	fmt.Println("pushing 1.1.0 ...")
 	var pushD time.Duration
-	dep2, err := f.converge("1.1.0", func() error {
+	dep2, err := f.converge(ctx, "1.1.0", func() error {
 		start := time.Now()
 		_, err := f.hub.Run(ctx, "model", "push", v2, "--name", "fleet", "--version", "1.1.0", "--parent", "fleet@1.0.0")
 		pushD = time.Since(start)
@@ -221,63 +243,221 @@ func (f *fleet) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	end := usage(f.hub.Pid)
+	end, st := usage(f.hub.Pid), f.stats()
 
 	n := float64(f.n)
-	fmt.Printf("\n%d simulated agents against one hub process (%s, %d CPUs)\n", f.n, runtimeDesc(), runtime.NumCPU())
+	fmt.Printf("\n%d simulated agents in %d processes against one hub process (%s, %d CPUs)\n", f.n, procs, runtimeDesc(), runtime.NumCPU())
 	fmt.Printf("each agent: its own join and credential, a long-poll always open (timeout %s), a report at start,\n", f.pollTimeout)
 	fmt.Printf("on every change and every %s; on a new desired state it fetches the manifest, config and chunk index\n", f.reportInterval)
-	fmt.Printf("(not the model files) and reports Active. Shared HTTP/1.1 transport, one connection per request in flight.\n\n")
-	fmt.Printf("%-34s %10s %12s %14s\n", "phase", "seconds", "hub CPU s", "CPU ms/cluster")
+	fmt.Printf("(not the model files) and reports Active; it retries as the agent does, honouring Retry-After.\n")
+	fmt.Printf("HTTP/1.1, one connection per request in flight.\n\n")
+	fmt.Printf("%-34s %10s %12s %14s   %s\n", "phase", "seconds", "hub CPU s", "CPU ms/cluster", "errors by status")
 	fmt.Printf("%-34s %10.2f %12.2f %14.2f\n", fmt.Sprintf("join (%d at a time)", f.joinConc), joinD.Seconds(), joinCPU, 1000*joinCPU/n)
-	fmt.Printf("%-34s %10.2f %12.2f %14.2f   %.1f%% of one CPU; %d reports (%.0f/s)\n", "idle (long-polls, periodic reports)",
-		idleD.Seconds(), idleCPU, 1000*idleCPU/n, 100*idleCPU/idleD.Seconds(), idleReports, float64(idleReports)/idleD.Seconds())
+	fmt.Printf("%-34s %10.2f %12.2f %14.2f   %s; %.1f%% of one CPU; %d reports (%.0f/s)\n", "idle (long-polls, periodic reports)",
+		idleD.Seconds(), idleCPU, 1000*idleCPU/n, s1.errorsSince(s0), 100*idleCPU/idleD.Seconds(), idleReports, float64(idleReports)/idleD.Seconds())
 	for _, c := range []struct {
 		name string
 		r    convergence
 	}{{"deploy 1.0.0 to all", dep1}, {"push 1.1.0, all follow ^1.0", dep2}} {
-		fmt.Printf("%-34s %10.2f %12.2f %14.2f\n", c.name, c.r.all.Seconds(), c.r.cpu, 1000*c.r.cpu/n)
+		fmt.Printf("%-34s %10.2f %12.2f %14.2f   %s\n", c.name, c.r.all.Seconds(), c.r.cpu, 1000*c.r.cpu/n, c.r.errors)
 	}
 	fmt.Println("\nconvergence: from the apply (or the start of the push) until the hub acknowledged every agent's Active report")
 	fmt.Printf("%-30s %10s %10s %10s %10s\n", "", "p50 s", "p90 s", "p99 s", "max s")
 	for _, c := range []struct {
 		name string
-		r    convergence
-	}{{"1.0.0 received", dep1}, {"1.0.0 reported Active", dep1}, {"1.1.0 received", dep2}, {"1.1.0 reported Active", dep2}} {
-		d := c.r.active
-		if strings.HasSuffix(c.name, "received") {
-			d = c.r.recv
-		}
-		fmt.Printf("%-30s %10.2f %10.2f %10.2f %10.2f\n", c.name, pct(d, 50), pct(d, 90), pct(d, 99), pct(d, 100))
+		d    []time.Duration
+	}{{"1.0.0 received", dep1.recv}, {"1.0.0 reported Active", dep1.active}, {"1.1.0 received", dep2.recv}, {"1.1.0 reported Active", dep2.active}} {
+		fmt.Printf("%-30s %10.2f %10.2f %10.2f %10.2f\n", c.name, pct(c.d, 50), pct(c.d, 90), pct(c.d, 99), pct(c.d, 100))
 	}
 	fmt.Printf("(the push of 1.1.0 itself, a CLI process, took %.2fs of its convergence time)\n", pushD.Seconds())
-	fmt.Printf("\nhub memory: %.1f MiB resident before joins, %.1f MiB after (peak %.1f MiB): %.1f KiB per cluster\n",
-		base.rssMiB(), end.rssMiB(), end.hwmMiB(), (end.rss-base.rss)/1024/n)
+	fmt.Printf("\nhub memory: %.1f MiB resident before joins, %.1f MiB after (peak %.1f MiB): %.1f KiB per cluster (peak %.1f KiB)\n",
+		base.rssMiB(), end.rssMiB(), end.hwmMiB(), (end.rss-base.rss)/1024/n, (end.hwm-base.rss)/1024/n)
 	fmt.Printf("hub CPU over the whole run: %.2f s, %.2f ms per cluster\n", end.cpu-base.cpu, 1000*(end.cpu-base.cpu)/n)
 	fmt.Printf("the hub's ModelDeployment shows %d of %d clusters Active on 1.1.0\n", rows, f.n)
-	fmt.Printf("agent requests: %d reports, %d desired-state answers, %d manifest+index fetches; %d errors%s\n",
-		f.reports.Load(), f.polls.Load(), f.fetches.Load(), f.errs.Load(), f.lastError())
+	fmt.Printf("agent requests: %d reports, %d desired-state answers, %d manifest+index fetches; %d errors (%s)",
+		st.Reports, st.Polls, st.Fetches, st.errors(), st.errorsSince(stats{}))
+	fmt.Println(st.lastErrors())
 	if rows != f.n {
 		return fmt.Errorf("the hub shows %d of %d clusters Active on 1.1.0", rows, f.n)
 	}
 	return nil
 }
 
-func (f *fleet) lastError() string {
-	if e := f.lastErr.Load(); e != nil {
-		return " (last: " + *e + ")"
+// join joins every cluster, joinConc at a time, and keeps their credentials.
+func (f *fleet) join(ctx context.Context, token string) error {
+	client, err := newClient(f.hub.CAFile, f.joinConc, f.joinConc)
+	if err != nil {
+		return err
 	}
-	return ""
+	defer client.CloseIdleConnections()
+	h, err := hubclient.New("https://"+f.hub.Addr, hubclient.Options{HTTPClient: client, Attempts: 1})
+	if err != nil {
+		return err
+	}
+	f.members = make([]member, f.n)
+	sem := make(chan struct{}, f.joinConc)
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	for i := range f.members {
+		name := fmt.Sprintf("edge-%04d", i)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			resp, err := h.Join(ctx, token, name, map[string]string{"bench": "fleet", "zone": fmt.Sprintf("z%d", i%10)})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = fmt.Errorf("join %s: %w", name, err)
+				}
+				return
+			}
+			f.members[i] = member{I: i, Name: name, Cred: resp.Credential}
+		}()
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+	}
+	wg.Wait()
+	return first
+}
+
+// startChildren starts procs child processes, each with its share of the agents.
+func (f *fleet) startChildren(ctx context.Context, procs int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	f.ready = make([]bool, f.n)
+	f.recvAt, f.activeAt = make([]time.Duration, f.n), make([]time.Duration, f.n)
+	f.acks = make(chan struct{}, procs)
+	for k := range procs {
+		lo, hi := k*f.n/procs, (k+1)*f.n/procs
+		list := filepath.Join(f.dir, fmt.Sprintf("members-%d.json", k))
+		b, err := json.Marshal(f.members[lo:hi])
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(list, b, 0o600); err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, self, "-child", "-child-hub", f.hub.Addr, "-child-ca", f.hub.CAFile, "-child-members", list,
+			"-child-idle-conns", strconv.Itoa(max(1, idleConnsTotal/procs)),
+			"-poll-timeout", f.pollTimeout.String(), "-report-interval", f.reportInterval.String())
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		c := &childProc{cmd: cmd, stdin: stdin, done: make(chan struct{})}
+		f.children = append(f.children, c)
+		go func() {
+			defer close(c.done)
+			f.read(c, stdout)
+		}()
+	}
+	return nil
+}
+
+// read takes a child's events until its stdout ends.
+func (f *fleet) read(c *childProc, r io.Reader) {
+	in := bufio.NewScanner(r)
+	in.Buffer(make([]byte, 64<<10), 16<<20)
+	for in.Scan() {
+		var ev event
+		if err := json.Unmarshal(in.Bytes(), &ev); err != nil {
+			fmt.Fprintf(os.Stderr, "fleet: child %d: %q: %v\n", c.cmd.Process.Pid, in.Text(), err)
+			continue
+		}
+		f.mu.Lock()
+		switch ev.Ev {
+		case "ready":
+			if !f.ready[ev.I] {
+				f.ready[ev.I] = true
+				f.nReady++
+			}
+		case "recv":
+			if ev.Version == f.target && f.recvAt[ev.I] == 0 {
+				f.recvAt[ev.I] = time.Duration(ev.D)
+				f.nRecv++
+			}
+		case "active":
+			if ev.Version == f.target && f.activeAt[ev.I] == 0 {
+				f.activeAt[ev.I] = time.Duration(ev.D)
+				f.nActive++
+			}
+		case "target":
+			if ev.Version == f.target {
+				f.acks <- struct{}{}
+			}
+		case "stats":
+			c.mu.Lock()
+			c.st = *ev.Stats
+			c.mu.Unlock()
+		}
+		f.mu.Unlock()
+	}
+}
+
+// send sends cmd to every child.
+func (f *fleet) send(cmd command) {
+	b, _ := json.Marshal(cmd)
+	b = append(b, '\n')
+	for _, c := range f.children {
+		if _, err := c.stdin.Write(b); err != nil {
+			fmt.Fprintf(os.Stderr, "fleet: child %d: %v\n", c.cmd.Process.Pid, err)
+		}
+	}
+}
+
+// stopChildren ends the children's input, which stops their agents, and waits for them.
+func (f *fleet) stopChildren() {
+	for _, c := range f.children {
+		c.stdin.Close()
+	}
+	for _, c := range f.children {
+		<-c.done
+		_ = c.cmd.Wait()
+	}
+}
+
+// stats sums the children's last stats.
+func (f *fleet) stats() stats {
+	var st stats
+	for _, c := range f.children {
+		c.mu.Lock()
+		st.add(&c.st)
+		c.mu.Unlock()
+	}
+	if st.Errors == nil {
+		st.Errors, st.Last = map[string]int64{}, map[string]string{}
+	}
+	return st
 }
 
 func (f *fleet) started() int {
-	k := 0
-	for _, s := range f.sims {
-		if s.ready.Load() && s.reported.Load() {
-			k++
-		}
-	}
-	return k
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.nReady
+}
+
+func (f *fleet) progress() (recv, active int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.nRecv, f.nActive
 }
 
 // convergence is one rollout's measurement.
@@ -285,51 +465,58 @@ type convergence struct {
 	recv, active []time.Duration // per agent, since the start
 	all          time.Duration   // until the last Active report was acknowledged
 	cpu          float64         // hub CPU seconds meanwhile
+	errors       string          // the agents' errors meanwhile, by status code
 }
 
-// converge sets the target version, runs start, and waits until every agent
-// has had its Active report for version acknowledged.
-func (f *fleet) converge(version string, start func() error) (convergence, error) {
-	for _, s := range f.sims {
-		s.recvAt.Store(0)
-		s.activeAt.Store(0)
-	}
-	f.converged.Store(0)
-	f.received.Store(0)
+// converge tells the children that version is the target, runs start, and
+// waits until every agent has had its Active report for version acknowledged.
+func (f *fleet) converge(ctx context.Context, version string, start func() error) (convergence, error) {
+	f.mu.Lock()
+	f.target = version
+	clear(f.recvAt)
+	clear(f.activeAt)
+	f.nRecv, f.nActive = 0, 0
+	f.mu.Unlock()
+	s0 := f.stats()
 	u0 := usage(f.hub.Pid)
 	t0 := time.Now()
-	for _, s := range f.sims {
-		s.t0.Store(t0.UnixNano())
+	f.send(command{Op: "target", Version: version, T0: t0.UnixNano()})
+	for range f.children {
+		<-f.acks
 	}
-	f.target.Store(&version)
 	if err := start(); err != nil {
 		return convergence{}, err
 	}
-	err := f.waitFor(func() bool { return f.converged.Load() == int64(f.n) }, "every agent Active on "+version, func() string {
+	err := f.waitFor(ctx, func() bool { _, a := f.progress(); return a == f.n }, "every agent Active on "+version, func() string {
 		u := usage(f.hub.Pid)
-		return fmt.Sprintf("%s received by %d, Active on %d; hub CPU %.1fs since the start, %.1f MiB resident",
-			version, f.received.Load(), f.converged.Load(), u.cpu-u0.cpu, u.rssMiB())
+		r, a := f.progress()
+		st := f.stats()
+		return fmt.Sprintf("%s received by %d, Active on %d; hub CPU %.1fs since the start, %.1f MiB resident; errors: %s%s",
+			version, r, a, u.cpu-u0.cpu, u.rssMiB(), st.errorsSince(s0), st.lastErrors())
 	})
-	all, u1 := time.Since(t0), usage(f.hub.Pid)
+	all, u1, s1 := time.Since(t0), usage(f.hub.Pid), f.stats()
 	if err != nil {
-		return convergence{}, fmt.Errorf("%w: %d received it, %d Active; hub CPU %.1fs meanwhile%s",
-			err, f.received.Load(), f.converged.Load(), u1.cpu-u0.cpu, f.lastError())
+		r, a := f.progress()
+		return convergence{}, fmt.Errorf("%w: %d received it, %d Active; hub CPU %.1fs meanwhile; errors: %s%s",
+			err, r, a, u1.cpu-u0.cpu, s1.errorsSince(s0), s1.lastErrors())
 	}
-	c := convergence{all: all, cpu: u1.cpu - u0.cpu}
-	fmt.Printf("  %s Active on all %d after %.2fs; hub CPU %.2fs (%.2f ms per cluster), %.1f MiB resident\n",
-		version, f.n, all.Seconds(), c.cpu, 1000*c.cpu/float64(f.n), u1.rssMiB())
-	for _, s := range f.sims {
-		c.recv = append(c.recv, time.Duration(s.recvAt.Load()))
-		c.active = append(c.active, time.Duration(s.activeAt.Load()))
-	}
+	c := convergence{all: all, cpu: u1.cpu - u0.cpu, errors: s1.errorsSince(s0)}
+	fmt.Printf("  %s Active on all %d after %.2fs; hub CPU %.2fs (%.2f ms per cluster), %.1f MiB resident; errors: %s\n",
+		version, f.n, all.Seconds(), c.cpu, 1000*c.cpu/float64(f.n), u1.rssMiB(), c.errors)
+	f.mu.Lock()
+	c.recv, c.active = slices.Clone(f.recvAt), slices.Clone(f.activeAt)
+	f.mu.Unlock()
 	return c, nil
 }
 
 // waitFor waits until cond holds, printing progress every 15 seconds.
-func (f *fleet) waitFor(cond func() bool, what string, progress func() string) error {
+func (f *fleet) waitFor(ctx context.Context, cond func() bool, what string, progress func() string) error {
 	start := time.Now()
 	deadline, next := start.Add(f.timeout), start.Add(15*time.Second)
 	for !cond() {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
 		now := time.Now()
 		if now.After(deadline) {
 			return fmt.Errorf("%s: not within %s", what, f.timeout)
@@ -363,240 +550,17 @@ func (f *fleet) activeRows(ctx context.Context, version string) (int, error) {
 	return k, nil
 }
 
-func (f *fleet) fail(err error) {
-	f.errs.Add(1)
-	s := err.Error()
-	f.lastErr.Store(&s)
-}
-
-// sim is one simulated agent.
-type sim struct {
-	f        *fleet
-	i        int
-	name     string
-	cred     string
-	hub      *hubclient.Client // with the cluster's credential, on the shared HTTP client
-	trigger  chan struct{}
-	ready    atomic.Bool // a desired state answer came
-	reported atomic.Bool // a report was acknowledged
-
-	mu       sync.Mutex
-	applied  int64
-	models   []v1alpha1.ModelReport
-	active   map[string]string // deployment -> digest
-	cached   []v1alpha1.CachedArtifact
-	t0       atomic.Int64 // unix ns of the current rollout's start
-	recvAt   atomic.Int64 // since t0, ns; 0 until received
-	activeAt atomic.Int64 // since t0, ns; 0 until acknowledged
-}
-
-func (s *sim) join(ctx context.Context, token string) error {
-	h, err := hubclient.New("https://"+s.f.hub.Addr, hubclient.Options{HTTPClient: s.f.client, Attempts: 1})
-	if err != nil {
-		return err
-	}
-	resp, err := h.Join(ctx, token, s.name, map[string]string{"bench": "fleet", "zone": fmt.Sprintf("z%d", s.i%10)})
-	if err != nil {
-		return fmt.Errorf("join %s: %w", s.name, err)
-	}
-	s.cred = resp.Credential
-	h.SetToken(s.cred)
-	s.hub = h
-	return nil
-}
-
-func (s *sim) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); s.reportLoop(ctx) }()
-	s.pollLoop(ctx)
-	wg.Wait()
-}
-
-// pollLoop long-polls desired state after the applied revision, as the agent does.
-func (s *sim) pollLoop(ctx context.Context) {
-	for ctx.Err() == nil {
-		s.mu.Lock()
-		after := s.applied
-		s.mu.Unlock()
-		ds, err := s.hub.DesiredState(ctx, s.name, after, s.f.pollTimeout)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.f.fail(err)
-				sleep(ctx, time.Second)
-			}
-			continue
-		}
-		s.ready.Store(true)
-		if ds == nil { // nothing newer within the poll timeout
-			continue
-		}
-		s.f.polls.Add(1)
-		s.apply(ctx, ds)
-	}
-}
-
-// apply takes a desired state: for each model not active at its digest,
-// fetch the manifest, its config and its chunk index, then mark it Active.
-func (s *sim) apply(ctx context.Context, ds *v1alpha1.DesiredState) {
-	target := s.f.target.Load()
-	for _, m := range ds.Models {
-		if target != nil && m.Version == *target && s.recvAt.CompareAndSwap(0, time.Now().UnixNano()-s.t0.Load()) {
-			s.f.received.Add(1)
-		}
-	}
-	s.mu.Lock()
-	if ds.Revision <= s.applied {
-		s.mu.Unlock()
-		return
-	}
-	s.applied = ds.Revision
-	active := s.active
-	s.mu.Unlock()
-	var rows []v1alpha1.ModelReport
-	var cached []v1alpha1.CachedArtifact
-	next := map[string]string{}
-	for _, m := range ds.Models {
-		row := v1alpha1.ModelReport{Deployment: m.Deployment, Model: m.Model, DesiredVersion: m.Version, Phase: v1alpha1.PhaseActive, ActiveVersion: m.Version}
-		if active[m.Deployment] != m.Digest {
-			for attempt := 1; ; attempt++ {
-				err := s.fetchManifest(ctx, m)
-				if err == nil {
-					break
-				}
-				s.f.fail(err)
-				if ctx.Err() != nil || attempt == 5 {
-					row.Phase, row.ActiveVersion, row.Error = v1alpha1.PhaseFailed, "", err.Error()
-					break
-				}
-				sleep(ctx, time.Duration(attempt)*time.Second)
-			}
-		}
-		if row.Phase == v1alpha1.PhaseActive {
-			next[m.Deployment] = m.Digest
-			cached = append(cached, v1alpha1.CachedArtifact{Digest: m.Digest, Model: m.Model, Version: m.Version, SizeBytes: m.SizeBytes})
-		}
-		rows = append(rows, row)
-	}
-	s.mu.Lock()
-	s.models, s.active, s.cached = rows, next, cached
-	s.mu.Unlock()
-	select {
-	case s.trigger <- struct{}{}:
-	default:
-	}
-}
-
-// fetchManifest fetches what the agent fetches before the model's chunks:
-// the manifest by digest, its config blob, and the chunk index referrer.
-func (s *sim) fetchManifest(ctx context.Context, m v1alpha1.DesiredModel) error {
-	s.f.fetches.Add(1)
-	host := s.f.hub.Addr
-	r, err := remote.NewRepository(host + "/models/" + m.Model)
-	if err != nil {
-		return err
-	}
-	r.Client = &orasauth.Client{Client: s.f.client, Cache: orasauth.NewCache(),
-		Credential: orasauth.StaticCredential(host, orasauth.Credential{Username: "outpost", Password: s.cred})}
-	_, rc, err := r.FetchReference(ctx, m.Digest)
-	if err != nil {
-		return fmt.Errorf("manifest of %s: %w", m.Version, err)
-	}
-	mb, err := io.ReadAll(io.LimitReader(rc, artifact.MaxManifestBytes+1))
-	rc.Close()
-	if err != nil {
-		return err
-	}
-	if got := digest.SHA256.FromBytes(mb); got.String() != m.Digest {
-		return fmt.Errorf("manifest digest %s, want %s", got, m.Digest)
-	}
-	man, err := artifact.ParseManifest(mb)
-	if err != nil {
-		return err
-	}
-	crc, err := r.Blobs().Fetch(ctx, man.Config)
-	if err != nil {
-		return fmt.Errorf("config of %s: %w", m.Version, err)
-	}
-	io.Copy(io.Discard, crc)
-	crc.Close()
-	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.Digest(m.Digest), Size: int64(len(mb))}
-	if _, err := artifact.FetchChunkIndex(ctx, r, desc); err != nil {
-		return fmt.Errorf("chunk index of %s: %w", m.Version, err)
-	}
-	return nil
-}
-
-// reportLoop reports at start, after each change (coalesced for 200ms, as
-// the agent does) and every report interval, starting at a random phase.
-func (s *sim) reportLoop(ctx context.Context) {
-	if !sleep(ctx, time.Duration(mrand.Int64N(int64(s.f.reportInterval)))/10) {
-		return
-	}
-	tick := time.NewTicker(s.f.reportInterval)
-	defer tick.Stop()
-	for {
-		s.report(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-s.trigger:
-			if !sleep(ctx, 200*time.Millisecond) {
-				return
-			}
-			select {
-			case <-s.trigger:
-			default:
-			}
-		}
-	}
-}
-
-var (
-	capCPU = resource.MustParse("4")
-	capMem = resource.MustParse("8Gi")
-	capDsk = resource.MustParse("200Gi")
-)
-
-func (s *sim) report(ctx context.Context) {
-	s.mu.Lock()
-	rep := &v1alpha1.AgentReport{
-		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindAgentReport, Cluster: s.name, AppliedRevision: s.applied,
-		Status: v1alpha1.ClusterStatus{
-			Capacity:        v1alpha1.Capacity{CPU: &capCPU, Memory: &capMem, Disk: &capDsk},
-			Link:            v1alpha1.LinkStatus{BandwidthBps: 10 << 20, RTTMillis: 1},
-			CachedArtifacts: s.cached,
-			AgentVersion:    "bench-fleet",
-		},
-		Models:     s.models,
-		ReportedAt: metav1.NewTime(time.Now().UTC().Truncate(time.Second)),
-	}
-	target := s.f.target.Load()
-	active := false
-	for _, m := range s.models {
-		active = active || (target != nil && m.ActiveVersion == *target && m.Phase == v1alpha1.PhaseActive)
-	}
-	s.mu.Unlock()
-	if _, err := s.hub.Report(ctx, rep); err != nil {
-		if ctx.Err() == nil {
-			s.f.fail(err)
-		}
-		return
-	}
-	s.f.reports.Add(1)
-	s.reported.Store(true)
-	// Count it only if the rollout it reports on is still the current one: a report
-	// sent before the next rollout began may be acknowledged after.
-	if active && s.f.target.Load() == target && s.activeAt.CompareAndSwap(0, time.Now().UnixNano()-s.t0.Load()) {
-		s.f.converged.Add(1)
-	}
-}
-
-// newClient is the HTTP client every simulated agent shares: HTTP/1.1 like
-// the agent, no cap on connections (each open long-poll holds one), and a
-// large idle pool so that reports reuse connections.
-func newClient(caFile string) (*http.Client, error) {
+// newClient is the HTTP client the simulated agents of one process share:
+// HTTP/1.1 like the agent, no cap on connections (each open long-poll holds
+// one), and an idle pool of idleConns so that reports reuse connections.
+//
+// At most handshakes TLS handshakes run at once in the process, each
+// dialled only once it may run: a real agent handshakes on its own CPU, but
+// thousands of simulated ones share a few, and started together each would
+// take longer than the 10 s the agent's transport allows it, and fail for
+// want of the bench's CPU, not the hub's. Each handshake still has those
+// 10 s from its dial.
+func newClient(caFile string, idleConns, handshakes int) (*http.Client, error) {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
@@ -606,11 +570,39 @@ func newClient(caFile string) (*http.Client, error) {
 		return nil, fmt.Errorf("%s: no certificate", caFile)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	tlsConfig := &tls.Config{RootCAs: pool}
+	tr.TLSClientConfig = tlsConfig
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 0, 4096
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 0, idleConns
 	tr.ResponseHeaderTimeout = 5 * time.Minute
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second} // as http.DefaultTransport
+	slots := make(chan struct{}, max(handshakes, 1))
+	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		defer func() { <-slots }()
+		raw, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := tlsConfig.Clone()
+		if cfg.ServerName, _, err = net.SplitHostPort(addr); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		hctx, cancel := context.WithTimeout(ctx, tr.TLSHandshakeTimeout)
+		defer cancel()
+		c := tls.Client(raw, cfg)
+		if err := c.HandshakeContext(hctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return c, nil
+	}
 	return &http.Client{Transport: tr}, nil
 }
 

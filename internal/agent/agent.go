@@ -589,6 +589,20 @@ func (a *Agent) backoff(attempt int) time.Duration {
 	return clock.Backoff{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax}.Delay(attempt, rand.Float64())
 }
 
+// retryDelay is the wait before trying the hub again after err, the
+// attempt-th failure in a row: the backoff, or the time a busy hub asked
+// for (Retry-After) when that is longer (hubclient.RetryDelay).
+func (a *Agent) retryDelay(err error, attempt int) time.Duration {
+	return hubclient.RetryDelay(err, clock.Backoff{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax}, attempt, rand.Float64())
+}
+
+// hubBusy reports whether err is the hub's answer that it cannot serve the
+// request now (429 Too Many Requests, 503 Service Unavailable).
+func hubBusy(err error) bool {
+	code := hubclient.Code(err)
+	return code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable
+}
+
 // pollLoop long-polls the desired state and applies what comes.
 func (a *Agent) pollLoop(ctx context.Context) {
 	failures := 0
@@ -613,7 +627,7 @@ func (a *Agent) pollLoop(ctx context.Context) {
 				}
 			}
 			a.log.Warn("cannot poll desired state", "err", err, "failures", failures)
-			clock.Sleep(ctx, a.clock, a.backoff(failures))
+			clock.Sleep(ctx, a.clock, a.retryDelay(err, failures))
 			continue
 		}
 		if failures > 0 {

@@ -20,13 +20,41 @@ const ConditionDowngraded = "Downgraded"
 const reportCoalesce = 200 * time.Millisecond
 
 // reportLoop sends a report after state changes (coalesced) and every
-// ReportInterval. A failed report is simply sent again later.
+// ReportInterval. A report the hub was too busy to take (429, 503) is sent
+// again once the time it asked for has passed (Retry-After, or the
+// backoff), and none before; another failed report is simply sent again
+// later.
 func (a *Agent) reportLoop(ctx context.Context) {
 	tick := a.clock.NewTicker(a.cfg.ReportInterval)
 	defer tick.Stop()
+	busy := 0 // reports in a row the hub was too busy to take
 	for {
-		if err := a.sendReport(ctx); err != nil && ctx.Err() == nil {
+		err := a.sendReport(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
 			a.log.Debug("report not sent", "err", err)
+		}
+		if hubBusy(err) {
+			busy++
+			if !clock.Sleep(ctx, a.clock, a.retryDelay(err, busy)) {
+				return
+			}
+			continue
+		}
+		if busy > 0 {
+			busy = 0
+			// The report just sent covers the tick and the changes that
+			// came while it waited.
+			select {
+			case <-tick.C():
+			default:
+			}
+			select {
+			case <-a.reportNow:
+			default:
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -7,11 +7,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,11 +25,13 @@ import (
 	"outpost.dev/outpost/internal/auth"
 	"outpost.dev/outpost/internal/clientconfig"
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/connlimit"
 	"outpost.dev/outpost/internal/hub"
 	"outpost.dev/outpost/internal/models"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/registry"
 	"outpost.dev/outpost/internal/store"
+	"outpost.dev/outpost/internal/tlsgate"
 )
 
 // hubSettings is DIR/hub.yaml, written by 'hub init' and read by 'hub serve'.
@@ -352,14 +357,24 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// A fleet connecting at once must not share the CPU among all its handshakes,
+	// nor hold more connections than the open-files limit leaves room for.
+	gate := tlsgate.New(tlsgate.Options{Clock: clk})
+	limit, err := connectionBudget()
+	if err != nil {
+		return err
+	}
+	conns := connlimit.New(limit, connlimit.Options{Clock: clk})
+	log.Info("connection budget", "connections", limit)
 	hs := &http.Server{
+		ConnState:         conns.ConnState,
 		Handler:           srv.Handler(),
-		TLSConfig:         hubTLSConfig(cert),
+		TLSConfig:         gate.Config(hubTLSConfig(cert)),
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          serverErrorLog(log),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	go func() { errc <- hs.ServeTLS(gate.Listener(conns.Listener(ln)), "", "") }()
 	log.Info("hub serving", "addr", ln.Addr().String(), "url", s.URL, "requireSignature", s.RequireSignature, "trustedKeys", len(trusted))
 	if readyFile != "" {
 		if err := os.WriteFile(readyFile, []byte(ln.Addr().String()), 0o600); err != nil {
@@ -375,6 +390,39 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	defer cancel()
 	log.Info("hub shutting down")
 	return hs.Shutdown(shutdownCtx)
+}
+
+// connectionBudget is how many connections the hub keeps open at most: its
+// open-files limit less a tenth (at least 64) for its database, the blobs it
+// serves and its logs.
+func connectionBudget() (int, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, fmt.Errorf("open-files limit: %w", err)
+	}
+	n := int(min(l.Cur, 1<<30))
+	return max(n-max(n/10, 64), 16), nil
+}
+
+// serverErrorLog is the error log of the hub's HTTP server: its messages go to
+// log at Warn, except failed TLS handshakes (clients that went away or never
+// spoke TLS), which go at Debug. A fleet reconnecting at once, after a hub
+// restart say, fails thousands of handshakes a second, and the messages were
+// written one at a time under the logger's lock.
+func serverErrorLog(log *slog.Logger) *stdlog.Logger {
+	return stdlog.New(errorLogWriter{log}, "", 0)
+}
+
+type errorLogWriter struct{ log *slog.Logger }
+
+func (w errorLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	level := slog.LevelWarn
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }
 
 // hubTLSConfig is the hub's TLS: 1.3, or 1.2 with ECDHE key exchange and an AEAD cipher only

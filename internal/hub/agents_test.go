@@ -34,7 +34,7 @@ type agentEnv struct {
 	base  string // the server's URL without the API prefix
 }
 
-func newAgentEnv(t testing.TB, mutate func(*Config)) *agentEnv {
+func newAgentEnv(t testing.TB, mutate func(*Config), opts ...store.Option) *agentEnv {
 	t.Helper()
 	admin, err := auth.NewToken()
 	if err != nil {
@@ -61,7 +61,7 @@ func newAgentEnv(t testing.TB, mutate func(*Config)) *agentEnv {
 		if mutate != nil {
 			mutate(cfg)
 		}
-	})
+	}, opts...)
 	return &agentEnv{env: e, admin: admin, clock: clk, base: strings.TrimSuffix(e.url, v1alpha1.APIPath)}
 }
 
@@ -596,6 +596,82 @@ func TestRejoinRotatesCredential(t *testing.T) {
 	}
 	if r := e.do(http.MethodGet, ds, fresh, "", nil); r.code != http.StatusUnauthorized {
 		t.Errorf("credential of a deleted cluster = %d %s", r.code, r.body)
+	}
+}
+
+// TestRevokedCredentialStopsAtOnce checks that a credential in use, and so
+// remembered by the store, stops working on the API and the registry as
+// soon as it is rotated or its cluster deleted.
+func TestRevokedCredentialStopsAtOnce(t *testing.T) {
+	tests := []struct {
+		name   string
+		revoke func(e *agentEnv, token string)
+	}{
+		{"rotated by joining again", func(e *agentEnv, token string) { e.mustJoin(token, "edge-1", nil) }},
+		{"cluster deleted", func(e *agentEnv, _ string) {
+			if r := e.do(http.MethodDelete, "/clusters/edge-1", e.admin, "", nil); r.code != http.StatusOK {
+				e.t.Fatalf("delete = %d %s", r.code, r.body)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newAgentEnv(t, nil)
+			jt := e.createToken(3600, "")
+			cred := e.mustJoin(jt.Token, "edge-1", nil)
+			other := e.mustJoin(jt.Token, "edge-2", nil)
+			ds := "/clusters/edge-1/desiredstate?timeoutSeconds=0"
+			for range 2 {
+				if r := e.do(http.MethodGet, ds, cred, "", nil); r.code != http.StatusOK {
+					t.Fatalf("credential in use = %d %s", r.code, r.body)
+				}
+				if got := e.registry(http.MethodGet, "/v2/", cred); got != http.StatusOK {
+					t.Fatalf("credential in use on the registry = %d", got)
+				}
+			}
+			tt.revoke(e, jt.Token)
+			if r := e.do(http.MethodGet, ds, cred, "", nil); r.code != http.StatusUnauthorized {
+				t.Errorf("revoked credential = %d %s, want 401", r.code, r.body)
+			}
+			if got := e.registry(http.MethodGet, "/v2/", cred); got != http.StatusUnauthorized {
+				t.Errorf("revoked credential on the registry = %d, want 401", got)
+			}
+			if r := e.do(http.MethodGet, "/clusters/edge-2/desiredstate?timeoutSeconds=0", other, "", nil); r.code != http.StatusOK {
+				t.Errorf("another cluster's credential = %d %s", r.code, r.body)
+			}
+		})
+	}
+}
+
+// TestReportsAfterDeploymentChanged checks that reports stored after a
+// deployment changed elsewhere (here: moved to another version) start from
+// its new state, not from the one the previous reports wrote.
+func TestReportsAfterDeploymentChanged(t *testing.T) {
+	e := newAgentEnv(t, nil)
+	e.applyAsAdmin("modeldeployments", "resnet", mdYAML("resnet", "resnet", "1.2.0", "[{matchLabels: {region: north}}]"))
+	cred := e.mustJoin(e.createToken(3600, "").Token, "edge-1", map[string]string{"region": "north"})
+	report := func(bytes int64) {
+		t.Helper()
+		rep := v1alpha1.AgentReport{
+			APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindAgentReport, Cluster: "edge-1",
+			Status: v1alpha1.ClusterStatus{AgentVersion: "test"},
+			Models: []v1alpha1.ModelReport{{Deployment: "resnet", Model: "resnet", DesiredVersion: "1.2.0", ActiveVersion: "1.2.0",
+				Phase: v1alpha1.PhaseActive, BytesFetched: bytes, BytesTotal: bytes}},
+		}
+		if r := e.postJSON("/clusters/edge-1/report", cred, rep); r.code != http.StatusOK {
+			t.Fatalf("report = %d %s", r.code, r.body)
+		}
+	}
+	report(100)
+	report(200)
+	if row := e.deployment("resnet").Status.Clusters[0]; row.Phase != v1alpha1.PhaseActive || row.BytesFetched != 200 {
+		t.Fatalf("row after two reports = %+v", row)
+	}
+	e.applyAsAdmin("modeldeployments", "resnet", mdYAML("resnet", "resnet", "2.0.0", "[{matchLabels: {region: north}}]"))
+	report(300) // still on 1.2.0: only the active version and last contact count
+	row := e.deployment("resnet").Status.Clusters[0]
+	if row.DesiredVersion != "2.0.0" || row.Phase != v1alpha1.PhasePending || row.ActiveVersion != "1.2.0" || row.BytesFetched == 300 {
+		t.Errorf("row after the deployment moved to 2.0.0 and a report on 1.2.0 = %+v", row)
 	}
 }
 

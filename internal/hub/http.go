@@ -23,9 +23,12 @@ import (
 )
 
 const (
-	defaultPollTimeout = 30 * time.Second
-	maxPollTimeout     = 10 * time.Minute
-	watchPageSize      = 500
+	// retryAfterUnavailable is the Retry-After of a 503 answered because the store
+	// could not serve a request now.
+	retryAfterUnavailable = 2 * time.Second
+	defaultPollTimeout    = 30 * time.Second
+	maxPollTimeout        = 10 * time.Minute
+	watchPageSize         = 500
 )
 
 // Handler returns the hub's HTTP handler: the resource API under /apis/ml.outpost.dev/v1alpha1/
@@ -103,6 +106,12 @@ func (s *Server) writeAuthError(w http.ResponseWriter, r *http.Request, err erro
 	case errors.Is(err, auth.ErrUnauthenticated):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
 		s.writeStatus(w, r, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, err.Error(), nil)
+	case errors.Is(err, store.ErrUnavailable):
+		// The credential could not be checked now; it may well be valid.
+		s.log.WarnContext(r.Context(), "credential not checked: store unavailable", "err", err)
+		s.writeUnavailable(w, r, "cannot check the credential now: "+err.Error())
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
 	default:
 		s.log.ErrorContext(r.Context(), "authorization failed", "err", err)
 		s.writeStatus(w, r, http.StatusInternalServerError, metav1.StatusReasonInternalError, "authorization failed", nil)
@@ -505,12 +514,24 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.writeStatus(w, r, http.StatusConflict, metav1.StatusReasonConflict, err.Error(), nil)
 	case errors.Is(err, store.ErrCompacted):
 		s.writeStatus(w, r, http.StatusGone, metav1.StatusReasonExpired, err.Error()+"; list again", nil)
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.WarnContext(r.Context(), "store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.writeUnavailable(w, r, err.Error())
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 	default:
 		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		s.writeStatus(w, r, http.StatusInternalServerError, metav1.StatusReasonInternalError, "internal error: "+err.Error(), nil)
 	}
+}
+
+// writeUnavailable answers 503 Service Unavailable with Retry-After: the hub could not
+// serve the request now, and the same request may succeed later.
+func (s *Server) writeUnavailable(w http.ResponseWriter, r *http.Request, msg string) {
+	secs := int32(retryAfterUnavailable / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(int(secs)))
+	s.writeStatus(w, r, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, msg+"; retry later",
+		&metav1.StatusDetails{RetryAfterSeconds: secs})
 }
 
 func (s *Server) writeStatus(w http.ResponseWriter, r *http.Request, code int, reason metav1.StatusReason, msg string, details *metav1.StatusDetails) {

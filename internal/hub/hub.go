@@ -105,6 +105,8 @@ type Server struct {
 	alertsDone  chan struct{}
 	// metrics are served on GET /metrics.
 	metrics *metrics
+	// deployments holds the deployments the group commits wrote last.
+	deployments deploymentCache
 }
 
 // New returns a Server and reconciles the stored state once: it re-resolves every

@@ -94,10 +94,10 @@ type env struct {
 	path   string
 }
 
-func newEnv(t testing.TB, mutate func(*Config)) *env {
+func newEnv(t testing.TB, mutate func(*Config), opts ...store.Option) *env {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "hub.db")
-	db, err := store.Open(t.Context(), path)
+	db, err := store.Open(t.Context(), path, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

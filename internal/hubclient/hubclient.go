@@ -54,7 +54,8 @@ type Options struct {
 	// DefaultAttempts, 1 tries once (for callers that retry on their own).
 	Attempts int
 	// Backoff is the wait between attempts; a longer Retry-After from the
-	// hub is honoured up to Backoff.Max. Zero means DefaultBackoff.
+	// hub is honoured up to Backoff.Max (see RetryDelay). Zero means
+	// DefaultBackoff.
 	Backoff clock.Backoff
 	// Clock times the waits between attempts; nil means the real clock.
 	Clock clock.Clock
@@ -174,6 +175,17 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
+// RetryDelay is how long to wait before trying again after err, the
+// attempt-th failure in a row (1 for the first), given u drawn uniformly
+// from [0, 1): b's delay for the attempt, or, when the hub's answer asked
+// for longer (Retry-After, see RetryAfter), that time capped at b.Max and
+// lengthened by up to half at random, so that a fleet told the same time
+// does not come back all at once.
+func RetryDelay(err error, b clock.Backoff, attempt int, u float64) time.Duration {
+	ra := min(RetryAfter(err), b.Max)
+	return max(b.Delay(attempt, u), ra+time.Duration(u*float64(ra/2)))
+}
+
 // Do sends a request to path under v1alpha1.APIPath with body, if not nil,
 // as JSON, and decodes a JSON answer into out, if not nil. It returns the
 // status code; an answer of 300 or more other than 304 Not Modified is an
@@ -217,9 +229,7 @@ func (c *Client) do(ctx context.Context, req request, out any) (int, error) {
 		if err == nil || attempt >= attempts || !retryable(ctx, code, err) {
 			return code, err
 		}
-		wait := c.opts.Backoff.Delay(attempt, rand.Float64())
-		wait = max(wait, min(RetryAfter(err), c.opts.Backoff.Max))
-		if !clock.Sleep(ctx, c.opts.Clock, wait) {
+		if !clock.Sleep(ctx, c.opts.Clock, RetryDelay(err, c.opts.Backoff, attempt, rand.Float64())) {
 			return code, err
 		}
 	}

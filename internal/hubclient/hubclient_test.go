@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/clock"
 )
 
 // seen is what the test hub saw of one request.
@@ -311,8 +312,8 @@ func TestRetries(t *testing.T) {
 		maxWait  time.Duration
 	}{
 		{"GET retried through 503s", http.MethodGet, busy(""), 0, 3, "", 250 * time.Millisecond, time.Second},
-		{"Retry-After honoured", http.MethodGet, busy("2"), 0, 3, "", 4 * time.Second, 5 * time.Second},
-		{"Retry-After capped at Backoff.Max", http.MethodGet, busy("3600"), 0, 3, "", 10 * time.Second, 10 * time.Second},
+		{"Retry-After honoured", http.MethodGet, busy("2"), 0, 3, "", 4 * time.Second, 6 * time.Second},
+		{"Retry-After capped at Backoff.Max", http.MethodGet, busy("3600"), 0, 3, "", 10 * time.Second, 15 * time.Second},
 		{"attempts run out", http.MethodGet, busy(""), 2, 2, "busy", 0, time.Second},
 		{"one attempt", http.MethodGet, busy(""), 1, 1, "busy", 0, 0},
 		{"POST not retried", http.MethodPost, busy(""), 0, 1, "busy", 0, 0},
@@ -345,6 +346,34 @@ func TestRetries(t *testing.T) {
 	}
 }
 
+func TestRetryDelay(t *testing.T) {
+	b := clock.Backoff{Base: time.Second, Max: time.Minute}
+	busy := func(after time.Duration) error {
+		return fmt.Errorf("poll: %w", &Error{Code: http.StatusServiceUnavailable, Message: "busy", RetryAfter: after})
+	}
+	tests := []struct {
+		name    string
+		err     error
+		attempt int
+		u       float64
+		want    time.Duration
+	}{
+		{"no answer: the backoff", errors.New("reach hub: refused"), 3, 0, 2 * time.Second},
+		{"no Retry-After: the backoff", busy(0), 3, 0.5, 3 * time.Second},
+		{"Retry-After longer than the backoff", busy(10 * time.Second), 1, 0, 10 * time.Second},
+		{"Retry-After lengthened by up to half", busy(10 * time.Second), 1, 0.5, 12500 * time.Millisecond},
+		{"Retry-After shorter than the backoff", busy(time.Second), 6, 0, 16 * time.Second},
+		{"Retry-After capped at Max", busy(time.Hour), 1, 0, time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := RetryDelay(tt.err, b, tt.attempt, tt.u); got != tt.want {
+				t.Errorf("RetryDelay = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestUnreachableRetriedThenWrapped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &failing{}
@@ -367,15 +396,17 @@ func TestRetryStopsWithContext(t *testing.T) {
 			writeJSON(w, http.StatusServiceUnavailable, metav1.Status{Message: "busy"})
 		}}
 		c, _ := New("https://hub.test", Options{HTTPClient: &http.Client{Transport: handlerTransport{rec}}, Attempts: 10})
-		ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
+		// The second attempt comes 3 to 4.5 s after the first (Retry-After
+		// and up to half again at random), the third no sooner than 6 s.
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		start := time.Now()
 		err := c.Get(ctx, "clusters", "x", nil)
-		if took := time.Since(start); took != 4*time.Second || err == nil {
-			t.Errorf("took %v, err %v: want the 4s deadline and the last error", took, err)
+		if took := time.Since(start); took != 5*time.Second || err == nil {
+			t.Errorf("took %v, err %v: want the 5s deadline and the last error", took, err)
 		}
 		if n := len(rec.requests()); n != 2 {
-			t.Errorf("%d requests before the deadline, want 2 (0s and 3s)", n)
+			t.Errorf("%d requests before the deadline, want 2 (0s and 3-4.5s)", n)
 		}
 	})
 }

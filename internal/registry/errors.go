@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // ErrNotFound is returned by the query methods when a repository, tag, manifest or blob does not exist.
@@ -27,6 +28,13 @@ const (
 	CodeUnsupported         = "UNSUPPORTED"
 	CodeTooManyRequests     = "TOO_MANY_REQUESTS"
 )
+
+// CodeUnavailable answers a 503: the registry cannot serve the request now. The OCI
+// specification defines no code for it; Docker's distribution registry uses this one.
+const CodeUnavailable = "UNAVAILABLE"
+
+// retryAfterUnavailable is the Retry-After of a 503 answer.
+const retryAfterUnavailable = 2 * time.Second
 
 // apiError is an error answered to a client as the OCI error JSON.
 type apiError struct {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -225,11 +226,14 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case errors.Is(err, auth.ErrForbidden):
 				reg.writeError(w, r, newError(http.StatusForbidden, CodeDenied, "access denied"))
-			default:
-				if !errors.Is(err, auth.ErrUnauthenticated) {
-					reg.log.WarnContext(r.Context(), "authorize failed", "err", err)
-				}
+			case errors.Is(err, auth.ErrUnauthenticated):
 				reg.writeError(w, r, newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required"))
+			default:
+				// The credential could not be checked (its store was busy, say): it may
+				// well be valid, so the client is asked to come back, not to log in.
+				reg.log.WarnContext(r.Context(), "authorize failed", "err", err)
+				w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterUnavailable/time.Second)))
+				reg.writeError(w, r, newError(http.StatusServiceUnavailable, CodeUnavailable, "cannot check credentials now; retry later"))
 			}
 			return
 		}

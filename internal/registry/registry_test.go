@@ -70,6 +70,26 @@ func TestAuthorization(t *testing.T) {
 	}
 }
 
+// TestAuthorizeFailureIsUnavailable checks that a request whose credential
+// could not be checked (the authorizer failed, say its store was busy) is
+// answered 503 with Retry-After, not refused as unauthenticated: the
+// credential may well be valid, and the client should try again.
+func TestAuthorizeFailureIsUnavailable(t *testing.T) {
+	e := newEnv(t, Options{Authorize: func(*http.Request, bool) error {
+		return errors.New("look up cluster credential: database is locked")
+	}})
+	for _, method := range []string{"GET", "HEAD"} {
+		resp, body := e.req(method, "/v2/", nil, "Authorization", "Bearer valid")
+		expect(t, resp, body, http.StatusServiceUnavailable)
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || s < 1 {
+			t.Errorf("%s: Retry-After = %q, want a number of seconds", method, resp.Header.Get("Retry-After"))
+		}
+		if resp.Header.Get("WWW-Authenticate") != "" {
+			t.Errorf("%s: WWW-Authenticate = %q on a 503", method, resp.Header.Get("WWW-Authenticate"))
+		}
+	}
+}
+
 func basic(u, p string) string {
 	r, _ := http.NewRequest("GET", "/", nil)
 	r.SetBasicAuth(u, p)

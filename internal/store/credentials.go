@@ -136,6 +136,7 @@ func (tx *Tx) SetClusterCredential(ctx context.Context, cluster string, h [32]by
 	_, err := tx.q.ExecContext(ctx, `INSERT INTO cluster_credentials(cluster, hash, created) VALUES (?, ?, ?)
 		ON CONFLICT(cluster) DO UPDATE SET hash = excluded.hash, created = excluded.created`,
 		cluster, h[:], formatTime(now))
+	tx.creds = append(tx.creds, cluster)
 	if err != nil {
 		return fmt.Errorf("store: set credential of cluster %q: %w", cluster, err)
 	}
@@ -144,6 +145,10 @@ func (tx *Tx) SetClusterCredential(ctx context.Context, cluster string, h [32]by
 
 // DeleteClusterCredential removes the credential of cluster, if it has one.
 func (tx *Tx) DeleteClusterCredential(ctx context.Context, cluster string) error {
+	if !tx.write {
+		return errors.New("store: write in a read transaction")
+	}
+	tx.creds = append(tx.creds, cluster)
 	if _, err := tx.q.ExecContext(ctx, `DELETE FROM cluster_credentials WHERE cluster = ?`, cluster); err != nil {
 		return fmt.Errorf("store: delete credential of cluster %q: %w", cluster, err)
 	}
@@ -160,16 +165,26 @@ func (tx *Tx) HasClusterCredential(ctx context.Context, cluster string) (bool, e
 }
 
 // ClusterForCredential returns the cluster whose credential has hash h; ok is false when
-// none has. It implements auth.ClusterCredentials.
+// none has. It implements auth.ClusterCredentials. An error wraps ErrUnavailable when the
+// database could not be read now.
+//
+// This runs for every request an agent makes, so known credentials are remembered
+// (WithCredentialCache): a credential that was rotated or deleted is forgotten as the
+// change commits, and stops working at once.
 func (db *DB) ClusterForCredential(ctx context.Context, h [32]byte) (cluster string, ok bool, err error) {
-	// One indexed read, outside a transaction: this runs for every request an agent makes.
+	cluster, ok, gen := db.creds.get(h)
+	if ok {
+		return cluster, true, nil
+	}
+	// One indexed read, outside a transaction.
 	err = db.db.QueryRowContext(ctx, `SELECT cluster FROM cluster_credentials WHERE hash = ?`, h[:]).Scan(&cluster)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("store: look up cluster credential: %w", err)
+		return "", false, classify(fmt.Errorf("store: look up cluster credential: %w", err))
 	}
+	db.creds.add(h, cluster, gen)
 	return cluster, true, nil
 }
 

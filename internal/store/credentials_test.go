@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/sha256"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -114,6 +115,69 @@ func TestClusterCredentials(t *testing.T) {
 		return tx.DeleteClusterCredential(ctx, "a")
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	lookup(h3, "")
+	lookup(h2, "b")
+}
+
+// TestCachedCredentials checks that a credential once found is found again
+// without reading the database (here locked by another connection), and that
+// one rotated or deleted stops working as the change commits, even when the
+// change is made while it is remembered.
+func TestCachedCredentials(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	db, err := Open(t.Context(), path, WithBusyTimeout(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := t.Context()
+	now := time.Now()
+	h1, h2, h3 := sha256.Sum256([]byte("1")), sha256.Sum256([]byte("2")), sha256.Sum256([]byte("3"))
+	update := func(fn func(tx *Tx) error) error { return db.Update(ctx, fn) }
+	lookup := func(h [32]byte, want string) {
+		t.Helper()
+		got, ok, err := db.ClusterForCredential(ctx, h)
+		if err != nil || ok != (want != "") || got != want {
+			t.Errorf("ClusterForCredential = %q, %v, %v; want %q", got, ok, err, want)
+		}
+	}
+	for cluster, h := range map[string][32]byte{"a": h1, "b": h2} {
+		if err := update(func(tx *Tx) error { return tx.SetClusterCredential(ctx, cluster, h, now) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookup(h1, "a")
+
+	release := lock(t, db, path)
+	lookup(h1, "a") // remembered: no read
+	if _, _, err := db.ClusterForCredential(ctx, h2); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("credential not seen before, store locked: error = %v, want ErrUnavailable", err)
+	}
+	release()
+
+	// A rotation that rolls back changes nothing.
+	boom := errors.New("boom")
+	if err := update(func(tx *Tx) error {
+		if err := tx.SetClusterCredential(ctx, "a", h3, now); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("rolled back rotation: %v", err)
+	}
+	lookup(h1, "a")
+	lookup(h3, "")
+	// A rotation that commits: the remembered credential stops working.
+	if err := update(func(tx *Tx) error { return tx.SetClusterCredential(ctx, "a", h3, now) }); err != nil {
+		t.Fatal(err)
+	}
+	lookup(h1, "")
+	lookup(h3, "a")
+	lookup(h2, "b")
+	// So does a deleted one, and the others stay.
+	if err := update(func(tx *Tx) error { return tx.DeleteClusterCredential(ctx, "a") }); err != nil {
 		t.Fatal(err)
 	}
 	lookup(h3, "")

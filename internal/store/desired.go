@@ -89,11 +89,9 @@ func (tx *Tx) DesiredStateClusters(ctx context.Context) ([]string, error) {
 
 // DesiredState returns the desired state document of cluster and its revision; see Tx.DesiredState.
 func (db *DB) DesiredState(ctx context.Context, cluster string) (rev int64, doc []byte, err error) {
-	err = db.View(ctx, func(tx *Tx) error {
-		rev, doc, err = tx.DesiredState(ctx, cluster)
-		return err
-	})
-	return rev, doc, err
+	// One statement, which SQLite runs atomically: no transaction to begin and end.
+	rev, doc, err = db.statement().DesiredState(ctx, cluster)
+	return rev, doc, classify(err)
 }
 
 // DesiredChanged returns a channel closed after the next commit that changes

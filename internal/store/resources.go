@@ -60,15 +60,22 @@ func kindOf(obj v1alpha1.Object) (*v1alpha1.KindInfo, error) {
 
 // Get returns the resource of kind named name, or an error wrapping ErrNotFound.
 func (tx *Tx) Get(ctx context.Context, kind, name string) (v1alpha1.Object, error) {
-	var body string
+	obj, _, err := tx.get(ctx, kind, name)
+	return obj, err
+}
+
+// get is Get, also returning the stored JSON.
+func (tx *Tx) get(ctx context.Context, kind, name string) (v1alpha1.Object, []byte, error) {
+	var body []byte
 	err := tx.q.QueryRowContext(ctx, `SELECT body FROM resources WHERE kind = ? AND name = ?`, kind, name).Scan(&body)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%s %q: %w", kind, name, ErrNotFound)
+		return nil, nil, fmt.Errorf("%s %q: %w", kind, name, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: get %s %q: %w", kind, name, err)
+		return nil, nil, fmt.Errorf("store: get %s %q: %w", kind, name, err)
 	}
-	return decode(kind, []byte(body))
+	obj, err := decode(kind, body)
+	return obj, body, err
 }
 
 func decode(kind string, body []byte) (v1alpha1.Object, error) {
@@ -182,7 +189,7 @@ func (tx *Tx) UpdateStatus(ctx context.Context, obj v1alpha1.Object) (v1alpha1.O
 		return nil, false, err
 	}
 	kind := k.Kind
-	old, err := tx.Get(ctx, kind, obj.GetName())
+	old, oldBody, err := tx.get(ctx, kind, obj.GetName())
 	if err != nil {
 		return nil, false, err
 	}
@@ -190,16 +197,63 @@ func (tx *Tx) UpdateStatus(ctx context.Context, obj v1alpha1.Object) (v1alpha1.O
 		return nil, false, fmt.Errorf("%s %q: resourceVersion %s is not the current %s: %w",
 			kind, obj.GetName(), rv, old.GetResourceVersion(), ErrConflict)
 	}
+	// obj may be old itself, or share its status: copy the status into a copy.
 	cp := old.DeepCopyObject().(v1alpha1.Object)
 	k.CopyStatus(cp, obj)
 	if err := cp.Validate(); err != nil {
 		return nil, false, err
 	}
-	if same, err := sameJSON(cp, old); err != nil || same {
-		return old, false, err
+	// The stored JSON is what put encoded: the same encoding of cp means no change.
+	// (Compared to the stored bytes, not to old encoded again: a deployment's status
+	// with a row per cluster is megabytes at 10,000 clusters.)
+	body, err := json.Marshal(cp)
+	if err != nil {
+		return nil, false, fmt.Errorf("store: encode %s: %w", kind, err)
+	}
+	if bytes.Equal(body, oldBody) {
+		return old, false, nil
 	}
 	stored, err := tx.put(ctx, kind, cp, Modified)
 	return stored, err == nil, err
+}
+
+// ResourceVersion returns the resourceVersion of the stored resource, without reading the
+// resource itself, or an error wrapping ErrNotFound.
+func (tx *Tx) ResourceVersion(ctx context.Context, kind, name string) (int64, error) {
+	var rv int64
+	err := tx.q.QueryRowContext(ctx, `SELECT resource_version FROM resources WHERE kind = ? AND name = ?`, kind, name).Scan(&rv)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("%s %q: %w", kind, name, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: get %s %q: %w", kind, name, err)
+	}
+	return rv, nil
+}
+
+// ReplaceStatus stores obj, which must be the stored resource (its resourceVersion the
+// current one, or the error wraps ErrConflict) with a changed status, at a new revision.
+// Unlike UpdateStatus it neither reads the stored resource nor compares: it is for a
+// caller that read the resource in this transaction and changed only its status, and
+// saves reading and encoding it again (a deployment with a row per cluster is megabytes
+// at 10,000 clusters). It returns the stored object, obj itself.
+func (tx *Tx) ReplaceStatus(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, error) {
+	k, err := kindOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	rv, err := tx.ResourceVersion(ctx, k.Kind, obj.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if cur := strconv.FormatInt(rv, 10); obj.GetResourceVersion() != cur {
+		return nil, fmt.Errorf("%s %q: resourceVersion %s is not the current %s: %w",
+			k.Kind, obj.GetName(), obj.GetResourceVersion(), cur, ErrConflict)
+	}
+	if err := obj.Validate(); err != nil {
+		return nil, err
+	}
+	return tx.put(ctx, k.Kind, obj, Modified)
 }
 
 // Delete removes the resource and returns its last state, or an error wrapping ErrNotFound.
@@ -216,7 +270,11 @@ func (tx *Tx) Delete(ctx context.Context, kind, name string) (v1alpha1.Object, e
 		return nil, fmt.Errorf("store: delete %s %q: %w", kind, name, err)
 	}
 	old.SetResourceVersion(strconv.FormatInt(rev, 10))
-	if err := tx.logEvent(ctx, rev, kind, old, Deleted); err != nil {
+	body, err := json.Marshal(old)
+	if err != nil {
+		return nil, fmt.Errorf("store: encode event: %w", err)
+	}
+	if err := tx.logEvent(ctx, rev, kind, old.GetName(), Deleted, body); err != nil {
 		return nil, err
 	}
 	return old, nil
@@ -251,19 +309,17 @@ func (tx *Tx) put(ctx context.Context, kind string, obj v1alpha1.Object, typ Eve
 	if err != nil {
 		return nil, fmt.Errorf("store: write %s %q: %w", kind, obj.GetName(), err)
 	}
-	if err := tx.logEvent(ctx, rev, kind, obj, typ); err != nil {
+	if err := tx.logEvent(ctx, rev, kind, obj.GetName(), typ, body); err != nil {
 		return nil, err
 	}
 	return obj, nil
 }
 
-func (tx *Tx) logEvent(ctx context.Context, rev int64, kind string, obj v1alpha1.Object, typ EventType) error {
-	body, err := json.Marshal(obj)
-	if err != nil {
-		return fmt.Errorf("store: encode event: %w", err)
-	}
+// logEvent records the change of revision rev: the object's JSON after it (for a
+// deletion, its last state).
+func (tx *Tx) logEvent(ctx context.Context, rev int64, kind, name string, typ EventType, body []byte) error {
 	if _, err := tx.q.ExecContext(ctx, `INSERT INTO events(revision, kind, name, type, body) VALUES (?, ?, ?, ?, ?)`,
-		rev, kind, obj.GetName(), string(typ), string(body)); err != nil {
+		rev, kind, name, string(typ), string(body)); err != nil {
 		return fmt.Errorf("store: log event: %w", err)
 	}
 	if horizon := rev - eventRetention; horizon > 0 {
@@ -343,11 +399,8 @@ func sameJSON(a, b v1alpha1.Object) (bool, error) {
 
 // Get returns the resource of kind named name, or an error wrapping ErrNotFound.
 func (db *DB) Get(ctx context.Context, kind, name string) (obj v1alpha1.Object, err error) {
-	err = db.View(ctx, func(tx *Tx) error {
-		obj, err = tx.Get(ctx, kind, name)
-		return err
-	})
-	return obj, err
+	obj, err = db.statement().Get(ctx, kind, name) // one statement: see DesiredState
+	return obj, classify(err)
 }
 
 // List returns the resources of kind matching sel (nil matches all), sorted by name, and the

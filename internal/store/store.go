@@ -13,7 +13,8 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"outpost.dev/outpost/internal/clock"
 )
@@ -26,17 +27,52 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrCompacted means the change log no longer holds changes that old.
 	ErrCompacted = errors.New("revision compacted")
+	// ErrUnavailable means the database could not serve the request now: it stayed locked
+	// beyond the busy timeout, or no connection to it could be opened. Trying again later
+	// may succeed.
+	ErrUnavailable = errors.New("store unavailable")
 )
+
+// unavailable marks an SQLite error that may pass: errors.Is finds both it and
+// ErrUnavailable.
+type unavailable struct{ err error }
+
+func (e *unavailable) Error() string   { return e.err.Error() }
+func (e *unavailable) Unwrap() []error { return []error{e.err, ErrUnavailable} }
+
+// classify marks err as ErrUnavailable when SQLite failed for want of a lock
+// (SQLITE_BUSY, SQLITE_LOCKED) or of a file it could not open (SQLITE_CANTOPEN:
+// the database opened at Open, so later this means the process ran out of file
+// descriptors).
+func classify(err error) error {
+	var se *sqlite.Error
+	if err == nil || errors.Is(err, ErrUnavailable) || !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() & 0xff { // the primary result code, without the extended bits
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN:
+		return &unavailable{err}
+	}
+	return err
+}
+
+// MaxConnections bounds the SQLite connections a DB keeps open; a request that
+// finds them all busy waits for one. They stay open while idle: opening one costs
+// more than most requests.
+const MaxConnections = 16
 
 // eventRetention is how many revisions of change log are kept for watches.
 const eventRetention = 10000
 
 // DB is an open store. It is safe for concurrent use.
 type DB struct {
-	db    *sql.DB
-	clock clock.Clock
+	db          *sql.DB
+	clock       clock.Clock
+	busyTimeout time.Duration
 	// writeMu serialises this process's write transactions.
 	writeMu sync.Mutex
+
+	creds *credentialCache // cluster credentials recently looked up
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced after every committed write
@@ -142,11 +178,28 @@ func WithClock(c clock.Clock) Option {
 	return func(db *DB) { db.clock = clock.OrReal(c) }
 }
 
+// DefaultBusyTimeout is how long a statement waits for a lock another connection holds
+// before it fails, unless WithBusyTimeout says otherwise.
+const DefaultBusyTimeout = 10 * time.Second
+
+// WithBusyTimeout sets how long a statement waits for a lock another connection holds
+// before it fails with SQLITE_BUSY; zero or less fails at once.
+func WithBusyTimeout(d time.Duration) Option {
+	return func(db *DB) { db.busyTimeout = max(d, 0) }
+}
+
 // Open opens or creates the SQLite database at path and applies pending migrations. The
-// database runs in WAL mode with synchronous=FULL, foreign keys on and a 10 s busy timeout.
+// database runs in WAL mode with synchronous=FULL, foreign keys on and a busy timeout of
+// DefaultBusyTimeout (WithBusyTimeout), over at most MaxConnections connections.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
+	db := &DB{clock: clock.Real(), busyTimeout: DefaultBusyTimeout, creds: newCredentialCache(DefaultCredentialCacheSize),
+		changed: make(chan struct{}), desired: newDesiredWatch()}
+	for _, o := range opts {
+		o(db)
+	}
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", "synchronous(FULL)"} {
+	busy := fmt.Sprintf("busy_timeout(%d)", db.busyTimeout.Milliseconds())
+	for _, p := range []string{busy, "journal_mode(WAL)", "foreign_keys(1)", "synchronous(FULL)"} {
 		q.Add("_pragma", p)
 	}
 	// The path is a URI's: '#', '?' and '%' in it are escaped, or SQLite would
@@ -155,10 +208,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db := &DB{db: sqldb, clock: clock.Real(), changed: make(chan struct{}), desired: newDesiredWatch()}
-	for _, o := range opts {
-		o(db)
-	}
+	sqldb.SetMaxOpenConns(MaxConnections)
+	sqldb.SetMaxIdleConns(MaxConnections)
+	db.db = sqldb
 	if err := db.migrate(ctx); err != nil {
 		sqldb.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -234,15 +286,23 @@ type Tx struct {
 	// desired lists the clusters whose desired state this transaction
 	// changed, with the new revision (0 for deleted), published on commit.
 	desired map[string]int64
+	// creds lists the clusters whose credential this transaction changed,
+	// forgotten by the credential cache once it ends.
+	creds []string
 }
 
 // Update runs fn in one write transaction (BEGIN IMMEDIATE) and commits when fn returns nil;
-// otherwise it rolls back and returns fn's error. Waiters on Changed wake after a commit that
+// otherwise it rolls back and returns fn's error. An error wraps ErrUnavailable when the
+// database stayed locked beyond the busy timeout or could not be opened. Waiters on Changed wake after a commit that
 // changed something.
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	db.writeMu.Lock()
 	defer db.writeMu.Unlock()
 	tx, err := db.run(ctx, "BEGIN IMMEDIATE", true, fn)
+	if tx != nil && len(tx.creds) > 0 {
+		// Whether or not it committed: forgetting a credential costs one read.
+		db.creds.invalidate(tx.creds)
+	}
 	if err != nil {
 		return err
 	}
@@ -255,13 +315,27 @@ func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	return nil
 }
 
-// View runs fn in one read transaction, which sees a consistent snapshot.
+// View runs fn in one read transaction, which sees a consistent snapshot. Its errors wrap
+// ErrUnavailable as Update's do.
 func (db *DB) View(ctx context.Context, fn func(*Tx) error) error {
 	_, err := db.run(ctx, "BEGIN", false, fn)
 	return err
 }
 
-func (db *DB) run(ctx context.Context, begin string, write bool, fn func(*Tx) error) (tx *Tx, err error) {
+// statement returns a read-only Tx outside any transaction, for a read that is
+// one statement: SQLite runs each statement atomically, and a transaction
+// around it costs two more statements.
+func (db *DB) statement() *Tx { return &Tx{q: db.db, clock: db.clock} }
+
+// run runs fn in a transaction begun with begin and returns the transaction, if
+// one began, with fn's error or the commit's. Its errors wrap ErrUnavailable when
+// SQLite could not get a lock or a connection (classify).
+func (db *DB) run(ctx context.Context, begin string, write bool, fn func(*Tx) error) (*Tx, error) {
+	tx, err := db.runTx(ctx, begin, write, fn)
+	return tx, classify(err)
+}
+
+func (db *DB) runTx(ctx context.Context, begin string, write bool, fn func(*Tx) error) (tx *Tx, err error) {
 	conn, err := db.db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -278,10 +352,10 @@ func (db *DB) run(ctx context.Context, begin string, write bool, fn func(*Tx) er
 	}()
 	tx = &Tx{q: conn, clock: db.clock, write: write}
 	if err := fn(tx); err != nil {
-		return nil, err
+		return tx, err
 	}
 	if _, err := conn.ExecContext(context.WithoutCancel(ctx), "COMMIT"); err != nil {
-		return nil, fmt.Errorf("store: commit: %w", err)
+		return tx, fmt.Errorf("store: commit: %w", err)
 	}
 	done = true
 	return tx, nil

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -57,6 +59,69 @@ func TestPragmas(t *testing.T) {
 		if got != want {
 			t.Errorf("PRAGMA %s = %s, want %s", pragma, got, want)
 		}
+	}
+}
+
+func TestWithBusyTimeout(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []Option
+		want string
+	}{
+		{"default", nil, "10000"},
+		{"shorter", []Option{WithBusyTimeout(250 * time.Millisecond)}, "250"},
+		{"negative fails at once", []Option{WithBusyTimeout(-time.Second)}, "0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, err := Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), tt.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			var got string
+			if err := db.SQL().QueryRowContext(t.Context(), "PRAGMA busy_timeout").Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("PRAGMA busy_timeout = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestConnectionsBounded checks that the store keeps at most MaxConnections
+// SQLite connections and keeps them open between requests: with a fleet's
+// requests arriving together, a connection per request exhausted the hub's
+// file descriptors, and reopening one for each request cost more than the
+// request.
+func TestConnectionsBounded(t *testing.T) {
+	db, _ := open(t)
+	ctx := t.Context()
+	var conns []*sql.Conn
+	for range MaxConnections {
+		c, err := db.SQL().Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// One more waits for a connection to come back.
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := db.Revision(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("request beyond %d connections: error = %v, want it to wait", MaxConnections, err)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	if _, err := db.Revision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := db.SQL().Stats()
+	if st.OpenConnections != MaxConnections || st.MaxIdleClosed != 0 {
+		t.Errorf("after the burst: %d connections open, %d closed for want of idle room; want %d, 0",
+			st.OpenConnections, st.MaxIdleClosed, MaxConnections)
 	}
 }
 
