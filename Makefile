@@ -57,7 +57,8 @@ generate-oip: protoc-tools
 		internal/serving/oippb/grpc_predict_v2.proto
 
 .PHONY: tools test test-short build bench onnx-conformance
-## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Python gRPC, Fashion-MNIST).
+## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Python gRPC, Fashion-MNIST,
+## promtool).
 tools:
 	./scripts/tools.sh >/dev/null
 

@@ -7,6 +7,9 @@
 #                          (internal/drift tests, run with /usr/bin/python3)
 #   dataset-fashion-mnist  the full Fashion-MNIST set, /usr/share/datasets/fashion-mnist
 #                          (scripts/fashion-mnist.sh cuts the committed subset from it)
+#   prometheus             only its promtool, for `promtool check metrics` on the /metrics of
+#                          hub and agent: scripts/promtool.sh unpacks it into .tools/bin
+#                          without installing the package (no service)
 # Idempotent: runs apt-get only when a package is missing, and apt-get update once.
 # Needs root (as on the project's machines). Extra package names may be passed.
 set -eu
@@ -18,10 +21,10 @@ for p in "${pkgs[@]}"; do
 		missing+=("$p")
 	fi
 done
-if [ ${#missing[@]} -eq 0 ]; then
-	exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "debian-deps.sh: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
-echo "debian-deps.sh: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+"$(dirname "$0")/promtool.sh" >&2

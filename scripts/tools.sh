@@ -3,7 +3,8 @@
 # and the OCI distribution-spec conformance suite into .tools/bin, ONNX
 # Runtime 1.30 (npm onnxruntime-node) into .tools/ort, and Debian's
 # python3-onnx, python3-grpcio, python3-grpc-tools, libonnx-testdata and
-# dataset-fashion-mnist. Prints the environment the tests read, for eval.
+# dataset-fashion-mnist, and promtool (from Debian's prometheus package)
+# into .tools/bin. Prints the environment the tests read, for eval.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,4 +23,5 @@ fi
 echo "export OUTPOST_ORAS=$bin/oras"
 echo "export OUTPOST_CONFORMANCE_BIN=$bin/conformance.test"
 echo "export OUTPOST_ONNXRUNTIME_LIB=$("$root/scripts/ort.sh")"
+echo "export OUTPOST_PROMTOOL=$("$root/scripts/promtool.sh")"
 echo "export OUTPOST_REQUIRE_PEERS=1"

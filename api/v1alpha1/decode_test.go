@@ -152,6 +152,12 @@ func TestValidate(t *testing.T) {
 		{name: "monitoring correction", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{Correction: "Holm"} }, wantErr: `spec.monitoring.correction: Unsupported value: "Holm"`},
 		{name: "monitoring psi", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{PSIThreshold: "high"} }, wantErr: "spec.monitoring.psiThreshold"},
 		{name: "bad strategy", mutate: func(d *ModelDeployment) { d.Spec.Rollout.Strategy = "BlueGreen" }, wantErr: "spec.rollout.strategy"},
+		{name: "drift status", mutate: func(d *ModelDeployment) {
+			d.Status.Clusters = []ClusterDeploymentStatus{{Cluster: "a", Drift: &DriftStatus{Version: "1.0.0", State: DriftStateNoDrift}}}
+		}},
+		{name: "bad drift state", mutate: func(d *ModelDeployment) {
+			d.Status.Clusters = []ClusterDeploymentStatus{{Cluster: "a", Drift: &DriftStatus{Version: "1.0.0", State: "Wobbly"}}}
+		}, wantErr: `status.clusters[0].drift.state: Unsupported value: "Wobbly"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

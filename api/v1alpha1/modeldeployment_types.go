@@ -195,6 +195,55 @@ type ClusterDeploymentStatus struct {
 	// Runtime is the inference runtime serving the active version: go or onnxruntime.
 	// +optional
 	Runtime string `json:"runtime,omitempty"`
+	// Drift summarises drift monitoring in the cluster: the newest drift window the hub received
+	// from the cluster's agent. Absent until the first one arrives.
+	// +optional
+	Drift *DriftStatus `json:"drift,omitempty"`
+}
+
+// DriftState is the verdict of a deployment's newest drift window in a cluster.
+// +kubebuilder:validation:Enum=Drift;NoDrift;InsufficientData
+type DriftState string
+
+// Drift states of DriftStatus.
+const (
+	// DriftStateDrift: the window drifted from the version's reference.
+	DriftStateDrift DriftState = "Drift"
+	// DriftStateNoDrift: the window was tested and did not drift.
+	DriftStateNoDrift DriftState = "NoDrift"
+	// DriftStateInsufficientData: too few samples to test.
+	DriftStateInsufficientData DriftState = "InsufficientData"
+)
+
+// MaxDriftedFeatureNames bounds DriftStatus.DriftedFeatures.
+const MaxDriftedFeatureNames = 5
+
+// DriftStatus is the drift of a deployment in one cluster, from the newest window the hub
+// received: a window that ends before the one shown does not replace it.
+type DriftStatus struct {
+	// Version is the model version the window served.
+	Version string `json:"version"`
+	// State is the window's verdict.
+	State DriftState `json:"state"`
+	// Alarm is whether the agent's drift alarm was raised after the window.
+	Alarm bool `json:"alarm"`
+	// Since is when the alarm took its current value: when the agent changed it, or, if the
+	// agent never did, the end of the first window the hub received with it.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+	// LastWindowEnd is when the window ended, by the agent's clock, to the microsecond: it
+	// orders the windows.
+	LastWindowEnd metav1.MicroTime `json:"lastWindowEnd"`
+	// Windows counts the windows of Version the hub received from the cluster, merged ones
+	// included.
+	Windows int64 `json:"windows"`
+	// DriftedFeatures names the first drifted features of the window, at most
+	// MaxDriftedFeatureNames of them.
+	// +optional
+	DriftedFeatures []string `json:"driftedFeatures,omitempty"`
+	// DriftedFeatureCount counts the drifted features of the window.
+	// +optional
+	DriftedFeatureCount int32 `json:"driftedFeatureCount,omitempty"`
 }
 
 // Condition types of a ModelDeployment.
@@ -203,6 +252,9 @@ const (
 	ConditionResolved = "Resolved"
 	// ConditionPlaced is True when the deployment selects at least one cluster.
 	ConditionPlaced = "Placed"
+	// ConditionDriftDetected is True when the drift alarm is raised in any selected cluster;
+	// its message names the clusters. It is set once any cluster reported a drift window.
+	ConditionDriftDetected = "DriftDetected"
 )
 
 // ModelDeploymentStatus is the observed state of a deployment, written by the hub and agents.
@@ -219,7 +271,7 @@ type ModelDeploymentStatus struct {
 	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Conditions are Resolved and Placed.
+	// Conditions are Resolved, Placed and DriftDetected.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -122,6 +122,7 @@ func deploymentBreakdown() *Breakdown {
 				}
 				return bytesize.Format(cs.BytesFetched) + "/" + bytesize.Format(cs.BytesTotal)
 			})},
+			{Name: "Drift", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return driftText(cs.Drift) })},
 			{Name: "Last Contact", Cell: row(func(cs *ClusterDeploymentStatus, now time.Time) string { return Age(cs.LastContact, now) })},
 			{Name: "Error", Cell: func(o Object, i int, _ time.Time) string {
 				d := o.(*ModelDeployment)
@@ -137,6 +138,27 @@ func deploymentBreakdown() *Breakdown {
 			}},
 		},
 	}
+}
+
+// driftText is a drift summary as a table cell: the state, "alarm" while the
+// alarm is raised, and the first drifted features, such as
+// "Drift alarm: in.mean,in.std,in.p0 +2".
+func driftText(d *DriftStatus) string {
+	const most = 3
+	if d == nil {
+		return ""
+	}
+	s := string(d.State)
+	if d.Alarm {
+		s += " alarm"
+	}
+	if names := d.DriftedFeatures[:min(most, len(d.DriftedFeatures))]; len(names) > 0 {
+		s += ": " + strings.Join(names, ",")
+		if more := max(int(d.DriftedFeatureCount), len(d.DriftedFeatures)) - len(names); more > 0 {
+			s += fmt.Sprintf(" +%d", more)
+		}
+	}
+	return s
 }
 
 // Table renders objs, all of the kind, as `outpost get` prints them: the

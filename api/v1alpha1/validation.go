@@ -232,6 +232,14 @@ func (s *ModelDeploymentStatus) validate(p *field.Path) field.ErrorList {
 		if c.BytesFetched < 0 || c.BytesTotal < 0 {
 			errs = append(errs, field.Invalid(cp.Child("bytesFetched"), c.BytesFetched, "byte counts must be non-negative"))
 		}
+		if d := c.Drift; d != nil {
+			switch d.State {
+			case DriftStateDrift, DriftStateNoDrift, DriftStateInsufficientData:
+			default:
+				errs = append(errs, field.NotSupported(cp.Child("drift", "state"), d.State,
+					[]DriftState{DriftStateDrift, DriftStateNoDrift, DriftStateInsufficientData}))
+			}
+		}
 	}
 	return errs
 }

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -148,6 +149,8 @@ type ActiveModel struct {
 	Files map[string]string `json:"files"`
 	// Serving is the deployment's serving configuration.
 	Serving v1alpha1.Serving `json:"serving,omitzero"`
+	// Monitoring is the deployment's drift monitoring; nil when it has none.
+	Monitoring *v1alpha1.Monitoring `json:"monitoring,omitempty"`
 	// ActivatedAt is when the version became active.
 	ActivatedAt time.Time `json:"activatedAt"`
 	// Reference is the version's reference profile in the cache
@@ -398,6 +401,7 @@ func (a *Agent) activeModel(ctx context.Context, r deploymentRow, rehash bool) (
 	}
 	if r.Desired.Digest == r.ActiveDigest || r.Desired.Model == r.ActiveModel {
 		am.Serving = r.Desired.Serving
+		am.Monitoring = r.Desired.Monitoring.DeepCopy()
 	}
 	for _, f := range rec.Files {
 		d := digest.Digest(f.Digest)
@@ -456,6 +460,8 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 		a.log.Info("applied desired state", "source", src, "revision", doc.Revision, "models", len(doc.Models))
 		for _, p := range d.Plans {
 			switch {
+			case p.Step == StepNone:
+				a.remonitor(p.Want)
 			case p.Step == StepRefuse:
 				a.log.Error("refused version", "deployment", p.Deployment, "err", p.Error)
 			case p.Step == StepRemove:
@@ -468,6 +474,24 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 		a.signal(a.reportNow)
 	}
 	return d, nil
+}
+
+// remonitor gives the active version of want's deployment want's drift
+// monitoring, when only that changed: the inference server then monitors
+// the version anew, without waiting for the next version.
+func (a *Agent) remonitor(want v1alpha1.DesiredModel) {
+	a.mu.Lock()
+	am, ok := a.active[want.Deployment]
+	changed := ok && am.Digest == want.Digest && !reflect.DeepEqual(am.Monitoring, want.Monitoring)
+	if changed {
+		am.Monitoring = want.Monitoring.DeepCopy()
+		a.active[want.Deployment] = am
+		a.log.Info("drift monitoring changed", "deployment", want.Deployment, "version", am.Version)
+	}
+	a.mu.Unlock()
+	if changed {
+		a.activeChanged()
+	}
 }
 
 // deactivate stops serving a removed deployment.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,59 @@ func TestServingState(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st, _ := ReadStatus(ctx, dir); st.Models[0].Runtime != "" || st.Models[1].Runtime != "" {
+		t.Errorf("after clearing: %+v", st.Models)
+	}
+}
+
+// TestDriftState checks that what the inference server records through
+// SetDrift shows in the local status, read from the open agent and from
+// its data directory, and that SetDrift replaces the earlier record.
+func TestDriftState(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	a, err := New(ctx, Config{Dir: dir, Name: "edge-1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	doc := &v1alpha1.DesiredState{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: "edge-1", Revision: 1,
+		Models: []v1alpha1.DesiredModel{
+			{Deployment: "fashion", Model: "demo", Version: "1.0.0", Digest: digest.FromString("a").String(), Monitoring: &v1alpha1.Monitoring{}},
+			{Deployment: "plain", Model: "demo", Version: "1.0.0", Digest: digest.FromString("a").String()},
+		}}
+	if d, err := a.Apply(ctx, doc, SourceBundle); err != nil || d.Verdict != Apply {
+		t.Fatalf("apply: %v %v", d.Verdict, err)
+	}
+	since := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	want := DriftState{Version: "1.0.0", Windows: 12, Verdict: "drift", Reason: "1 of 21 features drifted", LastWindow: since.Add(time.Minute),
+		Alarm: true, Since: since, Samples: 12000, Dropped: 3, Invalid: 7}
+	if err := a.SetDrift(ctx, map[string]DriftState{"fashion": want, "gone": {Version: "9.9.9"}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, read := range map[string]func() (*Status, error){
+		"open agent":     func() (*Status, error) { return a.Status(ctx) },
+		"data directory": func() (*Status, error) { return ReadStatus(ctx, dir) },
+	} {
+		st, err := read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Models) != 2 {
+			t.Fatalf("%s: %d rows, want 2 (no row for a deployment the agent does not have)", name, len(st.Models))
+		}
+		for _, m := range st.Models {
+			switch {
+			case m.Deployment == "fashion" && (m.Drift == nil || !reflect.DeepEqual(*m.Drift, want)):
+				t.Errorf("%s: fashion's drift %+v, want %+v", name, m.Drift, want)
+			case m.Deployment == "plain" && m.Drift != nil:
+				t.Errorf("%s: plain's drift %+v, want none", name, m.Drift)
+			}
+		}
+	}
+	if err := a.SetDrift(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := a.Status(ctx); st.Models[0].Drift != nil || st.Models[1].Drift != nil {
 		t.Errorf("after clearing: %+v", st.Models)
 	}
 }

@@ -72,6 +72,9 @@ type DeploymentStatus struct {
 	// ReferenceError says why the active version's reference profile is
 	// unusable: the version serves, but is not monitored against it.
 	ReferenceError string `json:"referenceError,omitempty"`
+	// Drift is the deployment's drift monitoring at the edge, while the
+	// inference server monitors it.
+	Drift *DriftState `json:"drift,omitempty"`
 }
 
 // metaServing holds the serving states last given to SetServing, as JSON.
@@ -110,6 +113,55 @@ type ServingState struct {
 	// Port is the deployment's own inference port, when open.
 	Port int32 `json:"port,omitempty"`
 }
+
+// metaDrift holds the drift states last given to SetDrift, as JSON.
+const metaDrift = "drift"
+
+// DriftState is the drift monitoring of one deployment, as the inference
+// server last recorded it (see docs/drift.md).
+type DriftState struct {
+	// Version is the model version monitored.
+	Version string `json:"version"`
+	// Windows is how many windows closed since monitoring of Version began.
+	Windows uint64 `json:"windows"`
+	// Verdict and Reason are the last window's drift verdict and why;
+	// empty before the first window closed.
+	Verdict string `json:"verdict,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	// LastWindow is when the last window closed.
+	LastWindow time.Time `json:"lastWindow,omitzero"`
+	// Alarm is whether the drift alarm is raised, and Since when it last
+	// changed (when monitoring began, if it never did).
+	Alarm bool      `json:"alarm"`
+	Since time.Time `json:"since,omitzero"`
+	// Samples counts the samples monitored; Dropped the requests left
+	// unmonitored because the monitor's queue was full, Skipped those it
+	// could not summarise; Invalid the NaN and infinite values seen.
+	Samples uint64 `json:"samples"`
+	Dropped uint64 `json:"dropped,omitempty"`
+	Skipped uint64 `json:"skipped,omitempty"`
+	Invalid uint64 `json:"invalid,omitempty"`
+}
+
+// SetDrift records the drift monitoring of each deployment, by deployment
+// name, replacing what was recorded before. Status shows it; reports to the
+// hub do not carry it, since the hub learns drift from the windows in the
+// outbox. It is meant to be called after every closed window, and is one
+// small write.
+func (a *Agent) SetDrift(ctx context.Context, states map[string]DriftState) error {
+	b, err := json.Marshal(states)
+	if err != nil {
+		return err
+	}
+	if err := a.state.setMeta(ctx, metaDrift, string(b)); err != nil {
+		return fmt.Errorf("agent: record drift state: %w", err)
+	}
+	return nil
+}
+
+// Status returns the agent's state, as ReadStatus reads it, from the
+// agent's open database.
+func (a *Agent) Status(ctx context.Context) (*Status, error) { return readStatus(ctx, a.state) }
 
 // SetServing records how each deployment is served, by deployment name,
 // replacing what was recorded before. Status and the next report show it.
@@ -192,6 +244,14 @@ func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
 		if err != nil {
 			return err
 		}
+		if raw, err = getMeta(ctx, tx, metaDrift); err != nil {
+			return err
+		}
+		drift := map[string]DriftState{}
+		if raw != "" {
+			// So are drift states.
+			_ = json.Unmarshal([]byte(raw), &drift)
+		}
 		for _, r := range rows {
 			d := deploymentStatus(r)
 			if sv, ok := serving[r.Name]; ok {
@@ -199,6 +259,9 @@ func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
 			}
 			if p, ok := profiles[r.ActiveDigest]; ok && r.ActiveDigest != "" {
 				d.Reference, d.ReferenceError = p[0], p[1]
+			}
+			if ds, ok := drift[r.Name]; ok {
+				d.Drift = &ds
 			}
 			out.Models = append(out.Models, d)
 		}

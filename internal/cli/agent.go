@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,6 +22,7 @@ import (
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/outbox"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/serving"
@@ -68,7 +71,12 @@ serving.port is also served, alone, on that port of --serve's host. The
 bytes that all inference requests hold at once (bodies, decoded tensors,
 outputs) stay within --max-inflight-bytes: a request that does not fit is
 refused at once with 429 and Retry-After (gRPC: RESOURCE_EXHAUSTED), and
-the memory a burst took is given back once it is over.
+the memory a burst took is given back once it is over. GET /metrics on
+--serve answers Prometheus metrics: requests and latency, drift, the outbox
+and sync progress. Deployments with
+spec.monitoring are watched for drift: every answered request is summarised
+into windows compared with the version's reference profile, and each closed
+window goes into the outbox for the hub.
 
 Versions never go backwards by accident: desired state older than what was
 applied is refused and counted, and a lower version replaces a higher one
@@ -110,6 +118,7 @@ only when the deployment sets allowDowngrade.`,
 			cfg.VerifyOnStart = verifyOnStart
 			cfg.AgentVersion = Version()
 			cfg.Logger = g.logger()
+			cfg.OutboxMerge = outboxMerge()
 			serveCfg, err := sf.config(cmd, cfg.Logger)
 			if err != nil {
 				return err
@@ -187,16 +196,29 @@ func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, acti
 		if err := a.SetEndpoints(ctx, nil); err != nil {
 			return nil, err
 		}
+		if err := a.SetDrift(ctx, nil); err != nil {
+			return nil, err
+		}
 		return done, a.SetServing(ctx, nil)
 	}
 	log := cfg.Serving.Logger
+	cfg.Serving.Windows = windowOutbox{a.Outbox()}
+	cfg.Serving.Agent = agentMetrics{a}
+	var lastServing map[string]agent.ServingState // OnStatus calls come one at a time
 	cfg.Serving.OnStatus = func(st []serving.ModelStatus) {
-		states := make(map[string]agent.ServingState, len(st))
-		for _, m := range st {
-			states[m.Deployment] = agent.ServingState{Version: m.Version, Runtime: m.Runtime, Error: m.Error, Port: m.Port}
+		states, drifts := agentStates(st)
+		ctx := context.WithoutCancel(ctx)
+		// The serving state goes to the hub with the next report: record
+		// it only when it changed, not at every drift window.
+		if lastServing == nil || !maps.Equal(states, lastServing) {
+			if err := a.SetServing(ctx, states); err != nil {
+				log.Warn("record serving state", "err", err)
+			} else {
+				lastServing = states
+			}
 		}
-		if err := a.SetServing(context.WithoutCancel(ctx), states); err != nil {
-			log.Warn("record serving state", "err", err)
+		if err := a.SetDrift(ctx, drifts); err != nil {
+			log.Warn("record drift state", "err", err)
 		}
 	}
 	srv, err := endpoint.Start(ctx, cfg)
@@ -225,9 +247,68 @@ func servingModels(active []agent.ActiveModel) []serving.Model {
 	out := make([]serving.Model, len(active))
 	for i, am := range active {
 		out[i] = serving.Model{Deployment: am.Deployment, Model: am.Model, Version: am.Version,
-			Digest: am.Digest, Files: am.Files, Serving: am.Serving}
+			Digest: am.Digest, Files: am.Files, Serving: am.Serving, Monitoring: am.Monitoring, Reference: am.Reference}
 	}
 	return out
+}
+
+// agentStates is the server's status as the agent records it: how each
+// deployment is served, and its drift monitoring where it has some.
+func agentStates(st []serving.ModelStatus) (map[string]agent.ServingState, map[string]agent.DriftState) {
+	states := make(map[string]agent.ServingState, len(st))
+	drifts := map[string]agent.DriftState{}
+	for _, m := range st {
+		states[m.Deployment] = agent.ServingState{Version: m.Version, Runtime: m.Runtime, Error: m.Error, Port: m.Port}
+		if d := m.Drift; d != nil {
+			drifts[m.Deployment] = agent.DriftState{Version: d.Version, Windows: d.Windows, Verdict: string(d.Verdict), Reason: d.Reason,
+				LastWindow: d.LastWindow, Alarm: d.Alarm, Since: d.Since, Samples: d.Samples, Dropped: d.Dropped, Skipped: d.Skipped, Invalid: d.Invalid}
+		}
+	}
+	return states, drifts
+}
+
+// agentMetrics gives the server's /metrics the agent's figures, read from
+// its state at each scrape.
+type agentMetrics struct{ a *agent.Agent }
+
+// AgentMetrics reads the agent's status.
+func (m agentMetrics) AgentMetrics(ctx context.Context) (serving.AgentMetrics, error) {
+	st, err := m.a.Status(ctx)
+	if err != nil {
+		return serving.AgentMetrics{}, err
+	}
+	am := serving.AgentMetrics{OutboxRecords: st.Outbox.Records, OutboxBytes: st.Outbox.Bytes, OutboxMerged: st.Outbox.Merged,
+		OutboxDropped: st.Outbox.Dropped, OutboxRefused: st.Outbox.Refused, AppliedRevision: st.AppliedRevision}
+	if st.LastContact != nil {
+		am.LastContact = *st.LastContact
+	}
+	for _, d := range st.Models {
+		am.Deployments = append(am.Deployments, serving.DeploymentSync{Deployment: d.Deployment, BytesOwed: d.BytesOwed,
+			BytesFetched: d.BytesFetched, BytesTotal: d.BytesTotal})
+	}
+	return am, nil
+}
+
+// outboxMerge is how the agent's outbox merges records of each kind when
+// its budget fills: adjacent drift windows into coarser ones.
+func outboxMerge() map[string]outbox.MergeFunc {
+	return map[string]outbox.MergeFunc{drift.RecordKind: drift.MergeReports}
+}
+
+// windowOutbox puts the report of every drift window the server closes into
+// the agent's outbox, for the hub: kind drift.RecordKind, keyed by the
+// window's deployment, version and start, merged with the windows of the
+// same deployment and version when the budget fills.
+type windowOutbox struct{ o *outbox.Outbox }
+
+// PutWindow puts rep into the outbox, durably.
+func (w windowOutbox) PutWindow(ctx context.Context, rep drift.WindowReport) error {
+	payload, err := json.Marshal(rep)
+	if err != nil {
+		return fmt.Errorf("encode drift window: %w", err)
+	}
+	_, err = w.o.Put(ctx, outbox.Record{Key: rep.Key(), Kind: drift.RecordKind, Priority: outbox.PriorityMetrics, Group: rep.Group(), Payload: payload})
+	return err
 }
 
 // agentTLS returns the TLS configuration for the hub: the CA of caFile
@@ -283,7 +364,9 @@ func newAgentStatusCmd() *cobra.Command {
 read from its local state only: it needs no hub and works while the agent runs.
 Bytes owed are what the desired versions still lack; the outbox holds the
 records (drift windows, pipeline results, ...) waiting for the hub, and counts
-what its byte budget made it merge or drop.`,
+what its byte budget made it merge or drop. Deployments monitored for drift
+get a second table: the alarm and since when, the last window's verdict, and
+the windows, samples and dropped requests since monitoring began.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if data == "" {
@@ -344,6 +427,42 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Deployment, m.Model, active, m.DesiredVersion, m.Phase, runtime,
 			bytesize.Format(m.BytesFetched)+" / "+bytesize.Format(m.BytesTotal), bytesize.Format(m.BytesOwed), orNone(errText))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printDrift(w, st.Models, now)
+}
+
+// printDrift prints the drift monitoring of the deployments that have
+// some: the alarm and since when, the last window's verdict, and the
+// windows, samples and dropped requests counted since monitoring began.
+func printDrift(w io.Writer, models []agent.DeploymentStatus, now time.Time) error {
+	var rows []agent.DeploymentStatus
+	for _, m := range models {
+		if m.Drift != nil {
+			rows = append(rows, m)
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	fmt.Fprint(w, "\nDrift monitoring:\n")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEPLOYMENT\tVERSION\tALARM\tSINCE\tLAST WINDOW\tWINDOWS\tSAMPLES\tDROPPED")
+	for _, m := range rows {
+		d := m.Drift
+		alarm, since, last := "clear", "-", orNone(d.Verdict)
+		if d.Alarm {
+			alarm = "RAISED"
+		}
+		if !d.Since.IsZero() {
+			since = fmt.Sprintf("%s (%s ago)", d.Since.UTC().Format(time.RFC3339), now.Sub(d.Since).Round(time.Second))
+		}
+		if !d.LastWindow.IsZero() {
+			last += " at " + d.LastWindow.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.Deployment, d.Version, alarm, since, last, d.Windows, d.Samples, d.Dropped)
 	}
 	return tw.Flush()
 }

@@ -44,7 +44,11 @@ pushed as v1.0.0 (signed), deployed by label selector, and fetched by every
 cluster. Then one link is cut, v1.1.0 (fine-tuned: only the last layers
 change) is pushed, the connected clusters move to it while the cut one keeps
 serving v1.0.0 from its cache, the link comes back, and the cut cluster
-catches up fetching only the chunks that changed.
+catches up fetching only the chunks that changed. Last, drift monitoring is
+turned on, one cluster is cut off again and its camera darkens: it detects
+the drift on its own, keeps its window reports in its outbox, and when the
+link returns the hub learns of it in a few kilobytes and sends one alert to
+a webhook.
 
 Every step is timed and checked: versions never go backwards, every cached
 byte matches its digest, the cut cluster kept serving, and updates cost a
@@ -320,9 +324,15 @@ func (d *demo) main(keep bool, linkBps int64) error {
 		return err
 	}
 
-	d.step("Start the hub as its own process (log: %s)", filepath.Join(d.dir, "hub.log"))
+	alerts, err := startAlerts()
+	if err != nil {
+		return err
+	}
+	defer alerts.stop()
+	d.step("Start the hub as its own process (log: %s), drift alerts going to a webhook at %s", filepath.Join(d.dir, "hub.log"), alerts.url)
 	readyFile := filepath.Join(d.dir, "hub.addr")
-	if err := d.spawn(filepath.Join(d.dir, "hub.log"), "hub", "serve", "--data", hubDir, "--ready-file", readyFile, "--offline-after", "5s"); err != nil {
+	if err := d.spawn(filepath.Join(d.dir, "hub.log"), "hub", "serve", "--data", hubDir, "--ready-file", readyFile, "--offline-after", "5s",
+		"--alert-webhook", alerts.url); err != nil {
 		return err
 	}
 	if err := waitFile(d.ctx, readyFile, 30*time.Second); err != nil {
@@ -369,6 +379,10 @@ func (d *demo) main(keep bool, linkBps int64) error {
 	}
 	modelSize := fi.Size()
 	d.note("v1.0.0: test accuracy %.1f%%; v1.1.0 (fine-tuned): %.1f%%; ONNX file %s", 100*acc1, 100*acc2, bytesize.Format(modelSize))
+	reference := filepath.Join(d.dir, "reference-images-idx3-ubyte")
+	if err := writeIDX(reference, testSet.Slice(0, demoReference)); err != nil {
+		return err
+	}
 
 	d.step("Push v1.0.0 and sign it")
 	d.show("model", "push", v1, "--name", "fashion", "--version", "1.0.0", "--metric", fmt.Sprintf("accuracy=%.4f", acc1))
@@ -441,7 +455,8 @@ func (d *demo) main(keep bool, linkBps int64) error {
 	for _, e := range edges {
 		e.link.ResetStats()
 	}
-	d.show("model", "push", v2, "--name", "fashion", "--version", "1.1.0", "--parent", "fashion@1.0.0", "--metric", fmt.Sprintf("accuracy=%.4f", acc2))
+	d.show("model", "push", v2, "--name", "fashion", "--version", "1.1.0", "--parent", "fashion@1.0.0", "--metric", fmt.Sprintf("accuracy=%.4f", acc2),
+		"--reference", reference)
 	// Clients keep asking ship-1 for predictions while it swaps versions.
 	// The deployment takes signed versions only, so nothing moves before
 	// the signature: the clients start first.
@@ -505,6 +520,10 @@ func (d *demo) main(keep bool, linkBps int64) error {
 		}
 	}
 	d.check(d.regressions == 0, "no cluster ever went back to a lower version (versions sampled every 100 ms while waiting)")
+
+	if err := d.driftScene(cut, testSet, alerts); err != nil {
+		return err
+	}
 
 	d.step("Bad input is refused and changes nothing")
 	_, err = d.run("model", "push", v2, "--name", "fashion", "--version", "1.0.0")

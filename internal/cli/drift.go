@@ -23,13 +23,15 @@ import (
 func newDriftCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "drift",
-		Short: "Reference profiles of model versions, and drift tests of data",
+		Short: "Reference profiles of model versions, drift tests of data, and drift at the edge",
 		Long: `Drift monitoring compares what a model sees and answers at the edge with its
 reference profile: per input feature and per model output, mergeable
 summaries of the reference data, attached to the model version as an OCI
-referrer and fetched by agents with the model. See docs/drift.md.`,
+referrer and fetched by agents with the model. Agents test each window of
+requests against it and send the hub a report per window; status and show
+read what the hub learnt. See docs/drift.md.`,
 	}
-	cmd.AddCommand(newDriftProfileCmd(g), newDriftCompareCmd(g))
+	cmd.AddCommand(newDriftProfileCmd(g), newDriftCompareCmd(g), newDriftStatusCmd(g), newDriftShowCmd(g))
 	return cmd
 }
 

@@ -45,6 +45,8 @@ type hubSettings struct {
 	// OfflineAfter is how long a cluster's agent may stay silent before its link is marked
 	// Disconnected; zero means the hub's default.
 	OfflineAfter metav1.Duration `json:"offlineAfter,omitzero"`
+	// AlertWebhooks are the URLs the hub sends drift alerts to, in Alertmanager's webhook format.
+	AlertWebhooks []string `json:"alertWebhooks,omitempty"`
 }
 
 // hubLayout names the files of a hub data directory.
@@ -198,6 +200,7 @@ func newHubServeCmd(g *globals) *cobra.Command {
 		trusted      []string
 		ready        string
 		offlineAfter time.Duration
+		webhooks     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR",
@@ -217,9 +220,16 @@ from a trusted key.
 
 Agents join with a join token ('outpost cluster token create') and then use
 their own cluster credential. A cluster whose agent has not reported for
---offline-after (or offlineAfter in DIR/hub.yaml) is shown Disconnected.`,
+--offline-after (or offlineAfter in DIR/hub.yaml) is shown Disconnected.
+
+When the drift alarm of a deployment with spec.monitoring.alert is raised or
+cleared in a cluster, the hub POSTs an Alertmanager webhook message (version
+4) to every --alert-webhook (and alertWebhooks in DIR/hub.yaml), retrying
+until the receiver answers 2xx; alerts wait in DIR/hub.db across restarts.
+GET /metrics answers Prometheus metrics to the admin token.`,
 		Example: `  outpost hub serve --data /var/lib/outpost
-  outpost hub serve --data ./hub --listen 0.0.0.0:8443 --require-signature`,
+  outpost hub serve --data ./hub --listen 0.0.0.0:8443 --require-signature
+  outpost hub serve --data ./hub --alert-webhook https://alerts.example.com/outpost`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if data == "" {
@@ -246,6 +256,7 @@ their own cluster credential. A cluster whose agent has not reported for
 				}
 				s.OfflineAfter = metav1.Duration{Duration: offlineAfter}
 			}
+			s.AlertWebhooks = append(s.AlertWebhooks, webhooks...)
 			return serveHub(cmd.Context(), g.logger(), d, s, trustSource{dir: d.trustedKeys(), files: trusted}, ready)
 		},
 	}
@@ -257,6 +268,7 @@ their own cluster credential. A cluster whose agent has not reported for
 	f.StringVar(&ready, "ready-file", "", "write the listening address to this file once serving (for scripts)")
 	f.DurationVar(&offlineAfter, "offline-after", 0,
 		"mark a cluster's link Disconnected when its agent has not reported for this long (default offlineAfter in DIR/hub.yaml, else 60s)")
+	f.StringArrayVar(&webhooks, "alert-webhook", nil, "http or https URL to POST drift alerts to, in Alertmanager's webhook format; repeatable")
 	return cmd
 }
 
@@ -316,6 +328,8 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 		Logger:           log,
 		OfflineAfter:     s.OfflineAfter.Duration,
 		Clock:            clk,
+		AlertWebhooks:    s.AlertWebhooks,
+		ExternalURL:      s.URL,
 	})
 	if err != nil {
 		return err

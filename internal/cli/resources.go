@@ -171,7 +171,7 @@ func newGetCmd(g *globals) *cobra.Command {
 		Short: "Show resources: " + strings.Join(names, ", "),
 		Long: `Show resources as a table, or as yaml or json. With -o wide, clusters show
 their capacity and modeldeployments show a row per selected cluster: desired
-and active version, phase, bytes fetched, last contact and error. KIND is a
+and active version, phase, bytes fetched, drift, last contact and error. KIND is a
 kind's name, plural or short name (` + kindNames() + `).`,
 		Example:   "  outpost get clusters\n  outpost get modeldeployment fashion-mlp -o wide\n  outpost get clusters -l region=north -o yaml",
 		Args:      cobra.RangeArgs(1, 2),

@@ -78,7 +78,8 @@
 //
 // A Windower cuts the samples a featurizer sees into tumbling windows that
 // close after a number of samples or a duration of the times passed in,
-// whichever first; adjacent windows merge into coarser ones (MergeWindows).
+// whichever first, and Close closes the open window early, for a monitor
+// that stops; adjacent windows merge into coarser ones (MergeWindows).
 // Detect compares a window with the reference under a Policy (which tests
 // per kind of feature, the fewest values to test, α after the correction,
 // PSI, Jensen–Shannon and Wasserstein thresholds) and returns every

@@ -92,6 +92,19 @@ func (w *Windower) Tick(now time.Time) (Window, bool) {
 	return w.close(w.start.Add(w.cfg.Duration)), true
 }
 
+// Close closes the open window at now, whatever its samples and time: for
+// a monitor that stops. Its End is now, or its Start if now is earlier. It
+// reports false when no window is open.
+func (w *Windower) Close(now time.Time) (Window, bool) {
+	if w.cur == nil {
+		return Window{}, false
+	}
+	if now.Before(w.start) {
+		now = w.start
+	}
+	return w.close(now), true
+}
+
 // Observe adds the samples of b, observed at now, to the windows: first it
 // closes the open window if its time has run out (the batch belongs to the
 // next), then fills windows sample by sample, closing each that reaches

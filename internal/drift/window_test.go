@@ -133,6 +133,21 @@ func TestWindowerByTime(t *testing.T) {
 	if len(ws) != 2 || ws[0].Profile.Samples() != 100 || ws[1].Profile.Samples() != 100 {
 		t.Fatalf("%d windows", len(ws))
 	}
+	// Close closes the open window whatever it holds (the 6 samples left
+	// and 3 more), at a time not before its start, and nothing when none
+	// is open.
+	obs(12*time.Minute, 3)
+	win, ok = w.Close(t0.Add(12*time.Minute + 30*time.Second))
+	if !ok || win.Profile.Samples() != 9 || win.Start != t0.Add(11*time.Minute+time.Second) || win.End != t0.Add(12*time.Minute+30*time.Second) || win.First != 4 || w.Open() != nil {
+		t.Fatalf("Close: %v, %+v", ok, win)
+	}
+	if _, ok := w.Close(t0.Add(13 * time.Minute)); ok {
+		t.Error("Close closed a window when none was open")
+	}
+	obs(14*time.Minute, 1)
+	if win, ok := w.Close(t0); !ok || win.End != t0.Add(14*time.Minute) || win.First != 5 {
+		t.Errorf("Close before the start: %v, %+v", ok, win)
+	}
 }
 
 func TestWindowerErrors(t *testing.T) {

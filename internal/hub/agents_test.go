@@ -34,7 +34,7 @@ type agentEnv struct {
 	base  string // the server's URL without the API prefix
 }
 
-func newAgentEnv(t *testing.T, mutate func(*Config), opts ...store.Option) *agentEnv {
+func newAgentEnv(t testing.TB, mutate func(*Config), opts ...store.Option) *agentEnv {
 	t.Helper()
 	admin, err := auth.NewToken()
 	if err != nil {

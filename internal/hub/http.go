@@ -32,8 +32,9 @@ const (
 )
 
 // Handler returns the hub's HTTP handler: the resource API under /apis/ml.outpost.dev/v1alpha1/
-// (with the agent protocol: join tokens, join, desired state and reports), the registry under
-// /v2/ and a liveness probe at /healthz.
+// (with the agent protocol: join tokens, join, desired state, reports and outbox records, and
+// the drift windows of deployments), the registry under /v2/, a liveness probe at /healthz and
+// Prometheus metrics at /metrics (read access, as the resource API).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -50,6 +51,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE "+v1alpha1.APIPath+"/{plural}/{name}", s.authorized(true, s.handleDelete))
 	mux.HandleFunc("PUT "+v1alpha1.APIPath+"/{plural}/{name}/status", s.authorized(true, s.handleStatus))
 	mux.HandleFunc("GET "+v1alpha1.APIPath+"/clusters/{name}/desiredstate", s.authorized(false, s.handleDesiredState))
+	mux.HandleFunc("GET "+v1alpha1.APIPath+"/modeldeployments/{name}/drift", s.guarded(false, s.handleDriftWindows))
+	mux.HandleFunc("GET /metrics", s.guarded(false, s.handleMetrics))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/clusters/{name}/report", s.guarded(true, s.handleReport))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/clusters/{name}/outbox", s.guarded(true, s.handleOutbox))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/jointokens", s.guarded(true, s.handleCreateJoinToken))
@@ -461,10 +464,27 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, kind strin
 		if deleted, err = tx.Delete(ctx, kind, r.PathValue("name")); err != nil {
 			return err
 		}
-		if kind == v1alpha1.KindCluster {
+		switch kind {
+		case v1alpha1.KindCluster:
 			// A deleted cluster's agent must join again.
 			if err := tx.DeleteClusterCredential(ctx, deleted.GetName()); err != nil {
 				return err
+			}
+			if err := tx.DeleteDriftWindows(ctx, "", deleted.GetName()); err != nil {
+				return err
+			}
+		case v1alpha1.KindModelDeployment:
+			// A deployment applied again under the name starts afresh.
+			if err := tx.DeleteDriftWindows(ctx, deleted.GetName(), ""); err != nil {
+				return err
+			}
+			d := deleted.(*v1alpha1.ModelDeployment)
+			for _, r := range d.Status.Clusters {
+				err := s.queueDriftAlerts(ctx, tx, driftChange{d: d, cluster: r.Cluster, old: r.Drift, when: s.clock.Now(),
+					why: "the deployment was deleted"})
+				if err != nil {
+					return err
+				}
 			}
 		}
 		return s.reconcile(ctx, tx)

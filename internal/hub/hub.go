@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -21,6 +22,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/placement"
 	"outpost.dev/outpost/internal/store"
 )
@@ -64,8 +66,10 @@ type Config struct {
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// Records holds the handler of each kind of agent outbox record the hub
-	// applies (POST clusters/{name}/outbox); a record of another kind is
-	// refused, and its agent drops and counts it.
+	// applies (POST clusters/{name}/outbox), beside the hub's own (drift
+	// windows, drift.RecordKind); a handler here replaces the hub's of its
+	// kind. A record of another kind is refused, and its agent drops and
+	// counts it.
 	Records map[string]RecordHandler
 	// OfflineAfter is how long a cluster's agent may stay silent before the hub marks the
 	// cluster's link Disconnected; zero means DefaultOfflineAfter, negative never.
@@ -74,8 +78,14 @@ type Config struct {
 	// quarter of OfflineAfter, at most 5 s.
 	OfflineCheckInterval time.Duration
 	// Clock is the hub's clock for join token expiry, last-seen and last-contact times,
-	// offline marking and long-poll timeouts; nil means the system clock.
+	// offline marking, long-poll timeouts and alert retries; nil means the system clock.
 	Clock clock.Clock
+	// AlertWebhooks are the http or https URLs the hub POSTs an Alertmanager webhook message
+	// (version 4) to when the drift alarm of a deployment with spec.monitoring.alert is raised
+	// or resolved in a cluster. Alerts wait in the store until their receiver answers 2xx.
+	AlertWebhooks []string
+	// ExternalURL is the hub's URL as its clients reach it, for the links in alerts.
+	ExternalURL string
 }
 
 // Server is the hub server.
@@ -90,6 +100,11 @@ type Server struct {
 	mu sync.Mutex
 	// reports feeds agent reports to the group-commit loop (storeReports).
 	reports chan *pendingReport
+	// alertClient delivers alerts; alertsDone is closed when delivery stops.
+	alertClient *http.Client
+	alertsDone  chan struct{}
+	// metrics are served on GET /metrics.
+	metrics *metrics
 	// deployments holds the deployments the group commits wrote last.
 	deployments deploymentCache
 }
@@ -114,11 +129,20 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.OfflineCheckInterval <= 0 {
 		cfg.OfflineCheckInterval = min(cfg.OfflineAfter/4, maxOfflineCheckInterval)
 	}
-	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport)}
+	if err := checkWebhooks(cfg.AlertWebhooks); err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport),
+		alertClient: &http.Client{Timeout: alertTimeout}, alertsDone: make(chan struct{})}
+	s.metrics = newMetrics(s)
+	s.cfg.Records = map[string]RecordHandler{drift.RecordKind: s.applyDriftWindow}
+	maps.Copy(s.cfg.Records, cfg.Records)
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
 	}
 	go s.storeReports(ctx)
+	// Alerts queued before a restart are delivered even if no webhook is configured now.
+	go s.deliverAlerts(ctx)
 	if cfg.OfflineAfter > 0 {
 		go s.watchLinks(ctx, cfg.OfflineCheckInterval)
 	}
@@ -258,7 +282,7 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 		if !ok {
 			continue
 		}
-		if err := setPlaced(ctx, tx, &deps[i], selected); err != nil {
+		if err := s.setPlaced(ctx, tx, &deps[i], selected); err != nil {
 			return err
 		}
 	}
@@ -300,7 +324,7 @@ func (s *Server) reconcileCluster(ctx context.Context, tx *store.Tx, c *v1alpha1
 		if had == (len(sel) == 1) {
 			continue // still selected, or still not: its row, if any, stands
 		}
-		if err := setPlaced(ctx, tx, d, selected); err != nil {
+		if err := s.setPlaced(ctx, tx, d, selected); err != nil {
 			return err
 		}
 	}
@@ -357,11 +381,24 @@ func placedCondition(d *v1alpha1.ModelDeployment, n int) metav1.Condition {
 	return c
 }
 
-// setPlaced stores d's status with one row per selected cluster and its Placed condition.
-func setPlaced(ctx context.Context, tx *store.Tx, d *v1alpha1.ModelDeployment, selected []string) error {
+// setPlaced stores d's status with one row per selected cluster, its Placed condition, and
+// its DriftDetected condition over the rows kept. A drift alarm raised in a cluster no longer
+// selected is resolved.
+func (s *Server) setPlaced(ctx context.Context, tx *store.Tx, d *v1alpha1.ModelDeployment, selected []string) error {
 	d = d.DeepCopy()
+	old := d.Status.Clusters
 	d.Status.Clusters = clusterRows(d, selected)
 	meta.SetStatusCondition(&d.Status.Conditions, placedCondition(d, len(selected)))
+	setDriftCondition(d)
+	for _, r := range old {
+		if rowIndex(d, r.Cluster) < 0 {
+			err := s.queueDriftAlerts(ctx, tx, driftChange{d: d, cluster: r.Cluster, old: r.Drift, when: s.clock.Now(),
+				why: "the deployment no longer selects the cluster"})
+			if err != nil {
+				return err
+			}
+		}
+	}
 	_, _, err := tx.UpdateStatus(ctx, d)
 	return err
 }
@@ -377,10 +414,10 @@ func clusterRows(d *v1alpha1.ModelDeployment, selected []string) []v1alpha1.Clus
 	for _, name := range selected {
 		r, ok := old[name]
 		if !ok || r.DesiredVersion != d.Status.ResolvedVersion {
-			// A new version is pending until the agent reports on it; what it serves and
-			// when it last reported still hold.
+			// A new version is pending until the agent reports on it; what it serves,
+			// when it last reported and the drift of what it serves still hold.
 			r = v1alpha1.ClusterDeploymentStatus{Cluster: name, Phase: v1alpha1.PhasePending, BytesTotal: d.Status.ResolvedSizeBytes,
-				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact, Runtime: r.Runtime}
+				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact, Runtime: r.Runtime, Drift: r.Drift}
 		}
 		r.DesiredVersion = d.Status.ResolvedVersion
 		rows = append(rows, *r.DeepCopy())

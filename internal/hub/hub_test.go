@@ -86,7 +86,7 @@ func fakeAuthorize(r *http.Request, write bool) error {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *Server
 	db     *store.DB
 	models *fakeModels
@@ -94,7 +94,7 @@ type env struct {
 	path   string
 }
 
-func newEnv(t *testing.T, mutate func(*Config), opts ...store.Option) *env {
+func newEnv(t testing.TB, mutate func(*Config), opts ...store.Option) *env {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "hub.db")
 	db, err := store.Open(t.Context(), path, opts...)
@@ -184,7 +184,7 @@ func mdYAML(name, model, version, selectors string) string {
 		name, model, version, selectors)
 }
 
-func decodeJSON[T any](t *testing.T, b []byte) T {
+func decodeJSON[T any](t testing.TB, b []byte) T {
 	t.Helper()
 	var v T
 	if err := json.Unmarshal(b, &v); err != nil {

@@ -38,6 +38,7 @@ func (s *Server) handleOutbox(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	wireBytes := len(body)
 	switch enc := strings.ToLower(r.Header.Get("Content-Encoding")); enc {
 	case "", "identity":
 	case "zstd":
@@ -84,6 +85,7 @@ func (s *Server) handleOutbox(w http.ResponseWriter, r *http.Request) {
 		s.writeStatus(w, r, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
 			"outbox batch not applied, send it again: "+err.Error(), nil)
 	case err == nil:
+		s.metrics.countOutbox(name, wireBytes, batch.Records, resp)
 		s.writeJSONOrYAML(w, r, http.StatusOK, resp)
 	}
 }

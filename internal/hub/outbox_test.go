@@ -120,7 +120,7 @@ func TestOutboxRefusals(t *testing.T) {
 	if res := resp.Results[0]; res.Outcome != v1alpha1.OutboxRefused || !strings.Contains(res.Message, "want {\"n\": N >= 0}") {
 		t.Errorf("bad payload: %+v", res)
 	}
-	if res := resp.Results[1]; res.Outcome != v1alpha1.OutboxRefused || !strings.Contains(res.Message, `unknown record kind "telemetry.v9" (this hub applies: tally)`) {
+	if res := resp.Results[1]; res.Outcome != v1alpha1.OutboxRefused || !strings.Contains(res.Message, `unknown record kind "telemetry.v9" (this hub applies: drift.window, tally)`) {
 		t.Errorf("unknown kind: %+v", res)
 	}
 	if res := resp.Results[2]; res.Outcome != v1alpha1.OutboxApplied {
@@ -192,7 +192,7 @@ func TestOutboxCompressedAndBadInput(t *testing.T) {
 	}
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -140,8 +140,36 @@ func (c *Client) CheckManifest(ctx context.Context, repo, reference string) erro
 	return err
 }
 
+// DriftWindows reads the drift windows the hub keeps of deployment from
+// cluster (from every cluster when empty), newest first: at most limit of
+// them, or the hub's default number when limit is 0.
+func (c *Client) DriftWindows(ctx context.Context, deployment, cluster string, limit int) (*v1alpha1.DriftWindowList, error) {
+	q := url.Values{}
+	if cluster != "" {
+		q.Set("cluster", cluster)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var l v1alpha1.DriftWindowList
+	if _, err := c.Do(ctx, http.MethodGet, resourcePath(v1alpha1.PluralModelDeployments, deployment)+"/drift", q, nil, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
 func resourcePath(plural, name string) string {
 	return url.PathEscape(plural) + "/" + url.PathEscape(name)
+}
+
+// Metrics reads the hub's Prometheus metrics (GET /metrics), in the text
+// exposition format.
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	var b []byte
+	if _, err := c.send(ctx, c.base.JoinPath("metrics").String(), request{method: http.MethodGet, auth: true}, &b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // SendOutbox sends a batch of outbox records of cluster, zstd-compressed,

@@ -230,7 +230,8 @@ type request struct {
 	auth         bool   // send the bearer token
 }
 
-// do sends req, retrying as Options say, and decodes a JSON answer into out.
+// do sends req, retrying as Options say, and decodes a JSON answer into
+// out, or keeps it as it is when out is a *[]byte.
 func (c *Client) do(ctx context.Context, req request, out any) (int, error) {
 	u := c.base.JoinPath(v1alpha1.APIPath, req.path)
 	u.RawQuery = req.query.Encode()
@@ -299,6 +300,10 @@ func (c *Client) send(ctx context.Context, u string, r request, out any) (int, e
 		return resp.StatusCode, nil
 	case resp.StatusCode >= 300:
 		return resp.StatusCode, c.answerError(resp, b)
+	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = b
+		return resp.StatusCode, nil
 	}
 	if out != nil && len(b) > 0 {
 		if err := json.Unmarshal(b, out); err != nil {

@@ -70,6 +70,8 @@ func TestCallsSendWhatTheHubExpects(t *testing.T) {
 			writeJSON(w, 200, v1alpha1.ReportResponse{Revision: 9, DesiredStateRevision: 7})
 		case strings.HasSuffix(r.URL.Path, "/jointokens") && r.Method == http.MethodPost:
 			writeJSON(w, 201, v1alpha1.JoinToken{ID: "id1", Token: "opj_x"})
+		case r.URL.Path == "/metrics":
+			io.WriteString(w, "# metrics\n")
 		case strings.HasSuffix(r.URL.Path, "/jointokens"):
 			writeJSON(w, 200, v1alpha1.JoinTokenList{Items: []v1alpha1.JoinToken{{ID: "id1"}}})
 		default:
@@ -120,6 +122,18 @@ func TestCallsSendWhatTheHubExpects(t *testing.T) {
 		},
 			seen{method: "POST", path: base + "/clusters/edge-1/report", auth: "Bearer admin", contentType: "application/json",
 				body: []byte(`"cluster":"edge-1","appliedRevision":7`)}},
+		{"drift windows", func() error { _, err := c.DriftWindows(ctx, "fashion", "edge-1", 20); return err },
+			seen{method: "GET", path: base + "/modeldeployments/fashion/drift", query: "cluster=edge-1&limit=20", auth: "Bearer admin"}},
+		{"drift windows of every cluster", func() error { _, err := c.DriftWindows(ctx, "fashion", "", 0); return err },
+			seen{method: "GET", path: base + "/modeldeployments/fashion/drift", auth: "Bearer admin"}},
+		{"metrics, outside the API, kept as text", func() error {
+			b, err := c.Metrics(ctx)
+			if err == nil && string(b) != "# metrics\n" {
+				err = fmt.Errorf("metrics %q", b)
+			}
+			return err
+		},
+			seen{method: "GET", path: "/metrics", auth: "Bearer admin"}},
 	}
 	for i, s := range steps {
 		if err := s.call(); err != nil {

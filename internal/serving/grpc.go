@@ -120,7 +120,12 @@ func (g *grpcService) ModelMetadata(ctx context.Context, req *oippb.ModelMetadat
 // ModelInfer runs a model. Inputs come as typed contents or as
 // raw_input_contents; outputs go back in raw_output_contents, as Triton's
 // clients expect.
-func (g *grpcService) ModelInfer(ctx context.Context, req *oippb.ModelInferRequest) (*oippb.ModelInferResponse, error) {
+func (g *grpcService) ModelInfer(ctx context.Context, req *oippb.ModelInferRequest) (resp *oippb.ModelInferResponse, err error) {
+	start := g.s.clock.Now()
+	var lbl requestLabels
+	defer func() {
+		g.s.metrics.observe(lbl, protocolGRPC, grpcCode(status.Code(err)), g.s.clock.Now().Sub(start))
+	}()
 	if req.GetModelName() == "" {
 		return nil, errNoModelName
 	}
@@ -132,14 +137,14 @@ func (g *grpcService) ModelInfer(ctx context.Context, req *oippb.ModelInferReque
 	if err := ch.take(2*size, size); err != nil {
 		return nil, grpcCallError(ctx, err)
 	}
-	res, err := g.s.infer(ctx, ch, req.GetModelName(), req.GetModelVersion(), func(inputs, outputs []interp.ValueInfo) (*InferRequest, error) {
+	res, err := g.s.infer(ctx, ch, &lbl, req.GetModelName(), req.GetModelVersion(), func(inputs, outputs []interp.ValueInfo) (*InferRequest, error) {
 		return decodeGRPCRequest(req, inputs, outputs, g.s.lim)
 	})
 	if err != nil {
 		return nil, grpcCallError(ctx, err)
 	}
 	defer res.release()
-	resp := &oippb.ModelInferResponse{
+	resp = &oippb.ModelInferResponse{
 		ModelName: res.deployment, ModelVersion: res.version, Id: res.id,
 		Outputs:           make([]*oippb.ModelInferResponse_InferOutputTensor, 0, len(res.outputs)),
 		RawOutputContents: make([][]byte, 0, len(res.outputs)),

@@ -86,6 +86,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", s.handleModelReady)
 	mux.HandleFunc("POST /v2/models/{name}/infer", s.handleInfer)
 	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", s.handleInfer)
+	mux.Handle("GET /metrics", s.metrics.handler(s))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -140,7 +141,11 @@ func (s *Server) handleModelReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"name": r.PathValue("name"), "ready": true})
 }
 
-func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleInfer(rw http.ResponseWriter, r *http.Request) {
+	start := s.clock.Now()
+	w := &statusWriter{ResponseWriter: rw}
+	var lbl requestLabels
+	defer func() { s.metrics.observe(lbl, protocolREST, httpCode(w.code), s.clock.Now().Sub(start)) }()
 	if r.ContentLength > s.cfg.MaxRequestBytes {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes exceeds the limit of %d", r.ContentLength, s.cfg.MaxRequestBytes))
 		return
@@ -164,7 +169,7 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	body, err := readBody(w, r, s.cfg.MaxRequestBytes, ch)
+	body, err := readBody(rw, r, s.cfg.MaxRequestBytes, ch) // rw: too large a body closes the connection
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		switch {
@@ -184,7 +189,7 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := s.infer(r.Context(), ch, r.PathValue("name"), r.PathValue("version"), func(inputs, outputs []interp.ValueInfo) (*InferRequest, error) {
+	res, err := s.infer(r.Context(), ch, &lbl, r.PathValue("name"), r.PathValue("version"), func(inputs, outputs []interp.ValueInfo) (*InferRequest, error) {
 		req, err := DecodeRequest(body, jsonLen, inputs, outputs, s.lim)
 		body = nil // garbage from here on
 		return req, err

@@ -72,17 +72,20 @@ func (r *inferResult) release() { r.sess.release() }
 // request asks for (all when none). The session stays acquired until the
 // result is released, so a swap never closes it under the request. ch,
 // the request's charge, takes its decoded inputs once decoded (in place of
-// the scratch bytes decoding used) and its outputs once run.
+// the scratch bytes decoding used) and its outputs once run. lbl gets the
+// deployment and version that serve the request, once known. The
+// session's drift monitor, if any, gets the input and output it watches.
 //
 // Errors are *statusError (unknown model or version, model not ready,
 // inference failed, invalid output), *RequestError from decode,
 // *budgetError when the decoded inputs do not fit, or ctx's error when ctx
 // ended during the run.
-func (s *Server) infer(ctx context.Context, ch *charge, name, version string, decode decodeFunc) (*inferResult, error) {
+func (s *Server) infer(ctx context.Context, ch *charge, lbl *requestLabels, name, version string, decode decodeFunc) (*inferResult, error) {
 	sess, dep, err := s.acquire(name, version)
 	if err != nil {
 		return nil, err
 	}
+	lbl.deployment, lbl.version = dep, sess.version
 	ok := false
 	defer func() {
 		if !ok {
@@ -127,6 +130,10 @@ func (s *Server) infer(ctx context.Context, ch *charge, name, version string, de
 		}
 		res.outputs = append(res.outputs, inferOutput{name: o.Name, binary: o.Binary || req.BinaryOutputs, t: t})
 		ch.add(tensorBytes(t))
+	}
+	if mon := sess.mon.Load(); mon != nil {
+		// The tensors are the request's own, and only read from here on.
+		mon.offer(req.Inputs[mon.input], out[mon.output], s.clock.Now())
 	}
 	ok = true
 	return res, nil

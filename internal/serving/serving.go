@@ -10,6 +10,11 @@
 // session only once the requests it was serving have finished: requests
 // never fail because of a swap. The Server loads only what the agent lists
 // as active, and the agent activates only versions whose files it verified.
+//
+// A deployment with drift monitoring gets a monitor per version served
+// (monitor.go): every answered request is summarised, off the request
+// path, into windows compared with the version's reference profile, whose
+// reports leave through Config.Windows.
 package serving
 
 import (
@@ -81,6 +86,18 @@ type Config struct {
 	// its own (spec.serving.port) is served, beside the main endpoint; ""
 	// opens no such port and says so in the deployment's status.
 	PortHost string
+	// Windows, if set, receives the report of every window that drift
+	// monitoring closes (see monitor.go); nil keeps them in status only.
+	Windows WindowSink
+	// MonitorQueue bounds the requests waiting for a deployment's drift
+	// monitor; 0 means DefaultMonitorQueue. MonitorQueueBytes bounds their
+	// tensors' bytes; 0 means DefaultMonitorQueueBytes. Requests that do
+	// not fit are not monitored, and counted.
+	MonitorQueue      int
+	MonitorQueueBytes int64
+	// Agent, if set, gives GET /metrics the agent's figures: its outbox,
+	// applied revision, last contact and each deployment's sync progress.
+	Agent AgentSource
 }
 
 // ModelStatus is how one deployment is served.
@@ -102,6 +119,8 @@ type ModelStatus struct {
 	// Port is the deployment's own inference port, when it asked for one
 	// and it is open.
 	Port int32 `json:"port,omitempty"`
+	// Drift is the drift monitoring of Version, when it is monitored.
+	Drift *DriftStatus `json:"drift,omitempty"`
 }
 
 // Model is a model version to serve, as the agent activated it: every file
@@ -121,6 +140,11 @@ type Model struct {
 	// Serving is the deployment's serving settings: its runtime, and its own
 	// port if it asks for one.
 	Serving v1alpha1.Serving
+	// Monitoring is the deployment's drift monitoring; nil turns it off.
+	Monitoring *v1alpha1.Monitoring
+	// Reference is the path of the version's reference profile, an encoded
+	// drift.Profile the agent verified; empty when the version has none.
+	Reference string
 }
 
 // Server serves the active models. Create it with New.
@@ -139,6 +163,13 @@ type Server struct {
 	statMu  sync.Mutex // serializes OnStatus calls
 	version string
 	ports   *ports
+	clock   clock.Clock
+	metrics *metrics
+
+	monMu  sync.Mutex
+	mons   map[*monitor]struct{} // every running monitor
+	stamps map[string]*stamps    // by deployment and version
+	monWG  sync.WaitGroup        // the monitors' goroutines
 }
 
 // model is one deployment's serving state; its fields are guarded by Server.mu.
@@ -165,6 +196,14 @@ type session struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 	log       *slog.Logger
+
+	// mon is the version's drift monitor, nil when it has none; monErr
+	// says why monitoring is off when the deployment asks for it, and
+	// monFrom what mon was built from. monErr and monFrom are guarded by
+	// Server.mu.
+	mon     atomic.Pointer[monitor]
+	monErr  string
+	monFrom monitorSource
 }
 
 func newSession(s engine.Session, version, digest, runtime string, log *slog.Logger) *session {
@@ -190,6 +229,7 @@ func (s *session) retire() {
 
 func (s *session) close() {
 	s.closeOnce.Do(func() {
+		s.mon.Load().stop()
 		if err := s.Session.Close(); err != nil {
 			s.log.Warn("close session", "version", s.version, "err", err)
 		}
@@ -222,7 +262,8 @@ func New(cfg Config) *Server {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, lim: Limits{}.withDefaults(), models: map[string]*model{}, version: cfg.Version,
-		budget: newBudget(cfg.MaxInflightBytes, clock.OrReal(cfg.Clock), cfg.ReturnMemory)}
+		clock: clock.OrReal(cfg.Clock), budget: newBudget(cfg.MaxInflightBytes, clock.OrReal(cfg.Clock), cfg.ReturnMemory)}
+	s.metrics = newMetrics(s)
 	s.ports = newPorts(cfg.PortHost, func(dep string) http.Handler { return onlyDeployment(dep, s.Handler()) }, cfg.Logger)
 	return s
 }
@@ -247,6 +288,12 @@ func (s *Server) Watch(ctx context.Context, active func() []Model, changed <-cha
 // serving once its in-flight requests finished. ctx bounds the loads.
 func (s *Server) Sync(ctx context.Context, active []Model) {
 	var retired []*session
+	type remonitor struct {
+		m    *model
+		sess *session
+		am   Model
+	}
+	var remonitors []remonitor
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -267,6 +314,9 @@ func (s *Server) Sync(ctx context.Context, active []Model) {
 		}
 		m.name = am.Model
 		if m.target == am.Digest {
+			if c := m.cur; c != nil && c.digest == am.Digest && !c.monFrom.same(sourceOf(am)) {
+				remonitors = append(remonitors, remonitor{m, c, am})
+			}
 			continue
 		}
 		if m.cancel != nil {
@@ -296,8 +346,32 @@ func (s *Server) Sync(ctx context.Context, active []Model) {
 	for _, r := range retired {
 		r.retire()
 	}
+	for _, r := range remonitors {
+		// The deployment's monitoring changed, not its version.
+		mon, err := s.newMonitor(ctx, r.sess, r.am)
+		s.mu.Lock()
+		if s.closed || r.m.cur != r.sess || s.models[r.am.Deployment] != r.m {
+			s.mu.Unlock()
+			mon.stop()
+			continue
+		}
+		old := r.sess.setMonitor(mon, err, r.am)
+		s.mu.Unlock()
+		old.stop()
+	}
 	s.ports.sync(ctx, ports)
 	s.notify()
+}
+
+// setMonitor makes mon the session's monitor, built from am (err: why
+// there is none), and returns the one it replaces. Server.mu must be held.
+func (s *session) setMonitor(mon *monitor, err error, am Model) *monitor {
+	s.monErr, s.monFrom = "", sourceOf(am)
+	if err != nil {
+		s.monErr = "drift monitoring off: " + err.Error()
+		s.log.Warn("drift monitoring off", "err", err)
+	}
+	return s.mon.Swap(mon)
 }
 
 // load loads am in the background and makes it current if it is still wanted.
@@ -305,10 +379,17 @@ func (s *Server) load(ctx context.Context, m *model, am Model, gen uint64) {
 	defer s.loads.Done()
 	log := s.log.With("deployment", am.Deployment, "model", am.Model, "version", am.Version)
 	sess, rt, err := s.open(ctx, am, log)
+	var cur *session
+	if err == nil {
+		cur = newSession(sess, am.Version, am.Digest, rt, log)
+		mon, merr := s.newMonitor(ctx, cur, am)
+		cur.setMonitor(mon, merr, am) // cur is not shared yet
+	}
 	s.mu.Lock()
 	if m.gen != gen || s.models[am.Deployment] != m || s.closed {
 		s.mu.Unlock()
-		if sess != nil {
+		if cur != nil {
+			cur.mon.Load().stop()
 			if cerr := sess.Close(); cerr != nil {
 				log.Warn("close superseded session", "err", cerr)
 			}
@@ -333,7 +414,7 @@ func (s *Server) load(ctx context.Context, m *model, am Model, gen uint64) {
 		return
 	}
 	old := m.cur
-	m.cur = newSession(sess, am.Version, am.Digest, rt, log)
+	m.cur = cur
 	m.err = ""
 	s.mu.Unlock()
 	if old != nil {
@@ -415,6 +496,14 @@ func (s *Server) notify() {
 	}
 	s.statMu.Lock()
 	defer s.statMu.Unlock()
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		// The last windows that monitors report while the server closes
+		// would otherwise record that nothing is served.
+		return
+	}
 	s.cfg.OnStatus(s.Status())
 }
 
@@ -432,6 +521,13 @@ func (s *Server) Status() []ModelStatus {
 		switch {
 		case m.cur != nil:
 			st.Version, st.Runtime, st.State = m.cur.version, m.cur.runtime, StateReady
+			if mon := m.cur.mon.Load(); mon != nil {
+				ds := mon.status()
+				st.Drift = &ds
+			}
+			if m.cur.monErr != "" {
+				st.Error = strings.TrimPrefix(st.Error+"; "+m.cur.monErr, "; ")
+			}
 		case m.loading:
 			st.State = StateLoading
 		default:
@@ -482,6 +578,14 @@ func (s *Server) Close() {
 	for _, r := range retired {
 		r.retire()
 	}
+	// Monitors report their last windows; those of sessions that requests
+	// still hold stop too.
+	s.monMu.Lock()
+	for m := range s.mons {
+		m.stop()
+	}
+	s.monMu.Unlock()
+	s.monWG.Wait()
 	s.budget.close()
 }
 

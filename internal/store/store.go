@@ -135,6 +135,38 @@ var migrations = []string{
 		PRIMARY KEY (cluster, key)
 	);
 	CREATE INDEX outbox_outcomes_taken ON outbox_outcomes(taken);`,
+	// 4: drift window reports, the newest DriftWindowRetention per cluster and deployment.
+	// Times are Unix milliseconds; report is the agent's JSON.
+	`CREATE TABLE drift_windows (
+		id         INTEGER PRIMARY KEY,
+		cluster    TEXT NOT NULL,
+		deployment TEXT NOT NULL,
+		version    TEXT NOT NULL,
+		first      INTEGER NOT NULL,
+		last       INTEGER NOT NULL,
+		windows    INTEGER NOT NULL,
+		started    INTEGER NOT NULL,
+		ended      INTEGER NOT NULL,
+		samples    INTEGER NOT NULL,
+		verdict    TEXT NOT NULL,
+		alarm      INTEGER NOT NULL,
+		received   INTEGER NOT NULL,
+		report     TEXT NOT NULL
+	);
+	CREATE INDEX drift_windows_newest ON drift_windows(deployment, cluster, ended);`,
+	// 5: alert webhook messages waiting for their receivers; times are Unix milliseconds.
+	`CREATE TABLE alerts (
+		id           INTEGER PRIMARY KEY,
+		url          TEXT NOT NULL,
+		fingerprint  TEXT NOT NULL,
+		status       TEXT NOT NULL,
+		payload      TEXT NOT NULL,
+		created      INTEGER NOT NULL,
+		attempts     INTEGER NOT NULL,
+		next_attempt INTEGER NOT NULL,
+		last_error   TEXT NOT NULL
+	);
+	CREATE INDEX alerts_url ON alerts(url, id);`,
 }
 
 // Option configures a DB at Open.
@@ -170,7 +202,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	for _, p := range []string{busy, "journal_mode(WAL)", "foreign_keys(1)", "synchronous(FULL)"} {
 		q.Add("_pragma", p)
 	}
-	sqldb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// The path is a URI's: '#', '?' and '%' in it are escaped, or SQLite would
+	// open another file.
+	sqldb, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -441,5 +442,36 @@ func TestClock(t *testing.T) {
 	if migrated != want(start) || createdAt != want(start) || updatedAt != want(start.Add(time.Hour)) {
 		t.Errorf("migration applied %s, resource created %s and updated %s; want %s, %[4]s and %s",
 			migrated, createdAt, updatedAt, want(start), want(start.Add(time.Hour)))
+	}
+}
+
+// A database path is a file name, whatever characters it holds: not a URI
+// whose '#' or '?' would cut it short.
+func TestOpenPathWithURICharacters(t *testing.T) {
+	for _, name := range []string{"a#b", "a?b", "a%23b", "a b", "ä"} {
+		dir := filepath.Join(t.TempDir(), name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "hub.db")
+		db, err := Open(t.Context(), path)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", path, err)
+		}
+		if _, _, err := db.Apply(t.Context(), cluster("edge", nil)); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("Open(%q) did not create it: %v", path, err)
+		}
+		db, err = Open(t.Context(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Get(t.Context(), v1alpha1.KindCluster, "edge"); err != nil {
+			t.Errorf("reopening %q: %v", path, err)
+		}
+		db.Close()
 	}
 }
