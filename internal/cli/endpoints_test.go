@@ -192,6 +192,7 @@ func writeFile(t *testing.T, s string) string {
 // runs: by the test, unless another process holds it already.
 func holdDefault(t *testing.T) {
 	t.Helper()
+	testenv.TakeFixedPorts(t)
 	ln, err := net.Listen("tcp", DefaultServeAddr)
 	switch {
 	case err == nil:

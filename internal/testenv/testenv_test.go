@@ -1,7 +1,11 @@
 package testenv
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -47,5 +51,28 @@ func TestMissingPeer(t *testing.T) {
 	f = &fakeT{}
 	if v := PeerEnv(f, "OUTPOST_TEST_PEER", "true"); v != "/bin/true" || f.skipped || f.failed {
 		t.Errorf("PeerEnv of a set peer = %q (skipped %v failed %v)", v, f.skipped, f.failed)
+	}
+}
+
+// TestTakeFixedPorts checks that the lock excludes another holder (another
+// open of the file, as another process's would be) until the test ends.
+func TestTakeFixedPorts(t *testing.T) {
+	tryLock := func() error {
+		f, err := os.OpenFile(filepath.Join(os.TempDir(), "outpost-test-fixed-ports.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	t.Run("held", func(t *testing.T) {
+		TakeFixedPorts(t)
+		if err := tryLock(); !errors.Is(err, syscall.EWOULDBLOCK) {
+			t.Fatalf("another holder locked while the test held the ports: %v", err)
+		}
+	})
+	// Other packages' tests may take their turn meanwhile: wait for one.
+	if err := Poll(5*time.Minute, func() bool { return tryLock() == nil }); err != nil {
+		t.Fatalf("the lock was not released when the test ended: %v", err)
 	}
 }

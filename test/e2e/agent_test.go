@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,6 +38,9 @@ type agentProc struct {
 	extra  []string
 	joined bool
 	token  string
+	// defaultServe leaves the inference address to the agent's default
+	// (8080, or a free port when taken); otherwise a free port serves.
+	defaultServe bool
 }
 
 // newAgent sets up an agent's link and data directory; start runs it.
@@ -69,6 +73,11 @@ func (a *agentProc) start() {
 		"--poll-timeout", "5s", "--report-interval", "1s"}
 	if !a.joined {
 		args = append(args, "--join-token", a.token)
+	}
+	if !a.defaultServe && !slices.Contains(a.extra, "--serve") {
+		// Off the default 8080, which tests of other packages take turns
+		// on (testenv.TakeFixedPorts).
+		args = append(args, "--serve", "127.0.0.1:0")
 	}
 	a.cmd = exec.Command(outpostBin, append(args, a.extra...)...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log

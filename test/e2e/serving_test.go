@@ -34,6 +34,7 @@ const defaultServe = "127.0.0.1:8080"
 // while the test runs: by the test, unless another process holds it.
 func holdDefaultServe(t *testing.T) {
 	t.Helper()
+	testenv.TakeFixedPorts(t)
 	ln, err := net.Listen("tcp", defaultServe)
 	switch {
 	case err == nil:
@@ -124,6 +125,7 @@ func TestServingEndpoints(t *testing.T) {
 	tok := joinToken(t, h, "1h")
 	edgeA := newAgent(t, h, "edge-a", "site=a", tok, "--grpc", "127.0.0.1:0")
 	edgeB := newAgent(t, h, "edge-b", "site=b", tok)
+	edgeA.defaultServe, edgeB.defaultServe = true, true
 	edgeA.start()
 	edgeB.start()
 

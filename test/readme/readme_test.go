@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // buildLine is the walk-through's first line. The test builds the binary
@@ -58,7 +60,9 @@ func TestReadmeWalkThrough(t *testing.T) {
 		t.Fatalf("the walk-through's first line is %q; this test stands in for %q only", first, buildLine)
 	}
 	// The agent finds another port when 8080 is taken (and infer --cluster
-	// finds it through the hub); the hub's 8443 must be free.
+	// finds it through the hub); the hub's 8443 must be free. Tests of other
+	// packages that take these ports wait their turn.
+	testenv.TakeFixedPorts(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:8443")
 	if err != nil {
 		t.Skipf("the README's hub listens on 127.0.0.1:8443, which is taken here: %v", err)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // shBlock is a ```sh block of a Markdown file.
@@ -70,6 +72,7 @@ func TestServingDocExamples(t *testing.T) {
 	if len(script) < 5 {
 		t.Fatalf("only %d blocks of docs/serving.md run", len(script))
 	}
+	testenv.TakeFixedPorts(t)
 	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:8081"} {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
