@@ -64,8 +64,9 @@ type Config struct {
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// Records holds the handler of each kind of agent outbox record the hub
-	// applies (POST clusters/{name}/outbox); a record of another kind is
-	// refused, and its agent drops and counts it.
+	// applies (POST clusters/{name}/outbox), beside the built-in kind
+	// v1alpha1.RecordKindNote (which an entry here may replace); a record of
+	// another kind is refused, and its agent drops and counts it.
 	Records map[string]RecordHandler
 	// OfflineAfter is how long a cluster's agent may stay silent before the hub marks the
 	// cluster's link Disconnected; zero means DefaultOfflineAfter, negative never.
@@ -112,6 +113,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.OfflineCheckInterval <= 0 {
 		cfg.OfflineCheckInterval = min(cfg.OfflineAfter/4, maxOfflineCheckInterval)
 	}
+	records := builtinRecords()
+	for kind, h := range cfg.Records {
+		records[kind] = h
+	}
+	cfg.Records = records
 	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport)}
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
