@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"outpost.dev/outpost/api/v1alpha1"
@@ -96,4 +99,53 @@ func (a *Agent) syncing() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.workers) > 0
+}
+
+// PutOutcome says what PutRecord did with a record.
+type PutOutcome int
+
+// Outcomes of PutRecord.
+const (
+	// PutAdded: the record is in the outbox, to be sent.
+	PutAdded PutOutcome = iota
+	// PutWaiting: a record with its key already waits; the new one was not added.
+	PutWaiting
+	// PutDropped: the outbox's budget had no room for it; it was dropped and counted.
+	PutDropped
+)
+
+// PutRecord puts rec into the outbox of the agent whose data directory is
+// dir, whether the agent runs or not: a running agent sends it with its own
+// records, at the latest after its report interval. The outbox makes room
+// under its default budget as the agent's would, except that it drops what
+// it would have merged.
+func PutRecord(ctx context.Context, dir string, rec outbox.Record) (PutOutcome, error) {
+	path := filepath.Join(dir, dbFile)
+	if _, err := os.Stat(path); err != nil {
+		return 0, fmt.Errorf("%s is not an agent data directory: %w", dir, err)
+	}
+	st, err := openState(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	ob, err := outbox.Open(ctx, st.db, outbox.Options{WriteLock: &st.writeMu})
+	if err != nil {
+		return 0, err
+	}
+	waiting, err := ob.Has(ctx, rec.Key)
+	if err != nil {
+		return 0, err
+	}
+	if waiting {
+		return PutWaiting, nil
+	}
+	added, err := ob.Put(ctx, rec)
+	switch {
+	case err != nil:
+		return 0, err
+	case !added:
+		return PutDropped, nil
+	}
+	return PutAdded, nil
 }
