@@ -1,0 +1,161 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"outpost.dev/outpost/internal/chaos"
+)
+
+// proc is a child process of the campaign: the hub or an agent.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{} // closed once the process exited
+
+	mu     sync.Mutex
+	killed bool
+	err    error // how it exited
+}
+
+// startProc starts bin with args, its output appended to logPath. onExit is
+// called, from another goroutine, if the process exits without kill.
+func startProc(name, bin string, args []string, logPath string, onExit func(p *proc, err error)) (*proc, error) {
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "--- %s start: %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	// Through a pipe, so that a file size limit set on the process
+	// (DiskFsize) does not stop its logs.
+	w := struct{ io.Writer }{log}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: log, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		p.mu.Lock()
+		p.err = err
+		killed := p.killed
+		p.mu.Unlock()
+		fmt.Fprintf(log, "--- %s exit: %v (killed %v)\n", time.Now().Format(time.RFC3339Nano), err, killed)
+		log.Close()
+		close(p.done)
+		if !killed && onExit != nil {
+			onExit(p, err)
+		}
+	}()
+	return p, nil
+}
+
+// pid is the process id.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has exited.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL and waits for the process to exit.
+func (p *proc) kill() {
+	p.mu.Lock()
+	p.killed = true
+	p.mu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stats reads the process's open file descriptors and threads.
+func (p *proc) stats() (chaos.ProcStats, error) {
+	var st chaos.ProcStats
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid()))
+	if err != nil {
+		return st, err
+	}
+	st.FDs = len(fds)
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.pid()))
+	if err != nil {
+		return st, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Threads:"); ok {
+			st.Threads, err = strconv.Atoi(strings.TrimSpace(v))
+			return st, err
+		}
+	}
+	return st, errors.New("no Threads in /proc status")
+}
+
+// waitFile waits until path exists and is not empty, the process exits, or
+// the deadline passes.
+func waitFile(ctx context.Context, path string, p *proc, within time.Duration) ([]byte, error) {
+	deadline := time.Now().Add(within)
+	for {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+			return b, nil
+		}
+		if p != nil && p.exited() {
+			return nil, fmt.Errorf("%s exited before it was ready: %v", p.name, p.err)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s not ready after %s", path, within)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// tailFile returns the last n bytes of a file.
+func tailFile(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(fi.Size()-n, 0)
+	b := make([]byte, fi.Size()-off)
+	_, _ = f.ReadAt(b, off)
+	return string(b)
+}
