@@ -65,12 +65,29 @@ tools:
 build:
 	$(GO) build -o bin/outpost ./cmd/outpost
 
+# COVERDIR is where make test collects coverage counters: unit/ from the packages' tests,
+# e2e/ from the outpost processes that test/e2e runs (built with go build -cover).
+COVERDIR ?= $(CURDIR)/.cover
+
+# HOT_PKGS spend their tests in tight loops of their own code, where coverage counters under the
+# race detector (atomic ones) cost 3-6x the CPU: make test runs them under the race detector
+# without counters, and counts their coverage in the run without it.
+HOT_PKGS := outpost.dev/outpost/internal/onnx/interp outpost.dev/outpost/internal/train \
+	outpost.dev/outpost/internal/artifact
+
 ## test: the full test suite, with the real peers installed and required, and the race detector;
-## then, without it, the training checks that the race detector makes too slow to run.
+## then, without it, the packages whose checks the race detector makes too slow (the training
+## checks among them); last, every package's statement coverage, from its own tests and with the
+## end-to-end runs counted.
 test:
-	eval "$$(./scripts/tools.sh)" && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 25m ./... && \
-		$(GO) test -count=1 -timeout 10m -run 'TestDemoModel|TestGeneratorReproducesZoo|TestCNN' ./internal/train ./internal/zoo && \
+	rm -rf $(COVERDIR) && mkdir -p $(COVERDIR)/unit $(COVERDIR)/e2e
+	eval "$$(./scripts/tools.sh)" && $(GO) vet ./... && \
+		OUTPOST_E2E_COVERDIR=$(COVERDIR)/e2e $(GO) test -race -count=1 -timeout 25m -cover \
+			$$($(GO) list ./... | grep -vxF $(addprefix -e ,$(HOT_PKGS))) -args -test.gocoverdir=$(COVERDIR)/unit && \
+		$(GO) test -race -count=1 -timeout 25m $(HOT_PKGS) && \
+		$(GO) test -count=1 -timeout 10m -cover $(HOT_PKGS) ./internal/zoo -args -test.gocoverdir=$(COVERDIR)/unit && \
 		$(MAKE) --no-print-directory onnx-conformance
+	./scripts/coverage.sh $(COVERDIR)
 
 ## onnx-conformance: list the ONNX node conformance tests (Debian libonnx-testdata) the Go runtime
 ## passes and the ones it skips, with the reason.

@@ -8,10 +8,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -148,7 +150,9 @@ func FreeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// ParseSize parses a byte count such as 1GiB, 64MiB, 1.5MiB, 512KiB or 1024.
+// ParseSize parses a byte count such as 1GiB, 64MiB, 1.5MiB, 512KiB or 1024:
+// a number, optionally followed by GiB, MiB, KiB or B and nothing else, of
+// at least one byte (a fraction of a byte is dropped).
 func ParseSize(s string) (int64, error) {
 	orig, mult := s, int64(1)
 	for _, u := range []struct {
@@ -160,11 +164,12 @@ func ParseSize(s string) (int64, error) {
 			break
 		}
 	}
-	var v float64
-	if _, err := fmt.Sscan(s, &v); err != nil || v <= 0 {
-		return 0, fmt.Errorf("size %q: want a positive number, optionally with GiB, MiB or KiB", orig)
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	n := v * float64(mult)
+	if err != nil || math.IsNaN(n) || n < 1 || n > math.MaxInt64/2 {
+		return 0, fmt.Errorf("size %q: want a positive number of bytes, optionally with GiB, MiB or KiB", orig)
 	}
-	return int64(v * float64(mult)), nil
+	return int64(n), nil
 }
 
 // FormatSize is the inverse of ParseSize for display: n in GiB, MiB or KiB

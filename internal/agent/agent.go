@@ -45,6 +45,9 @@ const (
 	DefaultReportInterval = 10 * time.Second
 	DefaultRetryBase      = time.Second
 	DefaultRetryMax       = 2 * time.Minute
+	// DefaultProfileInterval is how often the agent looks again for the
+	// reference profiles of the versions it serves.
+	DefaultProfileInterval = 10 * time.Minute
 )
 
 // Files and folders of the data directory.
@@ -92,6 +95,10 @@ type Config struct {
 	// RetryBase and RetryMax bound the backoff between attempts to reach the
 	// hub and to reconcile a failing model.
 	RetryBase, RetryMax time.Duration
+	// ProfileInterval is how often the agent asks the hub for the reference
+	// profile of each version it serves, to pick up one attached or replaced
+	// after the version was fetched; 0 means DefaultProfileInterval.
+	ProfileInterval time.Duration
 	// VerifyOnStart re-hashes every active file at start instead of
 	// checking sizes only.
 	VerifyOnStart bool
@@ -134,6 +141,11 @@ type ActiveModel struct {
 	Serving v1alpha1.Serving `json:"serving,omitzero"`
 	// ActivatedAt is when the version became active.
 	ActivatedAt time.Time `json:"activatedAt"`
+	// Reference is the version's reference profile in the cache
+	// (internal/drift's encoding, decoded and checked when it was fetched,
+	// its digest verified again when it was loaded), the baseline of drift
+	// monitoring; empty while the version has no usable one.
+	Reference string `json:"reference,omitempty"`
 }
 
 // Agent is an edge agent. Create it with New, run it with Run.
@@ -212,6 +224,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = DefaultRetryBase
+	}
+	if cfg.ProfileInterval <= 0 {
+		cfg.ProfileInterval = DefaultProfileInterval
 	}
 	if cfg.RetryMax < cfg.RetryBase {
 		cfg.RetryMax = max(DefaultRetryMax, cfg.RetryBase)
@@ -378,6 +393,7 @@ func (a *Agent) activeModel(ctx context.Context, r deploymentRow, rehash bool) (
 		}
 		am.Files[f.Path] = a.cache.blobPath(d)
 	}
+	am.Reference = a.referencePath(rec)
 	return am, nil
 }
 
@@ -484,11 +500,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	wg.Add(4)
-	go func() { defer wg.Done(); a.pollLoop(ctx) }()
-	go func() { defer wg.Done(); a.reconcileLoop(ctx) }()
-	go func() { defer wg.Done(); a.reportLoop(ctx) }()
-	go func() { defer wg.Done(); a.sendLoop(ctx) }()
+	wg.Go(func() { a.pollLoop(ctx) })
+	wg.Go(func() { a.reconcileLoop(ctx) })
+	wg.Go(func() { a.reportLoop(ctx) })
+	wg.Go(func() { a.sendLoop(ctx) })
+	wg.Go(func() { a.profileLoop(ctx) })
 	a.readyOnce.Do(func() { close(a.ready) })
 	wg.Wait()
 	return nil

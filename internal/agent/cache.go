@@ -21,9 +21,9 @@ import (
 
 // cache is the agent's OCI image layout: oci-layout, index.json listing the
 // cached model manifests, and blobs/sha256/<hex> holding manifests, config
-// blobs, chunk indexes, signature envelopes and whole model files. A blob
-// appears under its digest only after it was verified and fsynced, so a
-// blob that exists is whole.
+// blobs, chunk indexes, signature envelopes, reference profiles and whole
+// model files. A blob appears under its digest only after it was verified
+// and fsynced, so a blob that exists is whole.
 type cache struct {
 	root string
 }
@@ -285,7 +285,7 @@ func gcPlan(manifests []manifestRecord, kept map[string]bool, blobs []blobFile) 
 			dropManifests = append(dropManifests, m.Digest)
 			continue
 		}
-		for _, d := range []string{m.Digest, m.ConfigDigest, m.ChunkIndexDigest, m.SignatureDigest} {
+		for _, d := range []string{m.Digest, m.ConfigDigest, m.ChunkIndexDigest, m.SignatureDigest, m.ProfileDigest} {
 			if d != "" {
 				ref[digest.Digest(d)] = true
 			}

@@ -62,9 +62,9 @@ func TestKeepManifests(t *testing.T) {
 func TestGCPlan(t *testing.T) {
 	shared := hx("shared weights")
 	mans := []manifestRecord{
-		{Digest: hx("m-old"), ConfigDigest: hx("cfg-old"), ChunkIndexDigest: hx("idx-old"),
+		{Digest: hx("m-old"), ConfigDigest: hx("cfg-old"), ChunkIndexDigest: hx("idx-old"), ProfileDigest: hx("prof-old"),
 			Files: []fileRecord{{Path: "w", Digest: hx("w-old")}, {Path: "c", Digest: shared}}},
-		{Digest: hx("m-new"), ConfigDigest: hx("cfg-new"), ChunkIndexDigest: hx("idx-new"), SignatureDigest: hx("sig-new"),
+		{Digest: hx("m-new"), ConfigDigest: hx("cfg-new"), ChunkIndexDigest: hx("idx-new"), SignatureDigest: hx("sig-new"), ProfileDigest: hx("prof-new"),
 			Files: []fileRecord{{Path: "w", Digest: hx("w-new")}, {Path: "c", Digest: shared}}},
 	}
 	kept := map[string]bool{hx("m-new"): true}
@@ -78,8 +78,9 @@ func TestGCPlan(t *testing.T) {
 	}
 	blobs := []blobFile{
 		blob(hx("m-old"), false), blob(hx("cfg-old"), false), blob(hx("idx-old"), false), blob(hx("w-old"), false),
-		blob(shared, false),
+		blob(hx("prof-old"), false), blob(shared, false),
 		blob(hx("m-new"), false), blob(hx("cfg-new"), false), blob(hx("idx-new"), false), blob(hx("sig-new"), false),
+		blob(hx("prof-new"), false),
 		blob(hx("w-new"), true), // being assembled
 		blob(hx("stray"), true),
 	}
@@ -88,7 +89,7 @@ func TestGCPlan(t *testing.T) {
 		t.Errorf("dropped manifests %v", dropM)
 	}
 	want := map[string]bool{}
-	for _, s := range []string{hx("m-old"), hx("cfg-old"), hx("idx-old"), hx("w-old")} {
+	for _, s := range []string{hx("m-old"), hx("cfg-old"), hx("idx-old"), hx("w-old"), hx("prof-old")} {
 		want[digest.Digest(s).Encoded()] = true
 	}
 	want[digest.Digest(hx("stray")).Encoded()+".part"] = true

@@ -132,6 +132,9 @@ func modelReports(deps []DeploymentStatus, unservable map[string]string, now tim
 			mr.Error = why
 			mr.ActiveVersion = ""
 		}
+		if mr.Error == "" && d.ReferenceError != "" {
+			mr.Error = d.ReferenceError
+		}
 		rows = append(rows, mr)
 		if d.DowngradedFrom != "" {
 			downgrades = append(downgrades, fmt.Sprintf("%s: %s downgraded from %s to %s (allowDowngrade)", d.Deployment, d.Model, d.DowngradedFrom, d.ActiveVersion))

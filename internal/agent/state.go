@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS manifests (
 	chunk_index_digest TEXT NOT NULL DEFAULT '',
 	signature_digest   TEXT NOT NULL DEFAULT '',
 	signature_key      TEXT NOT NULL DEFAULT '',
-	cached_at          TEXT NOT NULL
+	cached_at          TEXT NOT NULL,
+	profile_digest     TEXT NOT NULL DEFAULT '', -- the verified reference profile blob
+	profile_error      TEXT NOT NULL DEFAULT ''  -- why the version's reference profile is unusable
 );
 CREATE TABLE IF NOT EXISTS files (
 	manifest TEXT NOT NULL,
@@ -111,7 +113,39 @@ func openState(ctx context.Context, path string) (*stateDB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: create schema: %w", path, err)
 	}
+	if err := addColumns(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	return &stateDB{db: db}, nil
+}
+
+// addedColumns are the columns added to tables after their first release,
+// with their definitions: a database made before gets them on open.
+var addedColumns = []struct{ table, column, def string }{
+	{"manifests", "profile_digest", "TEXT NOT NULL DEFAULT ''"},
+	{"manifests", "profile_error", "TEXT NOT NULL DEFAULT ''"},
+}
+
+// addColumns adds the columns of addedColumns a database lacks.
+func addColumns(ctx context.Context, db *sql.DB) error {
+	for _, c := range addedColumns {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.column).Scan(&n); err != nil {
+			return fmt.Errorf("schema: %s.%s: %w", c.table, c.column, err)
+		}
+		if n > 0 {
+			continue
+		}
+		if _, err := db.ExecContext(ctx, `ALTER TABLE `+c.table+` ADD COLUMN `+c.column+` `+c.def); err != nil {
+			// Another process (a status reader) may have added it meanwhile.
+			if err2 := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.column).Scan(&n); err2 == nil && n > 0 {
+				continue
+			}
+			return fmt.Errorf("schema: add %s.%s: %w", c.table, c.column, err)
+		}
+	}
+	return nil
 }
 
 func (s *stateDB) Close() error { return s.db.Close() }
@@ -553,7 +587,11 @@ type manifestRecord struct {
 	SignatureDigest  string
 	SignatureKey     string
 	CachedAt         time.Time
-	Files            []fileRecord
+	// ProfileDigest is the verified reference profile blob, if any, and
+	// ProfileError why the version's reference profile is unusable.
+	ProfileDigest string
+	ProfileError  string
+	Files         []fileRecord
 }
 
 // fileRecord is one file of a cached manifest.
@@ -567,12 +605,13 @@ type fileRecord struct {
 func (s *stateDB) putManifest(ctx context.Context, m manifestRecord) error {
 	return s.update(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO manifests(digest, model, version, size, files_size, config_digest,
-				chunk_index_digest, signature_digest, signature_key, cached_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				chunk_index_digest, signature_digest, signature_key, cached_at, profile_digest, profile_error)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT(digest) DO UPDATE SET chunk_index_digest = excluded.chunk_index_digest,
-				signature_digest = excluded.signature_digest, signature_key = excluded.signature_key`,
+				signature_digest = excluded.signature_digest, signature_key = excluded.signature_key,
+				profile_digest = excluded.profile_digest, profile_error = excluded.profile_error`,
 			m.Digest, m.Model, m.Version, m.Size, m.FilesSize, m.ConfigDigest, m.ChunkIndexDigest,
-			m.SignatureDigest, m.SignatureKey, formatTime(m.CachedAt))
+			m.SignatureDigest, m.SignatureKey, formatTime(m.CachedAt), m.ProfileDigest, m.ProfileError)
 		if err != nil {
 			return fmt.Errorf("state: put manifest %s: %w", m.Digest, err)
 		}
@@ -594,7 +633,8 @@ func (s *stateDB) manifests(ctx context.Context) ([]manifestRecord, error) {
 	var out []manifestRecord
 	err := s.view(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT digest, model, version, size, files_size, config_digest,
-			chunk_index_digest, signature_digest, signature_key, cached_at FROM manifests ORDER BY model, version, digest`)
+			chunk_index_digest, signature_digest, signature_key, cached_at, profile_digest, profile_error
+			FROM manifests ORDER BY model, version, digest`)
 		if err != nil {
 			return fmt.Errorf("state: manifests: %w", err)
 		}
@@ -603,7 +643,7 @@ func (s *stateDB) manifests(ctx context.Context) ([]manifestRecord, error) {
 			var m manifestRecord
 			var cached string
 			if err := rows.Scan(&m.Digest, &m.Model, &m.Version, &m.Size, &m.FilesSize, &m.ConfigDigest,
-				&m.ChunkIndexDigest, &m.SignatureDigest, &m.SignatureKey, &cached); err != nil {
+				&m.ChunkIndexDigest, &m.SignatureDigest, &m.SignatureKey, &cached, &m.ProfileDigest, &m.ProfileError); err != nil {
 				rows.Close()
 				return err
 			}
@@ -647,6 +687,17 @@ func (s *stateDB) manifest(ctx context.Context, dg string) (manifestRecord, bool
 		}
 	}
 	return manifestRecord{}, false, nil
+}
+
+// setProfile records a cached manifest's reference profile blob and why
+// its profile is unusable (empty when it is not).
+func (s *stateDB) setProfile(ctx context.Context, manifest, profile, why string) error {
+	return s.update(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE manifests SET profile_digest = ?, profile_error = ? WHERE digest = ?`, profile, why, manifest); err != nil {
+			return fmt.Errorf("state: profile of %s: %w", manifest, err)
+		}
+		return nil
+	})
 }
 
 // deleteManifests forgets cached manifests.

@@ -63,6 +63,12 @@ type DeploymentStatus struct {
 	// ServingPort is the deployment's own inference port, when it asked
 	// for one (spec.serving.port) and it is open.
 	ServingPort int32 `json:"servingPort,omitempty"`
+	// Reference is the digest of the active version's reference profile,
+	// the baseline of drift monitoring, when the agent holds one.
+	Reference string `json:"reference,omitempty"`
+	// ReferenceError says why the active version's reference profile is
+	// unusable: the version serves, but is not monitored against it.
+	ReferenceError string `json:"referenceError,omitempty"`
 }
 
 // metaServing holds the serving states last given to SetServing, as JSON.
@@ -148,10 +154,17 @@ func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
 			// Serving states are advisory: a malformed record shows none.
 			_ = json.Unmarshal([]byte(raw), &serving)
 		}
+		profiles, err := manifestProfiles(ctx, tx)
+		if err != nil {
+			return err
+		}
 		for _, r := range rows {
 			d := deploymentStatus(r)
 			if sv, ok := serving[r.Name]; ok {
 				d.Runtime, d.ServingError, d.ServingPort = sv.Runtime, sv.Error, sv.Port
+			}
+			if p, ok := profiles[r.ActiveDigest]; ok && r.ActiveDigest != "" {
+				d.Reference, d.ReferenceError = p[0], p[1]
 			}
 			out.Models = append(out.Models, d)
 		}
@@ -167,6 +180,26 @@ func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// manifestProfiles returns each cached manifest's reference profile digest
+// and profile error.
+func manifestProfiles(ctx context.Context, tx *sql.Tx) (map[string][2]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT digest, profile_digest, profile_error FROM manifests`)
+	if err != nil {
+		return nil, fmt.Errorf("state: manifests: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][2]string{}
+	for rows.Next() {
+		var d string
+		var p [2]string
+		if err := rows.Scan(&d, &p[0], &p[1]); err != nil {
+			return nil, err
+		}
+		out[d] = p
+	}
+	return out, rows.Err()
 }
 
 func deploymentStatus(r deploymentRow) DeploymentStatus {

@@ -28,8 +28,8 @@ const repoPrefix = "models/"
 // progressEvery is how often fetch progress is written to the state.
 const progressEvery = 500 * time.Millisecond
 
-// sync brings one deployment to its desired version: manifest, chunk index
-// and signature first, then the missing chunks of every file, then the
+// sync brings one deployment to its desired version: manifest, chunk index,
+// signature and reference profile first, then the missing chunks of every file, then the
 // atomic switch of the active version once every file is verified in the
 // cache. The previous version keeps serving until then.
 func (a *Agent) sync(ctx context.Context, want v1alpha1.DesiredModel) error {
@@ -320,10 +320,12 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 		idxErr         error
 		sigDigest      digest.Digest
 		sigKey         string
+		prof           profileResult
 		wg             sync.WaitGroup
 	)
 	wg.Go(func() { cb, cfgErr = fetchSmall(ctx, r, m.Config, artifact.MaxManifestBytes) })
 	wg.Go(func() { x, idxErr = artifact.FetchChunkIndex(ctx, r, desc) })
+	wg.Go(func() { prof = a.fetchProfile(ctx, r, desc, want.Model, want.Version) })
 	if needSig {
 		wg.Go(func() { sigDigest, sigKey, sigErr = a.verifySignature(ctx, r, desc, want) })
 	}
@@ -367,6 +369,18 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 			return rec, nil, sigErr
 		}
 		rec.SignatureDigest, rec.SignatureKey = sigDigest.String(), sigKey
+	}
+	// A version without a usable reference profile activates all the same:
+	// it is not monitored until it has one.
+	switch {
+	case prof.err != nil:
+		a.log.Warn("reference profile unusable", "model", want.Model, "version", want.Version, "err", prof.err)
+		rec.ProfileError = prof.err.Error()
+	case prof.digest != "":
+		if err := a.cache.putBlob(prof.digest, prof.data); err != nil {
+			return rec, nil, err
+		}
+		rec.ProfileDigest = prof.digest.String()
 	}
 	// Blobs go in before the record that names them.
 	if err := a.cache.putBlob(m.Config.Digest, cb); err != nil {

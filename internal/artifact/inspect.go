@@ -35,6 +35,8 @@ type ModelInfo struct {
 	Created       time.Time          `json:"created,omitzero"`
 	Signatures    []SignatureInfo    `json:"signatures"`
 	HasChunkIndex bool               `json:"hasChunkIndex"`
+	// Profile is the newest reference profile attached, if any.
+	Profile *ProfileRef `json:"profile,omitempty"`
 }
 
 // Signed reports whether at least one signature verified.
@@ -49,9 +51,10 @@ func (mi *ModelInfo) Signed() bool {
 
 // Inspect resolves ref (a tag or digest) in src and describes the model:
 // name, version, digest, total size, files, format, lineage, metrics,
-// creation time, signatures verified against trusted, and whether a valid
-// chunk index is attached. Where src cannot list referrers, Signatures is
-// empty and HasChunkIndex false.
+// creation time, signatures verified against trusted, whether a valid
+// chunk index is attached, and the newest reference profile. Where src
+// cannot list referrers, Signatures is empty, HasChunkIndex false and
+// Profile nil.
 func Inspect(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, trusted []ed25519.PublicKey) (*ModelInfo, error) {
 	desc, m, files, err := resolveModel(ctx, src, ref)
 	if err != nil {
@@ -114,6 +117,13 @@ func Inspect(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, trus
 	case err == nil:
 		info.HasChunkIndex = true
 	case !errors.Is(err, ErrNoChunkIndex) && !errors.Is(err, errdef.ErrUnsupported):
+		return nil, err
+	}
+	profiles, err := Profiles(ctx, src, desc)
+	switch {
+	case err == nil && len(profiles) > 0:
+		info.Profile = &profiles[0]
+	case err != nil && !errors.Is(err, errdef.ErrUnsupported):
 		return nil, err
 	}
 	return info, nil

@@ -4,10 +4,12 @@
 // A model version is an OCI image manifest following the CNCF ModelPack
 // model-spec: one raw layer per file (the file bytes as they are, so layer
 // offsets are file offsets), a model config blob, and Outpost annotations for
-// lineage and metrics. Two kinds of referrers hang off a model manifest: a
+// lineage and metrics. Three kinds of referrers hang off a model manifest: a
 // content-defined chunk index, which lets a client fetch only the chunks it
-// lacks, and DSSE signatures over an in-toto statement naming the manifest
-// digest. The wire format is described in docs/artifact-format.md.
+// lacks, DSSE signatures over an in-toto statement naming the manifest
+// digest, and a reference profile, the baseline of drift monitoring (whose
+// bytes this package moves and verifies but leaves to internal/drift to
+// decode). The wire format is described in docs/artifact-format.md.
 package artifact
 
 // Media and artifact types of the CNCF ModelPack model-spec
@@ -43,6 +45,10 @@ const (
 	ArtifactTypeChunkIndex = "application/vnd.outpost.chunk-index.v1+json"
 	// ArtifactTypeSignature is the artifactType of a signature referrer.
 	ArtifactTypeSignature = "application/vnd.outpost.signature.v1+json"
+	// ArtifactTypeDriftProfile is the artifactType of a reference profile
+	// referrer (the drift monitoring baseline of a model version) and the
+	// media type of its single layer.
+	ArtifactTypeDriftProfile = "application/vnd.outpost.drift-profile.v1+json"
 	// MediaTypeDSSEEnvelope is the media type of the signature layer.
 	MediaTypeDSSEEnvelope = "application/vnd.dsse.envelope.v1+json"
 	// PayloadTypeInToto is the DSSE payloadType of an in-toto statement.
@@ -90,6 +96,8 @@ const (
 	MaxChunkIndexBytes = 64 << 20
 	// MaxEnvelopeBytes bounds a DSSE signature envelope.
 	MaxEnvelopeBytes = 1 << 20
+	// MaxProfileBytes bounds a reference profile blob.
+	MaxProfileBytes = 16 << 20
 	// MaxFiles bounds the number of files (layers) of a model.
 	MaxFiles = 100000
 	// MaxPathLen bounds the length of a file path inside a model.

@@ -29,6 +29,9 @@ type Model struct {
 type PullOptions struct {
 	// Progress, if set, is called as file bytes are written.
 	Progress func(done, total int64)
+	// Paths, if set, pulls only the files at these paths (slash-separated,
+	// as the model lists them); a path the model lacks is an error.
+	Paths []string
 }
 
 // Pull resolves ref (a tag or digest) in src, the model's repository, and
@@ -43,7 +46,13 @@ func Pull(ctx context.Context, src oras.ReadOnlyTarget, ref string, dir string, 
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFiles(ctx, src, m.Layers, files, dir, opts.Progress); err != nil {
+	layers := m.Layers
+	if opts.Paths != nil {
+		if layers, files, err = selectFiles(m.Layers, files, opts.Paths); err != nil {
+			return nil, err
+		}
+	}
+	if err := writeFiles(ctx, src, layers, files, dir, opts.Progress); err != nil {
 		return nil, err
 	}
 	return &Model{
@@ -53,6 +62,28 @@ func Pull(ctx context.Context, src oras.ReadOnlyTarget, ref string, dir string, 
 		Manifest:   m,
 		Files:      files,
 	}, nil
+}
+
+// selectFiles keeps the layers and files at paths, in the model's order.
+func selectFiles(layers []ocispec.Descriptor, files []File, paths []string) ([]ocispec.Descriptor, []File, error) {
+	want := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		want[p] = true
+	}
+	var ls []ocispec.Descriptor
+	var fs []File
+	for i, f := range files {
+		if want[f.Path] {
+			ls, fs = append(ls, layers[i]), append(fs, f)
+			delete(want, f.Path)
+		}
+	}
+	for _, p := range paths {
+		if want[p] {
+			return nil, nil, fmt.Errorf("the model has no file %q", p)
+		}
+	}
+	return ls, fs, nil
 }
 
 // writeFiles stages, verifies and then commits every file into dir.

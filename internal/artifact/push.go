@@ -75,6 +75,11 @@ type PushOptions struct {
 	// Progress, if set, is called as file bytes are uploaded; blobs the
 	// target already has count as done at once.
 	Progress func(done, total int64)
+	// Profile, if set, is an encoded reference profile (see PushProfile),
+	// attached before the version is tagged. A version pushed again with the
+	// same files gets it if it has no profile yet; one with another profile
+	// is refused (ErrProfileExists).
+	Profile []byte
 }
 
 var (
@@ -116,6 +121,9 @@ func (o *PushOptions) validate() error {
 			k == AnnotationProducedBy, strings.HasPrefix(k, AnnotationMetricPrefix):
 			return fmt.Errorf("annotation %q is set by push; use the matching option", k)
 		}
+	}
+	if o.Profile != nil && (len(o.Profile) == 0 || len(o.Profile) > MaxProfileBytes) {
+		return fmt.Errorf("profile of %d bytes: want 1 to %d", len(o.Profile), MaxProfileBytes)
 	}
 	return o.Chunking.orDefault().Validate()
 }
@@ -248,9 +256,10 @@ func formatOf(files []File) string {
 
 // Push packs src (a model file or folder) into a model artifact in dst,
 // which is the model's repository, tags it with opts.Version, and attaches a
-// chunk index referrer. Each regular file becomes one raw layer holding the
-// file bytes; digests and chunks are computed by streaming each file once.
-// Blobs dst already has are not uploaded again.
+// chunk index referrer (and opts.Profile, if set) before the tag. Each
+// regular file becomes one raw layer holding the file bytes; digests and
+// chunks are computed by streaming each file once. Blobs dst already has
+// are not uploaded again.
 //
 // If the version tag already holds a manifest with the same files, name,
 // lineage, metrics and annotations (the creation time is ignored), Push
@@ -350,6 +359,13 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 	}
 	mDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ArtifactTypeModel, Digest: digest.FromBytes(mb), Size: int64(len(mb))}
 
+	var graph oras.GraphTarget
+	if opts.Profile != nil {
+		var ok bool
+		if graph, ok = dst.(oras.GraphTarget); !ok {
+			return ocispec.Descriptor{}, errors.New("push profile: the target cannot list referrers")
+		}
+	}
 	existing, same, err := checkExistingTag(ctx, dst, opts, &m)
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -361,6 +377,11 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 		}
 		if _, err := pushChunkIndex(ctx, dst, existing, idx); err != nil {
 			return ocispec.Descriptor{}, fmt.Errorf("push chunk index: %w", err)
+		}
+		if graph != nil {
+			if _, err := PushProfile(ctx, graph, existing, opts.Profile, ProfilePushOptions{Created: created}); err != nil {
+				return ocispec.Descriptor{}, err
+			}
 		}
 		return existing, nil
 	}
@@ -378,6 +399,13 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 	// its tag and must find the index there, or they would fetch whole files.
 	if _, err := pushChunkIndex(ctx, dst, mDesc, idx); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("push chunk index: %w", err)
+	}
+	// So does the reference profile: an agent activates a version without
+	// one, but does not monitor it until it has one.
+	if graph != nil {
+		if _, err := PushProfile(ctx, graph, mDesc, opts.Profile, ProfilePushOptions{Created: created}); err != nil {
+			return ocispec.Descriptor{}, err
+		}
 	}
 	if err := dst.Tag(ctx, mDesc, opts.Version); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("tag %s: %w", opts.Version, err)

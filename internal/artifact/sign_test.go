@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"oras.land/oras-go/v2/content/memory"
 )
 
@@ -148,11 +149,12 @@ func TestVerifyEnvelope(t *testing.T) {
 	// a valid signature of that other digest, not of m.
 	otherEnv, _ := NewEnvelope(digest.FromString("other"), "models/x:1.0.0", priv, time.Now())
 	wrongKeyEnv, _ := NewEnvelope(m, "models/x:1.0.0", wrongPriv, time.Now())
-	// A statement with the wrong type, correctly signed.
+	// A statement with the wrong type, correctly signed (over the
+	// pre-authentication encoding of a DSSE implementation we did not write).
 	badStmt := bytes.Replace(payload, []byte(StatementTypeV1), []byte("https://example.com/x"), 1)
 	badType := mutate(func(e *Envelope) {
 		e.Payload = base64.StdEncoding.EncodeToString(badStmt)
-		e.Signatures[0].Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, pae(PayloadTypeInToto, badStmt)))
+		e.Signatures[0].Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, dsse.PAE(PayloadTypeInToto, badStmt)))
 	})
 
 	tests := []struct {

@@ -503,6 +503,9 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		if errText == "" && m.ServingError != "" {
 			errText = "serving: " + m.ServingError
 		}
+		if errText == "" && m.ReferenceError != "" {
+			errText = m.ReferenceError
+		}
 		runtime := orNone(m.Runtime)
 		if m.ServingPort != 0 {
 			runtime += fmt.Sprintf(" (port %d)", m.ServingPort)

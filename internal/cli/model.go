@@ -24,6 +24,8 @@ import (
 
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/bytesize"
+	"outpost.dev/outpost/internal/drift"
+	"outpost.dev/outpost/internal/driftref"
 	"outpost.dev/outpost/internal/hubclient"
 	"outpost.dev/outpost/internal/models"
 )
@@ -140,6 +142,7 @@ func (g *globals) progress(desc string) (func(done, total int64), func()) {
 func newModelPushCmd(g *globals) *cobra.Command {
 	var (
 		name, version, parent, producedBy string
+		reference                         string
 		metrics                           []string
 	)
 	cmd := &cobra.Command{
@@ -149,9 +152,17 @@ func newModelPushCmd(g *globals) *cobra.Command {
 hub as version VERSION (semver) of model NAME. Each file becomes one raw OCI
 layer; a chunk index is attached so edge clusters fetch only what changed.
 Pushing an existing version again with the same files does nothing; with
-different files it is refused.`,
+different files it is refused.
+
+With --reference DATA, the model (the one .onnx file of PATH) runs on the
+reference data first, with the Go runtime, and the profile of its inputs and
+outputs is attached to the version before it is tagged, so agents find it
+with the model and monitor drift against it. DATA is a .npy file, an IDX file
+or a folder of them (see 'outpost drift profile', which attaches a profile to
+an existing version, with more options).`,
 		Example: `  outpost model push ./fashion-mlp --name fashion-mlp --version 1.0.0
-  outpost model push model.onnx --name detector --version 2.1.0 --parent detector@2.0.0 --metric accuracy=0.91`,
+  outpost model push model.onnx --name detector --version 2.1.0 --parent detector@2.0.0 --metric accuracy=0.91
+  outpost model push ./fashion-mlp --name fashion-mlp --version 1.1.0 --reference train-images-idx3-ubyte.gz`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name == "" || version == "" {
@@ -165,6 +176,23 @@ different files it is refused.`,
 				}
 				ms[k] = v
 			}
+			// The profile is computed before anything is sent: bad reference
+			// data changes nothing at the hub.
+			var profile *drift.Profile
+			var profileBytes []byte
+			if reference != "" {
+				model, err := driftref.FindModel(args[0])
+				if err != nil {
+					return err
+				}
+				data, err := readReference(reference)
+				if err != nil {
+					return err
+				}
+				if profile, profileBytes, err = computeProfile(cmd.Context(), model, data, driftref.ProfileOptions{}); err != nil {
+					return err
+				}
+			}
 			h, err := g.hub()
 			if err != nil {
 				return err
@@ -176,12 +204,19 @@ different files it is refused.`,
 			prog, done := g.progress("push " + name + "@" + version)
 			desc, err := artifact.Push(cmd.Context(), repo, args[0], artifact.PushOptions{
 				Name: name, Version: version, Parent: parent, ProducedBy: producedBy, Metrics: ms, Progress: prog,
+				Profile: profileBytes,
 			})
 			done()
+			if errors.Is(err, artifact.ErrProfileExists) {
+				return fmt.Errorf("push %s@%s: the version already has another reference profile: replace it with 'outpost drift profile %s@%s DATA --replace'", name, version, name, version)
+			}
 			if err != nil {
 				return fmt.Errorf("push %s@%s: %w", name, version, err)
 			}
 			fmt.Fprintf(g.stdout, "pushed %s@%s %s\n", name, version, desc.Digest)
+			if profile != nil {
+				fmt.Fprintf(g.stdout, "with its reference profile (%s)\n", describeProfile(profile))
+			}
 			return nil
 		},
 	}
@@ -191,6 +226,7 @@ different files it is refused.`,
 	f.StringVar(&parent, "parent", "", "lineage: the model version this one derives from (NAME@VERSION)")
 	f.StringVar(&producedBy, "produced-by", "", "lineage: what produced this version (a pipeline run, a training job)")
 	f.StringSliceVar(&metrics, "metric", nil, "a metric KEY=VALUE recorded with the version; repeatable")
+	f.StringVar(&reference, "reference", "", "reference data (.npy, IDX or a folder of them) to compute and attach the version's reference profile from")
 	return cmd
 }
 
@@ -283,7 +319,7 @@ func newModelShowCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "show NAME[@VERSION]",
-		Short: "Show a model version: digest, size, files, format, lineage, signatures",
+		Short: "Show a model version: digest, size, files, format, lineage, signatures, reference profile",
 		Long:  "Show a model version. Without @VERSION, the highest version is shown.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -312,10 +348,11 @@ func newModelShowCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("show %s@%s: %w", name, version, whyNotFound(cmd.Context(), h, name, version, err))
 			}
+			show := modelShow{ModelInfo: info, Profile: summarizeProfile(cmd.Context(), repo, info.Profile)}
 			if output != "" {
-				return printStructured(g.stdout, output, info)
+				return printStructured(g.stdout, output, show)
 			}
-			return printModelInfo(g.stdout, name, version, info, len(keys) > 0)
+			return printModelInfo(g.stdout, name, version, show, len(keys) > 0)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml")
@@ -335,7 +372,92 @@ func latestVersion(ctx context.Context, repo *remote.Repository, name string) (s
 	return vs[len(vs)-1], nil
 }
 
-func printModelInfo(w io.Writer, name, version string, m *artifact.ModelInfo, checked bool) error {
+// modelShow is what 'model show' prints: the version, and what its
+// reference profile summarises.
+type modelShow struct {
+	*artifact.ModelInfo
+	// Profile replaces ModelInfo's in the structured output.
+	Profile *profileSummary `json:"profile,omitempty"`
+}
+
+// profileSummary describes a version's reference profile.
+type profileSummary struct {
+	artifact.ProfileRef
+	Samples     uint64            `json:"samples"`
+	InputShape  []int             `json:"inputShape,omitempty"`
+	Inputs      drift.InputMode   `json:"inputs,omitempty"`
+	OutputShape []int             `json:"outputShape,omitempty"`
+	Outputs     drift.OutputMode  `json:"outputs,omitempty"`
+	Features    []string          `json:"features,omitempty"`
+	Roles       map[string]string `json:"-"`
+}
+
+// summarizeProfile fetches and decodes the profile ref names; a profile
+// that cannot be read is described by its error.
+func summarizeProfile(ctx context.Context, repo *remote.Repository, ref *artifact.ProfileRef) *profileSummary {
+	if ref == nil {
+		return nil
+	}
+	s := &profileSummary{ProfileRef: *ref}
+	b, err := artifact.FetchProfile(ctx, repo, *ref)
+	if err != nil {
+		s.Error = err.Error()
+		return s
+	}
+	p, err := drift.DecodeProfile(b)
+	if err != nil {
+		s.Error = err.Error()
+		return s
+	}
+	spec := p.Spec()
+	s.Samples = p.Samples()
+	s.InputShape, s.Inputs = spec.Config.InputShape, spec.Config.Inputs
+	s.OutputShape, s.Outputs = spec.Config.OutputShape, spec.Config.Outputs
+	s.Roles = map[string]string{}
+	for _, f := range spec.Features {
+		s.Features = append(s.Features, f.Name)
+		s.Roles[f.Name] = string(f.Role)
+	}
+	return s
+}
+
+// featureList names features briefly: all of a few, the ends of many.
+func featureList(names []string) string {
+	if len(names) <= 6 {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s, %s … %s (%d)", names[0], names[1], names[len(names)-1], len(names))
+}
+
+func printProfile(tw io.Writer, s *profileSummary) {
+	if s == nil {
+		fmt.Fprintln(tw, "Reference profile:\tnone")
+		return
+	}
+	when := ""
+	if !s.Created.IsZero() {
+		when = ", attached " + s.Created.Format("2006-01-02 15:04:05 MST")
+	}
+	fmt.Fprintf(tw, "Reference profile:\t%s%s\n", s.Digest, when)
+	if s.Error != "" {
+		fmt.Fprintf(tw, "  Unusable:\t%s\n", s.Error)
+		return
+	}
+	var in, out []string
+	for _, n := range s.Features {
+		if s.Roles[n] == string(drift.RoleInput) {
+			in = append(in, n)
+		} else {
+			out = append(out, n)
+		}
+	}
+	fmt.Fprintf(tw, "  Samples:\t%d\n", s.Samples)
+	fmt.Fprintf(tw, "  Input:\t%v %s: %s\n", s.InputShape, s.Inputs, featureList(in))
+	fmt.Fprintf(tw, "  Output:\t%v %s: %s\n", s.OutputShape, s.Outputs, featureList(out))
+}
+
+func printModelInfo(w io.Writer, name, version string, show modelShow, checked bool) error {
+	m := show.ModelInfo
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Model:\t%s\n", name)
 	fmt.Fprintf(tw, "Version:\t%s\n", version)
@@ -378,6 +500,7 @@ func printModelInfo(w io.Writer, name, version string, m *artifact.ModelInfo, ch
 			fmt.Fprintf(tw, "  key %s\t%s\n", s.KeyID, state)
 		}
 	}
+	printProfile(tw, show.Profile)
 	return tw.Flush()
 }
 

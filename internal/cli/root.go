@@ -130,6 +130,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newHubCmd(g),
 		newKeygenCmd(g),
 		newModelCmd(g),
+		newDriftCmd(g),
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDeleteCmd(g),

@@ -84,3 +84,38 @@ func TestNoHub(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestOverridesFromEnvAndMerge: the environment fills what flags leave
+// empty, field by field, and a flag always wins.
+func TestOverridesFromEnvAndMerge(t *testing.T) {
+	tests := []struct {
+		name  string
+		env   map[string]string
+		flags Overrides
+		want  Overrides
+	}{
+		{"nothing set", nil, Overrides{}, Overrides{}},
+		{"environment only",
+			map[string]string{"OUTPOST_CONTEXT": "edge", "OUTPOST_HUB": "https://h:1", "OUTPOST_TOKEN": "t", "OUTPOST_CA_FILE": "/ca.crt"},
+			Overrides{},
+			Overrides{Context: "edge", Hub: "https://h:1", Token: "t", CAFile: "/ca.crt"}},
+		{"flags win",
+			map[string]string{"OUTPOST_CONTEXT": "edge", "OUTPOST_HUB": "https://h:1", "OUTPOST_TOKEN": "t", "OUTPOST_CA_FILE": "/ca.crt"},
+			Overrides{Context: "lab", Hub: "https://f:2", Token: "ft", CAFile: "/f.crt"},
+			Overrides{Context: "lab", Hub: "https://f:2", Token: "ft", CAFile: "/f.crt"}},
+		{"field by field",
+			map[string]string{"OUTPOST_HUB": "https://h:1", "OUTPOST_TOKEN": "t"},
+			Overrides{Token: "ft", CAFile: "/f.crt"},
+			Overrides{Hub: "https://h:1", Token: "ft", CAFile: "/f.crt"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, k := range []string{"OUTPOST_CONTEXT", "OUTPOST_HUB", "OUTPOST_TOKEN", "OUTPOST_CA_FILE"} {
+				t.Setenv(k, tt.env[k])
+			}
+			if got := tt.flags.Merge(OverridesFromEnv()); got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -654,9 +654,18 @@ func TestDesiredStateLongPoll(t *testing.T) {
 	if r := wait(t, ch, 20*time.Second); r.code != http.StatusNotModified {
 		t.Fatalf("timed-out long-poll = %d %s", r.code, r.body)
 	}
-	// A change elsewhere wakes the poll but it keeps waiting and still times out unchanged.
+	// A change elsewhere does not wake the poll: the channel it waits on,
+	// which only a change to eu-1's desired state closes, stays open (the
+	// hub publishes a commit's changes before answering the write), and
+	// the poll times out unchanged.
 	ch = e.startPoll(clk, fmt.Sprintf("/clusters/eu-1/desiredstate?after=%d&timeoutSeconds=1", ds.Revision))
+	waiting, _, _ := e.db.DesiredChanged("eu-1")
 	e.mustPut("clusters", "us-1", clusterYAML("us-1", "region: us"))
+	select {
+	case <-waiting:
+		t.Fatal("a change to another cluster woke eu-1's long-poll")
+	default:
+	}
 	clk.Advance(time.Second)
 	if r := wait(t, ch, 20*time.Second); r.code != http.StatusNotModified {
 		t.Fatalf("long-poll after an unrelated change = %d %s", r.code, r.body)

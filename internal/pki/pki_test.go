@@ -2,8 +2,12 @@ package pki
 
 import (
 	"crypto/tls"
+	"errors"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +63,46 @@ func TestIssueNeedsHosts(t *testing.T) {
 	}
 	if _, err := IssueServer(Pair{CertPEM: []byte("junk")}, []string{"a"}, time.Now()); err == nil {
 		t.Fatal("want error for a broken CA")
+	}
+}
+
+// TestWriteFiles writes a pair and reads it back: the key is readable by
+// its owner alone, and what was written still makes a TLS key pair. A missing directory is an error naming the file.
+func TestWriteFiles(t *testing.T) {
+	ca, err := NewCA("write test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	if err := ca.WriteFiles(certPath, keyPath); err != nil {
+		t.Fatal(err)
+	}
+	// Modes as the umask leaves them: the key never beyond its owner.
+	fi, err := os.Stat(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("key file mode %v: want no access beyond its owner", fi.Mode().Perm())
+	}
+	if _, err := tls.LoadX509KeyPair(certPath, keyPath); err != nil {
+		t.Errorf("the written pair does not load: %v", err)
+	}
+
+	missing := filepath.Join(dir, "no", "such")
+	tests := []struct {
+		name, cert, key, want string
+	}{
+		{"key directory missing", certPath, filepath.Join(missing, "k"), "write key"},
+		{"certificate directory missing", filepath.Join(missing, "c"), keyPath, "write certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ca.WriteFiles(tt.cert, tt.key)
+			if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("WriteFiles = %v, want a not-exist error saying %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"outpost.dev/outpost/internal/serving/oippb"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // The gRPC tests run the server on a real loopback listener and call it
@@ -564,11 +565,18 @@ func TestGRPCServeStopsGracefully(t *testing.T) {
 		_, err := c.ModelInfer(callCtx(t), goodGRPCRequest("fashion"))
 		done <- err
 	}()
-	for v1.running.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 10*time.Second, "the call to reach the session", func() bool { return v1.running.Load() > 0 })
 	cancel()
-	time.Sleep(50 * time.Millisecond) // the server stops accepting
+	testenv.WaitFor(t, 10*time.Second, "the server to stop accepting connections", func() bool {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	if v1.running.Load() != 1 {
+		t.Fatal("the call in flight ended before it was let go")
+	}
 	close(v1.block)
 	if err := <-done; err != nil {
 		t.Errorf("call in flight when the server stopped: %v", err)
@@ -746,7 +754,7 @@ func TestOIPWireNumbers(t *testing.T) {
 // with a RequestError or accepted with inputs that fit the model, and
 // nothing panics.
 func FuzzDecodeGRPCRequest(f *testing.F) {
-	// Both seeds are valid: one with typed contents, one with raw ones.
+	// Two valid seeds: one with typed contents, one with raw ones.
 	seeds := []*oippb.ModelInferRequest{
 		{ModelName: "m", Inputs: []*oippb.ModelInferRequest_InferInputTensor{
 			{Name: "f", Datatype: "FP32", Shape: []int64{2, 2}, Contents: &oippb.InferTensorContents{Fp32Contents: []float32{1, 2, 3, 4}}},
@@ -765,9 +773,16 @@ func FuzzDecodeGRPCRequest(f *testing.F) {
 			{Name: "b", Datatype: "BOOL", Shape: []int64{}},
 		}, RawInputContents: [][]byte{rawFloat32(1, -2), make([]byte, 16), make([]byte, 4), {0x80}, {1, 2}, {1}}},
 	}
-	for i, s := range seeds {
-		if _, err := decodeGRPCRequest(s, decodeInputs, decodeOutputs, Limits{}); err != nil {
-			f.Fatalf("seed %d: %v", i, err)
+	// And copies of the first with a shape of f that the model does not take.
+	var refused []*oippb.ModelInferRequest
+	for _, shape := range [][]int64{{1, 4}, {4}, {2, 2, 1}} {
+		r := proto.Clone(seeds[0]).(*oippb.ModelInferRequest)
+		r.Inputs[0].Shape = shape
+		refused = append(refused, r)
+	}
+	for i, s := range append(seeds, refused...) {
+		if _, err := decodeGRPCRequest(s, decodeInputs, decodeOutputs, Limits{}); (err == nil) != (i < len(seeds)) {
+			f.Fatalf("seed %d (valid %v): %v", i, i < len(seeds), err)
 		}
 		b, err := proto.Marshal(s)
 		if err != nil {

@@ -551,9 +551,7 @@ func TestSwapWaitsForInFlight(t *testing.T) {
 		}
 		done <- r
 	}()
-	for v1.running.Load() == 0 { // wait for the request to reach the session
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 10*time.Second, "the request to reach the session", func() bool { return v1.running.Load() > 0 })
 	h.srv.Sync(ctx, []Model{h.active("fashion", "fashion-mlp", "2.0.0", "2", "")})
 	h.waitVersion("fashion", "2.0.0")
 	if r := h.inferOK("/v2/models/fashion/infer", 2); r.ModelVersion != "2.0.0" {

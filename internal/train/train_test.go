@@ -406,11 +406,14 @@ func TestDemoModel(t *testing.T) {
 	if math.Abs(acc1-0.820) > 0.01 || math.Abs(acc2-0.857) > 0.01 || len(d1) != 3745920 {
 		t.Errorf("accuracy %.3f / %.3f, size %d: the package doc says 0.820 / 0.857, 3745920", acc1, acc2, len(d1))
 	}
-	if share := float64(len(d1)-first) / float64(len(d1)); share < 0.10 || share > 0.20 {
-		t.Errorf("fine-tune rewrote the last %.1f%% of the file, want 10-20%%", 100*share)
+	// Where the rewrite starts follows from the layout alone (the first
+	// layer's tensors come first and stay byte-identical); which bytes of
+	// the rewritten tail differ depends on the trained values.
+	if tail := float64(len(d1)-first) / float64(len(d1)); math.Round(1000*tail) != 142 {
+		t.Errorf("fine-tune rewrote the last %.2f%% of the file, the package doc says 14.2%%", 100*tail)
 	}
-	if share := float64(len(d1)-first) / float64(len(d1)); share < 0.10 || share > 0.20 {
-		t.Errorf("fine-tune rewrote %.1f%% of the file, want 10-20%%", 100*share)
+	if diff := float64(changed) / float64(len(d1)); math.Abs(diff-0.091) > 0.005 {
+		t.Errorf("%.2f%% of the file's bytes differ, the package doc says 9.1%%", 100*diff)
 	}
 	if dir := os.Getenv("OUTPOST_TRAIN_OUT"); dir != "" {
 		_ = os.WriteFile(filepath.Join(dir, "fashion-mlp-v1.onnx"), d1, 0o644)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,7 +50,10 @@ func newAgent(t *testing.T, h *hub, name, labels, joinToken string, extra ...str
 	t.Cleanup(func() { link.Close() })
 	a := &agentProc{t: t, h: h, name: name, dir: filepath.Join(t.TempDir(), name), labels: labels, link: link, token: joinToken, extra: extra, log: &bytes.Buffer{}}
 	t.Cleanup(func() {
-		a.kill()
+		if a.cmd != nil {
+			stop(a.cmd)
+			a.cmd = nil
+		}
 		if t.Failed() {
 			t.Logf("agent %s log:\n%s", name, tail(a.log.String(), 4000))
 		}
@@ -342,7 +346,15 @@ func TestAgentsSyncUnderFaults(t *testing.T) {
 	})
 
 	t.Run("partitions and kill -9", func(t *testing.T) {
-		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+		seed := uint64(time.Now().UnixNano())
+		if s := os.Getenv("OUTPOST_E2E_SEED"); s != "" {
+			var err error
+			if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+				t.Fatalf("OUTPOST_E2E_SEED: %v", err)
+			}
+		}
+		t.Logf("faults drawn from seed %d (OUTPOST_E2E_SEED=%d replays them)", seed, seed)
+		rng := rand.New(rand.NewPCG(seed, 1))
 		highest := map[string]string{}
 		observe := func() {
 			for _, a := range f.agents {

@@ -6,11 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/testenv"
 )
 
@@ -25,6 +28,45 @@ func writeRandom(t *testing.T, path string, n int) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// column returns the cells of the column headed name in a table that
+// 'outpost get' printed, one per row: each cell is read at the offset of
+// its header, so empty cells in other columns do not shift it.
+func column(t *testing.T, table, name string) []string {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(table, "\n"), "\n")
+	loc := regexp.MustCompile(`(^|\s)` + regexp.QuoteMeta(name) + `(\s|$)`).FindStringIndex(lines[0])
+	if loc == nil {
+		t.Fatalf("no column %s in:\n%s", name, table)
+	}
+	at := loc[0]
+	if at > 0 {
+		at++ // past the space before the header
+	}
+	var cells []string
+	for _, l := range lines[1:] {
+		cell := ""
+		if len(l) > at {
+			cell, _, _ = strings.Cut(l[at:], " ")
+		}
+		cells = append(cells, cell)
+	}
+	return cells
+}
+
+// keyID is the key id of the public key in the PEM file path.
+func keyID(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := artifact.ParsePublicKeyPEM(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return artifact.KeyID(k)
 }
 
 func sameFile(t *testing.T, a, b string) {
@@ -99,6 +141,9 @@ func TestModelLifecycle(t *testing.T) {
 
 	other := t.TempDir()
 	writeRandom(t, filepath.Join(other, "model.onnx"), 1<<20)
+	keys := t.TempDir()
+	h.mustRun("keygen", "--out", filepath.Join(keys, "k"))
+	h.mustRun("keygen", "--out", filepath.Join(keys, "other"))
 	tests := []struct {
 		name string
 		args []string
@@ -109,7 +154,8 @@ func TestModelLifecycle(t *testing.T) {
 		{"missing path", []string{"model", "push", filepath.Join(other, "nope"), "--name", "life", "--version", "1.0.1"}, "nope"},
 		{"wrong token", []string{"--token", "opt_wrong", "model", "list"}, "401"},
 		{"unknown version", []string{"model", "pull", "life@9.9.9", t.TempDir()}, "9.9.9"},
-		{"verify unsigned", []string{"model", "verify", "life@1.0.0", "--key", filepath.Join(src, "model.onnx")}, ""},
+		{"verify with a file that is no key", []string{"model", "verify", "life@1.0.0", "--key", filepath.Join(src, "model.onnx")}, "no PUBLIC KEY PEM block"},
+		{"verify unsigned", []string{"model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "k.pub")}, "no valid signature from a trusted key (0 signature(s) found)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,16 +173,15 @@ func TestModelLifecycle(t *testing.T) {
 		t.Fatalf("model list:\n%s", out)
 	}
 
-	keys := t.TempDir()
-	h.mustRun("keygen", "--out", filepath.Join(keys, "k"))
-	h.mustRun("keygen", "--out", filepath.Join(keys, "other"))
-	if out, err := h.run("model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "k.pub")); err == nil {
-		t.Fatalf("verify of an unsigned version succeeded:\n%s", out)
-	}
 	h.mustRun("model", "sign", "life@1.0.0", "--key", filepath.Join(keys, "k.key"))
-	h.mustRun("model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "k.pub"))
-	if out, err := h.run("model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "other.pub")); err == nil {
-		t.Fatalf("verify with an untrusted key succeeded:\n%s", out)
+	out = h.mustRun("model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "k.pub"))
+	if want := "signed by key " + keyID(t, filepath.Join(keys, "k.pub")); !strings.Contains(out, want) {
+		t.Errorf("verify with the signing key: output lacks %q:\n%s", want, out)
+	}
+	// The one signature there is, from a key the command was not given.
+	out, err := h.run("model", "verify", "life@1.0.0", "--key", filepath.Join(keys, "other.pub"))
+	if want := "no valid signature from a trusted key (1 signature(s) found)"; err == nil || !strings.Contains(out, want) {
+		t.Fatalf("verify with an untrusted key: err %v, output lacks %q:\n%s", err, want, out)
 	}
 	out = h.mustRun("model", "show", "life@1.0.0", "--key", filepath.Join(keys, "k.pub"))
 	for _, want := range []string{"sha256:", "model.onnx", "accuracy", "valid"} {
@@ -180,14 +225,13 @@ spec:
   - matchLabels: {tier: gpu}
 `), 0o644)
 	h.mustRun("apply", "-f", specs)
+	// One row per selected cluster (a by region, b by tier; not c), each
+	// desiring the highest version in range.
 	out := h.mustRun("get", "modeldeployment", "det", "-o", "wide")
-	for _, want := range []string{"a ", "b ", "1.2.0"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("get -o wide lacks %q:\n%s", want, out)
-		}
-	}
-	if strings.Contains(out, "c ") {
-		t.Errorf("cluster c is not selected:\n%s", out)
+	clusters, desired := column(t, out, "CLUSTER"), column(t, out, "DESIRED")
+	slices.Sort(clusters)
+	if !slices.Equal(clusters, []string{"a", "b"}) || !slices.Equal(desired, []string{"1.2.0", "1.2.0"}) {
+		t.Errorf("get -o wide: clusters %q desiring %q, want a and b desiring 1.2.0:\n%s", clusters, desired, out)
 	}
 	out = h.mustRun("get", "clusters", "-l", "region=south", "-o", "name")
 	if out != "cluster/b\ncluster/c\n" {
@@ -297,8 +341,8 @@ func TestKilledPushLeavesNothing(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
-	if out, err := h.run("model", "show", "big@1.0.0"); err == nil {
-		t.Fatalf("a killed push left a visible version:\n%s", out)
+	if out, err := h.run("model", "show", "big@1.0.0"); err == nil || !strings.Contains(out, "manifest 1.0.0 unknown to repository models/big") {
+		t.Fatalf("a killed push left a visible version (err %v):\n%s", err, out)
 	}
 	blobs, _ := filepath.Glob(filepath.Join(h.dir, "oci", "blobs", "sha256", "*"))
 	for _, b := range blobs {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +21,12 @@ import (
 // outpostBin is the binary built once for the package's tests.
 var outpostBin string
 
+// envCoverDir names a directory. When it is set, the outpost binary is built
+// with coverage counters for every package of the module, and every process
+// the tests start writes them there (GOCOVERDIR) as it exits, for 'go tool
+// covdata'; make test counts them into its coverage table.
+const envCoverDir = "OUTPOST_E2E_COVERDIR"
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "outpost-e2e-bin-")
 	if err != nil {
@@ -27,7 +34,20 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	outpostBin = filepath.Join(dir, "outpost")
-	build := exec.Command("go", "build", "-o", outpostBin, "outpost.dev/outpost/cmd/outpost")
+	args := []string{"build", "-o", outpostBin}
+	if cover := os.Getenv(envCoverDir); cover != "" {
+		cover, err = filepath.Abs(cover)
+		if err == nil {
+			err = os.MkdirAll(cover, 0o755)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, envCoverDir+":", err)
+			os.Exit(1)
+		}
+		args = append(args, "-cover", "-coverpkg=outpost.dev/outpost/...")
+		os.Setenv("GOCOVERDIR", cover)
+	}
+	build := exec.Command("go", append(args, "outpost.dev/outpost/cmd/outpost")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build outpost:", err)
@@ -66,8 +86,7 @@ func startHub(t *testing.T, extra ...string) *hub {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		h.cmd.Process.Kill()
-		h.cmd.Wait()
+		stop(h.cmd)
 		if t.Failed() {
 			t.Logf("hub log:\n%s", h.log.String())
 		}
@@ -85,6 +104,24 @@ func startHub(t *testing.T, extra ...string) *hub {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return h
+}
+
+// stop ends a process the tests started as an operator would, with SIGTERM,
+// so that it exits through main (and writes its coverage counters), and
+// kills it when it has not exited within 10 seconds.
+func stop(cmd *exec.Cmd) {
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }
 
 // url is the hub's URL, for --hub.

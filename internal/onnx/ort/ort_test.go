@@ -11,7 +11,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/onnx/interp"
@@ -286,8 +288,10 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
-// Many goroutines run one session at once and all get the right answer;
-// Close waits for them and later runs fail with ErrClosed.
+// Many goroutines run one session at once and all get the right answer.
+// Close, called while they still run, waits for the runs in flight: each
+// run answers right or fails with ErrClosed, never anything else, and a
+// run begun after Close returned fails with ErrClosed.
 func TestConcurrentRunAndClose(t *testing.T) {
 	r := runtimeOrSkip(t)
 	ctx := context.Background()
@@ -295,19 +299,34 @@ func TestConcurrentRunAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for g := range 8 {
+	const goroutines = 8
+	var (
+		wg       sync.WaitGroup
+		inFlight atomic.Int64 // runs begun and not yet returned
+		answered atomic.Int64 // runs that answered right
+		closed   atomic.Bool  // Close has returned
+	)
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
 		wg.Go(func() {
 			x := make([]float32, 4*(g+1))
 			for i := range x {
 				x[i] = float32(g*100+i) / 50
 			}
 			want := mlpRef(x)
-			for range 50 {
+			for {
+				afterClose := closed.Load()
+				inFlight.Add(1)
 				out, err := s.Run(ctx, map[string]*interp.Tensor{"x": interp.FromFloat32(x, g+1, 4)})
-				if err != nil {
+				inFlight.Add(-1)
+				switch {
+				case errors.Is(err, ErrClosed):
+					return
+				case err != nil:
 					errs <- err
+					return
+				case afterClose:
+					errs <- errors.New("a run begun after Close returned answered")
 					return
 				}
 				for i, w := range want {
@@ -316,17 +335,24 @@ func TestConcurrentRunAndClose(t *testing.T) {
 						return
 					}
 				}
+				answered.Add(1)
 			}
 		})
 	}
+	// Every goroutine is well under way, and runs are in flight.
+	testenv.WaitFor(t, 30*time.Second, "runs in flight", func() bool {
+		return answered.Load() >= 10*goroutines && inFlight.Load() > 0
+	})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed.Store(true)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	t.Logf("%d runs answered", answered.Load())
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
