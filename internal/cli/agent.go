@@ -51,6 +51,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		maxRequest    string
 		maxInflight   string
 		ortLib        string
+		debugAddr     string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --hub URL --join-token T --data DIR --name NAME",
@@ -145,6 +146,11 @@ only when the deployment sets allowDowngrade.`,
 				return err
 			}
 			defer func() { cancel(); <-serveDone }()
+			debugDone, err := serveDebug(ctx, cfg.Logger, debugAddr)
+			if err != nil {
+				return err
+			}
+			defer func() { cancel(); <-debugDone }()
 			errc := make(chan error, 1)
 			go func() { errc <- a.Run(ctx) }()
 			select {
@@ -179,6 +185,7 @@ only when the deployment sets allowDowngrade.`,
 	f.StringVar(&maxRequest, "max-request-bytes", "64MiB", "largest inference request (REST body or gRPC message) accepted")
 	f.StringVar(&maxInflight, "max-inflight-bytes", "", "bytes all inference requests may hold at once (bodies, decoded tensors, outputs); more are refused with 429 / RESOURCE_EXHAUSTED (default 4x --max-request-bytes)")
 	f.StringVar(&ortLib, "onnxruntime-lib", "", "ONNX Runtime shared library (libonnxruntime.so) for models served with onnxruntime (env "+ort.EnvLib+")")
+	addDebugListen(cmd, &debugAddr)
 	cmd.PreRun = func(cmd *cobra.Command, args []string) {
 		if joinToken == "" {
 			joinToken = os.Getenv("OUTPOST_JOIN_TOKEN")

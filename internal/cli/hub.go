@@ -196,6 +196,7 @@ func newHubServeCmd(g *globals) *cobra.Command {
 		trusted      []string
 		ready        string
 		offlineAfter time.Duration
+		debugAddr    string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR",
@@ -245,7 +246,14 @@ their own cluster credential. A cluster whose agent has not reported for
 			if err != nil {
 				return err
 			}
-			return serveHub(cmd.Context(), g.logger(), d, s, keys, ready)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			debugDone, err := serveDebug(ctx, g.logger(), debugAddr)
+			if err != nil {
+				return err
+			}
+			defer func() { cancel(); <-debugDone }()
+			return serveHub(ctx, g.logger(), d, s, keys, ready)
 		},
 	}
 	f := cmd.Flags()
@@ -256,6 +264,7 @@ their own cluster credential. A cluster whose agent has not reported for
 	f.StringVar(&ready, "ready-file", "", "write the listening address to this file once serving (for scripts)")
 	f.DurationVar(&offlineAfter, "offline-after", 0,
 		"mark a cluster's link Disconnected when its agent has not reported for this long (default offlineAfter in DIR/hub.yaml, else 60s)")
+	addDebugListen(cmd, &debugAddr)
 	return cmd
 }
 
