@@ -311,18 +311,32 @@ func CheckDuplicateAnswer(first, second []Outcome) error {
 	return nil
 }
 
-// ProcStats are a process's open file descriptors and threads.
+// ProcStats are a process's open file descriptors, threads and goroutines.
 type ProcStats struct {
-	FDs     int `json:"fds"`
-	Threads int `json:"threads"`
+	FDs        int `json:"fds"`
+	Threads    int `json:"threads"`
+	Goroutines int `json:"goroutines"`
 }
 
-// Leak slack: how many more file descriptors and threads than at its first
-// quiet moment a process may hold at a later one. Go keeps the threads it
-// made for a burst of blocking calls, so threads get more room.
+// Growth is how much more of each s holds than base (never below zero).
+func (s ProcStats) Growth(base ProcStats) ProcStats {
+	return ProcStats{FDs: max(s.FDs-base.FDs, 0), Threads: max(s.Threads-base.Threads, 0), Goroutines: max(s.Goroutines-base.Goroutines, 0)}
+}
+
+// Max is the larger of s and o, field by field.
+func (s ProcStats) Max(o ProcStats) ProcStats {
+	return ProcStats{FDs: max(s.FDs, o.FDs), Threads: max(s.Threads, o.Threads), Goroutines: max(s.Goroutines, o.Goroutines)}
+}
+
+// Leak slack: how many more file descriptors, threads and goroutines than
+// at its first quiet moment a process may hold at a later one. Go keeps the
+// threads it made for a burst of blocking calls, so threads get more room;
+// a hub holds a goroutine per open connection, and the connections kept
+// idle vary.
 const (
-	FDSlack     = 16
-	ThreadSlack = 48
+	FDSlack        = 16
+	ThreadSlack    = 48
+	GoroutineSlack = 64
 )
 
 // CheckLeak compares a process's stats at a quiet moment (faults healed,
@@ -333,6 +347,9 @@ func CheckLeak(what string, base, now ProcStats) error {
 	}
 	if now.Threads > base.Threads+ThreadSlack {
 		return fmt.Errorf("%s runs %d threads, %d at its first quiet moment", what, now.Threads, base.Threads)
+	}
+	if now.Goroutines > base.Goroutines+GoroutineSlack {
+		return fmt.Errorf("%s runs %d goroutines, %d at its first quiet moment", what, now.Goroutines, base.Goroutines)
 	}
 	return nil
 }

@@ -191,15 +191,39 @@ func TestCheckDuplicateAnswer(t *testing.T) {
 }
 
 func TestCheckLeak(t *testing.T) {
-	base := ProcStats{FDs: 20, Threads: 10}
-	if err := CheckLeak("agent", base, ProcStats{FDs: 20 + FDSlack, Threads: 10 + ThreadSlack}); err != nil {
-		t.Error(err)
+	base := ProcStats{FDs: 20, Threads: 10, Goroutines: 30}
+	tests := []struct {
+		name string
+		now  ProcStats
+		want string // in the error; "" for none
+	}{
+		{"within the slack", ProcStats{FDs: 20 + FDSlack, Threads: 10 + ThreadSlack, Goroutines: 30 + GoroutineSlack}, ""},
+		{"fewer", ProcStats{FDs: 5, Threads: 5, Goroutines: 5}, ""},
+		{"file descriptors", ProcStats{FDs: 21 + FDSlack, Threads: 10, Goroutines: 30}, "file descriptors"},
+		{"threads", ProcStats{FDs: 20, Threads: 11 + ThreadSlack, Goroutines: 30}, "threads"},
+		{"goroutines", ProcStats{FDs: 20, Threads: 10, Goroutines: 31 + GoroutineSlack}, "goroutines"},
 	}
-	if err := CheckLeak("agent", base, ProcStats{FDs: 21 + FDSlack, Threads: 10}); err == nil || !strings.Contains(err.Error(), "file descriptors") {
-		t.Errorf("fd leak: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckLeak("agent", base, tt.now)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("CheckLeak: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("CheckLeak = %v, want an error about %s", err, tt.want)
+			}
+		})
 	}
-	if err := CheckLeak("agent", base, ProcStats{FDs: 20, Threads: 11 + ThreadSlack}); err == nil || !strings.Contains(err.Error(), "threads") {
-		t.Errorf("thread leak: %v", err)
+}
+
+func TestProcStatsGrowth(t *testing.T) {
+	base := ProcStats{FDs: 20, Threads: 10, Goroutines: 30}
+	got := ProcStats{FDs: 25, Threads: 8, Goroutines: 31}.Growth(base)
+	if want := (ProcStats{FDs: 5, Threads: 0, Goroutines: 1}); got != want {
+		t.Errorf("Growth = %+v, want %+v", got, want)
+	}
+	if got := (ProcStats{FDs: 1, Threads: 9, Goroutines: 3}).Max(ProcStats{FDs: 4, Threads: 2, Goroutines: 3}); got != (ProcStats{FDs: 4, Threads: 9, Goroutines: 3}) {
+		t.Errorf("Max = %+v", got)
 	}
 }
 

@@ -48,6 +48,9 @@ type Report struct {
 	LinkDown      int64 `json:"linkDown"`
 	LinkCuts      int64 `json:"linkCuts"`
 	LinkCorrupted int64 `json:"linkCorrupted"`
+	// Growth is the most file descriptors, threads and goroutines a
+	// process held at a check beyond those it held at its first.
+	Growth ProcStats `json:"growth"`
 	// DiskFull says how full disks were made: tmpfs or fsize.
 	DiskFull string `json:"diskFull"`
 	// Violations are the broken invariants.
@@ -100,6 +103,8 @@ func (r *Report) Write(w io.Writer) {
 	fmt.Fprintf(w, "outbox batches sent twice: %d; answers lost: %d\n", r.OutboxDuplicated, r.OutboxAnswersLost)
 	fmt.Fprintf(w, "links: %d bytes down, %d connections cut, %d bytes corrupted; full disks by %s\n",
 		r.LinkDown, r.LinkCuts, r.LinkCorrupted, r.DiskFull)
+	fmt.Fprintf(w, "largest growth of a process over its first check: %d file descriptors, %d threads, %d goroutines\n",
+		r.Growth.FDs, r.Growth.Threads, r.Growth.Goroutines)
 	fmt.Fprintf(w, "violations: %d\n", len(r.Violations))
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "  %s\n", v)

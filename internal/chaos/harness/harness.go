@@ -83,6 +83,7 @@ type Env struct {
 	hubDir    string
 	hubConfig string
 	hubAddr   string
+	hubDebug  string
 	caFile    string
 	keyFile   string
 	pubFile   string
@@ -121,6 +122,7 @@ type agentProc struct {
 	ready   string
 	logPath string
 	serve   string
+	debug   string // --debug-listen
 	link    *linksim.Link
 	p       *proc
 	base    *chaos.ProcStats // at the first check of this process
@@ -158,6 +160,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		return nil, err
 	}
 	if e.hubAddr, err = freeAddr(); err != nil {
+		return nil, err
+	}
+	if e.hubDebug, err = freeAddr(); err != nil {
 		return nil, err
 	}
 	if _, err := e.cli(ctx, "hub", "init", "--data", e.hubDir, "--listen", e.hubAddr, "--context-name", "chaos"); err != nil {
@@ -200,6 +205,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 			return nil, err
 		}
 		if a.serve, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		if a.debug, err = freeAddr(); err != nil {
 			return nil, err
 		}
 		e.agents = append(e.agents, a)
@@ -338,7 +346,7 @@ func (e *Env) cli(ctx context.Context, args ...string) (string, error) {
 func (e *Env) startHub(ctx context.Context) error {
 	ready := filepath.Join(e.opts.Dir, "hub.ready")
 	os.Remove(ready)
-	p, err := startProc("hub", e.opts.Outpost, []string{"hub", "serve", "--data", e.hubDir, "--ready-file", ready}, e.hubLog,
+	p, err := startProc("hub", e.opts.Outpost, []string{"hub", "serve", "--data", e.hubDir, "--ready-file", ready, "--debug-listen", e.hubDebug}, e.hubLog,
 		func(p *proc, err error) {
 			e.violate(chaos.Violation{Invariant: chaos.Crash, Agent: -1, Detail: fmt.Sprintf("the hub exited: %v\n%s", err, tailFile(e.hubLog, 3000))})
 		})
@@ -358,7 +366,7 @@ func (e *Env) startAgent(ctx context.Context, a *agentProc) error {
 	labels := chaos.InitialLabels(a.i)
 	args := []string{"agent", "--hub", "https://" + a.link.Addr(), "--data", a.data, "--name", a.name,
 		"--labels", "region=" + labels["region"] + ",tier=" + labels["tier"], "--ca-file", e.caFile, "--join-token", e.joinToken,
-		"--trusted-key", e.pubFile, "--ready-file", a.ready, "--serve", a.serve,
+		"--trusted-key", e.pubFile, "--ready-file", a.ready, "--serve", a.serve, "--debug-listen", a.debug,
 		"--poll-timeout", e.opts.PollTimeout.String(), "--report-interval", "1s"}
 	p, err := startProc(a.name, e.opts.Outpost, args, a.logPath, func(p *proc, err error) {
 		e.violate(chaos.Violation{Invariant: chaos.Crash, Agent: a.i, Detail: fmt.Sprintf("the agent exited: %v\n%s", err, tailFile(a.logPath, 3000))})

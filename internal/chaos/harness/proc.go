@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -85,27 +86,62 @@ func (p *proc) kill() {
 	<-p.done
 }
 
-// stats reads the process's open file descriptors and threads.
-func (p *proc) stats() (chaos.ProcStats, error) {
+// stats reads the process's open file descriptors and threads from /proc,
+// and its goroutines from its debugging endpoint at debugAddr
+// (--debug-listen).
+func (p *proc) stats(ctx context.Context, client *http.Client, debugAddr string) (chaos.ProcStats, error) {
 	var st chaos.ProcStats
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid()))
 	if err != nil {
 		return st, err
 	}
 	st.FDs = len(fds)
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.pid()))
-	if err != nil {
+	if st.Threads, err = threads(p.pid()); err != nil {
 		return st, err
+	}
+	st.Goroutines, err = goroutines(ctx, client, debugAddr)
+	return st, err
+}
+
+// threads reads the number of threads of process pid from /proc.
+func threads(pid int) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "Threads:"); ok {
-			st.Threads, err = strconv.Atoi(strings.TrimSpace(v))
-			return st, err
+			return strconv.Atoi(strings.TrimSpace(v))
 		}
 	}
-	return st, errors.New("no Threads in /proc status")
+	return 0, errors.New("no Threads in /proc status")
+}
+
+// goroutines reads the number of goroutines of the process whose debugging
+// endpoint is at addr: the first line of its goroutine profile says
+// "goroutine profile: total N".
+func goroutines(ctx context.Context, client *http.Client, addr string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/goroutine?debug=1", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("goroutine profile: %w", err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		return 0, fmt.Errorf("goroutine profile: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	n, ok := strings.CutPrefix(strings.TrimSpace(line), "goroutine profile: total ")
+	if !ok {
+		return 0, fmt.Errorf("goroutine profile starts with %q", line)
+	}
+	return strconv.Atoi(n)
 }
 
 // waitFile waits until path exists and is not empty, the process exits, or

@@ -408,7 +408,7 @@ func (e *Env) check(ctx context.Context) error {
 			e.violate(v)
 		}
 	}
-	if err := e.checkHubLeak(); err != nil {
+	if err := e.checkProcLeak(ctx, "the hub", e.hub, e.hubDebug, &e.hubBase); err != nil {
 		e.violate(chaos.Violation{Invariant: chaos.Leak, Agent: -1, Detail: err.Error()})
 	}
 	return nil
@@ -482,12 +482,8 @@ func (e *Env) checkAtRest(ctx context.Context, a *agentProc) []chaos.Violation {
 	if len(temps) > 0 {
 		bad(chaos.Leak, "temporary files left after convergence: %s", strings.Join(temps, ", "))
 	}
-	if st, err := a.p.stats(); err == nil {
-		if a.base == nil {
-			a.base = &st
-		} else if err := chaos.CheckLeak(a.name, *a.base, st); err != nil {
-			bad(chaos.Leak, "%v", err)
-		}
+	if err := e.checkProcLeak(ctx, a.name, a.p, a.debug, &a.base); err != nil {
+		bad(chaos.Leak, "%v", err)
 	}
 	notes, err := e.admin.Notes(ctx, a.name)
 	if err != nil {
@@ -542,18 +538,24 @@ func (e *Env) checkCache(a *agentProc, s chaos.Sample) []chaos.Violation {
 	return out
 }
 
-// checkHubLeak compares the hub's descriptors and threads with those at
-// the first check of its process.
-func (e *Env) checkHubLeak() error {
-	st, err := e.hub.stats()
+// checkProcLeak compares a process's descriptors, threads and goroutines
+// with those at its first check, which *base keeps, and records the growth
+// in the report.
+func (e *Env) checkProcLeak(ctx context.Context, what string, p *proc, debugAddr string, base **chaos.ProcStats) error {
+	st, err := p.stats(ctx, e.http, debugAddr)
 	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if *base == nil {
+		*base = &st
 		return nil
 	}
-	if e.hubBase == nil {
-		e.hubBase = &st
-		return nil
-	}
-	return chaos.CheckLeak("the hub", *e.hubBase, st)
+	e.mu.Lock()
+	e.report.Growth = e.report.Growth.Max(st.Growth(**base))
+	e.mu.Unlock()
+	e.opts.Logf("%s: %d file descriptors, %d threads, %d goroutines (first check of this process: %d, %d, %d)",
+		what, st.FDs, st.Threads, st.Goroutines, (*base).FDs, (*base).Threads, (*base).Goroutines)
+	return chaos.CheckLeak(what, **base, st)
 }
 
 func fileDigest(path string) (string, error) {
