@@ -8,7 +8,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/hubclient"
 	"outpost.dev/outpost/internal/outbox"
 )
@@ -32,6 +31,7 @@ func (a *Agent) sendLoop(ctx context.Context) {
 	defer tick.Stop()
 	failures := 0
 	for ctx.Err() == nil {
+		back := a.reach.wait()
 		n, err := a.sendOutbox(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -39,7 +39,7 @@ func (a *Agent) sendLoop(ctx context.Context) {
 			}
 			failures++
 			a.log.Debug("outbox not sent", "err", err, "failures", failures)
-			clock.Sleep(ctx, a.clock, max(a.backoff(failures), hubclient.RetryAfter(err)))
+			a.retryWait(ctx, max(a.backoff(failures), hubclient.RetryAfter(err)), err, back)
 			continue
 		}
 		failures = 0
@@ -73,6 +73,9 @@ func (a *Agent) sendOutbox(ctx context.Context) (int, error) {
 	}
 	resp, err := a.hub.SendOutbox(ctx, a.name, batch)
 	if err != nil {
+		if hubclient.Code(err) == 0 && ctx.Err() == nil {
+			a.reach.failed()
+		}
 		return 0, err
 	}
 	outcomes := make([]outbox.Outcome, len(resp.Results))
