@@ -416,7 +416,7 @@ func (p *planner) step(k Kind) (Step, bool) {
 		s.N = (64 << 10) + p.rng.Int64N(960<<10)
 		s.Latency = time.Duration(p.rng.IntN(100)) * time.Millisecond
 	case Corrupt:
-		s.N = 20_000 + p.rng.Int64N(180_000)
+		s.N = 4_000 + p.rng.Int64N(60_000) // long polls carry a few KB: corrupt some
 	case Cut:
 		s.N = 1 + p.rng.Int64N(300<<10)
 	case KillAgent:
