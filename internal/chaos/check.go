@@ -56,14 +56,18 @@ func (v Violation) String() string {
 
 // ModelState is one deployment in an agent's local state.
 type ModelState struct {
-	Deployment    string `json:"deployment"`
-	Model         string `json:"model"`
-	Active        string `json:"active,omitempty"`
-	ActiveDigest  string `json:"activeDigest,omitempty"`
+	// Deployment and Model name the row.
+	Deployment string `json:"deployment"`
+	Model      string `json:"model"`
+	// Active and ActiveDigest are the version served, if any.
+	Active       string `json:"active,omitempty"`
+	ActiveDigest string `json:"activeDigest,omitempty"`
+	// Desired and DesiredDigest are the version the applied desired state names.
 	Desired       string `json:"desired"`
 	DesiredDigest string `json:"desiredDigest"`
-	Phase         string `json:"phase"`
-	Error         string `json:"error,omitempty"`
+	// Phase and Error are the row's phase and last error.
+	Phase string `json:"phase"`
+	Error string `json:"error,omitempty"`
 }
 
 // Sample is an agent's local state at one moment, as `outpost agent status`
@@ -92,18 +96,23 @@ func (s Sample) model(deployment string) (ModelState, bool) {
 
 // DocModel is one model of a desired-state document.
 type DocModel struct {
-	Deployment     string `json:"deployment"`
-	Model          string `json:"model"`
-	Version        string `json:"version"`
-	Digest         string `json:"digest"`
-	AllowDowngrade bool   `json:"allowDowngrade,omitempty"`
+	// Deployment names the deployment; Model, Version and Digest the model
+	// version it resolved to.
+	Deployment string `json:"deployment"`
+	Model      string `json:"model"`
+	Version    string `json:"version"`
+	Digest     string `json:"digest"`
+	// AllowDowngrade is the deployment's.
+	AllowDowngrade bool `json:"allowDowngrade,omitempty"`
 }
 
 // Doc is a desired-state document the hub served an agent.
 type Doc struct {
-	Agent    int        `json:"agent"`
-	Revision int64      `json:"revision"`
-	Models   []DocModel `json:"models"`
+	// Agent is the agent served; Revision the document's revision.
+	Agent    int   `json:"agent"`
+	Revision int64 `json:"revision"`
+	// Models are the deployments the document places on the agent.
+	Models []DocModel `json:"models"`
 }
 
 func (d Doc) model(deployment string) (DocModel, bool) {
@@ -287,8 +296,10 @@ func CheckNotes(agent int, accepted []string, notes []string) []Violation {
 
 // Outcome is the hub's answer for one outbox record.
 type Outcome struct {
-	Key     string
-	Outcome string // Applied, Duplicate or Refused
+	// Key is the record's idempotency key.
+	Key string
+	// Outcome is Applied, Duplicate or Refused.
+	Outcome string
 }
 
 // CheckDuplicateAnswer compares the hub's answers to one outbox batch sent
@@ -313,6 +324,7 @@ func CheckDuplicateAnswer(first, second []Outcome) error {
 
 // ProcStats are a process's open file descriptors, threads and goroutines.
 type ProcStats struct {
+	// FDs, Threads and Goroutines count what the process holds.
 	FDs        int `json:"fds"`
 	Threads    int `json:"threads"`
 	Goroutines int `json:"goroutines"`

@@ -153,7 +153,10 @@ func waitFile(ctx context.Context, path string, p *proc, within time.Duration) (
 			return b, nil
 		}
 		if p != nil && p.exited() {
-			return nil, fmt.Errorf("%s exited before it was ready: %v", p.name, p.err)
+			if p.err == nil {
+				return nil, fmt.Errorf("%s exited before it was ready", p.name)
+			}
+			return nil, fmt.Errorf("%s exited before it was ready: %w", p.name, p.err)
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("%s not ready after %s", path, within)
