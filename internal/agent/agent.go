@@ -797,7 +797,14 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		a.signal(a.sendNow)
 		return
 	}
-	if ctx.Err() != nil || errors.Is(err, errSuperseded) || errors.Is(err, context.Canceled) {
+	if ctx.Err() != nil {
+		a.mu.Unlock()
+		return
+	}
+	if errors.Is(err, errSuperseded) || errors.Is(err, context.Canceled) {
+		// Another version is desired, or none: the partial files of this
+		// one go at the next garbage collection, once no sync runs.
+		a.gcDirty = true
 		a.mu.Unlock()
 		return
 	}
