@@ -267,6 +267,38 @@ func TestShrink(t *testing.T) {
 	if runs != 5 || !fails(got) || len(got) > len(plan) {
 		t.Errorf("Shrink with a budget of 5: %d runs, %d steps", runs, len(got))
 	}
+	// What broke since the last check is found from the window first.
+	lastCheck := 0
+	for i, s := range plan {
+		if s.Kind == Check && i < len(plan)-1 {
+			lastCheck = i
+		}
+	}
+	late := map[int]bool{plan[2].ID: true, plan[lastCheck+3].ID: true}
+	var first []Step
+	got, runs = Shrink(plan, func(steps []Step) bool {
+		if first == nil {
+			first = steps
+		}
+		n := 0
+		for _, s := range steps {
+			if late[s.ID] {
+				n++
+			}
+		}
+		return n == len(late)
+	}, 1000)
+	if len(got) != 3 {
+		t.Errorf("Shrink = %v, want the 2 needed steps and the check", got)
+	}
+	for _, s := range first {
+		if s.Kind == Check && s.ID != plan[len(plan)-1].ID {
+			t.Errorf("the first candidate holds %s: it should start after the last check", s)
+		}
+	}
+	if first[0].ID != plan[0].ID {
+		t.Errorf("the first candidate starts at %s: it should keep the opening steps", first[0])
+	}
 	// A plan that fails only whole stays whole.
 	got, _ = Shrink(plan[:6], func(s []Step) bool { return len(s) == 6 }, 100)
 	if len(got) != 6 {
