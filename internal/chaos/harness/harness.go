@@ -126,6 +126,9 @@ type agentProc struct {
 	link    *linksim.Link
 	p       *proc
 	base    *chaos.ProcStats // at the first check of this process
+	// sampling is held from reading the agent's state to checking it, so
+	// that the monitor sees the samples in the order they were taken.
+	sampling sync.Mutex
 }
 
 // Start initialises and starts a hub, the proxy and opts.Agents agents,
@@ -414,6 +417,8 @@ func (e *Env) sampleLoop(ctx context.Context) {
 // sample reads an agent's local state, checks it with the monitor and
 // keeps it as the agent's latest.
 func (e *Env) sample(ctx context.Context, a *agentProc) (chaos.Sample, error) {
+	a.sampling.Lock()
+	defer a.sampling.Unlock()
 	st, err := agent.ReadStatus(ctx, a.data)
 	if err != nil {
 		return chaos.Sample{}, err
