@@ -61,7 +61,7 @@ func TestShortCampaign(t *testing.T) {
 					Logf: func(format string, args ...any) {
 						fmt.Fprintf(&log, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
 					}},
-				Seed: seed, Faults: 30, CheckEvery: 25, ShrinkBudget: 3,
+				Seed: seed, Faults: 30, CheckEvery: 25, MaxGap: 150 * time.Millisecond, ShrinkBudget: 3,
 			}
 			plan, err := cfg.Plan()
 			if err != nil {
