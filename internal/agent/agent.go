@@ -178,6 +178,7 @@ type Agent struct {
 	wake      chan struct{} // asks the reconcile loop for a pass
 	reportNow chan struct{} // asks the report loop for a report
 	sendNow   chan struct{} // asks the outbox loop to send
+	reach     *reachability // wakes loops backing off when the hub answers again
 	outbox    *outbox.Outbox
 
 	// gcMu is held shared by each model sync and exclusively by garbage collection.
@@ -264,7 +265,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, state: st, cache: c, clock: clock.OrReal(cfg.Clock),
-		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sendNow: make(chan struct{}, 1),
+		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sendNow: make(chan struct{}, 1), reach: newReachability(),
 		active: map[string]ActiveModel{}, unservable: map[string]string{},
 		workers: map[string]*worker{}, retries: map[string]retry{}, indexes: map[digest.Digest]*artifact.ChunkIndex{},
 		noIndex: map[string]time.Time{},
@@ -626,9 +627,13 @@ func hubBusy(err error) bool {
 	return code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable
 }
 
-// pollLoop long-polls the desired state and applies what comes.
+// pollLoop long-polls the desired state and applies what comes. After a
+// failure it backs off, but polls again as soon as the hub answers any
+// request when the failure was no answer at all, and at once after joining
+// again when the hub no longer knew its credential or its cluster.
 func (a *Agent) pollLoop(ctx context.Context) {
 	failures := 0
+	rejoined := false // the last poll failed, and the agent joined again
 	for ctx.Err() == nil {
 		applied, err := a.state.applied(ctx)
 		if err != nil {
@@ -637,22 +642,37 @@ func (a *Agent) pollLoop(ctx context.Context) {
 			continue
 		}
 		start := a.clock.Now()
+		back := a.reach.wait()
 		doc, err := a.hub.DesiredState(ctx, a.name, applied.Revision, a.cfg.PollTimeout)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			failures++
-			if hubclient.Code(err) == http.StatusUnauthorized && a.cfg.JoinToken != "" {
-				a.log.Warn("hub refused the credential, joining again", "err", err)
-				if jerr := a.join(ctx); jerr != nil {
+			if hubclient.Code(err) == 0 {
+				a.reach.failed()
+			}
+			if code := hubclient.Code(err); (code == http.StatusUnauthorized || code == http.StatusNotFound) && a.cfg.JoinToken != "" {
+				// The credential is refused, or the cluster is gone (deleted
+				// while the agent polled): the hub no longer knows it.
+				a.log.Warn("hub refused the credential or no longer has the cluster, joining again", "err", err)
+				jerr := a.join(ctx)
+				if jerr != nil {
 					a.log.Error("join again", "err", jerr)
 				}
+				if jerr == nil && !rejoined {
+					// Poll with the new credential now; a second refusal
+					// in a row backs off as any failure does.
+					rejoined = true
+					continue
+				}
 			}
+			rejoined = false
 			a.log.Warn("cannot poll desired state", "err", err, "failures", failures)
-			clock.Sleep(ctx, a.clock, a.retryDelay(err, failures))
+			a.retryWait(ctx, a.retryDelay(err, failures), err, back)
 			continue
 		}
+		rejoined = false
 		if failures > 0 {
 			a.log.Info("hub reachable again")
 			a.signal(a.reportNow)
@@ -672,10 +692,45 @@ func (a *Agent) pollLoop(ctx context.Context) {
 	}
 }
 
-// contact records that the hub answered.
+// contact records that the hub answered; when it had not answered a
+// request before, the loops backing off from it try again at once.
 func (a *Agent) contact(ctx context.Context) {
+	if a.reach.answered() {
+		a.log.Info("hub answers again")
+		a.mu.Lock()
+		now := a.clock.Now()
+		for name, rt := range a.retries {
+			if !rt.permanent {
+				rt.next = now
+				a.retries[name] = rt
+			}
+		}
+		a.mu.Unlock()
+		a.signal(a.wake)
+	}
 	if err := a.state.setMeta(ctx, metaLastContact, formatTime(a.clock.Now())); err != nil {
 		a.log.Error("record contact", "err", err)
+	}
+}
+
+// retryWait waits d after a request to the hub failed with err, or less:
+// when err carries no answer from the hub, it ends as soon as the hub
+// answers again (back, taken from a.reach before the request). An answer
+// that said no (a status code) waits all of d. It reports whether ctx is
+// still alive.
+func (a *Agent) retryWait(ctx context.Context, d time.Duration, err error, back <-chan struct{}) bool {
+	if hubclient.Code(err) != 0 {
+		back = nil
+	}
+	t := a.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-back:
+		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -803,7 +858,14 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		a.signal(a.sendNow)
 		return
 	}
-	if ctx.Err() != nil || errors.Is(err, errSuperseded) || errors.Is(err, context.Canceled) {
+	if ctx.Err() != nil {
+		a.mu.Unlock()
+		return
+	}
+	if errors.Is(err, errSuperseded) || errors.Is(err, context.Canceled) {
+		// Another version is desired, or none: the partial files of this
+		// one go at the next garbage collection, once no sync runs.
+		a.gcDirty = true
 		a.mu.Unlock()
 		return
 	}

@@ -10,6 +10,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/hubclient"
 )
 
 // ConditionDowngraded is the Cluster condition an agent reports while a
@@ -82,6 +83,9 @@ func (a *Agent) sendReport(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if _, err := a.hub.Report(rctx, r); err != nil {
+		if hubclient.Code(err) == 0 && ctx.Err() == nil {
+			a.reach.failed()
+		}
 		return err
 	}
 	a.link.observeRTT(clock.Since(a.clock, start))

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/hubclient"
 	"outpost.dev/outpost/internal/outbox"
 )
@@ -29,6 +31,7 @@ func (a *Agent) sendLoop(ctx context.Context) {
 	defer tick.Stop()
 	failures := 0
 	for ctx.Err() == nil {
+		back := a.reach.wait()
 		n, err := a.sendOutbox(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -36,7 +39,7 @@ func (a *Agent) sendLoop(ctx context.Context) {
 			}
 			failures++
 			a.log.Debug("outbox not sent", "err", err, "failures", failures)
-			clock.Sleep(ctx, a.clock, max(a.backoff(failures), hubclient.RetryAfter(err)))
+			a.retryWait(ctx, max(a.backoff(failures), hubclient.RetryAfter(err)), err, back)
 			continue
 		}
 		failures = 0
@@ -70,6 +73,9 @@ func (a *Agent) sendOutbox(ctx context.Context) (int, error) {
 	}
 	resp, err := a.hub.SendOutbox(ctx, a.name, batch)
 	if err != nil {
+		if hubclient.Code(err) == 0 && ctx.Err() == nil {
+			a.reach.failed()
+		}
 		return 0, err
 	}
 	outcomes := make([]outbox.Outcome, len(resp.Results))
@@ -96,4 +102,53 @@ func (a *Agent) syncing() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.workers) > 0
+}
+
+// PutOutcome says what PutRecord did with a record.
+type PutOutcome int
+
+// Outcomes of PutRecord.
+const (
+	// PutAdded: the record is in the outbox, to be sent.
+	PutAdded PutOutcome = iota
+	// PutWaiting: a record with its key already waits; the new one was not added.
+	PutWaiting
+	// PutDropped: the outbox's budget had no room for it; it was dropped and counted.
+	PutDropped
+)
+
+// PutRecord puts rec into the outbox of the agent whose data directory is
+// dir, whether the agent runs or not: a running agent sends it with its own
+// records, at the latest after its report interval. The outbox makes room
+// under its default budget as the agent's would, except that it drops what
+// it would have merged.
+func PutRecord(ctx context.Context, dir string, rec outbox.Record) (PutOutcome, error) {
+	path := filepath.Join(dir, dbFile)
+	if _, err := os.Stat(path); err != nil {
+		return 0, fmt.Errorf("%s is not an agent data directory: %w", dir, err)
+	}
+	st, err := openState(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	ob, err := outbox.Open(ctx, st.db, outbox.Options{WriteLock: &st.writeMu})
+	if err != nil {
+		return 0, err
+	}
+	waiting, err := ob.Has(ctx, rec.Key)
+	if err != nil {
+		return 0, err
+	}
+	if waiting {
+		return PutWaiting, nil
+	}
+	added, err := ob.Put(ctx, rec)
+	switch {
+	case err != nil:
+		return 0, err
+	case !added:
+		return PutDropped, nil
+	}
+	return PutAdded, nil
 }

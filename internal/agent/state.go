@@ -95,12 +95,16 @@ type stateDB struct {
 
 // openState opens (creating if absent) the agent database at path, in WAL
 // mode with synchronous=FULL, so `outpost agent status` can read it while
-// the agent writes.
+// the agent writes. Write transactions begin IMMEDIATE: another process
+// writing the same database (`outpost agent outbox put`) then makes a
+// writer wait for the lock (busy_timeout) instead of failing it, which a
+// transaction that read first and writes second would.
 func openState(ctx context.Context, path string) (*stateDB, error) {
 	q := url.Values{}
 	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)"} {
 		q.Add("_pragma", p)
 	}
+	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)

@@ -45,6 +45,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		keepVersions  int
 		verifyOnStart bool
 		sf            servingFlags
+		debugAddr     string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --hub URL --join-token T --data DIR --name NAME",
@@ -145,6 +146,11 @@ only when the deployment sets allowDowngrade.`,
 				return err
 			}
 			defer func() { cancel(); <-serveDone }()
+			debugDone, err := serveDebug(ctx, cfg.Logger, debugAddr)
+			if err != nil {
+				return err
+			}
+			defer func() { cancel(); <-debugDone }()
 			errc := make(chan error, 1)
 			go func() { errc <- a.Run(ctx) }()
 			select {
@@ -175,12 +181,97 @@ only when the deployment sets allowDowngrade.`,
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
 	sf.register(f)
+	addDebugListen(cmd, &debugAddr)
 	cmd.PreRun = func(cmd *cobra.Command, args []string) {
 		if joinToken == "" {
 			joinToken = os.Getenv("OUTPOST_JOIN_TOKEN")
 		}
 	}
-	cmd.AddCommand(newAgentStatusCmd())
+	outboxCmd := &cobra.Command{
+		Use:   "outbox",
+		Short: "Put records into the agent's outbox for the hub",
+	}
+	outboxCmd.AddCommand(newAgentOutboxPutCmd())
+	cmd.AddCommand(newAgentStatusCmd(), outboxCmd)
+	return cmd
+}
+
+// outboxPriorities names the outbox priorities for --priority.
+var outboxPriorities = map[string]outbox.Priority{
+	"control": outbox.PriorityControl, "results": outbox.PriorityResults, "fl": outbox.PriorityFL,
+	"metrics": outbox.PriorityMetrics, "logs": outbox.PriorityLogs,
+}
+
+func newAgentOutboxPutCmd() *cobra.Command {
+	var data, key, kind, text, payload, priority string
+	cmd := &cobra.Command{
+		Use:   "put --data DIR --key KEY (--text TEXT | --kind KIND --payload JSON)",
+		Short: "Put a record into the agent's outbox, to reach the hub once",
+		Long: `Put one record into the outbox of the agent of data directory DIR, whether
+the agent runs or not: it reaches the hub once the link allows, exactly once
+per key, however often it is sent (see 'Outbox' in docs/agent.md). A running
+agent sends it within its --report-interval.
+
+With --text the record is a note (kind note), which every hub keeps and
+lists with 'outpost cluster notes NAME'. Other kinds take their JSON payload
+from --payload; the hub refuses kinds it does not apply, and the agent then
+drops and counts them ('outpost agent status' shows it).
+
+It exits 0 once the record is durably in the outbox, or when a record with
+the same key already waits there (nothing is added); it fails when the outbox
+has no room for it within its byte budget.`,
+		Example: `  outpost agent outbox put --data /var/lib/outpost-agent --key fan-2031-05-06 --text "fan replaced"
+  outpost agent outbox put --data /var/lib/outpost-agent --key k1 --kind note --payload '{"text":"door open"}'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case data == "":
+				return errors.New("--data is required")
+			case key == "":
+				return errors.New("--key is required: the record's idempotency key, unique within the cluster")
+			case text != "" && payload != "":
+				return errors.New("give --text (a note) or --payload, not both")
+			case text == "" && payload == "":
+				return errors.New("give --text (a note) or --kind and --payload")
+			}
+			p, ok := outboxPriorities[priority]
+			if !ok {
+				return fmt.Errorf("--priority %q: want control, results, fl, metrics or logs", priority)
+			}
+			raw := []byte(payload)
+			if text != "" {
+				if kind != v1alpha1.RecordKindNote {
+					return fmt.Errorf("--text makes a note; --kind %q wants --payload", kind)
+				}
+				raw, _ = json.Marshal(v1alpha1.NotePayload{Text: text})
+			}
+			if kind == v1alpha1.RecordKindNote {
+				if _, err := v1alpha1.ParseNotePayload(raw); err != nil {
+					return err
+				}
+			}
+			res, err := agent.PutRecord(cmd.Context(), data, outbox.Record{Key: key, Kind: kind, Priority: p, Payload: raw})
+			if err != nil {
+				return err
+			}
+			switch res {
+			case agent.PutWaiting:
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %q already waits in the outbox: not added again\n", kind, key)
+			case agent.PutDropped:
+				return fmt.Errorf("%s %q dropped: the outbox has no room for it within its byte budget", kind, key)
+			default:
+				fmt.Fprintf(cmd.OutOrStdout(), "put %s %q into the outbox\n", kind, key)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&data, "data", "", "agent data directory")
+	f.StringVar(&key, "key", "", "idempotency key, unique within the cluster (1 to 512 characters)")
+	f.StringVar(&kind, "kind", v1alpha1.RecordKindNote, "record kind")
+	f.StringVar(&text, "text", "", "the text of a note")
+	f.StringVar(&payload, "payload", "", "the record's payload, JSON")
+	f.StringVar(&priority, "priority", "results", "priority: control, results, fl, metrics or logs")
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -28,8 +29,57 @@ expire (24h by default, at most 30 days) and can be deleted early; clusters
 that already joined keep their credentials.`,
 	}
 	token.AddCommand(newClusterTokenCreateCmd(g), newClusterTokenListCmd(g), newClusterTokenDeleteCmd(g))
-	cmd.AddCommand(token)
+	cmd.AddCommand(token, newClusterNotesCmd(g))
 	return cmd
+}
+
+func newClusterNotesCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "notes NAME",
+		Short: "List the notes a cluster sent from the edge",
+		Long: `List the notes the hub took from cluster NAME's outbox, oldest first: lines
+put at the edge with 'outpost agent outbox put --kind note', which reach the
+hub once each whenever the link allows. Notes outlive their cluster: those of
+a deleted cluster are still listed. Needs the admin token.`,
+		Example: `  outpost cluster notes edge-1
+  outpost cluster notes edge-1 -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "yaml", "json"); err != nil {
+				return err
+			}
+			h, err := g.hub()
+			if err != nil {
+				return err
+			}
+			l, err := h.Notes(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("notes of cluster %s: %w", args[0], err)
+			}
+			if output != "" {
+				return printStructured(g.stdout, output, l)
+			}
+			if len(l.Items) == 0 {
+				fmt.Fprintf(g.stderr, "no notes from cluster %s\n", args[0])
+				return nil
+			}
+			return printNotes(g.stdout, l.Items)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: yaml or json")
+	return cmd
+}
+
+// printNotes writes a table of notes; a note's lines are joined with spaces.
+func printNotes(w io.Writer, notes []v1alpha1.Note) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RECEIVED\tCREATED\tKEY\tTEXT")
+	for _, n := range notes {
+		text := strings.Join(strings.Fields(n.Text), " ")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Received.UTC().Format(time.RFC3339), n.Created.UTC().Format(time.RFC3339), n.Key, text)
+	}
+	return tw.Flush()
 }
 
 func newClusterTokenCreateCmd(g *globals) *cobra.Command {

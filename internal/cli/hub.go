@@ -201,6 +201,7 @@ func newHubServeCmd(g *globals) *cobra.Command {
 		ready        string
 		offlineAfter time.Duration
 		webhooks     []string
+		debugAddr    string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR",
@@ -257,7 +258,14 @@ GET /metrics answers Prometheus metrics to the admin token.`,
 				s.OfflineAfter = metav1.Duration{Duration: offlineAfter}
 			}
 			s.AlertWebhooks = append(s.AlertWebhooks, webhooks...)
-			return serveHub(cmd.Context(), g.logger(), d, s, trustSource{dir: d.trustedKeys(), files: trusted}, ready)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			debugDone, err := serveDebug(ctx, g.logger(), debugAddr)
+			if err != nil {
+				return err
+			}
+			defer func() { cancel(); <-debugDone }()
+			return serveHub(ctx, g.logger(), d, s, trustSource{dir: d.trustedKeys(), files: trusted}, ready)
 		},
 	}
 	f := cmd.Flags()
@@ -269,6 +277,7 @@ GET /metrics answers Prometheus metrics to the admin token.`,
 	f.DurationVar(&offlineAfter, "offline-after", 0,
 		"mark a cluster's link Disconnected when its agent has not reported for this long (default offlineAfter in DIR/hub.yaml, else 60s)")
 	f.StringArrayVar(&webhooks, "alert-webhook", nil, "http or https URL to POST drift alerts to, in Alertmanager's webhook format; repeatable")
+	addDebugListen(cmd, &debugAddr)
 	return cmd
 }
 

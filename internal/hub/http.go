@@ -55,6 +55,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /metrics", s.guarded(false, s.handleMetrics))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/clusters/{name}/report", s.guarded(true, s.handleReport))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/clusters/{name}/outbox", s.guarded(true, s.handleOutbox))
+	mux.HandleFunc("GET "+v1alpha1.APIPath+"/clusters/{name}/notes", s.guarded(false, s.handleNotes))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/jointokens", s.guarded(true, s.handleCreateJoinToken))
 	mux.HandleFunc("GET "+v1alpha1.APIPath+"/jointokens", s.guarded(false, s.handleListJoinTokens))
 	mux.HandleFunc("DELETE "+v1alpha1.APIPath+"/jointokens/{id}", s.guarded(true, s.handleDeleteJoinToken))

@@ -67,9 +67,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// Records holds the handler of each kind of agent outbox record the hub
 	// applies (POST clusters/{name}/outbox), beside the hub's own (drift
-	// windows, drift.RecordKind); a handler here replaces the hub's of its
-	// kind. A record of another kind is refused, and its agent drops and
-	// counts it.
+	// windows, drift.RecordKind; notes from the edge, v1alpha1.RecordKindNote);
+	// a handler here replaces the hub's of its kind. A record of another kind
+	// is refused, and its agent drops and counts it.
 	Records map[string]RecordHandler
 	// OfflineAfter is how long a cluster's agent may stay silent before the hub marks the
 	// cluster's link Disconnected; zero means DefaultOfflineAfter, negative never.
@@ -135,7 +135,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport),
 		alertClient: &http.Client{Timeout: alertTimeout}, alertsDone: make(chan struct{})}
 	s.metrics = newMetrics(s)
-	s.cfg.Records = map[string]RecordHandler{drift.RecordKind: s.applyDriftWindow}
+	s.cfg.Records = builtinRecords()
+	s.cfg.Records[drift.RecordKind] = s.applyDriftWindow
 	maps.Copy(s.cfg.Records, cfg.Records)
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)

@@ -120,7 +120,7 @@ func TestOutboxRefusals(t *testing.T) {
 	if res := resp.Results[0]; res.Outcome != v1alpha1.OutboxRefused || !strings.Contains(res.Message, "want {\"n\": N >= 0}") {
 		t.Errorf("bad payload: %+v", res)
 	}
-	if res := resp.Results[1]; res.Outcome != v1alpha1.OutboxRefused || !strings.Contains(res.Message, `unknown record kind "telemetry.v9" (this hub applies: drift.window, tally)`) {
+	if res := resp.Results[1]; res.Outcome != v1alpha1.OutboxRefused || !strings.Contains(res.Message, `unknown record kind "telemetry.v9" (this hub applies: drift.window, note, tally)`) {
 		t.Errorf("unknown kind: %+v", res)
 	}
 	if res := resp.Results[2]; res.Outcome != v1alpha1.OutboxApplied {
@@ -199,4 +199,55 @@ func mustJSON(t testing.TB, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func noteRecord(key, text string) v1alpha1.OutboxRecord {
+	b, _ := json.Marshal(v1alpha1.NotePayload{Text: text})
+	return v1alpha1.OutboxRecord{Key: key, Kind: v1alpha1.RecordKindNote, Payload: b}
+}
+
+// Notes are a built-in kind: stored once per key, listed by the admin
+// only, kept after their cluster is deleted.
+func TestOutboxNotes(t *testing.T) {
+	e, _, cred := newOutboxEnv(t)
+	got := outcomes(t, e.postJSON("/clusters/edge-1/outbox", cred, batch(noteRecord("n1", "fan replaced"), noteRecord("n2", "door open"))))
+	if strings.Join(got, " ") != "n1:Applied n2:Applied" {
+		t.Fatalf("notes: %v", got)
+	}
+	got = outcomes(t, e.postJSON("/clusters/edge-1/outbox", cred, batch(noteRecord("n2", "door open"),
+		v1alpha1.OutboxRecord{Key: "n3", Kind: v1alpha1.RecordKindNote, Payload: json.RawMessage(`{"text": " "}`)},
+		v1alpha1.OutboxRecord{Key: "n4", Kind: v1alpha1.RecordKindNote, Payload: json.RawMessage(`[1]`)})))
+	if strings.Join(got, " ") != "n2:Duplicate n3:Refused n4:Refused" {
+		t.Fatalf("again: %v", got)
+	}
+	list := func() []string {
+		r := e.do(http.MethodGet, "/clusters/edge-1/notes", e.admin, "", nil)
+		if r.code != http.StatusOK {
+			t.Fatalf("notes = %d %s", r.code, r.body)
+		}
+		l := decodeJSON[v1alpha1.NoteList](t, r.body)
+		if l.Kind != v1alpha1.KindNoteList {
+			t.Errorf("kind %q", l.Kind)
+		}
+		var out []string
+		for _, n := range l.Items {
+			if n.Cluster != "edge-1" || n.Received.IsZero() {
+				t.Errorf("note %+v", n)
+			}
+			out = append(out, n.Key+"="+n.Text)
+		}
+		return out
+	}
+	if got := strings.Join(list(), ","); got != "n1=fan replaced,n2=door open" {
+		t.Errorf("notes %s", got)
+	}
+	if r := e.do(http.MethodGet, "/clusters/edge-1/notes", cred, "", nil); r.code != http.StatusForbidden {
+		t.Errorf("a cluster read its notes: %d %s", r.code, r.body)
+	}
+	if r := e.do(http.MethodDelete, "/clusters/edge-1", e.admin, "", nil); r.code != http.StatusOK {
+		t.Fatalf("delete cluster = %d %s", r.code, r.body)
+	}
+	if got := strings.Join(list(), ","); got != "n1=fan replaced,n2=door open" {
+		t.Errorf("notes after the cluster was deleted: %s", got)
+	}
 }

@@ -196,3 +196,13 @@ func (c *Client) SendOutbox(ctx context.Context, cluster string, records []v1alp
 	}
 	return &resp, nil
 }
+
+// Notes lists the notes cluster sent through its outbox, oldest first
+// (admin only).
+func (c *Client) Notes(ctx context.Context, cluster string) (*v1alpha1.NoteList, error) {
+	var l v1alpha1.NoteList
+	if _, err := c.Do(ctx, http.MethodGet, resourcePath(v1alpha1.PluralClusters, cluster)+"/notes", nil, nil, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}

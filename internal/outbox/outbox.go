@@ -363,6 +363,15 @@ func (o *Outbox) Next(ctx context.Context, min Priority, max int, maxBytes int64
 	return out, nil
 }
 
+// Has reports whether a record with key waits in the outbox.
+func (o *Outbox) Has(ctx context.Context, key string) (bool, error) {
+	var n int
+	if err := o.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox_records WHERE key = ?`, key).Scan(&n); err != nil {
+		return false, fmt.Errorf("outbox: has %q: %w", key, err)
+	}
+	return n > 0, nil
+}
+
 // Outcome is what the hub did with one record.
 type Outcome struct {
 	// Key is the record's key.

@@ -167,6 +167,19 @@ var migrations = []string{
 		last_error   TEXT NOT NULL
 	);
 	CREATE INDEX alerts_url ON alerts(url, id);`,
+	// 6: notes from the edge (outbox records of kind note), in the order applied. The key is
+	// not unique here: outbox_outcomes makes each key apply once, and a note stored twice
+	// would show that it did not.
+	`CREATE TABLE notes (
+		seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+		cluster  TEXT NOT NULL,
+		key      TEXT NOT NULL,
+		text     TEXT NOT NULL,
+		created  TEXT NOT NULL,
+		received TEXT NOT NULL
+	);
+	CREATE INDEX notes_cluster ON notes(cluster, seq);
+	CREATE INDEX notes_received ON notes(received);`,
 }
 
 // Option configures a DB at Open.
