@@ -222,8 +222,10 @@ func TestLatency(t *testing.T) {
 // them. Delivering a transfer's chunks one latency after another would add
 // a latency per chunk; a delivery queue adds about one latency in all. The
 // transfer with latency is compared with the same transfer without, so
-// that the machine's speed cancels out, and latency may add at most a
-// quarter of what serialising the chunks would: a ratio, not a deadline.
+// that the machine's speed cancels out, and latency may add at most half
+// of what serialising the chunks would: a ratio, not a deadline. (A quarter
+// was missed once on 2 CPUs at load 13, where 128 timers firing late added
+// 3.8 s; a serialising link adds all 12.8 s.)
 // BenchmarkLatencyThroughput measures the throughput.
 func TestLatencyKeepsThroughput(t *testing.T) {
 	const (
@@ -251,8 +253,8 @@ func TestLatencyKeepsThroughput(t *testing.T) {
 	if delayed < latency {
 		t.Errorf("took %v, want at least the latency %v", delayed, latency)
 	}
-	if extra := delayed - base; extra > serialised/4 {
-		t.Errorf("latency added %v, more than a quarter of the %v that delivering %d chunks one after another adds", extra, serialised, chunks)
+	if extra := delayed - base; extra > serialised/2 {
+		t.Errorf("latency added %v, more than half of the %v that delivering %d chunks one after another adds", extra, serialised, chunks)
 	}
 }
 

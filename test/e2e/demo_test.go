@@ -26,13 +26,16 @@ func TestDemo(t *testing.T) {
 	out := &logBuffer{}
 	cmd := exec.CommandContext(ctx, outpostBin, "demo", "--keep", "--dir", dir)
 	cmd.Stdout, cmd.Stderr = out, out
+	// The demo's hub and agents are in its process group: a failed test
+	// kills them with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())
 		}
