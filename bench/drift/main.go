@@ -6,17 +6,19 @@
 //     serving.Server on loopback, the zoo's MLP and CNN, one image per
 //     request and batches of 32, off and on in alternating rounds, with the
 //     windows going into a real agent outbox (SQLite);
+//
 //   - bytes: one hour of 100 requests/s (360,000 requests of one
 //     Fashion-MNIST image each, a fake clock advancing 10 ms a request),
 //     the drift records the agent would send (JSON, zstd-compressed in the
 //     outbox's batches) against raw payload logging of the same requests
 //     (every request and response body, as KServe's payload logger sends
 //     them);
+//
 //   - detection delay: windows and samples from a shift (darker images)
 //     that starts in the middle of a window until the alarm, for several
 //     window sizes.
 //
-//	go run ./bench/drift [-duration 2s] [-rounds 3] [-requests 360000]
+//     go run ./bench/drift [-duration 2s] [-rounds 3] [-requests 360000]
 package main
 
 import (
