@@ -1,43 +1,14 @@
 package hub
 
 import (
-	"database/sql"
 	"net/http"
-	"net/url"
 	"strconv"
 	"testing"
 	"time"
 
 	"outpost.dev/outpost/internal/store"
+	"outpost.dev/outpost/internal/store/storetest"
 )
-
-// lockStore holds the database at path locked from another connection, as
-// another process (a backup, a sqlite3 shell) might, until the returned
-// function is called. db's idle connections are closed first: a connection
-// open in WAL mode would keep the lock from being taken.
-func lockStore(t *testing.T, db *store.DB, path string) (release func()) {
-	t.Helper()
-	db.SQL().SetMaxIdleConns(0)
-	q := url.Values{"_pragma": {"busy_timeout(1000)"}}
-	other, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := other.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, stmt := range []string{"PRAGMA locking_mode=EXCLUSIVE", "BEGIN EXCLUSIVE"} {
-		if _, err := conn.ExecContext(t.Context(), stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
-	return func() {
-		_, _ = conn.ExecContext(t.Context(), "COMMIT")
-		conn.Close()
-		other.Close()
-	}
-}
 
 // TestBusyStoreAnswersUnavailable checks that a hub whose store stays
 // locked beyond its busy timeout answers 503 with Retry-After, never 500,
@@ -62,7 +33,7 @@ func TestBusyStoreAnswersUnavailable(t *testing.T) {
 		{"report", http.MethodPost, "/clusters/a/report", used, report},
 		{"admin read", http.MethodGet, "/clusters/a", e.admin, nil},
 	}
-	release := lockStore(t, e.db, e.path)
+	release := storetest.Lock(t, e.db.SQL(), e.path)
 	for _, tt := range tests {
 		t.Run("locked/"+tt.name, func(t *testing.T) {
 			r := e.do(tt.method, tt.path, tt.token, "application/json", tt.body)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"outpost.dev/outpost/internal/store/storetest"
 )
 
 func TestJoinTokens(t *testing.T) {
@@ -150,7 +152,7 @@ func TestCachedCredentials(t *testing.T) {
 	}
 	lookup(h1, "a")
 
-	release := lock(t, db, path)
+	release := storetest.Lock(t, db.SQL(), path)
 	lookup(h1, "a") // remembered: no read
 	if _, _, err := db.ClusterForCredential(ctx, h2); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("credential not seen before, store locked: error = %v, want ErrUnavailable", err)

@@ -3,40 +3,13 @@ package store
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"errors"
-	"net/url"
 	"path/filepath"
 	"testing"
 	"time"
-)
 
-// lock holds the database at path locked from another connection until
-// the returned function is called. db's idle connections are closed first:
-// a connection open in WAL mode would keep the lock from being taken.
-func lock(t *testing.T, db *DB, path string) (release func()) {
-	t.Helper()
-	db.SQL().SetMaxIdleConns(0)
-	q := url.Values{"_pragma": {"busy_timeout(1000)"}}
-	other, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := other.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, stmt := range []string{"PRAGMA locking_mode=EXCLUSIVE", "BEGIN EXCLUSIVE"} {
-		if _, err := conn.ExecContext(t.Context(), stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
-	return func() {
-		_, _ = conn.ExecContext(t.Context(), "COMMIT")
-		conn.Close()
-		other.Close()
-	}
-}
+	"outpost.dev/outpost/internal/store/storetest"
+)
 
 func TestErrUnavailable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hub.db")
@@ -61,7 +34,7 @@ func TestErrUnavailable(t *testing.T) {
 		{"credential lookup", func(ctx context.Context) error { _, _, err := db.ClusterForCredential(ctx, h2); return err }},
 		{"write", func(ctx context.Context) error { return set(ctx, "b", h2) }},
 	}
-	release := lock(t, db, path)
+	release := storetest.Lock(t, db.SQL(), path)
 	for _, c := range calls {
 		t.Run("locked/"+c.name, func(t *testing.T) {
 			if err := c.call(ctx); !errors.Is(err, ErrUnavailable) {
