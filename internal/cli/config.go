@@ -28,12 +28,12 @@ token. 'outpost hub init' writes one and makes it current.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := g.configFile()
+			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("no client config at %s: run 'outpost hub init' or pass --config", path)
+			}
 			cfg, err := clientconfig.Load(path)
 			if err != nil {
 				return err
-			}
-			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("no client config at %s: run 'outpost hub init' or pass --config", path)
 			}
 			if !raw {
 				for i := range cfg.Contexts {
