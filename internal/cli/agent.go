@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -498,7 +497,7 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		fmt.Fprintln(w, "No models desired.")
 		return nil
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "DEPLOYMENT\tMODEL\tACTIVE\tDESIRED\tPHASE\tRUNTIME\tFETCHED\tOWED\tERROR")
 	for _, m := range st.Models {
 		active := orNone(m.ActiveVersion)
@@ -539,7 +538,7 @@ func printDrift(w io.Writer, models []agent.DeploymentStatus, now time.Time) err
 		return nil
 	}
 	fmt.Fprint(w, "\nDrift monitoring:\n")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "DEPLOYMENT\tVERSION\tALARM\tSINCE\tLAST WINDOW\tWINDOWS\tSAMPLES\tDROPPED")
 	for _, m := range rows {
 		d := m.Drift

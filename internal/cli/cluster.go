@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -73,7 +72,7 @@ a deleted cluster are still listed. Needs the admin token.`,
 
 // printNotes writes a table of notes; a note's lines are joined with spaces.
 func printNotes(w io.Writer, notes []v1alpha1.Note) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "RECEIVED\tCREATED\tKEY\tTEXT")
 	for _, n := range notes {
 		text := strings.Join(strings.Fields(n.Text), " ")
@@ -164,7 +163,7 @@ func newClusterTokenListCmd(g *globals) *cobra.Command {
 
 // printJoinTokens writes a table of join tokens, saying which have expired.
 func printJoinTokens(w io.Writer, toks []v1alpha1.JoinToken, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tEXPIRES\tSTATUS\tDESCRIPTION")
 	for _, jt := range toks {
 		status := "valid for " + jt.Expires.Sub(now).Round(time.Minute).String()

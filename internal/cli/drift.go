@@ -10,7 +10,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -223,7 +222,7 @@ NaN and infinite values (and empty CSV cells) are left out and counted.`,
 
 // printComparison writes a comparison as a table and a verdict.
 func printComparison(w io.Writer, c *driftref.Comparison) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "FEATURE\tTEST\tSTATISTIC\tP-VALUE\tCORRECTED\tDRIFTED")
 	drifted := 0
 	for _, col := range c.Columns {

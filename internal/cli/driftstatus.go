@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -100,7 +99,7 @@ func driftRows(deps []v1alpha1.ModelDeployment, all bool) []driftRow {
 
 // printDriftRows writes the rows as a table.
 func printDriftRows(w io.Writer, rows []driftRow, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "DEPLOYMENT\tCLUSTER\tVERSION\tLAST WINDOW\tALARM\tSINCE\tWINDOWS\tENDED\tDRIFTED FEATURES")
 	for _, r := range rows {
 		d := r.Drift
@@ -275,7 +274,7 @@ func verdictLine(reps []drift.WindowReport) string {
 // sparkline of each feature's evidence over reps (oldest first).
 func printFeatures(w io.Writer, reps []drift.WindowReport) error {
 	newest := reps[len(reps)-1]
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "FEATURE\tROLE\tDRIFTED\tMEAN\tTESTS (STATISTIC, CORRECTED P)\tEVIDENCE, OLDEST FIRST")
 	for _, f := range newest.Features {
 		drifted := "no"

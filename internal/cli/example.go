@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -51,7 +50,7 @@ DIR must not exist or be empty; FILE must not exist.`,
 				return err
 			}
 			if list, _ := cmd.Flags().GetBool("list"); list {
-				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				w := newTable(out)
 				fmt.Fprintln(w, "NAME\tINPUT\tPARAMS\tBYTES\tTEST ACCURACY\tDESCRIPTION")
 				for _, m := range ms {
 					fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%.1f%%\t%s\n", m.Name, m.Input, m.Params, m.Bytes, 100*m.TestAccuracy, m.Description)

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -404,7 +403,7 @@ func printInferResponse(w io.Writer, r *serving.InferResponse) error {
 			fmt.Fprintf(w, "  %s\n", o.Data)
 			continue
 		}
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		tw := newTable(w)
 		classifier := o.Datatype == "FP32" && len(o.Shape) == 2 && cols > 1
 		for i := range rows {
 			row := vals[i*cols : (i+1)*cols]

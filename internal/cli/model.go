@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"text/tabwriter"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/schollz/progressbar/v3"
@@ -275,7 +274,7 @@ func newModelListCmd(g *globals) *cobra.Command {
 			if output != "" {
 				return printStructured(g.stdout, output, list)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			tw := newTable(g.stdout)
 			fmt.Fprintln(tw, "NAME\tVERSIONS\tLATEST")
 			for _, m := range list {
 				latest := ""
@@ -480,7 +479,7 @@ func printProfile(tw io.Writer, s *profileSummary) {
 
 func printModelInfo(w io.Writer, name, version string, show modelShow, checked bool) error {
 	m := show.ModelInfo
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintf(tw, "Model:\t%s\n", name)
 	fmt.Fprintf(tw, "Version:\t%s\n", version)
 	fmt.Fprintf(tw, "Digest:\t%s\n", m.Digest)

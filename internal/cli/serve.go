@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -178,7 +177,7 @@ func printServing(w io.Writer, ep v1alpha1.ServingEndpoints, models []serving.Mo
 	for _, s := range st {
 		byName[s.Deployment] = s
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "MODEL\tVERSION\tRUNTIME\tSTATE\tPATH\tINFER")
 	for _, m := range models {
 		s := byName[m.Deployment]
