@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,27 +131,9 @@ func TestAgentEndpoints(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer that a command writes while a test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // cliProc is a command line running in the background.
 type cliProc struct {
-	stdout, stderr *lockedBuffer
+	stdout, stderr *testenv.Buffer
 	stop           func() // ends the command, as Ctrl-C does, and waits for it
 }
 
@@ -160,7 +141,7 @@ type cliProc struct {
 // or the test ends; the command must then exit 0.
 func startCLI(t *testing.T, args ...string) cliProc {
 	t.Helper()
-	p := cliProc{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
+	p := cliProc{stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	args = append([]string{"--config", filepath.Join(t.TempDir(), "config.yaml")}, args...)

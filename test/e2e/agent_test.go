@@ -34,7 +34,7 @@ type agentProc struct {
 	labels string
 	link   *linksim.Link
 	cmd    *exec.Cmd
-	log    *logBuffer
+	log    *testenv.Buffer
 	extra  []string
 	joined bool
 	token  string
@@ -51,7 +51,7 @@ func newAgent(t *testing.T, h *hub, name, labels, joinToken string, extra ...str
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { link.Close() })
-	a := &agentProc{t: t, h: h, name: name, dir: filepath.Join(t.TempDir(), name), labels: labels, link: link, token: joinToken, extra: extra, log: &logBuffer{}}
+	a := &agentProc{t: t, h: h, name: name, dir: filepath.Join(t.TempDir(), name), labels: labels, link: link, token: joinToken, extra: extra, log: &testenv.Buffer{}}
 	t.Cleanup(func() {
 		if a.cmd != nil {
 			stop(a.cmd)

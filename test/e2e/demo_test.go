@@ -23,7 +23,7 @@ func TestDemo(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out := &logBuffer{}
+	out := &testenv.Buffer{}
 	cmd := exec.CommandContext(ctx, outpostBin, "demo", "--keep", "--dir", dir)
 	cmd.Stdout, cmd.Stderr = out, out
 	// The demo's hub and agents are in its process group: a failed test

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,12 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"outpost.dev/outpost/internal/clientconfig"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 // outpostBin is the binary built once for the package's tests.
@@ -66,13 +65,13 @@ type hub struct {
 	config string
 	addr   string
 	cmd    *exec.Cmd
-	log    *logBuffer
+	log    *testenv.Buffer
 }
 
 func startHub(t *testing.T, extra ...string) *hub {
 	t.Helper()
 	dir := t.TempDir()
-	h := &hub{t: t, dir: filepath.Join(dir, "hub"), config: filepath.Join(dir, "client.yaml"), log: &logBuffer{}}
+	h := &hub{t: t, dir: filepath.Join(dir, "hub"), config: filepath.Join(dir, "client.yaml"), log: &testenv.Buffer{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -123,25 +122,6 @@ func stop(cmd *exec.Cmd) {
 		cmd.Process.Kill()
 		<-done
 	}
-}
-
-// logBuffer collects a process's output; it may be read while the process
-// writes to it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // logText is what the hub wrote to its log so far.

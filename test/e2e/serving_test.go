@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,24 +53,6 @@ func (h *hub) runSplit(args ...string) (stdout, stderr string, err error) {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err = cmd.Run()
 	return out.String(), errb.String(), err
-}
-
-// lockedBuffer is a bytes.Buffer that a process writes while a test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // inferOutputs returns the outputs of an 'outpost infer -o json' answer.
@@ -206,7 +187,7 @@ func TestServingEndpoints(t *testing.T) {
 	agentGRPC := grpcInfer(t, epA.GRPC, "tiny", x)
 
 	// The same file served with no hub answers the same.
-	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	stdout, stderr := &testenv.Buffer{}, &testenv.Buffer{}
 	serve := exec.Command(outpostBin, "serve", filepath.Join(src, "model.onnx"), "--model", "folder="+src, "--grpc", "127.0.0.1:0")
 	serve.Stdout, serve.Stderr = stdout, stderr
 	if err := serve.Start(); err != nil {
