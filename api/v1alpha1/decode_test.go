@@ -52,7 +52,7 @@ func TestDecode(t *testing.T) {
 		{name: "unknown nested field", in: strings.Replace(mdYAML, "runtime: onnxruntime", "runtime: onnxruntime, gpu: 1", 1), wantErr: `unknown field "spec.serving.gpu"`},
 		{name: "wrong case field", in: strings.Replace(mdYAML, "allowDowngrade", "AllowDowngrade", 1), wantErr: `unknown field "spec.AllowDowngrade"`},
 		{name: "duplicate key", in: mdYAML + "metadata: {name: x}\n", wantErr: "already set"},
-		{name: "unknown kind", in: "apiVersion: ml.outpost.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: x}\n", wantErr: `unknown kind "Pipeline"`},
+		{name: "unknown kind", in: "apiVersion: ml.outpost.dev/v1alpha1\nkind: Widget\nmetadata: {name: x}\n", wantErr: `unknown kind "Widget"`},
 		{name: "unknown apiVersion", in: "apiVersion: apps/v1\nkind: Deployment\n", wantErr: `unknown apiVersion "apps/v1"`},
 		{name: "missing kind", in: "apiVersion: ml.outpost.dev/v1alpha1\nmetadata: {name: x}\n", wantErr: "kind is required"},
 		{name: "missing apiVersion", in: "kind: Cluster\nmetadata: {name: x}\n", wantErr: "apiVersion is required"},

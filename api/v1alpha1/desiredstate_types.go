@@ -19,6 +19,23 @@ type DesiredState struct {
 	Revision int64 `json:"revision"`
 	// Models are the models the cluster should serve, sorted by deployment name.
 	Models []DesiredModel `json:"models"`
+	// Pipelines are the pipelines the cluster should run, sorted by name.
+	Pipelines []DesiredPipeline `json:"pipelines,omitempty"`
+}
+
+// DesiredPipeline is one pipeline a cluster runs: its spec, and the runs requested at the hub
+// that the cluster has not reported finished.
+//
+// +kubebuilder:object:generate=false
+type DesiredPipeline struct {
+	// Name is the Pipeline name.
+	Name string `json:"name"`
+	// Generation is the Pipeline's metadata.generation: runs record which one they ran.
+	Generation int64 `json:"generation"`
+	// Spec is the pipeline.
+	Spec PipelineSpec `json:"spec"`
+	// Runs name the PipelineRuns requested for this cluster, sorted.
+	Runs []string `json:"runs,omitempty"`
 }
 
 // DesiredModel is one model a cluster should serve, on behalf of one ModelDeployment.

@@ -102,6 +102,16 @@ func kinds() []*KindInfo {
 			Breakdown:  deploymentBreakdown(),
 		}, func(l *ModelDeploymentList) *[]ModelDeployment { return &l.Items },
 			func(d *ModelDeployment) *ModelDeploymentStatus { return &d.Status }),
+		register(&KindInfo{
+			Kind: KindPipeline, ListKind: KindPipelineList, Plural: PluralPipelines, Singular: "pipeline",
+			ShortNames: []string{"pl"},
+			Columns:    pipelineColumns(),
+		}, func(l *PipelineList) *[]Pipeline { return &l.Items }, func(p *Pipeline) *PipelineStatus { return &p.Status }),
+		register(&KindInfo{
+			Kind: KindPipelineRun, ListKind: KindPipelineRunList, Plural: PluralPipelineRuns, Singular: "pipelinerun",
+			ShortNames: []string{"pr"},
+			Columns:    pipelineRunColumns(),
+		}, func(l *PipelineRunList) *[]PipelineRun { return &l.Items }, func(r *PipelineRun) *PipelineRunStatus { return &r.Status }),
 	}
 }
 

@@ -11,9 +11,15 @@ const (
 	KindClusterList         = "ClusterList"
 	KindModelDeployment     = "ModelDeployment"
 	KindModelDeploymentList = "ModelDeploymentList"
+	KindPipeline            = "Pipeline"
+	KindPipelineList        = "PipelineList"
+	KindPipelineRun         = "PipelineRun"
+	KindPipelineRunList     = "PipelineRunList"
 
 	PluralClusters         = "clusters"
 	PluralModelDeployments = "modeldeployments"
+	PluralPipelines        = "pipelines"
+	PluralPipelineRuns     = "pipelineruns"
 )
 
 // Object is a single resource of this package, of a kind in Kinds.

@@ -323,3 +323,47 @@ func labelText(m map[string]string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// pipelineColumns are a pipeline's steps, schedule and runs.
+func pipelineColumns() []Column {
+	return []Column{
+		{Name: "Steps", Type: ColumnInteger, Cell: func(o Object, _ time.Time) string { return fmt.Sprint(len(o.(*Pipeline).Spec.Steps)) }},
+		{Name: "Schedule", Type: ColumnString, JSONPath: ".spec.schedule"},
+		{Name: "Clusters", Type: ColumnInteger, Cell: func(o Object, _ time.Time) string { return fmt.Sprint(len(o.(*Pipeline).Status.Clusters)) }},
+		{Name: "Age", Type: ColumnDate, JSONPath: ".metadata.creationTimestamp"},
+	}
+}
+
+// pipelineRunColumns are a run's pipeline, cluster, phase and progress.
+func pipelineRunColumns() []Column {
+	return []Column{
+		{Name: "Pipeline", Type: ColumnString, JSONPath: ".spec.pipeline"},
+		{Name: "Cluster", Type: ColumnString, JSONPath: ".spec.cluster"},
+		{Name: "Trigger", Type: ColumnString, JSONPath: ".spec.trigger", Priority: 1},
+		{Name: "Phase", Type: ColumnString, JSONPath: ".status.phase", Cell: func(o Object, _ time.Time) string {
+			if p := o.(*PipelineRun).Status.Phase; p != "" {
+				return string(p)
+			}
+			return string(RunPending)
+		}},
+		{Name: "Steps", Type: ColumnString, Cell: func(o Object, _ time.Time) string {
+			r := o.(*PipelineRun)
+			done := 0
+			for _, s := range r.Status.Steps {
+				if s.Phase.Finished() {
+					done++
+				}
+			}
+			return fmt.Sprintf("%d/%d", done, len(r.Status.Steps))
+		}},
+		{Name: "Model", Type: ColumnString, Priority: 1, Cell: func(o Object, _ time.Time) string {
+			r := o.(*PipelineRun)
+			if len(r.Status.Models) == 0 {
+				return "-"
+			}
+			m := r.Status.Models[len(r.Status.Models)-1]
+			return m.Repository + "@" + m.Version
+		}},
+		{Name: "Age", Type: ColumnDate, JSONPath: ".metadata.creationTimestamp"},
+	}
+}

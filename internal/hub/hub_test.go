@@ -278,7 +278,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown field", "PUT", "/modeldeployments/resnet", "application/yaml", good + "  colour: red\n", 400, `unknown field "spec.colour"`},
 		{"malformed yaml", "PUT", "/modeldeployments/resnet", "application/yaml", "spec: [unclosed\n", 400, "malformed YAML"},
 		{"malformed json", "POST", "/modeldeployments", "application/json", `{"kind":`, 400, "malformed JSON"},
-		{"unknown kind in body", "POST", "/clusters", "application/yaml", "apiVersion: ml.outpost.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\n", 400, `unknown kind "Pipeline"`},
+		{"unknown kind in body", "POST", "/clusters", "application/yaml", "apiVersion: ml.outpost.dev/v1alpha1\nkind: Widget\nmetadata: {name: p}\n", 400, `unknown kind "Widget"`},
 		{"kind does not match path", "PUT", "/clusters/resnet", "application/yaml", good, 400, "path is for Cluster"},
 		{"name does not match path", "PUT", "/modeldeployments/other", "application/yaml", good, 400, `does not match the name "other"`},
 		{"two objects", "POST", "/clusters", "application/yaml", clusterYAML("a", "") + "---\n" + clusterYAML("b", ""), 400, "exactly one object"},
@@ -291,7 +291,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unsigned version refused", "PUT", "/modeldeployments/resnet", "application/yaml",
 			mdYAML("resnet", "resnet", "2.0.0", "[{}]") + "  requireSignature: true\n", 422, "valid signature from a trusted key"},
 		{"oversized body", "PUT", "/modeldeployments/resnet", "application/yaml", good + "# " + strings.Repeat("x", 5000) + "\n", 413, "larger than 4096 bytes"},
-		{"unknown resource", "PUT", "/pipelines/p", "application/yaml", good, 404, `unknown resource "pipelines"`},
+		{"unknown resource", "PUT", "/widgets/p", "application/yaml", good, 404, `unknown resource "widgets"`},
 		{"unknown path", "GET", "/clusters/edge-1/nothing", "", "", 404, "no API at"},
 	}
 	for _, tt := range tests {
