@@ -465,6 +465,9 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 				a.remonitor(p.Want)
 			case p.Step == StepRefuse:
 				a.log.Error("refused version", "deployment", p.Deployment, "err", p.Error)
+			case p.Step == StepKeepLocal:
+				a.log.Info("keeping the version produced on this cluster", "deployment", p.Deployment,
+					"active", p.Active.Version, "desired", p.Want.Version)
 			case p.Step == StepRemove:
 				a.deactivate(p.Deployment)
 			case p.Downgrade:
@@ -794,7 +797,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 		present[r.Name] = true
 		_, serving := a.active[r.Name]
 		need := r.Desired.Digest != r.ActiveDigest || !serving
-		if PlanModel(r.deployed(), r.Desired).Step == StepRefuse {
+		if PlanModel(r.deployed(), r.Desired).Step.keepsActive() {
 			need = false
 		}
 		w := a.workers[r.Name]

@@ -68,6 +68,10 @@ type Deployed struct {
 	Version string
 	// Digest is the active version's manifest digest.
 	Digest string
+	// Local is set when the version was produced on this cluster (by a
+	// pipeline) and activated here, not sent by the hub: it stays active
+	// until the hub desires a higher version of the same model.
+	Local bool
 }
 
 // Applied is the part of the agent's state the guard needs: the revision of
@@ -96,7 +100,14 @@ const (
 	// StepRemove: the deployment is no longer desired; deactivate it and
 	// leave its blobs to garbage collection.
 	StepRemove
+	// StepKeepLocal: the active version was produced on this cluster and
+	// the desired one is not higher; the local version stays active.
+	StepKeepLocal
 )
+
+// keepsActive reports whether the step leaves the active version in place
+// with nothing to fetch although the desired digest differs.
+func (s Step) keepsActive() bool { return s == StepRefuse || s == StepKeepLocal }
 
 // String returns the step's name.
 func (s Step) String() string {
@@ -109,6 +120,8 @@ func (s Step) String() string {
 		return "refuse"
 	case StepRemove:
 		return "remove"
+	case StepKeepLocal:
+		return "keep-local"
 	}
 	return fmt.Sprintf("step(%d)", int(s))
 }
@@ -189,6 +202,14 @@ func PlanModel(active Deployed, want v1alpha1.DesiredModel) ModelPlan {
 	case active.Model != want.Model:
 		// Another model: versions of different models do not compare.
 		p.Step = StepFetch
+	case active.Local:
+		// A version this cluster produced and deployed itself: the hub's
+		// version replaces it only once the fleet has moved past it.
+		if c, err := versions.Compare(want.Version, active.Version); err == nil && c > 0 {
+			p.Step = StepFetch
+		} else {
+			p.Step = StepKeepLocal
+		}
 	default:
 		c, err := versions.Compare(want.Version, active.Version)
 		switch {
@@ -204,6 +225,29 @@ func PlanModel(active Deployed, want v1alpha1.DesiredModel) ModelPlan {
 		}
 	}
 	return p
+}
+
+// PlanLocal decides whether a version produced on this cluster (model,
+// version) may replace what a deployment serves: only a version of the
+// deployment's model, higher than the active one. It returns an empty string
+// when it may, and the reason when not.
+func PlanLocal(active Deployed, desiredModel, model, version string) string {
+	switch {
+	case model != desiredModel:
+		return fmt.Sprintf("deployment serves model %s, not %s", desiredModel, model)
+	case active.Digest == "":
+		return ""
+	case active.Model != model:
+		return ""
+	}
+	c, err := versions.Compare(version, active.Version)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("cannot order version %s against active %s: %v", version, active.Version, err)
+	case c <= 0:
+		return fmt.Sprintf("version %s is not higher than the active %s: a cluster never goes backwards", version, active.Version)
+	}
+	return ""
 }
 
 // DowngradeRefused is the error a deployment reports when its desired

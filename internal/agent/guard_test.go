@@ -154,3 +154,55 @@ func FuzzDecide(f *testing.F) {
 		}
 	})
 }
+
+// TestPlanModelLocal: a version produced on this cluster stays active until
+// the hub desires a higher version of the same model, whatever the
+// deployment allows.
+func TestPlanModelLocal(t *testing.T) {
+	local := Deployed{Model: "m", Version: "1.0.1-edge.3", Digest: dgB, Local: true}
+	for _, tc := range []struct {
+		name string
+		want v1alpha1.DesiredModel
+		step Step
+	}{
+		{"the base version", dm("d", "m", "1.0.0", dgA, false), StepKeepLocal},
+		{"the base version, downgrades allowed", dm("d", "m", "1.0.0", dgA, true), StepKeepLocal},
+		{"a patch release of the base above the edge prerelease", dm("d", "m", "1.0.1", dgC, false), StepFetch},
+		{"the promoted version", dm("d", "m", "1.1.0", dgC, false), StepFetch},
+		{"the same digest", dm("d", "m", "1.0.1-edge.3", dgB, false), StepNone},
+		{"another model", dm("d", "other", "0.1.0", dgC, false), StepFetch},
+	} {
+		if p := PlanModel(local, tc.want); p.Step != tc.step {
+			t.Errorf("%s: step %v, want %v", tc.name, p.Step, tc.step)
+		}
+	}
+	// The same active version not marked local is refused, as any downgrade.
+	notLocal := local
+	notLocal.Local = false
+	if p := PlanModel(notLocal, dm("d", "m", "1.0.0", dgA, false)); p.Step != StepRefuse {
+		t.Errorf("hub-sent version: step %v, want refuse", p.Step)
+	}
+}
+
+func TestPlanLocal(t *testing.T) {
+	active := Deployed{Model: "m", Version: "1.0.0", Digest: dgA}
+	for _, tc := range []struct {
+		name           string
+		active         Deployed
+		model, version string
+		want           string // part of the refusal; "" means allowed
+	}{
+		{"higher", active, "m", "1.0.1-edge.1", ""},
+		{"nothing active", Deployed{}, "m", "0.0.1-edge.1", ""},
+		{"same version", active, "m", "1.0.0", "not higher"},
+		{"lower", active, "m", "0.9.0", "never goes backwards"},
+		{"prerelease of the active", active, "m", "1.0.0-edge.1", "not higher"},
+		{"another model", active, "n", "2.0.0", "serves model m, not n"},
+		{"unordered", active, "m", "latest", "cannot order"},
+	} {
+		got := PlanLocal(tc.active, "m", tc.model, tc.version)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: PlanLocal = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -125,6 +125,7 @@ func openState(ctx context.Context, path string) (*stateDB, error) {
 var addedColumns = []struct{ table, column, def string }{
 	{"manifests", "profile_digest", "TEXT NOT NULL DEFAULT ''"},
 	{"manifests", "profile_error", "TEXT NOT NULL DEFAULT ''"},
+	{"deployments", "active_local", "INTEGER NOT NULL DEFAULT 0"},
 }
 
 // addColumns adds the columns of addedColumns a database lacks.
@@ -271,6 +272,7 @@ type deploymentRow struct {
 	ActiveModel    string
 	ActiveVersion  string
 	ActiveDigest   string
+	ActiveLocal    bool
 	ActivatedAt    time.Time
 	DowngradedFrom string
 	Phase          v1alpha1.ClusterPhase
@@ -281,16 +283,16 @@ type deploymentRow struct {
 }
 
 func (r deploymentRow) deployed() Deployed {
-	return Deployed{Model: r.ActiveModel, Version: r.ActiveVersion, Digest: r.ActiveDigest}
+	return Deployed{Model: r.ActiveModel, Version: r.ActiveVersion, Digest: r.ActiveDigest, Local: r.ActiveLocal}
 }
 
-const deploymentCols = `name, desired, active_model, active_version, active_digest, activated_at,
+const deploymentCols = `name, desired, active_model, active_version, active_digest, active_local, activated_at,
 	downgraded_from, phase, bytes_fetched, bytes_total, error, updated_at`
 
 func scanDeployment(sc interface{ Scan(...any) error }) (deploymentRow, error) {
 	var r deploymentRow
 	var desired, activatedAt, phase, updated string
-	if err := sc.Scan(&r.Name, &desired, &r.ActiveModel, &r.ActiveVersion, &r.ActiveDigest, &activatedAt,
+	if err := sc.Scan(&r.Name, &desired, &r.ActiveModel, &r.ActiveVersion, &r.ActiveDigest, &r.ActiveLocal, &activatedAt,
 		&r.DowngradedFrom, &phase, &r.BytesFetched, &r.BytesTotal, &r.Error, &updated); err != nil {
 		return r, err
 	}
@@ -461,7 +463,7 @@ func applyPlan(ctx context.Context, tx *sql.Tx, p ModelPlan, old deploymentRow, 
 	phase, errText := v1alpha1.PhasePending, ""
 	fetched, total := int64(0), int64(0)
 	switch p.Step {
-	case StepNone:
+	case StepNone, StepKeepLocal:
 		phase = v1alpha1.PhaseActive
 	case StepRefuse:
 		phase, errText = v1alpha1.PhaseFailed, p.Error
@@ -523,6 +525,8 @@ func (s *stateDB) activate(ctx context.Context, want v1alpha1.DesiredModel, now 
 			return nil
 		case StepRefuse:
 			return errors.New(p.Error)
+		case StepKeepLocal:
+			return fmt.Errorf("the version %s produced on this cluster stays active", r.ActiveVersion)
 		}
 		if p.Downgrade {
 			downgradedFrom = r.ActiveVersion
@@ -539,7 +543,8 @@ func (s *stateDB) activate(ctx context.Context, want v1alpha1.DesiredModel, now 
 			return fmt.Errorf("state: history of %s: %w", r.Name, err)
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET active_model = ?, active_version = ?, active_digest = ?,
-				activated_at = ?, downgraded_from = ?, phase = ?, error = '', bytes_fetched = bytes_total, updated_at = ?
+				activated_at = ?, downgraded_from = ?, phase = ?, error = '', bytes_fetched = bytes_total, updated_at = ?,
+				active_local = 0
 			WHERE name = ?`, want.Model, want.Version, want.Digest, ts, downgradedFrom, string(v1alpha1.PhaseActive), ts, r.Name)
 		if err != nil {
 			return fmt.Errorf("state: activate %s: %w", r.Name, err)

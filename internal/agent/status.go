@@ -314,7 +314,7 @@ func deploymentStatus(r deploymentRow) DeploymentStatus {
 	switch {
 	case r.ActiveDigest == r.Desired.Digest:
 		d.BytesOwed = 0
-	case PlanModel(r.deployed(), r.Desired).Step == StepRefuse:
+	case PlanModel(r.deployed(), r.Desired).Step.keepsActive():
 		d.BytesOwed = 0
 	case r.BytesTotal > 0:
 		d.BytesOwed = max(r.BytesTotal-r.BytesFetched, 0)
