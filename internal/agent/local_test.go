@@ -106,3 +106,51 @@ func TestDeployLocal(t *testing.T) {
 		}
 	})
 }
+
+// TestUploadLocal: a version produced here reaches the hub's edge
+// repository with its manifest digest (and so its lineage) and its chunk
+// index; a second upload sends nothing.
+func TestUploadLocal(t *testing.T) {
+	h := newTestHub(t)
+	src := t.TempDir()
+	v1, v2 := filepath.Join(src, "v1"), filepath.Join(src, "v2")
+	writeModel(t, v1, v2)
+	store := memory.New()
+	desc, err := artifact.Push(t.Context(), store, v2, artifact.PushOptions{Name: "demo", Version: "1.0.1-edge.1",
+		Parent: "demo@1.0.0", ProducedBy: "pipeline/retrain/run/retrain-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := agentConfig(h, filepath.Join(t.TempDir(), "agent"), "")
+	cfg.Credential = h.admin
+	a, err := New(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	lv := LocalVersion{Deployment: "fashion", Model: "demo", Version: "1.0.1-edge.1", Manifest: desc, Store: store}
+	st, err := a.UploadLocal(t.Context(), lv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Blobs < 3 || st.Bytes < 8<<20 {
+		t.Errorf("first upload sent %d blobs, %d bytes: want the files, config and chunk index", st.Blobs, st.Bytes)
+	}
+	r := h.repo("x")
+	r.Reference.Repository = "edge/edge-1/demo"
+	got, err := r.Resolve(t.Context(), "1.0.1-edge.1")
+	if err != nil || got.Digest != desc.Digest {
+		t.Fatalf("hub resolves edge/edge-1/demo:1.0.1-edge.1 to %v, %v; want %s", got.Digest, err, desc.Digest)
+	}
+	info, err := artifact.Inspect(t.Context(), r, "1.0.1-edge.1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Lineage.Parent != "demo@1.0.0" || info.Lineage.ProducedBy != "pipeline/retrain/run/retrain-1" || !info.HasChunkIndex {
+		t.Errorf("hub's view of the version: lineage %+v, chunk index %v", info.Lineage, info.HasChunkIndex)
+	}
+	again, err := a.UploadLocal(t.Context(), lv)
+	if err != nil || again.Blobs != 0 {
+		t.Fatalf("second upload: %+v, %v; want nothing sent", again, err)
+	}
+}

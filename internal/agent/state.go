@@ -73,6 +73,14 @@ CREATE TABLE IF NOT EXISTS files (
 	PRIMARY KEY (manifest, path)
 );
 CREATE INDEX IF NOT EXISTS files_digest ON files(digest);
+-- The session of each blob upload under way (models produced here), so that
+-- an upload cut by the link or a restart resumes where the hub stopped.
+CREATE TABLE IF NOT EXISTS uploads (
+	repo     TEXT NOT NULL,
+	digest   TEXT NOT NULL,
+	location TEXT NOT NULL,
+	PRIMARY KEY (repo, digest)
+);
 `
 
 // Meta keys.
