@@ -72,7 +72,8 @@ const (
 	// AnnotationName is the model name.
 	AnnotationName = "ml.outpost.dev/name"
 	// AnnotationParent names the model version this one was derived from,
-	// as "name:version" or a digest.
+	// as NAME@VERSION (edge/CLUSTER/NAME@VERSION for a version produced at
+	// the edge), or a digest.
 	AnnotationParent = "ml.outpost.dev/parent"
 	// AnnotationProducedBy names what produced the model (a pipeline run,
 	// a federated job, a compression policy): for a pipeline's output,
