@@ -137,7 +137,9 @@ func TestPromote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "fmnist" || info.Version != "2.0.0" || info.Lineage.Parent != "edge/ship-1/fmnist@1.0.0" || info.Lineage.ProducedBy != "promote" ||
+	wantLineage := artifact.Lineage{Parent: "edge/ship-1/fmnist@1.0.0", ProducedBy: "promote", Dataset: "sha256:" + strings.Repeat("d", 64),
+		Cluster: "ship-1", Pipeline: "retrain", Run: "retrain-7"}
+	if info.Name != "fmnist" || info.Version != "2.0.0" || info.Lineage != wantLineage ||
 		!maps.Equal(info.Metrics, srcInfo.Metrics) || !info.HasChunkIndex || !info.Signed() || !info.Created.Equal(opts.Created) {
 		t.Errorf("promoted %+v", info)
 	}
