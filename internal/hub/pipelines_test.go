@@ -131,6 +131,12 @@ func TestPipelinesInDesiredState(t *testing.T) {
 			map[string]string{"edge-1": "collect@1[],retrain@2[retrain-1]", "edge-2": "collect@1[],retrain@2[]", "edge-3": "collect@1[]"}, nil},
 		{"it finishes", func() { e.setRunPhase("retrain-1", v1alpha1.RunSucceeded) },
 			map[string]string{"edge-1": "collect@1[],retrain@2[]", "edge-2": "collect@1[],retrain@2[]", "edge-3": "collect@1[]"}, []string{"edge-1"}},
+		{"a run requested, then deleted", func() {
+			e.mustPut("pipelineruns", "retrain-2", runYAML("retrain-2", "retrain", "edge-2"))
+			if r := e.do(http.MethodDelete, "/pipelineruns/retrain-2", "writer", "", nil); r.code != http.StatusOK {
+				t.Fatalf("delete = %d %s", r.code, r.body)
+			}
+		}, map[string]string{"edge-1": "collect@1[],retrain@2[]", "edge-2": "collect@1[],retrain@2[]", "edge-3": "collect@1[]"}, []string{"edge-2"}},
 		{"a relabelled cluster", func() { e.mustPut("clusters", "edge-2", clusterYAML("edge-2", "region: us")) },
 			map[string]string{"edge-1": "collect@1[],retrain@2[]", "edge-2": "collect@1[]", "edge-3": "collect@1[]"}, []string{"edge-2"}},
 		{"a deleted pipeline", func() {
