@@ -131,6 +131,8 @@ func TestValidate(t *testing.T) {
 			wantErr: `spec.model.version: Invalid value: "1.x.y": not a semver version or range`},
 		{name: "missing version", mutate: func(d *ModelDeployment) { d.Spec.Model.Version = "" }, wantErr: "spec.model.version: Required value"},
 		{name: "bad model name", mutate: func(d *ModelDeployment) { d.Spec.Model.Name = "Res Net" }, wantErr: "spec.model.name: Invalid value"},
+		{name: "an edge model", mutate: func(d *ModelDeployment) { d.Spec.Model.Name = "edge/ship-1/resnet" },
+			wantErr: `spec.model.name: Invalid value: "edge/ship-1/resnet": a model produced at the edge is deployed once promoted`},
 		{name: "missing name", mutate: func(d *ModelDeployment) { d.Name = "" }, wantErr: "metadata.name: Required value"},
 		{name: "bad name", mutate: func(d *ModelDeployment) { d.Name = "Bad_Name" }, wantErr: "metadata.name: Invalid value"},
 		{name: "namespaced", mutate: func(d *ModelDeployment) { d.Namespace = "default" }, wantErr: "metadata.namespace: Forbidden"},

@@ -106,6 +106,7 @@ func kinds() []*KindInfo {
 			Kind: KindPipeline, ListKind: KindPipelineList, Plural: PluralPipelines, Singular: "pipeline",
 			ShortNames: []string{"pl"},
 			Columns:    pipelineColumns(),
+			Breakdown:  pipelineBreakdown(),
 		}, func(l *PipelineList) *[]Pipeline { return &l.Items }, func(p *Pipeline) *PipelineStatus { return &p.Status }),
 		register(&KindInfo{
 			Kind: KindPipelineRun, ListKind: KindPipelineRunList, Plural: PluralPipelineRuns, Singular: "pipelinerun",

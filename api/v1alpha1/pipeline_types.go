@@ -333,7 +333,13 @@ type StepStatus struct {
 	Adapted string `json:"adapted,omitempty"`
 	// Message explains a failure, a skip or a timeout.
 	// +optional
+	// +kubebuilder:validation:MaxLength=4096
 	Message string `json:"message,omitempty"`
+	// LogTail is the end of the step's log, at most MaxStepLogTailBytes: what the agent
+	// sends the hub. The whole log stays on the cluster.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	LogTail string `json:"logTail,omitempty"`
 }
 
 // ProducedModel is a model version a run registered at the edge.
@@ -354,6 +360,15 @@ type PipelineRunStatus struct {
 	// Phase is the run's progress.
 	// +optional
 	Phase RunPhase `json:"phase,omitempty"`
+	// Sequence numbers the agent's updates of the run, higher later: the hub keeps an update
+	// only when its sequence is above the one it holds, so that an update that arrives late
+	// never replaces a newer one.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Sequence int64 `json:"sequence,omitempty"`
+	// PipelineGeneration is the metadata.generation of the Pipeline the run executes.
+	// +optional
+	PipelineGeneration int64 `json:"pipelineGeneration,omitempty"`
 	// StartTime and CompletionTime bound the run, by the cluster's clock.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
@@ -369,6 +384,7 @@ type PipelineRunStatus struct {
 	Models []ProducedModel `json:"models,omitempty"`
 	// Message explains a failed run.
 	// +optional
+	// +kubebuilder:validation:MaxLength=4096
 	Message string `json:"message,omitempty"`
 }
 

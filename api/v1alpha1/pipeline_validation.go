@@ -18,8 +18,12 @@ import (
 // Limits of a Pipeline.
 const (
 	MaxPipelineSteps = 64
-	maxParamLen      = 4096
-	maxRetries       = 10
+	// MaxStepLogTailBytes bounds a step's log tail in a run's status.
+	MaxStepLogTailBytes = 2048
+	// MaxRunMessageBytes bounds the messages of a run and of its steps.
+	MaxRunMessageBytes = 4096
+	maxParamLen        = 4096
+	maxRetries         = 10
 )
 
 // ParseSchedule parses a five-field cron expression ("0 3 * * *", or a
@@ -366,8 +370,23 @@ func (r *PipelineRun) Validate() error {
 		errs = append(errs, field.NotSupported(stp.Child("phase"), r.Status.Phase,
 			[]RunPhase{RunPending, RunRunning, RunSucceeded, RunFailed, RunSkipped}))
 	}
+	if r.Status.Sequence < 0 {
+		errs = append(errs, field.Invalid(stp.Child("sequence"), r.Status.Sequence, "must be non-negative"))
+	}
+	if len(r.Status.Message) > MaxRunMessageBytes {
+		errs = append(errs, field.TooLong(stp.Child("message"), "", MaxRunMessageBytes))
+	}
 	if len(r.Status.Steps) > MaxPipelineSteps {
 		errs = append(errs, field.TooMany(stp.Child("steps"), len(r.Status.Steps), MaxPipelineSteps))
+	}
+	for i, st := range r.Status.Steps {
+		sp := stp.Child("steps").Index(i)
+		if len(st.Message) > MaxRunMessageBytes {
+			errs = append(errs, field.TooLong(sp.Child("message"), "", MaxRunMessageBytes))
+		}
+		if len(st.LogTail) > MaxStepLogTailBytes {
+			errs = append(errs, field.TooLong(sp.Child("logTail"), "", MaxStepLogTailBytes))
+		}
 	}
 	return invalid(KindPipelineRun, r.Name, errs)
 }

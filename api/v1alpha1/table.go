@@ -330,7 +330,42 @@ func pipelineColumns() []Column {
 		{Name: "Steps", Type: ColumnInteger, Cell: func(o Object, _ time.Time) string { return fmt.Sprint(len(o.(*Pipeline).Spec.Steps)) }},
 		{Name: "Schedule", Type: ColumnString, JSONPath: ".spec.schedule"},
 		{Name: "Clusters", Type: ColumnInteger, Cell: func(o Object, _ time.Time) string { return fmt.Sprint(len(o.(*Pipeline).Status.Clusters)) }},
+		{Name: "Last Run", Type: ColumnString, Cell: func(o Object, _ time.Time) string {
+			var last *PipelineClusterStatus
+			for i, r := range o.(*Pipeline).Status.Clusters {
+				if r.LastUpdate != nil && (last == nil || last.LastUpdate.Before(r.LastUpdate)) {
+					last = &o.(*Pipeline).Status.Clusters[i]
+				}
+			}
+			if last == nil {
+				return ""
+			}
+			return fmt.Sprintf("%s (%s, %s)", last.LastRun, last.Phase, last.Cluster)
+		}},
 		{Name: "Age", Type: ColumnDate, JSONPath: ".metadata.creationTimestamp"},
+	}
+}
+
+// pipelineBreakdown is a row per selected cluster: its newest run and when the hub heard
+// of it.
+func pipelineBreakdown() *Breakdown {
+	row := func(f func(r *PipelineClusterStatus, now time.Time) string) func(Object, int, time.Time) string {
+		return func(o Object, i int, now time.Time) string {
+			if i < 0 {
+				return ""
+			}
+			return f(&o.(*Pipeline).Status.Clusters[i], now)
+		}
+	}
+	return &Breakdown{
+		Parts: func(o Object) int { return len(o.(*Pipeline).Status.Clusters) },
+		Columns: []PartColumn{
+			{Name: "Pipeline", Cell: func(o Object, _ int, _ time.Time) string { return o.GetName() }},
+			{Name: "Cluster", Cell: row(func(r *PipelineClusterStatus, _ time.Time) string { return r.Cluster })},
+			{Name: "Last Run", Cell: row(func(r *PipelineClusterStatus, _ time.Time) string { return r.LastRun })},
+			{Name: "Phase", Cell: row(func(r *PipelineClusterStatus, _ time.Time) string { return string(r.Phase) })},
+			{Name: "Updated", Cell: row(func(r *PipelineClusterStatus, now time.Time) string { return Age(r.LastUpdate, now) })},
+		},
 	}
 }
 

@@ -177,6 +177,10 @@ func (d *ModelDeployment) Validate() error {
 	case !modelNamePattern.MatchString(name):
 		errs = append(errs, field.Invalid(mp.Child("name"), name,
 			"must be lowercase letters and digits separated by '.', '_', '-' or '/'"))
+	case strings.HasPrefix(name, EdgeRepositoryPrefix):
+		// Only the cluster that produced it may read it.
+		errs = append(errs, field.Invalid(mp.Child("name"), name,
+			"a model produced at the edge is deployed once promoted: outpost model promote "+name+"@VERSION --to NAME@VERSION"))
 	}
 	if d.Spec.Model.Version == "" {
 		errs = append(errs, field.Required(mp.Child("version"), "an exact version or a semver range is required"))

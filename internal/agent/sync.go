@@ -22,9 +22,6 @@ import (
 	"outpost.dev/outpost/internal/transfer"
 )
 
-// repoPrefix is the registry repository prefix of models.
-const repoPrefix = "models/"
-
 // progressEvery is how often fetch progress is written to the state.
 const progressEvery = 500 * time.Millisecond
 
@@ -554,7 +551,7 @@ func (a *Agent) repository(model string) (string, error) {
 	if err := artifact.ValidateName(model); err != nil {
 		return "", err
 	}
-	return repoPrefix + model, nil
+	return v1alpha1.ModelRepository(model)
 }
 
 // remoteRepo opens repo on the hub's registry with the cluster credential.

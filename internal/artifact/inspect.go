@@ -15,10 +15,22 @@ import (
 	"oras.land/oras-go/v2/errdef"
 )
 
-// Lineage records where a model version came from.
+// Lineage records where a model version came from: its parent version, what
+// produced it, and for a version a pipeline produced at the edge, the
+// cluster, pipeline, run and the digest of the data set it was trained on.
 type Lineage struct {
 	Parent     string `json:"parent,omitempty"`
 	ProducedBy string `json:"producedBy,omitempty"`
+	Dataset    string `json:"dataset,omitempty"`
+	Cluster    string `json:"cluster,omitempty"`
+	Pipeline   string `json:"pipeline,omitempty"`
+	Run        string `json:"run,omitempty"`
+}
+
+// lineageOf reads the lineage annotations of a model manifest.
+func lineageOf(ann map[string]string) Lineage {
+	return Lineage{Parent: ann[AnnotationParent], ProducedBy: ann[AnnotationProducedBy], Dataset: ann[AnnotationDataset],
+		Cluster: ann[AnnotationCluster], Pipeline: ann[AnnotationPipeline], Run: ann[AnnotationRun]}
 }
 
 // ModelInfo describes a model version without fetching its files.
@@ -67,7 +79,7 @@ func Inspect(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, trus
 		Descriptor: desc,
 		Size:       desc.Size + m.Config.Size + totalSize(files),
 		Files:      files,
-		Lineage:    Lineage{Parent: m.Annotations[AnnotationParent], ProducedBy: m.Annotations[AnnotationProducedBy]},
+		Lineage:    lineageOf(m.Annotations),
 		Signatures: []SignatureInfo{},
 	}
 	for k, v := range m.Annotations {

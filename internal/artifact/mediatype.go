@@ -72,16 +72,29 @@ const (
 	// AnnotationName is the model name.
 	AnnotationName = "ml.outpost.dev/name"
 	// AnnotationParent names the model version this one was derived from,
-	// as "name:version" or a digest.
+	// as NAME@VERSION (edge/CLUSTER/NAME@VERSION for a version produced at
+	// the edge), or a digest.
 	AnnotationParent = "ml.outpost.dev/parent"
 	// AnnotationProducedBy names what produced the model (a pipeline run,
-	// a federated job, a compression policy).
+	// a federated job, a compression policy): for a pipeline's output,
+	// "pipeline/<pipeline>/run/<run>" (ProducedByPipelineRun); for a
+	// promoted version, "promote".
 	AnnotationProducedBy = "ml.outpost.dev/produced-by"
 	// AnnotationMetricPrefix prefixes one annotation per model metric:
 	// ml.outpost.dev/metric.<key> = <value>.
 	AnnotationMetricPrefix = "ml.outpost.dev/metric."
 	// AnnotationKeyID is set on signature referrers to the signing key ID.
 	AnnotationKeyID = "ml.outpost.dev/key-id"
+	// AnnotationDataset is the digest (sha256:...) of the data set a model
+	// was trained or fine-tuned on; the data set itself never leaves the
+	// cluster.
+	AnnotationDataset = "ml.outpost.dev/dataset"
+	// AnnotationCluster names the cluster that produced the model.
+	AnnotationCluster = "ml.outpost.dev/cluster"
+	// AnnotationPipeline names the pipeline whose run produced the model.
+	AnnotationPipeline = "ml.outpost.dev/pipeline"
+	// AnnotationRun names the pipeline run that produced the model.
+	AnnotationRun = "ml.outpost.dev/run"
 
 	// annotationORASUnpack marks an oras-pushed directory tarball.
 	annotationORASUnpack = "io.deis.oras.content.unpack"
@@ -103,3 +116,12 @@ const (
 	// MaxPathLen bounds the length of a file path inside a model.
 	MaxPathLen = 4096
 )
+
+// ProducedByPromote is the produced-by of a version promoted from the edge.
+const ProducedByPromote = "promote"
+
+// ProducedByPipelineRun is the produced-by of a model a pipeline run made:
+// "pipeline/<pipeline>/run/<run>".
+func ProducedByPipelineRun(pipeline, run string) string {
+	return "pipeline/" + pipeline + "/run/" + run
+}

@@ -194,8 +194,8 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 // needs a credential: a hub holds a fleet's models.
 //
 // The admin token may do everything. A cluster credential's scope depends on the request's
-// method and path, which Authorize inspects (write is implied by the method): see
-// ClusterMay. A refusal wraps ErrUnauthenticated (no or unknown token) or ErrForbidden.
+// method, path and query, which Authorize inspects (write is implied by the method): see
+// ClusterMay and ClusterMayRequest. A refusal wraps ErrUnauthenticated (no or unknown token) or ErrForbidden.
 func (a *Authenticator) Authorize(r *http.Request, write bool) error {
 	p, err := a.Authenticate(r)
 	if err != nil {
@@ -204,5 +204,5 @@ func (a *Authenticator) Authorize(r *http.Request, write bool) error {
 	if p.Admin {
 		return nil
 	}
-	return ClusterMay(p.Cluster, r.Method, r.URL.Path)
+	return ClusterMayRequest(p.Cluster, r.Method, r.URL)
 }

@@ -22,33 +22,40 @@ import (
 	"oras.land/oras-go/v2/registry/remote/errcode"
 	"sigs.k8s.io/yaml"
 
+	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/driftref"
 	"outpost.dev/outpost/internal/hubclient"
-	"outpost.dev/outpost/internal/models"
 )
 
 func newModelCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "model",
-		Short: "Push, list, inspect, pull, sign and verify model versions",
+		Short: "Push, list, inspect, pull, sign, verify, promote and trace model versions",
 		Long: `Models live in the hub's OCI registry as repositories models/<name>, one tag
 per semver version, one raw layer per file, in the CNCF ModelPack format.
-Any OCI client (oras, crane, skopeo) can read and write them too.`,
+Any OCI client (oras, crane, skopeo) can read and write them too.
+
+Versions a pipeline produced at the edge live in edge/<cluster>/<name> until
+they are promoted; every command here names them edge/<cluster>/<name>@<version>.`,
 	}
 	cmd.AddCommand(newModelPushCmd(g), newModelListCmd(g), newModelShowCmd(g),
-		newModelPullCmd(g), newModelSignCmd(g), newModelVerifyCmd(g), newModelDiffCmd(g), newModelExampleCmd(g))
+		newModelPullCmd(g), newModelSignCmd(g), newModelVerifyCmd(g), newModelDiffCmd(g), newModelExampleCmd(g),
+		newModelPromoteCmd(g), newModelLineageCmd(g))
 	return cmd
 }
 
-// repository opens models/<name> on the hub as an oras-go repository.
+// repository opens the repository of model name on the hub as an oras-go repository:
+// models/NAME, or edge/CLUSTER/NAME for a model produced at the edge
+// (v1alpha1.ModelRepository).
 func repository(h *hubclient.Client, name string) (*remote.Repository, error) {
-	if err := validModelName(name); err != nil {
+	repoName, err := v1alpha1.ModelRepository(name)
+	if err != nil {
 		return nil, err
 	}
-	repo, err := remote.NewRepository(h.Host() + "/" + models.RepoPrefix + name)
+	repo, err := remote.NewRepository(h.Host() + "/" + repoName)
 	if err != nil {
 		return nil, fmt.Errorf("model name %q: %w", name, err)
 	}
@@ -89,7 +96,7 @@ func whyNotFound(ctx context.Context, h *hubclient.Client, repo *remote.Reposito
 	if !errors.Is(err, errdef.ErrNotFound) {
 		return err
 	}
-	if cerr := h.CheckManifest(ctx, models.RepoPrefix+name, version); hubclient.Code(cerr) == http.StatusNotFound {
+	if cerr := h.CheckManifest(ctx, repo.Reference.Repository, version); hubclient.Code(cerr) == http.StatusNotFound {
 		err = cerr
 	}
 	// Say what there is instead.
@@ -116,18 +123,6 @@ func modelVersions(ctx context.Context, repo *remote.Repository, name string) ([
 		return nil, fmt.Errorf("list versions of %s: %w", name, err)
 	}
 	return sortVersions(vs), nil
-}
-
-func validModelName(name string) error {
-	if name == "" {
-		return errors.New("model name is empty")
-	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' || r == '/') {
-			return fmt.Errorf("model name %q: use lowercase letters, digits, '-', '_', '.' and '/'", name)
-		}
-	}
-	return nil
 }
 
 // splitRef splits NAME@VERSION; version is "" when absent.
@@ -224,9 +219,10 @@ an existing version, with more options).`,
 			if err != nil {
 				return err
 			}
+			mn, _ := v1alpha1.ParseModelName(name) // repository checked it
 			prog, done := g.progress("push " + name + "@" + version)
 			desc, err := artifact.Push(cmd.Context(), repo, args[0], artifact.PushOptions{
-				Name: name, Version: version, Parent: parent, ProducedBy: producedBy, Metrics: ms, Progress: prog,
+				Name: mn.Name, Version: version, Parent: parent, ProducedBy: producedBy, Metrics: ms, Progress: prog,
 				Profile: profileBytes,
 			})
 			done()
@@ -244,7 +240,7 @@ an existing version, with more options).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&name, "name", "", "model name (the repository is models/NAME)")
+	f.StringVar(&name, "name", "", "model name (the repository is models/NAME; edge/CLUSTER/NAME is a cluster's own)")
 	f.StringVar(&version, "version", "", "semver version, such as 1.0.0")
 	f.StringVar(&parent, "parent", "", "lineage: the model version this one derives from (NAME@VERSION)")
 	f.StringVar(&producedBy, "produced-by", "", "lineage: what produced this version (a pipeline run, a training job)")
@@ -306,8 +302,8 @@ func listModels(ctx context.Context, h *hubclient.Client) ([]modelSummary, error
 	var names []string
 	err = reg.Repositories(ctx, "", func(repos []string) error {
 		for _, r := range repos {
-			if n, ok := strings.CutPrefix(r, models.RepoPrefix); ok {
-				names = append(names, n)
+			if m, ok := v1alpha1.ModelNameOfRepository(r); ok {
+				names = append(names, m.String())
 			}
 		}
 		return nil
@@ -490,6 +486,12 @@ func printModelInfo(w io.Writer, name, version string, show modelShow, checked b
 	}
 	fmt.Fprintf(tw, "Parent:\t%s\n", orNone(m.Lineage.Parent))
 	fmt.Fprintf(tw, "Produced by:\t%s\n", orNone(m.Lineage.ProducedBy))
+	for _, f := range []struct{ k, v string }{{"Cluster", m.Lineage.Cluster}, {"Pipeline", m.Lineage.Pipeline},
+		{"Run", m.Lineage.Run}, {"Data set", m.Lineage.Dataset}} {
+		if f.v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", f.k, f.v)
+		}
+	}
 	fmt.Fprintf(tw, "Chunk index:\t%v\n", m.HasChunkIndex)
 	if len(m.Metrics) > 0 {
 		keys := make([]string, 0, len(m.Metrics))
@@ -598,7 +600,7 @@ func newModelSignCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := artifact.Sign(cmd.Context(), repo, desc, models.RepoPrefix+name+":"+version, key); err != nil {
+			if _, err := artifact.Sign(cmd.Context(), repo, desc, repo.Reference.Repository+":"+version, key); err != nil {
 				return fmt.Errorf("sign %s: %w", args[0], err)
 			}
 			fmt.Fprintf(g.stdout, "signed %s %s with key %s\n", args[0], desc.Digest, artifact.KeyID(key.Public().(ed25519.PublicKey)))

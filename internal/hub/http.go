@@ -389,7 +389,9 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request, kind string
 }
 
 // apply stores obj and its consequences in one transaction. A ModelDeployment whose version
-// does not resolve (or lacks a required signature) is refused with an *v1alpha1.InvalidError.
+// does not resolve (or lacks a required signature) is refused with an *v1alpha1.InvalidError,
+// and so are a Pipeline with a step no selected cluster can hold and a PipelineRun the hub
+// cannot place (checkPipeline, checkRun).
 func (s *Server) apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Object, store.ApplyResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -405,6 +407,15 @@ func (s *Server) apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Objec
 	var result store.ApplyResult
 	err := s.db.Update(ctx, func(tx *store.Tx) error {
 		var err error
+		switch o := obj.(type) {
+		case *v1alpha1.Pipeline:
+			err = checkPipeline(ctx, tx, o)
+		case *v1alpha1.PipelineRun:
+			err = checkRun(ctx, tx, o)
+		}
+		if err != nil {
+			return err
+		}
 		if stored, result, err = tx.Apply(ctx, obj); err != nil {
 			return err
 		}

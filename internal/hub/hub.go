@@ -1,7 +1,8 @@
 // Package hub is the hub server: the resource REST API, per-cluster desired state for agents,
-// and the composition with the OCI registry. Every change of a Cluster or ModelDeployment
-// re-places the deployments and recomputes each cluster's desired state in the same SQLite
-// transaction; a cluster's document gets a new revision only when its content changes.
+// and the composition with the OCI registry. Every change of a Cluster, ModelDeployment,
+// Pipeline or PipelineRun re-places the deployments and pipelines and recomputes each
+// cluster's desired state in the same SQLite transaction; a cluster's document gets a new
+// revision only when its content changes.
 package hub
 
 import (
@@ -67,8 +68,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// Records holds the handler of each kind of agent outbox record the hub
 	// applies (POST clusters/{name}/outbox), beside the hub's own (drift
-	// windows, drift.RecordKind; notes from the edge, v1alpha1.RecordKindNote);
-	// a handler here replaces the hub's of its kind. A record of another kind
+	// windows, drift.RecordKind; notes from the edge, v1alpha1.RecordKindNote;
+	// pipeline run updates, v1alpha1.RecordKindPipelineRun); a handler here replaces the hub's of its kind. A record of another kind
 	// is refused, and its agent drops and counts it.
 	Records map[string]RecordHandler
 	// OfflineAfter is how long a cluster's agent may stay silent before the hub marks the
@@ -137,6 +138,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.cfg.Records = builtinRecords()
 	s.cfg.Records[drift.RecordKind] = s.applyDriftWindow
+	s.cfg.Records[v1alpha1.RecordKindPipelineRun] = s.applyPipelineRun
 	maps.Copy(s.cfg.Records, cfg.Records)
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
@@ -262,8 +264,12 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 	if err != nil {
 		return err
 	}
+	pls, pa, err := s.placePipelines(ctx, tx, clusters)
+	if err != nil {
+		return err
+	}
 	for _, c := range clusters {
-		if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name]); err != nil {
+		if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
 			return err
 		}
 	}
@@ -287,21 +293,38 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 			return err
 		}
 	}
+	for i := range pls {
+		selected, ok := pa.Selected[pls[i].Name]
+		if !ok {
+			continue
+		}
+		if err := setPipelineRows(ctx, tx, &pls[i], selected); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // reconcileCluster is reconcile after a change to one cluster alone (it joined, or rejoined
-// with other labels). Placement decides each cluster on its own labels (placement.DesiredStates),
-// so no other cluster's desired state can change: it writes this cluster's desired state and
-// adds or removes its row in the deployments that now select it or no longer do. That costs
-// O(deployments) where reconcile costs O(clusters x deployments): at 1,000 clusters, a join
-// no longer rewrites every desired state and every deployment's status.
+// with other labels), or to the runs requested of it. Placement decides each cluster on its
+// own labels (placement.DesiredStates, placement.Pipelines), so no other cluster's desired
+// state can change: it writes this cluster's desired state and adds or removes its row in
+// the deployments and pipelines that now select it or no longer do. That costs
+// O(deployments + pipelines) where reconcile costs O(clusters x deployments): at 1,000
+// clusters, a join no longer rewrites every desired state and every deployment's status.
 func (s *Server) reconcileCluster(ctx context.Context, tx *store.Tx, c *v1alpha1.Cluster) error {
 	deps, a, err := s.place(ctx, tx, []v1alpha1.Cluster{*c})
 	if err != nil {
 		return err
 	}
-	if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name]); err != nil {
+	pls, pa, err := s.placePipelines(ctx, tx, []v1alpha1.Cluster{*c})
+	if err != nil {
+		return err
+	}
+	if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
+		return err
+	}
+	if err := reselectPipelines(ctx, tx, pls, pa, c.Name); err != nil {
 		return err
 	}
 	for i := range deps {
@@ -353,9 +376,10 @@ func (s *Server) place(ctx context.Context, tx *store.Tx, clusters []v1alpha1.Cl
 
 // writeDesired stores a cluster's desired state document; the store moves its revision only
 // when the document changed.
-func (s *Server) writeDesired(ctx context.Context, tx *store.Tx, cluster string, models []v1alpha1.DesiredModel) error {
+func (s *Server) writeDesired(ctx context.Context, tx *store.Tx, cluster string, models []v1alpha1.DesiredModel,
+	pipelines []v1alpha1.DesiredPipeline) error {
 	doc, err := json.Marshal(v1alpha1.DesiredState{
-		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: cluster, Models: models,
+		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: cluster, Models: models, Pipelines: pipelines,
 	})
 	if err != nil {
 		return fmt.Errorf("encode desired state: %w", err)

@@ -19,14 +19,17 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/hub"
 	"outpost.dev/outpost/internal/registry"
 	"outpost.dev/outpost/internal/versions"
 )
 
-// RepoPrefix is the repository prefix under which models live: models/<name>.
-const RepoPrefix = "models/"
+// RepoPrefix is the repository prefix under which fleet-wide models live: models/<name>.
+// Models produced at the edge live under edge/<cluster>/<name>; v1alpha1.ModelRepository
+// maps a name to its repository.
+const RepoPrefix = v1alpha1.ModelRepositoryPrefix
 
 // maxEnvelopeBytes bounds a signature envelope read from the registry.
 const maxEnvelopeBytes = 1 << 20
@@ -85,7 +88,10 @@ func Affects(ev registry.Event) bool {
 // trusted key count.
 func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requireSigned bool) (hub.ResolvedModel, error) {
 	reg := x.reg
-	repo := RepoPrefix + name
+	repo, err := v1alpha1.ModelRepository(name)
+	if err != nil {
+		return hub.ResolvedModel{}, err
+	}
 	tags, err := reg.Tags(ctx, repo)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
@@ -198,17 +204,21 @@ func artifactSize(ctx context.Context, reg Registry, repo string, desc ocispec.D
 	return total, nil
 }
 
-// CheckTag is the registry's tag policy for model repositories: a tag under
-// models/ must be a semver version that the manifest's version and name
-// annotations, where present, agree with, and a version, once pushed, names one
-// manifest forever: it never moves to other content, and once deleted it
-// may only be pushed again with the manifest it named (which restores it).
-// Other repositories are left alone.
+// CheckTag is the registry's tag policy for model repositories (models/NAME, and
+// edge/CLUSTER/NAME for models produced at the edge): a tag must be a semver
+// version that the manifest's version and name annotations, where present,
+// agree with, and a version, once pushed, names one manifest forever: it never
+// moves to other content, and once deleted it may only be pushed again with the
+// manifest it named (which restores it). Other repositories are left alone.
 func CheckTag(ctx context.Context, c registry.TagChange) error {
-	if !strings.HasPrefix(c.Repo, RepoPrefix) {
+	model, ok := v1alpha1.ModelNameOfRepository(c.Repo)
+	if !ok {
+		if strings.HasPrefix(c.Repo, v1alpha1.ModelRepositoryPrefix) || strings.HasPrefix(c.Repo, v1alpha1.EdgeRepositoryPrefix) {
+			return fmt.Errorf("repository %s holds no model: models live in models/NAME, and those produced at the edge in edge/CLUSTER/NAME", c.Repo)
+		}
 		return nil
 	}
-	name := strings.TrimPrefix(c.Repo, RepoPrefix)
+	name := model.String()
 	if !validVersion(c.Tag) {
 		return fmt.Errorf("tag %q of %s is not a semver version (such as 1.2.0): model versions are semver", c.Tag, c.Repo)
 	}
@@ -218,7 +228,7 @@ func CheckTag(ctx context.Context, c registry.TagChange) error {
 		return fmt.Errorf("%s version %s: the manifest says it is version %s (%s): tag it %s, or push it anew as %s",
 			name, c.Tag, v, artifact.AnnotationVersion, v, c.Tag)
 	}
-	if n, ok := c.New.Annotations[artifact.AnnotationName]; ok && n != name {
+	if n, ok := c.New.Annotations[artifact.AnnotationName]; ok && n != model.Name {
 		return fmt.Errorf("%s version %s: the manifest says it is model %q (%s)", name, c.Tag, n, artifact.AnnotationName)
 	}
 	if c.Old.Digest != "" && c.Old.Digest != c.New.Digest {

@@ -241,6 +241,13 @@ func TestCheckTag(t *testing.T) {
 		{"name annotation disagrees", "models/x", "1.0.0", ocispec.Descriptor{}, annotated("y", "1.0.0"), "",
 			`x version 1.0.0: the manifest says it is model "y" (ml.outpost.dev/name)`},
 		{"other repositories may tag anything", "conformance/test", "latest", ocispec.Descriptor{}, annotated("y", "1.0.0"), "", ""},
+		{"an edge version", "edge/ship-1/x", "1.0.0", ocispec.Descriptor{}, annotated("x", "1.0.0"), "", ""},
+		{"an edge version is semver", "edge/ship-1/x", "latest", ocispec.Descriptor{}, a, "", "not a semver version"},
+		{"an edge version does not move", "edge/ship-1/x", "1.0.0", a, b, "", "edge/ship-1/x version 1.0.0 already exists"},
+		{"an edge version names its model", "edge/ship-1/x", "1.0.0", ocispec.Descriptor{}, annotated("y", "1.0.0"), "",
+			`edge/ship-1/x version 1.0.0: the manifest says it is model "y"`},
+		{"no model under edge/", "edge/ship-1", "1.0.0", ocispec.Descriptor{}, a, "", "holds no model"},
+		{"no edge model under models/", "models/edge/ship-1/x", "1.0.0", ocispec.Descriptor{}, a, "", "holds no model"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -225,7 +225,8 @@ func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err := reg.authorize(r, write); err != nil {
 			switch {
 			case errors.Is(err, auth.ErrForbidden):
-				reg.writeError(w, r, newError(http.StatusForbidden, CodeDenied, "access denied"))
+				// The refusal says what the credential may do instead.
+				reg.writeError(w, r, newError(http.StatusForbidden, CodeDenied, "access denied: %s", err))
 			case errors.Is(err, auth.ErrUnauthenticated):
 				reg.writeError(w, r, newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required"))
 			default:
