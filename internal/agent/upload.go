@@ -12,14 +12,10 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 
+	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/transfer"
 )
-
-// EdgeRepository is the hub repository of the models cluster produces:
-// edge/<cluster>/<model>. A cluster credential may write there and nowhere
-// else.
-func EdgeRepository(cluster, model string) string { return "edge/" + cluster + "/" + model }
 
 // UploadStats says what an upload sent.
 type UploadStats struct {
@@ -40,7 +36,7 @@ func (a *Agent) UploadLocal(ctx context.Context, v LocalVersion) (UploadStats, e
 	if a.hub == nil {
 		return st, errors.New("upload: no hub configured")
 	}
-	repo := EdgeRepository(a.name, v.Model)
+	repo := v1alpha1.ModelName{Cluster: a.name, Name: v.Model}.Repository()
 	r, err := a.remoteRepo(repo)
 	if err != nil {
 		return st, err
