@@ -1,13 +1,18 @@
 package pipeline
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/clock"
@@ -210,5 +215,124 @@ steps:
 	}
 	if errs := CheckFits(specOf(t, "steps: [{name: g, type: exec, resources: {cpu: '64', minCPU: '2'}, exec: {command: [x]}}]"), testCapacity); len(errs) != 0 {
 		t.Fatalf("CheckFits of a step whose minimum fits: %v", errs)
+	}
+}
+
+// Starting a run name twice runs it once; a name of another pipeline is refused.
+func TestStartIsIdempotent(t *testing.T) {
+	te := startEngine(t, t.TempDir())
+	marker := filepath.Join(t.TempDir(), "m")
+	spec := specOf(t, `steps: [{name: a, type: exec, exec: {command: [sh, -c, "echo x >> `+marker+`"]}}]`)
+	for range 3 {
+		if _, err := te.Start(t.Context(), "once", "p", 1, spec, "", RunOptions{NoCache: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	te.wait(t, "once")
+	if _, err := te.Start(t.Context(), "once", "p", 1, spec, "", RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(marker); string(b) != "x\n" {
+		t.Fatalf("marker %q: the run ran more than once", b)
+	}
+	if _, err := te.Start(t.Context(), "once", "other", 1, spec, "", RunOptions{}); err == nil || !strings.Contains(err.Error(), `of pipeline "p"`) {
+		t.Fatalf("a name of another pipeline: %v", err)
+	}
+	if _, err := te.Start(t.Context(), "Bad_Name", "p", 1, spec, "", RunOptions{}); err == nil {
+		t.Fatal("an invalid run name was accepted")
+	}
+	bad := specOf(t, `steps: [{name: a, type: exec}]`)
+	if _, err := te.Start(t.Context(), "bad", "p", 1, bad, "", RunOptions{}); err == nil || !strings.Contains(err.Error(), "spec.steps[0].exec") {
+		t.Fatalf("an invalid spec: %v", err)
+	}
+	runs, err := te.List(t.Context())
+	if err != nil || len(runs) != 1 || runs[0].Spec.Trigger != v1alpha1.TriggeredLocal || runs[0].Labels[LabelPipeline] != "p" {
+		t.Fatalf("List = %+v, %v", runs, err)
+	}
+	if _, err := te.Get(t.Context(), "nope"); !IsNotFound(err) {
+		t.Fatalf("Get of no run: %v", err)
+	}
+}
+
+// OnUpdate sees every change; the models a run registered wait for their
+// upload until MarkUploaded.
+func TestUpdatesAndUploads(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	te := startEngine(t, t.TempDir(), func(o *Options) {
+		o.OnUpdate = func(r *v1alpha1.PipelineRun) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, string(r.Status.Phase)+":"+phases(r))
+		}
+	})
+	te.host.serve(t, "fashion", "1.2.0")
+	r := te.run(t, "up", retrain, RunOptions{})
+	if r.Status.Phase != v1alpha1.RunSucceeded {
+		t.Fatalf("run %s: %s", r.Status.Phase, phases(r))
+	}
+	// The run's last update may come a moment after Wait saw it end.
+	var first, last string
+	var n int
+	testenv.WaitFor(t, time.Minute, "the update of the run's end", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		first, last, n = seen[0], seen[len(seen)-1], len(seen)
+		return strings.HasPrefix(last, "Succeeded:")
+	})
+	if !strings.HasPrefix(first, "Pending:") || !strings.HasPrefix(last, "Succeeded:") || n < 2*len(r.Status.Steps) {
+		t.Fatalf("%d updates, first %q, last %q", n, first, last)
+	}
+	pending, err := te.PendingUploads(t.Context())
+	if err != nil || len(pending) != 1 {
+		t.Fatalf("PendingUploads = %+v, %v", pending, err)
+	}
+	m := pending[0]
+	if m.Repository != "edge/edge-1/fashion" || m.Run != "up" || m.Digest != r.Status.Models[0].Digest {
+		t.Fatalf("pending %+v", m)
+	}
+	if _, err := os.Stat(m.File); err != nil {
+		t.Fatalf("the model's file: %v", err)
+	}
+	if _, err := te.Layout().Repository(m.Repository).Resolve(t.Context(), m.Version); err != nil {
+		t.Fatalf("the layout lacks %s:%s: %v", m.Repository, m.Version, err)
+	}
+	if err := te.MarkUploaded(t.Context(), m.Repository, m.Version); err != nil {
+		t.Fatal(err)
+	}
+	if pending, _ := te.PendingUploads(t.Context()); len(pending) != 0 {
+		t.Fatalf("still pending: %+v", pending)
+	}
+	if r, _ := te.Get(t.Context(), "up"); !r.Status.Models[0].Uploaded {
+		t.Fatalf("run's model not marked: %+v", r.Status.Models)
+	}
+	mu.Lock()
+	if len(seen) != n+1 {
+		t.Errorf("MarkUploaded made %d updates, want 1", len(seen)-n)
+	}
+	mu.Unlock()
+	if err := te.MarkUploaded(t.Context(), m.Repository, "9.9.9"); err == nil {
+		t.Fatal("marked a version never registered")
+	}
+	repo := te.Layout().Repository(m.Repository)
+	desc, err := repo.Resolve(t.Context(), m.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := content.FetchAll(t.Context(), repo, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var manifest ocispec.Manifest
+	if err := json.Unmarshal(b, &manifest); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"ml.outpost.dev/parent": "fashion:1.2.0", "ml.outpost.dev/produced-by": "pipelinerun/up",
+		AnnotationCluster: "edge-1", AnnotationPipelineRun: "up", "ml.outpost.dev/metric.accuracy": step(t, r, "eval").Outputs["accuracy"],
+		AnnotationDataset: step(t, r, "data").Outputs["train"]}
+	for k, v := range want {
+		if manifest.Annotations[k] != v {
+			t.Errorf("annotation %s = %q, want %q", k, manifest.Annotations[k], v)
+		}
 	}
 }
