@@ -150,3 +150,41 @@ func TestPipelineRunRefuses(t *testing.T) {
 		writePipeline(t, "metadata: {name: p}\nspec: {steps: [{name: a, type: exec, exec: {command: ['true']}, resources: {memory: 100Ti}}]}\n"))
 	failCLI(t, "no pipeline runs in", "pipeline", "runs", "--dir", t.TempDir())
 }
+
+// stepLines returns "step phase" of each progress line of a run's output.
+func stepLines(out string) []string {
+	re := regexp.MustCompile(`(?m)^ +[0-9.]+s  (\S+) +(\S+)`)
+	var lines []string
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		lines = append(lines, m[1]+" "+m[2])
+	}
+	return lines
+}
+
+// docs/pipelines.md's example runs as written and prints what the page shows.
+func TestPipelinesDocExample(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipelines.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(doc), "\n## Running a pipeline at the edge\n")
+	if !ok {
+		t.Fatal("docs/pipelines.md has no section 'Running a pipeline at the edge'")
+	}
+	_, yml, _ := strings.Cut(sec, "```yaml\n")
+	yml, _, _ = strings.Cut(yml, "```")
+	_, console, _ := strings.Cut(sec, "```console\n")
+	console, _, _ = strings.Cut(console, "```")
+	if yml == "" || console == "" {
+		t.Fatal("the section lacks its yaml or console block")
+	}
+	file := filepath.Join(t.TempDir(), "fashion-local.yaml")
+	os.WriteFile(file, []byte(yml), 0o644)
+	out := mustCLI(t, "pipeline", "run", "-f", file, "--dir", t.TempDir())
+	if got, want := strings.Join(stepLines(out), "\n"), strings.Join(stepLines(console), "\n"); got != want {
+		t.Errorf("steps:\n%s\nthe page shows:\n%s", got, want)
+	}
+	if !regexp.MustCompile(`(?m)^registered edge/\S+/fashion:0\.1\.0-edge\.1 `).MatchString(out) {
+		t.Errorf("output:\n%s", out)
+	}
+}
