@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -127,8 +129,13 @@ func ownCgroup(file string) (string, error) {
 	return "", errors.New("no cgroup v2 entry in " + file)
 }
 
-// sanitize makes a cgroup folder name.
+// sanitize makes a cgroup folder name: a long one is cut and made unique
+// by a hash.
 func sanitize(s string) string {
+	if len(s) > 120 {
+		sum := sha256.Sum256([]byte(s))
+		s = s[:100] + "-" + hex.EncodeToString(sum[:8])
+	}
 	return strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
 			return r

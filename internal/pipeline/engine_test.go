@@ -173,6 +173,10 @@ steps:
 	if !strings.Contains(r.Status.Message, `step "bad" failed`) {
 		t.Errorf("run message %q", r.Status.Message)
 	}
+	tail, err := te.LogTail("f1", "bad", 300)
+	if err != nil || !strings.Contains(tail, "attempt 2 failed: command failed: exit status 4: no luck") || strings.Contains(tail, "attempt 1 started") {
+		t.Errorf("log tail %q, %v", tail, err)
+	}
 }
 
 func TestTimeoutKillsTheCommand(t *testing.T) {

@@ -213,7 +213,8 @@ func (x *executor) load(ctx context.Context) error {
 			return err
 		}
 		if len(steps) != len(r.spec.Steps) {
-			return fmt.Errorf("run %s: %d steps recorded for a spec of %d", r.name, len(steps), len(r.spec.Steps))
+			x.e.log.Error("run not resumed: its steps do not match its spec", "run", r.name, "steps", len(steps), "spec", len(r.spec.Steps))
+			continue
 		}
 		var cut []int
 		for i := range steps {
