@@ -180,6 +180,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newInferCmd(g),
 		newConfigCmd(g),
 		newServeCmd(g),
+		newPipelineCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root, g
