@@ -130,6 +130,13 @@ type Config struct {
 	// OutboxMerge holds, by record kind, how two records merge into one
 	// when the outbox budget fills (see internal/outbox).
 	OutboxMerge map[string]outbox.MergeFunc
+	// OnEvent, if set, is told of the events that may start pipeline runs:
+	// a deployment's drift alarm raised (at every SetDrift while it is),
+	// a version fetched and activated. It must return quickly.
+	OnEvent func(Event)
+	// OnApplied, if set, is called after a desired state document was
+	// applied (DesiredPipelines may have changed). It must return quickly.
+	OnApplied func()
 	// Clock times the agent's polls, reports, retries, backoff and
 	// bandwidth limit, and stamps its state; nil means the system clock.
 	Clock clock.Clock
@@ -476,6 +483,9 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 		}
 		a.signal(a.wake)
 		a.signal(a.reportNow)
+		if a.cfg.OnApplied != nil {
+			a.cfg.OnApplied()
+		}
 	}
 	return d, nil
 }
@@ -859,6 +869,7 @@ func (a *Agent) finish(ctx context.Context, want v1alpha1.DesiredModel, err erro
 		a.mu.Unlock()
 		a.signal(a.reportNow)
 		a.signal(a.sendNow)
+		a.event(Event{Type: v1alpha1.TriggerNewVersion, Deployment: want.Deployment, Version: want.Version})
 		return
 	}
 	if ctx.Err() != nil {

@@ -156,6 +156,11 @@ func (a *Agent) SetDrift(ctx context.Context, states map[string]DriftState) erro
 	if err := a.state.setMeta(ctx, metaDrift, string(b)); err != nil {
 		return fmt.Errorf("agent: record drift state: %w", err)
 	}
+	for dep, s := range states {
+		if s.Alarm {
+			a.event(Event{Type: v1alpha1.TriggerDrift, Deployment: dep, Version: s.Version, At: s.Since})
+		}
+	}
 	return nil
 }
 

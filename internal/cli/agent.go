@@ -22,6 +22,7 @@ import (
 	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/clientconfig"
 	"outpost.dev/outpost/internal/drift"
+	"outpost.dev/outpost/internal/edgerun"
 	"outpost.dev/outpost/internal/outbox"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/serving"
@@ -45,6 +46,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		verifyOnStart bool
 		sf            servingFlags
 		debugAddr     string
+		pipelineData  string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --hub URL --join-token T --data DIR --name NAME",
@@ -130,6 +132,8 @@ only when the deployment sets allowDowngrade.`,
 				default:
 				}
 			}
+			runner := edgerun.New(cfg.Dir, edgerun.Options{Data: pipelineData, Logger: cfg.Logger.With("component", "pipelines")})
+			cfg.OnEvent, cfg.OnApplied = runner.Event, runner.Poke
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			a, err := agent.New(ctx, cfg)
@@ -157,6 +161,13 @@ only when the deployment sets allowDowngrade.`,
 				return err
 			case <-a.Ready():
 			}
+			pipesDone, err := startPipelines(ctx, a, runner, cfg.Logger)
+			if err != nil {
+				cancel()
+				<-errc
+				return err
+			}
+			defer func() { cancel(); <-pipesDone }()
 			if readyFile != "" {
 				if err := os.WriteFile(readyFile, []byte(a.Name()+"\n"), 0o600); err != nil {
 					return fmt.Errorf("ready file: %w", err)
@@ -179,6 +190,7 @@ only when the deployment sets allowDowngrade.`,
 	f.StringSliceVar(&accelerators, "accelerator", nil, "declared accelerator TYPE=COUNT, such as nvidia.com/gpu=1; repeatable")
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
+	f.StringVar(&pipelineData, "pipeline-data", "", "folder of local data that pipelines' dataset steps read when they name no path (default DATA/data)")
 	sf.register(f)
 	addDebugListen(cmd, &debugAddr)
 	cmd.PreRun = func(cmd *cobra.Command, args []string) {
