@@ -72,13 +72,20 @@ func newPipelineRunCmd(g *globals) *cobra.Command {
 	var (
 		file, data, dir, name, cluster string
 		models                         []string
-		noCache                        bool
+		noCache, wait                  bool
+		timeout                        time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "run -f PIPELINE.yaml [--data DIR] [--dir AGENTDIR] [--name RUN]",
-		Short: "Run a pipeline here and now, offline, showing each step as it goes",
-		Long: `Run the Pipeline in a file on this machine, with no hub, as the agent would,
-and show each step as its state changes. The file holds one 'kind: Pipeline'
+		Use:   "run (-f PIPELINE.yaml [--data DIR] [--dir AGENTDIR] [--name RUN] | NAME --cluster CLUSTER [--wait])",
+		Short: "Run a pipeline: a file here and now, offline, or a hub's pipeline on a cluster",
+		Long: `With NAME --cluster CLUSTER, ask the hub to run its Pipeline NAME on
+cluster CLUSTER: the hub records a PipelineRun (refused, naming the field,
+when the pipeline or cluster is unknown, the pipeline does not select the
+cluster or a step does not fit it), the cluster's agent runs it when it
+next hears from the hub, and reports every step back. --wait follows it.
+
+With -f, run the Pipeline in a file on this machine, with no hub, as the
+agent would, and show each step as its state changes. The file holds one 'kind: Pipeline'
 resource; it is checked first (an error names the field) and so is whether
 each step's resources fit this machine.
 
@@ -95,7 +102,8 @@ before is not run again: its outputs are reused (--no-cache runs all).
 Starting a run name that exists resumes it where it stopped (a training
 step from its last epoch's checkpoint) or shows its result. The command
 exits with status 1 if the run failed.`,
-		Example: `  outpost pipeline run -f retrain.yaml --data ./new-images --dir /var/lib/outpost-agent
+		Example: `  outpost pipeline run retrain --cluster ship-1 --wait
+  outpost pipeline run -f retrain.yaml --data ./new-images --dir /var/lib/outpost-agent
   outpost pipeline run -f retrain.yaml --model fashion=./fashion-1.2.0.onnx@1.2.0 --name retrain-7
   outpost pipeline runs --dir /var/lib/outpost-agent`,
 		Args: cobra.MaximumNArgs(1),
@@ -107,7 +115,11 @@ exits with status 1 if the run failed.`,
 				if cluster == "" {
 					return fmt.Errorf("pipeline %s: a pipeline named at the hub runs on a cluster (--cluster); to run a file here, use -f FILE", args[0])
 				}
-				return runOnHub(cmd, g, args[0], cluster)
+				h, err := g.hub()
+				if err != nil {
+					return err
+				}
+				return runPipelineOnHub(cmd.Context(), g.stdout, h, args[0], cluster, wait, timeout)
 			}
 			if file == "" {
 				return errors.New("-f PIPELINE.yaml is required")
@@ -127,13 +139,10 @@ exits with status 1 if the run failed.`,
 	f.StringVar(&name, "name", "", "the run's name (default PIPELINE-YYYYMMDD-HHMMSS); an existing run of that name resumes")
 	f.StringArrayVar(&models, "model", nil, "the model a deployment serves here, as DEPLOYMENT=FILE.onnx@VERSION (repeatable)")
 	f.BoolVar(&noCache, "no-cache", false, "run every step, even those whose outputs an earlier run made")
-	f.StringVar(&cluster, "cluster", "", "run pipeline NAME of the hub on this cluster (not yet supported)")
+	f.StringVar(&cluster, "cluster", "", "run pipeline NAME of the hub on this cluster")
+	f.BoolVar(&wait, "wait", false, "with --cluster: follow the run, step by step, until it finishes")
+	f.DurationVar(&timeout, "timeout", 30*time.Minute, "with --wait: give up waiting after this long")
 	return cmd
-}
-
-// runOnHub asks the hub to run pipeline name on cluster.
-func runOnHub(cmd *cobra.Command, g *globals, name, cluster string) error {
-	return fmt.Errorf("running pipeline %s on cluster %s through the hub is not supported yet; run a file here with -f", name, cluster)
 }
 
 // runFileOptions are the flags of 'pipeline run -f'.
@@ -604,16 +613,39 @@ func span(start, end *metav1.Time, now time.Time) string {
 }
 
 func newPipelineLogsCmd(g *globals) *cobra.Command {
-	var dir string
+	var (
+		dir     string
+		fromHub bool
+	)
 	cmd := &cobra.Command{
-		Use:   "logs RUN STEP [--dir AGENTDIR]",
+		Use:   "logs RUN [STEP] [--dir AGENTDIR | --hub-tail]",
 		Short: "Print a step's log: every attempt, timestamped",
 		Long: `Print the log of step STEP of run RUN: the engine's lines about each attempt
 (queued, started, what was granted, checkpoints, retries) and what an exec
-step's command wrote, each line timestamped. A log keeps its newest MiB.`,
-		Example: "  outpost pipeline logs retrain-7 tune",
-		Args:    cobra.ExactArgs(2),
+step's command wrote, each line timestamped. A log keeps its newest MiB, on
+the cluster that ran it.
+
+With --hub-tail, print instead the end of each step's log (or STEP's) as the
+cluster last sent it to the hub with the run's status: what an operator at
+the hub can see of a run on a cluster whose link is down.`,
+		Example: `  outpost pipeline logs retrain-7 tune --dir /var/lib/outpost-agent
+  outpost pipeline logs retrain-x7k2p --hub-tail`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if fromHub {
+				h, err := g.hub()
+				if err != nil {
+					return err
+				}
+				step := ""
+				if len(args) == 2 {
+					step = args[1]
+				}
+				return pipelineLogsFromHub(cmd.Context(), g.stdout, h, args[0], step)
+			}
+			if len(args) != 2 {
+				return errors.New("give RUN and STEP (or --hub-tail for every step's tail at the hub)")
+			}
 			e, err := openEngine(cmd.Context(), agentDir(dir))
 			if err != nil {
 				return err
@@ -629,5 +661,6 @@ step's command wrote, each line timestamped. A log keeps its newest MiB.`,
 		},
 	}
 	agentDirFlag(cmd, &dir)
+	cmd.Flags().BoolVar(&fromHub, "hub-tail", false, "print the log tails the cluster sent the hub instead of the local log")
 	return cmd
 }

@@ -140,7 +140,6 @@ func TestPipelineRunRefuses(t *testing.T) {
 		{"no file", nil, "-f PIPELINE.yaml is required"},
 		{"bad --model", []string{"-f", writePipeline(t, shipPipeline), "--model", "fashion"}, "want DEPLOYMENT=FILE.onnx@VERSION"},
 		{"a hub pipeline without a cluster", []string{"retrain"}, "runs on a cluster (--cluster)"},
-		{"a hub pipeline", []string{"retrain", "--cluster", "edge-1"}, "not supported yet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			failCLI(t, tc.want, append([]string{"pipeline", "run", "--dir", dir}, tc.args...)...)

@@ -35,7 +35,7 @@ func TestPlanRuns(t *testing.T) {
 			last: map[string]time.Time{"nightly": now.Add(-7 * 24 * time.Hour)}, want: []string{"nightly-sched-202611270300"},
 			wantFired: map[string]time.Time{"nightly": now}, wantNext: time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC)},
 		{name: "not due yet", pipes: []v1alpha1.DesiredPipeline{nightly},
-			last: map[string]time.Time{"nightly": now.Add(-10 * time.Minute)},
+			last:      map[string]time.Time{"nightly": now.Add(-10 * time.Minute)},
 			wantFired: map[string]time.Time{"nightly": now.Add(-10 * time.Minute)}, wantNext: time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC)},
 		{name: "drift and a new version", pipes: []v1alpha1.DesiredPipeline{retrain},
 			events: []agent.Event{
@@ -46,8 +46,8 @@ func TestPlanRuns(t *testing.T) {
 			},
 			want: []string{"retrain-abc", "retrain-drift-1796263200", "retrain-newversion-1.2.0-build.7"}},
 		{name: "events of pipelines without triggers", pipes: []v1alpha1.DesiredPipeline{nightly},
-			last:   map[string]time.Time{"nightly": now},
-			events: []agent.Event{{Type: v1alpha1.TriggerDrift, Deployment: "fashion", At: alarm}},
+			last:      map[string]time.Time{"nightly": now},
+			events:    []agent.Event{{Type: v1alpha1.TriggerDrift, Deployment: "fashion", At: alarm}},
 			wantFired: map[string]time.Time{"nightly": now}, wantNext: time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"oras.land/oras-go/v2/content"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/testenv"
 )
@@ -332,8 +333,8 @@ func TestUpdatesAndUploads(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{"ml.outpost.dev/parent": "fashion:1.2.0", "ml.outpost.dev/produced-by": "pipelinerun/up",
-		AnnotationCluster: "edge-1", AnnotationPipelineRun: "up", "ml.outpost.dev/metric.accuracy": step(t, r, "eval").Outputs["accuracy"],
-		AnnotationDataset: step(t, r, "data").Outputs["train"]}
+		artifact.AnnotationCluster: "edge-1", artifact.AnnotationRun: "up", "ml.outpost.dev/metric.accuracy": step(t, r, "eval").Outputs["accuracy"],
+		artifact.AnnotationDataset: step(t, r, "data").Outputs["train"]}
 	for k, v := range want {
 		if manifest.Annotations[k] != v {
 			t.Errorf("annotation %s = %q, want %q", k, manifest.Annotations[k], v)

@@ -15,21 +15,6 @@ import (
 	"outpost.dev/outpost/internal/artifact"
 )
 
-// Annotations the register step adds to the manifests of the versions it
-// records, besides artifact.Push's lineage (parent, produced-by, metrics).
-const (
-	// AnnotationCluster is the cluster that produced the version.
-	AnnotationCluster = "ml.outpost.dev/cluster"
-	// AnnotationPipelineRun is the run that registered it; AnnotationPipeline its Pipeline.
-	AnnotationPipelineRun = "ml.outpost.dev/pipeline-run"
-	AnnotationPipeline    = "ml.outpost.dev/pipeline"
-	// AnnotationDataset is the digest of the data set the model was trained on.
-	AnnotationDataset = "ml.outpost.dev/dataset"
-)
-
-// EdgeRepository is the repository of model name produced on cluster.
-func EdgeRepository(cluster, name string) string { return "edge/" + cluster + "/" + name }
-
 // NextVersion is the version a register step gives a model derived from
 // base ("model@version", or "" or a digest when the base has no version)
 // in run number run: a prerelease of the next patch,
@@ -99,7 +84,7 @@ func runRegister(ctx context.Context, env *stepEnv) (map[string]string, error) {
 	if err := artifact.ValidateVersion(version); err != nil {
 		return nil, fmt.Errorf("param version: %w", err)
 	}
-	repo := EdgeRepository(env.run.cluster, name)
+	repo := v1alpha1.ModelName{Cluster: env.run.cluster, Name: name}.Repository()
 
 	// Push reads a folder or a file named as the model's file is.
 	dir := filepath.Join(env.workDir, "model")
@@ -114,12 +99,12 @@ func runRegister(ctx context.Context, env *stepEnv) (map[string]string, error) {
 		}
 	}
 	ann := map[string]string{
-		AnnotationCluster:     env.run.cluster,
-		AnnotationPipeline:    env.run.pipeline,
-		AnnotationPipelineRun: env.run.name,
+		artifact.AnnotationCluster:  env.run.cluster,
+		artifact.AnnotationPipeline: env.run.pipeline,
+		artifact.AnnotationRun:      env.run.name,
 	}
 	if dataDigest != "" {
-		ann[AnnotationDataset] = dataDigest
+		ann[artifact.AnnotationDataset] = dataDigest
 	}
 	parent := base
 	if n, v, ok := strings.Cut(base, "@"); ok {
