@@ -209,13 +209,21 @@ func runPipelineFile(ctx context.Context, g *globals, o runFileOptions) error {
 		return err
 	}
 	defer e.Close()
-	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() { done <- e.Run(runCtx) }()
-	defer func() {
-		stop()
-		<-done
-	}()
+	if e.Busy() {
+		// The agent of o.dir runs: it executes the run, with its
+		// deployments and its link to the hub, and we follow it.
+		fmt.Fprintf(g.stdout, "the agent running in %s executes the run; following it here\n", o.dir)
+	} else {
+		runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan error, 1)
+		go func() { done <- e.Run(runCtx) }()
+		defer func() {
+			stop()
+			if err := <-done; err != nil && !errors.Is(err, pipeline.ErrBusy) {
+				fmt.Fprintf(g.stderr, "pipelines: %v\n", err)
+			}
+		}()
+	}
 	name := o.name
 	if name == "" {
 		if name, err = freeRunName(ctx, e, p.Name+"-"+time.Now().UTC().Format("20060102-150405")); err != nil {
@@ -227,7 +235,7 @@ func runPipelineFile(ctx context.Context, g *globals, o runFileOptions) error {
 	if _, err := e.Start(ctx, name, p.Name, p.Generation, &p.Spec, v1alpha1.TriggeredLocal, pipeline.RunOptions{Data: o.data, NoCache: o.noCache}); err != nil {
 		return err
 	}
-	r, err := e.Wait(ctx, name)
+	r, err := e.Follow(ctx, name, prog.update)
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintf(g.stdout, "interrupted: the run stops here; 'outpost pipeline run -f %s --name %s --dir %s' resumes it\n", o.file, name, o.dir)

@@ -1,12 +1,17 @@
 package cli
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/pipeline"
+	"outpost.dev/outpost/internal/testenv"
 	"outpost.dev/outpost/internal/train"
 )
 
@@ -185,5 +190,42 @@ func TestPipelinesDocExample(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^registered edge/\S+/fashion:0\.1\.0-edge\.1 `).MatchString(out) {
 		t.Errorf("output:\n%s", out)
+	}
+}
+
+// While the agent runs (it holds the engine of its folder), `outpost
+// pipeline run -f` hands the run to it and follows it step by step.
+func TestPipelineRunHandsToAgent(t *testing.T) {
+	dir := t.TempDir()
+	eng, err := pipeline.Open(t.Context(), pipeline.Options{Dir: filepath.Join(dir, pipelinesDir), Cluster: "edge-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	probe, err := pipeline.Open(t.Context(), pipeline.Options{Dir: filepath.Join(dir, pipelinesDir), Cluster: "edge-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the engine holds its folder", probe.Busy)
+	probe.Close()
+
+	file := writePipeline(t, `metadata: {name: echo}
+spec:
+  steps:
+  - {name: hello, type: exec, exec: {command: [sh, -c, "echo hi > $OUTPOST_OUTPUTS/word"], outputs: [word]}}
+`)
+	out := mustCLI(t, "pipeline", "run", "-f", file, "--dir", dir, "--name", "echo-1")
+	for _, want := range []string{"the agent running in " + dir + " executes the run", "hello", "Succeeded"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	r, err := eng.Get(t.Context(), "echo-1")
+	if err != nil || r.Status.Phase != v1alpha1.RunSucceeded || r.Status.Steps[0].Outputs["word"] != "hi" {
+		t.Fatalf("the agent's engine has run echo-1 as %+v, %v", r, err)
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -339,6 +340,24 @@ func (e *Engine) build(ctx context.Context, r *runRow) (*v1alpha1.PipelineRun, e
 
 // Wait waits until run name is over and returns it.
 func (e *Engine) Wait(ctx context.Context, name string) (*v1alpha1.PipelineRun, error) {
+	return e.Follow(ctx, name, nil)
+}
+
+// ErrBusy is wrapped by Run's error when another process runs this
+// engine folder's pipelines (the agent): runs Started here are then
+// executed there, and Follow shows their progress all the same.
+var ErrBusy = errors.New("pipelines busy")
+
+// followPoll is how often Follow reads a run that another process may be
+// executing.
+const followPoll = 500 * time.Millisecond
+
+// Follow waits until run name finished, like Wait, calling fn (if set) with
+// the run whenever its state changed, whichever process executes it.
+func (e *Engine) Follow(ctx context.Context, name string, fn func(*v1alpha1.PipelineRun)) (*v1alpha1.PipelineRun, error) {
+	tick := e.clock.NewTicker(followPoll)
+	defer tick.Stop()
+	var last *v1alpha1.PipelineRun
 	for {
 		e.mu.Lock()
 		changed := e.changed
@@ -347,6 +366,10 @@ func (e *Engine) Wait(ctx context.Context, name string) (*v1alpha1.PipelineRun, 
 		if err != nil {
 			return nil, err
 		}
+		if fn != nil && (last == nil || !equality.Semantic.DeepEqual(last.Status, r.Status)) {
+			fn(r)
+		}
+		last = r
 		if r.Status.Phase.Finished() {
 			return r, nil
 		}
@@ -354,6 +377,7 @@ func (e *Engine) Wait(ctx context.Context, name string) (*v1alpha1.PipelineRun, 
 		case <-ctx.Done():
 			return r, ctx.Err()
 		case <-changed:
+		case <-tick.C():
 		}
 	}
 }
@@ -455,6 +479,23 @@ func (e *Engine) MarkUploaded(ctx context.Context, repo, version string) error {
 	return nil
 }
 
+// Busy reports whether another process (the agent) runs this engine
+// folder's pipelines now: runs Started here are then executed there.
+func (e *Engine) Busy() bool {
+	e.mu.Lock()
+	running := e.running
+	e.mu.Unlock()
+	if running {
+		return false
+	}
+	f, err := e.lockRun()
+	if err != nil {
+		return errors.Is(err, ErrBusy)
+	}
+	f.Close()
+	return false
+}
+
 // lockRun takes the engine folder's run lock, so that two processes never
 // execute the same runs.
 func (e *Engine) lockRun() (*os.File, error) {
@@ -465,7 +506,7 @@ func (e *Engine) lockRun() (*os.File, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another process (the agent, or another 'outpost pipeline run') runs the pipelines of %s", e.opts.Dir)
+			return nil, fmt.Errorf("%w: another process (the agent, or another 'outpost pipeline run') runs the pipelines of %s", ErrBusy, e.opts.Dir)
 		}
 		return nil, err
 	}

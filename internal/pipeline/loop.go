@@ -148,6 +148,10 @@ func newScheduler(opts Options) scheduler {
 	return schedule.New(opts.Capacity)
 }
 
+// RescanInterval is how often the executor looks in its database for runs
+// another process started.
+const RescanInterval = 2 * time.Second
+
 func (x *executor) loop(ctx context.Context) error {
 	load := true
 	var timer clock.Timer
@@ -156,6 +160,10 @@ func (x *executor) loop(ctx context.Context) error {
 			timer.Stop()
 		}
 	}()
+	// Runs another process Started (outpost pipeline run while the agent
+	// runs) are in the database only: look for them now and then.
+	rescan := x.e.clock.NewTicker(RescanInterval)
+	defer rescan.Stop()
 	for {
 		if load {
 			if err := x.load(ctx); err != nil {
@@ -180,6 +188,8 @@ func (x *executor) loop(ctx context.Context) error {
 			x.stop(ctx)
 			return nil
 		case <-x.e.wake:
+			load = true
+		case <-rescan.C():
 			load = true
 		case ev := <-x.events:
 			x.pending--
