@@ -16,7 +16,7 @@ import (
 // name known).
 func startPipelines(ctx context.Context, a *agent.Agent, r *edgerun.Runner, log *slog.Logger) (<-chan struct{}, error) {
 	eng, err := pipeline.Open(ctx, pipeline.Options{
-		Dir: r.EngineDir(), Cluster: a.Name(), Host: r, OnUpdate: r.Updated,
+		Dir: r.EngineDir(), Data: r.DataDir(), Cluster: a.Name(), Host: r, OnUpdate: r.Updated,
 		Logger: log.With("component", "pipelines"),
 	})
 	if err != nil {

@@ -113,6 +113,10 @@ func New(agentDir string, opts Options) *Runner {
 // EngineDir is the folder the engine of this runner lives in.
 func (r *Runner) EngineDir() string { return r.dir }
 
+// DataDir is the folder of local data dataset steps read by default: the
+// engine's Options.Data.
+func (r *Runner) DataDir() string { return r.opts.Data }
+
 // Attach gives the runner its agent and engine.
 func (r *Runner) Attach(a *agent.Agent, e *pipeline.Engine) {
 	r.agent, r.eng = a, e

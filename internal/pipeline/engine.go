@@ -77,6 +77,9 @@ type Options struct {
 	// Cluster is the cluster's name: register steps record models in the
 	// repository edge/<Cluster>/<model>. Required.
 	Cluster string
+	// Data is the folder dataset steps read when neither their path param
+	// nor their run's RunOptions.Data names one (the agent's local data).
+	Data string
 	// Host is what the engine needs of its host. Without one, steps that
 	// read a deployment's model or deploy fail, saying so.
 	Host Host

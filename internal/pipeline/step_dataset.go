@@ -13,20 +13,24 @@ import (
 )
 
 // dataPath is the source a dataset step reads: its path param, else the
-// run's data folder.
+// run's data folder, else the engine's (Options.Data).
 func dataPath(env *stepEnv) (string, error) {
+	folder := env.run.opts.Data
+	if folder == "" {
+		folder = env.e.opts.Data
+	}
 	p := env.param("path", "")
 	if p == "" {
-		p = env.run.opts.Data
+		p = folder
 	}
 	if p == "" {
 		return "", errors.New("no data to read: set the step's path param (a folder, a file, or " + BuiltinFashion +
-			"), or give the run a data folder (outpost pipeline run --data DIR)")
+			"), or give the run a data folder (outpost pipeline run --data DIR; the agent's --pipeline-data)")
 	}
-	if p == BuiltinFashion || filepath.IsAbs(p) || env.run.opts.Data == "" {
+	if p == BuiltinFashion || filepath.IsAbs(p) || folder == "" {
 		return p, nil
 	}
-	return filepath.Join(env.run.opts.Data, p), nil // relative to the run's data folder
+	return filepath.Join(folder, p), nil // relative to the data folder
 }
 
 // datasetFingerprint is the digest of the files the step reads (the
