@@ -39,9 +39,13 @@
 //   - Throttling. When serving's p99 latency (ObserveServing) is over
 //     Config.ServingTarget, each Schedule after such an observation halves the
 //     CPU of the running training jobs (not below Config.ThrottleFloor), and
-//     no training job starts until the p99 falls below 80% of the target;
-//     then the throttled jobs get their CPU back as soon as it is free.
-//     Throttled CPU goes back to the pool in the meantime.
+//     no training job starts until the p99 falls below UnthrottleRatio (80%)
+//     of the target. Each observation below that gives every throttled job
+//     back half of the CPU it lacks (all of it once that is no more than the
+//     floor), as soon as the CPU is free: the grant climbs back in steps
+//     rather than at once, so that serving settles between 80% and 100% of
+//     the target instead of swinging over and under it. Throttled CPU goes
+//     back to the pool in the meantime.
 package schedule
 
 import (
@@ -109,7 +113,8 @@ const (
 	// Throttle the running training job to Granted (fewer threads) to bring
 	// serving's latency back within its target.
 	Throttle
-	// Unthrottle gives the job its Granted resources back.
+	// Unthrottle gives the throttled job back CPU, up to Granted: all it
+	// started with or, while serving's latency settles, part of it.
 	Unthrottle
 )
 
@@ -183,6 +188,8 @@ type placed struct {
 	started time.Time
 	// eff is the job's effective priority when it started.
 	eff int64
+	// credit is the MilliCPU a throttled job may take back when it is free.
+	credit int64
 }
 
 // Scheduler is the pure edge scheduler. It is not safe for concurrent use.
@@ -196,6 +203,9 @@ type Scheduler struct {
 	// tighten is set by an observation over target: the next Schedule
 	// halves the training jobs' CPU.
 	tighten bool
+	// loosen is set by an observation under UnthrottleRatio of the target:
+	// the next Schedule lets throttled jobs take back half of what they lack.
+	loosen bool
 }
 
 // New returns a Scheduler for the cluster cfg describes.
@@ -236,16 +246,17 @@ func (s *Scheduler) Finish(id string) {
 
 // ObserveServing records serving's latest p99 latency. Over
 // Config.ServingTarget, the next Schedule throttles training further; below
-// UnthrottleRatio of it, training is let go. Nothing changes without a
+// UnthrottleRatio of it, training may start again and the next Schedule
+// gives throttled jobs back part of their CPU. Nothing changes without a
 // target.
 func (s *Scheduler) ObserveServing(p99 time.Duration) {
 	t := s.cfg.ServingTarget
 	switch {
 	case t <= 0:
 	case p99 > t:
-		s.over, s.tighten = true, true
+		s.over, s.tighten, s.loosen = true, true, false
 	case float64(p99) < UnthrottleRatio*float64(t):
-		s.over, s.tighten = false, false
+		s.over, s.tighten, s.loosen = false, false, true
 	}
 }
 
@@ -435,8 +446,8 @@ func (s *Scheduler) victims(j Job, now time.Time, avail Resources, started map[s
 }
 
 // throttle halves the running training jobs' CPU after an observation over
-// target, or gives it back once serving is under UnthrottleRatio of it, as
-// far as the CPU is free.
+// target, or gives it back in steps once serving is under UnthrottleRatio of
+// it, as far as the CPU is free.
 func (s *Scheduler) throttle() []Decision {
 	if s.cfg.ServingTarget <= 0 {
 		return nil
@@ -456,6 +467,7 @@ func (s *Scheduler) throttle() []Decision {
 	case s.tighten:
 		s.tighten = false
 		for _, p := range jobs {
+			p.credit = 0
 			c := p.granted.MilliCPU
 			if n := max(c/2, s.cfg.ThrottleFloor); p.job.Class == ClassTraining && n < c {
 				p.granted.MilliCPU = n
@@ -465,14 +477,31 @@ func (s *Scheduler) throttle() []Decision {
 			}
 		}
 	case !s.over:
+		if s.loosen {
+			s.loosen = false
+			for _, p := range jobs {
+				d := p.full.MilliCPU - p.granted.MilliCPU
+				if d > s.cfg.ThrottleFloor {
+					d /= 2
+				}
+				p.credit = max(p.credit, d)
+			}
+		}
 		free := s.Free().MilliCPU
 		for _, p := range jobs {
-			if d := p.full.MilliCPU - p.granted.MilliCPU; d > 0 && d <= free {
-				free -= d
-				p.granted.MilliCPU = p.full.MilliCPU
-				out = append(out, Decision{Action: Unthrottle, JobID: p.job.ID, Granted: p.granted.clone(),
-					Reason: "serving p99 back under target " + s.cfg.ServingTarget.String()})
+			give := min(p.credit, p.full.MilliCPU-p.granted.MilliCPU, free)
+			if give <= 0 {
+				continue
 			}
+			free -= give
+			p.credit -= give
+			p.granted.MilliCPU += give
+			d := Decision{Action: Unthrottle, JobID: p.job.ID, Granted: p.granted.clone(),
+				Reason: "serving p99 under " + time.Duration(UnthrottleRatio*float64(s.cfg.ServingTarget)).String()}
+			if p.granted.MilliCPU < p.full.MilliCPU {
+				d.Adapted = "cpu " + cpuString(p.granted.MilliCPU) + " of " + cpuString(p.full.MilliCPU) + " granted"
+			}
+			out = append(out, d)
 		}
 	}
 	return out

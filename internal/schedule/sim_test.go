@@ -47,6 +47,7 @@ type simRun struct {
 	full    Resources
 	eff     int64
 	done    time.Duration // work done
+	credit  int64         // MilliCPU it may take back when throttled
 }
 
 // simStats counts what a simulation exercised.
@@ -66,6 +67,7 @@ type sim struct {
 	saved   map[string]time.Duration // work checkpointed by preempted jobs
 	over    bool                     // serving over target, as the simulation saw it
 	tighten bool                     // an observation over target not yet acted on
+	loosen  bool                     // an observation under 80% of it not yet acted on
 	stats   simStats
 }
 
@@ -174,9 +176,9 @@ func (w *sim) observe(p99 time.Duration) {
 	w.s.ObserveServing(p99)
 	t := w.cfg.ServingTarget
 	if p99 > t {
-		w.over, w.tighten = true, true
+		w.over, w.tighten, w.loosen = true, true, false
 	} else if float64(p99) < 0.8*float64(t) {
-		w.over, w.tighten = false, false
+		w.over, w.tighten, w.loosen = false, false, true
 	}
 }
 
@@ -205,6 +207,16 @@ func (w *sim) check(ds []Decision) ([]Job, error) {
 	for _, r := range w.running {
 		free = sub(free, r.granted)
 	}
+	for _, r := range w.running {
+		switch d := r.full.MilliCPU - r.granted.MilliCPU; {
+		case w.tighten:
+			r.credit = 0
+		case w.loosen && d > DefaultThrottleFloor:
+			r.credit = max(r.credit, d/2)
+		case w.loosen:
+			r.credit = max(r.credit, d)
+		}
+	}
 	i := 0
 	throttled := map[string]bool{}
 	for ; i < len(ds) && (ds[i].Action == Throttle || ds[i].Action == Unthrottle); i++ {
@@ -231,9 +243,12 @@ func (w *sim) check(ds []Decision) ([]Job, error) {
 			if w.over {
 				return nil, fmt.Errorf("unthrottle of %s over target", d.JobID)
 			}
-			if d.Granted.MilliCPU != r.full.MilliCPU || d.Granted.MilliCPU-old > free.MilliCPU {
-				return nil, fmt.Errorf("unthrottle of %s from %dm to %dm with %dm free", d.JobID, old, d.Granted.MilliCPU, free.MilliCPU)
+			give := d.Granted.MilliCPU - old
+			if give != min(r.credit, r.full.MilliCPU-old, free.MilliCPU) {
+				return nil, fmt.Errorf("unthrottle of %s from %dm to %dm, of %dm, with %dm free and %dm to take back",
+					d.JobID, old, d.Granted.MilliCPU, r.full.MilliCPU, free.MilliCPU, r.credit)
 			}
+			r.credit -= give
 			w.stats.unthrottles++
 		}
 		free = add(free, sub(r.granted, d.Granted))
@@ -244,11 +259,11 @@ func (w *sim) check(ds []Decision) ([]Job, error) {
 		if w.tighten && r.job.Class == ClassTraining && !throttled[id] && max(r.granted.MilliCPU/2, DefaultThrottleFloor) < r.granted.MilliCPU {
 			return nil, fmt.Errorf("%s not throttled over target, at %dm", id, r.granted.MilliCPU)
 		}
-		if !w.over && r.granted.MilliCPU < r.full.MilliCPU && r.full.MilliCPU-r.granted.MilliCPU <= free.MilliCPU {
-			return nil, fmt.Errorf("%s left throttled with %dm free", id, free.MilliCPU)
+		if !w.over && r.granted.MilliCPU < r.full.MilliCPU && r.credit > 0 && free.MilliCPU > 0 {
+			return nil, fmt.Errorf("%s left throttled with %dm free and %dm to take back", id, free.MilliCPU, r.credit)
 		}
 	}
-	w.tighten = false
+	w.tighten, w.loosen = false, false
 
 	preempts := map[string][]string{}
 	starts := map[string]Decision{}
