@@ -18,12 +18,17 @@
 //   - Order. Waiting jobs are taken by effective priority, Priority plus one
 //     for every Config.Aging waited since Submitted, highest first; ties by
 //     Submitted, then ID.
-//   - Backfill with reservations. A job that cannot start does not at first
-//     hold back the jobs after it: any that fits in what is left starts. Once
-//     it has waited Config.ReserveAfter, the jobs after it may only take what
-//     it does not need (its minimum is set aside from what is free, amount by
-//     amount), so what it lacks can only grow as running jobs end. With aging,
-//     every job comes to the head of the queue and then starts: none starves.
+//   - Backfill with a reservation. A job that cannot start does not at first
+//     hold back the jobs after it: any that fits in what is left starts. The
+//     first job in the order that cannot start and has waited
+//     Config.ReserveAfter holds a reservation: the jobs after it may only
+//     take what it does not need (its minimum is set aside from what is
+//     free, amount by amount), so that what it lacks is only taken by jobs
+//     before it and comes as running jobs end. One job at a time holds it, as
+//     in EASY backfilling: reserving for every long-waiting job would hold the
+//     cluster to strict order, and small jobs would queue behind large ones.
+//     With aging, every job comes to the head of the queue and then starts:
+//     none starves.
 //   - Preemption. A job that cannot start may preempt running ClassTraining
 //     jobs whose Priority is strictly lower than its own and whose effective
 //     priority when they started was lower than its own now, lowest first
@@ -147,9 +152,9 @@ type Config struct {
 	Aging time.Duration
 	// ServingTarget is the serving p99 latency to keep; 0 turns throttling off.
 	ServingTarget time.Duration
-	// ReserveAfter is how long a job that cannot start waits before the jobs
-	// after it in the queue may no longer take what it needs (see the
-	// package's documentation); 0 means DefaultReserveAfter, a negative
+	// ReserveAfter is how long a job that cannot start waits before it may
+	// hold the reservation: the jobs after it in the queue may no longer take
+	// what it needs (see the package's documentation); 0 means DefaultReserveAfter, a negative
 	// value never reserves (pure backfill, which can starve large jobs).
 	ReserveAfter time.Duration
 	// ThrottleFloor is the least MilliCPU throttling leaves a training job;
@@ -349,8 +354,8 @@ func (s *Scheduler) ranked(now time.Time) []Job {
 	return out
 }
 
-// reserves reports whether j, when it cannot start at now, sets aside its
-// minimum from the jobs after it.
+// reserves reports whether j, when it cannot start at now and no job before
+// it holds the reservation, sets aside its minimum from the jobs after it.
 func (s *Scheduler) reserves(j Job, now time.Time) bool {
 	return s.cfg.ReserveAfter > 0 && now.Sub(j.Submitted) >= s.cfg.ReserveAfter
 }
@@ -362,6 +367,7 @@ func (s *Scheduler) Schedule(now time.Time) []Decision {
 	out := s.throttle()
 	avail := s.Free()
 	started := map[string]bool{}
+	reserved := false // one job at a time holds a reservation
 	for _, j := range s.ranked(now) {
 		if j.Class == ClassTraining && s.over {
 			continue // serving first: no training starts while over target
@@ -374,8 +380,9 @@ func (s *Scheduler) Schedule(now time.Time) []Decision {
 		if !le(lo, avail) {
 			victims = s.victims(j, now, avail, started)
 			if victims == nil {
-				if s.reserves(j, now) {
+				if !reserved && s.reserves(j, now) {
 					avail = reserve(avail, lo)
+					reserved = true
 				}
 				continue
 			}

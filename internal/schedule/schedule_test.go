@@ -152,6 +152,13 @@ func TestScheduler(t *testing.T) {
 			{at: 10 * time.Minute, submit: []Job{job("big", 5, 1000, 4*gi, 0), job("cpu", 0, 1000, 0, 10*time.Minute),
 				job("mem", 0, 100, gi, 10*time.Minute)}, want: []string{"start cpu"}},
 		}},
+		{"one reservation at a time", edge(), []round{
+			{submit: []Job{job("run", 0, 2000, gi, 0)}, want: []string{"start run"}},
+			// h1 reserves the CPU; h2, waiting as long, reserves nothing, so
+			// small may take the memory h2 would need.
+			{at: 10 * time.Minute, submit: []Job{job("h1", 5, 1500, gi, 0), job("h2", 4, 100, 6*gi, 0),
+				job("small", 0, 0, 4*gi, 10*time.Minute)}, want: []string{"start small"}},
+		}},
 		{"a negative ReserveAfter always backfills", pureBackfill, []round{
 			{submit: []Job{job("run", 0, 2000, gi, 0)}, want: []string{"start run"}},
 			{at: time.Hour, submit: []Job{job("big", 5, 3000, gi, 0), job("small", 0, 500, gi, time.Hour)},

@@ -295,6 +295,7 @@ func (w *sim) check(ds []Decision) ([]Job, error) {
 	})
 	var preempted []Job
 	avail := free
+	reserved := false // the first job that waits ReserveAfter reserves, no other
 	for _, j := range ranked {
 		lo := minimum(j)
 		d, ok := starts[j.ID]
@@ -314,8 +315,9 @@ func (w *sim) check(ds []Decision) ([]Job, error) {
 			if le(lo, room) {
 				return nil, fmt.Errorf("%s waits, though preempting lower training jobs makes room", j.ID)
 			}
-			if w.now.Sub(j.Submitted) >= w.cfg.ReserveAfter {
+			if !reserved && w.now.Sub(j.Submitted) >= w.cfg.ReserveAfter {
 				avail = reserve(avail, lo)
+				reserved = true
 				w.stats.reservedWaits++
 			}
 			continue
