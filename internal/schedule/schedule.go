@@ -153,9 +153,10 @@ type Config struct {
 	// ServingTarget is the serving p99 latency to keep; 0 turns throttling off.
 	ServingTarget time.Duration
 	// ReserveAfter is how long a job that cannot start waits before it may
-	// hold the reservation: the jobs after it in the queue may no longer take
-	// what it needs (see the package's documentation); 0 means DefaultReserveAfter, a negative
-	// value never reserves (pure backfill, which can starve large jobs).
+	// hold the reservation: the jobs after it in the queue may no longer
+	// take what it needs (see the package's documentation). 0 means
+	// DefaultReserveAfter; a negative value never reserves (pure backfill,
+	// which can starve large jobs).
 	ReserveAfter time.Duration
 	// ThrottleFloor is the least MilliCPU throttling leaves a training job;
 	// 0 means DefaultThrottleFloor.
@@ -293,7 +294,9 @@ func (s *Scheduler) Free() Resources {
 func (s *Scheduler) Running() []RunningJob {
 	out := make([]RunningJob, 0, len(s.running))
 	for _, p := range s.running {
-		out = append(out, RunningJob{Job: p.job, Granted: p.granted.clone(), Started: p.started,
+		j := p.job
+		j.Request, j.Min = j.Request.clone(), j.Min.clone()
+		out = append(out, RunningJob{Job: j, Granted: p.granted.clone(), Started: p.started,
 			Throttled: p.granted.MilliCPU < p.full.MilliCPU})
 	}
 	slices.SortFunc(out, func(a, b RunningJob) int { return strings.Compare(a.Job.ID, b.Job.ID) })
@@ -302,7 +305,13 @@ func (s *Scheduler) Running() []RunningJob {
 
 // Queued returns the waiting jobs in the order Schedule considers them at
 // now: by effective priority, then Submitted, then ID.
-func (s *Scheduler) Queued(now time.Time) []Job { return s.ranked(now) }
+func (s *Scheduler) Queued(now time.Time) []Job {
+	out := s.ranked(now)
+	for i := range out {
+		out[i].Request, out[i].Min = out[i].Request.clone(), out[i].Min.clone()
+	}
+	return out
+}
 
 // EffectivePriority returns j's priority at now: Priority plus one for every
 // Config.Aging since j.Submitted.
