@@ -91,6 +91,9 @@ type scheduler interface {
 	Finish(id string)
 	ObserveServing(p99 time.Duration)
 	Schedule(now time.Time) []schedule.Decision
+	// Wake says when to call Schedule again with nothing else happening
+	// (a waiting job's priority ages, a reservation begins).
+	Wake(now time.Time) (time.Time, bool)
 }
 
 // executor is the state of Run.
@@ -173,6 +176,9 @@ func (x *executor) loop(ctx context.Context) error {
 		}
 		x.advanceAll(ctx)
 		x.schedule(ctx)
+		if t, ok := x.sched.Wake(x.e.clock.Now()); ok && (x.wakeAt.IsZero() || t.Before(x.wakeAt)) {
+			x.wakeAt = t
+		}
 		var timerC <-chan time.Time
 		if !x.wakeAt.IsZero() {
 			d := max(x.wakeAt.Sub(x.e.clock.Now()), 0)
