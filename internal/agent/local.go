@@ -51,6 +51,11 @@ func (a *Agent) DeployLocal(ctx context.Context, v LocalVersion) (previous strin
 	if row.ActiveDigest == v.Manifest.Digest.String() {
 		return row.ActiveVersion, nil
 	}
+	if row.Desired.RequireSignature || a.cfg.RequireSignature {
+		return "", fmt.Errorf("deploy %s@%s to %s: the deployment serves only versions signed by a trusted key, and a version "+
+			"produced here is not signed; promote it at the hub and sign it there (outpost model promote edge/%s/%s@%s --to %s@VERSION --sign KEY)",
+			v.Model, v.Version, v.Deployment, a.name, v.Model, v.Version, v.Model)
+	}
 	if why := PlanLocal(row.deployed(), row.Desired.Model, v.Model, v.Version); why != "" {
 		return "", fmt.Errorf("deploy %s@%s to %s: %s", v.Model, v.Version, v.Deployment, why)
 	}

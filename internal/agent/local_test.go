@@ -154,3 +154,33 @@ func TestUploadLocal(t *testing.T) {
 		t.Fatalf("second upload: %+v, %v; want nothing sent", again, err)
 	}
 }
+
+// TestDeployLocalUnsigned: a deployment that serves only signed versions
+// refuses a version produced here, which nobody signed.
+func TestDeployLocalUnsigned(t *testing.T) {
+	a, err := New(t.Context(), Config{Dir: t.TempDir(), Name: "edge-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	doc := &v1alpha1.DesiredState{Cluster: "edge-1", Revision: 1, Models: []v1alpha1.DesiredModel{{
+		Deployment: "fashion", Model: "demo", Version: "1.0.0", RequireSignature: true,
+		Digest: "sha256:" + strings.Repeat("a", 64)}}}
+	if d, err := a.Apply(t.Context(), doc, SourceNetwork); err != nil || d.Verdict != Apply {
+		t.Fatalf("Apply = %v, %v", d.Verdict, err)
+	}
+	src := t.TempDir()
+	writeModel(t, filepath.Join(src, "v1"), filepath.Join(src, "v2"))
+	store := memory.New()
+	desc, err := artifact.Push(t.Context(), store, filepath.Join(src, "v2"), artifact.PushOptions{Name: "demo", Version: "1.0.1-edge.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.DeployLocal(t.Context(), LocalVersion{Deployment: "fashion", Model: "demo", Version: "1.0.1-edge.1", Manifest: desc, Store: store})
+	if err == nil || !strings.Contains(err.Error(), "serves only versions signed") || !strings.Contains(err.Error(), "outpost model promote edge/edge-1/demo@1.0.1-edge.1") {
+		t.Fatalf("DeployLocal of an unsigned version under requireSignature: %v", err)
+	}
+	if len(a.Active()) != 0 {
+		t.Fatalf("a refused deploy activated %v", a.Active())
+	}
+}
