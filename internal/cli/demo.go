@@ -45,10 +45,14 @@ cluster. Then one link is cut, v1.1.0 (fine-tuned: only the last layers
 change) is pushed, the connected clusters move to it while the cut one keeps
 serving v1.0.0 from its cache, the link comes back, and the cut cluster
 catches up fetching only the chunks that changed. Last, drift monitoring is
-turned on, one cluster is cut off again and its camera darkens: it detects
-the drift on its own, keeps its window reports in its outbox, and when the
-link returns the hub learns of it in a few kilobytes and sends one alert to
-a webhook.
+turned on, one cluster is cut off again and salt spray fogs its camera: it
+detects the drift on its own, keeps its window reports in its outbox, and
+its drift alarm starts a pipeline there that fine-tunes the served model on
+the images its crew labelled and registers the result only because it
+evaluates better. When the link returns the hub learns of the drift in a
+few kilobytes, sends one alert to a webhook, and receives the run and the
+new version with its lineage; promoted and signed at the hub, the version
+reaches every cluster.
 
 Every step is timed and checked: versions never go backwards, every cached
 byte matches its digest, the cut cluster kept serving, and updates cost a
@@ -412,7 +416,7 @@ func (d *demo) main(keep bool, linkBps int64) error {
 		if err := d.spawn(filepath.Join(d.dir, e.name+".log"), "agent", "--hub", "https://"+e.link.Addr(),
 			"--ca-file", filepath.Join(hubDir, "pki", "ca.crt"), "--join-token", token, "--data", e.dir,
 			"--name", e.name, "--labels", e.labels, "--ready-file", ready, "--trusted-key", keyPrefix+".pub",
-			"--serve", e.serve, "--poll-timeout", "5s", "--report-interval", "1s"); err != nil {
+			"--serve", e.serve, "--poll-timeout", "5s", "--report-interval", "1s", "--pipeline-data", d.pipelineData(e)); err != nil {
 			return err
 		}
 		if err := waitFile(d.ctx, ready, 60*time.Second); err != nil {
@@ -521,7 +525,10 @@ func (d *demo) main(keep bool, linkBps int64) error {
 	}
 	d.check(d.regressions == 0, "no cluster ever went back to a lower version (versions sampled every 100 ms while waiting)")
 
-	if err := d.driftScene(cut, testSet, alerts); err != nil {
+	if err := d.retrainSetup(cut, trainSet, testSet); err != nil {
+		return err
+	}
+	if err := d.driftScene(cut, testSet, alerts, edges, keyPrefix+".key", modelSize); err != nil {
 		return err
 	}
 

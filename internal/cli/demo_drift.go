@@ -20,8 +20,8 @@ import (
 	"outpost.dev/outpost/internal/dataset"
 )
 
-// The demo's drift scene: a cluster cut off from the hub is sent darker
-// images; it detects drift on its own, keeps its window reports in its
+// The demo's drift scene: a cluster cut off from the hub is sent washed-out
+// images (salt spray on its camera's lens); it detects drift on its own, keeps its window reports in its
 // outbox, and when the link returns the hub learns of it in a few
 // kilobytes and sends one alert.
 
@@ -33,8 +33,10 @@ const (
 	// demoReference is how many test images make the reference profile;
 	// the rest are the clean requests.
 	demoReference = 600
-	// demoDarken is the factor the shifted images' pixels are multiplied by.
-	demoDarken = 0.5
+	// demoContrast and demoHaze wash the shifted images out: each pixel p
+	// becomes p*demoContrast + demoHaze, half the contrast, brighter.
+	demoContrast = 0.5
+	demoHaze     = 100
 )
 
 // demoMonitoredDeployment is demoDeployment with drift monitoring and alerts.
@@ -57,12 +59,13 @@ func writeIDX(path string, set *dataset.Set) error {
 	return os.WriteFile(path, b.Bytes(), 0o644)
 }
 
-// darker returns a copy of set whose pixels are multiplied by factor.
-func darker(set *dataset.Set, factor float64) *dataset.Set {
+// washedOut returns a copy of set as a fogged lens takes it: each pixel p
+// becomes p*demoContrast + demoHaze.
+func washedOut(set *dataset.Set) *dataset.Set {
 	out := *set
 	out.Images = make([]byte, len(set.Images))
 	for i, p := range set.Images {
-		out.Images[i] = byte(float64(p)*factor + 0.5)
+		out.Images[i] = byte(min(float64(p)*demoContrast+demoHaze+0.5, 255))
 	}
 	return &out
 }
@@ -194,10 +197,10 @@ func (d *demo) outboxBytesReceived(cluster string) (float64, error) {
 
 // driftScene runs the drift scene on cut, whose agent serves 1.1.0 with
 // its reference profile (the first demoReference test images).
-func (d *demo) driftScene(cut *edge, testSet *dataset.Set, alerts *demoAlerts) error {
+func (d *demo) driftScene(cut *edge, testSet *dataset.Set, alerts *demoAlerts, edges []*edge, keyFile string, modelSize int64) error {
 	client := &http.Client{Timeout: 10 * time.Second}
 	clean := testSet.Slice(demoReference, testSet.Len())
-	shifted := darker(testSet.Slice(0, demoReference), demoDarken)
+	shifted := washedOut(testSet.Slice(0, demoReference))
 
 	d.step("Turn on drift monitoring with alerts: windows of %d images, tested against 1.1.0's reference profile", demoWindow)
 	spec := d.dir + "/deployment-monitored.yaml"
@@ -213,7 +216,7 @@ func (d *demo) driftScene(cut *edge, testSet *dataset.Set, alerts *demoAlerts) e
 		return nil
 	}
 
-	d.step("Cut %s's link; then its camera darkens: pixels lose half their brightness", cut.name)
+	d.step("Cut %s's link; then salt spray fogs its camera's lens: images wash out (half the contrast, brighter)", cut.name)
 	cut.link.Partition(true)
 	accClean, err := d.inferAll(client, cut, clean)
 	if err != nil {
@@ -226,7 +229,7 @@ func (d *demo) driftScene(cut *edge, testSet *dataset.Set, alerts *demoAlerts) e
 		return nil
 	}
 	windows := uint64((clean.Len() + shifted.Len()) / demoWindow)
-	d.note("sent %d ordinary images (%.1f%% predicted right) and %d darker ones (%.1f%%); the edge knows no labels, the demo does",
+	d.note("sent %d ordinary images (%.1f%% predicted right) and %d washed-out ones (%.1f%%); the edge knows no labels, the demo does",
 		clean.Len(), 100*accClean, shifted.Len(), 100*accShifted)
 	var ds *agent.DriftState
 	var records, owed int64
@@ -241,6 +244,7 @@ func (d *demo) driftScene(cut *edge, testSet *dataset.Set, alerts *demoAlerts) e
 	d.check(records >= int64(windows), "its %d window reports wait in its outbox: %d bytes of JSON", records, owed)
 	row := d.hubDriftRow(cut.name)
 	d.check(row == nil || !row.Alarm, "the hub does not know yet")
+	run := d.retrainOffline(cut)
 
 	d.step("Restore %s's link: the window reports it kept reach the hub", cut.name)
 	before, err := d.outboxBytesReceived(cut.name)
@@ -273,6 +277,9 @@ func (d *demo) driftScene(cut *edge, testSet *dataset.Set, alerts *demoAlerts) e
 		}
 	}
 	d.check(fired && firing == 1 && len(msgs) == 1, "the alert webhook got one firing alert (%d message(s) in all)", len(msgs))
+	if run != nil {
+		d.retrainSynced(cut, run, edges, keyFile, shifted, accShifted, modelSize)
+	}
 	return nil
 }
 
