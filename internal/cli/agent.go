@@ -47,6 +47,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		sf            servingFlags
 		debugAddr     string
 		pipelineData  string
+		pf            pipelineFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --hub URL --join-token T --data DIR --name NAME",
@@ -144,7 +145,7 @@ only when the deployment sets allowDowngrade.`,
 			for _, m := range a.Active() {
 				cfg.Logger.Info("active from cache", "deployment", m.Deployment, "model", m.Model, "version", m.Version)
 			}
-			serveDone, err := startServing(ctx, a, serveCfg, activeChanged)
+			serveDone, srv, err := startServing(ctx, a, serveCfg, activeChanged)
 			if err != nil {
 				return err
 			}
@@ -161,7 +162,10 @@ only when the deployment sets allowDowngrade.`,
 				return err
 			case <-a.Ready():
 			}
-			pipesDone, err := startPipelines(ctx, a, runner, cfg.Logger)
+			if srv != nil {
+				pf.latency = srv.LatencyP99
+			}
+			pipesDone, err := startPipelines(ctx, a, runner, pf, cfg.Logger)
 			if err != nil {
 				cancel()
 				<-errc
@@ -191,6 +195,7 @@ only when the deployment sets allowDowngrade.`,
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
 	f.StringVar(&pipelineData, "pipeline-data", "", "folder of local data that pipelines' dataset steps read when they name no path (default DATA/data)")
+	pf.register(f)
 	sf.register(f)
 	addDebugListen(cmd, &debugAddr)
 	cmd.PreRun = func(cmd *cobra.Command, args []string) {
@@ -291,17 +296,17 @@ has no room for it within its byte budget.`,
 // it serves and which runtime serves each deployment. With no endpoint it
 // serves nothing and records so. The returned channel is closed once the
 // server stopped, after ctx ended, and the agent no longer names endpoints.
-func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, activeChanged <-chan struct{}) (<-chan struct{}, error) {
+func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, activeChanged <-chan struct{}) (<-chan struct{}, *endpoint.Server, error) {
 	done := make(chan struct{})
 	if cfg.REST == "" && cfg.GRPC == "" {
 		close(done)
 		if err := a.SetEndpoints(ctx, nil); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := a.SetDrift(ctx, nil); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return done, a.SetServing(ctx, nil)
+		return done, nil, a.SetServing(ctx, nil)
 	}
 	log := cfg.Serving.Logger
 	cfg.Serving.Windows = windowOutbox{a.Outbox()}
@@ -325,11 +330,11 @@ func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, acti
 	}
 	srv, err := endpoint.Start(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ep := srv.Endpoints()
 	if err := a.SetEndpoints(ctx, &ep); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Watch(ctx, func() []serving.Model { return servingModels(a.Active()) }, activeChanged) })
@@ -341,7 +346,7 @@ func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, acti
 		}
 		close(done)
 	}()
-	return done, nil
+	return done, srv, nil
 }
 
 // servingModels is what the server is to serve of the agent's active models.

@@ -66,11 +66,14 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec   // deployment, version, protocol, code
 	latency  *prometheus.HistogramVec // deployment, version, protocol
+	recent   recentLatencies
+	clock    func() time.Time
 }
 
 func newMetrics(s *Server) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		clock: s.clock.Now,
+		reg:   prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_inference_requests_total",
 			Help: "Inference requests answered, by deployment and version served (empty when the request named none the server serves), protocol (rest or grpc) and code (the HTTP status, or the gRPC code).",
@@ -106,6 +109,7 @@ type requestLabels struct{ deployment, version string }
 func (m *metrics) observe(l requestLabels, protocol, code string, took time.Duration) {
 	m.requests.WithLabelValues(l.deployment, l.version, protocol, code).Inc()
 	m.latency.WithLabelValues(l.deployment, l.version, protocol).Observe(took.Seconds())
+	m.recent.add(m.clock(), took)
 }
 
 // grpcCode is the code label of a gRPC call's outcome.
