@@ -206,15 +206,8 @@ func (s *stateDB) activateLocal(ctx context.Context, v LocalVersion, now time.Ti
 		}
 		previous = r.ActiveVersion
 		ts := formatTime(now)
-		if r.ActiveDigest != "" {
-			if _, err := tx.ExecContext(ctx, `UPDATE history SET deactivated_at = ?
-				WHERE deployment = ? AND digest = ? AND deactivated_at = ''`, ts, r.Name, r.ActiveDigest); err != nil {
-				return fmt.Errorf("state: history of %s: %w", r.Name, err)
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO history(deployment, model, version, digest, activated_at)
-			VALUES (?, ?, ?, ?, ?)`, r.Name, v.Model, v.Version, v.Manifest.Digest.String(), ts); err != nil {
-			return fmt.Errorf("state: history of %s: %w", r.Name, err)
+		if err := recordActivation(ctx, tx, r, v.Model, v.Version, v.Manifest.Digest.String(), ts); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET active_model = ?, active_version = ?, active_digest = ?,
 				active_local = 1, activated_at = ?, downgraded_from = '', phase = ?, error = '', updated_at = ?

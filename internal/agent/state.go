@@ -6,15 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strconv"
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
-
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/sqlfile"
 )
 
 // schema is the agent database, version 1. Every state change runs in one
@@ -101,25 +99,14 @@ type stateDB struct {
 	writeMu sync.Mutex
 }
 
-// openState opens (creating if absent) the agent database at path, in WAL
-// mode with synchronous=FULL, so `outpost agent status` can read it while
-// the agent writes. Write transactions begin IMMEDIATE: another process
-// writing the same database (`outpost agent outbox put`) then makes a
-// writer wait for the lock (busy_timeout) instead of failing it, which a
-// transaction that read first and writes second would.
+// openState opens (creating if absent) the agent database at path, as
+// internal/sqlfile opens it: `outpost agent status` reads it while the agent
+// writes, and another process writing it (`outpost agent outbox put`) waits
+// for the lock.
 func openState(ctx context.Context, path string) (*stateDB, error) {
-	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)"} {
-		q.Add("_pragma", p)
-	}
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := sqlfile.Open(ctx, path, schema)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open %s: create schema: %w", path, err)
+		return nil, err
 	}
 	if err := addColumns(ctx, db); err != nil {
 		db.Close()
@@ -540,15 +527,8 @@ func (s *stateDB) activate(ctx context.Context, want v1alpha1.DesiredModel, now 
 			downgradedFrom = r.ActiveVersion
 		}
 		ts := formatTime(now)
-		if r.ActiveDigest != "" {
-			if _, err := tx.ExecContext(ctx, `UPDATE history SET deactivated_at = ?
-				WHERE deployment = ? AND digest = ? AND deactivated_at = ''`, ts, r.Name, r.ActiveDigest); err != nil {
-				return fmt.Errorf("state: history of %s: %w", r.Name, err)
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO history(deployment, model, version, digest, activated_at)
-			VALUES (?, ?, ?, ?, ?)`, r.Name, want.Model, want.Version, want.Digest, ts); err != nil {
-			return fmt.Errorf("state: history of %s: %w", r.Name, err)
+		if err := recordActivation(ctx, tx, r, want.Model, want.Version, want.Digest, ts); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET active_model = ?, active_version = ?, active_digest = ?,
 				activated_at = ?, downgraded_from = ?, phase = ?, error = '', bytes_fetched = bytes_total, updated_at = ?,
@@ -560,6 +540,22 @@ func (s *stateDB) activate(ctx context.Context, want v1alpha1.DesiredModel, now 
 		return nil
 	})
 	return downgradedFrom, err
+}
+
+// recordActivation closes the history entry of r's active version, if any,
+// and opens one for model@version (digest), activated at ts.
+func recordActivation(ctx context.Context, tx *sql.Tx, r deploymentRow, model, version, digest, ts string) error {
+	if r.ActiveDigest != "" {
+		if _, err := tx.ExecContext(ctx, `UPDATE history SET deactivated_at = ?
+			WHERE deployment = ? AND digest = ? AND deactivated_at = ''`, ts, r.Name, r.ActiveDigest); err != nil {
+			return fmt.Errorf("state: history of %s: %w", r.Name, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO history(deployment, model, version, digest, activated_at)
+		VALUES (?, ?, ?, ?, ?)`, r.Name, model, version, digest, ts); err != nil {
+		return fmt.Errorf("state: history of %s: %w", r.Name, err)
+	}
+	return nil
 }
 
 // historyEntry is one activation of a version by a deployment.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/errdef"
@@ -127,22 +126,13 @@ func Promote(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, dst 
 	for i, l := range m.Layers {
 		layers[i] = ocispec.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size, Annotations: maps.Clone(l.Annotations)}
 	}
-	nm := ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: ArtifactTypeModel,
-		Config:       cfgDesc,
-		Layers:       layers,
-		Annotations:  ann,
-	}
-	mb, err := json.Marshal(nm)
+	nm, mb, mDesc, err := modelManifest(cfgDesc, layers, ann)
 	if err != nil {
 		return Promotion{}, err
 	}
-	p := Promotion{Source: srcDesc, Files: len(files),
-		Descriptor: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ArtifactTypeModel, Digest: digest.FromBytes(mb), Size: int64(len(mb))}}
+	p := Promotion{Source: srcDesc, Files: len(files), Descriptor: mDesc}
 
-	existing, same, err := checkExistingTag(ctx, dst, PushOptions{Name: opts.Name, Version: opts.Version}, &nm)
+	existing, same, err := checkExistingTag(ctx, dst, PushOptions{Name: opts.Name, Version: opts.Version}, nm)
 	if err != nil {
 		return Promotion{}, err
 	}

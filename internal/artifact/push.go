@@ -345,19 +345,10 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 	for k, v := range opts.Metrics {
 		ann[AnnotationMetricPrefix+k] = v
 	}
-	m := ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: ArtifactTypeModel,
-		Config:       cfgDesc,
-		Layers:       layers,
-		Annotations:  ann,
-	}
-	mb, err := json.Marshal(m)
+	m, mb, mDesc, err := modelManifest(cfgDesc, layers, ann)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	mDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ArtifactTypeModel, Digest: digest.FromBytes(mb), Size: int64(len(mb))}
 
 	var graph oras.GraphTarget
 	if opts.Profile != nil {
@@ -366,7 +357,7 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 			return ocispec.Descriptor{}, errors.New("push profile: the target cannot list referrers")
 		}
 	}
-	existing, same, err := checkExistingTag(ctx, dst, opts, &m)
+	existing, same, err := checkExistingTag(ctx, dst, opts, m)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -538,4 +529,23 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		c.onRead(int64(n))
 	}
 	return n, err
+}
+
+// modelManifest builds a model version's manifest of config cfg, layers and
+// annotations ann, and returns it with its bytes and its descriptor.
+func modelManifest(cfg ocispec.Descriptor, layers []ocispec.Descriptor, ann map[string]string) (*ocispec.Manifest, []byte, ocispec.Descriptor, error) {
+	m := &ocispec.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: ArtifactTypeModel,
+		Config:       cfg,
+		Layers:       layers,
+		Annotations:  ann,
+	}
+	mb, err := json.Marshal(m)
+	if err != nil {
+		return nil, nil, ocispec.Descriptor{}, err
+	}
+	return m, mb, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ArtifactTypeModel,
+		Digest: digest.FromBytes(mb), Size: int64(len(mb))}, nil
 }

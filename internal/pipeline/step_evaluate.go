@@ -24,11 +24,7 @@ const evalBatch = 256
 //
 // Params: deployment, runtime (the name of the engine's runtime, or "go").
 func runEvaluate(ctx context.Context, env *stepEnv) (map[string]string, error) {
-	path, err := env.artifact("data")
-	if err != nil {
-		return nil, err
-	}
-	data, err := readTable(path)
+	data, err := env.table("data")
 	if err != nil {
 		return nil, err
 	}

@@ -213,11 +213,7 @@ func parseSizes(s string) ([]int, error) {
 // the shuffles), threads (at most this many cores; default what the
 // scheduler granted).
 func runTrain(ctx context.Context, env *stepEnv) (map[string]string, error) {
-	path, err := env.artifact("data")
-	if err != nil {
-		return nil, err
-	}
-	data, err := readTable(path)
+	data, err := env.table("data")
 	if err != nil {
 		return nil, err
 	}
@@ -249,11 +245,7 @@ func runTrain(ctx context.Context, env *stepEnv) (map[string]string, error) {
 // Params: deployment, lastLayers (2: the layers trained, counted from the
 // output), epochs, batchSize, lr, seed, threads as for train.
 func runFinetune(ctx context.Context, env *stepEnv) (map[string]string, error) {
-	path, err := env.artifact("data")
-	if err != nil {
-		return nil, err
-	}
-	data, err := readTable(path)
+	data, err := env.table("data")
 	if err != nil {
 		return nil, err
 	}

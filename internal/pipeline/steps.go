@@ -156,6 +156,15 @@ func (env *stepEnv) artifact(input string) (string, error) {
 	return env.e.layout.BlobPath(d), nil
 }
 
+// table reads the data set artifact of input.
+func (env *stepEnv) table(input string) (*table, error) {
+	path, err := env.artifact(input)
+	if err != nil {
+		return nil, err
+	}
+	return readTable(path)
+}
+
 // digestRE matches the sha256 digests the engine gives artifacts.
 var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 

@@ -6,14 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/sqlfile"
 )
 
 // schema is the engine's database, runs.db, version 1. Every change of a
@@ -78,23 +77,13 @@ type db struct {
 	writeMu sync.Mutex
 }
 
-// openDB opens (creating if absent) the database at path, in WAL mode with
-// synchronous=FULL, as the agent's state is: readers (`outpost pipeline
-// runs`) never wait for the engine, and write transactions begin
-// IMMEDIATE, so a second writer waits for the lock (busy_timeout).
+// openDB opens (creating if absent) the database at path, as the agent's
+// state is opened (internal/sqlfile): readers (`outpost pipeline runs`)
+// never wait for the engine, and a second writer waits for the lock.
 func openDB(ctx context.Context, path string) (*db, error) {
-	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)"} {
-		q.Add("_pragma", p)
-	}
-	q.Set("_txlock", "immediate")
-	s, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	s, err := sqlfile.Open(ctx, path, schema)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	if _, err := s.ExecContext(ctx, schema); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open %s: create schema: %w", path, err)
+		return nil, err
 	}
 	return &db{sql: s}, nil
 }

@@ -50,6 +50,7 @@ func TestImportsPointDown(t *testing.T) {
 		"internal/onnx/ort":      {"internal/onnx/engine", "internal/onnx/interp", "internal/onnx/onnxpb"},
 		"internal/pipeline/cond": nil,
 		"internal/schedule":      nil,
+		"internal/sqlfile":       nil,
 		"api/v1alpha1":           {"internal/bytesize", "internal/versions", "internal/pipeline/cond"},
 		"internal/hubclient":     {"api/v1alpha1", "internal/clock", "internal/bytesize", "internal/versions", "internal/pipeline/cond"},
 		"internal/placement":     {"api/v1alpha1", "internal/bytesize", "internal/versions", "internal/pipeline/cond"},
