@@ -12,9 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,243 +26,55 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"oras.land/oras-go/v2/registry/remote"
-	orasauth "oras.land/oras-go/v2/registry/remote/auth"
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/auth"
 	"outpost.dev/outpost/internal/hub"
-	"outpost.dev/outpost/internal/models"
+	"outpost.dev/outpost/internal/hub/hubtest"
 	"outpost.dev/outpost/internal/outbox"
-	"outpost.dev/outpost/internal/registry"
 	"outpost.dev/outpost/internal/store"
 	"outpost.dev/outpost/internal/testenv"
 )
 
-// testHub is a real hub (store, registry, model index, resource API,
-// join and report) served over plain HTTP on an in-memory network,
-// counting the blob bytes it serves. Create it inside a synctest bubble:
-// the hub, its clients and the agents then all run on the bubble's clock.
+// testHub is a hub on an in-memory network (internal/hub/hubtest), with the
+// agent tests' shorthands. Create it inside a synctest bubble: the hub, its
+// clients and the agents then all run on the bubble's clock.
 type testHub struct {
+	*hubtest.Hub
 	t      *testing.T
 	url    string
 	admin  string
 	srv    *hub.Server
-	hs     *http.Server
-	ln     *pipeListener
-	client *http.Client // reaches the hub over the in-memory network
-	// lose, while positive, is how many answers to outbox batches to lose
-	// after the hub applied them (the connection drops instead).
-	lose atomic.Int64
-
-	connMu sync.Mutex
-	conns  map[net.Conn]bool // the server's open connections
-	served atomic.Int64      // bytes of GET /v2/*/blobs/* responses
-	// blobs, when set, may answer a GET of a blob instead of the registry:
-	// it returns false to leave the request to the registry.
-	blobs atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
+	client *http.Client
 }
 
 // newTestHub starts a hub; configure, if given, may change its Config.
 func newTestHub(t *testing.T, configure ...func(*hub.Config)) *testHub {
 	t.Helper()
-	ctx := t.Context()
-	dir := t.TempDir()
-	db, err := store.Open(ctx, filepath.Join(dir, "hub.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	admin, err := auth.NewToken()
-	if err != nil {
-		t.Fatal(err)
-	}
-	authn := auth.NewAuthenticator(auth.Hash(admin), auth.WithClusterCredentials(db))
-	log := slog.New(slog.DiscardHandler)
-	var srv *hub.Server
-	reg, err := registry.New(ctx, registry.Options{
-		Root: filepath.Join(dir, "oci"), DB: db.SQL(), Authorize: authn.Authorize, CheckTag: models.CheckTag, Logger: log,
-		OnChange: func(ctx context.Context, ev registry.Event) {
-			if srv != nil && models.Affects(ev) {
-				_ = srv.ModelsChanged(ctx)
-			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := hub.Config{DB: db, Registry: reg, Models: models.NewIndex(reg, nil), Authorize: authn.Authorize, Logger: log, OfflineAfter: -1}
-	for _, c := range configure {
-		c(&cfg)
-	}
-	srv, err = hub.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &testHub{t: t, url: "http://hub.test", admin: admin, srv: srv, conns: map[net.Conn]bool{}}
-	handler := srv.Handler()
-	h.hs = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/") && strings.Contains(r.URL.Path, "/blobs/") {
-			w = &countingWriter{ResponseWriter: w, n: &h.served}
-			if f := h.blobs.Load(); f != nil && (*f)(w, r) {
-				return
-			}
-		}
-		if strings.HasSuffix(r.URL.Path, "/outbox") && h.lose.Add(-1) >= 0 {
-			handler.ServeHTTP(httptest.NewRecorder(), r)
-			panic(http.ErrAbortHandler) // the hub applied the batch; its answer is lost
-		}
-		handler.ServeHTTP(w, r)
-	})}
-	ln := newPipeListener()
-	h.ln = ln
-	h.hs.ConnState = func(c net.Conn, s http.ConnState) {
-		h.connMu.Lock()
-		defer h.connMu.Unlock()
-		if s == http.StateNew {
-			h.conns[c] = true
-		} else if s == http.StateClosed || s == http.StateHijacked {
-			delete(h.conns, c)
-		}
-	}
-	go func() { _ = h.hs.Serve(ln) }()
-	tr := &http.Transport{DialContext: ln.dial}
-	h.client = &http.Client{Transport: tr}
-	t.Cleanup(func() {
-		h.close()
-		tr.CloseIdleConnections()
-	})
-	return h
+	h := hubtest.New(t, configure...)
+	return &testHub{Hub: h, t: t, url: hubtest.URL, admin: h.Admin, srv: h.Server, client: h.Client}
 }
 
-// close takes the hub off the network: its connections drop and new ones
-// are refused.
-func (h *testHub) close() { _ = h.hs.Close() }
+// close takes the hub off the network.
+func (h *testHub) close() { h.Close() }
 
-// partition cuts the hub off (open connections drop, new ones are refused)
-// or heals the cut.
-func (h *testHub) partition(cut bool) {
-	h.ln.down.Store(cut)
-	if !cut {
-		return
-	}
-	h.connMu.Lock()
-	defer h.connMu.Unlock()
-	for c := range h.conns {
-		c.Close()
-	}
-}
-
-// pipeListener is a net.Listener whose connections are net.Pipe pairs made
-// by its dial. A goroutine blocked on a pipe is durably blocked, so a
-// synctest bubble can advance its clock, which a loopback socket would stall.
-type pipeListener struct {
-	down      atomic.Bool // refuse new connections, as a partition
-	conns     chan net.Conn
-	closed    chan struct{}
-	closeOnce sync.Once
-}
-
-func newPipeListener() *pipeListener {
-	return &pipeListener{conns: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-// Accept implements net.Listener.
-func (l *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close implements net.Listener.
-func (l *pipeListener) Close() error {
-	l.closeOnce.Do(func() { close(l.closed) })
-	return nil
-}
-
-// Addr implements net.Listener.
-func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
-
-// dial connects to the listener, as http.Transport.DialContext.
-func (l *pipeListener) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if l.down.Load() {
-		return nil, fmt.Errorf("dial %s %s: connection refused", network, addr)
-	}
-	server, client := net.Pipe()
-	select {
-	case l.conns <- server:
-		return client, nil
-	case <-l.closed:
-	case <-ctx.Done():
-	}
-	server.Close()
-	client.Close()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return nil, fmt.Errorf("dial %s %s: connection refused", network, addr)
-}
-
-type pipeAddr struct{}
-
-func (pipeAddr) Network() string { return "pipe" }
-func (pipeAddr) String() string  { return "pipe" }
-
-type countingWriter struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(b)
-	c.n.Add(int64(n))
-	return n, err
-}
+// partition cuts the hub off or heals the cut.
+func (h *testHub) partition(cut bool) { h.Partition(cut) }
 
 // repo opens models/<name> with the admin token.
 func (h *testHub) repo(name string) *remote.Repository {
-	h.t.Helper()
-	host := strings.TrimPrefix(h.url, "http://")
-	r, err := remote.NewRepository(host + "/models/" + name)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	r.PlainHTTP = true
-	r.Client = &orasauth.Client{Client: h.client, Cache: orasauth.NewCache(),
-		Credential: orasauth.StaticCredential(host, orasauth.Credential{Username: "outpost", Password: h.admin})}
-	return r
+	return h.Repo(v1alpha1.ModelRepositoryPrefix + name)
 }
 
 func (h *testHub) push(dir, name, version string) ocispec.Descriptor {
-	h.t.Helper()
-	desc, err := artifact.Push(h.t.Context(), h.repo(name), dir, artifact.PushOptions{Name: name, Version: version})
-	if err != nil {
-		h.t.Fatalf("push %s@%s: %v", name, version, err)
-	}
-	return desc
+	return h.Push(dir, name, version)
 }
 
 // api sends an admin request to the resource API.
 func (h *testHub) api(method, path, contentType string, body []byte) (int, []byte) {
 	h.t.Helper()
-	req, err := http.NewRequestWithContext(h.t.Context(), method, h.url+v1alpha1.APIPath+path, bytes.NewReader(body))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+h.admin)
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := h.client.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return h.API(method, path, contentType, body)
 }
 
 func (h *testHub) deploy(name, model, version string, allowDowngrade bool) {
@@ -276,14 +86,7 @@ func (h *testHub) deploy(name, model, version string, allowDowngrade bool) {
 	}
 }
 
-func (h *testHub) joinToken() string {
-	h.t.Helper()
-	tok, err := h.srv.CreateJoinToken(h.t.Context(), time.Hour, "test")
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return tok.Token
-}
+func (h *testHub) joinToken() string { return h.JoinToken() }
 
 // writeModel writes two versions of a synthetic model with an 8 MiB
 // weights file; v2 changes the last 10% of the weights.
@@ -430,7 +233,7 @@ func TestAgentSync(t *testing.T) {
 		}
 
 		// v2 changes 10% of the weights: at most 15% of its bytes cross the link.
-		h.served.Store(0)
+		h.Served.Store(0)
 		desc2 := h.push(v2, "demo", "1.1.0")
 		testenv.WaitFor(t, 30*time.Second, "v2 active", func() bool { return activeVersion(a, "fashion") == "1.1.0" })
 		sameFiles(t, a.Active()[0], v2)
@@ -442,7 +245,7 @@ func TestAgentSync(t *testing.T) {
 			fi, _ := os.Stat(filepath.Join(v2, f))
 			v2Size += fi.Size()
 		}
-		served := h.served.Load()
+		served := h.Served.Load()
 		t.Logf("v2: %d of %d bytes fetched (%.1f%%)", served, v2Size, 100*float64(served)/float64(v2Size))
 		if served > v2Size*15/100 {
 			t.Errorf("fetched %d bytes of v2's %d: more than 15%%", served, v2Size)
@@ -485,11 +288,11 @@ func TestAgentSync(t *testing.T) {
 			t.Errorf("phase %s after refused downgrade, want Failed", st.Phase)
 		}
 		// With allowDowngrade it happens, from the cache (the previous version was kept), and is flagged.
-		h.served.Store(0)
+		h.Served.Store(0)
 		h.deploy("fashion", "demo", "1.0.0", true)
 		testenv.WaitFor(t, 10*time.Second, "downgrade done", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
 		sameFiles(t, a.Active()[0], v1)
-		if n := h.served.Load(); n != 0 {
+		if n := h.Served.Load(); n != 0 {
 			t.Errorf("downgrade to a cached version fetched %d bytes", n)
 		}
 		if st := modelStatus(t, dir, "fashion"); st.DowngradedFrom != "1.1.0" || st.Error != "" {
@@ -679,7 +482,7 @@ func TestAgentSizeMismatchIsPermanent(t *testing.T) {
 			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(weights[:len(weights)/2]))
 			return true
 		}
-		h.blobs.Store(&cut)
+		h.Blobs.Store(&cut)
 		h.deploy("lie", "lie", "1.0.0", false)
 		dir := filepath.Join(t.TempDir(), "agent")
 		a, stop, _ := startAgent(t, agentConfig(h, dir, h.joinToken()))
@@ -708,7 +511,7 @@ func TestAgentSizeMismatchIsPermanent(t *testing.T) {
 		}
 
 		// Another version, served whole, syncs.
-		h.blobs.Store(nil)
+		h.Blobs.Store(nil)
 		weights[0] ^= 0xff
 		if err := os.WriteFile(filepath.Join(src, "model.onnx"), weights, 0o644); err != nil {
 			t.Fatal(err)
@@ -807,10 +610,10 @@ func TestAgentOutbox(t *testing.T) {
 
 		// The hub applies the next two batches but their answers are lost: the
 		// agent sends them again and the hub recognises the keys.
-		h.lose.Store(2)
+		h.Lose.Store(2)
 		put(a, 50, 70)
 		testenv.WaitFor(t, time.Minute, "70 records at the hub", delivered(70))
-		if h.lose.Load() >= 0 {
+		if h.Lose.Load() >= 0 {
 			t.Fatal("no answer was lost")
 		}
 

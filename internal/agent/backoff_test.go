@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/hub/hubtest"
 	"outpost.dev/outpost/internal/hubclient"
 	"outpost.dev/outpost/internal/testenv"
 )
@@ -89,14 +90,9 @@ func TestBacksOffAsTheHubAsks(t *testing.T) {
 		t.Run(fmt.Sprintf("%s answered %d", tt.endpoint, tt.code), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				hub := &busyHub{endpoint: tt.endpoint, code: tt.code, retryAfter: retryAfter, times: map[string][]time.Time{}}
-				ln := newPipeListener()
-				hs := &http.Server{Handler: hub}
-				go func() { _ = hs.Serve(ln) }()
-				defer hs.Close()
-				tr := &http.Transport{DialContext: ln.dial}
-				defer tr.CloseIdleConnections()
+				client := hubtest.Serve(t, hub)
 				a, stop, _ := startAgent(t, Config{
-					Dir: t.TempDir(), Hub: "http://hub.test", HTTPClient: &http.Client{Transport: tr},
+					Dir: t.TempDir(), Hub: hubtest.URL, HTTPClient: client,
 					Name: "edge-1", Credential: "opc_test", AgentVersion: "test",
 					PollTimeout: 2 * time.Second, ReportInterval: reportInterval,
 					RetryBase: 20 * time.Millisecond, RetryMax: time.Minute,

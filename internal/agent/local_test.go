@@ -136,8 +136,7 @@ func TestUploadLocal(t *testing.T) {
 	if st.Blobs < 3 || st.Bytes < 8<<20 {
 		t.Errorf("first upload sent %d blobs, %d bytes: want the files, config and chunk index", st.Blobs, st.Bytes)
 	}
-	r := h.repo("x")
-	r.Reference.Repository = "edge/edge-1/demo"
+	r := h.Repo("edge/edge-1/demo")
 	got, err := r.Resolve(t.Context(), "1.0.1-edge.1")
 	if err != nil || got.Digest != desc.Digest {
 		t.Fatalf("hub resolves edge/edge-1/demo:1.0.1-edge.1 to %v, %v; want %s", got.Digest, err, desc.Digest)

@@ -39,7 +39,7 @@ func TestAgentCollectsPartsOfCancelledSyncs(t *testing.T) {
 			<-r.Context().Done() // a link that stalls mid-transfer
 			return true
 		}
-		h.blobs.Store(&stall)
+		h.Blobs.Store(&stall)
 		h.deploy("slow", "slow", "1.0.0", false)
 		dir := filepath.Join(t.TempDir(), "agent")
 		a, stop, _ := startAgent(t, agentConfig(h, dir, h.joinToken()))
