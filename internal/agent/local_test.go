@@ -1,9 +1,10 @@
 package agent
 
 import (
-	"os"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -30,6 +31,13 @@ func TestDeployLocal(t *testing.T) {
 
 		dir := filepath.Join(t.TempDir(), "agent")
 		cfg := agentConfig(h, dir, h.joinToken())
+		var evMu sync.Mutex
+		var events []string
+		cfg.OnEvent = func(ev Event) {
+			evMu.Lock()
+			defer evMu.Unlock()
+			events = append(events, fmt.Sprintf("%s %s %s", ev.Type, ev.Deployment, ev.Version))
+		}
 		a, stop, _ := startAgent(t, cfg)
 		testenv.WaitFor(t, 30*time.Second, "v1 active", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
 
@@ -101,8 +109,11 @@ func TestDeployLocal(t *testing.T) {
 		testenv.WaitFor(t, 30*time.Second, "1.1.0 active", func() bool { return activeVersion(a, "fashion") == "1.1.0" })
 		sameFiles(t, a.Active()[0], v1)
 		stop()
-		if _, err := os.Stat(dir); err != nil {
-			t.Fatal(err)
+		// Each version the hub sent is a NewVersion event (pipelines' trigger); a local one is not.
+		evMu.Lock()
+		defer evMu.Unlock()
+		if got := strings.Join(events, "; "); got != "NewVersion fashion 1.0.0; NewVersion fashion 1.1.0" {
+			t.Errorf("events: %s", got)
 		}
 	})
 }
