@@ -50,7 +50,7 @@ type StepTypeInfo struct {
 var stepTypes = []StepTypeInfo{
 	{Type: StepDataset, Params: []string{"path", "format", "split", "sample", "seed", "classes"},
 		Outputs: []string{"train", "test", "samples"}},
-	{Type: StepTrain, Params: []string{"sizes", "epochs", "batchSize", "lr", "seed", "threads"},
+	{Type: StepTrain, Params: []string{"arch", "sizes", "epochs", "batchSize", "lr", "seed", "threads"},
 		Inputs: []string{"data"}, Required: []string{"data"}, Outputs: []string{"model", "loss", "epochs"}},
 	{Type: StepFinetune, Params: []string{"deployment", "lastLayers", "epochs", "batchSize", "lr", "seed", "threads"},
 		Inputs: []string{"data", "model"}, Required: []string{"data"}, Outputs: []string{"model", "base", "loss", "epochs"}},

@@ -61,6 +61,20 @@ steps:
 // attempt, resumes from its checkpoint, and ends with the model an
 // uninterrupted run makes.
 func TestPreemptThrottleAdapt(t *testing.T) {
+	for _, tc := range []struct{ arch, params string }{
+		{"mlp", `sizes: "784-16-10"`},
+		{"cnn", `arch: cnn`},
+	} {
+		t.Run(tc.arch, func(t *testing.T) {
+			if tc.arch == "cnn" && testing.Short() {
+				t.Skip("trains a convolutional network for three epochs")
+			}
+			testPreemptThrottleAdapt(t, strings.Replace(threeEpochs, `sizes: "784-16-10"`, tc.params, 1))
+		})
+	}
+}
+
+func testPreemptThrottleAdapt(t *testing.T, threeEpochs string) {
 	sch := &scripted{}
 	var te *testEngine
 	var once sync.Once

@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,9 +19,10 @@ import (
 	"outpost.dev/outpost/internal/train"
 )
 
-// Training runs one epoch per train.MLP.Train call, the shuffle of epoch
-// e drawn from (seed, e), and saves a checkpoint after each: the model
-// (ONNX, whose float32 weights read back bit for bit) and the epochs done.
+// Training runs one epoch per Train call (train.MLP or train.CNN), the
+// shuffle of epoch e drawn from (seed, e), and saves a checkpoint after
+// each: the model's weights, which read back bit for bit (an MLP as ONNX, a
+// CNN as its weights in gob), and the epochs done.
 // An attempt cut anywhere (crash, preemption, timeout) resumes from the
 // last checkpoint, and the weights it ends with are byte-identical to
 // those of an attempt never cut. (The optimizer's moments start afresh
@@ -38,14 +41,59 @@ type checkpoint struct {
 	Epochs int `json:"epochs"`
 	// Loss is each done epoch's mean loss.
 	Loss []float64 `json:"loss"`
+	// Kind is the model's architecture (learner.kind): a checkpoint of
+	// another is not resumed.
+	Kind string `json:"kind"`
 	// Model is the file of the model after Epochs epochs, Digest its digest.
 	Model  string        `json:"model"`
 	Digest digest.Digest `json:"digest"`
 }
 
+// learner is a model a training step trains.
+type learner interface {
+	Train(ctx context.Context, ds train.Dataset, opts train.TrainOptions) (train.TrainStats, error)
+	MarshalONNX(name string) ([]byte, error)
+	// kind names the architecture, such as "mlp 784-128-10" or "cnn".
+	kind() string
+	// state encodes the weights exactly, for restore.
+	state() ([]byte, error)
+}
+
+// mlp is a train.MLP as a learner; its state is its ONNX export.
+type mlp struct{ *train.MLP }
+
+func (m mlp) kind() string           { return "mlp " + sizesString(m.Sizes()) }
+func (m mlp) state() ([]byte, error) { return m.MarshalONNX("checkpoint") }
+
+// cnn is a train.CNN as a learner; its state is its weights in gob.
+type cnn struct{ *train.CNN }
+
+func (c cnn) kind() string { return "cnn" }
+func (c cnn) state() ([]byte, error) {
+	var b bytes.Buffer
+	err := gob.NewEncoder(&b).Encode(c.CNN)
+	return b.Bytes(), err
+}
+
+// restore decodes the state of a learner of kind k.
+func restore(k string, b []byte) (learner, error) {
+	if k == "cnn" {
+		var c train.CNN
+		if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&c); err != nil {
+			return nil, err
+		}
+		return cnn{&c}, nil
+	}
+	m, err := train.ImportONNX(b)
+	if err != nil {
+		return nil, err
+	}
+	return mlp{m}, nil
+}
+
 // loadCheckpoint returns the step's checkpoint and model, or nil when it
 // has none usable.
-func loadCheckpoint(env *stepEnv) (*checkpoint, *train.MLP) {
+func loadCheckpoint(env *stepEnv) (*checkpoint, learner) {
 	b, err := os.ReadFile(filepath.Join(env.ckptDir, checkpointFile))
 	if err != nil {
 		return nil, nil
@@ -60,7 +108,7 @@ func loadCheckpoint(env *stepEnv) (*checkpoint, *train.MLP) {
 		env.log.Printf("checkpoint ignored: its model file is missing or corrupt")
 		return nil, nil
 	}
-	m, err := train.ImportONNX(mb)
+	m, err := restore(c.Kind, mb)
 	if err != nil {
 		env.log.Printf("checkpoint ignored: %v", err)
 		return nil, nil
@@ -70,15 +118,16 @@ func loadCheckpoint(env *stepEnv) (*checkpoint, *train.MLP) {
 
 // saveCheckpoint writes the model after epochs epochs, then the state
 // naming it, each whole or not at all; the previous model file goes.
-func saveCheckpoint(env *stepEnv, m *train.MLP, c *checkpoint) error {
+func saveCheckpoint(env *stepEnv, m learner, c *checkpoint) error {
 	if err := os.MkdirAll(env.ckptDir, 0o755); err != nil {
 		return err
 	}
-	b, err := m.MarshalONNX(env.step.Name)
+	b, err := m.state()
 	if err != nil {
 		return err
 	}
-	c.Model = fmt.Sprintf("epoch-%d.onnx", c.Epochs)
+	c.Kind = m.kind()
+	c.Model = fmt.Sprintf("epoch-%d.state", c.Epochs)
 	c.Digest = digest.FromBytes(b)
 	if err := durable.WriteFile(filepath.Join(env.ckptDir, c.Model), b, 0o644); err != nil {
 		return err
@@ -90,7 +139,7 @@ func saveCheckpoint(env *stepEnv, m *train.MLP, c *checkpoint) error {
 	if err := durable.WriteFile(filepath.Join(env.ckptDir, checkpointFile), sb, 0o644); err != nil {
 		return err
 	}
-	old := filepath.Join(env.ckptDir, fmt.Sprintf("epoch-%d.onnx", c.Epochs-1))
+	old := filepath.Join(env.ckptDir, fmt.Sprintf("epoch-%d.state", c.Epochs-1))
 	if err := os.Remove(old); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		env.log.Printf("remove old checkpoint: %v", err)
 	}
@@ -124,11 +173,11 @@ func readTrainParams(env *stepEnv) (trainParams, error) {
 // fit trains m on data for the step's epochs, resuming from its checkpoint
 // and saving one after every epoch, and returns the outputs model, loss and
 // epochs. frozen layers stay as they are.
-func fit(ctx context.Context, env *stepEnv, m *train.MLP, data *table, frozen int, p trainParams) (map[string]string, error) {
+func fit(ctx context.Context, env *stepEnv, m learner, data *table, frozen int, p trainParams) (map[string]string, error) {
 	c := &checkpoint{Key: env.cacheKey}
 	if saved, sm := loadCheckpoint(env); saved != nil {
-		if saved.Epochs > p.epochs || !sameSizes(sm, m) {
-			env.log.Printf("checkpoint ignored: %d epochs of a %v model, the step trains %d of %v", saved.Epochs, sm.Sizes(), p.epochs, m.Sizes())
+		if saved.Epochs > p.epochs || sm.kind() != m.kind() {
+			env.log.Printf("checkpoint ignored: %d epochs of a %s model, the step trains %d of a %s", saved.Epochs, sm.kind(), p.epochs, m.kind())
 		} else {
 			c, m = saved, sm
 			env.log.Printf("resuming from the checkpoint of epoch %d of %d", c.Epochs, p.epochs)
@@ -176,19 +225,6 @@ func fit(ctx context.Context, env *stepEnv, m *train.MLP, data *table, frozen in
 	return map[string]string{"model": d.String(), "loss": loss, "epochs": strconv.Itoa(c.Epochs)}, nil
 }
 
-func sameSizes(a, b *train.MLP) bool {
-	as, bs := a.Sizes(), b.Sizes()
-	if len(as) != len(bs) {
-		return false
-	}
-	for i := range as {
-		if as[i] != bs[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // parseSizes reads the sizes param ("784-128-10").
 func parseSizes(s string) ([]int, error) {
 	parts := strings.Split(s, "-")
@@ -221,6 +257,23 @@ func runTrain(ctx context.Context, env *stepEnv) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	switch arch := env.param("arch", "mlp"); arch {
+	case "mlp":
+	case "cnn":
+		if _, ok := env.step.Params["sizes"]; ok {
+			return nil, errors.New("param sizes: a cnn has fixed layers (two 3x3 convolutions, 8 and 16 channels, and a dense layer); sizes is for an mlp")
+		}
+		if side := train.CNNSide; data.Dim() != side*side {
+			return nil, fmt.Errorf("param arch: a cnn takes %dx%d images (%d values a sample), the data has %d", side, side, side*side, data.Dim())
+		}
+		if data.classes > train.CNNClasses {
+			return nil, fmt.Errorf("param arch: a cnn has %d outputs, the data %d classes", train.CNNClasses, data.classes)
+		}
+		env.log.Printf("training a cnn model on %d samples, %d epochs", data.Len(), p.epochs)
+		return fit(ctx, env, cnn{train.NewCNN(max(p.seed, 1))}, data, 0, p)
+	default:
+		return nil, fmt.Errorf("param arch: %q is neither mlp nor cnn", arch)
+	}
 	sizes := []int{data.Dim(), 128, data.classes}
 	if s, ok := env.step.Params["sizes"]; ok {
 		if sizes, err = parseSizes(s); err != nil {
@@ -235,7 +288,7 @@ func runTrain(ctx context.Context, env *stepEnv) (map[string]string, error) {
 	}
 	m := train.NewMLP(sizes, max(p.seed, 1))
 	env.log.Printf("training a %s model on %d samples, %d epochs", sizesString(sizes), data.Len(), p.epochs)
-	return fit(ctx, env, m, data, 0, p)
+	return fit(ctx, env, mlp{m}, data, 0, p)
 }
 
 // runFinetune trains the last layers of a copy of a base model on input
@@ -280,7 +333,7 @@ func runFinetune(ctx context.Context, env *stepEnv) (map[string]string, error) {
 		last = len(m.Layers)
 	}
 	env.log.Printf("fine-tuning the last %d layers of %s (%s) on %d samples, %d epochs", last, base, sizesString(m.Sizes()), data.Len(), p.epochs)
-	out, err := fit(ctx, env, m, data, len(m.Layers)-last, p)
+	out, err := fit(ctx, env, mlp{m}, data, len(m.Layers)-last, p)
 	if err != nil {
 		return nil, err
 	}
