@@ -218,7 +218,8 @@ func TestScheme(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	for _, s := range []string{mdYAML, clusterYAML, clusterYAML + "---\n" + mdYAML,
+	for _, s := range []string{mdYAML, clusterYAML, clusterYAML + "---\n" + mdYAML, goodPipeline,
+		"apiVersion: ml.outpost.dev/v1alpha1\nkind: PipelineRun\nmetadata: {name: r}\nspec: {pipeline: p, cluster: c}\n",
 		`{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"ml.outpost.dev/v1alpha1","kind":"Cluster","metadata":{"name":"a"}}]}`,
 		"a: &a [*a, *a]\n", "---\n---\n", "{", "kind: Cluster\n"} {
 		f.Add([]byte(s))
