@@ -57,7 +57,7 @@ var stepTypes = []StepTypeInfo{
 	{Type: StepEvaluate, Params: []string{"deployment", "runtime"},
 		Inputs: []string{"data", "model"}, Required: []string{"data"}, Outputs: []string{"accuracy", "loss", "samples"}},
 	{Type: StepRegister, Params: []string{"model", "version"},
-		Inputs: []string{"model", "metrics"}, Required: []string{"model"}, Outputs: []string{"version", "digest", "repository"}},
+		Inputs: []string{"model", "metrics", "reference"}, Required: []string{"model"}, Outputs: []string{"version", "digest", "repository"}},
 	{Type: StepDeploy, Params: []string{"deployment"},
 		Inputs: []string{"version"}, Required: []string{"version"}, Outputs: []string{"version", "previous"}},
 	{Type: StepExec, Inputs: nil, Outputs: nil},

@@ -127,6 +127,17 @@ func (a *Agent) cacheLocal(ctx context.Context, v LocalVersion) (manifestRecord,
 	default:
 		return rec, fmt.Errorf("chunk index: %w", err)
 	}
+	// A version a pipeline registered with a reference profile is monitored
+	// against it, as one from the hub is.
+	switch prof := a.fetchProfile(ctx, v.Store, v.Manifest, v.Model, v.Version); {
+	case prof.err != nil:
+		rec.ProfileError = prof.err.Error()
+	case prof.digest != "":
+		if err := a.cache.putBlob(prof.digest, prof.data); err != nil {
+			return rec, err
+		}
+		rec.ProfileDigest = prof.digest.String()
+	}
 	if err := a.cache.putBlob(m.Config.Digest, cb); err != nil {
 		return rec, err
 	}

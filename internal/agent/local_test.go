@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -43,7 +45,8 @@ func TestDeployLocal(t *testing.T) {
 
 		// The pipeline's output: v2's files as demo 1.0.1-edge.1, in a store of its own.
 		store := memory.New()
-		desc, err := artifact.Push(t.Context(), store, v2, artifact.PushOptions{Name: "demo", Version: "1.0.1-edge.1", Parent: "demo@1.0.0"})
+		desc, err := artifact.Push(t.Context(), store, v2, artifact.PushOptions{Name: "demo", Version: "1.0.1-edge.1", Parent: "demo@1.0.0",
+			Profile: testProfile(t, 50)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,6 +61,11 @@ func TestDeployLocal(t *testing.T) {
 			t.Fatalf("active %q after DeployLocal", got)
 		}
 		sameFiles(t, a.Active()[0], v2)
+		if ref := a.Active()[0].Reference; ref == "" {
+			t.Error("the local version's reference profile is not used for monitoring")
+		} else if b, err := os.ReadFile(ref); err != nil || !bytes.Equal(b, testProfile(t, 50)) {
+			t.Errorf("reference profile %s: %v", ref, err)
+		}
 		// Again: nothing changes.
 		if prev, err := a.DeployLocal(t.Context(), lv); err != nil || prev != "1.0.1-edge.1" {
 			t.Fatalf("second DeployLocal = %q, %v", prev, err)

@@ -149,8 +149,12 @@ func Promote(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, dst 
 			return Promotion{}, fmt.Errorf("push manifest: %w", err)
 		}
 	}
-	// The chunk index and the signature go up before the tag, as Push's do.
+	// The chunk index, the reference profile and the signature go up before
+	// the tag, as Push's do.
 	if err := promoteChunkIndex(ctx, src, srcDesc, dst, p.Descriptor, files); err != nil {
+		return Promotion{}, err
+	}
+	if err := promoteProfile(ctx, src, srcDesc, dst, p.Descriptor); err != nil {
 		return Promotion{}, err
 	}
 	if opts.Key != nil {
@@ -219,6 +223,23 @@ func promoteChunkIndex(ctx context.Context, src oras.ReadOnlyGraphTarget, srcDes
 	}
 	if _, err := pushChunkIndex(ctx, dst, desc, idx); err != nil {
 		return fmt.Errorf("push chunk index: %w", err)
+	}
+	return nil
+}
+
+// promoteProfile attaches the source version's reference profile, if it has
+// one, to the promoted version: its clusters monitor it against the data it
+// was made for.
+func promoteProfile(ctx context.Context, src oras.ReadOnlyGraphTarget, srcDesc ocispec.Descriptor, dst oras.GraphTarget, desc ocispec.Descriptor) error {
+	_, b, err := LatestProfile(ctx, src, srcDesc)
+	switch {
+	case errors.Is(err, ErrNoProfile):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reference profile: %w", err)
+	}
+	if _, err := PushProfile(ctx, dst, desc, b, ProfilePushOptions{}); err != nil {
+		return fmt.Errorf("push reference profile: %w", err)
 	}
 	return nil
 }

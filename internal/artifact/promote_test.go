@@ -92,7 +92,8 @@ func edgeVersion(t *testing.T, target oras.Target, version string, seed uint64) 
 		}
 	}
 	_, err := artifact.Push(t.Context(), target, src, artifact.PushOptions{
-		Name: "fmnist", Version: version, Parent: "fmnist@1.0.0", ProducedBy: artifact.ProducedByPipelineRun("retrain", "retrain-7"),
+		Profile: []byte(`{"profile":"of the data it was made for"}`),
+		Name:    "fmnist", Version: version, Parent: "fmnist@1.0.0", ProducedBy: artifact.ProducedByPipelineRun("retrain", "retrain-7"),
 		Metrics: map[string]string{"accuracy": "0.91", "loss": "0.27"},
 		Annotations: map[string]string{artifact.AnnotationDataset: "sha256:" + strings.Repeat("d", 64), artifact.AnnotationCluster: "ship-1",
 			artifact.AnnotationPipeline: "retrain", artifact.AnnotationRun: "retrain-7"},
@@ -161,6 +162,11 @@ func TestPromote(t *testing.T) {
 		if m.Annotations[k] != want {
 			t.Errorf("annotation %s = %q, want %q", k, m.Annotations[k], want)
 		}
+	}
+	// It carries the edge version's reference profile: clusters monitor it
+	// against the data it was made for.
+	if _, pb, err := artifact.LatestProfile(ctx, fleet, p.Descriptor); err != nil || string(pb) != `{"profile":"of the data it was made for"}` {
+		t.Errorf("promoted version's profile: %q, %v", pb, err)
 	}
 	// The promoted version pulls as any other, every byte checked.
 	dir := t.TempDir()

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/drift"
 )
 
 // The demo's pipeline scene: the drift alarm of a cluster cut off from the
@@ -42,7 +44,7 @@ spec:
   - name: register
     type: register
     when: steps.eval.outputs.accuracy > steps.base.outputs.accuracy
-    inputs: {model: steps.tune.outputs.model}
+    inputs: {model: steps.tune.outputs.model, reference: steps.data.outputs.test}
     params: {model: fashion}
 `
 
@@ -157,6 +159,22 @@ func (d *demo) retrainSynced(cut *edge, run *v1alpha1.PipelineRun, edges []*edge
 	client := &http.Client{Timeout: 10 * time.Second}
 	after, err := d.inferAll(client, cut, shifted)
 	d.check(err == nil && after > before+0.2, "on %s's washed-out images: %.1f%% predicted right, up from %.1f%% with 1.1.0", cut.name, 100*after, 100*before)
+
+	// 1.2.0 carries the reference profile the run computed on the washed-out
+	// images: what the cluster sees now is what the model was made for.
+	var ds *agent.DriftState
+	cleared := d.poll(30*time.Second, func() bool {
+		ds, _, _ = driftOf(d.ctx, cut)
+		return ds != nil && ds.Version == "1.2.0" && ds.Windows >= 2 && ds.Verdict == string(drift.VerdictNoDrift) && !ds.Alarm
+	})
+	d.check(cleared, "%s monitors 1.2.0 against the reference profile of its own images: the washed-out images no longer drift (%d windows), the alarm is clear", cut.name, windowsOf(ds))
+	var row *v1alpha1.DriftStatus
+	learnt := d.poll(30*time.Second, func() bool {
+		row = d.hubDriftRow(cut.name)
+		return row != nil && row.Version == "1.2.0" && !row.Alarm
+	})
+	d.show("drift", "status")
+	d.check(learnt, "the hub shows the drift on %s cleared", cut.name)
 }
 
 func runName(r *v1alpha1.PipelineRun) string {

@@ -129,6 +129,24 @@ func fromData(x, y *driftref.Data) (*table, error) {
 	return t, nil
 }
 
+// values returns the samples of t (not their labels) as driftref reads data
+// files: byte samples stay bytes (pixels, scaled as the models expect).
+func (t *table) values() *driftref.Data {
+	d := &driftref.Data{Shape: slices.Clone(t.shape), Bytes: t.u8 != nil}
+	if t.u8 != nil {
+		d.Values = make([]float64, len(t.u8))
+		for i, v := range t.u8 {
+			d.Values[i] = float64(v)
+		}
+	} else {
+		d.Values = make([]float64, len(t.f32))
+		for i, v := range t.f32 {
+			d.Values[i] = float64(v)
+		}
+	}
+	return d
+}
+
 // toLabels converts label values: integers from 0 to 255. classes is one
 // above the largest.
 func toLabels(vs []float64) ([]uint8, int, error) {

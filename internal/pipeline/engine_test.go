@@ -16,6 +16,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/testenv"
 )
@@ -41,7 +42,7 @@ steps:
 - name: register
   type: register
   when: steps.eval.outputs.accuracy > steps.base.outputs.accuracy
-  inputs: {model: steps.tune.outputs.model, metrics: steps.eval.outputs.accuracy}
+  inputs: {model: steps.tune.outputs.model, metrics: steps.eval.outputs.accuracy, reference: steps.data.outputs.test}
 - name: deploy
   type: deploy
   inputs: {version: steps.register.outputs.version}
@@ -64,6 +65,20 @@ func TestRetrainPipeline(t *testing.T) {
 	}
 	if got := strings.Join(te.host.deploys, ","); got != "fashion=1.2.1-edge.1" {
 		t.Errorf("deploys %s", got)
+	}
+	// The version carries the reference profile of its test data, for drift monitoring.
+	repo := te.Layout().Repository("edge/edge-1/fashion")
+	desc, err := repo.Resolve(t.Context(), "1.2.1-edge.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pb, err := artifact.LatestProfile(t.Context(), repo, desc)
+	if err != nil {
+		t.Fatalf("no reference profile: %v", err)
+	}
+	prof, err := drift.DecodeProfile(pb)
+	if err != nil || prof.Samples() == 0 {
+		t.Fatalf("reference profile: %v (%d samples)", err, prof.Samples())
 	}
 	t.Logf("%+v", r.Status.Steps)
 	t.Log(logOf(t, te.Engine, "retrain-1", "tune"))

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/driftref"
 )
 
 // NextVersion is the version a register step gives a model derived from
@@ -111,9 +113,15 @@ func runRegister(ctx context.Context, env *stepEnv) (map[string]string, error) {
 		parent = n + ":" + v
 	}
 	metrics := registerMetrics(env)
+	var profile []byte
+	if _, ok := env.inputs["reference"]; ok {
+		if profile, err = referenceProfile(ctx, env, file); err != nil {
+			return nil, err
+		}
+	}
 	desc, err := artifact.Push(ctx, env.e.layout.Repository(repo), src, artifact.PushOptions{
 		Name: name, Version: version, Parent: parent, ProducedBy: "pipelinerun/" + env.run.name,
-		Metrics: metrics, Annotations: ann, Format: "onnx", Created: env.clock.Now(),
+		Metrics: metrics, Annotations: ann, Format: "onnx", Created: env.clock.Now(), Profile: profile,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("register %s:%s: %w", repo, version, err)
@@ -121,6 +129,27 @@ func runRegister(ctx context.Context, env *stepEnv) (map[string]string, error) {
 	env.models = append(env.models, modelRow{repository: repo, version: version, digest: desc.Digest.String(), file: env.inputs["model"]})
 	env.log.Printf("registered %s:%s (%s), parent %q, metrics %v", repo, version, desc.Digest, parent, metrics)
 	return map[string]string{"version": version, "digest": desc.Digest.String(), "repository": repo}, nil
+}
+
+// referenceProfile computes the drift reference profile of the model in
+// file on input reference, a data set of what the model will see: a cluster
+// that deploys the version monitors its inputs against it, so that drift the
+// retraining answered no longer raises the alarm.
+func referenceProfile(ctx context.Context, env *stepEnv, file string) ([]byte, error) {
+	data, err := env.table("reference")
+	if err != nil {
+		return nil, err
+	}
+	p, err := driftref.ComputeProfile(ctx, env.runtime, file, data.values(), driftref.ProfileOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reference profile: %w", err)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	env.log.Printf("reference profile of %d samples, %d features, attached", p.Samples(), len(p.Spec().Features))
+	return b, nil
 }
 
 // registerMetrics returns the metrics a register step records: all the
