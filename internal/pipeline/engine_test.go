@@ -106,6 +106,10 @@ steps:
 		if s.Attempts != 1 || s.Cached {
 			t.Errorf("step %s: %d attempts, cached %v", s.Name, s.Attempts, s.Cached)
 		}
+		// The status says how the command's limits were enforced.
+		if !strings.HasPrefix(s.Message, "limits: ") || !(strings.Contains(s.Message, "rlimit") || strings.Contains(s.Message, "cgroup")) {
+			t.Errorf("step %s: message %q does not say which limits applied", s.Name, s.Message)
+		}
 	}
 }
 

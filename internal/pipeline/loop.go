@@ -570,6 +570,9 @@ func (x *executor) succeed(ctx context.Context, a *attempt, outputs map[string]s
 	now := x.e.clock.Now()
 	s := r.steps[a.idx]
 	s.phase, s.outputs, s.cached, s.completed, s.message, s.retryAt = v1alpha1.RunSucceeded, copyOutputs(outputs), cached, fmtTime(now), "", ""
+	if !cached {
+		s.message = a.env.note
+	}
 	if cached {
 		s.started = fmtTime(now)
 	}

@@ -83,6 +83,7 @@ func runExec(ctx context.Context, env *stepEnv) (map[string]string, error) {
 	}
 	defer cleanup()
 	env.log.Printf("limits: %s", how)
+	env.note = "limits: " + how
 	cmd.Dir = work
 	cmd.Env = append(vars, cmd.Env...)
 	tail := &tailBuffer{max: 4 << 10}

@@ -74,6 +74,9 @@ type stepEnv struct {
 	// models are the versions a register step recorded, written with its
 	// success.
 	models []modelRow
+	// note, if set, is the message of the step's status once it succeeded
+	// (an exec step says which limits applied).
+	note string
 }
 
 // param returns a param, or def when the step does not set it.
