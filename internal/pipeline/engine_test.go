@@ -16,8 +16,8 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
-	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/testenv"
 )
 
