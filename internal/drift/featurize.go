@@ -271,11 +271,11 @@ type Featurizer struct {
 	spec    Spec
 	in, out int
 	// proj holds the projections' signs: for element i, byte i·groups+g
-	// has those of projections 8g … 8g+7 (bit j%8 set: negative); table
-	// maps a byte to its eight entries ±1/√in.
+	// has those of projections 8g … 8g+7 (bit j%8 set: negative); scale
+	// is their magnitude 1/√in.
 	proj   []uint8
 	groups int
-	table  *[256][8]float64
+	scale  float64
 }
 
 // Batch is one request's tensors: float32 data in row-major order with
@@ -301,7 +301,7 @@ func NewFeaturizer(cfg FeaturizerConfig) (*Featurizer, error) {
 	}
 	if r.Inputs == InputsImage {
 		f.proj, f.groups = projections(r.Projections, f.in, r.ProjectionSeed)
-		f.table = signTable(1 / math.Sqrt(float64(f.in)))
+		f.scale = 1 / math.Sqrt(float64(f.in))
 	}
 	return f, nil
 }
@@ -341,23 +341,67 @@ func projections(k, d int, seed uint64) (signs []uint8, groups int) {
 	return signs, groups
 }
 
-// signTable returns, for each byte of eight signs, its entries ±s.
-func signTable(s float64) *[256][8]float64 {
-	var t [256][8]float64
-	for b := range t {
-		for j := range 8 {
-			t[b][j] = s
-			if b>>j&1 == 1 {
-				t[b][j] = -s
+// projection returns entry i of projection j: ±1/√d.
+func (f *Featurizer) projection(j, i int) float64 {
+	if f.proj[i*f.groups+j/8]>>(j%8)&1 == 1 {
+		return -f.scale
+	}
+	return f.scale
+}
+
+// project returns the sum of x's elements and sets dots[j] to projection
+// j of x, r_j·x, for j below 8·groups (past Projections, in the last
+// group, the dots are of zero signs: all positive, and unused).
+//
+// Rather than 8 multiply-adds an element for each group of eight
+// projections, it adds each element to one of 16 buckets by the low
+// nibble of its signs byte, and to one of 16 by the high one: elements
+// whose four signs agree share a bucket. Projection j is then the sum of
+// its nibble's 16 buckets, each with its sign, times 1/√d: two additions
+// an element instead of eight multiply-adds, the same value to rounding.
+// NaN and infinities come out as the direct sum's would: every element
+// enters every projection with a sign ±1, and so every bucket does.
+func (f *Featurizer) project(x []float32, dots *[maxProjections]float64) (sum float64) {
+	for g := range f.groups {
+		var lo, hi [16]float64
+		if f.groups == 1 {
+			signs := f.proj[:len(x)]
+			for i, v := range x {
+				xv := float64(v)
+				b := signs[i]
+				lo[b&15] += xv
+				hi[b>>4] += xv
+			}
+		} else {
+			for i, v := range x {
+				xv := float64(v)
+				b := f.proj[i*f.groups+g]
+				lo[b&15] += xv
+				hi[b>>4] += xv
+			}
+		}
+		var a [8]float64
+		for n := range 16 {
+			for j := range 4 {
+				if n>>j&1 == 1 {
+					a[j] -= lo[n]
+					a[4+j] -= hi[n]
+				} else {
+					a[j] += lo[n]
+					a[4+j] += hi[n]
+				}
+			}
+		}
+		for j, v := range a {
+			dots[8*g+j] = v * f.scale
+		}
+		if g == 0 {
+			for _, l := range lo {
+				sum += l
 			}
 		}
 	}
-	return &t
-}
-
-// projection returns entry i of projection j: ±1/√d.
-func (f *Featurizer) projection(j, i int) float64 {
-	return f.table[f.proj[i*f.groups+j/8]][j%8]
+	return sum
 }
 
 // Spec returns the featurizer's spec: its configuration, resolved, and its
@@ -433,35 +477,29 @@ func (f *Featurizer) observe(p *Profile, b Batch, lo, hi int) {
 			}
 			k = len(x)
 		case InputsImage:
-			// Eight projections at a time; accumulators past Projections
-			// (in the last group) fill but are not used.
 			var dots [maxProjections]float64
-			sum := 0.0
-			for i, v := range x {
-				xv := float64(v)
-				sum += xv
-				for g, b := range f.proj[i*f.groups : (i+1)*f.groups] {
-					r := &f.table[b]
-					a := (*[8]float64)(dots[8*g : 8*g+8])
-					a[0] += xv * r[0]
-					a[1] += xv * r[1]
-					a[2] += xv * r[2]
-					a[3] += xv * r[3]
-					a[4] += xv * r[4]
-					a[5] += xv * r[5]
-					a[6] += xv * r[6]
-					a[7] += xv * r[7]
-				}
+			sum := f.project(x, &dots)
+			mean := sum / float64(len(x))
+			// Four running sums break the chain of additions.
+			var s0, s1, s2, s3 float64
+			r := x
+			for len(r) >= 4 {
+				d0, d1 := float64(r[0])-mean, float64(r[1])-mean
+				d2, d3 := float64(r[2])-mean, float64(r[3])-mean
+				s0 += d0 * d0
+				s1 += d1 * d1
+				s2 += d2 * d2
+				s3 += d3 * d3
+				r = r[4:]
+			}
+			for _, v := range r {
+				d := float64(v) - mean
+				s0 += d * d
 			}
 			acc := dots[:c.Projections]
-			mean := sum / float64(len(x))
-			ss := 0.0
-			for _, v := range x {
-				d := float64(v) - mean
-				ss += d * d
-			}
+			sq := (s0 + s1) + (s2 + s3)
 			p.num[0].Add(mean)
-			p.num[1].Add(math.Sqrt(ss / float64(len(x))))
+			p.num[1].Add(math.Sqrt(sq / float64(len(x))))
 			for j, dot := range acc {
 				p.num[2+j].Add(dot)
 			}
@@ -514,10 +552,17 @@ func (f *Featurizer) observeClasses(p *Profile, k int, y []float32) {
 			best, top = i, x
 		}
 	}
+	// The softmax's exponentials, kept for the probabilities when there
+	// are few enough classes.
+	var exps [MaxElementwise]float64
 	sum := 0.0
 	if finite && logits {
-		for _, v := range y {
-			sum += math.Exp(float64(v) - top)
+		for i, v := range y {
+			e := math.Exp(float64(v) - top)
+			if perClass {
+				exps[i] = e
+			}
+			sum += e
 		}
 	}
 	if perClass {
@@ -527,7 +572,7 @@ func (f *Featurizer) observeClasses(p *Profile, k int, y []float32) {
 			case !finite:
 				x = math.NaN()
 			case logits:
-				x = math.Exp(x-top) / sum
+				x = exps[i] / sum
 			}
 			p.num[k+i].Add(x)
 		}

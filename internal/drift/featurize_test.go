@@ -139,6 +139,50 @@ func TestFeaturizerImage(t *testing.T) {
 	}
 }
 
+// TestFeaturizerProjections checks the image features against their
+// definitions, computed directly, for one and several groups of eight
+// projections and an element count that is not a multiple of eight.
+func TestFeaturizerProjections(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, k := range []int{1, 8, 9, 20, 64} {
+		f, err := NewFeaturizer(FeaturizerConfig{InputShape: []int{3, 17}, Inputs: InputsImage, Projections: k, ProjectionSeed: 5, OutputShape: []int{2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := make([]float32, 51)
+		for i := range x {
+			x[i] = float32(r.NormFloat64()*3 + 1)
+		}
+		p := f.NewProfile(0)
+		if err := f.Observe(p, Batch{Input: x, InputShape: []int{1, 3, 17}, Output: []float32{0.3, 0.7}, OutputShape: []int{1, 2}}); err != nil {
+			t.Fatal(err)
+		}
+		sum, ss := 0.0, 0.0
+		for _, v := range x {
+			sum += float64(v)
+		}
+		mean := sum / 51
+		for _, v := range x {
+			ss += (float64(v) - mean) * (float64(v) - mean)
+		}
+		if got := p.Numeric(0).Mean(); math.Abs(got-mean) > 1e-14 {
+			t.Errorf("%d projections: mean %v, want %v", k, got, mean)
+		}
+		if got, want := p.Numeric(1).Mean(), math.Sqrt(ss/51); math.Abs(got-want) > 1e-14 {
+			t.Errorf("%d projections: std %v, want %v", k, got, want)
+		}
+		for j := range k {
+			want := 0.0
+			for i, v := range x {
+				want += float64(v) * f.projection(j, i)
+			}
+			if got := p.Numeric(2 + j).Mean(); math.Abs(got-want) > 1e-13 {
+				t.Errorf("%d projections: projection %d = %v, want %v", k, j, got, want)
+			}
+		}
+	}
+}
+
 func TestFeaturizerElementwiseAndOutputs(t *testing.T) {
 	f, err := NewFeaturizer(FeaturizerConfig{InputShape: []int{2}, InputFeatures: []InputFeature{{}, {Classes: 2}}, OutputShape: []int{1}})
 	if err != nil {
