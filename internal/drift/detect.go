@@ -177,9 +177,46 @@ func (r Result) Drifted() bool { return r.Verdict == VerdictDrift }
 // threshold. The window drifted when any feature did. It returns an error
 // for incompatible profiles or an invalid policy.
 func Detect(reference, window *Profile, policy Policy) (Result, error) {
-	if err := policy.Validate(); err != nil {
+	d, err := NewDetector(reference, policy)
+	if err != nil {
 		return Result{}, err
 	}
+	return d.Detect(window)
+}
+
+// Detector runs Detect against one reference under one policy, for
+// window after window: it works out once what Detect would from the
+// reference for each window, its sketches' values in order. It is safe
+// for concurrent use; the reference must not change while it is in use.
+type Detector struct {
+	ref    *Profile
+	policy Policy
+	// sorted holds the reference's numeric sketches in order, by
+	// feature, when the policy has a test that sweeps them.
+	sorted []sortedSketch
+}
+
+// NewDetector returns the Detector of reference under policy, or an
+// error for an invalid policy.
+func NewDetector(reference *Profile, policy Policy) (*Detector, error) {
+	if err := policy.Validate(); err != nil {
+		return nil, err
+	}
+	d := &Detector{ref: reference, policy: policy}
+	if slices.Contains(policy.Numeric, TestKS) || slices.Contains(policy.Numeric, TestWasserstein) {
+		d.sorted = make([]sortedSketch, len(reference.num))
+		for i, n := range reference.num {
+			if n != nil && n.Count() >= policy.MinSamples {
+				d.sorted[i] = n.sketch.sorted()
+			}
+		}
+	}
+	return d, nil
+}
+
+// Detect is Detect of the detector's reference, a window and its policy.
+func (d *Detector) Detect(window *Profile) (Result, error) {
+	reference, policy := d.ref, d.policy
 	if err := reference.Compatible(window); err != nil {
 		return Result{}, err
 	}
@@ -191,7 +228,7 @@ func Detect(reference, window *Profile, policy Policy) (Result, error) {
 		fr := FeatureResult{Name: f.Name, Role: f.Role, Kind: f.Kind}
 		var err error
 		if f.Kind == KindNumeric {
-			err = numericScores(&fr, reference.num[i], window.num[i], policy)
+			err = d.numericScores(&fr, i, window.num[i])
 		} else {
 			err = categoricalScores(&fr, reference.cat[i], window.cat[i], policy)
 		}
@@ -242,7 +279,9 @@ func Detect(reference, window *Profile, policy Policy) (Result, error) {
 	return res, nil
 }
 
-func numericScores(fr *FeatureResult, ref, win *Numeric, p Policy) error {
+// numericScores tests numeric feature i of a window.
+func (d *Detector) numericScores(fr *FeatureResult, i int, win *Numeric) error {
+	ref, p := d.ref.num[i], d.policy
 	fr.N, fr.Invalid = win.Count(), win.nan+win.posInf+win.negInf
 	if win.Count() < p.MinSamples || ref.Count() < p.MinSamples {
 		fr.Skipped = fmt.Sprintf("%d values in the window and %d in the reference, fewer than %d", win.Count(), ref.Count(), p.MinSamples)
@@ -251,7 +290,7 @@ func numericScores(fr *FeatureResult, ref, win *Numeric, p Policy) error {
 	nan := math.NaN()
 	var ks, w1 float64
 	if slices.Contains(p.Numeric, TestKS) || slices.Contains(p.Numeric, TestWasserstein) {
-		ks, w1 = sketchDistances(&ref.sketch, &win.sketch)
+		ks, w1 = sortedDistances(d.sorted[i], win.sketch.sorted())
 	}
 	bound := summaryBound(ref, win)
 	for _, t := range p.Numeric {

@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -376,5 +377,59 @@ func TestHysteresis(t *testing.T) {
 				t.Errorf("%s: window %d (%s): active %v, want %v", c.name, i, v, a.Active, c.want[i])
 			}
 		}
+	}
+}
+
+// TestDetector checks that one Detector, used for window after window,
+// answers as Detect does for each, and that its KS statistics are those of
+// the summaries' own sketches.
+func TestDetector(t *testing.T) {
+	f := scenarioFeaturizer(t)
+	r := rand.New(rand.NewPCG(61, 62))
+	ref := reference(t, f, r, 3000)
+	for _, policy := range []Policy{DefaultPolicy(), func() Policy {
+		p := DefaultPolicy()
+		p.Numeric = []Test{TestPSI}
+		return p
+	}()} {
+		d, err := NewDetector(ref, policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, shift := range []float64{0, 1, 0} {
+			win := ref.Empty(uint64(i))
+			if err := f.Observe(win, scenario(r, 800, uniformPrior, shift)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := d.Detect(win)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := Detect(ref, win, policy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Printed, as NaN is not equal to itself.
+			if g, w := fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", want); g != w {
+				t.Errorf("window %d: Detector.Detect %s, Detect %s", i, g, w)
+			}
+			for k, fr := range got.Features {
+				for _, s := range fr.Scores {
+					if s.Test != TestKS {
+						continue
+					}
+					ks, err := KSFromSummaries(ref.Numeric(k), win.Numeric(k))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if s.Statistic != ks.Statistic {
+						t.Errorf("window %d, %s: KS %v, from the summaries %v", i, fr.Name, s.Statistic, ks.Statistic)
+					}
+				}
+			}
+		}
+	}
+	if _, err := NewDetector(ref, Policy{}); err == nil {
+		t.Error("NewDetector accepts an invalid policy")
 	}
 }

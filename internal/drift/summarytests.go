@@ -54,8 +54,27 @@ type SummaryKSResult struct {
 // functions of two sketches (KS) and the integral of their absolute
 // difference (Wasserstein-1), in one sweep over their sorted values.
 func sketchDistances(a, b *Sketch) (ks, w1 float64) {
-	av, aw := a.sortedWeighted()
-	bv, bw := b.sortedWeighted()
+	return sortedDistances(a.sorted(), b.sorted())
+}
+
+// sortedSketch is a sketch's retained values in ascending order with
+// their weights (Sketch.sortedWeighted), and the number of values it
+// summarises.
+type sortedSketch struct {
+	vals []float64
+	ws   []uint64
+	n    uint64
+}
+
+// sorted returns s's values in order.
+func (s *Sketch) sorted() sortedSketch {
+	v, w := s.sortedWeighted()
+	return sortedSketch{vals: v, ws: w, n: s.n}
+}
+
+// sortedDistances is sketchDistances of two sketches' values in order.
+func sortedDistances(a, b sortedSketch) (ks, w1 float64) {
+	av, aw, bv, bw := a.vals, a.ws, b.vals, b.ws
 	na, nb := float64(a.n), float64(b.n)
 	var ca, cb uint64
 	i, j := 0, 0

@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -174,4 +175,81 @@ func TestWindowSeeds(t *testing.T) {
 	if ws[0].Profile.Numeric(0).Sketch().rng == ws[1].Profile.Numeric(0).Sketch().rng {
 		t.Error("two windows' sketches share a seed")
 	}
+}
+
+// BenchmarkWindowsImage32 is a monitor's work for a stream of batches of 32
+// 28×28 images and ten logits: summarising them into windows of 1,000
+// samples and, on each window that closes, testing it against a reference
+// of 4,000 samples and making its report. It reports the CPU time per
+// sample.
+func BenchmarkWindowsImage32(b *testing.B) {
+	f, ref := imageReference(b, 4000)
+	// 2,048 samples, other than the reference's, cut into batches of 32.
+	stream := imageData(2048, 7)
+	w, err := NewWindower(f, ref, WindowConfig{Samples: 1000}, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	det, err := NewDetector(ref, DefaultPolicy())
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := time.Unix(0, 0)
+	b.ReportAllocs()
+	start := cpuTime()
+	i := 0
+	for b.Loop() {
+		lo := i % 64 * 32
+		i++
+		batch := Batch{Input: stream.Input[lo*784 : (lo+32)*784], InputShape: []int{32, 1, 28, 28},
+			Output: stream.Output[lo*10 : (lo+32)*10], OutputShape: []int{32, 10}}
+		at = at.Add(time.Millisecond)
+		closed, err := w.Observe(at, batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, win := range closed {
+			res, err := det.Detect(win.Profile)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = NewWindowReport("d", "m", "v", "sha256:0", win, res, Alarm{})
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-start)/float64(32*b.N), "cpu-ns/sample")
+}
+
+// imageReference returns a featurizer of 28×28 images and ten logits, and
+// a reference profile of n random samples: a draft, then histograms of 10
+// bins.
+func imageReference(b *testing.B, n int) (*Featurizer, *Profile) {
+	b.Helper()
+	f, _ := imageBatch(1)
+	data := imageData(n, 3)
+	draft := f.NewProfile(1)
+	if err := f.Observe(draft, data); err != nil {
+		b.Fatal(err)
+	}
+	ref, err := draft.Binned(10, 2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Observe(ref, data); err != nil {
+		b.Fatal(err)
+	}
+	return f, ref
+}
+
+// imageData returns n random 28×28 images, uniform pixels, and normal
+// logits of ten classes, drawn from seed.
+func imageData(n int, seed uint64) Batch {
+	r := rand.New(rand.NewPCG(seed, 2))
+	d := Batch{Input: make([]float32, n*784), InputShape: []int{n, 1, 28, 28}, Output: make([]float32, n*10), OutputShape: []int{n, 10}}
+	for i := range d.Input {
+		d.Input[i] = r.Float32()
+	}
+	for i := range d.Output {
+		d.Output[i] = float32(r.NormFloat64())
+	}
+	return d
 }

@@ -28,8 +28,9 @@ import (
 // and a request that does not fit is dropped from monitoring and counted.
 // One goroutine per monitor drains the queue into tumbling windows
 // (drift.Windower, by count and by time on the server's clock), and on each
-// closed window runs drift.Detect against the reference, steps the alarm's
-// hysteresis and hands a drift.WindowReport to Config.Windows.
+// closed window runs drift.Detect against the reference (through a
+// drift.Detector, which sorts the reference's sketches once), steps the
+// alarm's hysteresis and hands a drift.WindowReport to Config.Windows.
 
 // Defaults of the monitor's queue.
 const (
@@ -107,7 +108,8 @@ type monitor struct {
 	input, output                      string // the tensors monitored
 	ref                                *drift.Profile
 	policy                             drift.Policy
-	samplesPer                         int // drift.WindowConfig.Samples
+	detector                           *drift.Detector // of ref and policy
+	samplesPer                         int             // drift.WindowConfig.Samples
 	period                             time.Duration
 	sink                               WindowSink
 	clock                              clock.Clock
@@ -226,6 +228,10 @@ func (s *Server) newMonitor(ctx context.Context, sess *session, am Model) (*moni
 	if err != nil {
 		return nil, fmt.Errorf("the reference profile does not fit the model: %w", err)
 	}
+	det, err := drift.NewDetector(ref, policy)
+	if err != nil {
+		return nil, fmt.Errorf("spec.monitoring: %w", err)
+	}
 	queue, maxBytes := s.cfg.MonitorQueue, s.cfg.MonitorQueueBytes
 	if queue <= 0 {
 		queue = DefaultMonitorQueue
@@ -236,7 +242,7 @@ func (s *Server) newMonitor(ctx context.Context, sess *session, am Model) (*moni
 	clk := clock.OrReal(s.cfg.Clock)
 	m := &monitor{
 		deployment: am.Deployment, model: am.Model, version: am.Version, digest: am.Digest,
-		input: in, output: out, ref: ref, policy: policy, samplesPer: wcfg.Samples, period: tickPeriod(wcfg.Duration),
+		input: in, output: out, ref: ref, policy: policy, detector: det, samplesPer: wcfg.Samples, period: tickPeriod(wcfg.Duration),
 		sink: s.cfg.Windows, clock: clk, notify: s.notify,
 		log:   s.log.With("deployment", am.Deployment, "model", am.Model, "version", am.Version),
 		queue: make(chan monitorJob, queue), maxBytes: maxBytes, stopCh: make(chan struct{}), done: make(chan struct{}),
@@ -479,7 +485,7 @@ func (m *monitor) observe(ctx context.Context, j monitorJob) {
 // closed detects drift in a closed window, steps the alarm, and hands the
 // window's report to the sink.
 func (m *monitor) closed(ctx context.Context, w drift.Window) {
-	res, err := drift.Detect(m.ref, w.Profile, m.policy)
+	res, err := m.detector.Detect(w.Profile)
 	if err != nil {
 		// The window is an empty copy of the reference: unreachable.
 		m.log.Error("drift detection failed", "err", err)
