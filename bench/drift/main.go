@@ -19,6 +19,8 @@
 //     window sizes.
 //
 //     go run ./bench/drift [-duration 2s] [-rounds 3] [-requests 360000]
+//
+// -cpuprofile writes a CPU profile of the whole run, for go tool pprof.
 package main
 
 import (
@@ -35,6 +37,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,8 +70,24 @@ func main() {
 		requests = flag.Int("requests", 360_000, "requests of the bytes case (360,000: one hour at 100/s)")
 		windows  = flag.String("windows", "100,250,500,1000,2000", "window sizes of the detection delay case")
 		parts    = flag.String("parts", "throughput,bytes,delay", "which cases to run")
+		profile  = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	)
 	flag.Parse()
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				fail(err)
+			}
+		}()
+	}
 	cfg := config{duration: *duration, rounds: *rounds, models: strings.Split(*models, ","), requests: *requests}
 	var err error
 	if cfg.batches, err = ints(*batches); err != nil {
@@ -78,6 +97,7 @@ func main() {
 		fail(err)
 	}
 	if err := run(context.Background(), cfg, strings.Split(*parts, ",")); err != nil {
+		pprof.StopCPUProfile()
 		fail(err)
 	}
 }
