@@ -195,7 +195,17 @@ func TestMonitorWindowsByCount(t *testing.T) {
 			t.Errorf("report %d starts %v, not after report %d's %v", i, rep.Start, i-1, reps[i-1].Start)
 		}
 	}
-	st = h.waitStatus("fashion", func(st ModelStatus) bool { return st.Drift != nil && st.Drift.Windows == 4 })
+	h.waitStatus("fashion", func(st ModelStatus) bool { return st.Drift != nil && st.Drift.Windows == 4 })
+	// The last 5 samples are counted after the fourth window's report:
+	// poll, as counting samples does not notify.
+	testenv.WaitFor(t, 10*time.Second, "85 samples monitored", func() bool {
+		for _, s := range h.srv.Status() {
+			if s.Deployment == "fashion" {
+				st = s
+			}
+		}
+		return st.Drift != nil && st.Drift.Samples == 85
+	})
 	if d := st.Drift; d.Samples != 85 || d.Verdict != drift.VerdictNoDrift || d.Alarm || d.Dropped != 0 || d.Skipped != 0 || d.Version != "1.0.0" {
 		t.Errorf("drift status %+v", d)
 	}
