@@ -86,6 +86,17 @@ func TestMetrics(t *testing.T) {
 		t.Fatal("a bad gRPC request succeeded")
 	}
 
+	// The monitor counts a request's samples after the request was
+	// answered, off the request path: wait for the gRPC request's before
+	// scraping.
+	testenv.WaitFor(t, 10*time.Second, "101 samples monitored", func() bool {
+		for _, st := range h.srv.Status() {
+			if st.Deployment == "fashion" && st.Drift != nil && st.Drift.Samples == 101 {
+				return true
+			}
+		}
+		return false
+	})
 	got, text := h.scrape()
 	want := map[string]float64{
 		`outpost_inference_requests_total{code="200",deployment="fashion",protocol="rest",version="1.0.0"}`:             1,
