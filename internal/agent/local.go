@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -86,7 +85,7 @@ func (a *Agent) DeployLocal(ctx context.Context, v LocalVersion) (previous strin
 // cacheLocal copies a local version's manifest, config, chunk index and
 // files into the cache, and records the manifest.
 func (a *Agent) cacheLocal(ctx context.Context, v LocalVersion) (manifestRecord, error) {
-	mb, err := content(ctx, v.Store, v.Manifest, artifact.MaxManifestBytes)
+	mb, err := fetchSmall(ctx, v.Store, v.Manifest, artifact.MaxManifestBytes)
 	if err != nil {
 		return manifestRecord{}, fmt.Errorf("manifest: %w", err)
 	}
@@ -98,7 +97,7 @@ func (a *Agent) cacheLocal(ctx context.Context, v LocalVersion) (manifestRecord,
 	if err != nil {
 		return manifestRecord{}, err
 	}
-	cb, err := content(ctx, v.Store, m.Config, artifact.MaxManifestBytes)
+	cb, err := fetchSmall(ctx, v.Store, m.Config, artifact.MaxManifestBytes)
 	if err != nil {
 		return manifestRecord{}, fmt.Errorf("config: %w", err)
 	}
@@ -145,26 +144,6 @@ func (a *Agent) cacheLocal(ctx context.Context, v LocalVersion) (manifestRecord,
 		return rec, err
 	}
 	return rec, a.state.putManifest(ctx, rec)
-}
-
-// content reads a small blob of src whole and verifies it.
-func content(ctx context.Context, src oras.ReadOnlyGraphTarget, d ocispec.Descriptor, limit int64) ([]byte, error) {
-	if d.Size > limit {
-		return nil, fmt.Errorf("%s is %d bytes, above the %d byte limit", d.Digest, d.Size, limit)
-	}
-	rc, err := src.Fetch(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, d.Size+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) != d.Size || digest.SHA256.FromBytes(b) != d.Digest {
-		return nil, fmt.Errorf("%s does not match its digest", d.Digest)
-	}
-	return b, nil
 }
 
 // copyBlob streams blob d of src into the cache, verified, unless the

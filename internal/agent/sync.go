@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
@@ -477,7 +478,7 @@ func fetchEnvelope(ctx context.Context, r *remote.Repository, ref ocispec.Descri
 }
 
 // fetchSmall fetches a blob of at most limit bytes and verifies it.
-func fetchSmall(ctx context.Context, r *remote.Repository, desc ocispec.Descriptor, limit int64) ([]byte, error) {
+func fetchSmall(ctx context.Context, r content.Fetcher, desc ocispec.Descriptor, limit int64) ([]byte, error) {
 	if desc.Size < 0 || desc.Size > limit {
 		return nil, fmt.Errorf("blob %s is %d bytes, above the %d byte limit", desc.Digest, desc.Size, limit)
 	}

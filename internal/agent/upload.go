@@ -49,7 +49,7 @@ func (a *Agent) UploadLocal(ctx context.Context, v LocalVersion) (UploadStats, e
 	}
 	nodes = append(nodes, refs...)
 	for _, node := range nodes {
-		mb, err := content(ctx, v.Store, node, artifact.MaxManifestBytes)
+		mb, err := fetchSmall(ctx, v.Store, node, artifact.MaxManifestBytes)
 		if err != nil {
 			return st, fmt.Errorf("upload: manifest %s: %w", node.Digest, err)
 		}
