@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -267,11 +269,7 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 func (r *Runner) backoff(failures int) time.Duration {
-	d := r.opts.RetryBase
-	for i := 1; i < failures && d < r.opts.RetryMax; i++ {
-		d *= 2
-	}
-	return min(d, r.opts.RetryMax)
+	return clock.Backoff{Base: r.opts.RetryBase, Max: r.opts.RetryMax}.Delay(failures, rand.Float64())
 }
 
 // startRuns starts what PlanRuns decides, and returns when a schedule
@@ -294,11 +292,12 @@ func (r *Runner) startRuns(ctx context.Context) time.Time {
 	}
 	for _, s := range starts {
 		p := byName[s.Pipeline]
-		if _, err := r.eng.Start(ctx, s.Name, p.Name, p.Generation, &p.Spec, s.Trigger, pipeline.RunOptions{Data: r.opts.Data}); err != nil {
+		// Dataset steps read the engine's data folder (Options.Data, DataDir).
+		if _, err := r.eng.Start(ctx, s.Name, p.Name, p.Generation, &p.Spec, s.Trigger, pipeline.RunOptions{}); err != nil {
 			r.log.Error("start pipeline run", "run", s.Name, "pipeline", s.Pipeline, "err", err)
 		}
 	}
-	if !mapsEqual(fired, lastFire) {
+	if !maps.EqualFunc(fired, lastFire, time.Time.Equal) {
 		if b, err := json.Marshal(fired); err == nil {
 			if err := durable.WriteFile(filepath.Join(r.dir, firedFile), b, 0o600); err != nil {
 				r.log.Error("record pipeline schedules", "err", err)
@@ -315,18 +314,6 @@ func (r *Runner) readFired() map[string]time.Time {
 		_ = json.Unmarshal(b, &m)
 	}
 	return m
-}
-
-func mapsEqual(x, y map[string]time.Time) bool {
-	if len(x) != len(y) {
-		return false
-	}
-	for k, v := range x {
-		if w, ok := y[k]; !ok || !w.Equal(v) {
-			return false
-		}
-	}
-	return true
 }
 
 // upload uploads every model version a run registered that the hub does
