@@ -2,29 +2,23 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"outpost.dev/outpost/internal/hub/hubtest"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
-	"outpost.dev/outpost/internal/auth"
 	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/driftref"
-	"outpost.dev/outpost/internal/hub"
-	"outpost.dev/outpost/internal/models"
-	"outpost.dev/outpost/internal/registry"
-	"outpost.dev/outpost/internal/store"
 	"outpost.dev/outpost/internal/testenv"
 	"outpost.dev/outpost/internal/zoo"
 )
@@ -36,35 +30,7 @@ const fashionTest = "../dataset/testdata/fashion-test-images-idx3-ubyte.gz"
 // returns the arguments that point the CLI at it with the admin token.
 func registryHub(t *testing.T) []string {
 	t.Helper()
-	ctx := t.Context()
-	dir := t.TempDir()
-	db, err := store.Open(ctx, filepath.Join(dir, "hub.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	admin, err := auth.NewToken()
-	if err != nil {
-		t.Fatal(err)
-	}
-	authn := auth.NewAuthenticator(auth.Hash(admin), auth.WithClusterCredentials(db))
-	log := slog.New(slog.DiscardHandler)
-	var srv *hub.Server
-	reg, err := registry.New(ctx, registry.Options{
-		Root: filepath.Join(dir, "oci"), DB: db.SQL(), Authorize: authn.Authorize, CheckTag: models.CheckTag, Logger: log,
-		OnChange: func(ctx context.Context, ev registry.Event) {
-			if srv != nil && models.Affects(ev) {
-				_ = srv.ModelsChanged(ctx)
-			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err = hub.New(ctx, hub.Config{DB: db, Registry: reg, Models: models.NewIndex(reg, nil), Authorize: authn.Authorize, Logger: log, OfflineAfter: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, admin := hubtest.Build(t)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return []string{"--hub", ts.URL, "--token", admin}

@@ -67,43 +67,11 @@ type Hub struct {
 	conns  map[net.Conn]bool // the server's open connections
 }
 
-// New starts a hub; configure, if given, may change its Config. It stops
-// when the test ends.
+// New starts a hub on the in-memory network; configure, if given, may
+// change its Config. It stops when the test ends.
 func New(t testing.TB, configure ...func(*hub.Config)) *Hub {
 	t.Helper()
-	ctx := t.Context()
-	dir := t.TempDir()
-	db, err := store.Open(ctx, filepath.Join(dir, "hub.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	admin, err := auth.NewToken()
-	if err != nil {
-		t.Fatal(err)
-	}
-	authn := auth.NewAuthenticator(auth.Hash(admin), auth.WithClusterCredentials(db))
-	log := slog.New(slog.DiscardHandler)
-	var srv *hub.Server
-	reg, err := registry.New(ctx, registry.Options{
-		Root: filepath.Join(dir, "oci"), DB: db.SQL(), Authorize: authn.Authorize, CheckTag: models.CheckTag, Logger: log,
-		OnChange: func(ctx context.Context, ev registry.Event) {
-			if srv != nil && models.Affects(ev) {
-				_ = srv.ModelsChanged(ctx)
-			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := hub.Config{DB: db, Registry: reg, Models: models.NewIndex(reg, nil), Authorize: authn.Authorize, Logger: log, OfflineAfter: -1}
-	for _, c := range configure {
-		c(&cfg)
-	}
-	srv, err = hub.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, admin := Build(t, configure...)
 	h := &Hub{t: t, Admin: admin, Server: srv, conns: map[net.Conn]bool{}}
 	handler := srv.Handler()
 	h.hs = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -141,6 +109,49 @@ func New(t testing.TB, configure ...func(*hub.Config)) *Hub {
 		tr.CloseIdleConnections()
 	})
 	return h
+}
+
+// Build makes a hub (a SQLite store, the registry with the hub's tag
+// policy, the model index, an admin token) in the test's temporary folder
+// and returns it with its admin token, for a test to serve as it likes
+// (New serves it on the in-memory network). configure may change its
+// Config.
+func Build(t testing.TB, configure ...func(*hub.Config)) (*hub.Server, string) {
+	t.Helper()
+	ctx := t.Context()
+	dir := t.TempDir()
+	db, err := store.Open(ctx, filepath.Join(dir, "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	admin, err := auth.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn := auth.NewAuthenticator(auth.Hash(admin), auth.WithClusterCredentials(db))
+	log := slog.New(slog.DiscardHandler)
+	var srv *hub.Server
+	reg, err := registry.New(ctx, registry.Options{
+		Root: filepath.Join(dir, "oci"), DB: db.SQL(), Authorize: authn.Authorize, CheckTag: models.CheckTag, Logger: log,
+		OnChange: func(ctx context.Context, ev registry.Event) {
+			if srv != nil && models.Affects(ev) {
+				_ = srv.ModelsChanged(ctx)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := hub.Config{DB: db, Registry: reg, Models: models.NewIndex(reg, nil), Authorize: authn.Authorize, Logger: log, OfflineAfter: -1}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	srv, err = hub.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, admin
 }
 
 // Close takes the hub off the network: its connections drop and new ones
