@@ -175,20 +175,7 @@ func openPrivateState(ctx context.Context, path string) (*stateDB, error) {
 
 // update runs fn in one write transaction.
 func (s *stateDB) update(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("state: begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("state: commit: %w", err)
-	}
-	return nil
+	return sqlfile.Update(ctx, s.db, &s.writeMu, fn)
 }
 
 // view runs fn in one read transaction, which sees a consistent snapshot.

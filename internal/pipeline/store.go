@@ -92,17 +92,7 @@ func (d *db) close() error { return d.sql.Close() }
 
 // tx runs f in one write transaction.
 func (d *db) tx(ctx context.Context, f func(*sql.Tx) error) error {
-	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
-	tx, err := d.sql.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := f(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+	return sqlfile.Update(ctx, d.sql, &d.writeMu, f)
 }
 
 func fmtTime(t time.Time) string {

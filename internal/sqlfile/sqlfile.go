@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
+	"sync"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -37,4 +38,24 @@ func Open(ctx context.Context, path, schema string) (*sql.DB, error) {
 		return nil, fmt.Errorf("open %s: create schema: %w", path, err)
 	}
 	return db, nil
+}
+
+// Update runs fn in one write transaction of db, holding mu (which
+// serialises the process's writers of the file) throughout: fn's changes
+// are all committed, or, when it returns an error, none.
+func Update(ctx context.Context, db *sql.DB, mu *sync.Mutex, fn func(*sql.Tx) error) error {
+	mu.Lock()
+	defer mu.Unlock()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
