@@ -6,23 +6,23 @@ import "fmt"
 func addCoreOps(t ops) {
 	binary := checkInputs(2, 2)
 	unary := checkInputs(1, 1)
-	t["Add"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: binaryKernel(opAdd)}
-	t["Sub"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: binaryKernel(opSub)}
-	t["Mul"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: binaryKernel(opMul)}
-	t["Div"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: binaryKernel(opDiv)}
-	t["Gemm"] = Op{MinOpset: 11, MaxOpset: MaxOpset, Check: checkGemm, Run: gemm}
-	t["MatMul"] = Op{MinOpset: 1, MaxOpset: MaxOpset, Check: binary, Run: matmul}
-	t["Relu"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: unary, Run: reluOp().kernel()}
-	t["Sigmoid"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: unary, Run: sigmoidOp().kernel()}
-	t["Tanh"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: unary, Run: tanhOp().kernel()}
-	t["Softmax"] = Op{MinOpset: 13, MaxOpset: MaxOpset, Check: unary, Run: softmaxKernel(false)}
-	t["LogSoftmax"] = Op{MinOpset: 13, MaxOpset: MaxOpset, Check: unary, Run: softmaxKernel(true)}
-	t["Flatten"] = Op{MinOpset: 9, MaxOpset: MaxOpset, Check: unary, Run: flatten}
-	t["Reshape"] = Op{MinOpset: 5, MaxOpset: MaxOpset, Check: checkReshape, Run: reshape}
-	t["Transpose"] = Op{MinOpset: 1, MaxOpset: MaxOpset, Check: all(unary, checkTranspose), Run: transpose}
-	t["Concat"] = Op{MinOpset: 4, MaxOpset: MaxOpset, Check: checkConcat, Run: concat}
-	t["Identity"] = Op{MinOpset: 1, MaxOpset: MaxOpset, Check: unary, Run: identity}
-	t["Cast"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: all(unary, checkCast), Run: cast}
+	t["Add"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: binaryKernel(opAdd), Fresh: true}
+	t["Sub"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: binaryKernel(opSub), Fresh: true}
+	t["Mul"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: binaryKernel(opMul), Fresh: true}
+	t["Div"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: binaryKernel(opDiv), Fresh: true}
+	t["Gemm"] = Op{MinOpset: 11, MaxOpset: MaxOpset, Check: checkGemm, Run: gemm, Fresh: true}
+	t["MatMul"] = Op{MinOpset: 1, MaxOpset: MaxOpset, Check: binary, Run: matmul, Fresh: true}
+	t["Relu"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: unary, Run: reluOp().kernel(), Fresh: true, InPlace: reluOp().inPlace()}
+	t["Sigmoid"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: unary, Run: sigmoidOp().kernel(), Fresh: true, InPlace: sigmoidOp().inPlace()}
+	t["Tanh"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: unary, Run: tanhOp().kernel(), Fresh: true, InPlace: tanhOp().inPlace()}
+	t["Softmax"] = Op{MinOpset: 13, MaxOpset: MaxOpset, Check: unary, Run: softmaxKernel(false), Fresh: true, InPlace: softmaxInPlace(false)}
+	t["LogSoftmax"] = Op{MinOpset: 13, MaxOpset: MaxOpset, Check: unary, Run: softmaxKernel(true), Fresh: true, InPlace: softmaxInPlace(true)}
+	t["Flatten"] = Op{MinOpset: 9, MaxOpset: MaxOpset, Check: unary, Run: flatten, View: true}
+	t["Reshape"] = Op{MinOpset: 5, MaxOpset: MaxOpset, Check: checkReshape, Run: reshape, View: true}
+	t["Transpose"] = Op{MinOpset: 1, MaxOpset: MaxOpset, Check: all(unary, checkTranspose), Run: transpose, Fresh: true}
+	t["Concat"] = Op{MinOpset: 4, MaxOpset: MaxOpset, Check: checkConcat, Run: concat, Fresh: true}
+	t["Identity"] = Op{MinOpset: 1, MaxOpset: MaxOpset, Check: unary, Run: identity, View: true}
+	t["Cast"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: all(unary, checkCast), Run: cast, Fresh: true}
 	t["Constant"] = Op{MinOpset: 9, MaxOpset: MaxOpset, Check: checkConstant, Run: constant}
 	addMathOps(t) // math.go
 }
@@ -32,37 +32,6 @@ func reluOp() unaryOp {
 }
 func sigmoidOp() unaryOp { return unaryOp{f32: sigmoidF32} }
 func tanhOp() unaryOp    { return unaryOp{f32: tanhF32} }
-
-// isFreshOp reports whether the operator's kernels always return newly
-// allocated outputs, which a later step may then overwrite in place.
-func isFreshOp(op string) bool {
-	switch op {
-	case "Add", "Sub", "Mul", "Div", "Gemm", "MatMul", "Relu", "Sigmoid", "Tanh",
-		"Softmax", "LogSoftmax", "Transpose", "Concat", "Cast",
-		"Exp", "Log", "Sqrt", "Cos", "Sin", "Reciprocal", "Neg", "Abs", "Range",
-		"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization",
-		"QuantizeLinear", "DequantizeLinear", "MatMulInteger":
-		return true
-	}
-	return false
-}
-
-// inPlaceKernel returns the in-place form of a unary operator, or nil.
-func inPlaceKernel(op string) func(n *Node, t *Tensor) error {
-	switch op {
-	case "Relu":
-		return reluOp().inPlace()
-	case "Sigmoid":
-		return sigmoidOp().inPlace()
-	case "Tanh":
-		return tanhOp().inPlace()
-	case "Softmax":
-		return softmaxInPlace(false)
-	case "LogSoftmax":
-		return softmaxInPlace(true)
-	}
-	return nil
-}
 
 // checkInputs returns a Check that requires between lo and hi inputs, all
 // present.

@@ -61,6 +61,7 @@ type Model struct {
 // step is one node ready to run.
 type step struct {
 	node *Node
+	op   Op
 	run  Kernel
 	in   []int // value slots; -1 for an omitted optional input
 	out  []int // value slots; -1 for an omitted optional output
@@ -275,7 +276,7 @@ func (b *builder) nodes(g *onnxpb.GraphProto, opset int64) error {
 	}
 	for _, i := range order {
 		n := nodes[i]
-		st := step{node: n, run: opsOf[i].Run}
+		st := step{node: n, op: opsOf[i], run: opsOf[i].Run}
 		for _, name := range n.Proto.GetInput() {
 			s := -1
 			if name != "" {
@@ -471,16 +472,6 @@ func soleOutput(st *step) int {
 	return st.out[0]
 }
 
-// isViewOp reports whether the operator's first output is a view of its
-// first input, sharing its data.
-func isViewOp(op string) bool {
-	switch op {
-	case "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze":
-		return true
-	}
-	return false
-}
-
 // plan computes when each value is last used, which steps may overwrite
 // their input, and which outputs need copying.
 func (b *builder) plan() {
@@ -496,7 +487,6 @@ func (b *builder) plan() {
 		external[s] = m.consts[s] != nil || b.input[s]
 	}
 	for i, st := range m.steps {
-		op := st.node.Proto.GetOpType()
 		for _, s := range st.in {
 			if s >= 0 {
 				lastUse[root[s]] = i
@@ -506,10 +496,10 @@ func (b *builder) plan() {
 			if s < 0 {
 				continue
 			}
-			if k == 0 && isViewOp(op) && len(st.in) > 0 && st.in[0] >= 0 {
+			if k == 0 && st.op.View && len(st.in) > 0 && st.in[0] >= 0 {
 				root[s] = root[st.in[0]]
 			} else {
-				fresh[s] = isFreshOp(op)
+				fresh[s] = st.op.Fresh
 			}
 		}
 	}
@@ -518,7 +508,7 @@ func (b *builder) plan() {
 	}
 	for i := range m.steps {
 		st := &m.steps[i]
-		ip := inPlaceKernel(st.node.Proto.GetOpType())
+		ip := st.op.InPlace
 		if ip == nil || len(st.in) != 1 || st.in[0] < 0 || len(st.out) != 1 || st.out[0] < 0 {
 			continue
 		}

@@ -19,9 +19,9 @@ func addMathOps(t ops) {
 		"Neg":        {f32: negNum[float32], i8: negNum[int8], i32: negNum[int32], i64: negNum[int64]},
 		"Abs":        {f32: absNum[float32], i8: absNum[int8], i32: absNum[int32], i64: absNum[int64]},
 	} {
-		t[name] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: unary, Run: u.kernel()}
+		t[name] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: unary, Run: u.kernel(), Fresh: true}
 	}
-	t["Range"] = Op{MinOpset: 11, MaxOpset: MaxOpset, Check: checkInputs(3, 3), Run: rangeKernel}
+	t["Range"] = Op{MinOpset: 11, MaxOpset: MaxOpset, Check: checkInputs(3, 3), Run: rangeKernel, Fresh: true}
 }
 
 // mapF32 lifts a float64 function to a float32 vector kernel.

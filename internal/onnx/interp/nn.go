@@ -10,12 +10,12 @@ import (
 // addNNOps registers Conv, MaxPool, AveragePool, GlobalAveragePool,
 // GlobalMaxPool and BatchNormalization.
 func addNNOps(t ops) {
-	t["Conv"] = Op{MinOpset: 11, MaxOpset: 17, Check: checkConv, Run: runConv, Prepare: prepareConv}
-	t["MaxPool"] = Op{MinOpset: 12, MaxOpset: 17, Check: checkMaxPool, Run: runMaxPool}
-	t["AveragePool"] = Op{MinOpset: 11, MaxOpset: 17, Check: checkAveragePool, Run: runAveragePool}
-	t["GlobalAveragePool"] = Op{MinOpset: 1, MaxOpset: 17, Check: checkGlobalPool, Run: runGlobalAveragePool}
-	t["GlobalMaxPool"] = Op{MinOpset: 1, MaxOpset: 17, Check: checkGlobalPool, Run: runGlobalMaxPool}
-	t["BatchNormalization"] = Op{MinOpset: 9, MaxOpset: 17, Check: checkBatchNorm, Run: runBatchNorm}
+	t["Conv"] = Op{MinOpset: 11, MaxOpset: 17, Check: checkConv, Run: runConv, Prepare: prepareConv, Fresh: true}
+	t["MaxPool"] = Op{MinOpset: 12, MaxOpset: 17, Check: checkMaxPool, Run: runMaxPool, Fresh: true}
+	t["AveragePool"] = Op{MinOpset: 11, MaxOpset: 17, Check: checkAveragePool, Run: runAveragePool, Fresh: true}
+	t["GlobalAveragePool"] = Op{MinOpset: 1, MaxOpset: 17, Check: checkGlobalPool, Run: runGlobalAveragePool, Fresh: true}
+	t["GlobalMaxPool"] = Op{MinOpset: 1, MaxOpset: 17, Check: checkGlobalPool, Run: runGlobalMaxPool, Fresh: true}
+	t["BatchNormalization"] = Op{MinOpset: 9, MaxOpset: 17, Check: checkBatchNorm, Run: runBatchNorm, Fresh: true}
 }
 
 // nnMaxSpatial is the number of spatial dimensions the convolution and

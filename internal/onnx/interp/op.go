@@ -99,6 +99,14 @@ type Op struct {
 	// and keep scratch buffers for its node; it must give Run's results
 	// and errors, and be safe for concurrent use.
 	Prepare func(n *Node, consts []*Tensor) Kernel
+	// Fresh says Run (and Prepare's kernel) always returns newly allocated
+	// outputs, which a later step may then overwrite in place.
+	Fresh bool
+	// View says the first output shares the first input's data.
+	View bool
+	// InPlace, when set, computes the node by overwriting its only input;
+	// the executor uses it when that input is fresh and dead after the node.
+	InPlace func(n *Node, t *Tensor) error
 }
 
 // ops maps an operator type of the default ONNX domain to its
