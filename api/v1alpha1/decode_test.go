@@ -151,6 +151,7 @@ func TestValidate(t *testing.T) {
 		}},
 		{name: "monitoring alpha", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{Alpha: "1.5"} }, wantErr: "spec.monitoring.alpha"},
 		{name: "monitoring window", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{WindowSamples: 3} }, wantErr: "spec.monitoring.windowSamples"},
+		{name: "monitoring feedback", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{FeedbackSamples: -1} }, wantErr: "spec.monitoring.feedbackSamples"},
 		{name: "monitoring correction", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{Correction: "Holm"} }, wantErr: `spec.monitoring.correction: Unsupported value: "Holm"`},
 		{name: "monitoring psi", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{PSIThreshold: "high"} }, wantErr: "spec.monitoring.psiThreshold"},
 		{name: "bad strategy", mutate: func(d *ModelDeployment) { d.Spec.Rollout.Strategy = "BlueGreen" }, wantErr: "spec.rollout.strategy"},

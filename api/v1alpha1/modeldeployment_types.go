@@ -122,6 +122,15 @@ type Monitoring struct {
 	// Alert sends the hub's alert webhooks when the alarm is raised or cleared.
 	// +optional
 	Alert bool `json:"alert,omitempty"`
+	// FeedbackSamples keeps, at the edge, the inputs of the latest requests that carry an
+	// id, about this many samples in all, so that true labels sent later for those ids
+	// (POST /v2/models/NAME/feedback) measure the serving version's accuracy and can be read
+	// by a pipeline's dataset step (path feedback:NAME). Default 0: none kept. The samples
+	// never leave the cluster.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	FeedbackSamples int32 `json:"feedbackSamples,omitempty"`
 }
 
 // ModelDeploymentSpec is the desired deployment of a model to a set of clusters.

@@ -120,6 +120,9 @@ func (m *Monitoring) validate(p *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(p.Child(c.name), c.v, "must be between 1 and 1000"))
 		}
 	}
+	if m.FeedbackSamples < 0 || m.FeedbackSamples > 1_000_000 {
+		errs = append(errs, field.Invalid(p.Child("feedbackSamples"), m.FeedbackSamples, "must be between 0 and 1000000"))
+	}
 	if d := m.Cooldown; d != nil && d.Duration < 0 {
 		errs = append(errs, field.Invalid(p.Child("cooldown"), d.Duration.String(), "must not be negative"))
 	}

@@ -141,6 +141,19 @@ type DriftState struct {
 	Dropped uint64 `json:"dropped,omitempty"`
 	Skipped uint64 `json:"skipped,omitempty"`
 	Invalid uint64 `json:"invalid,omitempty"`
+	// Feedback is how Version did on the samples whose true labels came
+	// back (POST /v2/models/NAME/feedback), when the deployment keeps
+	// feedback samples; FeedbackLost counts the requests with ids that
+	// could not be kept.
+	Feedback     *FeedbackState `json:"feedback,omitempty"`
+	FeedbackLost uint64         `json:"feedbackLost,omitempty"`
+}
+
+// FeedbackState is a version's accuracy on its labelled samples.
+type FeedbackState struct {
+	// Labelled samples, Correct of them as the version predicted.
+	Labelled int `json:"labelled"`
+	Correct  int `json:"correct"`
 }
 
 // SetDrift records the drift monitoring of each deployment, by deployment

@@ -23,6 +23,7 @@ import (
 	"outpost.dev/outpost/internal/clientconfig"
 	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/edgerun"
+	"outpost.dev/outpost/internal/feedback"
 	"outpost.dev/outpost/internal/outbox"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/serving"
@@ -142,6 +143,12 @@ only when the deployment sets allowDowngrade.`,
 				return err
 			}
 			defer a.Close()
+			fb, err := feedback.Open(ctx, filepath.Join(cfg.Dir, feedbackFile))
+			if err != nil {
+				return err
+			}
+			defer fb.Close()
+			serveCfg.Serving.Feedback = fb
 			for _, m := range a.Active() {
 				cfg.Logger.Info("active from cache", "deployment", m.Deployment, "model", m.Model, "version", m.Version)
 			}
@@ -165,7 +172,7 @@ only when the deployment sets allowDowngrade.`,
 			if srv != nil {
 				pf.latency = srv.LatencyP99
 			}
-			pipesDone, err := startPipelines(ctx, a, runner, pf, cfg.Logger)
+			pipesDone, err := startPipelines(ctx, a, runner, fb, pf, cfg.Logger)
 			if err != nil {
 				cancel()
 				<-errc
@@ -368,7 +375,13 @@ func agentStates(st []serving.ModelStatus) (map[string]agent.ServingState, map[s
 		states[m.Deployment] = agent.ServingState{Version: m.Version, Runtime: m.Runtime, Error: m.Error, Port: m.Port}
 		if d := m.Drift; d != nil {
 			drifts[m.Deployment] = agent.DriftState{Version: d.Version, Windows: d.Windows, Verdict: string(d.Verdict), Reason: d.Reason,
-				LastWindow: d.LastWindow, Alarm: d.Alarm, Since: d.Since, Samples: d.Samples, Dropped: d.Dropped, Skipped: d.Skipped, Invalid: d.Invalid}
+				LastWindow: d.LastWindow, Alarm: d.Alarm, Since: d.Since, Samples: d.Samples, Dropped: d.Dropped, Skipped: d.Skipped, Invalid: d.Invalid,
+				FeedbackLost: d.FeedbackLost}
+			if fb := d.Feedback; fb != nil {
+				ds := drifts[m.Deployment]
+				ds.Feedback = &agent.FeedbackState{Labelled: fb.Labelled, Correct: fb.Correct}
+				drifts[m.Deployment] = ds
+			}
 		}
 	}
 	return states, drifts
@@ -556,7 +569,7 @@ func printDrift(w io.Writer, models []agent.DeploymentStatus, now time.Time) err
 	}
 	fmt.Fprint(w, "\nDrift monitoring:\n")
 	tw := newTable(w)
-	fmt.Fprintln(tw, "DEPLOYMENT\tVERSION\tALARM\tSINCE\tLAST WINDOW\tWINDOWS\tSAMPLES\tDROPPED")
+	fmt.Fprintln(tw, "DEPLOYMENT\tVERSION\tALARM\tSINCE\tLAST WINDOW\tWINDOWS\tSAMPLES\tDROPPED\tLABELLED ACCURACY")
 	for _, m := range rows {
 		d := m.Drift
 		alarm, since, last := "clear", "-", orNone(d.Verdict)
@@ -569,7 +582,11 @@ func printDrift(w io.Writer, models []agent.DeploymentStatus, now time.Time) err
 		if !d.LastWindow.IsZero() {
 			last += " at " + d.LastWindow.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.Deployment, d.Version, alarm, since, last, d.Windows, d.Samples, d.Dropped)
+		acc := "-"
+		if fb := d.Feedback; fb != nil && fb.Labelled > 0 {
+			acc = fmt.Sprintf("%.1f%% of %d", 100*float64(fb.Correct)/float64(fb.Labelled), fb.Labelled)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", m.Deployment, d.Version, alarm, since, last, d.Windows, d.Samples, d.Dropped, acc)
 	}
 	return tw.Flush()
 }

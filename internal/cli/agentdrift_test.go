@@ -101,12 +101,14 @@ func TestAgentStates(t *testing.T) {
 	st := []serving.ModelStatus{
 		{Deployment: "fashion", Model: "fashion-mlp", Version: "1.1.0", Runtime: "go", State: serving.StateReady,
 			Drift: &serving.DriftStatus{Version: "1.1.0", Windows: 14, Verdict: drift.VerdictDrift, Reason: "drift in 2 of 21 features",
-				LastWindow: since.Add(time.Hour), Alarm: true, Since: since, Samples: 14000, Dropped: 3, Skipped: 1, Invalid: 2, Lost: 1}},
+				LastWindow: since.Add(time.Hour), Alarm: true, Since: since, Samples: 14000, Dropped: 3, Skipped: 1, Invalid: 2, Lost: 1,
+				Feedback: &serving.FeedbackStatus{Labelled: 600, Correct: 125}, FeedbackLost: 4}},
 		{Deployment: "plain", Model: "fraud", Version: "2.0.0", Runtime: "go", State: serving.StateReady, Error: "drift monitoring off: version 2.0.0 has no reference profile"},
 	}
 	states, drifts := agentStates(st)
 	want := agent.DriftState{Version: "1.1.0", Windows: 14, Verdict: "drift", Reason: "drift in 2 of 21 features", LastWindow: since.Add(time.Hour),
-		Alarm: true, Since: since, Samples: 14000, Dropped: 3, Skipped: 1, Invalid: 2}
+		Alarm: true, Since: since, Samples: 14000, Dropped: 3, Skipped: 1, Invalid: 2,
+		Feedback: &agent.FeedbackState{Labelled: 600, Correct: 125}, FeedbackLost: 4}
 	if len(drifts) != 1 || !reflect.DeepEqual(drifts["fashion"], want) {
 		t.Errorf("drift states %+v, want fashion's %+v", drifts, want)
 	}
@@ -136,9 +138,9 @@ func TestAgentStates(t *testing.T) {
 	for _, line := range []string{
 		"serving: drift monitoring off: version 2.0.0 has no reference profile",
 		"Drift monitoring:",
-		"DEPLOYMENT  VERSION  ALARM   SINCE                              LAST WINDOW                    WINDOWS  SAMPLES  DROPPED",
-		"fashion     1.1.0    RAISED  2031-01-02T03:04:05Z (2h0m0s ago)  drift at 2031-01-02T04:04:05Z  14       14000    3",
-		"fresh       2.0.0    clear   2031-01-02T03:04:05Z (2h0m0s ago)  -                              0        0        0",
+		"DEPLOYMENT  VERSION  ALARM   SINCE                              LAST WINDOW                    WINDOWS  SAMPLES  DROPPED  LABELLED ACCURACY",
+		"fashion     1.1.0    RAISED  2031-01-02T03:04:05Z (2h0m0s ago)  drift at 2031-01-02T04:04:05Z  14       14000    3        20.8% of 600",
+		"fresh       2.0.0    clear   2031-01-02T03:04:05Z (2h0m0s ago)  -                              0        0        0        -",
 	} {
 		if !strings.Contains(text, line) {
 			t.Errorf("status lacks %q:\n%s", line, text)

@@ -86,6 +86,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", s.handleModelReady)
 	mux.HandleFunc("POST /v2/models/{name}/infer", s.handleInfer)
 	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", s.handleInfer)
+	mux.HandleFunc("POST /v2/models/{name}/feedback", s.handleFeedback)
 	mux.Handle("GET /metrics", s.metrics.handler(s))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))

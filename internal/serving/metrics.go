@@ -175,6 +175,10 @@ var (
 		"When the last window closed, in seconds since the epoch.", monitorLabels, nil)
 	descFeatureDrifted = prometheus.NewDesc("outpost_drift_feature_drifted",
 		"1 when a test of the feature drifted in the last window, else 0.", append(monitorLabels, "feature"), nil)
+	descFeedbackLabelled = prometheus.NewDesc("outpost_feedback_labelled_samples",
+		"Samples the version answered whose true label was sent back (POST /v2/models/NAME/feedback), among those kept.", monitorLabels, nil)
+	descFeedbackCorrect = prometheus.NewDesc("outpost_feedback_correct_samples",
+		"Labelled samples the version predicted right, among those kept: its accuracy on recent inputs is this over outpost_feedback_labelled_samples.", monitorLabels, nil)
 	descFeatureStatistic = prometheus.NewDesc("outpost_drift_feature_statistic",
 		"A drift test's statistic for the feature in the last window (KS D, chi-square, PSI, Jensen-Shannon or Wasserstein distance).",
 		append(monitorLabels, "feature", "test"), nil)
@@ -252,6 +256,10 @@ func (m *monitor) collect(ch chan<- prometheus.Metric) {
 	counter(descSkipped, float64(st.Skipped))
 	counter(descInvalid, float64(st.Invalid))
 	counter(descLost, float64(st.Lost))
+	if fb := st.Feedback; fb != nil {
+		gauge(descFeedbackLabelled, float64(fb.Labelled))
+		gauge(descFeedbackCorrect, float64(fb.Correct))
+	}
 	if rep == nil {
 		return
 	}

@@ -77,6 +77,11 @@ type DriftStatus struct {
 	Invalid uint64 `json:"invalid,omitempty"`
 	// Lost counts the windows Config.Windows refused.
 	Lost uint64 `json:"lost,omitempty"`
+	// Feedback is how the version did on the labelled samples kept for
+	// feedback, when the deployment keeps them (spec.monitoring.feedbackSamples).
+	Feedback *FeedbackStatus `json:"feedback,omitempty"`
+	// FeedbackLost counts the requests with ids that could not be kept.
+	FeedbackLost uint64 `json:"feedbackLost,omitempty"`
 }
 
 // monitorSource is what a monitor was built from, to tell when the
@@ -97,8 +102,12 @@ func (m monitorSource) same(o monitorSource) bool {
 // monitorJob is one request handed to a monitor.
 type monitorJob struct {
 	in, out *interp.Tensor
+	id      string // the request's id, "" if it had none
 	at      time.Time
 	size    int64
+	// flushed, when set, makes the job a marker: the monitor closes it
+	// once it reaches it (see flush).
+	flushed chan struct{}
 }
 
 // monitor watches one version of one deployment. Create it with
@@ -115,6 +124,8 @@ type monitor struct {
 	clock                              clock.Clock
 	log                                *slog.Logger
 	notify                             func()
+	feedback                           FeedbackStore // where requests with ids are kept, when keepLimit > 0
+	keepLimit                          int           // spec.monitoring.feedbackSamples
 
 	queue    chan monitorJob
 	queued   atomic.Int64 // bytes in the queue
@@ -125,6 +136,8 @@ type monitor struct {
 	done     chan struct{}
 	dropped  atomic.Uint64
 	skipped  atomic.Uint64
+	// feedbackLost counts the requests with ids that could not be kept.
+	feedbackLost atomic.Uint64
 
 	// Owned by the monitor's goroutine.
 	win   *drift.Windower
@@ -244,6 +257,7 @@ func (s *Server) newMonitor(ctx context.Context, sess *session, am Model) (*moni
 		deployment: am.Deployment, model: am.Model, version: am.Version, digest: am.Digest,
 		input: in, output: out, ref: ref, policy: policy, detector: det, samplesPer: wcfg.Samples, period: tickPeriod(wcfg.Duration),
 		sink: s.cfg.Windows, clock: clk, notify: s.notify,
+		feedback: s.cfg.Feedback, keepLimit: int(am.Monitoring.FeedbackSamples),
 		log:   s.log.With("deployment", am.Deployment, "model", am.Model, "version", am.Version),
 		queue: make(chan monitorJob, queue), maxBytes: maxBytes, stopCh: make(chan struct{}), done: make(chan struct{}),
 		win: win, st: DriftStatus{Version: am.Version, Since: clk.Now()}, byVerdict: map[drift.Verdict]uint64{},
@@ -359,7 +373,7 @@ func perSample(what string, v interp.ValueInfo, ref []int) ([]int, error) {
 // offer hands one request's tensors to the monitor, without waiting: when
 // the queue is full, in requests or in bytes, the request is dropped from
 // monitoring and counted.
-func (m *monitor) offer(in, out *interp.Tensor, at time.Time) {
+func (m *monitor) offer(in, out *interp.Tensor, id string, at time.Time) {
 	if m.stopped.Load() {
 		m.dropped.Add(1)
 		return
@@ -374,8 +388,11 @@ func (m *monitor) offer(in, out *interp.Tensor, at time.Time) {
 		m.dropped.Add(1)
 		return
 	}
+	if m.keepLimit == 0 || m.feedback == nil {
+		id = ""
+	}
 	select {
-	case m.queue <- monitorJob{in: in, out: out, at: at, size: size}:
+	case m.queue <- monitorJob{in: in, out: out, id: id, at: at, size: size}:
 	default:
 		m.queued.Add(-size)
 		m.dropped.Add(1)
@@ -404,7 +421,7 @@ func (m *monitor) run(ctx context.Context) {
 		select {
 		case j := <-m.queue:
 			m.queued.Add(-j.size)
-			m.observe(ctx, j)
+			m.handle(ctx, j)
 		case <-tick.C():
 			if w, ok := m.win.Tick(m.clock.Now()); ok {
 				m.closed(ctx, w)
@@ -415,7 +432,7 @@ func (m *monitor) run(ctx context.Context) {
 				select {
 				case j := <-m.queue:
 					m.queued.Add(-j.size)
-					m.observe(ctx, j)
+					m.handle(ctx, j)
 				default:
 					break drain
 				}
@@ -430,6 +447,19 @@ func (m *monitor) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// handle is the monitor's work for one job: keeping the request for
+// feedback, and observing it.
+func (m *monitor) handle(ctx context.Context, j monitorJob) {
+	if j.flushed != nil {
+		close(j.flushed)
+		return
+	}
+	if j.id != "" {
+		m.keep(ctx, j)
+	}
+	m.observe(ctx, j)
 }
 
 // observe adds one request's samples to the windows. It feeds the
@@ -533,6 +563,7 @@ func (m *monitor) status() DriftStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.st
-	st.Dropped, st.Skipped = m.dropped.Load(), m.skipped.Load()
+	st.Dropped, st.Skipped, st.FeedbackLost = m.dropped.Load(), m.skipped.Load(), m.feedbackLost.Load()
+	st.Feedback = m.feedbackStatus()
 	return st
 }

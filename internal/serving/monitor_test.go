@@ -85,7 +85,7 @@ func fakeRows(r *rand.Rand, n int, shift float32) [][]float32 {
 // 1, as fakeSession computes it) over n rows drawn like fakeRows, with
 // featurizer configuration cfg (input [4] and output [2] values unless
 // set), and returns its path.
-func writeFakeReference(t *testing.T, dir string, n int, cfg drift.FeaturizerConfig) string {
+func writeFakeReference(t testing.TB, dir string, n int, cfg drift.FeaturizerConfig) string {
 	t.Helper()
 	if cfg.InputShape == nil {
 		cfg = drift.FeaturizerConfig{InputShape: []int{4}, OutputShape: []int{2}, Outputs: drift.OutputsValues}

@@ -133,7 +133,7 @@ func (s *Server) infer(ctx context.Context, ch *charge, lbl *requestLabels, name
 	}
 	if mon := sess.mon.Load(); mon != nil {
 		// The tensors are the request's own, and only read from here on.
-		mon.offer(req.Inputs[mon.input], out[mon.output], s.clock.Now())
+		mon.offer(req.Inputs[mon.input], out[mon.output], req.ID, s.clock.Now())
 	}
 	ok = true
 	return res, nil

@@ -95,6 +95,10 @@ type Config struct {
 	// not fit are not monitored, and counted.
 	MonitorQueue      int
 	MonitorQueueBytes int64
+	// Feedback, if set, keeps the requests with ids of the deployments
+	// whose spec.monitoring.feedbackSamples asks for it, and their labels
+	// (feedback.go); nil keeps none, and the feedback endpoint refuses.
+	Feedback FeedbackStore
 	// Agent, if set, gives GET /metrics the agent's figures: its outbox,
 	// applied revision, last contact and each deployment's sync progress.
 	Agent AgentSource

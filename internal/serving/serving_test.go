@@ -154,7 +154,7 @@ func (s *fakeSession) Close() error {
 
 // harness is a Server with fake runtimes behind an httptest server.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	goRT   *fakeRuntime
 	ortRT  *fakeRuntime
@@ -163,7 +163,7 @@ type harness struct {
 	status chan struct{}
 }
 
-func newHarness(t *testing.T, withORT bool, maxBytes int64, opts ...func(*Config)) *harness {
+func newHarness(t testing.TB, withORT bool, maxBytes int64, opts ...func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), goRT: &fakeRuntime{name: engine.RuntimeGo}, status: make(chan struct{}, 1)}
 	cfg := Config{Go: h.goRT, Version: "test", MaxRequestBytes: maxBytes, Logger: slog.New(slog.DiscardHandler), PortHost: "127.0.0.1",
