@@ -12,6 +12,7 @@ import (
 
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/edgerun"
+	"outpost.dev/outpost/internal/feedback"
 	"outpost.dev/outpost/internal/pipeline"
 	"outpost.dev/outpost/internal/schedule"
 )
@@ -63,13 +64,13 @@ func (p *pipelineFlags) capacity() (schedule.Config, error) {
 // closes once both stopped. Call it once the agent is ready (its cluster
 // name known). Serving's p99, when it serves, reaches the scheduler every
 // latencyEvery.
-func startPipelines(ctx context.Context, a *agent.Agent, r *edgerun.Runner, pf pipelineFlags, log *slog.Logger) (<-chan struct{}, error) {
+func startPipelines(ctx context.Context, a *agent.Agent, r *edgerun.Runner, fb *feedback.Store, pf pipelineFlags, log *slog.Logger) (<-chan struct{}, error) {
 	capacity, err := pf.capacity()
 	if err != nil {
 		return nil, err
 	}
 	eng, err := pipeline.Open(ctx, pipeline.Options{
-		Dir: r.EngineDir(), Data: r.DataDir(), Cluster: a.Name(), Host: r, OnUpdate: r.Updated,
+		Dir: r.EngineDir(), Data: r.DataDir(), Cluster: a.Name(), Host: r, Feedback: fb, OnUpdate: r.Updated,
 		Capacity: capacity, Logger: log.With("component", "pipelines"),
 	})
 	if err != nil {

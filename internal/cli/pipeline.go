@@ -24,12 +24,17 @@ import (
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/bytesize"
+	"outpost.dev/outpost/internal/feedback"
 	"outpost.dev/outpost/internal/pipeline"
 	"outpost.dev/outpost/internal/schedule"
 )
 
 // pipelinesDir is the engine's folder inside an agent's data directory.
 const pipelinesDir = "pipelines"
+
+// feedbackFile is the agent's store of requests kept for feedback, in its
+// data directory (internal/feedback).
+const feedbackFile = "feedback.db"
 
 // envAgentDir names the agent data directory the pipeline commands use
 // when --dir is not given.
@@ -201,8 +206,13 @@ func runPipelineFile(ctx context.Context, g *globals, o runFileOptions) error {
 	}
 	cluster := localCluster(ctx, o.dir)
 	prog := &progress{w: g.stdout, seen: map[string]string{}}
+	fb, err := feedback.Open(ctx, filepath.Join(o.dir, feedbackFile))
+	if err != nil {
+		return err
+	}
+	defer fb.Close()
 	e, err := pipeline.Open(ctx, pipeline.Options{
-		Dir: filepath.Join(o.dir, pipelinesDir), Cluster: cluster, Host: host,
+		Dir: filepath.Join(o.dir, pipelinesDir), Cluster: cluster, Host: host, Feedback: fb,
 		Logger: quietLogger(g), Capacity: capacityConfig(capacity), OnUpdate: prog.update,
 	})
 	if err != nil {

@@ -4,13 +4,19 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/feedback"
 	"outpost.dev/outpost/internal/testenv"
 )
 
@@ -198,4 +204,71 @@ func FuzzReadCSV(f *testing.F) {
 			t.Fatalf("%d samples of %d values, %d values held", tab.Len(), tab.Dim(), len(tab.f32))
 		}
 	})
+}
+
+// A dataset step reads a deployment's labelled feedback samples, the
+// cache sees a new label, and a deployment with none says how to send them.
+func TestDatasetFromFeedback(t *testing.T) {
+	ctx := t.Context()
+	store, err := feedback.Open(ctx, filepath.Join(t.TempDir(), "feedback.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for i := range 10 {
+		id := fmt.Sprintf("req-%d", i)
+		r := feedback.Request{Deployment: "fashion", Version: "1.0.0", ID: id, Shape: []int{3},
+			X: []float32{float32(i), 0.5, -1}, Predicted: []int{0}, At: time.Unix(int64(i), 0)}
+		if err := store.Keep(ctx, r, 100); err != nil {
+			t.Fatal(err)
+		}
+		if i < 8 { // two left unlabelled
+			if _, err := store.Label(ctx, "fashion", id, []int{i % 3}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	te := startEngine(t, t.TempDir(), func(o *Options) { o.Feedback = store })
+	const spec = "steps: [{name: data, type: dataset, params: {path: 'feedback:fashion', split: '0.75'}}]"
+	r := te.run(t, "fb1", spec, RunOptions{})
+	s := step(t, r, "data")
+	if s.Phase != v1alpha1.RunSucceeded || s.Outputs["samples"] != "8" {
+		t.Fatalf("data step %+v, want 8 samples", s)
+	}
+	train, test := readArtifactTable(t, te.Engine, s.Outputs["train"]), readArtifactTable(t, te.Engine, s.Outputs["test"])
+	if train.Len() != 6 || test.Len() != 2 || train.classes != 3 || !slices.Equal(train.shape, []int{3}) || train.f32 == nil {
+		t.Fatalf("train %d samples of %v, %d classes; test %d", train.Len(), train.shape, train.classes, test.Len())
+	}
+	if log := logOf(t, te.Engine, "fb1", "data"); !strings.Contains(log, "8 labelled samples of feedback:fashion") {
+		t.Errorf("log:\n%s", log)
+	}
+	if s := step(t, te.run(t, "fb2", spec, RunOptions{}), "data"); !s.Cached {
+		t.Errorf("same feedback, not cached: %+v", s)
+	}
+	if _, err := store.Label(ctx, "fashion", "req-8", []int{2}); err != nil {
+		t.Fatal(err)
+	}
+	if s := step(t, te.run(t, "fb3", spec, RunOptions{}), "data"); s.Cached || s.Outputs["samples"] != "9" {
+		t.Errorf("a new label, but %+v", s)
+	}
+	r = te.run(t, "fb4", "steps: [{name: data, type: dataset, params: {path: 'feedback:shoes'}}]", RunOptions{})
+	if s := step(t, r, "data"); s.Phase != v1alpha1.RunFailed || !strings.Contains(s.Message, "POST /v2/models/shoes/feedback") {
+		t.Errorf("no feedback: %+v", s)
+	}
+	// An engine without a feedback store says so.
+	te2 := startEngine(t, t.TempDir())
+	r = te2.run(t, "fb5", spec, RunOptions{})
+	if s := step(t, r, "data"); s.Phase != v1alpha1.RunFailed || !strings.Contains(s.Message, "no feedback store") {
+		t.Errorf("no store: %+v", s)
+	}
+}
+
+// readArtifactTable reads a data set artifact of the engine.
+func readArtifactTable(t *testing.T, e *Engine, d string) *table {
+	t.Helper()
+	tab, err := readTable(e.layout.BlobPath(digest.Digest(d)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
 }

@@ -83,6 +83,10 @@ type Options struct {
 	// Host is what the engine needs of its host. Without one, steps that
 	// read a deployment's model or deploy fail, saying so.
 	Host Host
+	// Feedback gives dataset steps whose path is feedback:DEPLOYMENT the
+	// labelled samples that came back for the deployment's requests; nil
+	// fails such steps, saying so.
+	Feedback FeedbackSource
 	// Clock is the clock of timeouts, retries and status times; nil is the
 	// real clock.
 	Clock clock.Clock

@@ -10,7 +10,52 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+
+	"outpost.dev/outpost/internal/feedback"
 )
+
+// FeedbackPrefix starts the path of a dataset step that reads a
+// deployment's labelled feedback samples: feedback:DEPLOYMENT.
+const FeedbackPrefix = "feedback:"
+
+// FeedbackSource gives dataset steps the samples of a deployment's
+// requests whose true labels came back: a *feedback.Store.
+type FeedbackSource interface {
+	Labelled(ctx context.Context, deployment string, limit int) (*feedback.Set, error)
+}
+
+// labelledFeedback reads the labelled samples that path, feedback:DEPLOYMENT,
+// names.
+func (e *Engine) labelledFeedback(ctx context.Context, path string) (*feedback.Set, error) {
+	dep := strings.TrimPrefix(path, FeedbackPrefix)
+	if dep == "" {
+		return nil, fmt.Errorf("path %q names no deployment (feedback:DEPLOYMENT)", path)
+	}
+	if e.opts.Feedback == nil {
+		return nil, fmt.Errorf("path %s: this engine has no feedback store (the agent's, in its data directory)", path)
+	}
+	return e.opts.Feedback.Labelled(ctx, dep, 0)
+}
+
+// feedbackSource is the labelled feedback samples that path names, as a
+// single set the step splits.
+func (e *Engine) feedbackSource(ctx context.Context, path string) (*source, error) {
+	set, err := e.labelledFeedback(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if set.Len() == 0 {
+		return nil, fmt.Errorf("%s: no labelled samples yet (send true labels to POST /v2/models/%s/feedback)",
+			path, strings.TrimPrefix(path, FeedbackPrefix))
+	}
+	classes := 0
+	for _, l := range set.Labels {
+		classes = max(classes, int(l)+1)
+	}
+	t := &table{shape: set.Shape, f32: set.X, labels: set.Labels, classes: classes}
+	return &source{train: t, what: fmt.Sprintf("%d labelled samples of %s", set.Len(), path)}, nil
+}
 
 // dataPath is the source a dataset step reads: its path param, else the
 // run's data folder, else the engine's (Options.Data).
@@ -27,7 +72,7 @@ func dataPath(env *stepEnv) (string, error) {
 		return "", errors.New("no data to read: set the step's path param (a folder, a file, or " + BuiltinFashion +
 			"), or give the run a data folder (outpost pipeline run --data DIR; the agent's --pipeline-data)")
 	}
-	if p == BuiltinFashion || filepath.IsAbs(p) || folder == "" {
+	if p == BuiltinFashion || strings.HasPrefix(p, FeedbackPrefix) || filepath.IsAbs(p) || folder == "" {
 		return p, nil
 	}
 	return filepath.Join(folder, p), nil // relative to the data folder
@@ -42,6 +87,13 @@ func datasetFingerprint(ctx context.Context, env *stepEnv) (string, error) {
 	}
 	if p == BuiltinFashion {
 		return p, nil
+	}
+	if strings.HasPrefix(p, FeedbackPrefix) {
+		set, err := env.e.labelledFeedback(ctx, p)
+		if err != nil {
+			return "", err
+		}
+		return set.Fingerprint, nil
 	}
 	fi, err := os.Stat(p)
 	if err != nil {
@@ -83,7 +135,8 @@ func datasetFingerprint(ctx context.Context, env *stepEnv) (string, error) {
 //
 // Params: path (a folder or file; default the run's data folder; a
 // relative path is inside it; builtin:fashion-mnist is the embedded
-// subset), format (idx, npy, npz or csv; default: found out), split (the
+// subset; feedback:DEPLOYMENT the deployment's samples whose true labels
+// came back to the inference endpoint), format (idx, npy, npz or csv; default: found out), split (the
 // share of a single set that goes to training, default 0.8; a source with
 // its own test set keeps it), sample (at most this many samples in all,
 // drawn at random), seed (of the draw and the split, default 1), classes
@@ -115,7 +168,12 @@ func runDataset(ctx context.Context, env *stepEnv) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := readSource(p, format)
+	var src *source
+	if strings.HasPrefix(p, FeedbackPrefix) {
+		src, err = env.e.feedbackSource(ctx, p)
+	} else {
+		src, err = readSource(p, format)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
