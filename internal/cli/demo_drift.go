@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/serving"
 )
 
 // The demo's drift scene: a cluster cut off from the hub is sent washed-out
@@ -44,6 +46,7 @@ const demoMonitoredDeployment = demoDeployment + `  monitoring:
     windowSamples: 200
     windowDuration: 1h
     alert: true
+    feedbackSamples: 2000
 `
 
 // writeIDX writes the images of set as an IDX file (unsigned bytes,
@@ -142,17 +145,31 @@ func (d *demo) poll(limit time.Duration, cond func() bool) bool {
 }
 
 // inferAll sends set's images in requests of demoBatch to e and returns
-// the share predicted right.
-func (d *demo) inferAll(client *http.Client, e *edge, set *dataset.Set) (float64, error) {
+// the share predicted right. With an id prefix, each request carries an
+// id, and the true labels of its images follow it to the feedback
+// endpoint, as someone who checks what the camera saw would send them.
+func (d *demo) inferAll(client *http.Client, e *edge, set *dataset.Set, idPrefix string) (float64, error) {
 	right := 0
 	for i := 0; i+demoBatch <= set.Len(); i += demoBatch {
-		preds, _, err := demoInfer(d.ctx, client, e.serve, set, i, demoBatch)
+		id := ""
+		if idPrefix != "" {
+			id = fmt.Sprintf("%s-%04d", idPrefix, i)
+		}
+		preds, _, err := demoInferID(d.ctx, client, e.serve, set, i, demoBatch, id)
 		if err != nil {
 			return 0, err
 		}
+		labels := make([]int, len(preds))
 		for j, p := range preds {
-			if p == int(set.Labels[i+j]) {
+			labels[j] = int(set.Labels[i+j])
+			if p == labels[j] {
 				right++
+			}
+		}
+		if id != "" {
+			fb := serving.FeedbackRequest{ID: id, Labels: labels}
+			if _, err := demoPost(d.ctx, client, "http://"+e.serve+"/v2/models/fashion/feedback", fb); err != nil {
+				return 0, fmt.Errorf("feedback: %w", err)
 			}
 		}
 	}
@@ -218,18 +235,18 @@ func (d *demo) driftScene(cut *edge, testSet *dataset.Set, alerts *demoAlerts, e
 
 	d.step("Cut %s's link; then salt spray fogs its camera's lens: images wash out (half the contrast, brighter)", cut.name)
 	cut.link.Partition(true)
-	accClean, err := d.inferAll(client, cut, clean)
+	accClean, err := d.inferAll(client, cut, clean, "")
 	if err != nil {
 		d.check(false, "inference on %s: %v", cut.name, err)
 		return nil
 	}
-	accShifted, err := d.inferAll(client, cut, shifted)
+	accShifted, err := d.inferAll(client, cut, shifted, "cam")
 	if err != nil {
 		d.check(false, "inference on %s: %v", cut.name, err)
 		return nil
 	}
 	windows := uint64((clean.Len() + shifted.Len()) / demoWindow)
-	d.note("sent %d ordinary images (%.1f%% predicted right) and %d washed-out ones (%.1f%%); the edge knows no labels, the demo does",
+	d.note("sent %d ordinary images (%.1f%% predicted right) and %d washed-out ones (%.1f%%); the crew checked each washed-out image and sent its true label to the feedback endpoint, by request id",
 		clean.Len(), 100*accClean, shifted.Len(), 100*accShifted)
 	var ds *agent.DriftState
 	var records, owed int64
@@ -242,6 +259,9 @@ func (d *demo) driftScene(cut *edge, testSet *dataset.Set, alerts *demoAlerts, e
 		return nil
 	}
 	d.check(records >= int64(windows), "its %d window reports wait in its outbox: %d bytes of JSON", records, owed)
+	fb := ds.Feedback
+	d.check(fb != nil && fb.Labelled == shifted.Len(), "the labels stay on %s: 1.1.0 got %s of the %d labelled images right (LABELLED ACCURACY)",
+		cut.name, feedbackShare(fb), shifted.Len())
 	row := d.hubDriftRow(cut.name)
 	d.check(row == nil || !row.Alarm, "the hub does not know yet")
 	run := d.retrainOffline(cut)
@@ -281,6 +301,15 @@ func (d *demo) driftScene(cut *edge, testSet *dataset.Set, alerts *demoAlerts, e
 		d.retrainSynced(cut, run, edges, keyFile, shifted, accShifted, modelSize)
 	}
 	return nil
+}
+
+// feedbackShare shows a version's accuracy on labelled images, "-" when
+// none came back.
+func feedbackShare(fb *agent.FeedbackState) string {
+	if fb == nil || fb.Labelled == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(fb.Correct)/float64(fb.Labelled))
 }
 
 func windowsOf(ds *agent.DriftState) uint64 {

@@ -18,6 +18,11 @@ import (
 // of set to the agent serving at addr and returns the predicted classes and
 // the version that answered.
 func demoInfer(ctx context.Context, client *http.Client, addr string, set *dataset.Set, first, n int) ([]int, string, error) {
+	return demoInferID(ctx, client, addr, set, first, n, "")
+}
+
+// demoInferID is demoInfer with the request id id ("" sends none).
+func demoInferID(ctx context.Context, client *http.Client, addr string, set *dataset.Set, first, n int, id string) ([]int, string, error) {
 	data := make([]float32, n*set.Dim())
 	for i := 0; i < n; i++ {
 		set.Sample(first+i, data[i*set.Dim():(i+1)*set.Dim()])
@@ -25,26 +30,12 @@ func demoInfer(ctx context.Context, client *http.Client, addr string, set *datas
 	req := map[string]any{"inputs": []map[string]any{{
 		"name": "input", "datatype": "FP32", "shape": []int{n, set.Dim()}, "data": data,
 	}}}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, "", err
+	if id != "" {
+		req["id"] = id
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v2/models/fashion/infer", bytes.NewReader(body))
+	b, err := demoPost(ctx, client, "http://"+addr+"/v2/models/fashion/infer", req)
 	if err != nil {
-		return nil, "", err
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(hreq)
-	if err != nil {
-		return nil, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, "", fmt.Errorf("infer: %s: %s", resp.Status, bytes.TrimSpace(b))
+		return nil, "", fmt.Errorf("infer: %w", err)
 	}
 	var out struct {
 		ModelVersion string `json:"model_version"`
@@ -70,6 +61,32 @@ func demoInfer(ctx context.Context, client *http.Client, addr string, set *datas
 		}
 	}
 	return preds, out.ModelVersion, nil
+}
+
+// demoPost posts v as JSON to url and returns the body of a 200 answer.
+func demoPost(ctx context.Context, client *http.Client, url string, v any) ([]byte, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	return b, nil
 }
 
 // demoLoad sends inference requests to addr from a few goroutines until stop
