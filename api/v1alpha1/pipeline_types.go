@@ -96,7 +96,18 @@ type PipelineTrigger struct {
 	// Deployment is the ModelDeployment whose event starts a run.
 	// +kubebuilder:validation:MinLength=1
 	Deployment string `json:"deployment"`
+	// FromClusters, on a Drift trigger, makes it fire at the hub rather than in the cluster that
+	// drifts: when a cluster it selects raises the deployment's drift alarm, the hub requests a
+	// run on each cluster the pipeline selects (such as the data centre's, with its data and
+	// compute), once per alarm. Without it, each selected cluster runs the pipeline on its own
+	// alarms, hub or no hub.
+	// +optional
+	FromClusters *metav1.LabelSelector `json:"fromClusters,omitempty"`
 }
+
+// LabelDriftCluster is set on a run the hub requested because that cluster raised a drift
+// alarm (a Drift trigger with fromClusters).
+const LabelDriftCluster = "ml.outpost.dev/drift-cluster"
 
 // RetryPolicy retries a failed step.
 type RetryPolicy struct {

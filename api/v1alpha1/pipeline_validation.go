@@ -73,6 +73,12 @@ func (s *PipelineSpec) Validate(sp *field.Path) field.ErrorList {
 		if t.Deployment == "" {
 			errs = append(errs, field.Required(tp.Child("deployment"), "the deployment whose events start a run"))
 		}
+		if t.FromClusters != nil {
+			if t.Type != TriggerDrift {
+				errs = append(errs, field.Forbidden(tp.Child("fromClusters"), "only a Drift trigger fires at the hub"))
+			}
+			errs = append(errs, validateSelector(t.FromClusters, tp.Child("fromClusters"))...)
+		}
 	}
 	stp := sp.Child("steps")
 	switch {

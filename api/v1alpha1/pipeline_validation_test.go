@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
 )
@@ -99,6 +100,12 @@ func TestPipelineInvalid(t *testing.T) {
 		{"retries", func(p *Pipeline) { p.Spec.Steps[1].Retries.Limit = 11 }, `spec.steps[1].retries.limit: Invalid value: 11`},
 		{"min above request", func(p *Pipeline) { q := resource.MustParse("1Gi"); p.Spec.Steps[1].Resources.MinMemory = &q }, `spec.steps[1].resources.minMemory: Invalid value: "1Gi": must not exceed memory`},
 		{"trigger", func(p *Pipeline) { p.Spec.Triggers[0].Type = "Cron" }, `spec.triggers[0].type: Unsupported value: "Cron"`},
+		{"hub trigger of a new version", func(p *Pipeline) {
+			p.Spec.Triggers[0].Type, p.Spec.Triggers[0].FromClusters = TriggerNewVersion, &metav1.LabelSelector{}
+		}, `spec.triggers[0].fromClusters: Forbidden: only a Drift trigger fires at the hub`},
+		{"hub trigger selector", func(p *Pipeline) {
+			p.Spec.Triggers[0].FromClusters = &metav1.LabelSelector{MatchLabels: map[string]string{"bad key!": "x"}}
+		}, `spec.triggers[0].fromClusters`},
 		{"no steps", func(p *Pipeline) { p.Spec.Steps = nil }, `spec.steps: Required value`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -55,8 +55,8 @@ func PlanRuns(pipes []v1alpha1.DesiredPipeline, lastFire map[string]time.Time, e
 		}
 		for _, ev := range events {
 			for _, t := range p.Spec.Triggers {
-				if t.Type != ev.Type || t.Deployment != ev.Deployment {
-					continue
+				if t.Type != ev.Type || t.Deployment != ev.Deployment || t.FromClusters != nil {
+					continue // another event, or a trigger that fires at the hub
 				}
 				var id string
 				switch ev.Type {

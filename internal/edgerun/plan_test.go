@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
 )
@@ -45,6 +47,9 @@ func TestPlanRuns(t *testing.T) {
 				{Type: v1alpha1.TriggerDrift, Deployment: "other", At: alarm},
 			},
 			want: []string{"retrain-abc", "retrain-drift-1796263200", "retrain-newversion-1.2.0-build.7"}},
+		{name: "a drift trigger that fires at the hub", pipes: []v1alpha1.DesiredPipeline{{Name: "central", Spec: v1alpha1.PipelineSpec{
+			Triggers: []v1alpha1.PipelineTrigger{{Type: v1alpha1.TriggerDrift, Deployment: "fashion", FromClusters: &metav1.LabelSelector{}}}}}},
+			events: []agent.Event{{Type: v1alpha1.TriggerDrift, Deployment: "fashion", At: alarm}}},
 		{name: "events of pipelines without triggers", pipes: []v1alpha1.DesiredPipeline{nightly},
 			last:      map[string]time.Time{"nightly": now},
 			events:    []agent.Event{{Type: v1alpha1.TriggerDrift, Deployment: "fashion", At: alarm}},

@@ -118,7 +118,7 @@ func (s *Server) queueDriftAlerts(ctx context.Context, tx *store.Tx, c driftChan
 			fmt.Sprintf("The drift alarm of deployment %s (model %s %s) on cluster %s is resolved: %s.",
 				c.d.Name, c.d.Spec.Model.Name, old.Version, c.cluster, c.why)))
 	}
-	if next != nil && next.Alarm && (old == nil || !old.Alarm || next.Version != old.Version) {
+	if c.raised() {
 		started := c.when
 		if next.Since != nil {
 			started = next.Since.Time

@@ -14,6 +14,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/drift"
+	"outpost.dev/outpost/internal/placement"
 	"outpost.dev/outpost/internal/store"
 )
 
@@ -76,12 +77,83 @@ func (s *Server) applyDriftWindow(ctx context.Context, tx *store.Tx, cluster str
 	row.Drift, newest = foldDrift(old, rep)
 	setDriftCondition(d)
 	if newest {
-		if err := s.queueDriftAlerts(ctx, tx, windowChange(d, cluster, old, row.Drift, rep)); err != nil {
+		c := windowChange(d, cluster, old, row.Drift, rep)
+		if err := s.queueDriftAlerts(ctx, tx, c); err != nil {
 			return err
+		}
+		if c.raised() {
+			if err := s.requestDriftRuns(ctx, tx, d.Name, cluster, c.when); err != nil {
+				return err
+			}
 		}
 	}
 	_, _, err = tx.UpdateStatus(ctx, d)
 	return err
+}
+
+// raised reports whether the change raised the alarm of its version.
+func (c driftChange) raised() bool {
+	return c.next != nil && c.next.Alarm && (c.old == nil || !c.old.Alarm || c.next.Version != c.old.Version)
+}
+
+// requestDriftRuns requests the runs of the pipelines whose Drift trigger
+// of deployment fires at the hub for cluster's alarm raised at since
+// (placement.DriftRuns), and puts them into their clusters' desired state.
+// A run requested before (the same alarm, reported again) is left alone;
+// one the hub cannot place (its cluster lacks the room) is logged and
+// skipped: the alarm's window is stored all the same.
+func (s *Server) requestDriftRuns(ctx context.Context, tx *store.Tx, deployment, cluster string, since time.Time) error {
+	pobjs, err := tx.List(ctx, v1alpha1.KindPipeline, nil)
+	if err != nil || len(pobjs) == 0 {
+		return err
+	}
+	pls := make([]v1alpha1.Pipeline, len(pobjs))
+	for i, o := range pobjs {
+		pls[i] = *o.(*v1alpha1.Pipeline)
+	}
+	cobjs, err := tx.List(ctx, v1alpha1.KindCluster, nil)
+	if err != nil {
+		return err
+	}
+	clusters := make([]v1alpha1.Cluster, len(cobjs))
+	var driftLabels map[string]string
+	for i, o := range cobjs {
+		clusters[i] = *o.(*v1alpha1.Cluster)
+		if clusters[i].Name == cluster {
+			driftLabels = clusters[i].Labels
+		}
+	}
+	runs, err := placement.DriftRuns(pls, clusters, deployment, cluster, driftLabels, since)
+	if err != nil {
+		s.log.WarnContext(ctx, "drift runs", "deployment", deployment, "cluster", cluster, "err", err)
+	}
+	targets := map[string]bool{}
+	for i := range runs {
+		r := &runs[i]
+		if _, err := tx.Get(ctx, v1alpha1.KindPipelineRun, r.Name); err == nil {
+			continue
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err := checkRun(ctx, tx, r); err != nil {
+			s.log.WarnContext(ctx, "drift run not requested", "run", r.Name, "cluster", r.Spec.Cluster, "err", err)
+			continue
+		}
+		if _, _, err := tx.Apply(ctx, r); err != nil {
+			return err
+		}
+		targets[r.Spec.Cluster] = true
+		s.log.InfoContext(ctx, "drift run requested", "run", r.Name, "pipeline", r.Spec.Pipeline, "cluster", r.Spec.Cluster,
+			"deployment", deployment, "drifting", cluster)
+	}
+	for i := range clusters {
+		if targets[clusters[i].Name] {
+			if err := s.reconcileCluster(ctx, tx, &clusters[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // windowChange is the change of d's drift alarm in cluster from old to

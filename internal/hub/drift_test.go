@@ -543,3 +543,72 @@ func FuzzDriftRecord(f *testing.F) {
 		}
 	})
 }
+
+// A Drift trigger with fromClusters fires at the hub: the alarm raised in
+// an edge cluster requests one run on each cluster the pipeline selects,
+// once per alarm, in their desired state; a clean window or the alarm
+// reported again requests nothing more; a new alarm requests a new run.
+func TestDriftRequestsRunsAtTheHub(t *testing.T) {
+	e, creds := newDriftEnv(t, nil)
+	tok := e.createToken(3600, "").Token
+	e.mustJoin(tok, "core-1", map[string]string{"region": "core"})
+	e.applyAsAdmin("pipelines", "central", `apiVersion: ml.outpost.dev/v1alpha1
+kind: Pipeline
+metadata: {name: central}
+spec:
+  clusterSelectors: [{matchLabels: {region: core}}]
+  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {region: eu}}}]
+  steps: [{name: train, type: exec, exec: {command: ["true"]}}]
+`)
+	e.applyAsAdmin("pipelines", "elsewhere", `apiVersion: ml.outpost.dev/v1alpha1
+kind: Pipeline
+metadata: {name: elsewhere}
+spec:
+  clusterSelectors: [{matchLabels: {region: core}}]
+  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {region: us}}}]
+  steps: [{name: train, type: exec, exec: {command: ["true"]}}]
+`)
+	hubRuns := func() []string {
+		objs, _, err := e.db.List(e.t.Context(), v1alpha1.KindPipelineRun, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, o := range objs {
+			r := o.(*v1alpha1.PipelineRun)
+			names = append(names, r.Name+"@"+r.Spec.Cluster+" from "+r.Labels[v1alpha1.LabelDriftCluster])
+		}
+		return names
+	}
+	src := newDriftSource(t, "fashion", "1.2.0")
+	e.send(creds["edge-1"], "edge-1", driftRecord(t, src.window(0)))
+	if runs := hubRuns(); len(runs) != 0 {
+		t.Fatalf("a clean window requested %v", runs)
+	}
+	shifted := src.window(1)
+	e.send(creds["edge-1"], "edge-1", driftRecord(t, shifted))
+	since := e.driftRow("fashion", "edge-1").Since.Time
+	want := fmt.Sprintf("central-drift-edge-1-%d@core-1 from edge-1", since.Unix())
+	if runs := hubRuns(); len(runs) != 1 || runs[0] != want {
+		t.Fatalf("runs after the alarm: %v, want [%s]", runs, want)
+	}
+	if got := pipelines(e.desired("core-1")); !strings.Contains(got, fmt.Sprintf("central@1[central-drift-edge-1-%d]", since.Unix())) {
+		t.Fatalf("core-1's desired state: %s", got)
+	}
+	if got := pipelines(e.desired("edge-1")); strings.Contains(got, "central") {
+		t.Errorf("edge-1's desired state names the hub's pipeline: %s", got)
+	}
+	// The same window again (a duplicate), and another drifted window: the alarm is the same.
+	e.send(creds["edge-1"], "edge-1", driftRecord(t, shifted), driftRecord(t, src.window(1)))
+	if runs := hubRuns(); len(runs) != 1 {
+		t.Fatalf("runs after the same alarm: %v", runs)
+	}
+	// The alarm clears, and is raised again later: a second run.
+	for range 3 {
+		e.send(creds["edge-1"], "edge-1", driftRecord(t, src.window(0)))
+	}
+	e.send(creds["edge-1"], "edge-1", driftRecord(t, src.window(1)))
+	if runs := hubRuns(); len(runs) != 2 {
+		t.Fatalf("runs after a second alarm: %v", runs)
+	}
+}

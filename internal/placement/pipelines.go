@@ -4,9 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"outpost.dev/outpost/api/v1alpha1"
@@ -77,7 +81,62 @@ func Pipelines(pipelines []v1alpha1.Pipeline, runs []v1alpha1.PipelineRun, clust
 // Requested reports whether a run was requested at the hub (trigger Manual) rather than
 // started by an agent.
 func Requested(r *v1alpha1.PipelineRun) bool {
-	return r.Spec.Trigger == "" || r.Spec.Trigger == v1alpha1.TriggeredManual
+	return r.Spec.Trigger == "" || r.Spec.Trigger == v1alpha1.TriggeredManual || r.Labels[v1alpha1.LabelDriftCluster] != ""
+}
+
+// DriftRuns are the runs the hub requests when cluster drifting, of labels driftLabels,
+// raised the drift alarm of deployment at since: for every pipeline with a Drift trigger
+// of the deployment whose fromClusters select it, one run on each cluster the pipeline
+// selects, named after the pipeline, the drifting cluster and the alarm's start, so that the
+// same alarm requests nothing twice. It is pure.
+func DriftRuns(pipelines []v1alpha1.Pipeline, clusters []v1alpha1.Cluster, deployment, drifting string, driftLabels map[string]string, since time.Time) ([]v1alpha1.PipelineRun, error) {
+	var runs []v1alpha1.PipelineRun
+	var errs []error
+	for _, p := range pipelines {
+		fires := false
+		for _, t := range p.Spec.Triggers {
+			if t.Type != v1alpha1.TriggerDrift || t.Deployment != deployment || t.FromClusters == nil {
+				continue
+			}
+			sel, err := metav1.LabelSelectorAsSelector(t.FromClusters)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("pipeline %s: fromClusters: %w", p.Name, err))
+				continue
+			}
+			fires = fires || sel.Matches(labels.Set(driftLabels))
+		}
+		if !fires {
+			continue
+		}
+		targets, err := Select(p.Spec.ClusterSelectors, clusters)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pipeline %s: %w", p.Name, err))
+			continue
+		}
+		for _, c := range targets {
+			r := v1alpha1.PipelineRun{Spec: v1alpha1.PipelineRunSpec{Pipeline: p.Name, Cluster: c, Trigger: string(v1alpha1.TriggerDrift)}}
+			r.Name = driftRunName(p.Name, drifting, c, len(targets) > 1, since)
+			r.Labels = map[string]string{v1alpha1.LabelDriftCluster: drifting}
+			runs = append(runs, r)
+		}
+	}
+	return runs, errors.Join(errs...)
+}
+
+// driftRunName is PIPELINE-drift-DRIFTING[-TARGET]-UNIXTIME, the target
+// named only when the pipeline selects several clusters; a name too long
+// keeps its end.
+func driftRunName(pipeline, drifting, target string, several bool, since time.Time) string {
+	name := pipeline + "-drift-" + drifting
+	if several {
+		name += "-" + target
+	}
+	name += "-" + strconv.FormatInt(since.Unix(), 10)
+	const maxName = 253
+	if len(name) > maxName {
+		name = strings.TrimLeft(name[len(name)-maxName:], "-.")
+	}
+	return name
 }
 
 // reportsCapacity reports whether a cluster's agent said what it has.

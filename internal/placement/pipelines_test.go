@@ -2,8 +2,10 @@ package placement
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -194,3 +196,76 @@ func TestRunFits(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestDriftRuns(t *testing.T) {
+	since := time.Unix(1796263200, 0)
+	clusters := []v1alpha1.Cluster{
+		cluster("ship-1", map[string]string{"tier": "edge", "fleet": "a"}),
+		cluster("ship-2", map[string]string{"tier": "edge", "fleet": "b"}),
+		cluster("core-1", map[string]string{"tier": "core", "site": "dc1"}),
+		cluster("core-2", map[string]string{"tier": "core"}),
+	}
+	pipe := func(name string, targets map[string]string, triggers ...v1alpha1.PipelineTrigger) v1alpha1.Pipeline {
+		p := v1alpha1.Pipeline{Spec: v1alpha1.PipelineSpec{ClusterSelectors: []metav1.LabelSelector{{MatchLabels: targets}}, Triggers: triggers}}
+		p.Name = name
+		return p
+	}
+	edge := &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "edge"}}
+	fleetA := &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "a"}}
+	core := map[string]string{"tier": "core"}
+	for _, tc := range []struct {
+		name  string
+		pipes []v1alpha1.Pipeline
+		from  string
+		want  []string // name@cluster
+	}{
+		{"a pipeline that selects no cluster", []v1alpha1.Pipeline{pipe("central", map[string]string{"tier": "core", "x": "y"},
+			v1alpha1.PipelineTrigger{Type: v1alpha1.TriggerDrift, Deployment: "fashion", FromClusters: edge})},
+			"ship-1", nil},
+		{"several targets are named apart", []v1alpha1.Pipeline{pipe("retrain", core,
+			v1alpha1.PipelineTrigger{Type: v1alpha1.TriggerDrift, Deployment: "fashion", FromClusters: edge})},
+			"ship-2", []string{"retrain-drift-ship-2-core-1-1796263200@core-1", "retrain-drift-ship-2-core-2-1796263200@core-2"}},
+		{"a single target is not named", []v1alpha1.Pipeline{pipe("retrain", map[string]string{"site": "dc1"},
+			v1alpha1.PipelineTrigger{Type: v1alpha1.TriggerDrift, Deployment: "fashion", FromClusters: fleetA})},
+			"ship-1", []string{"retrain-drift-ship-1-1796263200@core-1"}},
+		{"fromClusters does not select the drifting cluster", []v1alpha1.Pipeline{pipe("retrain", core,
+			v1alpha1.PipelineTrigger{Type: v1alpha1.TriggerDrift, Deployment: "fashion", FromClusters: fleetA})},
+			"ship-2", nil},
+		{"a trigger without fromClusters fires at the edge only", []v1alpha1.Pipeline{pipe("retrain", core,
+			v1alpha1.PipelineTrigger{Type: v1alpha1.TriggerDrift, Deployment: "fashion"})},
+			"ship-1", nil},
+		{"another deployment", []v1alpha1.Pipeline{pipe("retrain", core,
+			v1alpha1.PipelineTrigger{Type: v1alpha1.TriggerDrift, Deployment: "shoes", FromClusters: edge})},
+			"ship-1", nil},
+		{"two triggers, one run per target", []v1alpha1.Pipeline{pipe("retrain", map[string]string{"kubernetes.io/name": "x"}), pipe("solo", map[string]string{"tier": "core"},
+			v1alpha1.PipelineTrigger{Type: v1alpha1.TriggerDrift, Deployment: "fashion", FromClusters: edge},
+			v1alpha1.PipelineTrigger{Type: v1alpha1.TriggerDrift, Deployment: "fashion", FromClusters: fleetA})},
+			"ship-1", []string{"solo-drift-ship-1-core-1-1796263200@core-1", "solo-drift-ship-1-core-2-1796263200@core-2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var labels map[string]string
+			for _, c := range clusters {
+				if c.Name == tc.from {
+					labels = c.Labels
+				}
+			}
+			runs, err := DriftRuns(tc.pipes, clusters, "fashion", tc.from, labels, since)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range runs {
+				got = append(got, r.Name+"@"+r.Spec.Cluster)
+				if !Requested(&r) || r.Labels[v1alpha1.LabelDriftCluster] != tc.from || r.Spec.Trigger != string(v1alpha1.TriggerDrift) {
+					t.Errorf("run %s: requested %v, labels %v, trigger %s", r.Name, Requested(&r), r.Labels, r.Spec.Trigger)
+				}
+				if err := r.Validate(); err != nil {
+					t.Errorf("run %s: %v", r.Name, err)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("runs %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
