@@ -303,7 +303,7 @@ func throughput(ctx context.Context, e *env, cfg config) error {
 	defer h.stop()
 	fmt.Printf("serving with drift monitoring on and off: REST JSON on loopback, 1 client, %v a round, off and on alternating, median of %d rounds\n\n", cfg.duration, cfg.rounds)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "model\tbatch\treq/s off\treq/s on\ton/off\tp99 off\tp99 on\ton/off\tp50 off\tp50 on\tCPU/req off\tCPU/req on\ton/off\twindows\tdropped\t")
+	fmt.Fprintln(tw, "model\tbatch\treq/s off\treq/s on\ton/off\tp99 off\tp99 on\ton/off\tp50 off\tp50 on\tCPU/req off\tCPU/req on\ton/off\tmonitor/req\tof CPU/req\twindows\tdropped\t")
 	for _, name := range cfg.models {
 		m, _, err := zoo.Get(name)
 		if err != nil {
@@ -315,6 +315,7 @@ func throughput(ctx context.Context, e *env, cfg config) error {
 				bodies[i] = imageBody(m, e.test, (i*bs)%(e.test.Len()-bs), bs, 1)
 			}
 			var off, on []result
+			busy0 := monitorStatus(srv, name+"-on").Busy
 			for round := range cfg.rounds {
 				// Off first in even rounds, on first in odd ones.
 				for k := range 2 {
@@ -336,22 +337,25 @@ func throughput(ctx context.Context, e *env, cfg config) error {
 			}
 			o, n := median(off), median(on)
 			pr := pairedRatios(off, on)
-			var ds serving.DriftStatus
-			for _, st := range srv.Status() {
-				if st.Deployment == name+"-on" && st.Drift != nil {
-					ds = *st.Drift
-				}
+			ds := monitorStatus(srv, name+"-on")
+			requests := 0
+			for _, r := range on {
+				requests += r.n
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.3f\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t\n", name, bs, o.rps, n.rps, pr.rps,
-				dur(o.p99), dur(n.p99), pr.p99, dur(o.p50), dur(n.p50), dur(o.cpu), dur(n.cpu), pr.cpu, ds.Windows, ds.Dropped)
+			perReq := (ds.Busy - busy0) / time.Duration(max(requests, 1))
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.3f\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%.3f\t%s\t%.1f%%\t%d\t%d\t\n", name, bs, o.rps, n.rps, pr.rps,
+				dur(o.p99), dur(n.p99), pr.p99, dur(o.p50), dur(n.p50), dur(o.cpu), dur(n.cpu), pr.cpu,
+				dur(perReq), 100*float64(perReq)/float64(o.cpu), ds.Windows, ds.Dropped)
 		}
 	}
 	tw.Flush()
 	fmt.Println("\non/off: the median over rounds of each round's on/off ratio (a round measures off and on back to back, so the machine's")
 	fmt.Println("other load, which changes between rounds, mostly cancels out); req/s above 0.95 and p99 below 1.05 meet the aim")
 	fmt.Println("(at most 5% worse). CPU/req: the process's CPU time (client, server and")
-	fmt.Println("monitor) per request, which the machine's other load disturbs less than wall-clock figures. windows and dropped: the")
-	fmt.Println("monitored deployment's, cumulative.")
+	fmt.Println("monitor) per request, which the machine's other load disturbs less than wall-clock figures. monitor/req: the time the")
+	fmt.Println("monitor's goroutine worked per monitored request (its own clock, DriftStatus.Busy), and that as a share of a request's")
+	fmt.Println("CPU with monitoring off: the monitor's cost measured directly, which on a loaded machine the on/off ratios blur.")
+	fmt.Println("windows and dropped: the monitored deployment's, cumulative.")
 	fmt.Println()
 	return nil
 }
@@ -579,6 +583,16 @@ func delay(ctx context.Context, e *env, cfg config) error {
 	return nil
 }
 
+// monitorStatus is the drift monitoring status of deployment dep.
+func monitorStatus(srv *serving.Server, dep string) serving.DriftStatus {
+	for _, st := range srv.Status() {
+		if st.Deployment == dep && st.Drift != nil {
+			return *st.Drift
+		}
+	}
+	return serving.DriftStatus{}
+}
+
 // waitReady waits until srv loaded its models.
 func waitReady(srv *serving.Server) error {
 	deadline := time.Now().Add(30 * time.Second)
@@ -662,6 +676,7 @@ func (h *httpServer) inferCall(dep string, bodies [][]byte) func(ctx context.Con
 }
 
 type result struct {
+	n        int // requests
 	rps      float64
 	p50, p99 time.Duration
 	cpu      time.Duration // the process's CPU time (user and system) per request
@@ -701,7 +716,7 @@ func measure(ctx context.Context, do func(ctx context.Context, i int) error, d t
 	elapsed := time.Since(start)
 	cpu := (cpuTime() - cpu0) / time.Duration(len(lat))
 	slices.Sort(lat)
-	return result{rps: float64(len(lat)) / elapsed.Seconds(), p50: lat[len(lat)/2], p99: lat[min(len(lat)-1, len(lat)*99/100)], cpu: cpu}, nil
+	return result{n: len(lat), rps: float64(len(lat)) / elapsed.Seconds(), p50: lat[len(lat)/2], p99: lat[min(len(lat)-1, len(lat)*99/100)], cpu: cpu}, nil
 }
 
 // median returns the median requests per second, p50, p99 and CPU time

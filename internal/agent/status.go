@@ -147,6 +147,9 @@ type DriftState struct {
 	// could not be kept.
 	Feedback     *FeedbackState `json:"feedback,omitempty"`
 	FeedbackLost uint64         `json:"feedbackLost,omitempty"`
+	// Busy is the time the monitor spent working since monitoring of
+	// Version began.
+	Busy time.Duration `json:"busyNanos,omitempty"`
 }
 
 // FeedbackState is a version's accuracy on its labelled samples.

@@ -376,7 +376,7 @@ func agentStates(st []serving.ModelStatus) (map[string]agent.ServingState, map[s
 		if d := m.Drift; d != nil {
 			drifts[m.Deployment] = agent.DriftState{Version: d.Version, Windows: d.Windows, Verdict: string(d.Verdict), Reason: d.Reason,
 				LastWindow: d.LastWindow, Alarm: d.Alarm, Since: d.Since, Samples: d.Samples, Dropped: d.Dropped, Skipped: d.Skipped, Invalid: d.Invalid,
-				FeedbackLost: d.FeedbackLost}
+				FeedbackLost: d.FeedbackLost, Busy: d.Busy}
 			if fb := d.Feedback; fb != nil {
 				ds := drifts[m.Deployment]
 				ds.Feedback = &agent.FeedbackState{Labelled: fb.Labelled, Correct: fb.Correct}

@@ -102,13 +102,13 @@ func TestAgentStates(t *testing.T) {
 		{Deployment: "fashion", Model: "fashion-mlp", Version: "1.1.0", Runtime: "go", State: serving.StateReady,
 			Drift: &serving.DriftStatus{Version: "1.1.0", Windows: 14, Verdict: drift.VerdictDrift, Reason: "drift in 2 of 21 features",
 				LastWindow: since.Add(time.Hour), Alarm: true, Since: since, Samples: 14000, Dropped: 3, Skipped: 1, Invalid: 2, Lost: 1,
-				Feedback: &serving.FeedbackStatus{Labelled: 600, Correct: 125}, FeedbackLost: 4}},
+				Feedback: &serving.FeedbackStatus{Labelled: 600, Correct: 125}, FeedbackLost: 4, Busy: time.Second}},
 		{Deployment: "plain", Model: "fraud", Version: "2.0.0", Runtime: "go", State: serving.StateReady, Error: "drift monitoring off: version 2.0.0 has no reference profile"},
 	}
 	states, drifts := agentStates(st)
 	want := agent.DriftState{Version: "1.1.0", Windows: 14, Verdict: "drift", Reason: "drift in 2 of 21 features", LastWindow: since.Add(time.Hour),
 		Alarm: true, Since: since, Samples: 14000, Dropped: 3, Skipped: 1, Invalid: 2,
-		Feedback: &agent.FeedbackState{Labelled: 600, Correct: 125}, FeedbackLost: 4}
+		Feedback: &agent.FeedbackState{Labelled: 600, Correct: 125}, FeedbackLost: 4, Busy: time.Second}
 	if len(drifts) != 1 || !reflect.DeepEqual(drifts["fashion"], want) {
 		t.Errorf("drift states %+v, want fashion's %+v", drifts, want)
 	}

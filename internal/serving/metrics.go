@@ -175,6 +175,8 @@ var (
 		"When the last window closed, in seconds since the epoch.", monitorLabels, nil)
 	descFeatureDrifted = prometheus.NewDesc("outpost_drift_feature_drifted",
 		"1 when a test of the feature drifted in the last window, else 0.", append(monitorLabels, "feature"), nil)
+	descBusy = prometheus.NewDesc("outpost_drift_monitor_busy_seconds_total",
+		"Time the deployment's drift monitor spent working (summarising requests, keeping them for feedback, closing windows), off the request path.", monitorLabels, nil)
 	descFeedbackLabelled = prometheus.NewDesc("outpost_feedback_labelled_samples",
 		"Samples the version answered whose true label was sent back (POST /v2/models/NAME/feedback), among those kept.", monitorLabels, nil)
 	descFeedbackCorrect = prometheus.NewDesc("outpost_feedback_correct_samples",
@@ -256,6 +258,7 @@ func (m *monitor) collect(ch chan<- prometheus.Metric) {
 	counter(descSkipped, float64(st.Skipped))
 	counter(descInvalid, float64(st.Invalid))
 	counter(descLost, float64(st.Lost))
+	counter(descBusy, st.Busy.Seconds())
 	if fb := st.Feedback; fb != nil {
 		gauge(descFeedbackLabelled, float64(fb.Labelled))
 		gauge(descFeedbackCorrect, float64(fb.Correct))

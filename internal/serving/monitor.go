@@ -82,6 +82,10 @@ type DriftStatus struct {
 	Feedback *FeedbackStatus `json:"feedback,omitempty"`
 	// FeedbackLost counts the requests with ids that could not be kept.
 	FeedbackLost uint64 `json:"feedbackLost,omitempty"`
+	// Busy is the time the monitor spent working (summarising, keeping
+	// requests, closing windows) since monitoring began: its cost, to set
+	// against the requests' own.
+	Busy time.Duration `json:"busyNanos,omitempty"`
 }
 
 // monitorSource is what a monitor was built from, to tell when the
@@ -138,6 +142,9 @@ type monitor struct {
 	skipped  atomic.Uint64
 	// feedbackLost counts the requests with ids that could not be kept.
 	feedbackLost atomic.Uint64
+	// busy is the time, in nanoseconds, the monitor's goroutine spent
+	// working: summarising, keeping requests, closing windows.
+	busy atomic.Int64
 
 	// Owned by the monitor's goroutine.
 	win   *drift.Windower
@@ -421,10 +428,14 @@ func (m *monitor) run(ctx context.Context) {
 		select {
 		case j := <-m.queue:
 			m.queued.Add(-j.size)
+			t0 := time.Now()
 			m.handle(ctx, j)
+			m.busy.Add(int64(time.Since(t0)))
 		case <-tick.C():
 			if w, ok := m.win.Tick(m.clock.Now()); ok {
+				t0 := time.Now()
 				m.closed(ctx, w)
+				m.busy.Add(int64(time.Since(t0)))
 			}
 		case <-m.stopCh:
 		drain:
@@ -564,6 +575,7 @@ func (m *monitor) status() DriftStatus {
 	defer m.mu.Unlock()
 	st := m.st
 	st.Dropped, st.Skipped, st.FeedbackLost = m.dropped.Load(), m.skipped.Load(), m.feedbackLost.Load()
+	st.Busy = time.Duration(m.busy.Load())
 	st.Feedback = m.feedbackStatus()
 	return st
 }
