@@ -132,3 +132,23 @@ func expandTo[T any](src []T, from, to []int) []T {
 	}
 	return dst
 }
+
+// wrap makes a tensor of the given shape over data (not copied).
+func wrap[T elem](data []T, shape []int) *Tensor {
+	t := &Tensor{DType: dtypeOf[T](), Shape: shape}
+	switch d := any(data).(type) {
+	case []float32:
+		t.F32 = d
+	case []int32:
+		t.I32 = d
+	case []int64:
+		t.I64 = d
+	case []int8:
+		t.I8 = d
+	case []uint8:
+		t.U8 = d
+	case []bool:
+		t.B = d
+	}
+	return t
+}

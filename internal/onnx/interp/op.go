@@ -121,6 +121,8 @@ func opTable() ops {
 		addCoreOps,       // core.go: elementwise, matmul, gemm, activations, shape ops, cast
 		addNNOps,         // nn.go: conv, pooling, batch normalization
 		addQuantOps,      // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
+		addLogicOps,      // logic.go: comparisons, And, Or, Xor, Not, Where
+		addArithOps,      // arith.go: Pow, Mod, Max, Min, Sum, Mean
 		addActivationOps, // activation.go: Clip, LeakyRelu, Elu, PRelu, Gelu, Dropout, rounding, ...
 	} {
 		add(t)
