@@ -123,6 +123,7 @@ func opTable() ops {
 		addQuantOps,      // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
 		addLogicOps,      // logic.go: comparisons, And, Or, Xor, Not, Where
 		addArithOps,      // arith.go: Pow, Mod, Max, Min, Sum, Mean
+		addReduceOps,     // reduce.go: ReduceXxx, ArgMax, ArgMin, CumSum, TopK
 		addActivationOps, // activation.go: Clip, LeakyRelu, Elu, PRelu, Gelu, Dropout, rounding, ...
 	} {
 		add(t)
