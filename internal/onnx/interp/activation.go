@@ -132,14 +132,16 @@ func checkGelu(n *Node) error {
 	return nil
 }
 
-func signNum[T float32 | int8 | int32 | int64](dst, src []T) {
+func signNum[T float32 | int8 | uint8 | int32 | int64](dst, src []T) {
 	src = src[:len(dst)]
+	var minusOne T
+	minusOne-- // -1 (for uint8, whose values are never negative, unused)
 	for i, v := range src {
 		switch {
 		case v > 0:
 			dst[i] = 1
 		case v < 0:
-			dst[i] = -1
+			dst[i] = minusOne
 		default:
 			dst[i] = v // 0 stays 0 (and -0, NaN stay themselves)
 		}
@@ -147,7 +149,7 @@ func signNum[T float32 | int8 | int32 | int64](dst, src []T) {
 }
 
 func signOp() unaryOp {
-	return unaryOp{f32: signNum[float32], i8: signNum[int8], i32: signNum[int32], i64: signNum[int64]}
+	return unaryOp{f32: signNum[float32], i8: signNum[int8], u8: signNum[uint8], i32: signNum[int32], i64: signNum[int64]}
 }
 
 // checkClip accepts Clip's attribute form (opset < 11: min and max

@@ -105,6 +105,7 @@ func TestActivations(t *testing.T) {
 		{name: "floor ceil keep inf", op: "Floor", in: []*Tensor{cF32(sh(3), -1.5, inf, 2)}, want: f32s(-2, inf, 2)},
 		{name: "sign int64", op: "Sign", in: []*Tensor{cI64(sh(3), -7, 0, 9)}, want: []*Tensor{cI64(sh(3), -1, 0, 1)}},
 		{name: "sign int8", op: "Sign", in: []*Tensor{cI8(sh(2), -128, 127)}, want: []*Tensor{cI8(sh(2), -1, 1)}},
+		{name: "sign uint8", op: "Sign", in: []*Tensor{cU8(sh(2), 0, 200)}, want: []*Tensor{cU8(sh(2), 0, 1)}},
 		{name: "erf int refused", op: "Erf", in: []*Tensor{cI32(sh(1), 1)}, wantErr: "not supported"},
 		{name: "hardswish before opset 14", op: "HardSwish", in: []*Tensor{x}, wantErr: "HardSwish at opset 13"},
 	})
