@@ -80,7 +80,11 @@ func addActivationOps(t ops) {
 	} {
 		t[name] = Op{MinOpset: a.min, MaxOpset: MaxOpset, Check: unary, Run: floatActKernel(a.mk), Fresh: true, InPlace: floatActInPlace(a.mk)}
 	}
-	t["Gelu"] = withCheck(t["Gelu"], checkGelu)
+	// Gelu is defined at opset 20, newer than MaxOpset: registered so that
+	// it loads once Load accepts opset 20, and refused with its opset until.
+	gelu := withCheck(t["Gelu"], checkGelu)
+	gelu.MaxOpset = 20
+	t["Gelu"] = gelu
 	t["Sign"] = Op{MinOpset: 13, MaxOpset: MaxOpset, Check: unary, Run: signOp().kernel(), Fresh: true, InPlace: signOp().inPlace()}
 	t["Clip"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: checkClip, Run: clip, Fresh: true}
 	t["PRelu"] = Op{MinOpset: 9, MaxOpset: MaxOpset, Check: checkInputs(2, 2), Run: prelu, Fresh: true}
