@@ -30,6 +30,9 @@ func pow(n *Node, in []*Tensor) ([]*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.DType == Float32 && b.Len() == 1 {
+		return []*Tensor{powScalarF32(a.F32, asFloat64(b)[0], shape)}, nil
+	}
 	bc := newBcast(a.Shape, b.Shape, shape)
 	var res *Tensor
 	if a.DType != Float32 && b.DType != Float32 {
@@ -56,6 +59,26 @@ func pow(n *Node, in []*Tensor) ([]*Tensor, error) {
 		return nil, err
 	}
 	return []*Tensor{out}, nil
+}
+
+// powScalarF32 raises every element of a to the exponent e (a scalar,
+// so the output holds a's elements in order), squaring directly as models
+// computing variances do.
+func powScalarF32(a []float32, e float64, shape []int) *Tensor {
+	out := New(Float32, shape...)
+	switch e {
+	case 1:
+		copy(out.F32, a)
+	case 2:
+		for i, v := range a {
+			out.F32[i] = float32(float64(v) * float64(v))
+		}
+	default:
+		for i, v := range a {
+			out.F32[i] = float32(math.Pow(float64(v), e))
+		}
+	}
+	return out
 }
 
 func powType(dt DType) bool { return dt == Float32 || dt == Int32 || dt == Int64 }

@@ -51,3 +51,22 @@ func TestVariadic(t *testing.T) {
 		{name: "no inputs at load", op: "Max", in: nil, wantErr: `Max node "n0": 0 inputs, want 1 to`},
 	})
 }
+
+// TestPowScalarExponent checks the scalar-exponent path against the
+// general one (a one-element exponent of higher rank widens the shape).
+func TestPowScalarExponent(t *testing.T) {
+	x := cF32(sh(2, 2), -1.5, 0, 3, float32(math.Inf(-1)))
+	for _, e := range []float32{1, 2, 0.5, -1, 3} {
+		got, err := runAt(t, "Pow", 13, []DType{Float32}, nil, x, cF32(sh(1, 1, 1), e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]float32, 4)
+		for i, v := range x.F32 {
+			want[i] = float32(math.Pow(float64(v), float64(e)))
+		}
+		if err := sameTensor(got[0], cF32(sh(1, 2, 2), want...), 0); err != nil {
+			t.Fatalf("exponent %g: %v", e, err)
+		}
+	}
+}

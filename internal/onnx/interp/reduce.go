@@ -130,26 +130,24 @@ func reducedAxes(n *Node, in []*Tensor, r int) (red []bool, noop bool, err error
 	return red, false, nil
 }
 
-// reduceEach calls f for every element of src (of shape) in order, with
-// its offset in the output whose strides per input axis are ostride (0 on
-// reduced axes).
-func reduceEach[T any](src []T, shape, ostride []int, f func(o int, v T)) {
+// reduceRows calls f for every innermost row of src (of shape) in order,
+// with the output offset of its first element and the output step between
+// its elements: 0 when the last axis is reduced, else 1. ostride holds the
+// output strides per input axis (0 on reduced axes).
+func reduceRows[T any](src []T, shape, ostride []int, f func(o, step int, row []T)) {
 	if len(src) == 0 {
 		return
 	}
 	r := len(shape)
 	if r == 0 {
-		f(0, src[0])
+		f(0, 0, src[:1])
 		return
 	}
 	idx := make([]int, r)
-	inner, istride := shape[r-1], ostride[r-1]
+	inner, step := shape[r-1], ostride[r-1]
 	off := 0
 	for i := 0; i < len(src); i += inner {
-		row := src[i : i+inner]
-		for j, v := range row {
-			f(off+j*istride, v)
-		}
+		f(off, step, src[i:i+inner])
 		for k := r - 2; k >= 0; k-- {
 			idx[k]++
 			off += ostride[k]
@@ -158,6 +156,103 @@ func reduceEach[T any](src []T, shape, ostride []int, f func(o int, v T)) {
 			}
 			off -= ostride[k] * shape[k]
 			idx[k] = 0
+		}
+	}
+}
+
+// reduceEach calls f for every element of src with its output offset.
+func reduceEach[T any](src []T, shape, ostride []int, f func(o int, v T)) {
+	reduceRows(src, shape, ostride, func(o, step int, row []T) {
+		for j, v := range row {
+			f(o+j*step, v)
+		}
+	})
+}
+
+// floatRows returns the row kernel of a float reduction accumulating into
+// acc, for reduceRows: a tight loop per row, to one accumulator when the
+// row is reduced (step 0) or elementwise into acc otherwise.
+func floatRows(op redOp, acc []float64) func(o, step int, row []float32) {
+	switch op {
+	case redMax, redMin:
+		isMax := op == redMax
+		return func(o, step int, row []float32) {
+			if step == 0 {
+				m := acc[o]
+				for _, v := range row {
+					if isMax {
+						m = max(m, float64(v))
+					} else {
+						m = min(m, float64(v))
+					}
+				}
+				acc[o] = m
+				return
+			}
+			a := acc[o : o+len(row)]
+			for j, v := range row {
+				if isMax {
+					a[j] = max(a[j], float64(v))
+				} else {
+					a[j] = min(a[j], float64(v))
+				}
+			}
+		}
+	case redProd:
+		return func(o, step int, row []float32) {
+			if step == 0 {
+				p := acc[o]
+				for _, v := range row {
+					p *= float64(v)
+				}
+				acc[o] = p
+				return
+			}
+			a := acc[o : o+len(row)]
+			for j, v := range row {
+				a[j] *= float64(v)
+			}
+		}
+	case redL1:
+		return func(o, step int, row []float32) {
+			if step == 0 {
+				s := acc[o]
+				for _, v := range row {
+					s += math.Abs(float64(v))
+				}
+				acc[o] = s
+				return
+			}
+			a := acc[o : o+len(row)]
+			for j, v := range row {
+				a[j] += math.Abs(float64(v))
+			}
+		}
+	case redL2, redSumSquare:
+		return func(o, step int, row []float32) {
+			if step == 0 {
+				s := acc[o]
+				for _, v := range row {
+					s += float64(v) * float64(v)
+				}
+				acc[o] = s
+				return
+			}
+			a := acc[o : o+len(row)]
+			for j, v := range row {
+				a[j] += float64(v) * float64(v)
+			}
+		}
+	}
+	// Sum, Mean and LogSum.
+	return func(o, step int, row []float32) {
+		if step == 0 {
+			acc[o] += sumF32(row)
+			return
+		}
+		a := acc[o : o+len(row)]
+		for j, v := range row {
+			a[j] += float64(v)
 		}
 	}
 }
@@ -234,18 +329,8 @@ func reduceFloat(op redOp, src []float32, inShape, ostride, shape []int, size, c
 		}
 	}
 	switch op {
-	case redSum, redMean, redLogSum:
-		reduceEach(src, inShape, ostride, func(o int, v float32) { acc[o] += float64(v) })
-	case redMax:
-		reduceEach(src, inShape, ostride, func(o int, v float32) { acc[o] = max(acc[o], float64(v)) })
-	case redMin:
-		reduceEach(src, inShape, ostride, func(o int, v float32) { acc[o] = min(acc[o], float64(v)) })
-	case redProd:
-		reduceEach(src, inShape, ostride, func(o int, v float32) { acc[o] *= float64(v) })
-	case redL1:
-		reduceEach(src, inShape, ostride, func(o int, v float32) { acc[o] += math.Abs(float64(v)) })
-	case redL2, redSumSquare:
-		reduceEach(src, inShape, ostride, func(o int, v float32) { acc[o] += float64(v) * float64(v) })
+	default:
+		reduceRows(src, inShape, ostride, floatRows(op, acc))
 	case redLogSumExp:
 		// log(sum(exp(x))) = m + log(sum(exp(x-m))) with m the maximum,
 		// so large inputs do not overflow.
@@ -253,7 +338,7 @@ func reduceFloat(op redOp, src []float32, inShape, ostride, shape []int, size, c
 		for i := range mx {
 			mx[i] = math.Inf(-1)
 		}
-		reduceEach(src, inShape, ostride, func(o int, v float32) { mx[o] = max(mx[o], float64(v)) })
+		reduceRows(src, inShape, ostride, floatRows(redMax, mx))
 		for i, m := range mx {
 			if math.IsInf(m, 0) {
 				mx[i] = 0
@@ -536,26 +621,74 @@ func topk(n *Node, in []*Tensor) ([]*Tensor, error) {
 }
 
 func topkTyped[T numeric](vals []T, idx []int64, src []T, outer, l, inner, k int, largest bool) {
-	order := make([]int, l)
+	order := make([]int, 0, l)
 	for o := range outer {
 		for j := range inner {
 			base := o*l*inner + j
-			for i := range order {
-				order[i] = i
-			}
-			slices.SortStableFunc(order, func(a, b int) int {
-				// cmp.Compare orders NaN below every number.
-				c := cmp.Compare(src[base+a*inner], src[base+b*inner])
+			at := func(i int) T { return src[base+i*inner] }
+			// before says element a goes before element b: a better value,
+			// or an equal one at a lower index. cmp.Compare orders NaN
+			// below every number.
+			before := func(a, b int) bool {
+				c := cmp.Compare(at(a), at(b))
 				if largest {
-					return -c
+					c = -c
 				}
-				return c
-			})
+				return c < 0 || (c == 0 && a < b)
+			}
+			order = order[:0]
+			if k <= 16 {
+				// Keep the k best seen so far, in order, by insertion.
+				for i := range l {
+					if len(order) == k && (k == 0 || !before(i, order[k-1])) {
+						continue
+					}
+					if len(order) < k {
+						order = append(order, i)
+					} else {
+						order[k-1] = i
+					}
+					for p := len(order) - 1; p > 0 && before(order[p], order[p-1]); p-- {
+						order[p], order[p-1] = order[p-1], order[p]
+					}
+				}
+			} else {
+				for i := range l {
+					order = append(order, i)
+				}
+				slices.SortFunc(order, func(a, b int) int {
+					switch {
+					case a == b:
+						return 0
+					case before(a, b):
+						return -1
+					}
+					return 1
+				})
+			}
 			ob := o*k*inner + j
 			for r := range k {
-				vals[ob+r*inner] = src[base+order[r]*inner]
+				vals[ob+r*inner] = at(order[r])
 				idx[ob+r*inner] = int64(order[r])
 			}
 		}
 	}
+}
+
+// sumF32 sums in float64 with four independent accumulators, so the
+// additions overlap.
+func sumF32(row []float32) float64 {
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(row); i += 4 {
+		r := row[i : i+4 : i+4]
+		s0 += float64(r[0])
+		s1 += float64(r[1])
+		s2 += float64(r[2])
+		s3 += float64(r[3])
+	}
+	for ; i < len(row); i++ {
+		s0 += float64(row[i])
+	}
+	return (s0 + s1) + (s2 + s3)
 }

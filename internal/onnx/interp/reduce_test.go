@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -30,6 +31,7 @@ func TestReduce(t *testing.T) {
 		{name: "log sum exp large", op: "ReduceLogSumExp", attrs: []onnx.Attr{axes(1), keep0}, in: []*Tensor{cF32(sh(1, 2), 1000, 1000)}, want: f32s(float32(1000 + math.Ln2))},
 		{name: "middle axis of 3-D", op: "ReduceSum", opset: 11, attrs: []onnx.Attr{axes(1), keep0}, in: []*Tensor{cF32(sh(2, 2, 2), 1, 2, 3, 4, 5, 6, 7, 8)}, want: []*Tensor{cF32(sh(2, 2), 4, 6, 12, 14)}},
 		{name: "outer and inner axes", op: "ReduceSum", opset: 11, attrs: []onnx.Attr{axes(0, 2)}, in: []*Tensor{cF32(sh(2, 2, 2), 1, 2, 3, 4, 5, 6, 7, 8)}, want: []*Tensor{cF32(sh(1, 2, 1), 14, 22)}},
+		{name: "long rows (unrolled sum)", op: "ReduceMean", attrs: []onnx.Attr{axes(-1), keep0}, in: []*Tensor{cF32(sh(2, 9), 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 9, 9, 9, 9, 9, 9, 0)}, want: f32s(5, 8)},
 		{name: "empty axis sums to zero", op: "ReduceSum", opset: 11, attrs: []onnx.Attr{axes(1)}, in: []*Tensor{cF32(sh(2, 0))}, want: []*Tensor{cF32(sh(2, 1), 0, 0)}},
 		{name: "max over nothing is -inf", op: "ReduceMax", attrs: []onnx.Attr{axes(1), keep0}, in: []*Tensor{cF32(sh(1, 0))}, want: f32s(float32(math.Inf(-1)))},
 		{name: "int64 sum exact", op: "ReduceSum", opset: 11, attrs: []onnx.Attr{keep0}, in: []*Tensor{cI64(sh(2), 1<<62, 1)}, want: []*Tensor{cI64(sh(), 1<<62+1)}},
@@ -200,5 +202,42 @@ func TestDoubleCasesAsFloat32(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestTopKMatchesStableSort compares TopK, on both its selection paths
+// (small and large k), with a stable sort of many tied values.
+func TestTopKMatchesStableSort(t *testing.T) {
+	const l = 50
+	x := New(Int32, 2, l)
+	for i := range x.I32 {
+		x.I32[i] = int32((i * 7919) % 5)
+	}
+	for _, k := range []int64{1, 3, 16, 17, 30, l} {
+		for _, largest := range []int64{0, 1} {
+			got, err := runAt(t, "TopK", 13, []DType{Int32, Int64}, []onnx.Attr{onnx.AttrInt("largest", largest)}, x, cI64(sh(1), k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for row := range 2 {
+				src := x.I32[row*l : (row+1)*l]
+				order := make([]int, l)
+				for i := range order {
+					order[i] = i
+				}
+				sort.SliceStable(order, func(a, b int) bool {
+					if largest == 1 {
+						return src[order[a]] > src[order[b]]
+					}
+					return src[order[a]] < src[order[b]]
+				})
+				for r := range int(k) {
+					gi := got[1].I64[row*int(k)+r]
+					if gi != int64(order[r]) || got[0].I32[row*int(k)+r] != src[order[r]] {
+						t.Fatalf("k=%d largest=%d row %d rank %d: index %d, want %d", k, largest, row, r, gi, order[r])
+					}
+				}
+			}
+		}
 	}
 }
