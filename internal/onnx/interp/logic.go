@@ -16,9 +16,9 @@ const (
 // addLogicOps registers the comparisons, the bool operators and Where.
 func addLogicOps(t ops) {
 	binary := checkInputs(2, 2)
-	t["Equal"] = Op{MinOpset: 11, MaxOpset: MaxOpset, Check: binary, Run: compareKernel(cmpEq), Fresh: true}
-	t["Less"] = Op{MinOpset: 9, MaxOpset: MaxOpset, Check: binary, Run: compareKernel(cmpLt), Fresh: true}
-	t["Greater"] = Op{MinOpset: 9, MaxOpset: MaxOpset, Check: binary, Run: compareKernel(cmpGt), Fresh: true}
+	t["Equal"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: compareKernel(cmpEq), Fresh: true}
+	t["Less"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: compareKernel(cmpLt), Fresh: true}
+	t["Greater"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: compareKernel(cmpGt), Fresh: true}
 	t["LessOrEqual"] = Op{MinOpset: 12, MaxOpset: MaxOpset, Check: binary, Run: compareKernel(cmpLe), Fresh: true}
 	t["GreaterOrEqual"] = Op{MinOpset: 12, MaxOpset: MaxOpset, Check: binary, Run: compareKernel(cmpGe), Fresh: true}
 	t["And"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: binary, Run: boolKernel(func(x, y bool) bool { return x && y }), Fresh: true}

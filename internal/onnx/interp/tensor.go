@@ -39,6 +39,8 @@ func (t DType) String() string {
 		return "int64"
 	case Bool:
 		return "bool"
+	case Float16:
+		return "float16"
 	}
 	return fmt.Sprintf("dtype(%d)", int32(t))
 }
