@@ -10,7 +10,12 @@ import (
 func addArithOps(t ops) {
 	t["Pow"] = Op{MinOpset: 7, MaxOpset: MaxOpset, Check: checkInputs(2, 2), Run: pow, Fresh: true}
 	t["Mod"] = Op{MinOpset: 10, MaxOpset: MaxOpset, Check: all(checkInputs(2, 2), checkMod), Run: mod, Fresh: true}
-	variadic := checkInputs(1, math.MaxInt32)
+	variadic := func(n *Node) error {
+		if len(n.Proto.GetInput()) == 0 {
+			return errors.New("no inputs, want at least 1")
+		}
+		return checkInputs(1, len(n.Proto.GetInput()))(n)
+	}
 	t["Max"] = Op{MinOpset: 8, MaxOpset: MaxOpset, Check: variadic, Run: variadicKernel(varMax), Fresh: true}
 	t["Min"] = Op{MinOpset: 8, MaxOpset: MaxOpset, Check: variadic, Run: variadicKernel(varMin), Fresh: true}
 	t["Sum"] = Op{MinOpset: 8, MaxOpset: MaxOpset, Check: variadic, Run: variadicKernel(varSum), Fresh: true}

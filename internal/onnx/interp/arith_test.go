@@ -48,7 +48,7 @@ func TestVariadic(t *testing.T) {
 		{name: "sum int refused", op: "Sum", in: []*Tensor{cI32(sh(1), 1), cI32(sh(1), 1)}, wantErr: "not supported"},
 		{name: "mixed types", op: "Max", in: []*Tensor{cF32(sh(1), 1), cI64(sh(1), 1)}, wantErr: "input 1 is int64"},
 		{name: "no broadcast", op: "Sum", in: []*Tensor{cF32(sh(2), 1, 2), cF32(sh(3), 1, 2, 3)}, wantErr: "do not broadcast"},
-		{name: "no inputs at load", op: "Max", in: nil, wantErr: `Max node "n0": 0 inputs, want 1 to`},
+		{name: "no inputs at load", op: "Max", in: nil, wantErr: `Max node "n0": no inputs, want at least 1`},
 	})
 }
 
