@@ -27,6 +27,18 @@ var confSkip = map[string]string{
 	"test_maxpool_3d_default":              "3-D pooling is not implemented (1-D and 2-D are)",
 	"test_batchnorm_epsilon_training_mode": "training_mode=1 is not implemented (inference runtime)",
 	"test_batchnorm_example_training_mode": "training_mode=1 is not implemented (inference runtime)",
+	"test_training_dropout":                "training_mode=1 with a nonzero ratio is not implemented (inference runtime)",
+	"test_training_dropout_default":        "training_mode=1 with a nonzero ratio is not implemented (inference runtime)",
+	"test_training_dropout_default_mask":   "training_mode=1 with a nonzero ratio is not implemented (inference runtime)",
+	"test_training_dropout_mask":           "training_mode=1 with a nonzero ratio is not implemented (inference runtime)",
+}
+
+// confNoCase lists the implemented operators that have no case in the
+// conformance data, with the reason; every other one must pass a case.
+var confNoCase = map[string]string{
+	"Gelu":            "defined at opset 20, newer than the data (ONNX 1.12) and than MaxOpset; tested in Go",
+	"CumSum":          "its cases are DOUBLE only; TestDoubleCasesAsFloat32 runs them in float32",
+	"ReduceLogSumExp": "its cases are DOUBLE only; TestDoubleCasesAsFloat32 runs them in float32",
 }
 
 // confRtol and confAtol are ONNX's backend test tolerances for floats.
@@ -267,7 +279,7 @@ func TestNodeConformance(t *testing.T) {
 		t.Logf("passed %s", p)
 	}
 	for _, op := range Supported() {
-		if len(passedByOp[op]) == 0 {
+		if len(passedByOp[op]) == 0 && confNoCase[op] == "" {
 			t.Errorf("operator %s: no conformance case passed", op)
 		}
 	}

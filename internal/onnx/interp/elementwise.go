@@ -185,6 +185,7 @@ type unaryOp struct {
 	i8  func(dst, src []int8)
 	i32 func(dst, src []int32)
 	i64 func(dst, src []int64)
+	u8  func(dst, src []uint8)
 }
 
 // reluF32 sets dst to max(src, 0), with the AVX2 kernel where the CPU has
@@ -243,6 +244,8 @@ func (u unaryOp) apply(out, t *Tensor) error {
 		u.i64(out.I64, t.I64)
 	case t.DType == Int8 && u.i8 != nil:
 		u.i8(out.I8, t.I8)
+	case t.DType == Uint8 && u.u8 != nil:
+		u.u8(out.U8, t.U8)
 	default:
 		return fmt.Errorf("element type %s is not supported", t.DType)
 	}

@@ -113,7 +113,7 @@ func TestLoadErrors(t *testing.T) {
 			mp.Graph.Node[1].OpType = proto.String("Gelu")
 			mp.Graph.Node = append(mp.Graph.Node, node("Frobnicate", "f1", []string{"fc1"}, []string{"z"}))
 			mp.Graph.Node = append(mp.Graph.Node, &onnxpb.NodeProto{OpType: proto.String("TreeEnsembleClassifier"), Domain: proto.String("ai.onnx.ml"), Output: []string{"w"}})
-		}), want: "unsupported operators: Gelu (node relu0), Frobnicate (node f1), ai.onnx.ml.TreeEnsembleClassifier (node TreeEnsembleClassifier->w)", unsupported: true},
+		}), want: "unsupported operators: Gelu at opset 13 (node relu0; implemented for opsets 20..20), Frobnicate (node f1), ai.onnx.ml.TreeEnsembleClassifier (node TreeEnsembleClassifier->w)", unsupported: true},
 		{name: "initializer size mismatch", data: edit(func(mp *onnxpb.ModelProto) { mp.Graph.Initializer[0].RawData = mp.Graph.Initializer[0].RawData[4:] }),
 			want: "bytes of raw data"},
 		{name: "initializer typed size mismatch", data: edit(func(mp *onnxpb.ModelProto) {

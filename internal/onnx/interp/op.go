@@ -118,9 +118,13 @@ type ops map[string]Op
 func opTable() ops {
 	t := ops{}
 	for _, add := range []func(ops){
-		addCoreOps,  // core.go: elementwise, matmul, gemm, activations, shape ops, cast
-		addNNOps,    // nn.go: conv, pooling, batch normalization
-		addQuantOps, // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
+		addCoreOps,       // core.go: elementwise, matmul, gemm, activations, shape ops, cast
+		addNNOps,         // nn.go: conv, pooling, batch normalization
+		addQuantOps,      // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
+		addLogicOps,      // logic.go: comparisons, And, Or, Xor, Not, Where
+		addArithOps,      // arith.go: Pow, Mod, Max, Min, Sum, Mean
+		addReduceOps,     // reduce.go: ReduceXxx, ArgMax, ArgMin, CumSum, TopK
+		addActivationOps, // activation.go: Clip, LeakyRelu, Elu, PRelu, Gelu, Dropout, rounding, ...
 	} {
 		add(t)
 	}

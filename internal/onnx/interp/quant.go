@@ -10,8 +10,8 @@ import (
 
 // addQuantOps registers QuantizeLinear, DequantizeLinear and MatMulInteger.
 func addQuantOps(t ops) {
-	t["QuantizeLinear"] = Op{MinOpset: 13, MaxOpset: 17, Check: checkQuantLinear, Run: runQuantizeLinear, Fresh: true}
-	t["DequantizeLinear"] = Op{MinOpset: 13, MaxOpset: 17, Check: checkQuantLinear, Run: runDequantizeLinear, Fresh: true}
+	t["QuantizeLinear"] = Op{MinOpset: 10, MaxOpset: 17, Check: checkQuantLinear, Run: runQuantizeLinear, Fresh: true}
+	t["DequantizeLinear"] = Op{MinOpset: 10, MaxOpset: 17, Check: checkQuantLinear, Run: runDequantizeLinear, Fresh: true}
 	t["MatMulInteger"] = Op{MinOpset: 10, MaxOpset: 17, Check: checkMatMulInteger, Run: runMatMulInteger, Prepare: prepareMatMulInteger, Fresh: true}
 }
 

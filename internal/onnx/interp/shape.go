@@ -265,7 +265,7 @@ func checkCast(n *Node) error {
 	if !n.Has("to") {
 		return fmt.Errorf("missing attribute to")
 	}
-	if to := n.Int("to", 0); to > math.MaxInt32 || !supportedDType(int32(to)) {
+	if to := n.Int("to", 0); to > math.MaxInt32 || (!supportedDType(int32(to)) && DType(to) != Float16) {
 		return fmt.Errorf("cast to %s: %w", elemTypeName(int32(to)), ErrUnsupported)
 	}
 	return nil
@@ -274,9 +274,16 @@ func checkCast(n *Node) error {
 func cast(n *Node, in []*Tensor) ([]*Tensor, error) {
 	t := in[0]
 	to := DType(n.Int("to", 0))
+	half := to == Float16
+	if half {
+		to = Float32 // FLOAT16 values are kept in float32, rounded
+	}
 	out := New(to, t.Shape...)
 	if err := Convert(out, t); err != nil {
 		return nil, err
+	}
+	if half {
+		roundToHalfAll(out.F32)
 	}
 	return []*Tensor{out}, nil
 }

@@ -2,7 +2,8 @@
 // checks at load time that every node is an operator it implements (at the
 // model's opset) with valid attributes, and evaluates the graph on request.
 // It covers the operators edge models use most, in float32, int8, uint8,
-// int32 and int64, for opsets 13 to 17.
+// int32 and int64, for opsets 13 to 17. FLOAT16 initializers and constants
+// are widened to float32 at load (see Float16).
 package interp
 
 import (
@@ -38,6 +39,8 @@ func (t DType) String() string {
 		return "int64"
 	case Bool:
 		return "bool"
+	case Float16:
+		return "float16"
 	}
 	return fmt.Sprintf("dtype(%d)", int32(t))
 }

@@ -66,6 +66,7 @@ func checkedSize(dims []int64) (int, error) {
 // TensorFromProto converts a TensorProto (an initializer, a Constant's value
 // or a serialized test tensor) to a Tensor. The data may be in raw_data
 // (little-endian) or in the typed field ONNX assigns to the element type.
+// FLOAT16 data is widened to a float32 tensor.
 // External data, segments and unsupported element types are refused with an
 // error that wraps ErrUnsupported.
 func TensorFromProto(p *onnxpb.TensorProto) (*Tensor, error) {
@@ -75,7 +76,7 @@ func TensorFromProto(p *onnxpb.TensorProto) (*Tensor, error) {
 	if p.GetSegment() != nil {
 		return nil, fmt.Errorf("tensor %q: segmented tensors: %w", p.GetName(), ErrUnsupported)
 	}
-	if !supportedDType(p.GetDataType()) {
+	if !supportedDType(p.GetDataType()) && DType(p.GetDataType()) != Float16 {
 		return nil, fmt.Errorf("tensor %q: element type %s: %w", p.GetName(), elemTypeName(p.GetDataType()), ErrUnsupported)
 	}
 	dt := DType(p.GetDataType())
@@ -86,6 +87,9 @@ func TensorFromProto(p *onnxpb.TensorProto) (*Tensor, error) {
 	shape := make([]int, len(p.GetDims()))
 	for i, d := range p.GetDims() {
 		shape[i] = int(d)
+	}
+	if dt == Float16 {
+		return float16FromProto(p, shape, n)
 	}
 	t := &Tensor{DType: dt, Shape: shape}
 	if raw := p.GetRawData(); p.RawData != nil {
