@@ -353,8 +353,8 @@ func throughput(ctx context.Context, e *env, cfg config) error {
 	fmt.Println("other load, which changes between rounds, mostly cancels out); req/s above 0.95 and p99 below 1.05 meet the aim")
 	fmt.Println("(at most 5% worse). CPU/req: the process's CPU time (client, server and")
 	fmt.Println("monitor) per request, which the machine's other load disturbs less than wall-clock figures. monitor/req: the time the")
-	fmt.Println("monitor's goroutine worked per monitored request (its own clock, DriftStatus.Busy), and that as a share of a request's")
-	fmt.Println("CPU with monitoring off: the monitor's cost measured directly, which on a loaded machine the on/off ratios blur.")
+	fmt.Println("monitor's goroutine worked per monitored request (wall clock, DriftStatus.Busy), and that as a share of a request's")
+	fmt.Println("CPU with monitoring off: the monitor's cost measured directly; on a machine short of CPU it includes waits for one.")
 	fmt.Println("windows and dropped: the monitored deployment's, cumulative.")
 	fmt.Println()
 	return nil

@@ -83,8 +83,10 @@ type DriftStatus struct {
 	// FeedbackLost counts the requests with ids that could not be kept.
 	FeedbackLost uint64 `json:"feedbackLost,omitempty"`
 	// Busy is the time the monitor spent working (summarising, keeping
-	// requests, closing windows) since monitoring began: its cost, to set
-	// against the requests' own.
+	// requests, closing windows) since monitoring began, by the wall
+	// clock: its cost, to set against the requests' own. On a machine
+	// short of CPU it includes waits for one, so it bounds the monitor's
+	// CPU time from above.
 	Busy time.Duration `json:"busyNanos,omitempty"`
 }
 
