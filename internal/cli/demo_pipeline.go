@@ -161,6 +161,12 @@ func (d *demo) retrainSynced(cut *edge, run *v1alpha1.PipelineRun, edges []*edge
 		d.check(share < 0.35, "%s's update to 1.2.0 cost %.1f%% of the model's size (the fine-tune changed the last layers only)", e.name, 100*share)
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
+	// The agent activates a version before its server has loaded it: wait
+	// until 1.2.0 answers.
+	d.poll(30*time.Second, func() bool {
+		_, v, err := demoInfer(d.ctx, client, cut.serve, shifted, 0, 1)
+		return err == nil && v == "1.2.0"
+	})
 	after, err := d.inferAll(client, cut, shifted, "cam-after")
 	d.check(err == nil && after > before+0.2, "on %s's washed-out images: %.1f%% predicted right, up from %.1f%% with 1.1.0", cut.name, 100*after, 100*before)
 
