@@ -552,22 +552,16 @@ func TestDriftRequestsRunsAtTheHub(t *testing.T) {
 	e, creds := newDriftEnv(t, nil)
 	tok := e.createToken(3600, "").Token
 	e.mustJoin(tok, "core-1", map[string]string{"region": "core"})
-	e.applyAsAdmin("pipelines", "central", `apiVersion: ml.outpost.dev/v1alpha1
+	for name, from := range map[string]string{"central": "eu", "elsewhere": "us"} {
+		e.applyAsAdmin("pipelines", name, fmt.Sprintf(`apiVersion: ml.outpost.dev/v1alpha1
 kind: Pipeline
-metadata: {name: central}
+metadata: {name: %s}
 spec:
   clusterSelectors: [{matchLabels: {region: core}}]
-  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {region: eu}}}]
+  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {region: %s}}}]
   steps: [{name: train, type: exec, exec: {command: ["true"]}}]
-`)
-	e.applyAsAdmin("pipelines", "elsewhere", `apiVersion: ml.outpost.dev/v1alpha1
-kind: Pipeline
-metadata: {name: elsewhere}
-spec:
-  clusterSelectors: [{matchLabels: {region: core}}]
-  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {region: us}}}]
-  steps: [{name: train, type: exec, exec: {command: ["true"]}}]
-`)
+`, name, from))
+	}
 	hubRuns := func() []string {
 		objs, _, err := e.db.List(e.t.Context(), v1alpha1.KindPipelineRun, nil)
 		if err != nil {
