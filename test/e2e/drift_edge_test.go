@@ -221,7 +221,7 @@ func TestDriftEdgeToHub(t *testing.T) {
 	a := newAgent(t, h, "ship-1", "tier=edge", joinToken(t, h, "1h"), "--serve", serve)
 	a.start()
 	applyYAML(t, h, deployment("fashion", "fashion", "1.0.0", "tier: edge",
-		"  monitoring: {windowSamples: 200, windowDuration: 1h, alert: true}\n"))
+		"  monitoring: {windowSamples: 200, windowDuration: 1h, alert: true, feedbackSamples: 1000}\n"))
 	testenv.WaitFor(t, 60*time.Second, "ship-1 monitoring fashion 1.0.0", func() bool {
 		_, _, ok := a.driftStatus().windows("fashion")
 		return ok && a.status().active("fashion") == "1.0.0"
@@ -237,7 +237,34 @@ func TestDriftEdgeToHub(t *testing.T) {
 	}
 
 	// Connected, two windows of the images the reference was made of: no drift.
-	infer(t, serve, imageRequests(t, 0, 400, 1))
+	// The first request carries an id, and its true labels follow it.
+	first := imageRequests(t, 0, 50, 1)[0]
+	var withID map[string]any
+	if err := json.Unmarshal(first, &withID); err != nil {
+		t.Fatal(err)
+	}
+	withID["id"] = "cam-1"
+	first, _ = json.Marshal(withID)
+	infer(t, serve, [][]byte{first})
+	_, test, err := dataset.FashionSubset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := make([]int, 50)
+	for i := range labels {
+		labels[i] = int(test.Labels[i])
+	}
+	fb, _ := json.Marshal(map[string]any{"id": "cam-1", "labels": labels})
+	resp, err := http.Post("http://"+serve+"/v2/models/fashion/feedback", "application/json", bytes.NewReader(fb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(answer), `"labelled":50`) {
+		t.Fatalf("feedback: %s %s", resp.Status, answer)
+	}
+	infer(t, serve, imageRequests(t, 50, 350, 1))
 	testenv.WaitFor(t, 30*time.Second, "the hub has the 2 clean windows", func() bool { n, _ := hubWindows(); return n == 2 })
 	if n, alarm := hubWindows(); alarm {
 		t.Fatalf("clean windows raised the alarm (%d windows)", n)
@@ -323,6 +350,15 @@ func TestDriftEdgeToHub(t *testing.T) {
 	})
 	if f, all := rc.firing("fashion", "ship-1"); f != 1 || all != 1 {
 		t.Errorf("%d firing alerts of %d messages, want exactly 1", f, all)
+	}
+
+	// The labels stayed at the edge, across kill -9: the version's accuracy on them.
+	agentMetrics = scrape(t, nil, "http://"+serve+"/metrics")
+	if v := metricValue(agentMetrics, `outpost_feedback_labelled_samples{deployment="fashion",version="1.0.0"}`); v != 50 {
+		t.Errorf("agent metrics after the restart: outpost_feedback_labelled_samples = %v, want 50", v)
+	}
+	if v := metricValue(agentMetrics, `outpost_feedback_correct_samples{deployment="fashion",version="1.0.0"}`); v < 35 || v > 50 {
+		t.Errorf("agent metrics: outpost_feedback_correct_samples = %v of 50, want the MLP's 80-odd percent", v)
 	}
 
 	t.Run("promtool", func(t *testing.T) {
