@@ -121,6 +121,8 @@ func opTable() ops {
 		addCoreOps,  // core.go: elementwise, matmul, gemm, activations, shape ops, cast
 		addNNOps,    // nn.go: conv, pooling, batch normalization
 		addQuantOps, // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
+		addDimsOps,  // dims.go: Shape, Size, Squeeze, Unsqueeze, Expand, Tile, ConstantOfShape, Slice, Split, DepthToSpace, SpaceToDepth
+		addIndexOps, // index.go: Gather, GatherElements, ScatterND
 	} {
 		add(t)
 	}
