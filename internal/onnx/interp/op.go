@@ -123,6 +123,8 @@ func opTable() ops {
 		addQuantOps, // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
 		addDimsOps,  // dims.go: Shape, Size, Squeeze, Unsqueeze, Expand, Tile, ConstantOfShape, Slice, Split, DepthToSpace, SpaceToDepth
 		addIndexOps, // index.go: Gather, GatherElements, ScatterND
+		addPadOps,   // pad.go: Pad
+		addNormOps,  // norm.go: LayerNormalization, InstanceNormalization
 	} {
 		add(t)
 	}
