@@ -85,8 +85,11 @@ func (e *unsupportedOpsError) Unwrap() error { return ErrUnsupported }
 // initializers, graph inputs and outputs, and every node (an implemented
 // operator at the model's opset whose Check passes, with inputs defined by
 // earlier nodes; nodes out of order are sorted topologically and cycles
-// refused). All unsupported operators are named in one error. A malformed
-// model gives an error, never a panic.
+// refused). All unsupported operators are named in one error. Nodes whose
+// inputs are all known at load (initializers, Constants, the Shape or Size
+// of a graph input of fully given shape, and what such nodes compute) run
+// once here and become constants; an error there fails the load. A
+// malformed model gives an error, never a panic.
 func Load(data []byte) (*Model, error) {
 	if len(data) > MaxModelBytes {
 		return nil, fmt.Errorf("interp: model is %d bytes, more than the %d allowed", len(data), MaxModelBytes)
@@ -126,7 +129,7 @@ func LoadProto(mp *onnxpb.ModelProto) (*Model, error) {
 	if len(g.GetSparseInitializer()) > 0 {
 		return nil, fmt.Errorf("interp: sparse initializers: %w", ErrUnsupported)
 	}
-	b := &builder{m: &Model{opset: opset}, slot: map[string]int{}}
+	b := &builder{m: &Model{opset: opset}, slot: map[string]int{}, static: map[int]*Tensor{}}
 	if err := b.initializers(g); err != nil {
 		return nil, err
 	}
@@ -150,6 +153,10 @@ type builder struct {
 	slot  map[string]int // value name -> slot
 	names []string       // slot -> value name
 	input []bool         // slot is a graph input
+	// static holds, for a graph input whose shape the model gives in
+	// full, a tensor of its type and shape without data: what Shape and
+	// Size read when they are folded.
+	static map[int]*Tensor
 }
 
 func (b *builder) define(name string) (int, error) {
@@ -222,6 +229,9 @@ func (b *builder) graphInputs(g *onnxpb.GraphProto) error {
 			return fmt.Errorf("interp: graph input: %w", err)
 		}
 		b.input[s] = true
+		if info.Shape != nil && !slices.Contains(info.Shape, -1) {
+			b.static[s] = &Tensor{DType: info.DType, Shape: info.Shape}
+		}
 		b.m.inputs = append(b.m.inputs, info)
 		b.m.inSlot = append(b.m.inSlot, s)
 	}
@@ -293,13 +303,10 @@ func (b *builder) nodes(g *onnxpb.GraphProto, opset int64) error {
 			}
 			st.out = append(st.out, s)
 		}
-		if n.Proto.GetOpType() == "Constant" && len(st.in) == 0 && len(st.out) == 1 && st.out[0] >= 0 {
-			// Fold: the value is computed once and shared like an initializer.
-			res, err := st.run(n, nil)
-			if err != nil {
+		if args, ok := b.foldArgs(&st); ok {
+			if err := b.fold(&st, args); err != nil {
 				return fmt.Errorf("interp: %w", nodeError(n, err))
 			}
-			b.m.consts[st.out[0]] = res[0]
 			continue
 		}
 		if prep := opsOf[i].Prepare; prep != nil {
@@ -315,6 +322,55 @@ func (b *builder) nodes(g *onnxpb.GraphProto, opset int64) error {
 		}
 		b.m.maxArgs = max(b.m.maxArgs, len(st.in))
 		b.m.steps = append(b.m.steps, st)
+	}
+	return nil
+}
+
+// foldArgs returns the arguments of a step that can be computed once at
+// load: every input it reads is a constant (an initializer or a folded
+// output), or, for operators that read only their input's shape (Shape,
+// Size), a graph input whose shape the model gives in full. Constant
+// nodes, which read nothing, always fold. Every operator the interpreter
+// implements is deterministic, so running such a step at load gives what
+// every request would compute.
+func (b *builder) foldArgs(st *step) ([]*Tensor, bool) {
+	args := make([]*Tensor, len(st.in))
+	for j, s := range st.in {
+		switch {
+		case s < 0:
+		case b.m.consts[s] != nil:
+			args[j] = b.m.consts[s]
+		case readsShapeOnly(st.node.Proto.GetOpType()) && b.static[s] != nil:
+			args[j] = b.static[s]
+		default:
+			return nil, false
+		}
+	}
+	return args, true
+}
+
+// readsShapeOnly reports whether an operator reads only the element type
+// and shape of its input.
+func readsShapeOnly(op string) bool { return op == "Shape" || op == "Size" }
+
+// fold runs a step at load and makes its outputs constants, shared like
+// initializers: the step is dropped from the graph.
+func (b *builder) fold(st *step, args []*Tensor) error {
+	res, err := st.run(st.node, args)
+	if err != nil {
+		return err
+	}
+	for k, s := range st.out {
+		if s < 0 {
+			continue
+		}
+		if k >= len(res) || res[k] == nil {
+			return fmt.Errorf("kernel gave no output %d (%q)", k, st.node.Proto.GetOutput()[k])
+		}
+		if err := res[k].Validate(); err != nil {
+			return fmt.Errorf("kernel output %d: %w", k, err)
+		}
+		b.m.consts[s] = res[k]
 	}
 	return nil
 }
