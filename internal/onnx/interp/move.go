@@ -201,3 +201,59 @@ func normAxes(axes []int64, rank int) ([]int, error) {
 	}
 	return out, nil
 }
+
+// axisMapSpans lists the spans of an output of shape out whose element
+// (o0, o1, ...) is the input element (src[0][o0], src[1][o1], ...) of an
+// input of shape in, or the fill value when any of these is -1. The spans
+// are the runs of consecutive input elements along the last axis.
+func axisMapSpans(in, out []int, src [][]int) []span {
+	r := len(out)
+	total := Size(out)
+	if total == 0 {
+		return nil
+	}
+	if r == 0 {
+		return []span{{d: 0, s: 0, n: 1, stride: 1}}
+	}
+	st := contiguousStrides(in)
+	last := src[r-1]
+	inner := out[r-1]
+	var spans []span
+	idx := make([]int, r-1)
+	for d := 0; d < total; d += inner {
+		row := 0
+		for a, i := range idx {
+			if s := src[a][i]; s < 0 || row < 0 {
+				row = -1
+			} else {
+				row += s * st[a]
+			}
+		}
+		if row < 0 {
+			spans = append(spans, span{d: d, s: -1, n: inner})
+		} else {
+			for o := 0; o < inner; {
+				k := o + 1
+				if last[o] < 0 {
+					for k < inner && last[k] < 0 {
+						k++
+					}
+					spans = append(spans, span{d: d + o, s: -1, n: k - o})
+				} else {
+					for k < inner && last[k] == last[k-1]+1 {
+						k++
+					}
+					spans = append(spans, span{d: d + o, s: row + last[o], n: k - o, stride: 1})
+				}
+				o = k
+			}
+		}
+		for a := r - 2; a >= 0; a-- {
+			if idx[a]++; idx[a] < out[a] {
+				break
+			}
+			idx[a] = 0
+		}
+	}
+	return spans
+}

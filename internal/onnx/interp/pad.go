@@ -154,47 +154,7 @@ func pad(n *Node, in []*Tensor) ([]*Tensor, error) {
 			src[a][o] = padSource(o, begin[a], t.Shape[a], mode)
 		}
 	}
-	st := contiguousStrides(t.Shape)
-	last := src[r-1]
-	inner := shape[r-1]
-	var spans []span
-	idx := make([]int, r-1)
-	for d := 0; d < out.Len(); d += inner {
-		row := 0
-		for a, i := range idx {
-			if s := src[a][i]; s < 0 || row < 0 {
-				row = -1
-			} else {
-				row += s * st[a]
-			}
-		}
-		if row < 0 {
-			spans = append(spans, span{d: d, s: -1, n: inner})
-		} else {
-			// Runs of consecutive input elements, or of the constant.
-			for o := 0; o < inner; {
-				k := o + 1
-				if last[o] < 0 {
-					for k < inner && last[k] < 0 {
-						k++
-					}
-					spans = append(spans, span{d: d + o, s: -1, n: k - o})
-				} else {
-					for k < inner && last[k] == last[k-1]+1 {
-						k++
-					}
-					spans = append(spans, span{d: d + o, s: row + last[o], n: k - o, stride: 1})
-				}
-				o = k
-			}
-		}
-		for a := r - 2; a >= 0; a-- {
-			if idx[a]++; idx[a] < shape[a] {
-				break
-			}
-			idx[a] = 0
-		}
-	}
+	spans := axisMapSpans(t.Shape, shape, src)
 	if err := moveSpans(out, t, spans, value); err != nil {
 		return nil, err
 	}
