@@ -25,6 +25,7 @@ const confDebianDir = "/usr/share/libonnx-testdata/data/node"
 var confSkip = map[string]string{
 	"test_averagepool_3d_default":          "3-D pooling is not implemented (1-D and 2-D are)",
 	"test_maxpool_3d_default":              "3-D pooling is not implemented (1-D and 2-D are)",
+	"test_convtranspose_3d":                "3-D transposed convolution is not implemented (1-D and 2-D are)",
 	"test_batchnorm_epsilon_training_mode": "training_mode=1 is not implemented (inference runtime)",
 	"test_batchnorm_example_training_mode": "training_mode=1 is not implemented (inference runtime)",
 }

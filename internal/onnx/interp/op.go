@@ -118,14 +118,15 @@ type ops map[string]Op
 func opTable() ops {
 	t := ops{}
 	for _, add := range []func(ops){
-		addCoreOps,   // core.go: elementwise, matmul, gemm, activations, shape ops, cast
-		addNNOps,     // nn.go: conv, pooling, batch normalization
-		addQuantOps,  // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
-		addDimsOps,   // dims.go: Shape, Size, Squeeze, Unsqueeze, Expand, Tile, ConstantOfShape, Slice, Split, DepthToSpace, SpaceToDepth
-		addIndexOps,  // index.go: Gather, GatherElements, ScatterND
-		addPadOps,    // pad.go: Pad
-		addNormOps,   // norm.go: LayerNormalization, InstanceNormalization
-		addResizeOps, // resize.go: Resize
+		addCoreOps,          // core.go: elementwise, matmul, gemm, activations, shape ops, cast
+		addNNOps,            // nn.go: conv, pooling, batch normalization
+		addQuantOps,         // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
+		addDimsOps,          // dims.go: Shape, Size, Squeeze, Unsqueeze, Expand, Tile, ConstantOfShape, Slice, Split, DepthToSpace, SpaceToDepth
+		addIndexOps,         // index.go: Gather, GatherElements, ScatterND
+		addPadOps,           // pad.go: Pad
+		addNormOps,          // norm.go: LayerNormalization, InstanceNormalization
+		addResizeOps,        // resize.go: Resize
+		addConvTransposeOps, // convtranspose.go: ConvTranspose
 	} {
 		add(t)
 	}
