@@ -30,6 +30,13 @@ var confSkip = map[string]string{
 	"test_batchnorm_example_training_mode": "training_mode=1 is not implemented (inference runtime)",
 }
 
+// confOtherProof lists the implemented operators whose conformance cases
+// all use element types the runtime lacks, with the test that runs those
+// cases another way.
+var confOtherProof = map[string]string{
+	"Einsum": "every case is float64; TestEinsumConformanceFloat32 runs them converted to float32",
+}
+
 // confRtol and confAtol are ONNX's backend test tolerances for floats.
 const (
 	confRtol = 1e-3
@@ -268,7 +275,7 @@ func TestNodeConformance(t *testing.T) {
 		t.Logf("passed %s", p)
 	}
 	for _, op := range Supported() {
-		if len(passedByOp[op]) == 0 {
+		if len(passedByOp[op]) == 0 && confOtherProof[op] == "" {
 			t.Errorf("operator %s: no conformance case passed", op)
 		}
 	}

@@ -127,6 +127,7 @@ func opTable() ops {
 		addNormOps,          // norm.go: LayerNormalization, InstanceNormalization
 		addResizeOps,        // resize.go: Resize
 		addConvTransposeOps, // convtranspose.go: ConvTranspose
+		addEinsumOps,        // einsum.go: Einsum
 	} {
 		add(t)
 	}
