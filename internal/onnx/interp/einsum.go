@@ -321,6 +321,9 @@ func einsum(n *Node, in []*Tensor) ([]*Tensor, error) {
 	for i, c := range resLabels {
 		shape[i] = size[c]
 	}
+	if err := checkedShape(shape); err != nil {
+		return nil, err
+	}
 	res := New(Float32, shape...)
 	if b.isLayout(cat(batch, bKeep, contract)) {
 		bt := b.t.F32
