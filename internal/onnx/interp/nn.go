@@ -383,8 +383,14 @@ func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 	inHW, outHW := g.inH*g.inW, g.outH*g.outW
 	direct := g.kH == 1 && g.kW == 1 && g.sH == 1 && g.sW == 1 &&
 		g.padT == 0 && g.padL == 0 && g.padB == 0 && g.padR == 0
+	// A group of one input channel (depthwise) is computed directly from
+	// its padded input where that is faster.
+	depthwise := Cg == 1 && !direct && nnDepthwiseDirect(g)
 	colSize, imgSize := 0, M*outHW
-	if !direct {
+	switch {
+	case depthwise:
+		colSize = nnDepthwiseBuf(g)
+	case !direct:
 		colSize = K * outHW
 	}
 	whole := epi.relu || epi.pool != nil // units are whole images
@@ -416,6 +422,14 @@ func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 			for gr := g0; gr < g1; gr++ {
 				xg := c.x[(img*c.C+gr*Cg)*inHW : (img*c.C+(gr+1)*Cg)*inHW]
 				yg := yimg[gr*Mg*outHW : (gr+1)*Mg*outHW]
+				if depthwise {
+					var bg []float32
+					if c.bias != nil {
+						bg = c.bias[gr*Mg : (gr+1)*Mg]
+					}
+					nnDepthwise(haveAVX2FMA, g, xg, c.w[gr*Mg*K:(gr+1)*Mg*K], bg, Mg, yg, col)
+					continue
+				}
 				switch {
 				case c.bias != nil:
 					for m := 0; m < Mg; m++ {
