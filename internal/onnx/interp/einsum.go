@@ -325,19 +325,28 @@ func einsum(n *Node, in []*Tensor) ([]*Tensor, error) {
 		return nil, err
 	}
 	res := New(Float32, shape...)
+	// Products too small to split by rows are split by batch.
+	workers := 1
+	if per := m * nn * k; nb > 1 && rowWorkers(m, per) < 2 {
+		workers = min(rowWorkers(nb*4, per*nb), nb)
+	}
 	if b.isLayout(cat(batch, bKeep, contract)) {
 		bt := b.t.F32
-		for i := range nb {
-			sgemmNT(m, nn, k, 1, at.F32[i*m*k:(i+1)*m*k], bt[i*nn*k:(i+1)*nn*k], res.F32[i*m*nn:(i+1)*m*nn])
-		}
+		parallelSplit(nb, workers, func(i0, i1 int) {
+			for i := i0; i < i1; i++ {
+				sgemmNT(m, nn, k, 1, at.F32[i*m*k:(i+1)*m*k], bt[i*nn*k:(i+1)*nn*k], res.F32[i*m*nn:(i+1)*m*nn])
+			}
+		})
 	} else {
 		bt, err := b.arrange(cat(batch, contract, bKeep))
 		if err != nil {
 			return nil, err
 		}
-		for i := range nb {
-			sgemm(m, nn, k, 1, at.F32[i*m*k:(i+1)*m*k], k, 1, bt.F32[i*k*nn:(i+1)*k*nn], res.F32[i*m*nn:(i+1)*m*nn])
-		}
+		parallelSplit(nb, workers, func(i0, i1 int) {
+			for i := i0; i < i1; i++ {
+				sgemm(m, nn, k, 1, at.F32[i*m*k:(i+1)*m*k], k, 1, bt.F32[i*k*nn:(i+1)*k*nn], res.F32[i*m*nn:(i+1)*m*nn])
+			}
+		})
 	}
 	r := einsumOperand{t: res, labels: resLabels, dims: shape, strides: contiguousStrides(shape)}
 	final, err := r.arrange(out)
