@@ -3,6 +3,7 @@ package interp
 import (
 	"fmt"
 	"math"
+	"runtime"
 )
 
 // addNormOps registers LayerNormalization and InstanceNormalization.
@@ -82,21 +83,50 @@ func layerNorm(n *Node, in []*Tensor) ([]*Tensor, error) {
 	}
 	mean, inv := New(Float32, statShape...), New(Float32, statShape...)
 	if l > 0 {
-		for i := range rows {
-			src, dst := x.F32[i*l:(i+1)*l], y.F32[i*l:(i+1)*l]
-			m, s := meanInvStd(src, eps)
-			mean.F32[i], inv.F32[i] = m, s
-			normalizeRow(dst, src, m, s, scale, bias)
-		}
+		normRows(rows, l, func(r0, r1 int) {
+			for i := r0; i < r1; i++ {
+				src, dst := x.F32[i*l:(i+1)*l], y.F32[i*l:(i+1)*l]
+				m, s := meanInvStd(src, eps)
+				mean.F32[i], inv.F32[i] = m, s
+				normalizeRow(haveAVX2FMA, dst, src, m, s, scale, bias)
+			}
+		})
 	}
 	outs := []*Tensor{y, mean, inv}
 	return outs[:max(1, nnOutputs(n))], nil
 }
 
-// meanInvStd returns the mean of x and 1/sqrt(variance + eps), summing in
-// eight float32 lanes (two passes: the variance is the mean square
-// deviation).
+// meanInvStd returns the mean of x and 1/sqrt(variance + eps), in two
+// passes (the variance is the mean square deviation), with the AVX2
+// kernels where the CPU has them.
 func meanInvStd(x []float32, eps float32) (mean, inv float32) {
+	return meanInvStdOn(haveAVX2FMA, x, eps)
+}
+
+// meanInvStdOn is meanInvStd with the AVX2 kernels for the multiples of
+// eight if simd is set (only where haveAVX2FMA), in Go otherwise.
+func meanInvStdOn(simd bool, x []float32, eps float32) (mean, inv float32) {
+	v := 0
+	if simd {
+		v = len(x) &^ 7
+	}
+	var sum float32
+	if v > 0 {
+		sum = sumAVX(&x[0], v)
+	}
+	sum += sumLanes(x[v:])
+	mean = sum / float32(len(x))
+	var sq float32
+	if v > 0 {
+		sq = sumSqDevAVX(&x[0], v, mean)
+	}
+	sq += sumSqDevLanes(x[v:], mean)
+	variance := sq / float32(len(x))
+	return mean, float32(1 / math.Sqrt(float64(variance+eps)))
+}
+
+// sumLanes sums x in eight float32 lanes.
+func sumLanes(x []float32) float32 {
 	var s [8]float32
 	i := 0
 	for ; i+8 <= len(x); i += 8 {
@@ -113,9 +143,13 @@ func meanInvStd(x []float32, eps float32) (mean, inv float32) {
 	for ; i < len(x); i++ {
 		s[0] += x[i]
 	}
-	mean = ((s[0] + s[1]) + (s[2] + s[3]) + (s[4] + s[5]) + (s[6] + s[7])) / float32(len(x))
-	s = [8]float32{}
-	i = 0
+	return (s[0] + s[1]) + (s[2] + s[3]) + (s[4] + s[5]) + (s[6] + s[7])
+}
+
+// sumSqDevLanes sums (x - mean)² in eight float32 lanes.
+func sumSqDevLanes(x []float32, mean float32) float32 {
+	var s [8]float32
+	i := 0
 	for ; i+8 <= len(x); i += 8 {
 		v := x[i : i+8 : i+8]
 		d0, d1, d2, d3 := v[0]-mean, v[1]-mean, v[2]-mean, v[3]-mean
@@ -133,14 +167,20 @@ func meanInvStd(x []float32, eps float32) (mean, inv float32) {
 		d := x[i] - mean
 		s[0] += d * d
 	}
-	variance := ((s[0] + s[1]) + (s[2] + s[3]) + (s[4] + s[5]) + (s[6] + s[7])) / float32(len(x))
-	return mean, float32(1 / math.Sqrt(float64(variance+eps)))
+	return (s[0] + s[1]) + (s[2] + s[3]) + (s[4] + s[5]) + (s[6] + s[7])
 }
 
 // normalizeRow sets dst = (src - mean) * inv * scale + bias (scale and bias
-// optional, of src's length).
-func normalizeRow(dst, src []float32, mean, inv float32, scale, bias []float32) {
+// optional, of src's length), with the AVX2 kernel for the multiples of
+// eight if simd is set (only where haveAVX2FMA) and both are given.
+func normalizeRow(simd bool, dst, src []float32, mean, inv float32, scale, bias []float32) {
 	src = src[:len(dst)]
+	if simd && scale != nil && bias != nil && len(dst) >= 8 {
+		v := len(dst) &^ 7
+		scale, bias = scale[:len(dst)], bias[:len(dst)]
+		normAffineAVX(&dst[0], &src[0], &scale[0], &bias[0], v, mean, inv)
+		dst, src, scale, bias = dst[v:], src[v:], scale[v:], bias[v:]
+	}
 	switch {
 	case scale != nil && bias != nil:
 		scale, bias = scale[:len(dst)], bias[:len(dst)]
@@ -157,6 +197,20 @@ func normalizeRow(dst, src []float32, mean, inv float32, scale, bias []float32) 
 			dst[j] = (v - mean) * inv
 		}
 	}
+}
+
+// normParallelElements is the tensor size above which normalization rows
+// are split between goroutines.
+const normParallelElements = 1 << 16
+
+// normRows calls fn over [0, rows), split between goroutines when the
+// rows of l elements are many enough to repay them.
+func normRows(rows, l int, fn func(r0, r1 int)) {
+	workers := 1
+	if rows > 1 && rows*l >= normParallelElements {
+		workers = min(runtime.GOMAXPROCS(0), 8, rows)
+	}
+	parallelSplit(rows, workers, fn)
 }
 
 // instanceNorm normalizes each channel of each image over its spatial
@@ -181,14 +235,16 @@ func instanceNorm(n *Node, in []*Tensor) ([]*Tensor, error) {
 	if l == 0 {
 		return []*Tensor{y}, nil
 	}
-	for p := range x.Shape[0] * C {
-		c := p % C
-		src, dst := x.F32[p*l:(p+1)*l], y.F32[p*l:(p+1)*l]
-		m, s := meanInvStd(src, eps)
-		k, b := s*scale.F32[c], bias.F32[c]
-		for j, v := range src {
-			dst[j] = (v-m)*k + b
+	normRows(x.Shape[0]*C, l, func(p0, p1 int) {
+		for p := p0; p < p1; p++ {
+			c := p % C
+			src, dst := x.F32[p*l:(p+1)*l], y.F32[p*l:(p+1)*l]
+			m, s := meanInvStd(src, eps)
+			k, b := s*scale.F32[c], bias.F32[c]
+			for j, v := range src {
+				dst[j] = (v-m)*k + b
+			}
 		}
-	}
+	})
 	return []*Tensor{y}, nil
 }
