@@ -32,7 +32,7 @@ func TestBatchedProductsSplitByBatch(t *testing.T) {
 		eq string
 		b  *Tensor
 	}{{"bij,bjk->bik", b}, {"bij,bkj->bik", bt}} {
-		got, err := runOp(t, "Einsum", []DType{Float32}, attrs(onnx.AttrString("equation", tt.eq)), a, tt.b)
+		got, err := runOp(t, "Einsum", []DType{Float32}, attrList(onnx.AttrString("equation", tt.eq)), a, tt.b)
 		if err != nil {
 			t.Fatal(err)
 		}

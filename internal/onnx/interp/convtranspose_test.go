@@ -65,9 +65,9 @@ func TestConvTransposeMatchesNaive(t *testing.T) {
 			outW := tt.s*(tt.w-1) + tt.outPad + ext - 2*tt.pad
 			want := naiveConvTranspose2D(x, w, b, tt.group, tt.s, tt.s, tt.d, tt.d, tt.pad, tt.pad, outH, outW)
 			p := int64(tt.pad)
-			got, err := runOpAt(t, 13, "ConvTranspose", []DType{Float32}, attrs(
-				onnx.AttrInt("group", int64(tt.group)), ints("strides", int64(tt.s), int64(tt.s)), ints("dilations", int64(tt.d), int64(tt.d)),
-				ints("pads", p, p, p, p), ints("output_padding", int64(tt.outPad), int64(tt.outPad))), x, w, b)
+			got, err := runOpAt(t, 13, "ConvTranspose", []DType{Float32}, attrList(
+				onnx.AttrInt("group", int64(tt.group)), intsAttr("strides", int64(tt.s), int64(tt.s)), intsAttr("dilations", int64(tt.d), int64(tt.d)),
+				intsAttr("pads", p, p, p, p), intsAttr("output_padding", int64(tt.outPad), int64(tt.outPad))), x, w, b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,13 +83,13 @@ func TestConvTransposeShapes(t *testing.T) {
 	w := cF32(sh(1, 1, 2), 1, 10)
 	runMultiCases(t, []multiCase{
 		{name: "1-D", op: "ConvTranspose", in: []*Tensor{x, w}, want: []*Tensor{cF32(sh(1, 1, 3), 1, 12, 20)}},
-		{name: "1-D output_shape larger", op: "ConvTranspose", attrs: attrs(ints("output_shape", 4)), in: []*Tensor{x, w},
+		{name: "1-D output_shape larger", op: "ConvTranspose", attrs: attrList(intsAttr("output_shape", 4)), in: []*Tensor{x, w},
 			want: []*Tensor{cF32(sh(1, 1, 4), 1, 12, 20, 0)}},
-		{name: "same upper", op: "ConvTranspose", attrs: attrs(onnx.AttrString("auto_pad", "SAME_UPPER"), ints("strides", 2)), in: []*Tensor{x, w},
+		{name: "same upper", op: "ConvTranspose", attrs: attrList(onnx.AttrString("auto_pad", "SAME_UPPER"), intsAttr("strides", 2)), in: []*Tensor{x, w},
 			want: []*Tensor{cF32(sh(1, 1, 4), 1, 10, 2, 20)}},
-		{name: "group mismatch", op: "ConvTranspose", attrs: attrs(onnx.AttrInt("group", 2)), in: []*Tensor{x, w}, wantErr: "does not fit"},
-		{name: "3-D", op: "ConvTranspose", attrs: attrs(ints("strides", 1, 1, 1)), in: []*Tensor{x, w}, wantErr: "only 1-D and 2-D"},
-		{name: "output_padding length", op: "ConvTranspose", attrs: attrs(ints("strides", 1), ints("output_padding", 1, 1)), in: []*Tensor{x, w},
+		{name: "group mismatch", op: "ConvTranspose", attrs: attrList(onnx.AttrInt("group", 2)), in: []*Tensor{x, w}, wantErr: "does not fit"},
+		{name: "3-D", op: "ConvTranspose", attrs: attrList(intsAttr("strides", 1, 1, 1)), in: []*Tensor{x, w}, wantErr: "only 1-D and 2-D"},
+		{name: "output_padding length", op: "ConvTranspose", attrs: attrList(intsAttr("strides", 1), intsAttr("output_padding", 1, 1)), in: []*Tensor{x, w},
 			wantErr: `ConvTranspose node "n0": attribute output_padding`},
 	})
 }

@@ -97,7 +97,7 @@ func TestEinsumConformanceFloat32(t *testing.T) {
 }
 
 func TestEinsum(t *testing.T) {
-	eq := func(s string) []*onnxpb.AttributeProto { return attrs(onnx.AttrString("equation", s)) }
+	eq := func(s string) []*onnxpb.AttributeProto { return attrList(onnx.AttrString("equation", s)) }
 	a := iota32(2, 3)
 	q := iota32(1, 2, 2, 3) // b h q d
 	k := cF32(sh(1, 2, 1, 3), 1, 0, 0, 0, 0, 1)

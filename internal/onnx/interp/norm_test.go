@@ -65,7 +65,7 @@ func TestLayerNormLarge(t *testing.T) {
 			want.F32[i*l+j] = float32((float64(v)-mean)*inv*float64(scale.F32[j]) + float64(bias.F32[j]))
 		}
 	}
-	got, err := runOpAt(t, 17, "LayerNormalization", []DType{Float32}, attrs(onnx.AttrInt("axis", -1)), x, scale, bias)
+	got, err := runOpAt(t, 17, "LayerNormalization", []DType{Float32}, attrList(onnx.AttrInt("axis", -1)), x, scale, bias)
 	if err != nil {
 		t.Fatal(err)
 	}

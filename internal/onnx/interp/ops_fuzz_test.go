@@ -19,7 +19,7 @@ func fuzzNode(op string, opset int64, outs int, a ...*onnxpb.AttributeProto) *No
 }
 
 // small maps any value to [-lim, lim].
-func small(v int64, lim int64) int64 { return v % (lim + 1) }
+func fuzzSmall(v int64, lim int64) int64 { return v % (lim + 1) }
 
 // FuzzDataKernels runs the shape, indexing, padding, resize and
 // convolution-transpose kernels on a small tensor with parameters a model
@@ -42,36 +42,36 @@ func FuzzDataKernels(f *testing.F) {
 		var run Kernel
 		switch sel % 12 {
 		case 0:
-			n, in, run = fuzzNode("Slice", 13, 1), []*Tensor{x, i64(a), i64(b), i64(small(c, 3)), i64(d)}, slice
+			n, in, run = fuzzNode("Slice", 13, 1), []*Tensor{x, i64(a), i64(b), i64(fuzzSmall(c, 3)), i64(d)}, slice
 		case 1:
 			n = fuzzNode("Pad", 13, 1, onnx.AttrString("mode", modes[k%3]))
-			in, run = []*Tensor{x, i64(small(a, 9), small(b, 9), small(c, 9), small(d, 9), 0, -1)}, pad
+			in, run = []*Tensor{x, i64(fuzzSmall(a, 9), fuzzSmall(b, 9), fuzzSmall(c, 9), fuzzSmall(d, 9), 0, -1)}, pad
 		case 2:
 			n = fuzzNode("Resize", 13, 1, onnx.AttrString("mode", rmodes[k%3]), onnx.AttrString("coordinate_transformation_mode", coords[k%6]))
 			if scale != scale || scale > 16 {
 				scale = 1
 			}
-			in, run = []*Tensor{x, cF32(sh(6), 0, 0, float32(small(a, 2))/2, 1, 1, 1), cF32(sh(3), 1, 1, scale)}, resize
+			in, run = []*Tensor{x, cF32(sh(6), 0, 0, float32(fuzzSmall(a, 2))/2, 1, 1, 1), cF32(sh(3), 1, 1, scale)}, resize
 		case 3:
 			n = fuzzNode("Resize", 13, 1, onnx.AttrString("mode", rmodes[k%3]), onnx.AttrString("nearest_mode", "ceil"))
-			in, run = []*Tensor{x, nil, nil, i64(small(a, 5), 3, small(b, 9))}, resize
+			in, run = []*Tensor{x, nil, nil, i64(fuzzSmall(a, 5), 3, fuzzSmall(b, 9))}, resize
 		case 4:
-			n, in, run = fuzzNode("Tile", 13, 1), []*Tensor{x, i64(small(a, 3), small(b, 3), small(c, 3))}, tile
+			n, in, run = fuzzNode("Tile", 13, 1), []*Tensor{x, i64(fuzzSmall(a, 3), fuzzSmall(b, 3), fuzzSmall(c, 3))}, tile
 		case 5:
-			n, in, run = fuzzNode("Expand", 13, 1), []*Tensor{x, i64(small(a, 4), small(b, 4), 4)}, expand
+			n, in, run = fuzzNode("Expand", 13, 1), []*Tensor{x, i64(fuzzSmall(a, 4), fuzzSmall(b, 4), 4)}, expand
 		case 6:
-			n, in, run = fuzzNode("Gather", 13, 1, onnx.AttrInt("axis", small(c, 4))), []*Tensor{x, i64(a, b)}, gather
+			n, in, run = fuzzNode("Gather", 13, 1, onnx.AttrInt("axis", fuzzSmall(c, 4))), []*Tensor{x, i64(a, b)}, gather
 		case 7:
-			n, in, run = fuzzNode("Split", 13, 2, onnx.AttrInt("axis", small(c, 4))), []*Tensor{x, i64(a, b)}, split
+			n, in, run = fuzzNode("Split", 13, 2, onnx.AttrInt("axis", fuzzSmall(c, 4))), []*Tensor{x, i64(a, b)}, split
 		case 8:
 			n, in, run = fuzzNode("Unsqueeze", 13, 1), []*Tensor{x, i64(a, b)}, unsqueeze
 		case 9:
-			n, in, run = fuzzNode("GatherElements", 13, 1, onnx.AttrInt("axis", small(c, 4))), []*Tensor{x, cI64(sh(1, 1, 2), a, b)}, gatherElements
+			n, in, run = fuzzNode("GatherElements", 13, 1, onnx.AttrInt("axis", fuzzSmall(c, 4))), []*Tensor{x, cI64(sh(1, 1, 2), a, b)}, gatherElements
 		case 10:
 			n, in, run = fuzzNode("ScatterND", 16, 1), []*Tensor{x, cI64(sh(1, 2), a, b), cF32(sh(1, 4), 1, 2, 3, 4)}, scatterND
 		default:
-			n = fuzzNode("ConvTranspose", 13, 1, onnx.AttrInts("strides", small(a, 3)+4), onnx.AttrInts("pads", small(b, 3), small(c, 3)),
-				onnx.AttrInts("output_padding", small(d, 2)+2))
+			n = fuzzNode("ConvTranspose", 13, 1, onnx.AttrInts("strides", fuzzSmall(a, 3)+4), onnx.AttrInts("pads", fuzzSmall(b, 3), fuzzSmall(c, 3)),
+				onnx.AttrInts("output_padding", fuzzSmall(d, 2)+2))
 			in, run = []*Tensor{x, iota32(3, 1, 2)}, runConvTranspose
 		}
 		res, err := run(n, in)

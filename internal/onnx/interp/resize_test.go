@@ -8,7 +8,7 @@ import (
 )
 
 func TestResize(t *testing.T) {
-	mode := func(m string) []*onnxpb.AttributeProto { return attrs(onnx.AttrString("mode", m)) }
+	mode := func(m string) []*onnxpb.AttributeProto { return attrList(onnx.AttrString("mode", m)) }
 	scales := func(v ...float32) *Tensor { return cF32(sh(len(v)), v...) }
 	runMultiCases(t, []multiCase{
 		{name: "linear half pixel", op: "Resize", attrs: mode("linear"), in: []*Tensor{cF32(sh(1, 2), 1, 2), nil, scales(1, 2)},
@@ -16,7 +16,7 @@ func TestResize(t *testing.T) {
 		{name: "nearest int64 by sizes", op: "Resize", in: []*Tensor{cI64(sh(2), 5, 6), nil, nil, cI64(sh(1), 4)},
 			want: []*Tensor{cI64(sh(4), 5, 5, 6, 6)}},
 		{name: "nearest bool asymmetric downsample", op: "Resize",
-			attrs: attrs(onnx.AttrString("coordinate_transformation_mode", "asymmetric")),
+			attrs: attrList(onnx.AttrString("coordinate_transformation_mode", "asymmetric")),
 			in:    []*Tensor{cB(sh(4), true, false, false, true), nil, scales(0.5)}, want: []*Tensor{cB(sh(2), true, false)}},
 		{name: "same size is a copy", op: "Resize", attrs: mode("cubic"), in: []*Tensor{cF32(sh(1, 3), 1, 5, 2), nil, scales(1, 1)},
 			want: []*Tensor{cF32(sh(1, 3), 1, 5, 2)}},
@@ -27,7 +27,7 @@ func TestResize(t *testing.T) {
 		{name: "negative scale", op: "Resize", in: []*Tensor{cF32(sh(2), 1, 2), nil, scales(-2)}, wantErr: "positive"},
 		{name: "linear int", op: "Resize", attrs: mode("linear"), in: []*Tensor{cI64(sh(2), 1, 2), nil, scales(2)}, wantErr: "only float32"},
 		{name: "bad mode", op: "Resize", attrs: mode("area"), in: []*Tensor{cF32(sh(2), 1, 2), nil, scales(2)}, wantErr: `Resize node "n0": attribute mode`},
-		{name: "bad nearest mode", op: "Resize", attrs: attrs(onnx.AttrString("nearest_mode", "up")), in: []*Tensor{cF32(sh(2), 1, 2), nil, scales(2)},
+		{name: "bad nearest mode", op: "Resize", attrs: attrList(onnx.AttrString("nearest_mode", "up")), in: []*Tensor{cF32(sh(2), 1, 2), nil, scales(2)},
 			wantErr: "nearest_mode"},
 	})
 }

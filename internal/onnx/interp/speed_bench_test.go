@@ -88,8 +88,8 @@ func BenchmarkConvGroups(b *testing.B) {
 				w := randTensor(r, tt.m, tt.c/tt.grp, tt.k, tt.k)
 				bias := randTensor(r, tt.m)
 				p := int64(tt.k / 2)
-				benchOp(b, "Conv", 13, attrs(onnx.AttrInt("group", int64(tt.grp)), ints("strides", int64(tt.s), int64(tt.s)),
-					ints("pads", p, p, p, p)), x, w, bias)
+				benchOp(b, "Conv", 13, attrList(onnx.AttrInt("group", int64(tt.grp)), intsAttr("strides", int64(tt.s), int64(tt.s)),
+					intsAttr("pads", p, p, p, p)), x, w, bias)
 			})
 		}
 	}
@@ -99,13 +99,13 @@ func BenchmarkConvGroups(b *testing.B) {
 func BenchmarkLayerNorm(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	x := randTensor(r, 8, 128, 768)
-	benchOp(b, "LayerNormalization", 17, attrs(onnx.AttrInt("axis", -1)), x, randTensor(r, 768), randTensor(r, 768))
+	benchOp(b, "LayerNormalization", 17, attrList(onnx.AttrInt("axis", -1)), x, randTensor(r, 768), randTensor(r, 768))
 }
 
 // BenchmarkSoftmax is attention's softmax over the last axis.
 func BenchmarkSoftmax(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
-	benchOp(b, "Softmax", 13, attrs(onnx.AttrInt("axis", -1)), randTensor(r, 4, 12, 128, 128))
+	benchOp(b, "Softmax", 13, attrList(onnx.AttrInt("axis", -1)), randTensor(r, 4, 12, 128, 128))
 }
 
 // BenchmarkAttentionMatMul is attention's batched products: Q·Kᵀ as a
@@ -120,7 +120,7 @@ func BenchmarkAttentionMatMul(b *testing.B) {
 		b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 	})
 	b.Run("Einsum", func(b *testing.B) {
-		benchOp(b, "Einsum", 13, attrs(onnx.AttrString("equation", "bhqd,bhkd->bhqk")), q, k)
+		benchOp(b, "Einsum", 13, attrList(onnx.AttrString("equation", "bhqd,bhkd->bhqk")), q, k)
 		b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 	})
 }
@@ -129,7 +129,7 @@ func BenchmarkAttentionMatMul(b *testing.B) {
 func BenchmarkConvTranspose(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	x := randTensor(r, 1, 64, 28, 28)
-	benchOp(b, "ConvTranspose", 13, attrs(ints("strides", 2, 2), ints("pads", 1, 1, 1, 1), ints("output_padding", 1, 1)),
+	benchOp(b, "ConvTranspose", 13, attrList(intsAttr("strides", 2, 2), intsAttr("pads", 1, 1, 1, 1), intsAttr("output_padding", 1, 1)),
 		x, randTensor(r, 64, 32, 3, 3), randTensor(r, 32))
 }
 
