@@ -432,6 +432,17 @@ func split(n *Node, in []*Tensor) ([]*Tensor, error) {
 			return nil, err
 		}
 	}
+	if parts == nil && n.Has("num_outputs") {
+		// Opset 18's form: parts of ceil(dim/outs), the last one smaller.
+		if k := n.Int("num_outputs", 0); k != int64(outs) {
+			return nil, fmt.Errorf("attribute num_outputs is %d for %d outputs", k, outs)
+		}
+		size := (dim + outs - 1) / outs
+		parts = make([]int64, outs)
+		for i := range parts {
+			parts[i] = int64(max(0, min(size, dim-i*size)))
+		}
+	}
 	if parts == nil {
 		if dim%outs != 0 {
 			return nil, fmt.Errorf("axis %d of size %d does not split into %d equal parts", axis, dim, outs)

@@ -97,10 +97,11 @@ func iota32(shape ...int) *Tensor {
 	return t
 }
 
+// intsAttr is an integer list attribute.
 func intsAttr(name string, v ...int64) *onnxpb.AttributeProto { return onnx.AttrInts(name, v...) }
-func attrList(a ...*onnxpb.AttributeProto) []*onnxpb.AttributeProto {
-	return a
-}
+
+// attrList is a node's attributes.
+func attrList(a ...*onnxpb.AttributeProto) []*onnxpb.AttributeProto { return a }
 
 func TestDimsOps(t *testing.T) {
 	x := iota32(2, 3)
@@ -210,6 +211,9 @@ func TestSplit(t *testing.T) {
 			want: []*Tensor{cF32(sh(2, 1), 0, 4), cF32(sh(2, 0)), cF32(sh(2, 3), 1, 2, 3, 5, 6, 7)}},
 		{name: "attribute form", opset: 11, op: "Split", attrs: attrList(intsAttr("split", 1, 1)), in: []*Tensor{cI64(sh(2), 5, 6)},
 			want: []*Tensor{cI64(sh(1), 5), cI64(sh(1), 6)}},
+		{name: "num_outputs uneven", op: "Split", attrs: attrList(onnx.AttrInt("axis", 1), onnx.AttrInt("num_outputs", 3)), in: []*Tensor{x},
+			want: []*Tensor{cF32(sh(2, 2), 0, 1, 4, 5), cF32(sh(2, 2), 2, 3, 6, 7), cF32(sh(2, 0))}},
+		{name: "num_outputs mismatch", op: "Split", attrs: attrList(onnx.AttrInt("num_outputs", 3)), in: []*Tensor{x}, outs: 2, wantErr: "num_outputs"},
 		{name: "uneven", op: "Split", attrs: attrList(onnx.AttrInt("axis", 1)), in: []*Tensor{x}, outs: 3, wantErr: "equal parts"},
 		{name: "bad sum", op: "Split", in: []*Tensor{x, cI64(sh(2), 1, 2)}, outs: 2, wantErr: "sums to"},
 		{name: "attribute at 13", op: "Split", attrs: attrList(intsAttr("split", 1, 1)), in: []*Tensor{x}, outs: 2, wantErr: `Split node "n0": attribute split is an input`},
