@@ -18,16 +18,19 @@ func int64Const(v ...int64) onnx.Attr {
 	return &onnxpb.AttributeProto{Name: proto.String("value"), Type: onnxpb.AttributeProto_TENSOR.Enum(), T: p}
 }
 
-// shapeChain builds x -> Shape -> Gather(0) -> Unsqueeze -> Concat(-1)
-// -> Reshape(x): the batch-flattening subgraph exporters write, on an
-// input x of the given dimensions.
+// shapeChain builds x -> Shape -> Gather(scalar 0) -> Unsqueeze ->
+// Concat(-1) -> Reshape(x): the batch-flattening subgraph exporters
+// write, on an input x of the given dimensions.
 func shapeChain(dims ...onnx.Dim) *onnx.Builder {
+	scalarZero := &onnxpb.AttributeProto{Name: proto.String("value_int"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(0)}
 	return onnx.NewBuilder("chain", 13).Input("x", onnxpb.TensorProto_FLOAT, dims...).
-		Node("Constant", "zero", nil, []string{"zero"}, int64Const(0)).
+		Node("Constant", "zero", nil, []string{"zero"}, scalarZero).
+		Node("Constant", "axes", nil, []string{"axes"}, int64Const(0)).
 		Node("Constant", "minus1", nil, []string{"minus1"}, int64Const(-1)).
 		Node("Shape", "shape", []string{"x"}, []string{"s"}).
 		Node("Gather", "batch", []string{"s", "zero"}, []string{"n"}, onnx.AttrInt("axis", 0)).
-		Node("Concat", "cat", []string{"n", "minus1"}, []string{"newshape"}, onnx.AttrInt("axis", 0)).
+		Node("Unsqueeze", "n1", []string{"n", "axes"}, []string{"n1"}).
+		Node("Concat", "cat", []string{"n1", "minus1"}, []string{"newshape"}, onnx.AttrInt("axis", 0)).
 		Node("Reshape", "flat", []string{"x", "newshape"}, []string{"y"}).
 		Output("y", onnxpb.TensorProto_FLOAT)
 }
@@ -50,7 +53,7 @@ func TestShapeChainFolded(t *testing.T) {
 		want string
 	}{
 		{"static", []onnx.Dim{onnx.D(2), onnx.D(3), onnx.D(4)}, "Reshape"},
-		{"dynamic batch", []onnx.Dim{onnx.P("n"), onnx.D(3), onnx.D(4)}, "Shape Gather Concat Reshape"},
+		{"dynamic batch", []onnx.Dim{onnx.P("n"), onnx.D(3), onnx.D(4)}, "Shape Gather Unsqueeze Concat Reshape"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := mustLoad(t, shapeChain(tt.dims...))
