@@ -126,3 +126,27 @@ func TestFoldErrorNamesNode(t *testing.T) {
 		t.Fatalf("error %v wraps ErrUnsupported; the model is wrong, not unsupported", err)
 	}
 }
+
+// TestVolatileNotFolded checks that a node of a Volatile operator runs
+// at every request even when its inputs are all constants.
+func TestVolatileNotFolded(t *testing.T) {
+	m := mustLoad(t, onnx.NewBuilder("v", 13).Input("x", onnxpb.TensorProto_INT64, onnx.D(1)).
+		Node("Constant", "c", nil, []string{"c"}, int64Const(1)).
+		Node("Identity", "id", []string{"c"}, []string{"y"}).
+		Node("Add", "add", []string{"x", "y"}, []string{"z"}).
+		Output("z", onnxpb.TensorProto_INT64))
+	if got := strings.Join(stepOps(m), " "); got != "Add" {
+		t.Fatalf("steps %q, want the Identity of a constant folded", got)
+	}
+	// The same graph with Identity marked Volatile keeps its step.
+	b := &builder{m: &Model{}, slot: map[string]int{}, static: map[int]*Tensor{}}
+	st := &step{node: &Node{Proto: &onnxpb.NodeProto{OpType: proto.String("Identity")}}, op: Op{Volatile: true}, in: []int{0}}
+	b.m.consts = []*Tensor{cI64(sh(1), 1)}
+	if _, ok := b.foldArgs(st); ok {
+		t.Fatal("a Volatile step with constant inputs would be folded")
+	}
+	st.op.Volatile = false
+	if _, ok := b.foldArgs(st); !ok {
+		t.Fatal("a step with constant inputs would not be folded")
+	}
+}

@@ -330,10 +330,13 @@ func (b *builder) nodes(g *onnxpb.GraphProto, opset int64) error {
 // load: every input it reads is a constant (an initializer or a folded
 // output), or, for operators that read only their input's shape (Shape,
 // Size), a graph input whose shape the model gives in full. Constant
-// nodes, which read nothing, always fold. Every operator the interpreter
-// implements is deterministic, so running such a step at load gives what
-// every request would compute.
+// nodes, which read nothing, always fold; Volatile operators never do.
+// The others are functions of their inputs, so running such a step at
+// load gives what every request would compute.
 func (b *builder) foldArgs(st *step) ([]*Tensor, bool) {
+	if st.op.Volatile {
+		return nil, false
+	}
 	args := make([]*Tensor, len(st.in))
 	for j, s := range st.in {
 		switch {

@@ -107,6 +107,10 @@ type Op struct {
 	// InPlace, when set, computes the node by overwriting its only input;
 	// the executor uses it when that input is fresh and dead after the node.
 	InPlace func(n *Node, t *Tensor) error
+	// Volatile says the outputs are not a function of the inputs (a
+	// random generator): the loader never computes such a node at load,
+	// as it does the others whose inputs are all known.
+	Volatile bool
 }
 
 // ops maps an operator type of the default ONNX domain to its
