@@ -106,6 +106,9 @@ func convTransposeSetup(n *Node, in []*Tensor) (convTOp, error) {
 	var out, pb, s, d [nnMaxSpatial]int
 	for i := range r {
 		s[i], d[i] = get(a.strides, i, 1), get(a.dilations, i, 1)
+		if s[i] > maxConvTStep || d[i] > maxConvTStep || get(outPad, i, 0) > maxConvTStep {
+			return convTOp{}, n.Errorf("strides %v, dilations %v or output_padding %v above %d", a.strides, a.dilations, outPad, maxConvTStep)
+		}
 		ext := d[i]*(kernel[i]-1) + 1
 		full := s[i]*(x.Shape[2+i]-1) + get(outPad, i, 0) + ext // output size without pads
 		switch {
@@ -153,6 +156,10 @@ func convTransposeSetup(n *Node, in []*Tensor) (convTOp, error) {
 	}
 	return c, nil
 }
+
+// maxConvTStep bounds ConvTranspose's strides, dilations and output
+// padding, so that the output size computed from them cannot overflow.
+const maxConvTStep = 1 << 20
 
 func runConvTranspose(n *Node, in []*Tensor) ([]*Tensor, error) {
 	return convTransposeRun(n, in, nil)

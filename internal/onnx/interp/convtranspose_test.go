@@ -87,6 +87,7 @@ func TestConvTransposeShapes(t *testing.T) {
 			want: []*Tensor{cF32(sh(1, 1, 4), 1, 12, 20, 0)}},
 		{name: "same upper", op: "ConvTranspose", attrs: attrList(onnx.AttrString("auto_pad", "SAME_UPPER"), intsAttr("strides", 2)), in: []*Tensor{x, w},
 			want: []*Tensor{cF32(sh(1, 1, 4), 1, 10, 2, 20)}},
+		{name: "huge stride", op: "ConvTranspose", attrs: attrList(intsAttr("strides", 1<<40)), in: []*Tensor{x, w}, wantErr: "above"},
 		{name: "group mismatch", op: "ConvTranspose", attrs: attrList(onnx.AttrInt("group", 2)), in: []*Tensor{x, w}, wantErr: "does not fit"},
 		{name: "3-D", op: "ConvTranspose", attrs: attrList(intsAttr("strides", 1, 1, 1)), in: []*Tensor{x, w}, wantErr: "only 1-D and 2-D"},
 		{name: "output_padding length", op: "ConvTranspose", attrs: attrList(intsAttr("strides", 1), intsAttr("output_padding", 1, 1)), in: []*Tensor{x, w},
