@@ -47,41 +47,10 @@ func nnDepthwise(simd bool, g *nnGeom, x, w, bias []float32, Mg int, y, buf []fl
 	p := newDepthwisePlan(g)
 	sub := p.hq * p.wq
 	planes := buf[:g.sH*g.sW*sub]
-	for a := range g.sH {
-		for c := range g.sW {
-			dst := planes[(a*g.sW+c)*sub : (a*g.sW+c+1)*sub]
-			for i := range p.hq {
-				row := dst[i*p.wq : (i+1)*p.wq]
-				ih := i*g.sH + a - g.padT
-				if ih < 0 || ih >= g.inH {
-					clear(row)
-					continue
-				}
-				src := x[ih*g.inW : (ih+1)*g.inW]
-				if g.sW == 1 {
-					// Sub-image column j is input column j - padL.
-					lo, hi := min(g.padL, p.wq), min(p.wq, g.padL+g.inW)
-					for j := range lo {
-						row[j] = 0
-					}
-					if hi > lo { // then lo = padL: input column 0
-						copyShort(row[lo:hi], src[:hi-lo])
-					}
-					for j := max(lo, hi); j < len(row); j++ {
-						row[j] = 0
-					}
-					continue
-				}
-				for j := range row {
-					iw := j*g.sW + c - g.padL
-					if iw >= 0 && iw < g.inW {
-						row[j] = src[iw]
-					} else {
-						row[j] = 0
-					}
-				}
-			}
-		}
+	if g.sW == 2 {
+		depthwiseLayout2(g, &p, x, planes)
+	} else {
+		depthwiseLayout(g, &p, x, planes)
 	}
 	acc := buf[len(planes) : len(planes)+g.outH*p.wq]
 	K := g.kH * g.kW
@@ -127,6 +96,97 @@ func copyShort(dst, src []float32) {
 	src = src[:len(dst)]
 	for i, v := range src {
 		dst[i] = v
+	}
+}
+
+// depthwiseLayout writes the padded input x into the sub-images of planes
+// as depthwisePlan says, for any strides.
+func depthwiseLayout(g *nnGeom, p *depthwisePlan, x, planes []float32) {
+	sub := p.hq * p.wq
+	for a := range g.sH {
+		for c := range g.sW {
+			dst := planes[(a*g.sW+c)*sub : (a*g.sW+c+1)*sub]
+			for i := range p.hq {
+				row := dst[i*p.wq : (i+1)*p.wq]
+				ih := i*g.sH + a - g.padT
+				if ih < 0 || ih >= g.inH {
+					clear(row)
+					continue
+				}
+				src := x[ih*g.inW : (ih+1)*g.inW]
+				if g.sW == 1 {
+					// Sub-image column j is input column j - padL.
+					lo, hi := min(g.padL, p.wq), min(p.wq, g.padL+g.inW)
+					for j := range lo {
+						row[j] = 0
+					}
+					if hi > lo { // then lo = padL: input column 0
+						copyShort(row[lo:hi], src[:hi-lo])
+					}
+					for j := max(lo, hi); j < len(row); j++ {
+						row[j] = 0
+					}
+					continue
+				}
+				// Sub-image column j is input column j*sW + c - padL:
+				// inside the input for j in [lo, hi).
+				off := c - g.padL
+				lo := 0
+				if off < 0 {
+					lo = min(len(row), (-off+g.sW-1)/g.sW)
+				}
+				hi := lo
+				if g.inW-off > 0 {
+					hi = max(lo, min(len(row), (g.inW-off+g.sW-1)/g.sW))
+				}
+				for j := range lo {
+					row[j] = 0
+				}
+				iw := lo*g.sW + off
+				for j := lo; j < hi; j++ {
+					row[j] = src[iw]
+					iw += g.sW
+				}
+				for j := hi; j < len(row); j++ {
+					row[j] = 0
+				}
+			}
+		}
+	}
+}
+
+// depthwiseLayout2 is depthwiseLayout for a column stride of 2: each
+// input row is read once, its elements going alternately to the two
+// sub-images of its row phase.
+func depthwiseLayout2(g *nnGeom, p *depthwisePlan, x, planes []float32) {
+	sub := p.hq * p.wq
+	n := min(g.inW, p.wp-g.padL) // input columns inside the padded region
+	for a := range g.sH {
+		for i := range p.hq {
+			r0 := planes[(a*2)*sub+i*p.wq : (a*2)*sub+(i+1)*p.wq]
+			r1 := planes[(a*2+1)*sub+i*p.wq : (a*2+1)*sub+(i+1)*p.wq]
+			clear(r0)
+			clear(r1)
+			ih := i*g.sH + a - g.padT
+			if ih < 0 || ih >= g.inH || n <= 0 {
+				continue
+			}
+			src := x[ih*g.inW : ih*g.inW+n]
+			// Input column iw is padded column q = iw + padL: element
+			// q/2 of r0 when q is even, of r1 when odd.
+			iw := 0
+			if g.padL&1 == 1 {
+				r1[g.padL>>1] = src[0]
+				iw = 1
+			}
+			j := (iw + g.padL) >> 1
+			for ; iw+1 < n; iw, j = iw+2, j+1 {
+				r0[j], r1[j] = src[iw], src[iw+1]
+			}
+			if iw < n {
+				r0[j] = src[iw]
+			}
+		}
 	}
 }
 

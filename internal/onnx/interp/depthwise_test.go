@@ -18,6 +18,9 @@ func TestDepthwiseMatchesNaive(t *testing.T) {
 		{3, 1, 5, 70, 3, 3, 1, 1, 1},
 		{2, 1, 3, 40, 1, 5, 1, 3, 6}, // dilated, padding wider than the kernel
 		{2, 2, 9, 37, 3, 3, 2, 1, 1},
+		{1, 1, 8, 36, 3, 3, 2, 1, 0}, // stride 2, no padding
+		{1, 1, 7, 33, 5, 5, 2, 1, 2}, // stride 2, even padding
+		{2, 1, 5, 20, 3, 3, 2, 2, 3}, // stride 2, dilated, odd padding wider than the kernel reach
 		{4, 1, 12, 12, 9, 9, 1, 1, 4},
 		{1, 1, 8, 40, 5, 3, 3, 2, 2},
 		{2, 1, 6, 50, 2, 4, 4, 1, 0},
