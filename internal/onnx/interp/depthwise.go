@@ -38,11 +38,12 @@ const maxDepthwiseTaps = 64
 
 // nnDepthwise sets y (Mg planes of outH x outW) to the convolution of one
 // input channel x (inH x inW) with the Mg filters w (kH x kW each) plus
-// their bias (nil: none): a depthwise convolution's group. The input, with its padding as zeros,
-// is first laid out in buf as depthwisePlan says; then each output plane,
-// at row stride wq, is the bias plus one multi-tap pass over all its taps
-// (kernel1AVX where simd is set, only where haveAVX2FMA), and its rows
-// are copied to y. The columns past outW of each row are computed and dropped.
+// their bias (nil: none): a depthwise convolution's group. The input,
+// with its padding as zeros, is first laid out in buf (nnDepthwiseBuf
+// elements) as depthwisePlan says; then each output plane, at row stride
+// wq, is the bias plus one multi-tap pass over all its taps (kernel1AVX
+// where simd is set, only where haveAVX2FMA), and its rows are copied to
+// y. The columns past outW of each row are computed and dropped.
 func nnDepthwise(simd bool, g *nnGeom, x, w, bias []float32, Mg int, y, buf []float32) {
 	p := newDepthwisePlan(g)
 	sub := p.hq * p.wq
