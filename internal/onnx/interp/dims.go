@@ -85,7 +85,7 @@ func squeeze(n *Node, in []*Tensor) ([]*Tensor, error) {
 		return nil, err
 	}
 	drop := make([]bool, len(t.Shape))
-	if axes == nil {
+	if len(axes) == 0 { // absent or empty: every dimension of size 1, as ONNX Runtime does
 		for i, d := range t.Shape {
 			drop[i] = d == 1
 		}

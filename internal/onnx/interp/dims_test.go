@@ -114,6 +114,7 @@ func TestDimsOps(t *testing.T) {
 		{name: "size", op: "Size", in: []*Tensor{cI64(sh(2, 2), 1, 2, 3, 4)}, want: []*Tensor{cI64(sh(), 4)}},
 
 		{name: "squeeze all", op: "Squeeze", in: []*Tensor{cI64(sh(1, 2, 1), 7, 8)}, want: []*Tensor{cI64(sh(2), 7, 8)}},
+		{name: "squeeze empty axes", op: "Squeeze", in: []*Tensor{cI64(sh(1, 2, 1), 7, 8), cI64(sh(0))}, want: []*Tensor{cI64(sh(2), 7, 8)}},
 		{name: "squeeze axis -1", op: "Squeeze", in: []*Tensor{cI64(sh(1, 2, 1), 7, 8), cI64(sh(1), -1)}, want: []*Tensor{cI64(sh(1, 2), 7, 8)}},
 		{name: "squeeze attribute form", opset: 11, op: "Squeeze", attrs: attrList(intsAttr("axes", 0)), in: []*Tensor{cB(sh(1, 2), true, false)}, want: []*Tensor{cB(sh(2), true, false)}},
 		{name: "squeeze non-one axis", op: "Squeeze", in: []*Tensor{x, cI64(sh(1), 0)}, wantErr: "size is not 1"},
