@@ -70,6 +70,18 @@ type step struct {
 	// inPlace, when set, computes the node by overwriting its only input,
 	// which the executor has proven dead after this step.
 	inPlace func(n *Node, t *Tensor) error
+	// release, when set, takes back the data of the step's first output
+	// for a later request once no step will read it.
+	release func(*Tensor)
+	// recycle lists the values, read by this step, whose data no later
+	// step reads: each is given back to its producer's release.
+	recycle []recycled
+}
+
+// recycled is a value whose data a step gives back after it runs.
+type recycled struct {
+	slot    int
+	release func(*Tensor)
 }
 
 // unsupportedOpsError lists every node whose operator the interpreter lacks.
@@ -462,7 +474,9 @@ func (b *builder) graphOutputs(g *onnxpb.GraphProto) error {
 // not graph outputs. The merged step, at the Conv's place, applies them to
 // each image while the image's convolution is in cache, and the values
 // between them are never made. Moving the later steps up to the Conv keeps
-// the order valid: they read nothing else.
+// the order valid: they read nothing else. Every Conv step, fused or not,
+// takes its output's data from buffers that planRecycling has the
+// output's last reader give back, so that a run reuses the last one's.
 func (b *builder) fuse() {
 	m := b.m
 	reads := make([]int, len(b.names))  // steps reading each slot (a step reading it twice counts twice)
@@ -503,10 +517,10 @@ func (b *builder) fuse() {
 		if j := next(last, "MaxPool"); j >= 0 {
 			last, pool, drop[j] = j, m.steps[j].node, true
 		}
-		if last != i {
-			m.steps[i].run = fusedConvKernel(relu, pool)
-			m.steps[i].out = m.steps[last].out
-		}
+		// Every Conv gets the fused kernel (with nothing fused, it is
+		// the prepared one), whose outputs are recycled.
+		m.steps[i].run, m.steps[i].release = fusedConvKernel(relu, pool)
+		m.steps[i].out = m.steps[last].out
 	}
 	steps := m.steps[:0]
 	for i, st := range m.steps {
@@ -599,12 +613,61 @@ func (b *builder) plan() {
 			m.steps[i].free = append(m.steps[i].free, s)
 		}
 	}
+	b.planRecycling(root, external)
 	seen := map[int]bool{}
 	m.cloneOut = make([]bool, len(m.outSlot))
 	for k, s := range m.outSlot {
 		r := root[s]
 		m.cloneOut[k] = m.consts[r] != nil || b.input[r] || seen[r]
 		seen[r] = true
+	}
+}
+
+// planRecycling has the step that last reads the data of a value made by
+// a step with release give that data back. Only data the plan fully
+// accounts for is given back: not an initializer's, an input's or an
+// output's (external), not data a step took over in place, and not data
+// read by a step that might return its input as its own output (one
+// neither Fresh nor View).
+func (b *builder) planRecycling(root []int, external []bool) {
+	m := b.m
+	release := map[int]func(*Tensor){} // root slot -> its producer's release
+	for _, st := range m.steps {
+		if st.release != nil && len(st.out) > 0 && st.out[0] >= 0 && !external[st.out[0]] {
+			release[st.out[0]] = st.release
+		}
+	}
+	if len(release) == 0 {
+		return
+	}
+	last := map[int]int{} // root -> last step reading it
+	for i, st := range m.steps {
+		for _, s := range st.in {
+			if s < 0 {
+				continue
+			}
+			r := root[s]
+			if release[r] == nil {
+				continue
+			}
+			if st.inPlace != nil || !(st.op.Fresh || st.op.View) {
+				delete(release, r)
+				continue
+			}
+			last[r] = i
+		}
+	}
+	for r, rel := range release {
+		i, ok := last[r]
+		if !ok {
+			continue
+		}
+		for _, s := range m.steps[i].in {
+			if s >= 0 && root[s] == r {
+				m.steps[i].recycle = append(m.steps[i].recycle, recycled{slot: s, release: rel})
+				break
+			}
+		}
 	}
 }
 

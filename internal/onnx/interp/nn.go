@@ -275,16 +275,25 @@ func convRun(n *Node, in []*Tensor, pool *sync.Pool) ([]*Tensor, error) {
 // (if relu) and the MaxPool (poolNode, nil for none) that alone read its
 // output, in that order: each image's convolution goes through them
 // while it is in cache, and only the last result is made. The im2col and
-// image buffers come from a pool of the kernel's own.
-func fusedConvKernel(relu bool, poolNode *Node) Kernel {
-	pool := new(sync.Pool)
-	return func(n *Node, in []*Tensor) ([]*Tensor, error) {
+// image buffers come from a pool of the kernel's own; the output's data
+// from outs when it holds a buffer large enough (release gives one back
+// once the executor has proven the output dead), else is allocated.
+func fusedConvKernel(relu bool, poolNode *Node) (kernel Kernel, release func(*Tensor)) {
+	pool, outs := new(sync.Pool), new(sync.Pool)
+	output := func(shape []int) *Tensor {
+		buf := getScratch[float32](outs, Size(shape))
+		return &Tensor{DType: Float32, Shape: shape, F32: *buf}
+	}
+	kernel = func(n *Node, in []*Tensor) ([]*Tensor, error) {
 		c, err := convSetup(n, in)
 		if err != nil {
 			return nil, err
 		}
 		if poolNode == nil {
-			y := New(Float32, c.shape...)
+			y := output(c.shape)
+			if c.bias == nil {
+				clear(y.F32) // the products add to it; a bias would be written first
+			}
 			nnConv(&c, y.F32, pool, convEpilogue{relu: relu})
 			return []*Tensor{y}, nil
 		}
@@ -292,10 +301,17 @@ func fusedConvKernel(relu bool, poolNode *Node) Kernel {
 		if err != nil {
 			return nil, err
 		}
-		y := New(Float32, shape...)
+		y := output(shape) // every element is a window's maximum
 		nnConv(&c, nil, pool, convEpilogue{relu: relu, pool: &pg, pooled: y.F32})
 		return []*Tensor{y}, nil
 	}
+	release = func(t *Tensor) {
+		if t.DType == Float32 && cap(t.F32) > 0 {
+			buf := t.F32[:0]
+			outs.Put(&buf)
+		}
+	}
+	return kernel, release
 }
 
 // convOp is a validated Conv: its operands, geometry and output shape.
