@@ -257,3 +257,86 @@ func axisMapSpans(in, out []int, src [][]int) []span {
 	}
 	return spans
 }
+
+// gatherMapped writes dst, of shape out, from src, of shape in: output
+// element (o0, ..., oL) is input element (src[0][o0], ..., src[L][oL]), or
+// the fill value (a one-element tensor of dst's type, nil for zero) when
+// any of these is -1. Unlike axisMapSpans it does not need runs along the
+// last axis: each output row is gathered element by element through the
+// last axis's map, as nearest-neighbour upsampling needs.
+func gatherMapped(dst, src *Tensor, in, out []int, maps [][]int, fill *Tensor) error {
+	if src.DType != dst.DType {
+		return fmt.Errorf("moving %s elements into a %s tensor", src.DType, dst.DType)
+	}
+	if fill != nil && (fill.DType != dst.DType || fill.Len() != 1) {
+		return fmt.Errorf("fill value must be one %s element", dst.DType)
+	}
+	r := len(out)
+	if Size(out) == 0 {
+		return nil
+	}
+	if r == 0 {
+		return moveSpans(dst, src, []span{{d: 0, s: 0, n: 1, stride: 1}}, nil)
+	}
+	// The input offset of each output row, or -1.
+	st := contiguousStrides(in)
+	rows := make([]int, Size(out[:r-1]))
+	idx := make([]int, r-1)
+	for k := range rows {
+		off := 0
+		for a, i := range idx {
+			if s := maps[a][i]; s < 0 || off < 0 {
+				off = -1
+			} else {
+				off += s * st[a]
+			}
+		}
+		rows[k] = off
+		for a := r - 2; a >= 0; a-- {
+			if idx[a]++; idx[a] < out[a] {
+				break
+			}
+			idx[a] = 0
+		}
+	}
+	cols := maps[r-1]
+	switch dst.DType {
+	case Float32:
+		gatherRows(dst.F32, src.F32, rows, cols, fillOf(fill, func(t *Tensor) []float32 { return t.F32 }))
+	case Uint8:
+		gatherRows(dst.U8, src.U8, rows, cols, fillOf(fill, func(t *Tensor) []uint8 { return t.U8 }))
+	case Int8:
+		gatherRows(dst.I8, src.I8, rows, cols, fillOf(fill, func(t *Tensor) []int8 { return t.I8 }))
+	case Int32:
+		gatherRows(dst.I32, src.I32, rows, cols, fillOf(fill, func(t *Tensor) []int32 { return t.I32 }))
+	case Int64:
+		gatherRows(dst.I64, src.I64, rows, cols, fillOf(fill, func(t *Tensor) []int64 { return t.I64 }))
+	case Bool:
+		gatherRows(dst.B, src.B, rows, cols, fillOf(fill, func(t *Tensor) []bool { return t.B }))
+	default:
+		return fmt.Errorf("element type %s is not supported", dst.DType)
+	}
+	return nil
+}
+
+// gatherRows sets row k of dst (len(cols) elements) to src[rows[k]+cols[j]]
+// for each j, or to fill where rows[k] or cols[j] is -1.
+func gatherRows[T any](dst, src []T, rows, cols []int, fill T) {
+	n := len(cols)
+	for k, off := range rows {
+		d := dst[k*n : (k+1)*n]
+		if off < 0 {
+			for j := range d {
+				d[j] = fill
+			}
+			continue
+		}
+		for j, c := range cols {
+			if c < 0 {
+				d[j] = fill
+			} else {
+				d[j] = src[off+c]
+			}
+		}
+	}
+}

@@ -312,7 +312,7 @@ func resize(n *Node, in []*Tensor) ([]*Tensor, error) {
 		if err := Convert(fill, FromFloat32([]float32{a.extrapolation})); err != nil {
 			return nil, err
 		}
-		if err := moveSpans(out, x, axisMapSpans(x.Shape, shape, src), fill); err != nil {
+		if err := gatherMapped(out, x, x.Shape, shape, src, fill); err != nil {
 			return nil, err
 		}
 		return []*Tensor{out}, nil

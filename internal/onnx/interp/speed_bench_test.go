@@ -169,3 +169,16 @@ func BenchmarkDepthwiseKernels(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkResize is a detector's 2x nearest upsampling and a
+// segmentation head's bilinear one.
+func BenchmarkResize(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	x := randTensor(r, 1, 64, 40, 40)
+	scales := cF32(sh(4), 1, 1, 2, 2)
+	for _, mode := range []string{"nearest", "linear"} {
+		b.Run(mode, func(b *testing.B) {
+			benchOp(b, "Resize", 13, attrList(onnx.AttrString("mode", mode)), x, New(Float32, 0), scales)
+		})
+	}
+}
