@@ -272,6 +272,10 @@ func softmaxF32(dst, src []float32, outer, l, inner int, log bool) {
 	if l == 0 {
 		return
 	}
+	if inner == 1 {
+		softmaxRows(dst, src, outer, l, log) // softmax.go
+		return
+	}
 	for o := range outer {
 		base := o * l * inner
 		for j := range inner {

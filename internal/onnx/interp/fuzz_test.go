@@ -30,7 +30,15 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return [][]byte{mlp, shapes}
+	chain, err := shapeChain(onnx.P("n"), onnx.D(3), onnx.D(4)).
+		Node("Constant", "pads", nil, []string{"pads"}, int64Const(0, 1, 0, 0, 1, 0)).
+		Node("Pad", "pad", []string{"x", "pads"}, []string{"xp"}, onnx.AttrString("mode", "reflect")).
+		Node("Slice", "slice", []string{"xp", "axes", "minus1", "axes"}, []string{"xs"}).
+		Output("xs", onnxpb.TensorProto_FLOAT).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return [][]byte{mlp, shapes, chain}
 }
 
 // fuzzInputs makes small inputs for a model's declared inputs (dynamic

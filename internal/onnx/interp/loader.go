@@ -70,6 +70,18 @@ type step struct {
 	// inPlace, when set, computes the node by overwriting its only input,
 	// which the executor has proven dead after this step.
 	inPlace func(n *Node, t *Tensor) error
+	// release, when set, takes back the data of the step's first output
+	// for a later request once no step will read it.
+	release func(*Tensor)
+	// recycle lists the values, read by this step, whose data no later
+	// step reads: each is given back to its producer's release.
+	recycle []recycled
+}
+
+// recycled is a value whose data a step gives back after it runs.
+type recycled struct {
+	slot    int
+	release func(*Tensor)
 }
 
 // unsupportedOpsError lists every node whose operator the interpreter lacks.
@@ -85,8 +97,11 @@ func (e *unsupportedOpsError) Unwrap() error { return ErrUnsupported }
 // initializers, graph inputs and outputs, and every node (an implemented
 // operator at the model's opset whose Check passes, with inputs defined by
 // earlier nodes; nodes out of order are sorted topologically and cycles
-// refused). All unsupported operators are named in one error. A malformed
-// model gives an error, never a panic.
+// refused). All unsupported operators are named in one error. Nodes whose
+// inputs are all known at load (initializers, Constants, the Shape or Size
+// of a graph input of fully given shape, and what such nodes compute) run
+// once here and become constants; an error there fails the load. A
+// malformed model gives an error, never a panic.
 func Load(data []byte) (*Model, error) {
 	if len(data) > MaxModelBytes {
 		return nil, fmt.Errorf("interp: model is %d bytes, more than the %d allowed", len(data), MaxModelBytes)
@@ -126,7 +141,7 @@ func LoadProto(mp *onnxpb.ModelProto) (*Model, error) {
 	if len(g.GetSparseInitializer()) > 0 {
 		return nil, fmt.Errorf("interp: sparse initializers: %w", ErrUnsupported)
 	}
-	b := &builder{m: &Model{opset: opset}, slot: map[string]int{}}
+	b := &builder{m: &Model{opset: opset}, slot: map[string]int{}, static: map[int]*Tensor{}}
 	if err := b.initializers(g); err != nil {
 		return nil, err
 	}
@@ -150,6 +165,10 @@ type builder struct {
 	slot  map[string]int // value name -> slot
 	names []string       // slot -> value name
 	input []bool         // slot is a graph input
+	// static holds, for a graph input whose shape the model gives in
+	// full, a tensor of its type and shape without data: what Shape and
+	// Size read when they are folded.
+	static map[int]*Tensor
 }
 
 func (b *builder) define(name string) (int, error) {
@@ -222,6 +241,9 @@ func (b *builder) graphInputs(g *onnxpb.GraphProto) error {
 			return fmt.Errorf("interp: graph input: %w", err)
 		}
 		b.input[s] = true
+		if info.Shape != nil && !slices.Contains(info.Shape, -1) {
+			b.static[s] = &Tensor{DType: info.DType, Shape: info.Shape}
+		}
 		b.m.inputs = append(b.m.inputs, info)
 		b.m.inSlot = append(b.m.inSlot, s)
 	}
@@ -293,13 +315,10 @@ func (b *builder) nodes(g *onnxpb.GraphProto, opset int64) error {
 			}
 			st.out = append(st.out, s)
 		}
-		if n.Proto.GetOpType() == "Constant" && len(st.in) == 0 && len(st.out) == 1 && st.out[0] >= 0 {
-			// Fold: the value is computed once and shared like an initializer.
-			res, err := st.run(n, nil)
-			if err != nil {
+		if args, ok := b.foldArgs(&st); ok {
+			if err := b.fold(&st, args); err != nil {
 				return fmt.Errorf("interp: %w", nodeError(n, err))
 			}
-			b.m.consts[st.out[0]] = res[0]
 			continue
 		}
 		if prep := opsOf[i].Prepare; prep != nil {
@@ -315,6 +334,58 @@ func (b *builder) nodes(g *onnxpb.GraphProto, opset int64) error {
 		}
 		b.m.maxArgs = max(b.m.maxArgs, len(st.in))
 		b.m.steps = append(b.m.steps, st)
+	}
+	return nil
+}
+
+// foldArgs returns the arguments of a step that can be computed once at
+// load: every input it reads is a constant (an initializer or a folded
+// output), or, for operators that read only their input's shape (Shape,
+// Size), a graph input whose shape the model gives in full. Constant
+// nodes, which read nothing, always fold; Volatile operators never do.
+// The others are functions of their inputs, so running such a step at
+// load gives what every request would compute.
+func (b *builder) foldArgs(st *step) ([]*Tensor, bool) {
+	if st.op.Volatile {
+		return nil, false
+	}
+	args := make([]*Tensor, len(st.in))
+	for j, s := range st.in {
+		switch {
+		case s < 0:
+		case b.m.consts[s] != nil:
+			args[j] = b.m.consts[s]
+		case readsShapeOnly(st.node.Proto.GetOpType()) && b.static[s] != nil:
+			args[j] = b.static[s]
+		default:
+			return nil, false
+		}
+	}
+	return args, true
+}
+
+// readsShapeOnly reports whether an operator reads only the element type
+// and shape of its input.
+func readsShapeOnly(op string) bool { return op == "Shape" || op == "Size" }
+
+// fold runs a step at load and makes its outputs constants, shared like
+// initializers: the step is dropped from the graph.
+func (b *builder) fold(st *step, args []*Tensor) error {
+	res, err := st.run(st.node, args)
+	if err != nil {
+		return err
+	}
+	for k, s := range st.out {
+		if s < 0 {
+			continue
+		}
+		if k >= len(res) || res[k] == nil {
+			return fmt.Errorf("kernel gave no output %d (%q)", k, st.node.Proto.GetOutput()[k])
+		}
+		if err := res[k].Validate(); err != nil {
+			return fmt.Errorf("kernel output %d: %w", k, err)
+		}
+		b.m.consts[s] = res[k]
 	}
 	return nil
 }
@@ -403,7 +474,9 @@ func (b *builder) graphOutputs(g *onnxpb.GraphProto) error {
 // not graph outputs. The merged step, at the Conv's place, applies them to
 // each image while the image's convolution is in cache, and the values
 // between them are never made. Moving the later steps up to the Conv keeps
-// the order valid: they read nothing else.
+// the order valid: they read nothing else. Every Conv step, fused or not,
+// takes its output's data from buffers that planRecycling has the
+// output's last reader give back, so that a run reuses the last one's.
 func (b *builder) fuse() {
 	m := b.m
 	reads := make([]int, len(b.names))  // steps reading each slot (a step reading it twice counts twice)
@@ -444,10 +517,10 @@ func (b *builder) fuse() {
 		if j := next(last, "MaxPool"); j >= 0 {
 			last, pool, drop[j] = j, m.steps[j].node, true
 		}
-		if last != i {
-			m.steps[i].run = fusedConvKernel(relu, pool)
-			m.steps[i].out = m.steps[last].out
-		}
+		// Every Conv gets the fused kernel (with nothing fused, it is
+		// the prepared one), whose outputs are recycled.
+		m.steps[i].run, m.steps[i].release = fusedConvKernel(relu, pool)
+		m.steps[i].out = m.steps[last].out
 	}
 	steps := m.steps[:0]
 	for i, st := range m.steps {
@@ -540,12 +613,61 @@ func (b *builder) plan() {
 			m.steps[i].free = append(m.steps[i].free, s)
 		}
 	}
+	b.planRecycling(root, external)
 	seen := map[int]bool{}
 	m.cloneOut = make([]bool, len(m.outSlot))
 	for k, s := range m.outSlot {
 		r := root[s]
 		m.cloneOut[k] = m.consts[r] != nil || b.input[r] || seen[r]
 		seen[r] = true
+	}
+}
+
+// planRecycling has the step that last reads the data of a value made by
+// a step with release give that data back. Only data the plan fully
+// accounts for is given back: not an initializer's, an input's or an
+// output's (external), not data a step took over in place, and not data
+// read by a step that might return its input as its own output (one
+// neither Fresh nor View).
+func (b *builder) planRecycling(root []int, external []bool) {
+	m := b.m
+	release := map[int]func(*Tensor){} // root slot -> its producer's release
+	for _, st := range m.steps {
+		if st.release != nil && len(st.out) > 0 && st.out[0] >= 0 && !external[st.out[0]] {
+			release[st.out[0]] = st.release
+		}
+	}
+	if len(release) == 0 {
+		return
+	}
+	last := map[int]int{} // root -> last step reading it
+	for i, st := range m.steps {
+		for _, s := range st.in {
+			if s < 0 {
+				continue
+			}
+			r := root[s]
+			if release[r] == nil {
+				continue
+			}
+			if st.inPlace != nil || !(st.op.Fresh || st.op.View) {
+				delete(release, r)
+				continue
+			}
+			last[r] = i
+		}
+	}
+	for r, rel := range release {
+		i, ok := last[r]
+		if !ok {
+			continue
+		}
+		for _, s := range m.steps[i].in {
+			if s >= 0 && root[s] == r {
+				m.steps[i].recycle = append(m.steps[i].recycle, recycled{slot: s, release: rel})
+				break
+			}
+		}
 	}
 }
 

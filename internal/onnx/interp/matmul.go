@@ -434,9 +434,17 @@ func matmul(n *Node, in []*Tensor) ([]*Tensor, error) {
 		}
 	}
 	aOff, bOff := batchOffsets(as[:len(as)-2], bs[:len(bs)-2], batch)
-	for i := range aOff {
-		mulInto(out, a, b, aOff[i]*m*k, bOff[i]*k*nn, i*m*nn, m, nn, k)
+	// Products too small to split by rows (attention's, per head) are
+	// split by batch between goroutines.
+	workers := 1
+	if per := m * nn * k; len(aOff) > 1 && rowWorkers(m, per) < 2 {
+		workers = min(rowWorkers(len(aOff)*4, per*len(aOff)), len(aOff))
 	}
+	parallelSplit(len(aOff), workers, func(i0, i1 int) {
+		for i := i0; i < i1; i++ {
+			mulInto(out, a, b, aOff[i]*m*k, bOff[i]*k*nn, i*m*nn, m, nn, k)
+		}
+	})
 	return []*Tensor{out}, nil
 }
 

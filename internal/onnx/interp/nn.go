@@ -275,16 +275,25 @@ func convRun(n *Node, in []*Tensor, pool *sync.Pool) ([]*Tensor, error) {
 // (if relu) and the MaxPool (poolNode, nil for none) that alone read its
 // output, in that order: each image's convolution goes through them
 // while it is in cache, and only the last result is made. The im2col and
-// image buffers come from a pool of the kernel's own.
-func fusedConvKernel(relu bool, poolNode *Node) Kernel {
-	pool := new(sync.Pool)
-	return func(n *Node, in []*Tensor) ([]*Tensor, error) {
+// image buffers come from a pool of the kernel's own; the output's data
+// from outs when it holds a buffer large enough (release gives one back
+// once the executor has proven the output dead), else is allocated.
+func fusedConvKernel(relu bool, poolNode *Node) (kernel Kernel, release func(*Tensor)) {
+	pool, outs := new(sync.Pool), new(sync.Pool)
+	output := func(shape []int) *Tensor {
+		buf := getScratch[float32](outs, Size(shape))
+		return &Tensor{DType: Float32, Shape: shape, F32: *buf}
+	}
+	kernel = func(n *Node, in []*Tensor) ([]*Tensor, error) {
 		c, err := convSetup(n, in)
 		if err != nil {
 			return nil, err
 		}
 		if poolNode == nil {
-			y := New(Float32, c.shape...)
+			y := output(c.shape)
+			if c.bias == nil {
+				clear(y.F32) // the products add to it; a bias would be written first
+			}
 			nnConv(&c, y.F32, pool, convEpilogue{relu: relu})
 			return []*Tensor{y}, nil
 		}
@@ -292,10 +301,17 @@ func fusedConvKernel(relu bool, poolNode *Node) Kernel {
 		if err != nil {
 			return nil, err
 		}
-		y := New(Float32, shape...)
+		y := output(shape) // every element is a window's maximum
 		nnConv(&c, nil, pool, convEpilogue{relu: relu, pool: &pg, pooled: y.F32})
 		return []*Tensor{y}, nil
 	}
+	release = func(t *Tensor) {
+		if t.DType == Float32 && cap(t.F32) > 0 {
+			buf := t.F32[:0]
+			outs.Put(&buf)
+		}
+	}
+	return kernel, release
 }
 
 // convOp is a validated Conv: its operands, geometry and output shape.
@@ -383,8 +399,14 @@ func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 	inHW, outHW := g.inH*g.inW, g.outH*g.outW
 	direct := g.kH == 1 && g.kW == 1 && g.sH == 1 && g.sW == 1 &&
 		g.padT == 0 && g.padL == 0 && g.padB == 0 && g.padR == 0
+	// A group of one input channel (depthwise) is computed directly from
+	// its padded input where that is faster.
+	depthwise := Cg == 1 && !direct && nnDepthwiseDirect(g)
 	colSize, imgSize := 0, M*outHW
-	if !direct {
+	switch {
+	case depthwise:
+		colSize = nnDepthwiseBuf(g)
+	case !direct:
 		colSize = K * outHW
 	}
 	whole := epi.relu || epi.pool != nil // units are whole images
@@ -416,6 +438,14 @@ func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 			for gr := g0; gr < g1; gr++ {
 				xg := c.x[(img*c.C+gr*Cg)*inHW : (img*c.C+(gr+1)*Cg)*inHW]
 				yg := yimg[gr*Mg*outHW : (gr+1)*Mg*outHW]
+				if depthwise {
+					var bg []float32
+					if c.bias != nil {
+						bg = c.bias[gr*Mg : (gr+1)*Mg]
+					}
+					nnDepthwise(haveAVX2FMA, g, xg, c.w[gr*Mg*K:(gr+1)*Mg*K], bg, Mg, yg, col)
+					continue
+				}
 				switch {
 				case c.bias != nil:
 					for m := 0; m < Mg; m++ {

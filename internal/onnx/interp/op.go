@@ -107,6 +107,10 @@ type Op struct {
 	// InPlace, when set, computes the node by overwriting its only input;
 	// the executor uses it when that input is fresh and dead after the node.
 	InPlace func(n *Node, t *Tensor) error
+	// Volatile says the outputs are not a function of the inputs (a
+	// random generator): the loader never computes such a node at load,
+	// as it does the others whose inputs are all known.
+	Volatile bool
 }
 
 // ops maps an operator type of the default ONNX domain to its
@@ -118,13 +122,20 @@ type ops map[string]Op
 func opTable() ops {
 	t := ops{}
 	for _, add := range []func(ops){
-		addCoreOps,       // core.go: elementwise, matmul, gemm, activations, shape ops, cast
-		addNNOps,         // nn.go: conv, pooling, batch normalization
-		addQuantOps,      // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
-		addLogicOps,      // logic.go: comparisons, And, Or, Xor, Not, Where
-		addArithOps,      // arith.go: Pow, Mod, Max, Min, Sum, Mean
-		addReduceOps,     // reduce.go: ReduceXxx, ArgMax, ArgMin, CumSum, TopK
-		addActivationOps, // activation.go: Clip, LeakyRelu, Elu, PRelu, Gelu, Dropout, rounding, ...
+		addCoreOps,          // core.go: elementwise, matmul, gemm, activations, shape ops, cast
+		addNNOps,            // nn.go: conv, pooling, batch normalization
+		addQuantOps,         // quant.go: QuantizeLinear, DequantizeLinear, MatMulInteger
+		addLogicOps,         // logic.go: comparisons, And, Or, Xor, Not, Where
+		addArithOps,         // arith.go: Pow, Mod, Max, Min, Sum, Mean
+		addReduceOps,        // reduce.go: ReduceXxx, ArgMax, ArgMin, CumSum, TopK
+		addActivationOps,    // activation.go: Clip, LeakyRelu, Elu, PRelu, Gelu, Dropout, rounding, ...
+		addDimsOps,          // dims.go: Shape, Size, Squeeze, Unsqueeze, Expand, Tile, ConstantOfShape, Slice, Split, DepthToSpace, SpaceToDepth
+		addIndexOps,         // index.go: Gather, GatherElements, ScatterND
+		addPadOps,           // pad.go: Pad
+		addNormOps,          // norm.go: LayerNormalization, InstanceNormalization
+		addResizeOps,        // resize.go: Resize
+		addConvTransposeOps, // convtranspose.go: ConvTranspose
+		addEinsumOps,        // einsum.go: Einsum
 	} {
 		add(t)
 	}

@@ -46,17 +46,17 @@ func addReduceOps(t ops) {
 	t["TopK"] = Op{MinOpset: 10, MaxOpset: MaxOpset, Check: checkTopK, Run: topk, Fresh: true}
 }
 
-// axesInput reports whether the node takes its axes as an input rather
+// reduceAxesAsInput reports whether the node takes its axes as an input rather
 // than an attribute: ReduceSum from opset 13 (the others from opset 18,
 // beyond MaxOpset).
-func axesInput(n *Node) bool {
+func reduceAxesAsInput(n *Node) bool {
 	return n.Proto.GetOpType() == "ReduceSum" && n.Opset >= 13
 }
 
 func checkReduce(n *Node) error {
 	in := n.Proto.GetInput()
 	maxIn := 1
-	if axesInput(n) {
+	if reduceAxesAsInput(n) {
 		maxIn = 2
 		if n.Has("axes") {
 			return fmt.Errorf("axes is an input at opset %d, not an attribute", n.Opset)
@@ -96,7 +96,7 @@ func hasDuplicate(v []int64) bool {
 // axes and noop_with_empty_axes=1).
 func reducedAxes(n *Node, in []*Tensor, r int) (red []bool, noop bool, err error) {
 	var axes []int64
-	if axesInput(n) {
+	if reduceAxesAsInput(n) {
 		if len(in) > 1 && in[1] != nil {
 			a := in[1]
 			if a.DType != Int64 || len(a.Shape) > 1 {

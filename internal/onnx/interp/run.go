@@ -50,6 +50,11 @@ func (m *Model) Run(ctx context.Context, in map[string]*Tensor) (map[string]*Ten
 		if err := m.runStep(s, vals, st.args); err != nil {
 			return nil, fmt.Errorf("interp: %w", nodeError(s.node, err))
 		}
+		for _, rc := range s.recycle {
+			if t := vals[rc.slot]; t != nil {
+				rc.release(t)
+			}
+		}
 		for _, f := range s.free {
 			vals[f] = nil
 		}
