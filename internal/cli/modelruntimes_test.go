@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strings"
 	"testing"
 
+	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/onnx/onnxpb"
 )
@@ -79,5 +81,39 @@ func TestModelShowRuntimes(t *testing.T) {
 	}{"model.onnx", []string{"onnxruntime"}, []string{"Det"}}
 	if !reflect.DeepEqual(show.Serving, want) {
 		t.Errorf("model show -o json serving %+v, want %+v", show.Serving, want)
+	}
+}
+
+// servedONNX picks the file the agent serves, as serving's modelFile does.
+func TestServedONNX(t *testing.T) {
+	files := func(paths ...string) []artifact.File {
+		var fs []artifact.File
+		for _, p := range paths {
+			fs = append(fs, artifact.File{Path: p})
+		}
+		return fs
+	}
+	tests := []struct {
+		files   []artifact.File
+		want    string
+		wantErr string
+	}{
+		{files: files("config.json", "net.ONNX"), want: "net.ONNX"},
+		{files: files("a.onnx", "sub/model.onnx"), want: "sub/model.onnx"},
+		{files: files("a.onnx", "b.onnx"), wantErr: "several .onnx files and none is model.onnx"},
+		{files: files("weights.bin"), wantErr: "no ONNX file"},
+		{files: nil, wantErr: "no ONNX file"},
+	}
+	for _, tt := range tests {
+		f, err := servedONNX(tt.files)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("servedONNX(%v) = %v, %v; want an error with %q", tt.files, f, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || f.Path != tt.want {
+			t.Errorf("servedONNX(%v) = %v, %v; want %s", tt.files, f, err, tt.want)
+		}
 	}
 }

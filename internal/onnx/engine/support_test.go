@@ -74,3 +74,22 @@ func TestCheckSupport(t *testing.T) {
 		})
 	}
 }
+
+// CheckSupport reads model files from registries and folders: whatever the
+// bytes, it answers or errs, never panics, and its answer is consistent.
+func FuzzCheckSupport(f *testing.F) {
+	f.Add(gemmRelu(f, "Relu"))
+	f.Add(gemmRelu(f, "Det"))
+	f.Add([]byte{})
+	f.Add([]byte("\x3a\x02\x0a\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := engine.CheckSupport(data)
+		if err != nil {
+			return
+		}
+		goOK := len(s.Runtimes) > 0 && s.Runtimes[0] == engine.RuntimeGo
+		if goOK != (s.GoError == "") || (len(s.GoMissing) > 0 && goOK) {
+			t.Fatalf("inconsistent %+v", s)
+		}
+	})
+}

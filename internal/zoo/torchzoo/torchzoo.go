@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"outpost.dev/outpost/internal/driftref"
 	"outpost.dev/outpost/internal/onnx/interp"
@@ -153,13 +154,31 @@ func Run(ctx context.Context, arch string, batch int, dir string) (Export, error
 }
 
 // CacheDir is the folder Cached keeps exports in: outpost/torchzoo/<script
-// hash> under the user's cache folder.
-func CacheDir() (string, error) {
+// hash> under the user's cache folder (the system's temporary folder when
+// there is none, as for a CI job without a home).
+func CacheDir() string {
 	base, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("torchzoo: %w", err)
+		base = os.TempDir()
 	}
-	return filepath.Join(base, "outpost", "torchzoo", ScriptHash()[:16]), nil
+	return filepath.Join(base, "outpost", "torchzoo", ScriptHash()[:16])
+}
+
+// pruneOthers removes the exports of other versions of the script beside
+// root (ViT-B/16 alone is 346 MB), best effort. Folders changed in the last
+// day are left alone: another checkout may be exporting into them.
+func pruneOthers(root string) {
+	parent := filepath.Dir(root)
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		p := filepath.Join(parent, e.Name())
+		if info, err := e.Info(); err == nil && e.IsDir() && p != root && time.Since(info.ModTime()) > 24*time.Hour {
+			os.RemoveAll(p)
+		}
+	}
 }
 
 // Cached returns arch exported with a fixed input of batch samples, from
@@ -171,14 +190,12 @@ func Cached(ctx context.Context, arch string, batch int) (Export, error) {
 	if err != nil {
 		return Export{}, err
 	}
-	root, err := CacheDir()
-	if err != nil {
-		return Export{}, err
-	}
+	root := CacheDir()
 	dir := filepath.Join(root, fmt.Sprintf("%s-b%d", arch, batch))
 	if _, err := os.Stat(filepath.Join(dir, OutputFile)); err == nil {
 		return Export{Arch: a, Dir: dir, Batch: batch}, nil
 	}
+	pruneOthers(root)
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return Export{}, fmt.Errorf("torchzoo: %w", err)
 	}
