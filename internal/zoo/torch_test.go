@@ -90,6 +90,9 @@ func TestTorchArchitectures(t *testing.T) {
 			t.Logf("%s: %d bytes; export or cache %v, load %v, run %v; PyTorch's outputs up to %.3g; max |diff| %.3g, max rel %.3g; worst [%d] %g vs PyTorch %g",
 				a.Name, len(data), exported.Round(time.Millisecond), loaded.Round(time.Millisecond), ran.Round(time.Millisecond),
 				scale, d.MaxAbs, d.MaxRel, d.Worst, d.Got, d.Want)
+			if scale < 10*torchATol {
+				t.Errorf("PyTorch's outputs are all within %g of 0: the comparison would pass whatever the Go runtime computed", scale)
+			}
 			if d.Bad > 0 {
 				t.Errorf("%d of %d outputs outside rtol %g / atol %g of PyTorch's: worst [%d] %g, PyTorch %g (max |diff| %.3g)",
 					d.Bad, len(want.F32), torchRTol, torchATol, d.Worst, d.Got, d.Want, d.MaxAbs)
