@@ -3,6 +3,8 @@
 #   python3-onnx           onnx.checker for exported models (internal/train tests)
 #   python3-grpcio,        a Python gRPC client of the inference server, with stubs
 #   python3-grpc-tools     generated from its .proto (internal/serving tests)
+#   python3-torchvision    PyTorch and torchvision (CPU): real architectures exported to ONNX
+#                          by internal/zoo/torchzoo/export.py (internal/zoo tests, bench/serving)
 #   python3-scipy          SciPy, the reference the drift statistics are checked against
 #                          (internal/drift tests, run with /usr/bin/python3)
 #   dataset-fashion-mnist  the full Fashion-MNIST set, /usr/share/datasets/fashion-mnist
@@ -14,7 +16,7 @@
 # Needs root (as on the project's machines). Extra package names may be passed.
 set -eu
 
-pkgs=(python3-onnx python3-grpcio python3-grpc-tools python3-scipy dataset-fashion-mnist libonnx-testdata "$@")
+pkgs=(python3-onnx python3-grpcio python3-grpc-tools python3-scipy python3-torchvision dataset-fashion-mnist libonnx-testdata "$@")
 missing=()
 for p in "${pkgs[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

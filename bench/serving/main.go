@@ -8,6 +8,7 @@
 //
 //	export OUTPOST_ONNXRUNTIME_LIB="$(scripts/ort.sh)"
 //	go run ./bench/serving [-duration 2s] [-clients 1] [-ort-threads 0] [-copies 20] [-http=false]
+//	go run ./bench/serving -archs all [-batches 1,32] [-duration 2s] [-ort-threads 0]
 //
 // Without OUTPOST_ONNXRUNTIME_LIB it measures the Go runtime alone.
 package main
@@ -45,10 +46,11 @@ func main() {
 		models     = flag.String("models", "mlp,cnn,mlp-int8", "zoo models to run")
 		batches    = flag.String("batches", "1,32", "batch sizes")
 		overHTTP   = flag.Bool("http", true, "also measure requests over HTTP (Open Inference Protocol v2 JSON, loopback)")
+		archs      = flag.String("archs", "", "instead of the zoo, PyTorch-exported architectures: all, or a comma-separated list (needs python3-torchvision)")
 	)
 	flag.Parse()
 	cfg := config{duration: *duration, clients: *clients, copies: *copies,
-		models: strings.Split(*models, ","), http: *overHTTP}
+		models: strings.Split(*models, ","), http: *overHTTP, archs: *archs}
 	for _, b := range strings.Split(*batches, ",") {
 		n, err := strconv.Atoi(b)
 		if err != nil || n < 1 {
@@ -73,6 +75,7 @@ type config struct {
 	models   []string
 	batches  []int
 	http     bool
+	archs    string
 }
 
 type result struct {
@@ -95,6 +98,18 @@ func run(ctx context.Context, cfg config, ortThreads int) error {
 		return err
 	default:
 		runtimes = append(runtimes, rt)
+	}
+	if cfg.archs != "" {
+		names, err := archNames(cfg.archs)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s/%s, %d CPUs, GOMAXPROCS %d, at least %v and 3 runs per case", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.duration)
+		if rt != nil {
+			fmt.Printf(", ONNX Runtime %s (intra-op threads %s)", rt.Version(), threadsString(ortThreads))
+		}
+		fmt.Print("\n\n")
+		return runArchs(ctx, names, cfg.batches, runtimes, cfg)
 	}
 	_, test, err := dataset.FashionSubset()
 	if err != nil {

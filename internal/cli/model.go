@@ -337,9 +337,16 @@ func newModelShowCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "show NAME[@VERSION]",
-		Short: "Show a model version: digest, size, files, format, lineage, signatures, reference profile",
-		Long:  "Show a model version. Without @VERSION, the highest version is shown.",
-		Args:  cobra.ExactArgs(1),
+		Short: "Show a model version: digest, size, files, format, lineage, signatures, reference profile, runtimes",
+		Long: `Show a model version. Without @VERSION, the highest version is shown.
+
+Runtimes says which runtimes can serve the version, read from the operators
+of the ONNX file an agent serves (its only .onnx file, or model.onnx): "go"
+when the pure-Go runtime implements every one (otherwise the ones it lacks
+are named), "onnxruntime" when every operator is of a domain ONNX Runtime
+implements (an agent needs its library, --onnxruntime-lib). A deployment's
+runtime "auto" serves with the first of them the agent has.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, "json", "yaml"); err != nil {
 				return err
@@ -366,7 +373,8 @@ func newModelShowCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("show %s@%s: %w", name, version, whyNotFound(cmd.Context(), h, repo, name, version, err))
 			}
-			show := modelShow{ModelInfo: info, Profile: summarizeProfile(cmd.Context(), repo, info.Profile)}
+			show := modelShow{ModelInfo: info, Profile: summarizeProfile(cmd.Context(), repo, info.Profile),
+				Serving: checkRuntimes(cmd.Context(), repo, info.Files)}
 			if output != "" {
 				return printStructured(g.stdout, output, show)
 			}
@@ -395,6 +403,8 @@ type modelShow struct {
 	*artifact.ModelInfo
 	// Profile replaces ModelInfo's in the structured output.
 	Profile *profileSummary `json:"profile,omitempty"`
+	// Serving says which runtimes can serve the version.
+	Serving *servingSupport `json:"serving,omitempty"`
 }
 
 // profileSummary describes a version's reference profile.
@@ -524,6 +534,7 @@ func printModelInfo(w io.Writer, name, version string, show modelShow, checked b
 		}
 	}
 	printProfile(tw, show.Profile)
+	printRuntimes(tw, show.Serving)
 	return tw.Flush()
 }
 

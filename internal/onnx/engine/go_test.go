@@ -18,7 +18,7 @@ import (
 
 // gemmRelu is y = act(x·w + b), x [N, 3], y [N, 2]: a Relu activation, or
 // an operator the interpreter lacks.
-func gemmRelu(t *testing.T, act string) []byte {
+func gemmRelu(t testing.TB, act string) []byte {
 	t.Helper()
 	data, err := onnx.NewBuilder("gemm-relu", 13).
 		Input("x", onnxpb.TensorProto_FLOAT, onnx.P("N"), onnx.D(3)).
