@@ -574,10 +574,10 @@ func (m *monitor) closed(ctx context.Context, w drift.Window) {
 // status returns the monitor's state.
 func (m *monitor) status() DriftStatus {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	st := m.st
+	m.mu.Unlock()
 	st.Dropped, st.Skipped, st.FeedbackLost = m.dropped.Load(), m.skipped.Load(), m.feedbackLost.Load()
 	st.Busy = time.Duration(m.busy.Load())
-	st.Feedback = m.feedbackStatus()
+	st.Feedback = m.feedbackStatus() // reads the store: not under mu, which the monitor's goroutine takes
 	return st
 }
