@@ -202,27 +202,29 @@ func violation(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
 }
 
-// seal encrypts a share message for a neighbour.
-func seal(key [32]byte, from, to int, plain []byte) ([]byte, error) {
+// shareAEAD is the cipher of the share messages under key. Each key
+// belongs to one pair of clients and one round and seals one message, so
+// the nonce is zero; the message's direction is its associated data.
+func shareAEAD(key [32]byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key[:])
 	if err != nil {
 		return nil, err
 	}
-	g, err := cipher.NewGCM(block)
+	return cipher.NewGCM(block)
+}
+
+// seal encrypts a share message for a neighbour.
+func seal(key [32]byte, from, to int, plain []byte) ([]byte, error) {
+	g, err := shareAEAD(key)
 	if err != nil {
 		return nil, err
 	}
-	// One key per pair and round, one message under it: a zero nonce.
 	return g.Seal(nil, make([]byte, g.NonceSize()), plain, fmt.Appendf(nil, "%d>%d", from, to)), nil
 }
 
 // open decrypts a share message.
 func open(key [32]byte, from, to int, box []byte) ([]byte, error) {
-	block, err := aes.NewCipher(key[:])
-	if err != nil {
-		return nil, err
-	}
-	g, err := cipher.NewGCM(block)
+	g, err := shareAEAD(key)
 	if err != nil {
 		return nil, err
 	}
