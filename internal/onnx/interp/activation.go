@@ -216,22 +216,90 @@ func clipBounds[T numeric](x *Tensor, in []*Tensor) *Tensor {
 }
 
 // clipTyped gives min(max(x, lo), hi), skipping a nil bound: where lo is
-// above hi every value becomes hi, as the ONNX spec says.
+// above hi every value becomes hi, as the ONNX spec says. NaN stays NaN.
 func clipTyped[T numeric](x *Tensor, lo, hi *T) *Tensor {
 	out := New(x.DType, x.Shape...)
 	dst, src := dataOf[T](out), dataOf[T](x)
-	copy(dst, src)
+	l, h := lowest[T](), highest[T]()
 	if lo != nil {
-		for i, v := range dst {
-			dst[i] = max(v, *lo)
-		}
+		l = *lo
 	}
 	if hi != nil {
-		for i, v := range dst {
-			dst[i] = min(v, *hi)
-		}
+		h = *hi
+	}
+	if d, ok := any(dst).([]float32); ok {
+		clampF32On(haveAVX2FMA, d, any(src).([]float32), any(l).(float32), any(h).(float32))
+	} else {
+		clampTo(dst, src, l, h)
 	}
 	return out
+}
+
+// clampTo writes src clamped to [lo, hi] (hi where lo > hi) into dst, in
+// one pass.
+func clampTo[T numeric](dst, src []T, lo, hi T) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		if v < lo {
+			v = lo
+		}
+		if v > hi {
+			v = hi
+		}
+		dst[i] = v
+	}
+}
+
+// lowest and highest are T's extreme values: the bounds a Clip without a
+// min or a max has (infinities for float32).
+func lowest[T numeric]() T {
+	var z T
+	switch p := any(&z).(type) {
+	case *float32:
+		*p = float32(math.Inf(-1))
+	case *int32:
+		*p = math.MinInt32
+	case *int64:
+		*p = math.MinInt64
+	case *int8:
+		*p = math.MinInt8
+	case *uint8:
+		*p = 0
+	}
+	return z
+}
+
+func highest[T numeric]() T {
+	var z T
+	switch p := any(&z).(type) {
+	case *float32:
+		*p = float32(math.Inf(1))
+	case *int32:
+		*p = math.MaxInt32
+	case *int64:
+		*p = math.MaxInt64
+	case *int8:
+		*p = math.MaxInt8
+	case *uint8:
+		*p = math.MaxUint8
+	}
+	return z
+}
+
+// clampF32 clamps x to [lo, hi] in place (a Clip fused into a Conv), with
+// the AVX2 kernel for the multiples of eight where there is one.
+func clampF32(x []float32, lo, hi float32) { clampF32On(haveAVX2FMA, x, x, lo, hi) }
+
+// clampF32On is clampTo for float32, with the AVX2 kernel for the
+// multiples of eight if simd is set (only where haveAVX2FMA).
+func clampF32On(simd bool, dst, src []float32, lo, hi float32) {
+	src = src[:len(dst)]
+	i := 0
+	if simd && len(dst) >= 8 {
+		i = len(dst) &^ 7
+		clampAVX(&dst[0], &src[0], i, lo, hi)
+	}
+	clampTo(dst[i:], src[i:], lo, hi)
 }
 
 // prelu computes x where x >= 0 and slope*x elsewhere, the slope broadcast

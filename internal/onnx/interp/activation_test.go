@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -233,5 +234,36 @@ func TestGelu(t *testing.T) {
 	mp.Graph.Node[0].Domain = proto.String("com.microsoft")
 	if _, err := LoadProto(mp); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "com.microsoft.Gelu") {
 		t.Fatalf("com.microsoft Gelu: %v", err)
+	}
+}
+
+// TestClampKernels checks the AVX2 clamp against the Go loop, bit for bit,
+// NaN, signed zeros, infinities and bounds the wrong way round included.
+func TestClampKernels(t *testing.T) {
+	if !haveAVX2FMA {
+		t.Skip("no AVX2 on this machine: the Go loop is the only kernel")
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	src := make([]float32, 203)
+	for i := range src {
+		src[i] = float32(r.NormFloat64())
+	}
+	src[0], src[1], src[2] = float32(math.NaN()), float32(math.Copysign(0, -1)), float32(math.Inf(1))
+	src[50], src[100] = float32(math.Inf(-1)), float32(math.NaN())
+	for _, b := range [][2]float32{{-0.5, 0.5}, {0, 6}, {float32(math.Inf(-1)), 0.25}, {1, -1}, {0, 0}} {
+		want, got := make([]float32, len(src)), make([]float32, len(src))
+		clampF32On(false, want, src, b[0], b[1])
+		clampF32On(true, got, src, b[0], b[1])
+		for i := range want {
+			if math.Float32bits(want[i]) != math.Float32bits(got[i]) && !(want[i] != want[i] && got[i] != got[i]) {
+				t.Fatalf("bounds %v, value %d (%v): AVX %v, Go %v", b, i, src[i], got[i], want[i])
+			}
+			if src[i] != src[i] && got[i] == got[i] {
+				t.Fatalf("NaN at %d clamped to %v", i, got[i])
+			}
+		}
+		if b[0] > b[1] && got[7] != b[1] {
+			t.Errorf("bounds %v the wrong way: %v, want the max", b, got[7])
+		}
 	}
 }

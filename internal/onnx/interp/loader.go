@@ -3,6 +3,7 @@ package interp
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -468,8 +469,8 @@ func (b *builder) graphOutputs(g *onnxpb.GraphProto) error {
 	return nil
 }
 
-// fuse merges each Conv step with the Relu and the MaxPool steps after it
-// (Conv and Relu, Conv and MaxPool, or all three, in that order) when each
+// fuse merges each Conv step with the Relu, Clip (with bounds known at
+// load) and MaxPool steps after it, in that order, any of them, when each
 // of them is the only reader of the value before it and these values are
 // not graph outputs. The merged step, at the Conv's place, applies them to
 // each image while the image's convolution is in cache, and the values
@@ -510,16 +511,19 @@ func (b *builder) fuse() {
 		if m.steps[i].node.Proto.GetOpType() != "Conv" {
 			continue
 		}
-		last, relu, pool := i, false, (*Node)(nil)
+		last, relu, clip, pool := i, false, (*[2]float32)(nil), (*Node)(nil)
 		if j := next(last, "Relu"); j >= 0 {
 			last, relu, drop[j] = j, true, true
+		}
+		if j, bounds := b.nextClip(last, reads, reader); j >= 0 {
+			last, clip, drop[j] = j, bounds, true
 		}
 		if j := next(last, "MaxPool"); j >= 0 {
 			last, pool, drop[j] = j, m.steps[j].node, true
 		}
 		// Every Conv gets the fused kernel (with nothing fused, it is
 		// the prepared one), whose outputs are recycled.
-		m.steps[i].run, m.steps[i].release = fusedConvKernel(relu, pool)
+		m.steps[i].run, m.steps[i].release = fusedConvKernel(relu, clip, pool)
 		m.steps[i].out = m.steps[last].out
 	}
 	steps := m.steps[:0]
@@ -529,6 +533,38 @@ func (b *builder) fuse() {
 		}
 	}
 	m.steps = steps
+}
+
+// nextClip returns the Clip step that alone reads the only output of step
+// i, with its bounds, when they are known at load (attributes before
+// opset 11, constant float32 scalars or omitted inputs after), or -1.
+func (b *builder) nextClip(i int, reads, reader []int) (int, *[2]float32) {
+	m := b.m
+	s := soleOutput(&m.steps[i])
+	if s < 0 || reads[s] != 1 {
+		return -1, nil
+	}
+	j := reader[s]
+	st := &m.steps[j]
+	if st.node.Proto.GetOpType() != "Clip" || len(st.in) == 0 || st.in[0] != s || soleOutput(st) < 0 {
+		return -1, nil
+	}
+	bounds := [2]float32{float32(math.Inf(-1)), float32(math.Inf(1))}
+	if st.node.Opset < 11 {
+		bounds = [2]float32{st.node.Float("min", -math.MaxFloat32), st.node.Float("max", math.MaxFloat32)}
+		return j, &bounds
+	}
+	for k, slot := range st.in[1:] {
+		if slot < 0 {
+			continue
+		}
+		c := m.consts[slot]
+		if c == nil || c.DType != Float32 || c.Len() != 1 {
+			return -1, nil
+		}
+		bounds[k] = c.F32[0]
+	}
+	return j, &bounds
 }
 
 // soleOutput returns the slot of a step's first output when it has no

@@ -272,13 +272,14 @@ func convRun(n *Node, in []*Tensor, pool *sync.Pool) ([]*Tensor, error) {
 }
 
 // fusedConvKernel returns the kernel of a Conv node fused with the Relu
-// (if relu) and the MaxPool (poolNode, nil for none) that alone read its
+// (if relu), the Clip (bounds clip, nil for none) and the MaxPool
+// (poolNode, nil for none) that alone read its
 // output, in that order: each image's convolution goes through them
 // while it is in cache, and only the last result is made. The im2col and
 // image buffers come from a pool of the kernel's own; the output's data
 // from outs when it holds a buffer large enough (release gives one back
 // once the executor has proven the output dead), else is allocated.
-func fusedConvKernel(relu bool, poolNode *Node) (kernel Kernel, release func(*Tensor)) {
+func fusedConvKernel(relu bool, clip *[2]float32, poolNode *Node) (kernel Kernel, release func(*Tensor)) {
 	pool, outs := new(sync.Pool), new(sync.Pool)
 	output := func(shape []int) *Tensor {
 		buf := getScratch[float32](outs, Size(shape))
@@ -294,7 +295,7 @@ func fusedConvKernel(relu bool, poolNode *Node) (kernel Kernel, release func(*Te
 			if c.bias == nil {
 				clear(y.F32) // the products add to it; a bias would be written first
 			}
-			nnConv(&c, y.F32, pool, convEpilogue{relu: relu})
+			nnConv(&c, y.F32, pool, convEpilogue{relu: relu, clip: clip})
 			return []*Tensor{y}, nil
 		}
 		pg, shape, err := poolSetup(poolNode, &Tensor{DType: Float32, Shape: c.shape}, true, Float32)
@@ -302,7 +303,7 @@ func fusedConvKernel(relu bool, poolNode *Node) (kernel Kernel, release func(*Te
 			return nil, err
 		}
 		y := output(shape) // every element is a window's maximum
-		nnConv(&c, nil, pool, convEpilogue{relu: relu, pool: &pg, pooled: y.F32})
+		nnConv(&c, nil, pool, convEpilogue{relu: relu, clip: clip, pool: &pg, pooled: y.F32})
 		return []*Tensor{y}, nil
 	}
 	release = func(t *Tensor) {
@@ -377,10 +378,11 @@ func convSetup(n *Node, in []*Tensor) (convOp, error) {
 const convParallelMACs = 1 << 20
 
 // convEpilogue is what a fused Conv applies to each image of its result:
-// Relu if relu is set, then, if pool is not nil, max pooling of geometry
+// Relu if relu is set, a Clip if clip is, then, if pool is not nil, max pooling of geometry
 // pool into pooled (all images) instead of storing the image.
 type convEpilogue struct {
 	relu   bool
+	clip   *[2]float32 // a Clip's bounds, after the Relu if both
 	pool   *nnGeom
 	pooled []float32
 }
@@ -409,7 +411,7 @@ func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 	case !direct:
 		colSize = K * outHW
 	}
-	whole := epi.relu || epi.pool != nil // units are whole images
+	whole := epi.relu || epi.clip != nil || epi.pool != nil // units are whole images
 	units := N * group
 	if whole {
 		units = N
@@ -463,6 +465,9 @@ func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 			}
 			if epi.relu {
 				reluF32(yimg, yimg)
+			}
+			if b := epi.clip; b != nil {
+				clampF32(yimg, b[0], b[1])
 			}
 			if p := epi.pool; p != nil {
 				pHW := p.outH * p.outW

@@ -25,3 +25,10 @@ func maxPool2x2AVX(y *float32, ldy, rows, n int, x *float32, xstep, ldx int)
 //
 //go:noescape
 func reluAVX(dst, src *float32, n int)
+
+// clampAVX sets dst[i] = min(max(src[i], lo), hi) for i < n, n a multiple
+// of 8 (NaN stays NaN; lo above hi gives hi). dst may be src. The caller
+// guarantees that both hold n elements.
+//
+//go:noescape
+func clampAVX(dst, src *float32, n int, lo, hi float32)

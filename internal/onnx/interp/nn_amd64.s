@@ -250,3 +250,50 @@ relu8:
 reludone:
 	VZEROUPPER
 	RET
+
+// func clampAVX(dst, src *float32, n int, lo, hi float32)
+//
+// dst[i] = min(max(src[i], lo), hi) for i < n, n a multiple of 8. VMAXPS
+// and VMINPS return their second source (the data) when either is NaN, so
+// NaN stays NaN; lo above hi gives hi, as Clip says.
+TEXT ·clampAVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS lo+24(FP), Y14
+	VBROADCASTSS hi+28(FP), Y15
+
+clamp32:
+	CMPQ CX, $32
+	JLT  clamp8
+	VMAXPS (SI), Y14, Y0
+	VMAXPS 32(SI), Y14, Y1
+	VMAXPS 64(SI), Y14, Y2
+	VMAXPS 96(SI), Y14, Y3
+	VMINPS Y0, Y15, Y0
+	VMINPS Y1, Y15, Y1
+	VMINPS Y2, Y15, Y2
+	VMINPS Y3, Y15, Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JMP  clamp32
+
+clamp8:
+	CMPQ CX, $8
+	JLT  clampdone
+	VMAXPS (SI), Y14, Y0
+	VMINPS Y0, Y15, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  clamp8
+
+clampdone:
+	VZEROUPPER
+	RET

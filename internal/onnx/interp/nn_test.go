@@ -729,7 +729,7 @@ func refRun(t *testing.T, mp *onnxpb.ModelProto, feed map[string]*Tensor) map[st
 	return vals
 }
 
-// TestConvFusion loads graphs where a Relu and a MaxPool follow a Conv,
+// TestConvFusion loads graphs where a Relu, a Clip and a MaxPool follow a Conv,
 // checks how many steps are left once Load has merged those it may, and
 // compares two runs of each, bit for bit, with the operators run one at a
 // time.
@@ -763,6 +763,21 @@ func TestConvFusion(t *testing.T) {
 		{"conv relu", []int{2, 3, 9, 9}, 1, []node{
 			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
 			{"Relu", []string{"c"}, []string{"r"}, nil}}, []string{"r"}, 1},
+		{"conv clip (ReLU6 as PyTorch exports it)", []int{2, 3, 9, 9}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Clip", []string{"c", "lo", "hi"}, []string{"k"}, nil}}, []string{"k"}, 1},
+		{"conv clip with a max only, then a pool", []int{3, 4, 12, 10}, 2, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Clip", []string{"c", "", "hi"}, []string{"k"}, nil},
+			{"MaxPool", []string{"k"}, []string{"p"}, pool}}, []string{"p"}, 1},
+		{"conv relu clip, split between goroutines", []int{8, 8, 28, 28}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"Relu", []string{"c"}, []string{"r"}, nil},
+			{"Clip", []string{"r", "lo", "hi"}, []string{"k"}, nil}}, []string{"k"}, 1},
+		{"clip bounds not known at load", []int{2, 2, 8, 8}, 1, []node{
+			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
+			{"ReduceMin", []string{"x"}, []string{"m"}, []*onnxpb.AttributeProto{onnx.AttrInt("keepdims", 0)}},
+			{"Clip", []string{"c", "m", "hi"}, []string{"k"}, nil}}, []string{"k"}, 3},
 		{"conv and a padded, dilated pool", []int{2, 2, 11, 13}, 1, []node{
 			{"Conv", []string{"x", "w", "b"}, []string{"c"}, nil},
 			{"MaxPool", []string{"c"}, []string{"p"}, []*onnxpb.AttributeProto{onnx.AttrInts("kernel_shape", 3, 2),
@@ -794,7 +809,9 @@ func TestConvFusion(t *testing.T) {
 			bd := onnx.NewBuilder("fusion", 13).
 				Input("x", onnxpb.TensorProto_FLOAT, onnx.P("N"), onnx.D(int64(C)), onnx.D(int64(tt.x[2])), onnx.D(int64(tt.x[3]))).
 				Float32("w", w, int64(M), int64(Cg), 3, 3).
-				Float32("b", b, int64(M))
+				Float32("b", b, int64(M)).
+				Float32("lo", []float32{-0.05}).
+				Float32("hi", []float32{0.3})
 			for _, nd := range tt.nodes {
 				attrs := nd.attrs
 				if nd.op == "Conv" {
