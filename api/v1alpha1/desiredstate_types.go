@@ -54,10 +54,26 @@ type DesiredModel struct {
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
 	// AllowDowngrade lets the agent replace a higher active version with this one.
 	AllowDowngrade bool `json:"allowDowngrade,omitempty"`
+	// Rollback, when set, is a downgrade the hub decided: the agent replaces the active
+	// version Rollback.From (and no other) with this one, and reports Rollback.Reason.
+	Rollback *Rollback `json:"rollback,omitempty"`
+	// Urgent moves the model's bytes at once, outside the cluster's transfer windows.
+	Urgent bool `json:"urgent,omitempty"`
 	// RequireSignature makes the agent verify a trusted signature before activating.
 	RequireSignature bool `json:"requireSignature,omitempty"`
 	// Serving configures the inference endpoint.
 	Serving Serving `json:"serving,omitempty"`
 	// Monitoring, if set, monitors the model for drift at the edge.
 	Monitoring *Monitoring `json:"monitoring,omitempty"`
+}
+
+// Rollback is a downgrade decided by the hub's rollout controller: a version whose health
+// gate failed is replaced by the version the cluster had.
+//
+// +kubebuilder:object:generate=false
+type Rollback struct {
+	// From is the version being rolled back: the only active version this one may replace.
+	From string `json:"from"`
+	// Reason says why, for the agent's report and log.
+	Reason string `json:"reason"`
 }
