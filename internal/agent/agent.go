@@ -477,6 +477,8 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 					"active", p.Active.Version, "desired", p.Want.Version)
 			case p.Step == StepRemove:
 				a.deactivate(p.Deployment)
+			case p.Rollback != "":
+				a.log.Warn("rolled back by the hub", "deployment", p.Deployment, "from", p.Active.Version, "to", p.Want.Version, "reason", p.Rollback)
 			case p.Downgrade:
 				a.log.Warn("downgrade allowed by deployment", "deployment", p.Deployment, "from", p.Active.Version, "to", p.Want.Version)
 			}
