@@ -54,8 +54,8 @@ type DesiredModel struct {
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
 	// AllowDowngrade lets the agent replace a higher active version with this one.
 	AllowDowngrade bool `json:"allowDowngrade,omitempty"`
-	// Rollback, when set, is a downgrade the hub decided: the agent replaces the active
-	// version Rollback.From (and no other) with this one, and reports Rollback.Reason.
+	// Rollback, when set, is a downgrade the hub decided: the agent replaces an active
+	// version Rollback.From names (and no other) with this one, and reports Rollback.Reason.
 	Rollback *Rollback `json:"rollback,omitempty"`
 	// Urgent moves the model's bytes at once, outside the cluster's transfer windows.
 	Urgent bool `json:"urgent,omitempty"`
@@ -72,8 +72,9 @@ type DesiredModel struct {
 //
 // +kubebuilder:object:generate=false
 type Rollback struct {
-	// From is the version being rolled back: the only active version this one may replace.
-	From string `json:"from"`
+	// From are the versions being rolled back (whose gates failed): the only active versions
+	// this one may replace.
+	From []string `json:"from"`
 	// Reason says why, for the agent's report and log.
 	Reason string `json:"reason"`
 }

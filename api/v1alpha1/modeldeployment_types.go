@@ -418,9 +418,20 @@ type RolloutCluster struct {
 	// Since is when the cluster entered State.
 	// +optional
 	Since *metav1.Time `json:"since,omitempty"`
+	// Previous is the version the cluster was given before its wave: a rollback returns it.
+	// +optional
+	Previous *RolloutVersion `json:"previous,omitempty"`
 	// Baseline is what the cluster reported of the version it served before its wave.
 	// +optional
 	Baseline *ServingHealth `json:"baseline,omitempty"`
+	// RolledBackFrom is the failed version the cluster was last rolled back from: while it is
+	// set the cluster's desired state carries the rollback mark (every failed version, and
+	// RollbackReason), since the cluster may still serve one of them.
+	// +optional
+	RolledBackFrom string `json:"rolledBackFrom,omitempty"`
+	// RollbackReason is why the cluster was rolled back.
+	// +optional
+	RollbackReason string `json:"rollbackReason,omitempty"`
 	// Reason explains Skipped and RolledBack.
 	// +optional
 	Reason string `json:"reason,omitempty"`

@@ -951,6 +951,11 @@ func (in *RolloutCluster) DeepCopyInto(out *RolloutCluster) {
 		in, out := &in.Since, &out.Since
 		*out = (*in).DeepCopy()
 	}
+	if in.Previous != nil {
+		in, out := &in.Previous, &out.Previous
+		*out = new(RolloutVersion)
+		**out = **in
+	}
 	if in.Baseline != nil {
 		in, out := &in.Baseline, &out.Baseline
 		*out = new(ServingHealth)

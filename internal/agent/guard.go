@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -240,7 +241,7 @@ func PlanModel(active Deployed, want v1alpha1.DesiredModel) ModelPlan {
 // gives no reason, allows nothing.
 func rollbackFrom(want v1alpha1.DesiredModel, active string) bool {
 	rb := want.Rollback
-	return rb != nil && rb.From != "" && rb.From == active && strings.TrimSpace(rb.Reason) != ""
+	return rb != nil && active != "" && slices.Contains(rb.From, active) && strings.TrimSpace(rb.Reason) != ""
 }
 
 // PlanLocal decides whether a version produced on this cluster (model,

@@ -214,7 +214,7 @@ func TestPlanRollback(t *testing.T) {
 	active := Deployed{Model: "m", Version: "2.0.0", Digest: dgB}
 	mark := func(from, reason string) v1alpha1.DesiredModel {
 		m := dm("d", "m", "1.0.0", dgA, false)
-		m.Rollback = &v1alpha1.Rollback{From: from, Reason: reason}
+		m.Rollback = &v1alpha1.Rollback{From: []string{"1.5.0", from}, Reason: reason}
 		return m
 	}
 	tests := []struct {
