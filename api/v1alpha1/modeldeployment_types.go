@@ -445,6 +445,10 @@ type RolloutStatus struct {
 	Target RolloutVersion `json:"target"`
 	// Stable is the version clusters keep until their wave, and return to on a rollback.
 	Stable RolloutVersion `json:"stable"`
+	// Started is when the rollout of Target started: a cluster not heard from since gets
+	// silentAfter from then before it counts as silent.
+	// +optional
+	Started *metav1.Time `json:"started,omitempty"`
 	// Wave is the current wave, from 1 (the canaries); 0 before the first.
 	// +optional
 	Wave int32 `json:"wave,omitempty"`

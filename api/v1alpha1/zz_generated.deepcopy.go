@@ -993,6 +993,10 @@ func (in *RolloutStatus) DeepCopyInto(out *RolloutStatus) {
 	*out = *in
 	out.Target = in.Target
 	out.Stable = in.Stable
+	if in.Started != nil {
+		in, out := &in.Started, &out.Started
+		*out = (*in).DeepCopy()
+	}
 	if in.WaveStarted != nil {
 		in, out := &in.WaveStarted, &out.WaveStarted
 		*out = (*in).DeepCopy()

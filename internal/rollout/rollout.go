@@ -262,7 +262,7 @@ func (m *machine) start(prev *v1alpha1.RolloutStatus, target v1alpha1.RolloutVer
 		stable = prev.Target
 	}
 	m.st = &v1alpha1.RolloutStatus{Phase: v1alpha1.RolloutProgressing, Target: target, Stable: stable,
-		FailedVersions: slices.Clone(prev.FailedVersions)}
+		FailedVersions: slices.Clone(prev.FailedVersions), Started: m.nowTime()}
 	if !m.p.Canary {
 		m.st.Phase, m.st.Stable = v1alpha1.RolloutSucceeded, target
 		m.st.Message = fmt.Sprintf("%s sent to every cluster at once (strategy All)", target.Version)
@@ -343,9 +343,17 @@ func (m *machine) reselect(clusters []Cluster) {
 	}
 }
 
-// live reports whether c was heard from within SilentAfter.
+// live reports whether c was heard from within SilentAfter; a cluster not heard from since
+// the rollout started counts from then.
 func (m *machine) live(c *Cluster) bool {
-	return c != nil && !c.LastSeen.IsZero() && m.now.Sub(c.LastSeen) <= m.p.SilentAfter
+	if c == nil {
+		return false
+	}
+	from := c.LastSeen
+	if s := m.st.Started; s != nil && s.Time.After(from) {
+		from = s.Time
+	}
+	return m.now.Sub(from) <= m.p.SilentAfter
 }
 
 // serves reports whether c serves the target, healthy as far as it says.
@@ -484,6 +492,11 @@ func (m *machine) nextWave() bool {
 			waiting = append(waiting, e)
 		}
 	}
+	if len(waiting) == 0 && !m.st.Verified && m.silentPending() > 0 {
+		// No cluster served it healthy yet: it is not promoted to the silent ones blind.
+		m.st.Message = fmt.Sprintf("waiting for a cluster in contact to verify %s: %d silent", target, m.silentPending())
+		return true
+	}
 	if len(waiting) == 0 {
 		skipped := 0
 		for _, e := range m.st.Clusters {
@@ -536,6 +549,17 @@ func (m *machine) nextWave() bool {
 	m.st.Message = fmt.Sprintf("wave %d: %d cluster(s) switching to %s", m.st.Wave, len(wave), target)
 	m.emit(Event{Kind: EventWave, Wave: m.st.Wave, Reason: fmt.Sprintf("%d cluster(s)", len(wave))})
 	return true
+}
+
+// silentPending counts the pending clusters out of contact.
+func (m *machine) silentPending() int {
+	n := 0
+	for _, e := range m.st.Clusters {
+		if e.State == v1alpha1.RolloutClusterPending && !m.live(m.byName[e.Cluster]) {
+			n++
+		}
+	}
+	return n
 }
 
 // label returns e's cluster's value of the wave-order label; "" sorts last as "\xff".

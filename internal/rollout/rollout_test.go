@@ -586,3 +586,38 @@ func TestProperties(t *testing.T) {
 		})
 	}
 }
+
+// TestUnverifiedNotPromoted checks that a version no cluster served healthy is not promoted
+// to silent clusters: the rollout waits for one to return, and then goes on.
+func TestUnverifiedNotPromoted(t *testing.T) {
+	s := started(t, 3, canary(1))
+	for _, a := range s.agents {
+		a.online = false
+	}
+	s.deploy(v2)
+	for range 30 {
+		s.tick(time.Minute)
+	}
+	if s.st.Phase != v1alpha1.RolloutProgressing || !strings.Contains(s.st.Message, "waiting for a cluster in contact to verify 2.0.0") {
+		t.Fatalf("all silent: %s %q", s.st.Phase, s.st.Message)
+	}
+	for _, a := range s.agents {
+		// Only the canary, chosen while the rollout's first silentAfter ran, holds it.
+		if v, _, _ := Assign(s.st, a.name); v.Version == "2.0.0" && a.name != "c00" {
+			t.Fatalf("%s given 2.0.0 unverified", a.name)
+		}
+	}
+	s.agent("c02").online = true
+	s.tick(time.Second)
+	s.tick(time.Second)
+	if a := s.agent("c02"); a.active != "2.0.0" {
+		t.Fatalf("the returning cluster was not made the next wave: %s", a.active)
+	}
+	for _, a := range s.agents {
+		a.online = true
+	}
+	s.run(time.Minute, 100)
+	if s.st.Phase != v1alpha1.RolloutSucceeded {
+		t.Fatalf("phase %s", s.st.Phase)
+	}
+}
