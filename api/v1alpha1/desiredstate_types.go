@@ -21,6 +21,9 @@ type DesiredState struct {
 	Models []DesiredModel `json:"models"`
 	// Pipelines are the pipelines the cluster should run, sorted by name.
 	Pipelines []DesiredPipeline `json:"pipelines,omitempty"`
+	// Transfer is the cluster's transfer policy (spec.transfer): when bulk model transfers
+	// may run, and how fast.
+	Transfer *TransferPolicy `json:"transfer,omitempty"`
 }
 
 // DesiredPipeline is one pipeline a cluster runs: its spec, and the runs requested at the hub

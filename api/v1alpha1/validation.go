@@ -73,6 +73,11 @@ func (c *Cluster) Validate() error {
 	if c.Spec.Capacity != nil {
 		errs = append(errs, validateCapacity(c.Spec.Capacity, sp.Child("capacity"))...)
 	}
+	if tp := c.Spec.Transfer; tp != nil {
+		if _, err := tp.Schedule(); err != nil {
+			errs = append(errs, field.Invalid(sp.Child("transfer"), "", err.Error()))
+		}
+	}
 	errs = append(errs, c.Status.validate(field.NewPath("status"))...)
 	return invalid(KindCluster, c.Name, errs)
 }
