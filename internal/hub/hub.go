@@ -279,7 +279,7 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 		return err
 	}
 	for _, c := range clusters {
-		if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
+		if err := s.writeDesired(ctx, tx, &c, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
 			return err
 		}
 	}
@@ -331,7 +331,7 @@ func (s *Server) reconcileCluster(ctx context.Context, tx *store.Tx, c *v1alpha1
 	if err != nil {
 		return err
 	}
-	if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
+	if err := s.writeDesired(ctx, tx, c, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
 		return err
 	}
 	if err := reselectPipelines(ctx, tx, pls, pa, c.Name); err != nil {
@@ -394,12 +394,14 @@ func (s *Server) place(ctx context.Context, tx *store.Tx, clusters []v1alpha1.Cl
 	return deps, a, nil
 }
 
-// writeDesired stores a cluster's desired state document; the store moves its revision only
-// when the document changed.
-func (s *Server) writeDesired(ctx context.Context, tx *store.Tx, cluster string, models []v1alpha1.DesiredModel,
+// writeDesired stores a cluster's desired state document, with the cluster's transfer
+// policy; the store moves its revision only when the document changed.
+func (s *Server) writeDesired(ctx context.Context, tx *store.Tx, c *v1alpha1.Cluster, models []v1alpha1.DesiredModel,
 	pipelines []v1alpha1.DesiredPipeline) error {
+	cluster := c.Name
 	doc, err := json.Marshal(v1alpha1.DesiredState{
 		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: cluster, Models: models, Pipelines: pipelines,
+		Transfer: c.Spec.Transfer,
 	})
 	if err != nil {
 		return fmt.Errorf("encode desired state: %w", err)
