@@ -140,6 +140,7 @@ func (a *Agent) Report(ctx context.Context) (*v1alpha1.AgentReport, error) {
 	}
 	a.mu.Unlock()
 	r.Models, r.Status.Conditions = modelReports(st.Models, unservable, a.clock.Now())
+	r.Status.Transfer = TransferAt(st.TransferPolicy, st.Models, a.clock.Now())
 	if st.Outbox.Records > 0 || len(st.Outbox.Merged)+len(st.Outbox.Dropped)+len(st.Outbox.Refused) > 0 {
 		r.Status.Outbox = &v1alpha1.OutboxStatus{Records: st.Outbox.Records, Bytes: st.Outbox.Bytes,
 			Merged: st.Outbox.Merged, Dropped: st.Outbox.Dropped, Refused: st.Outbox.Refused}
