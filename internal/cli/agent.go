@@ -509,6 +509,9 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 	fmt.Fprintf(w, "Applied revision: %d\n", st.AppliedRevision)
 	fmt.Fprintf(w, "Rejected stale:   %d\n", st.RejectedStale)
 	fmt.Fprintf(w, "Bytes owed:       %s\n", bytesize.Format(st.BytesOwed))
+	if st.Transfer != nil {
+		fmt.Fprintf(w, "Transfer window:  %s\n", transferText(st.Transfer, now))
+	}
 	fmt.Fprintf(w, "Outbox:           %s\n\n", outboxText(st.Outbox))
 	if len(st.Models) == 0 {
 		fmt.Fprintln(w, "No models desired.")
@@ -539,6 +542,28 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		return err
 	}
 	return printDrift(w, st.Models, now)
+}
+
+// transferText says where the agent's transfer window stands and what waits for it.
+func transferText(ts *v1alpha1.TransferStatus, now time.Time) string {
+	s := "closed"
+	if ts.Open {
+		s = "open"
+	}
+	if ts.BandwidthBps > 0 {
+		s += ", at most " + bytesize.Format(ts.BandwidthBps) + "/s"
+	}
+	if ts.NextChange != nil {
+		verb := "opens"
+		if ts.Open {
+			verb = "closes"
+		}
+		s += fmt.Sprintf("; %s %s (in %s)", verb, ts.NextChange.UTC().Format(time.RFC3339), ts.NextChange.Sub(now).Round(time.Second))
+	}
+	if len(ts.Waiting) > 0 {
+		s += fmt.Sprintf("; waiting: %s (%s)", strings.Join(ts.Waiting, ", "), bytesize.Format(ts.WaitingBytes))
+	}
+	return s
 }
 
 // printDrift prints the drift monitoring of the deployments that have
