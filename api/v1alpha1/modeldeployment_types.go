@@ -298,9 +298,9 @@ type ServingHealth struct {
 	// Errors counts the requests that failed.
 	// +optional
 	Errors int64 `json:"errors,omitempty"`
-	// P99Millis is the 99th percentile of the requests' latency, in milliseconds.
+	// P99Micros is the 99th percentile of the requests' latency, in microseconds.
 	// +optional
-	P99Millis int64 `json:"p99Millis,omitempty"`
+	P99Micros int64 `json:"p99Micros,omitempty"`
 }
 
 // DriftState is the verdict of a deployment's newest drift window in a cluster.

@@ -432,12 +432,15 @@ func (m *machine) unhealthy(e *v1alpha1.RolloutCluster, c *Cluster) string {
 	if m.p.MaxErrorRateIncrease < 1 && rate > base+m.p.MaxErrorRateIncrease {
 		return fmt.Sprintf("error rate %.3f against %.3f of the previous version (at most +%.3f)", rate, base, m.p.MaxErrorRateIncrease)
 	}
-	if b := e.Baseline; m.p.MaxLatencyRatio > 0 && b != nil && b.P99Millis > 0 &&
-		float64(h.P99Millis) > float64(b.P99Millis)*m.p.MaxLatencyRatio {
-		return fmt.Sprintf("p99 latency %dms against %dms of %s (at most %.2fx)", h.P99Millis, b.P99Millis, b.Version, m.p.MaxLatencyRatio)
+	if b := e.Baseline; m.p.MaxLatencyRatio > 0 && b != nil && b.P99Micros > 0 &&
+		float64(h.P99Micros) > float64(b.P99Micros)*m.p.MaxLatencyRatio {
+		return fmt.Sprintf("p99 latency %s against %s of %s (at most %.2fx)", micros(h.P99Micros), micros(b.P99Micros), b.Version, m.p.MaxLatencyRatio)
 	}
 	return ""
 }
+
+// micros renders a latency in microseconds.
+func micros(us int64) string { return (time.Duration(us) * time.Microsecond).String() }
 
 // waveOpen reports whether the current wave still runs: a cluster is updating, or the wave
 // has not baked yet. It records when the wave settled.

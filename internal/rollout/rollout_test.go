@@ -85,7 +85,7 @@ func (s *sim) tick(d time.Duration) {
 			c.Error = "serving: model " + a.active + " does not load"
 		}
 		if a.active != "" {
-			c.Health = &v1alpha1.ServingHealth{Version: a.active, Requests: 100, P99Millis: s.latency(a.active)}
+			c.Health = &v1alpha1.ServingHealth{Version: a.active, Requests: 100, P99Micros: s.latency(a.active)}
 		}
 		clusters = append(clusters, c)
 	}
@@ -317,7 +317,7 @@ func TestGateFailures(t *testing.T) {
 		reason string
 	}{
 		{name: "does not load", setup: func(s *sim) { s.broken["2.0.0"] = true }, reason: "does not load"},
-		{name: "slower p99", setup: func(s *sim) { s.p99["2.0.0"] = 40 }, reason: "p99 latency 40ms against 10ms"},
+		{name: "slower p99", setup: func(s *sim) { s.p99["2.0.0"] = 40 }, reason: "p99 latency 40µs against 10µs"},
 		{name: "never switches", setup: func(s *sim) {
 			for _, a := range s.agents {
 				a.slow = 1 << 30
