@@ -179,6 +179,9 @@ type Agent struct {
 	limiter *rate.Limiter
 	// windows are the transfer windows of the applied desired state; nil for none. Guarded by mu.
 	windows *window.Schedule
+	// health reads what the inference server's versions answered; nil when none serves.
+	// Guarded by mu.
+	health  func() map[string]v1alpha1.ServingHealth
 	src     *routingSource
 	fetcher *transfer.Fetcher
 	link    linkEstimator

@@ -336,6 +336,7 @@ func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, acti
 	if err := a.SetEndpoints(ctx, &ep); err != nil {
 		return nil, nil, err
 	}
+	a.SetHealth(func() map[string]v1alpha1.ServingHealth { return servingHealth(srv.Health()) })
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Watch(ctx, func() []serving.Model { return servingModels(a.Active()) }, activeChanged) })
 	go func() {
@@ -344,6 +345,7 @@ func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, acti
 		if err := a.SetEndpoints(context.WithoutCancel(ctx), nil); err != nil {
 			log.Warn("clear serving endpoints", "err", err)
 		}
+		a.SetHealth(nil)
 		close(done)
 	}()
 	return done, srv, nil
@@ -355,6 +357,15 @@ func servingModels(active []agent.ActiveModel) []serving.Model {
 	for i, am := range active {
 		out[i] = serving.Model{Deployment: am.Deployment, Model: am.Model, Version: am.Version,
 			Digest: am.Digest, Files: am.Files, Serving: am.Serving, Monitoring: am.Monitoring, Reference: am.Reference}
+	}
+	return out
+}
+
+// servingHealth is the server's request counts as reports carry them.
+func servingHealth(hs map[string]serving.Health) map[string]v1alpha1.ServingHealth {
+	out := make(map[string]v1alpha1.ServingHealth, len(hs))
+	for dep, h := range hs {
+		out[dep] = v1alpha1.ServingHealth{Version: h.Version, Requests: h.Requests, Errors: h.Errors, P99Micros: h.P99.Microseconds()}
 	}
 	return out
 }
