@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,6 +127,32 @@ func TestCanaryRolloutFleet(t *testing.T) {
 	// One returns and gets the promoted version.
 	away1.link.Partition(false)
 	waitOn("1.1.0", away1)
+
+	// What a cluster serves reaches the hub as the health the gates compare.
+	var c0 v1alpha1.Cluster
+	if err := json.Unmarshal([]byte(h.mustRun("get", "cluster", agents[0].name, "-o", "json")), &c0); err != nil || c0.Status.Endpoints == nil {
+		t.Fatalf("cluster %s: %v %+v", agents[0].name, err, c0.Status.Endpoints)
+	}
+	for _, b := range imageRequests(t, 0, 30*50, 1) {
+		resp, err := http.Post(c0.Status.Endpoints.REST+"/v2/models/cls/infer", "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("infer: %s", resp.Status)
+		}
+	}
+	testenv.WaitFor(t, 30*time.Second, "the hub's row of "+agents[0].name+" counts its requests", func() bool {
+		for _, r := range hubDeployment(t, h, "cls").Status.Clusters {
+			if r.Cluster == agents[0].name && r.Health != nil && r.Health.Version == "1.1.0" && r.Health.Requests >= 30 {
+				t.Logf("%s health: %+v", r.Cluster, *r.Health)
+				return r.Health.Errors == 0 && r.Health.P99Micros > 0
+			}
+		}
+		return false
+	})
 
 	// A version that does not load stops at its canary and is rolled back.
 	push("1.2.0", []byte("this is not an ONNX model"))
