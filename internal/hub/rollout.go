@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,7 +35,8 @@ func rolling(d *v1alpha1.ModelDeployment) bool {
 		return false
 	}
 	if st == nil || st.Target.Version != d.Status.ResolvedVersion || st.Target.Digest != d.Status.ResolvedDigest {
-		return true
+		// A version not started yet; but one whose gate failed is never started.
+		return st == nil || !slices.Contains(st.FailedVersions, d.Status.ResolvedVersion)
 	}
 	return st.Phase == v1alpha1.RolloutProgressing || st.Phase == v1alpha1.RolloutPaused
 }

@@ -230,6 +230,11 @@ func Step(prev *v1alpha1.RolloutStatus, target v1alpha1.RolloutVersion, p Policy
 	if m.st.Phase == v1alpha1.RolloutSucceeded || m.st.Phase == v1alpha1.RolloutFailed {
 		return m.st, m.events
 	}
+	if !p.Canary {
+		// The strategy became All during the rollout: the rest get it now.
+		m.succeed(EventPromoted, "strategy All: every cluster gets it now")
+		return m.st, m.events
+	}
 	m.progress(clusters)
 	return m.st, m.events
 }

@@ -469,6 +469,17 @@ func TestOperatorCommands(t *testing.T) {
 			t.Fatalf("promoted: %s %v", s.st.Phase, s.active())
 		}
 	})
+	t.Run("strategy All mid-rollout sends it everywhere", func(t *testing.T) {
+		s := started(t, 5, canary(1))
+		s.deploy(v2)
+		s.tick(time.Second)
+		s.p.Canary = false
+		s.tick(time.Second)
+		s.tick(time.Second)
+		if s.st.Phase != v1alpha1.RolloutSucceeded || s.active()["2.0.0"] != 5 {
+			t.Fatalf("strategy All: %s %v", s.st.Phase, s.active())
+		}
+	})
 	t.Run("a command for another version does nothing", func(t *testing.T) {
 		s := started(t, 3, canary(1))
 		s.p.Abort = "9.9.9"
