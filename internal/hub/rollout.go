@@ -255,17 +255,32 @@ func (s *Server) watchRollouts(ctx context.Context, every time.Duration) {
 			}
 			continue
 		}
-		t := s.clock.NewTimer(every)
+		// While a rollout runs, reports kick the controller at most every rolloutSpacing: a
+		// wave of reports arriving in many group commits costs a few runs, not one each.
+		t := s.clock.NewTimer(min(every, rolloutSpacing))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C():
-		case <-s.rolloutKick:
-			t.Stop()
+		}
+		if every > rolloutSpacing {
+			t = s.clock.NewTimer(every - rolloutSpacing)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
+			case <-s.rolloutKick:
+				t.Stop()
+			}
 		}
 	}
 }
+
+// rolloutSpacing is the least time between two runs of the rollout controller while a
+// rollout runs.
+const rolloutSpacing = 250 * time.Millisecond
 
 // kickRollouts asks the rollout watcher to look now.
 func (s *Server) kickRollouts() {
