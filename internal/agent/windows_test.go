@@ -102,3 +102,54 @@ spec:
 		t.Logf("the urgent version crossed in %v, %d bytes, outside the window", time.Since(start), h.Served.Load())
 	})
 }
+
+// TestTransferWindowCloses checks that a fetch the window cannot hold stops when it closes,
+// moves no byte until it opens again, and then resumes where it stopped.
+func TestTransferWindowCloses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newTestHub(t)
+		src := t.TempDir()
+		v1, v2 := filepath.Join(src, "v1"), filepath.Join(src, "v2")
+		writeModel(t, v1, v2)
+		h.push(v1, "demo", "1.0.0")
+		// A minute a day at 100 KiB/s carries 6 MB: the 8 MiB model takes two windows.
+		h.Apply("clusters", "edge-1", `apiVersion: ml.outpost.dev/v1alpha1
+kind: Cluster
+metadata: {name: edge-1, labels: {region: eu}}
+spec:
+  transfer:
+    windows: [{start: "02:00", end: "02:01"}]
+    insideBandwidth: 100KiB
+`)
+		h.deploy("fashion", "demo", "1.0.0", false)
+		day := time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+		time.Sleep(time.Until(day.Add(time.Hour)))
+		cfg := agentConfig(h, filepath.Join(t.TempDir(), "agent"), h.joinToken())
+		cfg.PollTimeout, cfg.ReportInterval = 5*time.Minute, time.Minute
+		a, stop, _ := startAgent(t, cfg)
+		defer stop()
+		h.Served.Store(0)
+
+		time.Sleep(time.Until(day.Add(2*time.Hour + 2*time.Minute)))
+		first := h.Served.Load()
+		if first == 0 || activeVersion(a, "fashion") != "" {
+			t.Fatalf("after the first window: %d bytes, active %q", first, activeVersion(a, "fashion"))
+		}
+		if limit := int64(100<<10) * 61; first > limit+256<<10 {
+			t.Errorf("%d bytes in a minute's window at 100 KiB/s", first)
+		}
+		time.Sleep(12 * time.Hour)
+		if n := h.Served.Load(); n != first {
+			t.Fatalf("%d bytes crossed while the window was closed", n-first)
+		}
+		testenv.WaitFor(t, 26*time.Hour, "1.0.0 active after the next window", func() bool { return activeVersion(a, "fashion") == "1.0.0" })
+		if now := time.Now().UTC(); now.Before(day.Add(26 * time.Hour)) {
+			t.Fatalf("active at %v, before the second window", now)
+		}
+		total := h.Served.Load()
+		t.Logf("%d bytes in the first window, %d in all", first, total)
+		if size := int64(8 << 20); total > size+size/5 {
+			t.Errorf("%d bytes for an 8 MiB model: the second window did not resume the first's fetch", total)
+		}
+	})
+}
