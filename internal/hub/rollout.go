@@ -74,9 +74,6 @@ func (s *Server) stepRollouts(ctx context.Context, tx *store.Tx, deps []v1alpha1
 		nd := d.DeepCopy()
 		nd.Status.Rollout = st
 		setRolloutCondition(nd)
-		if !equality.Semantic.DeepEqual(d.Status.Clusters, nd.Status.Clusters) || old == nil || old.Phase != st.Phase {
-			moved = true
-		}
 		o, _, err := tx.UpdateStatus(ctx, nd)
 		if err != nil {
 			return false, err
