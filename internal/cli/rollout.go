@@ -21,6 +21,7 @@ import (
 // rolloutProgress is how far a ModelDeployment has reached its clusters.
 type rolloutProgress struct {
 	done    bool
+	failed  bool   // a Canary rollout of the resolved version stopped at a failed gate
 	summary string // one line, such as "detector 1.0.0: Active on 2 of 3 clusters"
 }
 
@@ -36,6 +37,9 @@ func rolloutOf(d *v1alpha1.ModelDeployment) rolloutProgress {
 		return rolloutProgress{summary: fmt.Sprintf("%s: not resolved: %s", name, c.Message)}
 	}
 	v := d.Status.ResolvedVersion
+	if st := d.Status.Rollout; st != nil && st.Target.Version == v && st.Phase == v1alpha1.RolloutFailed {
+		return rolloutProgress{failed: true, summary: fmt.Sprintf("%s %s: rollout failed: %s", name, v, st.Message)}
+	}
 	if len(d.Status.Clusters) == 0 {
 		return rolloutProgress{summary: fmt.Sprintf("%s %s: selects no cluster yet", name, v)}
 	}
@@ -89,6 +93,9 @@ func (g *globals) waitRollout(ctx context.Context, h *hubclient.Client, name str
 			}
 			if r.done {
 				return nil
+			}
+			if r.failed {
+				return fmt.Errorf("modeldeployment/%s: %s", name, r.summary)
 			}
 		}
 		select {

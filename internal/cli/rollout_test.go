@@ -13,6 +13,13 @@ import (
 	"outpost.dev/outpost/internal/hubclient"
 )
 
+// failedRollout marks d's rollout of its resolved version failed.
+func failedRollout(d *v1alpha1.ModelDeployment) *v1alpha1.ModelDeployment {
+	d.Status.Rollout = &v1alpha1.RolloutStatus{Phase: v1alpha1.RolloutFailed, Target: v1alpha1.RolloutVersion{Version: d.Status.ResolvedVersion},
+		Message: "gate failed in wave 1: cluster a: serving: bad"}
+	return d
+}
+
 func TestRolloutOf(t *testing.T) {
 	dep := func(gen, observed int64, resolved metav1.ConditionStatus, rows ...v1alpha1.ClusterDeploymentStatus) *v1alpha1.ModelDeployment {
 		d := &v1alpha1.ModelDeployment{}
@@ -44,6 +51,8 @@ func TestRolloutOf(t *testing.T) {
 			false, "detector: the hub has not yet resolved generation 3"},
 		{"not resolved", dep(1, 1, metav1.ConditionFalse, row("a", v1alpha1.PhaseActive, "1.1.0")),
 			false, "detector: not resolved: no version matching ^9"},
+		{"rollout failed", failedRollout(dep(1, 1, metav1.ConditionTrue, row("a", v1alpha1.PhaseActive, "1.0.0"))),
+			false, "detector 1.1.0: rollout failed: gate failed in wave 1: cluster a: serving: bad"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
