@@ -3,6 +3,8 @@ package v1alpha1
 import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"outpost.dev/outpost/internal/window"
 )
 
 // LinkState is the health of the network link between the hub and a cluster.
@@ -55,6 +57,74 @@ type ClusterSpec struct {
 	// Capacity is the capacity the operator declares; the agent reports the measured capacity in status.
 	// +optional
 	Capacity *Capacity `json:"capacity,omitempty"`
+	// Transfer says when bulk model transfers to the cluster may run and how fast; absent,
+	// they run at any time. Desired state and status always flow.
+	// +optional
+	Transfer *TransferPolicy `json:"transfer,omitempty"`
+}
+
+// TransferPolicy is when and how fast a cluster's link carries bulk model transfers, as on a
+// metered satellite link whose minutes are cheap at night. A deployment marked urgent ignores it.
+type TransferPolicy struct {
+	// TimeZone is the IANA time zone of the windows, such as "Europe/Oslo" (default UTC).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	TimeZone string `json:"timeZone,omitempty"`
+	// Windows are the weekly windows when bulk transfers may run. Empty means always.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Windows []TransferWindow `json:"windows,omitempty"`
+	// InsideBandwidth caps the bytes per second inside a window, such as "4MiB"; empty is no cap.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	InsideBandwidth string `json:"insideBandwidth,omitempty"`
+	// OutsideBandwidth caps the bytes per second outside the windows; empty or "0" means no
+	// bulk transfer outside them.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	OutsideBandwidth string `json:"outsideBandwidth,omitempty"`
+}
+
+// Schedule parses the policy into the schedule the agent follows.
+func (p *TransferPolicy) Schedule() (window.Schedule, error) {
+	specs := make([]window.Spec, len(p.Windows))
+	for i, w := range p.Windows {
+		specs[i] = window.Spec{Days: w.Days, Start: w.Start, End: w.End}
+	}
+	return window.Parse(p.TimeZone, specs, p.InsideBandwidth, p.OutsideBandwidth)
+}
+
+// TransferWindow is a weekly window: from Start to End on each of Days, in the policy's time
+// zone. An End at or before Start runs past midnight into the next day.
+type TransferWindow struct {
+	// Days are the days the window opens: Mon, Tue, Wed, Thu, Fri, Sat, Sun; empty is every day.
+	// +optional
+	// +kubebuilder:validation:MaxItems=7
+	Days []string `json:"days,omitempty"`
+	// Start is when the window opens, "HH:MM".
+	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
+	Start string `json:"start"`
+	// End is when it closes, "HH:MM".
+	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
+	End string `json:"end"`
+}
+
+// TransferStatus is what waits for a cluster's transfer window, as its agent reports it.
+type TransferStatus struct {
+	// Open is whether bulk transfers may run now.
+	Open bool `json:"open"`
+	// NextChange is when the window next opens (or closes, while open).
+	// +optional
+	NextChange *metav1.Time `json:"nextChange,omitempty"`
+	// BandwidthBps is the cap in force now; 0 is none (or, outside a window, no transfer).
+	// +optional
+	BandwidthBps int64 `json:"bandwidthBps,omitempty"`
+	// Waiting names the deployments whose versions wait for the window.
+	// +optional
+	Waiting []string `json:"waiting,omitempty"`
+	// WaitingBytes is how many bytes they lack, as far as the agent knows.
+	// +optional
+	WaitingBytes int64 `json:"waitingBytes,omitempty"`
 }
 
 // LinkStatus describes the network link between the hub and a cluster as last estimated.
@@ -131,6 +201,9 @@ type ClusterStatus struct {
 	// merge or drop to stay within its byte budget.
 	// +optional
 	Outbox *OutboxStatus `json:"outbox,omitempty"`
+	// Transfer is where the cluster's transfer windows stand, when it has any.
+	// +optional
+	Transfer *TransferStatus `json:"transfer,omitempty"`
 	// Conditions are the latest observations of the cluster's state.
 	// +optional
 	// +listType=map

@@ -21,6 +21,9 @@ type DesiredState struct {
 	Models []DesiredModel `json:"models"`
 	// Pipelines are the pipelines the cluster should run, sorted by name.
 	Pipelines []DesiredPipeline `json:"pipelines,omitempty"`
+	// Transfer is the cluster's transfer policy (spec.transfer): when bulk model transfers
+	// may run, and how fast.
+	Transfer *TransferPolicy `json:"transfer,omitempty"`
 }
 
 // DesiredPipeline is one pipeline a cluster runs: its spec, and the runs requested at the hub
@@ -54,10 +57,27 @@ type DesiredModel struct {
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
 	// AllowDowngrade lets the agent replace a higher active version with this one.
 	AllowDowngrade bool `json:"allowDowngrade,omitempty"`
+	// Rollback, when set, is a downgrade the hub decided: the agent replaces an active
+	// version Rollback.From names (and no other) with this one, and reports Rollback.Reason.
+	Rollback *Rollback `json:"rollback,omitempty"`
+	// Urgent moves the model's bytes at once, outside the cluster's transfer windows.
+	Urgent bool `json:"urgent,omitempty"`
 	// RequireSignature makes the agent verify a trusted signature before activating.
 	RequireSignature bool `json:"requireSignature,omitempty"`
 	// Serving configures the inference endpoint.
 	Serving Serving `json:"serving,omitempty"`
 	// Monitoring, if set, monitors the model for drift at the edge.
 	Monitoring *Monitoring `json:"monitoring,omitempty"`
+}
+
+// Rollback is a downgrade decided by the hub's rollout controller: a version whose health
+// gate failed is replaced by the version the cluster had.
+//
+// +kubebuilder:object:generate=false
+type Rollback struct {
+	// From are the versions being rolled back (whose gates failed): the only active versions
+	// this one may replace.
+	From []string `json:"from"`
+	// Reason says why, for the agent's report and log.
+	Reason string `json:"reason"`
 }

@@ -45,11 +45,92 @@ type Rollout struct {
 	// +optional
 	// +kubebuilder:default=All
 	Strategy RolloutStrategy `json:"strategy,omitempty"`
-	// MaxUnavailable is how many clusters may be switching versions at the same time.
+	// MaxUnavailable is how many clusters may be switching versions at the same time: the size
+	// of each wave of a Canary rollout (default 1).
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	MaxUnavailable *int32 `json:"maxUnavailable,omitempty"`
+	// MaxUnavailablePercent bounds each wave to this percentage of the selected clusters (at
+	// least one cluster); with MaxUnavailable too, the smaller wave wins.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxUnavailablePercent *int32 `json:"maxUnavailablePercent,omitempty"`
+	// Canary chooses the first wave of a Canary rollout; absent, it is the first cluster in
+	// wave order.
+	// +optional
+	Canary *Canary `json:"canary,omitempty"`
+	// WaveOrder is a cluster label key, such as "region": waves after the canaries go label
+	// value by value, in the values' sorted order, never mixing two values in one wave.
+	// Clusters without the label go last. Empty orders clusters by name.
+	// +optional
+	// +kubebuilder:validation:MaxLength=317
+	WaveOrder string `json:"waveOrder,omitempty"`
+	// BakeTime is how long every cluster of a wave serves the new version, healthy, before
+	// the next wave starts (default 1m).
+	// +optional
+	BakeTime *metav1.Duration `json:"bakeTime,omitempty"`
+	// SilentAfter is how long a cluster of a wave may stay silent before it is skipped and
+	// counted, so that a disconnected cluster never holds a rollout (default 10m).
+	// +optional
+	SilentAfter *metav1.Duration `json:"silentAfter,omitempty"`
+	// ProgressDeadline is how long a cluster in contact may take to serve the new version
+	// before its wave's gate fails (default 30m).
+	// +optional
+	ProgressDeadline *metav1.Duration `json:"progressDeadline,omitempty"`
+	// Gates are the health gates between waves.
+	// +optional
+	Gates *RolloutGates `json:"gates,omitempty"`
+	// Paused stops a Canary rollout from starting its next wave; gates still apply to the
+	// clusters already switched.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
 }
+
+// Canary chooses the first wave of a Canary rollout: the clusters Selector matches, or the
+// first Count clusters in wave order; at most a wave's size of them.
+type Canary struct {
+	// Selector selects the canary clusters by label.
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+	// Count is how many clusters the canary wave takes (default 1).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	Count int32 `json:"count,omitempty"`
+}
+
+// RolloutGates are the health checks a wave must pass before the next one starts. Each
+// compares what a cluster reports of the new version with what the same cluster reported of
+// the version it replaced. A cluster that reports the new version active but not serving,
+// or fails to serve it within the progress deadline, fails the gate too.
+type RolloutGates struct {
+	// MaxErrorRateIncrease is how much the share of failed requests may grow over the
+	// previous version's, a decimal (default "0.05"; "1" turns the check off).
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9]*\.?[0-9]+$`
+	MaxErrorRateIncrease string `json:"maxErrorRateIncrease,omitempty"`
+	// MaxLatencyRatio is how many times the previous version's p99 latency the new version's
+	// may reach, a decimal (default "1.5"; "0" turns the check off).
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9]*\.?[0-9]+$`
+	MaxLatencyRatio string `json:"maxLatencyRatio,omitempty"`
+	// MinRequests is how many requests of the new version a cluster must serve before its
+	// error rate and latency are compared (default 20).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MinRequests int32 `json:"minRequests,omitempty"`
+}
+
+// Annotations that command a rollout; each names the version it commands, so that a command
+// never carries over to the next version.
+const (
+	// AnnotationRolloutAbort stops the rollout of the version it names and rolls its clusters
+	// back, as a failed gate does.
+	AnnotationRolloutAbort = "rollout.ml.outpost.dev/abort"
+	// AnnotationRolloutPromote sends the version it names to every remaining cluster at once,
+	// skipping the remaining waves and gates.
+	AnnotationRolloutPromote = "rollout.ml.outpost.dev/promote"
+)
 
 // ServingRuntime selects the inference runtime used to serve a model.
 // +kubebuilder:validation:Enum=auto;go;onnxruntime
@@ -161,6 +242,10 @@ type ModelDeploymentSpec struct {
 	// RequireSignature accepts only versions with a valid signature from a trusted key.
 	// +optional
 	RequireSignature bool `json:"requireSignature,omitempty"`
+	// Urgent moves the deployment's model bytes at once, ignoring the clusters' transfer
+	// windows (a security fix).
+	// +optional
+	Urgent bool `json:"urgent,omitempty"`
 }
 
 // ClusterPhase is the progress of a deployment in one cluster.
@@ -208,6 +293,23 @@ type ClusterDeploymentStatus struct {
 	// from the cluster's agent. Absent until the first one arrives.
 	// +optional
 	Drift *DriftStatus `json:"drift,omitempty"`
+	// Health is what the cluster last reported of the requests its active version served.
+	// +optional
+	Health *ServingHealth `json:"health,omitempty"`
+}
+
+// ServingHealth counts the requests one version served on one cluster since it became active.
+type ServingHealth struct {
+	// Version is the version that served them.
+	Version string `json:"version"`
+	// Requests counts the inference requests.
+	Requests int64 `json:"requests"`
+	// Errors counts the requests that failed.
+	// +optional
+	Errors int64 `json:"errors,omitempty"`
+	// P99Micros is the 99th percentile of the requests' latency, in microseconds.
+	// +optional
+	P99Micros int64 `json:"p99Micros,omitempty"`
 }
 
 // DriftState is the verdict of a deployment's newest drift window in a cluster.
@@ -264,7 +366,133 @@ const (
 	// ConditionDriftDetected is True when the drift alarm is raised in any selected cluster;
 	// its message names the clusters. It is set once any cluster reported a drift window.
 	ConditionDriftDetected = "DriftDetected"
+	// ConditionRolloutFailed is True when a Canary rollout stopped at a failed gate (or was
+	// aborted) and rolled its clusters back; its message gives the reason.
+	ConditionRolloutFailed = "RolloutFailed"
 )
+
+// RolloutPhase is where a rollout stands.
+// +kubebuilder:validation:Enum=Progressing;Paused;Succeeded;Failed
+type RolloutPhase string
+
+// Rollout phases.
+const (
+	RolloutProgressing RolloutPhase = "Progressing"
+	RolloutPaused      RolloutPhase = "Paused"
+	RolloutSucceeded   RolloutPhase = "Succeeded"
+	RolloutFailed      RolloutPhase = "Failed"
+)
+
+// RolloutClusterState is where one cluster stands in a rollout.
+// +kubebuilder:validation:Enum=Pending;Updating;Done;Skipped;RolledBack
+type RolloutClusterState string
+
+// Rollout cluster states.
+const (
+	// RolloutClusterPending: not yet in a wave; keeps the version it had.
+	RolloutClusterPending RolloutClusterState = "Pending"
+	// RolloutClusterUpdating: in the current wave, switching to the new version.
+	RolloutClusterUpdating RolloutClusterState = "Updating"
+	// RolloutClusterDone: serves the new version, healthy.
+	RolloutClusterDone RolloutClusterState = "Done"
+	// RolloutClusterSkipped: stayed silent past silentAfter; counted, and given the new
+	// version once the rollout promotes it.
+	RolloutClusterSkipped RolloutClusterState = "Skipped"
+	// RolloutClusterRolledBack: sent back to the stable version after a failed gate.
+	RolloutClusterRolledBack RolloutClusterState = "RolledBack"
+)
+
+// RolloutVersion is a version with its digest and size.
+type RolloutVersion struct {
+	// Version is the semantic version.
+	Version string `json:"version"`
+	// Digest is its manifest digest.
+	Digest string `json:"digest"`
+	// SizeBytes is the total size of its files.
+	// +optional
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+}
+
+// RolloutCluster is one cluster of a rollout in progress, or rolled back.
+type RolloutCluster struct {
+	// Cluster is the Cluster name.
+	Cluster string `json:"cluster"`
+	// Version is the version the cluster is given now.
+	Version RolloutVersion `json:"version"`
+	// State is where the cluster stands.
+	State RolloutClusterState `json:"state"`
+	// Wave is the wave the cluster belongs to, from 1 (the canaries); 0 while pending.
+	// +optional
+	Wave int32 `json:"wave,omitempty"`
+	// Since is when the cluster entered State.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+	// Previous is the version the cluster was given before its wave: a rollback returns it.
+	// +optional
+	Previous *RolloutVersion `json:"previous,omitempty"`
+	// Baseline is what the cluster reported of the version it served before its wave.
+	// +optional
+	Baseline *ServingHealth `json:"baseline,omitempty"`
+	// RolledBackFrom is the failed version the cluster was last rolled back from: while it is
+	// set the cluster's desired state carries the rollback mark (every failed version, and
+	// RollbackReason), since the cluster may still serve one of them.
+	// +optional
+	RolledBackFrom string `json:"rolledBackFrom,omitempty"`
+	// RollbackReason is why the cluster was rolled back.
+	// +optional
+	RollbackReason string `json:"rollbackReason,omitempty"`
+	// Reason explains Skipped and RolledBack.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+}
+
+// RolloutStatus is the state of a deployment's rollout, kept by the hub's rollout controller.
+type RolloutStatus struct {
+	// Phase is Progressing, Paused, Succeeded or Failed.
+	Phase RolloutPhase `json:"phase"`
+	// Target is the version being rolled out (or rolled out, or that failed).
+	Target RolloutVersion `json:"target"`
+	// Stable is the version clusters keep until their wave, and return to on a rollback.
+	Stable RolloutVersion `json:"stable"`
+	// Started is when the rollout of Target started: a cluster not heard from since gets
+	// silentAfter from then before it counts as silent.
+	// +optional
+	Started *metav1.Time `json:"started,omitempty"`
+	// Wave is the current wave, from 1 (the canaries); 0 before the first.
+	// +optional
+	Wave int32 `json:"wave,omitempty"`
+	// WaveStarted is when the current wave started.
+	// +optional
+	WaveStarted *metav1.Time `json:"waveStarted,omitempty"`
+	// WaveSettled is when every cluster of the current wave was done or skipped: its bake
+	// time counts from then.
+	// +optional
+	WaveSettled *metav1.Time `json:"waveSettled,omitempty"`
+	// Verified is set once a cluster served Target healthy through a gate.
+	// +optional
+	Verified bool `json:"verified,omitempty"`
+	// Updated, Pending, Skipped and RolledBack count the clusters in each state.
+	// +optional
+	Updated int32 `json:"updated,omitempty"`
+	// +optional
+	Pending int32 `json:"pending,omitempty"`
+	// +optional
+	Skipped int32 `json:"skipped,omitempty"`
+	// +optional
+	RolledBack int32 `json:"rolledBack,omitempty"`
+	// FailedVersions are the versions whose gate failed: no cluster is given them again.
+	// +optional
+	FailedVersions []string `json:"failedVersions,omitempty"`
+	// Message says why the rollout stands where it does; for Failed, the gate that failed.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Clusters has a row per cluster while the rollout progresses, and per rolled-back
+	// cluster once it failed, sorted by name.
+	// +optional
+	// +listType=map
+	// +listMapKey=cluster
+	Clusters []RolloutCluster `json:"clusters,omitempty"`
+}
 
 // ModelDeploymentStatus is the observed state of a deployment, written by the hub and agents.
 type ModelDeploymentStatus struct {
@@ -290,6 +518,10 @@ type ModelDeploymentStatus struct {
 	// +listType=map
 	// +listMapKey=cluster
 	Clusters []ClusterDeploymentStatus `json:"clusters,omitempty"`
+	// Rollout is the state of the rollout of ResolvedVersion; absent until the first version
+	// resolves.
+	// +optional
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
 }
 
 // ModelDeployment deploys a model version, pinned or chosen by a semantic version range, to the

@@ -62,6 +62,8 @@ type ModelReport struct {
 	Error string `json:"error,omitempty"`
 	// Runtime is the inference runtime serving the active version: go or onnxruntime.
 	Runtime string `json:"runtime,omitempty"`
+	// Health counts the requests the active version served, when the cluster serves it.
+	Health *ServingHealth `json:"health,omitempty"`
 }
 
 // JoinTokenRequest asks the hub for a bootstrap token that lets one agent join.

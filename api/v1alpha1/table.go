@@ -59,8 +59,38 @@ func clusterColumns() []Column {
 		{Name: "gRPC", Type: ColumnString, JSONPath: ".status.endpoints.grpc", Priority: 1, Cell: func(o Object, _ time.Time) string {
 			return orDash(endpoints(o.(*Cluster)).GRPC)
 		}},
+		{Name: "Window", Type: ColumnString, Priority: 1, Cell: func(o Object, _ time.Time) string {
+			return windowText(o.(*Cluster).Status.Transfer)
+		}},
+		{Name: "Waiting", Type: ColumnString, JSONPath: ".status.transfer.waitingBytes", Priority: 1, Cell: func(o Object, _ time.Time) string {
+			ts := o.(*Cluster).Status.Transfer
+			if ts == nil || len(ts.Waiting) == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%d (%s)", len(ts.Waiting), bytesize.Format(ts.WaitingBytes))
+		}},
 		{Name: "Labels", Type: ColumnString, Cell: func(o Object, _ time.Time) string { return labelText(o.GetLabels()) }},
 	}
+}
+
+// windowText says where a cluster's transfer window stands: "-" without windows, "open"
+// or "opens 02:00Z" (the time in UTC, with its date when not today's).
+func windowText(ts *TransferStatus) string {
+	if ts == nil {
+		return "-"
+	}
+	state := "closed"
+	if ts.Open {
+		state = "open"
+	}
+	if ts.NextChange == nil {
+		return state
+	}
+	verb := "opens"
+	if ts.Open {
+		verb = "closes"
+	}
+	return fmt.Sprintf("%s, %s %s", state, verb, ts.NextChange.UTC().Format("Mon 15:04Z"))
 }
 
 // endpoints returns the serving endpoints c's agent reported, empty when none.

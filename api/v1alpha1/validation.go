@@ -2,15 +2,18 @@ package v1alpha1
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	k8svalidation "k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"outpost.dev/outpost/internal/versions"
@@ -69,6 +72,11 @@ func (c *Cluster) Validate() error {
 	}
 	if c.Spec.Capacity != nil {
 		errs = append(errs, validateCapacity(c.Spec.Capacity, sp.Child("capacity"))...)
+	}
+	if tp := c.Spec.Transfer; tp != nil {
+		if _, err := tp.Schedule(); err != nil {
+			errs = append(errs, field.Invalid(sp.Child("transfer"), "", err.Error()))
+		}
 	}
 	errs = append(errs, c.Status.validate(field.NewPath("status"))...)
 	return invalid(KindCluster, c.Name, errs)
@@ -203,6 +211,7 @@ func (d *ModelDeployment) Validate() error {
 	if mu := d.Spec.Rollout.MaxUnavailable; mu != nil && *mu < 0 {
 		errs = append(errs, field.Invalid(rp.Child("maxUnavailable"), *mu, "must be non-negative"))
 	}
+	errs = append(errs, d.Spec.Rollout.validate(rp)...)
 	svp := sp.Child("serving")
 	switch d.Spec.Serving.Runtime {
 	case "", RuntimeAuto, RuntimeGo, RuntimeONNXRuntime:
@@ -253,6 +262,47 @@ func validateSelector(sel *metav1.LabelSelector, p *field.Path) field.ErrorList 
 	if len(errs) == 0 {
 		if _, err := metav1.LabelSelectorAsSelector(sel); err != nil {
 			errs = append(errs, field.Invalid(p, sel.String(), err.Error()))
+		}
+	}
+	return errs
+}
+
+// validate checks the Canary settings of a rollout.
+func (r *Rollout) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if pc := r.MaxUnavailablePercent; pc != nil && (*pc < 1 || *pc > 100) {
+		errs = append(errs, field.Invalid(p.Child("maxUnavailablePercent"), *pc, "must be between 1 and 100"))
+	}
+	if c := r.Canary; c != nil {
+		if c.Count < 0 {
+			errs = append(errs, field.Invalid(p.Child("canary", "count"), c.Count, "must be positive"))
+		}
+		if c.Selector != nil {
+			errs = append(errs, validateSelector(c.Selector, p.Child("canary", "selector"))...)
+		}
+	}
+	if r.WaveOrder != "" {
+		for _, msg := range k8svalidation.IsQualifiedName(r.WaveOrder) {
+			errs = append(errs, field.Invalid(p.Child("waveOrder"), r.WaveOrder, msg))
+		}
+	}
+	for name, d := range map[string]*metav1.Duration{"bakeTime": r.BakeTime, "silentAfter": r.SilentAfter, "progressDeadline": r.ProgressDeadline} {
+		if d != nil && d.Duration < 0 {
+			errs = append(errs, field.Invalid(p.Child(name), d.Duration.String(), "must not be negative"))
+		}
+	}
+	if g := r.Gates; g != nil {
+		gp := p.Child("gates")
+		for name, v := range map[string]string{"maxErrorRateIncrease": g.MaxErrorRateIncrease, "maxLatencyRatio": g.MaxLatencyRatio} {
+			if v == "" {
+				continue
+			}
+			if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 || math.IsInf(f, 0) {
+				errs = append(errs, field.Invalid(gp.Child(name), v, "must be a non-negative decimal"))
+			}
+		}
+		if g.MinRequests < 0 {
+			errs = append(errs, field.Invalid(gp.Child("minRequests"), g.MinRequests, "must be positive"))
 		}
 	}
 	return errs

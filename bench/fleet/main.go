@@ -3,7 +3,8 @@
 // with a join token, long-poll the cluster's desired state, fetch the
 // manifest and chunk index, report, and retry as the agent does, honouring
 // the hub's Retry-After), then deploys a model to all of them and pushes a
-// new version, and measures how long the fleet takes to converge, which
+// new version, then rolls a third out as a Canary in waves (-waves), and
+// measures how long the fleet takes to converge, which
 // errors the agents got, and what the hub spends on it: CPU seconds and
 // resident memory (from /proc), in all and per cluster.
 //
@@ -49,6 +50,8 @@ import (
 	"syscall"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/bench/benchhub"
 	"outpost.dev/outpost/internal/hubclient"
@@ -73,6 +76,8 @@ func main() {
 		timeout        = flag.Duration("timeout", 5*time.Minute, "limit for each phase")
 		outpost        = flag.String("outpost", "bin/outpost", "outpost binary")
 		hubLog         = flag.String("hub-log", "", "copy the hub's log to this file at the end")
+		waves          = flag.Int("waves", 5, "waves of the Canary rollout phase (0 skips it)")
+		bake           = flag.Duration("bake", 2*time.Second, "bake time of each wave of the rollout phase")
 
 		child     = flag.Bool("child", false, "run as a child process (internal)")
 		childHub  = flag.String("child-hub", "", "the hub's host:port (child)")
@@ -98,7 +103,8 @@ func main() {
 		fail(errors.New("-agents and -agents-per-process must be at least 1"))
 	}
 	f := &fleet{n: *agents, perProcess: *perProcess, joinConc: max(*joinConc, 1), pollTimeout: *pollTimeout,
-		reportInterval: *reportInterval, idle: *idle, timeout: *timeout, outpost: benchhub.AbsPath(*outpost), hubLog: *hubLog}
+		reportInterval: *reportInterval, idle: *idle, timeout: *timeout, outpost: benchhub.AbsPath(*outpost), hubLog: *hubLog,
+		waves: *waves, bake: *bake}
 	if err := f.run(ctx); err != nil {
 		fail(err)
 	}
@@ -109,6 +115,8 @@ type fleet struct {
 	pollTimeout, reportInterval, idle time.Duration
 	timeout                           time.Duration
 	outpost, hubLog                   string
+	waves                             int           // of the rollout phase
+	bake                              time.Duration // of each wave
 	dir                               string
 	hub                               *benchhub.Hub
 	admin                             *hubclient.Client
@@ -239,7 +247,34 @@ func (f *fleet) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rows, err := f.activeRows(ctx, "1.1.0")
+	// 4. A Canary rollout of 1.2.0 in waves, each gated on the previous one's reports.
+	var roll convergence
+	var rollWaves int32
+	last := "1.1.0"
+	if f.waves > 0 {
+		fmt.Printf("rolling 1.2.0 out in %d waves (bake %s) ...\n", f.waves, f.bake)
+		if err := f.canary(ctx); err != nil {
+			return err
+		}
+		v3 := filepath.Join(f.dir, "v3")
+		if err := writeModel(v3, 3); err != nil {
+			return err
+		}
+		roll, err = f.converge(ctx, "1.2.0", func() error {
+			_, err := f.hub.Run(ctx, "model", "push", v3, "--name", "fleet", "--version", "1.2.0", "--parent", "fleet@1.1.0")
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		t := time.Now()
+		if rollWaves, err = f.rolloutWaves(ctx); err != nil {
+			return err
+		}
+		fmt.Printf("  rollout Succeeded after %d waves, %.2fs after the last Active report (its bake)\n", rollWaves, time.Since(t).Seconds())
+		last = "1.2.0"
+	}
+	rows, err := f.activeRows(ctx, last)
 	if err != nil {
 		return err
 	}
@@ -261,26 +296,76 @@ func (f *fleet) run(ctx context.Context) error {
 	}{{"deploy 1.0.0 to all", dep1}, {"push 1.1.0, all follow ^1.0", dep2}} {
 		fmt.Printf("%-34s %10.2f %12.2f %14.2f   %s\n", c.name, c.r.all.Seconds(), c.r.cpu, 1000*c.r.cpu/n, c.r.errors)
 	}
+	if f.waves > 0 {
+		fmt.Printf("%-34s %10.2f %12.2f %14.2f   %s; %d waves, bake %s each\n", "push 1.2.0, Canary rollout", roll.all.Seconds(), roll.cpu,
+			1000*roll.cpu/n, roll.errors, rollWaves, f.bake)
+		fmt.Printf("  the last Active report less the bake times before it: %.2fs\n", roll.all.Seconds()-float64(rollWaves-1)*f.bake.Seconds())
+	}
 	fmt.Println("\nconvergence: from the apply (or the start of the push) until the hub acknowledged every agent's Active report")
 	fmt.Printf("%-30s %10s %10s %10s %10s\n", "", "p50 s", "p90 s", "p99 s", "max s")
 	for _, c := range []struct {
 		name string
 		d    []time.Duration
-	}{{"1.0.0 received", dep1.recv}, {"1.0.0 reported Active", dep1.active}, {"1.1.0 received", dep2.recv}, {"1.1.0 reported Active", dep2.active}} {
+	}{{"1.0.0 received", dep1.recv}, {"1.0.0 reported Active", dep1.active}, {"1.1.0 received", dep2.recv}, {"1.1.0 reported Active", dep2.active},
+		{"1.2.0 received (waves)", roll.recv}, {"1.2.0 reported Active (waves)", roll.active}} {
+		if len(c.d) == 0 {
+			continue
+		}
 		fmt.Printf("%-30s %10.2f %10.2f %10.2f %10.2f\n", c.name, pct(c.d, 50), pct(c.d, 90), pct(c.d, 99), pct(c.d, 100))
 	}
 	fmt.Printf("(the push of 1.1.0 itself, a CLI process, took %.2fs of its convergence time)\n", pushD.Seconds())
 	fmt.Printf("\nhub memory: %.1f MiB resident before joins, %.1f MiB after (peak %.1f MiB): %.1f KiB per cluster (peak %.1f KiB)\n",
 		base.rssMiB(), end.rssMiB(), end.hwmMiB(), (end.rss-base.rss)/1024/n, (end.hwm-base.rss)/1024/n)
 	fmt.Printf("hub CPU over the whole run: %.2f s, %.2f ms per cluster\n", end.cpu-base.cpu, 1000*(end.cpu-base.cpu)/n)
-	fmt.Printf("the hub's ModelDeployment shows %d of %d clusters Active on 1.1.0\n", rows, f.n)
+	fmt.Printf("the hub's ModelDeployment shows %d of %d clusters Active on %s\n", rows, f.n, last)
 	fmt.Printf("agent requests: %d reports, %d desired-state answers, %d manifest+index fetches; %d errors (%s)",
 		st.Reports, st.Polls, st.Fetches, st.errors(), st.errorsSince(stats{}))
 	fmt.Println(st.lastErrors())
 	if rows != f.n {
-		return fmt.Errorf("the hub shows %d of %d clusters Active on 1.1.0", rows, f.n)
+		return fmt.Errorf("the hub shows %d of %d clusters Active on %s", rows, f.n, last)
 	}
 	return nil
+}
+
+// canary makes the fleet deployment a Canary rollout in f.waves waves: a canary wave and
+// the rest, each a share of the fleet, with f.bake between them.
+func (f *fleet) canary(ctx context.Context) error {
+	var d v1alpha1.ModelDeployment
+	if err := f.admin.Get(ctx, v1alpha1.PluralModelDeployments, "fleet", &d); err != nil {
+		return err
+	}
+	pct := int32(max(1, (100+f.waves-1)/f.waves))
+	d.Spec.Rollout = v1alpha1.Rollout{Strategy: v1alpha1.RolloutCanary, MaxUnavailablePercent: &pct,
+		Canary:   &v1alpha1.Canary{Count: int32(max(1, f.n*int(pct)/100))},
+		BakeTime: &metav1.Duration{Duration: f.bake}, SilentAfter: &metav1.Duration{Duration: 5 * time.Minute}}
+	d.Status = v1alpha1.ModelDeploymentStatus{}
+	return f.admin.Apply(ctx, &d, nil)
+}
+
+// rolloutWaves waits until the fleet deployment's rollout of 1.2.0 succeeded (after the
+// last wave's bake) and returns how many waves it took.
+func (f *fleet) rolloutWaves(ctx context.Context) (int32, error) {
+	var st *v1alpha1.RolloutStatus
+	err := f.waitFor(ctx, func() bool {
+		var d v1alpha1.ModelDeployment
+		if err := f.admin.Get(ctx, v1alpha1.PluralModelDeployments, "fleet", &d); err != nil {
+			return false
+		}
+		st = d.Status.Rollout
+		return st != nil && st.Target.Version == "1.2.0" && st.Phase != v1alpha1.RolloutProgressing
+	}, "rollout of 1.2.0 done", func() string {
+		if st == nil {
+			return "no rollout yet"
+		}
+		return fmt.Sprintf("%s, wave %d: %s", st.Phase, st.Wave, st.Message)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if st.Phase != v1alpha1.RolloutSucceeded {
+		return 0, fmt.Errorf("rollout of 1.2.0: %s: %s", st.Phase, st.Message)
+	}
+	return st.Wave, nil
 }
 
 // join joins every cluster, joinConc at a time, and keeps their credentials.

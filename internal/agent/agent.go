@@ -37,6 +37,7 @@ import (
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/transfer"
+	"outpost.dev/outpost/internal/window"
 )
 
 // Defaults of Config.
@@ -176,6 +177,11 @@ type Agent struct {
 	clock clock.Clock
 
 	limiter *rate.Limiter
+	// windows are the transfer windows of the applied desired state; nil for none. Guarded by mu.
+	windows *window.Schedule
+	// health reads what the inference server's versions answered; nil when none serves.
+	// Guarded by mu.
+	health  func() map[string]v1alpha1.ServingHealth
 	src     *routingSource
 	fetcher *transfer.Fetcher
 	link    linkEstimator
@@ -207,7 +213,7 @@ type Agent struct {
 // worker is a running sync of one deployment.
 type worker struct {
 	digest string
-	cancel context.CancelFunc
+	cancel func()
 }
 
 // retry is a deployment's backoff after a failed sync.
@@ -290,16 +296,35 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		st.Close()
 		return nil, err
 	}
+	if err := a.loadWindows(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
-// newLimiter returns the link's bandwidth limiter, or nil for no limit.
+// newLimiter returns the link's bandwidth limiter: bps bytes a second, or no limit for 0.
+// Transfer windows change its limit as they open and close.
 func newLimiter(bps int64) *rate.Limiter {
+	l := rate.NewLimiter(rate.Inf, 1<<20)
+	setLimit(l, bps)
+	return l
+}
+
+// setLimit sets l to bps bytes a second (0: no limit), with a burst of a quarter second's
+// bytes between 32 KiB and 1 MiB.
+func setLimit(l *rate.Limiter, bps int64) {
 	if bps <= 0 {
-		return nil
+		if l.Limit() != rate.Inf {
+			l.SetLimit(rate.Inf)
+		}
+		return
 	}
-	burst := int(min(max(bps/4, 32<<10), 1<<20))
-	return rate.NewLimiter(rate.Limit(bps), burst)
+	if l.Limit() == rate.Limit(bps) {
+		return
+	}
+	l.SetBurst(int(min(max(bps/4, 32<<10), 1<<20)))
+	l.SetLimit(rate.Limit(bps))
 }
 
 // loadIdentity loads the credential, checks the cluster name and hub
@@ -466,6 +491,7 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 		a.log.Error("refused invalid desired state", "source", src, "reason", d.Reason)
 	case Apply:
 		a.log.Info("applied desired state", "source", src, "revision", doc.Revision, "models", len(doc.Models))
+		a.setWindows(doc.Transfer)
 		for _, p := range d.Plans {
 			switch {
 			case p.Step == StepNone:
@@ -477,6 +503,8 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 					"active", p.Active.Version, "desired", p.Want.Version)
 			case p.Step == StepRemove:
 				a.deactivate(p.Deployment)
+			case p.Rollback != "":
+				a.log.Warn("rolled back by the hub", "deployment", p.Deployment, "from", p.Active.Version, "to", p.Want.Version, "reason", p.Rollback)
 			case p.Downgrade:
 				a.log.Warn("downgrade allowed by deployment", "deployment", p.Deployment, "from", p.Active.Version, "to", p.Want.Version)
 			}
@@ -803,6 +831,11 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 	present := map[string]bool{}
 	var next time.Time
 	now := a.clock.Now()
+	open, capBps, change := true, int64(0), time.Time{}
+	if a.windows != nil {
+		open, capBps, change = a.windows.At(now)
+	}
+	urgent := false
 	for _, r := range rows {
 		present[r.Name] = true
 		_, serving := a.active[r.Name]
@@ -814,7 +847,14 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 		if w != nil && (w.digest != r.Desired.Digest || !need) {
 			w.cancel()
 		}
+		if need && r.Desired.Urgent {
+			urgent = true
+		}
 		if !need || w != nil {
+			continue
+		}
+		if !open && !r.Desired.Urgent {
+			// Bulk bytes wait for the transfer window; an urgent version does not.
 			continue
 		}
 		if rt, ok := a.retries[r.Name]; ok && rt.digest == r.Desired.Digest && (rt.permanent || now.Before(rt.next)) {
@@ -823,20 +863,43 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 			}
 			continue
 		}
-		wctx, cancel := context.WithCancel(ctx)
+		wctx, cancelCause := context.WithCancelCause(ctx)
+		cancel := func() { cancelCause(nil) }
 		a.workers[r.Name] = &worker{digest: r.Desired.Digest, cancel: cancel}
 		want := r.Desired
+		if !want.Urgent && !change.IsZero() {
+			// The window closes: the fetch stops there and resumes when it opens.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.closeAt(wctx, change, cancelCause)
+			}()
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer cancel()
 			err := a.sync(wctx, want)
-			a.finish(ctx, want, err)
+			if errors.Is(context.Cause(wctx), errWindowClosed) && ctx.Err() == nil {
+				a.windowClosed(want)
+			} else {
+				a.finish(ctx, want, err)
+			}
 			select {
 			case done <- want.Deployment:
 			default:
 			}
 		}()
+	}
+	// Inside a window its cap holds, outside it the outside cap; an urgent version takes
+	// the link at the agent's own limit.
+	limit := a.cfg.MaxBandwidth
+	if a.windows != nil && !urgent && capBps > 0 && (limit <= 0 || capBps < limit) {
+		limit = capBps
+	}
+	setLimit(a.limiter, limit)
+	if !change.IsZero() && (next.IsZero() || change.Before(next)) {
+		next = change
 	}
 	for name, w := range a.workers {
 		if !present[name] {
@@ -855,6 +918,32 @@ func (a *Agent) reconcileOnce(ctx context.Context, wg *sync.WaitGroup, done chan
 		go a.collectGarbage(context.WithoutCancel(ctx))
 	}
 	return next
+}
+
+// errWindowClosed is the cause of a fetch stopped by the end of its transfer window.
+var errWindowClosed = errors.New("the transfer window closed")
+
+// closeAt cancels ctx with errWindowClosed at t, unless it ends before.
+func (a *Agent) closeAt(ctx context.Context, t time.Time, cancel context.CancelCauseFunc) {
+	tm := a.clock.NewTimer(max(clock.Until(a.clock, t), 0))
+	defer tm.Stop()
+	select {
+	case <-tm.C():
+		cancel(errWindowClosed)
+	case <-ctx.Done():
+	}
+}
+
+// windowClosed records a sync stopped by the end of its transfer window: not a failure;
+// what it fetched stays, and it resumes when the window opens.
+func (a *Agent) windowClosed(want v1alpha1.DesiredModel) {
+	a.mu.Lock()
+	if w := a.workers[want.Deployment]; w != nil && w.digest == want.Digest {
+		delete(a.workers, want.Deployment)
+	}
+	a.mu.Unlock()
+	a.log.Info("transfer window closed: the fetch resumes when it opens", "deployment", want.Deployment, "version", want.Version)
+	a.signal(a.reportNow)
 }
 
 // finish records the outcome of a sync.

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -139,6 +141,9 @@ type ModelPlan struct {
 	// Downgrade is set when Want has a lower version than Active and the
 	// deployment allows it: the replacement is done, and reported.
 	Downgrade bool
+	// Rollback is the hub's reason for a downgrade it decided (Want.Rollback),
+	// set when that mark is what allows Downgrade.
+	Rollback string
 	// Error explains StepRefuse.
 	Error string
 }
@@ -212,7 +217,11 @@ func PlanModel(active Deployed, want v1alpha1.DesiredModel) ModelPlan {
 		}
 	default:
 		c, err := versions.Compare(want.Version, active.Version)
+		rollback := rollbackFrom(want, active.Version)
 		switch {
+		case rollback && (err != nil || c < 0):
+			// A downgrade the hub decided, from exactly this version, for a reason.
+			p.Step, p.Downgrade, p.Rollback = StepFetch, true, want.Rollback.Reason
 		case err != nil && !want.AllowDowngrade:
 			p.Step = StepRefuse
 			p.Error = fmt.Sprintf("cannot order version %s against active %s (%v): refused, allowDowngrade is false", want.Version, active.Version, err)
@@ -225,6 +234,14 @@ func PlanModel(active Deployed, want v1alpha1.DesiredModel) ModelPlan {
 		}
 	}
 	return p
+}
+
+// rollbackFrom reports whether want carries the hub's reasoned decision to
+// roll back from the active version: a mark that names another version, or
+// gives no reason, allows nothing.
+func rollbackFrom(want v1alpha1.DesiredModel, active string) bool {
+	rb := want.Rollback
+	return rb != nil && active != "" && slices.Contains(rb.From, active) && strings.TrimSpace(rb.Reason) != ""
 }
 
 // PlanLocal decides whether a version produced on this cluster (model,

@@ -206,3 +206,48 @@ func TestPlanLocal(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanRollback checks that a downgrade passes the guard only with
+// allowDowngrade or the hub's rollback mark naming the active version and a
+// reason; any other mark leaves the downgrade refused.
+func TestPlanRollback(t *testing.T) {
+	active := Deployed{Model: "m", Version: "2.0.0", Digest: dgB}
+	mark := func(from, reason string) v1alpha1.DesiredModel {
+		m := dm("d", "m", "1.0.0", dgA, false)
+		m.Rollback = &v1alpha1.Rollback{From: []string{"1.5.0", from}, Reason: reason}
+		return m
+	}
+	tests := []struct {
+		name     string
+		want     v1alpha1.DesiredModel
+		step     Step
+		rollback string
+	}{
+		{"unmarked downgrade is refused", dm("d", "m", "1.0.0", dgA, false), StepRefuse, ""},
+		{"marked rollback from the active version", mark("2.0.0", "gate failed on edge-1: serving: bad model"), StepFetch, "gate failed on edge-1: serving: bad model"},
+		{"mark names another version", mark("3.0.0", "gate failed"), StepRefuse, ""},
+		{"mark without a reason", mark("2.0.0", "  "), StepRefuse, ""},
+		{"mark without a version", mark("", "gate failed"), StepRefuse, ""},
+		{"allowDowngrade needs no mark", dm("d", "m", "1.0.0", dgA, true), StepFetch, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := PlanModel(active, tt.want)
+			if p.Step != tt.step || p.Rollback != tt.rollback {
+				t.Fatalf("step %v rollback %q, want %v %q (error %q)", p.Step, p.Rollback, tt.step, tt.rollback, p.Error)
+			}
+			if tt.step == StepFetch && !p.Downgrade {
+				t.Errorf("a downgrade that passes is not reported as one")
+			}
+			if tt.step == StepRefuse && !strings.Contains(p.Error, "refused") {
+				t.Errorf("refusal %q does not say so", p.Error)
+			}
+		})
+	}
+	// An upgrade ignores a stale mark.
+	up := mark("2.0.0", "old reason")
+	up.Version, up.Digest = "2.1.0", dgC
+	if p := PlanModel(active, up); p.Step != StepFetch || p.Downgrade || p.Rollback != "" {
+		t.Errorf("upgrade with a mark: %+v", p)
+	}
+}

@@ -140,11 +140,33 @@ func (a *Agent) Report(ctx context.Context) (*v1alpha1.AgentReport, error) {
 	}
 	a.mu.Unlock()
 	r.Models, r.Status.Conditions = modelReports(st.Models, unservable, a.clock.Now())
+	a.mu.Lock()
+	healthOf := a.health
+	a.mu.Unlock()
+	if healthOf != nil {
+		hs := healthOf()
+		for i := range r.Models {
+			m := &r.Models[i]
+			if h, ok := hs[m.Deployment]; ok && h.Version == m.ActiveVersion && h.Requests > 0 {
+				m.Health = &h
+			}
+		}
+	}
+	r.Status.Transfer = TransferAt(st.TransferPolicy, st.Models, a.clock.Now())
 	if st.Outbox.Records > 0 || len(st.Outbox.Merged)+len(st.Outbox.Dropped)+len(st.Outbox.Refused) > 0 {
 		r.Status.Outbox = &v1alpha1.OutboxStatus{Records: st.Outbox.Records, Bytes: st.Outbox.Bytes,
 			Merged: st.Outbox.Merged, Dropped: st.Outbox.Dropped, Refused: st.Outbox.Refused}
 	}
 	return r, nil
+}
+
+// SetHealth gives the agent what reads, by deployment, the requests the inference server's
+// versions answered (nil: none); reports carry it to the hub, whose rollout gates compare a
+// new version's with the one it replaced.
+func (a *Agent) SetHealth(f func() map[string]v1alpha1.ServingHealth) {
+	a.mu.Lock()
+	a.health = f
+	a.mu.Unlock()
 }
 
 // modelReports turns deployment states into report rows and the cluster

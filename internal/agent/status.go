@@ -39,6 +39,11 @@ type Status struct {
 	// Endpoints are where the running agent answers inference requests, as
 	// last given to SetEndpoints; nil when it serves none or is stopped.
 	Endpoints *v1alpha1.ServingEndpoints `json:"endpoints,omitempty"`
+	// TransferPolicy is the cluster's transfer policy from the applied desired state.
+	TransferPolicy *v1alpha1.TransferPolicy `json:"transferPolicy,omitempty"`
+	// Transfer is where the policy's windows stood when the status was read, and what
+	// waits for them.
+	Transfer *v1alpha1.TransferStatus `json:"transfer,omitempty"`
 }
 
 // DeploymentStatus is one deployment's state.
@@ -75,6 +80,8 @@ type DeploymentStatus struct {
 	// Drift is the deployment's drift monitoring at the edge, while the
 	// inference server monitors it.
 	Drift *DriftState `json:"drift,omitempty"`
+	// Urgent is set when the desired version moves outside the transfer windows.
+	Urgent bool `json:"urgent,omitempty"`
 }
 
 // metaServing holds the serving states last given to SetServing, as JSON.
@@ -182,7 +189,14 @@ func (a *Agent) SetDrift(ctx context.Context, states map[string]DriftState) erro
 
 // Status returns the agent's state, as ReadStatus reads it, from the
 // agent's open database.
-func (a *Agent) Status(ctx context.Context) (*Status, error) { return readStatus(ctx, a.state) }
+func (a *Agent) Status(ctx context.Context) (*Status, error) {
+	st, err := readStatus(ctx, a.state)
+	if err != nil {
+		return nil, err
+	}
+	st.Transfer = TransferAt(st.TransferPolicy, st.Models, a.clock.Now())
+	return st, nil
+}
 
 // SetServing records how each deployment is served, by deployment name,
 // replacing what was recorded before. Status and the next report show it.
@@ -210,7 +224,12 @@ func ReadStatus(ctx context.Context, dir string) (*Status, error) {
 		return nil, err
 	}
 	defer st.Close()
-	return readStatus(ctx, st)
+	out, err := readStatus(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	out.Transfer = TransferAt(out.TransferPolicy, out.Models, time.Now())
+	return out, nil
 }
 
 func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
@@ -235,6 +254,15 @@ func readStatus(ctx context.Context, s *stateDB) (*Status, error) {
 		}
 		if out.RejectedStale, err = getMetaInt(ctx, tx, metaRejectedStale); err != nil {
 			return err
+		}
+		if raw, err := getMeta(ctx, tx, metaAppliedDoc); err != nil {
+			return err
+		} else if raw != "" {
+			var doc v1alpha1.DesiredState
+			// The applied document was checked when applied; a bad one shows no policy.
+			if json.Unmarshal([]byte(raw), &doc) == nil {
+				out.TransferPolicy = doc.Transfer
+			}
 		}
 		if out.LastRejection, err = getMeta(ctx, tx, metaLastRejection); err != nil {
 			return err
@@ -326,7 +354,7 @@ func deploymentStatus(r deploymentRow) DeploymentStatus {
 		ActiveVersion: r.ActiveVersion, ActiveDigest: r.ActiveDigest,
 		DesiredVersion: r.Desired.Version, DesiredDigest: r.Desired.Digest,
 		Phase: r.Phase, BytesFetched: r.BytesFetched, BytesTotal: r.BytesTotal,
-		DowngradedFrom: r.DowngradedFrom, Error: r.Error,
+		DowngradedFrom: r.DowngradedFrom, Error: r.Error, Urgent: r.Desired.Urgent,
 	}
 	if !r.ActivatedAt.IsZero() {
 		t := r.ActivatedAt

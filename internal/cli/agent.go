@@ -343,6 +343,7 @@ func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, acti
 	if err := a.SetEndpoints(ctx, &ep); err != nil {
 		return nil, nil, err
 	}
+	a.SetHealth(func() map[string]v1alpha1.ServingHealth { return servingHealth(srv.Health()) })
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Watch(ctx, func() []serving.Model { return servingModels(a.Active()) }, activeChanged) })
 	go func() {
@@ -351,6 +352,7 @@ func startServing(ctx context.Context, a *agent.Agent, cfg endpoint.Config, acti
 		if err := a.SetEndpoints(context.WithoutCancel(ctx), nil); err != nil {
 			log.Warn("clear serving endpoints", "err", err)
 		}
+		a.SetHealth(nil)
 		close(done)
 	}()
 	return done, srv, nil
@@ -362,6 +364,15 @@ func servingModels(active []agent.ActiveModel) []serving.Model {
 	for i, am := range active {
 		out[i] = serving.Model{Deployment: am.Deployment, Model: am.Model, Version: am.Version,
 			Digest: am.Digest, Files: am.Files, Serving: am.Serving, Monitoring: am.Monitoring, Reference: am.Reference}
+	}
+	return out
+}
+
+// servingHealth is the server's request counts as reports carry them.
+func servingHealth(hs map[string]serving.Health) map[string]v1alpha1.ServingHealth {
+	out := make(map[string]v1alpha1.ServingHealth, len(hs))
+	for dep, h := range hs {
+		out[dep] = v1alpha1.ServingHealth{Version: h.Version, Requests: h.Requests, Errors: h.Errors, P99Micros: h.P99.Microseconds()}
 	}
 	return out
 }
@@ -522,6 +533,9 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 	fmt.Fprintf(w, "Applied revision: %d\n", st.AppliedRevision)
 	fmt.Fprintf(w, "Rejected stale:   %d\n", st.RejectedStale)
 	fmt.Fprintf(w, "Bytes owed:       %s\n", bytesize.Format(st.BytesOwed))
+	if st.Transfer != nil {
+		fmt.Fprintf(w, "Transfer window:  %s\n", transferText(st.Transfer, now))
+	}
 	fmt.Fprintf(w, "Outbox:           %s\n\n", outboxText(st.Outbox))
 	if len(st.Models) == 0 {
 		fmt.Fprintln(w, "No models desired.")
@@ -552,6 +566,28 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		return err
 	}
 	return printDrift(w, st.Models, now)
+}
+
+// transferText says where the agent's transfer window stands and what waits for it.
+func transferText(ts *v1alpha1.TransferStatus, now time.Time) string {
+	s := "closed"
+	if ts.Open {
+		s = "open"
+	}
+	if ts.BandwidthBps > 0 {
+		s += ", at most " + bytesize.Format(ts.BandwidthBps) + "/s"
+	}
+	if ts.NextChange != nil {
+		verb := "opens"
+		if ts.Open {
+			verb = "closes"
+		}
+		s += fmt.Sprintf("; %s %s (in %s)", verb, ts.NextChange.UTC().Format(time.RFC3339), ts.NextChange.Sub(now).Round(time.Second))
+	}
+	if len(ts.Waiting) > 0 {
+		s += fmt.Sprintf("; waiting: %s (%s)", strings.Join(ts.Waiting, ", "), bytesize.Format(ts.WaitingBytes))
+	}
+	return s
 }
 
 // printDrift prints the drift monitoring of the deployments that have

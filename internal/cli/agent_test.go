@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
 	"outpost.dev/outpost/internal/serving"
@@ -84,5 +86,24 @@ func TestAgentServingLimits(t *testing.T) {
 				t.Errorf("agent %v = %d, stderr %q, want an error with %q", tt.args, code, errOut, tt.want)
 			}
 		})
+	}
+}
+
+func TestTransferText(t *testing.T) {
+	now := time.Date(2026, 3, 2, 12, 0, 0, 0, time.UTC)
+	at := func(h int) *metav1.Time { return &metav1.Time{Time: now.Add(time.Duration(h) * time.Hour)} }
+	tests := []struct {
+		ts   v1alpha1.TransferStatus
+		want string
+	}{
+		{v1alpha1.TransferStatus{Open: true}, "open"},
+		{v1alpha1.TransferStatus{Open: true, BandwidthBps: 1 << 20, NextChange: at(2)}, "open, at most 1.0 MiB/s; closes 2026-03-02T14:00:00Z (in 2h0m0s)"},
+		{v1alpha1.TransferStatus{NextChange: at(10), Waiting: []string{"a", "b"}, WaitingBytes: 3 << 20},
+			"closed; opens 2026-03-02T22:00:00Z (in 10h0m0s); waiting: a, b (3.0 MiB)"},
+	}
+	for _, tt := range tests {
+		if got := transferText(&tt.ts, now); got != tt.want {
+			t.Errorf("transferText = %q, want %q", got, tt.want)
+		}
 	}
 }

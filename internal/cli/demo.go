@@ -52,7 +52,9 @@ the images its crew labelled and registers the result only because it
 evaluates better. When the link returns the hub learns of the drift in a
 few kilobytes, sends one alert to a webhook, and receives the run and the
 new version with its lineage; promoted and signed at the hub, the version
-reaches every cluster.
+reaches every cluster. Then the deployment becomes a Canary rollout and a
+signed version that does not load is pushed: it stops at its canary, which is
+rolled back with the reason, while the other clusters keep the good version.
 
 Every step is timed and checked: versions never go backwards, every cached
 byte matches its digest, the cut cluster kept serving, and updates cost a
@@ -529,6 +531,9 @@ func (d *demo) main(keep bool, linkBps int64) error {
 		return err
 	}
 	if err := d.driftScene(cut, testSet, alerts, edges, keyPrefix+".key", modelSize); err != nil {
+		return err
+	}
+	if err := d.rolloutScene(edges, keyPrefix+".key"); err != nil {
 		return err
 	}
 

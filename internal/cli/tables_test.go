@@ -31,6 +31,8 @@ func tableFixtures() (clusters, deployments []v1alpha1.Object) {
 			CachedArtifacts: []v1alpha1.CachedArtifact{{Digest: "sha256:1"}, {Digest: "sha256:2"}},
 			AgentVersion:    "v0.1.0",
 			Endpoints:       &v1alpha1.ServingEndpoints{REST: "http://10.0.0.7:41234", GRPC: "10.0.0.7:8081"},
+			Transfer: &v1alpha1.TransferStatus{NextChange: &metav1.Time{Time: time.Date(2026, 3, 3, 22, 0, 0, 0, time.UTC)},
+				Waiting: []string{"fashion"}, WaitingBytes: 3_700_000},
 		},
 	}
 	bare := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "edge-b"}}

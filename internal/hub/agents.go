@@ -443,6 +443,12 @@ func (s *Server) storeBatch(ctx context.Context, batch []*pendingReport) {
 	})
 	if err == nil {
 		s.deployments.committed(written)
+		for _, d := range written {
+			if rolling(d) {
+				s.kickRollouts()
+				break
+			}
+		}
 	}
 	if err != nil {
 		for _, p := range batch {
@@ -563,7 +569,7 @@ func (s *Server) reportRows(ctx context.Context, tx *store.Tx, d string, reps []
 		row := &dep.Status.Clusters[i]
 		old := *row.DeepCopy()
 		m := r.m
-		row.ActiveVersion, row.Runtime = m.ActiveVersion, m.Runtime
+		row.ActiveVersion, row.Runtime, row.Health = m.ActiveVersion, m.Runtime, m.Health.DeepCopy()
 		row.LastContact = &now
 		if m.DesiredVersion == "" || row.DesiredVersion == "" || m.DesiredVersion == row.DesiredVersion {
 			row.Phase = m.Phase

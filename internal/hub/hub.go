@@ -87,6 +87,10 @@ type Config struct {
 	AlertWebhooks []string
 	// ExternalURL is the hub's URL as its clients reach it, for the links in alerts.
 	ExternalURL string
+	// RolloutInterval is how often the hub moves Canary rollouts on (bake times, silent
+	// clusters) while one is under way, besides after changes and agents' reports; zero
+	// means DefaultRolloutInterval.
+	RolloutInterval time.Duration
 }
 
 // Server is the hub server.
@@ -108,6 +112,8 @@ type Server struct {
 	metrics *metrics
 	// deployments holds the deployments the group commits wrote last.
 	deployments deploymentCache
+	// rolloutKick asks the rollout watcher to look now.
+	rolloutKick chan struct{}
 }
 
 // New returns a Server and reconciles the stored state once: it re-resolves every
@@ -133,7 +139,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := checkWebhooks(cfg.AlertWebhooks); err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
-	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport),
+	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport), rolloutKick: make(chan struct{}, 1),
 		alertClient: &http.Client{Timeout: alertTimeout}, alertsDone: make(chan struct{})}
 	s.metrics = newMetrics(s)
 	s.cfg.Records = builtinRecords()
@@ -149,6 +155,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.OfflineAfter > 0 {
 		go s.watchLinks(ctx, cfg.OfflineCheckInterval)
 	}
+	if cfg.RolloutInterval <= 0 {
+		cfg.RolloutInterval = DefaultRolloutInterval
+	}
+	go s.watchRollouts(ctx, cfg.RolloutInterval)
 	return s, nil
 }
 
@@ -260,7 +270,7 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 	for i, o := range cobjs {
 		clusters[i] = *o.(*v1alpha1.Cluster)
 	}
-	deps, a, err := s.place(ctx, tx, clusters)
+	deps, a, err := s.place(ctx, tx, clusters, true)
 	if err != nil {
 		return err
 	}
@@ -269,7 +279,7 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 		return err
 	}
 	for _, c := range clusters {
-		if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
+		if err := s.writeDesired(ctx, tx, &c, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
 			return err
 		}
 	}
@@ -313,7 +323,7 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 // O(deployments + pipelines) where reconcile costs O(clusters x deployments): at 1,000
 // clusters, a join no longer rewrites every desired state and every deployment's status.
 func (s *Server) reconcileCluster(ctx context.Context, tx *store.Tx, c *v1alpha1.Cluster) error {
-	deps, a, err := s.place(ctx, tx, []v1alpha1.Cluster{*c})
+	deps, a, err := s.place(ctx, tx, []v1alpha1.Cluster{*c}, false)
 	if err != nil {
 		return err
 	}
@@ -321,7 +331,7 @@ func (s *Server) reconcileCluster(ctx context.Context, tx *store.Tx, c *v1alpha1
 	if err != nil {
 		return err
 	}
-	if err := s.writeDesired(ctx, tx, c.Name, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
+	if err := s.writeDesired(ctx, tx, c, a.Models[c.Name], pa.Pipelines[c.Name]); err != nil {
 		return err
 	}
 	if err := reselectPipelines(ctx, tx, pls, pa, c.Name); err != nil {
@@ -355,17 +365,27 @@ func (s *Server) reconcileCluster(ctx context.Context, tx *store.Tx, c *v1alpha1
 	return nil
 }
 
-// place reads every deployment and places them on clusters from their stored resolutions.
-func (s *Server) place(ctx context.Context, tx *store.Tx, clusters []v1alpha1.Cluster) ([]v1alpha1.ModelDeployment, placement.Assignment, error) {
+// place reads every deployment and places them on clusters from their stored resolutions
+// and rollouts. With step (clusters is then every Cluster), it runs each deployment's
+// rollout controller first, so that a newly resolved version reaches its clusters only as
+// its rollout allows.
+func (s *Server) place(ctx context.Context, tx *store.Tx, clusters []v1alpha1.Cluster, step bool) ([]v1alpha1.ModelDeployment, placement.Assignment, error) {
 	dobjs, err := tx.List(ctx, v1alpha1.KindModelDeployment, nil)
 	if err != nil {
 		return nil, placement.Assignment{}, err
 	}
 	deps := make([]v1alpha1.ModelDeployment, len(dobjs))
-	resolved := make(map[string]placement.Resolution, len(dobjs))
 	for i, o := range dobjs {
 		deps[i] = *o.(*v1alpha1.ModelDeployment)
-		resolved[deps[i].Name] = placement.ResolutionFromStatus(&deps[i])
+	}
+	if step {
+		if _, err := s.stepRollouts(ctx, tx, deps, clusters); err != nil {
+			return nil, placement.Assignment{}, err
+		}
+	}
+	resolved := make(map[string]placement.Resolution, len(deps))
+	for i := range deps {
+		resolved[deps[i].Name] = rolloutResolution(&deps[i])
 	}
 	a, err := placement.DesiredStates(deps, clusters, resolved, s.cfg.RequireSignature)
 	if err != nil {
@@ -374,12 +394,14 @@ func (s *Server) place(ctx context.Context, tx *store.Tx, clusters []v1alpha1.Cl
 	return deps, a, nil
 }
 
-// writeDesired stores a cluster's desired state document; the store moves its revision only
-// when the document changed.
-func (s *Server) writeDesired(ctx context.Context, tx *store.Tx, cluster string, models []v1alpha1.DesiredModel,
+// writeDesired stores a cluster's desired state document, with the cluster's transfer
+// policy; the store moves its revision only when the document changed.
+func (s *Server) writeDesired(ctx context.Context, tx *store.Tx, c *v1alpha1.Cluster, models []v1alpha1.DesiredModel,
 	pipelines []v1alpha1.DesiredPipeline) error {
+	cluster := c.Name
 	doc, err := json.Marshal(v1alpha1.DesiredState{
 		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: cluster, Models: models, Pipelines: pipelines,
+		Transfer: c.Spec.Transfer,
 	})
 	if err != nil {
 		return fmt.Errorf("encode desired state: %w", err)
@@ -438,13 +460,14 @@ func clusterRows(d *v1alpha1.ModelDeployment, selected []string) []v1alpha1.Clus
 	rows := make([]v1alpha1.ClusterDeploymentStatus, 0, len(selected))
 	for _, name := range selected {
 		r, ok := old[name]
-		if !ok || r.DesiredVersion != d.Status.ResolvedVersion {
+		want := rowVersion(d, name)
+		if !ok || r.DesiredVersion != want {
 			// A new version is pending until the agent reports on it; what it serves,
-			// when it last reported and the drift of what it serves still hold.
+			// when it last reported, the drift and health of what it serves still hold.
 			r = v1alpha1.ClusterDeploymentStatus{Cluster: name, Phase: v1alpha1.PhasePending, BytesTotal: d.Status.ResolvedSizeBytes,
-				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact, Runtime: r.Runtime, Drift: r.Drift}
+				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact, Runtime: r.Runtime, Drift: r.Drift, Health: r.Health}
 		}
-		r.DesiredVersion = d.Status.ResolvedVersion
+		r.DesiredVersion = want
 		rows = append(rows, *r.DeepCopy())
 	}
 	slices.SortFunc(rows, func(a, b v1alpha1.ClusterDeploymentStatus) int {

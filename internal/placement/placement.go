@@ -60,6 +60,19 @@ type Resolution struct {
 	Digest string
 	// SizeBytes is the total size of the model's files.
 	SizeBytes int64
+	// Cluster, if set, gives the version of each cluster during a rollout: ok false means the
+	// cluster gets Version.
+	Cluster func(name string) (v ClusterVersion, ok bool)
+}
+
+// ClusterVersion is the version one cluster is given during a rollout.
+type ClusterVersion struct {
+	// Version, Digest and SizeBytes are as in Resolution.
+	Version   string
+	Digest    string
+	SizeBytes int64
+	// Rollback is the hub's reasoned rollback mark, for a cluster rolled back.
+	Rollback *v1alpha1.Rollback
 }
 
 // ResolutionFromStatus returns the resolution recorded in a deployment's status.
@@ -118,11 +131,18 @@ func DesiredStates(deployments []v1alpha1.ModelDeployment, clusters []v1alpha1.C
 			SizeBytes:        r.SizeBytes,
 			AllowDowngrade:   d.Spec.AllowDowngrade,
 			RequireSignature: requireSignature || d.Spec.RequireSignature,
+			Urgent:           d.Spec.Urgent,
 			Serving:          *d.Spec.Serving.DeepCopy(),
 			Monitoring:       d.Spec.Monitoring.DeepCopy(),
 		}
 		for _, c := range names {
-			a.Models[c] = append(a.Models[c], m)
+			cm := m
+			if r.Cluster != nil {
+				if v, ok := r.Cluster(c); ok && v.Version != "" {
+					cm.Version, cm.Digest, cm.SizeBytes, cm.Rollback = v.Version, v.Digest, v.SizeBytes, v.Rollback
+				}
+			}
+			a.Models[c] = append(a.Models[c], cm)
 		}
 	}
 	return a, errors.Join(errs...)

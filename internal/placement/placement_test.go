@@ -127,3 +127,34 @@ func TestDesiredStates(t *testing.T) {
 		t.Fatalf("order-dependent result:\n%+v\n%+v", a, b)
 	}
 }
+
+// TestDesiredStatesPerCluster checks that a rollout's per-cluster versions replace the
+// resolved one on the clusters it names, with their rollback marks, and on no other.
+func TestDesiredStatesPerCluster(t *testing.T) {
+	d := v1alpha1.ModelDeployment{ObjectMeta: metav1.ObjectMeta{Name: "det"}, Spec: v1alpha1.ModelDeploymentSpec{
+		Model: v1alpha1.ModelRef{Name: "m", Version: "^1"}, ClusterSelectors: []metav1.LabelSelector{{}}, Urgent: true}}
+	rb := &v1alpha1.Rollback{From: []string{"2.0.0"}, Reason: "gate failed"}
+	res := map[string]Resolution{"det": {Version: "2.0.0", Digest: "sha256:2", Cluster: func(name string) (ClusterVersion, bool) {
+		switch name {
+		case "edge-a":
+			return ClusterVersion{Version: "1.0.0", Digest: "sha256:1", Rollback: rb}, true
+		case "edge-b":
+			return ClusterVersion{}, false
+		}
+		return ClusterVersion{Version: "1.0.0", Digest: "sha256:1"}, true
+	}}}
+	a, err := DesiredStates([]v1alpha1.ModelDeployment{d}, fleet, res, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"edge-a": "1.0.0", "edge-b": "2.0.0", "edge-c": "1.0.0", "lab": "1.0.0"}
+	for c, v := range want {
+		m := a.Models[c][0]
+		if m.Version != v || !m.Urgent {
+			t.Errorf("%s: version %s urgent %v, want %s and urgent", c, m.Version, m.Urgent, v)
+		}
+		if (m.Rollback != nil) != (c == "edge-a") {
+			t.Errorf("%s: rollback mark %+v", c, m.Rollback)
+		}
+	}
+}

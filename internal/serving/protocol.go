@@ -80,17 +80,23 @@ func (r *inferResult) release() { r.sess.release() }
 // inference failed, invalid output), *RequestError from decode,
 // *budgetError when the decoded inputs do not fit, or ctx's error when ctx
 // ended during the run.
-func (s *Server) infer(ctx context.Context, ch *charge, lbl *requestLabels, name, version string, decode decodeFunc) (*inferResult, error) {
+func (s *Server) infer(ctx context.Context, ch *charge, lbl *requestLabels, name, version string, decode decodeFunc) (_ *inferResult, err error) {
 	sess, dep, err := s.acquire(name, version)
 	if err != nil {
 		return nil, err
 	}
 	lbl.deployment, lbl.version = dep, sess.version
 	ok := false
+	start := s.clock.Now()
 	defer func() {
 		if !ok {
 			sess.release()
 		}
+		outcome := err
+		if outcome != nil && ctx.Err() != nil {
+			outcome = errCanceled // the client gave up: not the model's failure
+		}
+		sess.health.observe(s.clock.Now().Sub(start), outcome)
 	}()
 	req, err := decode(sess.inputs, sess.outputs)
 	if err != nil {

@@ -208,6 +208,9 @@ type session struct {
 	mon     atomic.Pointer[monitor]
 	monErr  string
 	monFrom monitorSource
+
+	// health counts the version's requests, errors and latencies.
+	health health
 }
 
 func newSession(s engine.Session, version, digest, runtime string, log *slog.Logger) *session {
