@@ -267,3 +267,47 @@ func TestClampKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestSigmoidAccuracy checks both sigmoid kernels (AVX2 and Go) against
+// the float64 formula over a sweep of inputs, extremes included: within 4
+// float32 ulps relative, but below -87 (where e^-x is capped and the true
+// result is under 1.7e-38) within 1.7e-38 absolute; NaN for NaN.
+func TestSigmoidAccuracy(t *testing.T) {
+	var src []float32
+	for x := -100.0; x <= 100; x += 0.00731 {
+		src = append(src, float32(x))
+	}
+	src = append(src, 0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
+		87, -87, 88, -88, 1e-8, -1e-8, math.MaxFloat32, -math.MaxFloat32)
+	kernels := []bool{false}
+	if haveAVX2FMA {
+		kernels = append(kernels, true)
+	}
+	for _, simd := range kernels {
+		got := make([]float32, len(src))
+		sigmoidF32On(simd, got, src)
+		worst := 0.0
+		for i, v := range src {
+			x := float64(v)
+			if math.IsNaN(x) {
+				if !math.IsNaN(float64(got[i])) {
+					t.Fatalf("simd %v: sigmoid(NaN) = %v", simd, got[i])
+				}
+				continue
+			}
+			want := 1 / (1 + math.Exp(-x))
+			if x < -expMaxX { // e^-x is capped at e^-87 (1.6e-38): an absolute error below 1.7e-38
+				if got[i] < 0 || float64(got[i])-want > 1.7e-38 {
+					t.Fatalf("simd %v: sigmoid(%v) = %v, want about %v", simd, v, got[i], want)
+				}
+				continue
+			}
+			rel := math.Abs(float64(got[i])-want) / want
+			worst = max(worst, rel)
+			if rel > 4*6e-8 {
+				t.Fatalf("simd %v: sigmoid(%v) = %v, want %v (relative error %.2g)", simd, v, got[i], want, rel)
+			}
+		}
+		t.Logf("simd %v: worst relative error %.2g over %d inputs", simd, worst, len(src))
+	}
+}

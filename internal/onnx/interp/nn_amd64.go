@@ -32,3 +32,10 @@ func reluAVX(dst, src *float32, n int)
 //
 //go:noescape
 func clampAVX(dst, src *float32, n int, lo, hi float32)
+
+// sigmoidAVX sets dst[i] = 1/(1+e^-src[i]) for i < n, n a multiple of 8,
+// as expNegF32 computes e^-x, with the constants k (sigmoidConstants).
+// dst may be src.
+//
+//go:noescape
+func sigmoidAVX(dst, src *float32, n int, k *[13][8]uint32)

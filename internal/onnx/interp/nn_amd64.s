@@ -297,3 +297,59 @@ clamp8:
 clampdone:
 	VZEROUPPER
 	RET
+
+// func sigmoidAVX(dst, src *float32, n int, k *[13][8]uint32)
+//
+// dst[i] = 1/(1+e^-src[i]) for i < n, n a multiple of 8, by the method of
+// expNegF32: e = e^-|x| (|x| capped at 87) as 2^n times the degree-7
+// Taylor polynomial of the remainder, then 1/(1+e) where x >= 0 and
+// e/(1+e) where the sign bit is set; NaN stays NaN. k holds the constants,
+// eight copies each: |x| mask, 87, log2 e, ln 2 (high, low), the
+// polynomial's coefficients from 1/5040 to 1/2, 1, and 127 (an int).
+TEXT ·sigmoidAVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ k+24(FP), R8
+
+sig8:
+	CMPQ CX, $8
+	JLT  sigdone
+	VMOVUPS (SI), Y0
+	VANDPS  0(R8), Y0, Y1
+	VMINPS  32(R8), Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VSUBPS  Y1, Y2, Y1
+	VMULPS  64(R8), Y1, Y2
+	VROUNDPS $0, Y2, Y2
+	VMOVAPS Y1, Y3
+	VFNMADD231PS 96(R8), Y2, Y3
+	VFNMADD231PS 128(R8), Y2, Y3
+	VMOVUPS 160(R8), Y4
+	VFMADD213PS 192(R8), Y3, Y4
+	VFMADD213PS 224(R8), Y3, Y4
+	VFMADD213PS 256(R8), Y3, Y4
+	VFMADD213PS 288(R8), Y3, Y4
+	VFMADD213PS 320(R8), Y3, Y4
+	VFMADD213PS 352(R8), Y3, Y4
+	VFMADD213PS 352(R8), Y3, Y4
+	VCVTPS2DQ Y2, Y5
+	VPADDD  384(R8), Y5, Y5
+	VPSLLD  $23, Y5, Y5
+	VMULPS  Y5, Y4, Y4
+	VADDPS  352(R8), Y4, Y6
+	VDIVPS  Y6, Y4, Y7
+	VMOVUPS 352(R8), Y8
+	VDIVPS  Y6, Y8, Y8
+	VBLENDVPS Y0, Y7, Y8, Y9
+	VCMPPS  $3, Y0, Y0, Y10
+	VBLENDVPS Y10, Y0, Y9, Y9
+	VMOVUPS Y9, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  sig8
+
+sigdone:
+	VZEROUPPER
+	RET
