@@ -72,7 +72,6 @@ func addActivationOps(t ops) {
 		"Softsign": {1, func(*Node) func(float64) float64 {
 			return func(x float64) float64 { return x / (1 + math.Abs(x)) }
 		}},
-		"Erf":   {9, func(*Node) func(float64) float64 { return math.Erf }},
 		"Floor": {6, func(*Node) func(float64) float64 { return math.Floor }},
 		"Ceil":  {6, func(*Node) func(float64) float64 { return math.Ceil }},
 		"Round": {11, func(*Node) func(float64) float64 { return math.RoundToEven }},
@@ -85,6 +84,8 @@ func addActivationOps(t ops) {
 	gelu := withCheck(t["Gelu"], checkGelu)
 	gelu.MaxOpset = 20
 	t["Gelu"] = gelu
+	erf := unaryOp{f32: erfF32s}
+	t["Erf"] = Op{MinOpset: 9, MaxOpset: MaxOpset, Check: unary, Run: erf.kernel(), Fresh: true, InPlace: erf.inPlace()}
 	t["Sign"] = Op{MinOpset: 9, MaxOpset: MaxOpset, Check: unary, Run: signOp().kernel(), Fresh: true, InPlace: signOp().inPlace()}
 	t["Clip"] = Op{MinOpset: 6, MaxOpset: MaxOpset, Check: checkClip, Run: clip, Fresh: true}
 	t["PRelu"] = Op{MinOpset: 9, MaxOpset: MaxOpset, Check: checkInputs(2, 2), Run: prelu, Fresh: true}

@@ -311,3 +311,39 @@ func TestSigmoidAccuracy(t *testing.T) {
 		t.Logf("simd %v: worst relative error %.2g over %d inputs", simd, worst, len(src))
 	}
 }
+
+// TestErfAccuracy checks both erf kernels (AVX2 and Go) against math.Erf
+// over a sweep of inputs, extremes included: within 6e-7 absolute (the
+// approximation's 1.5e-7 and float32 rounding), ±1 at ±Inf, NaN for NaN.
+func TestErfAccuracy(t *testing.T) {
+	var src []float32
+	for x := -12.0; x <= 12; x += 0.000913 {
+		src = append(src, float32(x))
+	}
+	src = append(src, 0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
+		1e-30, -1e-30, math.MaxFloat32, -math.MaxFloat32)
+	kernels := []bool{false}
+	if haveAVX2FMA {
+		kernels = append(kernels, true)
+	}
+	for _, simd := range kernels {
+		got := make([]float32, len(src))
+		erfF32On(simd, got, src)
+		worst := 0.0
+		for i, v := range src {
+			x := float64(v)
+			if math.IsNaN(x) {
+				if !math.IsNaN(float64(got[i])) {
+					t.Fatalf("simd %v: erf(NaN) = %v", simd, got[i])
+				}
+				continue
+			}
+			d := math.Abs(float64(got[i]) - math.Erf(x))
+			worst = max(worst, d)
+			if d > 6e-7 {
+				t.Fatalf("simd %v: erf(%v) = %v, want %v (error %.2g)", simd, v, got[i], math.Erf(x), d)
+			}
+		}
+		t.Logf("simd %v: worst absolute error %.2g over %d inputs", simd, worst, len(src))
+	}
+}

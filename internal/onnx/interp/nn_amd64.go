@@ -39,3 +39,9 @@ func clampAVX(dst, src *float32, n int, lo, hi float32)
 //
 //go:noescape
 func sigmoidAVX(dst, src *float32, n int, k *[13][8]uint32)
+
+// erfAVX sets dst[i] = erf(src[i]) for i < n, n a multiple of 8, as erfF32
+// computes it, with the constants k (erfConstants). dst may be src.
+//
+//go:noescape
+func erfAVX(dst, src *float32, n int, k *[20][8]uint32)

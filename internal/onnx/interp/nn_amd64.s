@@ -353,3 +353,67 @@ sig8:
 sigdone:
 	VZEROUPPER
 	RET
+
+// func erfAVX(dst, src *float32, n int, k *[20][8]uint32)
+//
+// dst[i] = erf(src[i]) for i < n, n a multiple of 8, by Abramowitz and
+// Stegun's 7.1.26: 1 - (a1 t + ... + a5 t^5) e^{-x^2} with t = 1/(1+p|x|)
+// (absolute error under 1.5e-7), the sign of x put back; e^{-x^2} as in
+// sigmoidAVX. k holds, eight copies each: the constants of sigmoidAVX
+// (k[0] to k[12]), then p, a5, a4, a3, a2, the sign mask and a1.
+TEXT ·erfAVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ k+24(FP), R8
+
+erf8:
+	CMPQ CX, $8
+	JLT  erfdone
+	VMOVUPS (SI), Y0
+	VANDPS  0(R8), Y0, Y1           // a = |x|
+	VANDPS  576(R8), Y0, Y10        // the sign of x
+	VMOVUPS 416(R8), Y3             // p
+	VFMADD213PS 352(R8), Y1, Y3     // 1 + p*a
+	VMOVUPS 352(R8), Y11
+	VDIVPS  Y3, Y11, Y11            // t = 1/(1+p*a)
+	VMOVUPS 448(R8), Y12            // a5
+	VFMADD213PS 480(R8), Y11, Y12   // *t + a4
+	VFMADD213PS 512(R8), Y11, Y12   // + a3
+	VFMADD213PS 544(R8), Y11, Y12   // + a2
+	VFMADD213PS 608(R8), Y11, Y12   // + a1
+	VMULPS  Y11, Y12, Y12           // poly(t)
+	VMULPS  Y1, Y1, Y1              // a^2
+	VMINPS  32(R8), Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VSUBPS  Y1, Y2, Y1              // y = -min(a^2, 87)
+	VMULPS  64(R8), Y1, Y2
+	VROUNDPS $0, Y2, Y2
+	VMOVAPS Y1, Y3
+	VFNMADD231PS 96(R8), Y2, Y3
+	VFNMADD231PS 128(R8), Y2, Y3
+	VMOVUPS 160(R8), Y4
+	VFMADD213PS 192(R8), Y3, Y4
+	VFMADD213PS 224(R8), Y3, Y4
+	VFMADD213PS 256(R8), Y3, Y4
+	VFMADD213PS 288(R8), Y3, Y4
+	VFMADD213PS 320(R8), Y3, Y4
+	VFMADD213PS 352(R8), Y3, Y4
+	VFMADD213PS 352(R8), Y3, Y4
+	VCVTPS2DQ Y2, Y5
+	VPADDD  384(R8), Y5, Y5
+	VPSLLD  $23, Y5, Y5
+	VMULPS  Y5, Y4, Y4              // e^{-a^2}
+	VFNMADD213PS 352(R8), Y12, Y4   // 1 - poly(t) e^{-a^2}
+	VORPS   Y10, Y4, Y4             // the sign of x
+	VCMPPS  $3, Y0, Y0, Y9
+	VBLENDVPS Y9, Y0, Y4, Y4        // NaN stays NaN
+	VMOVUPS Y4, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  erf8
+
+erfdone:
+	VZEROUPPER
+	RET
