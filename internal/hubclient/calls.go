@@ -85,16 +85,19 @@ func (c *Client) DeleteJoinToken(ctx context.Context, id string) error {
 // Join trades a join token for the credential of cluster, which joins with
 // labels. It sends no bearer token.
 func (c *Client) Join(ctx context.Context, token, cluster string, labels map[string]string) (*v1alpha1.JoinResponse, error) {
+	return c.JoinRequest(ctx, v1alpha1.JoinRequest{Token: token, Cluster: cluster, Labels: labels})
+}
+
+// JoinRequest sends req (its apiVersion and kind filled in) and returns the
+// hub's answer. It sends no bearer token.
+func (c *Client) JoinRequest(ctx context.Context, req v1alpha1.JoinRequest) (*v1alpha1.JoinResponse, error) {
+	req.APIVersion, req.Kind = v1alpha1.APIVersion, v1alpha1.KindJoinRequest
 	var resp v1alpha1.JoinResponse
-	_, err := c.doJSON(ctx, http.MethodPost, "join", nil, v1alpha1.JoinRequest{
-		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindJoinRequest,
-		Token: token, Cluster: cluster, Labels: labels,
-	}, &resp, false)
-	if err != nil {
+	if _, err := c.doJSON(ctx, http.MethodPost, "join", nil, req, &resp, false); err != nil {
 		return nil, err
 	}
 	if resp.Credential == "" {
-		return nil, fmt.Errorf("the hub sent no credential for cluster %s", cluster)
+		return nil, fmt.Errorf("the hub sent no credential for cluster %s", req.Cluster)
 	}
 	return &resp, nil
 }
