@@ -181,6 +181,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newConfigCmd(g),
 		newServeCmd(g),
 		newPipelineCmd(g),
+		newBundleCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root, g

@@ -209,3 +209,31 @@ func (c *Client) Notes(ctx context.Context, cluster string) (*v1alpha1.NoteList,
 	}
 	return &l, nil
 }
+
+// SignBundle asks the hub to sign a bundle's contents (req is the hub's
+// BundleRequest) and returns the signed envelope.
+func (c *Client) SignBundle(ctx context.Context, req any) ([]byte, error) {
+	var env []byte
+	if _, err := c.Do(ctx, http.MethodPost, "bundles/contents", nil, req, &env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// SignBundleParts asks the hub to sign a bundle's list of parts and returns
+// the signed envelope.
+func (c *Client) SignBundleParts(ctx context.Context, parts any) ([]byte, error) {
+	var env []byte
+	if _, err := c.Do(ctx, http.MethodPost, "bundles/parts", nil, parts, &env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// ImportStatusBundle sends a status bundle (its signed envelope, as the
+// edge wrote it) for the hub to verify and apply, and decodes the answer
+// into out.
+func (c *Client) ImportStatusBundle(ctx context.Context, env []byte, out any) error {
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "bundles/status", payload: env, auth: true}, out)
+	return err
+}
