@@ -245,11 +245,18 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 	// The files of held versions are held too (their manifests name them).
 	for _, mod := range models {
 		for _, d := range heldManifests {
-			if b, err := fetchAll(ctx, mod.repo, ocispec.Descriptor{Digest: d, Size: artifact.MaxManifestBytes}, artifact.MaxManifestBytes); err == nil {
-				if m, err := artifact.ParseManifest(b); err == nil {
-					for _, l := range m.Layers {
-						held[l.Digest] = true
-					}
+			desc, err := mod.repo.Resolve(ctx, d.String())
+			if err != nil {
+				continue // a version of another model
+			}
+			b, err := fetchAll(ctx, mod.repo, desc, artifact.MaxManifestBytes)
+			if err != nil {
+				return st, fmt.Errorf("manifest %s the cluster holds: %w", d, err)
+			}
+			if m, err := artifact.ParseManifest(b); err == nil {
+				held[m.Config.Digest] = true
+				for _, l := range m.Layers {
+					held[l.Digest] = true
 				}
 			}
 		}

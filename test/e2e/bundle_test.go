@@ -1,0 +1,293 @@
+package e2e
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/bundle"
+	"outpost.dev/outpost/internal/testenv"
+)
+
+// airgap is a hub and clusters that joined it once and never connect again.
+type airgap struct {
+	h   *hub
+	src string
+}
+
+// joinOffline joins cluster name (labels tier=air) over the network once,
+// as at the depot, and stops its agent: from then on only bundles reach it.
+func (g *airgap) joinOffline(t *testing.T, name, tok string) *agentProc {
+	t.Helper()
+	a := newAgent(t, g.h, name, "tier=air,name="+name, tok)
+	a.start()
+	stop(a.cmd)
+	a.cmd = nil
+	return a
+}
+
+// push pushes version 1.N.0 of model w.
+func (g *airgap) push(t *testing.T, n int) string {
+	t.Helper()
+	dir := filepath.Join(g.src, fmt.Sprint(n))
+	writeWeights(t, dir, n)
+	v := fmt.Sprintf("1.%d.0", n)
+	g.h.mustRun("model", "push", dir, "--name", "w", "--version", v)
+	return v
+}
+
+// outpost runs the CLI with no hub (the edge side).
+func outpost(args ...string) (string, error) {
+	out, err := exec.Command(outpostBin, args...).CombinedOutput()
+	return string(out), err
+}
+
+func mustOutpost(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := outpost(args...)
+	if err != nil {
+		t.Fatalf("outpost %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// copyTree copies a folder.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp %s: %v\n%s", src, err, out)
+	}
+}
+
+func outboxRecords(t *testing.T, a *agentProc) int64 {
+	return a.status().outboxRecords()
+}
+
+// TestBundleRoundTrip brings a cluster that has no link up to date by
+// bundles, refuses every kind of tampered, stale or misdirected bundle
+// without applying anything, and brings its status and outbox records back
+// to the hub exactly once, also when the same records arrive online.
+func TestBundleRoundTrip(t *testing.T) {
+	g := &airgap{h: startHub(t), src: t.TempDir()}
+	h := g.h
+	tok := joinToken(t, h, "1h")
+	a := g.joinOffline(t, "sub-1", tok)
+	b := g.joinOffline(t, "sub-2", tok)
+	pristine := filepath.Join(t.TempDir(), "pristine")
+	copyTree(t, a.dir, pristine)
+	joined := a.status().AppliedRevision
+
+	v1 := g.push(t, 1)
+	applyYAML(t, h, deployment("w", "w", v1, "tier: air", ""))
+	usb := t.TempDir()
+	b1 := filepath.Join(usb, "b1")
+	out := h.mustRun("bundle", "create", "--cluster", "sub-1", "--out", b1, "--max-part-size", "1MiB")
+	t.Log(strings.TrimSpace(out))
+	parts, _ := filepath.Glob(filepath.Join(b1, "*.tar"))
+	if len(parts) < 8 {
+		t.Fatalf("%d parts of at most 1 MiB for an 8 MiB model", len(parts))
+	}
+	for _, p := range parts {
+		if st, _ := os.Stat(p); st.Size() > 1<<20 {
+			t.Fatalf("part %s has %d bytes", p, st.Size())
+		}
+	}
+	bOther := filepath.Join(usb, "b-sub-2")
+	h.mustRun("bundle", "create", "--cluster", "sub-2", "--out", bOther, "--max-part-size", "1MiB")
+
+	// A second hub, whose bundles no cluster of the first trusts.
+	h2 := startHub(t)
+	tok2 := joinToken(t, h2, "1h")
+	imposter := newAgent(t, h2, "sub-1", "tier=air", tok2)
+	imposter.start()
+	stop(imposter.cmd)
+	imposter.cmd = nil
+	g2 := &airgap{h: h2, src: t.TempDir()}
+	g2.push(t, 1)
+	applyYAML(t, h2, deployment("w", "w", v1, "tier: air", ""))
+	bForeign := filepath.Join(usb, "foreign")
+	h2.mustRun("bundle", "create", "--cluster", "sub-1", "--out", bForeign, "--max-part-size", "1MiB")
+
+	tampered := func(name string, change func(dir string)) string {
+		dir := filepath.Join(t.TempDir(), name)
+		copyTree(t, b1, dir)
+		change(dir)
+		return dir
+	}
+	cases := []struct {
+		name, path, want string
+	}{
+		{"flipped byte", tampered("flip", func(dir string) {
+			p := filepath.Join(dir, "bundle.0003.tar")
+			buf, _ := os.ReadFile(p)
+			buf[1234] ^= 0x01
+			os.WriteFile(p, buf, 0o644)
+		}), "refused (damaged, or a part of another bundle)"},
+		{"part from another bundle", tampered("mixed", func(dir string) {
+			// The part of the other bundle that differs from this one's
+			// (where both hold the same model bytes, the parts are equal).
+			for _, p := range parts {
+				mine, _ := os.ReadFile(p)
+				theirs, err := os.ReadFile(filepath.Join(bOther, filepath.Base(p)))
+				if err == nil && string(mine) != string(theirs) {
+					os.WriteFile(filepath.Join(dir, filepath.Base(p)), theirs, 0o644)
+					return
+				}
+			}
+			t.Fatal("the two bundles' parts are all equal")
+		}), "refused (damaged, or a part of another bundle)"},
+		{"missing part", tampered("missing", func(dir string) { os.Remove(filepath.Join(dir, "bundle.0005.tar")) }), "missing bundle.0005.tar"},
+		{"signed by another hub", bForeign, "signature does not verify"},
+		{"for another cluster", bOther, "bundle is for another cluster"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "agent")
+			copyTree(t, pristine, dir)
+			out, err := outpost("bundle", "import", c.path, "--data", dir)
+			if err == nil || !strings.Contains(out, c.want) {
+				t.Fatalf("import: err %v, want an error saying %q:\n%s", err, c.want, out)
+			}
+			st := (&agentProc{t: t, dir: dir}).status()
+			if st.AppliedRevision != joined || len(st.Models) != 0 {
+				t.Fatalf("a refused bundle changed the state: %+v", st)
+			}
+		})
+	}
+
+	// Parts over two trips, in any order: the first stages what it brings.
+	trip := filepath.Join(t.TempDir(), "trip1")
+	os.Mkdir(trip, 0o755)
+	for i, p := range parts {
+		if i%2 == 0 {
+			copyTree(t, p, filepath.Join(trip, filepath.Base(p)))
+		}
+	}
+	copyTree(t, filepath.Join(b1, bundle.PartsFile("bundle")), filepath.Join(trip, bundle.PartsFile("bundle")))
+	if out, err := outpost("bundle", "import", trip, "--data", a.dir); err == nil || !strings.Contains(out, "bundle incomplete") {
+		t.Fatalf("import of half the parts: %v\n%s", err, out)
+	}
+	start := time.Now()
+	out = mustOutpost(t, "bundle", "import", b1, "--data", a.dir)
+	t.Logf("import: %s (%v)", strings.TrimSpace(out), time.Since(start))
+	if got := a.status().active("w"); got != v1 {
+		t.Fatalf("active %q after import, want %s", got, v1)
+	}
+	checkBlobs(t, a)
+	// Twice: nothing changes.
+	if out := mustOutpost(t, "bundle", "import", b1, "--data", a.dir); !strings.Contains(out, "unchanged") {
+		t.Fatalf("second import: %s", out)
+	}
+
+	// Version 2: only what changed travels; then the old bundle is stale.
+	v2 := g.push(t, 2)
+	applyYAML(t, h, deployment("w", "w", v2, "tier: air", ""))
+	// The hub learns what sub-1 holds from its status bundle.
+	mustOutpost(t, "agent", "outbox", "put", "--data", a.dir, "--key", "n1", "--text", "hello from the deep")
+	mustOutpost(t, "agent", "outbox", "put", "--data", a.dir, "--key", "n2", "--text", "second note")
+	s1 := filepath.Join(usb, "status-1.json")
+	mustOutpost(t, "bundle", "export-status", "--data", a.dir, "--out", s1)
+	out = h.mustRun("bundle", "import-status", s1)
+	if !strings.Contains(out, "2 records applied") {
+		t.Fatalf("import-status: %s", out)
+	}
+	// The same status bundle again is a replay: refused, nothing counted twice.
+	if out, err := h.run("bundle", "import-status", s1); err == nil || !strings.Contains(out, "already imported") {
+		t.Fatalf("replayed status bundle: %v\n%s", err, out)
+	}
+	// A status bundle claiming to be sub-1's, signed by sub-2's key, is refused.
+	forged := forgeStatus(t, b.dir, "sub-1")
+	if out, err := h.run("bundle", "import-status", forged); err == nil || !strings.Contains(out, "signature does not verify") {
+		t.Fatalf("forged status bundle: %v\n%s", err, out)
+	}
+	b2 := filepath.Join(usb, "b2")
+	h.mustRun("bundle", "create", "--cluster", "sub-1", "--out", b2)
+	full, small := dirSize(t, b1), dirSize(t, b2)
+	t.Logf("bundle v1: %d bytes (parts), v1->v2: %d bytes (%.2f of v1's)", full, small, float64(small)/float64(full))
+	if small >= full {
+		t.Fatalf("v1->v2 bundle %d bytes, the full one %d: held files travelled again", small, full)
+	}
+	out = mustOutpost(t, "bundle", "import", b2, "--data", a.dir)
+	if got := a.status().active("w"); got != v2 {
+		t.Fatalf("active %q after the v2 bundle, want %s\n%s", got, v2, out)
+	}
+	// The v2 bundle acknowledged status bundle 1: its records are freed.
+	if !strings.Contains(out, "2 outbox records freed") {
+		t.Fatalf("v2 import freed nothing: %s", out)
+	}
+	if n := outboxRecords(t, a); n != 0 {
+		t.Fatalf("%d records left in the outbox after the acknowledgment", n)
+	}
+	// The old bundle after the newer: refused as stale, and counted.
+	if out, err := outpost("bundle", "import", b1, "--data", a.dir); err == nil || !strings.Contains(out, "older than the applied") {
+		t.Fatalf("stale bundle: %v\n%s", err, out)
+	}
+	if st := a.status(); st.active("w") != v2 || st.RejectedStale != 1 {
+		t.Fatalf("after the stale bundle: active %s, rejectedStale %d", st.active("w"), st.RejectedStale)
+	}
+
+	// A record in a status bundle and also sent online counts once.
+	mustOutpost(t, "agent", "outbox", "put", "--data", a.dir, "--key", "n3", "--text", "both ways")
+	s2 := filepath.Join(usb, "status-2.json")
+	mustOutpost(t, "bundle", "export-status", "--data", a.dir, "--out", s2)
+	h.mustRun("bundle", "import-status", s2)
+	a.start() // the link is back for a while: the outbox drains online
+	testenv.WaitFor(t, 30*time.Second, "outbox drained online", func() bool { return outboxRecords(t, a) == 0 })
+	var notes v1alpha1.NoteList
+	if err := json.Unmarshal([]byte(h.mustRun("cluster", "notes", "sub-1", "-o", "json")), &notes); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, n := range notes.Items {
+		seen[n.Key]++
+	}
+	if len(notes.Items) != 3 || seen["n1"] != 1 || seen["n2"] != 1 || seen["n3"] != 1 {
+		t.Fatalf("notes at the hub: %v, want n1, n2, n3 once each", seen)
+	}
+}
+
+// forgeStatus writes a status bundle that claims to come from cluster
+// claim, signed with the bundle key in the data directory dir.
+func forgeStatus(t *testing.T, dir, claim string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "bundle.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := artifact.ParsePrivateKeyPEM(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(bundle.Status{Cluster: claim, Seq: 99, Created: time.Now(),
+		Records: []v1alpha1.OutboxRecord{{Key: "forged", Kind: "note", Payload: json.RawMessage(`{"text":"forged"}`)}}})
+	env, err := bundle.Sign(bundle.PayloadStatus, payload, ed25519.PrivateKey(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "forged.json")
+	os.WriteFile(p, env, 0o644)
+	return p
+}
+
+func dirSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+var _ = syscall.SIGKILL
