@@ -290,4 +290,107 @@ func dirSize(t *testing.T, dir string) int64 {
 	return n
 }
 
-var _ = syscall.SIGKILL
+
+// TestBundleKill9 kills 'bundle create' and 'bundle import' with SIGKILL at
+// many points: a killed create leaves nothing an import takes for a bundle,
+// a killed import leaves the cache and state consistent (nothing active,
+// or the whole version), and running either again completes.
+func TestBundleKill9(t *testing.T) {
+	g := &airgap{h: startHub(t), src: t.TempDir()}
+	h := g.h
+	a := g.joinOffline(t, "mine-1", joinToken(t, h, "1h"))
+	pristine := filepath.Join(t.TempDir(), "pristine")
+	copyTree(t, a.dir, pristine)
+	v1 := g.push(t, 1)
+	applyYAML(t, h, deployment("w", "w", v1, "tier: air", ""))
+
+	// How long each takes, to spread the kill points over it.
+	ref := filepath.Join(t.TempDir(), "ref")
+	start := time.Now()
+	h.mustRun("bundle", "create", "--cluster", "mine-1", "--out", ref, "--max-part-size", "1MiB")
+	createTime := time.Since(start)
+	refAgent := filepath.Join(t.TempDir(), "ref-agent")
+	copyTree(t, pristine, refAgent)
+	start = time.Now()
+	mustOutpost(t, "bundle", "import", ref, "--data", refAgent)
+	importTime := time.Since(start)
+	t.Logf("create %v, import %v", createTime, importTime)
+
+	const points = 12
+	killAt := func(i int, d time.Duration) time.Duration { return d * time.Duration(i) / points }
+	run := func(d time.Duration, args ...string) {
+		cmd := exec.Command(outpostBin, args...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		timer := time.AfterFunc(d, func() { cmd.Process.Signal(syscall.SIGKILL) })
+		cmd.Wait()
+		timer.Stop()
+	}
+	for i := 0; i < points; i++ {
+		// Import, killed.
+		dir := filepath.Join(t.TempDir(), "agent")
+		copyTree(t, pristine, dir)
+		run(killAt(i, importTime), "bundle", "import", ref, "--data", dir)
+		p := &agentProc{t: t, name: "mine-1", dir: dir}
+		if v := p.status().active("w"); v != "" && v != v1 {
+			t.Fatalf("point %d: active %q after a killed import", i, v)
+		}
+		if p.status().active("w") == v1 {
+			checkBlobs(t, p)
+		}
+		mustOutpost(t, "bundle", "import", ref, "--data", dir)
+		if v := p.status().active("w"); v != v1 {
+			t.Fatalf("point %d: active %q after the import ran again, want %s", i, v, v1)
+		}
+		checkBlobs(t, p)
+
+		// Create, killed: an import of what is left is refused; create again completes.
+		out := filepath.Join(t.TempDir(), "usb")
+		run(killAt(i, createTime), "--config", h.config, "bundle", "create", "--cluster", "mine-1", "--out", out, "--max-part-size", "1MiB")
+		dir2 := filepath.Join(t.TempDir(), "agent2")
+		copyTree(t, pristine, dir2)
+		if _, err := os.Stat(filepath.Join(out, bundle.PartsFile("bundle"))); err != nil {
+			if o, err := outpost("bundle", "import", out, "--data", dir2); err == nil {
+				t.Fatalf("point %d: import of a killed create's leftovers succeeded:\n%s", i, o)
+			}
+		}
+		h.mustRun("bundle", "create", "--cluster", "mine-1", "--out", out, "--max-part-size", "1MiB")
+		mustOutpost(t, "bundle", "import", out, "--data", dir2)
+		if v := (&agentProc{t: t, dir: dir2}).status().active("w"); v != v1 {
+			t.Fatalf("point %d: active %q after the create ran again, want %s", i, v, v1)
+		}
+	}
+}
+
+// TestBundleOrasCopy: a bundle is an OCI image layout that the real oras
+// CLI pushes on to another registry, here a second hub, from which
+// 'outpost model pull' gets the model byte-identical.
+func TestBundleOrasCopy(t *testing.T) {
+	oras := testenv.PeerEnv(t, "OUTPOST_ORAS", "the oras CLI")
+	g := &airgap{h: startHub(t), src: t.TempDir()}
+	h := g.h
+	g.joinOffline(t, "site-1", joinToken(t, h, "1h"))
+	v1 := g.push(t, 1)
+	applyYAML(t, h, deployment("w", "w", v1, "tier: air", ""))
+	b := filepath.Join(t.TempDir(), "bundle")
+	h.mustRun("bundle", "create", "--cluster", "site-1", "--out", b)
+
+	h2 := startHub(t)
+	dst := h2.addr + "/models/w:" + v1
+	cmd := exec.Command(oras, "copy", "-r", "--from-oci-layout", b+":"+bundle.ModelTag("w", v1), dst,
+		"--to-ca-file", h2.caFile(), "--to-username", "outpost", "--to-password", h2.token())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("oras copy: %v\n%s", err, out)
+	}
+	got := t.TempDir()
+	h2.mustRun("model", "pull", "w@"+v1, got)
+	src := filepath.Join(g.src, "1")
+	for _, f := range []string{"weights.bin", "config.json"} {
+		sameFile(t, filepath.Join(src, f), filepath.Join(got, f))
+	}
+	// The referrers came along: the second hub's copy has its chunk index.
+	if out := h2.mustRun("model", "show", "w@"+v1); !strings.Contains(strings.ToLower(out), "chunk") {
+		t.Fatalf("model show on the second hub names no chunk index:\n%s", out)
+	}
+}
