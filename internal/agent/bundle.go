@@ -256,6 +256,15 @@ func (a *Agent) importModel(ctx context.Context, l *bundle.Layout, want v1alpha1
 		if a.cache.has(d, f.Size) {
 			continue
 		}
+		if pack, ok := l.Contents.Pack(d); ok {
+			n, err := a.unpackFile(ctx, l, pack, rec, f)
+			if err != nil {
+				return fmt.Errorf("file %s: %w", f.Path, err)
+			}
+			res.Blobs++
+			res.Bytes += n
+			continue
+		}
 		if err := l.CopyTo(d, a.cache.blobPath(d)); err != nil {
 			return fmt.Errorf("file %s: %w (the bundle lacks what this cluster does not hold, or is damaged)", f.Path, err)
 		}
@@ -263,6 +272,105 @@ func (a *Agent) importModel(ctx context.Context, l *bundle.Layout, want v1alpha1
 		res.Bytes += f.Size
 	}
 	return nil
+}
+
+// unpackFile rebuilds file f of rec in the cache from the chunks of pack
+// and those the cache holds in other files, each chunk checked against its
+// digest and the whole file against its own; it returns the bytes read
+// from the pack.
+func (a *Agent) unpackFile(ctx context.Context, l *bundle.Layout, pack bundle.Pack, rec manifestRecord, f fileRecord) (int64, error) {
+	if rec.ChunkIndexDigest == "" {
+		return 0, errors.New("the bundle carries it as chunks, but the version has no chunk index")
+	}
+	idx, err := a.chunkIndex(digest.Digest(rec.ChunkIndexDigest))
+	if err != nil {
+		return 0, err
+	}
+	fc := idx.File(f.Path)
+	if fc == nil || fc.Digest != digest.Digest(f.Digest) {
+		return 0, errors.New("the chunk index does not list the file")
+	}
+	have, err := a.chunkMap(ctx)
+	if err != nil {
+		return 0, err
+	}
+	inPack := make(map[digest.Digest][2]int64, len(pack.Chunks))
+	var off int64
+	for _, c := range pack.Chunks {
+		inPack[c.Digest] = [2]int64{off, c.Size}
+		off += c.Size
+	}
+	src, err := os.Open(bundle.BlobPath(l.Dir, pack.Blob))
+	if err != nil {
+		return 0, fmt.Errorf("%w: pack %s: %v", bundle.ErrIncomplete, pack.Blob, err)
+	}
+	defer src.Close()
+	dst := a.cache.blobPath(digest.Digest(f.Digest))
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".bundle-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	w := durable.NewWriter(tmp)
+	var fromPack int64
+	buf := make([]byte, 0, 1<<20)
+	for _, c := range fc.Chunks {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		buf = slicesGrow(buf, int(c.Length))
+		if p, ok := inPack[c.Digest]; ok {
+			if _, err := src.ReadAt(buf, p[0]); err != nil {
+				return 0, fmt.Errorf("pack %s: %w", pack.Blob, err)
+			}
+			fromPack += c.Length
+		} else if loc, ok := have[c.Digest]; ok {
+			if err := readChunk(loc, buf); err != nil {
+				return 0, err
+			}
+		} else {
+			return 0, fmt.Errorf("%w: chunk %s is neither in the bundle nor in the cache (the bundle was made for what another cache holds)", bundle.ErrIncomplete, c.Digest)
+		}
+		if digest.FromBytes(buf) != c.Digest {
+			return 0, fmt.Errorf("chunk %s at %d: %w", c.Digest, c.Offset, bundle.ErrDigest)
+		}
+		if _, err := w.Write(buf); err != nil {
+			return 0, err
+		}
+	}
+	if w.Size() != f.Size || w.Digest() != digest.Digest(f.Digest) {
+		return 0, fmt.Errorf("rebuilt file: %w", bundle.ErrDigest)
+	}
+	if err := w.Sync(); err != nil {
+		return 0, err
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, err
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return 0, err
+	}
+	return fromPack, durable.SyncDir(filepath.Dir(dst))
+}
+
+// slicesGrow returns b resized to n bytes.
+func slicesGrow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
+}
+
+// readChunk reads a chunk held in a cached file into buf.
+func readChunk(loc chunkLoc, buf []byte) error {
+	f, err := os.Open(loc.Path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.ReadAt(buf, loc.Offset)
+	return err
 }
 
 // activateCached activates every desired version whose files are all in

@@ -42,6 +42,47 @@ type Contents struct {
 	// Blobs lists every blob of the layout but the bundle's own manifest and
 	// this document's envelope.
 	Blobs []Blob `json:"blobs"`
+	// Packs are the files the bundle carries as the chunks the clusters
+	// lack rather than whole: each is rebuilt from them and the chunks the
+	// cluster holds in other files, and checked against its digest.
+	Packs []Pack `json:"packs,omitempty"`
+}
+
+// Pack is a file carried as chunks: its blob holds the chunks the
+// clusters lack, one after the other, in the order listed.
+type Pack struct {
+	// File is the digest and size of the file it rebuilds.
+	File Blob `json:"file"`
+	// Blob is the pack's blob in the layout.
+	Blob digest.Digest `json:"blob"`
+	// Chunks are the chunks in the blob, in order.
+	Chunks []Blob `json:"chunks"`
+}
+
+// Pack returns the pack that rebuilds file d, if the bundle has one.
+func (c *Contents) Pack(d digest.Digest) (Pack, bool) {
+	i := slices.IndexFunc(c.Packs, func(p Pack) bool { return p.File.Digest == d })
+	if i < 0 {
+		return Pack{}, false
+	}
+	return c.Packs[i], true
+}
+
+// MissingChunks returns the chunks of a file (each with its digest and
+// length, in file order) that held lacks, each once, and their bytes.
+func MissingChunks(chunks []Blob, held map[digest.Digest]bool) ([]Blob, int64) {
+	seen := map[digest.Digest]bool{}
+	var out []Blob
+	var n int64
+	for _, c := range chunks {
+		if held[c.Digest] || seen[c.Digest] {
+			continue
+		}
+		seen[c.Digest] = true
+		out = append(out, c)
+		n += c.Size
+	}
+	return out, n
 }
 
 // Parts is the hub-signed list of the tar parts a bundle travels in: the
@@ -143,15 +184,42 @@ func (c *Contents) Validate() error {
 	if len(c.Blobs) > MaxBlobs {
 		return fmt.Errorf("%w: contents: %d blobs, above %d", ErrMalformed, len(c.Blobs), MaxBlobs)
 	}
-	blobs := map[digest.Digest]bool{}
+	blobs := map[digest.Digest]int64{}
 	for i, b := range c.Blobs {
 		if err := checkBlob(b, fmt.Sprintf("contents: blob %d", i)); err != nil {
 			return err
 		}
-		if blobs[b.Digest] {
+		if _, dup := blobs[b.Digest]; dup {
 			return fmt.Errorf("%w: contents: blob %s listed twice", ErrMalformed, b.Digest)
 		}
-		blobs[b.Digest] = true
+		blobs[b.Digest] = b.Size
+	}
+	files := map[digest.Digest]bool{}
+	for i, p := range c.Packs {
+		if err := checkBlob(p.File, fmt.Sprintf("contents: pack %d", i)); err != nil {
+			return err
+		}
+		if files[p.File.Digest] {
+			return fmt.Errorf("%w: contents: two packs rebuild %s", ErrMalformed, p.File.Digest)
+		}
+		files[p.File.Digest] = true
+		size, ok := blobs[p.Blob]
+		if !ok {
+			return fmt.Errorf("%w: contents: pack of %s: blob %s not listed", ErrMalformed, p.File.Digest, p.Blob)
+		}
+		var sum int64
+		for j, ch := range p.Chunks {
+			if err := checkBlob(ch, fmt.Sprintf("contents: pack %d chunk %d", i, j)); err != nil {
+				return err
+			}
+			sum += ch.Size
+			if sum < 0 {
+				return fmt.Errorf("%w: contents: pack %d overflows", ErrMalformed, i)
+			}
+		}
+		if sum != size {
+			return fmt.Errorf("%w: contents: pack of %s: chunks of %d bytes in a blob of %d", ErrMalformed, p.File.Digest, sum, size)
+		}
 	}
 	return nil
 }

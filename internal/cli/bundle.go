@@ -203,7 +203,9 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 		manifests []ocispec.Descriptor
 		blobs     []ocispec.Descriptor
 		tag       string
+		chunks    map[digest.Digest]artifact.FileChunks // by file digest, from its chunk index
 	}
+	heldChunks := map[digest.Digest]bool{}
 	var models []model
 	// What each cluster holds: the artifacts of its last report, and --have.
 	heldManifests := append([]digest.Digest(nil), have...)
@@ -239,7 +241,13 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 			if err != nil {
 				return st, fmt.Errorf("%s@%s: %w", m.Model, m.Version, err)
 			}
-			models = append(models, model{repo: repo, manifests: mans, blobs: blobs, tag: bundle.ModelTag(m.Model, m.Version)})
+			mod := model{repo: repo, manifests: mans, blobs: blobs, tag: bundle.ModelTag(m.Model, m.Version), chunks: map[digest.Digest]artifact.FileChunks{}}
+			if x, err := artifact.FetchChunkIndex(ctx, repo, desc); err == nil {
+				for _, f := range x.Files {
+					mod.chunks[f.Digest] = f
+				}
+			}
+			models = append(models, mod)
 		}
 	}
 	// The files of held versions are held too (their manifests name them).
@@ -259,6 +267,14 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 					held[l.Digest] = true
 				}
 			}
+			// The chunks of held files: a changed file travels as the chunks it lacks.
+			if x, err := artifact.FetchChunkIndex(ctx, mod.repo, desc); err == nil {
+				for _, f := range x.Files {
+					for _, c := range f.Chunks {
+						heldChunks[c.Digest] = true
+					}
+				}
+			}
 		}
 	}
 	layout := out
@@ -273,6 +289,7 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 	if err != nil {
 		return st, err
 	}
+	var packs []bundle.Pack
 	for _, mod := range models {
 		if held[mod.manifests[0].Digest] {
 			continue // the cluster holds the whole version
@@ -280,6 +297,21 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 		for _, d := range mod.blobs {
 			if held[d.Digest] {
 				continue
+			}
+			if fc, ok := mod.chunks[d.Digest]; ok && len(heldChunks) > 0 {
+				chunks := make([]bundle.Blob, len(fc.Chunks))
+				for i, c := range fc.Chunks {
+					chunks[i] = bundle.Blob{Digest: c.Digest, Size: c.Length}
+				}
+				if missing, n := bundle.MissingChunks(chunks, heldChunks); n < d.Size {
+					p, err := writePack(ctx, w, mod.repo, d, fc, missing, tmpDir(out))
+					if err != nil {
+						return st, err
+					}
+					packs = append(packs, p)
+					st.bytes += n
+					continue
+				}
 			}
 			if err := copyBlob(ctx, w, mod.repo, d); err != nil {
 				return st, err
@@ -299,7 +331,7 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 	}
 	st.all = w.Blobs()
 	st.blobs = len(st.all)
-	env, err := h.SignBundle(ctx, map[string]any{"revisions": revisions, "blobs": st.all})
+	env, err := h.SignBundle(ctx, map[string]any{"revisions": revisions, "blobs": st.all, "packs": packs})
 	if err != nil {
 		return st, fmt.Errorf("hub signs the bundle: %w", err)
 	}
@@ -469,4 +501,54 @@ func loadBundleKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("hub bundle key: %w", err)
 	}
 	return key, nil
+}
+
+// tmpDir is where create keeps its scratch files: beside the bundle.
+func tmpDir(out string) string { return filepath.Dir(filepath.Clean(out)) }
+
+// writePack adds to w a blob of the chunks of file d that the clusters
+// lack (missing, in file order), read from the registry in one pass.
+func writePack(ctx context.Context, w *bundle.Writer, repo *remote.Repository, d ocispec.Descriptor, fc artifact.FileChunks, missing []bundle.Blob, scratch string) (bundle.Pack, error) {
+	want := make(map[digest.Digest]bool, len(missing))
+	for _, m := range missing {
+		want[m.Digest] = true
+	}
+	rc, err := repo.Fetch(ctx, d)
+	if err != nil {
+		return bundle.Pack{}, fmt.Errorf("fetch %s: %w", d.Digest, err)
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(scratch, ".pack-*")
+	if err != nil {
+		return bundle.Pack{}, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	dw := durable.NewWriter(f)
+	var off int64
+	for _, c := range fc.Chunks {
+		if c.Offset != off {
+			return bundle.Pack{}, fmt.Errorf("chunk index of %s: chunk at %d, expected %d", d.Digest, c.Offset, off)
+		}
+		dst := io.Discard
+		if want[c.Digest] {
+			dst = dw
+			delete(want, c.Digest)
+		}
+		if _, err := io.CopyN(dst, rc, c.Length); err != nil {
+			return bundle.Pack{}, fmt.Errorf("read %s: %w", d.Digest, err)
+		}
+		off += c.Length
+	}
+	if err := dw.Sync(); err != nil {
+		return bundle.Pack{}, err
+	}
+	pd := ocispec.Descriptor{MediaType: "application/vnd.outpost.bundle.chunks.v1", Digest: dw.Digest(), Size: dw.Size()}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return bundle.Pack{}, err
+	}
+	if err := w.Push(ctx, pd, f); err != nil {
+		return bundle.Pack{}, err
+	}
+	return bundle.Pack{File: bundle.Blob{Digest: d.Digest, Size: d.Size}, Blob: pd.Digest, Chunks: missing}, nil
 }

@@ -40,6 +40,8 @@ type BundleRequest struct {
 	Revisions map[string]int64 `json:"revisions"`
 	// Blobs are the blobs of the layout.
 	Blobs []bundle.Blob `json:"blobs"`
+	// Packs are the files carried as chunks.
+	Packs []bundle.Pack `json:"packs,omitempty"`
 }
 
 // SignBundle returns the signed Contents of a bundle for the clusters of
@@ -51,7 +53,7 @@ func (s *Server) SignBundle(ctx context.Context, req BundleRequest) ([]byte, *bu
 	}
 	id := make([]byte, 12)
 	rand.Read(id)
-	c := &bundle.Contents{ID: hex.EncodeToString(id), Created: s.clock.Now().UTC(), Blobs: req.Blobs}
+	c := &bundle.Contents{ID: hex.EncodeToString(id), Created: s.clock.Now().UTC(), Blobs: req.Blobs, Packs: req.Packs}
 	err := s.db.View(ctx, func(tx *store.Tx) error {
 		for name, want := range req.Revisions {
 			rev, b, err := tx.DesiredState(ctx, name)

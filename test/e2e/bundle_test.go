@@ -213,8 +213,20 @@ func TestBundleRoundTrip(t *testing.T) {
 	h.mustRun("bundle", "create", "--cluster", "sub-1", "--out", b2)
 	full, small := dirSize(t, b1), dirSize(t, b2)
 	t.Logf("bundle v1: %d bytes (parts), v1->v2: %d bytes (%.2f of v1's)", full, small, float64(small)/float64(full))
-	if small >= full {
-		t.Fatalf("v1->v2 bundle %d bytes, the full one %d: held files travelled again", small, full)
+	if small >= full/4 {
+		t.Fatalf("v1->v2 bundle %d bytes, the full one %d: more than the changed chunks travelled", small, full)
+	}
+	// A flipped byte in the chunks of the changed file: refused, v1 stays.
+	before := filepath.Join(t.TempDir(), "before-v2")
+	copyTree(t, a.dir, before)
+	bad := filepath.Join(t.TempDir(), "b2-flipped")
+	copyTree(t, b2, bad)
+	flipLargestBlob(t, bad)
+	if out, err := outpost("bundle", "import", bad, "--data", before); err == nil || !strings.Contains(out, "digest mismatch") {
+		t.Fatalf("import of a flipped pack: %v\n%s", err, out)
+	}
+	if st := (&agentProc{t: t, dir: before}).status(); st.active("w") != v1 || st.AppliedRevision != a.status().AppliedRevision {
+		t.Fatalf("a refused bundle changed the state: active %s, revision %d", st.active("w"), st.AppliedRevision)
 	}
 	out = mustOutpost(t, "bundle", "import", b2, "--data", a.dir)
 	if got := a.status().active("w"); got != v2 {
@@ -393,4 +405,23 @@ func TestBundleOrasCopy(t *testing.T) {
 	if out := h2.mustRun("model", "show", "w@"+v1); !strings.Contains(strings.ToLower(out), "chunk") {
 		t.Fatalf("model show on the second hub names no chunk index:\n%s", out)
 	}
+}
+
+// flipLargestBlob flips a byte in the middle of the largest blob of a layout.
+func flipLargestBlob(t *testing.T, dir string) {
+	t.Helper()
+	blobs, _ := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*"))
+	var largest string
+	var size int64
+	for _, b := range blobs {
+		if st, err := os.Stat(b); err == nil && st.Size() > size {
+			largest, size = b, st.Size()
+		}
+	}
+	buf, err := os.ReadFile(largest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf[len(buf)/2] ^= 0x10
+	os.WriteFile(largest, buf, 0o644)
 }
