@@ -302,7 +302,6 @@ func dirSize(t *testing.T, dir string) int64 {
 	return n
 }
 
-
 // TestBundleKill9 kills 'bundle create' and 'bundle import' with SIGKILL at
 // many points: a killed create leaves nothing an import takes for a bundle,
 // a killed import leaves the cache and state consistent (nothing active,
