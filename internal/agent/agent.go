@@ -557,9 +557,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.reportLoop(ctx) })
 	wg.Go(func() { a.sendLoop(ctx) })
 	wg.Go(func() { a.profileLoop(ctx) })
+	wg.Go(func() { a.importWatchLoop(ctx) })
 	a.readyOnce.Do(func() { close(a.ready) })
 	wg.Wait()
 	return nil
+}
+
+// Join joins the hub unless the data directory holds a credential, as Run
+// does first: for a cluster provisioned at a depot, which then has no
+// link and is kept up to date by bundles.
+func (a *Agent) Join(ctx context.Context) error {
+	if a.hub == nil {
+		return errors.New("agent: no hub address to join")
+	}
+	return a.ensureJoined(ctx)
 }
 
 // ensureJoined joins the hub unless a credential is held, retrying while

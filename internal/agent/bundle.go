@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -519,4 +520,76 @@ func (a *Agent) ackStatus(ctx context.Context, ack int64) (int, error) {
 	}
 	a.log.Info("hub acknowledged status bundles", "upTo", ack, "freed", freed)
 	return freed, nil
+}
+
+// importWatchInterval is how often a running agent looks for what
+// 'outpost bundle import', another process, changed in its data directory.
+const importWatchInterval = 2 * time.Second
+
+// importWatchLoop picks up, while the agent runs, a desired state applied
+// and versions activated by a bundle import run in another process: it
+// reconciles anew after a revision it did not apply, and serves the active
+// versions the state now names.
+func (a *Agent) importWatchLoop(ctx context.Context) {
+	applied, err := a.state.applied(ctx)
+	if err != nil {
+		a.log.Warn("read state", "err", err)
+	}
+	last := applied.Revision
+	t := a.clock.NewTicker(importWatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		applied, err := a.state.applied(ctx)
+		if err != nil {
+			continue
+		}
+		if applied.Revision != last {
+			last = applied.Revision
+			a.signal(a.wake)
+			if a.cfg.OnApplied != nil {
+				a.cfg.OnApplied()
+			}
+		}
+		a.reloadActive(ctx)
+	}
+}
+
+// reloadActive serves the active version the state names for each
+// deployment whose in-memory active version differs.
+func (a *Agent) reloadActive(ctx context.Context) {
+	rows, err := a.state.deployments(ctx)
+	if err != nil {
+		return
+	}
+	changed := false
+	for _, r := range rows {
+		if r.ActiveDigest == "" {
+			continue
+		}
+		a.mu.Lock()
+		cur, ok := a.active[r.Name]
+		a.mu.Unlock()
+		if ok && cur.Digest == r.ActiveDigest {
+			continue
+		}
+		am, err := a.activeModel(ctx, r, false)
+		if err != nil {
+			continue
+		}
+		a.mu.Lock()
+		a.active[r.Name] = am
+		delete(a.unservable, r.Name)
+		a.mu.Unlock()
+		a.log.Info("serving a version activated by a bundle import", "deployment", r.Name, "version", am.Version)
+		changed = true
+	}
+	if changed {
+		a.activeChanged()
+		a.signal(a.reportNow)
+	}
 }

@@ -376,6 +376,8 @@ func copyBlob(ctx context.Context, w *bundle.Writer, repo *remote.Repository, d 
 
 func newBundleImportCmd(g *globals) *cobra.Command {
 	var dir string
+	var trusted []string
+	var requireSig bool
 	cmd := &cobra.Command{
 		Use:   "import PATH --data DIR",
 		Short: "Import an outbound bundle at the edge (a layout, its parts' list, or a folder holding it)",
@@ -389,7 +391,11 @@ import stages what it finds and says what is still missing.`,
 			if dir == "" {
 				return errors.New("bundle import: --data is required")
 			}
-			a, err := agent.New(cmd.Context(), agent.Config{Dir: dir, Logger: g.logger()})
+			keys, err := readPublicKeys(trusted)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(cmd.Context(), agent.Config{Dir: dir, Logger: g.logger(), TrustedKeys: keys, RequireSignature: requireSig})
 			if err != nil {
 				return err
 			}
@@ -404,6 +410,8 @@ import stages what it finds and says what is still missing.`,
 		},
 	}
 	cmd.Flags().StringVar(&dir, "data", "", "the agent's data directory")
+	cmd.Flags().StringSliceVar(&trusted, "trusted-key", nil, "public key file (PEM) trusted for model signatures, as the agent is given; repeatable")
+	cmd.Flags().BoolVar(&requireSig, "require-signature", false, "activate only model versions with a valid signature from a trusted key")
 	return cmd
 }
 
