@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,9 +57,9 @@ func parsePartSize(s string) (int64, error) {
 
 func newBundleCreateCmd(g *globals) *cobra.Command {
 	var clusters []string
-	var out, maxPart, have string
+	var out, maxPart, have, selector string
 	cmd := &cobra.Command{
-		Use:   "create --cluster C --out PATH",
+		Use:   "create (--cluster C | --selector S) --out PATH",
 		Short: "Write what clusters need to reach their desired state (run against the hub)",
 		Long: `Writes an OCI image layout holding the hub-signed desired state of each cluster
 and the artifacts it names (manifests, configs, files, chunk indexes, signatures,
@@ -69,8 +70,8 @@ written as tar parts of at most that size with a hub-signed list of parts
 (PATH/bundle.parts.json), to be carried over as many trips as needed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(clusters) == 0 || out == "" {
-				return errors.New("bundle create: --cluster and --out are required")
+			if len(clusters) == 0 && selector == "" || out == "" {
+				return errors.New("bundle create: --out and --cluster or --selector are required")
 			}
 			var max int64
 			if maxPart != "" {
@@ -87,6 +88,20 @@ written as tar parts of at most that size with a hub-signed list of parts
 			if err != nil {
 				return err
 			}
+			if selector != "" {
+				var l v1alpha1.ClusterList
+				if err := h.List(cmd.Context(), v1alpha1.PluralClusters, selector, &l); err != nil {
+					return fmt.Errorf("clusters matching %q: %w", selector, err)
+				}
+				for _, c := range l.Items {
+					if !slices.Contains(clusters, c.Name) {
+						clusters = append(clusters, c.Name)
+					}
+				}
+				if len(clusters) == 0 {
+					return fmt.Errorf("bundle create: no cluster matches %q", selector)
+				}
+			}
 			st, err := createBundle(cmd.Context(), h, clusters, out, max, held)
 			if err != nil {
 				return err
@@ -97,6 +112,7 @@ written as tar parts of at most that size with a hub-signed list of parts
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&clusters, "cluster", nil, "cluster the bundle is for; repeatable")
+	f.StringVarP(&selector, "selector", "l", "", "label selector of clusters the bundle is for, such as link=none")
 	f.StringVar(&out, "out", "", "folder to write (must not exist)")
 	f.StringVar(&maxPart, "max-part-size", "", "write tar parts of at most this size (such as 4GiB) instead of a layout")
 	f.StringVar(&have, "have", "", "inventory of what the clusters hold: a status bundle, or manifest digests one a line")

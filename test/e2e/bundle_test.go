@@ -381,11 +381,22 @@ func TestBundleOrasCopy(t *testing.T) {
 	oras := testenv.PeerEnv(t, "OUTPOST_ORAS", "the oras CLI")
 	g := &airgap{h: startHub(t), src: t.TempDir()}
 	h := g.h
-	g.joinOffline(t, "site-1", joinToken(t, h, "1h"))
+	tok := joinToken(t, h, "1h")
+	sites := []*agentProc{g.joinOffline(t, "site-1", tok), g.joinOffline(t, "site-2", tok)}
 	v1 := g.push(t, 1)
 	applyYAML(t, h, deployment("w", "w", v1, "tier: air", ""))
 	b := filepath.Join(t.TempDir(), "bundle")
-	h.mustRun("bundle", "create", "--cluster", "site-1", "--out", b)
+	h.mustRun("bundle", "create", "--selector", "tier=air", "--out", b)
+	// One bundle for both clusters, their common blobs once.
+	if n := dirSize(t, b); n > weightsSize*3/2 {
+		t.Fatalf("a bundle for two clusters of one %d-byte model has %d bytes", weightsSize, n)
+	}
+	for _, a := range sites {
+		mustOutpost(t, "bundle", "import", b, "--data", a.dir)
+		if v := a.status().active("w"); v != v1 {
+			t.Fatalf("%s: active %q, want %s", a.name, v, v1)
+		}
+	}
 
 	h2 := startHub(t)
 	dst := h2.addr + "/models/w:" + v1
