@@ -148,6 +148,8 @@ func (a *Agent) ImportBundle(ctx context.Context, path string) (BundleResult, er
 	if err != nil {
 		return res, fmt.Errorf("agent: %w", err)
 	}
+	staged := filepath.Clean(dir) != filepath.Clean(path)
+	l.Private = staged
 	res.Bundle = l.Contents.ID
 	cs, err := l.Contents.For(a.name)
 	if err != nil {
@@ -188,6 +190,13 @@ func (a *Agent) ImportBundle(ctx context.Context, path string) (BundleResult, er
 	}
 	if res.Freed, err = a.ackStatus(ctx, cs.StatusAck); err != nil {
 		return res, err
+	}
+	if staged {
+		// Its blobs are in the cache now (linked or copied): the staged
+		// parts and layout go.
+		if err := os.RemoveAll(filepath.Dir(dir)); err != nil {
+			a.log.Warn("remove a staged bundle", "err", err)
+		}
 	}
 	return res, nil
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -128,6 +130,11 @@ type Layout struct {
 	KeyID string
 	// Store reads its blobs (verify each against its digest as you read it).
 	Store oras.ReadOnlyGraphTarget
+	// Private says the layout is one Stage unpacked (every blob checked
+	// against its digest as it was written, the files fsynced) on the
+	// importer's own file system: CopyTo links its blobs into place
+	// instead of reading and writing them again.
+	Private bool
 
 	sizes map[digest.Digest]int64
 }
@@ -273,6 +280,11 @@ func (l *Layout) CopyTo(d digest.Digest, dst string) error {
 		return fmt.Errorf("%w: blob %s: %v", ErrIncomplete, d, err)
 	}
 	defer src.Close()
+	if l.Private {
+		if err := linkBlob(src, BlobPath(l.Dir, d), dst, s); err == nil || errors.Is(err, ErrDigest) {
+			return err
+		}
+	}
 	f, err := os.CreateTemp(filepath.Dir(dst), ".bundle-*")
 	if err != nil {
 		return err
@@ -286,6 +298,24 @@ func (l *Layout) CopyTo(d digest.Digest, dst string) error {
 		return err
 	}
 	if err := os.Rename(f.Name(), dst); err != nil {
+		return err
+	}
+	return durable.SyncDir(filepath.Dir(dst))
+}
+
+// linkBlob links the blob file src (at path), verified when it was
+// unpacked, to dst once it has its size. An error wrapping ErrDigest means
+// it does not; any other, that linking failed (another file system): copy
+// instead.
+func linkBlob(src *os.File, path, dst string, size int64) error {
+	st, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() != size {
+		return fmt.Errorf("blob %s: %d bytes, want %d: %w", path, st.Size(), size, ErrDigest)
+	}
+	if err := os.Link(path, dst); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	return durable.SyncDir(filepath.Dir(dst))

@@ -190,10 +190,18 @@ func Stage(ctx context.Context, partsFile, stageRoot string, trusted []ed25519.P
 	if _, err := os.Stat(filepath.Join(layout, ocispec.ImageIndexFile)); err == nil {
 		return layout, nil
 	}
+	src := filepath.Dir(partsFile)
 	if err := os.MkdirAll(stage, 0o700); err != nil {
 		return "", fmt.Errorf("bundle: %w", err)
 	}
-	src := filepath.Dir(partsFile)
+	// Every part at hand and none staged yet: unpack straight from them,
+	// each checked as it is read, with no copy of the parts between.
+	if allAt(src, p) && noneAt(stage, p) {
+		if err := unpackFrom(ctx, src, stage, layout, p); err != nil {
+			return "", err
+		}
+		return layout, nil
+	}
 	have := map[string]bool{}
 	for _, pt := range p.Parts {
 		if err := ctx.Err(); err != nil {
@@ -247,6 +255,104 @@ func stagePart(in io.Reader, dst string, pt Part) error {
 	return durable.SyncDir(filepath.Dir(dst))
 }
 
+// allAt reports whether every part of p is in dir, with its size.
+func allAt(dir string, p *Parts) bool {
+	for _, pt := range p.Parts {
+		st, err := os.Stat(filepath.Join(dir, pt.Name))
+		if err != nil || st.Size() != pt.Size {
+			return false
+		}
+	}
+	return true
+}
+
+// noneAt reports whether no part of p is in dir.
+func noneAt(dir string, p *Parts) bool {
+	for _, pt := range p.Parts {
+		if _, err := os.Stat(filepath.Join(dir, pt.Name)); err == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// checkedPart reads one part, and at its end checks its size and sha256.
+type checkedPart struct {
+	r  io.Reader
+	h  hash.Hash
+	n  int64
+	pt Part
+}
+
+func (c *checkedPart) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.h.Write(b[:n])
+	c.n += int64(n)
+	if err == io.EOF && (c.n != c.pt.Size || digest.NewDigest(digest.SHA256, c.h) != c.pt.Digest) {
+		return n, fmt.Errorf("bundle: part %s refused (damaged, or a part of another bundle): %w", c.pt.Name, ErrDigest)
+	}
+	return n, err
+}
+
+// unpackFrom extracts the parts of p in src into layout, checking each
+// part's digest as it is read: a part that does not match fails the whole,
+// and no layout appears.
+func unpackFrom(ctx context.Context, src, stage, layout string, p *Parts) error {
+	tmp := layout + ".partial"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	readers := make([]io.Reader, 0, len(p.Parts))
+	for _, pt := range p.Parts {
+		f, err := os.Open(filepath.Join(src, pt.Name))
+		if err != nil {
+			return fmt.Errorf("bundle: %w", err)
+		}
+		defer f.Close()
+		readers = append(readers, &checkedPart{r: io.LimitReader(f, pt.Size+1), h: sha256.New(), pt: pt})
+	}
+	r := io.MultiReader(readers...)
+	err := Untar(ctx, r, tmp)
+	if err == nil {
+		// The tar ends before the last part's padding does: read the
+		// rest, so that every part is checked whole.
+		_, err = io.Copy(io.Discard, r)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		// A damaged part may break the tar before its own end: name it.
+		if perr := checkParts(src, p); perr != nil {
+			return perr
+		}
+		return err
+	}
+	if err := syncTree(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, layout); err != nil {
+		return err
+	}
+	return durable.SyncDir(stage)
+}
+
+// checkParts returns the error of the first part of p in dir whose size
+// or sha256 does not match.
+func checkParts(dir string, p *Parts) error {
+	for _, pt := range p.Parts {
+		f, err := os.Open(filepath.Join(dir, pt.Name))
+		if err != nil {
+			return fmt.Errorf("%w: part %s: %v", ErrIncomplete, pt.Name, err)
+		}
+		c := &checkedPart{r: io.LimitReader(f, pt.Size+1), h: sha256.New(), pt: pt}
+		_, err = io.Copy(io.Discard, c)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // unpack extracts the staged parts of p, in order, into the folder layout,
 // which appears whole or not at all.
 func unpack(ctx context.Context, stage, layout string, p *Parts) error {
@@ -289,7 +395,7 @@ func Untar(ctx context.Context, r io.Reader, dir string) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%w: tar: %v", ErrMalformed, err)
+			return fmt.Errorf("%w: tar: %w", ErrMalformed, err)
 		}
 		if err := LayoutPath(hdr.Name); err != nil || hdr.Typeflag != tar.TypeReg || hdr.Size < 0 {
 			return fmt.Errorf("%w: tar entry %q is not a file of an OCI image layout", ErrMalformed, hdr.Name)
@@ -302,12 +408,23 @@ func Untar(ctx context.Context, r io.Reader, dir string) error {
 		if err != nil {
 			return fmt.Errorf("%w: tar entry %q: %v", ErrMalformed, hdr.Name, err)
 		}
-		_, err = io.Copy(f, tr)
+		// A blob is checked against its name as it is written: a layout
+		// unpacked whole holds only blobs that match their digests.
+		var v digest.Verifier
+		var w io.Writer = f
+		if strings.HasPrefix(hdr.Name, "blobs/") {
+			v = digest.Digest("sha256:" + path.Base(hdr.Name)).Verifier()
+			w = io.MultiWriter(f, v)
+		}
+		_, err = io.Copy(w, tr)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
 			return fmt.Errorf("bundle: unpack %s: %w", hdr.Name, err)
+		}
+		if v != nil && !v.Verified() {
+			return fmt.Errorf("bundle: unpack %s: %w", hdr.Name, ErrDigest)
 		}
 	}
 }
