@@ -373,3 +373,63 @@ func TestLayoutPath(t *testing.T) {
 		}
 	}
 }
+
+func TestMissingChunks(t *testing.T) {
+	a, b, c := blob("a"), blob("bb"), blob("ccc")
+	tests := []struct {
+		name   string
+		chunks []Blob
+		held   map[digest.Digest]bool
+		want   []Blob
+		bytes  int64
+	}{
+		{"none held", []Blob{a, b, c}, nil, []Blob{a, b, c}, 6},
+		{"some held", []Blob{a, b, c}, map[digest.Digest]bool{b.Digest: true}, []Blob{a, c}, 4},
+		{"repeated once", []Blob{a, a, c}, nil, []Blob{a, c}, 4},
+		{"all held", []Blob{a}, map[digest.Digest]bool{a.Digest: true}, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, n := MissingChunks(tt.chunks, tt.held)
+			if !reflect.DeepEqual(got, tt.want) || n != tt.bytes {
+				t.Errorf("MissingChunks = %v, %d; want %v, %d", got, n, tt.want, tt.bytes)
+			}
+		})
+	}
+}
+
+func TestContentsPacks(t *testing.T) {
+	pack := blob("abc")
+	ok := func() Contents {
+		return Contents{ID: "b", Clusters: []ClusterState{{Cluster: "c", Desired: v1alpha1.DesiredState{Cluster: "c"}}},
+			Blobs: []Blob{pack},
+			Packs: []Pack{{File: blob("file"), Blob: pack.Digest, Chunks: []Blob{blob("a"), blob("bc")}}}}
+	}
+	tests := []struct {
+		name   string
+		change func(*Contents)
+		bad    bool
+	}{
+		{"ok", func(*Contents) {}, false},
+		{"pack blob not listed", func(c *Contents) { c.Blobs = nil }, true},
+		{"chunks do not fill the blob", func(c *Contents) { c.Packs[0].Chunks = c.Packs[0].Chunks[:1] }, true},
+		{"two packs of one file", func(c *Contents) { c.Packs = append(c.Packs, c.Packs[0]) }, true},
+		{"bad chunk digest", func(c *Contents) { c.Packs[0].Chunks[0].Digest = "md5:x" }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok()
+			tt.change(&c)
+			if err := c.Validate(); (err != nil) != tt.bad {
+				t.Errorf("Validate = %v, want error %v", err, tt.bad)
+			}
+		})
+	}
+	c := ok()
+	if _, found := c.Pack(blob("file").Digest); !found {
+		t.Error("Pack does not find the packed file")
+	}
+	if _, found := c.Pack(blob("other").Digest); found {
+		t.Error("Pack finds a file it does not pack")
+	}
+}

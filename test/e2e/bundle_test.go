@@ -209,6 +209,28 @@ func TestBundleRoundTrip(t *testing.T) {
 	if out, err := h.run("bundle", "import-status", forged); err == nil || !strings.Contains(out, "signature does not verify") {
 		t.Fatalf("forged status bundle: %v\n%s", err, out)
 	}
+	// --have says what a cluster holds when the hub has not heard: a bundle
+	// made for sub-2 as if it held v1 lacks chunks sub-2 does not have, and
+	// its import says so, applying nothing.
+	var v1Digest string
+	for _, m := range a.status().Models {
+		if m.Deployment == "w" {
+			v1Digest = m.ActiveDigest
+		}
+	}
+	have := filepath.Join(t.TempDir(), "have.txt")
+	os.WriteFile(have, []byte(v1Digest+"\n"), 0o644)
+	bHave := filepath.Join(usb, "b-have")
+	h.mustRun("bundle", "create", "--cluster", "sub-2", "--out", bHave, "--have", have)
+	if n := dirSize(t, bHave); n >= weightsSize/4 {
+		t.Fatalf("a bundle made --have v1 carries %d bytes: v1's chunks travelled", n)
+	}
+	if out, err := outpost("bundle", "import", bHave, "--data", b.dir); err == nil || !strings.Contains(out, "bundle incomplete") {
+		t.Fatalf("import of a bundle made for what another cache holds: %v\n%s", err, out)
+	}
+	if st := b.status(); len(st.Models) != 0 {
+		t.Fatalf("a refused bundle changed sub-2's state: %+v", st)
+	}
 	b2 := filepath.Join(usb, "b2")
 	h.mustRun("bundle", "create", "--cluster", "sub-1", "--out", b2)
 	full, small := dirSize(t, b1), dirSize(t, b2)
