@@ -30,43 +30,35 @@ func key(t testing.TB) (ed25519.PublicKey, ed25519.PrivateKey) {
 
 func blob(s string) Blob { return Blob{Digest: digest.FromString(s), Size: int64(len(s))} }
 
-func TestSelect(t *testing.T) {
-	a, b, c := blob("a"), blob("b"), blob("c")
+func TestPlan(t *testing.T) {
+	a, b := blob("a"), blob("b")
+	c1, c2, c3 := blob("c1"), blob("c2"), blob("c3")
+	file := Blob{Digest: digest.FromString("file"), Size: 6}
+	withChunks := Need{Blob: file, Chunks: []Blob{c1, c2, c3}}
 	tests := []struct {
-		name string
-		want [][]Blob
-		held map[digest.Digest]bool
-		out  []Blob
+		name       string
+		need       []Need
+		held       map[digest.Digest]bool
+		heldChunks map[digest.Digest]bool
+		whole      []Blob
+		packs      []PackPlan
 	}{
-		{"nothing held", [][]Blob{{a, b}}, nil, []Blob{a, b}},
-		{"held left out", [][]Blob{{a, b}}, map[digest.Digest]bool{a.Digest: true}, []Blob{b}},
-		{"shared once", [][]Blob{{a, b}, {b, c}}, nil, []Blob{a, b, c}},
-		{"all held", [][]Blob{{a}}, map[digest.Digest]bool{a.Digest: true}, nil},
+		{"nothing held", []Need{{Blob: a}, {Blob: b}}, nil, nil, []Blob{a, b}, nil},
+		{"held left out", []Need{{Blob: a}, {Blob: b}}, map[digest.Digest]bool{a.Digest: true}, nil, []Blob{b}, nil},
+		{"shared once", []Need{{Blob: a}, {Blob: b}, {Blob: a}}, nil, nil, []Blob{a, b}, nil},
+		{"file held whole", []Need{withChunks}, map[digest.Digest]bool{file.Digest: true}, nil, nil, nil},
+		{"some chunks held: a pack", []Need{withChunks}, nil, map[digest.Digest]bool{c1.Digest: true},
+			nil, []PackPlan{{File: file, Missing: []Blob{c2, c3}}}},
+		{"no chunk held: whole", []Need{withChunks}, nil, map[digest.Digest]bool{a.Digest: true}, []Blob{file}, nil},
+		{"no chunk index: whole", []Need{{Blob: file}}, nil, map[digest.Digest]bool{c1.Digest: true}, []Blob{file}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := Select(tt.want, tt.held); !reflect.DeepEqual(got, tt.out) {
-				t.Errorf("Select = %v, want %v", got, tt.out)
+			whole, packs := Plan(tt.need, tt.held, tt.heldChunks)
+			if !reflect.DeepEqual(whole, tt.whole) || !reflect.DeepEqual(packs, tt.packs) {
+				t.Errorf("Plan = %v, %v; want %v, %v", whole, packs, tt.whole, tt.packs)
 			}
 		})
-	}
-}
-
-func TestSplit(t *testing.T) {
-	tests := []struct {
-		total, max int64
-		want       [][2]int64
-	}{
-		{0, 10, nil},
-		{5, 10, [][2]int64{{0, 5}}},
-		{10, 10, [][2]int64{{0, 10}}},
-		{25, 10, [][2]int64{{0, 10}, {10, 10}, {20, 5}}},
-		{7, 0, [][2]int64{{0, 7}}},
-	}
-	for _, tt := range tests {
-		if got := Split(tt.total, tt.max); !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("Split(%d, %d) = %v, want %v", tt.total, tt.max, got, tt.want)
-		}
 	}
 }
 

@@ -334,39 +334,42 @@ func (s *Status) Validate() error {
 	return nil
 }
 
-// Select returns the blobs of want, each once and in the order first
-// named, less those held: what a bundle must carry for clusters that need
-// want and hold held. Blobs several clusters need are carried once.
-func Select(want [][]Blob, held map[digest.Digest]bool) []Blob {
-	seen := map[digest.Digest]bool{}
-	var out []Blob
-	for _, bs := range want {
-		for _, b := range bs {
-			if seen[b.Digest] || held[b.Digest] {
-				continue
-			}
-			seen[b.Digest] = true
-			out = append(out, b)
-		}
-	}
-	return out
+// Need is a blob a desired version needs: a manifest, config, file or
+// referrer; Chunks are a file's content-defined chunks (from its chunk
+// index), nil for other blobs.
+type Need struct {
+	Blob   Blob
+	Chunks []Blob
 }
 
-// Split cuts a stream of total bytes into pieces of at most max bytes (all
-// of it in one when max is 0 or less): the offset and size of each, in
-// order; none for an empty stream.
-func Split(total, max int64) [][2]int64 {
-	if total <= 0 {
-		return nil
+// PackPlan says a file travels as the chunks Missing, in file order.
+type PackPlan struct {
+	File    Blob
+	Missing []Blob
+}
+
+// Plan decides what a bundle carries for clusters that need need and hold
+// held (blobs) and heldChunks (the chunks of the files they hold): every
+// needed blob not held, each once; a file whose chunks the clusters partly
+// hold travels as a pack of the chunks they lack, when that is smaller.
+// whole lists the blobs to carry as they are, in the order first needed.
+func Plan(need []Need, held, heldChunks map[digest.Digest]bool) (whole []Blob, packs []PackPlan) {
+	seen := map[digest.Digest]bool{}
+	for _, n := range need {
+		b := n.Blob
+		if seen[b.Digest] || held[b.Digest] {
+			continue
+		}
+		seen[b.Digest] = true
+		if len(n.Chunks) > 0 && len(heldChunks) > 0 {
+			if missing, size := MissingChunks(n.Chunks, heldChunks); size < b.Size {
+				packs = append(packs, PackPlan{File: b, Missing: missing})
+				continue
+			}
+		}
+		whole = append(whole, b)
 	}
-	if max <= 0 || max > total {
-		max = total
-	}
-	out := make([][2]int64, 0, (total+max-1)/max)
-	for off := int64(0); off < total; off += max {
-		out = append(out, [2]int64{off, min(max, total-off)})
-	}
-	return out
+	return whole, packs
 }
 
 // Missing returns the names of the parts of p not in have, in order.

@@ -72,6 +72,9 @@ func (w *Writer) Tag(ctx context.Context, desc ocispec.Descriptor, tag string) e
 	return nil
 }
 
+// Has reports whether d was pushed.
+func (w *Writer) Has(d digest.Digest) bool { return w.seen[d] }
+
 // Blobs lists what was pushed, in order: the blobs of the Contents.
 func (w *Writer) Blobs() []Blob { return append([]Blob(nil), w.blobs...) }
 

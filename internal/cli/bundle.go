@@ -305,43 +305,54 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 	if err != nil {
 		return st, err
 	}
-	var packs []bundle.Pack
+	// What to carry (bundle.Plan): each model's blobs, then its manifests.
+	type source struct {
+		repo *remote.Repository
+		desc ocispec.Descriptor
+	}
+	from := map[digest.Digest]source{}
+	chunksOf := map[digest.Digest]artifact.FileChunks{}
+	var need []bundle.Need
 	for _, mod := range models {
 		if held[mod.manifests[0].Digest] {
 			continue // the cluster holds the whole version
 		}
-		for _, d := range mod.blobs {
-			if held[d.Digest] {
-				continue
-			}
-			if fc, ok := mod.chunks[d.Digest]; ok && len(heldChunks) > 0 {
-				chunks := make([]bundle.Blob, len(fc.Chunks))
-				for i, c := range fc.Chunks {
-					chunks[i] = bundle.Blob{Digest: c.Digest, Size: c.Length}
-				}
-				if missing, n := bundle.MissingChunks(chunks, heldChunks); n < d.Size {
-					p, err := writePack(ctx, w, mod.repo, d, fc, missing, tmpDir(out))
-					if err != nil {
-						return st, err
-					}
-					packs = append(packs, p)
-					st.bytes += n
-					continue
+		for _, d := range append(append([]ocispec.Descriptor(nil), mod.blobs...), mod.manifests...) {
+			from[d.Digest] = source{mod.repo, d}
+			n := bundle.Need{Blob: bundle.Blob{Digest: d.Digest, Size: d.Size}}
+			if fc, ok := mod.chunks[d.Digest]; ok {
+				chunksOf[d.Digest] = fc
+				for _, c := range fc.Chunks {
+					n.Chunks = append(n.Chunks, bundle.Blob{Digest: c.Digest, Size: c.Length})
 				}
 			}
-			if err := copyBlob(ctx, w, mod.repo, d); err != nil {
-				return st, err
-			}
-			st.bytes += d.Size
+			need = append(need, n)
 		}
-		for i, d := range mod.manifests {
-			if err := copyBlob(ctx, w, mod.repo, d); err != nil {
+	}
+	whole, plans := bundle.Plan(need, held, heldChunks)
+	var packs []bundle.Pack
+	for _, pp := range plans {
+		src := from[pp.File.Digest]
+		p, err := writePack(ctx, w, src.repo, src.desc, chunksOf[pp.File.Digest], pp.Missing, tmpDir(out))
+		if err != nil {
+			return st, err
+		}
+		packs = append(packs, p)
+		for _, c := range pp.Missing {
+			st.bytes += c.Size
+		}
+	}
+	for _, b := range whole {
+		src := from[b.Digest]
+		if err := copyBlob(ctx, w, src.repo, src.desc); err != nil {
+			return st, err
+		}
+		st.bytes += b.Size
+	}
+	for _, mod := range models {
+		if d := mod.manifests[0]; w.Has(d.Digest) {
+			if err := w.Tag(ctx, d, mod.tag); err != nil {
 				return st, err
-			}
-			if i == 0 {
-				if err := w.Tag(ctx, d, mod.tag); err != nil {
-					return st, err
-				}
 			}
 		}
 	}
