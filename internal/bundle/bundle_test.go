@@ -62,6 +62,32 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+func TestCommon(t *testing.T) {
+	a, b, c := digest.FromString("a"), digest.FromString("b"), digest.FromString("c")
+	set := func(ds ...digest.Digest) map[digest.Digest]bool {
+		m := map[digest.Digest]bool{}
+		for _, d := range ds {
+			m[d] = true
+		}
+		return m
+	}
+	tests := []struct {
+		name string
+		sets []map[digest.Digest]bool
+		want map[digest.Digest]bool
+	}{
+		{"none", nil, set()},
+		{"one cluster", []map[digest.Digest]bool{set(a, b)}, set(a, b)},
+		{"what both hold", []map[digest.Digest]bool{set(a, b), set(b, c)}, set(b)},
+		{"one holds nothing", []map[digest.Digest]bool{set(a, b), set()}, set()},
+	}
+	for _, tt := range tests {
+		if got := Common(tt.sets...); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: Common = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
 func TestAcked(t *testing.T) {
 	exp := map[int64][]string{1: {"a"}, 2: {"b", "c"}, 3: {"d"}}
 	keys, seqs := Acked(exp, 2)

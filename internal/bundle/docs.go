@@ -334,6 +334,25 @@ func (s *Status) Validate() error {
 	return nil
 }
 
+// Common returns the digests in every one of sets: what every cluster a
+// bundle is for holds, the only blobs and chunks it may leave out.
+func Common(sets ...map[digest.Digest]bool) map[digest.Digest]bool {
+	out := map[digest.Digest]bool{}
+	if len(sets) == 0 {
+		return out
+	}
+	for d := range sets[0] {
+		in := true
+		for _, s := range sets[1:] {
+			in = in && s[d]
+		}
+		if in {
+			out[d] = true
+		}
+	}
+	return out
+}
+
 // Need is a blob a desired version needs: a manifest, config, file or
 // referrer; Chunks are a file's content-defined chunks (from its chunk
 // index), nil for other blobs.

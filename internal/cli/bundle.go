@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -212,7 +213,6 @@ func fetchAll(ctx context.Context, repo *remote.Repository, d ocispec.Descriptor
 // createBundle writes the bundle of clusters into out.
 func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, out string, maxPart int64, have []digest.Digest) (createStats, error) {
 	var st createStats
-	held := map[digest.Digest]bool{}
 	revisions := map[string]int64{}
 	type model struct {
 		repo      *remote.Repository
@@ -221,18 +221,17 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 		tag       string
 		chunks    map[digest.Digest]artifact.FileChunks // by file digest, from its chunk index
 	}
-	heldChunks := map[digest.Digest]bool{}
 	var models []model
 	// What each cluster holds: the artifacts of its last report, and --have.
-	heldManifests := append([]digest.Digest(nil), have...)
+	heldBy := map[string][]digest.Digest{}
 	for _, name := range clusters {
+		heldBy[name] = append([]digest.Digest(nil), have...)
 		var c v1alpha1.Cluster
 		if _, err := h.Do(ctx, "GET", v1alpha1.PluralClusters+"/"+name, nil, nil, &c); err != nil {
 			return st, fmt.Errorf("cluster %s: %w", name, err)
 		}
 		for _, ca := range c.Status.CachedArtifacts {
-			heldManifests = append(heldManifests, digest.Digest(ca.Digest))
-			held[digest.Digest(ca.Digest)] = true
+			heldBy[name] = append(heldBy[name], digest.Digest(ca.Digest))
 		}
 		doc, err := h.DesiredState(ctx, name, 0, time.Second)
 		if err != nil {
@@ -266,33 +265,57 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 			models = append(models, mod)
 		}
 	}
-	// The files of held versions are held too (their manifests name them).
-	for _, mod := range models {
-		for _, d := range heldManifests {
+	// The files of held versions are held too (their manifests name them),
+	// and their chunks. A bundle leaves out only what every cluster it is
+	// for holds.
+	type heldSet struct{ blobs, chunks map[digest.Digest]bool }
+	memo := map[digest.Digest]heldSet{}
+	heldOf := func(d digest.Digest) (heldSet, error) {
+		if hs, ok := memo[d]; ok {
+			return hs, nil
+		}
+		hs := heldSet{blobs: map[digest.Digest]bool{d: true}, chunks: map[digest.Digest]bool{}}
+		for _, mod := range models {
 			desc, err := mod.repo.Resolve(ctx, d.String())
 			if err != nil {
 				continue // a version of another model
 			}
 			b, err := fetchAll(ctx, mod.repo, desc, artifact.MaxManifestBytes)
 			if err != nil {
-				return st, fmt.Errorf("manifest %s the cluster holds: %w", d, err)
+				return hs, fmt.Errorf("manifest %s a cluster holds: %w", d, err)
 			}
 			if m, err := artifact.ParseManifest(b); err == nil {
-				held[m.Config.Digest] = true
+				hs.blobs[m.Config.Digest] = true
 				for _, l := range m.Layers {
-					held[l.Digest] = true
+					hs.blobs[l.Digest] = true
 				}
 			}
-			// The chunks of held files: a changed file travels as the chunks it lacks.
 			if x, err := artifact.FetchChunkIndex(ctx, mod.repo, desc); err == nil {
 				for _, f := range x.Files {
 					for _, c := range f.Chunks {
-						heldChunks[c.Digest] = true
+						hs.chunks[c.Digest] = true
 					}
 				}
 			}
+			break
 		}
+		memo[d] = hs
+		return hs, nil
 	}
+	var heldBlobs, heldChunkSets []map[digest.Digest]bool
+	for _, name := range clusters {
+		blobs, chunks := map[digest.Digest]bool{}, map[digest.Digest]bool{}
+		for _, d := range heldBy[name] {
+			hs, err := heldOf(d)
+			if err != nil {
+				return st, err
+			}
+			maps.Copy(blobs, hs.blobs)
+			maps.Copy(chunks, hs.chunks)
+		}
+		heldBlobs, heldChunkSets = append(heldBlobs, blobs), append(heldChunkSets, chunks)
+	}
+	held, heldChunks := bundle.Common(heldBlobs...), bundle.Common(heldChunkSets...)
 	layout := out
 	if maxPart > 0 {
 		if err := os.MkdirAll(out, 0o755); err != nil {

@@ -231,6 +231,16 @@ func TestBundleRoundTrip(t *testing.T) {
 	if st := b.status(); len(st.Models) != 0 {
 		t.Fatalf("a refused bundle changed sub-2's state: %+v", st)
 	}
+	// One bundle for sub-1 (which holds v1) and sub-2 (which holds nothing)
+	// leaves out only what both hold: sub-2 can use it.
+	both := filepath.Join(usb, "both")
+	h.mustRun("bundle", "create", "--cluster", "sub-1", "--cluster", "sub-2", "--out", both)
+	sub2 := filepath.Join(t.TempDir(), "sub-2")
+	copyTree(t, b.dir, sub2)
+	mustOutpost(t, "bundle", "import", both, "--data", sub2)
+	if v := (&agentProc{t: t, dir: sub2}).status().active("w"); v != v2 {
+		t.Fatalf("sub-2 active %q from the shared bundle, want %s", v, v2)
+	}
 	b2 := filepath.Join(usb, "b2")
 	h.mustRun("bundle", "create", "--cluster", "sub-1", "--out", b2)
 	full, small := dirSize(t, b1), dirSize(t, b2)
