@@ -60,6 +60,7 @@ type partWriter struct {
 	n, off      int64
 }
 
+// Write writes p across as many parts as it takes.
 func (w *partWriter) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
@@ -284,6 +285,7 @@ type checkedPart struct {
 	pt Part
 }
 
+// Read reads the part, failing at its end if it is not the listed one.
 func (c *checkedPart) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.h.Write(b[:n])

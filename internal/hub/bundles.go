@@ -110,9 +110,12 @@ func (s *Server) SignParts(p *bundle.Parts) ([]byte, error) {
 
 // StatusResult says what importing a status bundle did.
 type StatusResult struct {
-	Cluster string                  `json:"cluster"`
-	Seq     int64                   `json:"seq"`
-	Outbox  v1alpha1.OutboxResponse `json:"outbox"`
+	// Cluster is the cluster the status bundle came from.
+	Cluster string `json:"cluster"`
+	// Seq is the status bundle's sequence number.
+	Seq int64 `json:"seq"`
+	// Outbox holds the outcome of each of its records.
+	Outbox v1alpha1.OutboxResponse `json:"outbox"`
 }
 
 // ImportStatus verifies a status bundle with the key its cluster recorded
