@@ -193,8 +193,12 @@ func (a *Agent) ImportBundle(ctx context.Context, path string) (BundleResult, er
 	}
 	if staged {
 		// Its blobs are in the cache now (linked or copied): the staged
-		// parts and layout go.
-		if err := os.RemoveAll(filepath.Dir(dir)); err != nil {
+		// parts and layout go, renamed first so that a kill half way
+		// leaves nothing a later import would read.
+		gone := filepath.Join(filepath.Dir(filepath.Dir(dir)), "."+filepath.Base(filepath.Dir(dir))+".removing")
+		if err := os.Rename(filepath.Dir(dir), gone); err != nil {
+			a.log.Warn("remove a staged bundle", "err", err)
+		} else if err := os.RemoveAll(gone); err != nil {
 			a.log.Warn("remove a staged bundle", "err", err)
 		}
 	}
@@ -232,6 +236,12 @@ func (a *Agent) resolveBundle(ctx context.Context, path string, keys []ed25519.P
 	stage := filepath.Join(a.cfg.Dir, bundleStageDir)
 	if err := os.MkdirAll(stage, 0o700); err != nil {
 		return "", err
+	}
+	// What an import killed while removing its staged bundle left.
+	if left, _ := filepath.Glob(filepath.Join(stage, ".*.removing")); len(left) > 0 {
+		for _, l := range left {
+			os.RemoveAll(l)
+		}
 	}
 	dir, err := bundle.Stage(ctx, parts, stage, keys)
 	if err != nil {

@@ -328,7 +328,17 @@ func unpackFrom(ctx context.Context, src, stage, layout string, p *Parts) error 
 		}
 		return err
 	}
+	return finishLayout(tmp, layout, stage)
+}
+
+// finishLayout gives the unpacked layout tmp its name, replacing what a
+// killed run may have left there (a layout without its index.json, which
+// Stage never takes for whole).
+func finishLayout(tmp, layout, stage string) error {
 	if err := syncTree(tmp); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(layout); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, layout); err != nil {
@@ -374,13 +384,7 @@ func unpack(ctx context.Context, stage, layout string, p *Parts) error {
 	if err := Untar(ctx, io.MultiReader(readers...), tmp); err != nil {
 		return err
 	}
-	if err := syncTree(tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, layout); err != nil {
-		return err
-	}
-	return durable.SyncDir(stage)
+	return finishLayout(tmp, layout, stage)
 }
 
 // Untar extracts a bundle's tar stream into dir, refusing any entry that

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -352,6 +353,8 @@ func TestBundleKill9(t *testing.T) {
 	start := time.Now()
 	h.mustRun("bundle", "create", "--cluster", "mine-1", "--out", ref, "--max-part-size", "1MiB")
 	createTime := time.Since(start)
+	refDir := filepath.Join(t.TempDir(), "ref-dir") // the same as a folder, no parts
+	h.mustRun("bundle", "create", "--cluster", "mine-1", "--out", refDir)
 	refAgent := filepath.Join(t.TempDir(), "ref-agent")
 	copyTree(t, pristine, refAgent)
 	start = time.Now()
@@ -359,8 +362,18 @@ func TestBundleKill9(t *testing.T) {
 	importTime := time.Since(start)
 	t.Logf("create %v, import %v", createTime, importTime)
 
+	// Random points over each command's run, from a logged seed: 12 of
+	// them, the first at once.
 	const points = 12
-	killAt := func(i int, d time.Duration) time.Duration { return d * time.Duration(i) / points }
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("kill points from seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	killAt := func(i int, d time.Duration) time.Duration {
+		if i == 0 {
+			return 0
+		}
+		return time.Duration(rng.Int64N(int64(d) + 1))
+	}
 	run := func(d time.Duration, args ...string) {
 		cmd := exec.Command(outpostBin, args...)
 		if err := cmd.Start(); err != nil {
@@ -371,10 +384,14 @@ func TestBundleKill9(t *testing.T) {
 		timer.Stop()
 	}
 	for i := 0; i < points; i++ {
-		// Import, killed.
+		// Import, killed: of the parts, or of the folder, in turn.
+		src := ref
+		if i%2 == 1 {
+			src = refDir
+		}
 		dir := filepath.Join(t.TempDir(), "agent")
 		copyTree(t, pristine, dir)
-		run(killAt(i, importTime), "bundle", "import", ref, "--data", dir)
+		run(killAt(i, importTime), "bundle", "import", src, "--data", dir)
 		p := &agentProc{t: t, name: "mine-1", dir: dir}
 		if v := p.status().active("w"); v != "" && v != v1 {
 			t.Fatalf("point %d: active %q after a killed import", i, v)
@@ -382,7 +399,7 @@ func TestBundleKill9(t *testing.T) {
 		if p.status().active("w") == v1 {
 			checkBlobs(t, p)
 		}
-		mustOutpost(t, "bundle", "import", ref, "--data", dir)
+		mustOutpost(t, "bundle", "import", src, "--data", dir)
 		if v := p.status().active("w"); v != v1 {
 			t.Fatalf("point %d: active %q after the import ran again, want %s", i, v, v1)
 		}
