@@ -107,6 +107,9 @@ type JoinRequest struct {
 	Cluster string `json:"cluster"`
 	// Labels are set on the Cluster resource (merged over existing labels).
 	Labels map[string]string `json:"labels,omitempty"`
+	// BundleKey is the cluster's ed25519 public key, which signs its status
+	// bundles; the hub records it at join.
+	BundleKey []byte `json:"bundleKey,omitempty"`
 }
 
 // JoinResponse carries the cluster's own credential, which the agent keeps.
@@ -120,6 +123,9 @@ type JoinResponse struct {
 	// Credential is the cluster's bearer token: it may read its own desired
 	// state and the registry, and report its own status, nothing else.
 	Credential string `json:"credential"`
+	// BundleKey is the hub's ed25519 public key, which signs its outbound
+	// bundles; the agent pins it. Empty when the hub signs none.
+	BundleKey []byte `json:"bundleKey,omitempty"`
 }
 
 // JoinTokenList is the answer to GET jointokens: every join token, without its secret.

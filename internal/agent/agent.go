@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -584,9 +585,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.reportLoop(ctx) })
 	wg.Go(func() { a.sendLoop(ctx) })
 	wg.Go(func() { a.profileLoop(ctx) })
+	wg.Go(func() { a.importWatchLoop(ctx) })
 	a.readyOnce.Do(func() { close(a.ready) })
 	wg.Wait()
 	return nil
+}
+
+// Join joins the hub unless the data directory holds a credential, as Run
+// does first: for a cluster provisioned at a depot, which then has no
+// link and is kept up to date by bundles.
+func (a *Agent) Join(ctx context.Context) error {
+	if a.hub == nil {
+		return errors.New("agent: no hub address to join")
+	}
+	return a.ensureJoined(ctx)
 }
 
 // ensureJoined joins the hub unless a credential is held, retrying while
@@ -618,9 +630,18 @@ func (a *Agent) ensureJoined(ctx context.Context) error {
 
 // join exchanges the join token for a credential and stores it (0600).
 func (a *Agent) join(ctx context.Context) error {
-	resp, err := a.hub.Join(ctx, a.cfg.JoinToken, a.name, a.cfg.Labels)
+	pub, err := a.bundleKey()
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	resp, err := a.hub.JoinRequest(ctx, v1alpha1.JoinRequest{Token: a.cfg.JoinToken, Cluster: a.name, Labels: a.cfg.Labels, BundleKey: pub.Public().(ed25519.PublicKey)})
 	if err != nil {
 		return fmt.Errorf("join hub as %s: %w", a.name, err)
+	}
+	if len(resp.BundleKey) == ed25519.PublicKeySize {
+		if err := a.state.setMeta(ctx, metaHubBundleKey, base64.StdEncoding.EncodeToString(resp.BundleKey)); err != nil {
+			return fmt.Errorf("agent: pin the hub's bundle key: %w", err)
+		}
 	}
 	cred := resp.Credential
 	if err := durable.WriteFile(filepath.Join(a.cfg.Dir, credentialFile), []byte(cred+"\n"), 0o600); err != nil {

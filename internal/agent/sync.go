@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
@@ -279,7 +280,7 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 		return rec, nil, err
 	}
 	want.Digest = string(digest.Digest(want.Digest))
-	desc, rc, err := r.FetchReference(ctx, want.Digest)
+	_, rc, err := r.FetchReference(ctx, want.Digest)
 	if err != nil {
 		if errors.Is(err, errdef.ErrNotFound) {
 			return rec, nil, fmt.Errorf("manifest %s of %s@%s not found in the hub's registry", want.Digest, want.Model, want.Version)
@@ -297,7 +298,18 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 	if got := digest.SHA256.FromBytes(mb); got.String() != want.Digest {
 		return rec, nil, fmt.Errorf("manifest digest mismatch: got %s, want %s", got, want.Digest)
 	}
-	desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.Digest(want.Digest), Size: int64(len(mb))}
+	return a.cacheManifest(ctx, r, mb, want, true)
+}
+
+// cacheManifest checks manifest bytes mb (whose digest is want's) and
+// caches the manifest with its config, chunk index, reference profile and,
+// when policy requires one, signature, all read from r: the hub's
+// registry, or the layout of an imported bundle. waitIndex makes a
+// missing chunk index an error for a while (a pusher may attach it late).
+func (a *Agent) cacheManifest(ctx context.Context, r oras.ReadOnlyGraphTarget, mb []byte, want v1alpha1.DesiredModel, waitIndex bool) (manifestRecord, *artifact.ChunkIndex, error) {
+	needSig := want.RequireSignature || a.cfg.RequireSignature
+	var rec manifestRecord
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.Digest(want.Digest), Size: int64(len(mb))}
 	m, err := artifact.ParseManifest(mb)
 	if err != nil {
 		return rec, nil, fmt.Errorf("manifest %s: %w", want.Digest, err)
@@ -355,7 +367,7 @@ func (a *Agent) ensureManifest(ctx context.Context, repo string, want v1alpha1.D
 		// outpost model push attaches the chunk index before the tag, but
 		// other pushers may attach one later, or never: wait a little for it
 		// before fetching whole files.
-		if first := a.firstWithoutIndex(want.Digest); a.clock.Now().Sub(first) < noIndexGrace {
+		if first := a.firstWithoutIndex(want.Digest); waitIndex && a.clock.Now().Sub(first) < noIndexGrace {
 			return rec, nil, fmt.Errorf("chunk index of %s@%s not found yet: %w", want.Model, want.Version, err)
 		}
 		a.log.Warn("model has no usable chunk index: fetching whole files", "model", want.Model, "version", want.Version, "err", err)
@@ -426,7 +438,7 @@ func (a *Agent) cachedSignatureValid(rec manifestRecord) bool {
 
 // verifySignature looks for a signature referrer of desc whose envelope
 // verifies with a trusted key, and caches the envelope.
-func (a *Agent) verifySignature(ctx context.Context, r *remote.Repository, desc ocispec.Descriptor, want v1alpha1.DesiredModel) (digest.Digest, string, error) {
+func (a *Agent) verifySignature(ctx context.Context, r oras.ReadOnlyGraphTarget, desc ocispec.Descriptor, want v1alpha1.DesiredModel) (digest.Digest, string, error) {
 	if len(a.cfg.TrustedKeys) == 0 {
 		return "", "", fmt.Errorf("signature required for %s@%s but the agent trusts no key (--trusted-key)", want.Model, want.Version)
 	}
@@ -462,7 +474,7 @@ func (a *Agent) verifySignature(ctx context.Context, r *remote.Repository, desc 
 }
 
 // fetchEnvelope fetches the DSSE envelope of a signature referrer.
-func fetchEnvelope(ctx context.Context, r *remote.Repository, ref ocispec.Descriptor) ([]byte, error) {
+func fetchEnvelope(ctx context.Context, r content.Fetcher, ref ocispec.Descriptor) ([]byte, error) {
 	mb, err := fetchSmall(ctx, r, ref, artifact.MaxManifestBytes)
 	if err != nil {
 		return nil, err

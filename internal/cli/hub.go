@@ -64,6 +64,7 @@ func (d hubLayout) tlsCert() string     { return d.path("pki", "tls.crt") }
 func (d hubLayout) tlsKey() string      { return d.path("pki", "tls.key") }
 func (d hubLayout) adminHash() string   { return d.path("admin.token.sha256") }
 func (d hubLayout) trustedKeys() string { return d.path("trusted-keys") }
+func (d hubLayout) bundleKey() string   { return d.path("pki", "bundle.key") }
 
 func newHubCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -328,7 +329,12 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 		return err
 	}
 	index := models.NewIndex(reg, trusted)
+	bundleKey, err := loadBundleKey(d.bundleKey())
+	if err != nil {
+		return err
+	}
 	srv, err = hub.New(ctx, hub.Config{
+		BundleKey:        bundleKey,
 		DB:               db,
 		Registry:         reg,
 		Models:           index,

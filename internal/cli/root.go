@@ -182,6 +182,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newServeCmd(g),
 		newPipelineCmd(g),
 		newRolloutCmd(g),
+		newBundleCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root, g

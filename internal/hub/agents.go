@@ -3,6 +3,7 @@ package hub
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -218,6 +219,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeJSONOrYAML(w, r, http.StatusOK, v1alpha1.JoinResponse{
 		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindJoinResponse, Cluster: req.Cluster, Credential: cred,
+		BundleKey: s.BundlePublicKey(),
 	})
 }
 
@@ -277,6 +279,11 @@ func (s *Server) Join(ctx context.Context, req v1alpha1.JoinRequest) (credential
 		}
 		if err := s.reconcileCluster(ctx, tx, c); err != nil {
 			return err
+		}
+		if len(req.BundleKey) == ed25519.PublicKeySize {
+			if err := tx.SetClusterBundleKey(ctx, req.Cluster, req.BundleKey); err != nil {
+				return err
+			}
 		}
 		return tx.SetClusterCredential(ctx, req.Cluster, auth.Hash(cred), now)
 	})

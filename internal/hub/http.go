@@ -60,6 +60,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+v1alpha1.APIPath+"/jointokens", s.guarded(false, s.handleListJoinTokens))
 	mux.HandleFunc("DELETE "+v1alpha1.APIPath+"/jointokens/{id}", s.guarded(true, s.handleDeleteJoinToken))
 	// Joining needs no Authorization: the join token in the body is the credential.
+	mux.HandleFunc("POST "+v1alpha1.APIPath+"/bundles/contents", s.guarded(true, s.handleSignBundle))
+	mux.HandleFunc("POST "+v1alpha1.APIPath+"/bundles/parts", s.guarded(true, s.handleSignParts))
+	mux.HandleFunc("POST "+v1alpha1.APIPath+"/bundles/status", s.guarded(true, s.handleImportStatus))
 	mux.HandleFunc("POST "+v1alpha1.APIPath+"/join", s.handleJoin)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.authorize(r, r.Method != http.MethodGet && r.Method != http.MethodHead); err != nil {

@@ -7,6 +7,7 @@ package hub
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +53,9 @@ type ResolvedModel struct {
 type Config struct {
 	// DB is the hub's store. Required.
 	DB *store.DB
+	// BundleKey signs outbound bundles (see bundles.go); its public key is
+	// sent to every cluster at join. Nil: the hub makes no bundles.
+	BundleKey ed25519.PrivateKey
 	// Registry serves the OCI distribution API under /v2/; it authorizes its own requests.
 	Registry http.Handler
 	// Models resolves deployment versions. Without it every ModelDeployment is refused.

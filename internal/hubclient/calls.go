@@ -85,16 +85,19 @@ func (c *Client) DeleteJoinToken(ctx context.Context, id string) error {
 // Join trades a join token for the credential of cluster, which joins with
 // labels. It sends no bearer token.
 func (c *Client) Join(ctx context.Context, token, cluster string, labels map[string]string) (*v1alpha1.JoinResponse, error) {
+	return c.JoinRequest(ctx, v1alpha1.JoinRequest{Token: token, Cluster: cluster, Labels: labels})
+}
+
+// JoinRequest sends req (its apiVersion and kind filled in) and returns the
+// hub's answer. It sends no bearer token.
+func (c *Client) JoinRequest(ctx context.Context, req v1alpha1.JoinRequest) (*v1alpha1.JoinResponse, error) {
+	req.APIVersion, req.Kind = v1alpha1.APIVersion, v1alpha1.KindJoinRequest
 	var resp v1alpha1.JoinResponse
-	_, err := c.doJSON(ctx, http.MethodPost, "join", nil, v1alpha1.JoinRequest{
-		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindJoinRequest,
-		Token: token, Cluster: cluster, Labels: labels,
-	}, &resp, false)
-	if err != nil {
+	if _, err := c.doJSON(ctx, http.MethodPost, "join", nil, req, &resp, false); err != nil {
 		return nil, err
 	}
 	if resp.Credential == "" {
-		return nil, fmt.Errorf("the hub sent no credential for cluster %s", cluster)
+		return nil, fmt.Errorf("the hub sent no credential for cluster %s", req.Cluster)
 	}
 	return &resp, nil
 }
@@ -205,4 +208,32 @@ func (c *Client) Notes(ctx context.Context, cluster string) (*v1alpha1.NoteList,
 		return nil, err
 	}
 	return &l, nil
+}
+
+// SignBundle asks the hub to sign a bundle's contents (req is the hub's
+// BundleRequest) and returns the signed envelope.
+func (c *Client) SignBundle(ctx context.Context, req any) ([]byte, error) {
+	var env []byte
+	if _, err := c.Do(ctx, http.MethodPost, "bundles/contents", nil, req, &env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// SignBundleParts asks the hub to sign a bundle's list of parts and returns
+// the signed envelope.
+func (c *Client) SignBundleParts(ctx context.Context, parts any) ([]byte, error) {
+	var env []byte
+	if _, err := c.Do(ctx, http.MethodPost, "bundles/parts", nil, parts, &env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// ImportStatusBundle sends a status bundle (its signed envelope, as the
+// edge wrote it) for the hub to verify and apply, and decodes the answer
+// into out.
+func (c *Client) ImportStatusBundle(ctx context.Context, env []byte, out any) error {
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "bundles/status", payload: env, auth: true}, out)
+	return err
 }

@@ -180,6 +180,13 @@ var migrations = []string{
 	);
 	CREATE INDEX notes_cluster ON notes(cluster, seq);
 	CREATE INDEX notes_received ON notes(received);`,
+	// 7: each cluster's public key for status bundles (recorded at join) and the sequence
+	// number of the newest status bundle of it the hub imported.
+	`CREATE TABLE cluster_bundle_keys (
+		cluster    TEXT PRIMARY KEY,
+		key        BLOB NOT NULL,
+		status_seq INTEGER NOT NULL DEFAULT 0
+	);`,
 }
 
 // Option configures a DB at Open.

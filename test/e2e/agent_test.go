@@ -126,7 +126,13 @@ type agentStatus struct {
 		Phase          string `json:"phase"`
 		Error          string `json:"error"`
 	} `json:"models"`
+	Outbox struct {
+		Records int64 `json:"records"`
+	} `json:"outbox"`
 }
+
+// outboxRecords is how many records wait in the agent's outbox.
+func (s agentStatus) outboxRecords() int64 { return s.Outbox.Records }
 
 func (s agentStatus) active(deployment string) string {
 	for _, m := range s.Models {

@@ -78,6 +78,7 @@ spec:
   model: {name: fashion, version: "1.0.0"}
   clusterSelectors:
   - matchLabels: {tier: edge}
+    matchExpressions: [{key: link, operator: DoesNotExist}] # not the air-gapped sub-1
   allowDowngrade: true
 `)
 	if err := os.WriteFile(spec, []byte(doc), 0o644); err != nil {
