@@ -533,10 +533,12 @@ func (d *demo) main(keep bool, linkBps int64) error {
 	if err := d.driftScene(cut, testSet, alerts, edges, keyPrefix+".key", modelSize); err != nil {
 		return err
 	}
-	if err := d.rolloutScene(edges, keyPrefix+".key"); err != nil {
+	// The air-gapped cluster is brought the version the fleet serves before
+	// the Canary scene pushes one that fails its gate.
+	if err := d.airgapScene(hubDir, addr, token, keyPrefix+".pub", testSet); err != nil {
 		return err
 	}
-	if err := d.airgapScene(hubDir, addr, token, keyPrefix+".pub", testSet); err != nil {
+	if err := d.rolloutScene(edges, keyPrefix+".key"); err != nil {
 		return err
 	}
 
