@@ -119,6 +119,10 @@ type RolloutGates struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	MinRequests int32 `json:"minRequests,omitempty"`
+	// Drift fails a wave's cluster whose drift alarm (spec.monitoring) is raised for the new
+	// version: its inputs do not look like the data that version was made for.
+	// +optional
+	Drift bool `json:"drift,omitempty"`
 }
 
 // Annotations that command a rollout; each names the version it commands, so that a command

@@ -122,7 +122,7 @@ func rolloutClusters(d *v1alpha1.ModelDeployment, selected []string, clusters []
 			rc.LastSeen = ls.Time
 		}
 		if r := rows[name]; r != nil {
-			rc.Active, rc.Phase, rc.Error, rc.Health = r.ActiveVersion, r.Phase, r.Error, r.Health
+			rc.Active, rc.Phase, rc.Error, rc.Health, rc.Drift = r.ActiveVersion, r.Phase, r.Error, r.Health, r.Drift
 		}
 		out = append(out, rc)
 	}

@@ -15,6 +15,7 @@ package rollout
 import (
 	"cmp"
 	"fmt"
+	"strings"
 	"slices"
 	"strconv"
 	"time"
@@ -48,9 +49,11 @@ type Policy struct {
 	WaveOrder string
 	// BakeTime, SilentAfter and ProgressDeadline are as in v1alpha1.Rollout.
 	BakeTime, SilentAfter, ProgressDeadline time.Duration
-	// MaxErrorRateIncrease, MaxLatencyRatio and MinRequests are the health gates.
+	// MaxErrorRateIncrease, MaxLatencyRatio and MinRequests are the health gates;
+	// DriftGate fails a cluster whose drift alarm is raised for the new version.
 	MaxErrorRateIncrease, MaxLatencyRatio float64
 	MinRequests                           int64
+	DriftGate                             bool
 	// Paused holds the next wave.
 	Paused bool
 	// Abort and Promote name the version an operator aborted or promoted; empty for none.
@@ -89,6 +92,7 @@ func PolicyOf(d *v1alpha1.ModelDeployment) Policy {
 		if g.MinRequests > 0 {
 			p.MinRequests = int64(g.MinRequests)
 		}
+		p.DriftGate = g.Drift
 	}
 	return p
 }
@@ -140,6 +144,8 @@ type Cluster struct {
 	Error string
 	// Health is what it reports of the requests its active version served.
 	Health *v1alpha1.ServingHealth
+	// Drift is the drift monitoring the hub holds of the cluster (nil: none).
+	Drift *v1alpha1.DriftStatus
 }
 
 // EventKind names what happened in a step.
@@ -424,6 +430,9 @@ func (m *machine) unhealthy(e *v1alpha1.RolloutCluster, c *Cluster) string {
 	}
 	if c.Error != "" {
 		return c.Error
+	}
+	if d := c.Drift; m.p.DriftGate && d != nil && d.Version == m.st.Target.Version && d.Alarm {
+		return fmt.Sprintf("drift alarm raised for %s: its inputs do not look like its reference (%s)", d.Version, strings.Join(d.DriftedFeatures, ", "))
 	}
 	h := c.Health
 	if h == nil || h.Version != m.st.Target.Version || h.Requests < m.p.MinRequests || h.Requests <= 0 {

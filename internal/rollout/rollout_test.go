@@ -44,13 +44,15 @@ type sim struct {
 	// broken versions report an error once active; slow versions answer with latency.
 	broken map[string]bool
 	p99    map[string]int64
-	events []Event
-	failed map[string]bool // versions whose gate failed
-	maxUpd int             // most clusters updating at once seen
+	// drifting versions raise the drift alarm once active.
+	drifting map[string]bool
+	events   []Event
+	failed   map[string]bool // versions whose gate failed
+	maxUpd   int             // most clusters updating at once seen
 }
 
 func newSim(t *testing.T, n int, p Policy) *sim {
-	s := &sim{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), p: p, broken: map[string]bool{}, p99: map[string]int64{}, failed: map[string]bool{}}
+	s := &sim{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), p: p, broken: map[string]bool{}, p99: map[string]int64{}, drifting: map[string]bool{}, failed: map[string]bool{}}
 	for i := range n {
 		s.agents = append(s.agents, &agent{name: fmt.Sprintf("c%02d", i), labels: map[string]string{}, online: true})
 	}
@@ -86,6 +88,7 @@ func (s *sim) tick(d time.Duration) {
 		}
 		if a.active != "" {
 			c.Health = &v1alpha1.ServingHealth{Version: a.active, Requests: 100, P99Micros: s.latency(a.active)}
+			c.Drift = &v1alpha1.DriftStatus{Version: a.active, Alarm: s.drifting[a.active], DriftedFeatures: []string{"in.mean"}}
 		}
 		clusters = append(clusters, c)
 	}
@@ -318,6 +321,7 @@ func TestGateFailures(t *testing.T) {
 	}{
 		{name: "does not load", setup: func(s *sim) { s.broken["2.0.0"] = true }, reason: "does not load"},
 		{name: "slower p99", setup: func(s *sim) { s.p99["2.0.0"] = 40 }, reason: "p99 latency 40µs against 10µs"},
+		{name: "drift alarm", setup: func(s *sim) { s.p.DriftGate, s.drifting["2.0.0"] = true, true }, reason: "drift alarm raised for 2.0.0"},
 		{name: "never switches", setup: func(s *sim) {
 			for _, a := range s.agents {
 				a.slow = 1 << 30
@@ -630,5 +634,17 @@ func TestUnverifiedNotPromoted(t *testing.T) {
 	s.run(time.Minute, 100)
 	if s.st.Phase != v1alpha1.RolloutSucceeded {
 		t.Fatalf("phase %s", s.st.Phase)
+	}
+}
+
+// TestDriftGateOff checks that a drift alarm fails no gate unless the
+// deployment asks for the drift gate.
+func TestDriftGateOff(t *testing.T) {
+	s := started(t, 8, canary(3))
+	s.drifting["2.0.0"] = true
+	s.deploy(v2)
+	s.run(30*time.Second, 500)
+	if s.st.Phase != v1alpha1.RolloutSucceeded {
+		t.Fatalf("phase %s %q, want Succeeded: the drift gate is off", s.st.Phase, s.st.Message)
 	}
 }
