@@ -164,9 +164,18 @@ func NewEnvelope(manifest digest.Digest, subjectName string, key ed25519.Private
 	if err != nil {
 		return nil, err
 	}
-	sig := ed25519.Sign(key, pae(PayloadTypeInToto, payload))
+	return SignDSSE(PayloadTypeInToto, payload, key)
+}
+
+// SignDSSE wraps payload in a DSSE envelope of payloadType signed with key
+// (an ed25519 private key), as model signatures and bundle documents are.
+func SignDSSE(payloadType string, payload []byte, key ed25519.PrivateKey) ([]byte, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, errors.New("invalid ed25519 private key")
+	}
+	sig := ed25519.Sign(key, pae(payloadType, payload))
 	return json.Marshal(Envelope{
-		PayloadType: PayloadTypeInToto,
+		PayloadType: payloadType,
 		Payload:     base64.StdEncoding.EncodeToString(payload),
 		Signatures: []EnvelopeSignature{{
 			KeyID: KeyID(key.Public().(ed25519.PublicKey)),
@@ -208,17 +217,18 @@ func decodeBase64(s string) ([]byte, error) {
 	return nil, errors.New("invalid base64")
 }
 
-// parseEnvelope decodes a DSSE envelope with size limits.
-func parseEnvelope(b []byte) (*Envelope, []byte, error) {
-	if len(b) > MaxEnvelopeBytes {
-		return nil, nil, fmt.Errorf("envelope is %d bytes, above the %d byte limit", len(b), MaxEnvelopeBytes)
+// parseEnvelope decodes a DSSE envelope of payloadType of at most limit
+// bytes.
+func parseEnvelope(b []byte, payloadType string, limit int) (*Envelope, []byte, error) {
+	if len(b) > limit {
+		return nil, nil, fmt.Errorf("envelope is %d bytes, above the %d byte limit", len(b), limit)
 	}
 	var env Envelope
 	if err := json.Unmarshal(b, &env); err != nil {
 		return nil, nil, fmt.Errorf("decode envelope: %w", err)
 	}
-	if env.PayloadType != PayloadTypeInToto {
-		return nil, nil, fmt.Errorf("envelope payloadType %q, want %s", env.PayloadType, PayloadTypeInToto)
+	if env.PayloadType != payloadType {
+		return nil, nil, fmt.Errorf("envelope payloadType %q, want %s", env.PayloadType, payloadType)
 	}
 	if len(env.Signatures) == 0 || len(env.Signatures) > 16 {
 		return nil, nil, fmt.Errorf("envelope has %d signatures, want 1 to 16", len(env.Signatures))
@@ -240,28 +250,9 @@ func VerifyEnvelope(envelope []byte, manifest digest.Digest, trusted []ed25519.P
 	if err := validateSHA256(manifest); err != nil {
 		return "", err
 	}
-	env, payload, err := parseEnvelope(envelope)
+	payload, keyID, err := OpenDSSE(envelope, PayloadTypeInToto, MaxEnvelopeBytes, trusted)
 	if err != nil {
 		return "", err
-	}
-	msg := pae(env.PayloadType, payload)
-	for _, s := range env.Signatures {
-		sig, err := decodeBase64(s.Sig)
-		if err != nil || len(sig) != ed25519.SignatureSize {
-			continue
-		}
-		for _, pub := range trusted {
-			if len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, msg, sig) {
-				keyID = KeyID(pub)
-				break
-			}
-		}
-		if keyID != "" {
-			break
-		}
-	}
-	if keyID == "" {
-		return "", ErrUntrusted
 	}
 	// Only the authenticated payload is parsed.
 	var st Statement
@@ -280,6 +271,38 @@ func VerifyEnvelope(envelope []byte, manifest digest.Digest, trusted []ed25519.P
 		}
 	}
 	return keyID, fmt.Errorf("statement does not name manifest %s", manifest)
+}
+
+// ErrMalformedEnvelope is matched by OpenDSSE errors for an envelope that
+// does not parse, is too large, or holds another payload type.
+var ErrMalformedEnvelope = errors.New("malformed DSSE envelope")
+
+// OpenDSSE checks that env, at most limit bytes, is a DSSE envelope of
+// payloadType with a signature by one of trusted, and returns its payload
+// and the id of the key that verified. An envelope no trusted key signed
+// gives ErrUntrusted; one that does not parse, ErrMalformedEnvelope.
+func OpenDSSE(env []byte, payloadType string, limit int, trusted []ed25519.PublicKey) ([]byte, string, error) {
+	e, payload, err := parseEnvelope(env, payloadType, limit)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", ErrMalformedEnvelope, err)
+	}
+	msg := pae(e.PayloadType, payload)
+	for _, s := range e.Signatures {
+		sig, err := decodeBase64(s.Sig)
+		if err != nil || len(sig) != ed25519.SignatureSize {
+			continue
+		}
+		for _, pub := range trusted {
+			if len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, msg, sig) {
+				return payload, KeyID(pub), nil
+			}
+		}
+	}
+	ids := make([]string, 0, len(e.Signatures))
+	for _, s := range e.Signatures {
+		ids = append(ids, s.KeyID)
+	}
+	return nil, "", fmt.Errorf("%w: signed by key %v", ErrUntrusted, ids)
 }
 
 // SignatureInfo is the result of verifying one signature referrer.
