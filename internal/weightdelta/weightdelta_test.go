@@ -29,21 +29,24 @@ func TestRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		base, target []byte
-		width        int
+		layout       Layout
 	}{
-		{"empty", nil, nil, Float32},
-		{"empty target", b, nil, Float32},
-		{"no base", nil, tg, Float32},
-		{"same length", b, tg, Float32},
-		{"float16 words", b, tg, Float16},
-		{"not a whole number of words", b[:3997], tg[:3999], Float32},
-		{"one byte", b[:1], tg[:1], Float32},
-		{"target longer", b[:100], tg, Float32},
-		{"base longer", b, tg[:103], Float32},
-		{"unaligned weights", append([]byte{9, 9, 9}, b...), append([]byte{9, 8, 9}, tg...), Float32},
+		{"empty", nil, nil, Layout{Float32, 0}},
+		{"empty target", b, nil, Layout{Float32, 0}},
+		{"no base", nil, tg, Layout{Float32, 0}},
+		{"same length", b, tg, Layout{Float32, 0}},
+		{"float16 words", b, tg, Layout{Float16, 0}},
+		{"float16 words at phase 1", b, tg, Layout{Float16, 1}},
+		{"not a whole number of words", b[:3997], tg[:3999], Layout{Float32, 0}},
+		{"one byte", b[:1], tg[:1], Layout{Float32, 0}},
+		{"one byte before the phase", b[:1], tg[:1], Layout{Float32, 3}},
+		{"target longer", b[:100], tg, Layout{Float32, 0}},
+		{"base longer", b, tg[:103], Layout{Float32, 0}},
+		{"unaligned weights", append([]byte{9, 9, 9}, b...), append([]byte{9, 8, 9}, tg...), Layout{Float32, 3}},
+		{"unaligned weights, wrong phase", append([]byte{9, 9, 9}, b...), append([]byte{9, 8, 9}, tg...), Layout{Float32, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := Encode(tc.base, tc.target, tc.width)
+			d, err := EncodeLayout(tc.base, tc.target, tc.layout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -63,7 +66,7 @@ func TestRoundTrip(t *testing.T) {
 // byte planes beat zstd of the plain XOR.
 func TestSizes(t *testing.T) {
 	base, target := weights(1<<18, 0.001, 2) // 1 MiB, every weight moved
-	d, err := Encode(base, target, Float32)
+	d, err := Encode(base, target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +82,7 @@ func TestSizes(t *testing.T) {
 	if len(d) >= len(plain) {
 		t.Errorf("byte planes %d bytes, plain XOR %d: the planes should win", len(d), len(plain))
 	}
-	same, err := Encode(base, base, Float32)
+	same, err := Encode(base, base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,14 +93,73 @@ func TestSizes(t *testing.T) {
 		len(d), float64(len(d))/float64(len(target)), len(plain), float64(len(plain))/float64(len(target)))
 }
 
+// TestSizesByMove pins the share of the file a full fine-tune's delta
+// costs for how far the weights moved (N(0, 0.05²) weights, as bench/sync
+// writes them; its -change 100 moves them by 0.01).
+func TestSizesByMove(t *testing.T) {
+	for _, tc := range []struct {
+		move, atMost float64
+	}{{0.01, 0.78}, {0.001, 0.68}, {0.0001, 0.60}} {
+		base, target := weights(1<<18, tc.move, 6)
+		d, err := Encode(base, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if share := float64(len(d)) / float64(len(target)); share > tc.atMost {
+			t.Errorf("weights moved by %g: the delta is %.3f of the file, want at most %.2f", tc.move, share, tc.atMost)
+		} else {
+			t.Logf("weights moved by %g: the delta is %.3f of the file", tc.move, share)
+		}
+	}
+}
+
+// TestChoose checks that the layout found encodes the weights about as
+// small as the layout they have, and clearly smaller than a wrong one.
+func TestChoose(t *testing.T) {
+	b, tg := weights(100000, 0.001, 8)
+	half := func(x []byte) []byte { // the float32 weights as float16 (their high halves)
+		out := make([]byte, len(x)/2)
+		for i := 0; i+3 < len(x); i += 4 {
+			out[i/2], out[i/2+1] = x[i+2], x[i+3]
+		}
+		return out
+	}
+	size := func(base, target []byte, l Layout) int {
+		d, err := EncodeLayout(base, target, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(d)
+	}
+	for _, tc := range []struct {
+		name         string
+		base, target []byte
+		true, wrong  Layout
+	}{
+		{"float32 at 0", b, tg, Layout{Float32, 0}, Layout{Float32, 2}},
+		{"float32 after 3 bytes", append([]byte{1, 2, 3}, b...), append([]byte{1, 2, 3}, tg...), Layout{Float32, 3}, Layout{Float32, 0}},
+		{"float32 after 6 bytes", append(make([]byte, 6), b...), append(make([]byte, 6), tg...), Layout{Float32, 2}, Layout{Float32, 1}},
+		{"float16 at 0", half(b), half(tg), Layout{Float16, 0}, Layout{Float16, 1}},
+		{"float16 after a byte", append([]byte{7}, half(b)...), append([]byte{7}, half(tg)...), Layout{Float16, 1}, Layout{Float16, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Choose(tc.base, tc.target)
+			g, w, x := size(tc.base, tc.target, got), size(tc.base, tc.target, tc.true), size(tc.base, tc.target, tc.wrong)
+			if float64(g) > 1.01*float64(w) || float64(g) > 0.95*float64(x) {
+				t.Errorf("Choose = %+v: %d bytes; the weights' own layout %+v gives %d, a wrong one %+v %d", got, g, tc.true, w, tc.wrong, x)
+			}
+		})
+	}
+}
+
 func TestDecodeRefuses(t *testing.T) {
 	base, target := weights(100, 0.01, 3)
-	good, err := Encode(base, target, Float32)
+	good, err := Encode(base, target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdr := len(Magic) + 2 + len(binary.AppendUvarint(nil, uint64(len(target))))
-	longer, _ := Encode(base, append(target, 1, 2, 3, 4), Float32)
+	hdr := len(Magic) + 3 + len(binary.AppendUvarint(nil, uint64(len(target))))
+	longer, _ := Encode(base, append(target, 1, 2, 3, 4))
 	short := append([]byte{}, good[:hdr]...)
 	short = append(short, longer[hdr+1:]...) // planes of 404 bytes under a header of 400
 	for _, tc := range []struct {
@@ -107,8 +169,10 @@ func TestDecodeRefuses(t *testing.T) {
 	}{
 		{"not a delta", "magic", []byte("PK\x03\x04 something else"), 1000},
 		{"empty", "magic", nil, 1000},
-		{"newer version", "version 2", append([]byte(Magic+"\x02\x04"), good[len(Magic)+2:]...), 1000},
-		{"bad width", "width 3", append([]byte(Magic+"\x01\x03"), good[len(Magic)+2:]...), 1000},
+		{"older version", "version 1", append([]byte(Magic+"\x01\x04\x00"), good[len(Magic)+3:]...), 1000},
+		{"bad width", "width 3", append([]byte(Magic+"\x02\x03\x00"), good[len(Magic)+3:]...), 1000},
+		{"bad phase", "phase 4", append([]byte(Magic+"\x02\x04\x04"), good[len(Magic)+3:]...), 1000},
+		{"header cut", "cut short", []byte(Magic + "\x02\x04"), 1000},
 		{"too large", "more than the 399 expected", good, 399},
 		{"truncated planes", "fewer bytes", good[:len(good)-5], 1000},
 		{"planes longer than claimed", "", short, 1000},
@@ -120,16 +184,19 @@ func TestDecodeRefuses(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Encode(base, target, 3); err == nil {
-		t.Error("Encode took width 3")
+	if _, err := EncodeLayout(base, target, Layout{3, 0}); err == nil {
+		t.Error("EncodeLayout took width 3")
+	}
+	if _, err := EncodeLayout(base, target, Layout{Float16, 2}); err == nil {
+		t.Error("EncodeLayout took phase 2 for float16")
 	}
 }
 
 func FuzzDecode(f *testing.F) {
 	base, target := weights(64, 0.01, 4)
-	good, _ := Encode(base, target, Float32)
+	good, _ := Encode(base, target)
 	f.Add(good)
-	f.Add([]byte(Magic + "\x01\x02\x05"))
+	f.Add([]byte(Magic + "\x02\x02\x01\x05"))
 	f.Fuzz(func(t *testing.T, delta []byte) {
 		out, err := Decode(base, delta, 1<<16)
 		if err == nil && int64(len(out)) > 1<<16 {
@@ -139,13 +206,13 @@ func FuzzDecode(f *testing.F) {
 }
 
 func FuzzRoundTrip(f *testing.F) {
-	f.Add([]byte{1, 2, 3}, []byte{4, 5, 6, 7, 8}, true)
-	f.Fuzz(func(t *testing.T, base, target []byte, half bool) {
-		width := Float32
+	f.Add([]byte{1, 2, 3}, []byte{4, 5, 6, 7, 8}, true, uint8(1))
+	f.Fuzz(func(t *testing.T, base, target []byte, half bool, phase uint8) {
+		l := Layout{Float32, int(phase % 4)}
 		if half {
-			width = Float16
+			l = Layout{Float16, int(phase % 2)}
 		}
-		d, err := Encode(base, target, width)
+		d, err := EncodeLayout(base, target, l)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +227,7 @@ func BenchmarkEncode(b *testing.B) {
 	base, target := weights(1<<20, 0.001, 5) // 4 MiB
 	b.SetBytes(int64(len(target)))
 	for b.Loop() {
-		if _, err := Encode(base, target, Float32); err != nil {
+		if _, err := Encode(base, target); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -168,7 +235,7 @@ func BenchmarkEncode(b *testing.B) {
 
 func BenchmarkDecode(b *testing.B) {
 	base, target := weights(1<<20, 0.001, 5)
-	d, _ := Encode(base, target, Float32)
+	d, _ := Encode(base, target)
 	b.SetBytes(int64(len(target)))
 	for b.Loop() {
 		if _, err := Decode(base, d, int64(len(target))); err != nil {
