@@ -68,16 +68,31 @@ func (a *Agent) sync(ctx context.Context, want v1alpha1.DesiredModel) error {
 		if err != nil {
 			return err
 		}
-		remaining := remoteBytes(missing, have)
+		var byDelta map[digest.Digest]artifact.FileDelta
+		if remoteBytes(missing, have) > 0 {
+			byDelta = chooseDeltas(missing, a.weightDeltas(ctx, repo, rec), have, a.cache.has)
+		}
+		remaining := transferBytes(missing, byDelta, have)
 		if total == 0 || fetched > total {
 			total, fetched = remaining, 0
 		}
 		if err := a.state.setProgress(ctx, want.Deployment, want.Digest, v1alpha1.PhaseFetching, fetched, total, row.Error, a.clock.Now()); err != nil {
 			return err
 		}
-		log.Info("fetching", "files", len(missing), "missingBytes", remaining, "modelBytes", rec.FilesSize)
+		log.Info("fetching", "files", len(missing), "byWeightDelta", len(byDelta), "missingBytes", remaining, "modelBytes", rec.FilesSize)
 		p := &progress{a: a, want: want, fetched: fetched, total: total, errText: row.Error}
 		for _, fc := range missing {
+			if fd, ok := byDelta[fc.Digest]; ok {
+				err := a.fetchByDelta(ctx, repo, fd, p)
+				if err == nil {
+					continue
+				}
+				if ctx.Err() != nil {
+					p.flush(ctx, true)
+					return err
+				}
+				log.Warn("weight delta failed: fetching the file's chunks", "path", fc.Path, "err", err)
+			}
 			if err := a.fetchFile(ctx, repo, fc, p); err != nil {
 				p.flush(ctx, true)
 				return err // it names the file

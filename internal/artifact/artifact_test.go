@@ -504,7 +504,7 @@ func FuzzParseManifest(f *testing.F) {
 			return
 		}
 		// Whatever parses must be safe to turn into a file list.
-		files, err := modelFiles(m)
+		files, err := ModelFiles(m)
 		if err != nil {
 			return
 		}

@@ -132,10 +132,10 @@ func layerPath(l ocispec.Descriptor) (string, bool, error) {
 	return "", false, nil
 }
 
-// modelFiles validates m as a model (or a plain artifact whose layers all
+// ModelFiles validates m as a model (or a plain artifact whose layers all
 // name files) and returns its files in layer order. Paths are validated and
 // checked for duplicates.
-func modelFiles(m *ocispec.Manifest) ([]File, error) {
+func ModelFiles(m *ocispec.Manifest) ([]File, error) {
 	model := isModelManifest(m)
 	if !model && len(m.Layers) == 0 {
 		return nil, ErrNotModel
@@ -271,7 +271,7 @@ func readModelManifest(ctx context.Context, src content.Fetcher, desc ocispec.De
 	if err != nil {
 		return nil, nil, err
 	}
-	files, err := modelFiles(m)
+	files, err := ModelFiles(m)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -4,12 +4,13 @@
 // A model version is an OCI image manifest following the CNCF ModelPack
 // model-spec: one raw layer per file (the file bytes as they are, so layer
 // offsets are file offsets), a model config blob, and Outpost annotations for
-// lineage and metrics. Three kinds of referrers hang off a model manifest: a
+// lineage and metrics. Four kinds of referrers hang off a model manifest: a
 // content-defined chunk index, which lets a client fetch only the chunks it
 // lacks, DSSE signatures over an in-toto statement naming the manifest
-// digest, and a reference profile, the baseline of drift monitoring (whose
+// digest, a reference profile, the baseline of drift monitoring (whose
 // bytes this package moves and verifies but leaves to internal/drift to
-// decode). The wire format is described in docs/artifact-format.md.
+// decode), and weight deltas against the parent version, which rebuild a
+// changed file from the parent's (internal/weightdelta). The wire format is described in docs/artifact-format.md.
 package artifact
 
 // Media and artifact types of the CNCF ModelPack model-spec

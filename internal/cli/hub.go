@@ -309,12 +309,19 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 
 	// The registry reports model changes to the hub, which is built after it.
 	var srv *hub.Server
-	reg, err := registry.New(ctx, registry.Options{
+	var reg *registry.Registry
+	reg, err = registry.New(ctx, registry.Options{
 		Root:      d.oci(),
 		DB:        db.SQL(),
 		Authorize: authn.Authorize,
 		CheckTag:  models.CheckTag,
 		OnChange: func(ctx context.Context, ev registry.Event) {
+			// Weight deltas first, so that agents sent to the version find them.
+			if ok, err := models.WriteWeightDeltas(ctx, reg, ev); err != nil {
+				log.Warn("weight deltas not attached: agents fetch the changed chunks", "repo", ev.Repo, "tag", ev.Tag, "err", err)
+			} else if ok {
+				log.Info("weight deltas attached", "repo", ev.Repo, "tag", ev.Tag)
+			}
 			if srv == nil || !models.Affects(ev) {
 				return
 			}

@@ -238,3 +238,44 @@ func (reg *Registry) Referrers(ctx context.Context, repo string, subject digest.
 func (reg *Registry) OpenBlob(ctx context.Context, repo string, d digest.Digest) (*os.File, int64, error) {
 	return reg.openBlob(ctx, repo, d)
 }
+
+// PutBlob stores b as a blob of repo, as a monolithic upload would, and
+// returns its sha256 digest. Storing a blob the repository has is a no-op.
+func (reg *Registry) PutBlob(ctx context.Context, repo string, b []byte) (digest.Digest, error) {
+	if !validRepo(repo) {
+		return "", fmt.Errorf("registry: invalid repository name %q", repo)
+	}
+	d := digest.SHA256.FromBytes(b)
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if err := reg.storeBytesLocked(d, b); err != nil {
+		return "", err
+	}
+	return d, reg.withTx(ctx, func(q querier) error {
+		return reg.linkBlob(ctx, q, repo, d.String(), int64(len(b)))
+	})
+}
+
+// PutManifest stores body, a manifest of media type mediaType, in repo by
+// its digest, checked as a PUT by digest is (every blob and manifest it
+// names must be in the repository), and reports the change to
+// Options.OnChange. It returns the manifest's descriptor.
+func (reg *Registry) PutManifest(ctx context.Context, repo, mediaType string, body []byte) (ocispec.Descriptor, error) {
+	if !validRepo(repo) {
+		return ocispec.Descriptor{}, fmt.Errorf("registry: invalid repository name %q", repo)
+	}
+	if int64(len(body)) > reg.maxManifest {
+		return ocispec.Descriptor{}, newError(http.StatusRequestEntityTooLarge, CodeSizeInvalid, "manifest exceeds %d bytes", reg.maxManifest)
+	}
+	info, err := parseManifest(mediaType, body)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	d := digest.SHA256.FromBytes(body)
+	evs, err := reg.commitManifest(ctx, repo, d, body, info, nil)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	reg.emit(ctx, evs...)
+	return ocispec.Descriptor{MediaType: info.MediaType, ArtifactType: info.ArtifactType, Digest: d, Size: int64(len(body)), Annotations: info.Annotations}, nil
+}

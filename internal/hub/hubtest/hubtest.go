@@ -132,9 +132,13 @@ func Build(t testing.TB, configure ...func(*hub.Config)) (*hub.Server, string) {
 	authn := auth.NewAuthenticator(auth.Hash(admin), auth.WithClusterCredentials(db))
 	log := slog.New(slog.DiscardHandler)
 	var srv *hub.Server
-	reg, err := registry.New(ctx, registry.Options{
+	var reg *registry.Registry
+	reg, err = registry.New(ctx, registry.Options{
 		Root: filepath.Join(dir, "oci"), DB: db.SQL(), Authorize: authn.Authorize, CheckTag: models.CheckTag, Logger: log,
 		OnChange: func(ctx context.Context, ev registry.Event) {
+			if _, err := models.WriteWeightDeltas(ctx, reg, ev); err != nil {
+				log.Warn("weight deltas not attached", "repo", ev.Repo, "tag", ev.Tag, "err", err)
+			}
 			if srv != nil && models.Affects(ev) {
 				_ = srv.ModelsChanged(ctx)
 			}
