@@ -276,6 +276,15 @@ func (a *Agent) importModel(ctx context.Context, l *bundle.Layout, want v1alpha1
 		if a.cache.has(d, f.Size) {
 			continue
 		}
+		if dl, ok := l.Contents.Delta(d); ok {
+			n, err := a.applyBundleDelta(l, dl, f)
+			if err != nil {
+				return fmt.Errorf("file %s: %w", f.Path, err)
+			}
+			res.Blobs++
+			res.Bytes += n
+			continue
+		}
 		if pack, ok := l.Contents.Pack(d); ok {
 			n, err := a.unpackFile(ctx, l, pack, rec, f)
 			if err != nil {
@@ -372,6 +381,33 @@ func (a *Agent) unpackFile(ctx context.Context, l *bundle.Layout, pack bundle.Pa
 		return 0, err
 	}
 	return fromPack, durable.SyncDir(filepath.Dir(dst))
+}
+
+// applyBundleDelta rebuilds file f in the cache from the weight delta dl
+// the bundle carries and the file it applies to, which the cache must
+// hold; the result is checked against f's digest. It returns the delta's
+// size.
+func (a *Agent) applyBundleDelta(l *bundle.Layout, dl bundle.Delta, f fileRecord) (int64, error) {
+	if !a.cache.has(dl.Base.Digest, dl.Base.Size) {
+		return 0, fmt.Errorf("%w: the bundle carries it as a weight delta against %s, which this cache does not hold (the bundle was made for what another cache holds)", bundle.ErrIncomplete, dl.Base.Digest)
+	}
+	size, _ := l.Listed(dl.Blob)
+	delta, err := l.ReadSmall(dl.Blob, max(size, 0))
+	if err != nil {
+		return 0, err
+	}
+	base, err := a.cache.readBlob(dl.Base.Digest, dl.Base.Size)
+	if err != nil {
+		return 0, err
+	}
+	out, err := artifact.ApplyWeightDelta(base, delta, artifact.FileDelta{
+		Path: f.Path, Target: digest.Digest(f.Digest), TargetSize: f.Size, Base: dl.Base.Digest, BaseSize: dl.Base.Size,
+		Blob: ocispec.Descriptor{Digest: dl.Blob, Size: size},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", bundle.ErrDigest, err)
+	}
+	return size, a.cache.putBlob(digest.Digest(f.Digest), out)
 }
 
 // slicesGrow returns b resized to n bytes.

@@ -34,7 +34,13 @@ func TestPlan(t *testing.T) {
 	a, b := blob("a"), blob("b")
 	c1, c2, c3 := blob("c1"), blob("c2"), blob("c3")
 	file := Blob{Digest: digest.FromString("file"), Size: 6}
+	parent := Blob{Digest: digest.FromString("parent"), Size: 6}
 	withChunks := Need{Blob: file, Chunks: []Blob{c1, c2, c3}}
+	small := DeltaOption{Base: parent, Blob: Blob{Digest: digest.FromString("delta"), Size: 3}}
+	tiny := DeltaOption{Base: parent, Blob: Blob{Digest: digest.FromString("tiny delta"), Size: 1}}
+	large := DeltaOption{Base: parent, Blob: Blob{Digest: digest.FromString("large delta"), Size: 5}}
+	withDelta := func(ds ...DeltaOption) Need { n := withChunks; n.Deltas = ds; return n }
+	heldParent := map[digest.Digest]bool{parent.Digest: true}
 	tests := []struct {
 		name       string
 		need       []Need
@@ -42,21 +48,31 @@ func TestPlan(t *testing.T) {
 		heldChunks map[digest.Digest]bool
 		whole      []Blob
 		packs      []PackPlan
+		deltas     []DeltaPlan
 	}{
-		{"nothing held", []Need{{Blob: a}, {Blob: b}}, nil, nil, []Blob{a, b}, nil},
-		{"held left out", []Need{{Blob: a}, {Blob: b}}, map[digest.Digest]bool{a.Digest: true}, nil, []Blob{b}, nil},
-		{"shared once", []Need{{Blob: a}, {Blob: b}, {Blob: a}}, nil, nil, []Blob{a, b}, nil},
-		{"file held whole", []Need{withChunks}, map[digest.Digest]bool{file.Digest: true}, nil, nil, nil},
+		{"nothing held", []Need{{Blob: a}, {Blob: b}}, nil, nil, []Blob{a, b}, nil, nil},
+		{"held left out", []Need{{Blob: a}, {Blob: b}}, map[digest.Digest]bool{a.Digest: true}, nil, []Blob{b}, nil, nil},
+		{"shared once", []Need{{Blob: a}, {Blob: b}, {Blob: a}}, nil, nil, []Blob{a, b}, nil, nil},
+		{"file held whole", []Need{withChunks}, map[digest.Digest]bool{file.Digest: true}, nil, nil, nil, nil},
 		{"some chunks held: a pack", []Need{withChunks}, nil, map[digest.Digest]bool{c1.Digest: true},
-			nil, []PackPlan{{File: file, Missing: []Blob{c2, c3}}}},
-		{"no chunk held: whole", []Need{withChunks}, nil, map[digest.Digest]bool{a.Digest: true}, []Blob{file}, nil},
-		{"no chunk index: whole", []Need{{Blob: file}}, nil, map[digest.Digest]bool{c1.Digest: true}, []Blob{file}, nil},
+			nil, []PackPlan{{File: file, Missing: []Blob{c2, c3}}}, nil},
+		{"every chunk held: an empty pack", []Need{withChunks}, nil, map[digest.Digest]bool{c1.Digest: true, c2.Digest: true, c3.Digest: true},
+			nil, []PackPlan{{File: file}}, nil},
+		{"no chunk held: whole", []Need{withChunks}, nil, map[digest.Digest]bool{a.Digest: true}, []Blob{file}, nil, nil},
+		{"no chunk index: whole", []Need{{Blob: file}}, nil, map[digest.Digest]bool{c1.Digest: true}, []Blob{file}, nil, nil},
+		{"delta smaller than the file", []Need{withDelta(small)}, heldParent, nil, nil, nil, []DeltaPlan{{File: file, DeltaOption: small}}},
+		{"delta smaller than the pack", []Need{withDelta(tiny)}, heldParent, map[digest.Digest]bool{c1.Digest: true},
+			nil, nil, []DeltaPlan{{File: file, DeltaOption: tiny}}},
+		{"pack smaller than the delta", []Need{withDelta(large)}, heldParent, map[digest.Digest]bool{c1.Digest: true, c2.Digest: true},
+			nil, []PackPlan{{File: file, Missing: []Blob{c3}}}, nil},
+		{"the smallest of two deltas", []Need{withDelta(small, tiny)}, heldParent, nil, nil, nil, []DeltaPlan{{File: file, DeltaOption: tiny}}},
+		{"base not held: whole", []Need{withDelta(small)}, nil, nil, []Blob{file}, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			whole, packs := Plan(tt.need, tt.held, tt.heldChunks)
-			if !reflect.DeepEqual(whole, tt.whole) || !reflect.DeepEqual(packs, tt.packs) {
-				t.Errorf("Plan = %v, %v; want %v, %v", whole, packs, tt.whole, tt.packs)
+			whole, packs, deltas := Plan(tt.need, tt.held, tt.heldChunks)
+			if !reflect.DeepEqual(whole, tt.whole) || !reflect.DeepEqual(packs, tt.packs) || !reflect.DeepEqual(deltas, tt.deltas) {
+				t.Errorf("Plan = %v, %v, %v; want %v, %v, %v", whole, packs, deltas, tt.whole, tt.packs, tt.deltas)
 			}
 		})
 	}
@@ -420,8 +436,9 @@ func TestContentsPacks(t *testing.T) {
 	pack := blob("abc")
 	ok := func() Contents {
 		return Contents{ID: "b", Clusters: []ClusterState{{Cluster: "c", Desired: v1alpha1.DesiredState{Cluster: "c"}}},
-			Blobs: []Blob{pack},
-			Packs: []Pack{{File: blob("file"), Blob: pack.Digest, Chunks: []Blob{blob("a"), blob("bc")}}}}
+			Blobs:  []Blob{pack, blob("delta")},
+			Packs:  []Pack{{File: blob("file"), Blob: pack.Digest, Chunks: []Blob{blob("a"), blob("bc")}}},
+			Deltas: []Delta{{File: blob("file 2"), Base: blob("file 1"), Blob: blob("delta").Digest}}}
 	}
 	tests := []struct {
 		name   string
@@ -433,6 +450,9 @@ func TestContentsPacks(t *testing.T) {
 		{"chunks do not fill the blob", func(c *Contents) { c.Packs[0].Chunks = c.Packs[0].Chunks[:1] }, true},
 		{"two packs of one file", func(c *Contents) { c.Packs = append(c.Packs, c.Packs[0]) }, true},
 		{"bad chunk digest", func(c *Contents) { c.Packs[0].Chunks[0].Digest = "md5:x" }, true},
+		{"delta blob not listed", func(c *Contents) { c.Blobs = c.Blobs[:1] }, true},
+		{"a delta and a pack of one file", func(c *Contents) { c.Deltas[0].File = c.Packs[0].File }, true},
+		{"bad delta base", func(c *Contents) { c.Deltas[0].Base.Digest = "sha256:short" }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -449,5 +469,8 @@ func TestContentsPacks(t *testing.T) {
 	}
 	if _, found := c.Pack(blob("other").Digest); found {
 		t.Error("Pack finds a file it does not pack")
+	}
+	if d, found := c.Delta(blob("file 2").Digest); !found || d.Base != blob("file 1") {
+		t.Error("Delta does not find the file carried as a delta")
 	}
 }

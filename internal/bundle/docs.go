@@ -46,6 +46,29 @@ type Contents struct {
 	// lack rather than whole: each is rebuilt from them and the chunks the
 	// cluster holds in other files, and checked against its digest.
 	Packs []Pack `json:"packs,omitempty"`
+	// Deltas are the files carried as weight deltas against a file the
+	// clusters hold (internal/weightdelta): each is rebuilt from it and
+	// checked against its digest.
+	Deltas []Delta `json:"deltas,omitempty"`
+}
+
+// Delta is a file carried as a weight delta.
+type Delta struct {
+	// File is the digest and size of the file it rebuilds; Base those of
+	// the file it applies to.
+	File Blob `json:"file"`
+	Base Blob `json:"base"`
+	// Blob is the delta's blob in the layout.
+	Blob digest.Digest `json:"blob"`
+}
+
+// Delta returns the weight delta that rebuilds file d, if the bundle has one.
+func (c *Contents) Delta(d digest.Digest) (Delta, bool) {
+	i := slices.IndexFunc(c.Deltas, func(x Delta) bool { return x.File.Digest == d })
+	if i < 0 {
+		return Delta{}, false
+	}
+	return c.Deltas[i], true
 }
 
 // Pack is a file carried as chunks: its blob holds the chunks the
@@ -221,6 +244,21 @@ func (c *Contents) Validate() error {
 			return fmt.Errorf("%w: contents: pack of %s: chunks of %d bytes in a blob of %d", ErrMalformed, p.File.Digest, sum, size)
 		}
 	}
+	for i, d := range c.Deltas {
+		if err := checkBlob(d.File, fmt.Sprintf("contents: delta %d", i)); err != nil {
+			return err
+		}
+		if err := checkBlob(d.Base, fmt.Sprintf("contents: delta %d base", i)); err != nil {
+			return err
+		}
+		if files[d.File.Digest] {
+			return fmt.Errorf("%w: contents: two packs or deltas rebuild %s", ErrMalformed, d.File.Digest)
+		}
+		files[d.File.Digest] = true
+		if _, ok := blobs[d.Blob]; !ok {
+			return fmt.Errorf("%w: contents: delta of %s: blob %s not listed", ErrMalformed, d.File.Digest, d.Blob)
+		}
+	}
 	return nil
 }
 
@@ -355,10 +393,17 @@ func Common(sets ...map[digest.Digest]bool) map[digest.Digest]bool {
 
 // Need is a blob a desired version needs: a manifest, config, file or
 // referrer; Chunks are a file's content-defined chunks (from its chunk
-// index), nil for other blobs.
+// index), nil for other blobs; Deltas are the file's weight deltas.
 type Need struct {
 	Blob   Blob
 	Chunks []Blob
+	Deltas []DeltaOption
+}
+
+// DeltaOption is a weight delta a file may travel as: Blob rebuilds it
+// from Base.
+type DeltaOption struct {
+	Base, Blob Blob
 }
 
 // PackPlan says a file travels as the chunks Missing, in file order.
@@ -367,12 +412,20 @@ type PackPlan struct {
 	Missing []Blob
 }
 
+// DeltaPlan says a file travels as a weight delta.
+type DeltaPlan struct {
+	File Blob
+	DeltaOption
+}
+
 // Plan decides what a bundle carries for clusters that need need and hold
 // held (blobs) and heldChunks (the chunks of the files they hold): every
-// needed blob not held, each once; a file whose chunks the clusters partly
-// hold travels as a pack of the chunks they lack, when that is smaller.
-// whole lists the blobs to carry as they are, in the order first needed.
-func Plan(need []Need, held, heldChunks map[digest.Digest]bool) (whole []Blob, packs []PackPlan) {
+// needed blob not held, each once, as the smallest of: the blob whole; for
+// a file whose chunks the clusters partly hold, a pack of the chunks they
+// lack; for a file with a weight delta against a file they hold, the
+// delta. whole lists the blobs to carry as they are, in the order first
+// needed.
+func Plan(need []Need, held, heldChunks map[digest.Digest]bool) (whole []Blob, packs []PackPlan, deltas []DeltaPlan) {
 	seen := map[digest.Digest]bool{}
 	for _, n := range need {
 		b := n.Blob
@@ -380,15 +433,30 @@ func Plan(need []Need, held, heldChunks map[digest.Digest]bool) (whole []Blob, p
 			continue
 		}
 		seen[b.Digest] = true
+		best, packed := b.Size, false
+		var missing []Blob
 		if len(n.Chunks) > 0 && len(heldChunks) > 0 {
-			if missing, size := MissingChunks(n.Chunks, heldChunks); size < b.Size {
-				packs = append(packs, PackPlan{File: b, Missing: missing})
-				continue
+			var size int64
+			if missing, size = MissingChunks(n.Chunks, heldChunks); size < best {
+				best, packed = size, true
 			}
 		}
-		whole = append(whole, b)
+		var delta *DeltaOption
+		for _, d := range n.Deltas {
+			if held[d.Base.Digest] && d.Blob.Size < best {
+				best, delta = d.Blob.Size, &d
+			}
+		}
+		switch {
+		case delta != nil:
+			deltas = append(deltas, DeltaPlan{File: b, DeltaOption: *delta})
+		case packed:
+			packs = append(packs, PackPlan{File: b, Missing: missing})
+		default:
+			whole = append(whole, b)
+		}
 	}
-	return whole, packs
+	return whole, packs, deltas
 }
 
 // Missing returns the names of the parts of p not in have, in order.

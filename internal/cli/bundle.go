@@ -107,7 +107,11 @@ written as tar parts of at most that size with a hub-signed list of parts
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "bundle %s for %s: %d blobs, %s, in %s\n", st.id, strings.Join(clusters, ", "), st.blobs, bytesize.Format(st.bytes), out)
+			how := ""
+			if st.packs+st.deltas > 0 {
+				how = fmt.Sprintf(" (files as the chunks the clusters lack: %d, as weight deltas: %d)", st.packs, st.deltas)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "bundle %s for %s: %d blobs, %s%s, in %s\n", st.id, strings.Join(clusters, ", "), st.blobs, bytesize.Format(st.bytes), how, out)
 			return nil
 		},
 	}
@@ -152,10 +156,11 @@ func readHave(path string) ([]digest.Digest, error) {
 }
 
 type createStats struct {
-	id           string
-	blobs        int
-	bytes        int64
-	created, all []bundle.Blob
+	id            string
+	blobs         int
+	packs, deltas int // files carried as chunks, as weight deltas
+	bytes         int64
+	created, all  []bundle.Blob
 }
 
 // modelBlobs lists the descriptors of a model version: its manifest, config
@@ -184,6 +189,9 @@ func modelBlobs(ctx context.Context, repo *remote.Repository, desc ocispec.Descr
 		return nil, nil, fmt.Errorf("referrers of %s: %w", desc.Digest, err)
 	}
 	for _, r := range refs {
+		if r.ArtifactType == artifact.ArtifactTypeWeightDelta {
+			continue // its deltas travel only where they are the smallest way (bundle.Plan)
+		}
 		if err := add(r); err != nil {
 			return nil, nil, err
 		}
@@ -219,7 +227,8 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 		manifests []ocispec.Descriptor
 		blobs     []ocispec.Descriptor
 		tag       string
-		chunks    map[digest.Digest]artifact.FileChunks // by file digest, from its chunk index
+		chunks    map[digest.Digest]artifact.FileChunks  // by file digest, from its chunk index
+		deltas    map[digest.Digest][]artifact.FileDelta // by file digest, from its weight deltas
 	}
 	var models []model
 	// What each cluster holds: the artifacts of its last report, and --have.
@@ -260,6 +269,12 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 			if x, err := artifact.FetchChunkIndex(ctx, repo, desc); err == nil {
 				for _, f := range x.Files {
 					mod.chunks[f.Digest] = f
+				}
+			}
+			mod.deltas = map[digest.Digest][]artifact.FileDelta{}
+			if ds, err := artifact.FetchWeightDeltas(ctx, repo, desc); err == nil {
+				for _, fd := range ds {
+					mod.deltas[fd.Target] = append(mod.deltas[fd.Target], fd)
 				}
 			}
 			models = append(models, mod)
@@ -349,10 +364,29 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 					n.Chunks = append(n.Chunks, bundle.Blob{Digest: c.Digest, Size: c.Length})
 				}
 			}
+			for _, fd := range mod.deltas[d.Digest] {
+				from[fd.Blob.Digest] = source{mod.repo, fd.Blob}
+				n.Deltas = append(n.Deltas, bundle.DeltaOption{
+					Base: bundle.Blob{Digest: fd.Base, Size: fd.BaseSize},
+					Blob: bundle.Blob{Digest: fd.Blob.Digest, Size: fd.Blob.Size},
+				})
+			}
 			need = append(need, n)
 		}
 	}
-	whole, plans := bundle.Plan(need, held, heldChunks)
+	whole, plans, deltaPlans := bundle.Plan(need, held, heldChunks)
+	var deltas []bundle.Delta
+	for _, dp := range deltaPlans {
+		src := from[dp.Blob.Digest]
+		if !w.Has(dp.Blob.Digest) {
+			if err := copyBlob(ctx, w, src.repo, src.desc); err != nil {
+				return st, err
+			}
+			st.bytes += dp.Blob.Size
+		}
+		deltas = append(deltas, bundle.Delta{File: dp.File, Base: dp.Base, Blob: dp.Blob.Digest})
+	}
+	st.packs, st.deltas = len(plans), len(deltas)
 	var packs []bundle.Pack
 	for _, pp := range plans {
 		src := from[pp.File.Digest]
@@ -381,7 +415,7 @@ func createBundle(ctx context.Context, h *hubclient.Client, clusters []string, o
 	}
 	st.all = w.Blobs()
 	st.blobs = len(st.all)
-	env, err := h.SignBundle(ctx, map[string]any{"revisions": revisions, "blobs": st.all, "packs": packs})
+	env, err := h.SignBundle(ctx, map[string]any{"revisions": revisions, "blobs": st.all, "packs": packs, "deltas": deltas})
 	if err != nil {
 		return st, fmt.Errorf("hub signs the bundle: %w", err)
 	}

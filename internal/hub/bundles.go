@@ -42,6 +42,8 @@ type BundleRequest struct {
 	Blobs []bundle.Blob `json:"blobs"`
 	// Packs are the files carried as chunks.
 	Packs []bundle.Pack `json:"packs,omitempty"`
+	// Deltas are the files carried as weight deltas.
+	Deltas []bundle.Delta `json:"deltas,omitempty"`
 }
 
 // SignBundle returns the signed Contents of a bundle for the clusters of
@@ -53,7 +55,7 @@ func (s *Server) SignBundle(ctx context.Context, req BundleRequest) ([]byte, *bu
 	}
 	id := make([]byte, 12)
 	rand.Read(id)
-	c := &bundle.Contents{ID: hex.EncodeToString(id), Created: s.clock.Now().UTC(), Blobs: req.Blobs, Packs: req.Packs}
+	c := &bundle.Contents{ID: hex.EncodeToString(id), Created: s.clock.Now().UTC(), Blobs: req.Blobs, Packs: req.Packs, Deltas: req.Deltas}
 	err := s.db.View(ctx, func(tx *store.Tx) error {
 		for name, want := range req.Revisions {
 			rev, b, err := tx.DesiredState(ctx, name)

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -483,4 +485,82 @@ func flipLargestBlob(t *testing.T, dir string) {
 	}
 	buf[len(buf)/2] ^= 0x10
 	os.WriteFile(largest, buf, 0o644)
+}
+
+// writeFineTune writes the weights of version 1 (8 MiB of float32, N(0, 0.05²))
+// at dir1 and of a full fine-tune of it at dir2: every weight moved by N(0, 0.001²).
+func writeFineTune(t *testing.T, dir1, dir2 string) {
+	t.Helper()
+	const n = 2 << 20
+	rng := rand.New(rand.NewPCG(9, 9))
+	b1, b2 := make([]byte, 4*n), make([]byte, 4*n)
+	for i := range n {
+		w := rng.NormFloat64() * 0.05
+		binary.LittleEndian.PutUint32(b1[4*i:], math.Float32bits(float32(w)))
+		binary.LittleEndian.PutUint32(b2[4*i:], math.Float32bits(float32(w+rng.NormFloat64()*0.001)))
+	}
+	for dir, b := range map[string][]byte{dir1: b1, dir2: b2} {
+		os.MkdirAll(dir, 0o755)
+		if err := os.WriteFile(filepath.Join(dir, "weights.bin"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBundleWeightDelta: a full fine-tune pushed with --parent travels to
+// a cluster that holds the parent as a weight delta, well under the file's
+// size (its chunks all changed); the import rebuilds the file exactly, and a
+// flipped byte in the delta is refused with nothing applied.
+func TestBundleWeightDelta(t *testing.T) {
+	g := &airgap{h: startHub(t), src: t.TempDir()}
+	h := g.h
+	a := g.joinOffline(t, "sub-1", joinToken(t, h, "1h"))
+	d1, d2 := filepath.Join(g.src, "1"), filepath.Join(g.src, "2")
+	writeFineTune(t, d1, d2)
+	h.mustRun("model", "push", d1, "--name", "ft", "--version", "1.0.0")
+	applyYAML(t, h, deployment("ft", "ft", "1.0.0", "tier: air", ""))
+	usb := t.TempDir()
+	b1 := filepath.Join(usb, "b1")
+	h.mustRun("bundle", "create", "--cluster", "sub-1", "--out", b1)
+	mustOutpost(t, "bundle", "import", b1, "--data", a.dir)
+	s1 := filepath.Join(usb, "status-1.json")
+	mustOutpost(t, "bundle", "export-status", "--data", a.dir, "--out", s1)
+	h.mustRun("bundle", "import-status", s1)
+
+	h.mustRun("model", "push", d2, "--name", "ft", "--version", "1.1.0", "--parent", "ft@1.0.0")
+	applyYAML(t, h, deployment("ft", "ft", "1.1.0", "tier: air", ""))
+	b2 := filepath.Join(usb, "b2")
+	out := h.mustRun("bundle", "create", "--cluster", "sub-1", "--out", b2)
+	t.Log(strings.TrimSpace(out))
+	if !strings.Contains(out, "as weight deltas: 1") {
+		t.Fatalf("the v2 bundle carries no weight delta: %s", out)
+	}
+	size := dirSize(t, b2)
+	t.Logf("v1 -> v2 (every weight moved): bundle %d bytes, %.3f of the %d byte file", size, float64(size)/weightsSize, weightsSize)
+	if size > weightsSize*75/100 {
+		t.Fatalf("bundle of %d bytes for a file of %d: the delta did not pay", size, weightsSize)
+	}
+	before := filepath.Join(t.TempDir(), "before")
+	copyTree(t, a.dir, before)
+	bad := filepath.Join(t.TempDir(), "b2-flipped")
+	copyTree(t, b2, bad)
+	flipLargestBlob(t, bad)
+	if out, err := outpost("bundle", "import", bad, "--data", before); err == nil || !strings.Contains(out, "digest mismatch") {
+		t.Fatalf("import of a flipped delta: %v\n%s", err, out)
+	}
+	if st := (&agentProc{t: t, dir: before}).status(); st.active("ft") != "1.0.0" {
+		t.Fatalf("a refused bundle changed the state: active %s", st.active("ft"))
+	}
+	out = mustOutpost(t, "bundle", "import", b2, "--data", a.dir)
+	if got := a.status().active("ft"); got != "1.1.0" {
+		t.Fatalf("active %q after the delta bundle, want 1.1.0\n%s", got, out)
+	}
+	checkBlobs(t, a) // every blob holds the bytes its name says
+	want, err := fileDigest(filepath.Join(d2, "weights.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(a.dir, "cache", "blobs", "sha256", strings.TrimPrefix(want, "sha256:"))); err != nil {
+		t.Fatalf("v2's weights are not in the cache: %v", err)
+	}
 }
