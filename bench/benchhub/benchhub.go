@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -194,4 +196,41 @@ func AbsPath(p string) string {
 		return p
 	}
 	return a
+}
+
+// WriteModel writes two versions of a model of size bytes of float32
+// weights (N(0, 0.05²)) in weights.bin beside a small config.json: v1, and
+// v2 with the last change percent of the weights each moved by N(0, 0.01²),
+// one contiguous run, as fine-tuning the last layers does (100: a full
+// fine-tune, every weight moved). seed picks the weights.
+func WriteModel(v1, v2 string, size int64, change int, seed uint64) error {
+	n := size / 4
+	rng := rand.New(rand.NewPCG(seed, 2))
+	w := make([]float32, n)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64() * 0.05)
+	}
+	enc := func(w []float32) []byte {
+		b := make([]byte, 4*len(w))
+		for i, x := range w {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+		}
+		return b
+	}
+	cfg := []byte(`{"architecture": "mlp", "hidden": [4096, 4096], "classes": 1000}` + "\n")
+	for _, dir := range []string{v1, v2} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(v1, "weights.bin"), enc(w), 0o644); err != nil {
+		return err
+	}
+	for i := n - n*int64(change)/100; i < n; i++ {
+		w[i] += float32(rng.NormFloat64() * 0.01)
+	}
+	return os.WriteFile(filepath.Join(v2, "weights.bin"), enc(w), 0o644)
 }

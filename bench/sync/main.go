@@ -22,12 +22,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
-	"math"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -129,7 +126,7 @@ func (b *bench) run(ctx context.Context) error {
 
 	b.v1, b.v2 = filepath.Join(b.dir, "v1"), filepath.Join(b.dir, "v2")
 	fmt.Printf("writing v1 and v2: %s of float32 weights, v2 changes the last %d%%\n", benchhub.FormatSize(b.size), b.change)
-	if err := writeModel(b.v1, b.v2, b.size, b.change); err != nil {
+	if err := benchhub.WriteModel(b.v1, b.v2, b.size, b.change, 1); err != nil {
 		return err
 	}
 	if b.v2Digest, err = fileDigest(filepath.Join(b.v2, "weights.bin")); err != nil {
@@ -461,38 +458,6 @@ func (b *bench) curlGet(ctx context.Context) (result, error) {
 // of float32 weights: v2 changes the last change% of them, in one
 // contiguous run, as fine-tuning the last layers would (like the demo's
 // model, larger).
-func writeModel(v1, v2 string, size int64, change int) error {
-	n := size / 4
-	rng := rand.New(rand.NewPCG(1, 2))
-	w := make([]float32, n)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64() * 0.05)
-	}
-	enc := func(w []float32) []byte {
-		b := make([]byte, 4*len(w))
-		for i, x := range w {
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-		}
-		return b
-	}
-	cfg := []byte(`{"architecture": "mlp", "hidden": [4096, 4096], "classes": 1000}` + "\n")
-	for _, dir := range []string{v1, v2} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
-			return err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(v1, "weights.bin"), enc(w), 0o644); err != nil {
-		return err
-	}
-	for i := n - n*int64(change)/100; i < n; i++ {
-		w[i] += float32(rng.NormFloat64() * 0.01)
-	}
-	return os.WriteFile(filepath.Join(v2, "weights.bin"), enc(w), 0o644)
-}
-
 func fileDigest(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {

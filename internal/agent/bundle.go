@@ -396,7 +396,8 @@ func (a *Agent) applyBundleDelta(l *bundle.Layout, dl bundle.Delta, f fileRecord
 	if err != nil {
 		return 0, err
 	}
-	base, err := a.cache.readBlob(dl.Base.Digest, dl.Base.Size)
+	// The base is read unverified: what it makes is checked.
+	base, err := os.ReadFile(a.cache.blobPath(dl.Base.Digest))
 	if err != nil {
 		return 0, err
 	}
@@ -407,7 +408,7 @@ func (a *Agent) applyBundleDelta(l *bundle.Layout, dl bundle.Delta, f fileRecord
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", bundle.ErrDigest, err)
 	}
-	return size, a.cache.putBlob(digest.Digest(f.Digest), out)
+	return size, a.cache.putVerifiedBlob(digest.Digest(f.Digest), out)
 }
 
 // slicesGrow returns b resized to n bytes.

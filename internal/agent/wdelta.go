@@ -93,7 +93,8 @@ func (a *Agent) fetchByDelta(ctx context.Context, repo string, fd artifact.FileD
 		return fmt.Errorf("weight delta of %s: %w", fd.Path, err)
 	}
 	defer os.Remove(dst)
-	base, err := a.cache.readBlob(fd.Base, fd.BaseSize)
+	// The parent's file is read unverified: what it makes is checked.
+	base, err := os.ReadFile(a.cache.blobPath(fd.Base))
 	if err != nil {
 		return fmt.Errorf("weight delta of %s: the parent's file: %w", fd.Path, err)
 	}
@@ -105,7 +106,7 @@ func (a *Agent) fetchByDelta(ctx context.Context, repo string, fd artifact.FileD
 	if err != nil {
 		return err
 	}
-	if err := a.cache.putBlob(fd.Target, out); err != nil {
+	if err := a.cache.putVerifiedBlob(fd.Target, out); err != nil {
 		return err
 	}
 	a.log.Debug("fetched file by weight delta", "path", fd.Path, "delta", fd.Blob.Size, "file", fd.TargetSize)

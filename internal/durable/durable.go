@@ -40,7 +40,9 @@ func NewWriter(f *os.File) *Writer {
 // Write writes b to the file and the hash.
 func (w *Writer) Write(b []byte) (int, error) {
 	n, err := w.f.Write(b)
-	w.h.Write(b[:n])
+	if w.h != nil {
+		w.h.Write(b[:n])
+	}
 	w.n += int64(n)
 	if w.n-w.flushed >= writebackEvery {
 		startWriteback(w.f, w.flushed, w.n-w.flushed)
@@ -60,32 +62,58 @@ func (w *Writer) Sync() error { return w.f.Sync() }
 
 // Copy streams src into f through a Writer, checks that exactly size bytes
 // came and that they match want, and fsyncs f. report, if set, is called
-// with each count of bytes written.
+// with each count of bytes written. The bytes are hashed beside the writing
+// (another goroutine, one buffer behind), so a verified copy costs about
+// what the copy costs.
 func Copy(f *os.File, src io.Reader, size int64, want digest.Digest, report func(int64)) error {
-	w := NewWriter(f)
-	buf := make([]byte, bufSize)
+	h := sha256.New()
+	w := &Writer{f: f} // no hash of its own: the hasher below
+	toHash, hashed := make(chan []byte), make(chan struct{})
+	go func() {
+		for b := range toHash {
+			h.Write(b)
+			hashed <- struct{}{}
+		}
+	}()
+	inflight := false
+	defer func() {
+		if inflight {
+			<-hashed
+		}
+		close(toHash)
+	}()
+	bufs := [2][]byte{make([]byte, bufSize), make([]byte, bufSize)}
 	lim := io.LimitReader(src, size+1)
-	for {
-		n, err := lim.Read(buf)
+	for i := 0; ; i ^= 1 {
+		n, err := io.ReadFull(lim, bufs[i])
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			if inflight {
+				<-hashed // done with the other buffer
+			}
+			toHash <- bufs[i][:n]
+			inflight = true
+			if _, werr := w.Write(bufs[i][:n]); werr != nil {
 				return werr
 			}
 			if report != nil {
 				report(int64(n))
 			}
 		}
-		if err == io.EOF {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			break
 		}
 		if err != nil {
 			return err
 		}
 	}
+	if inflight {
+		<-hashed
+		inflight = false
+	}
 	if w.Size() != size {
 		return fmt.Errorf("size mismatch: got %d bytes, want %d", w.Size(), size)
 	}
-	if got := w.Digest(); got != want {
+	if got := digest.NewDigest(digest.SHA256, h); got != want {
 		return fmt.Errorf("digest mismatch: got %s, want %s", got, want)
 	}
 	return w.Sync()

@@ -34,7 +34,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -102,9 +101,9 @@ func Choose(base, target []byte) Layout {
 func word(b []byte, off, width int) uint32 {
 	if off+width <= len(b) {
 		if width == Float32 {
-			return binary.LittleEndian.Uint32(b[off:])
+			return binary.LittleEndian.Uint32(b[off : off+4])
 		}
-		return uint32(binary.LittleEndian.Uint16(b[off:]))
+		return uint32(binary.LittleEndian.Uint16(b[off : off+2]))
 	}
 	var w uint32
 	for i := width - 1; i >= 0; i-- {
@@ -147,19 +146,21 @@ func bucket(w uint32, width int) int {
 }
 
 // order returns the indexes of the words of base (read at phase, width
-// bytes each) in the order of their buckets, stable.
+// bytes each) in the order of their buckets, stable: a counting sort.
 func order(base []byte, l Layout, words int) []int32 {
+	buckets := make([]uint8, words)
 	var counts [256]int
-	for k := range words {
-		counts[bucket(word(base, l.Phase+k*l.Width, l.Width), l.Width)]++
+	for k := range buckets {
+		b := uint8(bucket(word(base, l.Phase+k*l.Width, l.Width), l.Width))
+		buckets[k] = b
+		counts[b]++
 	}
 	var start [256]int
 	for b, sum := 0, 0; b < len(counts); b++ {
 		start[b], sum = sum, sum+counts[b]
 	}
 	out := make([]int32, words)
-	for k := range words {
-		b := bucket(word(base, l.Phase+k*l.Width, l.Width), l.Width)
+	for k, b := range buckets {
 		out[start[b]] = int32(k)
 		start[b]++
 	}
@@ -179,8 +180,11 @@ func EncodeLayout(base, target []byte, l Layout) ([]byte, error) {
 	for i, k := range order(base, l, words) {
 		off := l.Phase + int(k)*l.Width
 		z := zigzag(word(target, off, l.Width)-word(base, off, l.Width), l.Width)
-		for p := range l.Width {
-			body[p*per+i] = byte(z >> (8 * p))
+		body[i] = byte(z)
+		body[per+i] = byte(z >> 8)
+		if l.Width == Float32 {
+			body[2*per+i] = byte(z >> 16)
+			body[3*per+i] = byte(z >> 24)
 		}
 	}
 	rest := body[words*l.Width:]
@@ -272,31 +276,44 @@ func Decode(base, delta []byte, maxSize int64) ([]byte, error) {
 	if h.Size > maxSize {
 		return nil, fmt.Errorf("weightdelta: the delta makes %d bytes, more than the %d expected", h.Size, maxSize)
 	}
-	dec, err := zstd.NewReader(bytes.NewReader(delta[off:]), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(h.Size)+maxWindow))
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(h.Size)+maxWindow))
 	if err != nil {
 		return nil, fmt.Errorf("weightdelta: %w", err)
 	}
 	defer dec.Close()
-	body := make([]byte, h.Size)
-	if _, err := io.ReadFull(dec, body); err != nil {
-		return nil, fmt.Errorf("weightdelta: the body holds fewer bytes than the %d claimed: %w", h.Size, err)
-	}
-	if n, _ := dec.Read(make([]byte, 1)); n > 0 {
+	body, err := dec.DecodeAll(delta[off:], make([]byte, 0, h.Size))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("weightdelta: the body is damaged, or holds fewer or more bytes than the %d claimed: %w", h.Size, err)
+	case int64(len(body)) < h.Size:
+		return nil, fmt.Errorf("weightdelta: the body holds fewer bytes than the %d claimed", h.Size)
+	case int64(len(body)) > h.Size:
 		return nil, fmt.Errorf("weightdelta: the body holds more bytes than the %d claimed", h.Size)
 	}
 	n, l := int(h.Size), h.Layout
 	words := max(0, (n-l.Phase)/l.Width)
 	target := make([]byte, n)
 	per := words
-	for i, k := range order(base, l, words) {
-		var z uint32
-		for p := range l.Width {
-			z |= uint32(body[p*per+i]) << (8 * p)
+	ord := order(base, l, words)
+	if l.Width == Float32 {
+		// The common case, without the generic loops over the planes.
+		p0, p1, p2, p3 := body[:per], body[per:2*per], body[2*per:3*per], body[3*per:4*per]
+		for i, k := range ord {
+			z := uint32(p0[i]) | uint32(p1[i])<<8 | uint32(p2[i])<<16 | uint32(p3[i])<<24
+			off := l.Phase + int(k)*4
+			binary.LittleEndian.PutUint32(target[off:off+4], word(base, off, 4)+(z>>1^-(z&1)))
 		}
-		off := l.Phase + int(k)*l.Width
-		w := word(base, off, l.Width) + unzigzag(z, l.Width)
-		for p := range l.Width {
-			target[off+p] = byte(w >> (8 * p))
+	} else {
+		for i, k := range ord {
+			var z uint32
+			for p := range l.Width {
+				z |= uint32(body[p*per+i]) << (8 * p)
+			}
+			off := l.Phase + int(k)*l.Width
+			w := word(base, off, l.Width) + unzigzag(z, l.Width)
+			for p := range l.Width {
+				target[off+p] = byte(w >> (8 * p))
+			}
 		}
 	}
 	rest := body[words*l.Width:]

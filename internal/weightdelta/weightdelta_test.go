@@ -174,7 +174,7 @@ func TestDecodeRefuses(t *testing.T) {
 		{"bad phase", "phase 4", append([]byte(Magic+"\x02\x04\x04"), good[len(Magic)+3:]...), 1000},
 		{"header cut", "cut short", []byte(Magic + "\x02\x04"), 1000},
 		{"too large", "more than the 399 expected", good, 399},
-		{"truncated planes", "fewer bytes", good[:len(good)-5], 1000},
+		{"truncated planes", "damaged", good[:len(good)-5], 1000},
 		{"planes longer than claimed", "", short, 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
