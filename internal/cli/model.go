@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -668,11 +669,14 @@ func newModelDiffCmd(g *globals) *cobra.Command {
 		Short: "Show how much of version TO a cluster holding FROM must fetch",
 		Long: `Compare the chunk indexes of two model versions (of the same model or of
 two models) and print how many chunks and bytes of TO are not in FROM: what
-crosses the link when an edge cluster that caches FROM is moved to TO.`,
+crosses the link when an edge cluster that caches FROM is moved to TO. Where
+TO has a weight delta against a file of FROM (it was pushed with --parent)
+smaller than the file's missing chunks, the delta is what crosses.`,
 		Example: "  outpost model diff fashion-mlp@1.0.0 fashion-mlp@1.1.0",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var idx [2]*artifact.ChunkIndex
+			var deltas []artifact.FileDelta
 			for i, ref := range args {
 				name, version := splitRef(ref)
 				if version == "" {
@@ -685,6 +689,9 @@ crosses the link when an edge cluster that caches FROM is moved to TO.`,
 				if idx[i], err = artifact.FetchChunkIndex(cmd.Context(), repo, desc); err != nil {
 					return fmt.Errorf("chunk index of %s: %w", ref, err)
 				}
+				if i == 1 {
+					deltas, _ = artifact.FetchWeightDeltas(cmd.Context(), repo, desc) // none is fine
+				}
 			}
 			d := artifact.ComputeDelta(idx[1], idx[0])
 			pct := 0.0
@@ -693,12 +700,27 @@ crosses the link when an edge cluster that caches FROM is moved to TO.`,
 			}
 			fmt.Fprintf(g.stdout, "%s holds all but %d of the %d chunks of %s: %s of %s to fetch (%.1f%%)\n",
 				args[0], d.MissingChunks, d.Chunks, args[1], bytesize.Format(d.MissingBytes), bytesize.Format(d.TotalBytes), pct)
+			held := map[digest.Digest]bool{}
+			for _, f := range idx[0].Files {
+				held[f.Digest] = true
+			}
+			best, usedDelta := int64(0), false
 			for _, f := range d.Missing {
 				var n int64
 				for _, c := range f.Chunks {
 					n += c.Length
 				}
-				fmt.Fprintf(g.stdout, "  %s: %d chunk(s), %s\n", f.Path, len(f.Chunks), bytesize.Format(n))
+				line, cost := fmt.Sprintf("  %s: %d chunk(s), %s", f.Path, len(f.Chunks), bytesize.Format(n)), n
+				for _, fd := range deltas {
+					if fd.Target == f.Digest && held[fd.Base] && fd.Blob.Size < cost {
+						line, cost, usedDelta = fmt.Sprintf("%s, or a weight delta of %s (fetched instead)", line, bytesize.Format(fd.Blob.Size)), fd.Blob.Size, true
+					}
+				}
+				best += cost
+				fmt.Fprintln(g.stdout, line)
+			}
+			if usedDelta && d.TotalBytes > 0 {
+				fmt.Fprintf(g.stdout, "with weight deltas: %s to fetch (%.1f%%)\n", bytesize.Format(best), 100*float64(best)/float64(d.TotalBytes))
 			}
 			return nil
 		},

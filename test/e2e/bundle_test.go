@@ -528,6 +528,12 @@ func TestBundleWeightDelta(t *testing.T) {
 	h.mustRun("bundle", "import-status", s1)
 
 	h.mustRun("model", "push", d2, "--name", "ft", "--version", "1.1.0", "--parent", "ft@1.0.0")
+	// The hub's estimate counts the weight delta a holder of 1.0.0 fetches.
+	diff := h.mustRun("model", "diff", "ft@1.0.0", "ft@1.1.0")
+	t.Log(strings.TrimSpace(diff))
+	if !strings.Contains(diff, "or a weight delta of") || !strings.Contains(diff, "with weight deltas:") {
+		t.Fatalf("model diff does not count the weight delta:\n%s", diff)
+	}
 	applyYAML(t, h, deployment("ft", "ft", "1.1.0", "tier: air", ""))
 	b2 := filepath.Join(usb, "b2")
 	out := h.mustRun("bundle", "create", "--cluster", "sub-1", "--out", b2)
