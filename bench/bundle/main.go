@@ -167,11 +167,7 @@ func (b *bench) scenario(ctx context.Context, change int) (result, error) {
 	if r.importFull, r.copyFull, err = b.timeImport(ctx, full); err != nil {
 		return r, err
 	}
-	status := filepath.Join(dir, "status.json")
-	if err := b.edgeRun(ctx, "bundle", "export-status", "--data", b.edge, "--out", status); err != nil {
-		return r, err
-	}
-	if _, err := b.hub.Run(ctx, "bundle", "import-status", status); err != nil {
+	if err := b.statusBack(ctx, filepath.Join(dir, "status-1.json")); err != nil {
 		return r, err
 	}
 
@@ -190,6 +186,9 @@ func (b *bench) scenario(ctx context.Context, change int) (result, error) {
 	r.deltas = strings.Contains(out, "as weight deltas: ") && !strings.Contains(out, "as weight deltas: 0")
 	r.bundle = dirSize(delta)
 	if r.importV2, r.copyV2, err = b.timeImport(ctx, delta); err != nil {
+		return r, err
+	}
+	if err := b.statusBack(ctx, filepath.Join(dir, "status-2.json")); err != nil {
 		return r, err
 	}
 
@@ -249,6 +248,16 @@ func (b *bench) timeImport(ctx context.Context, bundle string) (imp, cp time.Dur
 		return 0, 0, err
 	}
 	return median(imps), median(cps), nil
+}
+
+// statusBack carries the cluster's status to the hub by a status bundle
+// at path, so that the hub knows what the cluster holds.
+func (b *bench) statusBack(ctx context.Context, path string) error {
+	if err := b.edgeRun(ctx, "bundle", "export-status", "--data", b.edge, "--out", path); err != nil {
+		return err
+	}
+	_, err := b.hub.Run(ctx, "bundle", "import-status", path)
+	return err
 }
 
 func (b *bench) edgeRun(ctx context.Context, args ...string) error {

@@ -145,26 +145,20 @@ func bucket(w uint32, width int) int {
 	return int(w>>23) & 0xff
 }
 
-// order returns the indexes of the words of base (read at phase, width
-// bytes each) in the order of their buckets, stable: a counting sort.
-func order(base []byte, l Layout, words int) []int32 {
-	buckets := make([]uint8, words)
+// starts returns, for each bucket of the words of base (read at phase,
+// width bytes each), where its words start in the order of their buckets:
+// the first pass of a counting sort, whose second pass each loop below
+// makes as it goes, word by word, advancing its bucket's start.
+func starts(base []byte, l Layout, words int) [256]int {
 	var counts [256]int
-	for k := range buckets {
-		b := uint8(bucket(word(base, l.Phase+k*l.Width, l.Width), l.Width))
-		buckets[k] = b
-		counts[b]++
+	for k := range words {
+		counts[bucket(word(base, l.Phase+k*l.Width, l.Width), l.Width)]++
 	}
 	var start [256]int
 	for b, sum := 0, 0; b < len(counts); b++ {
 		start[b], sum = sum, sum+counts[b]
 	}
-	out := make([]int32, words)
-	for k, b := range buckets {
-		out[start[b]] = int32(k)
-		start[b]++
-	}
-	return out
+	return start
 }
 
 // EncodeLayout returns the delta that turns base into target, reading both
@@ -177,9 +171,14 @@ func EncodeLayout(base, target []byte, l Layout) ([]byte, error) {
 	words := max(0, (n-l.Phase)/l.Width)
 	body := make([]byte, n)
 	per := words // bytes of each plane
-	for i, k := range order(base, l, words) {
-		off := l.Phase + int(k)*l.Width
-		z := zigzag(word(target, off, l.Width)-word(base, off, l.Width), l.Width)
+	start := starts(base, l, words)
+	for k := range words {
+		off := l.Phase + k*l.Width
+		bw := word(base, off, l.Width)
+		b := bucket(bw, l.Width)
+		i := start[b]
+		start[b]++
+		z := zigzag(word(target, off, l.Width)-bw, l.Width)
 		body[i] = byte(z)
 		body[per+i] = byte(z >> 8)
 		if l.Width == Float32 {
@@ -294,23 +293,31 @@ func Decode(base, delta []byte, maxSize int64) ([]byte, error) {
 	words := max(0, (n-l.Phase)/l.Width)
 	target := make([]byte, n)
 	per := words
-	ord := order(base, l, words)
+	start := starts(base, l, words)
 	if l.Width == Float32 {
 		// The common case, without the generic loops over the planes.
 		p0, p1, p2, p3 := body[:per], body[per:2*per], body[2*per:3*per], body[3*per:4*per]
-		for i, k := range ord {
+		for k := range words {
+			off := l.Phase + k*4
+			bw := word(base, off, 4)
+			b := bw >> 23 & 0xff
+			i := start[b]
+			start[b]++
 			z := uint32(p0[i]) | uint32(p1[i])<<8 | uint32(p2[i])<<16 | uint32(p3[i])<<24
-			off := l.Phase + int(k)*4
-			binary.LittleEndian.PutUint32(target[off:off+4], word(base, off, 4)+(z>>1^-(z&1)))
+			binary.LittleEndian.PutUint32(target[off:off+4], bw+(z>>1^-(z&1)))
 		}
 	} else {
-		for i, k := range ord {
+		for k := range words {
+			off := l.Phase + k*l.Width
+			bw := word(base, off, l.Width)
+			b := bucket(bw, l.Width)
+			i := start[b]
+			start[b]++
 			var z uint32
 			for p := range l.Width {
 				z |= uint32(body[p*per+i]) << (8 * p)
 			}
-			off := l.Phase + int(k)*l.Width
-			w := word(base, off, l.Width) + unzigzag(z, l.Width)
+			w := bw + unzigzag(z, l.Width)
 			for p := range l.Width {
 				target[off+p] = byte(w >> (8 * p))
 			}
