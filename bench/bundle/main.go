@@ -33,6 +33,8 @@ func main() {
 		oras    = flag.String("oras", ".tools/bin/oras", "oras binary")
 		changes = flag.String("change", "10,100", "percent of the weights v2 changes, one scenario each (10: the last layers; 100: a full fine-tune)")
 		runs    = flag.Int("runs", 3, "imports and copies timed per bundle (the median counts)")
+		parts   = flag.String("max-part-size", "16MiB", "the full bundle is also written as tar parts of this size, and its import timed")
+		keep    = flag.Bool("keep", false, "keep the scratch folder (hub, bundles, the cluster's data) and print its path")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -41,7 +43,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	b := &bench{size: n, outpost: benchhub.AbsPath(*outpost), oras: benchhub.AbsPath(*oras), runs: max(*runs, 1)}
+	b := &bench{size: n, outpost: benchhub.AbsPath(*outpost), oras: benchhub.AbsPath(*oras), runs: max(*runs, 1), parts: *parts, keep: *keep}
 	for _, c := range strings.Split(*changes, ",") {
 		var pct int
 		if _, err := fmt.Sscan(c, &pct); err != nil || pct < 1 || pct > 100 {
@@ -60,6 +62,8 @@ type bench struct {
 	rsync         string
 	changes       []int
 	runs          int
+	parts         string
+	keep          bool
 
 	dir  string
 	hub  *benchhub.Hub
@@ -73,6 +77,7 @@ type result struct {
 	full, bundle, oci, rsyncBatch int64
 	deltas                        bool
 	importFull, copyFull          time.Duration
+	importParts, copyParts        time.Duration
 	importV2, copyV2              time.Duration
 }
 
@@ -89,7 +94,11 @@ func (b *bench) run(ctx context.Context) error {
 	if b.dir, err = os.MkdirTemp("", "outpost-bench-bundle-"); err != nil {
 		return err
 	}
-	defer os.RemoveAll(b.dir)
+	if b.keep {
+		fmt.Println("scratch folder (kept):", b.dir)
+	} else {
+		defer os.RemoveAll(b.dir)
+	}
 	if b.hub, err = benchhub.Start(ctx, b.outpost, b.dir); err != nil {
 		return err
 	}
@@ -164,7 +173,14 @@ func (b *bench) scenario(ctx context.Context, change int) (result, error) {
 		return r, err
 	}
 	r.full = dirSize(full)
-	if r.importFull, r.copyFull, err = b.timeImport(ctx, full); err != nil {
+	parts := filepath.Join(dir, "bundle-v1-parts")
+	if _, err := b.hub.Run(ctx, "bundle", "create", "--cluster", "sub-1", "--out", parts, "--max-part-size", b.parts); err != nil {
+		return r, err
+	}
+	if r.importParts, r.copyParts, err = b.timeImport(ctx, parts, false); err != nil {
+		return r, err
+	}
+	if r.importFull, r.copyFull, err = b.timeImport(ctx, full, true); err != nil {
 		return r, err
 	}
 	if err := b.statusBack(ctx, filepath.Join(dir, "status-1.json")); err != nil {
@@ -185,7 +201,7 @@ func (b *bench) scenario(ctx context.Context, change int) (result, error) {
 	fmt.Print("  ", out)
 	r.deltas = strings.Contains(out, "as weight deltas: ") && !strings.Contains(out, "as weight deltas: 0")
 	r.bundle = dirSize(delta)
-	if r.importV2, r.copyV2, err = b.timeImport(ctx, delta); err != nil {
+	if r.importV2, r.copyV2, err = b.timeImport(ctx, delta, true); err != nil {
 		return r, err
 	}
 	if err := b.statusBack(ctx, filepath.Join(dir, "status-2.json")); err != nil {
@@ -221,10 +237,15 @@ func (b *bench) scenario(ctx context.Context, change int) (result, error) {
 
 // timeImport imports bundle into a copy of the cluster's data directory
 // b.runs times, and copies the bundle's files (each fsynced, as the import
-// does) as often, and returns the medians; the cluster's own directory
-// then imports it for real.
-func (b *bench) timeImport(ctx context.Context, bundle string) (imp, cp time.Duration, err error) {
+// does) as often, and returns the medians; with keep, the cluster's own
+// directory then imports it for real.
+func (b *bench) timeImport(ctx context.Context, bundle string, keep bool) (imp, cp time.Duration, err error) {
 	var imps, cps []time.Duration
+	if b.keep { // the cluster's data before the import, to import again by hand
+		if err := copyTree(b.edge, bundle+".before", false); err != nil {
+			return 0, 0, err
+		}
+	}
 	for i := range b.runs {
 		scratch := filepath.Join(b.dir, fmt.Sprintf("scratch-%d", i))
 		if err := copyTree(b.edge, scratch, false); err != nil {
@@ -244,8 +265,10 @@ func (b *bench) timeImport(ctx context.Context, bundle string) (imp, cp time.Dur
 		cps = append(cps, time.Since(start))
 		os.RemoveAll(to)
 	}
-	if err := b.edgeRun(ctx, "bundle", "import", bundle, "--data", b.edge); err != nil {
-		return 0, 0, err
+	if keep {
+		if err := b.edgeRun(ctx, "bundle", "import", bundle, "--data", b.edge); err != nil {
+			return 0, 0, err
+		}
 	}
 	return median(imps), median(cps), nil
 }
@@ -283,6 +306,7 @@ func (b *bench) print(rs []result) {
 	fmt.Printf("%-28s %12s %9s %9s %9s\n", "bundle", "bytes", "import s", "copy s", "ratio")
 	for _, r := range rs {
 		fmt.Printf("%-28s %12d %9.2f %9.2f %8.2fx\n", fmt.Sprintf("v1 full (%d%% scenario)", r.change), r.full, r.importFull.Seconds(), r.copyFull.Seconds(), r.importFull.Seconds()/r.copyFull.Seconds())
+		fmt.Printf("%-28s %12d %9.2f %9.2f %8.2fx\n", fmt.Sprintf("  as %s tar parts", b.parts), r.full, r.importParts.Seconds(), r.copyParts.Seconds(), r.importParts.Seconds()/r.copyParts.Seconds())
 		fmt.Printf("%-28s %12d %9.2f %9.2f %8.2fx\n", fmt.Sprintf("v1 -> v2 (%d%% changed)", r.change), r.bundle, r.importV2.Seconds(), r.copyV2.Seconds(), r.importV2.Seconds()/r.copyV2.Seconds())
 	}
 	fmt.Println("\nbundle: the folder `outpost bundle create` writes for a cluster known to hold v1 (manifests, config,")

@@ -296,36 +296,34 @@ func (c *checkedPart) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// unpackFrom extracts the parts of p in src into layout, checking each
-// part's digest as it is read: a part that does not match fails the whole,
-// and no layout appears.
+// unpackFrom extracts the parts of p in src into layout, while another
+// goroutine checks each part's digest (the two hashes, of the parts and of
+// the blobs, run side by side): a part that does not match fails the
+// whole, and no layout appears.
 func unpackFrom(ctx context.Context, src, stage, layout string, p *Parts) error {
 	tmp := layout + ".partial"
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
+	checked := make(chan error, 1)
+	go func() { checked <- checkParts(src, p) }()
 	readers := make([]io.Reader, 0, len(p.Parts))
 	for _, pt := range p.Parts {
 		f, err := os.Open(filepath.Join(src, pt.Name))
 		if err != nil {
+			<-checked
 			return fmt.Errorf("bundle: %w", err)
 		}
 		defer f.Close()
-		readers = append(readers, &checkedPart{r: io.LimitReader(f, pt.Size+1), h: sha256.New(), pt: pt})
+		readers = append(readers, io.LimitReader(f, pt.Size))
 	}
-	r := io.MultiReader(readers...)
-	err := Untar(ctx, r, tmp)
-	if err == nil {
-		// The tar ends before the last part's padding does: read the
-		// rest, so that every part is checked whole.
-		_, err = io.Copy(io.Discard, r)
+	err := Untar(ctx, io.MultiReader(readers...), tmp)
+	// A damaged part may break the tar before its own end: name it.
+	if perr := <-checked; perr != nil {
+		err = perr
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
-		// A damaged part may break the tar before its own end: name it.
-		if perr := checkParts(src, p); perr != nil {
-			return perr
-		}
 		return err
 	}
 	return finishLayout(tmp, layout, stage)
@@ -392,6 +390,7 @@ func unpack(ctx context.Context, stage, layout string, p *Parts) error {
 // blobs/sha256/HEX).
 func Untar(ctx context.Context, r io.Reader, dir string) error {
 	tr := tar.NewReader(r)
+	buf := make([]byte, 1<<20)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -415,21 +414,17 @@ func Untar(ctx context.Context, r io.Reader, dir string) error {
 			return fmt.Errorf("%w: tar entry %q: %v", ErrMalformed, hdr.Name, err)
 		}
 		// A blob is checked against its name as it is written: a layout
-		// unpacked whole holds only blobs that match their digests.
-		var v digest.Verifier
-		var w io.Writer = f
-		if strings.HasPrefix(hdr.Name, "blobs/") {
-			v = digest.Digest("sha256:" + path.Base(hdr.Name)).Verifier()
-			w = io.MultiWriter(f, v)
-		}
-		_, err = io.Copy(w, tr)
+		// unpacked whole holds only blobs that match their digests. The
+		// writer starts writeback as it goes, so the final fsync is short.
+		w := durable.NewWriter(f)
+		_, err = io.CopyBuffer(w, tr, buf)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
 			return fmt.Errorf("bundle: unpack %s: %w", hdr.Name, err)
 		}
-		if v != nil && !v.Verified() {
+		if strings.HasPrefix(hdr.Name, "blobs/") && w.Digest() != digest.Digest("sha256:"+path.Base(hdr.Name)) {
 			return fmt.Errorf("bundle: unpack %s: %w", hdr.Name, ErrDigest)
 		}
 	}
