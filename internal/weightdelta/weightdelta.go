@@ -161,6 +161,13 @@ func starts(base []byte, l Layout, words int) [256]int {
 	return start
 }
 
+// take returns the next place of a word of bucket b, and advances it.
+func take(start *[256]int, b int) int {
+	i := start[b]
+	start[b]++
+	return i
+}
+
 // EncodeLayout returns the delta that turns base into target, reading both
 // as words of layout l.
 func EncodeLayout(base, target []byte, l Layout) ([]byte, error) {
@@ -175,9 +182,7 @@ func EncodeLayout(base, target []byte, l Layout) ([]byte, error) {
 	for k := range words {
 		off := l.Phase + k*l.Width
 		bw := word(base, off, l.Width)
-		b := bucket(bw, l.Width)
-		i := start[b]
-		start[b]++
+		i := take(&start, bucket(bw, l.Width))
 		z := zigzag(word(target, off, l.Width)-bw, l.Width)
 		body[i] = byte(z)
 		body[per+i] = byte(z >> 8)
@@ -300,9 +305,7 @@ func Decode(base, delta []byte, maxSize int64) ([]byte, error) {
 		for k := range words {
 			off := l.Phase + k*4
 			bw := word(base, off, 4)
-			b := bw >> 23 & 0xff
-			i := start[b]
-			start[b]++
+			i := take(&start, int(bw>>23&0xff))
 			z := uint32(p0[i]) | uint32(p1[i])<<8 | uint32(p2[i])<<16 | uint32(p3[i])<<24
 			binary.LittleEndian.PutUint32(target[off:off+4], bw+(z>>1^-(z&1)))
 		}
@@ -310,9 +313,7 @@ func Decode(base, delta []byte, maxSize int64) ([]byte, error) {
 		for k := range words {
 			off := l.Phase + k*l.Width
 			bw := word(base, off, l.Width)
-			b := bucket(bw, l.Width)
-			i := start[b]
-			start[b]++
+			i := take(&start, bucket(bw, l.Width))
 			var z uint32
 			for p := range l.Width {
 				z |= uint32(body[p*per+i]) << (8 * p)
