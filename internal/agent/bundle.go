@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -391,24 +392,23 @@ func (a *Agent) applyBundleDelta(l *bundle.Layout, dl bundle.Delta, f fileRecord
 	if !a.cache.has(dl.Base.Digest, dl.Base.Size) {
 		return 0, fmt.Errorf("%w: the bundle carries it as a weight delta against %s, which this cache does not hold (the bundle was made for what another cache holds)", bundle.ErrIncomplete, dl.Base.Digest)
 	}
-	size, _ := l.Listed(dl.Blob)
-	delta, err := l.ReadSmall(dl.Blob, max(size, 0))
-	if err != nil {
-		return 0, err
+	size, ok := l.Listed(dl.Blob)
+	if !ok {
+		return 0, fmt.Errorf("%w: blob %s is not in the bundle", bundle.ErrIncomplete, dl.Blob)
 	}
-	// The base is read unverified: what it makes is checked.
-	base, err := os.ReadFile(a.cache.blobPath(dl.Base.Digest))
+	delta, err := os.Open(bundle.BlobPath(l.Dir, dl.Blob))
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w: weight delta %s: %v", bundle.ErrIncomplete, dl.Blob, err)
 	}
-	out, err := artifact.ApplyWeightDelta(base, delta, artifact.FileDelta{
+	defer delta.Close()
+	err = a.applyDelta(artifact.FileDelta{
 		Path: f.Path, Target: digest.Digest(f.Digest), TargetSize: f.Size, Base: dl.Base.Digest, BaseSize: dl.Base.Size,
 		Blob: ocispec.Descriptor{Digest: dl.Blob, Size: size},
-	})
+	}, io.LimitReader(delta, size))
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", bundle.ErrDigest, err)
 	}
-	return size, a.cache.putVerifiedBlob(digest.Digest(f.Digest), out)
+	return size, nil
 }
 
 // slicesGrow returns b resized to n bytes.

@@ -78,13 +78,34 @@ func (c *cache) putBlob(d digest.Digest, b []byte) error {
 	return durable.WriteFile(c.blobPath(d), b, 0o600)
 }
 
-// putVerifiedBlob writes b as blob d, which the caller has checked b
-// hashes to.
-func (c *cache) putVerifiedBlob(d digest.Digest, b []byte) error {
-	if c.has(d, int64(len(b))) {
-		return nil
+// putChecked writes blob d with what fill writes, which must check that
+// it is d's bytes (fill's error leaves nothing): through a temporary file,
+// fsynced, then renamed.
+func (c *cache) putChecked(d digest.Digest, fill func(io.Writer) error) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("cache: %w", err)
 	}
-	return durable.WriteFile(c.blobPath(d), b, 0o600)
+	dst := c.blobPath(d)
+	f, err := os.CreateTemp(filepath.Dir(dst), ".fill-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	w := durable.NewRawWriter(f)
+	if err := fill(w); err != nil {
+		return err
+	}
+	if err := w.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), dst); err != nil {
+		return err
+	}
+	return durable.SyncDir(filepath.Dir(dst))
 }
 
 // readBlob reads blob d of at most limit bytes and verifies it.

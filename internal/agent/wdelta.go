@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/opencontainers/go-digest"
@@ -93,22 +95,29 @@ func (a *Agent) fetchByDelta(ctx context.Context, repo string, fd artifact.FileD
 		return fmt.Errorf("weight delta of %s: %w", fd.Path, err)
 	}
 	defer os.Remove(dst)
-	// The parent's file is read unverified: what it makes is checked.
-	base, err := os.ReadFile(a.cache.blobPath(fd.Base))
-	if err != nil {
-		return fmt.Errorf("weight delta of %s: the parent's file: %w", fd.Path, err)
-	}
-	delta, err := os.ReadFile(dst)
+	delta, err := os.Open(dst)
 	if err != nil {
 		return err
 	}
-	out, err := artifact.ApplyWeightDelta(base, delta, fd)
-	if err != nil {
-		return err
-	}
-	if err := a.cache.putVerifiedBlob(fd.Target, out); err != nil {
+	defer delta.Close()
+	if err := a.applyDelta(fd, delta); err != nil {
 		return err
 	}
 	a.log.Debug("fetched file by weight delta", "path", fd.Path, "delta", fd.Blob.Size, "file", fd.TargetSize)
 	return nil
+}
+
+// applyDelta rebuilds fd's file into the cache from the parent's file the
+// cache holds and the delta read from delta, a block at a time, checked
+// against the file's digest. The parent's file is read unverified: what it
+// makes is checked.
+func (a *Agent) applyDelta(fd artifact.FileDelta, delta io.Reader) error {
+	base, err := os.Open(a.cache.blobPath(fd.Base))
+	if err != nil {
+		return fmt.Errorf("weight delta of %s: the parent's file: %w", fd.Path, err)
+	}
+	defer base.Close()
+	return a.cache.putChecked(fd.Target, func(w io.Writer) error {
+		return artifact.ApplyWeightDelta(w, base, bufio.NewReaderSize(delta, 1<<20), fd)
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 
@@ -210,18 +211,18 @@ func FetchWeightDeltas(ctx context.Context, src oras.ReadOnlyGraphTarget, manife
 	return nil, lastErr
 }
 
-// ApplyWeightDelta rebuilds fd's file from the parent's file base and the
-// delta's bytes, and checks it against fd's digest and size.
-func ApplyWeightDelta(base, delta []byte, fd FileDelta) ([]byte, error) {
-	if got := digest.FromBytes(delta); got != fd.Blob.Digest {
-		return nil, fmt.Errorf("weight delta of %s: digest %s, want %s", fd.Path, got, fd.Blob.Digest)
-	}
-	out, err := weightdelta.Decode(base, delta, fd.TargetSize)
+// ApplyWeightDelta writes to w the file fd rebuilds from the parent's file
+// base and the delta read from delta, a block at a time, and checks what it
+// wrote against fd's size and digest; on an error the caller discards what
+// w received.
+func ApplyWeightDelta(w io.Writer, base io.ReaderAt, delta io.Reader, fd FileDelta) error {
+	v := digest.SHA256.Digester()
+	n, err := weightdelta.DecodeTo(io.MultiWriter(w, v.Hash()), base, delta, fd.TargetSize)
 	if err != nil {
-		return nil, fmt.Errorf("weight delta of %s: %w", fd.Path, err)
+		return fmt.Errorf("weight delta of %s: %w", fd.Path, err)
 	}
-	if int64(len(out)) != fd.TargetSize || digest.FromBytes(out) != fd.Target {
-		return nil, fmt.Errorf("weight delta of %s: the rebuilt file does not match its digest %s", fd.Path, fd.Target)
+	if n != fd.TargetSize || v.Digest() != fd.Target {
+		return fmt.Errorf("weight delta of %s: the rebuilt file does not match its digest %s", fd.Path, fd.Target)
 	}
-	return out, nil
+	return nil
 }

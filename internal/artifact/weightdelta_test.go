@@ -58,15 +58,20 @@ func TestWeightDeltaRoundTrip(t *testing.T) {
 	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], enc[0].FileDelta) {
 		t.Fatalf("ParseWeightDeltas = %+v, %v; want %+v", got, err, enc[0].FileDelta)
 	}
-	out, err := ApplyWeightDelta(base, enc[0].Data, got[0])
+	apply := func(base, delta []byte) ([]byte, error) {
+		var out bytes.Buffer
+		err := ApplyWeightDelta(&out, bytes.NewReader(base), bytes.NewReader(delta), got[0])
+		return out.Bytes(), err
+	}
+	out, err := apply(base, enc[0].Data)
 	if err != nil || !bytes.Equal(out, target) {
 		t.Fatalf("ApplyWeightDelta: %v", err)
 	}
 	// The wrong base makes the wrong bytes, which the digest catches.
-	if _, err := ApplyWeightDelta(target, enc[0].Data, got[0]); err == nil || !strings.Contains(err.Error(), "does not match") {
+	if _, err := apply(target, enc[0].Data); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Errorf("ApplyWeightDelta on the wrong base = %v", err)
 	}
-	if _, err := ApplyWeightDelta(base, append(bytes.Clone(enc[0].Data), 0), got[0]); err == nil || !strings.Contains(err.Error(), "digest") {
+	if _, err := apply(base, append(bytes.Clone(enc[0].Data), 0)); err == nil || !strings.Contains(err.Error(), "more bytes") {
 		t.Errorf("ApplyWeightDelta of altered delta bytes = %v", err)
 	}
 

@@ -37,6 +37,13 @@ func NewWriter(f *os.File) *Writer {
 	return &Writer{f: f, h: sha256.New()}
 }
 
+// NewRawWriter returns a Writer appending to f that does not hash what it
+// writes (its Digest must not be called): for callers that check the bytes
+// another way.
+func NewRawWriter(f *os.File) *Writer {
+	return &Writer{f: f}
+}
+
 // Write writes b to the file and the hash.
 func (w *Writer) Write(b []byte) (int, error) {
 	n, err := w.f.Write(b)
@@ -67,7 +74,7 @@ func (w *Writer) Sync() error { return w.f.Sync() }
 // what the copy costs.
 func Copy(f *os.File, src io.Reader, size int64, want digest.Digest, report func(int64)) error {
 	h := sha256.New()
-	w := &Writer{f: f} // no hash of its own: the hasher below
+	w := NewRawWriter(f) // the hasher below hashes
 	toHash, hashed := make(chan []byte), make(chan struct{})
 	go func() {
 		for b := range toHash {

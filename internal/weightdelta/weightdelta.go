@@ -13,27 +13,35 @@
 // weight has a fine grid), so the words are put in the order of their old
 // exponent before their bytes are grouped by position within the word
 // (byte planes): each plane then holds runs of bytes alike, which zstd
-// packs, while the noisy low planes cost about what they are. A delta is
+// packs, while the noisy low planes cost about what they are. The words go
+// in blocks of at most a few million, each sorted and compressed on its
+// own, so that encoding runs on every core and decoding streams in bounded
+// memory. A delta is
 //
-//	magic "OPWD" | version 2 | width | phase | target length (uvarint) |
-//	zstd(planes of the words' zigzag differences | the other bytes XOR base)
+//	magic "OPWD" | version 3 | width | phase | target length (uvarint) |
+//	words per block (uvarint) | the bytes before the first word, XOR base |
+//	per block: frame length (uvarint) | zstd frame of the block's planes |
+//	the bytes after the last whole word, XOR base
 //
 // with width the word size in bytes (4 for float32, 2 for float16) and
 // phase the offset of the first word (weights need not start at a
 // multiple of the width: the words are the target's bytes from phase on,
-// whole words only; the bytes before and after them travel XORed with the
-// base's). Where the base is shorter than the target it reads as zeros.
-// Encode picks the width and phase that suit the file (Choose).
+// whole words only). Where the base is shorter than the target it reads as
+// zeros. Encode picks the width and phase that suit the file (Choose).
 //
 // Decode does not verify the result: the caller checks it against the
 // digest the manifest gives, as any fetched file is checked.
 package weightdelta
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"runtime"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -42,7 +50,15 @@ import (
 const Magic = "OPWD"
 
 // version is the format's version.
-const version = 2
+const version = 3
+
+// BlockWords is how many words Encode puts in a block; MaxBlockWords bounds
+// what a delta may declare (and so a decoder's memory: a block's bytes a few
+// times over).
+const (
+	BlockWords    = 1 << 22
+	MaxBlockWords = 1 << 24
+)
 
 // Widths a delta may use: float32 and float16 words.
 const (
@@ -145,13 +161,13 @@ func bucket(w uint32, width int) int {
 	return int(w>>23) & 0xff
 }
 
-// starts returns, for each bucket of the words of base (read at phase,
-// width bytes each), where its words start in the order of their buckets:
-// the first pass of a counting sort, whose second pass each loop below
-// makes as it goes, word by word, advancing its bucket's start.
-func starts(base []byte, l Layout, words int) [256]int {
+// starts returns, for each bucket of the words [from, to) of base (read
+// at phase, width bytes each), where its words start in the order of their
+// buckets: the first pass of a counting sort, whose second pass each loop
+// makes as it goes, word by word, advancing its bucket's start (take).
+func starts(base []byte, l Layout, from, to int) [256]int {
 	var counts [256]int
-	for k := range words {
+	for k := from; k < to; k++ {
 		counts[bucket(word(base, l.Phase+k*l.Width, l.Width), l.Width)]++
 	}
 	var start [256]int
@@ -169,61 +185,76 @@ func take(start *[256]int, b int) int {
 }
 
 // EncodeLayout returns the delta that turns base into target, reading both
-// as words of layout l.
+// as words of layout l. Its blocks are encoded on every core.
 func EncodeLayout(base, target []byte, l Layout) ([]byte, error) {
+	return encodeBlocks(base, target, l, BlockWords)
+}
+
+func encodeBlocks(base, target []byte, l Layout, blockWords int) ([]byte, error) {
 	if err := l.check(); err != nil {
 		return nil, err
 	}
 	n := len(target)
 	words := max(0, (n-l.Phase)/l.Width)
-	body := make([]byte, n)
-	per := words // bytes of each plane
-	start := starts(base, l, words)
-	for k := range words {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("weightdelta: %w", err)
+	}
+	defer enc.Close()
+	blocks := (words + blockWords - 1) / blockWords
+	frames := make([][]byte, blocks)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(runtime.GOMAXPROCS(0), max(blocks, 1)) {
+		wg.Go(func() {
+			body := make([]byte, 0, min(words, blockWords)*l.Width)
+			for j := range next {
+				from := j * blockWords
+				body = planes(body[:0], base, target, l, from, min(words, from+blockWords))
+				// EncodeAll may run concurrently on one encoder.
+				frames[j] = enc.EncodeAll(body, nil)
+			}
+		})
+	}
+	for j := range blocks {
+		next <- j
+	}
+	close(next)
+	wg.Wait()
+	out := []byte(Magic)
+	out = append(out, version, byte(l.Width), byte(l.Phase))
+	out = binary.AppendUvarint(out, uint64(n))
+	out = binary.AppendUvarint(out, uint64(blockWords))
+	for i := range min(l.Phase, n) {
+		out = append(out, target[i]^at(base, i))
+	}
+	for _, f := range frames {
+		out = binary.AppendUvarint(out, uint64(len(f)))
+		out = append(out, f...)
+	}
+	for i := l.Phase + words*l.Width; i < n; i++ {
+		out = append(out, target[i]^at(base, i))
+	}
+	return out, nil
+}
+
+// planes appends to body the byte planes of the zigzag differences of
+// words [from, to) of target against base, in the order of their base
+// words' buckets (stable within a bucket).
+func planes(body, base, target []byte, l Layout, from, to int) []byte {
+	count := to - from
+	body = append(body, make([]byte, count*l.Width)...)
+	start := starts(base, l, from, to)
+	for k := from; k < to; k++ {
 		off := l.Phase + k*l.Width
 		bw := word(base, off, l.Width)
 		i := take(&start, bucket(bw, l.Width))
 		z := zigzag(word(target, off, l.Width)-bw, l.Width)
-		body[i] = byte(z)
-		body[per+i] = byte(z >> 8)
-		if l.Width == Float32 {
-			body[2*per+i] = byte(z >> 16)
-			body[3*per+i] = byte(z >> 24)
+		for p := range l.Width {
+			body[p*count+i] = byte(z >> (8 * p))
 		}
 	}
-	rest := body[words*l.Width:]
-	for j, i := range restOffsets(n, l, words) {
-		rest[j] = target[i] ^ at(base, i)
-	}
-	var out bytes.Buffer
-	out.WriteString(Magic)
-	out.Write([]byte{version, byte(l.Width), byte(l.Phase)})
-	out.Write(binary.AppendUvarint(nil, uint64(n)))
-	enc, err := zstd.NewWriter(&out, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		return nil, fmt.Errorf("weightdelta: %w", err)
-	}
-	if _, err := enc.Write(body); err != nil {
-		enc.Close()
-		return nil, fmt.Errorf("weightdelta: %w", err)
-	}
-	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("weightdelta: %w", err)
-	}
-	return out.Bytes(), nil
-}
-
-// restOffsets lists the offsets of the target's bytes outside its words:
-// those before the phase, then those after the last whole word.
-func restOffsets(n int, l Layout, words int) []int {
-	var out []int
-	for i := 0; i < min(l.Phase, n); i++ {
-		out = append(out, i)
-	}
-	for i := l.Phase + words*l.Width; i < n; i++ {
-		out = append(out, i)
-	}
-	return out
+	return body
 }
 
 // at is b[i], or 0 past b's end.
@@ -234,99 +265,181 @@ func at(b []byte, i int) byte {
 	return 0
 }
 
-// maxWindow is the largest zstd window Decode allows on top of the target's
-// size: the encoder's streaming frames declare 8 MiB.
+// maxWindow is the largest zstd window a decoder allows on top of a
+// block's size.
 const maxWindow = 8 << 20
 
 // Header is what a delta says of itself.
 type Header struct {
-	// Layout is how it reads the file as words; Size is the target's length.
+	// Layout is how it reads the file as words; Size is the target's
+	// length; BlockWords the words per block.
 	Layout
-	Size int64
+	Size       int64
+	BlockWords int
 }
 
-// ParseHeader reads a delta's header and returns it with the offset of
-// the compressed body.
-func ParseHeader(delta []byte) (Header, int, error) {
-	if len(delta) < len(Magic)+1 || string(delta[:len(Magic)]) != Magic {
-		return Header{}, 0, errors.New("weightdelta: not a weight delta (no OPWD magic)")
+// Words is the number of whole words of the target.
+func (h Header) Words() int64 { return max(0, (h.Size-int64(h.Phase))/int64(h.Width)) }
+
+// readHeader reads a delta's header from r.
+func readHeader(r *bufio.Reader) (Header, error) {
+	var fixed [len(Magic) + 4]byte
+	if _, err := io.ReadFull(r, fixed[:len(Magic)+1]); err != nil || string(fixed[:len(Magic)]) != Magic {
+		return Header{}, errors.New("weightdelta: not a weight delta (no OPWD magic)")
 	}
-	if v := delta[len(Magic)]; v != version {
-		return Header{}, 0, fmt.Errorf("weightdelta: format version %d, this build reads %d", v, version)
+	if v := fixed[len(Magic)]; v != version {
+		return Header{}, fmt.Errorf("weightdelta: format version %d, this build reads %d", v, version)
 	}
-	if len(delta) < len(Magic)+3 {
-		return Header{}, 0, errors.New("weightdelta: header cut short")
+	if _, err := io.ReadFull(r, fixed[len(Magic)+1:len(Magic)+3]); err != nil {
+		return Header{}, errors.New("weightdelta: header cut short")
 	}
-	h := Header{Layout: Layout{Width: int(delta[len(Magic)+1]), Phase: int(delta[len(Magic)+2])}}
+	h := Header{Layout: Layout{Width: int(fixed[len(Magic)+1]), Phase: int(fixed[len(Magic)+2])}}
 	if err := h.check(); err != nil {
-		return Header{}, 0, err
+		return Header{}, err
 	}
-	n, k := binary.Uvarint(delta[len(Magic)+3:])
-	if k <= 0 || n > 1<<62 {
-		return Header{}, 0, errors.New("weightdelta: malformed target length")
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > 1<<62 {
+		return Header{}, errors.New("weightdelta: malformed target length")
 	}
 	h.Size = int64(n)
-	return h, len(Magic) + 3 + k, nil
+	b, err := binary.ReadUvarint(r)
+	if err != nil || b < 1 || b > MaxBlockWords {
+		return Header{}, fmt.Errorf("weightdelta: malformed block size (at most %d words)", MaxBlockWords)
+	}
+	h.BlockWords = int(b)
+	return h, nil
+}
+
+// ParseHeader reads the header of a delta.
+func ParseHeader(delta []byte) (Header, error) {
+	return readHeader(bufio.NewReader(bytes.NewReader(delta)))
 }
 
 // Decode applies delta to base and returns the target. maxSize bounds the
 // target's length (the caller knows it from the manifest): a delta that
 // claims more, or holds more or less than it claims, is refused.
 func Decode(base, delta []byte, maxSize int64) ([]byte, error) {
-	h, off, err := ParseHeader(delta)
-	if err != nil {
+	var out bytes.Buffer
+	if h, err := ParseHeader(delta); err == nil && h.Size <= maxSize {
+		out.Grow(int(h.Size))
+	}
+	if _, err := DecodeTo(&out, bytes.NewReader(base), bytes.NewReader(delta), maxSize); err != nil {
 		return nil, err
 	}
-	if h.Size > maxSize {
-		return nil, fmt.Errorf("weightdelta: the delta makes %d bytes, more than the %d expected", h.Size, maxSize)
-	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(h.Size)+maxWindow))
+	return out.Bytes(), nil
+}
+
+// DecodeTo applies the delta read from delta to the file base and writes
+// the target to w, front to back, a block at a time: its memory is a few
+// times a block's bytes, whatever the file's size. It returns the bytes
+// written. maxSize bounds the target's length; a delta that claims more,
+// holds more or less than it claims, or whose frames do not decode is
+// refused (w may have received part of the target then).
+func DecodeTo(w io.Writer, base io.ReaderAt, delta io.Reader, maxSize int64) (int64, error) {
+	r := bufio.NewReaderSize(delta, 1<<16)
+	h, err := readHeader(r)
 	if err != nil {
-		return nil, fmt.Errorf("weightdelta: %w", err)
+		return 0, err
+	}
+	if h.Size > maxSize {
+		return 0, fmt.Errorf("weightdelta: the delta makes %d bytes, more than the %d expected", h.Size, maxSize)
+	}
+	l, words := h.Layout, int(h.Words())
+	blockBytes := min(words, h.BlockWords) * l.Width
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(blockBytes)+maxWindow))
+	if err != nil {
+		return 0, fmt.Errorf("weightdelta: %w", err)
 	}
 	defer dec.Close()
-	body, err := dec.DecodeAll(delta[off:], make([]byte, 0, h.Size))
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("weightdelta: the body is damaged, or holds fewer or more bytes than the %d claimed: %w", h.Size, err)
-	case int64(len(body)) < h.Size:
-		return nil, fmt.Errorf("weightdelta: the body holds fewer bytes than the %d claimed", h.Size)
-	case int64(len(body)) > h.Size:
-		return nil, fmt.Errorf("weightdelta: the body holds more bytes than the %d claimed", h.Size)
+	var written int64
+	// raw copies the n bytes of the target at off that travel XORed with
+	// the base.
+	raw := func(off int64, n int) error {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return errors.New("weightdelta: the delta is cut short")
+		}
+		b := make([]byte, n)
+		readBase(base, b, off)
+		for i := range buf {
+			buf[i] ^= b[i]
+		}
+		k, err := w.Write(buf)
+		written += int64(k)
+		return err
 	}
-	n, l := int(h.Size), h.Layout
-	words := max(0, (n-l.Phase)/l.Width)
-	target := make([]byte, n)
-	per := words
-	start := starts(base, l, words)
-	if l.Width == Float32 {
+	if err := raw(0, int(min(int64(l.Phase), h.Size))); err != nil {
+		return written, err
+	}
+	frame := make([]byte, 0, blockBytes+blockBytes/64+1024)
+	body := make([]byte, 0, blockBytes)
+	baseBlock := make([]byte, blockBytes)
+	target := make([]byte, blockBytes)
+	for from := 0; from < words; from += h.BlockWords {
+		count := min(words-from, h.BlockWords)
+		size := count * l.Width
+		fl, err := binary.ReadUvarint(r)
+		if err != nil || fl > uint64(cap(frame)) {
+			return written, fmt.Errorf("weightdelta: block at word %d: malformed frame length", from)
+		}
+		frame = frame[:fl]
+		if _, err := io.ReadFull(r, frame); err != nil {
+			return written, errors.New("weightdelta: the delta is cut short")
+		}
+		if body, err = dec.DecodeAll(frame, body[:0]); err != nil || len(body) != size {
+			return written, fmt.Errorf("weightdelta: block at word %d is damaged, or holds other than its %d bytes: %v", from, size, err)
+		}
+		off := int64(l.Phase) + int64(from)*int64(l.Width)
+		readBase(base, baseBlock[:size], off)
+		unplanes(target[:size], body, baseBlock[:size], l.Width, count)
+		k, err := w.Write(target[:size])
+		written += int64(k)
+		if err != nil {
+			return written, err
+		}
+	}
+	if tail := h.Size - int64(l.Phase) - int64(words)*int64(l.Width); tail > 0 {
+		if err := raw(int64(l.Phase)+int64(words)*int64(l.Width), int(tail)); err != nil {
+			return written, err
+		}
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		return written, fmt.Errorf("weightdelta: the delta holds more bytes than the %d it makes", h.Size)
+	}
+	return written, nil
+}
+
+// readBase reads len(b) bytes of base at off into b, zeros past its end.
+func readBase(base io.ReaderAt, b []byte, off int64) {
+	n, _ := base.ReadAt(b, off)
+	clear(b[max(n, 0):])
+}
+
+// unplanes rebuilds count words of width bytes into target from their
+// planes in body and the base's words at the same place (in baseBlock).
+func unplanes(target, body, baseBlock []byte, width, count int) {
+	start := starts(baseBlock, Layout{Width: width}, 0, count)
+	if width == Float32 {
 		// The common case, without the generic loops over the planes.
-		p0, p1, p2, p3 := body[:per], body[per:2*per], body[2*per:3*per], body[3*per:4*per]
-		for k := range words {
-			off := l.Phase + k*4
-			bw := word(base, off, 4)
+		p0, p1, p2, p3 := body[:count], body[count:2*count], body[2*count:3*count], body[3*count:4*count]
+		for k := range count {
+			bw := binary.LittleEndian.Uint32(baseBlock[4*k : 4*k+4])
 			i := take(&start, int(bw>>23&0xff))
 			z := uint32(p0[i]) | uint32(p1[i])<<8 | uint32(p2[i])<<16 | uint32(p3[i])<<24
-			binary.LittleEndian.PutUint32(target[off:off+4], bw+(z>>1^-(z&1)))
+			binary.LittleEndian.PutUint32(target[4*k:4*k+4], bw+(z>>1^-(z&1)))
 		}
-	} else {
-		for k := range words {
-			off := l.Phase + k*l.Width
-			bw := word(base, off, l.Width)
-			i := take(&start, bucket(bw, l.Width))
-			var z uint32
-			for p := range l.Width {
-				z |= uint32(body[p*per+i]) << (8 * p)
-			}
-			w := bw + unzigzag(z, l.Width)
-			for p := range l.Width {
-				target[off+p] = byte(w >> (8 * p))
-			}
+		return
+	}
+	for k := range count {
+		bw := word(baseBlock, k*width, width)
+		i := take(&start, bucket(bw, width))
+		var z uint32
+		for p := range width {
+			z |= uint32(body[p*count+i]) << (8 * p)
+		}
+		w := bw + unzigzag(z, width)
+		for p := range width {
+			target[k*width+p] = byte(w >> (8 * p))
 		}
 	}
-	rest := body[words*l.Width:]
-	for j, i := range restOffsets(n, l, words) {
-		target[i] = rest[j] ^ at(base, i)
-	}
-	return target, nil
 }

@@ -46,6 +46,15 @@ func TestRoundTrip(t *testing.T) {
 		{"unaligned weights, wrong phase", append([]byte{9, 9, 9}, b...), append([]byte{9, 8, 9}, tg...), Layout{Float32, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Blocks of 7 words: many blocks, the last one short.
+			small, err := encodeBlocks(tc.base, tc.target, tc.layout, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			if n, err := DecodeTo(&out, bytes.NewReader(tc.base), bytes.NewReader(small), int64(len(tc.target))); err != nil || n != int64(len(tc.target)) || !bytes.Equal(out.Bytes(), tc.target) {
+				t.Fatalf("7-word blocks, streamed: %d bytes, %v", n, err)
+			}
 			d, err := EncodeLayout(tc.base, tc.target, tc.layout)
 			if err != nil {
 				t.Fatal(err)
@@ -154,14 +163,18 @@ func TestChoose(t *testing.T) {
 
 func TestDecodeRefuses(t *testing.T) {
 	base, target := weights(100, 0.01, 3)
-	good, err := Encode(base, target)
+	good, err := encodeBlocks(base, target, Layout{Float32, 0}, 30) // 4 blocks
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdr := len(Magic) + 3 + len(binary.AppendUvarint(nil, uint64(len(target))))
-	longer, _ := Encode(base, append(target, 1, 2, 3, 4))
-	short := append([]byte{}, good[:hdr]...)
-	short = append(short, longer[hdr+1:]...) // planes of 404 bytes under a header of 400
+	hdr := len(Magic) + 3 + len(binary.AppendUvarint(nil, uint64(len(target)))) + 1 // one byte of words per block
+	claims := func(n int) []byte { // good's body under a header claiming n bytes
+		h := append([]byte(Magic+"\x03\x04\x00"), binary.AppendUvarint(nil, uint64(n))...)
+		return append(h, good[hdr-1:]...)
+	}
+	firstFrame := hdr + 1 // the first frame's length is one byte too
+	damaged := bytes.Clone(good)
+	damaged[firstFrame+10] ^= 0xff
 	for _, tc := range []struct {
 		name, want string
 		delta      []byte
@@ -169,13 +182,18 @@ func TestDecodeRefuses(t *testing.T) {
 	}{
 		{"not a delta", "magic", []byte("PK\x03\x04 something else"), 1000},
 		{"empty", "magic", nil, 1000},
-		{"older version", "version 1", append([]byte(Magic+"\x01\x04\x00"), good[len(Magic)+3:]...), 1000},
-		{"bad width", "width 3", append([]byte(Magic+"\x02\x03\x00"), good[len(Magic)+3:]...), 1000},
-		{"bad phase", "phase 4", append([]byte(Magic+"\x02\x04\x04"), good[len(Magic)+3:]...), 1000},
-		{"header cut", "cut short", []byte(Magic + "\x02\x04"), 1000},
+		{"older version", "version 2", append([]byte(Magic+"\x02\x04\x00"), good[len(Magic)+3:]...), 1000},
+		{"bad width", "width 3", append([]byte(Magic+"\x03\x03\x00"), good[len(Magic)+3:]...), 1000},
+		{"bad phase", "phase 4", append([]byte(Magic+"\x03\x04\x04"), good[len(Magic)+3:]...), 1000},
+		{"header cut", "cut short", []byte(Magic + "\x03\x04"), 1000},
+		{"no block size", "block size", append([]byte(Magic+"\x03\x04\x00"), 100), 1000},
+		{"block size 0", "block size", append([]byte(Magic+"\x03\x04\x00"), 100, 0), 1000},
 		{"too large", "more than the 399 expected", good, 399},
-		{"truncated planes", "damaged", good[:len(good)-5], 1000},
-		{"planes longer than claimed", "", short, 1000},
+		{"cut in a frame", "cut short", good[:len(good)-5], 1000},
+		{"a damaged frame", "damaged", damaged, 1000},
+		{"claims fewer bytes", "", claims(396), 1000},
+		{"claims more bytes", "", claims(404), 1000},
+		{"trailing bytes", "more bytes", append(bytes.Clone(good), 0), 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Decode(base, tc.delta, tc.max)
@@ -196,7 +214,7 @@ func FuzzDecode(f *testing.F) {
 	base, target := weights(64, 0.01, 4)
 	good, _ := Encode(base, target)
 	f.Add(good)
-	f.Add([]byte(Magic + "\x02\x02\x01\x05"))
+	f.Add([]byte(Magic + "\x03\x02\x01\x05\x01"))
 	f.Fuzz(func(t *testing.T, delta []byte) {
 		out, err := Decode(base, delta, 1<<16)
 		if err == nil && int64(len(out)) > 1<<16 {
@@ -206,13 +224,13 @@ func FuzzDecode(f *testing.F) {
 }
 
 func FuzzRoundTrip(f *testing.F) {
-	f.Add([]byte{1, 2, 3}, []byte{4, 5, 6, 7, 8}, true, uint8(1))
-	f.Fuzz(func(t *testing.T, base, target []byte, half bool, phase uint8) {
+	f.Add([]byte{1, 2, 3}, []byte{4, 5, 6, 7, 8}, true, uint8(1), uint8(1))
+	f.Fuzz(func(t *testing.T, base, target []byte, half bool, phase, block uint8) {
 		l := Layout{Float32, int(phase % 4)}
 		if half {
 			l = Layout{Float16, int(phase % 2)}
 		}
-		d, err := EncodeLayout(base, target, l)
+		d, err := encodeBlocks(base, target, l, 1+int(block))
 		if err != nil {
 			t.Fatal(err)
 		}
