@@ -167,8 +167,10 @@ func TestDecodeRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdr := len(Magic) + 3 + len(binary.AppendUvarint(nil, uint64(len(target)))) + 1 // one byte of words per block
-	claims := func(n int) []byte { // good's body under a header claiming n bytes
+	// The header, with one byte of words per block.
+	hdr := len(Magic) + 3 + len(binary.AppendUvarint(nil, uint64(len(target)))) + 1
+	// claims is good's body under a header claiming n bytes.
+	claims := func(n int) []byte {
 		h := append([]byte(Magic+"\x03\x04\x00"), binary.AppendUvarint(nil, uint64(n))...)
 		return append(h, good[hdr-1:]...)
 	}
