@@ -42,6 +42,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -346,7 +347,9 @@ func DecodeTo(w io.Writer, base io.ReaderAt, delta io.Reader, maxSize int64) (in
 	}
 	l, words := h.Layout, int(h.Words())
 	blockBytes := min(words, h.BlockWords) * l.Width
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(blockBytes)+maxWindow))
+	blocks := (words + h.BlockWords - 1) / h.BlockWords
+	workers := max(1, min(runtime.GOMAXPROCS(0), blocks))
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(workers), zstd.WithDecoderMaxMemory(uint64(blockBytes)+maxWindow))
 	if err != nil {
 		return 0, fmt.Errorf("weightdelta: %w", err)
 	}
@@ -371,32 +374,10 @@ func DecodeTo(w io.Writer, base io.ReaderAt, delta io.Reader, maxSize int64) (in
 	if err := raw(0, int(min(int64(l.Phase), h.Size))); err != nil {
 		return written, err
 	}
-	frame := make([]byte, 0, blockBytes+blockBytes/64+1024)
-	body := make([]byte, 0, blockBytes)
-	baseBlock := make([]byte, blockBytes)
-	target := make([]byte, blockBytes)
-	for from := 0; from < words; from += h.BlockWords {
-		count := min(words-from, h.BlockWords)
-		size := count * l.Width
-		fl, err := binary.ReadUvarint(r)
-		if err != nil || fl > uint64(cap(frame)) {
-			return written, fmt.Errorf("weightdelta: block at word %d: malformed frame length", from)
-		}
-		frame = frame[:fl]
-		if _, err := io.ReadFull(r, frame); err != nil {
-			return written, errors.New("weightdelta: the delta is cut short")
-		}
-		if body, err = dec.DecodeAll(frame, body[:0]); err != nil || len(body) != size {
-			return written, fmt.Errorf("weightdelta: block at word %d is damaged, or holds other than its %d bytes: %v", from, size, err)
-		}
-		off := int64(l.Phase) + int64(from)*int64(l.Width)
-		readBase(base, baseBlock[:size], off)
-		unplanes(target[:size], body, baseBlock[:size], l.Width, count)
-		k, err := w.Write(target[:size])
-		written += int64(k)
-		if err != nil {
-			return written, err
-		}
+	n, err := decodeBlocks(w, base, r, dec, h, workers)
+	written += n
+	if err != nil {
+		return written, err
 	}
 	if tail := h.Size - int64(l.Phase) - int64(words)*int64(l.Width); tail > 0 {
 		if err := raw(int64(l.Phase)+int64(words)*int64(l.Width), int(tail)); err != nil {
@@ -407,6 +388,105 @@ func DecodeTo(w io.Writer, base io.ReaderAt, delta io.Reader, maxSize int64) (in
 		return written, fmt.Errorf("weightdelta: the delta holds more bytes than the %d it makes", h.Size)
 	}
 	return written, nil
+}
+
+// block is one block of words on its way through decodeBlocks.
+type block struct {
+	from, count int
+	buf         *blockBuf
+	err         error
+	done        chan struct{}
+}
+
+// blockBuf holds what decoding a block needs.
+type blockBuf struct {
+	frame, body, base, target []byte
+}
+
+// decodeBlocks reads the blocks' frames from r in order, decodes them on
+// workers goroutines and writes the rebuilt words to w in order, holding
+// at most workers+1 blocks at a time. It returns the bytes written.
+func decodeBlocks(w io.Writer, base io.ReaderAt, r *bufio.Reader, dec *zstd.Decoder, h Header, workers int) (int64, error) {
+	l, words := h.Layout, int(h.Words())
+	if words == 0 {
+		return 0, nil
+	}
+	blockBytes := min(words, h.BlockWords) * l.Width
+	free := make(chan *blockBuf, workers+1)
+	for range workers + 1 {
+		free <- &blockBuf{frame: make([]byte, 0, blockBytes+blockBytes/64+1024), body: make([]byte, 0, blockBytes),
+			base: make([]byte, blockBytes), target: make([]byte, blockBytes)}
+	}
+	work, pending := make(chan *block), make(chan *block, workers+1)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for b := range work {
+				b.err = b.decode(base, dec, l)
+				close(b.done)
+			}
+		})
+	}
+	var failed atomic.Bool
+	var written int64
+	wrote := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range pending {
+			<-b.done
+			if err == nil {
+				err = b.err
+			}
+			if err == nil {
+				var k int
+				k, err = w.Write(b.buf.target[:b.count*l.Width])
+				written += int64(k)
+			}
+			if err != nil {
+				failed.Store(true)
+			}
+			free <- b.buf
+		}
+		wrote <- err
+	}()
+	var readErr error
+	for from := 0; from < words && !failed.Load(); from += h.BlockWords {
+		buf := <-free
+		fl, err := binary.ReadUvarint(r)
+		if err != nil || fl > uint64(cap(buf.frame)) {
+			readErr = fmt.Errorf("weightdelta: block at word %d: malformed frame length", from)
+			break
+		}
+		buf.frame = buf.frame[:fl]
+		if _, err := io.ReadFull(r, buf.frame); err != nil {
+			readErr = errors.New("weightdelta: the delta is cut short")
+			break
+		}
+		b := &block{from: from, count: min(words-from, h.BlockWords), buf: buf, done: make(chan struct{})}
+		pending <- b
+		work <- b
+	}
+	close(work)
+	close(pending)
+	err := <-wrote
+	wg.Wait()
+	if err == nil {
+		err = readErr
+	}
+	return written, err
+}
+
+// decode rebuilds the block's words into its target buffer.
+func (b *block) decode(base io.ReaderAt, dec *zstd.Decoder, l Layout) error {
+	size := b.count * l.Width
+	body, err := dec.DecodeAll(b.buf.frame, b.buf.body[:0])
+	if err != nil || len(body) != size {
+		return fmt.Errorf("weightdelta: block at word %d is damaged, or holds other than its %d bytes: %v", b.from, size, err)
+	}
+	b.buf.body = body
+	readBase(base, b.buf.base[:size], int64(l.Phase)+int64(b.from)*int64(l.Width))
+	unplanes(b.buf.target[:size], body, b.buf.base[:size], l.Width, b.count)
+	return nil
 }
 
 // readBase reads len(b) bytes of base at off into b, zeros past its end.
