@@ -8,6 +8,7 @@ package durable
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -67,6 +68,10 @@ func (w *Writer) Digest() digest.Digest { return digest.NewDigest(digest.SHA256,
 // Sync waits until every written byte is on stable storage.
 func (w *Writer) Sync() error { return w.f.Sync() }
 
+// ErrMismatch is what Copy's error wraps when the bytes are not the ones
+// wanted (their size or digest).
+var ErrMismatch = errors.New("content mismatch")
+
 // Copy streams src into f through a Writer, checks that exactly size bytes
 // came and that they match want, and fsyncs f. report, if set, is called
 // with each count of bytes written. The bytes are hashed beside the writing
@@ -118,10 +123,10 @@ func Copy(f *os.File, src io.Reader, size int64, want digest.Digest, report func
 		inflight = false
 	}
 	if w.Size() != size {
-		return fmt.Errorf("size mismatch: got %d bytes, want %d", w.Size(), size)
+		return fmt.Errorf("%w: size mismatch: got %d bytes, want %d", ErrMismatch, w.Size(), size)
 	}
 	if got := digest.NewDigest(digest.SHA256, h); got != want {
-		return fmt.Errorf("digest mismatch: got %s, want %s", got, want)
+		return fmt.Errorf("%w: digest mismatch: got %s, want %s", ErrMismatch, got, want)
 	}
 	return w.Sync()
 }
