@@ -197,6 +197,8 @@ type Agent struct {
 
 	// gcMu is held shared by each model sync and exclusively by garbage collection.
 	gcMu sync.RWMutex
+	// files serialises the fetches of each file between syncs.
+	files fileLocks
 
 	mu         sync.Mutex
 	hub        *hubclient.Client
