@@ -17,7 +17,7 @@ const (
 	dg2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
 )
 
-func cluster(name string, labels map[string]string) v1alpha1.Cluster {
+func inv(name string, labels map[string]string) v1alpha1.Cluster {
 	return v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 }
 
@@ -36,9 +36,9 @@ func at(min int) *metav1.Time {
 func TestDecide(t *testing.T) {
 	now := time.Date(2026, 5, 1, 12, 30, 0, 0, time.UTC)
 	clusters := []v1alpha1.Cluster{
-		cluster("wec1", map[string]string{"region": "eu"}),
-		cluster("wec2", map[string]string{"region": "eu"}),
-		cluster("wec3", map[string]string{"region": "us"}),
+		inv("wec1", map[string]string{"region": "eu"}),
+		inv("wec2", map[string]string{"region": "eu"}),
+		inv("wec3", map[string]string{"region": "us"}),
 	}
 	eu := metav1.LabelSelector{MatchLabels: map[string]string{"region": "eu"}}
 	us := metav1.LabelSelector{MatchLabels: map[string]string{"region": "us"}}
