@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -89,6 +90,78 @@ func (tx *Tx) FLSnapshotJobs(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("store: federated job snapshots: %w", err)
 		}
 		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// SetFLMessages replaces job's messages to clusters with msgs (cluster to body; a cluster
+// absent from msgs has none) and returns the clusters whose message changed, sorted.
+func (tx *Tx) SetFLMessages(ctx context.Context, job string, msgs map[string][]byte) ([]string, error) {
+	old, err := tx.flMessagesOf(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	var changed []string
+	for c, b := range old {
+		if nb, ok := msgs[c]; !ok || string(nb) != b {
+			changed = append(changed, c)
+		}
+	}
+	for c, b := range msgs {
+		if _, ok := old[c]; !ok {
+			changed = append(changed, c)
+		} else if string(b) == old[c] {
+			continue
+		}
+		tx.wrote = true
+		if _, err := tx.q.ExecContext(ctx, `INSERT INTO fl_messages(job, cluster, body) VALUES (?, ?, ?)
+			ON CONFLICT(job, cluster) DO UPDATE SET body = excluded.body`, job, c, string(b)); err != nil {
+			return nil, fmt.Errorf("store: put federated message: %w", err)
+		}
+	}
+	for c := range old {
+		if _, ok := msgs[c]; !ok {
+			tx.wrote = true
+			if _, err := tx.q.ExecContext(ctx, `DELETE FROM fl_messages WHERE job = ? AND cluster = ?`, job, c); err != nil {
+				return nil, fmt.Errorf("store: delete federated message: %w", err)
+			}
+		}
+	}
+	slices.Sort(changed)
+	return changed, nil
+}
+
+func (tx *Tx) flMessagesOf(ctx context.Context, job string) (map[string]string, error) {
+	rows, err := tx.q.QueryContext(ctx, `SELECT cluster, body FROM fl_messages WHERE job = ?`, job)
+	if err != nil {
+		return nil, fmt.Errorf("store: federated messages: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var c, b string
+		if err := rows.Scan(&c, &b); err != nil {
+			return nil, fmt.Errorf("store: federated messages: %w", err)
+		}
+		out[c] = b
+	}
+	return out, rows.Err()
+}
+
+// FLMessagesFor returns the messages of every job to cluster, by job.
+func (tx *Tx) FLMessagesFor(ctx context.Context, cluster string) (map[string][]byte, error) {
+	rows, err := tx.q.QueryContext(ctx, `SELECT job, body FROM fl_messages WHERE cluster = ? ORDER BY job`, cluster)
+	if err != nil {
+		return nil, fmt.Errorf("store: federated messages: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var j, b string
+		if err := rows.Scan(&j, &b); err != nil {
+			return nil, fmt.Errorf("store: federated messages: %w", err)
+		}
+		out[j] = []byte(b)
 	}
 	return out, rows.Err()
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -81,5 +82,48 @@ func TestFLSnapshot(t *testing.T) {
 	db = db2
 	if _, err := get("fl"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after delete: %v", err)
+	}
+}
+
+func TestFLMessages(t *testing.T) {
+	db, _ := open(t)
+	ctx := t.Context()
+	set := func(job string, m map[string][]byte) []string {
+		t.Helper()
+		var changed []string
+		if err := db.Update(ctx, func(tx *Tx) error {
+			var err error
+			changed, err = tx.SetFLMessages(ctx, job, m)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return changed
+	}
+	for _, tc := range []struct {
+		name        string
+		job         string
+		msgs        map[string][]byte
+		wantChanged string
+	}{
+		{"first", "a", map[string][]byte{"c1": []byte(`1`), "c2": []byte(`2`)}, "c1,c2"},
+		{"same", "a", map[string][]byte{"c1": []byte(`1`), "c2": []byte(`2`)}, ""},
+		{"one changes, one goes, one comes", "a", map[string][]byte{"c1": []byte(`3`), "c3": []byte(`4`)}, "c1,c2,c3"},
+		{"another job", "b", map[string][]byte{"c1": []byte(`5`)}, "c1"},
+	} {
+		if got := strings.Join(set(tc.job, tc.msgs), ","); got != tc.wantChanged {
+			t.Errorf("%s: changed %q, want %q", tc.name, got, tc.wantChanged)
+		}
+	}
+	var got map[string][]byte
+	if err := db.View(ctx, func(tx *Tx) error {
+		var err error
+		got, err = tx.FLMessagesFor(ctx, "c1")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || string(got["a"]) != "3" || string(got["b"]) != "5" {
+		t.Fatalf("messages to c1: %q", got)
 	}
 }

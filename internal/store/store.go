@@ -197,6 +197,15 @@ var migrations = []string{
 		snapshot BLOB NOT NULL,
 		updated  TEXT NOT NULL
 	);`,
+	// 9: each federated job's newest message to each cluster, written with its snapshot and
+	// carried in the cluster's desired state.
+	`CREATE TABLE fl_messages (
+		job     TEXT NOT NULL,
+		cluster TEXT NOT NULL,
+		body    TEXT NOT NULL,
+		PRIMARY KEY (job, cluster)
+	);
+	CREATE INDEX fl_messages_cluster ON fl_messages(cluster, job);`,
 }
 
 // Option configures a DB at Open.
