@@ -86,6 +86,9 @@ type Summary struct {
 	Epsilon      float64   `json:"epsilon,omitempty"`
 	// UploadBytes is the sum of the updates' encoded sizes.
 	UploadBytes int64 `json:"uploadBytes"`
+	// Staleness is the oldest update's (FedBuff): how many models behind
+	// the current one it was made from.
+	Staleness int `json:"staleness,omitempty"`
 }
 
 // ErrRefused wraps every refusal of a report; a refused report leaves the
@@ -625,6 +628,12 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 		co.Phase = Train
 		co.Deadline = now.Add(spec.RoundDeadline)
 	}
+	for m, p := range c.planCohort(members) {
+		co.Steps[m] = p.LocalSteps
+		if spec.Adaptive || spec.Encoding == Auto {
+			c.st.Clusters[m].Plan = &p
+		}
+	}
 	c.st.Cohorts = append(c.st.Cohorts, co)
 	for _, m := range members {
 		out.Assignments = append(out.Assignments, c.assign(co, m))
@@ -667,13 +676,6 @@ func (c *Coordinator) assign(co *cohort, m string) Assignment {
 		a.Clip = spec.DP.Clip
 		if spec.DP.Distributed {
 			a.NoiseStd = spec.DP.NoiseMultiplier * spec.DP.Clip / math.Sqrt(float64(spec.MinClients))
-		}
-	}
-	if _, ok := co.Steps[m]; !ok {
-		p := c.plan(m)
-		co.Steps[m] = p.LocalSteps
-		if spec.Adaptive || spec.Encoding == Auto {
-			cs.Plan = &p
 		}
 	}
 	a.LocalSteps = co.Steps[m]
@@ -1030,7 +1032,7 @@ func (c *Coordinator) aggregatePlain(now time.Time, co *cohort) Output {
 		}
 		AddNoise(agg, std/float64(len(deltas)), rng)
 	}
-	return c.publish(now, co, agg, c.metricsOf(co), len(deltas), bytes)
+	return c.publish(now, co, agg, c.metricsOf(co), len(deltas), bytes, 0)
 }
 
 func (c *Coordinator) metricsOf(co *cohort) (m Metrics) {
@@ -1093,15 +1095,16 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 		}
 		AddNoise(agg, std, rng)
 	}
+	st := 0
 	if !c.sync() {
-		st := c.st.Model.Ref.Round - co.Base.Round
+		st = c.st.Model.Ref.Round - co.Base.Round
 		if c.st.Spec.MaxStaleness > 0 && st > c.st.Spec.MaxStaleness {
 			return c.abandon(now, co, fmt.Sprintf("the cohort's model is %d versions old, over the maximum staleness %d", st, c.st.Spec.MaxStaleness))
 		}
 		f *= StalenessWeight(st)
 	}
 	Scale(agg, f)
-	return c.publish(now, co, agg, c.metricsOf(co), len(s.Masked), bytes)
+	return c.publish(now, co, agg, c.metricsOf(co), len(s.Masked), bytes, st)
 }
 
 // flushBuffer makes a FedBuff model from the buffer: each update weighted
@@ -1149,8 +1152,10 @@ func (c *Coordinator) flushBuffer(now time.Time) Output {
 	if err != nil {
 		return Output{Events: []Event{{Time: now, Kind: "abandoned", Message: "buffer dropped: " + err.Error()}}}
 	}
+	oldest := 0
 	for i, b := range buf {
 		coef[i] *= StalenessWeight(b.Staleness)
+		oldest = max(oldest, b.Staleness)
 	}
 	agg, err := WeightedSum(deltas, coef)
 	if err != nil {
@@ -1163,7 +1168,7 @@ func (c *Coordinator) flushBuffer(now time.Time) Output {
 		}
 		AddNoise(agg, std/float64(len(buf)), rng)
 	}
-	return c.publish(now, nil, agg, metrics, len(buf), bytes)
+	return c.publish(now, nil, agg, metrics, len(buf), bytes, oldest)
 }
 
 // epsilonAfter is the ε spent after steps more rounds at sampling rate q.
@@ -1182,7 +1187,7 @@ func (c *Coordinator) epsilonAfter(q float64, steps int) (float64, error) {
 }
 
 // publish applies an aggregate delta: the next global model.
-func (c *Coordinator) publish(now time.Time, co *cohort, agg [][]float32, m Metrics, participants int, bytes int64) Output {
+func (c *Coordinator) publish(now time.Time, co *cohort, agg [][]float32, m Metrics, participants int, bytes int64, staleness int) Output {
 	var out Output
 	if co != nil {
 		c.dropCohort(co)
@@ -1215,7 +1220,7 @@ func (c *Coordinator) publish(now time.Time, co *cohort, agg [][]float32, m Metr
 		dropped = len(co.Members) - participants
 	}
 	sum := Summary{Round: c.st.Model.Ref.Round, Time: now, Participants: participants, Dropped: dropped, Loss: m.Loss,
-		Accuracy: m.Accuracy, Epsilon: c.st.Model.Epsilon, UploadBytes: bytes}
+		Accuracy: m.Accuracy, Epsilon: c.st.Model.Epsilon, UploadBytes: bytes, Staleness: staleness}
 	c.st.History = append(c.st.History, sum)
 	g := c.Global()
 	out.Published = &g

@@ -3,6 +3,7 @@ package fl
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,5 +71,127 @@ func TestSimulateFedAvgLearns(t *testing.T) {
 	}
 	if acc := res.Points[len(res.Points)-1].Accuracy; acc < 0.6 {
 		t.Fatalf("accuracy %.3f after 3 rounds", acc)
+	}
+}
+
+// slowOne is four clusters of which one trains ten times slower.
+func slowOne(t *testing.T) []SimClient {
+	cl := simClients(t, 4, 300, ClusterFacts{SamplesPerSec: 200, BandwidthBps: 20e6})
+	cl[3].Facts.SamplesPerSec = 20
+	return cl
+}
+
+// With one slow cluster, FedBuff reaches a target accuracy sooner than
+// synchronous rounds, which wait for the slow cluster every round.
+func TestFedBuffOutrunsSyncWithASlowCluster(t *testing.T) {
+	_, te := subset(t)
+	run := func(spec JobSpec) SimResult {
+		res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: slowOne(t), Test: te, Target: 0.7, Rand: newDetRand(2)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	spec := baseSpec()
+	spec.Rounds, spec.MinClients = 30, 4
+	spec.RoundDeadline = time.Hour
+	sync := run(spec)
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients = FedBuff, 2, 8, 1
+	buff := run(spec)
+	t.Logf("sync: %v to 70%% (%d rounds); fedbuff: %v (%d models)", sync.Reached, len(sync.Points)-1, buff.Reached, len(buff.Points)-1)
+	if sync.Reached == 0 || buff.Reached == 0 {
+		t.Fatalf("target not reached: sync %v, fedbuff %v", sync.Reached, buff.Reached)
+	}
+	if buff.Reached*2 > sync.Reached {
+		t.Fatalf("fedbuff %v, sync %v: want fedbuff at least twice as fast", buff.Reached, sync.Reached)
+	}
+	// The slow cluster's updates arrive stale and are taken, discounted.
+	stale := 0
+	for _, s := range buff.Status.History {
+		stale = max(stale, s.Staleness)
+	}
+	if stale == 0 {
+		t.Fatal("no stale update was aggregated")
+	}
+}
+
+func TestChoosePlans(t *testing.T) {
+	spec := baseSpec()
+	spec.RoundDeadline = 30 * time.Second
+	spec.Adaptive, spec.Encoding = true, Auto
+	shape := []int{784 * 32, 32, 320, 10} // 25,450 values: 101,800 bytes as float32
+	for _, tc := range []struct {
+		name      string
+		spec      func(JobSpec) JobSpec
+		facts     ClusterFacts
+		round     time.Duration
+		steps     int
+		enc       Encoding
+		reasonHas string
+	}{
+		{"fast link: one epoch, float32", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 200, Samples: 300}, 0, 10, Float32, "10 local steps, float32: 100.0 Mbit/s link"},
+		// In a synchronous round that lasts 4 s, a fast cluster trains on:
+		// 4 s less its 0.008 s upload is 24 steps of 0.16 s.
+		{"fast link in a long round: fills it", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 200, Samples: 300}, 4 * time.Second, 24, Float32, "until its upload must start"},
+		// float32 takes 8.1 s > 30/4 s: int8 (25,466 bytes, 2.04 s); one
+		// epoch trains in 1.6 s, so 13 steps (2.08 s) while it uploads.
+		{"thin link: int8, more steps", nil, ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 13, Int8, "while the update uploads"},
+		{"thin link in its own round: one epoch", nil, ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 3637 * time.Millisecond, 10, Int8, "1 epochs of 300 samples"},
+		{"slow trainer: steps cut to the deadline", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 20, Samples: 3000}, 0, 14, Float32, "within the deadline"},
+		{"short online window", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 200, Samples: 3000, OnlineFor: 5 * time.Second}, 0, 24, Float32, "within the deadline"},
+		{"secure aggregation keeps float32", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{}; return s },
+			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 51, Float32, "float32"},
+		{"not adaptive: epochs", func(s JobSpec) JobSpec { s.Adaptive = false; return s },
+			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 0, Int8, "1 local epochs, int8"},
+		{"unknown speed", nil, ClusterFacts{BandwidthBps: 0, SamplesPerSec: 0, Samples: 300}, 0, 10, Float32, "training speed unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := spec
+			if tc.spec != nil {
+				s = tc.spec(s)
+			}
+			p := Choose("store-3", s, tc.facts, shape, tc.round)
+			t.Log(p.Reason)
+			if p.LocalSteps != tc.steps || p.Encoding != tc.enc || !strings.Contains(p.Reason, tc.reasonHas) || !strings.HasPrefix(p.Reason, "store-3: ") {
+				t.Fatalf("plan %+v; want %d steps, %s, reason with %q", p, tc.steps, tc.enc, tc.reasonHas)
+			}
+		})
+	}
+}
+
+// Over a thin link, adaptive local steps and encoding reach a target
+// accuracy sooner and with fewer bytes than one epoch of float32 updates.
+func TestAdaptiveBeatsFixedOverAThinLink(t *testing.T) {
+	_, te := subset(t)
+	run := func(adaptive bool) SimResult {
+		cl := simClients(t, 4, 300, ClusterFacts{SamplesPerSec: 200, BandwidthBps: 20e6})
+		cl[3].Facts.BandwidthBps = 0.1e6
+		spec := baseSpec()
+		spec.Rounds, spec.MinClients, spec.RoundDeadline = 30, 4, 30*time.Second
+		if adaptive {
+			spec.Adaptive, spec.Encoding = true, Auto
+		}
+		res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: cl, Test: te, Target: 0.7, Rand: newDetRand(3)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	fixed, adaptive := run(false), run(true)
+	t.Logf("fixed: %v, %d bytes to 70%%; adaptive: %v, %d bytes", fixed.Reached, fixed.UploadBytes, adaptive.Reached, adaptive.UploadBytes)
+	for _, p := range adaptive.Status.Plans {
+		t.Log(p.Reason)
+	}
+	if fixed.Reached == 0 || adaptive.Reached == 0 || adaptive.Reached >= fixed.Reached || adaptive.UploadBytes >= fixed.UploadBytes {
+		t.Fatalf("adaptive %v %d bytes, fixed %v %d bytes", adaptive.Reached, adaptive.UploadBytes, fixed.Reached, fixed.UploadBytes)
+	}
+	var thin *Plan
+	for i, p := range adaptive.Status.Plans {
+		if p.Cluster == clusterName(3) {
+			thin = &adaptive.Status.Plans[i]
+		}
+	}
+	if thin == nil || thin.Encoding != Int8 || !strings.Contains(thin.Reason, "0.1 Mbit/s") {
+		t.Fatalf("thin link's plan %+v", thin)
 	}
 }
