@@ -316,8 +316,30 @@ func Restore(s Snapshot) (*Coordinator, error) {
 		c.st.Clusters = map[string]*clusterState{}
 	}
 	for _, co := range c.st.Cohorts {
+		if co.Updates == nil {
+			co.Updates = map[string]*received{}
+		}
+		if co.Weight == nil {
+			co.Weight = map[string]float64{}
+		}
+		if co.Steps == nil {
+			co.Steps = map[string]int{}
+		}
 		if co.Secure == nil {
 			continue
+		}
+		s := co.Secure
+		if s.Keys == nil {
+			s.Keys = map[int]secagg.Keys{}
+		}
+		if s.Shares == nil {
+			s.Shares = map[int][]secagg.EncryptedShare{}
+		}
+		if s.Masked == nil {
+			s.Masked = map[int]Masked{}
+		}
+		if s.Reveals == nil {
+			s.Reveals = map[int][]secagg.Reveal{}
 		}
 		srv, err := replay(co.Secure)
 		if err != nil {

@@ -195,3 +195,70 @@ func TestAdaptiveBeatsFixedOverAThinLink(t *testing.T) {
 		t.Fatalf("thin link's plan %+v", thin)
 	}
 }
+
+// Jobs of every kind run through Simulate, and a hub restarted from its
+// snapshot after every step makes the same models bit for bit.
+func TestSimulateKindsAndRestarts(t *testing.T) {
+	_, te := subset(t)
+	for _, tc := range []struct {
+		name string
+		spec func(JobSpec) JobSpec
+		min  float64 // final test accuracy at least
+	}{
+		{"fedavg", func(s JobSpec) JobSpec { return s }, 0.6},
+		{"fedprox", func(s JobSpec) JobSpec { s.Strategy, s.ProxMu = FedProx, 0.1; return s }, 0.6},
+		{"secagg", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{K: 2, T: 2}; return s }, 0.6},
+		{"secagg, central dp", func(s JobSpec) JobSpec {
+			s.SecAgg = &SecAggSpec{}
+			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5}
+			return s
+		}, 0.3},
+		{"secagg, distributed dp", func(s JobSpec) JobSpec {
+			s.SecAgg = &SecAggSpec{}
+			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5, Distributed: true}
+			return s
+		}, 0.3},
+		{"plain, central dp, int8", func(s JobSpec) JobSpec {
+			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5}
+			s.Encoding = Int8
+			return s
+		}, 0.3},
+		{"fedbuff", func(s JobSpec) JobSpec {
+			s.Strategy, s.BufferSize, s.MaxStaleness, s.MinClients = FedBuff, 2, 4, 1
+			return s
+		}, 0.45},
+		{"fedbuff, secagg cohorts", func(s JobSpec) JobSpec {
+			s.Strategy, s.BufferSize, s.MaxStaleness, s.MinClients = FedBuff, 2, 4, 2
+			s.SecAgg = &SecAggSpec{}
+			return s
+		}, 0.45},
+		{"adaptive", func(s JobSpec) JobSpec { s.Adaptive, s.Encoding = true, Auto; return s }, 0.6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := tc.spec(baseSpec())
+			run := func(restart bool) SimResult {
+				res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: simClients(t, 4, 300, ClusterFacts{SamplesPerSec: 500, BandwidthBps: 5e6}),
+					Test: te, Rand: newDetRand(4), Restart: restart})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			a, b := run(false), run(true)
+			if a.Status.State != Done || a.Model.Ref.Round != spec.Rounds {
+				t.Fatalf("status %+v", a.Status)
+			}
+			if a.Model.Ref != b.Model.Ref {
+				t.Fatalf("restarted after every step: model %v, uninterrupted %v", b.Model.Ref, a.Model.Ref)
+			}
+			acc := a.Points[len(a.Points)-1].Accuracy
+			t.Logf("accuracy %.3f, ε %.2f, %d bytes, %d refused, %v", acc, a.Model.Epsilon, a.UploadBytes, a.Refused, a.Elapsed)
+			if acc < tc.min {
+				t.Fatalf("accuracy %.3f, want at least %.2f", acc, tc.min)
+			}
+			if spec.DP != nil && !(a.Model.Epsilon > 0) {
+				t.Fatal("no ε reported")
+			}
+		})
+	}
+}
