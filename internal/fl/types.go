@@ -351,6 +351,8 @@ func (s *JobSpec) Validate() error {
 		return bad("proxMu", s.ProxMu, "fedprox wants a positive μ")
 	case s.Strategy == FedBuff && s.BufferSize < 1:
 		return bad("bufferSize", s.BufferSize, "fedbuff wants at least 1")
+	case s.Strategy == FedBuff && s.SecAgg != nil && s.BufferSize < 2:
+		return bad("bufferSize", s.BufferSize, "fedbuff with secure aggregation sums cohorts of at least 2")
 	case s.MaxStaleness < 0:
 		return bad("maxStaleness", s.MaxStaleness, "want 0 or more")
 	case s.Encoding != Float32 && s.Encoding != Int8 && s.Encoding != Auto:
