@@ -1251,9 +1251,29 @@ func (c *Coordinator) publish(now time.Time, co *cohort, agg [][]float32, m Metr
 		msg += fmt.Sprintf(", ε %.3f at δ %g", c.st.Model.Epsilon, c.st.Spec.DP.Delta)
 	}
 	out.Events = append(out.Events, Event{Time: now, Round: sum.Round, Kind: "aggregated", Message: msg})
+	out.merge(c.retireStale(now))
 	out.merge(c.advance(now))
 	if co != nil {
 		c.idleLeftovers(&out, co.Members)
+	}
+	return out
+}
+
+// retireStale ends the FedBuff assignments whose base model is now more
+// than MaxStaleness versions old: their updates would be refused, so their
+// clusters get work from the current model at once (advance).
+func (c *Coordinator) retireStale(now time.Time) Output {
+	var out Output
+	if c.sync() || c.st.Spec.MaxStaleness == 0 {
+		return out
+	}
+	for _, co := range slices.Clone(c.st.Cohorts) {
+		if s := c.st.Model.Ref.Round - co.Base.Round; s > c.st.Spec.MaxStaleness && co.Secure == nil {
+			c.dropCohort(co)
+			out.Events = append(out.Events, Event{Time: now, Round: c.st.Model.Ref.Round, Kind: "abandoned",
+				Message: fmt.Sprintf("%s's work from model %d is %d versions old, over the maximum staleness %d: it restarts from model %d",
+					co.Members[0], co.Base.Round, s, c.st.Spec.MaxStaleness, c.st.Model.Ref.Round)})
+		}
 	}
 	return out
 }

@@ -262,3 +262,35 @@ func TestSimulateKindsAndRestarts(t *testing.T) {
 		})
 	}
 }
+
+// A FedBuff cluster so slow that the models move on past the maximum
+// staleness has its work restarted from the current model rather than
+// refused at the end.
+func TestFedBuffRetiresStaleWork(t *testing.T) {
+	cl := slowOne(t)
+	cl[3].Facts.SamplesPerSec = 2 // 150 s of training, while the others make a model every 2 s
+	spec := baseSpec()
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.Rounds = FedBuff, 2, 2, 1, 8
+	spec.RoundDeadline = time.Hour
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: cl, Rand: newDetRand(5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status.State != Done {
+		t.Fatalf("%+v", res.Status)
+	}
+	retired := 0
+	for _, e := range res.Events {
+		if e.Kind == "abandoned" && strings.Contains(e.Message, clusterName(3)+"'s work from model") {
+			retired++
+		}
+	}
+	if retired == 0 || res.Refused != 0 {
+		t.Fatalf("%d retirements of the slow cluster's work, %d refusals; want some and none", retired, res.Refused)
+	}
+	for _, s := range res.Status.History {
+		if s.Staleness > spec.MaxStaleness {
+			t.Fatalf("model %d took an update %d versions old", s.Round, s.Staleness)
+		}
+	}
+}
