@@ -41,15 +41,17 @@ type config struct {
 	per     int
 	sizes   []int
 	secagg  []int
+	lr      float64
 }
 
 func main() {
 	only := flag.String("only", "secagg,fedbuff,adaptive", "comparisons to run")
-	target := flag.Float64("target", 0.72, "test accuracy to reach")
+	target := flag.Float64("target", 0.8, "test accuracy to reach")
 	clients := flag.Int("clients", 10, "clusters in the fedbuff and adaptive comparisons")
+	lr := flag.Float64("lr", 0.02, "local learning rate (SGD, momentum 0.9)")
 	flag.Parse()
 	cfg := config{only: strings.Split(*only, ","), target: *target, clients: *clients, per: 500,
-		sizes: []int{784, 64, 10}, secagg: []int{10, 100}}
+		sizes: []int{784, 64, 10}, secagg: []int{10, 100}, lr: *lr}
 	if err := run(os.Stdout, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "fl:", err)
 		os.Exit(1)
@@ -97,7 +99,7 @@ func run(w io.Writer, cfg config) error {
 	}
 	spec := func(rounds, min int) fl.JobSpec {
 		return fl.JobSpec{Job: "bench", Model: fl.ModelSpec{Arch: "mlp", Sizes: cfg.sizes}, Rounds: rounds, MinClients: min,
-			LocalEpochs: 1, BatchSize: 32, LR: 0.05, RoundDeadline: time.Minute, Seed: 1}
+			LocalEpochs: 1, BatchSize: 32, LR: cfg.lr, RoundDeadline: time.Minute, Seed: 1}
 	}
 
 	if slices.Contains(cfg.only, "secagg") {
@@ -172,7 +174,7 @@ func run(w io.Writer, cfg config) error {
 		}
 		row("sync fedavg", sync)
 		b := s
-		b.Strategy, b.BufferSize, b.MaxStaleness, b.MinClients = fl.FedBuff, max(cfg.clients/3, 2), 10, 1
+		b.Strategy, b.BufferSize, b.MaxStaleness, b.MinClients, b.ServerLR = fl.FedBuff, max(cfg.clients/3, 2), 10, 1, 0.5
 		buff, err := toTarget(b, cl)
 		if err != nil {
 			return err
@@ -197,6 +199,20 @@ func run(w io.Writer, cfg config) error {
 			return err
 		}
 		row("fixed: 1 epoch, float32", fixed)
+		three := s
+		three.LocalEpochs = 3
+		fixed3, err := toTarget(three, cl)
+		if err != nil {
+			return err
+		}
+		row("fixed: 3 epochs, float32", fixed3)
+		int8 := s
+		int8.Encoding = fl.Int8
+		fixed8, err := toTarget(int8, cl)
+		if err != nil {
+			return err
+		}
+		row("fixed: 1 epoch, int8", fixed8)
 		a := s
 		a.Adaptive, a.Encoding = true, fl.Auto
 		ad, err := toTarget(a, cl)
@@ -205,6 +221,8 @@ func run(w io.Writer, cfg config) error {
 		}
 		row("adaptive steps and encoding", ad)
 		ratio("adaptive against fixed", fixed, ad)
+		ratio("adaptive against 3 epochs", fixed3, ad)
+		ratio("adaptive against int8", fixed8, ad)
 		for _, p := range ad.Status.Plans {
 			if p.Cluster == cl[0].Name || p.Cluster == cl[len(cl)-1].Name {
 				notes = append(notes, "  "+p.Reason)

@@ -11,7 +11,7 @@ import (
 func TestSmall(t *testing.T) {
 	var out bytes.Buffer
 	cfg := config{only: []string{"secagg", "fedbuff", "adaptive"}, target: 0.6, clients: 4, per: 200,
-		sizes: []int{784, 16, 10}, secagg: []int{6}}
+		sizes: []int{784, 16, 10}, secagg: []int{6}, lr: 0.05}
 	if err := run(&out, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -1214,6 +1214,9 @@ func (c *Coordinator) publish(now time.Time, co *cohort, agg [][]float32, m Metr
 	if co != nil {
 		c.dropCohort(co)
 	}
+	if lr := c.st.Spec.ServerLR; lr != 1 {
+		Scale(agg, lr)
+	}
 	AddTo(c.st.Model.Weights, agg)
 	c.st.Model.Ref = ModelRef{Round: c.st.Model.Ref.Round + 1, Digest: Digest(c.st.Model.Weights)}
 	c.st.Model.Participants = participants

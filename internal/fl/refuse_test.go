@@ -168,6 +168,7 @@ func TestSpecValidation(t *testing.T) {
 		{"bufferSize", func(s *JobSpec) { s.Strategy = FedBuff }},
 		{"bufferSize", func(s *JobSpec) { s.Strategy, s.BufferSize, s.SecAgg = FedBuff, 1, &SecAggSpec{} }},
 		{"encoding", func(s *JobSpec) { s.Encoding = "int4" }},
+		{"serverLR", func(s *JobSpec) { s.ServerLR = -1 }},
 		{"roundDeadline", func(s *JobSpec) { s.RoundDeadline = 0 }},
 		{"secagg.k", func(s *JobSpec) { s.SecAgg = &SecAggSpec{K: -2} }},
 		{"minClients", func(s *JobSpec) { s.SecAgg, s.MinClients = &SecAggSpec{}, 1 }},

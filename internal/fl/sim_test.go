@@ -96,7 +96,7 @@ func TestFedBuffOutrunsSyncWithASlowCluster(t *testing.T) {
 	spec.Rounds, spec.MinClients = 30, 4
 	spec.RoundDeadline = time.Hour
 	sync := run(spec)
-	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients = FedBuff, 2, 8, 1
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.ServerLR = FedBuff, 2, 8, 1, 0.5
 	buff := run(spec)
 	t.Logf("sync: %v to 70%% (%d rounds); fedbuff: %v (%d models)", sync.Reached, len(sync.Points)-1, buff.Reached, len(buff.Points)-1)
 	if sync.Reached == 0 || buff.Reached == 0 {
