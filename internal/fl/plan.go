@@ -76,6 +76,14 @@ func costOf(spec JobSpec, f ClusterFacts, shape []int) cost {
 	return c
 }
 
+// count is "1 epoch", "2 epochs".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 // maxFill bounds the local steps a cluster adds to fill a round's wait,
 // in multiples of its epochs' steps: FedNova scales an update of τ_i steps
 // by τ_eff/τ_i, and when the step counts of a round differ too much the
@@ -119,12 +127,12 @@ func RoundTime(spec JobSpec, facts []ClusterFacts, shape []int) time.Duration {
 func Choose(name string, spec JobSpec, f ClusterFacts, shape []int, round time.Duration) Plan {
 	c := costOf(spec, f, shape)
 	if !spec.Adaptive {
-		return Plan{Cluster: name, LocalSteps: 0, Encoding: c.enc, Reason: fmt.Sprintf("%s: %d local epochs, %s: %s", name, spec.LocalEpochs, c.enc, c.link)}
+		return Plan{Cluster: name, LocalSteps: 0, Encoding: c.enc, Reason: fmt.Sprintf("%s: %s, %s: %s", name, count(spec.LocalEpochs, "local epoch"), c.enc, c.link)}
 	}
 	if c.stepTime == 0 {
 		return Plan{Cluster: name, LocalSteps: c.base, Encoding: c.enc, Reason: fmt.Sprintf("%s: %d local steps, %s: training speed unknown; %s", name, c.base, c.enc, c.link)}
 	}
-	steps, why := c.base, fmt.Sprintf("%d epochs of %d samples", spec.LocalEpochs, f.Samples)
+	steps, why := c.base, fmt.Sprintf("%s of %d samples", count(spec.LocalEpochs, "epoch"), f.Samples)
 	switch fill := int(math.Floor((round.Seconds() - c.upload) / c.stepTime)); {
 	case round > 0 && fill > c.base:
 		steps = min(fill, maxFill*c.base)
