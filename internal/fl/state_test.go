@@ -149,3 +149,43 @@ func TestEpsilonPerRoundAndBudget(t *testing.T) {
 		t.Errorf("status ε %v, want %v", st.Epsilon, eps[3])
 	}
 }
+
+// What the coordinator holds of a round's updates is one running sum: its
+// snapshot does not grow with the updates received, plain or masked.
+func TestSnapshotDoesNotGrowWithUpdates(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		spec := tinySpec(8)
+		spec.Model.Sizes = []int{784, 16, 10} // 12,730 values
+		if secure {
+			spec.SecAgg = &SecAggSpec{K: 4, T: 3}
+		}
+		h := newHand(t, spec, 8)
+		for name := range h.x {
+			for k := range h.x[name] {
+				h.x[name][k] = 0.001 * float32(k%7)
+			}
+		}
+		h.join()
+		all := func(Assignment) bool { return true }
+		if secure {
+			h.step(all) // advertise
+			h.step(all) // share
+		}
+		sizes := map[int]int{}
+		sent := 0
+		h.step(func(a Assignment) bool {
+			if sent == 1 || sent == 7 {
+				sizes[sent] = len(snapshotJSON(t, h.c))
+			}
+			sent++
+			return true
+		})
+		if sizes[1] == 0 || sizes[7] == 0 {
+			t.Fatalf("secure %v: sizes %v", secure, sizes)
+		}
+		t.Logf("secure %v: snapshot %d bytes after 1 update, %d after 7", secure, sizes[1], sizes[7])
+		if float64(sizes[7]) > 1.1*float64(sizes[1]) {
+			t.Errorf("secure %v: the snapshot grew from %d to %d bytes", secure, sizes[1], sizes[7])
+		}
+	}
+}

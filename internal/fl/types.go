@@ -288,10 +288,10 @@ type Update struct {
 // Masked is a securely aggregated client's update: its weighted,
 // normalised delta, fixed-point encoded and masked.
 type Masked struct {
-	Y          []uint32 `json:"y"`
-	Samples    int      `json:"samples"`
-	LocalSteps int      `json:"localSteps"`
-	Metrics    Metrics  `json:"metrics"`
+	Y          Ring    `json:"y"`
+	Samples    int     `json:"samples"`
+	LocalSteps int     `json:"localSteps"`
+	Metrics    Metrics `json:"metrics"`
 }
 
 // GlobalModel is a model the coordinator made.
