@@ -474,7 +474,43 @@ func (c *Coordinator) handleFacts(now time.Time, r Report) (Output, error) {
 	if c.over() {
 		return Output{}, nil
 	}
-	return c.advance(now), nil
+	var out Output
+	if co := c.cohortOf(r.Cluster); co != nil && !f.Online {
+		out.merge(c.settle(now, co))
+	}
+	out.merge(c.advance(now))
+	return out, nil
+}
+
+// settle closes a cohort's phase early when every member that has not
+// answered it is offline: waiting for the deadline would change nothing.
+func (c *Coordinator) settle(now time.Time, co *cohort) Output {
+	answered := func(i int, m string) bool {
+		switch co.Phase {
+		case Train:
+			return co.Received[m]
+		case Advertise:
+			_, ok := co.Secure.Keys[i]
+			return ok
+		case Share:
+			_, ok := co.Secure.Shares[i]
+			return ok
+		case Mask:
+			_, ok := co.Secure.Masked[i]
+			return ok
+		case Unmask:
+			_, sent := co.Secure.Masked[i]
+			_, ok := co.Secure.Reveals[i]
+			return ok || !sent
+		}
+		return true
+	}
+	for i, m := range co.Members {
+		if !answered(i, m) && c.st.Clusters[m].Facts.Online {
+			return Output{}
+		}
+	}
+	return c.timeout(now, co)
 }
 
 // Tick moves the job on at time now: phases that timed out close, rounds

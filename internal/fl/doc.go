@@ -28,7 +28,9 @@
 // last key exchange sit one attempt out). Without secure aggregation its
 // members are assigned Train, and the round aggregates when every update
 // is in, or at the deadline with at least MinClients of them; with fewer
-// it is abandoned and retried. Updates are averaged by sample count
+// it is abandoned and retried. A member that reports itself offline is
+// not waited for: when every member that has not answered a phase is
+// offline, the phase closes at once as at its deadline. Updates are averaged by sample count
 // (FedAvg), or FedNova-normalised when the coordinator assigned
 // different step counts (NovaCoefficients).
 //

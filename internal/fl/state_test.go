@@ -189,3 +189,42 @@ func TestSnapshotDoesNotGrowWithUpdates(t *testing.T) {
 		}
 	}
 }
+
+// A member that reports itself offline is not waited for: once every
+// other member has answered, the phase closes without the deadline.
+func TestOfflineMemberIsNotWaitedFor(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		// Round 1 starts with the first MinClients to join; round 2 has all four.
+		spec := tinySpec(2)
+		spec.Rounds = 2
+		if secure {
+			spec.SecAgg = &SecAggSpec{}
+			spec.MinClients = 3
+		}
+		h := newHand(t, spec, 4)
+		h.join()
+		gone := clusterName(3)
+		for h.c.Status().Round < 1 {
+			h.step(func(a Assignment) bool { return a.Round == 1 })
+		}
+		h.drop[gone] = Mask
+		if !secure {
+			h.drop[gone] = Train
+		}
+		for range 4 {
+			h.step(func(Assignment) bool { return true })
+		}
+		if st := h.c.Status(); st.Round != 1 || h.c.cohortOf(gone) == nil {
+			t.Fatalf("secure %v: %+v, %s in round 2: %v", secure, st, gone, h.c.cohortOf(gone) != nil)
+		}
+		h.must(h.c.Handle(h.now, Report{Job: "tiny", Cluster: gone, Kind: KindFacts, Facts: &ClusterFacts{Online: false, Samples: 100}}))
+		h.run(5)
+		st := h.c.Status()
+		if st.State != Done || !h.now.Equal(t0) {
+			t.Fatalf("secure %v: %+v at %v; want done at once", secure, st, h.now.Sub(t0))
+		}
+		if st.History[1].Participants != 3 {
+			t.Fatalf("secure %v: %d participants, want 3", secure, st.History[1].Participants)
+		}
+	}
+}
