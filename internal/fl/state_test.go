@@ -149,3 +149,82 @@ func TestEpsilonPerRoundAndBudget(t *testing.T) {
 		t.Errorf("status ε %v, want %v", st.Epsilon, eps[3])
 	}
 }
+
+// What the coordinator holds of a round's updates is one running sum: its
+// snapshot does not grow with the updates received, plain or masked.
+func TestSnapshotDoesNotGrowWithUpdates(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		spec := tinySpec(8)
+		spec.Model.Sizes = []int{784, 16, 10} // 12,730 values
+		if secure {
+			spec.SecAgg = &SecAggSpec{K: 4, T: 3}
+		}
+		h := newHand(t, spec, 8)
+		for name := range h.x {
+			for k := range h.x[name] {
+				h.x[name][k] = 0.001 * float32(k%7)
+			}
+		}
+		h.join()
+		all := func(Assignment) bool { return true }
+		if secure {
+			h.step(all) // advertise
+			h.step(all) // share
+		}
+		sizes := map[int]int{}
+		sent := 0
+		h.step(func(a Assignment) bool {
+			if sent == 1 || sent == 7 {
+				sizes[sent] = len(snapshotJSON(t, h.c))
+			}
+			sent++
+			return true
+		})
+		if sizes[1] == 0 || sizes[7] == 0 {
+			t.Fatalf("secure %v: sizes %v", secure, sizes)
+		}
+		t.Logf("secure %v: snapshot %d bytes after 1 update, %d after 7", secure, sizes[1], sizes[7])
+		if float64(sizes[7]) > 1.1*float64(sizes[1]) {
+			t.Errorf("secure %v: the snapshot grew from %d to %d bytes", secure, sizes[1], sizes[7])
+		}
+	}
+}
+
+// A member that reports itself offline is not waited for: once every
+// other member has answered, the phase closes without the deadline.
+func TestOfflineMemberIsNotWaitedFor(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		// Round 1 starts with the first MinClients to join; round 2 has all four.
+		spec := tinySpec(2)
+		spec.Rounds = 2
+		if secure {
+			spec.SecAgg = &SecAggSpec{}
+			spec.MinClients = 3
+		}
+		h := newHand(t, spec, 4)
+		h.join()
+		gone := clusterName(3)
+		for h.c.Status().Round < 1 {
+			h.step(func(a Assignment) bool { return a.Round == 1 })
+		}
+		h.drop[gone] = Mask
+		if !secure {
+			h.drop[gone] = Train
+		}
+		for range 4 {
+			h.step(func(Assignment) bool { return true })
+		}
+		if st := h.c.Status(); st.Round != 1 || h.c.cohortOf(gone) == nil {
+			t.Fatalf("secure %v: %+v, %s in round 2: %v", secure, st, gone, h.c.cohortOf(gone) != nil)
+		}
+		h.must(h.c.Handle(h.now, Report{Job: "tiny", Cluster: gone, Kind: KindFacts, Facts: &ClusterFacts{Online: false, Samples: 100}}))
+		h.run(5)
+		st := h.c.Status()
+		if st.State != Done || !h.now.Equal(t0) {
+			t.Fatalf("secure %v: %+v at %v; want done at once", secure, st, h.now.Sub(t0))
+		}
+		if st.History[1].Participants != 3 {
+			t.Fatalf("secure %v: %d participants, want 3", secure, st.History[1].Participants)
+		}
+	}
+}
