@@ -75,14 +75,16 @@ func NewWEC(cfg *rest.Config, cluster string, log *slog.Logger) (*WEC, error) {
 	return w, nil
 }
 
-// Start runs the watch until ctx ends and waits for its first list.
-func (w *WEC) Start(ctx context.Context) error {
+// Start runs the watch until ctx ends. It does not wait for the WEC's
+// apiserver: Desired returns nothing until the first list is in, and the
+// agent serves from its cache meanwhile.
+func (w *WEC) Start(ctx context.Context) {
 	go w.informer.Run(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
-		return fmt.Errorf("kube: list modeldeployments in the WEC: %w", context.Cause(ctx))
-	}
-	w.saw(nil)
-	return nil
+	go func() {
+		if cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
+			w.saw(nil)
+		}
+	}()
 }
 
 // saw records a change the watch delivered and wakes Desired.
