@@ -199,4 +199,3 @@ var (
 	_ agent.DesiredSource = (*WEC)(nil)
 	_ agent.ReportSink    = (*WEC)(nil)
 )
-
