@@ -8,10 +8,17 @@ CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 .PHONY: generate
 ## generate: regenerate deepcopy functions (api/...), CRD manifests (deploy/crds, with each kind's names
 ## and printer columns from api/v1alpha1's table of kinds) and the protobuf code.
-generate: $(CONTROLLER_GEN) generate-onnx generate-oip
+generate: $(CONTROLLER_GEN) generate-onnx generate-oip generate-crds
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: generate-crds
+## generate-crds: the CRD manifests alone (deploy/crds, validation rules included), copied into
+## the helm chart's crds/.
+generate-crds: $(CONTROLLER_GEN)
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=deploy/crds
 	$(GO) run ./hack/crdkinds deploy/crds
+	mkdir -p deploy/helm/outpost/crds && rm -f deploy/helm/outpost/crds/*.yaml && \
+		cp deploy/crds/*.yaml deploy/helm/outpost/crds/
 
 # Installs controller-gen once; a binary already in place is reused.
 $(CONTROLLER_GEN):

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"outpost.dev/outpost/internal/versions"
 )
 
 // KindInfo is one resource kind of this package: everything decoding, the
@@ -31,6 +33,10 @@ type KindInfo struct {
 	// Breakdown, if set, is what -o wide shows instead of Columns: a row
 	// per part of each object, such as a deployment's row per cluster.
 	Breakdown *Breakdown
+	// Patterns are the patterns of string fields, by path (such as
+	// spec.model.version), whose syntax Go code defines: `make generate`
+	// writes them into the CRD's schema.
+	Patterns map[string]string
 
 	newObject func() Object
 	isObject  func(o runtime.Object) bool
@@ -80,6 +86,10 @@ type PartColumn struct {
 	Cell func(o Object, i int, now time.Time) string
 }
 
+// statusCounter is a status with counts of its own rows, such as
+// ModelDeploymentStatus: CopyStatus recounts them.
+type statusCounter interface{ Count() }
+
 // statusOps clears and copies the status of one kind's objects.
 type statusOps struct {
 	reset func(o Object)
@@ -100,6 +110,7 @@ func kinds() []*KindInfo {
 			ShortNames: []string{"md"},
 			Columns:    deploymentColumns(),
 			Breakdown:  deploymentBreakdown(),
+			Patterns:   map[string]string{"spec.model.version": versions.ConstraintPattern},
 		}, func(l *ModelDeploymentList) *[]ModelDeployment { return &l.Items },
 			func(d *ModelDeployment) *ModelDeploymentStatus { return &d.Status }),
 		register(&KindInfo{
@@ -167,6 +178,9 @@ func register[T, L, S any, PT interface {
 			s, ok2 := src.(PT)
 			if ok1 && ok2 {
 				*status(d) = *status(s).DeepCopy()
+				if c, ok := any(status(d)).(statusCounter); ok {
+					c.Count()
+				}
 			}
 		},
 	}
@@ -278,7 +292,8 @@ func (k *KindInfo) Items(list runtime.Object) ([]Object, error) {
 // ResetStatus clears the status of o, an object of the kind.
 func (k *KindInfo) ResetStatus(o Object) { k.status.reset(o) }
 
-// CopyStatus sets dst's status to a deep copy of src's; both are of the kind.
+// CopyStatus sets dst's status to a deep copy of src's, its counts (such as a
+// deployment's readyClusters) recounted from its rows; both are of the kind.
 func (k *KindInfo) CopyStatus(dst, src Object) { k.status.copy(dst, src) }
 
 // New returns an empty object of kind with its apiVersion and kind set.

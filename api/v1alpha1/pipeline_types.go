@@ -166,6 +166,7 @@ type PipelineStep struct {
 	// Name is the step's name, unique in the pipeline: a DNS label.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 	// Type is what the step does.
 	Type StepType `json:"type"`
@@ -309,12 +310,17 @@ const (
 type PipelineRunSpec struct {
 	// Pipeline is the Pipeline's name.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a Pipeline's name: lowercase letters, digits, '-' and '.'"
 	Pipeline string `json:"pipeline"`
 	// Cluster is the cluster that runs it.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a Cluster's name: lowercase letters, digits, '-' and '.'"
 	Cluster string `json:"cluster"`
 	// Trigger is what started the run: Manual, Schedule, Local, Drift or NewVersion.
 	// +optional
+	// +kubebuilder:validation:Enum=Manual;Schedule;Local;Drift;NewVersion
 	Trigger string `json:"trigger,omitempty"`
 }
 

@@ -50,6 +50,9 @@ var modelNamePattern = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[
 
 const maxModelNameLen = 200
 
+// MaxClusterSelectors bounds a deployment's clusterSelectors.
+const MaxClusterSelectors = 32
+
 func validateMeta(m *metav1.ObjectMeta) field.ErrorList {
 	p := field.NewPath("metadata")
 	var errs field.ErrorList
@@ -194,6 +197,12 @@ func (d *ModelDeployment) Validate() error {
 		errs = append(errs, field.Required(mp.Child("version"), "an exact version or a semver range is required"))
 	} else if err := versions.Validate(d.Spec.Model.Version); err != nil {
 		errs = append(errs, field.Invalid(mp.Child("version"), d.Spec.Model.Version, "not a semver version or range"))
+	}
+	switch csp := sp.Child("clusterSelectors"); {
+	case len(d.Spec.ClusterSelectors) == 0:
+		errs = append(errs, field.Required(csp, "at least one selector: [{}] selects every cluster"))
+	case len(d.Spec.ClusterSelectors) > MaxClusterSelectors:
+		errs = append(errs, field.TooMany(csp, len(d.Spec.ClusterSelectors), MaxClusterSelectors))
 	}
 	for i := range d.Spec.ClusterSelectors {
 		errs = append(errs, validateSelector(&d.Spec.ClusterSelectors[i], sp.Child("clusterSelectors").Index(i))...)

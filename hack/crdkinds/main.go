@@ -1,7 +1,10 @@
 // Command crdkinds writes what api/v1alpha1's table of kinds says of each
-// kind (its names, short names, category and printer columns) into the
-// CustomResourceDefinitions that controller-gen generated, so that kubectl
-// and `outpost get` read one registration. `make generate` runs it:
+// kind (its names, short names, category, printer columns and the patterns
+// of fields whose syntax Go code defines) into the CustomResourceDefinitions
+// that controller-gen generated, so that kubectl and `outpost get` read one
+// registration. It also gives every label selector of the schemas the rules
+// of Go's selector validation (operators, label keys and values), which
+// markers cannot put on metav1.LabelSelector. `make generate` runs it:
 //
 //	go run ./hack/crdkinds deploy/crds
 package main
@@ -11,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -52,6 +56,18 @@ func run(dir string) error {
 				} else {
 					delete(v, "additionalPrinterColumns")
 				}
+				schema, err := openAPISchema(v)
+				if err != nil {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+				for field, pattern := range k.Patterns {
+					prop, err := property(schema, field)
+					if err != nil {
+						return fmt.Errorf("%s: %w", path, err)
+					}
+					prop["pattern"] = pattern
+				}
+				selectorRules(schema)
 			}
 		}
 		out, err := yaml.Marshal(crd)
@@ -63,4 +79,83 @@ func run(dir string) error {
 		}
 	}
 	return nil
+}
+
+// openAPISchema returns the openAPIV3Schema of a CRD version.
+func openAPISchema(version map[string]any) (map[string]any, error) {
+	schema, _ := version["schema"].(map[string]any)
+	s, ok := schema["openAPIV3Schema"].(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("version %v has no openAPIV3Schema", version["name"])
+	}
+	return s, nil
+}
+
+// property returns the schema of the field at path (such as
+// spec.model.version) in schema.
+func property(schema map[string]any, path string) (map[string]any, error) {
+	s := schema
+	for _, f := range strings.Split(path, ".") {
+		props, _ := s["properties"].(map[string]any)
+		next, ok := props[f].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("no field %s in the schema", path)
+		}
+		s = next
+	}
+	return s, nil
+}
+
+// Rules of a label selector, as metav1's ValidateLabelSelector checks it.
+const (
+	ruleLabelKeys   = "self.all(k, !format.qualifiedName().validate(k).hasValue())"
+	ruleLabelValues = "self.all(k, !format.labelValue().validate(self[k]).hasValue())"
+	ruleKey         = "!format.qualifiedName().validate(self).hasValue()"
+	ruleValue       = "!format.labelValue().validate(self).hasValue()"
+	ruleValues      = "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0"
+
+	msgLabelKey   = "must be a label key: an optional DNS subdomain prefix and '/', and a name of at most 63 letters, digits, '-', '_' or '.' that starts and ends with a letter or digit"
+	msgLabelValue = "must be a label value: at most 63 letters, digits, '-', '_' or '.' that start and end with a letter or digit"
+)
+
+// selectorRules finds the label selectors in schema (objects of matchLabels
+// and matchExpressions) and gives them the rules of Go's validation.
+func selectorRules(schema map[string]any) {
+	props, _ := schema["properties"].(map[string]any)
+	labels, ok1 := props["matchLabels"].(map[string]any)
+	exprs, ok2 := props["matchExpressions"].(map[string]any)
+	if ok1 && ok2 && len(props) == 2 {
+		labels["x-kubernetes-validations"] = []any{
+			map[string]any{"rule": ruleLabelKeys, "message": "keys " + msgLabelKey},
+			map[string]any{"rule": ruleLabelValues, "message": "values " + msgLabelValue},
+		}
+		if item, ok := exprs["items"].(map[string]any); ok {
+			item["x-kubernetes-validations"] = []any{map[string]any{"rule": ruleValues,
+				"message": "In and NotIn take one or more values, Exists and DoesNotExist none", "fieldPath": ".values"}}
+			ip, _ := item["properties"].(map[string]any)
+			if op, ok := ip["operator"].(map[string]any); ok {
+				op["enum"] = []any{"In", "NotIn", "Exists", "DoesNotExist"}
+			}
+			if key, ok := ip["key"].(map[string]any); ok {
+				key["x-kubernetes-validations"] = []any{map[string]any{"rule": ruleKey, "message": msgLabelKey}}
+			}
+			if vals, ok := ip["values"].(map[string]any); ok {
+				if v, ok := vals["items"].(map[string]any); ok {
+					v["x-kubernetes-validations"] = []any{map[string]any{"rule": ruleValue, "message": msgLabelValue}}
+				}
+			}
+		}
+		return
+	}
+	for _, p := range props {
+		if p, ok := p.(map[string]any); ok {
+			selectorRules(p)
+		}
+	}
+	if items, ok := schema["items"].(map[string]any); ok {
+		selectorRules(items)
+	}
+	if ap, ok := schema["additionalProperties"].(map[string]any); ok {
+		selectorRules(ap)
+	}
 }
