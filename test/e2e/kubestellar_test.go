@@ -281,10 +281,15 @@ func TestKubeStellar(t *testing.T) {
 				t.Fatalf("kubectl get md -o wide: %v\n%s", err, out)
 			}
 			t.Logf("kubectl get md -o wide:\n%s", out)
-			for _, want := range []string{"detector", "fleet", "1.0.0"} {
-				if !strings.Contains(string(out), want) {
-					t.Errorf("kubectl get md -o wide does not show %q", want)
+			// NAME MODEL VERSION RESOLVED CLUSTERS READY AGE
+			var row []string
+			for _, l := range strings.Split(string(out), "\n") {
+				if f := strings.Fields(l); len(f) >= 6 && f[0] == "fleet" {
+					row = f
 				}
+			}
+			if row == nil || row[3] != "1.0.0" || row[4] != "2" || row[5] != "2" {
+				t.Errorf("kubectl get md -o wide: fleet's row %q, want 1.0.0 resolved, 2 clusters, 2 ready", row)
 			}
 		}
 	})
