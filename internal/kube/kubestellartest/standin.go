@@ -81,6 +81,7 @@ type StandIn struct {
 	cut       map[string]bool
 	delivered map[string]map[objKey]bool           // WEC -> objects it holds from the stand-in
 	returned  map[string]map[objKey]map[string]any // WEC -> object -> status last read there
+	copied    map[objKey]map[string]any            // object -> the WEC status last copied into it
 	passes    int
 }
 
@@ -106,7 +107,7 @@ func New(wds *rest.Config, wecs []WEC, interval time.Duration, log *slog.Logger)
 		log = slog.Default()
 	}
 	s := &StandIn{wds: d, disc: disc, wecs: map[string]dynamic.Interface{}, interval: interval, log: log,
-		cut: map[string]bool{}, delivered: map[string]map[objKey]bool{}, returned: map[string]map[objKey]map[string]any{}}
+		cut: map[string]bool{}, copied: map[objKey]map[string]any{}, delivered: map[string]map[objKey]bool{}, returned: map[string]map[objKey]map[string]any{}}
 	for _, w := range wecs {
 		c, err := dynamic.NewForConfig(w.Config)
 		if err != nil {
@@ -485,15 +486,22 @@ func (s *StandIn) singleton(ctx context.Context, k objKey, o *unstructured.Unstr
 	if !ok || st == nil {
 		return nil
 	}
-	cur, _, _ := unstructured.NestedMap(o.Object, "status")
-	if reflect.DeepEqual(cur, st) {
+	// KubeStellar writes the status back when the WEC's status changes
+	// (a WorkStatus event), not whenever the WDS object's differs.
+	s.mu.Lock()
+	last := s.copied[k]
+	s.mu.Unlock()
+	if reflect.DeepEqual(last, st) {
 		return nil
 	}
 	o = o.DeepCopy()
 	o.Object["status"] = st
-	if _, err := ri.UpdateStatus(ctx, o, metav1.UpdateOptions{}); err != nil && !apierrors.IsConflict(err) {
+	if _, err := ri.UpdateStatus(ctx, o, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("singleton status of %s %s: %w", k.gvr.Resource, k.name, err)
 	}
+	s.mu.Lock()
+	s.copied[k] = st
+	s.mu.Unlock()
 	return nil
 }
 
