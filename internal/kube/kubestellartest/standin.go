@@ -606,11 +606,13 @@ func jsonOrNil(st map[string]any) any {
 // missing field is null. Anything else is an error.
 func evalPath(expr string, vars map[string]any) (any, error) {
 	parts := strings.Split(strings.TrimSpace(expr), ".")
-	var cur any = vars
 	for _, p := range parts {
 		if p == "" || strings.ContainsAny(p, " ()[]=!<>&|+-*/?:'\"") {
 			return nil, fmt.Errorf("expression %q: the stand-in evaluates dotted paths only", expr)
 		}
+	}
+	var cur any = vars
+	for _, p := range parts {
 		m, ok := cur.(map[string]any)
 		if !ok {
 			return nil, nil
