@@ -59,6 +59,8 @@ func NewWEC(cfg *rest.Config, cluster string, log *slog.Logger) (*WEC, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.WarningHandler = warningLog{log}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kube: %w", err)
@@ -101,6 +103,14 @@ func (w *WEC) saw(o any) {
 	w.maxRV = max(w.maxRV, n)
 	close(w.changed)
 	w.changed = make(chan struct{})
+}
+
+// warningLog logs the apiserver's warnings at debug level.
+type warningLog struct{ log *slog.Logger }
+
+// HandleWarningHeader implements rest.WarningHandler.
+func (w warningLog) HandleWarningHeader(code int, agent, text string) {
+	w.log.Debug("apiserver warning", "code", code, "text", text)
 }
 
 // revision reads a resourceVersion as the etcd revision it is; 0 when it

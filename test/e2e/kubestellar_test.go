@@ -161,7 +161,10 @@ func TestKubeStellar(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, m.File), onnx, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Two models, so that a deployment's name never reaches another deployment's
+	// model (the agent's server also answers to a model's name).
 	h.mustRun("model", "push", dir, "--name", "detector", "--version", "1.0.0")
+	h.mustRun("model", "push", dir, "--name", "classifier", "--version", "1.0.0")
 
 	// KubeStellar's stand-in.
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -268,7 +271,7 @@ func TestKubeStellar(t *testing.T) {
 	t.Run("a deployment bound to two WECs has two Active rows", func(t *testing.T) {
 		md := &v1alpha1.ModelDeployment{}
 		md.Name = "fleet"
-		md.Spec.Model = v1alpha1.ModelRef{Name: "detector", Version: "1.0.0"}
+		md.Spec.Model = v1alpha1.ModelRef{Name: "classifier", Version: "1.0.0"}
 		md.Spec.ClusterSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"tier": "edge"}}}
 		if err := wds.Create(ctx, md); err != nil {
 			t.Fatal(err)
@@ -288,7 +291,7 @@ func TestKubeStellar(t *testing.T) {
 					row = f
 				}
 			}
-			if row == nil || row[3] != "1.0.0" || row[4] != "2" || row[5] != "2" {
+			if row == nil || row[1] != "classifier" || row[3] != "1.0.0" || row[4] != "2" || row[5] != "2" {
 				t.Errorf("kubectl get md -o wide: fleet's row %q, want 1.0.0 resolved, 2 clusters, 2 ready", row)
 			}
 		}
