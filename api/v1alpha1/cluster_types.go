@@ -34,15 +34,15 @@ type Accelerator struct {
 type Capacity struct {
 	// CPU is the number of CPU cores, as a Kubernetes quantity ("4", "500m").
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() >= 0",message="must be non-negative"
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="must be non-negative"
 	CPU *resource.Quantity `json:"cpu,omitempty"`
 	// Memory is the amount of memory, as a Kubernetes quantity ("16Gi").
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() >= 0",message="must be non-negative"
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="must be non-negative"
 	Memory *resource.Quantity `json:"memory,omitempty"`
 	// Disk is the storage available for the model cache, as a Kubernetes quantity ("200Gi").
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() >= 0",message="must be non-negative"
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="must be non-negative"
 	Disk *resource.Quantity `json:"disk,omitempty"`
 	// Accelerators lists the accelerator devices by type.
 	// +optional

@@ -33,16 +33,26 @@ type KindInfo struct {
 	// Breakdown, if set, is what -o wide shows instead of Columns: a row
 	// per part of each object, such as a deployment's row per cluster.
 	Breakdown *Breakdown
-	// Patterns are the patterns of string fields, by path (such as
-	// spec.model.version), whose syntax Go code defines: `make generate`
-	// writes them into the CRD's schema.
-	Patterns map[string]string
+	// Syntax is the syntax of string fields that Go code defines, by path
+	// (such as spec.model.version): `make generate` writes each into the
+	// CRD's schema as a validation rule.
+	Syntax map[string]FieldSyntax
 
 	newObject func() Object
 	isObject  func(o runtime.Object) bool
 	newList   func(items []Object) (runtime.Object, error)
 	items     func(list runtime.Object) ([]Object, bool)
 	status    statusOps
+}
+
+// FieldSyntax is the syntax of a string field, as Go code checks it.
+//
+// +kubebuilder:object:generate=false
+type FieldSyntax struct {
+	// Pattern is a regular expression (RE2) the whole value must match.
+	Pattern string
+	// Message is what a value that does not match is told.
+	Message string
 }
 
 // Column is a column of a kind's table.
@@ -110,7 +120,8 @@ func kinds() []*KindInfo {
 			ShortNames: []string{"md"},
 			Columns:    deploymentColumns(),
 			Breakdown:  deploymentBreakdown(),
-			Patterns:   map[string]string{"spec.model.version": versions.ConstraintPattern},
+			Syntax: map[string]FieldSyntax{"spec.model.version": {Pattern: versions.ConstraintPattern,
+				Message: "not a semver version or range: an exact version (1.2.3) or a range such as >=1.2 <2, ^1.2, ~1.2.3, 1.x or 1.2 - 1.4"}},
 		}, func(l *ModelDeploymentList) *[]ModelDeployment { return &l.Items },
 			func(d *ModelDeployment) *ModelDeploymentStatus { return &d.Status }),
 		register(&KindInfo{

@@ -207,6 +207,7 @@ type PipelineStep struct {
 type PipelineSpec struct {
 	// ClusterSelectors select the clusters the pipeline runs on, as a deployment's do.
 	// +optional
+	// +kubebuilder:validation:MaxItems=32
 	ClusterSelectors []metav1.LabelSelector `json:"clusterSelectors,omitempty"`
 	// Schedule, if set, starts a run on each selected cluster at the times of a five-field
 	// cron expression ("0 3 * * *"), by the cluster's clock, linked or not.
@@ -214,6 +215,7 @@ type PipelineSpec struct {
 	Schedule string `json:"schedule,omitempty"`
 	// Triggers start runs on events in the cluster.
 	// +optional
+	// +kubebuilder:validation:MaxItems=16
 	Triggers []PipelineTrigger `json:"triggers,omitempty"`
 	// Priority orders the pipeline's steps against other work on the cluster: higher first
 	// (default 0; serving is always above).

@@ -266,8 +266,28 @@ func (s *ModelDeploymentStatus) validate(p *field.Path) field.ErrorList {
 	return errs
 }
 
+// Bounds of a label selector (the CRDs carry them too, which keeps the
+// cost of their validation rules within the apiserver's budget).
+const (
+	// MaxSelectorTerms bounds a selector's matchLabels and its matchExpressions.
+	MaxSelectorTerms = 16
+	// MaxSelectorValues bounds the values of one of its matchExpressions.
+	MaxSelectorValues = 32
+)
+
 func validateSelector(sel *metav1.LabelSelector, p *field.Path) field.ErrorList {
 	errs := metav1validation.ValidateLabelSelector(sel, metav1validation.LabelSelectorValidationOptions{}, p)
+	if len(sel.MatchLabels) > MaxSelectorTerms {
+		errs = append(errs, field.TooMany(p.Child("matchLabels"), len(sel.MatchLabels), MaxSelectorTerms))
+	}
+	if len(sel.MatchExpressions) > MaxSelectorTerms {
+		errs = append(errs, field.TooMany(p.Child("matchExpressions"), len(sel.MatchExpressions), MaxSelectorTerms))
+	}
+	for i, e := range sel.MatchExpressions {
+		if len(e.Values) > MaxSelectorValues {
+			errs = append(errs, field.TooMany(p.Child("matchExpressions").Index(i).Child("values"), len(e.Values), MaxSelectorValues))
+		}
+	}
 	if len(errs) == 0 {
 		if _, err := metav1.LabelSelectorAsSelector(sel); err != nil {
 			errs = append(errs, field.Invalid(p, sel.String(), err.Error()))

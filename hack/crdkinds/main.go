@@ -1,6 +1,6 @@
 // Command crdkinds writes what api/v1alpha1's table of kinds says of each
-// kind (its names, short names, category, printer columns and the patterns
-// of fields whose syntax Go code defines) into the CustomResourceDefinitions
+// kind (its names, short names, category, printer columns and the syntax of
+// fields that Go code defines, as validation rules) into the CustomResourceDefinitions
 // that controller-gen generated, so that kubectl and `outpost get` read one
 // registration. It also gives every label selector of the schemas the rules
 // of Go's selector validation (operators, label keys and values), which
@@ -12,8 +12,10 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -60,12 +62,18 @@ func run(dir string) error {
 				if err != nil {
 					return fmt.Errorf("%s: %w", path, err)
 				}
-				for field, pattern := range k.Patterns {
+				for _, field := range slices.Sorted(maps.Keys(k.Syntax)) {
 					prop, err := property(schema, field)
 					if err != nil {
 						return fmt.Errorf("%s: %w", path, err)
 					}
-					prop["pattern"] = pattern
+					syn := k.Syntax[field]
+					if strings.Contains(syn.Pattern, "'") {
+						return fmt.Errorf("%s: the pattern of %s has a quote", path, field)
+					}
+					rules, _ := prop["x-kubernetes-validations"].([]any)
+					prop["x-kubernetes-validations"] = append(rules, map[string]any{
+						"rule": "self.matches(r'" + syn.Pattern + "')", "message": syn.Message})
 				}
 				selectorRules(schema)
 			}
@@ -106,13 +114,15 @@ func property(schema map[string]any, path string) (map[string]any, error) {
 	return s, nil
 }
 
-// Rules of a label selector, as metav1's ValidateLabelSelector checks it.
+// Rules and bounds of a label selector, as validateSelector in api/v1alpha1
+// checks it. The bounds keep the rules' estimated cost within the
+// apiserver's budget.
 const (
-	ruleLabelKeys   = "self.all(k, !format.qualifiedName().validate(k).hasValue())"
-	ruleLabelValues = "self.all(k, !format.labelValue().validate(self[k]).hasValue())"
-	ruleKey         = "!format.qualifiedName().validate(self).hasValue()"
-	ruleValue       = "!format.labelValue().validate(self).hasValue()"
-	ruleValues      = "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0"
+	ruleLabelKeys = "self.all(k, !format.qualifiedName().validate(k).hasValue())"
+	ruleKey       = "!format.qualifiedName().validate(self).hasValue()"
+	ruleValues    = "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0"
+	// patLabelValue is a label value of at most 63 characters.
+	patLabelValue = `^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
 
 	msgLabelKey   = "must be a label key: an optional DNS subdomain prefix and '/', and a name of at most 63 letters, digits, '-', '_' or '.' that starts and ends with a letter or digit"
 	msgLabelValue = "must be a label value: at most 63 letters, digits, '-', '_' or '.' that start and end with a letter or digit"
@@ -125,10 +135,12 @@ func selectorRules(schema map[string]any) {
 	labels, ok1 := props["matchLabels"].(map[string]any)
 	exprs, ok2 := props["matchExpressions"].(map[string]any)
 	if ok1 && ok2 && len(props) == 2 {
-		labels["x-kubernetes-validations"] = []any{
-			map[string]any{"rule": ruleLabelKeys, "message": "keys " + msgLabelKey},
-			map[string]any{"rule": ruleLabelValues, "message": "values " + msgLabelValue},
+		labels["maxProperties"] = int64(v1alpha1.MaxSelectorTerms)
+		labels["x-kubernetes-validations"] = []any{map[string]any{"rule": ruleLabelKeys, "message": "keys " + msgLabelKey}}
+		if v, ok := labels["additionalProperties"].(map[string]any); ok {
+			v["maxLength"], v["pattern"] = int64(63), patLabelValue
 		}
+		exprs["maxItems"] = int64(v1alpha1.MaxSelectorTerms)
 		if item, ok := exprs["items"].(map[string]any); ok {
 			item["x-kubernetes-validations"] = []any{map[string]any{"rule": ruleValues,
 				"message": "In and NotIn take one or more values, Exists and DoesNotExist none", "fieldPath": ".values"}}
@@ -137,11 +149,13 @@ func selectorRules(schema map[string]any) {
 				op["enum"] = []any{"In", "NotIn", "Exists", "DoesNotExist"}
 			}
 			if key, ok := ip["key"].(map[string]any); ok {
+				key["maxLength"] = int64(317)
 				key["x-kubernetes-validations"] = []any{map[string]any{"rule": ruleKey, "message": msgLabelKey}}
 			}
 			if vals, ok := ip["values"].(map[string]any); ok {
+				vals["maxItems"] = int64(v1alpha1.MaxSelectorValues)
 				if v, ok := vals["items"].(map[string]any); ok {
-					v["x-kubernetes-validations"] = []any{map[string]any{"rule": ruleValue, "message": msgLabelValue}}
+					v["maxLength"], v["pattern"] = int64(63), patLabelValue
 				}
 			}
 		}

@@ -1,0 +1,8 @@
+// Package charttest checks the helm chart (deploy/helm/outpost) with the
+// helm CLI and a real kube-apiserver: it lints, renders with several value
+// sets, checks what it renders (commands, volumes, RBAC rules limited to
+// the kinds each component needs, a certificate for the hub's names), has
+// the apiserver accept the manifests (server-side dry run), installs and
+// upgrades the release keeping its generated certificate, and checks the
+// chart's CRDs are deploy/crds's. It holds tests only.
+package charttest
