@@ -278,6 +278,15 @@ func TestKubeStellar(t *testing.T) {
 		}
 		testenv.WaitFor(t, limit, "both agents serving fleet", func() bool { return ready("wec1", "fleet") && ready("wec2", "fleet") })
 		testenv.WaitFor(t, limit, "two Active rows in the WDS (CombinedStatus)", func() bool { return activeRows("fleet", "wec1", "wec2") })
+		css := &unstructured.UnstructuredList{}
+		css.SetGroupVersionKind(kube.CombinedStatusGVK.GroupVersion().WithKind("CombinedStatusList"))
+		if err := wds.List(ctx, css, client.InNamespace(kube.CombinedStatusNamespace), client.MatchingLabels{kube.LabelStatusName: "fleet"}); err != nil || len(css.Items) != 1 {
+			t.Errorf("fleet's CombinedStatus: %d objects, %v; want one", len(css.Items), err)
+		}
+		var md2 v1alpha1.ModelDeployment
+		if err := wds.Get(ctx, client.ObjectKey{Name: "fleet"}, &md2); err != nil || md2.Labels[kube.LabelExecutingCount] != "" {
+			t.Errorf("fleet, bound to two WECs, carries the singleton label %q (%v)", md2.Labels[kube.LabelExecutingCount], err)
+		}
 		if kubectl := os.Getenv("OUTPOST_KUBECTL"); kubectl != "" {
 			out, err := exec.Command(kubectl, "--kubeconfig", wdsKC, "get", "md", "-o", "wide").CombinedOutput()
 			if err != nil {
