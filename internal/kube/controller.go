@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -35,6 +36,9 @@ import (
 // DefaultResync is how often the controller resolves each deployment's
 // version constraint again, to pick up versions pushed since.
 const DefaultResync = time.Minute
+
+// Workers is how many deployments the controller reconciles at once.
+const Workers = 4
 
 // Resolver resolves a model's version constraint to a registry version.
 type Resolver interface {
@@ -122,6 +126,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	bp := newObject(BindingPolicyGVK)
 	if err := ctrl.NewControllerManagedBy(mgr).
 		Named("modeldeployments").
+		WithOptions(controller.Options{MaxConcurrentReconciles: Workers}).
 		For(&v1alpha1.ModelDeployment{}).
 		Owns(bp).
 		Watches(newObject(CombinedStatusGVK), handler.EnqueueRequestsFromMapFunc(combinedStatusOwner)).

@@ -173,6 +173,7 @@ func Decide(md *v1alpha1.ModelDeployment, clusters []v1alpha1.Cluster, res Resol
 		}
 		st.Clusters = append(st.Clusters, row)
 	}
+	st.Count()
 	p.Status = st
 	return p, nil
 }
@@ -337,7 +338,7 @@ func DesiredState(cluster string, rev int64, mds []v1alpha1.ModelDeployment) *v1
 // its one row, which KubeStellar carries back to the WDS.
 func AgentStatus(md *v1alpha1.ModelDeployment, cluster string, m v1alpha1.ModelReport, at metav1.Time) v1alpha1.ModelDeploymentStatus {
 	r := ResolvedOf(md)
-	return v1alpha1.ModelDeploymentStatus{
+	st := v1alpha1.ModelDeploymentStatus{
 		ResolvedVersion: r.Version, ResolvedDigest: r.Digest, ResolvedSizeBytes: r.Size,
 		ObservedGeneration: md.Generation,
 		Clusters: []v1alpha1.ClusterDeploymentStatus{{
@@ -346,6 +347,8 @@ func AgentStatus(md *v1alpha1.ModelDeployment, cluster string, m v1alpha1.ModelR
 			Runtime: m.Runtime, Health: m.Health,
 		}},
 	}
+	st.Count()
+	return st
 }
 
 // StatusStale reports whether the agent must write next over old: when

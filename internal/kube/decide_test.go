@@ -152,6 +152,15 @@ func TestDecide(t *testing.T) {
 			if !reflect.DeepEqual(p.Status.Clusters, tt.rows) {
 				t.Errorf("rows\n got %+v\nwant %+v", p.Status.Clusters, tt.rows)
 			}
+			ready := 0
+			for _, r := range tt.rows {
+				if r.Phase == v1alpha1.PhaseActive {
+					ready++
+				}
+			}
+			if p.Status.ClusterCount != int32(len(tt.rows)) || p.Status.ReadyClusters != int32(ready) {
+				t.Errorf("counts %d ready of %d, want %d of %d", p.Status.ReadyClusters, p.Status.ClusterCount, ready, len(tt.rows))
+			}
 			if p.Status.ObservedGeneration != 3 {
 				t.Errorf("observed generation %d", p.Status.ObservedGeneration)
 			}
@@ -267,7 +276,7 @@ func TestAgentStatusStale(t *testing.T) {
 	md.Annotations = Resolved{Version: "1.2.0", Digest: dg1, Size: 42}.annotations()
 	rep := v1alpha1.ModelReport{Deployment: "d", Model: "m", DesiredVersion: "1.2.0", ActiveVersion: "1.2.0", Phase: v1alpha1.PhaseActive}
 	first := AgentStatus(md, "wec1", rep, *at(0))
-	if first.ResolvedDigest != dg1 || len(first.Clusters) != 1 || first.Clusters[0].Cluster != "wec1" || first.Clusters[0].Phase != v1alpha1.PhaseActive {
+	if first.ResolvedDigest != dg1 || first.ReadyClusters != 1 || first.ClusterCount != 1 || len(first.Clusters) != 1 || first.Clusters[0].Cluster != "wec1" || first.Clusters[0].Phase != v1alpha1.PhaseActive {
 		t.Fatalf("status %+v", first)
 	}
 	later := AgentStatus(md, "wec1", rep, *at(1))

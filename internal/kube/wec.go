@@ -59,6 +59,8 @@ func NewWEC(cfg *rest.Config, cluster string, log *slog.Logger) (*WEC, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.WarningHandler = warningLog{log}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kube: %w", err)
@@ -75,14 +77,16 @@ func NewWEC(cfg *rest.Config, cluster string, log *slog.Logger) (*WEC, error) {
 	return w, nil
 }
 
-// Start runs the watch until ctx ends and waits for its first list.
-func (w *WEC) Start(ctx context.Context) error {
+// Start runs the watch until ctx ends. It does not wait for the WEC's
+// apiserver: Desired returns nothing until the first list is in, and the
+// agent serves from its cache meanwhile.
+func (w *WEC) Start(ctx context.Context) {
 	go w.informer.Run(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
-		return fmt.Errorf("kube: list modeldeployments in the WEC: %w", context.Cause(ctx))
-	}
-	w.saw(nil)
-	return nil
+	go func() {
+		if cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
+			w.saw(nil)
+		}
+	}()
 }
 
 // saw records a change the watch delivered and wakes Desired.
@@ -99,6 +103,14 @@ func (w *WEC) saw(o any) {
 	w.maxRV = max(w.maxRV, n)
 	close(w.changed)
 	w.changed = make(chan struct{})
+}
+
+// warningLog logs the apiserver's warnings at debug level.
+type warningLog struct{ log *slog.Logger }
+
+// HandleWarningHeader implements rest.WarningHandler.
+func (w warningLog) HandleWarningHeader(code int, agent, text string) {
+	w.log.Debug("apiserver warning", "code", code, "text", text)
 }
 
 // revision reads a resourceVersion as the etcd revision it is; 0 when it
@@ -197,4 +209,3 @@ var (
 	_ agent.DesiredSource = (*WEC)(nil)
 	_ agent.ReportSink    = (*WEC)(nil)
 )
-
