@@ -171,8 +171,9 @@ type Assignment struct {
 	// works in; Attempt counts retries of the round.
 	Round   int `json:"round"`
 	Attempt int `json:"attempt,omitempty"`
-	// Model is the global model to train from.
-	Model ModelRef `json:"model"`
+	// Model is the global model to train from, of architecture Net.
+	Model ModelRef  `json:"model"`
+	Net   ModelSpec `json:"net"`
 	// Local work: steps (0: LocalEpochs over the local data), epochs,
 	// batch, learning rate, FedProx μ; and the encoding of the upload.
 	LocalSteps  int      `json:"localSteps,omitempty"`
@@ -181,6 +182,9 @@ type Assignment struct {
 	LR          float64  `json:"lr"`
 	ProxMu      float64  `json:"proxMu,omitempty"`
 	Encoding    Encoding `json:"encoding"`
+	// Normalise divides the update by its local steps before weighting
+	// (FedNova; secure rounds only, the coordinator does it otherwise).
+	Normalise bool `json:"normalise,omitempty"`
 	// Weight multiplies the client's normalised update before secure
 	// summing (its share of the round's samples); plain updates are
 	// weighted by the coordinator.

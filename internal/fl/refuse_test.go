@@ -1,0 +1,151 @@
+package fl
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func snapshotJSON(t *testing.T, c *Coordinator) string {
+	t.Helper()
+	b, err := json.Marshal(c.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// refused checks that r is refused with an error naming want and that the
+// coordinator's state did not change.
+func refused(t *testing.T, h *hand, name string, r Report, want string) {
+	t.Helper()
+	before := snapshotJSON(t, h.c)
+	_, err := h.c.Handle(h.now, r)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), want) {
+		t.Errorf("%s: error %v, want a refusal naming %q", name, err, want)
+	}
+	if after := snapshotJSON(t, h.c); after != before {
+		t.Errorf("%s: the refusal changed the state", name)
+	}
+}
+
+func TestRefusalsChangeNothing(t *testing.T) {
+	spec := tinySpec(2)
+	spec.Fraction = 0.5
+	spec.DP = &DPSpec{Clip: 1, NoiseMultiplier: 1, Delta: 1e-5}
+	h := newHand(t, spec, 3)
+	h.join()
+	// Two of the three are selected; find one of each.
+	var in, out string
+	for _, n := range names(3) {
+		if h.c.cohortOf(n) != nil {
+			in = n
+		} else {
+			out = n
+		}
+	}
+	a := h.c.st.Clusters[in].Assignment
+	shape := Shape(h.c.st.Model.Weights)
+	good := func() Report {
+		r, ok := h.report(a)
+		if !ok {
+			t.Fatal("no report")
+		}
+		return r
+	}
+	nan := good()
+	binary.LittleEndian.PutUint32(nan.Update.Delta.Data[8:], math.Float32bits(float32(math.NaN())))
+	big := good()
+	bigDelta := make([][]float32, len(shape))
+	for i, l := range shape {
+		bigDelta[i] = make([]float32, l)
+		for j := range bigDelta[i] {
+			bigDelta[i][j] = 1
+		}
+	}
+	big.Update.Delta, _ = Encode(bigDelta, Float32, nil)
+	otherShape := good()
+	otherShape.Update.Delta, _ = Encode([][]float32{{1, 2}}, Float32, nil)
+	truncated := good()
+	truncated.Update.Delta.Data = truncated.Update.Delta.Data[:10]
+
+	with := func(f func(r *Report)) Report { r := good(); f(&r); return r }
+	for _, tc := range []struct {
+		name string
+		r    Report
+		want string
+	}{
+		{"another job", with(func(r *Report) { r.Job = "other" }), `job "other"`},
+		{"no cluster", with(func(r *Report) { r.Cluster = "" }), "without a cluster"},
+		{"unknown cluster", with(func(r *Report) { r.Cluster = "stranger" }), `"stranger" takes no part`},
+		{"non-participant", with(func(r *Report) { r.Cluster = out; r.Version = 0 }), "in no round"},
+		{"old assignment", with(func(r *Report) { r.Version-- }), "answers assignment"},
+		{"old round", with(func(r *Report) { r.Round-- }), "reports for round 0"},
+		{"wrong kind", with(func(r *Report) { r.Kind = KindKeys }), "wants update"},
+		{"no update", with(func(r *Report) { r.Update = nil }), "without an update"},
+		{"other base model", with(func(r *Report) { r.Update.BaseRound = 7 }), "from model 7"},
+		{"no samples", with(func(r *Report) { r.Update.Samples = 0 }), "0 samples"},
+		{"NaN metrics", with(func(r *Report) { r.Update.Metrics.Loss = math.Inf(1) }), "finite"},
+		{"NaN value", nan, "NaN"},
+		{"over the clip norm", big, "over the clip norm"},
+		{"wrong shape", otherShape, "1 tensors"},
+		{"truncated", truncated, "bytes"},
+		{"bad facts", Report{Job: "tiny", Cluster: in, Kind: KindFacts, Facts: &ClusterFacts{BandwidthBps: -1}}, "facts.bandwidthBps"},
+		{"facts missing", Report{Job: "tiny", Cluster: in, Kind: KindFacts}, "without facts"},
+	} {
+		refused(t, h, tc.name, tc.r, tc.want)
+	}
+	// An update applied once is refused the second time.
+	r := good()
+	if _, err := h.c.Handle(h.now, r); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, h, "replay", r, "already received")
+}
+
+func TestSecureRefusals(t *testing.T) {
+	spec := tinySpec(5)
+	spec.SecAgg = &SecAggSpec{K: 2, T: 2}
+	h := newHand(t, spec, 5)
+	h.join()
+	// Everyone advertises.
+	queue := h.queue
+	h.queue = nil
+	for _, a := range queue {
+		r, _ := h.report(a)
+		h.must(h.c.Handle(h.now, r))
+	}
+	a := h.c.st.Clusters[clusterName(0)].Assignment
+	if a.Phase != Share {
+		t.Fatalf("phase %s", a.Phase)
+	}
+	r, _ := h.report(a)
+	nb := secaggNeighbours(a)
+	var stranger int
+	for j := range 5 {
+		if j != a.SecAgg.ID && !slices.Contains(nb, j) {
+			stranger = j
+		}
+	}
+	bad := r
+	bad.Shares = append(bad.Shares[:0:0], r.Shares...)
+	bad.Shares[0].To = stranger
+	refused(t, h, "share for a non-neighbour", bad, "sent a share")
+	refused(t, h, "keys in the share phase", Report{Job: "tiny", Cluster: a.Cluster, Kind: KindKeys, Version: a.Version, Round: a.Round}, "wants shares")
+	if _, err := h.c.Handle(h.now, r); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, h, "shares twice", r, "twice")
+}
+
+func secaggNeighbours(a Assignment) []int {
+	var out []int
+	for _, k := range a.SecAgg.Keys {
+		out = append(out, k.ID)
+	}
+	return out
+}
