@@ -123,6 +123,7 @@ only when the deployment sets allowDowngrade.`,
 			cfg.AgentVersion = Version()
 			cfg.Logger = g.logger()
 			cfg.OutboxMerge = outboxMerge()
+			cfg.FederatedData = pipelineData
 			serveCfg, err := sf.config(cmd, cfg.Logger)
 			if err != nil {
 				return err
