@@ -234,7 +234,8 @@ func (s *Server) persistFederated(ctx context.Context, tx *store.Tx, st *flState
 }
 
 // updateFederatedStatus stores j's status if it changed, and ends the job when its target
-// accuracy is reached.
+// accuracy is reached. When what the clusters' desired states say of the job changed (its
+// global model, round or end), it rewrites the desired state of every cluster it selects.
 func (s *Server) updateFederatedStatus(ctx context.Context, tx *store.Tx, st *flState, j *v1alpha1.FederatedJob) error {
 	if t := j.Spec.TargetAccuracyValue(); t > 0 && j.Status.Phase == v1alpha1.FederatedRunning && j.Status.Accuracy != "" &&
 		decimal(j.Status.Accuracy) >= t && publishedRound(j) == int(j.Status.Round) {
@@ -244,12 +245,23 @@ func (s *Server) updateFederatedStatus(ctx context.Context, tx *store.Tx, st *fl
 	if equality.Semantic.DeepEqual(j.Status, st.job.Status) {
 		return nil
 	}
+	desiredView := func(s *v1alpha1.FederatedJobStatus) [5]string {
+		return [5]string{s.LatestModel, s.LatestVersion, s.LatestDigest, fmt.Sprint(s.Round), fmt.Sprint(s.Phase.Finished())}
+	}
+	viewChanged := desiredView(&j.Status) != desiredView(&st.job.Status)
 	o, _, err := tx.UpdateStatus(ctx, j)
 	if err != nil {
 		return err
 	}
 	st.job = o.(*v1alpha1.FederatedJob)
-	return nil
+	if !viewChanged {
+		return nil
+	}
+	selected, err := federatedClusters(ctx, tx, st.job)
+	if err != nil {
+		return err
+	}
+	return s.rewriteDesired(ctx, tx, selected)
 }
 
 // publishedRound is the round of the newest global model the job's status names (0: the
@@ -328,16 +340,7 @@ func federatedStatus(j *v1alpha1.FederatedJob, st fl.Status, selected []string, 
 	old := j.Status
 	out := v1alpha1.FederatedJobStatus{ObservedGeneration: j.Generation, Round: int32(st.Round), RoundPhase: string(st.Phase),
 		LatestModel: old.LatestModel, LatestVersion: old.LatestVersion, LatestDigest: old.LatestDigest, Message: st.Reason}
-	switch st.State {
-	case fl.Running:
-		out.Phase = v1alpha1.FederatedRunning
-	case fl.Done:
-		out.Phase = v1alpha1.FederatedSucceeded
-	case fl.Failed:
-		out.Phase = v1alpha1.FederatedFailed
-	default:
-		out.Phase = v1alpha1.FederatedPending
-	}
+	out.Phase = jobPhase(st.State, st.Round, j)
 	if old.Phase.Finished() {
 		out.Phase, out.Message = old.Phase, old.Message // ended by the adapter (target accuracy)
 	}
@@ -395,6 +398,23 @@ func federatedStatus(j *v1alpha1.FederatedJob, st fl.Status, selected []string, 
 		out.Clusters = append(out.Clusters, r)
 	}
 	return out
+}
+
+// jobPhase is the phase of job j whose coordinator is in state after round rounds: a job
+// whose rounds are done succeeds once its last model is published.
+func jobPhase(state fl.JobState, round int, j *v1alpha1.FederatedJob) v1alpha1.FederatedJobPhase {
+	switch state {
+	case fl.Running:
+		return v1alpha1.FederatedRunning
+	case fl.Done:
+		if publishedRound(j) < round {
+			return v1alpha1.FederatedRunning
+		}
+		return v1alpha1.FederatedSucceeded
+	case fl.Failed:
+		return v1alpha1.FederatedFailed
+	}
+	return v1alpha1.FederatedPending
 }
 
 // applyFederated is the RecordHandler of v1alpha1.RecordKindFederated: a message from cluster

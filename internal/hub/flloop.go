@@ -284,6 +284,9 @@ func (s *Server) publishFederated(ctx context.Context, name string) (bool, error
 				j.Status.Rounds[i].Version = pub.Version
 			}
 		}
+		if cs := st.c.Status(); !j.Status.Phase.Finished() {
+			j.Status.Phase = jobPhase(cs.State, cs.Round, j)
+		}
 		if err := s.updateFederatedStatus(ctx, tx, st, j); err != nil {
 			return err
 		}
