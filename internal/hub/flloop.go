@@ -255,7 +255,7 @@ func (s *Server) publishFederated(ctx context.Context, name string) (bool, error
 		pub = FederatedPublication{Name: st.job.OutputModel(), Version: v1alpha1.RoundVersion(g.Ref.Round),
 			Parent: st.job.Status.LatestModel + "@" + st.job.Status.LatestVersion, Weights: g.Weights,
 			Model: modelSpecOf(st.job.Spec.Model.ArchValue(), g.Weights),
-			Job: name, Round: g.Ref.Round, Participants: g.Participants, Epsilon: g.Epsilon}
+			Job:   name, Round: g.Ref.Round, Participants: g.Participants, Epsilon: g.Epsilon}
 		for _, h := range st.c.Status().History {
 			if h.Round == g.Ref.Round {
 				pub.Accuracy = h.Accuracy
