@@ -202,7 +202,7 @@ only when the deployment sets allowDowngrade.`,
 	f.StringSliceVar(&accelerators, "accelerator", nil, "declared accelerator TYPE=COUNT, such as nvidia.com/gpu=1; repeatable")
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
-	f.StringVar(&pipelineData, "pipeline-data", "", "folder of local data that pipelines' dataset steps read when they name no path (default DATA/data)")
+	f.StringVar(&pipelineData, "pipeline-data", "", "folder of local data that pipelines' dataset steps read when they name no path, and federated jobs' relative data paths (default DATA/data)")
 	pf.register(f)
 	sf.register(f)
 	addDebugListen(cmd, &debugAddr)
