@@ -282,3 +282,63 @@ func FuzzReport(f *testing.F) {
 		}
 	})
 }
+
+// The running sum the coordinator keeps gives what WeightedSum gives with
+// the FedAvg, FedNova and DP coefficients times the staleness weights.
+func TestAccumMatchesWeightedSum(t *testing.T) {
+	d := [][][]float32{{{1, 2}, {3}}, {{3, 4}, {5}}, {{-1, 0}, {1}}}
+	samples, steps, stale := []int{10, 20, 30}, []int{1, 2, 4}, []int{0, 1, 3}
+	p := []float64{10, 20, 30}
+	avg, _ := FedAvgCoefficients(samples)
+	nova, _ := NovaCoefficients(p, steps)
+	for _, tc := range []struct {
+		name     string
+		dp, nova bool
+		coef     []float64
+	}{
+		{"fedavg", false, false, avg},
+		{"fednova", false, true, nova},
+		{"dp", true, false, []float64{1.0 / 3, 1.0 / 3, 1.0 / 3}},
+	} {
+		var a accum
+		coef := slices.Clone(tc.coef)
+		for i := range d {
+			a.add(d[i], samples[i], steps[i], Metrics{Loss: float64(i)}, 4, stale[i], tc.dp, tc.nova)
+			coef[i] *= StalenessWeight(stale[i])
+		}
+		want, _ := WeightedSum(d, coef)
+		got, err := a.result([]int{2, 1}, tc.dp, tc.nova)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			for j := range want[i] {
+				if math.Abs(float64(got[i][j]-want[i][j])) > 1e-6 {
+					t.Fatalf("%s: %v, want %v", tc.name, got, want)
+				}
+			}
+		}
+		if m := a.metrics(); math.Abs(m.Loss-(0*10+1*20+2*30)/60.0) > 1e-12 || a.Staleness != 3 || a.Bytes != 12 {
+			t.Fatalf("%s: metrics %+v, staleness %d, bytes %d", tc.name, m, a.Staleness, a.Bytes)
+		}
+	}
+	var empty accum
+	if _, err := empty.result([]int{1}, false, false); err == nil {
+		t.Fatal("an empty sum gave a result")
+	}
+}
+
+func TestRingJSON(t *testing.T) {
+	r := Ring{0, 1, 0xffffffff, 12345}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Ring
+	if err := json.Unmarshal(b, &back); err != nil || !slices.Equal(back, r) {
+		t.Fatalf("%s: %v %v", b, back, err)
+	}
+	if err := json.Unmarshal([]byte(`"AAAAAAA="`), &back); err == nil {
+		t.Fatal("5 bytes decoded as words")
+	}
+}

@@ -122,7 +122,7 @@ type state struct {
 	NextCohort int                      `json:"nextCohort"`
 	Attempt    int                      `json:"attempt"` // of the current synchronous round
 	Retries    int                      `json:"retries"` // rounds abandoned in a row
-	Buffer     []buffered               `json:"buffer,omitempty"`
+	Buffer     accum                    `json:"buffer"`  // FedBuff's plain updates
 	RDP        []float64                `json:"rdp,omitempty"`
 	History    []Summary                `json:"history,omitempty"`
 }
@@ -138,47 +138,47 @@ type clusterState struct {
 // cohort is one round's (FedBuff: one assignment's or one secure
 // buffer's) set of clusters.
 type cohort struct {
-	ID       int                  `json:"id"`
-	Round    int                  `json:"round"`
-	Attempt  int                  `json:"attempt"`
-	Base     ModelRef             `json:"base"`
-	Members  []string             `json:"members"` // sorted; a member's secagg id is its index
-	Phase    Phase                `json:"phase"`
-	Deadline time.Time            `json:"deadline"`
-	Weight   map[string]float64   `json:"weight"`
-	Steps    map[string]int       `json:"steps"`
-	Nova     bool                 `json:"nova,omitempty"`
-	Updates  map[string]*received `json:"updates,omitempty"`
-	Secure   *secureState         `json:"secure,omitempty"`
+	ID       int                `json:"id"`
+	Round    int                `json:"round"`
+	Attempt  int                `json:"attempt"`
+	Base     ModelRef           `json:"base"`
+	Members  []string           `json:"members"` // sorted; a member's secagg id is its index
+	Phase    Phase              `json:"phase"`
+	Deadline time.Time          `json:"deadline"`
+	Weight   map[string]float64 `json:"weight"`
+	Steps    map[string]int     `json:"steps"`
+	Nova     bool               `json:"nova,omitempty"`
+	// Received are the members whose plain updates Acc sums.
+	Received map[string]bool `json:"received,omitempty"`
+	Acc      accum           `json:"acc"`
+	Secure   *secureState    `json:"secure,omitempty"`
 }
 
-type received struct {
-	Delta   [][]float32 `json:"delta"`
-	Samples int         `json:"samples"`
-	Steps   int         `json:"steps"`
-	Metrics Metrics     `json:"metrics"`
-	Bytes   int         `json:"bytes"`
-}
-
-type buffered struct {
-	received
-	Cluster   string `json:"cluster"`
-	Staleness int    `json:"staleness"`
+// maskedMeta is what the coordinator keeps of a masked update besides
+// its share of MaskedSum.
+type maskedMeta struct {
+	Samples    int     `json:"samples"`
+	LocalSteps int     `json:"localSteps"`
+	Metrics    Metrics `json:"metrics"`
 }
 
 type secureState struct {
-	N       int                             `json:"n"`
-	K       int                             `json:"k"`
-	T       int                             `json:"t"`
-	Length  int                             `json:"length"`
-	Seed    [32]byte                        `json:"seed"`
-	Tag     string                          `json:"tag"`
-	Range   float64                         `json:"range"`
-	Keys    map[int]secagg.Keys             `json:"keys"`
-	Shares  map[int][]secagg.EncryptedShare `json:"shares"`
-	Masked  map[int]Masked                  `json:"masked"`
-	Closed  bool                            `json:"closed,omitempty"`
-	Reveals map[int][]secagg.Reveal         `json:"reveals"`
+	N      int                             `json:"n"`
+	K      int                             `json:"k"`
+	T      int                             `json:"t"`
+	Length int                             `json:"length"`
+	Seed   [32]byte                        `json:"seed"`
+	Tag    string                          `json:"tag"`
+	Range  float64                         `json:"range"`
+	Keys   map[int]secagg.Keys             `json:"keys"`
+	Shares map[int][]secagg.EncryptedShare `json:"shares"`
+	Masked map[int]maskedMeta              `json:"masked"`
+	// MaskedSum is the sum of the masked vectors received: all the server
+	// does with them is add them up, so a restored server is given the
+	// sum as the first sender's vector and zeros as the others'.
+	MaskedSum Ring                    `json:"maskedSum,omitempty"`
+	Closed    bool                    `json:"closed,omitempty"`
+	Reveals   map[int][]secagg.Reveal `json:"reveals"`
 }
 
 func (s *secureState) config() secagg.Config {
@@ -316,8 +316,8 @@ func Restore(s Snapshot) (*Coordinator, error) {
 		c.st.Clusters = map[string]*clusterState{}
 	}
 	for _, co := range c.st.Cohorts {
-		if co.Updates == nil {
-			co.Updates = map[string]*received{}
+		if co.Received == nil {
+			co.Received = map[string]bool{}
 		}
 		if co.Weight == nil {
 			co.Weight = map[string]float64{}
@@ -336,7 +336,7 @@ func Restore(s Snapshot) (*Coordinator, error) {
 			s.Shares = map[int][]secagg.EncryptedShare{}
 		}
 		if s.Masked == nil {
-			s.Masked = map[int]Masked{}
+			s.Masked = map[int]maskedMeta{}
 		}
 		if s.Reveals == nil {
 			s.Reveals = map[int][]secagg.Reveal{}
@@ -365,8 +365,15 @@ func replay(s *secureState) (*secagg.Server, error) {
 			return nil, err
 		}
 	}
-	for _, id := range sortedKeys(s.Masked) {
-		if err := srv.AddMasked(id, s.Masked[id].Y); err != nil {
+	for i, id := range sortedKeys(s.Masked) {
+		y := make([]uint32, s.Length)
+		if i == 0 {
+			if len(s.MaskedSum) != s.Length {
+				return nil, fmt.Errorf("fl: masked sum of %d values, the round sums %d", len(s.MaskedSum), s.Length)
+			}
+			y = s.MaskedSum
+		}
+		if err := srv.AddMasked(id, y); err != nil {
 			return nil, err
 		}
 	}
@@ -467,7 +474,43 @@ func (c *Coordinator) handleFacts(now time.Time, r Report) (Output, error) {
 	if c.over() {
 		return Output{}, nil
 	}
-	return c.advance(now), nil
+	var out Output
+	if co := c.cohortOf(r.Cluster); co != nil && !f.Online {
+		out.merge(c.settle(now, co))
+	}
+	out.merge(c.advance(now))
+	return out, nil
+}
+
+// settle closes a cohort's phase early when every member that has not
+// answered it is offline: waiting for the deadline would change nothing.
+func (c *Coordinator) settle(now time.Time, co *cohort) Output {
+	answered := func(i int, m string) bool {
+		switch co.Phase {
+		case Train:
+			return co.Received[m]
+		case Advertise:
+			_, ok := co.Secure.Keys[i]
+			return ok
+		case Share:
+			_, ok := co.Secure.Shares[i]
+			return ok
+		case Mask:
+			_, ok := co.Secure.Masked[i]
+			return ok
+		case Unmask:
+			_, sent := co.Secure.Masked[i]
+			_, ok := co.Secure.Reveals[i]
+			return ok || !sent
+		}
+		return true
+	}
+	for i, m := range co.Members {
+		if !answered(i, m) && c.st.Clusters[m].Facts.Online {
+			return Output{}
+		}
+	}
+	return c.timeout(now, co)
 }
 
 // Tick moves the job on at time now: phases that timed out close, rounds
@@ -600,7 +643,7 @@ func (c *Coordinator) startAsync(now time.Time) Output {
 func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []string) Output {
 	spec := c.st.Spec
 	co := &cohort{ID: c.st.NextCohort, Round: round, Attempt: attempt, Base: c.st.Model.Ref, Members: members,
-		Weight: map[string]float64{}, Steps: map[string]int{}, Updates: map[string]*received{}, Nova: spec.Adaptive}
+		Weight: map[string]float64{}, Steps: map[string]int{}, Received: map[string]bool{}, Nova: spec.Adaptive}
 	c.st.NextCohort++
 	total := 0
 	for _, m := range members {
@@ -627,7 +670,7 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 		rng := c.draw("secagg", round, attempt)
 		s := &secureState{N: n, K: k, T: max(t, k/2+1), Length: len(Flatten(c.st.Model.Weights)),
 			Tag: fmt.Sprintf("%s/%d/%d/%d", spec.Job, round, attempt, co.ID), Range: spec.SecAgg.Range,
-			Keys: map[int]secagg.Keys{}, Shares: map[int][]secagg.EncryptedShare{}, Masked: map[int]Masked{}, Reveals: map[int][]secagg.Reveal{}}
+			Keys: map[int]secagg.Keys{}, Shares: map[int][]secagg.EncryptedShare{}, Masked: map[int]maskedMeta{}, Reveals: map[int][]secagg.Reveal{}}
 		for i := range s.Seed {
 			s.Seed[i] = byte(rng.Uint32())
 		}
@@ -745,7 +788,7 @@ func (c *Coordinator) handleUpdate(now time.Time, co *cohort, r Report) (Output,
 	if u == nil {
 		return Output{}, refuse("%s: update report without an update", r.Cluster)
 	}
-	if _, dup := co.Updates[r.Cluster]; dup {
+	if co.Received[r.Cluster] {
 		return Output{}, refuse("%s: its update for round %d was already received", r.Cluster, co.Round)
 	}
 	if u.BaseRound != co.Base.Round {
@@ -773,19 +816,20 @@ func (c *Coordinator) handleUpdate(now time.Time, co *cohort, r Report) (Output,
 	if !c.sync() && c.st.Spec.MaxStaleness > 0 && staleness > c.st.Spec.MaxStaleness {
 		return Output{}, refuse("%s: update from model %d is %d versions old, over the maximum staleness %d", r.Cluster, u.BaseRound, staleness, c.st.Spec.MaxStaleness)
 	}
-	rec := &received{Delta: delta, Samples: u.Samples, Steps: u.LocalSteps, Metrics: u.Metrics, Bytes: u.Delta.Size()}
+	dp := c.st.Spec.DP != nil
 	if c.sync() {
-		co.Updates[r.Cluster] = rec
-		if len(co.Updates) == len(co.Members) {
+		co.Received[r.Cluster] = true
+		co.Acc.add(delta, u.Samples, u.LocalSteps, u.Metrics, u.Delta.Size(), 0, dp, co.Nova)
+		if len(co.Received) == len(co.Members) {
 			return c.aggregatePlain(now, co), nil
 		}
 		return Output{}, nil
 	}
 	// FedBuff: into the buffer; the cluster gets new work at once.
-	c.st.Buffer = append(c.st.Buffer, buffered{received: *rec, Cluster: r.Cluster, Staleness: staleness})
+	c.st.Buffer.add(delta, u.Samples, u.LocalSteps, u.Metrics, u.Delta.Size(), staleness, dp, c.st.Spec.Adaptive)
 	c.dropCohort(co)
 	var out Output
-	if len(c.st.Buffer) >= c.st.Spec.BufferSize {
+	if c.st.Buffer.Count >= c.st.Spec.BufferSize {
 		out.merge(c.flushBuffer(now))
 	}
 	out.merge(c.advance(now))
@@ -846,7 +890,13 @@ func (c *Coordinator) handleSecure(now time.Time, co *cohort, r Report) (Output,
 		if err := srv.AddMasked(id, m.Y); err != nil {
 			return out, refuse("%s: %v", r.Cluster, err)
 		}
-		s.Masked[id] = *m
+		s.Masked[id] = maskedMeta{Samples: m.Samples, LocalSteps: m.LocalSteps, Metrics: m.Metrics}
+		if s.MaskedSum == nil {
+			s.MaskedSum = make(Ring, s.Length)
+		}
+		for i, v := range m.Y {
+			s.MaskedSum[i] += v
+		}
 		if len(s.Masked) == s.N {
 			return c.closeMasked(now, co), nil
 		}
@@ -911,8 +961,8 @@ func (c *Coordinator) timeout(now time.Time, co *cohort) Output {
 				Message: fmt.Sprintf("%s sent no update by the deadline", co.Members[0])}}}
 			return out
 		}
-		if len(co.Updates) < c.st.Spec.MinClients {
-			return c.abandon(now, co, fmt.Sprintf("%d of %d updates arrived by the deadline, %d needed", len(co.Updates), len(co.Members), c.st.Spec.MinClients))
+		if len(co.Received) < c.st.Spec.MinClients {
+			return c.abandon(now, co, fmt.Sprintf("%d of %d updates arrived by the deadline, %d needed", len(co.Received), len(co.Members), c.st.Spec.MinClients))
 		}
 		return c.aggregatePlain(now, co)
 	case Advertise, Share:
@@ -1007,43 +1057,7 @@ func (c *Coordinator) centralNoise() float64 {
 
 // aggregatePlain averages a synchronous round's plain updates.
 func (c *Coordinator) aggregatePlain(now time.Time, co *cohort) Output {
-	names := make([]string, 0, len(co.Updates))
-	for n := range co.Updates {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	var (
-		deltas  [][][]float32
-		samples []int
-		steps   []int
-		p       []float64
-		bytes   int64
-	)
-	for _, n := range names {
-		u := co.Updates[n]
-		deltas = append(deltas, u.Delta)
-		samples = append(samples, u.Samples)
-		steps = append(steps, u.Steps)
-		p = append(p, float64(u.Samples))
-		bytes += int64(u.Bytes)
-	}
-	var coef []float64
-	var err error
-	switch {
-	case c.st.Spec.DP != nil:
-		coef = make([]float64, len(deltas))
-		for i := range coef {
-			coef[i] = 1 / float64(len(deltas))
-		}
-	case co.Nova:
-		coef, err = NovaCoefficients(p, steps)
-	default:
-		coef, err = FedAvgCoefficients(samples)
-	}
-	if err != nil {
-		return c.abandon(now, co, err.Error())
-	}
-	agg, err := WeightedSum(deltas, coef)
+	agg, err := co.Acc.result(Shape(c.st.Model.Weights), c.st.Spec.DP != nil, co.Nova)
 	if err != nil {
 		return c.abandon(now, co, err.Error())
 	}
@@ -1052,31 +1066,9 @@ func (c *Coordinator) aggregatePlain(now time.Time, co *cohort) Output {
 		if err != nil {
 			return c.abandon(now, co, err.Error())
 		}
-		AddNoise(agg, std/float64(len(deltas)), rng)
+		AddNoise(agg, std/float64(co.Acc.Count), rng)
 	}
-	return c.publish(now, co, agg, c.metricsOf(co), len(deltas), bytes, 0)
-}
-
-func (c *Coordinator) metricsOf(co *cohort) (m Metrics) {
-	var n float64
-	add := func(x Metrics, samples int) {
-		m.Loss += x.Loss * float64(samples)
-		m.Accuracy += x.Accuracy * float64(samples)
-		n += float64(samples)
-	}
-	for _, u := range co.Updates {
-		add(u.Metrics, u.Samples)
-	}
-	if co.Secure != nil {
-		for _, u := range co.Secure.Masked {
-			add(u.Metrics, u.Samples)
-		}
-	}
-	if n > 0 {
-		m.Loss /= n
-		m.Accuracy /= n
-	}
-	return m
+	return c.publish(now, co, agg, co.Acc.metrics(), co.Acc.Count, co.Acc.Bytes, 0)
 }
 
 // aggregateSecure unmasks a secure cohort's sum and applies it; with too
@@ -1098,14 +1090,17 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 	}
 	// Senders sent Weight·Δ (Nova: Weight·Δ/τ); the aggregate divides by
 	// their total weight (Nova: times τ_eff).
-	var wsum, tau float64
-	var bytes int64
+	var wsum, tau, n, loss, acc float64
 	for id, m := range s.Masked {
 		w := co.Weight[co.Members[id]]
 		wsum += w
 		tau += w * float64(m.LocalSteps)
-		bytes += int64(4 * len(m.Y))
+		n += float64(m.Samples)
+		loss += m.Metrics.Loss * float64(m.Samples)
+		acc += m.Metrics.Accuracy * float64(m.Samples)
 	}
+	metrics := Metrics{Loss: loss / n, Accuracy: acc / n}
+	bytes := int64(4 * s.Length * len(s.Masked))
 	f := 1 / wsum
 	if co.Nova {
 		f *= tau / wsum
@@ -1126,7 +1121,7 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 		f *= StalenessWeight(st)
 	}
 	Scale(agg, f)
-	return c.publish(now, co, agg, c.metricsOf(co), len(s.Masked), bytes, st)
+	return c.publish(now, co, agg, metrics, len(s.Masked), bytes, st)
 }
 
 // flushBuffer makes a FedBuff model from the buffer: each update weighted
@@ -1134,63 +1129,20 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 // Σ p_i·Δ_i/sqrt(1+s_i), so that stale updates move the model less.
 func (c *Coordinator) flushBuffer(now time.Time) Output {
 	buf := c.st.Buffer
-	c.st.Buffer = nil
-	var (
-		deltas  [][][]float32
-		samples []int
-		steps   []int
-		bytes   int64
-		metrics Metrics
-		n       float64
-	)
-	for _, b := range buf {
-		deltas = append(deltas, b.Delta)
-		samples = append(samples, b.Samples)
-		steps = append(steps, b.Steps)
-		bytes += int64(b.Bytes)
-		metrics.Loss += b.Metrics.Loss * float64(b.Samples)
-		metrics.Accuracy += b.Metrics.Accuracy * float64(b.Samples)
-		n += float64(b.Samples)
-	}
-	metrics.Loss /= n
-	metrics.Accuracy /= n
-	var coef []float64
-	var err error
-	switch {
-	case c.st.Spec.DP != nil:
-		coef = make([]float64, len(buf))
-		for i := range coef {
-			coef[i] = 1 / float64(len(buf))
+	c.st.Buffer = accum{}
+	agg, err := buf.result(Shape(c.st.Model.Weights), c.st.Spec.DP != nil, c.st.Spec.Adaptive)
+	if err == nil {
+		if std := c.centralNoise(); std > 0 {
+			var rng *mrand.Rand
+			if rng, err = c.noiseRand(); err == nil {
+				AddNoise(agg, std/float64(buf.Count), rng)
+			}
 		}
-	case c.st.Spec.Adaptive:
-		p := make([]float64, len(samples))
-		for i, s := range samples {
-			p[i] = float64(s)
-		}
-		coef, err = NovaCoefficients(p, steps)
-	default:
-		coef, err = FedAvgCoefficients(samples)
 	}
 	if err != nil {
 		return Output{Events: []Event{{Time: now, Kind: "abandoned", Message: "buffer dropped: " + err.Error()}}}
 	}
-	oldest := 0
-	for i, b := range buf {
-		coef[i] *= StalenessWeight(b.Staleness)
-		oldest = max(oldest, b.Staleness)
-	}
-	agg, err := WeightedSum(deltas, coef)
-	if err != nil {
-		return Output{Events: []Event{{Time: now, Kind: "abandoned", Message: "buffer dropped: " + err.Error()}}}
-	}
-	if std := c.centralNoise(); std > 0 {
-		rng, err := c.noiseRand()
-		if err != nil {
-			return Output{Events: []Event{{Time: now, Kind: "abandoned", Message: "buffer dropped: " + err.Error()}}}
-		}
-		AddNoise(agg, std/float64(len(buf)), rng)
-	}
-	return c.publish(now, nil, agg, metrics, len(buf), bytes, oldest)
+	return c.publish(now, nil, agg, buf.metrics(), buf.Count, buf.Bytes, buf.Staleness)
 }
 
 // epsilonAfter is the ε spent after steps more rounds at sampling rate q.
@@ -1213,6 +1165,9 @@ func (c *Coordinator) publish(now time.Time, co *cohort, agg [][]float32, m Metr
 	var out Output
 	if co != nil {
 		c.dropCohort(co)
+	}
+	if lr := c.st.Spec.ServerLR; lr != 1 {
+		Scale(agg, lr)
 	}
 	AddTo(c.st.Model.Weights, agg)
 	c.st.Model.Ref = ModelRef{Round: c.st.Model.Ref.Round + 1, Digest: Digest(c.st.Model.Weights)}
@@ -1251,9 +1206,29 @@ func (c *Coordinator) publish(now time.Time, co *cohort, agg [][]float32, m Metr
 		msg += fmt.Sprintf(", ε %.3f at δ %g", c.st.Model.Epsilon, c.st.Spec.DP.Delta)
 	}
 	out.Events = append(out.Events, Event{Time: now, Round: sum.Round, Kind: "aggregated", Message: msg})
+	out.merge(c.retireStale(now))
 	out.merge(c.advance(now))
 	if co != nil {
 		c.idleLeftovers(&out, co.Members)
+	}
+	return out
+}
+
+// retireStale ends the FedBuff assignments whose base model is now more
+// than MaxStaleness versions old: their updates would be refused, so their
+// clusters get work from the current model at once (advance).
+func (c *Coordinator) retireStale(now time.Time) Output {
+	var out Output
+	if c.sync() || c.st.Spec.MaxStaleness == 0 {
+		return out
+	}
+	for _, co := range slices.Clone(c.st.Cohorts) {
+		if s := c.st.Model.Ref.Round - co.Base.Round; s > c.st.Spec.MaxStaleness && co.Secure == nil {
+			c.dropCohort(co)
+			out.Events = append(out.Events, Event{Time: now, Round: c.st.Model.Ref.Round, Kind: "abandoned",
+				Message: fmt.Sprintf("%s's work from model %d is %d versions old, over the maximum staleness %d: it restarts from model %d",
+					co.Members[0], co.Base.Round, s, c.st.Spec.MaxStaleness, c.st.Model.Ref.Round)})
+		}
 	}
 	return out
 }

@@ -76,6 +76,21 @@ func costOf(spec JobSpec, f ClusterFacts, shape []int) cost {
 	return c
 }
 
+// count is "1 epoch", "2 epochs".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// maxFill bounds the local steps a cluster adds to fill a round's wait,
+// in multiples of its epochs' steps: FedNova scales an update of τ_i steps
+// by τ_eff/τ_i, and when the step counts of a round differ too much the
+// few-step updates are extrapolated so far that training diverges
+// (measured: 57 steps against 7 on a 784-16-10 MLP did).
+const maxFill = 3
+
 // RoundTime is how long a synchronous round of clusters with these facts
 // lasts at the least: its slowest member's base local work and upload,
 // at most 80% of the deadline.
@@ -99,7 +114,8 @@ func RoundTime(spec JobSpec, facts []ClusterFacts, shape []int) time.Duration {
 //   - Local steps (spec.Adaptive): at least the steps of LocalEpochs over
 //     the local data. In a synchronous round, which lasts round (RoundTime:
 //     until its slowest member's upload is in), a cluster that would
-//     otherwise wait trains on until its own upload must start; in FedBuff
+//     otherwise wait trains on until its own upload must start (at most
+//     maxFill times its epochs' steps); in FedBuff
 //     (round 0), a cluster whose upload takes longer than that training
 //     trains as long as the upload takes, so a thin link carries fewer
 //     uploads for the same training. Either way no more steps than fit,
@@ -111,16 +127,19 @@ func RoundTime(spec JobSpec, facts []ClusterFacts, shape []int) time.Duration {
 func Choose(name string, spec JobSpec, f ClusterFacts, shape []int, round time.Duration) Plan {
 	c := costOf(spec, f, shape)
 	if !spec.Adaptive {
-		return Plan{Cluster: name, LocalSteps: 0, Encoding: c.enc, Reason: fmt.Sprintf("%s: %d local epochs, %s: %s", name, spec.LocalEpochs, c.enc, c.link)}
+		return Plan{Cluster: name, LocalSteps: 0, Encoding: c.enc, Reason: fmt.Sprintf("%s: %s, %s: %s", name, count(spec.LocalEpochs, "local epoch"), c.enc, c.link)}
 	}
 	if c.stepTime == 0 {
 		return Plan{Cluster: name, LocalSteps: c.base, Encoding: c.enc, Reason: fmt.Sprintf("%s: %d local steps, %s: training speed unknown; %s", name, c.base, c.enc, c.link)}
 	}
-	steps, why := c.base, fmt.Sprintf("%d epochs of %d samples", spec.LocalEpochs, f.Samples)
+	steps, why := c.base, fmt.Sprintf("%s of %d samples", count(spec.LocalEpochs, "epoch"), f.Samples)
 	switch fill := int(math.Floor((round.Seconds() - c.upload) / c.stepTime)); {
 	case round > 0 && fill > c.base:
-		steps = fill
+		steps = min(fill, maxFill*c.base)
 		why = fmt.Sprintf("trains (%.0f samples/s) until its upload must start to end with the round's slowest, %.1f s", f.SamplesPerSec, round.Seconds())
+		if fill > maxFill*c.base {
+			why = fmt.Sprintf("trains (%.0f samples/s) %d times its epochs' steps while the round's slowest, %.1f s, goes on", f.SamplesPerSec, maxFill, round.Seconds())
+		}
 	case round == 0 && c.upload > float64(c.base)*c.stepTime:
 		steps = int(math.Ceil(c.upload / c.stepTime))
 		why = fmt.Sprintf("as many steps as train (%.0f samples/s) while the update uploads", f.SamplesPerSec)

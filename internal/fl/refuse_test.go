@@ -149,3 +149,42 @@ func secaggNeighbours(a Assignment) []int {
 	}
 	return out
 }
+
+// A bad spec is refused with an error naming the field.
+func TestSpecValidation(t *testing.T) {
+	for _, tc := range []struct {
+		field string
+		f     func(*JobSpec)
+	}{
+		{"job", func(s *JobSpec) { s.Job = "" }},
+		{"model.arch", func(s *JobSpec) { s.Model.Arch = "rnn" }},
+		{"model.sizes", func(s *JobSpec) { s.Model.Sizes = []int{784} }},
+		{"strategy", func(s *JobSpec) { s.Strategy = "fedsgd" }},
+		{"rounds", func(s *JobSpec) { s.Rounds = 0 }},
+		{"minClients", func(s *JobSpec) { s.MinClients = 0 }},
+		{"fraction", func(s *JobSpec) { s.Fraction = 1.5 }},
+		{"lr", func(s *JobSpec) { s.LR = math.NaN() }},
+		{"proxMu", func(s *JobSpec) { s.Strategy = FedProx }},
+		{"bufferSize", func(s *JobSpec) { s.Strategy = FedBuff }},
+		{"bufferSize", func(s *JobSpec) { s.Strategy, s.BufferSize, s.SecAgg = FedBuff, 1, &SecAggSpec{} }},
+		{"encoding", func(s *JobSpec) { s.Encoding = "int4" }},
+		{"serverLR", func(s *JobSpec) { s.ServerLR = -1 }},
+		{"roundDeadline", func(s *JobSpec) { s.RoundDeadline = 0 }},
+		{"secagg.k", func(s *JobSpec) { s.SecAgg = &SecAggSpec{K: -2} }},
+		{"minClients", func(s *JobSpec) { s.SecAgg, s.MinClients = &SecAggSpec{}, 1 }},
+		{"dp.clip", func(s *JobSpec) { s.DP = &DPSpec{Delta: 1e-5} }},
+		{"dp.delta", func(s *JobSpec) { s.DP = &DPSpec{Clip: 1, Delta: 1} }},
+		{"dp.distributed", func(s *JobSpec) { s.DP = &DPSpec{Clip: 1, Delta: 1e-5, Distributed: true} }},
+	} {
+		s := tinySpec(3)
+		tc.f(&s)
+		init, _ := InitialWeights(tinySpec(3).Model, 1)
+		if _, _, err := New(s, init, t0); err == nil || !strings.Contains(err.Error(), tc.field+" ") {
+			t.Errorf("%s: error %v", tc.field, err)
+		}
+	}
+	s := tinySpec(3)
+	if _, _, err := New(s, [][]float32{{1}}, t0); err == nil || !strings.Contains(err.Error(), "initial weights") {
+		t.Errorf("wrong initial weights: %v", err)
+	}
+}

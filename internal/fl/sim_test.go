@@ -96,7 +96,7 @@ func TestFedBuffOutrunsSyncWithASlowCluster(t *testing.T) {
 	spec.Rounds, spec.MinClients = 30, 4
 	spec.RoundDeadline = time.Hour
 	sync := run(spec)
-	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients = FedBuff, 2, 8, 1
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.ServerLR = FedBuff, 2, 8, 1, 0.5
 	buff := run(spec)
 	t.Logf("sync: %v to 70%% (%d rounds); fedbuff: %v (%d models)", sync.Reached, len(sync.Points)-1, buff.Reached, len(buff.Points)-1)
 	if sync.Reached == 0 || buff.Reached == 0 {
@@ -136,13 +136,13 @@ func TestChoosePlans(t *testing.T) {
 		// float32 takes 8.1 s > 30/4 s: int8 (25,466 bytes, 2.04 s); one
 		// epoch trains in 1.6 s, so 13 steps (2.08 s) while it uploads.
 		{"thin link: int8, more steps", nil, ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 13, Int8, "while the update uploads"},
-		{"thin link in its own round: one epoch", nil, ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 3637 * time.Millisecond, 10, Int8, "1 epochs of 300 samples"},
+		{"thin link in its own round: one epoch", nil, ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 3637 * time.Millisecond, 10, Int8, "1 epoch of 300 samples"},
 		{"slow trainer: steps cut to the deadline", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 20, Samples: 3000}, 0, 14, Float32, "within the deadline"},
 		{"short online window", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 200, Samples: 3000, OnlineFor: 5 * time.Second}, 0, 24, Float32, "within the deadline"},
 		{"secure aggregation keeps float32", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{}; return s },
 			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 51, Float32, "float32"},
 		{"not adaptive: epochs", func(s JobSpec) JobSpec { s.Adaptive = false; return s },
-			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 0, Int8, "1 local epochs, int8"},
+			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 0, Int8, "1 local epoch, int8"},
 		{"unknown speed", nil, ClusterFacts{BandwidthBps: 0, SamplesPerSec: 0, Samples: 300}, 0, 10, Float32, "training speed unknown"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,5 +260,62 @@ func TestSimulateKindsAndRestarts(t *testing.T) {
 				t.Fatal("no ε reported")
 			}
 		})
+	}
+}
+
+// A FedBuff cluster so slow that the models move on past the maximum
+// staleness has its work restarted from the current model rather than
+// refused at the end.
+func TestFedBuffRetiresStaleWork(t *testing.T) {
+	cl := slowOne(t)
+	cl[3].Facts.SamplesPerSec = 2 // 150 s of training, while the others make a model every 2 s
+	spec := baseSpec()
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.Rounds = FedBuff, 2, 2, 1, 8
+	spec.RoundDeadline = time.Hour
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: cl, Rand: newDetRand(5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status.State != Done {
+		t.Fatalf("%+v", res.Status)
+	}
+	retired := 0
+	for _, e := range res.Events {
+		if e.Kind == "abandoned" && strings.Contains(e.Message, clusterName(3)+"'s work from model") {
+			retired++
+		}
+	}
+	if retired == 0 || res.Refused != 0 {
+		t.Fatalf("%d retirements of the slow cluster's work, %d refusals; want some and none", retired, res.Refused)
+	}
+	for _, s := range res.Status.History {
+		if s.Staleness > spec.MaxStaleness {
+			t.Fatalf("model %d took an update %d versions old", s.Round, s.Staleness)
+		}
+	}
+}
+
+// The CNN of internal/train federates too: its tensors travel in its
+// parameter order, FedProx's reference included.
+func TestSimulateCNN(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a CNN on two clients for two rounds; skipped with -short")
+	}
+	_, te := subset(t)
+	spec := baseSpec()
+	spec.Model = ModelSpec{Arch: "cnn"}
+	spec.Rounds, spec.MinClients, spec.Strategy, spec.ProxMu = 2, 2, FedProx, 0.01
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: simClients(t, 2, 300, ClusterFacts{SamplesPerSec: 100}),
+		Test: te.Slice(0, 300), Rand: newDetRand(6)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status.State != Done {
+		t.Fatalf("%+v", res.Status)
+	}
+	acc := res.Points[len(res.Points)-1].Accuracy
+	t.Logf("CNN after 2 rounds: %.3f", acc)
+	if acc < 0.5 {
+		t.Fatalf("CNN accuracy %.3f after 2 rounds", acc)
 	}
 }
