@@ -68,6 +68,11 @@ const (
 	FederatedFailed FederatedJobPhase = "Failed"
 )
 
+// Finished reports whether p is a final phase.
+func (p FederatedJobPhase) Finished() bool {
+	return p == FederatedSucceeded || p == FederatedFailed
+}
+
 // Architectures a federated job trains: those internal/train trains.
 const (
 	// ArchMLP is a multi-layer perceptron of dense layers.
@@ -260,10 +265,13 @@ type FederatedRoundStatus struct {
 	Participants int32 `json:"participants,omitempty"`
 	// +optional
 	Dropouts int32 `json:"dropouts,omitempty"`
-	// Accuracy is the round's starting model's accuracy on the participants' validation
-	// splits, weighted by their examples, a decimal; empty when none reported.
+	// Accuracy is the accuracy of the global model the round started from on the
+	// participants' validation splits, weighted by their examples, a decimal; Loss their mean
+	// local training loss.
 	// +optional
 	Accuracy string `json:"accuracy,omitempty"`
+	// +optional
+	Loss string `json:"loss,omitempty"`
 	// UpdateBytes is the bytes of the updates the hub received in the round.
 	// +optional
 	UpdateBytes int64 `json:"updateBytes,omitempty"`
@@ -278,25 +286,21 @@ type FederatedRoundStatus struct {
 	Completed *metav1.Time `json:"completed,omitempty"`
 }
 
-// FederatedClusterStatus is one cluster's part in a job.
+// FederatedClusterStatus is one cluster's part in a job. No figure of one cluster's data or
+// model is kept: accuracies are reported as aggregates over a round's participants.
 type FederatedClusterStatus struct {
 	// Cluster is the Cluster name.
 	Cluster string `json:"cluster"`
-	// Rounds counts the rounds the cluster's update went into; Dropouts those it was asked
-	// for and did not answer in time.
+	// Updates counts the updates the hub accepted from the cluster; LastRound is the round of
+	// the newest.
 	// +optional
-	Rounds int32 `json:"rounds,omitempty"`
-	// +optional
-	Dropouts int32 `json:"dropouts,omitempty"`
-	// LastRound is the newest round the cluster sent an update for.
+	Updates int32 `json:"updates,omitempty"`
 	// +optional
 	LastRound int32 `json:"lastRound,omitempty"`
-	// Accuracy is the accuracy the cluster last reported on its validation split, a decimal.
+	// Encoding and LocalSteps are the hub's last choice for the cluster (local steps 0: the
+	// job's epochs over the local data); Reason says why.
 	// +optional
-	Accuracy string `json:"accuracy,omitempty"`
-	// Encoding and LocalSteps are the hub's last choice for the cluster; Reason says why.
-	// +optional
-	Encoding UpdateEncoding `json:"encoding,omitempty"`
+	Encoding string `json:"encoding,omitempty"`
 	// +optional
 	LocalSteps int32 `json:"localSteps,omitempty"`
 	// +optional
@@ -315,9 +319,17 @@ type FederatedJobStatus struct {
 	// Round is the round under way, or the last one of a finished job.
 	// +optional
 	Round int32 `json:"round,omitempty"`
-	// LatestVersion is the newest global model's version of model spec.model.output.
+	// LatestModel, LatestVersion and LatestDigest name the newest global model: the initial
+	// model until round 1 is published, then version 0.R.0 of model spec.model.output.
+	// +optional
+	LatestModel string `json:"latestModel,omitempty"`
 	// +optional
 	LatestVersion string `json:"latestVersion,omitempty"`
+	// +optional
+	LatestDigest string `json:"latestDigest,omitempty"`
+	// Phase of the round under way, for secure rounds: train, advertise, share, mask or unmask.
+	// +optional
+	RoundPhase string `json:"roundPhase,omitempty"`
 	// Accuracy is the newest aggregate accuracy, a decimal.
 	// +optional
 	Accuracy string `json:"accuracy,omitempty"`

@@ -460,7 +460,7 @@ func federatedJobColumns() []Column {
 			if j.Status.LatestVersion == "" {
 				return "-"
 			}
-			return j.OutputModel() + "@" + j.Status.LatestVersion
+			return j.Status.LatestModel + "@" + j.Status.LatestVersion
 		}},
 		{Name: "Epsilon", Type: ColumnString, JSONPath: ".status.epsilonSpent", Priority: 1, Cell: func(o Object, _ time.Time) string {
 			return dash(o.(*FederatedJob).Status.EpsilonSpent)
@@ -485,10 +485,10 @@ func federatedJobBreakdown() *Breakdown {
 		Columns: []PartColumn{
 			{Name: "Job", Cell: func(o Object, _ int, _ time.Time) string { return o.GetName() }},
 			{Name: "Cluster", Cell: row(func(r *FederatedClusterStatus) string { return r.Cluster })},
-			{Name: "Rounds", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.Rounds) })},
-			{Name: "Dropouts", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.Dropouts) })},
-			{Name: "Accuracy", Cell: row(func(r *FederatedClusterStatus) string { return r.Accuracy })},
-			{Name: "Encoding", Cell: row(func(r *FederatedClusterStatus) string { return string(r.Encoding) })},
+			{Name: "Updates", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.Updates) })},
+			{Name: "Last Round", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.LastRound) })},
+			{Name: "Steps", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.LocalSteps) })},
+			{Name: "Encoding", Cell: row(func(r *FederatedClusterStatus) string { return r.Encoding })},
 		},
 	}
 }

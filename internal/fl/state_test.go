@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"outpost.dev/outpost/internal/privacy"
+	"outpost.dev/outpost/internal/secagg"
 )
 
 // restart replaces the hand's coordinator with one restored from its
@@ -225,6 +226,70 @@ func TestOfflineMemberIsNotWaitedFor(t *testing.T) {
 		}
 		if st.History[1].Participants != 3 {
 			t.Fatalf("secure %v: %d participants, want 3", secure, st.History[1].Participants)
+		}
+	}
+}
+
+func stdOf(v []float32) float64 {
+	var s, s2 float64
+	for _, x := range v {
+		s += float64(x)
+		s2 += float64(x) * float64(x)
+	}
+	n := float64(len(v))
+	return math.Sqrt(s2/n - (s/n)*(s/n))
+}
+
+// The aggregate carries noise of standard deviation σ·C over the n
+// updates averaged: added by the coordinator (central) or, in shares of
+// variance σ²C²/MinClients, by each of the clients (distributed).
+func TestDPNoiseOnTheAggregate(t *testing.T) {
+	const sigma, clip = 0.8, 0.5
+	for _, distributed := range []bool{false, true} {
+		spec := tinySpec(4)
+		spec.Model.Sizes = []int{784, 16, 10} // 12,730 values
+		spec.SecAgg = &SecAggSpec{}
+		spec.DP = &DPSpec{Clip: clip, NoiseMultiplier: sigma, Delta: 1e-5, Distributed: distributed}
+		h := newHand(t, spec, 4)
+		for name := range h.x {
+			clear(h.x[name])
+		}
+		init := Flatten(h.c.Global().Weights)
+		h.join()
+		if distributed {
+			// Each client's vector is what Client.secureInput makes of a zero
+			// update under its assignment: its share of the noise.
+			cl := NewClient("x", newDetRand(1))
+			for name := range h.x {
+				a := h.c.st.Clusters[name].Assignment
+				if want := sigma * clip / 2; math.Abs(a.NoiseStd-want) > 1e-12 {
+					t.Fatalf("assigned noise std %v, want σC/sqrt(4) = %v", a.NoiseStd, want)
+				}
+				zero := make([][]float32, len(h.c.st.Model.Weights))
+				for i, w := range h.c.st.Model.Weights {
+					zero[i] = make([]float32, len(w))
+				}
+				y, err := cl.secureInput(TrainResult{Delta: zero, Steps: 1}, a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				enc, _ := secagg.NewEncoding(a.SecAgg.Range, a.SecAgg.N)
+				for i, v := range enc.Decode(y) {
+					h.x[name][i] = float32(v)
+				}
+			}
+		}
+		h.run(10)
+		if h.c.Status().State != Done {
+			t.Fatalf("%+v", h.c.Status())
+		}
+		got := Flatten(h.c.Global().Weights)
+		for i := range got {
+			got[i] -= init[i]
+		}
+		want := sigma * clip / 4
+		if s := stdOf(got); math.Abs(s-want)/want > 0.05 {
+			t.Errorf("distributed %v: the aggregate's noise has std %.4f, want σC/n = %.4f", distributed, s, want)
 		}
 	}
 }
