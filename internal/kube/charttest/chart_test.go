@@ -112,7 +112,8 @@ func TestHub(t *testing.T) {
 		args, _, _ := unstructured.NestedStringSlice(c, "args")
 		cmds = append(cmds, strings.Join(append(cmd, args...), " "))
 	}
-	wantCmds := []string{"outpost hub serve --data=/var/lib/outpost/hub --listen=0.0.0.0:8443", "outpost controller --in-cluster"}
+	wantCmds := []string{"outpost hub serve --data=/var/lib/outpost/hub --listen=0.0.0.0:8443",
+		"outpost controller --in-cluster --ca-file=/var/lib/outpost/hub/pki/ca.crt"}
 	if !slices.Equal(cmds, wantCmds) {
 		t.Errorf("containers run %q, want %q", cmds, wantCmds)
 	}
