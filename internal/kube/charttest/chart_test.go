@@ -78,7 +78,8 @@ func kinds(objs []*unstructured.Unstructured) []string {
 var (
 	hubValues   = []string{"hub.extraSANs={hub.example.com,10.1.2.3}", "hub.persistence.size=50Gi"}
 	agentValues = []string{"hub.enabled=false", "controller.enabled=false", "agent.enabled=true",
-		"agent.clusterName=edge-1", "agent.args={--max-bandwidth,10MiB}"}
+		"agent.clusterName=edge-1", "agent.args={--max-bandwidth,10MiB}", "agent.hub.url=https://hub.example:8443",
+		"agent.hub.ca=-----BEGIN CERTIFICATE-----", "agent.hub.joinTokenSecret=outpost-join"}
 	ownTLSValues = []string{"hub.tls.secretName=my-hub-tls", "controller.enabled=false"}
 )
 
@@ -136,17 +137,27 @@ func TestHub(t *testing.T) {
 func TestAgent(t *testing.T) {
 	helm := kubetest.Helm(t, "")
 	objs := render(t, helm, agentValues...)
-	want := []string{"ClusterRole/rel-outpost-agent", "ClusterRoleBinding/rel-outpost-agent", "Deployment/rel-outpost-agent",
-		"PersistentVolumeClaim/rel-outpost-agent", "ServiceAccount/rel-outpost-agent"}
+	want := []string{"ClusterRole/rel-outpost-agent", "ClusterRoleBinding/rel-outpost-agent", "ConfigMap/rel-outpost-agent-hub-ca",
+		"Deployment/rel-outpost-agent", "PersistentVolumeClaim/rel-outpost-agent", "ServiceAccount/rel-outpost-agent"}
 	if got := kinds(objs); !slices.Equal(got, want) {
 		t.Fatalf("rendered %v, want %v", got, want)
 	}
 	dep := find(objs, "Deployment", "rel-outpost-agent")
 	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
 	args, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
-	wantArgs := []string{"agent", "--in-cluster", "--name=edge-1", "--data=/var/lib/outpost/agent", "--max-bandwidth", "10MiB"}
+	wantArgs := []string{"agent", "--in-cluster", "--name=edge-1", "--data=/var/lib/outpost/agent",
+		"--hub=https://hub.example:8443", "--ca-file=/etc/outpost/hub/ca.crt", "--max-bandwidth", "10MiB"}
 	if !slices.Equal(args, wantArgs) {
 		t.Errorf("agent args %q, want %q", args, wantArgs)
+	}
+	envs, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "env")
+	if len(envs) != 2 || envs[1].(map[string]any)["name"] != "OUTPOST_JOIN_TOKEN" {
+		t.Errorf("agent env %v: want OUTPOST_JOIN_TOKEN from outpost-join", envs)
+	} else if ref, _, _ := unstructured.NestedString(envs[1].(map[string]any), "valueFrom", "secretKeyRef", "name"); ref != "outpost-join" {
+		t.Errorf("join token from %q, want outpost-join", ref)
+	}
+	if ca, _, _ := unstructured.NestedString(find(objs, "ConfigMap", "rel-outpost-agent-hub-ca").Object, "data", "ca.crt"); !strings.HasPrefix(ca, "-----BEGIN CERTIFICATE-----") {
+		t.Errorf("hub CA ConfigMap holds %q", ca)
 	}
 	if sa, _, _ := unstructured.NestedString(dep.Object, "spec", "template", "spec", "serviceAccountName"); sa != "rel-outpost-agent" {
 		t.Errorf("agent runs as %q", sa)
@@ -156,10 +167,15 @@ func TestAgent(t *testing.T) {
 		"ml.outpost.dev": {"clusters", "modeldeployments", "modeldeployments/status", "pipelineruns", "pipelineruns/status", "pipelines", "pipelines/status"},
 	}, map[string]bool{"clusters": true, "modeldeployments": true, "pipelines": true, "pipelineruns": true})
 
-	// Without a cluster name the chart refuses, naming the value.
-	_, err := helm.Run(t.Context(), "", "template", "rel", chartDir(t), "--set", "agent.enabled=true")
-	if err == nil || !strings.Contains(err.Error(), "agent.clusterName is required") {
-		t.Errorf("agent without a name: %v", err)
+	// Without a cluster name or a hub the chart refuses, naming the value.
+	for missing, sets := range map[string][]string{
+		"agent.clusterName": {"agent.enabled=true", "agent.hub.url=https://hub.example:8443"},
+		"agent.hub.url":     {"agent.enabled=true", "agent.clusterName=edge-1"},
+	} {
+		_, err := helm.Run(t.Context(), "", "template", "rel", chartDir(t), "--set", strings.Join(sets, ","))
+		if err == nil || !strings.Contains(err.Error(), missing+" is required") {
+			t.Errorf("agent without %s: %v", missing, err)
+		}
 	}
 }
 
