@@ -164,7 +164,7 @@ func TestAgent(t *testing.T) {
 	}
 	// The agent reads the Outpost kinds and writes their status, nothing else.
 	checkRules(t, find(objs, "ClusterRole", "rel-outpost-agent"), map[string][]string{
-		"ml.outpost.dev": {"clusters", "modeldeployments", "modeldeployments/status", "pipelineruns", "pipelineruns/status", "pipelines", "pipelines/status"},
+		"ml.outpost.dev": {"clusters", "modeldeployments", "modeldeployments/status", "pipelineruns", "pipelines"},
 	}, map[string]bool{"clusters": true, "modeldeployments": true, "pipelines": true, "pipelineruns": true})
 
 	// Without a cluster name or a hub the chart refuses, naming the value.
