@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -358,4 +359,62 @@ func TestAPIServer(t *testing.T) {
 	if err != nil || sts != "rel-outpost-hub" {
 		t.Errorf("installed StatefulSet: %q, %v", sts, err)
 	}
+
+	// The apiserver's RBAC lets each component do what it needs and no more.
+	if _, err := kubectl.Run(ctx, "", "create", "namespace", "edge"); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"install", "agent", chartDir(t), "--namespace", "edge"}
+	for _, s := range agentValues {
+		args = append(args, "--set", s)
+	}
+	if _, err := helm.Run(ctx, "", args...); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		who, verb, resource string
+		allowed             bool
+	}{
+		{"edge:agent-outpost-agent", "watch", "modeldeployments.ml.outpost.dev", true},
+		{"edge:agent-outpost-agent", "update", "modeldeployments.ml.outpost.dev/status", true},
+		{"edge:agent-outpost-agent", "update", "modeldeployments.ml.outpost.dev", false},
+		{"edge:agent-outpost-agent", "delete", "clusters.ml.outpost.dev", false},
+		{"edge:agent-outpost-agent", "get", "secrets", false},
+		{"edge:agent-outpost-agent", "list", "pods", false},
+		{"outpost:rel-outpost-controller", "create", "bindingpolicies.control.kubestellar.io", true},
+		{"outpost:rel-outpost-controller", "list", "combinedstatuses.control.kubestellar.io", true},
+		{"outpost:rel-outpost-controller", "delete", "combinedstatuses.control.kubestellar.io", false},
+		{"outpost:rel-outpost-controller", "update", "modeldeployments.ml.outpost.dev/status", true},
+		{"outpost:rel-outpost-controller", "create", "clusters.ml.outpost.dev", true},
+		{"outpost:rel-outpost-controller", "list", "managedclusters.cluster.open-cluster-management.io", true},
+		{"outpost:rel-outpost-controller", "update", "managedclusters.cluster.open-cluster-management.io", false},
+		{"outpost:rel-outpost-controller", "get", "secrets", false},
+		{"outpost:rel-outpost-controller", "create", "deployments.apps", false},
+	} {
+		if got := allowed(t, kubectl, tt.who, tt.verb, tt.resource); got != tt.allowed {
+			t.Errorf("%s may %s %s: %v, want %v", tt.who, tt.verb, tt.resource, got, tt.allowed)
+		}
+	}
+}
+
+// allowed asks the apiserver (a SubjectAccessReview) whether the service
+// account who (NAMESPACE:NAME) may verb resource (RESOURCE.GROUP[/SUBRESOURCE])
+// in any namespace.
+func allowed(t *testing.T, kubectl *kubetest.Tool, who, verb, resource string) bool {
+	t.Helper()
+	ns, _, _ := strings.Cut(who, ":")
+	res, sub, _ := strings.Cut(resource, "/")
+	res, group, _ := strings.Cut(res, ".")
+	review := fmt.Sprintf(`apiVersion: authorization.k8s.io/v1
+kind: SubjectAccessReview
+spec:
+  user: system:serviceaccount:%s
+  groups: [system:serviceaccounts, "system:serviceaccounts:%s", system:authenticated]
+  resourceAttributes: {group: %q, resource: %q, subresource: %q, verb: %q}
+`, who, ns, group, res, sub, verb)
+	out, err := kubectl.Run(t.Context(), review, "create", "-f", "-", "-o", "jsonpath={.status.allowed}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out == "true"
 }
