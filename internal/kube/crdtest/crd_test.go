@@ -92,6 +92,8 @@ var invalid = []struct {
 	{"cluster name", "apiVersion: ml.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: Edge_A}\n", "metadata.name"},
 	{"cluster display name", goodCluster + "  displayName: " + strings.Repeat("x", 257) + "\n", "spec.displayName"},
 	{"cluster unknown field", goodCluster + "  zone: north\n", "zone"},
+	{"cluster window day", goodCluster + "  transfer: {windows: [{days: [Mon, Someday], start: \"22:00\", end: \"06:00\"}]}\n", "spec.transfer"},
+	{"cluster window time", goodCluster + "  transfer: {windows: [{start: \"24:00\", end: \"06:00\"}]}\n", "spec.transfer"},
 
 	{"pipeline retries", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 11}}\n", "spec.steps[0].retries.limit"},
 	{"pipeline step name", pipelineStart + "  - {name: Data_1, type: dataset}\n", "spec.steps[0].name"},
@@ -124,6 +126,7 @@ var valid = []struct {
 		"    progressDeadline: 0s, canary: {selector: {matchLabels: {canary: \"true\"}}}, gates: {maxErrorRateIncrease: \".05\", drift: true}}\n"+
 		"  serving: {runtime: onnxruntime, port: 65535}\n"+
 		"  monitoring: {windowSamples: 1000000, windowDuration: 1s, alpha: \"0.001\", correction: BenjaminiHochberg, psiThreshold: \"1000000\", cooldown: 0s, raiseAfter: 1000}\n")},
+	{"cluster window", goodCluster + "  transfer: {timeZone: Europe/Oslo, windows: [{days: [mon, SAT], start: \"22:00\", end: \"06:00\"}], insideBandwidth: 4MiB}\n"},
 	{"cluster", goodCluster + "  displayName: Lyon\n  capacity: {cpu: 500m, memory: 16Gi, disk: \"0\", accelerators: [{type: nvidia.com/gpu, count: 0}]}\n"},
 	{"pipeline", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 10}}\n  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {site: ship}}}]\n"},
 	{"run", goodRun + "  {pipeline: retrain, cluster: edge-a.lyon, trigger: NewVersion}\n"},
