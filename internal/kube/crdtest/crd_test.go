@@ -96,6 +96,8 @@ var invalid = []struct {
 	{"cluster window time", goodCluster + "  transfer: {windows: [{start: \"24:00\", end: \"06:00\"}]}\n", "spec.transfer"},
 
 	{"pipeline retries", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 11}}\n", "spec.steps[0].retries.limit"},
+	{"pipeline step timeout", pipelineStart + "  - {name: data, type: dataset, timeout: 0s}\n", "spec.steps[0].timeout"},
+	{"pipeline step backoff", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 1, backoff: -1s}}\n", "spec.steps[0].retries.backoff"},
 	{"pipeline step name", pipelineStart + "  - {name: Data_1, type: dataset}\n", "spec.steps[0].name"},
 	{"pipeline step type", pipelineStart + "  - {name: data, type: crunch}\n", "spec.steps[0].type"},
 	{"pipeline no steps", strings.TrimSuffix(pipelineStart, "  steps:\n") + "  steps: []\n", "spec.steps"},
@@ -128,7 +130,7 @@ var valid = []struct {
 		"  monitoring: {windowSamples: 1000000, windowDuration: 1s, alpha: \"0.001\", correction: BenjaminiHochberg, psiThreshold: \"1000000\", cooldown: 0s, raiseAfter: 1000}\n")},
 	{"cluster window", goodCluster + "  transfer: {timeZone: Europe/Oslo, windows: [{days: [mon, SAT], start: \"22:00\", end: \"06:00\"}], insideBandwidth: 4MiB}\n"},
 	{"cluster", goodCluster + "  displayName: Lyon\n  capacity: {cpu: 500m, memory: 16Gi, disk: \"0\", accelerators: [{type: nvidia.com/gpu, count: 0}]}\n"},
-	{"pipeline", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 10}}\n  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {site: ship}}}]\n"},
+	{"pipeline", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 10, backoff: 1s}, timeout: 10m, resources: {cpu: 500m, minCPU: 500m, memory: 1Gi, minMemory: 128Mi}}\n  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {site: ship}}}]\n"},
 	{"run", goodRun + "  {pipeline: retrain, cluster: edge-a.lyon, trigger: NewVersion}\n"},
 }
 
