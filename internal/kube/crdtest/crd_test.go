@@ -188,6 +188,7 @@ func TestCRDs(t *testing.T) {
 	s := start(t)
 	t.Run("Invalid", func(t *testing.T) { testInvalid(t, s) })
 	t.Run("Valid", func(t *testing.T) { testValid(t, s) })
+	t.Run("Versions", func(t *testing.T) { testVersions(t, s) })
 	t.Run("DocsExamples", func(t *testing.T) { testDocsExamples(t, s) })
 	t.Run("Columns", func(t *testing.T) { testColumns(t, s) })
 }
@@ -225,6 +226,30 @@ func testValid(t *testing.T, s *server) {
 				t.Errorf("apiserver: %v", err)
 			}
 		})
+	}
+}
+
+// versionConstraints are constraints at the edges of the syntax, valid and not.
+var versionConstraints = []string{
+	"1.2.3", "=1.2.3", " = 1.2.3 ", "1.2.3-rc.1+b.7", "1.2.3-0", ">=1.2 <2", ">= 1.2, < 2", "^1.2", "~1.2.3", "~>1.2",
+	"!=1.3.0", "1.x", "1.2.X", "*", "1.2 - 1.4.5", ">=1.0 || >=2.0", "~>0 || 0 - 0", "0 - 0||1", "9999999999999999.0.0",
+	strings.Repeat("1||", 31) + "1", strings.Repeat("1||", 32) + "1", strings.Repeat("1 ", 127) + "12", strings.Repeat("1 ", 128) + "1",
+	"", "   ", "1.x.y", "banana", ">>1", "||", "1 ||", "v1.2.3", "01.2.3", "1.2.3.4", "1.2.3-01", "1.x-beta", "x.1", "=>1.2",
+	"1|2", "1 - 2 - 3", "0 0 - 0", "~>0||0 - 0", "1.x||0 - 0", "99999999999999999999.0.0", "1.2.3\x00", "１.2.3",
+}
+
+// The hub and the apiserver agree on every constraint of the table.
+func testVersions(t *testing.T, s *server) {
+	for _, c := range versionConstraints {
+		v, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := deployment(fmt.Sprintf("{name: fashion, version: %s}", v), everyCluster)
+		herr, aerr := hubVerdict(doc), s.apiVerdict(t.Context(), doc)
+		if (herr == nil) != (aerr == nil) {
+			t.Errorf("version %q: hub says %v, apiserver says %v", c, herr, aerr)
+		}
 	}
 }
 
