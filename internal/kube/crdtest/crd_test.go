@@ -190,6 +190,7 @@ func TestCRDs(t *testing.T) {
 	t.Run("Valid", func(t *testing.T) { testValid(t, s) })
 	t.Run("Versions", func(t *testing.T) { testVersions(t, s) })
 	t.Run("DocsExamples", func(t *testing.T) { testDocsExamples(t, s) })
+	t.Run("Status", func(t *testing.T) { testStatus(t, s) })
 	t.Run("Columns", func(t *testing.T) { testColumns(t, s) })
 }
 
@@ -316,6 +317,53 @@ func testDocsExamples(t *testing.T, s *server) {
 		}
 	}
 	t.Logf("valid examples in the docs, accepted by both: %v", accepted)
+}
+
+// badStatus are objects whose status is out of range, with the field; the
+// status subresource is written apart from the object, as the hub's is.
+var badStatus = []struct {
+	name, doc, resource, status, field string
+}{
+	{"run sequence", goodRun + "  {pipeline: retrain, cluster: edge-a}\n", "pipelinerun/run-1",
+		`{"status":{"sequence":-1}}`, "status.sequence"},
+	{"run phase", goodRun + "  {pipeline: retrain, cluster: edge-a}\n", "pipelinerun/run-1",
+		`{"status":{"phase":"Sleeping"}}`, "status.phase"},
+	{"cluster bandwidth", goodCluster + "  displayName: Lyon\n", "cluster/edge-a",
+		`{"status":{"link":{"bandwidthBps":-5}}}`, "status.link.bandwidthBps"},
+	{"deployment phase", deployment(goodModel, everyCluster), "md/fashion",
+		`{"status":{"clusters":[{"cluster":"edge-a","phase":"Dreaming"}]}}`, "status.clusters[0].phase"},
+}
+
+// A status out of range is refused by the hub's validation and by the
+// apiserver's status subresource, each naming the field.
+func testStatus(t *testing.T, s *server) {
+	ctx := t.Context()
+	for _, tt := range badStatus {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := s.kubectl.Run(ctx, tt.doc, "apply", "-f", "-"); err != nil {
+				t.Fatal(err)
+			}
+			defer s.kubectl.Run(ctx, "", "delete", tt.resource)
+			var withStatus map[string]any
+			if err := yaml.Unmarshal([]byte(tt.doc), &withStatus); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(tt.status), &withStatus); err != nil {
+				t.Fatal(err)
+			}
+			b, err := json.Marshal(withStatus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if herr := hubVerdict(string(b)); herr == nil || !strings.Contains(herr.Error(), tt.field) {
+				t.Errorf("hub: %v, want an error naming %s", herr, tt.field)
+			}
+			_, kerr := s.kubectl.Run(ctx, "", "patch", tt.resource, "--subresource=status", "--type=merge", "-p", tt.status)
+			if kerr == nil || !strings.Contains(kerr.Error(), tt.field) {
+				t.Errorf("kubectl patch --subresource=status: %v, want an error naming %s", kerr, tt.field)
+			}
+		})
+	}
 }
 
 // kubectl get md -o wide shows a deployment's model, version and counts of
