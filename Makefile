@@ -65,7 +65,7 @@ generate-oip: protoc-tools
 
 .PHONY: tools test test-short build bench onnx-conformance
 ## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Python gRPC, Fashion-MNIST,
-## promtool).
+## promtool; kube-apiserver, etcd, kubectl and helm through scripts/kube.sh, once per machine).
 tools:
 	./scripts/tools.sh >/dev/null
 
