@@ -552,7 +552,7 @@ func (c *Coordinator) advance(now time.Time) Output {
 	return c.startAsync(now)
 }
 
-// online returns the clusters online and not in a cohort, sorted.
+// idleOnline returns the clusters online and not in a cohort, sorted.
 func (c *Coordinator) idleOnline() []string {
 	var out []string
 	for _, n := range c.names() {
@@ -592,10 +592,8 @@ func (c *Coordinator) startRound(now time.Time) Output {
 		cands = c.idleOnline()
 	}
 	if len(cands) < spec.MinClients {
-		if c.st.State != Waiting {
-			c.st.State = Waiting
-			c.st.Reason = fmt.Sprintf("%d of the %d clusters needed are online", len(cands), spec.MinClients)
-		}
+		c.st.State = Waiting
+		c.st.Reason = fmt.Sprintf("%d of the %d clusters needed are online", len(cands), spec.MinClients)
 		return Output{}
 	}
 	count := len(cands)
@@ -619,6 +617,12 @@ func (c *Coordinator) startRound(now time.Time) Output {
 
 func (c *Coordinator) startAsync(now time.Time) Output {
 	spec := c.st.Spec
+	if spec.DP != nil && spec.DP.EpsilonBudget > 0 && len(c.st.Clusters) > 0 {
+		q := float64(spec.BufferSize) / float64(len(c.st.Clusters))
+		if eps, err := c.epsilonAfter(q, 1); err != nil || eps > spec.DP.EpsilonBudget {
+			return c.finish(now, Done, fmt.Sprintf("model %d would spend ε %.3f, over the budget %.3f at δ %g", c.st.Model.Ref.Round+1, eps, spec.DP.EpsilonBudget, spec.DP.Delta))
+		}
+	}
 	idle := c.idleOnline()
 	if spec.SecAgg == nil {
 		var out Output
