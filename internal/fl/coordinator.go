@@ -81,9 +81,13 @@ type Summary struct {
 	Time         time.Time `json:"time"`
 	Participants int       `json:"participants"`
 	Dropped      int       `json:"dropped,omitempty"`
-	Loss         float64   `json:"loss"`
-	Accuracy     float64   `json:"accuracy"`
-	Epsilon      float64   `json:"epsilon,omitempty"`
+	// Loss is the updates' mean final local training loss; Accuracy their
+	// clusters' accuracy, on their local validation splits, of the model
+	// the round started from (both weighted by samples; 0 when not
+	// measured).
+	Loss     float64 `json:"loss"`
+	Accuracy float64 `json:"accuracy"`
+	Epsilon  float64 `json:"epsilon,omitempty"`
 	// UploadBytes is the sum of the updates' encoded sizes.
 	UploadBytes int64 `json:"uploadBytes"`
 	// Staleness is the oldest update's (FedBuff): how many models behind
