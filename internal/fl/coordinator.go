@@ -1083,6 +1083,16 @@ func (c *Coordinator) aggregatePlain(now time.Time, co *cohort) Output {
 // few shares revealed the cohort is abandoned, its sum never formed.
 func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 	s := co.Secure
+	if st := c.st.Model.Ref.Round - co.Base.Round; !c.sync() && c.st.Spec.MaxStaleness > 0 && st > c.st.Spec.MaxStaleness {
+		// Not a failure of the protocol: the cohort's clusters start
+		// afresh from the current model.
+		c.dropCohort(co)
+		out := Output{Events: []Event{{Time: now, Round: c.st.Model.Ref.Round, Kind: "abandoned",
+			Message: fmt.Sprintf("cohort %v from model %d is %d versions old, over the maximum staleness %d: its sum is not formed", co.Members, co.Base.Round, st, c.st.Spec.MaxStaleness)}}}
+		out.merge(c.advance(now))
+		c.idleLeftovers(&out, co.Members)
+		return out
+	}
 	sum, err := c.servers[co.ID].Sum()
 	if err != nil {
 		return c.abandon(now, co, err.Error())
@@ -1123,9 +1133,6 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 	st := 0
 	if !c.sync() {
 		st = c.st.Model.Ref.Round - co.Base.Round
-		if c.st.Spec.MaxStaleness > 0 && st > c.st.Spec.MaxStaleness {
-			return c.abandon(now, co, fmt.Sprintf("the cohort's model is %d versions old, over the maximum staleness %d", st, c.st.Spec.MaxStaleness))
-		}
 		f *= StalenessWeight(st)
 	}
 	Scale(agg, f)

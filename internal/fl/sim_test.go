@@ -335,3 +335,29 @@ func TestFedBuffStopsAtBudget(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// A FedBuff secure cohort that falls past the maximum staleness is
+// dropped before its sum is formed, and the job goes on.
+func TestFedBuffDropsStaleSecureCohort(t *testing.T) {
+	cl := simClients(t, 6, 100, ClusterFacts{SamplesPerSec: 500, BandwidthBps: 20e6})
+	cl[5].Facts.SamplesPerSec = 50
+	spec := baseSpec()
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.Rounds = FedBuff, 2, 1, 2, 12
+	spec.SecAgg = &SecAggSpec{}
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: cl, Rand: newDetRand(9)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := false
+	for _, e := range res.Events {
+		dropped = dropped || (e.Kind == "abandoned" && strings.Contains(e.Message, "its sum is not formed"))
+	}
+	if res.Status.State != Done || !dropped {
+		t.Fatalf("status %+v, stale cohort dropped %v", res.Status, dropped)
+	}
+	for _, s := range res.Status.History {
+		if s.Staleness > 1 {
+			t.Fatalf("model %d from a cohort %d versions old", s.Round, s.Staleness)
+		}
+	}
+}
