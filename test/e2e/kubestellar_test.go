@@ -328,6 +328,11 @@ func TestKubeStellar(t *testing.T) {
 			var md v1alpha1.ModelDeployment
 			return apierrors.IsNotFound(wds.Get(ctx, client.ObjectKey{Name: "fleet"}, &md)) && !inWEC("wec1", "fleet")
 		})
+		bp := &unstructured.Unstructured{}
+		bp.SetGroupVersionKind(kube.BindingPolicyGVK)
+		if err := wds.Get(ctx, client.ObjectKey{Name: kube.BindingPolicyName("fleet")}, bp); !apierrors.IsNotFound(err) {
+			t.Errorf("fleet's BindingPolicy outlived it: %v", err)
+		}
 		testenv.WaitFor(t, limit, "more stand-in passes", func() bool { return ks.Passes() > passes+5 })
 		if !inWEC("wec2", "fleet") || !ready("wec2", "fleet") || !ready("wec2", "detector") {
 			t.Error("wec2, cut off, lost fleet or detector")
