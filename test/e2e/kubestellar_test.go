@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -20,6 +21,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"outpost.dev/outpost/api/v1alpha1"
@@ -105,6 +107,7 @@ func TestKubeStellar(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		testenv.MissingPeer(t, "kube-apiserver and etcd not installed: set KUBEBUILDER_ASSETS (scripts/tools.sh builds them)")
 	}
+	ctrllog.SetLogger(logr.Discard()) // envtest's clients log through controller-runtime's logger
 	crds, err := filepath.Abs("../../deploy/crds")
 	if err != nil {
 		t.Fatal(err)
