@@ -341,9 +341,8 @@ func TestKubeStellar(t *testing.T) {
 			return md.ResourceVersion
 		}
 		before := rv()
-		if err := w.Report(wctx, report); err != nil {
-			t.Fatal(err)
-		}
+		// A write may meet the running agent's (a conflict), and is sent again, as the agent does.
+		testenv.WaitFor(t, limit, "the report written", func() bool { return w.Report(wctx, report) == nil })
 		if rv() == before {
 			t.Fatal("the report wrote no status")
 		}
