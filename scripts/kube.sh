@@ -69,7 +69,8 @@ build "$kube_dir" "$hack/kubebin" "$kube_ldflags" \
 pids+=($!)
 build "$etcd_dir" "$hack/etcdbin" "" etcd=. &
 pids+=($!)
-build "$helm_dir" "$hack/helmbin" "" helm=helm.sh/helm/v4/cmd/helm &
+build "$helm_dir" "$hack/helmbin" "-X helm.sh/helm/v4/internal/version.version=$helm_version" \
+	helm=helm.sh/helm/v4/cmd/helm &
 pids+=($!)
 failed=0
 for pid in "${pids[@]}"; do

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,7 +79,8 @@ func kinds(objs []*unstructured.Unstructured) []string {
 var (
 	hubValues   = []string{"hub.extraSANs={hub.example.com,10.1.2.3}", "hub.persistence.size=50Gi"}
 	agentValues = []string{"hub.enabled=false", "controller.enabled=false", "agent.enabled=true",
-		"agent.clusterName=edge-1", "agent.args={--max-bandwidth,10MiB}"}
+		"agent.clusterName=edge-1", "agent.args={--max-bandwidth,10MiB}", "agent.hub.url=https://hub.example:8443",
+		"agent.hub.ca=-----BEGIN CERTIFICATE-----", "agent.hub.joinTokenSecret=outpost-join"}
 	ownTLSValues = []string{"hub.tls.secretName=my-hub-tls", "controller.enabled=false"}
 )
 
@@ -112,7 +114,8 @@ func TestHub(t *testing.T) {
 		args, _, _ := unstructured.NestedStringSlice(c, "args")
 		cmds = append(cmds, strings.Join(append(cmd, args...), " "))
 	}
-	wantCmds := []string{"outpost hub serve --data=/var/lib/outpost/hub --listen=0.0.0.0:8443", "outpost controller --in-cluster"}
+	wantCmds := []string{"outpost hub serve --data=/var/lib/outpost/hub --listen=0.0.0.0:8443",
+		"outpost controller --in-cluster --ca-file=/var/lib/outpost/hub/pki/ca.crt"}
 	if !slices.Equal(cmds, wantCmds) {
 		t.Errorf("containers run %q, want %q", cmds, wantCmds)
 	}
@@ -135,30 +138,45 @@ func TestHub(t *testing.T) {
 func TestAgent(t *testing.T) {
 	helm := kubetest.Helm(t, "")
 	objs := render(t, helm, agentValues...)
-	want := []string{"ClusterRole/rel-outpost-agent", "ClusterRoleBinding/rel-outpost-agent", "Deployment/rel-outpost-agent",
-		"PersistentVolumeClaim/rel-outpost-agent", "ServiceAccount/rel-outpost-agent"}
+	want := []string{"ClusterRole/rel-outpost-agent", "ClusterRoleBinding/rel-outpost-agent", "ConfigMap/rel-outpost-agent-hub-ca",
+		"Deployment/rel-outpost-agent", "PersistentVolumeClaim/rel-outpost-agent", "ServiceAccount/rel-outpost-agent"}
 	if got := kinds(objs); !slices.Equal(got, want) {
 		t.Fatalf("rendered %v, want %v", got, want)
 	}
 	dep := find(objs, "Deployment", "rel-outpost-agent")
 	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
 	args, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
-	wantArgs := []string{"agent", "--in-cluster", "--name=edge-1", "--data=/var/lib/outpost/agent", "--max-bandwidth", "10MiB"}
+	wantArgs := []string{"agent", "--in-cluster", "--name=edge-1", "--data=/var/lib/outpost/agent",
+		"--hub=https://hub.example:8443", "--ca-file=/etc/outpost/hub/ca.crt", "--max-bandwidth", "10MiB"}
 	if !slices.Equal(args, wantArgs) {
 		t.Errorf("agent args %q, want %q", args, wantArgs)
+	}
+	envs, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "env")
+	if len(envs) != 2 || envs[1].(map[string]any)["name"] != "OUTPOST_JOIN_TOKEN" {
+		t.Errorf("agent env %v: want OUTPOST_JOIN_TOKEN from outpost-join", envs)
+	} else if ref, _, _ := unstructured.NestedString(envs[1].(map[string]any), "valueFrom", "secretKeyRef", "name"); ref != "outpost-join" {
+		t.Errorf("join token from %q, want outpost-join", ref)
+	}
+	if ca, _, _ := unstructured.NestedString(find(objs, "ConfigMap", "rel-outpost-agent-hub-ca").Object, "data", "ca.crt"); !strings.HasPrefix(ca, "-----BEGIN CERTIFICATE-----") {
+		t.Errorf("hub CA ConfigMap holds %q", ca)
 	}
 	if sa, _, _ := unstructured.NestedString(dep.Object, "spec", "template", "spec", "serviceAccountName"); sa != "rel-outpost-agent" {
 		t.Errorf("agent runs as %q", sa)
 	}
 	// The agent reads the Outpost kinds and writes their status, nothing else.
 	checkRules(t, find(objs, "ClusterRole", "rel-outpost-agent"), map[string][]string{
-		"ml.outpost.dev": {"clusters", "modeldeployments", "modeldeployments/status", "pipelineruns", "pipelineruns/status", "pipelines", "pipelines/status"},
+		"ml.outpost.dev": {"clusters", "modeldeployments", "modeldeployments/status", "pipelineruns", "pipelines"},
 	}, map[string]bool{"clusters": true, "modeldeployments": true, "pipelines": true, "pipelineruns": true})
 
-	// Without a cluster name the chart refuses, naming the value.
-	_, err := helm.Run(t.Context(), "", "template", "rel", chartDir(t), "--set", "agent.enabled=true")
-	if err == nil || !strings.Contains(err.Error(), "agent.clusterName is required") {
-		t.Errorf("agent without a name: %v", err)
+	// Without a cluster name or a hub the chart refuses, naming the value.
+	for missing, sets := range map[string][]string{
+		"agent.clusterName": {"agent.enabled=true", "agent.hub.url=https://hub.example:8443"},
+		"agent.hub.url":     {"agent.enabled=true", "agent.clusterName=edge-1"},
+	} {
+		_, err := helm.Run(t.Context(), "", "template", "rel", chartDir(t), "--set", strings.Join(sets, ","))
+		if err == nil || !strings.Contains(err.Error(), missing+" is required") {
+			t.Errorf("agent without %s: %v", missing, err)
+		}
 	}
 }
 
@@ -341,4 +359,62 @@ func TestAPIServer(t *testing.T) {
 	if err != nil || sts != "rel-outpost-hub" {
 		t.Errorf("installed StatefulSet: %q, %v", sts, err)
 	}
+
+	// The apiserver's RBAC lets each component do what it needs and no more.
+	if _, err := kubectl.Run(ctx, "", "create", "namespace", "edge"); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"install", "agent", chartDir(t), "--namespace", "edge"}
+	for _, s := range agentValues {
+		args = append(args, "--set", s)
+	}
+	if _, err := helm.Run(ctx, "", args...); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		who, verb, resource string
+		allowed             bool
+	}{
+		{"edge:agent-outpost-agent", "watch", "modeldeployments.ml.outpost.dev", true},
+		{"edge:agent-outpost-agent", "update", "modeldeployments.ml.outpost.dev/status", true},
+		{"edge:agent-outpost-agent", "update", "modeldeployments.ml.outpost.dev", false},
+		{"edge:agent-outpost-agent", "delete", "clusters.ml.outpost.dev", false},
+		{"edge:agent-outpost-agent", "get", "secrets", false},
+		{"edge:agent-outpost-agent", "list", "pods", false},
+		{"outpost:rel-outpost-controller", "create", "bindingpolicies.control.kubestellar.io", true},
+		{"outpost:rel-outpost-controller", "list", "combinedstatuses.control.kubestellar.io", true},
+		{"outpost:rel-outpost-controller", "delete", "combinedstatuses.control.kubestellar.io", false},
+		{"outpost:rel-outpost-controller", "update", "modeldeployments.ml.outpost.dev/status", true},
+		{"outpost:rel-outpost-controller", "create", "clusters.ml.outpost.dev", true},
+		{"outpost:rel-outpost-controller", "list", "managedclusters.cluster.open-cluster-management.io", true},
+		{"outpost:rel-outpost-controller", "update", "managedclusters.cluster.open-cluster-management.io", false},
+		{"outpost:rel-outpost-controller", "get", "secrets", false},
+		{"outpost:rel-outpost-controller", "create", "deployments.apps", false},
+	} {
+		if got := allowed(t, kubectl, tt.who, tt.verb, tt.resource); got != tt.allowed {
+			t.Errorf("%s may %s %s: %v, want %v", tt.who, tt.verb, tt.resource, got, tt.allowed)
+		}
+	}
+}
+
+// allowed asks the apiserver (a SubjectAccessReview) whether the service
+// account who (NAMESPACE:NAME) may verb resource (RESOURCE.GROUP[/SUBRESOURCE])
+// in any namespace.
+func allowed(t *testing.T, kubectl *kubetest.Tool, who, verb, resource string) bool {
+	t.Helper()
+	ns, _, _ := strings.Cut(who, ":")
+	res, sub, _ := strings.Cut(resource, "/")
+	res, group, _ := strings.Cut(res, ".")
+	review := fmt.Sprintf(`apiVersion: authorization.k8s.io/v1
+kind: SubjectAccessReview
+spec:
+  user: system:serviceaccount:%s
+  groups: [system:serviceaccounts, "system:serviceaccounts:%s", system:authenticated]
+  resourceAttributes: {group: %q, resource: %q, subresource: %q, verb: %q}
+`, who, ns, group, res, sub, verb)
+	out, err := kubectl.Run(t.Context(), review, "create", "-f", "-", "-o", "jsonpath={.status.allowed}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out == "true"
 }
