@@ -23,11 +23,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/kube"
@@ -98,6 +100,7 @@ func run(nClusters, nDeployments, nRegions int, idle time.Duration) error {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return errors.New("KUBEBUILDER_ASSETS is not set: eval \"$(./scripts/tools.sh)\" builds kube-apiserver and etcd")
 	}
+	ctrllog.SetLogger(logr.Discard()) // envtest's clients log through controller-runtime's logger
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(root, "deploy", "crds"), kubestellartest.CRDs()}, ErrorIfCRDPathMissing: true}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -20,6 +21,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"outpost.dev/outpost/api/v1alpha1"
@@ -105,6 +107,7 @@ func TestKubeStellar(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		testenv.MissingPeer(t, "kube-apiserver and etcd not installed: set KUBEBUILDER_ASSETS (scripts/tools.sh builds them)")
 	}
+	ctrllog.SetLogger(logr.Discard()) // envtest's clients log through controller-runtime's logger
 	crds, err := filepath.Abs("../../deploy/crds")
 	if err != nil {
 		t.Fatal(err)
@@ -306,6 +309,73 @@ func TestKubeStellar(t *testing.T) {
 		}
 	})
 
+	t.Run("a WEC's desired state changes with its deployments, not with their status", func(t *testing.T) {
+		w, err := kube.NewWEC(wec1Cfg, "wec1", log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		w.Start(wctx)
+		desired := func(after int64, within time.Duration) (*v1alpha1.DesiredState, error) {
+			dctx, cancel := context.WithTimeout(wctx, within)
+			defer cancel()
+			return w.Desired(dctx, after)
+		}
+		doc, err := desired(0, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if doc.Cluster != "wec1" || len(doc.Models) != 2 || doc.Models[0].Deployment != "detector" || doc.Models[1].Deployment != "fleet" ||
+			doc.Models[0].Version != "1.0.0" || doc.Models[0].Digest == "" {
+			t.Fatalf("wec1's desired state: %+v", doc)
+		}
+		// A status write moves the WEC's resourceVersion, not the desired state.
+		report := &v1alpha1.AgentReport{Cluster: "wec1", ReportedAt: metav1.Now(), Models: []v1alpha1.ModelReport{{
+			Deployment: "fleet", Model: "classifier", DesiredVersion: "1.0.0", Phase: v1alpha1.PhaseFetching}}}
+		rv := func() string {
+			var md v1alpha1.ModelDeployment
+			if err := wecs["wec1"].Get(ctx, client.ObjectKey{Name: "fleet"}, &md); err != nil {
+				t.Fatal(err)
+			}
+			return md.ResourceVersion
+		}
+		before := rv()
+		// A write may meet the running agent's (a conflict), and is sent again, as the agent does.
+		testenv.WaitFor(t, limit, "the report written", func() bool { return w.Report(wctx, report) == nil })
+		if rv() == before {
+			t.Fatal("the report wrote no status")
+		}
+		if d, err := desired(doc.Revision, 2*time.Second); err == nil {
+			t.Fatalf("a status write gave a new desired state: %+v", d)
+		}
+		// A deployment delivered into the WEC does, at a higher revision.
+		extra := &v1alpha1.ModelDeployment{ObjectMeta: metav1.ObjectMeta{Name: "local-extra", Annotations: map[string]string{
+			kube.AnnotationResolvedVersion: "1.0.0", kube.AnnotationResolvedDigest: doc.Models[0].Digest}}}
+		extra.Spec.Model = v1alpha1.ModelRef{Name: "detector", Version: "1.0.0"}
+		extra.Spec.ClusterSelectors = []metav1.LabelSelector{{}}
+		if err := wecs["wec1"].Create(ctx, extra); err != nil {
+			t.Fatal(err)
+		}
+		next, err := desired(doc.Revision, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next.Revision <= doc.Revision || len(next.Models) != 3 {
+			t.Fatalf("after a new deployment: revision %d (was %d), %d models", next.Revision, doc.Revision, len(next.Models))
+		}
+		if err := wecs["wec1"].Delete(ctx, extra); err != nil {
+			t.Fatal(err)
+		}
+		last, err := desired(next.Revision, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last.Revision <= next.Revision || len(last.Models) != 2 {
+			t.Fatalf("after deleting it: revision %d (was %d), %d models", last.Revision, next.Revision, len(last.Models))
+		}
+	})
+
 	t.Run("relabelled, the deployment moves to the other WEC", func(t *testing.T) {
 		label("wec1", map[string]string{"region": "ap", "tier": "edge"})
 		label("wec2", map[string]string{"region": "eu", "tier": "edge"})
@@ -328,6 +398,11 @@ func TestKubeStellar(t *testing.T) {
 			var md v1alpha1.ModelDeployment
 			return apierrors.IsNotFound(wds.Get(ctx, client.ObjectKey{Name: "fleet"}, &md)) && !inWEC("wec1", "fleet")
 		})
+		bp := &unstructured.Unstructured{}
+		bp.SetGroupVersionKind(kube.BindingPolicyGVK)
+		if err := wds.Get(ctx, client.ObjectKey{Name: kube.BindingPolicyName("fleet")}, bp); !apierrors.IsNotFound(err) {
+			t.Errorf("fleet's BindingPolicy outlived it: %v", err)
+		}
 		testenv.WaitFor(t, limit, "more stand-in passes", func() bool { return ks.Passes() > passes+5 })
 		if !inWEC("wec2", "fleet") || !ready("wec2", "fleet") || !ready("wec2", "detector") {
 			t.Error("wec2, cut off, lost fleet or detector")
