@@ -20,10 +20,12 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
@@ -42,6 +44,15 @@ type config struct {
 	sizes   []int
 	secagg  []int
 	lr      float64
+	seed    uint64
+}
+
+// seeded returns a deterministic randomness source (the clients' int8
+// rounding and secure keys, the coordinator's noise), so that runs repeat.
+func seeded(seed uint64) io.Reader {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	return rand.NewChaCha8(s)
 }
 
 func main() {
@@ -49,9 +60,10 @@ func main() {
 	target := flag.Float64("target", 0.8, "test accuracy to reach")
 	clients := flag.Int("clients", 10, "clusters in the fedbuff and adaptive comparisons")
 	lr := flag.Float64("lr", 0.02, "local learning rate (SGD, momentum 0.9)")
+	seed := flag.Uint64("seed", 1, "seed of the simulated clients' randomness")
 	flag.Parse()
 	cfg := config{only: strings.Split(*only, ","), target: *target, clients: *clients, per: 500,
-		sizes: []int{784, 64, 10}, secagg: []int{10, 100}, lr: *lr}
+		sizes: []int{784, 64, 10}, secagg: []int{10, 100}, lr: *lr, seed: *seed}
 	if err := run(os.Stdout, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "fl:", err)
 		os.Exit(1)
@@ -145,7 +157,7 @@ func run(w io.Writer, cfg config) error {
 	}
 
 	toTarget := func(s fl.JobSpec, cl []fl.SimClient) (fl.SimResult, error) {
-		return fl.Simulate(ctx, fl.SimConfig{Spec: s, Clients: cl, Test: te, Target: cfg.target})
+		return fl.Simulate(ctx, fl.SimConfig{Spec: s, Clients: cl, Test: te, Target: cfg.target, Rand: seeded(cfg.seed)})
 	}
 	row := func(name string, r fl.SimResult) {
 		reached := "never"

@@ -81,9 +81,13 @@ type Summary struct {
 	Time         time.Time `json:"time"`
 	Participants int       `json:"participants"`
 	Dropped      int       `json:"dropped,omitempty"`
-	Loss         float64   `json:"loss"`
-	Accuracy     float64   `json:"accuracy"`
-	Epsilon      float64   `json:"epsilon,omitempty"`
+	// Loss is the updates' mean final local training loss; Accuracy their
+	// clusters' accuracy, on their local validation splits, of the model
+	// the round started from (both weighted by samples; 0 when not
+	// measured).
+	Loss     float64 `json:"loss"`
+	Accuracy float64 `json:"accuracy"`
+	Epsilon  float64 `json:"epsilon,omitempty"`
 	// UploadBytes is the sum of the updates' encoded sizes.
 	UploadBytes int64 `json:"uploadBytes"`
 	// Staleness is the oldest update's (FedBuff): how many models behind
@@ -552,7 +556,7 @@ func (c *Coordinator) advance(now time.Time) Output {
 	return c.startAsync(now)
 }
 
-// online returns the clusters online and not in a cohort, sorted.
+// idleOnline returns the clusters online and not in a cohort, sorted.
 func (c *Coordinator) idleOnline() []string {
 	var out []string
 	for _, n := range c.names() {
@@ -592,10 +596,8 @@ func (c *Coordinator) startRound(now time.Time) Output {
 		cands = c.idleOnline()
 	}
 	if len(cands) < spec.MinClients {
-		if c.st.State != Waiting {
-			c.st.State = Waiting
-			c.st.Reason = fmt.Sprintf("%d of the %d clusters needed are online", len(cands), spec.MinClients)
-		}
+		c.st.State = Waiting
+		c.st.Reason = fmt.Sprintf("%d of the %d clusters needed are online", len(cands), spec.MinClients)
 		return Output{}
 	}
 	count := len(cands)
@@ -619,6 +621,12 @@ func (c *Coordinator) startRound(now time.Time) Output {
 
 func (c *Coordinator) startAsync(now time.Time) Output {
 	spec := c.st.Spec
+	if spec.DP != nil && spec.DP.EpsilonBudget > 0 && len(c.st.Clusters) > 0 {
+		q := float64(spec.BufferSize) / float64(len(c.st.Clusters))
+		if eps, err := c.epsilonAfter(q, 1); err != nil || eps > spec.DP.EpsilonBudget {
+			return c.finish(now, Done, fmt.Sprintf("model %d would spend ε %.3f, over the budget %.3f at δ %g", c.st.Model.Ref.Round+1, eps, spec.DP.EpsilonBudget, spec.DP.Delta))
+		}
+	}
 	idle := c.idleOnline()
 	if spec.SecAgg == nil {
 		var out Output
@@ -1075,6 +1083,16 @@ func (c *Coordinator) aggregatePlain(now time.Time, co *cohort) Output {
 // few shares revealed the cohort is abandoned, its sum never formed.
 func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 	s := co.Secure
+	if st := c.st.Model.Ref.Round - co.Base.Round; !c.sync() && c.st.Spec.MaxStaleness > 0 && st > c.st.Spec.MaxStaleness {
+		// Not a failure of the protocol: the cohort's clusters start
+		// afresh from the current model.
+		c.dropCohort(co)
+		out := Output{Events: []Event{{Time: now, Round: c.st.Model.Ref.Round, Kind: "abandoned",
+			Message: fmt.Sprintf("cohort %v from model %d is %d versions old, over the maximum staleness %d: its sum is not formed", co.Members, co.Base.Round, st, c.st.Spec.MaxStaleness)}}}
+		out.merge(c.advance(now))
+		c.idleLeftovers(&out, co.Members)
+		return out
+	}
 	sum, err := c.servers[co.ID].Sum()
 	if err != nil {
 		return c.abandon(now, co, err.Error())
@@ -1115,9 +1133,6 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 	st := 0
 	if !c.sync() {
 		st = c.st.Model.Ref.Round - co.Base.Round
-		if c.st.Spec.MaxStaleness > 0 && st > c.st.Spec.MaxStaleness {
-			return c.abandon(now, co, fmt.Sprintf("the cohort's model is %d versions old, over the maximum staleness %d", st, c.st.Spec.MaxStaleness))
-		}
 		f *= StalenessWeight(st)
 	}
 	Scale(agg, f)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"slices"
 
 	"outpost.dev/outpost/internal/train"
 )
@@ -22,6 +23,13 @@ type Learner interface {
 // initialised from seed) and returns it with its tensors, which alias the
 // model's own: writing them changes the model.
 func NewLearner(spec ModelSpec, w [][]float32, seed uint64) (Learner, [][]float32, error) {
+	shape, err := spec.Shape()
+	if err != nil {
+		return nil, nil, err
+	}
+	if w != nil && !slices.Equal(Shape(w), shape) {
+		return nil, nil, fmt.Errorf("fl: weights of tensor lengths %v, the %s model's are %v", Shape(w), spec.Arch, shape)
+	}
 	var (
 		l       Learner
 		tensors [][]float32
@@ -52,6 +60,39 @@ func NewLearner(spec ModelSpec, w [][]float32, seed uint64) (Learner, [][]float3
 		}
 	}
 	return l, tensors, nil
+}
+
+// MaxParams bounds the models a job may train (about 1 GiB of float32).
+const MaxParams = 1 << 28
+
+// Shape returns the tensor lengths of the model spec names, checking the
+// spec: an MLP of at least two sizes, each at least 1, of at most
+// MaxParams values in all; or the CNN.
+func (m ModelSpec) Shape() ([]int, error) {
+	switch m.Arch {
+	case "cnn":
+		c := train.NewCNN(1)
+		return []int{len(c.Conv1W), len(c.Conv1B), len(c.Conv2W), len(c.Conv2B), len(c.FCW), len(c.FCB)}, nil
+	case "mlp":
+		if len(m.Sizes) < 2 {
+			return nil, fmt.Errorf("fl: model.sizes %v: want at least an input and an output size", m.Sizes)
+		}
+		var out []int
+		total := 0
+		for i := 0; i+1 < len(m.Sizes); i++ {
+			in, o := m.Sizes[i], m.Sizes[i+1]
+			if in < 1 || o < 1 || in > MaxParams || o > MaxParams || in*o > MaxParams {
+				return nil, fmt.Errorf("fl: model.sizes %v: want sizes from 1, at most %d values", m.Sizes, MaxParams)
+			}
+			total += in*o + o
+			if total > MaxParams {
+				return nil, fmt.Errorf("fl: model.sizes %v: over %d values", m.Sizes, MaxParams)
+			}
+			out = append(out, in*o, o)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("fl: model.arch %q: want \"mlp\" or \"cnn\"", m.Arch)
 }
 
 // InitialWeights returns the freshly initialised weights of spec from seed.

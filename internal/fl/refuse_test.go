@@ -1,6 +1,7 @@
 package fl
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -159,6 +160,8 @@ func TestSpecValidation(t *testing.T) {
 		{"job", func(s *JobSpec) { s.Job = "" }},
 		{"model.arch", func(s *JobSpec) { s.Model.Arch = "rnn" }},
 		{"model.sizes", func(s *JobSpec) { s.Model.Sizes = []int{784} }},
+		{"model.sizes", func(s *JobSpec) { s.Model.Sizes = []int{784, 0, 10} }},
+		{"model.sizes", func(s *JobSpec) { s.Model.Sizes = []int{1 << 20, 1 << 20} }},
 		{"strategy", func(s *JobSpec) { s.Strategy = "fedsgd" }},
 		{"rounds", func(s *JobSpec) { s.Rounds = 0 }},
 		{"minClients", func(s *JobSpec) { s.MinClients = 0 }},
@@ -187,4 +190,33 @@ func TestSpecValidation(t *testing.T) {
 	if _, _, err := New(s, [][]float32{{1}}, t0); err == nil || !strings.Contains(err.Error(), "initial weights") {
 		t.Errorf("wrong initial weights: %v", err)
 	}
+}
+
+// FuzzClientAssignment: whatever assignment reaches a cluster, its client
+// acts or says why; never a panic.
+func FuzzClientAssignment(f *testing.F) {
+	f.Add([]byte(`{"job":"j","cluster":"c","version":1,"phase":"train","round":1,"model":{"round":0},"net":{"arch":"mlp","sizes":[784,4,10]},"batchSize":8,"lr":0.1,"encoding":"int8"}`))
+	f.Add([]byte(`{"job":"j","cluster":"c","version":2,"phase":"mask","net":{"arch":"mlp","sizes":[784,0,10]},"secagg":{"n":2,"k":1,"t":1,"length":3}}`))
+	f.Add([]byte(`{"job":"j","cluster":"c","version":3,"phase":"advertise","secagg":{"id":5,"n":2,"k":1,"t":1,"length":3}}`))
+	tr, _ := subset(f)
+	local := tr.Slice(0, 16)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var a Assignment
+		if json.Unmarshal(b, &a) != nil {
+			return
+		}
+		if sh, err := a.Net.Shape(); err == nil {
+			n := 0
+			for _, l := range sh {
+				n += l
+			}
+			if n > 1<<20 {
+				return // a large model is fine, but slow to fuzz
+			}
+		}
+		c := NewClient("c", newDetRand(1))
+		w, _ := InitialWeights(a.Net, 1)
+		g := GlobalModel{Ref: a.Model, Weights: w}
+		_, _ = c.Handle(context.Background(), a, g, local, nil)
+	})
 }

@@ -319,3 +319,45 @@ func TestSimulateCNN(t *testing.T) {
 		t.Fatalf("CNN accuracy %.3f after 2 rounds", acc)
 	}
 }
+
+// FedBuff stops at the ε budget too: before a flush that would pass it.
+func TestFedBuffStopsAtBudget(t *testing.T) {
+	spec := baseSpec()
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.Rounds = FedBuff, 2, 4, 1, 50
+	spec.DP = &DPSpec{Clip: 1, NoiseMultiplier: 1, Delta: 1e-5, EpsilonBudget: 8}
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: simClients(t, 4, 100, ClusterFacts{SamplesPerSec: 500}), Rand: newDetRand(8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := res.Status
+	t.Logf("%d models, ε %.3f: %s", st.Round, st.Epsilon, st.Reason)
+	if st.State != Done || st.Round >= spec.Rounds || st.Round == 0 || !strings.Contains(st.Reason, "budget") || st.Epsilon > 8 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// A FedBuff secure cohort that falls past the maximum staleness is
+// dropped before its sum is formed, and the job goes on.
+func TestFedBuffDropsStaleSecureCohort(t *testing.T) {
+	cl := simClients(t, 6, 100, ClusterFacts{SamplesPerSec: 500, BandwidthBps: 20e6})
+	cl[5].Facts.SamplesPerSec = 50
+	spec := baseSpec()
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.Rounds = FedBuff, 2, 1, 2, 12
+	spec.SecAgg = &SecAggSpec{}
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: cl, Rand: newDetRand(9)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := false
+	for _, e := range res.Events {
+		dropped = dropped || (e.Kind == "abandoned" && strings.Contains(e.Message, "its sum is not formed"))
+	}
+	if res.Status.State != Done || !dropped {
+		t.Fatalf("status %+v, stale cohort dropped %v", res.Status, dropped)
+	}
+	for _, s := range res.Status.History {
+		if s.Staleness > 1 {
+			t.Fatalf("model %d from a cohort %d versions old", s.Round, s.Staleness)
+		}
+	}
+}

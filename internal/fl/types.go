@@ -340,6 +340,8 @@ func (s *JobSpec) Validate() error {
 		return bad("model.arch", s.Model.Arch, `want "mlp" or "cnn"`)
 	case s.Model.Arch == "mlp" && len(s.Model.Sizes) < 2:
 		return bad("model.sizes", s.Model.Sizes, "want at least an input and an output size")
+	case s.Model.Arch == "mlp" && !sizesOK(s.Model):
+		return bad("model.sizes", s.Model.Sizes, fmt.Sprintf("want sizes from 1, at most %d values", MaxParams))
 	case s.Strategy != FedAvg && s.Strategy != FedProx && s.Strategy != FedBuff:
 		return bad("strategy", s.Strategy, "want fedavg, fedprox or fedbuff")
 	case s.Rounds < 1:
@@ -402,4 +404,9 @@ func (s *JobSpec) Validate() error {
 		}
 	}
 	return nil
+}
+
+func sizesOK(m ModelSpec) bool {
+	_, err := m.Shape()
+	return err == nil
 }
