@@ -225,7 +225,7 @@ func FuzzClientAssignment(f *testing.F) {
 // buffers' updates add up), synchronous strategies take the whole step.
 func TestServerLRDefault(t *testing.T) {
 	for _, tc := range []struct {
-		strategy Strategy
+		strategy  Strategy
 		set, want float64
 	}{
 		{FedAvg, 0, 1},
