@@ -219,6 +219,7 @@ type FederatedJobSpec struct {
 	Model FederatedModel `json:"model"`
 	// ClusterSelectors select the clusters that take part, as a deployment's do (ORed).
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
 	ClusterSelectors []metav1.LabelSelector `json:"clusterSelectors"`
 	// Data is the local data set at each cluster.
 	Data FederatedData `json:"data"`

@@ -190,8 +190,11 @@ func (s *FederatedJobSpec) Validate(sp *field.Path) field.ErrorList {
 	}
 
 	cp := sp.Child("clusterSelectors")
-	if len(s.ClusterSelectors) == 0 {
+	switch {
+	case len(s.ClusterSelectors) == 0:
 		errs = append(errs, field.Required(cp, "select the clusters that take part"))
+	case len(s.ClusterSelectors) > MaxClusterSelectors:
+		errs = append(errs, field.TooMany(cp, len(s.ClusterSelectors), MaxClusterSelectors))
 	}
 	for i := range s.ClusterSelectors {
 		errs = append(errs, validateSelector(&s.ClusterSelectors[i], cp.Index(i))...)

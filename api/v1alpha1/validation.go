@@ -50,7 +50,7 @@ var modelNamePattern = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[
 
 const maxModelNameLen = 200
 
-// MaxClusterSelectors bounds a deployment's clusterSelectors.
+// MaxClusterSelectors bounds the clusterSelectors of a deployment, a pipeline or a federated job.
 const MaxClusterSelectors = 32
 
 func validateMeta(m *metav1.ObjectMeta) field.ErrorList {
