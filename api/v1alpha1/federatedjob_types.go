@@ -89,6 +89,7 @@ type FederatedModel struct {
 	Name string `json:"name"`
 	// Version is the initial model's exact version.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
 	Version string `json:"version"`
 	// Arch is the initial model's architecture: mlp (default) or cnn.
 	// +optional

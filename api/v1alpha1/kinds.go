@@ -140,6 +140,8 @@ func kinds() []*KindInfo {
 			ShortNames: []string{"fj"},
 			Columns:    federatedJobColumns(),
 			Breakdown:  federatedJobBreakdown(),
+			Syntax: map[string]FieldSyntax{"spec.model.version": {Pattern: versions.ExactPattern,
+				Message: "must be an exact semantic version such as 1.0.0"}},
 		}, func(l *FederatedJobList) *[]FederatedJob { return &l.Items },
 			func(j *FederatedJob) *FederatedJobStatus { return &j.Status }),
 	}

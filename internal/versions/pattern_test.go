@@ -148,3 +148,43 @@ func FuzzConstraintTokens(f *testing.F) {
 		}
 	})
 }
+
+// TestExactPattern: ParseExact, Parse and the pattern the apiserver
+// applies agree on exact versions.
+func TestExactPattern(t *testing.T) {
+	re := regexp.MustCompile(ExactPattern)
+	for _, tc := range []struct {
+		s  string
+		ok bool
+	}{
+		{"1.0.0", true}, {"0.0.0", true}, {"10.20.30", true}, {"1.3.0-rc.1", true}, {"1.3.0-rc.1+build.7", true},
+		{"1.0.0-0.3.7", true}, {"1.0.0-x-y-z.--", true}, {"1.0.0+001", true},
+		{"1.0", false}, {"v1.0.0", false}, {"01.0.0", false}, {"1.0.0-01", false}, {"^1.0", false}, {"1.x.0", false},
+		{"=1.0.0", false}, {" 1.0.0", false}, {"1.0.0+", false}, {"1.0.0-", false}, {"12345678901234567.0.0", false},
+	} {
+		_, err := ParseExact(tc.s)
+		if (err == nil) != tc.ok || re.MatchString(tc.s) != tc.ok {
+			t.Errorf("%q: ParseExact err %v, pattern %v; want ok=%v", tc.s, err, re.MatchString(tc.s), tc.ok)
+		}
+		if _, perr := Parse(tc.s); tc.ok && perr != nil {
+			t.Errorf("%q: the pattern takes it, Parse refuses: %v", tc.s, perr)
+		}
+	}
+}
+
+// FuzzExactPattern: whatever the pattern takes, Parse takes too.
+func FuzzExactPattern(f *testing.F) {
+	for _, s := range []string{"1.0.0", "1.3.0-rc.1+b.7", "01.0.0", "1.0.0-0a", "1.0.0+-"} {
+		f.Add(s)
+	}
+	re := regexp.MustCompile(ExactPattern)
+	f.Fuzz(func(t *testing.T, s string) {
+		if _, err := ParseExact(s); err == nil {
+			if !re.MatchString(s) {
+				t.Fatalf("%q: ParseExact takes it, the pattern does not", s)
+			}
+		} else if re.MatchString(s) {
+			t.Fatalf("%q: the pattern takes it, ParseExact refuses: %v", s, err)
+		}
+	})
+}

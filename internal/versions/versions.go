@@ -62,6 +62,24 @@ const (
 // refuses.
 const ConstraintPattern = `^\s*(?:` + patRange + `|` + patAll + `)(?:\s*\|\|(?:\s+` + patRange + `|\s*` + patAll + `)){0,31}\s*$`
 
+// ExactPattern is the syntax of an exact version, MAJOR.MINOR.PATCH with
+// an optional prerelease and build metadata, as a regular expression (RE2):
+// the CRDs carry it where a field names one version, and ParseExact
+// accepts exactly the versions it matches.
+const ExactPattern = `^` + patNum + `\.` + patNum + `\.` + patNum + `(?:-` + patPre + `(?:\.` + patPre + `)*)?(?:\+` + patBuild + `(?:\.` + patBuild + `)*)?$`
+
+// exactSyntax is ExactPattern compiled.
+var exactSyntax = regexp.MustCompile(ExactPattern)
+
+// ParseExact parses an exact version written as ExactPattern says: Parse,
+// and numbers of at most 16 digits, as the apiserver checks them.
+func ParseExact(s string) (*Version, error) {
+	if !exactSyntax.MatchString(s) {
+		return nil, fmt.Errorf("%q is not a semantic version (MAJOR.MINOR.PATCH, no leading zeros, numbers of at most 16 digits)", s)
+	}
+	return Parse(s)
+}
+
 // constraintSyntax is ConstraintPattern compiled.
 var constraintSyntax = regexp.MustCompile(ConstraintPattern)
 

@@ -31,10 +31,19 @@ spec:
 }
 
 const (
-	goodModel     = `{name: fashion, version: "^1.2"}`
-	everyCluster  = "  clusterSelectors: [{}]\n"
-	goodCluster   = "apiVersion: ml.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: edge-a}\nspec:\n"
-	goodRun       = "apiVersion: ml.outpost.dev/v1alpha1\nkind: PipelineRun\nmetadata: {name: run-1}\nspec:\n"
+	goodModel    = `{name: fashion, version: "^1.2"}`
+	everyCluster = "  clusterSelectors: [{}]\n"
+	goodCluster  = "apiVersion: ml.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: edge-a}\nspec:\n"
+	goodRun      = "apiVersion: ml.outpost.dev/v1alpha1\nkind: PipelineRun\nmetadata: {name: run-1}\nspec:\n"
+	jobStart     = `apiVersion: ml.outpost.dev/v1alpha1
+kind: FederatedJob
+metadata: {name: fmnist-fl}
+spec:
+  model: {name: fmnist, version: 1.0.0, arch: mlp, output: fmnist-fl}
+  data: {path: fmnist, format: idx, validationSplit: "0.2"}
+`
+	jobRounds     = "  rounds: 5\n"
+	jobEvery      = "  clusterSelectors: [{}]\n"
 	pipelineStart = `apiVersion: ml.outpost.dev/v1alpha1
 kind: Pipeline
 metadata: {name: retrain}
@@ -105,6 +114,15 @@ var invalid = []struct {
 		"  - {name: data, type: dataset}\n", "spec.clusterSelectors[0].matchExpressions[0].operator"},
 	{"pipeline trigger", pipelineStart + "  - {name: data, type: dataset}\n  triggers: [{type: Sometimes, deployment: fashion}]\n", "spec.triggers[0].type"},
 
+	{"job no selectors", jobStart + jobRounds, "spec.clusterSelectors"},
+	{"job empty selectors", jobStart + jobRounds + "  clusterSelectors: []\n", "spec.clusterSelectors"},
+	{"job range version", strings.Replace(jobStart, "version: 1.0.0", `version: "^1.0"`, 1) + jobRounds + jobEvery, "spec.model.version"},
+	{"job arch", strings.Replace(jobStart, "arch: mlp", "arch: resnet", 1) + jobRounds + jobEvery, "spec.model.arch"},
+	{"job unknown field", jobStart + jobRounds + jobEvery + "  epochs: 3\n", "epochs"},
+	{"job no rounds or target", jobStart + jobEvery, "spec"},
+	{"job strategy", jobStart + jobRounds + jobEvery + "  strategy: {type: FedSGD}\n", "spec.strategy.type"},
+	{"job encoding", jobStart + jobRounds + jobEvery + "  encoding: Int4\n", "spec.encoding"},
+
 	{"run pipeline", goodRun + "  {pipeline: \"\", cluster: edge-a}\n", "spec.pipeline"},
 	{"run cluster", goodRun + "  {pipeline: retrain, cluster: Edge_A}\n", "spec.cluster"},
 	{"run trigger", goodRun + "  {pipeline: retrain, cluster: edge-a, trigger: Whenever}\n", "spec.trigger"},
@@ -132,6 +150,10 @@ var valid = []struct {
 	{"cluster", goodCluster + "  displayName: Lyon\n  capacity: {cpu: 500m, memory: 16Gi, disk: \"0\", accelerators: [{type: nvidia.com/gpu, count: 0}]}\n"},
 	{"pipeline", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 10, backoff: 1s}, timeout: 10m, resources: {cpu: 500m, minCPU: 500m, memory: 1Gi, minMemory: 128Mi}}\n  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {site: ship}}}]\n"},
 	{"run", goodRun + "  {pipeline: retrain, cluster: edge-a.lyon, trigger: NewVersion}\n"},
+	{"federated job", jobStart + jobRounds + "  clusterSelectors: [{matchLabels: {fl: \"on\"}}]\n  targetAccuracy: \"0.8\"\n" +
+		"  clients: {min: 2, fraction: \"0.5\", roundTimeout: 2m}\n  training: {epochs: 1, batchSize: 32, learningRate: \"0.05\"}\n" +
+		"  strategy: {type: FedProx, mu: \"0.01\"}\n  secureAggregation: true\n" +
+		"  privacy: {clipNorm: \"1.0\", noiseMultiplier: \"1.1\", delta: \"1e-5\", epsilon: \"8\"}\n  encoding: Quantized\n"},
 }
 
 // hubVerdict is what `outpost apply` and the hub say of doc: decoded
