@@ -251,11 +251,18 @@ func TestKubeStellar(t *testing.T) {
 		if err := wds.Create(ctx, md); err != nil {
 			t.Fatal(err)
 		}
+		bp := &unstructured.Unstructured{}
+		bp.SetGroupVersionKind(kube.BindingPolicyGVK)
 		testenv.WaitFor(t, limit, "the BindingPolicy written", func() bool {
-			bp := &unstructured.Unstructured{}
-			bp.SetGroupVersionKind(kube.BindingPolicyGVK)
 			return wds.Get(ctx, client.ObjectKey{Name: kube.BindingPolicyName("detector")}, bp) == nil
 		})
+		if own := bp.GetOwnerReferences(); len(own) != 1 || own[0].Kind != "ModelDeployment" || own[0].Name != "detector" {
+			t.Errorf("the BindingPolicy's owners: %+v", own)
+		}
+		var c v1alpha1.Cluster
+		if err := wds.Get(ctx, client.ObjectKey{Name: "wec1"}, &c); err != nil || c.Labels["region"] != "eu" || c.Labels[kube.LabelManagedCluster] != "true" {
+			t.Errorf("wec1's Cluster, mirrored from its ManagedCluster: labels %v (%v)", c.Labels, err)
+		}
 		testenv.WaitFor(t, limit, "detector delivered to wec1", func() bool { return inWEC("wec1", "detector") })
 		testenv.WaitFor(t, limit, "wec1's agent serving detector", func() bool { return ready("wec1", "detector") })
 		testenv.WaitFor(t, limit, "wec1's Active row in the WDS (singleton status)", func() bool { return activeRows("detector", "wec1") })
