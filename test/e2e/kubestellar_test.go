@@ -414,6 +414,15 @@ func TestKubeStellar(t *testing.T) {
 		if !inWEC("wec2", "fleet") || !ready("wec2", "fleet") || !ready("wec2", "detector") {
 			t.Error("wec2, cut off, lost fleet or detector")
 		}
+		// Cut off from the hub's registry too, and restarted: it serves from its cache.
+		a := agents["wec2"]
+		a.link.Partition(true)
+		a.kill()
+		a.start()
+		testenv.WaitFor(t, limit, "wec2, restarted with no WDS and no registry, serving from its cache", func() bool {
+			return ready("wec2", "fleet") && ready("wec2", "detector")
+		})
+		a.link.Partition(false)
 		ks.Cut("wec2", false)
 		testenv.WaitFor(t, limit, "fleet removed from wec2 once the cut heals", func() bool { return !inWEC("wec2", "fleet") && !ready("wec2", "fleet") })
 		if !ready("wec2", "detector") {
