@@ -65,7 +65,7 @@ generate-oip: protoc-tools
 
 .PHONY: tools test test-short build bench onnx-conformance
 ## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Python gRPC, Fashion-MNIST,
-## promtool).
+## promtool; kube-apiserver, etcd, kubectl and helm through scripts/kube.sh, once per machine).
 tools:
 	./scripts/tools.sh >/dev/null
 
@@ -81,7 +81,7 @@ COVERDIR ?= $(CURDIR)/.cover
 # race detector (atomic ones) cost 3-6x the CPU: make test runs them under the race detector
 # without counters, and counts their coverage in the run without it.
 HOT_PKGS := outpost.dev/outpost/internal/onnx/interp outpost.dev/outpost/internal/train \
-	outpost.dev/outpost/internal/artifact
+	outpost.dev/outpost/internal/artifact outpost.dev/outpost/internal/fl
 
 ## test: the full test suite, with the real peers installed and required, and the race detector;
 ## then, without it, the packages whose checks the race detector makes too slow (the training

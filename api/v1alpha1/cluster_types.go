@@ -103,6 +103,7 @@ type TransferWindow struct {
 	// Days are the days the window opens: Mon, Tue, Wed, Thu, Fri, Sat, Sun; empty is every day.
 	// +optional
 	// +kubebuilder:validation:MaxItems=7
+	// +kubebuilder:validation:items:Pattern=`^(?i)(mon|tue|wed|thu|fri|sat|sun)$`
 	Days []string `json:"days,omitempty"`
 	// Start is when the window opens, "HH:MM".
 	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`

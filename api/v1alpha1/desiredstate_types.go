@@ -21,6 +21,8 @@ type DesiredState struct {
 	Models []DesiredModel `json:"models"`
 	// Pipelines are the pipelines the cluster should run, sorted by name.
 	Pipelines []DesiredPipeline `json:"pipelines,omitempty"`
+	// Federated are the federated jobs the cluster takes part in, sorted by job name.
+	Federated []DesiredFederated `json:"federated,omitempty"`
 	// Transfer is the cluster's transfer policy (spec.transfer): when bulk model transfers
 	// may run, and how fast.
 	Transfer *TransferPolicy `json:"transfer,omitempty"`

@@ -135,6 +135,13 @@ func kinds() []*KindInfo {
 			ShortNames: []string{"pr"},
 			Columns:    pipelineRunColumns(),
 		}, func(l *PipelineRunList) *[]PipelineRun { return &l.Items }, func(r *PipelineRun) *PipelineRunStatus { return &r.Status }),
+		register(&KindInfo{
+			Kind: KindFederatedJob, ListKind: KindFederatedJobList, Plural: PluralFederatedJobs, Singular: "federatedjob",
+			ShortNames: []string{"fj"},
+			Columns:    federatedJobColumns(),
+			Breakdown:  federatedJobBreakdown(),
+		}, func(l *FederatedJobList) *[]FederatedJob { return &l.Items },
+			func(j *FederatedJob) *FederatedJobStatus { return &j.Status }),
 	}
 }
 

@@ -15,11 +15,14 @@ const (
 	KindPipelineList        = "PipelineList"
 	KindPipelineRun         = "PipelineRun"
 	KindPipelineRunList     = "PipelineRunList"
+	KindFederatedJob        = "FederatedJob"
+	KindFederatedJobList    = "FederatedJobList"
 
 	PluralClusters         = "clusters"
 	PluralModelDeployments = "modeldeployments"
 	PluralPipelines        = "pipelines"
 	PluralPipelineRuns     = "pipelineruns"
+	PluralFederatedJobs    = "federatedjobs"
 )
 
 // Object is a single resource of this package, of a kind in Kinds.

@@ -118,8 +118,10 @@ type RetryPolicy struct {
 	// Backoff is the wait before the first retry (default 10s); it doubles for each further
 	// retry, up to MaxBackoff (default 5m).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be positive"
 	Backoff *metav1.Duration `json:"backoff,omitempty"`
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be positive"
 	MaxBackoff *metav1.Duration `json:"maxBackoff,omitempty"`
 }
 
@@ -194,6 +196,7 @@ type PipelineStep struct {
 	Retries *RetryPolicy `json:"retries,omitempty"`
 	// Timeout fails an attempt that runs longer.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be positive"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// Resources are what the step needs while it runs.
 	// +optional

@@ -429,3 +429,66 @@ func pipelineRunColumns() []Column {
 		{Name: "Age", Type: ColumnDate, JSONPath: ".metadata.creationTimestamp"},
 	}
 }
+
+// federatedJobColumns are a job's strategy, progress and newest model.
+func federatedJobColumns() []Column {
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	return []Column{
+		{Name: "Strategy", Type: ColumnString, JSONPath: ".spec.strategy.type", Cell: func(o Object, _ time.Time) string {
+			return string(o.(*FederatedJob).Spec.Strategy.TypeValue())
+		}},
+		{Name: "Phase", Type: ColumnString, JSONPath: ".status.phase", Cell: func(o Object, _ time.Time) string {
+			if p := o.(*FederatedJob).Status.Phase; p != "" {
+				return string(p)
+			}
+			return string(FederatedPending)
+		}},
+		{Name: "Round", Type: ColumnString, Cell: func(o Object, _ time.Time) string {
+			j := o.(*FederatedJob)
+			return fmt.Sprintf("%d/%d", j.Status.Round, j.Spec.RoundsValue())
+		}},
+		{Name: "Accuracy", Type: ColumnString, JSONPath: ".status.accuracy", Cell: func(o Object, _ time.Time) string {
+			return dash(o.(*FederatedJob).Status.Accuracy)
+		}},
+		{Name: "Model", Type: ColumnString, Cell: func(o Object, _ time.Time) string {
+			j := o.(*FederatedJob)
+			if j.Status.LatestVersion == "" {
+				return "-"
+			}
+			return j.Status.LatestModel + "@" + j.Status.LatestVersion
+		}},
+		{Name: "Epsilon", Type: ColumnString, JSONPath: ".status.epsilonSpent", Priority: 1, Cell: func(o Object, _ time.Time) string {
+			return dash(o.(*FederatedJob).Status.EpsilonSpent)
+		}},
+		{Name: "Age", Type: ColumnDate, JSONPath: ".metadata.creationTimestamp"},
+	}
+}
+
+// federatedJobBreakdown is a row per selected cluster: its part in the job and the hub's
+// choice for it.
+func federatedJobBreakdown() *Breakdown {
+	row := func(f func(r *FederatedClusterStatus) string) func(Object, int, time.Time) string {
+		return func(o Object, i int, _ time.Time) string {
+			if i < 0 {
+				return ""
+			}
+			return f(&o.(*FederatedJob).Status.Clusters[i])
+		}
+	}
+	return &Breakdown{
+		Parts: func(o Object) int { return len(o.(*FederatedJob).Status.Clusters) },
+		Columns: []PartColumn{
+			{Name: "Job", Cell: func(o Object, _ int, _ time.Time) string { return o.GetName() }},
+			{Name: "Cluster", Cell: row(func(r *FederatedClusterStatus) string { return r.Cluster })},
+			{Name: "Updates", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.Updates) })},
+			{Name: "Last Round", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.LastRound) })},
+			{Name: "Steps", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.LocalSteps) })},
+			{Name: "Encoding", Cell: row(func(r *FederatedClusterStatus) string { return r.Encoding })},
+		},
+	}
+}

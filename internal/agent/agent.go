@@ -146,6 +146,9 @@ type Config struct {
 	// Reports, if set, takes the agent's reports instead of the hub, such
 	// as the status of those ModelDeployments.
 	Reports ReportSink
+	// FederatedData is the folder a federated job's relative data path is read from (the
+	// local data never leaves the cluster); empty means Dir/data.
+	FederatedData string
 	// Clock times the agent's polls, reports, retries, backoff and
 	// bandwidth limit, and stamps its state; nil means the system clock.
 	Clock clock.Clock
@@ -199,6 +202,7 @@ type Agent struct {
 	wake      chan struct{} // asks the reconcile loop for a pass
 	reportNow chan struct{} // asks the report loop for a report
 	sendNow   chan struct{} // asks the outbox loop to send
+	flWake    chan struct{} // asks the federated learning loop to look
 	reach     *reachability // wakes loops backing off when the hub answers again
 	outbox    *outbox.Outbox
 
@@ -288,7 +292,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, state: st, cache: c, clock: clock.OrReal(cfg.Clock),
-		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sendNow: make(chan struct{}, 1), reach: newReachability(),
+		ready: make(chan struct{}), wake: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sendNow: make(chan struct{}, 1), flWake: make(chan struct{}, 1), reach: newReachability(),
 		active: map[string]ActiveModel{}, unservable: map[string]string{},
 		workers: map[string]*worker{}, retries: map[string]retry{}, indexes: map[digest.Digest]*artifact.ChunkIndex{},
 		noIndex: map[string]time.Time{},
@@ -521,6 +525,7 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 		}
 		a.signal(a.wake)
 		a.signal(a.reportNow)
+		a.signal(a.flWake)
 		if a.cfg.OnApplied != nil {
 			a.cfg.OnApplied()
 		}
@@ -595,6 +600,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.sendLoop(ctx) })
 	wg.Go(func() { a.profileLoop(ctx) })
 	wg.Go(func() { a.importWatchLoop(ctx) })
+	wg.Go(func() { a.federatedLoop(ctx) })
 	a.readyOnce.Do(func() { close(a.ready) })
 	wg.Wait()
 	return nil

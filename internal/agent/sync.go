@@ -224,6 +224,9 @@ type progress struct {
 }
 
 func (p *progress) add(ctx context.Context, n int64) {
+	if p == nil {
+		return // a fetch outside any deployment
+	}
 	p.mu.Lock()
 	p.fetched += n
 	p.mu.Unlock()
@@ -231,6 +234,9 @@ func (p *progress) add(ctx context.Context, n int64) {
 }
 
 func (p *progress) flush(ctx context.Context, force bool) {
+	if p == nil {
+		return
+	}
 	p.mu.Lock()
 	now := p.a.clock.Now()
 	if !force && now.Sub(p.last) < progressEvery {

@@ -25,12 +25,16 @@ type Lineage struct {
 	Cluster    string `json:"cluster,omitempty"`
 	Pipeline   string `json:"pipeline,omitempty"`
 	Run        string `json:"run,omitempty"`
+	// FederatedJob and FederatedRound name the federated job and round that made the model.
+	FederatedJob   string `json:"federatedJob,omitempty"`
+	FederatedRound string `json:"federatedRound,omitempty"`
 }
 
 // lineageOf reads the lineage annotations of a model manifest.
 func lineageOf(ann map[string]string) Lineage {
 	return Lineage{Parent: ann[AnnotationParent], ProducedBy: ann[AnnotationProducedBy], Dataset: ann[AnnotationDataset],
-		Cluster: ann[AnnotationCluster], Pipeline: ann[AnnotationPipeline], Run: ann[AnnotationRun]}
+		Cluster: ann[AnnotationCluster], Pipeline: ann[AnnotationPipeline], Run: ann[AnnotationRun],
+		FederatedJob: ann[AnnotationFederatedJob], FederatedRound: ann[AnnotationFederatedRound]}
 }
 
 // ModelInfo describes a model version without fetching its files.

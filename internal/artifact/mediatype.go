@@ -96,6 +96,10 @@ const (
 	AnnotationPipeline = "ml.outpost.dev/pipeline"
 	// AnnotationRun names the pipeline run that produced the model.
 	AnnotationRun = "ml.outpost.dev/run"
+	// AnnotationFederatedJob names the FederatedJob whose round made the model, and
+	// AnnotationFederatedRound that round.
+	AnnotationFederatedJob   = "ml.outpost.dev/federated-job"
+	AnnotationFederatedRound = "ml.outpost.dev/federated-round"
 
 	// annotationORASUnpack marks an oras-pushed directory tarball.
 	annotationORASUnpack = "io.deis.oras.content.unpack"

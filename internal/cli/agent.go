@@ -136,6 +136,7 @@ docs/kubestellar.md.`,
 			cfg.AgentVersion = Version()
 			cfg.Logger = g.logger()
 			cfg.OutboxMerge = outboxMerge()
+			cfg.FederatedData = pipelineData
 			serveCfg, err := sf.config(cmd, cfg.Logger)
 			if err != nil {
 				return err
@@ -233,7 +234,7 @@ docs/kubestellar.md.`,
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "KubeStellar mode: kubeconfig of this cluster (a WEC), whose delivered ModelDeployments are the desired state")
 	f.BoolVar(&inCluster, "in-cluster", false, "KubeStellar mode, reaching this cluster as the pod the agent runs in")
-	f.StringVar(&pipelineData, "pipeline-data", "", "folder of local data that pipelines' dataset steps read when they name no path (default DATA/data)")
+	f.StringVar(&pipelineData, "pipeline-data", "", "folder of local data that pipelines' dataset steps read when they name no path, and federated jobs' relative data paths (default DATA/data)")
 	pf.register(f)
 	sf.register(f)
 	addDebugListen(cmd, &debugAddr)

@@ -184,6 +184,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newRolloutCmd(g),
 		newBundleCmd(g),
 		newControllerCmd(g),
+		newFLCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root, g

@@ -3,6 +3,7 @@ package dataset
 import (
 	"bytes"
 	"embed"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -154,4 +155,43 @@ func FashionSubset() (train, test *Set, err error) {
 		return nil, nil, fmt.Errorf("embedded Fashion-MNIST test subset: %w", err)
 	}
 	return train, test, nil
+}
+
+// WriteDir writes s as split ("train" or "t10k") of an IDX folder in the file names
+// ReadFashionDir reads, uncompressed: SPLIT-images-idx3-ubyte and SPLIT-labels-idx1-ubyte.
+func WriteDir(dir, split string, s *Set) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	header := func(dims ...int) []byte {
+		b := []byte{0, 0, 0x08, byte(len(dims))}
+		for _, d := range dims {
+			b = binary.BigEndian.AppendUint32(b, uint32(d))
+		}
+		return b
+	}
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{split + "-images-idx3-ubyte", append(header(s.Len(), s.Rows, s.Cols), s.Images...)},
+		{split + "-labels-idx1-ubyte", append(header(s.Len()), s.Labels...)},
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Pick returns the images of s at idx, in that order, as a new Set.
+func (s *Set) Pick(idx []int) *Set {
+	out := &Set{Rows: s.Rows, Cols: s.Cols, Classes: s.Classes, Labels: make([]uint8, 0, len(idx)),
+		Images: make([]byte, 0, len(idx)*s.Dim())}
+	for _, i := range idx {
+		out.Images = append(out.Images, s.Image(i)...)
+		out.Labels = append(out.Labels, s.Labels[i])
+	}
+	return out
 }

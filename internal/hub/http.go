@@ -406,6 +406,12 @@ func (s *Server) apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Objec
 			return nil, store.Unchanged, resolutionError(d, err)
 		}
 	}
+	if j, ok := obj.(*v1alpha1.FederatedJob); ok {
+		if err := s.checkFederatedJob(ctx, j); err != nil {
+			return nil, store.Unchanged, err
+		}
+		defer s.fl.wake()
+	}
 	var stored v1alpha1.Object
 	var result store.ApplyResult
 	err := s.db.Update(ctx, func(tx *store.Tx) error {
@@ -415,6 +421,8 @@ func (s *Server) apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Objec
 			err = checkPipeline(ctx, tx, o)
 		case *v1alpha1.PipelineRun:
 			err = checkRun(ctx, tx, o)
+		case *v1alpha1.FederatedJob:
+			err = checkFederatedChange(ctx, tx, o)
 		}
 		if err != nil {
 			return err
@@ -486,6 +494,15 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, kind strin
 				return err
 			}
 			if err := tx.DeleteDriftWindows(ctx, "", deleted.GetName()); err != nil {
+				return err
+			}
+		case v1alpha1.KindFederatedJob:
+			// A job created again under the name starts afresh; its clusters stop.
+			s.fl.forget(deleted.GetName())
+			if err := tx.DeleteFLSnapshot(ctx, deleted.GetName()); err != nil {
+				return err
+			}
+			if _, err := tx.SetFLMessages(ctx, deleted.GetName(), nil); err != nil {
 				return err
 			}
 		case v1alpha1.KindModelDeployment:

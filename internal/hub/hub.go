@@ -91,6 +91,12 @@ type Config struct {
 	AlertWebhooks []string
 	// ExternalURL is the hub's URL as its clients reach it, for the links in alerts.
 	ExternalURL string
+	// Federated reads federated jobs' initial models and publishes their rounds' global
+	// models; nil refuses every FederatedJob.
+	Federated FederatedModels
+	// FederatedInterval is how often the hub moves federated jobs on by its clock (round
+	// deadlines, publishing), besides after each report; zero means DefaultFederatedInterval.
+	FederatedInterval time.Duration
 	// RolloutInterval is how often the hub moves Canary rollouts on (bake times, silent
 	// clusters) while one is under way, besides after changes and agents' reports; zero
 	// means DefaultRolloutInterval.
@@ -118,6 +124,8 @@ type Server struct {
 	deployments deploymentCache
 	// rolloutKick asks the rollout watcher to look now.
 	rolloutKick chan struct{}
+	// fl keeps federated jobs' coordinators between steps and wakes their loop.
+	fl *flCache
 }
 
 // New returns a Server and reconciles the stored state once: it re-resolves every
@@ -144,11 +152,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
 	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport), rolloutKick: make(chan struct{}, 1),
-		alertClient: &http.Client{Timeout: alertTimeout}, alertsDone: make(chan struct{})}
+		alertClient: &http.Client{Timeout: alertTimeout}, alertsDone: make(chan struct{}), fl: newFLCache()}
 	s.metrics = newMetrics(s)
 	s.cfg.Records = builtinRecords()
 	s.cfg.Records[drift.RecordKind] = s.applyDriftWindow
 	s.cfg.Records[v1alpha1.RecordKindPipelineRun] = s.applyPipelineRun
+	s.cfg.Records[v1alpha1.RecordKindFederated] = s.applyFederated
 	maps.Copy(s.cfg.Records, cfg.Records)
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
@@ -163,6 +172,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.RolloutInterval = DefaultRolloutInterval
 	}
 	go s.watchRollouts(ctx, cfg.RolloutInterval)
+	if cfg.Federated != nil {
+		if cfg.FederatedInterval <= 0 {
+			cfg.FederatedInterval = DefaultFederatedInterval
+		}
+		go s.watchFederated(ctx, cfg.FederatedInterval)
+	}
 	return s, nil
 }
 
@@ -403,9 +418,13 @@ func (s *Server) place(ctx context.Context, tx *store.Tx, clusters []v1alpha1.Cl
 func (s *Server) writeDesired(ctx context.Context, tx *store.Tx, c *v1alpha1.Cluster, models []v1alpha1.DesiredModel,
 	pipelines []v1alpha1.DesiredPipeline) error {
 	cluster := c.Name
+	federated, err := s.desiredFederated(ctx, tx, c)
+	if err != nil {
+		return err
+	}
 	doc, err := json.Marshal(v1alpha1.DesiredState{
 		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: cluster, Models: models, Pipelines: pipelines,
-		Transfer: c.Spec.Transfer,
+		Federated: federated, Transfer: c.Spec.Transfer,
 	})
 	if err != nil {
 		return fmt.Errorf("encode desired state: %w", err)

@@ -120,7 +120,7 @@ func TestOutboxRefusals(t *testing.T) {
 	if res := resp.Results[0]; res.Outcome != v1alpha1.OutboxRefused || !strings.Contains(res.Message, "want {\"n\": N >= 0}") {
 		t.Errorf("bad payload: %+v", res)
 	}
-	if res := resp.Results[1]; res.Outcome != v1alpha1.OutboxRefused || !strings.Contains(res.Message, `unknown record kind "telemetry.v9" (this hub applies: drift.window, note, pipeline.run, tally)`) {
+	if res := resp.Results[1]; res.Outcome != v1alpha1.OutboxRefused || !strings.Contains(res.Message, `unknown record kind "telemetry.v9" (this hub applies: drift.window, fl.message, note, pipeline.run, tally)`) {
 		t.Errorf("unknown kind: %+v", res)
 	}
 	if res := resp.Results[2]; res.Outcome != v1alpha1.OutboxApplied {

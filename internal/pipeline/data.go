@@ -18,6 +18,7 @@ import (
 
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/driftref"
+	"outpost.dev/outpost/internal/train"
 )
 
 // This file holds the engine's labelled data sets: what dataset steps read
@@ -621,4 +622,18 @@ func shuffled(n int, seed uint64) []int {
 	rng := rand.New(rand.NewPCG(seed, 0x64617461)) // "data"
 	rng.Shuffle(n, func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
 	return idx
+}
+
+// ReadDataset reads the labelled data at path in format ("" finds it out: idx, npy, npz or
+// csv), as a dataset step does: its training samples and, when the source has its own, its
+// test samples (nil otherwise). Federated training at the edge reads its local data with it.
+func ReadDataset(path, format string) (trainSet, testSet train.Dataset, err error) {
+	s, err := readSource(path, format)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.test == nil {
+		return s.train, nil, nil
+	}
+	return s.train, s.test, nil
 }

@@ -279,3 +279,26 @@ func (reg *Registry) PutManifest(ctx context.Context, repo, mediaType string, bo
 	reg.emit(ctx, evs...)
 	return ocispec.Descriptor{MediaType: info.MediaType, ArtifactType: info.ArtifactType, Digest: d, Size: int64(len(body)), Annotations: info.Annotations}, nil
 }
+
+// TagManifest points tag of repo at manifest d, which repo holds, as a PUT of the manifest
+// by that tag would: Options.CheckTag is asked first, and the change is reported to
+// Options.OnChange.
+func (reg *Registry) TagManifest(ctx context.Context, repo, tag string, d digest.Digest) error {
+	if !validTag(tag) {
+		return newError(http.StatusBadRequest, CodeManifestInvalid, "invalid tag %q", tag)
+	}
+	body, desc, err := reg.readManifest(ctx, repo, d.String())
+	if err != nil {
+		return err
+	}
+	info, err := parseManifest(desc.MediaType, body)
+	if err != nil {
+		return err
+	}
+	evs, err := reg.commitManifest(ctx, repo, d, body, info, []string{tag})
+	if err != nil {
+		return err
+	}
+	reg.emit(ctx, evs...)
+	return nil
+}

@@ -187,6 +187,25 @@ var migrations = []string{
 		key        BLOB NOT NULL,
 		status_seq INTEGER NOT NULL DEFAULT 0
 	);`,
+	// 8: each federated job's coordinator snapshot, written in the transaction of the message
+	// or tick that made it; uid is the job's metadata.uid (a job deleted and created again
+	// starts afresh) and seq counts the transitions applied.
+	`CREATE TABLE fl_snapshots (
+		job      TEXT PRIMARY KEY,
+		uid      TEXT NOT NULL,
+		seq      INTEGER NOT NULL,
+		snapshot BLOB NOT NULL,
+		updated  TEXT NOT NULL
+	);`,
+	// 9: each federated job's newest message to each cluster, written with its snapshot and
+	// carried in the cluster's desired state.
+	`CREATE TABLE fl_messages (
+		job     TEXT NOT NULL,
+		cluster TEXT NOT NULL,
+		body    TEXT NOT NULL,
+		PRIMARY KEY (job, cluster)
+	);
+	CREATE INDEX fl_messages_cluster ON fl_messages(cluster, job);`,
 }
 
 // Option configures a DB at Open.

@@ -366,7 +366,7 @@ func (c *CNN) check(ds Dataset) error {
 
 // Train runs mini-batch training on ds (28x28 single-channel images, pixels
 // scaled as for the MLP). It honours Epochs, BatchSize, LR, Optimizer,
-// Momentum, Seed, Workers and Progress of opts; FrozenLayers must be 0. It
+// Momentum, Seed, Workers, Progress, MaxSteps and ProxMu of opts; FrozenLayers must be 0. It
 // stops early with ctx's error, leaving the model as after the last step.
 func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainStats, error) {
 	start := time.Now()
@@ -379,6 +379,11 @@ func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 	}
 	if err := c.check(ds); err != nil {
 		return TrainStats{}, err
+	}
+	if opts.ProxMu > 0 {
+		if err := checkRef(opts.ProxRef, c.params()); err != nil {
+			return TrainStats{}, err
+		}
 	}
 	n := ds.Len()
 	if n == 0 {
@@ -409,11 +414,18 @@ func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 			perm[i] = i
 		}
 		rng.Shuffle(n, func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+		if opts.MaxSteps > 0 && stats.Steps == opts.MaxSteps {
+			break
+		}
 		var lossSum float64
+		seen := 0
 		for lo := 0; lo < n; lo += bs {
 			if err := ctx.Err(); err != nil {
 				stats.Duration = time.Since(start)
 				return stats, err
+			}
+			if opts.MaxSteps > 0 && stats.Steps == opts.MaxSteps {
+				break
 			}
 			cur := min(bs, n-lo)
 			nc := (cur + cnnChunk - 1) / cnnChunk
@@ -452,11 +464,17 @@ func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 			for ch := 0; ch < nc; ch++ {
 				lossSum += losses[ch]
 			}
+			if opts.ProxMu > 0 {
+				for i, p := range params {
+					proxGrad(total[i], p, opts.ProxRef[i], opts.ProxMu)
+				}
+			}
 			opt.step(params, total[:])
 			stats.Steps++
 			stats.Samples += cur
+			seen += cur
 		}
-		mean := lossSum / float64(n)
+		mean := lossSum / float64(max(seen, 1))
 		stats.EpochLoss = append(stats.EpochLoss, mean)
 		if opts.Progress != nil {
 			opts.Progress(epoch+1, mean)

@@ -153,6 +153,15 @@ type TrainOptions struct {
 	Workers int
 	// Progress, when set, is called after each epoch.
 	Progress func(epoch int, meanLoss float64)
+	// MaxSteps, when positive, stops training after that many optimizer steps,
+	// mid-epoch if need be (a local-step budget); Epochs still bounds it.
+	MaxSteps int
+	// ProxMu, when positive, adds FedProx's proximal term μ/2·‖w − ProxRef‖² to
+	// the loss: each step's gradient gains μ·(w − ProxRef). ProxRef holds the
+	// reference weights, one slice per tensor in the model's order (MLP: W0,
+	// B0, W1, B1, ...; CNN: conv1 W, B, conv2 W, B, fc W, B).
+	ProxMu  float64
+	ProxRef [][]float32
 }
 
 // TrainStats reports what Train did.
@@ -210,6 +219,12 @@ func (opts TrainOptions) withDefaults() (TrainOptions, error) {
 	switch {
 	case opts.Epochs < 0 || opts.BatchSize < 0 || opts.LR < 0 || math.IsNaN(opts.LR):
 		return opts, fmt.Errorf("train: bad options %+v", opts)
+	case opts.MaxSteps < 0:
+		return opts, fmt.Errorf("train: MaxSteps %d, want 0 (no budget) or more", opts.MaxSteps)
+	case opts.ProxMu < 0 || math.IsNaN(opts.ProxMu) || math.IsInf(opts.ProxMu, 0):
+		return opts, fmt.Errorf("train: ProxMu %v, want 0 or more", opts.ProxMu)
+	case opts.ProxMu > 0 && opts.ProxRef == nil:
+		return opts, errors.New("train: ProxMu without ProxRef")
 	case opts.Optimizer != Adam && opts.Optimizer != SGDMomentum:
 		return opts, fmt.Errorf("train: unknown optimizer %d", opts.Optimizer)
 	}
@@ -229,6 +244,15 @@ func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 	}
 	if err := m.check(ds); err != nil {
 		return TrainStats{}, err
+	}
+	if opts.ProxMu > 0 {
+		var ref [][]float32
+		for _, l := range m.Layers {
+			ref = append(ref, l.W, l.B)
+		}
+		if err := checkRef(opts.ProxRef, ref); err != nil {
+			return TrainStats{}, err
+		}
 	}
 	n := ds.Len()
 	if n == 0 {
@@ -269,11 +293,18 @@ func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 			perm[i] = i
 		}
 		rng.Shuffle(n, func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+		if opts.MaxSteps > 0 && stats.Steps == opts.MaxSteps {
+			break
+		}
 		var lossSum float64
+		seen := 0
 		for lo := 0; lo < n; lo += bs {
 			if err := ctx.Err(); err != nil {
 				stats.Duration = time.Since(start)
 				return stats, err
+			}
+			if opts.MaxSteps > 0 && stats.Steps == opts.MaxSteps {
+				break
 			}
 			cur := min(bs, n-lo)
 			first := 0
@@ -297,11 +328,18 @@ func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 				return stats, err
 			}
 			lossSum += loss * float64(cur)
+			if opts.ProxMu > 0 {
+				for i := opts.FrozenLayers; i < len(m.Layers); i++ {
+					proxGrad(ws.gw[i], m.Layers[i].W, opts.ProxRef[2*i], opts.ProxMu)
+					proxGrad(ws.gb[i], m.Layers[i].B, opts.ProxRef[2*i+1], opts.ProxMu)
+				}
+			}
 			opt.step(m, ws)
 			stats.Steps++
 			stats.Samples += cur
+			seen += cur
 		}
-		mean := lossSum / float64(n)
+		mean := lossSum / float64(max(seen, 1))
 		stats.EpochLoss = append(stats.EpochLoss, mean)
 		if opts.Progress != nil {
 			opts.Progress(epoch+1, mean)
@@ -469,6 +507,28 @@ func (o *optimizer) step(m *MLP, ws *workspace) {
 		adam(m.Layers[i].W, ws.gw[i], o.m1w[i], o.m2w[i], alpha, eps)
 		adam(m.Layers[i].B, ws.gb[i], o.m1b[i], o.m2b[i], alpha, eps)
 	}
+}
+
+// proxGrad adds FedProx's proximal gradient μ·(w − ref) to g.
+func proxGrad(g, w, ref []float32, mu float64) {
+	m := float32(mu)
+	g, ref = g[:len(w)], ref[:len(w)]
+	for j := range w {
+		g[j] += m * (w[j] - ref[j])
+	}
+}
+
+// checkRef checks that ProxRef has the model's tensors' shapes.
+func checkRef(ref, params [][]float32) error {
+	if len(ref) != len(params) {
+		return fmt.Errorf("train: ProxRef has %d tensors, the model %d", len(ref), len(params))
+	}
+	for i, p := range params {
+		if len(ref[i]) != len(p) {
+			return fmt.Errorf("train: ProxRef tensor %d has %d values, the model's %d", i, len(ref[i]), len(p))
+		}
+	}
+	return nil
 }
 
 func sgd(w, g, v []float32, lr, mom float32) {

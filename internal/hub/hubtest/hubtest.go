@@ -147,7 +147,12 @@ func Build(t testing.TB, configure ...func(*hub.Config)) (*hub.Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := hub.Config{DB: db, Registry: reg, Models: models.NewIndex(reg, nil), Authorize: authn.Authorize, Logger: log, OfflineAfter: -1}
+	_, key, err := artifact.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := hub.Config{DB: db, Registry: reg, Models: models.NewIndex(reg, nil), Authorize: authn.Authorize, Logger: log, OfflineAfter: -1,
+		Federated: models.NewFederated(reg, key), FederatedInterval: 50 * time.Millisecond}
 	for _, c := range configure {
 		c(&cfg)
 	}

@@ -92,8 +92,12 @@ var invalid = []struct {
 	{"cluster name", "apiVersion: ml.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: Edge_A}\n", "metadata.name"},
 	{"cluster display name", goodCluster + "  displayName: " + strings.Repeat("x", 257) + "\n", "spec.displayName"},
 	{"cluster unknown field", goodCluster + "  zone: north\n", "zone"},
+	{"cluster window day", goodCluster + "  transfer: {windows: [{days: [Mon, Someday], start: \"22:00\", end: \"06:00\"}]}\n", "spec.transfer"},
+	{"cluster window time", goodCluster + "  transfer: {windows: [{start: \"24:00\", end: \"06:00\"}]}\n", "spec.transfer"},
 
 	{"pipeline retries", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 11}}\n", "spec.steps[0].retries.limit"},
+	{"pipeline step timeout", pipelineStart + "  - {name: data, type: dataset, timeout: 0s}\n", "spec.steps[0].timeout"},
+	{"pipeline step backoff", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 1, backoff: -1s}}\n", "spec.steps[0].retries.backoff"},
 	{"pipeline step name", pipelineStart + "  - {name: Data_1, type: dataset}\n", "spec.steps[0].name"},
 	{"pipeline step type", pipelineStart + "  - {name: data, type: crunch}\n", "spec.steps[0].type"},
 	{"pipeline no steps", strings.TrimSuffix(pipelineStart, "  steps:\n") + "  steps: []\n", "spec.steps"},
@@ -124,8 +128,9 @@ var valid = []struct {
 		"    progressDeadline: 0s, canary: {selector: {matchLabels: {canary: \"true\"}}}, gates: {maxErrorRateIncrease: \".05\", drift: true}}\n"+
 		"  serving: {runtime: onnxruntime, port: 65535}\n"+
 		"  monitoring: {windowSamples: 1000000, windowDuration: 1s, alpha: \"0.001\", correction: BenjaminiHochberg, psiThreshold: \"1000000\", cooldown: 0s, raiseAfter: 1000}\n")},
+	{"cluster window", goodCluster + "  transfer: {timeZone: Europe/Oslo, windows: [{days: [mon, SAT], start: \"22:00\", end: \"06:00\"}], insideBandwidth: 4MiB}\n"},
 	{"cluster", goodCluster + "  displayName: Lyon\n  capacity: {cpu: 500m, memory: 16Gi, disk: \"0\", accelerators: [{type: nvidia.com/gpu, count: 0}]}\n"},
-	{"pipeline", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 10}}\n  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {site: ship}}}]\n"},
+	{"pipeline", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 10, backoff: 1s}, timeout: 10m, resources: {cpu: 500m, minCPU: 500m, memory: 1Gi, minMemory: 128Mi}}\n  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {site: ship}}}]\n"},
 	{"run", goodRun + "  {pipeline: retrain, cluster: edge-a.lyon, trigger: NewVersion}\n"},
 }
 
@@ -183,7 +188,9 @@ func TestCRDs(t *testing.T) {
 	s := start(t)
 	t.Run("Invalid", func(t *testing.T) { testInvalid(t, s) })
 	t.Run("Valid", func(t *testing.T) { testValid(t, s) })
+	t.Run("Versions", func(t *testing.T) { testVersions(t, s) })
 	t.Run("DocsExamples", func(t *testing.T) { testDocsExamples(t, s) })
+	t.Run("Status", func(t *testing.T) { testStatus(t, s) })
 	t.Run("Columns", func(t *testing.T) { testColumns(t, s) })
 }
 
@@ -220,6 +227,30 @@ func testValid(t *testing.T, s *server) {
 				t.Errorf("apiserver: %v", err)
 			}
 		})
+	}
+}
+
+// versionConstraints are constraints at the edges of the syntax, valid and not.
+var versionConstraints = []string{
+	"1.2.3", "=1.2.3", " = 1.2.3 ", "1.2.3-rc.1+b.7", "1.2.3-0", ">=1.2 <2", ">= 1.2, < 2", "^1.2", "~1.2.3", "~>1.2",
+	"!=1.3.0", "1.x", "1.2.X", "*", "1.2 - 1.4.5", ">=1.0 || >=2.0", "~>0 || 0 - 0", "0 - 0||1", "9999999999999999.0.0",
+	strings.Repeat("1||", 31) + "1", strings.Repeat("1||", 32) + "1", strings.Repeat("1 ", 127) + "12", strings.Repeat("1 ", 128) + "1",
+	"", "   ", "1.x.y", "banana", ">>1", "||", "1 ||", "v1.2.3", "01.2.3", "1.2.3.4", "1.2.3-01", "1.x-beta", "x.1", "=>1.2",
+	"1|2", "1 - 2 - 3", "0 0 - 0", "~>0||0 - 0", "1.x||0 - 0", "99999999999999999999.0.0", "1.2.3\x00", "１.2.3",
+}
+
+// The hub and the apiserver agree on every constraint of the table.
+func testVersions(t *testing.T, s *server) {
+	for _, c := range versionConstraints {
+		v, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := deployment(fmt.Sprintf("{name: fashion, version: %s}", v), everyCluster)
+		herr, aerr := hubVerdict(doc), s.apiVerdict(t.Context(), doc)
+		if (herr == nil) != (aerr == nil) {
+			t.Errorf("version %q: hub says %v, apiserver says %v", c, herr, aerr)
+		}
 	}
 }
 
@@ -286,6 +317,53 @@ func testDocsExamples(t *testing.T, s *server) {
 		}
 	}
 	t.Logf("valid examples in the docs, accepted by both: %v", accepted)
+}
+
+// badStatus are objects whose status is out of range, with the field; the
+// status subresource is written apart from the object, as the hub's is.
+var badStatus = []struct {
+	name, doc, resource, status, field string
+}{
+	{"run sequence", goodRun + "  {pipeline: retrain, cluster: edge-a}\n", "pipelinerun/run-1",
+		`{"status":{"sequence":-1}}`, "status.sequence"},
+	{"run phase", goodRun + "  {pipeline: retrain, cluster: edge-a}\n", "pipelinerun/run-1",
+		`{"status":{"phase":"Sleeping"}}`, "status.phase"},
+	{"cluster bandwidth", goodCluster + "  displayName: Lyon\n", "cluster/edge-a",
+		`{"status":{"link":{"bandwidthBps":-5}}}`, "status.link.bandwidthBps"},
+	{"deployment phase", deployment(goodModel, everyCluster), "md/fashion",
+		`{"status":{"clusters":[{"cluster":"edge-a","phase":"Dreaming"}]}}`, "status.clusters[0].phase"},
+}
+
+// A status out of range is refused by the hub's validation and by the
+// apiserver's status subresource, each naming the field.
+func testStatus(t *testing.T, s *server) {
+	ctx := t.Context()
+	for _, tt := range badStatus {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := s.kubectl.Run(ctx, tt.doc, "apply", "-f", "-"); err != nil {
+				t.Fatal(err)
+			}
+			defer s.kubectl.Run(ctx, "", "delete", tt.resource)
+			var withStatus map[string]any
+			if err := yaml.Unmarshal([]byte(tt.doc), &withStatus); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(tt.status), &withStatus); err != nil {
+				t.Fatal(err)
+			}
+			b, err := json.Marshal(withStatus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if herr := hubVerdict(string(b)); herr == nil || !strings.Contains(herr.Error(), tt.field) {
+				t.Errorf("hub: %v, want an error naming %s", herr, tt.field)
+			}
+			_, kerr := s.kubectl.Run(ctx, "", "patch", tt.resource, "--subresource=status", "--type=merge", "-p", tt.status)
+			if kerr == nil || !strings.Contains(kerr.Error(), tt.field) {
+				t.Errorf("kubectl patch --subresource=status: %v, want an error naming %s", kerr, tt.field)
+			}
+		})
+	}
 }
 
 // kubectl get md -o wide shows a deployment's model, version and counts of

@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/train"
+)
+
+const flJobYAML = `apiVersion: ml.outpost.dev/v1alpha1
+kind: FederatedJob
+metadata: {name: fmnist-fl}
+spec:
+  model: {name: fmnist, version: 1.0.0}
+  clusterSelectors: [{matchLabels: {fl: "on"}}]
+  data: {path: fmnist}
+  rounds: 2
+  clients: {min: 3}
+  training: {epochs: 1, batchSize: 32, learningRate: "0.05"}
+`
+
+// pushInitialMLP pushes a freshly initialised MLP as models/fmnist:1.0.0.
+func pushInitialMLP(t *testing.T, h *testHub) {
+	t.Helper()
+	b, err := train.NewMLP([]int{784, 32, 10}, 1).MarshalONNX("fmnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "model.onnx"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.push(dir, "fmnist", "1.0.0")
+}
+
+// federatedJob reads job name from the hub.
+func federatedJob(t *testing.T, h *testHub, name string) v1alpha1.FederatedJob {
+	t.Helper()
+	code, b := h.api(http.MethodGet, "/federatedjobs/"+name, "", nil)
+	if code != http.StatusOK {
+		t.Fatalf("get federated job: %d %s", code, b)
+	}
+	var j v1alpha1.FederatedJob
+	if err := json.Unmarshal(b, &j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// Three agents train a federated job from a model in the registry on their own shards of
+// Fashion-MNIST: each round's global model becomes a signed version with its lineage, and
+// the job succeeds after its rounds.
+func TestFederatedJob(t *testing.T) {
+	h := newTestHub(t)
+	pushInitialMLP(t, h)
+	all, _, err := dataset.FashionSubset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := h.joinToken()
+	for i, name := range []string{"edge-1", "edge-2", "edge-3"} {
+		dir := t.TempDir()
+		if err := dataset.WriteDir(filepath.Join(dir, "data", "fmnist"), "train", all.Slice(i*300, (i+1)*300)); err != nil {
+			t.Fatal(err)
+		}
+		cfg := agentConfig(h, dir, tok)
+		cfg.Name, cfg.Labels = name, map[string]string{"region": "eu", "fl": "on"}
+		_, stop, _ := startAgent(t, cfg)
+		t.Cleanup(stop)
+	}
+	if code, b := h.api(http.MethodPut, "/federatedjobs/fmnist-fl", "application/yaml", []byte(flJobYAML)); code >= 300 {
+		t.Fatalf("apply job: %d %s", code, b)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var j v1alpha1.FederatedJob
+	for {
+		j = federatedJob(t, h, "fmnist-fl")
+		if j.Status.Phase.Finished() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job still %s at round %d: %+v", j.Status.Phase, j.Status.Round, j.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if j.Status.Phase != v1alpha1.FederatedSucceeded || j.Status.Round != 2 || len(j.Status.Rounds) != 2 {
+		t.Fatalf("job ended %s at round %d with %d rounds: %s", j.Status.Phase, j.Status.Round, len(j.Status.Rounds), j.Status.Message)
+	}
+	for i, r := range j.Status.Rounds {
+		if r.Participants != 3 || r.Version != v1alpha1.RoundVersion(i+1) || r.UpdateBytes == 0 {
+			t.Errorf("round %d: %+v", i+1, r)
+		}
+	}
+	if j.Status.LatestModel != "fmnist-fl" || j.Status.LatestVersion != "0.2.0" || len(j.Status.Clusters) != 3 {
+		t.Errorf("latest %s@%s, %d cluster rows", j.Status.LatestModel, j.Status.LatestVersion, len(j.Status.Clusters))
+	}
+	for _, c := range j.Status.Clusters {
+		if c.Updates != 2 || c.LastRound != 2 {
+			t.Errorf("cluster row %+v, want 2 updates, the last of round 2", c)
+		}
+	}
+	// The round's model is a version with lineage, signed by the hub.
+	repo := h.repo("fmnist-fl")
+	info, err := artifact.Inspect(t.Context(), repo, "0.2.0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := info.Lineage
+	if l.Parent != "fmnist-fl@0.1.0" || l.FederatedJob != "fmnist-fl" || l.FederatedRound != "2" || l.ProducedBy != "federatedjob/fmnist-fl" ||
+		info.Metrics["participants"] != "3" {
+		t.Errorf("lineage %+v, metrics %v", l, info.Metrics)
+	}
+	desc, err := repo.Resolve(t.Context(), "0.2.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs, err := artifact.Signatures(t.Context(), repo, desc, nil)
+	if err != nil || len(sigs) != 1 {
+		t.Errorf("signatures of 0.2.0: %v, %v", sigs, err)
+	}
+	if !strings.HasPrefix(fmt.Sprint(info.Digest), "sha256:") {
+		t.Errorf("digest %s", info.Digest)
+	}
+}

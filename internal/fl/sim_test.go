@@ -1,0 +1,369 @@
+package fl
+
+import (
+	"context"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"outpost.dev/outpost/internal/dataset"
+)
+
+var (
+	subsetOnce        sync.Once
+	subTrain, subTest *dataset.Set
+	subErr            error
+)
+
+func subset(t testing.TB) (*dataset.Set, *dataset.Set) {
+	subsetOnce.Do(func() { subTrain, subTest, subErr = dataset.FashionSubset() })
+	if subErr != nil {
+		t.Fatal(subErr)
+	}
+	return subTrain, subTest
+}
+
+// detRand is a deterministic randomness source for tests.
+type detRand struct{ r *rand.ChaCha8 }
+
+func newDetRand(seed byte) *detRand {
+	var s [32]byte
+	s[0] = seed
+	return &detRand{rand.NewChaCha8(s)}
+}
+
+func (d *detRand) Read(p []byte) (int, error) { return d.r.Read(p) }
+
+// simClients splits the first n*per training images into n equal shards.
+func simClients(t testing.TB, n, per int, facts ClusterFacts) []SimClient {
+	tr, _ := subset(t)
+	var out []SimClient
+	for i := range n {
+		f := facts
+		f.Samples = per
+		f.Online = true
+		out = append(out, SimClient{Name: clusterName(i), Train: tr.Slice(i*per, (i+1)*per), Facts: f})
+	}
+	return out
+}
+
+func clusterName(i int) string { return "store-" + string(rune('a'+i/26)) + string(rune('a'+i%26)) }
+
+func baseSpec() JobSpec {
+	return JobSpec{Job: "fmnist", Model: ModelSpec{Arch: "mlp", Sizes: []int{784, 32, 10}}, Rounds: 3, MinClients: 3,
+		LocalEpochs: 1, BatchSize: 32, LR: 0.05, RoundDeadline: time.Minute, Seed: 1}
+}
+
+func TestSimulateFedAvgLearns(t *testing.T) {
+	_, te := subset(t)
+	res, err := Simulate(context.Background(), SimConfig{Spec: baseSpec(), Clients: simClients(t, 4, 300, ClusterFacts{SamplesPerSec: 1000, BandwidthBps: 10e6}),
+		Test: te, Rand: newDetRand(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status.State != Done || res.Model.Ref.Round != 3 {
+		t.Fatalf("status %+v", res.Status)
+	}
+	for _, p := range res.Points {
+		t.Logf("round %d at %v: accuracy %.3f, %d bytes", p.Round, p.Time, p.Accuracy, p.UploadBytes)
+	}
+	if acc := res.Points[len(res.Points)-1].Accuracy; acc < 0.6 {
+		t.Fatalf("accuracy %.3f after 3 rounds", acc)
+	}
+}
+
+// slowOne is four clusters of which one trains ten times slower.
+func slowOne(t *testing.T) []SimClient {
+	cl := simClients(t, 4, 300, ClusterFacts{SamplesPerSec: 200, BandwidthBps: 20e6})
+	cl[3].Facts.SamplesPerSec = 20
+	return cl
+}
+
+// With one slow cluster, FedBuff reaches a target accuracy sooner than
+// synchronous rounds, which wait for the slow cluster every round.
+func TestFedBuffOutrunsSyncWithASlowCluster(t *testing.T) {
+	if raceEnabled {
+		t.Skip("trains to a target twice, most of a minute under the race detector; make test runs it in its pass without -race")
+	}
+	_, te := subset(t)
+	run := func(spec JobSpec) SimResult {
+		res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: slowOne(t), Test: te, Target: 0.7, Rand: newDetRand(2)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	spec := baseSpec()
+	spec.Rounds, spec.MinClients = 30, 4
+	spec.RoundDeadline = time.Hour
+	sync := run(spec)
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.ServerLR = FedBuff, 2, 8, 1, 0.5
+	buff := run(spec)
+	t.Logf("sync: %v to 70%% (%d rounds); fedbuff: %v (%d models)", sync.Reached, len(sync.Points)-1, buff.Reached, len(buff.Points)-1)
+	if sync.Reached == 0 || buff.Reached == 0 {
+		t.Fatalf("target not reached: sync %v, fedbuff %v", sync.Reached, buff.Reached)
+	}
+	if buff.Reached*2 > sync.Reached {
+		t.Fatalf("fedbuff %v, sync %v: want fedbuff at least twice as fast", buff.Reached, sync.Reached)
+	}
+	// The slow cluster's updates arrive stale and are taken, discounted.
+	stale := 0
+	for _, s := range buff.Status.History {
+		stale = max(stale, s.Staleness)
+	}
+	if stale == 0 {
+		t.Fatal("no stale update was aggregated")
+	}
+}
+
+func TestChoosePlans(t *testing.T) {
+	spec := baseSpec()
+	spec.RoundDeadline = 30 * time.Second
+	spec.Adaptive, spec.Encoding = true, Auto
+	shape := []int{784 * 32, 32, 320, 10} // 25,450 values: 101,800 bytes as float32
+	for _, tc := range []struct {
+		name      string
+		spec      func(JobSpec) JobSpec
+		facts     ClusterFacts
+		round     time.Duration
+		steps     int
+		enc       Encoding
+		reasonHas string
+	}{
+		{"fast link: one epoch, float32", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 200, Samples: 300}, 0, 10, Float32, "10 local steps, float32: 100.0 Mbit/s link"},
+		// In a synchronous round that lasts 4 s, a fast cluster trains on:
+		// 4 s less its 0.008 s upload is 24 steps of 0.16 s.
+		{"fast link in a long round: fills it", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 200, Samples: 300}, 4 * time.Second, 24, Float32, "until its upload must start"},
+		// float32 takes 8.1 s > 30/4 s: int8 (25,466 bytes, 2.04 s); one
+		// epoch trains in 1.6 s, so 13 steps (2.08 s) while it uploads.
+		{"thin link: int8, more steps", nil, ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 13, Int8, "while the update uploads"},
+		{"thin link in its own round: one epoch", nil, ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 3637 * time.Millisecond, 10, Int8, "1 epoch of 300 samples"},
+		{"slow trainer: steps cut to the deadline", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 20, Samples: 3000}, 0, 14, Float32, "within the deadline"},
+		{"short online window", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 200, Samples: 3000, OnlineFor: 5 * time.Second}, 0, 24, Float32, "within the deadline"},
+		{"secure aggregation keeps float32", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{}; return s },
+			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 51, Float32, "float32"},
+		{"not adaptive: epochs", func(s JobSpec) JobSpec { s.Adaptive = false; return s },
+			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 0, Int8, "1 local epoch, int8"},
+		{"unknown speed", nil, ClusterFacts{BandwidthBps: 0, SamplesPerSec: 0, Samples: 300}, 0, 10, Float32, "training speed unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := spec
+			if tc.spec != nil {
+				s = tc.spec(s)
+			}
+			p := Choose("store-3", s, tc.facts, shape, tc.round)
+			t.Log(p.Reason)
+			if p.LocalSteps != tc.steps || p.Encoding != tc.enc || !strings.Contains(p.Reason, tc.reasonHas) || !strings.HasPrefix(p.Reason, "store-3: ") {
+				t.Fatalf("plan %+v; want %d steps, %s, reason with %q", p, tc.steps, tc.enc, tc.reasonHas)
+			}
+		})
+	}
+}
+
+// Over a thin link, adaptive local steps and encoding reach a target
+// accuracy sooner and with fewer bytes than one epoch of float32 updates.
+func TestAdaptiveBeatsFixedOverAThinLink(t *testing.T) {
+	_, te := subset(t)
+	run := func(adaptive bool) SimResult {
+		cl := simClients(t, 4, 300, ClusterFacts{SamplesPerSec: 200, BandwidthBps: 20e6})
+		cl[3].Facts.BandwidthBps = 0.1e6
+		spec := baseSpec()
+		spec.Rounds, spec.MinClients, spec.RoundDeadline = 30, 4, 30*time.Second
+		if adaptive {
+			spec.Adaptive, spec.Encoding = true, Auto
+		}
+		res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: cl, Test: te, Target: 0.7, Rand: newDetRand(3)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	fixed, adaptive := run(false), run(true)
+	t.Logf("fixed: %v, %d bytes to 70%%; adaptive: %v, %d bytes", fixed.Reached, fixed.UploadBytes, adaptive.Reached, adaptive.UploadBytes)
+	for _, p := range adaptive.Status.Plans {
+		t.Log(p.Reason)
+	}
+	if fixed.Reached == 0 || adaptive.Reached == 0 || adaptive.Reached >= fixed.Reached || adaptive.UploadBytes >= fixed.UploadBytes {
+		t.Fatalf("adaptive %v %d bytes, fixed %v %d bytes", adaptive.Reached, adaptive.UploadBytes, fixed.Reached, fixed.UploadBytes)
+	}
+	var thin *Plan
+	for i, p := range adaptive.Status.Plans {
+		if p.Cluster == clusterName(3) {
+			thin = &adaptive.Status.Plans[i]
+		}
+	}
+	if thin == nil || thin.Encoding != Int8 || !strings.Contains(thin.Reason, "0.1 Mbit/s") {
+		t.Fatalf("thin link's plan %+v", thin)
+	}
+}
+
+// Jobs of every kind run through Simulate, and a hub restarted from its
+// snapshot after every step makes the same models bit for bit.
+func TestSimulateKindsAndRestarts(t *testing.T) {
+	_, te := subset(t)
+	for _, tc := range []struct {
+		name string
+		spec func(JobSpec) JobSpec
+		min  float64 // final test accuracy at least
+	}{
+		{"fedavg", func(s JobSpec) JobSpec { return s }, 0.6},
+		{"fedprox", func(s JobSpec) JobSpec { s.Strategy, s.ProxMu = FedProx, 0.1; return s }, 0.6},
+		{"secagg", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{K: 2, T: 2}; return s }, 0.6},
+		{"secagg, central dp", func(s JobSpec) JobSpec {
+			s.SecAgg = &SecAggSpec{}
+			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5}
+			return s
+		}, 0.3},
+		{"secagg, distributed dp", func(s JobSpec) JobSpec {
+			s.SecAgg = &SecAggSpec{}
+			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5, Distributed: true}
+			return s
+		}, 0.3},
+		{"plain, central dp, int8", func(s JobSpec) JobSpec {
+			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5}
+			s.Encoding = Int8
+			return s
+		}, 0.3},
+		{"fedbuff", func(s JobSpec) JobSpec {
+			s.Strategy, s.BufferSize, s.MaxStaleness, s.MinClients = FedBuff, 2, 4, 1
+			return s
+		}, 0.45},
+		{"fedbuff, secagg cohorts", func(s JobSpec) JobSpec {
+			s.Strategy, s.BufferSize, s.MaxStaleness, s.MinClients = FedBuff, 2, 4, 2
+			s.SecAgg = &SecAggSpec{}
+			return s
+		}, 0.45},
+		{"adaptive", func(s JobSpec) JobSpec { s.Adaptive, s.Encoding = true, Auto; return s }, 0.6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := tc.spec(baseSpec())
+			run := func(restart bool) SimResult {
+				res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: simClients(t, 4, 300, ClusterFacts{SamplesPerSec: 500, BandwidthBps: 5e6}),
+					Test: te, Rand: newDetRand(4), Restart: restart})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			a, b := run(false), run(true)
+			if a.Status.State != Done || a.Model.Ref.Round != spec.Rounds {
+				t.Fatalf("status %+v", a.Status)
+			}
+			if a.Model.Ref != b.Model.Ref {
+				t.Fatalf("restarted after every step: model %v, uninterrupted %v", b.Model.Ref, a.Model.Ref)
+			}
+			acc := a.Points[len(a.Points)-1].Accuracy
+			t.Logf("accuracy %.3f, ε %.2f, %d bytes, %d refused, %v", acc, a.Model.Epsilon, a.UploadBytes, a.Refused, a.Elapsed)
+			if acc < tc.min {
+				t.Fatalf("accuracy %.3f, want at least %.2f", acc, tc.min)
+			}
+			if spec.DP != nil && !(a.Model.Epsilon > 0) {
+				t.Fatal("no ε reported")
+			}
+		})
+	}
+}
+
+// A FedBuff cluster so slow that the models move on past the maximum
+// staleness has its work restarted from the current model rather than
+// refused at the end.
+func TestFedBuffRetiresStaleWork(t *testing.T) {
+	cl := slowOne(t)
+	cl[3].Facts.SamplesPerSec = 2 // 150 s of training, while the others make a model every 2 s
+	spec := baseSpec()
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.Rounds = FedBuff, 2, 2, 1, 8
+	spec.RoundDeadline = time.Hour
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: cl, Rand: newDetRand(5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status.State != Done {
+		t.Fatalf("%+v", res.Status)
+	}
+	retired := 0
+	for _, e := range res.Events {
+		if e.Kind == "abandoned" && strings.Contains(e.Message, clusterName(3)+"'s work from model") {
+			retired++
+		}
+	}
+	if retired == 0 || res.Refused != 0 {
+		t.Fatalf("%d retirements of the slow cluster's work, %d refusals; want some and none", retired, res.Refused)
+	}
+	for _, s := range res.Status.History {
+		if s.Staleness > spec.MaxStaleness {
+			t.Fatalf("model %d took an update %d versions old", s.Round, s.Staleness)
+		}
+	}
+}
+
+// The CNN of internal/train federates too: its tensors travel in its
+// parameter order, FedProx's reference included.
+func TestSimulateCNN(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a CNN on two clients for two rounds; skipped with -short")
+	}
+	if raceEnabled {
+		t.Skip("slow under the race detector; make test runs it in its pass without -race")
+	}
+	_, te := subset(t)
+	spec := baseSpec()
+	spec.Model = ModelSpec{Arch: "cnn"}
+	spec.Rounds, spec.MinClients, spec.Strategy, spec.ProxMu = 2, 2, FedProx, 0.01
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: simClients(t, 2, 300, ClusterFacts{SamplesPerSec: 100}),
+		Test: te.Slice(0, 300), Rand: newDetRand(6)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status.State != Done {
+		t.Fatalf("%+v", res.Status)
+	}
+	acc := res.Points[len(res.Points)-1].Accuracy
+	t.Logf("CNN after 2 rounds: %.3f", acc)
+	if acc < 0.5 {
+		t.Fatalf("CNN accuracy %.3f after 2 rounds", acc)
+	}
+}
+
+// FedBuff stops at the ε budget too: before a flush that would pass it.
+func TestFedBuffStopsAtBudget(t *testing.T) {
+	spec := baseSpec()
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.Rounds = FedBuff, 2, 4, 1, 50
+	spec.DP = &DPSpec{Clip: 1, NoiseMultiplier: 1, Delta: 1e-5, EpsilonBudget: 8}
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: simClients(t, 4, 100, ClusterFacts{SamplesPerSec: 500}), Rand: newDetRand(8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := res.Status
+	t.Logf("%d models, ε %.3f: %s", st.Round, st.Epsilon, st.Reason)
+	if st.State != Done || st.Round >= spec.Rounds || st.Round == 0 || !strings.Contains(st.Reason, "budget") || st.Epsilon > 8 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// A FedBuff secure cohort that falls past the maximum staleness is
+// dropped before its sum is formed, and the job goes on.
+func TestFedBuffDropsStaleSecureCohort(t *testing.T) {
+	cl := simClients(t, 6, 100, ClusterFacts{SamplesPerSec: 500, BandwidthBps: 20e6})
+	cl[5].Facts.SamplesPerSec = 50
+	spec := baseSpec()
+	spec.Strategy, spec.BufferSize, spec.MaxStaleness, spec.MinClients, spec.Rounds = FedBuff, 2, 1, 2, 12
+	spec.SecAgg = &SecAggSpec{}
+	res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: cl, Rand: newDetRand(9)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := false
+	for _, e := range res.Events {
+		dropped = dropped || (e.Kind == "abandoned" && strings.Contains(e.Message, "its sum is not formed"))
+	}
+	if res.Status.State != Done || !dropped {
+		t.Fatalf("status %+v, stale cohort dropped %v", res.Status, dropped)
+	}
+	for _, s := range res.Status.History {
+		if s.Staleness > 1 {
+			t.Fatalf("model %d from a cohort %d versions old", s.Round, s.Staleness)
+		}
+	}
+}

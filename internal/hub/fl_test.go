@@ -1,0 +1,285 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/fl"
+	"outpost.dev/outpost/internal/store"
+)
+
+// memFederated keeps federated models in memory: one initial MLP, and what was published.
+type memFederated struct {
+	mu        sync.Mutex
+	initial   [][]float32
+	published map[string]FederatedPublication
+}
+
+func newMemFederated(t *testing.T) *memFederated {
+	w, err := fl.InitialWeights(fl.ModelSpec{Arch: "mlp", Sizes: []int{4, 3}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &memFederated{initial: w, published: map[string]FederatedPublication{}}
+}
+
+func (m *memFederated) Initial(_ context.Context, name, version, arch string) (fl.ModelSpec, [][]float32, ResolvedModel, error) {
+	if name != "tiny" || version != "1.0.0" || arch != v1alpha1.ArchMLP {
+		return fl.ModelSpec{}, nil, ResolvedModel{}, fmt.Errorf("model %s:%s not found", name, version)
+	}
+	return fl.ModelSpec{Arch: "mlp", Sizes: []int{4, 3}}, m.initial, ResolvedModel{Version: version, Digest: "sha256:tiny"}, nil
+}
+
+func (m *memFederated) Publish(_ context.Context, p FederatedPublication) (ResolvedModel, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.published[p.Name+"@"+p.Version] = p
+	return ResolvedModel{Version: p.Version, Digest: "sha256:" + p.Name + "-" + p.Version}, nil
+}
+
+const tinyJob = `apiVersion: ml.outpost.dev/v1alpha1
+kind: FederatedJob
+metadata: {name: tiny-fl}
+spec:
+  model: {name: tiny, version: 1.0.0}
+  clusterSelectors: [{matchLabels: {fl: "on"}}]
+  data: {path: tiny}
+  rounds: 1
+  clients: {min: 2}
+`
+
+// flEnv is a hub with a federated job started on clusters a and b (c is not selected).
+func flEnv(t *testing.T) (*env, *v1alpha1.FederatedJob) {
+	t.Helper()
+	mem := newMemFederated(t)
+	e := newEnv(t, func(c *Config) { c.Federated, c.FederatedInterval = mem, time.Hour })
+	for _, c := range []string{"a", "b"} {
+		e.mustPut("clusters", c, clusterYAML(c, `fl: "on"`))
+	}
+	e.mustPut("clusters", "c", clusterYAML("c", ""))
+	e.mustPut("federatedjobs", "tiny-fl", tinyJob)
+	if err := e.srv.StepFederated(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	j := e.flJob()
+	if j.Status.LatestDigest != "sha256:tiny" || j.Status.Phase != v1alpha1.FederatedPending {
+		t.Fatalf("job not started: %+v", j.Status)
+	}
+	return e, j
+}
+
+func (e *env) flJob() *v1alpha1.FederatedJob {
+	e.t.Helper()
+	var j *v1alpha1.FederatedJob
+	if err := e.db.View(e.t.Context(), func(tx *store.Tx) error {
+		o, err := tx.Get(e.t.Context(), v1alpha1.KindFederatedJob, "tiny-fl")
+		if err == nil {
+			j = o.(*v1alpha1.FederatedJob)
+		}
+		return err
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	return j
+}
+
+func (e *env) flSnapshot() store.FLSnapshot {
+	e.t.Helper()
+	var s store.FLSnapshot
+	if err := e.db.View(e.t.Context(), func(tx *store.Tx) error {
+		var err error
+		s, err = tx.FLSnapshot(e.t.Context(), "tiny-fl")
+		return err
+	}); err != nil && !errors.Is(err, store.ErrNotFound) {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// flRecord makes an fl.message record of rep for job j.
+func flRecord(t *testing.T, key string, j *v1alpha1.FederatedJob, uid string, rep fl.Report) v1alpha1.OutboxRecord {
+	t.Helper()
+	msg, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := json.Marshal(v1alpha1.FederatedRecord{Job: j.Name, UID: uid, Message: msg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v1alpha1.OutboxRecord{Key: key, Kind: v1alpha1.RecordKindFederated, Created: metav1.Now(), Payload: p}
+}
+
+func facts(cluster string) fl.Report {
+	return fl.Report{Job: "tiny-fl", Cluster: cluster, Kind: fl.KindFacts, Facts: &fl.ClusterFacts{Online: true, Samples: 10, SamplesPerSec: 100}}
+}
+
+// A message the hub cannot apply is refused, saying why, and changes nothing: not the
+// snapshot, not the job, not any desired state.
+func TestFederatedRefusals(t *testing.T) {
+	e, j := flEnv(t)
+	uid := string(j.UID)
+	for _, tc := range []struct {
+		name, cluster string
+		rec           v1alpha1.OutboxRecord
+		want          string
+	}{
+		{"not a federated record", "a", v1alpha1.OutboxRecord{Key: "k1", Kind: v1alpha1.RecordKindFederated, Payload: json.RawMessage(`{"job":"tiny-fl"}`)},
+			"uid: the job's metadata.uid is required"},
+		{"unknown job", "a", flRecord(t, "k2", &v1alpha1.FederatedJob{ObjectMeta: metav1.ObjectMeta{Name: "other"}}, uid, facts("a")), `federated job "other" not found`},
+		{"job created again", "a", flRecord(t, "k3", j, "old-uid", facts("a")), "was created again"},
+		{"cluster not selected", "c", flRecord(t, "k4", j, uid, facts("c")), `does not select cluster "c"`},
+		{"another cluster's message", "a", flRecord(t, "k5", j, uid, facts("b")), `a message of job "tiny-fl" and cluster "b", sent by cluster "a"`},
+		{"the coordinator refuses", "a", flRecord(t, "k6", j, uid, fl.Report{Job: "tiny-fl", Cluster: "a", Kind: fl.KindUpdate, Version: 99,
+			Update: &fl.Update{}}), "fl: report refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, rev := e.flSnapshot(), e.desired("a").Revision
+			resp, err := e.srv.ApplyOutbox(t.Context(), tc.cluster, []v1alpha1.OutboxRecord{tc.rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := resp.Results[0]; r.Outcome != v1alpha1.OutboxRefused || !strings.Contains(r.Message, tc.want) {
+				t.Fatalf("outcome %s %q, want Refused with %q", r.Outcome, r.Message, tc.want)
+			}
+			after := e.flSnapshot()
+			if after.Seq != before.Seq || string(after.State) != string(before.State) {
+				t.Errorf("snapshot %d became %d", before.Seq, after.Seq)
+			}
+			if got := e.desired("a").Revision; got != rev {
+				t.Errorf("desired state of a: revision %d became %d", rev, got)
+			}
+		})
+	}
+	// Facts from both selected clusters start round 1, in the records' transaction: the
+	// snapshot moves on, and each cluster's desired state carries its assignment.
+	seq := e.flSnapshot().Seq
+	for i, c := range []string{"a", "b"} {
+		resp, err := e.srv.ApplyOutbox(t.Context(), c, []v1alpha1.OutboxRecord{flRecord(t, fmt.Sprintf("f%d", i), j, uid, facts(c))})
+		if err != nil || resp.Results[0].Outcome != v1alpha1.OutboxApplied {
+			t.Fatalf("facts of %s: %+v, %v", c, resp, err)
+		}
+	}
+	if got := e.flSnapshot().Seq; got != seq+2 {
+		t.Errorf("snapshot %d after two facts, want %d", got, seq+2)
+	}
+	for _, c := range []string{"a", "b"} {
+		d := e.desiredFederatedOf(c)
+		if len(d) != 1 || len(d[0].Message) == 0 || d[0].Digest != "sha256:tiny" || d[0].Model != "tiny" {
+			t.Fatalf("desired state of %s: %+v", c, d)
+		}
+		var a fl.Assignment
+		if err := json.Unmarshal(d[0].Message, &a); err != nil || a.Phase != fl.Train || a.Cluster != c || a.Round != 1 {
+			t.Errorf("assignment of %s: %+v, %v", c, a, err)
+		}
+	}
+	if d := e.desiredFederatedOf("c"); len(d) != 0 {
+		t.Errorf("cluster c, not selected, has %+v", d)
+	}
+	// The same record again is a duplicate, applied once.
+	resp, err := e.srv.ApplyOutbox(t.Context(), "a", []v1alpha1.OutboxRecord{flRecord(t, "f0", j, uid, facts("a"))})
+	if err != nil || resp.Results[0].Outcome != v1alpha1.OutboxDuplicate || e.flSnapshot().Seq != seq+2 {
+		t.Errorf("facts sent again: %+v, %v, snapshot %d", resp, err, e.flSnapshot().Seq)
+	}
+}
+
+func (e *env) desiredFederatedOf(cluster string) []v1alpha1.DesiredFederated {
+	return e.desired(cluster).Federated
+}
+
+// A started job's spec does not change; a job whose initial model is missing is refused,
+// naming the field; deleting a job forgets its state and takes it from desired states.
+func TestFederatedJobLifecycle(t *testing.T) {
+	e, j := flEnv(t)
+	if r := e.put("federatedjobs", "tiny-fl", tinyJob); r.code != http.StatusOK {
+		t.Errorf("the same spec again: %d %s", r.code, r.body)
+	}
+	r := e.put("federatedjobs", "tiny-fl", strings.Replace(tinyJob, "rounds: 1", "rounds: 5", 1))
+	if r.code != http.StatusUnprocessableEntity || !strings.Contains(unescape(r.body), "spec: Forbidden: a federated job's spec does not change once it started") {
+		t.Errorf("a changed spec: %d %s", r.code, r.body)
+	}
+	r = e.put("federatedjobs", "other", strings.Replace(strings.Replace(tinyJob, "tiny-fl", "other", 1), "version: 1.0.0", "version: 2.0.0", 1))
+	if r.code != http.StatusUnprocessableEntity || !strings.Contains(unescape(r.body), `spec.model.version: Invalid value: "2.0.0": model tiny:2.0.0 not found`) {
+		t.Errorf("a missing initial model: %d %s", r.code, r.body)
+	}
+	r = e.put("federatedjobs", "other", strings.Replace(strings.Replace(tinyJob, "tiny-fl", "other", 1), "clients: {min: 2}",
+		"clients: {min: 2}\n  strategy: {type: FedBuff, buffer: {stalenessWeighting: Hinge}}", 1))
+	if r.code != http.StatusUnprocessableEntity || !strings.Contains(unescape(r.body), `spec.strategy.buffer.stalenessWeighting: Unsupported value: "Hinge"`) {
+		t.Errorf("an unsupported staleness weighting: %d %s", r.code, r.body)
+	}
+	if _, err := e.srv.ApplyOutbox(t.Context(), "a", []v1alpha1.OutboxRecord{flRecord(t, "f", j, string(j.UID), facts("a"))}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do(http.MethodDelete, "/federatedjobs/tiny-fl", "writer", "", nil); r.code != http.StatusOK {
+		t.Fatalf("delete: %d %s", r.code, r.body)
+	}
+	if s := e.flSnapshot(); s.Seq != 0 {
+		t.Errorf("snapshot %d of a deleted job", s.Seq)
+	}
+	if d := e.desiredFederatedOf("a"); len(d) != 0 {
+		t.Errorf("desired state of a after the job was deleted: %+v", d)
+	}
+}
+
+// flSpec maps each field of the resource to the coordinator's spec.
+func TestFLSpec(t *testing.T) {
+	base := func() *v1alpha1.FederatedJob {
+		return &v1alpha1.FederatedJob{ObjectMeta: metav1.ObjectMeta{Name: "j", UID: "u"}, Spec: v1alpha1.FederatedJobSpec{Rounds: 3}}
+	}
+	ms := fl.ModelSpec{Arch: "mlp", Sizes: []int{4, 3}}
+	for _, tc := range []struct {
+		name   string
+		mutate func(j *v1alpha1.FederatedJob)
+		check  func(s fl.JobSpec) bool
+	}{
+		{"defaults", func(*v1alpha1.FederatedJob) {}, func(s fl.JobSpec) bool {
+			return s.Strategy == fl.FedAvg && s.Rounds == 3 && s.MinClients == 2 && s.Fraction == 0 && s.LocalEpochs == 1 &&
+				s.BatchSize == 32 && s.LR == 0.05 && s.Encoding == fl.Float32 && s.RoundDeadline == 10*time.Minute && s.SecAgg == nil && s.DP == nil
+		}},
+		{"FedProx", func(j *v1alpha1.FederatedJob) { j.Spec.Strategy = v1alpha1.AggregationStrategy{Type: v1alpha1.StrategyFedProx, Mu: "0.1"} },
+			func(s fl.JobSpec) bool { return s.Strategy == fl.FedProx && s.ProxMu == 0.1 }},
+		{"FedBuff", func(j *v1alpha1.FederatedJob) {
+			j.Spec.Strategy = v1alpha1.AggregationStrategy{Type: v1alpha1.StrategyFedBuff, Buffer: &v1alpha1.AsyncBuffer{Size: 4}}
+		}, func(s fl.JobSpec) bool { return s.Strategy == fl.FedBuff && s.BufferSize == 4 && s.MaxStaleness == 5 }},
+		{"fraction", func(j *v1alpha1.FederatedJob) { j.Spec.Clients.Fraction = "0.5" }, func(s fl.JobSpec) bool { return s.Fraction == 0.5 }},
+		{"secure and private", func(j *v1alpha1.FederatedJob) {
+			j.Spec.SecureAggregation = true
+			j.Spec.Privacy = &v1alpha1.DifferentialPrivacy{ClipNorm: "1", NoiseMultiplier: "1.1", Epsilon: "8"}
+		}, func(s fl.JobSpec) bool {
+			return s.SecAgg != nil && s.DP != nil && s.DP.Clip == 1 && s.DP.NoiseMultiplier == 1.1 && s.DP.EpsilonBudget == 8 &&
+				s.DP.Delta == 1e-5 && s.DP.Distributed
+		}},
+		{"central noise without secure aggregation", func(j *v1alpha1.FederatedJob) {
+			j.Spec.Privacy = &v1alpha1.DifferentialPrivacy{ClipNorm: "1", NoiseMultiplier: "1", Epsilon: "8", Delta: "1e-6"}
+		}, func(s fl.JobSpec) bool { return !s.DP.Distributed && s.DP.Delta == 1e-6 }},
+		{"quantized", func(j *v1alpha1.FederatedJob) { j.Spec.Encoding = v1alpha1.EncodingQuantized },
+			func(s fl.JobSpec) bool { return s.Encoding == fl.Int8 && !s.Adaptive }},
+		{"adaptive", func(j *v1alpha1.FederatedJob) { j.Spec.Encoding = v1alpha1.EncodingAdaptive },
+			func(s fl.JobSpec) bool { return s.Encoding == fl.Auto && s.Adaptive }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := base()
+			tc.mutate(j)
+			s := flSpec(j, ms)
+			if !tc.check(s) {
+				t.Errorf("flSpec = %+v", s)
+			}
+			if err := s.Validate(); err != nil {
+				t.Errorf("the coordinator refuses it: %v", err)
+			}
+		})
+	}
+}
+
+// unescape undoes JSON's escaping of quotes in a Status answer, to read its message.
+func unescape(b []byte) string { return strings.ReplaceAll(string(b), `\"`, `"`) }
