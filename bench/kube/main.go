@@ -103,7 +103,11 @@ func run(nClusters, nDeployments, nRegions int, idle time.Duration) error {
 	ctrllog.SetLogger(logr.Discard()) // envtest's clients log through controller-runtime's logger
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(root, "deploy", "crds"), kubestellartest.CRDs()}, ErrorIfCRDPathMissing: true}
+	crds := []string{kubestellartest.CRDs()}
+	for _, kind := range []string{"modeldeployments", "clusters"} {
+		crds = append(crds, filepath.Join(root, "deploy", "crds", "ml.outpost.dev_"+kind+".yaml"))
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: crds, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
 		return fmt.Errorf("start the apiserver: %w", err)

@@ -32,10 +32,10 @@ import (
 )
 
 // startAPIServer starts an envtest apiserver (and its etcd) with the CRDs
-// of dirs, and writes its kubeconfig.
-func startAPIServer(t *testing.T, name string, dirs ...string) (*rest.Config, string) {
+// of paths (files or folders), and writes its kubeconfig.
+func startAPIServer(t *testing.T, name string, paths ...string) (*rest.Config, string) {
 	t.Helper()
-	env := &envtest.Environment{CRDDirectoryPaths: dirs, ErrorIfCRDPathMissing: true}
+	env := &envtest.Environment{CRDDirectoryPaths: paths, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start the %s apiserver: %v", name, err)
@@ -108,13 +108,18 @@ func TestKubeStellar(t *testing.T) {
 		testenv.MissingPeer(t, "kube-apiserver and etcd not installed: set KUBEBUILDER_ASSETS (scripts/tools.sh builds them)")
 	}
 	ctrllog.SetLogger(logr.Discard()) // envtest's clients log through controller-runtime's logger
-	crds, err := filepath.Abs("../../deploy/crds")
-	if err != nil {
-		t.Fatal(err)
+	// The CRDs of the kinds KubeStellar mode uses, as deploy/crds has them.
+	var crds []string
+	for _, kind := range []string{"modeldeployments", "clusters"} {
+		f, err := filepath.Abs("../../deploy/crds/ml.outpost.dev_" + kind + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		crds = append(crds, f)
 	}
-	wdsCfg, wdsKC := startAPIServer(t, "wds", crds, kubestellartest.CRDs())
-	wec1Cfg, wec1KC := startAPIServer(t, "wec1", crds)
-	wec2Cfg, wec2KC := startAPIServer(t, "wec2", crds)
+	wdsCfg, wdsKC := startAPIServer(t, "wds", append(crds, kubestellartest.CRDs())...)
+	wec1Cfg, wec1KC := startAPIServer(t, "wec1", crds...)
+	wec2Cfg, wec2KC := startAPIServer(t, "wec2", crds...)
 	scheme, err := kube.NewScheme()
 	if err != nil {
 		t.Fatal(err)
