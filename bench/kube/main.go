@@ -2,8 +2,8 @@
 // apiserver (envtest: kube-apiserver and etcd from KUBEBUILDER_ASSETS): the
 // hub controller with 1,000 ManagedClusters and 100 ModelDeployments (the
 // time from applying the deployments to all their BindingPolicies written,
-// and the API requests it made per deployment), and the agent's watch load
-// on an idle WEC (requests per minute).
+// and the API requests it made per deployment), and the agent's load on an
+// idle WEC: its watch and its status writes (requests per minute).
 //
 //	eval "$(./scripts/tools.sh)" && go run ./bench/kube
 //	go run ./bench/kube -clusters 1000 -deployments 100 -idle 1m
@@ -103,7 +103,11 @@ func run(nClusters, nDeployments, nRegions int, idle time.Duration) error {
 	ctrllog.SetLogger(logr.Discard()) // envtest's clients log through controller-runtime's logger
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(root, "deploy", "crds"), kubestellartest.CRDs()}, ErrorIfCRDPathMissing: true}
+	crds := []string{kubestellartest.CRDs()}
+	for _, kind := range []string{"modeldeployments", "clusters"} {
+		crds = append(crds, filepath.Join(root, "deploy", "crds", "ml.outpost.dev_"+kind+".yaml"))
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: crds, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
 		return fmt.Errorf("start the apiserver: %w", err)
@@ -219,9 +223,30 @@ func run(nClusters, nDeployments, nRegions int, idle time.Duration) error {
 		return fmt.Errorf("agent's first desired state: %w", err)
 	}
 	startup := agentReqs.n.Load()
-	time.Sleep(idle)
-	idleReqs := agentReqs.n.Load() - startup
-	fmt.Printf("agent: first desired state (%d models) after %d requests; idle for %v: %d requests, %.2f per minute\n",
-		len(doc.Models), startup, idle, idleReqs, float64(idleReqs)/idle.Minutes())
+	// The agent reports every 10 s (its default); a report writes a row only
+	// when it changed, or is older than kube.StatusRefresh.
+	report := func() error {
+		r := &v1alpha1.AgentReport{Cluster: "wec-0000", ReportedAt: metav1.NewTime(time.Now().UTC().Truncate(time.Second))}
+		for _, m := range doc.Models {
+			r.Models = append(r.Models, v1alpha1.ModelReport{Deployment: m.Deployment, Model: m.Model,
+				DesiredVersion: m.Version, ActiveVersion: m.Version, Phase: v1alpha1.PhaseActive})
+		}
+		return w.Report(wctx, r)
+	}
+	if err := report(); err != nil {
+		return fmt.Errorf("agent's first report: %w", err)
+	}
+	first := agentReqs.n.Load() - startup
+	idleStart := agentReqs.n.Load()
+	for end := time.Now().Add(idle); time.Now().Before(end); {
+		time.Sleep(min(10*time.Second, time.Until(end)))
+		if err := report(); err != nil {
+			return fmt.Errorf("agent's report: %w", err)
+		}
+	}
+	idleReqs := agentReqs.n.Load() - idleStart
+	fmt.Printf("agent: first desired state (%d models) after %d requests; first report %d status writes; idle for %v, reporting every 10 s: %d requests, %.2f per minute (plus each row's refresh every %v: %.1f writes per minute for %d deployments)\n",
+		len(doc.Models), startup, first, idle, idleReqs, float64(idleReqs)/idle.Minutes(), kube.StatusRefresh,
+		float64(len(doc.Models))/kube.StatusRefresh.Minutes(), len(doc.Models))
 	return nil
 }

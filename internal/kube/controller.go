@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -185,6 +186,49 @@ type deploymentReconciler struct {
 	cfg   ControllerConfig
 	clock clock.Clock
 	log   *slog.Logger
+
+	mu       sync.Mutex
+	resolved map[[2]string]resolution // by model and constraint
+}
+
+// resolution is the registry's answer to a constraint, and when it came.
+type resolution struct {
+	res Resolved
+	err error
+	at  time.Time
+}
+
+// resolve asks the registry, or reuses its answer to the same model and
+// constraint from less than Resync ago: a deployment is reconciled at every
+// status change, and the registry need not hear of each.
+func (r *deploymentReconciler) resolve(ctx context.Context, model, constraint string) (Resolved, error) {
+	key := [2]string{model, constraint}
+	now := r.clock.Now()
+	r.mu.Lock()
+	if r.resolved == nil {
+		r.resolved = map[[2]string]resolution{}
+	}
+	got, ok := r.resolved[key]
+	if ok && now.Sub(got.at) >= r.cfg.Resync {
+		ok = false
+		delete(r.resolved, key)
+	}
+	r.mu.Unlock()
+	if ok {
+		return got.res, got.err
+	}
+	res, err := r.cfg.Resolver.Resolve(ctx, model, constraint)
+	if ctx.Err() == nil {
+		r.mu.Lock()
+		for k, v := range r.resolved {
+			if now.Sub(v.at) >= r.cfg.Resync {
+				delete(r.resolved, k) // no deployment asked for it since
+			}
+		}
+		r.resolved[key] = resolution{res: res, err: err, at: now}
+		r.mu.Unlock()
+	}
+	return res, err
 }
 
 // allDeployments enqueues every ModelDeployment: the inventory changed.
@@ -244,7 +288,7 @@ func (r *deploymentReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	for _, err := range errs {
 		r.log.Warn("returned status skipped", "deployment", md.Name, "err", err)
 	}
-	res, resErr := r.cfg.Resolver.Resolve(ctx, md.Spec.Model.Name, md.Spec.Model.Version)
+	res, resErr := r.resolve(ctx, md.Spec.Model.Name, md.Spec.Model.Version)
 	if resErr != nil {
 		r.log.Warn("cannot resolve", "deployment", md.Name, "model", md.Spec.Model.Name, "version", md.Spec.Model.Version, "err", resErr)
 	}

@@ -23,7 +23,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/opencontainers/go-digest"
+
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/placement"
 )
 
@@ -68,11 +71,16 @@ type Resolved struct {
 }
 
 // ResolvedOf returns the resolution recorded on md's annotations, zero when
-// there is none or it does not parse.
+// there is none or it does not parse: a semantic version and a sha256
+// digest, so that one damaged object never makes a WEC's whole desired
+// state invalid.
 func ResolvedOf(md *v1alpha1.ModelDeployment) Resolved {
 	a := md.GetAnnotations()
 	r := Resolved{Version: a[AnnotationResolvedVersion], Digest: a[AnnotationResolvedDigest]}
-	if r.Version == "" || r.Digest == "" {
+	if artifact.ValidateVersion(r.Version) != nil {
+		return Resolved{}
+	}
+	if d, err := digest.Parse(r.Digest); err != nil || d.Algorithm() != digest.SHA256 {
 		return Resolved{}
 	}
 	if s := a[AnnotationResolvedSize]; s != "" {

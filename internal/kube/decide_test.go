@@ -258,7 +258,11 @@ func TestDesiredState(t *testing.T) {
 	going.DeletionTimestamp = at(0)
 	bad := deployment("f")
 	bad.Annotations = map[string]string{AnnotationResolvedVersion: "1.0.0", AnnotationResolvedDigest: dg1, AnnotationResolvedSize: "-1"}
-	doc := DesiredState("wec1", 77, []v1alpha1.ModelDeployment{*b, *unresolved, *a, *going, *bad})
+	badDigest := deployment("g")
+	badDigest.Annotations = map[string]string{AnnotationResolvedVersion: "1.0.0", AnnotationResolvedDigest: "sha256:abc"}
+	badVersion := deployment("h")
+	badVersion.Annotations = map[string]string{AnnotationResolvedVersion: "latest", AnnotationResolvedDigest: dg1}
+	doc := DesiredState("wec1", 77, []v1alpha1.ModelDeployment{*b, *unresolved, *a, *going, *bad, *badDigest, *badVersion})
 	if doc.Cluster != "wec1" || doc.Revision != 77 || doc.Kind != v1alpha1.KindDesiredState {
 		t.Fatalf("document header %+v", doc)
 	}

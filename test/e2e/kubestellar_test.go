@@ -32,10 +32,10 @@ import (
 )
 
 // startAPIServer starts an envtest apiserver (and its etcd) with the CRDs
-// of dirs, and writes its kubeconfig.
-func startAPIServer(t *testing.T, name string, dirs ...string) (*rest.Config, string) {
+// of paths (files or folders), and writes its kubeconfig.
+func startAPIServer(t *testing.T, name string, paths ...string) (*rest.Config, string) {
 	t.Helper()
-	env := &envtest.Environment{CRDDirectoryPaths: dirs, ErrorIfCRDPathMissing: true}
+	env := &envtest.Environment{CRDDirectoryPaths: paths, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start the %s apiserver: %v", name, err)
@@ -108,13 +108,18 @@ func TestKubeStellar(t *testing.T) {
 		testenv.MissingPeer(t, "kube-apiserver and etcd not installed: set KUBEBUILDER_ASSETS (scripts/tools.sh builds them)")
 	}
 	ctrllog.SetLogger(logr.Discard()) // envtest's clients log through controller-runtime's logger
-	crds, err := filepath.Abs("../../deploy/crds")
-	if err != nil {
-		t.Fatal(err)
+	// The CRDs of the kinds KubeStellar mode uses, as deploy/crds has them.
+	var crds []string
+	for _, kind := range []string{"modeldeployments", "clusters"} {
+		f, err := filepath.Abs("../../deploy/crds/ml.outpost.dev_" + kind + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		crds = append(crds, f)
 	}
-	wdsCfg, wdsKC := startAPIServer(t, "wds", crds, kubestellartest.CRDs())
-	wec1Cfg, wec1KC := startAPIServer(t, "wec1", crds)
-	wec2Cfg, wec2KC := startAPIServer(t, "wec2", crds)
+	wdsCfg, wdsKC := startAPIServer(t, "wds", append(crds, kubestellartest.CRDs())...)
+	wec1Cfg, wec1KC := startAPIServer(t, "wec1", crds...)
+	wec2Cfg, wec2KC := startAPIServer(t, "wec2", crds...)
 	scheme, err := kube.NewScheme()
 	if err != nil {
 		t.Fatal(err)
@@ -251,11 +256,18 @@ func TestKubeStellar(t *testing.T) {
 		if err := wds.Create(ctx, md); err != nil {
 			t.Fatal(err)
 		}
+		bp := &unstructured.Unstructured{}
+		bp.SetGroupVersionKind(kube.BindingPolicyGVK)
 		testenv.WaitFor(t, limit, "the BindingPolicy written", func() bool {
-			bp := &unstructured.Unstructured{}
-			bp.SetGroupVersionKind(kube.BindingPolicyGVK)
 			return wds.Get(ctx, client.ObjectKey{Name: kube.BindingPolicyName("detector")}, bp) == nil
 		})
+		if own := bp.GetOwnerReferences(); len(own) != 1 || own[0].Kind != "ModelDeployment" || own[0].Name != "detector" {
+			t.Errorf("the BindingPolicy's owners: %+v", own)
+		}
+		var c v1alpha1.Cluster
+		if err := wds.Get(ctx, client.ObjectKey{Name: "wec1"}, &c); err != nil || c.Labels["region"] != "eu" || c.Labels[kube.LabelManagedCluster] != "true" {
+			t.Errorf("wec1's Cluster, mirrored from its ManagedCluster: labels %v (%v)", c.Labels, err)
+		}
 		testenv.WaitFor(t, limit, "detector delivered to wec1", func() bool { return inWEC("wec1", "detector") })
 		testenv.WaitFor(t, limit, "wec1's agent serving detector", func() bool { return ready("wec1", "detector") })
 		testenv.WaitFor(t, limit, "wec1's Active row in the WDS (singleton status)", func() bool { return activeRows("detector", "wec1") })
@@ -407,6 +419,15 @@ func TestKubeStellar(t *testing.T) {
 		if !inWEC("wec2", "fleet") || !ready("wec2", "fleet") || !ready("wec2", "detector") {
 			t.Error("wec2, cut off, lost fleet or detector")
 		}
+		// Cut off from the hub's registry too, and restarted: it serves from its cache.
+		a := agents["wec2"]
+		a.link.Partition(true)
+		a.kill()
+		a.start()
+		testenv.WaitFor(t, limit, "wec2, restarted with no WDS and no registry, serving from its cache", func() bool {
+			return ready("wec2", "fleet") && ready("wec2", "detector")
+		})
+		a.link.Partition(false)
 		ks.Cut("wec2", false)
 		testenv.WaitFor(t, limit, "fleet removed from wec2 once the cut heals", func() bool { return !inWEC("wec2", "fleet") && !ready("wec2", "fleet") })
 		if !ready("wec2", "detector") {
