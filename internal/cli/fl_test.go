@@ -20,7 +20,7 @@ func flFixtures() []v1alpha1.Object {
 		ObjectMeta: metav1.ObjectMeta{Name: "fmnist-fl", CreationTimestamp: *ago(10 * time.Minute)},
 		Spec: v1alpha1.FederatedJobSpec{Model: v1alpha1.FederatedModel{Name: "fmnist", Version: "1.0.0"}, Rounds: 5, TargetAccuracy: "0.8",
 			Strategy: v1alpha1.AggregationStrategy{Type: v1alpha1.StrategyFedProx, Mu: "0.01"}, SecureAggregation: true,
-			Privacy:  &v1alpha1.DifferentialPrivacy{ClipNorm: "1", NoiseMultiplier: "1.1", Epsilon: "8"}, Encoding: v1alpha1.EncodingAdaptive},
+			Privacy: &v1alpha1.DifferentialPrivacy{ClipNorm: "1", NoiseMultiplier: "1.1", Epsilon: "8"}, Encoding: v1alpha1.EncodingAdaptive},
 		Status: v1alpha1.FederatedJobStatus{Phase: v1alpha1.FederatedRunning, Round: 2, RoundPhase: "mask", LatestModel: "fmnist-fl",
 			LatestVersion: "0.2.0", Accuracy: "0.7012", EpsilonSpent: "1.2345",
 			Rounds: []v1alpha1.FederatedRoundStatus{
