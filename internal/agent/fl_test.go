@@ -165,3 +165,17 @@ func TestFederatedPrivacyBudget(t *testing.T) {
 		t.Errorf("job ε %s, last round's %s", j.Status.EpsilonSpent, j.Status.Rounds[n-1].EpsilonSpent)
 	}
 }
+
+// A job with a target accuracy ends once a round's starting model reaches it, with that
+// model published.
+func TestFederatedTargetAccuracy(t *testing.T) {
+	job := strings.Replace(flJobYAML, "rounds: 2", "rounds: 30\n  targetAccuracy: \"0.5\"", 1)
+	_, j := runFederatedJob(t, job)
+	n := len(j.Status.Rounds)
+	if j.Status.Phase != v1alpha1.FederatedSucceeded || !strings.Contains(j.Status.Message, "target accuracy 0.5 reached") || n == 0 || n >= 30 {
+		t.Fatalf("job %s after %d rounds: %s", j.Status.Phase, n, j.Status.Message)
+	}
+	if acc, _ := strconv.ParseFloat(j.Status.Accuracy, 64); acc < 0.5 || j.Status.LatestVersion != v1alpha1.RoundVersion(n) {
+		t.Errorf("accuracy %s, latest version %s after %d rounds", j.Status.Accuracy, j.Status.LatestVersion, n)
+	}
+}
