@@ -61,10 +61,11 @@ const (
 	FederatedPending FederatedJobPhase = "Pending"
 	// FederatedRunning: rounds are under way.
 	FederatedRunning FederatedJobPhase = "Running"
-	// FederatedSucceeded: the job ran its rounds, or reached its target accuracy.
+	// FederatedSucceeded: the job ran its rounds, reached its target accuracy, or stopped
+	// before a round that would spend more than its privacy budget (the message says which).
 	FederatedSucceeded FederatedJobPhase = "Succeeded"
-	// FederatedFailed: the job stopped early (its privacy budget ran out, its model is
-	// missing, or too few clusters answered); the message says why.
+	// FederatedFailed: the job stopped early (its initial model could not be read, or rounds
+	// were abandoned too many times in a row); the message says why.
 	FederatedFailed FederatedJobPhase = "Failed"
 )
 

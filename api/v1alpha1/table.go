@@ -487,7 +487,12 @@ func federatedJobBreakdown() *Breakdown {
 			{Name: "Cluster", Cell: row(func(r *FederatedClusterStatus) string { return r.Cluster })},
 			{Name: "Updates", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.Updates) })},
 			{Name: "Last Round", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.LastRound) })},
-			{Name: "Steps", Cell: row(func(r *FederatedClusterStatus) string { return fmt.Sprint(r.LocalSteps) })},
+			{Name: "Steps", Cell: row(func(r *FederatedClusterStatus) string {
+				if r.LocalSteps == 0 {
+					return "" // the job's epochs, or no choice made yet
+				}
+				return fmt.Sprint(r.LocalSteps)
+			})},
 			{Name: "Encoding", Cell: row(func(r *FederatedClusterStatus) string { return r.Encoding })},
 		},
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,10 @@ func federatedJob(t *testing.T, h *testHub, name string) v1alpha1.FederatedJob {
 // Three agents train a federated job from a model in the registry on their own shards of
 // Fashion-MNIST: each round's global model becomes a signed version with its lineage, and
 // the job succeeds after its rounds.
-func TestFederatedJob(t *testing.T) {
+// runFederatedJob starts a hub with the initial model and three agents with 300 images each,
+// applies job (named fmnist-fl) and returns it once it ended.
+func runFederatedJob(t *testing.T, job string) (*testHub, v1alpha1.FederatedJob) {
+	t.Helper()
 	h := newTestHub(t)
 	pushInitialMLP(t, h)
 	all, _, err := dataset.FashionSubset()
@@ -77,21 +81,25 @@ func TestFederatedJob(t *testing.T) {
 		_, stop, _ := startAgent(t, cfg)
 		t.Cleanup(stop)
 	}
-	if code, b := h.api(http.MethodPut, "/federatedjobs/fmnist-fl", "application/yaml", []byte(flJobYAML)); code >= 300 {
+	if code, b := h.api(http.MethodPut, "/federatedjobs/fmnist-fl", "application/yaml", []byte(job)); code >= 300 {
 		t.Fatalf("apply job: %d %s", code, b)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	var j v1alpha1.FederatedJob
 	for {
 		j = federatedJob(t, h, "fmnist-fl")
 		if j.Status.Phase.Finished() {
-			break
+			return h, j
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("job still %s at round %d: %+v", j.Status.Phase, j.Status.Round, j.Status)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func TestFederatedJob(t *testing.T) {
+	h, j := runFederatedJob(t, flJobYAML)
 	if j.Status.Phase != v1alpha1.FederatedSucceeded || j.Status.Round != 2 || len(j.Status.Rounds) != 2 {
 		t.Fatalf("job ended %s at round %d with %d rounds: %s", j.Status.Phase, j.Status.Round, len(j.Status.Rounds), j.Status.Message)
 	}
@@ -129,5 +137,45 @@ func TestFederatedJob(t *testing.T) {
 	}
 	if !strings.HasPrefix(fmt.Sprint(info.Digest), "sha256:") {
 		t.Errorf("digest %s", info.Digest)
+	}
+}
+
+// A job with differential privacy spends ε round after round, reports it, and ends before a
+// round that would spend more than its budget.
+func TestFederatedPrivacyBudget(t *testing.T) {
+	job := strings.Replace(flJobYAML, "rounds: 2", "rounds: 20", 1) +
+		"  privacy: {clipNorm: \"1\", noiseMultiplier: \"1.0\", epsilon: \"12\"}\n"
+	_, j := runFederatedJob(t, job)
+	if j.Status.Phase != v1alpha1.FederatedSucceeded || !strings.Contains(j.Status.Message, "over the budget") {
+		t.Fatalf("job %s: %s", j.Status.Phase, j.Status.Message)
+	}
+	n := len(j.Status.Rounds)
+	if n == 0 || n >= 20 {
+		t.Fatalf("%d rounds within the budget", n)
+	}
+	last := 0.0
+	for _, r := range j.Status.Rounds {
+		eps, err := strconv.ParseFloat(r.EpsilonSpent, 64)
+		if err != nil || eps <= last || eps > 12 {
+			t.Errorf("round %d spent ε %q after %v", r.Round, r.EpsilonSpent, last)
+		}
+		last = eps
+	}
+	if j.Status.EpsilonSpent != j.Status.Rounds[n-1].EpsilonSpent {
+		t.Errorf("job ε %s, last round's %s", j.Status.EpsilonSpent, j.Status.Rounds[n-1].EpsilonSpent)
+	}
+}
+
+// A job with a target accuracy ends once a round's starting model reaches it, with that
+// model published.
+func TestFederatedTargetAccuracy(t *testing.T) {
+	job := strings.Replace(flJobYAML, "rounds: 2", "rounds: 30\n  targetAccuracy: \"0.5\"", 1)
+	_, j := runFederatedJob(t, job)
+	n := len(j.Status.Rounds)
+	if j.Status.Phase != v1alpha1.FederatedSucceeded || !strings.Contains(j.Status.Message, "target accuracy 0.5 reached") || n == 0 || n >= 30 {
+		t.Fatalf("job %s after %d rounds: %s", j.Status.Phase, n, j.Status.Message)
+	}
+	if acc, _ := strconv.ParseFloat(j.Status.Accuracy, 64); acc < 0.5 || j.Status.LatestVersion != v1alpha1.RoundVersion(n) {
+		t.Errorf("accuracy %s, latest version %s after %d rounds", j.Status.Accuracy, j.Status.LatestVersion, n)
 	}
 }

@@ -541,6 +541,9 @@ func (d *demo) main(keep bool, linkBps int64) error {
 	if err := d.rolloutScene(edges, keyPrefix+".key"); err != nil {
 		return err
 	}
+	if err := d.flScene(edges); err != nil {
+		return err
+	}
 
 	d.step("Bad input is refused and changes nothing")
 	_, err = d.run("model", "push", v2, "--name", "fashion", "--version", "1.0.0")

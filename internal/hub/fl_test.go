@@ -246,7 +246,9 @@ func TestFLSpec(t *testing.T) {
 			return s.Strategy == fl.FedAvg && s.Rounds == 3 && s.MinClients == 2 && s.Fraction == 0 && s.LocalEpochs == 1 &&
 				s.BatchSize == 32 && s.LR == 0.05 && s.Encoding == fl.Float32 && s.RoundDeadline == 10*time.Minute && s.SecAgg == nil && s.DP == nil
 		}},
-		{"FedProx", func(j *v1alpha1.FederatedJob) { j.Spec.Strategy = v1alpha1.AggregationStrategy{Type: v1alpha1.StrategyFedProx, Mu: "0.1"} },
+		{"FedProx", func(j *v1alpha1.FederatedJob) {
+			j.Spec.Strategy = v1alpha1.AggregationStrategy{Type: v1alpha1.StrategyFedProx, Mu: "0.1"}
+		},
 			func(s fl.JobSpec) bool { return s.Strategy == fl.FedProx && s.ProxMu == 0.1 }},
 		{"FedBuff", func(j *v1alpha1.FederatedJob) {
 			j.Spec.Strategy = v1alpha1.AggregationStrategy{Type: v1alpha1.StrategyFedBuff, Buffer: &v1alpha1.AsyncBuffer{Size: 4}}

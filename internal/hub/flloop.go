@@ -304,11 +304,13 @@ func (s *Server) forgetFederated(ctx context.Context, name string) error {
 		if _, err := tx.Get(ctx, v1alpha1.KindFederatedJob, name); err == nil {
 			return nil // created again meanwhile
 		}
-		return forgetFederatedTx(ctx, tx, s, name)
+		return s.forgetFederatedTx(ctx, tx, name)
 	})
 }
 
-func forgetFederatedTx(ctx context.Context, tx *store.Tx, s *Server, name string) error {
+// forgetFederatedTx drops job name's snapshot and messages in tx, and rewrites the desired
+// state of the clusters it had messages for.
+func (s *Server) forgetFederatedTx(ctx context.Context, tx *store.Tx, name string) error {
 	if err := tx.DeleteFLSnapshot(ctx, name); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -65,5 +66,53 @@ func TestPutInProcess(t *testing.T) {
 	}
 	if _, err := e.reg.PutBlob(ctx, "Not A Repo", layer); err == nil {
 		t.Error("PutBlob took an invalid repository name")
+	}
+}
+
+// TestTagManifest: a manifest stored in process is tagged as a PUT by tag would: the tag
+// policy is asked, the change is reported, and the HTTP API resolves the tag.
+func TestTagManifest(t *testing.T) {
+	var mu sync.Mutex
+	var events []Event
+	e := newEnv(t, Options{
+		OnChange: func(_ context.Context, ev Event) { mu.Lock(); events = append(events, ev); mu.Unlock() },
+		CheckTag: func(_ context.Context, c TagChange) error {
+			if c.Tag == "forbidden" {
+				return errors.New("not this one")
+			}
+			return nil
+		},
+	})
+	ctx := t.Context()
+	img := e.makeImage("models/a", "", nil, []byte("weights"))
+	if _, err := e.reg.PutManifest(ctx, "models/a", ocispec.MediaTypeImageManifest, img.manifest); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.reg.TagManifest(ctx, "models/a", "1.0.0", img.digest); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := e.req(http.MethodHead, "/v2/models/a/manifests/1.0.0", nil); resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != img.digest.String() {
+		t.Fatalf("HEAD 1.0.0: %d %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
+	}
+	mu.Lock()
+	if n := len(events); n == 0 || events[n-1].Tag != "1.0.0" || events[n-1].Digest != img.digest {
+		t.Errorf("events %+v, want the tag's", events)
+	}
+	mu.Unlock()
+	for _, tc := range []struct {
+		tag  string
+		d    digest.Digest
+		want string
+	}{
+		{"forbidden", img.digest, "not this one"},
+		{"bad tag!", img.digest, "invalid tag"},
+		{"2.0.0", digest.FromString("absent"), "not found"},
+	} {
+		if err := e.reg.TagManifest(ctx, "models/a", tc.tag, tc.d); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("TagManifest(%q) = %v, want an error with %q", tc.tag, err, tc.want)
+		}
+	}
+	if resp, _ := e.req(http.MethodHead, "/v2/models/a/manifests/forbidden", nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("a refused tag resolves: %d", resp.StatusCode)
 	}
 }
