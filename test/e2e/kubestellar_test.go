@@ -342,6 +342,10 @@ func TestKubeStellar(t *testing.T) {
 			doc.Models[0].Version != "1.0.0" || doc.Models[0].Digest == "" {
 			t.Fatalf("wec1's desired state: %+v", doc)
 		}
+		// Asked again below its revision (the agent could not record it), it comes again.
+		if again, err := desired(doc.Revision-1, limit); err != nil || again.Revision != doc.Revision {
+			t.Fatalf("asked again after %d: %+v, %v; want revision %d again", doc.Revision-1, again, err, doc.Revision)
+		}
 		// A status write moves the WEC's resourceVersion, not the desired state.
 		report := &v1alpha1.AgentReport{Cluster: "wec1", ReportedAt: metav1.Now(), Models: []v1alpha1.ModelReport{{
 			Deployment: "fleet", Model: "classifier", DesiredVersion: "1.0.0", Phase: v1alpha1.PhaseFetching}}}
