@@ -118,8 +118,9 @@ func TestKubeStellar(t *testing.T) {
 		crds = append(crds, f)
 	}
 	wdsCfg, wdsKC := startAPIServer(t, "wds", append(crds, kubestellartest.CRDs())...)
-	wec1Cfg, wec1KC := startAPIServer(t, "wec1", crds...)
-	wec2Cfg, wec2KC := startAPIServer(t, "wec2", crds...)
+	// A WEC needs only the kind KubeStellar delivers there (docs/kubestellar.md).
+	wec1Cfg, wec1KC := startAPIServer(t, "wec1", crds[0])
+	wec2Cfg, wec2KC := startAPIServer(t, "wec2", crds[0])
 	scheme, err := kube.NewScheme()
 	if err != nil {
 		t.Fatal(err)
