@@ -310,10 +310,12 @@ func contact(r v1alpha1.ClusterDeploymentStatus) time.Time {
 }
 
 // DesiredModel is the model an agent in a WEC should serve for md, from
-// the resolution the controller recorded on it; false while it has none.
+// the resolution the controller recorded on it; false while it has none,
+// or names a model no registry could hold: the document the agent applies
+// is then valid whatever one object says.
 func DesiredModel(md *v1alpha1.ModelDeployment) (v1alpha1.DesiredModel, bool) {
 	r := ResolvedOf(md)
-	if r.Version == "" {
+	if r.Version == "" || artifact.ValidateName(md.Spec.Model.Name) != nil {
 		return v1alpha1.DesiredModel{}, false
 	}
 	return v1alpha1.DesiredModel{

@@ -262,7 +262,10 @@ func TestDesiredState(t *testing.T) {
 	badDigest.Annotations = map[string]string{AnnotationResolvedVersion: "1.0.0", AnnotationResolvedDigest: "sha256:abc"}
 	badVersion := deployment("h")
 	badVersion.Annotations = map[string]string{AnnotationResolvedVersion: "latest", AnnotationResolvedDigest: dg1}
-	doc := DesiredState("wec1", 77, []v1alpha1.ModelDeployment{*b, *unresolved, *a, *going, *bad, *badDigest, *badVersion})
+	badModel := deployment("i")
+	badModel.Annotations = a.Annotations
+	badModel.Spec.Model.Name = "Not A Model"
+	doc := DesiredState("wec1", 77, []v1alpha1.ModelDeployment{*b, *unresolved, *a, *going, *bad, *badDigest, *badVersion, *badModel})
 	if doc.Cluster != "wec1" || doc.Revision != 77 || doc.Kind != v1alpha1.KindDesiredState {
 		t.Fatalf("document header %+v", doc)
 	}

@@ -40,7 +40,8 @@ func FuzzResolvedOf(f *testing.F) {
 	f.Add("one", dg1, "1")
 	f.Fuzz(func(t *testing.T, version, dg, size string) {
 		md := &v1alpha1.ModelDeployment{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
-			AnnotationResolvedVersion: version, AnnotationResolvedDigest: dg, AnnotationResolvedSize: size}}}
+			AnnotationResolvedVersion: version, AnnotationResolvedDigest: dg, AnnotationResolvedSize: size}},
+			Spec: v1alpha1.ModelDeploymentSpec{Model: v1alpha1.ModelRef{Name: "m"}}}
 		r := ResolvedOf(md)
 		if r != (Resolved{}) && (r.Version != version || r.Digest != dg || r.Size < 0 || version == "" || dg == "") {
 			t.Fatalf("annotations %q %q %q read as %+v", version, dg, size, r)

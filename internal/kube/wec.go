@@ -47,6 +47,7 @@ type WEC struct {
 	changed   chan struct{} // closed at the next change
 	maxRV     int64
 	last      []v1alpha1.DesiredModel
+	lastRev   int64
 	delivered bool
 }
 
@@ -145,7 +146,7 @@ func (w *WEC) deployments() []v1alpha1.ModelDeployment {
 // Desired implements agent.DesiredSource: the desired state made of the
 // delivered deployments, once its revision is above after and its models
 // differ from the ones it returned last (a status write changes the
-// revision, not the models).
+// revision, not the models), or the last one was not applied.
 func (w *WEC) Desired(ctx context.Context, after int64) (*v1alpha1.DesiredState, error) {
 	for {
 		w.mu.Lock()
@@ -154,9 +155,11 @@ func (w *WEC) Desired(ctx context.Context, after int64) (*v1alpha1.DesiredState,
 		if w.informer.HasSynced() && rev > after {
 			doc := DesiredState(w.cluster, rev, w.deployments())
 			w.mu.Lock()
-			fresh := !w.delivered || !reflect.DeepEqual(doc.Models, w.last)
+			// Again when the last one was not applied (an error in the
+			// agent's state): its revision is still above after.
+			fresh := !w.delivered || !reflect.DeepEqual(doc.Models, w.last) || after < w.lastRev
 			if fresh {
-				w.last, w.delivered = doc.Models, true
+				w.last, w.lastRev, w.delivered = doc.Models, rev, true
 			}
 			w.mu.Unlock()
 			if fresh {
