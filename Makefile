@@ -8,10 +8,17 @@ CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 .PHONY: generate
 ## generate: regenerate deepcopy functions (api/...), CRD manifests (deploy/crds, with each kind's names
 ## and printer columns from api/v1alpha1's table of kinds) and the protobuf code.
-generate: $(CONTROLLER_GEN) generate-onnx generate-oip
+generate: $(CONTROLLER_GEN) generate-onnx generate-oip generate-crds
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: generate-crds
+## generate-crds: the CRD manifests alone (deploy/crds, validation rules included), copied into
+## the helm chart's crds/.
+generate-crds: $(CONTROLLER_GEN)
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=deploy/crds
 	$(GO) run ./hack/crdkinds deploy/crds
+	mkdir -p deploy/helm/outpost/crds && rm -f deploy/helm/outpost/crds/*.yaml && \
+		cp deploy/crds/*.yaml deploy/helm/outpost/crds/
 
 # Installs controller-gen once; a binary already in place is reused.
 $(CONTROLLER_GEN):
@@ -58,7 +65,7 @@ generate-oip: protoc-tools
 
 .PHONY: tools test test-short build bench onnx-conformance
 ## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Python gRPC, Fashion-MNIST,
-## promtool).
+## promtool; kube-apiserver, etcd, kubectl and helm through scripts/kube.sh, once per machine).
 tools:
 	./scripts/tools.sh >/dev/null
 
@@ -74,7 +81,7 @@ COVERDIR ?= $(CURDIR)/.cover
 # race detector (atomic ones) cost 3-6x the CPU: make test runs them under the race detector
 # without counters, and counts their coverage in the run without it.
 HOT_PKGS := outpost.dev/outpost/internal/onnx/interp outpost.dev/outpost/internal/train \
-	outpost.dev/outpost/internal/artifact
+	outpost.dev/outpost/internal/artifact outpost.dev/outpost/internal/fl
 
 ## test: the full test suite, with the real peers installed and required, and the race detector;
 ## then, without it, the packages whose checks the race detector makes too slow (the training

@@ -34,12 +34,15 @@ type Accelerator struct {
 type Capacity struct {
 	// CPU is the number of CPU cores, as a Kubernetes quantity ("4", "500m").
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="must be non-negative"
 	CPU *resource.Quantity `json:"cpu,omitempty"`
 	// Memory is the amount of memory, as a Kubernetes quantity ("16Gi").
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="must be non-negative"
 	Memory *resource.Quantity `json:"memory,omitempty"`
 	// Disk is the storage available for the model cache, as a Kubernetes quantity ("200Gi").
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="must be non-negative"
 	Disk *resource.Quantity `json:"disk,omitempty"`
 	// Accelerators lists the accelerator devices by type.
 	// +optional
@@ -100,6 +103,7 @@ type TransferWindow struct {
 	// Days are the days the window opens: Mon, Tue, Wed, Thu, Fri, Sat, Sun; empty is every day.
 	// +optional
 	// +kubebuilder:validation:MaxItems=7
+	// +kubebuilder:validation:items:Pattern=`^(?i)(mon|tue|wed|thu|fri|sat|sun)$`
 	Days []string `json:"days,omitempty"`
 	// Start is when the window opens, "HH:MM".
 	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`

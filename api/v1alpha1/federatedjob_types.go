@@ -90,6 +90,7 @@ type FederatedModel struct {
 	Name string `json:"name"`
 	// Version is the initial model's exact version.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
 	Version string `json:"version"`
 	// Arch is the initial model's architecture: mlp (default) or cnn.
 	// +optional
@@ -220,6 +221,7 @@ type FederatedJobSpec struct {
 	Model FederatedModel `json:"model"`
 	// ClusterSelectors select the clusters that take part, as a deployment's do (ORed).
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
 	ClusterSelectors []metav1.LabelSelector `json:"clusterSelectors"`
 	// Data is the local data set at each cluster.
 	Data FederatedData `json:"data"`

@@ -180,7 +180,9 @@ func (s *FederatedJobSpec) Validate(sp *field.Path) field.ErrorList {
 	}
 	if s.Model.Version == "" {
 		errs = append(errs, field.Required(mp.Child("version"), "the initial model's exact version"))
-	} else if _, err := versions.Parse(s.Model.Version); err != nil {
+	} else if len(s.Model.Version) > 128 {
+		errs = append(errs, field.TooLong(mp.Child("version"), "", 128))
+	} else if _, err := versions.ParseExact(s.Model.Version); err != nil {
 		errs = append(errs, field.Invalid(mp.Child("version"), s.Model.Version, "must be an exact semantic version such as 1.0.0"))
 	}
 	switch s.Model.Arch {
@@ -190,8 +192,11 @@ func (s *FederatedJobSpec) Validate(sp *field.Path) field.ErrorList {
 	}
 
 	cp := sp.Child("clusterSelectors")
-	if len(s.ClusterSelectors) == 0 {
+	switch {
+	case len(s.ClusterSelectors) == 0:
 		errs = append(errs, field.Required(cp, "select the clusters that take part"))
+	case len(s.ClusterSelectors) > MaxClusterSelectors:
+		errs = append(errs, field.TooMany(cp, len(s.ClusterSelectors), MaxClusterSelectors))
 	}
 	for i := range s.ClusterSelectors {
 		errs = append(errs, validateSelector(&s.ClusterSelectors[i], cp.Index(i))...)

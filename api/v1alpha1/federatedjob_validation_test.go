@@ -73,6 +73,9 @@ func TestFederatedJobInvalid(t *testing.T) {
 		{"arch", func(j *FederatedJob) { j.Spec.Model.Arch = "resnet" }, `spec.model.arch: Unsupported value: "resnet"`},
 		{"output", func(j *FederatedJob) { j.Spec.Model.Output = "Out put" }, `spec.model.output: Invalid value: "Out put"`},
 		{"no selectors", func(j *FederatedJob) { j.Spec.ClusterSelectors = nil }, "spec.clusterSelectors: Required value"},
+		{"too many selectors", func(j *FederatedJob) {
+			j.Spec.ClusterSelectors = make([]metav1.LabelSelector, MaxClusterSelectors+1)
+		}, "spec.clusterSelectors: Too many: 33: must have at most 32 items"},
 		{"bad selector", func(j *FederatedJob) {
 			j.Spec.ClusterSelectors[0] = metav1.LabelSelector{MatchLabels: map[string]string{"bad key!": "x"}}
 		}, "spec.clusterSelectors[0]"},

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"outpost.dev/outpost/internal/versions"
 )
 
 // KindInfo is one resource kind of this package: everything decoding, the
@@ -31,12 +33,26 @@ type KindInfo struct {
 	// Breakdown, if set, is what -o wide shows instead of Columns: a row
 	// per part of each object, such as a deployment's row per cluster.
 	Breakdown *Breakdown
+	// Syntax is the syntax of string fields that Go code defines, by path
+	// (such as spec.model.version): `make generate` writes each into the
+	// CRD's schema as a validation rule.
+	Syntax map[string]FieldSyntax
 
 	newObject func() Object
 	isObject  func(o runtime.Object) bool
 	newList   func(items []Object) (runtime.Object, error)
 	items     func(list runtime.Object) ([]Object, bool)
 	status    statusOps
+}
+
+// FieldSyntax is the syntax of a string field, as Go code checks it.
+//
+// +kubebuilder:object:generate=false
+type FieldSyntax struct {
+	// Pattern is a regular expression (RE2) the whole value must match.
+	Pattern string
+	// Message is what a value that does not match is told.
+	Message string
 }
 
 // Column is a column of a kind's table.
@@ -80,6 +96,10 @@ type PartColumn struct {
 	Cell func(o Object, i int, now time.Time) string
 }
 
+// statusCounter is a status with counts of its own rows, such as
+// ModelDeploymentStatus: CopyStatus recounts them.
+type statusCounter interface{ Count() }
+
 // statusOps clears and copies the status of one kind's objects.
 type statusOps struct {
 	reset func(o Object)
@@ -100,6 +120,8 @@ func kinds() []*KindInfo {
 			ShortNames: []string{"md"},
 			Columns:    deploymentColumns(),
 			Breakdown:  deploymentBreakdown(),
+			Syntax: map[string]FieldSyntax{"spec.model.version": {Pattern: versions.ConstraintPattern,
+				Message: "not a semver version or range: an exact version (1.2.3) or a range such as >=1.2 <2, ^1.2, ~1.2.3, 1.x or 1.2 - 1.4"}},
 		}, func(l *ModelDeploymentList) *[]ModelDeployment { return &l.Items },
 			func(d *ModelDeployment) *ModelDeploymentStatus { return &d.Status }),
 		register(&KindInfo{
@@ -118,6 +140,8 @@ func kinds() []*KindInfo {
 			ShortNames: []string{"fj"},
 			Columns:    federatedJobColumns(),
 			Breakdown:  federatedJobBreakdown(),
+			Syntax: map[string]FieldSyntax{"spec.model.version": {Pattern: versions.ExactPattern,
+				Message: "must be an exact semantic version such as 1.0.0"}},
 		}, func(l *FederatedJobList) *[]FederatedJob { return &l.Items },
 			func(j *FederatedJob) *FederatedJobStatus { return &j.Status }),
 	}
@@ -174,6 +198,9 @@ func register[T, L, S any, PT interface {
 			s, ok2 := src.(PT)
 			if ok1 && ok2 {
 				*status(d) = *status(s).DeepCopy()
+				if c, ok := any(status(d)).(statusCounter); ok {
+					c.Count()
+				}
 			}
 		},
 	}
@@ -285,7 +312,8 @@ func (k *KindInfo) Items(list runtime.Object) ([]Object, error) {
 // ResetStatus clears the status of o, an object of the kind.
 func (k *KindInfo) ResetStatus(o Object) { k.status.reset(o) }
 
-// CopyStatus sets dst's status to a deep copy of src's; both are of the kind.
+// CopyStatus sets dst's status to a deep copy of src's, its counts (such as a
+// deployment's readyClusters) recounted from its rows; both are of the kind.
 func (k *KindInfo) CopyStatus(dst, src Object) { k.status.copy(dst, src) }
 
 // New returns an empty object of kind with its apiVersion and kind set.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -166,23 +167,44 @@ func TestCRDsMatchKinds(t *testing.T) {
 				t.Errorf("%s column %q: %s is not a field of the schema", k.Kind, c.Name, c.JSONPath)
 			}
 		}
+		for path, syn := range k.Syntax {
+			prop, ok := v.Schema.OpenAPIV3Schema.at(path)
+			rule := "self.matches(r'" + syn.Pattern + "')"
+			if !ok || !slices.ContainsFunc(prop.Validations, func(r celRule) bool { return r.Rule == rule && r.Message == syn.Message }) {
+				t.Errorf("%s: %s lacks the rule of its syntax (run make generate)", path, k.Kind)
+			}
+		}
 	}
 }
 
-// openAPISchema is the part of an OpenAPI schema that names fields.
+// openAPISchema is the part of an OpenAPI schema that names fields and
+// their rules.
 type openAPISchema struct {
-	Properties map[string]openAPISchema `json:"properties"`
+	Properties  map[string]openAPISchema `json:"properties"`
+	Validations []celRule                `json:"x-kubernetes-validations"`
+}
+
+// celRule is a validation rule of a schema.
+type celRule struct {
+	Rule    string `json:"rule"`
+	Message string `json:"message"`
 }
 
 func (s openAPISchema) has(path string) bool {
+	_, ok := s.at(path)
+	return ok
+}
+
+// at returns the schema of the field at path (.spec.model or spec.model).
+func (s openAPISchema) at(path string) (openAPISchema, bool) {
 	for _, f := range strings.Split(strings.TrimPrefix(path, "."), ".") {
 		next, ok := s.Properties[f]
 		if !ok {
-			return false
+			return openAPISchema{}, false
 		}
 		s = next
 	}
-	return true
+	return s, true
 }
 
 func jsonEqual(t *testing.T, a, b any) bool {

@@ -9,10 +9,12 @@ type ModelRef struct {
 	// Name is the model name; versions live in the registry as models/<name>:<version>.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=200
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$`
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('edge/')",message="a model produced at the edge is deployed once promoted: outpost model promote"
 	Name string `json:"name"`
 	// Version is an exact semantic version ("1.2.3") or a range (">=1.2 <2", "^1.2", "~1.2.3", "1.x").
 	// A range resolves to the highest matching version; prereleases match only when the range names one.
+	// The CRD carries the syntax as versions.ConstraintPattern (hack/crdkinds writes it).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
 	Version string `json:"version"`
@@ -65,18 +67,22 @@ type Rollout struct {
 	// Clusters without the label go last. Empty orders clusters by name.
 	// +optional
 	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:XValidation:rule="!format.qualifiedName().validate(self).hasValue()",message="must be a label key, such as region or example.com/zone"
 	WaveOrder string `json:"waveOrder,omitempty"`
 	// BakeTime is how long every cluster of a wave serves the new version, healthy, before
 	// the next wave starts (default 1m).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="must not be negative"
 	BakeTime *metav1.Duration `json:"bakeTime,omitempty"`
 	// SilentAfter is how long a cluster of a wave may stay silent before it is skipped and
 	// counted, so that a disconnected cluster never holds a rollout (default 10m).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="must not be negative"
 	SilentAfter *metav1.Duration `json:"silentAfter,omitempty"`
 	// ProgressDeadline is how long a cluster in contact may take to serve the new version
 	// before its wave's gate fails (default 30m).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="must not be negative"
 	ProgressDeadline *metav1.Duration `json:"progressDeadline,omitempty"`
 	// Gates are the health gates between waves.
 	// +optional
@@ -95,7 +101,7 @@ type Canary struct {
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 	// Count is how many clusters the canary wave takes (default 1).
 	// +optional
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
 	Count int32 `json:"count,omitempty"`
 }
 
@@ -117,7 +123,7 @@ type RolloutGates struct {
 	// MinRequests is how many requests of the new version a cluster must serve before its
 	// error rate and latency are compared (default 20).
 	// +optional
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
 	MinRequests int32 `json:"minRequests,omitempty"`
 	// Drift fails a wave's cluster whose drift alarm (spec.monitoring) is raised for the new
 	// version: its inputs do not look like the data that version was made for.
@@ -167,17 +173,20 @@ type Serving struct {
 type Monitoring struct {
 	// WindowSamples closes a window after this many samples (default 1000).
 	// +optional
-	// +kubebuilder:validation:Minimum=10
+	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1000000
+	// +kubebuilder:validation:XValidation:rule="self == 0 || self >= 10",message="must be between 10 and 1000000"
 	WindowSamples int32 `json:"windowSamples,omitempty"`
 	// WindowDuration closes a window this long after it opened, if it is not full before
 	// (default 10m).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="must be at least 1s"
 	WindowDuration *metav1.Duration `json:"windowDuration,omitempty"`
 	// Alpha is the significance level of the p-value tests after the correction, a decimal
 	// between 0 and 1 exclusive (default "0.01").
 	// +optional
 	// +kubebuilder:validation:Pattern=`^0?\.[0-9]+$`
+	// +kubebuilder:validation:XValidation:rule="double(self) > 0.0",message="must be a decimal between 0 and 1, such as 0.01"
 	Alpha string `json:"alpha,omitempty"`
 	// Correction corrects the p-values of all features together: Bonferroni (default) or
 	// BenjaminiHochberg.
@@ -186,23 +195,27 @@ type Monitoring struct {
 	Correction string `json:"correction,omitempty"`
 	// MinSamples is the fewest values a feature needs in a window to be tested (default 100).
 	// +optional
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
 	MinSamples int32 `json:"minSamples,omitempty"`
 	// PSIThreshold is the population stability index above which a feature drifted, a decimal
 	// (default "0.25"; "0" turns it off).
 	// +optional
 	// +kubebuilder:validation:Pattern=`^[0-9]*\.?[0-9]+$`
+	// +kubebuilder:validation:XValidation:rule="double(self) <= 1000000.0",message="must be a non-negative decimal, such as 0.25"
 	PSIThreshold string `json:"psiThreshold,omitempty"`
 	// RaiseAfter is how many drifted windows in a row raise the drift alarm (default 1);
 	// ClearAfter how many clean ones clear it (default 3).
 	// +optional
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
 	RaiseAfter int32 `json:"raiseAfter,omitempty"`
 	// +optional
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
 	ClearAfter int32 `json:"clearAfter,omitempty"`
 	// Cooldown is the least time between two changes of the alarm (default 0).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="must not be negative"
 	Cooldown *metav1.Duration `json:"cooldown,omitempty"`
 	// Alert sends the hub's alert webhooks when the alarm is raised or cleared.
 	// +optional
@@ -223,9 +236,11 @@ type ModelDeploymentSpec struct {
 	// Model is the model and the accepted versions.
 	Model ModelRef `json:"model"`
 	// ClusterSelectors select the target clusters by label. A cluster is selected when any selector
-	// matches it (the selectors are ORed, as in a KubeStellar BindingPolicy). An empty list selects
-	// no cluster; an empty selector ({}) selects every cluster.
-	// +optional
+	// matches it (the selectors are ORed, as in a KubeStellar BindingPolicy). At least one is
+	// required: an empty selector ([{}]) selects every cluster.
+	// +kubebuilder:validation:Required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
 	ClusterSelectors []metav1.LabelSelector `json:"clusterSelectors,omitempty"`
 	// VariantPolicy chooses the model variant per cluster.
 	// +optional
@@ -526,6 +541,26 @@ type ModelDeploymentStatus struct {
 	// resolves.
 	// +optional
 	Rollout *RolloutStatus `json:"rollout,omitempty"`
+	// ClusterCount counts the rows of Clusters: the selected clusters. Count sets it.
+	// +optional
+	ClusterCount int32 `json:"clusterCount,omitempty"`
+	// ReadyClusters counts the selected clusters that serve a version (phase Active). Count
+	// sets it.
+	// +optional
+	ReadyClusters int32 `json:"readyClusters,omitempty"`
+}
+
+// Count sets ClusterCount and ReadyClusters from Clusters. Whoever writes the
+// rows calls it (the hub's store on every status write, through
+// KindInfo.CopyStatus; the Kubernetes controller before its status update),
+// so that kubectl's columns, which read only fields, show them.
+func (s *ModelDeploymentStatus) Count() {
+	s.ClusterCount, s.ReadyClusters = int32(len(s.Clusters)), 0
+	for _, c := range s.Clusters {
+		if c.Phase == PhaseActive {
+			s.ReadyClusters++
+		}
+	}
 }
 
 // ModelDeployment deploys a model version, pinned or chosen by a semantic version range, to the

@@ -118,8 +118,10 @@ type RetryPolicy struct {
 	// Backoff is the wait before the first retry (default 10s); it doubles for each further
 	// retry, up to MaxBackoff (default 5m).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be positive"
 	Backoff *metav1.Duration `json:"backoff,omitempty"`
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be positive"
 	MaxBackoff *metav1.Duration `json:"maxBackoff,omitempty"`
 }
 
@@ -166,6 +168,7 @@ type PipelineStep struct {
 	// Name is the step's name, unique in the pipeline: a DNS label.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 	// Type is what the step does.
 	Type StepType `json:"type"`
@@ -193,6 +196,7 @@ type PipelineStep struct {
 	Retries *RetryPolicy `json:"retries,omitempty"`
 	// Timeout fails an attempt that runs longer.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be positive"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// Resources are what the step needs while it runs.
 	// +optional
@@ -206,6 +210,7 @@ type PipelineStep struct {
 type PipelineSpec struct {
 	// ClusterSelectors select the clusters the pipeline runs on, as a deployment's do.
 	// +optional
+	// +kubebuilder:validation:MaxItems=32
 	ClusterSelectors []metav1.LabelSelector `json:"clusterSelectors,omitempty"`
 	// Schedule, if set, starts a run on each selected cluster at the times of a five-field
 	// cron expression ("0 3 * * *"), by the cluster's clock, linked or not.
@@ -213,6 +218,7 @@ type PipelineSpec struct {
 	Schedule string `json:"schedule,omitempty"`
 	// Triggers start runs on events in the cluster.
 	// +optional
+	// +kubebuilder:validation:MaxItems=16
 	Triggers []PipelineTrigger `json:"triggers,omitempty"`
 	// Priority orders the pipeline's steps against other work on the cluster: higher first
 	// (default 0; serving is always above).
@@ -309,12 +315,17 @@ const (
 type PipelineRunSpec struct {
 	// Pipeline is the Pipeline's name.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a Pipeline's name: lowercase letters, digits, '-' and '.'"
 	Pipeline string `json:"pipeline"`
 	// Cluster is the cluster that runs it.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a Cluster's name: lowercase letters, digits, '-' and '.'"
 	Cluster string `json:"cluster"`
 	// Trigger is what started the run: Manual, Schedule, Local, Drift or NewVersion.
 	// +optional
+	// +kubebuilder:validation:Enum=Manual;Schedule;Local;Drift;NewVersion
 	Trigger string `json:"trigger,omitempty"`
 }
 

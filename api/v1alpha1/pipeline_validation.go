@@ -18,6 +18,8 @@ import (
 // Limits of a Pipeline.
 const (
 	MaxPipelineSteps = 64
+	// MaxPipelineTriggers bounds a pipeline's triggers.
+	MaxPipelineTriggers = 16
 	// MaxStepLogTailBytes bounds a step's log tail in a run's status.
 	MaxStepLogTailBytes = 2048
 	// MaxRunMessageBytes bounds the messages of a run and of its steps.
@@ -55,6 +57,12 @@ func (p *Pipeline) Validate() error {
 // validates a spec this way too).
 func (s *PipelineSpec) Validate(sp *field.Path) field.ErrorList {
 	var errs field.ErrorList
+	if len(s.ClusterSelectors) > MaxClusterSelectors {
+		errs = append(errs, field.TooMany(sp.Child("clusterSelectors"), len(s.ClusterSelectors), MaxClusterSelectors))
+	}
+	if len(s.Triggers) > MaxPipelineTriggers {
+		errs = append(errs, field.TooMany(sp.Child("triggers"), len(s.Triggers), MaxPipelineTriggers))
+	}
 	for i := range s.ClusterSelectors {
 		errs = append(errs, validateSelector(&s.ClusterSelectors[i], sp.Child("clusterSelectors").Index(i))...)
 	}

@@ -102,21 +102,18 @@ func endpoints(c *Cluster) ServingEndpoints {
 }
 
 func deploymentColumns() []Column {
-	count := func(d *ModelDeployment, active bool) int {
-		n := 0
-		for _, cs := range d.Status.Clusters {
-			if !active || cs.Phase == PhaseActive {
-				n++
-			}
-		}
-		return n
-	}
 	return []Column{
 		{Name: "Model", Type: ColumnString, JSONPath: ".spec.model.name"},
 		{Name: "Version", Type: ColumnString, JSONPath: ".spec.model.version"},
 		{Name: "Resolved", Type: ColumnString, JSONPath: ".status.resolvedVersion"},
-		{Name: "Clusters", Type: ColumnInteger, Cell: func(o Object, _ time.Time) string { return fmt.Sprint(count(o.(*ModelDeployment), false)) }},
-		{Name: "Active", Type: ColumnInteger, Cell: func(o Object, _ time.Time) string { return fmt.Sprint(count(o.(*ModelDeployment), true)) }},
+		{Name: "Clusters", Type: ColumnInteger, JSONPath: ".status.clusterCount", Cell: func(o Object, _ time.Time) string {
+			return fmt.Sprint(len(o.(*ModelDeployment).Status.Clusters))
+		}},
+		{Name: "Ready", Type: ColumnInteger, JSONPath: ".status.readyClusters", Cell: func(o Object, _ time.Time) string {
+			s := o.(*ModelDeployment).Status.DeepCopy()
+			s.Count()
+			return fmt.Sprint(s.ReadyClusters)
+		}},
 		{Name: "Age", Type: ColumnDate, JSONPath: ".metadata.creationTimestamp"},
 	}
 }

@@ -50,6 +50,9 @@ var modelNamePattern = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[
 
 const maxModelNameLen = 200
 
+// MaxClusterSelectors bounds the clusterSelectors of a deployment, a pipeline or a federated job.
+const MaxClusterSelectors = 32
+
 func validateMeta(m *metav1.ObjectMeta) field.ErrorList {
 	p := field.NewPath("metadata")
 	var errs field.ErrorList
@@ -195,6 +198,12 @@ func (d *ModelDeployment) Validate() error {
 	} else if err := versions.Validate(d.Spec.Model.Version); err != nil {
 		errs = append(errs, field.Invalid(mp.Child("version"), d.Spec.Model.Version, "not a semver version or range"))
 	}
+	switch csp := sp.Child("clusterSelectors"); {
+	case len(d.Spec.ClusterSelectors) == 0:
+		errs = append(errs, field.Required(csp, "at least one selector: [{}] selects every cluster"))
+	case len(d.Spec.ClusterSelectors) > MaxClusterSelectors:
+		errs = append(errs, field.TooMany(csp, len(d.Spec.ClusterSelectors), MaxClusterSelectors))
+	}
 	for i := range d.Spec.ClusterSelectors {
 		errs = append(errs, validateSelector(&d.Spec.ClusterSelectors[i], sp.Child("clusterSelectors").Index(i))...)
 	}
@@ -257,8 +266,28 @@ func (s *ModelDeploymentStatus) validate(p *field.Path) field.ErrorList {
 	return errs
 }
 
+// Bounds of a label selector (the CRDs carry them too, which keeps the
+// cost of their validation rules within the apiserver's budget).
+const (
+	// MaxSelectorTerms bounds a selector's matchLabels and its matchExpressions.
+	MaxSelectorTerms = 16
+	// MaxSelectorValues bounds the values of one of its matchExpressions.
+	MaxSelectorValues = 32
+)
+
 func validateSelector(sel *metav1.LabelSelector, p *field.Path) field.ErrorList {
 	errs := metav1validation.ValidateLabelSelector(sel, metav1validation.LabelSelectorValidationOptions{}, p)
+	if len(sel.MatchLabels) > MaxSelectorTerms {
+		errs = append(errs, field.TooMany(p.Child("matchLabels"), len(sel.MatchLabels), MaxSelectorTerms))
+	}
+	if len(sel.MatchExpressions) > MaxSelectorTerms {
+		errs = append(errs, field.TooMany(p.Child("matchExpressions"), len(sel.MatchExpressions), MaxSelectorTerms))
+	}
+	for i, e := range sel.MatchExpressions {
+		if len(e.Values) > MaxSelectorValues {
+			errs = append(errs, field.TooMany(p.Child("matchExpressions").Index(i).Child("values"), len(e.Values), MaxSelectorValues))
+		}
+	}
 	if len(errs) == 0 {
 		if _, err := metav1.LabelSelectorAsSelector(sel); err != nil {
 			errs = append(errs, field.Invalid(p, sel.String(), err.Error()))

@@ -139,6 +139,13 @@ type Config struct {
 	// OnApplied, if set, is called after a desired state document was
 	// applied (DesiredPipelines may have changed). It must return quickly.
 	OnApplied func()
+	// Desired, if set, is where desired state comes from instead of the
+	// hub's long-poll, such as the ModelDeployments KubeStellar delivered
+	// into this cluster. The hub is still joined for its registry.
+	Desired DesiredSource
+	// Reports, if set, takes the agent's reports instead of the hub, such
+	// as the status of those ModelDeployments.
+	Reports ReportSink
 	// FederatedData is the folder a federated job's relative data path is read from (the
 	// local data never leaves the cluster); empty means Dir/data.
 	FederatedData string
@@ -201,6 +208,8 @@ type Agent struct {
 
 	// gcMu is held shared by each model sync and exclusively by garbage collection.
 	gcMu sync.RWMutex
+	// files serialises the fetches of each file between syncs.
+	files fileLocks
 
 	mu         sync.Mutex
 	hub        *hubclient.Client
@@ -695,11 +704,17 @@ func hubBusy(err error) bool {
 	return code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable
 }
 
-// pollLoop long-polls the desired state and applies what comes. After a
+// pollLoop asks the desired state source (Config.Desired, or the hub's
+// long-poll) for what is newer than the applied revision and applies what
+// comes, through the version guard. After a
 // failure it backs off, but polls again as soon as the hub answers any
 // request when the failure was no answer at all, and at once after joining
 // again when the hub no longer knew its credential or its cluster.
 func (a *Agent) pollLoop(ctx context.Context) {
+	src, fromHub := a.cfg.Desired, false
+	if src == nil {
+		src, fromHub = hubSource{hub: a.hub, cluster: a.name, timeout: a.cfg.PollTimeout}, true
+	}
 	failures := 0
 	rejoined := false // the last poll failed, and the agent joined again
 	for ctx.Err() == nil {
@@ -711,16 +726,16 @@ func (a *Agent) pollLoop(ctx context.Context) {
 		}
 		start := a.clock.Now()
 		back := a.reach.wait()
-		doc, err := a.hub.DesiredState(ctx, a.name, applied.Revision, a.cfg.PollTimeout)
+		doc, err := src.Desired(ctx, applied.Revision)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			failures++
-			if hubclient.Code(err) == 0 {
+			if hubclient.Code(err) == 0 && fromHub {
 				a.reach.failed()
 			}
-			if code := hubclient.Code(err); (code == http.StatusUnauthorized || code == http.StatusNotFound) && a.cfg.JoinToken != "" {
+			if code := hubclient.Code(err); fromHub && (code == http.StatusUnauthorized || code == http.StatusNotFound) && a.cfg.JoinToken != "" {
 				// The credential is refused, or the cluster is gone (deleted
 				// while the agent polled): the hub no longer knows it.
 				a.log.Warn("hub refused the credential or no longer has the cluster, joining again", "err", err)
@@ -746,14 +761,16 @@ func (a *Agent) pollLoop(ctx context.Context) {
 			a.signal(a.reportNow)
 		}
 		failures = 0
-		a.contact(ctx)
+		if fromHub {
+			a.contact(ctx)
+		}
 		if doc == nil {
 			continue
 		}
-		if rtt := clock.Since(a.clock, start); rtt < time.Second {
+		if rtt := clock.Since(a.clock, start); rtt < time.Second && fromHub {
 			a.link.observeRTT(rtt)
 		}
-		if _, err := a.Apply(ctx, doc, SourceNetwork); err != nil {
+		if _, err := a.Apply(ctx, doc, src.Source()); err != nil {
 			a.log.Error("apply desired state", "err", err)
 			clock.Sleep(ctx, a.clock, a.backoff(1))
 		}

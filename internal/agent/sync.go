@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -82,20 +83,15 @@ func (a *Agent) sync(ctx context.Context, want v1alpha1.DesiredModel) error {
 		log.Info("fetching", "files", len(missing), "byWeightDelta", len(byDelta), "missingBytes", remaining, "modelBytes", rec.FilesSize)
 		p := &progress{a: a, want: want, fetched: fetched, total: total, errText: row.Error}
 		for _, fc := range missing {
-			if fd, ok := byDelta[fc.Digest]; ok {
-				err := a.fetchByDelta(ctx, repo, fd, p)
-				if err == nil {
-					continue
-				}
-				if ctx.Err() != nil {
-					p.flush(ctx, true)
-					return err
-				}
-				log.Warn("weight delta failed: fetching the file's chunks", "path", fc.Path, "err", err)
-			}
-			if err := a.fetchFile(ctx, repo, fc, p); err != nil {
+			unlock, err := a.files.lock(ctx, fc.Digest)
+			if err != nil {
 				p.flush(ctx, true)
-				return err // it names the file
+				return err
+			}
+			err = a.fetchMissing(ctx, repo, fc, byDelta, p, log)
+			unlock()
+			if err != nil {
+				return err
 			}
 		}
 		p.flush(ctx, true)
@@ -130,6 +126,32 @@ func (a *Agent) sync(ctx context.Context, want v1alpha1.DesiredModel) error {
 		log.Warn("activated a downgrade", "from", from)
 	} else {
 		log.Info("activated")
+	}
+	return nil
+}
+
+// fetchMissing brings one missing file into the cache, by its weight delta
+// when byDelta has one and it applies, else by its chunks. The caller holds
+// the file's lock: a sync of another deployment may have brought the file
+// in while this one waited for it.
+func (a *Agent) fetchMissing(ctx context.Context, repo string, fc artifact.FileChunks, byDelta map[digest.Digest]artifact.FileDelta, p *progress, log *slog.Logger) error {
+	if a.cache.has(fc.Digest, fc.Size) {
+		return nil
+	}
+	if fd, ok := byDelta[fc.Digest]; ok {
+		err := a.fetchByDelta(ctx, repo, fd, p)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			p.flush(ctx, true)
+			return err
+		}
+		log.Warn("weight delta failed: fetching the file's chunks", "path", fc.Path, "err", err)
+	}
+	if err := a.fetchFile(ctx, repo, fc, p); err != nil {
+		p.flush(ctx, true)
+		return err // it names the file
 	}
 	return nil
 }

@@ -325,6 +325,21 @@ func TestParts(t *testing.T) {
 		!strings.Contains(err.Error(), p.Parts[0].Name) {
 		t.Fatalf("Stage of a partial trip = %v, want ErrIncomplete naming %s", err, p.Parts[0].Name)
 	}
+	// A staged part that rots on disk before the next trip is refused, not
+	// unpacked, and staged afresh by the trip after.
+	staged, _ := filepath.Glob(filepath.Join(stage, "*", p.Parts[3].Name))
+	if len(staged) != 1 {
+		t.Fatalf("staged copies of %s: %v", p.Parts[3].Name, staged)
+	}
+	b, _ := os.ReadFile(staged[0])
+	b[len(b)/2] ^= 0x01
+	os.WriteFile(staged[0], b, 0o600)
+	if _, err := Stage(ctx, pf, stage, []ed25519.PublicKey{pub}); !errors.Is(err, ErrDigest) {
+		t.Fatalf("Stage over a rotted staged part = %v, want ErrDigest", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(stage, "*", "layout")); len(m) > 0 {
+		t.Fatalf("a layout was unpacked from a rotted part: %v", m)
+	}
 	dir, err := Stage(ctx, pf, stage, []ed25519.PublicKey{pub})
 	if err != nil {
 		t.Fatal(err)

@@ -230,7 +230,13 @@ func Stage(ctx context.Context, partsFile, stageRoot string, trusted []ed25519.P
 	if missing := p.Missing(have); len(missing) > 0 {
 		return "", fmt.Errorf("%w: %d of %d parts staged, missing %s", ErrIncomplete, len(p.Parts)-len(missing), len(p.Parts), strings.Join(missing, ", "))
 	}
-	if err := unpack(ctx, stage, layout, p); err != nil {
+	// Staged parts are checked again as they are unpacked: a part that
+	// rotted on disk between two trips is refused, not unpacked, and
+	// dropped so that the next trip stages it afresh.
+	if err := unpackFrom(ctx, stage, stage, layout, p); err != nil {
+		if errors.Is(err, ErrDigest) {
+			dropDamaged(stage, p)
+		}
 		return "", err
 	}
 	return layout, nil
@@ -297,9 +303,10 @@ func (c *checkedPart) Read(b []byte) (int, error) {
 }
 
 // unpackFrom extracts the parts of p in src into layout, while another
-// goroutine checks each part's digest (the two hashes, of the parts and of
-// the blobs, run side by side): a part that does not match fails the
-// whole, and no layout appears.
+// goroutine checks each part's digest: a part that does not match fails
+// the whole, and no layout appears. The parts' sha256, signed in the parts
+// list, cover every byte of the tar stream, so the blobs in it need no
+// hash of their own: one hash pass, beside the writing.
 func unpackFrom(ctx context.Context, src, stage, layout string, p *Parts) error {
 	tmp := layout + ".partial"
 	if err := os.RemoveAll(tmp); err != nil {
@@ -345,6 +352,17 @@ func finishLayout(tmp, layout, stage string) error {
 	return durable.SyncDir(stage)
 }
 
+// dropDamaged removes from dir each part of p that does not match its
+// size and sha256.
+func dropDamaged(dir string, p *Parts) {
+	for _, pt := range p.Parts {
+		one := &Parts{Bundle: p.Bundle, Parts: []Part{pt}}
+		if err := checkParts(dir, one); err != nil {
+			os.Remove(filepath.Join(dir, pt.Name))
+		}
+	}
+}
+
 // checkParts returns the error of the first part of p in dir whose size
 // or sha256 does not match.
 func checkParts(dir string, p *Parts) error {
@@ -363,33 +381,14 @@ func checkParts(dir string, p *Parts) error {
 	return nil
 }
 
-// unpack extracts the staged parts of p, in order, into the folder layout,
-// which appears whole or not at all.
-func unpack(ctx context.Context, stage, layout string, p *Parts) error {
-	tmp := layout + ".partial"
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	readers := make([]io.Reader, 0, len(p.Parts))
-	for _, pt := range p.Parts {
-		f, err := os.Open(filepath.Join(stage, pt.Name))
-		if err != nil {
-			return fmt.Errorf("bundle: %w", err)
-		}
-		defer f.Close()
-		readers = append(readers, f)
-	}
-	if err := Untar(ctx, io.MultiReader(readers...), tmp); err != nil {
-		return err
-	}
-	return finishLayout(tmp, layout, stage)
-}
-
 // Untar extracts a bundle's tar stream into dir, refusing any entry that
 // is not a regular file of an OCI image layout (oci-layout, index.json,
-// blobs/sha256/HEX).
+// blobs/sha256/HEX). It does not check the blobs against their names: the
+// caller checks the stream (Stage, against the parts' signed sha256) and
+// keeps dir out of use until it did.
 func Untar(ctx context.Context, r io.Reader, dir string) error {
 	tr := tar.NewReader(r)
+	buf := make([]byte, 1<<20)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -412,24 +411,9 @@ func Untar(ctx context.Context, r io.Reader, dir string) error {
 		if err != nil {
 			return fmt.Errorf("%w: tar entry %q: %v", ErrMalformed, hdr.Name, err)
 		}
-		if strings.HasPrefix(hdr.Name, "blobs/") {
-			// A blob is checked against its name as it is written (hashed
-			// beside the writing, which starts writeback as it goes): a
-			// layout unpacked whole holds only blobs that match their
-			// digests.
-			err = durable.Copy(f, tr, hdr.Size, digest.Digest("sha256:"+path.Base(hdr.Name)), nil)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if errors.Is(err, durable.ErrMismatch) {
-				return fmt.Errorf("bundle: unpack %s: %w: %v", hdr.Name, ErrDigest, err)
-			}
-			if err != nil {
-				return fmt.Errorf("bundle: unpack %s: %w", hdr.Name, err)
-			}
-			continue
-		}
-		_, err = io.Copy(f, tr)
+		// Written as it comes (writeback started as it goes); the caller
+		// checks the stream and fsyncs the tree.
+		_, err = io.CopyBuffer(durable.NewRawWriter(f), tr, buf)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

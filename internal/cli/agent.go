@@ -24,6 +24,7 @@ import (
 	"outpost.dev/outpost/internal/drift"
 	"outpost.dev/outpost/internal/edgerun"
 	"outpost.dev/outpost/internal/feedback"
+	"outpost.dev/outpost/internal/kube"
 	"outpost.dev/outpost/internal/outbox"
 	"outpost.dev/outpost/internal/pki"
 	"outpost.dev/outpost/internal/serving"
@@ -49,6 +50,8 @@ func newAgentCmd(g *globals) *cobra.Command {
 		debugAddr     string
 		pipelineData  string
 		pf            pipelineFlags
+		kubeconfig    string
+		inCluster     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --hub URL --join-token T --data DIR --name NAME",
@@ -84,13 +87,23 @@ window goes into the outbox for the hub.
 
 Versions never go backwards by accident: desired state older than what was
 applied is refused and counted, and a lower version replaces a higher one
-only when the deployment sets allowDowngrade.`,
+only when the deployment sets allowDowngrade.
+
+In KubeStellar mode (--kubeconfig, or --in-cluster) the agent runs in a
+workload execution cluster (WEC): its desired state is the ModelDeployments
+KubeStellar delivered into that cluster, through the same version guard,
+and it writes its row into each one's status, which KubeStellar returns to
+the WDS. It still joins the hub (--hub, --join-token) for its registry.
+--name is then required: the cluster's ManagedCluster name. See
+docs/kubestellar.md.`,
 		Example: `  outpost agent --hub https://hub.example:8443 --ca-file ca.crt \
       --join-token opj_... --data /var/lib/outpost-agent --name edge-berlin-1 \
       --labels region=eu,tier=store --max-bandwidth 10MiB
   outpost agent --data /var/lib/outpost-agent
   outpost agent --data /var/lib/outpost-agent --serve 127.0.0.1:8080 --grpc 127.0.0.1:8081
-  outpost agent status --data /var/lib/outpost-agent`,
+  outpost agent status --data /var/lib/outpost-agent
+  outpost agent --kubeconfig wec1.kubeconfig --name wec1 --data /var/lib/outpost-agent \
+      --hub https://hub.example:8443 --ca-file ca.crt --join-token opj_...`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfg.Dir == "" {
@@ -139,6 +152,23 @@ only when the deployment sets allowDowngrade.`,
 			cfg.OnEvent, cfg.OnApplied = runner.Event, runner.Poke
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			if kubeconfig != "" || inCluster {
+				// KubeStellar mode: desired state from the ModelDeployments
+				// delivered into this cluster, status into theirs.
+				if cfg.Name == "" {
+					return errors.New("--name is required with --kubeconfig or --in-cluster: the cluster's ManagedCluster name")
+				}
+				rc, err := kubeConfig(kubeconfig, inCluster)
+				if err != nil {
+					return err
+				}
+				wec, err := kube.NewWEC(rc, cfg.Name, cfg.Logger.With("component", "wec"))
+				if err != nil {
+					return err
+				}
+				wec.Start(ctx)
+				cfg.Desired, cfg.Reports = wec, wec
+			}
 			a, err := agent.New(ctx, cfg)
 			if err != nil {
 				return err
@@ -202,6 +232,8 @@ only when the deployment sets allowDowngrade.`,
 	f.StringSliceVar(&accelerators, "accelerator", nil, "declared accelerator TYPE=COUNT, such as nvidia.com/gpu=1; repeatable")
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "KubeStellar mode: kubeconfig of this cluster (a WEC), whose delivered ModelDeployments are the desired state")
+	f.BoolVar(&inCluster, "in-cluster", false, "KubeStellar mode, reaching this cluster as the pod the agent runs in")
 	f.StringVar(&pipelineData, "pipeline-data", "", "folder of local data that pipelines' dataset steps read when they name no path, and federated jobs' relative data paths (default DATA/data)")
 	pf.register(f)
 	sf.register(f)

@@ -183,6 +183,7 @@ Start a hub with 'outpost hub init' and 'outpost hub serve'; push models with
 		newPipelineCmd(g),
 		newRolloutCmd(g),
 		newBundleCmd(g),
+		newControllerCmd(g),
 		newFLCmd(g),
 	)
 	refuseUnknownSubcommands(root)

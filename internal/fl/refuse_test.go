@@ -220,3 +220,26 @@ func FuzzClientAssignment(f *testing.F) {
 		_, _ = c.Handle(context.Background(), a, g, local, nil)
 	})
 }
+
+// TestServerLRDefault: FedBuff steps half way unless told otherwise (its
+// buffers' updates add up), synchronous strategies take the whole step.
+func TestServerLRDefault(t *testing.T) {
+	for _, tc := range []struct {
+		strategy  Strategy
+		set, want float64
+	}{
+		{FedAvg, 0, 1},
+		{FedProx, 0, 1},
+		{FedBuff, 0, 0.5},
+		{FedBuff, 0.8, 0.8},
+	} {
+		s := tinySpec(3)
+		s.Strategy, s.ServerLR, s.ProxMu, s.BufferSize = tc.strategy, tc.set, 0.01, 2
+		if err := s.Validate(); err != nil {
+			t.Fatalf("%s: %v", tc.strategy, err)
+		}
+		if s.ServerLR != tc.want {
+			t.Errorf("%s with serverLR %v: %v, want %v", tc.strategy, tc.set, s.ServerLR, tc.want)
+		}
+	}
+}

@@ -84,6 +84,9 @@ func slowOne(t *testing.T) []SimClient {
 // With one slow cluster, FedBuff reaches a target accuracy sooner than
 // synchronous rounds, which wait for the slow cluster every round.
 func TestFedBuffOutrunsSyncWithASlowCluster(t *testing.T) {
+	if raceEnabled {
+		t.Skip("trains to a target twice, most of a minute under the race detector; make test runs it in its pass without -race")
+	}
 	_, te := subset(t)
 	run := func(spec JobSpec) SimResult {
 		res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: slowOne(t), Test: te, Target: 0.7, Rand: newDetRand(2)})
@@ -300,6 +303,9 @@ func TestFedBuffRetiresStaleWork(t *testing.T) {
 func TestSimulateCNN(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains a CNN on two clients for two rounds; skipped with -short")
+	}
+	if raceEnabled {
+		t.Skip("slow under the race detector; make test runs it in its pass without -race")
 	}
 	_, te := subset(t)
 	spec := baseSpec()

@@ -25,6 +25,9 @@ func TestFedAvgMatchesPyTorch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains 10 clients for 10 rounds twice (about 15 s); skipped with -short")
 	}
+	if raceEnabled {
+		t.Skip("minutes under the race detector; make test runs it in its pass without -race")
+	}
 	const py = "/usr/bin/python3"
 	if exec.Command(py, "-c", "import torch, numpy").Run() != nil {
 		testenv.MissingPeer(t, py+" cannot import torch (Debian python3-torch; scripts/debian-deps.sh installs it with python3-torchvision)")

@@ -99,8 +99,8 @@ type JobSpec struct {
 	// (in versions behind the current one).
 	BufferSize   int `json:"bufferSize,omitempty"`
 	MaxStaleness int `json:"maxStaleness,omitempty"`
-	// ServerLR scales every aggregate before it is applied (default 1).
-	// FedBuff wants it below 1 when many clusters train at once: each
+	// ServerLR scales every aggregate before it is applied (default 1, and
+	// 0.5 for FedBuff). FedBuff wants it below 1 when many clusters train at once: each
 	// buffer's updates were made from models the flushes before it already
 	// moved, so the steps add up (measured below: 10 clusters, buffer 3,
 	// 0.5 keeps test accuracy from swinging between 45% and 79%).
@@ -331,6 +331,9 @@ func (s *JobSpec) Validate() error {
 	}
 	if s.ServerLR == 0 {
 		s.ServerLR = 1
+		if s.Strategy == FedBuff {
+			s.ServerLR = 0.5
+		}
 	}
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch {

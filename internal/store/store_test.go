@@ -36,7 +36,8 @@ func cluster(name string, l map[string]string) *v1alpha1.Cluster {
 func md(name, version string) *v1alpha1.ModelDeployment {
 	return &v1alpha1.ModelDeployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       v1alpha1.ModelDeploymentSpec{Model: v1alpha1.ModelRef{Name: "resnet", Version: version}},
+		Spec: v1alpha1.ModelDeploymentSpec{Model: v1alpha1.ModelRef{Name: "resnet", Version: version},
+			ClusterSelectors: []metav1.LabelSelector{{}}},
 	}
 }
 

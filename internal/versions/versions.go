@@ -11,6 +11,7 @@ package versions
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -20,8 +21,67 @@ import (
 // ErrNoMatch is returned by Resolve when no available version satisfies the constraint.
 var ErrNoMatch = errors.New("no matching version")
 
-// maxConstraintLen bounds constraint strings taken from outside input.
-const maxConstraintLen = 256
+// MaxConstraintLen bounds constraint strings taken from outside input.
+const MaxConstraintLen = 256
+
+// The parts of ConstraintPattern.
+const (
+	// patNum is a version number without leading zeros, at most 16 digits so
+	// that it fits in 64 bits.
+	patNum = `(?:0|[1-9][0-9]{0,15})`
+	// patAny is a wildcard: any number here and after.
+	patAny = `[xX*]`
+	// patPre is a prerelease identifier: a number without leading zeros or
+	// alphanumerics with at least one letter or hyphen.
+	patPre = `(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)`
+	// patBuild is a build metadata identifier.
+	patBuild = `[0-9A-Za-z-]+`
+	// patVersion is a version of one to three numbers, the last of them
+	// possibly a wildcard; only a full MAJOR.MINOR.PATCH takes a prerelease
+	// and build metadata.
+	patVersion = `(?:` + patAny + `|` + patNum + `(?:\.(?:` + patAny + `|` + patNum + `(?:\.(?:` + patAny + `|` + patNum +
+		`(?:-` + patPre + `(?:\.` + patPre + `)*)?(?:\+` + patBuild + `(?:\.` + patBuild + `)*)?))?))?)`
+	// patOp is a comparison: <, <=, >, >=, =, !=, ~ (same minor), ~> (the
+	// same) or ^ (same major).
+	patOp = `(?:[<>]=?|!?=|~>?|\^)`
+	// patTerm is a version with an optional comparison.
+	patTerm = patOp + `?\s*` + patVersion
+	// patAll is terms that all must hold, apart by spaces or commas.
+	patAll = patTerm + `(?:(?:\s*,\s*|\s+)` + patTerm + `)*`
+	// patRange is a hyphen range, "1.2 - 1.4": a group of its own.
+	patRange = patVersion + `\s+-\s+` + patVersion
+)
+
+// ConstraintPattern is the syntax of a version constraint, as a regular
+// expression (RE2, which the Kubernetes apiserver also evaluates): an exact
+// version ("1.2.3", "=1.2.3") or a range (">=1.2 <2", "^1.2", "~1.2.3",
+// "1.x", "1.2 - 1.4", ">=1 || ^3"), up to 32 groups apart by "||" (a space
+// after it when a hyphen range follows). Validate accepts exactly the
+// constraints of at most MaxConstraintLen characters that it matches; the
+// CRD of ModelDeployment carries it, so the apiserver refuses what Validate
+// refuses.
+const ConstraintPattern = `^\s*(?:` + patRange + `|` + patAll + `)(?:\s*\|\|(?:\s+` + patRange + `|\s*` + patAll + `)){0,31}\s*$`
+
+// ExactPattern is the syntax of an exact version, MAJOR.MINOR.PATCH with
+// an optional prerelease and build metadata, as a regular expression (RE2):
+// the CRDs carry it where a field names one version, and ParseExact
+// accepts exactly the versions it matches.
+const ExactPattern = `^` + patNum + `\.` + patNum + `\.` + patNum + `(?:-` + patPre + `(?:\.` + patPre + `)*)?(?:\+` + patBuild + `(?:\.` + patBuild + `)*)?$`
+
+// exactSyntax is ExactPattern compiled.
+var exactSyntax = regexp.MustCompile(ExactPattern)
+
+// ParseExact parses an exact version written as ExactPattern says: Parse,
+// and numbers of at most 16 digits, as the apiserver checks them.
+func ParseExact(s string) (*Version, error) {
+	if !exactSyntax.MatchString(s) {
+		return nil, fmt.Errorf("%q is not a semantic version (MAJOR.MINOR.PATCH, no leading zeros, numbers of at most 16 digits)", s)
+	}
+	return Parse(s)
+}
+
+// constraintSyntax is ConstraintPattern compiled.
+var constraintSyntax = regexp.MustCompile(ConstraintPattern)
 
 // Version is a parsed strict semantic version.
 type Version = semver.Version
@@ -87,7 +147,8 @@ func exact(constraint string) (*Version, bool) {
 	return v, true
 }
 
-// Validate reports whether constraint is an exact version or a valid range.
+// Validate reports whether constraint is an exact version or a valid range:
+// at most MaxConstraintLen characters that match ConstraintPattern.
 func Validate(constraint string) error {
 	_, _, err := parseConstraint(constraint)
 	return err
@@ -97,8 +158,11 @@ func parseConstraint(constraint string) (*Version, *semver.Constraints, error) {
 	if strings.TrimSpace(constraint) == "" {
 		return nil, nil, errors.New("empty version constraint")
 	}
-	if len(constraint) > maxConstraintLen {
-		return nil, nil, fmt.Errorf("version constraint longer than %d characters", maxConstraintLen)
+	if len(constraint) > MaxConstraintLen {
+		return nil, nil, fmt.Errorf("version constraint longer than %d characters", MaxConstraintLen)
+	}
+	if !constraintSyntax.MatchString(constraint) {
+		return nil, nil, errors.New("not a semver version or range")
 	}
 	if v, ok := exact(constraint); ok {
 		return v, nil, nil

@@ -262,8 +262,8 @@ spec:
 		{"unknown field", "apiVersion: ml.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: z}\nspec: {bogus: 1}\n", "bogus"},
 		{"unknown kind", "apiVersion: ml.outpost.dev/v1alpha1\nkind: Toaster\nmetadata: {name: z}\n", "Toaster"},
 		{"malformed yaml", "kind: Cluster\nmetadata: [\n", "yaml"},
-		{"bad version range", "apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: z}\nspec: {model: {name: det, version: \"1.x.y\"}}\n", "spec.model.version"},
-		{"no such version", "apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: z}\nspec: {model: {name: det, version: \"3.0.0\"}}\n", "3.0.0"},
+		{"bad version range", "apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: z}\nspec: {model: {name: det, version: \"1.x.y\"}, clusterSelectors: [{}]}\n", "spec.model.version"},
+		{"no such version", "apiVersion: ml.outpost.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: z}\nspec: {model: {name: det, version: \"3.0.0\"}, clusterSelectors: [{}]}\n", "3.0.0"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
