@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/testenv"
 	"outpost.dev/outpost/internal/train"
 )
 
@@ -177,5 +180,71 @@ func TestFederatedTargetAccuracy(t *testing.T) {
 	}
 	if acc, _ := strconv.ParseFloat(j.Status.Accuracy, 64); acc < 0.5 || j.Status.LatestVersion != v1alpha1.RoundVersion(n) {
 		t.Errorf("accuracy %s, latest version %s after %d rounds", j.Status.Accuracy, j.Status.LatestVersion, n)
+	}
+}
+
+// An agent restarted mid-job never acts on an assignment twice: it records each before it
+// trains, and its reports wait in its durable outbox.
+func TestFederatedAgentRestart(t *testing.T) {
+	h := newTestHub(t)
+	pushInitialMLP(t, h)
+	all, _, err := dataset.FashionSubset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := h.joinToken()
+	log := &testenv.Buffer{}
+	start := func(name, dir string) context.CancelFunc {
+		cfg := agentConfig(h, dir, tok)
+		cfg.Name, cfg.Labels = name, map[string]string{"region": "eu", "fl": "on"}
+		if name == "edge-1" {
+			cfg.Logger = slog.New(slog.NewTextHandler(log, nil))
+		}
+		_, stop, _ := startAgent(t, cfg)
+		return stop
+	}
+	dirs := map[string]string{}
+	stops := map[string]context.CancelFunc{}
+	for i, name := range []string{"edge-1", "edge-2"} {
+		dirs[name] = t.TempDir()
+		if err := dataset.WriteDir(filepath.Join(dirs[name], "data", "fmnist"), "train", all.Slice(i*300, (i+1)*300)); err != nil {
+			t.Fatal(err)
+		}
+		stops[name] = start(name, dirs[name])
+	}
+	t.Cleanup(func() { stops["edge-2"]() })
+	job := strings.NewReplacer("rounds: 2", "rounds: 4", "clients: {min: 3}", "clients: {min: 2, roundTimeout: 10s}").Replace(flJobYAML)
+	if code, b := h.api(http.MethodPut, "/federatedjobs/fmnist-fl", "application/yaml", []byte(job)); code >= 300 {
+		t.Fatalf("apply job: %d %s", code, b)
+	}
+	testenv.WaitFor(t, time.Minute, "edge-1 acting in round 2", func() bool {
+		return strings.Contains(log.String(), "round=2")
+	})
+	stops["edge-1"]()
+	stops["edge-1"] = start("edge-1", dirs["edge-1"])
+	t.Cleanup(func() { stops["edge-1"]() })
+	testenv.WaitFor(t, 2*time.Minute, "the job ends", func() bool { return federatedJob(t, h, "fmnist-fl").Status.Phase.Finished() })
+	if j := federatedJob(t, h, "fmnist-fl"); j.Status.Phase != v1alpha1.FederatedSucceeded || len(j.Status.Rounds) != 4 {
+		t.Fatalf("job %s after %d rounds: %s", j.Status.Phase, len(j.Status.Rounds), j.Status.Message)
+	}
+	acted := map[string]int{}
+	for _, line := range strings.Split(log.String(), "\n") {
+		if !strings.Contains(line, `msg="federated round"`) {
+			continue
+		}
+		i := strings.Index(line, "round=")
+		j := strings.Index(line, " reports=")
+		if i < 0 || j < i {
+			t.Fatalf("log line %q", line)
+		}
+		acted[line[i:j]]++
+	}
+	if len(acted) < 3 {
+		t.Fatalf("edge-1 acted on %d assignments: %v\n%s", len(acted), acted, log.String())
+	}
+	for a, n := range acted {
+		if n != 1 {
+			t.Errorf("edge-1 acted on %s %d times", a, n)
+		}
 	}
 }

@@ -285,3 +285,56 @@ func TestFLSpec(t *testing.T) {
 
 // unescape undoes JSON's escaping of quotes in a Status answer, to read its message.
 func unescape(b []byte) string { return strings.ReplaceAll(string(b), `\"`, `"`) }
+
+// A cluster whose link the hub marks Disconnected is reported offline to the coordinator at
+// the next step, once, with the change stored (what the coordinator makes of it is its own:
+// a round under way may settle without the cluster); connected again, it is reported online
+// with the facts it sent.
+func TestFederatedLinkDown(t *testing.T) {
+	e, j := flEnv(t)
+	for i, c := range []string{"a", "b"} {
+		if _, err := e.srv.ApplyOutbox(t.Context(), c, []v1alpha1.OutboxRecord{flRecord(t, fmt.Sprintf("f%d", i), j, string(j.UID), facts(c))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assignment := func(c string) fl.Assignment {
+		t.Helper()
+		var a fl.Assignment
+		if d := e.desiredFederatedOf(c); len(d) == 1 && len(d[0].Message) > 0 {
+			if err := json.Unmarshal(d[0].Message, &a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return a
+	}
+	if a := assignment("b"); a.Phase != fl.Train || a.Round != 1 {
+		t.Fatalf("b's assignment before its link drops: %+v", a)
+	}
+	setLink := func(c string, state v1alpha1.LinkState) {
+		t.Helper()
+		body := fmt.Sprintf("apiVersion: ml.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: %s, labels: {fl: \"on\"}}\nstatus: {link: {state: %s}}\n", c, state)
+		if r := e.do(http.MethodPut, "/clusters/"+c+"/status", "writer", "application/yaml", []byte(body)); r.code != http.StatusOK {
+			t.Fatalf("status of %s: %d %s", c, r.code, r.body)
+		}
+		if err := e.srv.StepFederated(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq := e.flSnapshot().Seq
+	setLink("b", v1alpha1.LinkDisconnected)
+	if got := e.flSnapshot().Seq; got == seq {
+		t.Fatalf("b's link dropped and the coordinator was not told (snapshot %d)", got)
+	}
+	seq = e.flSnapshot().Seq
+	setLink("b", v1alpha1.LinkDisconnected) // no news: nothing to tell
+	if got := e.flSnapshot().Seq; got != seq {
+		t.Errorf("the coordinator was told twice (snapshot %d, then %d)", seq, got)
+	}
+	setLink("b", v1alpha1.LinkConnected)
+	if got := e.flSnapshot().Seq; got == seq {
+		t.Errorf("b came back and the coordinator was not told (snapshot %d)", got)
+	}
+	if a := assignment("b"); a.Phase != fl.Train {
+		t.Errorf("b, back, has no work: %+v", a)
+	}
+}

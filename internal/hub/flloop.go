@@ -20,6 +20,12 @@ type flCache struct {
 	mu      sync.Mutex
 	entries map[string]flEntry
 	kick    chan struct{}
+	// facts are the newest facts each cluster reported to each job ("job/cluster"), and
+	// offline those the hub reported offline since, its link Disconnected: the hub tells the
+	// coordinator when such a cluster goes and comes back. Kept in memory: after a restart
+	// the hub learns them again from the clusters.
+	facts   map[string]fl.ClusterFacts
+	offline map[string]bool
 }
 
 type flEntry struct {
@@ -29,7 +35,7 @@ type flEntry struct {
 }
 
 func newFLCache() *flCache {
-	return &flCache{entries: map[string]flEntry{}, kick: make(chan struct{}, 1)}
+	return &flCache{entries: map[string]flEntry{}, kick: make(chan struct{}, 1), facts: map[string]fl.ClusterFacts{}, offline: map[string]bool{}}
 }
 
 // take removes and returns job's coordinator if it matches snapshot seq of uid.
@@ -55,6 +61,49 @@ func (x *flCache) forget(job string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	delete(x.entries, job)
+}
+
+// noteFacts keeps the facts cluster reported to job.
+func (x *flCache) noteFacts(job, cluster string, f fl.ClusterFacts) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.facts[job+"/"+cluster] = f
+	delete(x.offline, job+"/"+cluster)
+}
+
+// linkChanges returns the facts to report to job for the clusters whose link state disagrees
+// with what the coordinator was told: offline for a Disconnected one it believes online, and
+// the cluster's own facts again for one connected again.
+func (x *flCache) linkChanges(job string, links map[string]v1alpha1.LinkState) map[string]fl.ClusterFacts {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := map[string]fl.ClusterFacts{}
+	for c, state := range links {
+		k := job + "/" + c
+		f, ok := x.facts[k]
+		if !ok || !f.Online {
+			continue
+		}
+		switch down := state == v1alpha1.LinkDisconnected; {
+		case down && !x.offline[k]:
+			f.Online = false
+			out[c] = f
+		case !down && x.offline[k]:
+			out[c] = f
+		}
+	}
+	return out
+}
+
+// setOffline records what the coordinator was told of cluster's link.
+func (x *flCache) setOffline(job, cluster string, offline bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if offline {
+		x.offline[job+"/"+cluster] = true
+	} else {
+		delete(x.offline, job+"/"+cluster)
+	}
 }
 
 // wake asks the federated loop to look now.
@@ -150,8 +199,17 @@ func (s *Server) stepJob(ctx context.Context, j *v1alpha1.FederatedJob) error {
 		if err != nil || st.c == nil || st.job.Status.Phase.Finished() {
 			return err
 		}
-		out := st.c.Tick(s.clock.Now())
-		if len(out.Assignments) == 0 && out.Published == nil && len(out.Events) == 0 {
+		now := s.clock.Now()
+		out, told, err := s.reportLinks(ctx, tx, st, now)
+		if err != nil {
+			return err
+		}
+		t := st.c.Tick(now)
+		out.Assignments, out.Events = append(out.Assignments, t.Assignments...), append(out.Events, t.Events...)
+		if t.Published != nil {
+			out.Published = t.Published
+		}
+		if !told && len(out.Assignments) == 0 && out.Published == nil && len(out.Events) == 0 {
 			s.fl.put(st.job.Name, string(st.job.UID), st.snap.Seq, st.c)
 			return nil
 		}
@@ -162,6 +220,42 @@ func (s *Server) stepJob(ctx context.Context, j *v1alpha1.FederatedJob) error {
 		s.noteFederated(st, pending)
 		return nil
 	})
+}
+
+// reportLinks tells st's coordinator of the selected clusters whose link went Disconnected
+// (they are offline: a round under way settles without them at once rather than at its
+// deadline) or came back. It reports whether it told the coordinator anything (whose state
+// then changed, output or not).
+func (s *Server) reportLinks(ctx context.Context, tx *store.Tx, st *flState, now time.Time) (fl.Output, bool, error) {
+	var out fl.Output
+	selected, err := federatedClusters(ctx, tx, st.job)
+	if err != nil {
+		return out, false, err
+	}
+	told := false
+	links := map[string]v1alpha1.LinkState{}
+	for _, c := range selected {
+		o, err := tx.Get(ctx, v1alpha1.KindCluster, c)
+		if err != nil {
+			continue
+		}
+		links[c] = o.(*v1alpha1.Cluster).Status.Link.State
+	}
+	for c, f := range s.fl.linkChanges(st.job.Name, links) {
+		o, err := st.c.Handle(now, fl.Report{Job: st.job.Name, Cluster: c, Kind: fl.KindFacts, Facts: &f})
+		if err != nil {
+			s.log.WarnContext(ctx, "federated job: link change not reported", "job", st.job.Name, "cluster", c, "err", err)
+			continue
+		}
+		s.fl.setOffline(st.job.Name, c, !f.Online)
+		told = true
+		s.log.InfoContext(ctx, "federated job: cluster link changed", "job", st.job.Name, "cluster", c, "online", f.Online)
+		out.Assignments, out.Events = append(out.Assignments, o.Assignments...), append(out.Events, o.Events...)
+		if o.Published != nil {
+			out.Published = o.Published
+		}
+	}
+	return out, told, nil
 }
 
 // loadCached is loadFederated that takes the coordinator from the cache when it is current.
