@@ -128,10 +128,17 @@ func (s *Server) noteFederated(st *flState, pending bool) {
 // forgets deleted jobs. It looks every interval and when woken.
 func (s *Server) watchFederated(ctx context.Context, interval time.Duration) {
 	for {
-		if err := s.StepFederated(ctx); err != nil && ctx.Err() == nil {
+		active, err := s.stepFederated(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.log.ErrorContext(ctx, "federated jobs", "err", err)
 		}
-		t := s.clock.NewTimer(interval)
+		// Without a job under way only an applied job (a kick) gives the loop work; it still
+		// looks now and then, for jobs deleted meanwhile.
+		wait := interval
+		if !active && err == nil {
+			wait = max(interval, federatedIdleInterval)
+		}
+		t := s.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -143,14 +150,23 @@ func (s *Server) watchFederated(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// federatedIdleInterval is how often the federated loop looks while no job is under way.
+const federatedIdleInterval = 10 * time.Minute
+
 // StepFederated moves every federated job on once: it starts jobs that have not started,
 // publishes global models that wait for it, ticks the running jobs' coordinators at the
 // hub's clock's time, and forgets the state of deleted jobs. Every transition is stored
 // with its snapshot in one transaction.
 func (s *Server) StepFederated(ctx context.Context) error {
+	_, err := s.stepFederated(ctx)
+	return err
+}
+
+// stepFederated is StepFederated, also reporting whether a job is under way (not finished).
+func (s *Server) stepFederated(ctx context.Context) (active bool, err error) {
 	var jobs []*v1alpha1.FederatedJob
 	var snapJobs []string
-	err := s.db.View(ctx, func(tx *store.Tx) error {
+	err = s.db.View(ctx, func(tx *store.Tx) error {
 		objs, err := tx.List(ctx, v1alpha1.KindFederatedJob, nil)
 		if err != nil {
 			return err
@@ -162,7 +178,7 @@ func (s *Server) StepFederated(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	live := map[string]bool{}
 	var errs []error
@@ -171,6 +187,7 @@ func (s *Server) StepFederated(ctx context.Context) error {
 		if j.Status.Phase.Finished() {
 			continue
 		}
+		active = true
 		if err := s.stepJob(ctx, j); err != nil {
 			errs = append(errs, fmt.Errorf("federated job %q: %w", j.Name, err))
 		}
@@ -180,7 +197,7 @@ func (s *Server) StepFederated(ctx context.Context) error {
 			errs = append(errs, s.forgetFederated(ctx, name))
 		}
 	}
-	return errors.Join(errs...)
+	return active, errors.Join(errs...)
 }
 
 // stepJob starts, publishes or ticks job j.
