@@ -104,8 +104,18 @@ func (a *Agent) FetchModelFile(ctx context.Context, model, version, d, suffix st
 func (a *Agent) federatedLoop(ctx context.Context) {
 	fr := &federatedRunner{a: a, clients: map[string]*fl.Client{}, facts: map[string]bool{}, data: map[string]*localData{}}
 	for {
-		if err := fr.step(ctx); err != nil && ctx.Err() == nil {
+		jobs, err := fr.step(ctx)
+		if err != nil && ctx.Err() == nil {
 			a.log.Warn("federated learning", "err", err)
+		}
+		if jobs == 0 && err == nil {
+			// Nothing to take part in until a desired state names a job.
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.flWake:
+			}
+			continue
 		}
 		t := a.clock.NewTimer(federatedInterval)
 		select {
@@ -136,11 +146,12 @@ type localData struct {
 	train, val train.Dataset
 }
 
-// step acts once on every federated job of the applied desired state.
-func (r *federatedRunner) step(ctx context.Context) error {
+// step acts once on every federated job of the applied desired state, and returns how many
+// there are.
+func (r *federatedRunner) step(ctx context.Context) (int, error) {
 	jobs, err := r.a.DesiredFederated(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var errs []error
 	for _, d := range jobs {
@@ -148,7 +159,7 @@ func (r *federatedRunner) step(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("job %s: %w", d.Job, err))
 		}
 	}
-	return errors.Join(errs...)
+	return len(jobs), errors.Join(errs...)
 }
 
 // dataPath is where job d's local data lies.
@@ -241,7 +252,7 @@ func (r *federatedRunner) job(ctx context.Context, d v1alpha1.DesiredFederated) 
 	if err != nil {
 		return fmt.Errorf("round %d (%s): %w", as.Round, as.Phase, err)
 	}
-	r.a.log.Info("federated round", "job", d.Job, "round", as.Round, "phase", as.Phase, "reports", len(reports),
+	r.a.log.Info("federated round", "job", d.Job, "round", as.Round, "phase", as.Phase, "assignment", as.Version, "reports", len(reports),
 		"took", r.a.clock.Now().Sub(start).Round(time.Millisecond))
 	for i, rep := range reports {
 		if err := r.put(ctx, d, fmt.Sprintf("%d-%d", as.Version, i), as.Round, rep); err != nil {
