@@ -1,16 +1,12 @@
 package agent
 
 import (
-	"math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/opencontainers/go-digest"
 
 	"outpost.dev/outpost/internal/testenv"
 )
@@ -21,17 +17,7 @@ import (
 func TestAgentSharedFileFetchedOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newTestHub(t)
-		src := t.TempDir()
-		weights := make([]byte, 2<<20)
-		r := rand.New(rand.NewPCG(11, 12))
-		for i := range weights {
-			weights[i] = byte(r.Uint32())
-		}
-		if err := os.WriteFile(filepath.Join(src, "model.onnx"), weights, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		h.push(src, "shared", "1.0.0")
-		wd := digest.FromBytes(weights)
+		wd, size := pushRandomModel(t, h, "shared", 2<<20, 11, 12)
 		slow := func(w http.ResponseWriter, r *http.Request) bool {
 			if strings.HasSuffix(r.URL.Path, "/blobs/"+wd.String()) {
 				// A slow link: both syncs are under way before either finishes.
@@ -52,8 +38,8 @@ func TestAgentSharedFileFetchedOnce(t *testing.T) {
 				t.Errorf("%s: active %s, want 1.0.0", m.Deployment, m.Version)
 			}
 		}
-		if served := h.Served.Load(); served > int64(len(weights))+64<<10 {
-			t.Errorf("hub served %d blob bytes for a %d-byte file: the file was fetched twice", served, len(weights))
+		if served := h.Served.Load(); served > size+64<<10 {
+			t.Errorf("hub served %d blob bytes for a %d-byte file: the file was fetched twice", served, size)
 		}
 	})
 }

@@ -21,17 +21,7 @@ import (
 func TestAgentCollectsPartsOfCancelledSyncs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newTestHub(t)
-		src := t.TempDir()
-		weights := make([]byte, 3<<20)
-		r := rand.New(rand.NewPCG(5, 6))
-		for i := range weights {
-			weights[i] = byte(r.Uint32())
-		}
-		if err := os.WriteFile(filepath.Join(src, "model.onnx"), weights, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		h.push(src, "slow", "1.0.0")
-		wd := digest.FromBytes(weights)
+		wd, _ := pushRandomModel(t, h, "slow", 3<<20, 5, 6)
 		stall := func(w http.ResponseWriter, r *http.Request) bool {
 			if !strings.HasSuffix(r.URL.Path, "/blobs/"+wd.String()) {
 				return false
@@ -55,4 +45,21 @@ func TestAgentCollectsPartsOfCancelledSyncs(t *testing.T) {
 		}
 		testenv.WaitFor(t, 10*time.Second, "the partial files removed", func() bool { return len(parts()) == 0 })
 	})
+}
+
+// pushRandomModel pushes version 1.0.0 of model name: one model.onnx of size
+// random bytes drawn from seeds. It returns the file's digest and size.
+func pushRandomModel(t *testing.T, h *testHub, name string, size int, seed1, seed2 uint64) (digest.Digest, int64) {
+	t.Helper()
+	weights := make([]byte, size)
+	r := rand.New(rand.NewPCG(seed1, seed2))
+	for i := range weights {
+		weights[i] = byte(r.Uint32())
+	}
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "model.onnx"), weights, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.push(src, name, "1.0.0")
+	return digest.FromBytes(weights), int64(size)
 }

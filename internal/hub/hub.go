@@ -95,7 +95,8 @@ type Config struct {
 	// models; nil refuses every FederatedJob.
 	Federated FederatedModels
 	// FederatedInterval is how often the hub moves federated jobs on by its clock (round
-	// deadlines, publishing), besides after each report; zero means DefaultFederatedInterval.
+	// deadlines, publishing) while one is under way, besides after each report and each
+	// applied job; zero means DefaultFederatedInterval.
 	FederatedInterval time.Duration
 	// RolloutInterval is how often the hub moves Canary rollouts on (bake times, silent
 	// clusters) while one is under way, besides after changes and agents' reports; zero
