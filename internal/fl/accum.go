@@ -87,9 +87,9 @@ type accum struct {
 }
 
 // add adds an update of samples n and steps tau, made staleness versions
-// ago.
-func (a *accum) add(delta [][]float32, n, tau int, m Metrics, bytes, staleness int, dp, nova bool) {
-	c := StalenessWeight(staleness)
+// ago and weighed for it by w.
+func (a *accum) add(delta [][]float32, n, tau int, m Metrics, bytes, staleness int, w Weighting, dp, nova bool) {
+	c := w.Weight(staleness)
 	switch {
 	case dp:
 	case nova:

@@ -86,6 +86,34 @@ func NovaCoefficients(p []float64, steps []int) ([]float64, error) {
 // versions old: 1/sqrt(1+s).
 func StalenessWeight(s int) float64 { return 1 / math.Sqrt(1+float64(max(s, 0))) }
 
+// Weighting is how FedBuff weighs an update by its staleness s.
+type Weighting string
+
+// The weightings.
+const (
+	// Polynomial is StalenessWeight: 1/sqrt(1+s).
+	Polynomial Weighting = "polynomial"
+	// Constant weighs every update alike.
+	Constant Weighting = "constant"
+	// Hinge weighs updates of staleness up to 4 fully and later ones by 1/(1+(s-4)).
+	Hinge Weighting = "hinge"
+)
+
+// Weight is the weight of an update made s versions ago.
+func (w Weighting) Weight(s int) float64 {
+	switch w {
+	case Constant:
+		return 1
+	case Hinge:
+		if s <= 4 {
+			return 1
+		}
+		return 1 / (1 + float64(s-4))
+	default:
+		return StalenessWeight(s)
+	}
+}
+
 // Norm is the L2 norm of all tensors together.
 func Norm(t [][]float32) float64 {
 	var s float64

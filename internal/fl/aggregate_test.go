@@ -84,6 +84,22 @@ func TestStalenessWeight(t *testing.T) {
 	}
 }
 
+func TestWeightings(t *testing.T) {
+	for _, tc := range []struct {
+		w    Weighting
+		s    int
+		want float64
+	}{
+		{Polynomial, 3, 0.5}, {Polynomial, 8, 1.0 / 3},
+		{Constant, 0, 1}, {Constant, 50, 1},
+		{Hinge, 0, 1}, {Hinge, 4, 1}, {Hinge, 5, 0.5}, {Hinge, 8, 0.2},
+	} {
+		if got := tc.w.Weight(tc.s); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("%s.Weight(%d) = %v, want %v", tc.w, tc.s, got, tc.want)
+		}
+	}
+}
+
 func TestClipAndNoise(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -303,7 +319,7 @@ func TestAccumMatchesWeightedSum(t *testing.T) {
 		var a accum
 		coef := slices.Clone(tc.coef)
 		for i := range d {
-			a.add(d[i], samples[i], steps[i], Metrics{Loss: float64(i)}, 4, stale[i], tc.dp, tc.nova)
+			a.add(d[i], samples[i], steps[i], Metrics{Loss: float64(i)}, 4, stale[i], Polynomial, tc.dp, tc.nova)
 			coef[i] *= StalenessWeight(stale[i])
 		}
 		want, _ := WeightedSum(d, coef)

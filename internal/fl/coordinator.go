@@ -827,14 +827,14 @@ func (c *Coordinator) handleUpdate(now time.Time, co *cohort, r Report) (Output,
 	dp := c.st.Spec.DP != nil
 	if c.sync() {
 		co.Received[r.Cluster] = true
-		co.Acc.add(delta, u.Samples, u.LocalSteps, u.Metrics, u.Delta.Size(), 0, dp, co.Nova)
+		co.Acc.add(delta, u.Samples, u.LocalSteps, u.Metrics, u.Delta.Size(), 0, c.st.Spec.Weighting, dp, co.Nova)
 		if len(co.Received) == len(co.Members) {
 			return c.aggregatePlain(now, co), nil
 		}
 		return Output{}, nil
 	}
 	// FedBuff: into the buffer; the cluster gets new work at once.
-	c.st.Buffer.add(delta, u.Samples, u.LocalSteps, u.Metrics, u.Delta.Size(), staleness, dp, c.st.Spec.Adaptive)
+	c.st.Buffer.add(delta, u.Samples, u.LocalSteps, u.Metrics, u.Delta.Size(), staleness, c.st.Spec.Weighting, dp, c.st.Spec.Adaptive)
 	c.dropCohort(co)
 	var out Output
 	if c.st.Buffer.Count >= c.st.Spec.BufferSize {
@@ -1133,7 +1133,7 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 	st := 0
 	if !c.sync() {
 		st = c.st.Model.Ref.Round - co.Base.Round
-		f *= StalenessWeight(st)
+		f *= c.st.Spec.Weighting.Weight(st)
 	}
 	Scale(agg, f)
 	return c.publish(now, co, agg, metrics, len(s.Masked), bytes, st)

@@ -99,6 +99,8 @@ type JobSpec struct {
 	// (in versions behind the current one).
 	BufferSize   int `json:"bufferSize,omitempty"`
 	MaxStaleness int `json:"maxStaleness,omitempty"`
+	// Weighting weighs a FedBuff update by its staleness (default Polynomial).
+	Weighting Weighting `json:"weighting,omitempty"`
 	// ServerLR scales every aggregate before it is applied (default 1, and
 	// 0.5 for FedBuff). FedBuff wants it below 1 when many clusters train at once: each
 	// buffer's updates were made from models the flushes before it already
@@ -329,6 +331,9 @@ func (s *JobSpec) Validate() error {
 	if s.PhaseTimeout == 0 {
 		s.PhaseTimeout = s.RoundDeadline
 	}
+	if s.Weighting == "" {
+		s.Weighting = Polynomial
+	}
 	if s.ServerLR == 0 {
 		s.ServerLR = 1
 		if s.Strategy == FedBuff {
@@ -365,6 +370,8 @@ func (s *JobSpec) Validate() error {
 		return bad("proxMu", s.ProxMu, "want 0 or more")
 	case s.Strategy == FedProx && s.ProxMu == 0:
 		return bad("proxMu", s.ProxMu, "fedprox wants a positive μ")
+	case s.Weighting != Polynomial && s.Weighting != Constant && s.Weighting != Hinge:
+		return bad("weighting", s.Weighting, `want "polynomial", "constant" or "hinge"`)
 	case s.Strategy == FedBuff && s.BufferSize < 1:
 		return bad("bufferSize", s.BufferSize, "fedbuff wants at least 1")
 	case s.Strategy == FedBuff && s.SecAgg != nil && s.BufferSize < 2:

@@ -75,6 +75,8 @@ func flSpec(j *v1alpha1.FederatedJob, model fl.ModelSpec) fl.JobSpec {
 	case v1alpha1.StrategyFedBuff:
 		b := s.Strategy.BufferValue()
 		spec.Strategy, spec.BufferSize, spec.MaxStaleness = fl.FedBuff, int(b.Size), int(*b.MaxStaleness)
+		spec.Weighting = map[v1alpha1.StalenessWeighting]fl.Weighting{
+			v1alpha1.StalenessConstant: fl.Constant, v1alpha1.StalenessHinge: fl.Hinge}[b.StalenessWeighting] // "" is Polynomial
 	default:
 		spec.Strategy = fl.FedAvg
 	}
@@ -116,11 +118,6 @@ func (s *Server) checkFederatedJob(ctx context.Context, j *v1alpha1.FederatedJob
 	sp := field.NewPath("spec")
 	refuse := func(errs ...*field.Error) error {
 		return &v1alpha1.InvalidError{Kind: v1alpha1.KindFederatedJob, Name: j.Name, Errs: errs}
-	}
-	if b := j.Spec.Strategy.BufferValue(); j.Spec.Strategy.TypeValue() == v1alpha1.StrategyFedBuff &&
-		b.StalenessWeighting != v1alpha1.StalenessPolynomial {
-		return refuse(field.NotSupported(sp.Child("strategy", "buffer", "stalenessWeighting"), b.StalenessWeighting,
-			[]v1alpha1.StalenessWeighting{v1alpha1.StalenessPolynomial}))
 	}
 	if s.cfg.Federated == nil {
 		return refuse(field.Forbidden(sp, "this hub runs no federated jobs: it has no model registry"))

@@ -213,9 +213,9 @@ func TestFederatedJobLifecycle(t *testing.T) {
 		t.Errorf("a missing initial model: %d %s", r.code, r.body)
 	}
 	r = e.put("federatedjobs", "other", strings.Replace(strings.Replace(tinyJob, "tiny-fl", "other", 1), "clients: {min: 2}",
-		"clients: {min: 2}\n  strategy: {type: FedBuff, buffer: {stalenessWeighting: Hinge}}", 1))
-	if r.code != http.StatusUnprocessableEntity || !strings.Contains(unescape(r.body), `spec.strategy.buffer.stalenessWeighting: Unsupported value: "Hinge"`) {
-		t.Errorf("an unsupported staleness weighting: %d %s", r.code, r.body)
+		"clients: {min: 2}\n  strategy: {type: FedBuff, buffer: {stalenessWeighting: Sometimes}}", 1))
+	if r.code != http.StatusUnprocessableEntity || !strings.Contains(unescape(r.body), `spec.strategy.buffer.stalenessWeighting: Unsupported value: "Sometimes"`) {
+		t.Errorf("an unknown staleness weighting: %d %s", r.code, r.body)
 	}
 	if _, err := e.srv.ApplyOutbox(t.Context(), "a", []v1alpha1.OutboxRecord{flRecord(t, "f", j, string(j.UID), facts("a"))}); err != nil {
 		t.Fatal(err)
@@ -253,6 +253,10 @@ func TestFLSpec(t *testing.T) {
 		{"FedBuff", func(j *v1alpha1.FederatedJob) {
 			j.Spec.Strategy = v1alpha1.AggregationStrategy{Type: v1alpha1.StrategyFedBuff, Buffer: &v1alpha1.AsyncBuffer{Size: 4}}
 		}, func(s fl.JobSpec) bool { return s.Strategy == fl.FedBuff && s.BufferSize == 4 && s.MaxStaleness == 5 }},
+		{"FedBuff hinge", func(j *v1alpha1.FederatedJob) {
+			j.Spec.Strategy = v1alpha1.AggregationStrategy{Type: v1alpha1.StrategyFedBuff,
+				Buffer: &v1alpha1.AsyncBuffer{Size: 4, StalenessWeighting: v1alpha1.StalenessHinge}}
+		}, func(s fl.JobSpec) bool { return s.Strategy == fl.FedBuff && s.Weighting == fl.Hinge }},
 		{"fraction", func(j *v1alpha1.FederatedJob) { j.Spec.Clients.Fraction = "0.5" }, func(s fl.JobSpec) bool { return s.Fraction == 0.5 }},
 		{"secure and private", func(j *v1alpha1.FederatedJob) {
 			j.Spec.SecureAggregation = true
