@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -306,7 +307,9 @@ func (c *checkedPart) Read(b []byte) (int, error) {
 // goroutine checks each part's digest: a part that does not match fails
 // the whole, and no layout appears. The parts' sha256, signed in the parts
 // list, cover every byte of the tar stream, so the blobs in it need no
-// hash of their own: one hash pass, beside the writing.
+// hash of their own: one hash pass, beside the writing, which copies each
+// blob's bytes from the parts inside the kernel (copy_file_range) where
+// the file system can.
 func unpackFrom(ctx context.Context, src, stage, layout string, p *Parts) error {
 	tmp := layout + ".partial"
 	if err := os.RemoveAll(tmp); err != nil {
@@ -314,17 +317,17 @@ func unpackFrom(ctx context.Context, src, stage, layout string, p *Parts) error 
 	}
 	checked := make(chan error, 1)
 	go func() { checked <- checkParts(src, p) }()
-	readers := make([]io.Reader, 0, len(p.Parts))
+	r := &partsReader{}
+	defer r.close()
 	for _, pt := range p.Parts {
 		f, err := os.Open(filepath.Join(src, pt.Name))
 		if err != nil {
 			<-checked
 			return fmt.Errorf("bundle: %w", err)
 		}
-		defer f.Close()
-		readers = append(readers, io.LimitReader(f, pt.Size))
+		r.add(f, pt.Size)
 	}
-	err := Untar(ctx, io.MultiReader(readers...), tmp)
+	err := Untar(ctx, r, tmp)
 	// A damaged part may break the tar before its own end: name it.
 	if perr := <-checked; perr != nil {
 		err = perr
@@ -334,6 +337,99 @@ func unpackFrom(ctx context.Context, src, stage, layout string, p *Parts) error 
 		return err
 	}
 	return finishLayout(tmp, layout, stage)
+}
+
+// partsReader reads a bundle's parts as the one tar stream they split, and
+// seeks in it, so that Untar can copy an entry's data straight from the
+// parts and the tar reader skips over it.
+type partsReader struct {
+	files []*os.File
+	ends  []int64 // each part's end in the stream
+	off   int64
+}
+
+func (r *partsReader) add(f *os.File, size int64) {
+	var start int64
+	if n := len(r.ends); n > 0 {
+		start = r.ends[n-1]
+	}
+	r.files = append(r.files, f)
+	r.ends = append(r.ends, start+size)
+}
+
+func (r *partsReader) close() {
+	for _, f := range r.files {
+		f.Close()
+	}
+}
+
+func (r *partsReader) size() int64 {
+	if len(r.ends) == 0 {
+		return 0
+	}
+	return r.ends[len(r.ends)-1]
+}
+
+// part returns the index of the part holding stream offset off, and the
+// offset of that part's start.
+func (r *partsReader) part(off int64) (int, int64) {
+	i, _ := slices.BinarySearch(r.ends, off+1)
+	if i == 0 {
+		return 0, 0
+	}
+	return i, r.ends[i-1]
+}
+
+// Read reads the stream at its offset, by pread, leaving the files' own
+// offsets to copyRange.
+func (r *partsReader) Read(b []byte) (int, error) {
+	if r.off >= r.size() {
+		return 0, io.EOF
+	}
+	i, start := r.part(r.off)
+	b = b[:min(int64(len(b)), r.ends[i]-r.off)]
+	n, err := r.files[i].ReadAt(b, r.off-start)
+	r.off += int64(n)
+	if err == io.EOF {
+		if n < len(b) {
+			return n, io.ErrUnexpectedEOF // a part shorter than listed
+		}
+		err = nil
+	}
+	return n, err
+}
+
+// Seek moves the stream's offset.
+func (r *partsReader) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		off += r.off
+	case io.SeekEnd:
+		off += r.size()
+	}
+	if off < 0 {
+		return 0, errors.New("bundle: seek before the start of the parts")
+	}
+	r.off = off
+	return off, nil
+}
+
+// copyRange appends the stream's n bytes from offset off to w, part by
+// part, copied inside the kernel where the file system can.
+func (r *partsReader) copyRange(w *durable.Writer, off, n int64) error {
+	if off < 0 || n < 0 || off+n > r.size() {
+		return fmt.Errorf("%w: tar entry past the end of the parts", ErrMalformed)
+	}
+	for n > 0 {
+		i, start := r.part(off)
+		m := min(n, r.ends[i]-off)
+		if err := w.CopyFrom(r.files[i], off-start, m); err != nil {
+			return err
+		}
+		off += m
+		n -= m
+	}
+	return nil
 }
 
 // finishLayout gives the unpacked layout tmp its name, replacing what a
@@ -411,9 +507,13 @@ func Untar(ctx context.Context, r io.Reader, dir string) error {
 		if err != nil {
 			return fmt.Errorf("%w: tar entry %q: %v", ErrMalformed, hdr.Name, err)
 		}
-		// Written as it comes (writeback started as it goes); the caller
-		// checks the stream and fsyncs the tree.
-		_, err = io.CopyBuffer(durable.NewRawWriter(f), tr, buf)
+		// Written as it comes; the caller checks the stream and fsyncs
+		// the tree.
+		if pr, ok := r.(*partsReader); ok {
+			err = pr.copyRange(durable.NewRawWriter(f), pr.off, hdr.Size)
+		} else {
+			_, err = io.CopyBuffer(durable.NewRawWriter(f), tr, buf)
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

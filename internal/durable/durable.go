@@ -59,6 +59,36 @@ func (w *Writer) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// CopyFrom appends the n bytes of src from its offset off, inside the
+// kernel where the file systems allow it (copy_file_range), starting
+// writeback as Write does. It moves src's own offset. A raw Writer's only:
+// the bytes do not pass through the hash.
+func (w *Writer) CopyFrom(src *os.File, off, n int64) error {
+	if w.h != nil {
+		return errors.New("durable: CopyFrom on a Writer that hashes")
+	}
+	if _, err := src.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	for n > 0 {
+		m := min(n, writebackEvery-(w.n-w.flushed))
+		got, err := w.f.ReadFrom(io.LimitReader(src, m))
+		w.n += got
+		if err != nil {
+			return err
+		}
+		if got != m {
+			return fmt.Errorf("durable: %s: %w", src.Name(), io.ErrUnexpectedEOF)
+		}
+		n -= m
+		if w.n-w.flushed >= writebackEvery {
+			startWriteback(w.f, w.flushed, w.n-w.flushed)
+			w.flushed = w.n
+		}
+	}
+	return nil
+}
+
 // Size is the number of bytes written.
 func (w *Writer) Size() int64 { return w.n }
 

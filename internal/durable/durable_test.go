@@ -80,3 +80,66 @@ func TestWriteFile(t *testing.T) {
 		t.Errorf("write into a missing folder: %v", err)
 	}
 }
+
+func TestCopyFrom(t *testing.T) {
+	data := make([]byte, 2*writebackEvery+777)
+	rand.Read(data)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		ranges  [][2]int64 // appended in order
+		wantErr bool
+	}{
+		{"whole", [][2]int64{{0, int64(len(data))}}, false},
+		{"pieces out of order", [][2]int64{{writebackEvery, 5}, {0, writebackEvery + 3}, {int64(len(data)) - 1, 1}}, false},
+		{"empty", [][2]int64{{10, 0}}, false},
+		{"past the end", [][2]int64{{int64(len(data)) - 10, 11}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in, err := os.Open(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			w := NewRawWriter(out)
+			var want []byte
+			for _, r := range tt.ranges {
+				err = w.CopyFrom(in, r[0], r[1])
+				if err != nil {
+					break
+				}
+				want = append(want, data[r[0]:r[0]+r[1]]...)
+			}
+			if tt.wantErr {
+				if err == nil {
+					t.Fatal("copying past the end of the source succeeded")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := os.ReadFile(out.Name())
+			if !bytes.Equal(got, want) || w.Size() != int64(len(want)) {
+				t.Fatalf("copied %d bytes (Size %d), want %d equal bytes", len(got), w.Size(), len(want))
+			}
+		})
+	}
+	out, _ := os.Create(filepath.Join(dir, "hashed"))
+	defer out.Close()
+	in, _ := os.Open(src)
+	defer in.Close()
+	if err := NewWriter(out).CopyFrom(in, 0, 1); err == nil {
+		t.Fatal("CopyFrom on a hashing Writer succeeded; its digest would be wrong")
+	}
+}
