@@ -247,6 +247,16 @@ func (c *Coordinator) Status() Status {
 	return s
 }
 
+// Facts returns the facts cluster last reported, Online as last told,
+// and whether it reported any.
+func (c *Coordinator) Facts(cluster string) (ClusterFacts, bool) {
+	cs, ok := c.st.Clusters[cluster]
+	if !ok {
+		return ClusterFacts{}, false
+	}
+	return cs.Facts, true
+}
+
 // Assignments returns the current assignment of every cluster that has
 // one, sorted by cluster.
 func (c *Coordinator) Assignments() []Assignment {

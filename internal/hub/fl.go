@@ -465,9 +465,6 @@ func (s *Server) applyFederated(ctx context.Context, tx *store.Tx, cluster strin
 	if err != nil {
 		return err
 	}
-	if rep.Kind == fl.KindFacts && rep.Facts != nil {
-		s.fl.noteFacts(fr.Job, cluster, *rep.Facts)
-	}
 	var counted *flCounts
 	if rep.Kind == fl.KindUpdate || rep.Kind == fl.KindMasked {
 		counted = &flCounts{cluster: cluster, round: rep.Round}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -334,11 +335,40 @@ func TestFederatedLinkDown(t *testing.T) {
 	if got := e.flSnapshot().Seq; got != seq {
 		t.Errorf("the coordinator was told twice (snapshot %d, then %d)", seq, got)
 	}
+	// The hub restarts while b is away: what the coordinator was told of b's link is
+	// in its snapshot, so the new hub tells it b is back.
+	e.restart()
 	setLink("b", v1alpha1.LinkConnected)
 	if got := e.flSnapshot().Seq; got == seq {
 		t.Errorf("b came back and the coordinator was not told (snapshot %d)", got)
 	}
 	if a := assignment("b"); a.Phase != fl.Train {
 		t.Errorf("b, back, has no work: %+v", a)
+	}
+}
+
+func TestLinkReports(t *testing.T) {
+	on := fl.ClusterFacts{Online: true, BandwidthBps: 8e6, Samples: 100}
+	off := on
+	off.Online = false
+	known := map[string]fl.ClusterFacts{"up": on, "away": off}
+	lookup := func(c string) (fl.ClusterFacts, bool) { f, ok := known[c]; return f, ok }
+	tests := []struct {
+		name  string
+		links map[string]v1alpha1.LinkState
+		want  map[string]fl.ClusterFacts
+	}{
+		{"no news", map[string]v1alpha1.LinkState{"up": v1alpha1.LinkConnected, "away": v1alpha1.LinkDisconnected}, map[string]fl.ClusterFacts{}},
+		{"one drops", map[string]v1alpha1.LinkState{"up": v1alpha1.LinkDisconnected}, map[string]fl.ClusterFacts{"up": off}},
+		{"one comes back, its facts kept", map[string]v1alpha1.LinkState{"away": v1alpha1.LinkConnected}, map[string]fl.ClusterFacts{"away": on}},
+		{"a degraded link is still a link", map[string]v1alpha1.LinkState{"away": v1alpha1.LinkDegraded}, map[string]fl.ClusterFacts{"away": on}},
+		{"never reported: nothing to correct", map[string]v1alpha1.LinkState{"new": v1alpha1.LinkDisconnected}, map[string]fl.ClusterFacts{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := linkReports(lookup, tt.links); !maps.Equal(got, tt.want) {
+				t.Errorf("linkReports = %+v, want %+v", got, tt.want)
+			}
+		})
 	}
 }

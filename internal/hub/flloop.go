@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,12 +22,6 @@ type flCache struct {
 	mu      sync.Mutex
 	entries map[string]flEntry
 	kick    chan struct{}
-	// facts are the newest facts each cluster reported to each job ("job/cluster"), and
-	// offline those the hub reported offline since, its link Disconnected: the hub tells the
-	// coordinator when such a cluster goes and comes back. Kept in memory: after a restart
-	// the hub learns them again from the clusters.
-	facts   map[string]fl.ClusterFacts
-	offline map[string]bool
 }
 
 type flEntry struct {
@@ -35,7 +31,7 @@ type flEntry struct {
 }
 
 func newFLCache() *flCache {
-	return &flCache{entries: map[string]flEntry{}, kick: make(chan struct{}, 1), facts: map[string]fl.ClusterFacts{}, offline: map[string]bool{}}
+	return &flCache{entries: map[string]flEntry{}, kick: make(chan struct{}, 1)}
 }
 
 // take removes and returns job's coordinator if it matches snapshot seq of uid.
@@ -63,47 +59,25 @@ func (x *flCache) forget(job string) {
 	delete(x.entries, job)
 }
 
-// noteFacts keeps the facts cluster reported to job.
-func (x *flCache) noteFacts(job, cluster string, f fl.ClusterFacts) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.facts[job+"/"+cluster] = f
-	delete(x.offline, job+"/"+cluster)
-}
-
-// linkChanges returns the facts to report to job for the clusters whose link state disagrees
-// with what the coordinator was told: offline for a Disconnected one it believes online, and
-// the cluster's own facts again for one connected again.
-func (x *flCache) linkChanges(job string, links map[string]v1alpha1.LinkState) map[string]fl.ClusterFacts {
-	x.mu.Lock()
-	defer x.mu.Unlock()
+// linkReports returns the facts to tell a coordinator, which knows the facts of each
+// cluster it heard from (known), for the clusters whose link state disagrees with them:
+// offline for a Disconnected one it believes online, and online again for one it
+// believes offline whose link is not Disconnected (agents report themselves online only,
+// so a cluster believed offline was reported so from its link). The coordinator keeps
+// these facts in its snapshot, so the hub tells it the same after a restart.
+func linkReports(known func(cluster string) (fl.ClusterFacts, bool), links map[string]v1alpha1.LinkState) map[string]fl.ClusterFacts {
 	out := map[string]fl.ClusterFacts{}
 	for c, state := range links {
-		k := job + "/" + c
-		f, ok := x.facts[k]
-		if !ok || !f.Online {
-			continue
+		f, ok := known(c)
+		if !ok {
+			continue // no facts yet: nothing to correct
 		}
-		switch down := state == v1alpha1.LinkDisconnected; {
-		case down && !x.offline[k]:
-			f.Online = false
-			out[c] = f
-		case !down && x.offline[k]:
+		if down := state == v1alpha1.LinkDisconnected; down == f.Online {
+			f.Online = !down
 			out[c] = f
 		}
 	}
 	return out
-}
-
-// setOffline records what the coordinator was told of cluster's link.
-func (x *flCache) setOffline(job, cluster string, offline bool) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if offline {
-		x.offline[job+"/"+cluster] = true
-	} else {
-		delete(x.offline, job+"/"+cluster)
-	}
 }
 
 // wake asks the federated loop to look now.
@@ -258,13 +232,14 @@ func (s *Server) reportLinks(ctx context.Context, tx *store.Tx, st *flState, now
 		}
 		links[c] = o.(*v1alpha1.Cluster).Status.Link.State
 	}
-	for c, f := range s.fl.linkChanges(st.job.Name, links) {
+	reports := linkReports(st.c.Facts, links)
+	for _, c := range slices.Sorted(maps.Keys(reports)) {
+		f := reports[c]
 		o, err := st.c.Handle(now, fl.Report{Job: st.job.Name, Cluster: c, Kind: fl.KindFacts, Facts: &f})
 		if err != nil {
 			s.log.WarnContext(ctx, "federated job: link change not reported", "job", st.job.Name, "cluster", c, "err", err)
 			continue
 		}
-		s.fl.setOffline(st.job.Name, c, !f.Online)
 		told = true
 		s.log.InfoContext(ctx, "federated job: cluster link changed", "job", st.job.Name, "cluster", c, "online", f.Online)
 		out.Assignments, out.Events = append(out.Assignments, o.Assignments...), append(out.Events, o.Events...)

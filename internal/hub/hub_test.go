@@ -92,6 +92,7 @@ type env struct {
 	models *fakeModels
 	url    string
 	path   string
+	cfg    Config
 }
 
 func newEnv(t testing.TB, mutate func(*Config), opts ...store.Option) *env {
@@ -111,13 +112,22 @@ func newEnv(t testing.TB, mutate func(*Config), opts ...store.Option) *env {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	srv, err := New(t.Context(), cfg)
+	e := &env{t: t, db: db, models: models, path: path, cfg: cfg}
+	e.restart()
+	return e
+}
+
+// restart starts a new Server over the same database and configuration, as a hub
+// restarted: whatever it kept in memory only is gone.
+func (e *env) restart() {
+	e.t.Helper()
+	srv, err := New(e.t.Context(), e.cfg)
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
-	return &env{t: t, srv: srv, db: db, models: models, url: ts.URL + v1alpha1.APIPath, path: path}
+	e.t.Cleanup(ts.Close)
+	e.srv, e.url = srv, ts.URL+v1alpha1.APIPath
 }
 
 type response struct {
