@@ -102,7 +102,7 @@ func (a *Agent) FetchModelFile(ctx context.Context, model, version, d, suffix st
 
 // federatedLoop takes part in the federated jobs of the applied desired state until ctx ends.
 func (a *Agent) federatedLoop(ctx context.Context) {
-	fr := &federatedRunner{a: a, clients: map[string]*fl.Client{}, facts: map[string]bool{}, data: map[string]*localData{}}
+	fr := &federatedRunner{a: a, clients: map[string]*fl.Client{}, facts: map[string]fl.ClusterFacts{}, data: map[string]*localData{}}
 	for {
 		jobs, err := fr.step(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -136,14 +136,17 @@ type federatedRunner struct {
 	// clients keep each job's secure aggregation secrets, in memory only: a restarted
 	// agent drops out of a secure round under way.
 	clients map[string]*fl.Client
-	// facts holds the jobs (job/uid) whose facts this process reported.
-	facts map[string]bool
+	// facts holds the facts this process last reported to each job (job/uid).
+	facts map[string]fl.ClusterFacts
 	data  map[string]*localData
 }
 
-// localData is a job's local data set, split into training and validation samples.
+// localData is a job's local data set, split into training and validation samples, and
+// the training speed measured on it (0: not yet, or unknown).
 type localData struct {
 	train, val train.Dataset
+	speed      float64
+	measured   bool
 }
 
 // step acts once on every federated job of the applied desired state, and returns how many
@@ -199,16 +202,23 @@ func (r *federatedRunner) job(ctx context.Context, d v1alpha1.DesiredFederated) 
 	if err != nil {
 		return err
 	}
-	if !r.facts[key] {
-		facts := fl.ClusterFacts{Online: true, Samples: ld.train.Len(), SamplesPerSec: r.samplesPerSec(ctx, d, ld)}
-		if bps, _ := r.a.link.estimate(); bps > 0 {
-			facts.BandwidthBps = float64(bps) * 8
-		}
+	if !ld.measured {
+		ld.speed, ld.measured = r.samplesPerSec(ctx, d, ld), true
+	}
+	facts := fl.ClusterFacts{Online: true, Samples: ld.train.Len(), SamplesPerSec: ld.speed}
+	if bps, _ := r.a.link.estimate(); bps > 0 {
+		facts.BandwidthBps = float64(bps) * 8
+	}
+	if last, ok := r.facts[key]; !ok || factsChanged(last, facts) {
 		rep := fl.Report{Job: d.Job, Cluster: r.a.Name(), Kind: fl.KindFacts, Facts: &facts}
 		if err := r.put(ctx, d, "facts-"+strconv.FormatInt(r.a.clock.Now().UnixNano(), 10), 0, rep); err != nil {
 			return err
 		}
-		r.facts[key] = true
+		r.facts[key] = facts
+		if ok {
+			r.a.log.Info("federated job: facts changed, reported again", "job", d.Job,
+				"bandwidthBps", facts.BandwidthBps, "was", last.BandwidthBps)
+		}
 	}
 	if len(d.Message) == 0 {
 		return nil
@@ -303,6 +313,21 @@ func (r *federatedRunner) put(ctx context.Context, d v1alpha1.DesiredFederated, 
 	}
 	r.a.signal(r.a.sendNow)
 	return nil
+}
+
+// factsChanged reports whether facts differ from the last reported enough to tell the
+// coordinator again, which plans each cluster's work and encoding from them: the link's
+// bandwidth known or lost, or moved by half or more either way (smaller moves are the
+// estimate's noise), or the local data or training speed changed.
+func factsChanged(last, now fl.ClusterFacts) bool {
+	if last.Samples != now.Samples || last.SamplesPerSec != now.SamplesPerSec || last.Online != now.Online {
+		return true
+	}
+	a, b := last.BandwidthBps, now.BandwidthBps
+	if a <= 0 || b <= 0 {
+		return (a > 0) != (b > 0)
+	}
+	return max(a, b) >= 1.5*min(a, b)
 }
 
 // samplesPerSec measures local training's speed on a few batches of the job's model.

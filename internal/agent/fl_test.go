@@ -16,6 +16,7 @@ import (
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/fl"
 	"outpost.dev/outpost/internal/testenv"
 	"outpost.dev/outpost/internal/train"
 )
@@ -248,5 +249,35 @@ func TestFederatedAgentRestart(t *testing.T) {
 		if n != 1 {
 			t.Errorf("edge-1 acted on %s %d times", a, n)
 		}
+	}
+}
+
+func TestFactsChanged(t *testing.T) {
+	base := fl.ClusterFacts{Online: true, BandwidthBps: 10e6, Samples: 600, SamplesPerSec: 2000}
+	with := func(f func(*fl.ClusterFacts)) fl.ClusterFacts { c := base; f(&c); return c }
+	tests := []struct {
+		name string
+		now  fl.ClusterFacts
+		want bool
+	}{
+		{"same", base, false},
+		{"bandwidth noise up", with(func(f *fl.ClusterFacts) { f.BandwidthBps = 14e6 }), false},
+		{"bandwidth noise down", with(func(f *fl.ClusterFacts) { f.BandwidthBps = 7e6 }), false},
+		{"link got better", with(func(f *fl.ClusterFacts) { f.BandwidthBps = 15e6 }), true},
+		{"link got worse", with(func(f *fl.ClusterFacts) { f.BandwidthBps = 1e6 }), true},
+		{"bandwidth no longer known", with(func(f *fl.ClusterFacts) { f.BandwidthBps = 0 }), true},
+		{"more local data", with(func(f *fl.ClusterFacts) { f.Samples = 700 }), true},
+		{"training speed", with(func(f *fl.ClusterFacts) { f.SamplesPerSec = 1000 }), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := factsChanged(base, tt.now); got != tt.want {
+				t.Errorf("factsChanged(%+v, %+v) = %v, want %v", base, tt.now, got, tt.want)
+			}
+		})
+	}
+	unknown := with(func(f *fl.ClusterFacts) { f.BandwidthBps = 0 })
+	if !factsChanged(unknown, base) || factsChanged(unknown, unknown) {
+		t.Error("a bandwidth first known is news; still unknown is not")
 	}
 }
