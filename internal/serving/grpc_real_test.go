@@ -210,30 +210,11 @@ with grpc.insecure_channel(addr) as ch:
 print(json.dumps(out))
 `
 
-// pythonWithGRPC finds a python3 that can import grpc and grpc_tools
-// (Debian's python3-grpcio and python3-grpc-tools live under
-// /usr/bin/python3, which a pyenv python3 on PATH may hide).
-func pythonWithGRPC() string {
-	cands := []string{os.Getenv("OUTPOST_PYTHON"), "/usr/bin/python3"}
-	if p, err := exec.LookPath("python3"); err == nil {
-		cands = append(cands, p)
-	}
-	for _, p := range cands {
-		if p != "" && exec.Command(p, "-c", "import grpc, grpc_tools.protoc").Run() == nil {
-			return p
-		}
-	}
-	return ""
-}
-
 // TestGRPCPythonClient calls the server from Python's grpcio with stubs
 // generated from grpc_predict_v2.proto, and checks every answer.
 func TestGRPCPythonClient(t *testing.T) {
-	py := pythonWithGRPC()
-	if py == "" {
-		msg := "python3 with the grpc and grpc_tools modules not found (Debian python3-grpcio and python3-grpc-tools; scripts/debian-deps.sh installs them)"
-		testenv.MissingPeer(t, msg)
-	}
+	py := testenv.Python(t, "grpc, grpc_tools.protoc",
+		"python3 with the grpc and grpc_tools modules not found (Debian python3-grpcio and python3-grpc-tools; scripts/debian-deps.sh installs them)")
 	stubs := t.TempDir()
 	gen := exec.Command(py, "-m", "grpc_tools.protoc", "-I", "oippb", "--python_out="+stubs, "--grpc_python_out="+stubs, "grpc_predict_v2.proto")
 	if out, err := gen.CombinedOutput(); err != nil {

@@ -8,6 +8,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -61,4 +62,24 @@ func Poll(limit time.Duration, cond func() bool) error {
 		wait = min(2*wait, 100*time.Millisecond)
 	}
 	return nil
+}
+
+// Python returns a python3 that can import every module of imports (a
+// Python import list, such as "onnx" or "grpc, grpc_tools.protoc"):
+// $OUTPOST_PYTHON, Debian's /usr/bin/python3 (where Debian's python3-*
+// packages live, which another python3 first on PATH may hide), or that
+// python3. When none can, it ends t as MissingPeer with msg.
+func Python(t testing.TB, imports, msg string) string {
+	t.Helper()
+	cands := []string{os.Getenv("OUTPOST_PYTHON"), "/usr/bin/python3"}
+	if p, err := exec.LookPath("python3"); err == nil {
+		cands = append(cands, p)
+	}
+	for _, p := range cands {
+		if p != "" && exec.Command(p, "-c", "import "+imports).Run() == nil {
+			return p
+		}
+	}
+	MissingPeer(t, msg)
+	return ""
 }

@@ -109,28 +109,10 @@ func TestAccuracyWithGoRuntime(t *testing.T) {
 	}
 }
 
-// pythonWithONNX finds a python3 that can import onnx (Debian's python3-onnx
-// lives under /usr/bin/python3, which a pyenv python3 on PATH may hide).
-func pythonWithONNX() string {
-	cands := []string{os.Getenv("OUTPOST_PYTHON"), "/usr/bin/python3"}
-	if p, err := exec.LookPath("python3"); err == nil {
-		cands = append(cands, p)
-	}
-	for _, p := range cands {
-		if p != "" && exec.Command(p, "-c", "import onnx").Run() == nil {
-			return p
-		}
-	}
-	return ""
-}
-
 // Every zoo file passes onnx.checker.check_model with full_check (which runs
 // ONNX's shape inference too).
 func TestONNXChecker(t *testing.T) {
-	py := pythonWithONNX()
-	if py == "" {
-		testenv.MissingPeer(t, "python3 with the onnx module not found (Debian python3-onnx; scripts/debian-deps.sh installs it)")
-	}
+	py := testenv.Python(t, "onnx", "python3 with the onnx module not found (Debian python3-onnx; scripts/debian-deps.sh installs it)")
 	dir := t.TempDir()
 	args := []string{"-c", `import sys, onnx
 for p in sys.argv[1:]:

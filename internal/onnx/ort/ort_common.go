@@ -25,6 +25,10 @@ const EnvLib = "OUTPOST_ONNXRUNTIME_LIB"
 // ErrNoLibrary is returned by FromEnv when EnvLib is not set.
 var ErrNoLibrary = errors.New("onnxruntime: " + EnvLib + " is not set (scripts/ort.sh installs the library and prints its path)")
 
+// ErrNoCgo is what every entry point returns in a binary built without cgo,
+// which cannot load a C library.
+var ErrNoCgo = errors.New("onnxruntime: this binary was built without cgo and cannot load ONNX Runtime")
+
 // ErrClosed is returned by Run on a closed session.
 var ErrClosed = errors.New("onnxruntime: session is closed")
 

@@ -4,7 +4,6 @@ package ort
 
 import (
 	"context"
-	"errors"
 
 	"outpost.dev/outpost/internal/onnx/engine"
 	"outpost.dev/outpost/internal/onnx/interp"
@@ -14,10 +13,6 @@ var (
 	_ engine.Runtime = (*Runtime)(nil)
 	_ engine.Session = (*Session)(nil)
 )
-
-// ErrNoCgo is what every entry point returns in a binary built without cgo,
-// which cannot load a C library.
-var ErrNoCgo = errors.New("onnxruntime: this binary was built without cgo and cannot load ONNX Runtime")
 
 // New fails: loading ONNX Runtime needs cgo.
 func New(libPath string, opts ...Option) (*Runtime, error) { return nil, ErrNoCgo }
