@@ -162,6 +162,16 @@ type TrainOptions struct {
 	// B0, W1, B1, ...; CNN: conv1 W, B, conv2 W, B, fc W, B).
 	ProxMu  float64
 	ProxRef [][]float32
+	// Soft, when set, distils a teacher (MLP only): each sample's loss mixes
+	// the cross-entropy on its label, weighted 1 − SoftWeight, with the
+	// cross-entropy against Soft(i) — sample i's teacher probabilities
+	// softened to Temperature — of the softmax of the logits divided by
+	// Temperature, weighted SoftWeight × Temperature² (Hinton et al., 2015:
+	// the square keeps the soft term's gradients at the hard term's scale).
+	// Temperature defaults to 1.
+	Soft        func(i int) []float32
+	SoftWeight  float64
+	Temperature float64
 }
 
 // TrainStats reports what Train did.
@@ -213,6 +223,9 @@ func (opts TrainOptions) withDefaults() (TrainOptions, error) {
 	if opts.Seed == 0 {
 		opts.Seed = 1
 	}
+	if opts.Soft != nil && opts.Temperature == 0 {
+		opts.Temperature = 1
+	}
 	if opts.Workers <= 0 {
 		opts.Workers = defaultWorkers()
 	}
@@ -225,6 +238,10 @@ func (opts TrainOptions) withDefaults() (TrainOptions, error) {
 		return opts, fmt.Errorf("train: ProxMu %v, want 0 or more", opts.ProxMu)
 	case opts.ProxMu > 0 && opts.ProxRef == nil:
 		return opts, errors.New("train: ProxMu without ProxRef")
+	case opts.Soft != nil && !(opts.SoftWeight >= 0 && opts.SoftWeight <= 1):
+		return opts, fmt.Errorf("train: SoftWeight %v, want from 0 to 1", opts.SoftWeight)
+	case opts.Soft != nil && !(opts.Temperature > 0 && !math.IsInf(opts.Temperature, 0)):
+		return opts, fmt.Errorf("train: Temperature %v, want above 0", opts.Temperature)
 	case opts.Optimizer != Adam && opts.Optimizer != SGDMomentum:
 		return opts, fmt.Errorf("train: unknown optimizer %d", opts.Optimizer)
 	}
@@ -288,6 +305,10 @@ func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 	rng := rand.New(rand.NewPCG(opts.Seed, 0x73687566666c65)) // "shuffle"
 	perm := make([]int, n)
 	labels := make([]int, bs)
+	var soft *distil
+	if opts.Soft != nil {
+		soft = &distil{rows: make([][]float32, bs), weight: opts.SoftWeight, temp: opts.Temperature, pt: make([]float32, m.Classes())}
+	}
 	for epoch := 0; epoch < opts.Epochs; epoch++ {
 		for i := range perm {
 			perm[i] = i
@@ -321,8 +342,13 @@ func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 					labels[j] = ds.Sample(perm[lo+j], ws.x[j*ws.in:(j+1)*ws.in])
 				}
 			}
+			if soft != nil {
+				for j := 0; j < cur; j++ {
+					soft.rows[j] = opts.Soft(perm[lo+j])
+				}
+			}
 			m.forward(ws, cur, first, len(m.Layers), opts.Workers)
-			loss, err := m.backward(ws, cur, labels[:cur], opts.FrozenLayers, opts.Workers)
+			loss, err := m.backward(ws, cur, labels[:cur], soft, opts.FrozenLayers, opts.Workers)
 			if err != nil {
 				stats.Duration = time.Since(start)
 				return stats, err
@@ -422,7 +448,7 @@ func softmaxRow(z []float32) (logSumExp float64) {
 
 // backward computes the mean cross-entropy of the batch and the gradients of the
 // layers from frozen on. It overwrites the last layer's logits with probabilities.
-func (m *MLP) backward(ws *workspace, bs int, labels []int, frozen, workers int) (float64, error) {
+func (m *MLP) backward(ws *workspace, bs int, labels []int, soft *distil, frozen, workers int) (float64, error) {
 	last := len(m.Layers) - 1
 	c := m.Layers[last].Out
 	logits, d := ws.act[last], ws.delta[last]
@@ -434,13 +460,30 @@ func (m *MLP) backward(ws *workspace, bs int, labels []int, frozen, workers int)
 			return 0, fmt.Errorf("train: label %d outside [0, %d)", y, c)
 		}
 		row := logits[b*c : (b+1)*c]
+		var softLoss float64
+		if soft != nil {
+			var err error
+			if softLoss, err = soft.softmax(row, b); err != nil {
+				return 0, err
+			}
+		}
 		zy := float64(row[y])
-		loss += softmaxRow(row) - zy
+		hard := softmaxRow(row) - zy
 		dr := d[b*c : (b+1)*c]
 		for j, p := range row {
 			dr[j] = p * inv
 		}
 		dr[y] -= inv
+		if soft == nil {
+			loss += hard
+			continue
+		}
+		// (1−α)(p − y) + α·T·(p_T − q), over the batch.
+		a, t := float32(soft.weight), float32(soft.temp)
+		for j := range dr {
+			dr[j] = (1-a)*dr[j] + a*t*(soft.pt[j]-soft.rows[b][j])*inv
+		}
+		loss += (1-soft.weight)*hard + soft.weight*soft.temp*soft.temp*softLoss
 	}
 	for i := last; i >= frozen; i-- {
 		l := &m.Layers[i]
@@ -454,6 +497,31 @@ func (m *MLP) backward(ws *workspace, bs int, labels []int, frozen, workers int)
 		}
 	}
 	return loss / float64(bs), nil
+}
+
+// distil is a batch's soft targets and their weighting (TrainOptions.Soft).
+type distil struct {
+	rows   [][]float32 // each row's teacher probabilities at temp
+	weight float64
+	temp   float64
+	pt     []float32 // scratch: the student's probabilities at temp
+}
+
+// softmax sets d.pt to the softmax of logits/temp and returns the
+// cross-entropy of row b's soft target q against it:
+// Σ q_j (logSumExp(z/T) − z_j/T).
+func (d *distil) softmax(logits []float32, b int) (float64, error) {
+	q := d.rows[b]
+	if len(q) != len(logits) {
+		return 0, fmt.Errorf("train: soft target of %d classes, the model has %d", len(q), len(logits))
+	}
+	var qz, qs float64
+	for j, z := range logits {
+		d.pt[j] = z / float32(d.temp)
+		qz += float64(q[j]) * float64(d.pt[j])
+		qs += float64(q[j])
+	}
+	return softmaxRow(d.pt)*qs - qz, nil
 }
 
 // optimizer holds per-parameter state for the trainable layers.
