@@ -81,7 +81,8 @@ COVERDIR ?= $(CURDIR)/.cover
 # race detector (atomic ones) cost 3-6x the CPU: make test runs them under the race detector
 # without counters, and counts their coverage in the run without it.
 HOT_PKGS := outpost.dev/outpost/internal/onnx/interp outpost.dev/outpost/internal/train \
-	outpost.dev/outpost/internal/artifact outpost.dev/outpost/internal/fl
+	outpost.dev/outpost/internal/artifact outpost.dev/outpost/internal/fl \
+	outpost.dev/outpost/internal/compress
 
 ## test: the full test suite, with the real peers installed and required, and the race detector;
 ## then, without it, the packages whose checks the race detector makes too slow (the training

@@ -69,6 +69,9 @@ for p in sys.argv[1:]:
 // Each variant's accuracy, and its drop from the float model's, is logged
 // and bounded.
 func TestVariantsAgreeWithONNXRuntime(t *testing.T) {
+	if raceEnabled {
+		t.Skip("runs 10,000 images through 16 models; make test runs it without -race")
+	}
 	rt, err := ort.FromEnv()
 	if errors.Is(err, ort.ErrNoLibrary) || errors.Is(err, ort.ErrNoCgo) {
 		testenv.MissingPeer(t, err.Error())

@@ -377,8 +377,8 @@ func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 	if opts.FrozenLayers != 0 {
 		return TrainStats{}, errors.New("train: the CNN does not support frozen layers")
 	}
-	if opts.Soft != nil {
-		return TrainStats{}, errors.New("train: the CNN does not distil (TrainOptions.Soft)")
+	if opts.Soft != nil || opts.Masks != nil {
+		return TrainStats{}, errors.New("train: the CNN does not distil or mask weights (TrainOptions.Soft, Masks)")
 	}
 	if err := c.check(ds); err != nil {
 		return TrainStats{}, err

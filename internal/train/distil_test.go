@@ -115,3 +115,44 @@ func TestDistilMixing(t *testing.T) {
 		t.Error("the CNN accepted soft targets it does not use")
 	}
 }
+
+// Masked weights stay zero through training, the others train.
+func TestMasks(t *testing.T) {
+	tr, _ := subset(t)
+	part := tr.Slice(0, 200)
+	m := NewMLP([]int{784, 8, 10}, 5)
+	masks := [][]bool{make([]bool, 784*8), nil}
+	for k := range masks[0] {
+		masks[0][k] = k%3 == 0
+	}
+	before := m.Clone()
+	if _, err := m.Train(context.Background(), part, TrainOptions{Epochs: 1, BatchSize: 20, Masks: masks}); err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for k, w := range m.Layers[0].W {
+		if !masks[0][k] && w != 0 {
+			t.Fatalf("masked weight %d is %v", k, w)
+		}
+		if masks[0][k] && w != before.Layers[0].W[k] {
+			moved++
+		}
+	}
+	if moved == 0 || bytes.Equal(f32bytes(m.Layers[1].W), f32bytes(before.Layers[1].W)) {
+		t.Error("the unmasked weights did not train")
+	}
+	for _, bad := range [][][]bool{{nil}, {make([]bool, 3), nil}} {
+		if _, err := NewMLP([]int{784, 8, 10}, 1).Train(context.Background(), part, TrainOptions{Masks: bad}); err == nil {
+			t.Errorf("masks of lengths %d accepted", len(bad))
+		}
+	}
+}
+
+func f32bytes(v []float32) []byte {
+	b := make([]byte, 0, 4*len(v))
+	for _, x := range v {
+		u := math.Float32bits(x)
+		b = append(b, byte(u), byte(u>>8), byte(u>>16), byte(u>>24))
+	}
+	return b
+}

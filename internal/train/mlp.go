@@ -172,6 +172,10 @@ type TrainOptions struct {
 	Soft        func(i int) []float32
 	SoftWeight  float64
 	Temperature float64
+	// Masks, when set, holds one mask per layer (nil: none) of its W's
+	// length: a weight whose mask is false is zero after every step, so a
+	// pruned model fine-tunes without reviving what was pruned (MLP only).
+	Masks [][]bool
 }
 
 // TrainStats reports what Train did.
@@ -261,6 +265,17 @@ func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 	}
 	if err := m.check(ds); err != nil {
 		return TrainStats{}, err
+	}
+	if opts.Masks != nil {
+		if len(opts.Masks) != len(m.Layers) {
+			return TrainStats{}, fmt.Errorf("train: %d masks for %d layers", len(opts.Masks), len(m.Layers))
+		}
+		for i, mk := range opts.Masks {
+			if mk != nil && len(mk) != len(m.Layers[i].W) {
+				return TrainStats{}, fmt.Errorf("train: mask %d of %d values for %d weights", i, len(mk), len(m.Layers[i].W))
+			}
+		}
+		applyMasks(m, opts.Masks)
 	}
 	if opts.ProxMu > 0 {
 		var ref [][]float32
@@ -361,6 +376,7 @@ func (m *MLP) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 				}
 			}
 			opt.step(m, ws)
+			applyMasks(m, opts.Masks)
 			stats.Steps++
 			stats.Samples += cur
 			seen += cur
@@ -497,6 +513,17 @@ func (m *MLP) backward(ws *workspace, bs int, labels []int, soft *distil, frozen
 		}
 	}
 	return loss / float64(bs), nil
+}
+
+// applyMasks zeroes the weights masks leave out.
+func applyMasks(m *MLP, masks [][]bool) {
+	for i, mk := range masks {
+		for k, keep := range mk {
+			if !keep {
+				m.Layers[i].W[k] = 0
+			}
+		}
+	}
 }
 
 // distil is a batch's soft targets and their weighting (TrainOptions.Soft).
