@@ -1,0 +1,340 @@
+package compress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"outpost.dev/outpost/internal/onnx"
+	"outpost.dev/outpost/internal/onnx/interp"
+	"outpost.dev/outpost/internal/onnx/onnxpb"
+	"outpost.dev/outpost/internal/train"
+)
+
+// Data is what a search measures and trains with: Eval, labelled and held
+// out, gives each candidate's accuracy; Train calibrates quantization and
+// fine-tunes pruned models and students (it may be Eval's own training
+// split, never Eval itself).
+type Data struct {
+	Train, Eval Dataset
+	// Calibration is how many training samples calibrate int8 (default 512).
+	Calibration int
+}
+
+// Recipe is one way to make a variant.
+type Recipe struct {
+	// Name names the variant ("int8", "fp16", "pruned50-int8", ...).
+	Name string
+	// Method and Params say what it does, as a variant records it.
+	Method string
+	Params map[string]string
+	// MLP says the recipe needs an MLP that internal/train reads (pruning,
+	// distillation); other models skip it, saying so.
+	MLP  bool
+	make func(ctx context.Context, src *onnxpb.ModelProto, mlp *train.MLP, teacher Session, d Data) (*onnxpb.ModelProto, error)
+}
+
+// Recipes is the default recipe list, smallest gain first.
+func Recipes() []Recipe {
+	int8 := func(p float64) func(context.Context, *onnxpb.ModelProto, *onnxpb.ModelProto, Data) (*onnxpb.ModelProto, error) {
+		return func(ctx context.Context, _, m *onnxpb.ModelProto, d Data) (*onnxpb.ModelProto, error) {
+			r, err := Calibrate(ctx, m, d.Train, calib(d), Calibration{Percentile: p})
+			if err != nil {
+				return nil, err
+			}
+			return QuantizeInt8(m, r)
+		}
+	}
+	plain := func(f func(context.Context, *onnxpb.ModelProto, *onnxpb.ModelProto, Data) (*onnxpb.ModelProto, error)) func(context.Context, *onnxpb.ModelProto, *train.MLP, Session, Data) (*onnxpb.ModelProto, error) {
+		return func(ctx context.Context, src *onnxpb.ModelProto, _ *train.MLP, _ Session, d Data) (*onnxpb.ModelProto, error) {
+			return f(ctx, src, src, d)
+		}
+	}
+	// then applies f to an MLP made from the source, exported to ONNX.
+	then := func(mk func(ctx context.Context, mlp *train.MLP, teacher Session, d Data) (*train.MLP, error),
+		f func(context.Context, *onnxpb.ModelProto, *onnxpb.ModelProto, Data) (*onnxpb.ModelProto, error)) func(context.Context, *onnxpb.ModelProto, *train.MLP, Session, Data) (*onnxpb.ModelProto, error) {
+		return func(ctx context.Context, src *onnxpb.ModelProto, mlp *train.MLP, teacher Session, d Data) (*onnxpb.ModelProto, error) {
+			m, err := mk(ctx, mlp, teacher, d)
+			if err != nil {
+				return nil, err
+			}
+			b, err := m.MarshalONNX(src.GetGraph().GetName())
+			if err != nil {
+				return nil, err
+			}
+			out, err := onnx.Unmarshal(b)
+			if err != nil || f == nil {
+				return out, err
+			}
+			return f(ctx, src, out, d)
+		}
+	}
+	prune := func(keep float64) func(context.Context, *train.MLP, Session, Data) (*train.MLP, error) {
+		return func(ctx context.Context, m *train.MLP, _ Session, d Data) (*train.MLP, error) {
+			return PruneUnits(ctx, m, keep, FineTune{Data: d.Train, Epochs: 2, Seed: 1})
+		}
+	}
+	sparse := func(ctx context.Context, m *train.MLP, _ Session, d Data) (*train.MLP, error) {
+		return Sparsify(ctx, m, 0.8, FineTune{Data: d.Train, Epochs: 2, Seed: 1})
+	}
+	student := func(frac float64) func(context.Context, *train.MLP, Session, Data) (*train.MLP, error) {
+		return func(ctx context.Context, m *train.MLP, teacher Session, d Data) (*train.MLP, error) {
+			sizes := m.Sizes()
+			hidden := make([]int, 0, len(sizes)-2)
+			for _, h := range sizes[1 : len(sizes)-1] {
+				hidden = append(hidden, max(1, int(frac*float64(h))))
+			}
+			return Distill(ctx, teacher, hidden, 4, 0.7, FineTune{Data: d.Train, Epochs: 10, Seed: 1})
+		}
+	}
+	p := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	fp16 := func(ctx context.Context, _, m *onnxpb.ModelProto, _ Data) (*onnxpb.ModelProto, error) {
+		return Float16(m, 16)
+	}
+	return []Recipe{
+		{Name: "fp16", Method: "float16", Params: p("weights", "float16"), make: plain(fp16)},
+		{Name: "int8", Method: "int8-static", Params: p("calibration", "minmax", "weights", "per-channel"), make: plain(int8(0))},
+		{Name: "int8-p9999", Method: "int8-static", Params: p("calibration", "percentile", "percentile", "99.99", "weights", "per-channel"), make: plain(int8(99.99))},
+		{Name: "sparse80", Method: "prune-unstructured", Params: p("sparsity", "0.8"), MLP: true, make: then(sparse, nil)},
+		{Name: "pruned50", Method: "prune-structured", Params: p("keep", "0.5"), MLP: true, make: then(prune(0.5), nil)},
+		{Name: "pruned50-int8", Method: "prune-structured+int8-static", Params: p("keep", "0.5", "calibration", "minmax"), MLP: true, make: then(prune(0.5), int8(0))},
+		{Name: "pruned25-int8", Method: "prune-structured+int8-static", Params: p("keep", "0.25", "calibration", "minmax"), MLP: true, make: then(prune(0.25), int8(0))},
+		{Name: "student10", Method: "distill", Params: p("hidden", "0.1", "temperature", "4", "soft", "0.7"), MLP: true, make: then(student(0.1), nil)},
+	}
+}
+
+func calib(d Data) int {
+	if d.Calibration > 0 {
+		return d.Calibration
+	}
+	return 512
+}
+
+// Candidate is one variant a search made and measured.
+type Candidate struct {
+	Name   string
+	Method string
+	Params map[string]string
+	// Bytes is the variant's ONNX file size; Ratio that over the source's.
+	Bytes int
+	Ratio float64
+	// Accuracy on Data.Eval, and Drop from the source's, in points.
+	Accuracy, Drop float64
+	// Latency in the Go runtime at batch 1 and 32 (median of a few runs).
+	Latency1, Latency32 time.Duration
+	// Memory is the heap the Go runtime allocated to load the model and
+	// run it once at batch 1: a bound on what serving it holds.
+	Memory int64
+	// Ops lists the operators of the variant's graph.
+	Ops []string
+	// Within says the drop is within the budget; Pareto that no other
+	// candidate within the budget is both smaller and more accurate.
+	Within, Pareto bool
+	// Skipped says why the recipe made no variant ("" when it did).
+	Skipped string
+	// Model is the variant's ONNX file.
+	Model []byte `json:"-"`
+}
+
+// Progress is told of each recipe as the search starts it.
+type Progress func(i, n int, recipe string)
+
+// Search makes a variant of src by each recipe, measures it on d, and
+// returns the candidates, the source's own first (Name "full"). Recipes
+// that cannot apply to src are kept with Skipped saying why; an error that
+// is not about src ends the search.
+func Search(ctx context.Context, src *onnxpb.ModelProto, recipes []Recipe, d Data, budget float64, progress Progress) ([]Candidate, error) {
+	if d.Eval == nil || d.Eval.Len() == 0 {
+		return nil, errors.New("compress: no labelled evaluation data")
+	}
+	if d.Train == nil || d.Train.Len() == 0 {
+		return nil, errors.New("compress: no training data to calibrate and fine-tune with")
+	}
+	if !(budget >= 0) {
+		return nil, fmt.Errorf("compress: accuracy budget %v points: want 0 or more", budget)
+	}
+	srcBytes, err := onnx.Marshal(src)
+	if err != nil {
+		return nil, err
+	}
+	full, err := measure(ctx, "full", srcBytes, d.Eval)
+	if err != nil {
+		return nil, fmt.Errorf("compress: the source model: %w", err)
+	}
+	full.Method, full.Ratio, full.Within = "none", 1, true
+	teacher, err := interp.Load(srcBytes)
+	if err != nil {
+		return nil, err
+	}
+	mlp, mlpErr := train.ImportONNX(srcBytes)
+	out := []Candidate{full}
+	for i, r := range recipes {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if progress != nil {
+			progress(i+1, len(recipes), r.Name)
+		}
+		c := Candidate{Name: r.Name, Method: r.Method, Params: r.Params}
+		if r.MLP && mlpErr != nil {
+			c.Skipped = "not an MLP internal/train reads: " + mlpErr.Error()
+			out = append(out, c)
+			continue
+		}
+		m, err := r.make(ctx, src, mlp, teacher, d)
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		if err != nil {
+			c.Skipped = err.Error()
+			out = append(out, c)
+			continue
+		}
+		b, err := onnx.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		mc, err := measure(ctx, r.Name, b, d.Eval)
+		if err != nil {
+			c.Skipped = err.Error()
+			out = append(out, c)
+			continue
+		}
+		mc.Method, mc.Params = r.Method, r.Params
+		mc.Ratio = float64(mc.Bytes) / float64(full.Bytes)
+		mc.Drop = 100 * (full.Accuracy - mc.Accuracy)
+		mc.Within = mc.Drop <= budget
+		out = append(out, mc)
+	}
+	MarkPareto(out)
+	return out, nil
+}
+
+// MarkPareto sets Pareto on the candidates within the budget that no other
+// such candidate dominates: at most as large and at least as accurate, and
+// better in one of the two.
+func MarkPareto(cs []Candidate) {
+	for i := range cs {
+		cs[i].Pareto = false
+		if !cs[i].Within || cs[i].Skipped != "" {
+			continue
+		}
+		cs[i].Pareto = true
+		for j := range cs {
+			if i == j || !cs[j].Within || cs[j].Skipped != "" {
+				continue
+			}
+			a, b := cs[i], cs[j]
+			if b.Bytes <= a.Bytes && b.Accuracy >= a.Accuracy && (b.Bytes < a.Bytes || b.Accuracy > a.Accuracy) {
+				cs[i].Pareto = false
+				break
+			}
+		}
+	}
+}
+
+// measure loads model b in the Go runtime and measures it.
+func measure(ctx context.Context, name string, b []byte, eval Dataset) (Candidate, error) {
+	c := Candidate{Name: name, Bytes: len(b), Model: b}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s, err := interp.Load(b)
+	if err != nil {
+		return c, err
+	}
+	in1, _, err := batch(s, eval, 0, 1)
+	if err != nil {
+		return c, err
+	}
+	if _, err := s.Run(ctx, in1); err != nil {
+		return c, err
+	}
+	runtime.ReadMemStats(&after)
+	c.Memory = int64(after.TotalAlloc - before.TotalAlloc)
+	if c.Accuracy, err = Accuracy(ctx, s, eval, 256); err != nil {
+		return c, err
+	}
+	for _, bs := range []int{1, 32} {
+		in, _, err := batch(s, eval, 0, min(bs, eval.Len()))
+		if err != nil {
+			return c, err
+		}
+		var runs []time.Duration
+		for range 5 {
+			start := time.Now()
+			if _, err := s.Run(ctx, in); err != nil {
+				return c, err
+			}
+			runs = append(runs, time.Since(start))
+		}
+		slices.Sort(runs)
+		if bs == 1 {
+			c.Latency1 = runs[len(runs)/2]
+		} else {
+			c.Latency32 = runs[len(runs)/2]
+		}
+	}
+	m, err := onnx.Unmarshal(b)
+	if err != nil {
+		return c, err
+	}
+	seen := map[string]bool{}
+	for _, n := range m.GetGraph().GetNode() {
+		if !seen[n.GetOpType()] {
+			seen[n.GetOpType()] = true
+			c.Ops = append(c.Ops, n.GetOpType())
+		}
+	}
+	slices.Sort(c.Ops)
+	return c, nil
+}
+
+// ParamString is params as "k=v,k=v", sorted by key.
+func ParamString(params map[string]string) string {
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k + "=" + params[k])
+	}
+	return b.String()
+}
+
+// SelectRecipes returns the recipes of names (comma-separated; "" or
+// "all": every one), refusing an unknown name.
+func SelectRecipes(names string) ([]Recipe, error) {
+	all := Recipes()
+	if names == "" || names == "all" {
+		return all, nil
+	}
+	var out []Recipe
+	for _, n := range strings.Split(names, ",") {
+		n = strings.TrimSpace(n)
+		i := slices.IndexFunc(all, func(r Recipe) bool { return r.Name == n })
+		if i < 0 {
+			known := make([]string, len(all))
+			for k, r := range all {
+				known[k] = r.Name
+			}
+			return nil, fmt.Errorf("compress: unknown recipe %q: want some of %s", n, strings.Join(known, ", "))
+		}
+		out = append(out, all[i])
+	}
+	return out, nil
+}

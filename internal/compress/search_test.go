@@ -1,0 +1,89 @@
+package compress
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"outpost.dev/outpost/internal/dataset"
+)
+
+func TestMarkPareto(t *testing.T) {
+	c := func(name string, bytes int, acc float64, within bool) Candidate {
+		return Candidate{Name: name, Bytes: bytes, Accuracy: acc, Within: within}
+	}
+	cs := []Candidate{
+		c("full", 1000, 0.85, true),
+		c("fp16", 500, 0.85, true),    // dominates full: smaller, as accurate
+		c("int8", 250, 0.848, true),   // smaller, less accurate: on the front
+		c("int8-p", 250, 0.846, true), // same size as int8, less accurate: dominated
+		c("tiny", 100, 0.80, false),   // outside the budget: never on the front
+		c("student", 90, 0.84, true),  // smallest within budget
+		{Name: "x", Skipped: "no"},    // skipped
+		c("twin", 500, 0.85, true),    // equal to fp16: neither dominates
+	}
+	MarkPareto(cs)
+	want := map[string]bool{"fp16": true, "int8": true, "student": true, "twin": true}
+	for _, x := range cs {
+		if x.Pareto != want[x.Name] {
+			t.Errorf("%s: Pareto %v, want %v", x.Name, x.Pareto, want[x.Name])
+		}
+	}
+}
+
+// A search over the zoo's MLP makes every recipe's variant, measures it,
+// and keeps the budget; over the CNN the MLP-only recipes are skipped with
+// the reason.
+func TestSearch(t *testing.T) {
+	tr, te, err := dataset.FashionSubset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recipes, err := SelectRecipes("fp16,int8,pruned50-int8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raceEnabled {
+		recipes = recipes[:2]
+	}
+	ctx := context.Background()
+	for _, name := range []string{"mlp", "cnn"} {
+		t.Run(name, func(t *testing.T) {
+			m, _ := zooModel(t, name)
+			var seen []string
+			cs, err := Search(ctx, m, recipes, Data{Train: tr, Eval: te, Calibration: 256}, 1.0, func(i, n int, r string) { seen = append(seen, r) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cs) != len(recipes)+1 || cs[0].Name != "full" || len(seen) != len(recipes) {
+				t.Fatalf("%d candidates, progress %v", len(cs), seen)
+			}
+			for _, c := range cs {
+				t.Logf("%-14s %7d bytes %.3fx acc %.1f%% drop %+.2f within %v pareto %v lat1 %v lat32 %v mem %d ops %v %s",
+					c.Name, c.Bytes, c.Ratio, 100*c.Accuracy, c.Drop, c.Within, c.Pareto, c.Latency1, c.Latency32, c.Memory, c.Ops, c.Skipped)
+				if c.Skipped != "" {
+					if name == "mlp" || !strings.Contains(c.Skipped, "not an MLP") {
+						t.Errorf("%s skipped: %s", c.Name, c.Skipped)
+					}
+					continue
+				}
+				if c.Accuracy < 0.8 || c.Latency1 <= 0 || c.Latency32 <= 0 || len(c.Ops) == 0 {
+					t.Errorf("%s measured %+v", c.Name, c)
+				}
+				if c.Within != (c.Drop <= 1.0) {
+					t.Errorf("%s: drop %.2f, within %v", c.Name, c.Drop, c.Within)
+				}
+			}
+			if cs[1].Ratio > 0.6 || cs[2].Ratio > 0.35 {
+				t.Errorf("fp16 %.3fx, int8 %.3fx the size", cs[1].Ratio, cs[2].Ratio)
+			}
+		})
+	}
+	if _, err := SelectRecipes("int8,bogus"); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("an unknown recipe: %v", err)
+	}
+	m, _ := zooModel(t, "mlp")
+	if _, err := Search(ctx, m, recipes, Data{Train: tr}, 1, nil); err == nil {
+		t.Error("a search without evaluation data ran")
+	}
+}
