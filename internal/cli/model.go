@@ -44,7 +44,7 @@ they are promoted; every command here names them edge/<cluster>/<name>@<version>
 	}
 	cmd.AddCommand(newModelPushCmd(g), newModelListCmd(g), newModelShowCmd(g),
 		newModelPullCmd(g), newModelSignCmd(g), newModelVerifyCmd(g), newModelDiffCmd(g), newModelExampleCmd(g),
-		newModelPromoteCmd(g), newModelLineageCmd(g))
+		newModelPromoteCmd(g), newModelLineageCmd(g), newModelCompressCmd(g))
 	return cmd
 }
 
