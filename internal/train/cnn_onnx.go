@@ -14,7 +14,8 @@ import (
 // ExportONNX writes the CNN as an ONNX graph (opset ONNXOpset) named name:
 // input ONNXInput float32 [N, 1, 28, 28], then Conv, Relu, MaxPool, Conv,
 // Relu, MaxPool, Flatten, Gemm and Softmax (axis 1) producing ONNXOutput
-// float32 [N, 10]. The bytes depend only on the weights and name.
+// float32 [N, 10]. The bytes depend only on the weights and name. ImportCNN
+// reads the file back.
 func (c *CNN) ExportONNX(w io.Writer, name string) error {
 	data, err := c.MarshalONNX(name)
 	if err != nil {

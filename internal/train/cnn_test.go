@@ -545,5 +545,21 @@ func FuzzImportCNN(f *testing.F) {
 		if p := c.Predict(make([]float32, cnnInDim)); len(p) != CNNClasses {
 			t.Fatalf("%d probabilities", len(p))
 		}
+		// And it exports to a file that reads back as the same bits.
+		again, err := c.MarshalONNX("f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ImportCNN(again)
+		if err != nil {
+			t.Fatalf("the export of an accepted CNN is refused: %v", err)
+		}
+		for i, p := range c.params() {
+			for j, v := range p {
+				if math.Float32bits(back.params()[i][j]) != math.Float32bits(v) {
+					t.Fatalf("tensor %d[%d]: %v read back as %v", i, j, v, back.params()[i][j])
+				}
+			}
+		}
 	})
 }
