@@ -99,9 +99,9 @@ func (f *Federated) Initial(ctx context.Context, name, version, arch string) (fl
 	return spec, w, hub.ResolvedModel{Version: version, Digest: desc.Digest.String(), Size: size}, nil
 }
 
-// Publish pushes p as models/<p.Name>:<p.Version>, a model.onnx of p.Model's arch (as
-// internal/train exports it) with p's lineage, and signs
-// it with the hub's key unless it carries that key's signature already.
+// Publish pushes p as models/<p.Name>:<p.Version>, a model.onnx of p.Model's arch as
+// internal/train exports it, with p's lineage, and signs it with the hub's key unless it
+// carries that key's signature already.
 func (f *Federated) Publish(ctx context.Context, p hub.FederatedPublication) (hub.ResolvedModel, error) {
 	onnx, err := fl.MarshalONNX(p.Model, p.Weights, p.Name)
 	if err != nil {
