@@ -282,13 +282,9 @@ func (r *federatedRunner) global(ctx context.Context, d v1alpha1.DesiredFederate
 	if err != nil {
 		return fl.GlobalModel{}, fmt.Errorf("global model %s@%s: %w", d.Model, d.Version, err)
 	}
-	m, err := train.ImportONNX(b)
+	_, w, err := fl.ReadONNX(as.Net.Arch, b)
 	if err != nil {
 		return fl.GlobalModel{}, fmt.Errorf("global model %s@%s: %w", d.Model, d.Version, err)
-	}
-	var w [][]float32
-	for _, l := range m.Layers {
-		w = append(w, l.W, l.B)
 	}
 	if got := fl.Digest(w); got != as.Model.Digest {
 		return fl.GlobalModel{}, fmt.Errorf("global model %s@%s has weights %s; the assignment trains from %s", d.Model, d.Version, got, as.Model.Digest)
@@ -330,13 +326,19 @@ func factsChanged(last, now fl.ClusterFacts) bool {
 	return max(a, b) >= 1.5*min(a, b)
 }
 
-// samplesPerSec measures local training's speed on a few batches of the job's model.
+// samplesPerSec measures local training's speed on a few batches of a model of the job's
+// arch (an MLP of one hidden layer of 64 units stands for the job's, whose sizes come with
+// the first assignment), or 0 where the local data do not fit it.
 func (r *federatedRunner) samplesPerSec(ctx context.Context, d v1alpha1.DesiredFederated, ld *localData) float64 {
-	if d.Arch != v1alpha1.ArchMLP || ld.train.Len() == 0 {
+	spec := fl.ModelSpec{Arch: d.Arch}
+	if d.Arch == v1alpha1.ArchMLP {
+		spec.Sizes = []int{ld.train.Dim(), 64, 10}
+	}
+	n := min(ld.train.Len(), 256)
+	m, _, err := fl.NewLearner(spec, nil, 1)
+	if err != nil || n == 0 {
 		return 0
 	}
-	m := train.NewMLP([]int{ld.train.Dim(), 64, 10}, 1)
-	n := min(ld.train.Len(), 256)
 	start := time.Now()
 	if _, err := m.Train(ctx, firstN{ld.train, n}, train.TrainOptions{Epochs: 1, BatchSize: 32, LR: 0.01}); err != nil {
 		return 0

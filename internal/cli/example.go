@@ -10,8 +10,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/durable"
+	"outpost.dev/outpost/internal/fl"
 	"outpost.dev/outpost/internal/zoo"
 )
 
@@ -33,9 +35,14 @@ itself (see 'outpost model example --list'). DIR is then a model folder for
 train on is written to FILE as the JSON array that 'outpost infer --input'
 takes, and its true class is printed.
 
+The mlp and cnn examples are also initial models for federated learning: a
+FederatedJob of spec.model.arch mlp (the default) starts from the mlp, one of
+arch cnn from the cnn (see docs/federated.md).
+
 DIR must not exist or be empty; FILE must not exist.`,
 		Example: `  outpost model example ./my-model --input image.json
   outpost model example ./small --name mlp-int8
+  outpost model example ./initial-cnn --name cnn    # a FederatedJob of arch cnn starts from it
   outpost model example --list`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if list, _ := cmd.Flags().GetBool("list"); list {
@@ -97,6 +104,9 @@ DIR must not exist or be empty; FILE must not exist.`,
 			}
 			fmt.Fprintf(out, "wrote %s: %s, %d parameters, %.1f%% accurate on the Fashion-MNIST test subset\n",
 				filepath.Join(dir, "model.onnx"), m.Description, m.Params, 100*m.TestAccuracy)
+			if arch := federatedArch(data); arch != "" {
+				fmt.Fprintf(out, "a FederatedJob of spec.model.arch %s can start from it\n", arch)
+			}
 			if input != "" {
 				if err := durable.WriteFile(input, append(sample, '\n'), 0o644); err != nil {
 					return err
@@ -112,6 +122,17 @@ DIR must not exist or be empty; FILE must not exist.`,
 	f.IntVar(&image, "image", 0, "which test image --input writes (0 to 999)")
 	f.Bool("list", false, "list the example models")
 	return cmd
+}
+
+// federatedArch is the arch of FederatedJob that can start from the ONNX model data (one that
+// internal/train exported), or "" if none can.
+func federatedArch(data []byte) string {
+	for _, arch := range []string{v1alpha1.ArchMLP, v1alpha1.ArchCNN} {
+		if _, _, err := fl.ReadONNX(arch, data); err == nil {
+			return arch
+		}
+	}
+	return ""
 }
 
 // emptyDir returns nil when dir does not exist or is an empty folder.

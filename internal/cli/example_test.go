@@ -9,17 +9,19 @@ import (
 	"testing"
 
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/fl"
 	"outpost.dev/outpost/internal/zoo"
 )
 
 // TestModelExample writes each example model and an input image, and checks
-// them against the zoo and the dataset they come from.
+// them against the zoo and the dataset they come from; the mlp and cnn are
+// said to be, and are, initial models of FederatedJobs of their arch.
 func TestModelExample(t *testing.T) {
 	_, test, err := dataset.FashionSubset()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"mlp", "cnn", "mlp-int8"} {
+	for name, arch := range map[string]string{"mlp": "mlp", "cnn": "cnn", "mlp-int8": ""} {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "my-model")
 			input := filepath.Join(t.TempDir(), "image.json")
@@ -51,6 +53,21 @@ func TestModelExample(t *testing.T) {
 				if v != float32(img[i])/255 {
 					t.Fatalf("input[%d] = %v, want pixel %d/255", i, v, img[i])
 				}
+			}
+			said := "a FederatedJob of spec.model.arch " + arch + " can start from it\n"
+			if arch == "" {
+				if strings.Contains(out, "FederatedJob") {
+					t.Errorf("output offers %s to federated learning:\n%s", name, out)
+				}
+				for _, a := range []string{"mlp", "cnn"} {
+					if _, _, err := fl.ReadONNX(a, got); err == nil {
+						t.Errorf("%s reads as an initial model of arch %s", name, a)
+					}
+				}
+			} else if !strings.Contains(out, said) {
+				t.Errorf("output does not say %q:\n%s", said, out)
+			} else if spec, _, err := fl.ReadONNX(arch, got); err != nil || spec.Arch != arch {
+				t.Errorf("%s does not read as an initial model of arch %s: %v", name, arch, err)
 			}
 			label := dataset.FashionClasses[test.Labels[7]]
 			if !strings.Contains(out, "test image 7") || !strings.Contains(out, label) {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -23,6 +24,22 @@ type Learner interface {
 // initialised from seed) and returns it with its tensors, which alias the
 // model's own: writing them changes the model.
 func NewLearner(spec ModelSpec, w [][]float32, seed uint64) (Learner, [][]float32, error) {
+	return newLearner(spec, w, seed)
+}
+
+// onnxLearner is a Learner that internal/train exports to ONNX.
+type onnxLearner interface {
+	Learner
+	MarshalONNX(name string) ([]byte, error)
+}
+
+var (
+	_ onnxLearner = (*train.MLP)(nil)
+	_ onnxLearner = (*train.CNN)(nil)
+)
+
+// newLearner is NewLearner.
+func newLearner(spec ModelSpec, w [][]float32, seed uint64) (onnxLearner, [][]float32, error) {
 	shape, err := spec.Shape()
 	if err != nil {
 		return nil, nil, err
@@ -31,7 +48,7 @@ func NewLearner(spec ModelSpec, w [][]float32, seed uint64) (Learner, [][]float3
 		return nil, nil, fmt.Errorf("fl: weights of tensor lengths %v, the %s model's are %v", Shape(w), spec.Arch, shape)
 	}
 	var (
-		l       Learner
+		l       onnxLearner
 		tensors [][]float32
 	)
 	switch spec.Arch {
@@ -40,14 +57,10 @@ func NewLearner(spec ModelSpec, w [][]float32, seed uint64) (Learner, [][]float3
 			return nil, nil, fmt.Errorf("fl: mlp sizes %v", spec.Sizes)
 		}
 		m := train.NewMLP(spec.Sizes, seed)
-		for i := range m.Layers {
-			tensors = append(tensors, m.Layers[i].W, m.Layers[i].B)
-		}
-		l = m
+		l, tensors = m, mlpTensors(m)
 	case "cnn":
 		m := train.NewCNN(seed)
-		tensors = [][]float32{m.Conv1W, m.Conv1B, m.Conv2W, m.Conv2B, m.FCW, m.FCB}
-		l = m
+		l, tensors = m, cnnTensors(m)
 	default:
 		return nil, nil, fmt.Errorf("fl: model arch %q", spec.Arch)
 	}
@@ -60,6 +73,63 @@ func NewLearner(spec ModelSpec, w [][]float32, seed uint64) (Learner, [][]float3
 		}
 	}
 	return l, tensors, nil
+}
+
+// mlpTensors are m's tensors, aliased: W0, B0, W1, B1, ...
+func mlpTensors(m *train.MLP) [][]float32 {
+	var t [][]float32
+	for i := range m.Layers {
+		t = append(t, m.Layers[i].W, m.Layers[i].B)
+	}
+	return t
+}
+
+// cnnTensors are c's tensors, aliased, in the order of its ONNX initializers.
+func cnnTensors(c *train.CNN) [][]float32 {
+	return [][]float32{c.Conv1W, c.Conv1B, c.Conv2W, c.Conv2B, c.FCW, c.FCB}
+}
+
+// ReadONNX reads a model of arch from the ONNX file internal/train exported
+// (train.ImportONNX for an MLP, train.ImportCNN for the CNN) and returns its
+// spec and tensors, in NewLearner's order.
+func ReadONNX(arch string, data []byte) (ModelSpec, [][]float32, error) {
+	var (
+		spec ModelSpec
+		w    [][]float32
+	)
+	switch arch {
+	case "mlp":
+		m, err := train.ImportONNX(data)
+		if err != nil {
+			return ModelSpec{}, nil, err
+		}
+		spec, w = ModelSpec{Arch: arch, Sizes: m.Sizes()}, mlpTensors(m)
+	case "cnn":
+		c, err := train.ImportCNN(data)
+		if err != nil {
+			return ModelSpec{}, nil, err
+		}
+		spec, w = ModelSpec{Arch: arch}, cnnTensors(c)
+	default:
+		return ModelSpec{}, nil, fmt.Errorf("fl: model.arch %q: want \"mlp\" or \"cnn\"", arch)
+	}
+	if _, err := spec.Shape(); err != nil {
+		return ModelSpec{}, nil, err
+	}
+	return spec, w, nil
+}
+
+// MarshalONNX returns the model of spec with weights w as the ONNX file
+// internal/train exports, its graph named name: what ReadONNX reads back.
+func MarshalONNX(spec ModelSpec, w [][]float32, name string) ([]byte, error) {
+	if w == nil {
+		return nil, errors.New("fl: no weights to write")
+	}
+	l, _, err := newLearner(spec, w, 0)
+	if err != nil {
+		return nil, err
+	}
+	return l.MarshalONNX(name)
 }
 
 // MaxParams bounds the models a job may train (about 1 GiB of float32).

@@ -372,3 +372,24 @@ func TestLinkReports(t *testing.T) {
 		})
 	}
 }
+
+// The spec a round's model is published with is the one its weights came from, for either arch.
+func TestModelSpecOf(t *testing.T) {
+	for _, spec := range []fl.ModelSpec{
+		{Arch: v1alpha1.ArchMLP, Sizes: []int{784, 32, 10}},
+		{Arch: v1alpha1.ArchMLP, Sizes: []int{6, 4, 5, 3}},
+		{Arch: v1alpha1.ArchCNN},
+	} {
+		w, err := fl.InitialWeights(spec, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := modelSpecOf(spec.Arch, w)
+		if got.Arch != spec.Arch || fmt.Sprint(got.Sizes) != fmt.Sprint(spec.Sizes) {
+			t.Errorf("modelSpecOf(%s, %v) = %+v, want %+v", spec.Arch, fl.Shape(w), got, spec)
+		}
+		if _, err := fl.MarshalONNX(got, w, "m"); err != nil {
+			t.Errorf("%+v: %v", spec, err)
+		}
+	}
+}

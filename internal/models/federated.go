@@ -22,7 +22,6 @@ import (
 	"outpost.dev/outpost/internal/fl"
 	"outpost.dev/outpost/internal/hub"
 	"outpost.dev/outpost/internal/registry"
-	"outpost.dev/outpost/internal/train"
 )
 
 // MaxInitialModelBytes bounds the model file a federated job starts from.
@@ -49,12 +48,9 @@ func NewFederated(reg FederatedRegistry, key ed25519.PrivateKey) *Federated {
 	return &Federated{reg: reg, key: key}
 }
 
-// Initial reads version of model name: the ONNX file of an MLP that internal/train exported
-// (arch mlp). A CNN's initial model cannot be read back yet.
+// Initial reads version of model name: the ONNX file of a model of arch that internal/train
+// exported (an MLP for arch mlp, the CNN for arch cnn).
 func (f *Federated) Initial(ctx context.Context, name, version, arch string) (fl.ModelSpec, [][]float32, hub.ResolvedModel, error) {
-	if arch != v1alpha1.ArchMLP {
-		return fl.ModelSpec{}, nil, hub.ResolvedModel{}, fmt.Errorf("arch %q: the hub reads initial models of arch mlp only", arch)
-	}
 	repo, err := v1alpha1.ModelRepository(name)
 	if err != nil {
 		return fl.ModelSpec{}, nil, hub.ResolvedModel{}, err
@@ -96,39 +92,20 @@ func (f *Federated) Initial(ctx context.Context, name, version, arch string) (fl
 	if err != nil {
 		return fl.ModelSpec{}, nil, hub.ResolvedModel{}, err
 	}
-	mlp, err := train.ImportONNX(b)
+	spec, w, err := fl.ReadONNX(arch, b)
 	if err != nil {
-		return fl.ModelSpec{}, nil, hub.ResolvedModel{}, fmt.Errorf("model %s:%s: %w", name, version, err)
+		return fl.ModelSpec{}, nil, hub.ResolvedModel{}, fmt.Errorf("model %s:%s (arch %s): %w", name, version, arch, err)
 	}
-	var w [][]float32
-	for _, l := range mlp.Layers {
-		w = append(w, l.W, l.B)
-	}
-	return fl.ModelSpec{Arch: v1alpha1.ArchMLP, Sizes: mlp.Sizes()}, w,
-		hub.ResolvedModel{Version: version, Digest: desc.Digest.String(), Size: size}, nil
+	return spec, w, hub.ResolvedModel{Version: version, Digest: desc.Digest.String(), Size: size}, nil
 }
 
-// Publish pushes p as models/<p.Name>:<p.Version>, a model.onnx with p's lineage, and signs
-// it with the hub's key unless it carries that key's signature already.
+// Publish pushes p as models/<p.Name>:<p.Version>, a model.onnx of p.Model's arch as
+// internal/train exports it, with p's lineage, and signs it with the hub's key unless it
+// carries that key's signature already.
 func (f *Federated) Publish(ctx context.Context, p hub.FederatedPublication) (hub.ResolvedModel, error) {
-	if p.Model.Arch != v1alpha1.ArchMLP {
-		return hub.ResolvedModel{}, fmt.Errorf("arch %q: the hub publishes models of arch mlp only", p.Model.Arch)
-	}
-	mlp := train.NewMLP(p.Model.Sizes, 0)
-	if 2*len(mlp.Layers) != len(p.Weights) {
-		return hub.ResolvedModel{}, fmt.Errorf("%d tensors for an MLP of sizes %v", len(p.Weights), p.Model.Sizes)
-	}
-	for i := range mlp.Layers {
-		w, b := p.Weights[2*i], p.Weights[2*i+1]
-		if len(w) != len(mlp.Layers[i].W) || len(b) != len(mlp.Layers[i].B) {
-			return hub.ResolvedModel{}, fmt.Errorf("layer %d: %d weights and %d biases, want %d and %d", i, len(w), len(b), len(mlp.Layers[i].W), len(mlp.Layers[i].B))
-		}
-		copy(mlp.Layers[i].W, w)
-		copy(mlp.Layers[i].B, b)
-	}
-	onnx, err := mlp.MarshalONNX(p.Name)
+	onnx, err := fl.MarshalONNX(p.Model, p.Weights, p.Name)
 	if err != nil {
-		return hub.ResolvedModel{}, err
+		return hub.ResolvedModel{}, fmt.Errorf("model %s:%s: %w", p.Name, p.Version, err)
 	}
 	dir, err := os.MkdirTemp("", "outpost-fl-publish-")
 	if err != nil {

@@ -1,7 +1,11 @@
 package train
 
 import (
+	"fmt"
 	"io"
+	"slices"
+	"strconv"
+	"strings"
 
 	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/onnx/onnxpb"
@@ -10,7 +14,8 @@ import (
 // ExportONNX writes the CNN as an ONNX graph (opset ONNXOpset) named name:
 // input ONNXInput float32 [N, 1, 28, 28], then Conv, Relu, MaxPool, Conv,
 // Relu, MaxPool, Flatten, Gemm and Softmax (axis 1) producing ONNXOutput
-// float32 [N, 10]. The bytes depend only on the weights and name.
+// float32 [N, 10]. The bytes depend only on the weights and name. ImportCNN
+// reads the file back.
 func (c *CNN) ExportONNX(w io.Writer, name string) error {
 	data, err := c.MarshalONNX(name)
 	if err != nil {
@@ -22,6 +27,11 @@ func (c *CNN) ExportONNX(w io.Writer, name string) error {
 
 // MarshalONNX is ExportONNX into a byte slice.
 func (c *CNN) MarshalONNX(name string) ([]byte, error) {
+	return c.builder(name).Marshal()
+}
+
+// builder builds the CNN's graph, named name.
+func (c *CNN) builder(name string) *onnx.Builder {
 	conv := []onnx.Attr{
 		onnx.AttrInts("kernel_shape", cnnK, cnnK),
 		onnx.AttrInts("pads", 1, 1, 1, 1),
@@ -51,5 +61,176 @@ func (c *CNN) MarshalONNX(name string) ([]byte, error) {
 		Node("Gemm", "fc", []string{"flatten", "fc.weight", "fc.bias"}, []string{"fc"}).
 		Node("Softmax", "softmax", []string{"fc"}, []string{ONNXOutput}, onnx.AttrInt("axis", 1)).
 		Output(ONNXOutput, onnxpb.TensorProto_FLOAT, onnx.P("N"), onnx.D(CNNClasses))
-	return b.Marshal()
+	return b
+}
+
+// ImportCNN reads back a CNN that ExportONNX wrote, for instance the initial
+// model of a federated job or a round's model pulled from the registry. The
+// graph must be exactly the exported one: the same operator set, input,
+// output, nodes (operators, attributes, tensor names) and initializers
+// (names, float32, shapes); only the graph's name, documentation, metadata,
+// node names, the batch dimension and value_info annotations may differ. Any
+// other graph is refused with an error naming what differs.
+func ImportCNN(data []byte) (*CNN, error) {
+	mp, err := onnx.Unmarshal(data)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := NewCNN(0).builder("").Model()
+	if err != nil {
+		return nil, err
+	}
+	if err := sameOpsets(mp.OpsetImport, ref.OpsetImport); err != nil {
+		return nil, err
+	}
+	g, rg := mp.Graph, ref.Graph
+	if err := sameValues("input", g.Input, rg.Input); err != nil {
+		return nil, err
+	}
+	if err := sameValues("output", g.Output, rg.Output); err != nil {
+		return nil, err
+	}
+	if len(g.Node) != len(rg.Node) {
+		return nil, fmt.Errorf("train: ONNX graph has %d nodes, the CNN's has %d (%s)", len(g.Node), len(rg.Node), opList(rg.Node))
+	}
+	for i, n := range g.Node {
+		if err := sameNode(i, n, rg.Node[i]); err != nil {
+			return nil, err
+		}
+	}
+	if len(g.SparseInitializer) > 0 {
+		return nil, fmt.Errorf("train: ONNX graph has %d sparse initializers, the CNN's has none", len(g.SparseInitializer))
+	}
+	if len(g.Initializer) != len(rg.Initializer) {
+		return nil, fmt.Errorf("train: ONNX graph has %d initializers, the CNN's has %d", len(g.Initializer), len(rg.Initializer))
+	}
+	c := &CNN{}
+	dst := map[string]*[]float32{
+		"conv1.weight": &c.Conv1W, "conv1.bias": &c.Conv1B,
+		"conv2.weight": &c.Conv2W, "conv2.bias": &c.Conv2B,
+		"fc.weight": &c.FCW, "fc.bias": &c.FCB,
+	}
+	want := map[string][]int64{}
+	for _, t := range rg.Initializer {
+		want[t.GetName()] = t.Dims
+	}
+	for _, t := range g.Initializer {
+		name := t.GetName()
+		dims, ok := want[name]
+		if !ok {
+			return nil, fmt.Errorf("train: ONNX initializer %q is not one of the CNN's (or appears twice)", name)
+		}
+		delete(want, name)
+		if !slices.Equal(t.Dims, dims) {
+			return nil, fmt.Errorf("train: ONNX initializer %q has dims %v, the CNN's are %v", name, t.Dims, dims)
+		}
+		v, err := onnx.Float32Data(t)
+		if err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
+		*dst[name] = v
+	}
+	return c, nil
+}
+
+// sameOpsets checks that got imports exactly the operator sets of want.
+func sameOpsets(got, want []*onnxpb.OperatorSetIdProto) error {
+	str := func(s []*onnxpb.OperatorSetIdProto) string {
+		var parts []string
+		for _, o := range s {
+			d := o.GetDomain()
+			if d == "" {
+				d = "ai.onnx"
+			}
+			parts = append(parts, fmt.Sprintf("%s %d", d, o.GetVersion()))
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	if g, w := str(got), str(want); g != w {
+		return fmt.Errorf("train: ONNX operator sets %s, the CNN's are %s", g, w)
+	}
+	return nil
+}
+
+// sameValues checks graph inputs or outputs (kind) against the CNN's: names,
+// element types and shapes, the first (batch) dimension excepted.
+func sameValues(kind string, got, want []*onnxpb.ValueInfoProto) error {
+	str := func(s []*onnxpb.ValueInfoProto) string {
+		var parts []string
+		for _, v := range s {
+			tt := v.GetType().GetTensorType()
+			dims := []string{}
+			for i, d := range tt.GetShape().GetDim() {
+				switch {
+				case i == 0:
+					dims = append(dims, "N")
+				case d.GetDimParam() != "":
+					dims = append(dims, d.GetDimParam())
+				default:
+					dims = append(dims, strconv.FormatInt(d.GetDimValue(), 10))
+				}
+			}
+			elem := onnxpb.TensorProto_DataType(tt.GetElemType()).String()
+			if tt == nil {
+				elem = "not a tensor"
+			}
+			parts = append(parts, fmt.Sprintf("%q %s [%s]", v.GetName(), elem, strings.Join(dims, " ")))
+		}
+		return strings.Join(parts, ", ")
+	}
+	if g, w := str(got), str(want); g != w {
+		return fmt.Errorf("train: ONNX graph %s %s, the CNN's is %s", kind, g, w)
+	}
+	return nil
+}
+
+// sameNode checks node i of a graph against the CNN's node want: operator,
+// domain, input and output names, and attributes.
+func sameNode(i int, got, want *onnxpb.NodeProto) error {
+	what := fmt.Sprintf("train: ONNX node %d (%s)", i, got.GetOpType())
+	if got.GetOpType() != want.GetOpType() || got.GetDomain() != want.GetDomain() {
+		return fmt.Errorf("%s: the CNN's node %d is %s", what, i, want.GetOpType())
+	}
+	if !slices.Equal(got.Input, want.Input) {
+		return fmt.Errorf("%s: inputs %q, the CNN's are %q", what, got.Input, want.Input)
+	}
+	if !slices.Equal(got.Output, want.Output) {
+		return fmt.Errorf("%s: outputs %q, the CNN's are %q", what, got.Output, want.Output)
+	}
+	if g, w := attrList(got.Attribute), attrList(want.Attribute); g != w {
+		return fmt.Errorf("%s: attributes {%s}, the CNN's are {%s}", what, g, w)
+	}
+	return nil
+}
+
+// attrList describes attributes in name order, for comparison and errors.
+func attrList(attrs []*onnxpb.AttributeProto) string {
+	var parts []string
+	for _, a := range attrs {
+		var v string
+		switch a.GetType() {
+		case onnxpb.AttributeProto_INT:
+			v = strconv.FormatInt(a.GetI(), 10)
+		case onnxpb.AttributeProto_INTS:
+			v = fmt.Sprint(a.GetInts())
+		case onnxpb.AttributeProto_FLOAT:
+			v = strconv.FormatFloat(float64(a.GetF()), 'g', -1, 32)
+		case onnxpb.AttributeProto_STRING:
+			v = strconv.Quote(string(a.GetS()))
+		default:
+			v = "(" + a.GetType().String() + ")"
+		}
+		parts = append(parts, a.GetName()+"="+v)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
+}
+
+// opList names the operators of nodes in order.
+func opList(nodes []*onnxpb.NodeProto) string {
+	ops := make([]string, len(nodes))
+	for i, n := range nodes {
+		ops[i] = n.GetOpType()
+	}
+	return strings.Join(ops, ", ")
 }

@@ -5,11 +5,15 @@ import (
 	"context"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/onnx"
+	"outpost.dev/outpost/internal/onnx/onnxpb"
 )
 
 // The CNN the quick tests share: one epoch on the subset, lr 3e-3, batch 32
@@ -295,4 +299,267 @@ func BenchmarkCNNTrainEpoch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// testCNN is a CNN with random weights and biases, none of them zero.
+func testCNN() *CNN {
+	c := NewCNN(5)
+	for i, b := range [][]float32{c.Conv1B, c.Conv2B, c.FCB} {
+		for j := range b {
+			b[j] = 0.01 * float32((i+1)*(j+1)%7-3)
+		}
+	}
+	return c
+}
+
+// A CNN exported and read back has the same weights, gives the same
+// predictions, and exports to the same bytes.
+func TestCNNImportRoundTrip(t *testing.T) {
+	c := testCNN()
+	data, err := c.MarshalONNX("fashion-cnn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ImportCNN(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range c.params() {
+		if !slices.Equal(back.params()[i], p) {
+			t.Fatalf("tensor %d differs after the round trip", i)
+		}
+	}
+	_, te := subset(t)
+	const n = 16
+	x := make([]float32, n*784)
+	for i := range n {
+		te.Sample(i, x[i*784:(i+1)*784])
+	}
+	if !slices.Equal(back.Predict(x), c.Predict(x)) {
+		t.Fatal("the imported CNN predicts otherwise")
+	}
+	again, err := back.MarshalONNX("fashion-cnn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, data) {
+		t.Fatal("import then export changed the bytes")
+	}
+}
+
+// cnnProto is testCNN's exported graph, decoded, to change in tests.
+func cnnProto(t *testing.T) *onnxpb.ModelProto {
+	t.Helper()
+	data, err := testCNN().MarshalONNX("fashion-cnn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, err := onnx.Unmarshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mp
+}
+
+func marshalProto(t *testing.T, mp *onnxpb.ModelProto) []byte {
+	t.Helper()
+	b, err := onnx.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// nodeOf returns the node of mp whose first output is out.
+func nodeOf(mp *onnxpb.ModelProto, out string) *onnxpb.NodeProto {
+	for _, n := range mp.Graph.Node {
+		if n.Output[0] == out {
+			return n
+		}
+	}
+	panic("no node makes " + out)
+}
+
+// initOf returns the initializer name of mp.
+func initOf(mp *onnxpb.ModelProto, name string) *onnxpb.TensorProto {
+	for _, t := range mp.Graph.Initializer {
+		if t.GetName() == name {
+			return t
+		}
+	}
+	panic("no initializer " + name)
+}
+
+// What differs from the exported CNN only in what does not change its
+// function is read; anything else is refused with an error that names it.
+func TestImportCNNRefuses(t *testing.T) {
+	mlp, err := NewMLP([]int{784, 8, 10}, 1).MarshalONNX("mlp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := []struct {
+		name   string
+		change func(mp *onnxpb.ModelProto)
+		want   string
+	}{
+		{"opset 12", func(mp *onnxpb.ModelProto) { mp.OpsetImport[0].Version = proto.Int64(12) }, "operator sets [ai.onnx 12], the CNN's are [ai.onnx 13]"},
+		{"other domain", func(mp *onnxpb.ModelProto) {
+			mp.OpsetImport = append(mp.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: proto.String("com.microsoft"), Version: proto.Int64(1)})
+		}, "com.microsoft 1"},
+		{"input renamed", func(mp *onnxpb.ModelProto) { mp.Graph.Input[0].Name = proto.String("x") }, `graph input "x" FLOAT [N 1 28 28], the CNN's is "input"`},
+		{"32x32 images", func(mp *onnxpb.ModelProto) {
+			d := mp.Graph.Input[0].Type.GetTensorType().Shape.Dim
+			d[2].Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: 32}
+		}, `[N 1 32 28]`},
+		{"double input", func(mp *onnxpb.ModelProto) {
+			mp.Graph.Input[0].Type.GetTensorType().ElemType = proto.Int32(int32(onnxpb.TensorProto_DOUBLE))
+		}, `"input" DOUBLE`},
+		{"two inputs", func(mp *onnxpb.ModelProto) { mp.Graph.Input = append(mp.Graph.Input, mp.Graph.Input[0]) }, "graph input"},
+		{"five classes", func(mp *onnxpb.ModelProto) {
+			mp.Graph.Output[0].Type.GetTensorType().Shape.Dim[1].Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: 5}
+		}, `graph output "probabilities" FLOAT [N 5]`},
+		{"average pooling", func(mp *onnxpb.ModelProto) { nodeOf(mp, "pool1").OpType = proto.String("AveragePool") }, "node 2 (AveragePool): the CNN's node 2 is MaxPool"},
+		{"custom domain", func(mp *onnxpb.ModelProto) { nodeOf(mp, "relu1").Domain = proto.String("x") }, "node 1 (Relu)"},
+		{"5x5 kernel", func(mp *onnxpb.ModelProto) { nodeOf(mp, "conv2").Attribute[0] = onnx.AttrInts("kernel_shape", 5, 5) }, "node 3 (Conv): attributes {kernel_shape=[5 5] pads=[1 1 1 1] strides=[1 1]}"},
+		{"dilation", func(mp *onnxpb.ModelProto) {
+			n := nodeOf(mp, "conv1")
+			n.Attribute = append(n.Attribute, onnx.AttrInts("dilations", 2, 2))
+		}, "dilations=[2 2]"},
+		{"softmax axis", func(mp *onnxpb.ModelProto) { nodeOf(mp, ONNXOutput).Attribute[0] = onnx.AttrInt("axis", -1) }, "axis=-1"},
+		{"skipped relu", func(mp *onnxpb.ModelProto) { nodeOf(mp, "pool2").Input[0] = "conv2" }, `node 5 (MaxPool): inputs ["conv2"], the CNN's are ["relu2"]`},
+		{"output renamed", func(mp *onnxpb.ModelProto) { nodeOf(mp, "fc").Output[0] = "logits" }, `outputs ["logits"]`},
+		{"extra node", func(mp *onnxpb.ModelProto) {
+			mp.Graph.Node = append(mp.Graph.Node, &onnxpb.NodeProto{OpType: proto.String("Identity"), Input: []string{ONNXOutput}, Output: []string{"y"}})
+		}, "10 nodes, the CNN's has 9 (Conv, Relu, MaxPool, Conv, Relu, MaxPool, Flatten, Gemm, Softmax)"},
+		{"missing bias", func(mp *onnxpb.ModelProto) { mp.Graph.Initializer = mp.Graph.Initializer[:5] }, "5 initializers, the CNN's has 6"},
+		{"bias twice", func(mp *onnxpb.ModelProto) {
+			mp.Graph.Initializer[5] = proto.Clone(mp.Graph.Initializer[1]).(*onnxpb.TensorProto)
+		}, `initializer "conv1.bias" is not one of the CNN's (or appears twice)`},
+		{"renamed weights", func(mp *onnxpb.ModelProto) { initOf(mp, "fc.weight").Name = proto.String("fc.w") }, `initializer "fc.w" is not one of`},
+		{"transposed fc", func(mp *onnxpb.ModelProto) { initOf(mp, "fc.weight").Dims = []int64{10, 784} }, `initializer "fc.weight" has dims [10 784], the CNN's are [784 10]`},
+		{"double weights", func(mp *onnxpb.ModelProto) {
+			initOf(mp, "conv2.bias").DataType = proto.Int32(int32(onnxpb.TensorProto_DOUBLE))
+		}, `tensor "conv2.bias": data type 11, want FLOAT`},
+		{"short raw data", func(mp *onnxpb.ModelProto) {
+			w := initOf(mp, "conv1.weight")
+			w.RawData = w.RawData[:8]
+		}, `tensor "conv1.weight": 8 raw bytes`},
+		{"sparse initializer", func(mp *onnxpb.ModelProto) {
+			mp.Graph.SparseInitializer = append(mp.Graph.SparseInitializer, &onnxpb.SparseTensorProto{})
+		}, "1 sparse initializers"},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			mp := cnnProto(t)
+			tc.change(mp)
+			_, err := ImportCNN(marshalProto(t, mp))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ImportCNN = %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct{ name, data, want string }{
+		{"garbage", "not a model", "decoding model"},
+		{"empty", "", "no graph"},
+		{"an MLP", string(mlp), "graph input \"input\" FLOAT [N 784], the CNN's is \"input\" FLOAT [N 1 28 28]"},
+	} {
+		if _, err := ImportCNN([]byte(tc.data)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: ImportCNN = %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+
+	// What does not change the function is read.
+	accepted := []struct {
+		name   string
+		change func(mp *onnxpb.ModelProto)
+	}{
+		{"renamed graph, doc and metadata", func(mp *onnxpb.ModelProto) {
+			mp.Graph.Name = proto.String("other")
+			mp.DocString = nil
+			mp.MetadataProps = nil
+			mp.ProducerName = proto.String("someone")
+		}},
+		{"fixed batch", func(mp *onnxpb.ModelProto) {
+			mp.Graph.Input[0].Type.GetTensorType().Shape.Dim[0].Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: 1}
+		}},
+		{"unnamed nodes, attributes reordered", func(mp *onnxpb.ModelProto) {
+			for _, n := range mp.Graph.Node {
+				n.Name = nil
+				slices.Reverse(n.Attribute)
+			}
+		}},
+		{"float_data and initializers reordered", func(mp *onnxpb.ModelProto) {
+			for _, t := range mp.Graph.Initializer {
+				v, err := onnx.Float32Data(t)
+				if err != nil {
+					panic(err)
+				}
+				t.RawData, t.FloatData = nil, v
+			}
+			slices.Reverse(mp.Graph.Initializer)
+		}},
+	}
+	want := testCNN()
+	for _, tc := range accepted {
+		t.Run(tc.name, func(t *testing.T) {
+			mp := cnnProto(t)
+			tc.change(mp)
+			got, err := ImportCNN(marshalProto(t, mp))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range want.params() {
+				if !slices.Equal(got.params()[i], p) {
+					t.Fatalf("tensor %d differs", i)
+				}
+			}
+		})
+	}
+}
+
+func FuzzImportCNN(f *testing.F) {
+	good, err := testCNN().MarshalONNX("f")
+	if err != nil {
+		f.Fatal(err)
+	}
+	mlp, err := NewMLP([]int{784, 3, 10}, 1).MarshalONNX("f")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Add(mlp)
+	f.Add([]byte{})
+	shape := NewCNN(1)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ImportCNN(data)
+		if err != nil {
+			return
+		}
+		// Whatever was accepted is a CNN of the right shape that runs.
+		for i, p := range c.params() {
+			if len(p) != len(shape.params()[i]) {
+				t.Fatalf("tensor %d has %d values, want %d", i, len(p), len(shape.params()[i]))
+			}
+		}
+		if p := c.Predict(make([]float32, cnnInDim)); len(p) != CNNClasses {
+			t.Fatalf("%d probabilities", len(p))
+		}
+		// And it exports to a file that reads back as the same bits.
+		again, err := c.MarshalONNX("f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ImportCNN(again)
+		if err != nil {
+			t.Fatalf("the export of an accepted CNN is refused: %v", err)
+		}
+		for i, p := range c.params() {
+			for j, v := range p {
+				if math.Float32bits(back.params()[i][j]) != math.Float32bits(v) {
+					t.Fatalf("tensor %d[%d]: %v read back as %v", i, j, v, back.params()[i][j])
+				}
+			}
+		}
+	})
 }

@@ -60,6 +60,10 @@ func TestFederatedDocWalkThrough(t *testing.T) {
 		regexp.MustCompile(`(?m)^site-c +3 +3 +`),
 		regexp.MustCompile(`(?m)^fmnist-fl +FedProx +Succeeded +3/3 `), // outpost get federatedjobs
 		regexp.MustCompile(`fmnist-fl 0\.3\.0: Active on 3 of 3 clusters`),
+		regexp.MustCompile(`a FederatedJob of spec\.model\.arch cnn can start from it`),
+		// The CNN job: two rounds, the second with three participants.
+		regexp.MustCompile(`(?m)^Job: +fmnist-cnn-fl\nStrategy: +FedAvg.*\nPhase: +Succeeded\nRounds: +2 of 2\nModel: +fmnist-cnn-fl@0\.2\.0$`),
+		regexp.MustCompile(`(?s)Job: +fmnist-cnn-fl\n.*?\n2 +3 +0 +0\.\d+ +0\.\d+ +[^\n]+ +0\.2\.0\n`),
 	} {
 		if !want.MatchString(text) {
 			t.Errorf("the walk-through's output lacks %s", want)
