@@ -119,6 +119,8 @@ type Server struct {
 	// alertClient delivers alerts; alertsDone is closed when delivery stops.
 	alertClient *http.Client
 	alertsDone  chan struct{}
+	// loops counts the background loops New started, for Wait.
+	loops sync.WaitGroup
 	// metrics are served on GET /metrics.
 	metrics *metrics
 	// deployments holds the deployments the group commits wrote last.
@@ -163,24 +165,30 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.ModelsChanged(ctx); err != nil {
 		return nil, fmt.Errorf("hub: initial reconcile: %w", err)
 	}
-	go s.storeReports(ctx)
+	s.loops.Go(func() { s.storeReports(ctx) })
 	// Alerts queued before a restart are delivered even if no webhook is configured now.
-	go s.deliverAlerts(ctx)
+	s.loops.Go(func() { s.deliverAlerts(ctx) })
 	if cfg.OfflineAfter > 0 {
-		go s.watchLinks(ctx, cfg.OfflineCheckInterval)
+		s.loops.Go(func() { s.watchLinks(ctx, cfg.OfflineCheckInterval) })
 	}
 	if cfg.RolloutInterval <= 0 {
 		cfg.RolloutInterval = DefaultRolloutInterval
 	}
-	go s.watchRollouts(ctx, cfg.RolloutInterval)
+	s.loops.Go(func() { s.watchRollouts(ctx, cfg.RolloutInterval) })
 	if cfg.Federated != nil {
 		if cfg.FederatedInterval <= 0 {
 			cfg.FederatedInterval = DefaultFederatedInterval
 		}
-		go s.watchFederated(ctx, cfg.FederatedInterval)
+		s.loops.Go(func() { s.watchFederated(ctx, cfg.FederatedInterval) })
 	}
 	return s, nil
 }
+
+// Wait returns once the background loops New started (storing reports, delivering alerts,
+// watching links, rollouts and federated jobs) have stopped, which they do when the
+// context given to New ends: a caller that closes the database after Wait knows no loop
+// still uses it.
+func (s *Server) Wait() { s.loops.Wait() }
 
 // ModelsChanged re-resolves every ModelDeployment and recomputes the desired state of every
 // cluster. Call it when a model version, tag or signature changes in the registry. A

@@ -126,6 +126,7 @@ func (e *env) restart() {
 		e.t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv.Handler())
+	e.t.Cleanup(srv.Wait) // after ts closes; before the database does
 	e.t.Cleanup(ts.Close)
 	e.srv, e.url = srv, ts.URL+v1alpha1.APIPath
 }
