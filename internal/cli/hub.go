@@ -406,7 +406,9 @@ func serveHub(ctx context.Context, log *slog.Logger, d hubLayout, s hubSettings,
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	log.Info("hub shutting down")
-	return hs.Shutdown(shutdownCtx)
+	err = hs.Shutdown(shutdownCtx)
+	srv.Wait() // its loops stop with ctx; the deferred db.Close comes after
+	return err
 }
 
 // connectionBudget is how many connections the hub keeps open at most: its
