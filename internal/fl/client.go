@@ -185,7 +185,7 @@ func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 		}
 		AddNoise(d, a.NoiseStd, rng)
 	}
-	enc, err := secagg.NewEncoding(sa.Range, sa.N)
+	enc, err := secagg.NewEncoding(sa.Range, sa.N, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,7 @@ func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 	if len(x) != sa.Length {
 		return nil, fmt.Errorf("fl: an update of %d values, the round sums %d", len(x), sa.Length)
 	}
-	return enc.Encode(x)
+	return enc.Encode(x, nil)
 }
 
 // TrainResult is what local training produced.

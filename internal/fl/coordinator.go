@@ -1097,7 +1097,7 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 	if err != nil {
 		return c.abandon(now, co, err.Error())
 	}
-	enc, err := secagg.NewEncoding(s.Range, s.N)
+	enc, err := secagg.NewEncoding(s.Range, s.N, 32)
 	if err != nil {
 		return c.abandon(now, co, err.Error())
 	}

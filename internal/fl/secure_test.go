@@ -116,11 +116,11 @@ func (h *hand) report(a Assignment) (Report, bool) {
 			h.t.Fatal(err)
 		}
 	case Mask:
-		enc, err := secagg.NewEncoding(sa.Range, sa.N)
+		enc, err := secagg.NewEncoding(sa.Range, sa.N, 32)
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		x, err := enc.Encode(h.x[a.Cluster])
+		x, err := enc.Encode(h.x[a.Cluster], nil)
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -191,13 +191,13 @@ func (h *hand) run(maxTicks int) {
 // weight, as the coordinator computes it.
 func expected(t *testing.T, init [][]float32, x map[string][]float32, senders []string, n int, rng float64) string {
 	t.Helper()
-	enc, err := secagg.NewEncoding(rng, n)
+	enc, err := secagg.NewEncoding(rng, n, 32)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := make([]uint32, len(x[senders[0]]))
 	for _, s := range senders {
-		e, err := enc.Encode(x[s])
+		e, err := enc.Encode(x[s], nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -273,7 +273,7 @@ func TestDPNoiseOnTheAggregate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				enc, _ := secagg.NewEncoding(a.SecAgg.Range, a.SecAgg.N)
+				enc, _ := secagg.NewEncoding(a.SecAgg.Range, a.SecAgg.N, 32)
 				for i, v := range enc.Decode(y) {
 					h.x[name][i] = float32(v)
 				}
