@@ -116,7 +116,7 @@ func (c *Client) Handle(ctx context.Context, a Assignment, global GlobalModel, l
 			return nil, err
 		}
 		base.Kind = KindMasked
-		base.Masked = &Masked{Y: y, Samples: res.Samples, LocalSteps: res.Steps, Metrics: res.Metrics}
+		base.Masked = &Masked{Y: Ring{Bits: bitsOr32(sa.Bits), Words: y}, Samples: res.Samples, LocalSteps: res.Steps, Metrics: res.Metrics}
 	case Unmask:
 		rs, err := c.sec.Unmask(sa.Sent)
 		if err != nil {
@@ -161,6 +161,14 @@ func (c *Client) encode(delta [][]float32, a Assignment) (Vector, error) {
 	return Vector{}, errors.New("fl: cannot encode the update within the clip norm")
 }
 
+// bitsOr32 is a ring width, 0 read as 32.
+func bitsOr32(b int) int {
+	if b == 0 {
+		return 32
+	}
+	return b
+}
+
 // secureInput is the vector a client masks: its update, clipped (DP),
 // divided by its steps (Normalise), times its weight, plus its share of
 // the noise (distributed DP), fixed-point encoded.
@@ -185,7 +193,7 @@ func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 		}
 		AddNoise(d, a.NoiseStd, rng)
 	}
-	enc, err := secagg.NewEncoding(sa.Range, sa.N, 32)
+	enc, err := secagg.NewEncoding(sa.Range, sa.N, sa.Bits)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +201,13 @@ func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 	if len(x) != sa.Length {
 		return nil, fmt.Errorf("fl: an update of %d values, the round sums %d", len(x), sa.Length)
 	}
-	return enc.Encode(x, nil)
+	var rng *mrand.Rand
+	if enc.Bits < 32 { // stochastic rounding, from the client's own randomness
+		if rng, err = c.rng(); err != nil {
+			return nil, err
+		}
+	}
+	return enc.Encode(x, rng)
 }
 
 // TrainResult is what local training produced.

@@ -167,26 +167,38 @@ type maskedMeta struct {
 }
 
 type secureState struct {
-	N      int                             `json:"n"`
-	K      int                             `json:"k"`
-	T      int                             `json:"t"`
-	Length int                             `json:"length"`
-	Seed   [32]byte                        `json:"seed"`
-	Tag    string                          `json:"tag"`
-	Range  float64                         `json:"range"`
-	Keys   map[int]secagg.Keys             `json:"keys"`
-	Shares map[int][]secagg.EncryptedShare `json:"shares"`
-	Masked map[int]maskedMeta              `json:"masked"`
+	N      int      `json:"n"`
+	K      int      `json:"k"`
+	T      int      `json:"t"`
+	Length int      `json:"length"`
+	Seed   [32]byte `json:"seed"`
+	Tag    string   `json:"tag"`
+	Range  float64  `json:"range"`
+	// Bits is the ring's width (0, in snapshots from before rings had
+	// other widths: 32); RingReason says why it was chosen.
+	Bits       int                             `json:"bits,omitempty"`
+	RingReason string                          `json:"ringReason,omitempty"`
+	Keys       map[int]secagg.Keys             `json:"keys"`
+	Shares     map[int][]secagg.EncryptedShare `json:"shares"`
+	Masked     map[int]maskedMeta              `json:"masked"`
 	// MaskedSum is the sum of the masked vectors received: all the server
 	// does with them is add them up, so a restored server is given the
 	// sum as the first sender's vector and zeros as the others'.
-	MaskedSum Ring                    `json:"maskedSum,omitempty"`
+	MaskedSum Ring                    `json:"maskedSum,omitzero"`
 	Closed    bool                    `json:"closed,omitempty"`
 	Reveals   map[int][]secagg.Reveal `json:"reveals"`
 }
 
 func (s *secureState) config() secagg.Config {
-	return secagg.Config{N: s.N, K: s.K, T: s.T, Length: s.Length, Round: []byte(s.Tag), Seed: s.Seed}
+	return secagg.Config{N: s.N, K: s.K, T: s.T, Length: s.Length, Round: []byte(s.Tag), Seed: s.Seed, Bits: s.width()}
+}
+
+// width is the ring's width in bits.
+func (s *secureState) width() int {
+	if s.Bits == 0 {
+		return 32
+	}
+	return s.Bits
 }
 
 // New starts a job from its initial model's weights (InitialWeights). Its
@@ -372,10 +384,11 @@ func replay(s *secureState) (*secagg.Server, error) {
 	for i, id := range sortedKeys(s.Masked) {
 		y := make([]uint32, s.Length)
 		if i == 0 {
-			if len(s.MaskedSum) != s.Length {
-				return nil, fmt.Errorf("fl: masked sum of %d values, the round sums %d", len(s.MaskedSum), s.Length)
+			if len(s.MaskedSum.Words) != s.Length || s.MaskedSum.Width() != s.width() {
+				return nil, fmt.Errorf("fl: masked sum of %d %d-bit values, the round sums %d in a %d-bit ring",
+					len(s.MaskedSum.Words), s.MaskedSum.Width(), s.Length, s.width())
 			}
-			y = s.MaskedSum
+			y = s.MaskedSum.Words
 		}
 		if err := srv.AddMasked(id, y); err != nil {
 			return nil, err
@@ -763,6 +776,9 @@ func (c *Coordinator) assign(co *cohort, m string) Assignment {
 		a.Weight = co.Weight[m]
 		id := slices.Index(co.Members, m)
 		sa := &SecAggAssignment{ID: id, N: s.N, K: s.K, T: s.T, Length: s.Length, Seed: s.Seed, Tag: s.Tag, Range: s.Range}
+		if s.width() != 32 {
+			sa.Bits = s.width()
+		}
 		srv := c.servers[co.ID]
 		switch co.Phase {
 		case Share:
@@ -895,15 +911,19 @@ func (c *Coordinator) handleSecure(now time.Time, co *cohort, r Report) (Output,
 		if want := co.Steps[r.Cluster]; want > 0 && m.LocalSteps != want {
 			return out, refuse("%s: masked update of %d local steps, %d assigned", r.Cluster, m.LocalSteps, want)
 		}
-		if err := srv.AddMasked(id, m.Y); err != nil {
+		if m.Y.Width() != s.width() || len(m.Y.Words) != s.Length {
+			return out, refuse("%s: a masked vector of %d %d-bit values; the round sums %d in a %d-bit ring",
+				r.Cluster, len(m.Y.Words), m.Y.Width(), s.Length, s.width())
+		}
+		if err := srv.AddMasked(id, m.Y.Words); err != nil {
 			return out, refuse("%s: %v", r.Cluster, err)
 		}
 		s.Masked[id] = maskedMeta{Samples: m.Samples, LocalSteps: m.LocalSteps, Metrics: m.Metrics}
-		if s.MaskedSum == nil {
-			s.MaskedSum = make(Ring, s.Length)
+		if s.MaskedSum.Words == nil {
+			s.MaskedSum = Ring{Bits: s.width(), Words: make([]uint32, s.Length)}
 		}
-		for i, v := range m.Y {
-			s.MaskedSum[i] += v
+		for i, v := range m.Y.Words {
+			s.MaskedSum.Words[i] = (s.MaskedSum.Words[i] + v) & ringMask(s.width())
 		}
 		if len(s.Masked) == s.N {
 			return c.closeMasked(now, co), nil
@@ -1097,7 +1117,7 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 	if err != nil {
 		return c.abandon(now, co, err.Error())
 	}
-	enc, err := secagg.NewEncoding(s.Range, s.N, 32)
+	enc, err := secagg.NewEncoding(s.Range, s.N, s.width())
 	if err != nil {
 		return c.abandon(now, co, err.Error())
 	}
@@ -1118,7 +1138,7 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 		acc += m.Metrics.Accuracy * float64(m.Samples)
 	}
 	metrics := Metrics{Loss: loss / n, Accuracy: acc / n}
-	bytes := int64(4 * s.Length * len(s.Masked))
+	bytes := int64(s.width() / 8 * s.Length * len(s.Masked))
 	f := 1 / wsum
 	if co.Nova {
 		f *= tau / wsum

@@ -143,6 +143,49 @@ func TestSecureRefusals(t *testing.T) {
 	refused(t, h, "shares twice", r, "twice")
 }
 
+// TestMaskedRefusals: a masked vector of another ring width or length
+// than its round's is refused, with a reason, and changes nothing.
+func TestMaskedRefusals(t *testing.T) {
+	spec := tinySpec(3)
+	spec.SecAgg = &SecAggSpec{}
+	h := newHand(t, spec, 3)
+	h.join()
+	for range 2 { // advertise, share
+		queue := h.queue
+		h.queue = nil
+		for _, a := range queue {
+			r, _ := h.report(a)
+			h.must(h.c.Handle(h.now, r))
+		}
+	}
+	a := h.c.st.Clusters[clusterName(0)].Assignment
+	if a.Phase != Mask {
+		t.Fatalf("phase %s", a.Phase)
+	}
+	good, _ := h.report(a)
+	with := func(f func(m *Masked)) Report {
+		r := good
+		m := *good.Masked
+		m.Y.Words = slices.Clone(m.Y.Words)
+		f(&m)
+		r.Masked = &m
+		return r
+	}
+	narrow := with(func(m *Masked) {
+		m.Y.Bits = 16
+		for i := range m.Y.Words {
+			m.Y.Words[i] &= 0xffff
+		}
+	})
+	refused(t, h, "a 16-bit vector in a 32-bit round", narrow, "16-bit values; the round sums 23 in a 32-bit ring")
+	refused(t, h, "a short vector", with(func(m *Masked) { m.Y.Words = m.Y.Words[:22] }), "22 32-bit values; the round sums 23")
+	refused(t, h, "a long vector", with(func(m *Masked) { m.Y.Words = append(m.Y.Words, 1) }), "24 32-bit values")
+	refused(t, h, "no vector", with(func(m *Masked) { m.Y = Ring{} }), "0 32-bit values")
+	if _, err := h.c.Handle(h.now, good); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func secaggNeighbours(a Assignment) []int {
 	var out []int
 	for _, k := range a.SecAgg.Keys {

@@ -74,7 +74,7 @@ func TestRestoreResumesSecureRound(t *testing.T) {
 	if st := h.c.Status(); st.State != Done {
 		t.Fatalf("%+v %v", st, h.events)
 	}
-	if want := expected(t, init, h.x, names(4), 4, 4); h.c.Global().Ref.Digest != want {
+	if want := expected(t, init, h, names(4), 4, 4); h.c.Global().Ref.Digest != want {
 		t.Fatal("the resumed round's model is not the exact sum")
 	}
 }
@@ -110,7 +110,7 @@ func TestRestoreAfterDeadlineAbandonsCleanly(t *testing.T) {
 	if st := h.c.Status(); st.State != Done || st.Round != 1 {
 		t.Fatalf("%+v", st)
 	}
-	if want := expected(t, h.published[0].Weights, h.x, names(3), 3, 4); h.c.Global().Ref.Digest != want {
+	if want := expected(t, h.published[0].Weights, h, names(3), 3, 4); h.c.Global().Ref.Digest != want {
 		t.Fatal("the rerun round's model is not the exact sum")
 	}
 }
@@ -273,7 +273,7 @@ func TestDPNoiseOnTheAggregate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				enc, _ := secagg.NewEncoding(a.SecAgg.Range, a.SecAgg.N, 32)
+				enc, _ := secagg.NewEncoding(a.SecAgg.Range, a.SecAgg.N, a.SecAgg.Bits)
 				for i, v := range enc.Decode(y) {
 					h.x[name][i] = float32(v)
 				}
