@@ -171,7 +171,8 @@ func bitsOr32(b int) int {
 
 // secureInput is the vector a client masks: its update, clipped (DP),
 // divided by its steps (Normalise), times its weight, plus its share of
-// the noise (distributed DP), fixed-point encoded.
+// the noise (distributed DP), fixed-point encoded in the round's ring
+// (rounded stochastically in a narrow one).
 func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 	sa := a.SecAgg
 	d := res.Delta
@@ -186,11 +187,15 @@ func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 		f /= float64(res.Steps)
 	}
 	Scale(d, f)
+	// One generator from the client's own randomness draws its share of
+	// the noise and the stochastic rounding of a narrow ring, so that
+	// what the update takes of that randomness does not depend on the
+	// ring's width.
+	rng, err := c.rng()
+	if err != nil {
+		return nil, err
+	}
 	if a.NoiseStd > 0 {
-		rng, err := c.rng()
-		if err != nil {
-			return nil, err
-		}
 		AddNoise(d, a.NoiseStd, rng)
 	}
 	enc, err := secagg.NewEncoding(sa.Range, sa.N, sa.Bits)
@@ -200,12 +205,6 @@ func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 	x := Flatten(d)
 	if len(x) != sa.Length {
 		return nil, fmt.Errorf("fl: an update of %d values, the round sums %d", len(x), sa.Length)
-	}
-	var rng *mrand.Rand
-	if enc.Bits < 32 { // stochastic rounding, from the client's own randomness
-		if rng, err = c.rng(); err != nil {
-			return nil, err
-		}
 	}
 	return enc.Encode(x, rng)
 }

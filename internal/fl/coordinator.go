@@ -62,6 +62,10 @@ type Status struct {
 	Model   ModelRef `json:"model"`
 	Epsilon float64  `json:"epsilon,omitempty"`
 	Reason  string   `json:"reason,omitempty"`
+	// Ring is the width in bits of the secure round's ring (ChooseRing),
+	// and RingReason why it was chosen.
+	Ring       int    `json:"ring,omitempty"`
+	RingReason string `json:"ringReason,omitempty"`
 	// Plans are the latest local work and encoding chosen per cluster.
 	Plans   []Plan    `json:"plans,omitempty"`
 	History []Summary `json:"history,omitempty"`
@@ -72,7 +76,10 @@ type Plan struct {
 	Cluster    string   `json:"cluster"`
 	LocalSteps int      `json:"localSteps"`
 	Encoding   Encoding `json:"encoding"`
-	Reason     string   `json:"reason"`
+	// Ring is the width in bits of the ring of the cluster's secure cohort
+	// (0: a plain update, of Encoding).
+	Ring   int    `json:"ring,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // Summary is one aggregated round.
@@ -90,6 +97,9 @@ type Summary struct {
 	Epsilon  float64 `json:"epsilon,omitempty"`
 	// UploadBytes is the sum of the updates' encoded sizes.
 	UploadBytes int64 `json:"uploadBytes"`
+	// Ring is the width in bits of the ring the updates were masked in
+	// (0: plain updates).
+	Ring int `json:"ring,omitempty"`
 	// Staleness is the oldest update's (FedBuff): how many models behind
 	// the current one it was made from.
 	Staleness int `json:"staleness,omitempty"`
@@ -249,7 +259,11 @@ func (c *Coordinator) Status() Status {
 	s := Status{State: c.st.State, Round: c.st.Model.Ref.Round, Model: c.st.Model.Ref, Epsilon: c.st.Model.Epsilon,
 		Reason: c.st.Reason, History: slices.Clone(c.st.History)}
 	if c.sync() && len(c.st.Cohorts) == 1 {
-		s.Attempt, s.Phase = c.st.Cohorts[0].Attempt, c.st.Cohorts[0].Phase
+		co := c.st.Cohorts[0]
+		s.Attempt, s.Phase = co.Attempt, co.Phase
+		if co.Secure != nil {
+			s.Ring, s.RingReason = co.Secure.width(), co.Secure.RingReason
+		}
 	}
 	for _, name := range c.names() {
 		if p := c.st.Clusters[name].Plan; p != nil {
@@ -678,6 +692,7 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 		co.Weight[m] = w
 	}
 	var out Output
+	var plans map[string]Plan
 	if spec.SecAgg != nil {
 		n := len(members)
 		k := spec.SecAgg.K
@@ -701,6 +716,7 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 		if spec.DP != nil {
 			s.Range = spec.DP.Clip
 		}
+		plans, s.Bits, s.RingReason = c.planCohort(members, n, s.Range)
 		srv, err := secagg.NewServer(s.config())
 		if err != nil {
 			c.st.NextCohort--
@@ -713,10 +729,11 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 	} else {
 		co.Phase = Train
 		co.Deadline = now.Add(spec.RoundDeadline)
+		plans, _, _ = c.planCohort(members, 0, 0)
 	}
-	for m, p := range c.planCohort(members) {
+	for m, p := range plans {
 		co.Steps[m] = p.LocalSteps
-		if spec.Adaptive || spec.Encoding == Auto {
+		if spec.Adaptive || spec.Encoding == Auto || co.Secure != nil {
 			c.st.Clusters[m].Plan = &p
 		}
 	}
@@ -733,7 +750,7 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 		}
 		msg := fmt.Sprintf("round %d attempt %d: %d clusters (%v) from model %d", round, attempt, len(members), members, co.Base.Round)
 		if co.Secure != nil {
-			msg += fmt.Sprintf(", secure aggregation with %d neighbours and threshold %d", co.Secure.K, co.Secure.T)
+			msg += fmt.Sprintf(", secure aggregation with %d neighbours and threshold %d, %s", co.Secure.K, co.Secure.T, co.Secure.RingReason)
 		}
 		out.Events = append(out.Events, Event{Time: now, Round: round, Kind: "started", Message: msg})
 	}
@@ -1233,6 +1250,9 @@ func (c *Coordinator) publish(now time.Time, co *cohort, agg [][]float32, m Metr
 	}
 	sum := Summary{Round: c.st.Model.Ref.Round, Time: now, Participants: participants, Dropped: dropped, Loss: m.Loss,
 		Accuracy: m.Accuracy, Epsilon: c.st.Model.Epsilon, UploadBytes: bytes, Staleness: staleness}
+	if co != nil && co.Secure != nil {
+		sum.Ring = co.Secure.width()
+	}
 	c.st.History = append(c.st.History, sum)
 	g := c.Global()
 	out.Published = &g
