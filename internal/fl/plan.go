@@ -26,7 +26,11 @@ func (c *Coordinator) planCohort(members []string, n int, rng float64) (map[stri
 	}
 	out := map[string]Plan{}
 	for i, m := range members {
-		out[m] = Choose(m, spec, facts[i], shape, round, ring)
+		p := Choose(m, spec, facts[i], shape, round, ring)
+		if ring > 0 {
+			p.Reason += "; the cohort's " + why
+		}
+		out[m] = p
 	}
 	return out, ring, why
 }
@@ -74,7 +78,7 @@ func ChooseRing(spec JobSpec, names []string, facts []ClusterFacts, shape []int,
 	case err != nil:
 		return 32, fmt.Sprintf("32-bit ring: %s, but %v", why, err)
 	case enc.FracBits < minRingFracBits:
-		return 32, fmt.Sprintf("32-bit ring: %s, but %d clusters of values up to %v leave %d fractional bits in 16, fewer than %d (a smaller secagg.range leaves more)",
+		return 32, fmt.Sprintf("32-bit ring: %s, but %d clusters of values up to %v leave %d fractional bits in 16, fewer than %d",
 			why, n, rng, enc.FracBits, minRingFracBits)
 	}
 	return 16, fmt.Sprintf("16-bit ring (%d fractional bits for %d clusters of values up to %v): %s", enc.FracBits, n, rng, why)

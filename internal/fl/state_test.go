@@ -2,6 +2,7 @@ package fl
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -90,8 +91,17 @@ func TestRestoreResumesSecureRound(t *testing.T) {
 				t.Fatalf("%d masked updates before the restart", got)
 			}
 			restart()
-			if st := h.c.Status(); st.Ring != tc.bits || h.bits != tc.bits {
+			st := h.c.Status()
+			if st.Ring != tc.bits || h.bits != tc.bits {
 				t.Fatalf("restored in a %d-bit ring (%q), clients masked in %d; want %d", st.Ring, st.RingReason, h.bits, tc.bits)
+			}
+			for _, p := range st.Plans {
+				if p.Ring != tc.bits || !strings.Contains(p.Reason, fmt.Sprintf("; the cohort's %d-bit ring", tc.bits)) {
+					t.Fatalf("plan %+v: want a %d-bit ring, and why", p, tc.bits)
+				}
+			}
+			if len(st.Plans) != 4 {
+				t.Fatalf("%d plans", len(st.Plans))
 			}
 			h.run(10)
 			if st := h.c.Status(); st.State != Done || st.History[0].Ring != tc.bits {
