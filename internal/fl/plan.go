@@ -38,11 +38,12 @@ func (c *Coordinator) planCohort(members []string, n int, rng float64) (map[stri
 // minRingFracBits is the fewest fractional bits a 16-bit ring must leave
 // its values for a secure cohort to use it rather than a 32-bit one. Its
 // rounding, stochastic, adds to each value of the aggregate a zero-mean
-// error of at most sqrt(n) steps of 2^-8 the values' unit: with 10 senders
-// of values up to the default range 4 (8 bits) as with 4 of values up to
-// 16, the secure simulations' accuracy stays within a point of a 32-bit
-// ring's (TestNarrowRingAccuracy; measured there: 6 bits too); more
-// senders or a wider range keep the 32-bit ring.
+// error of zero mean and a standard deviation of at most sqrt(n)/2 steps
+// of 2^-8 the values' unit. The default range 4 leaves 8 bits to up to 16
+// senders; with 4 senders of values up to 16 (8 bits) the secure
+// simulations' accuracy stays within a point of a 32-bit ring's
+// (TestNarrowRingAccuracy; measured there: 6 bits too). More senders or a
+// wider range keep the 32-bit ring.
 const minRingFracBits = 8
 
 // ChooseRing chooses the ring a secure cohort of clusters (names, with

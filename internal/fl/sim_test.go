@@ -195,6 +195,9 @@ func TestChooseRing(t *testing.T) {
 		{"int8 job", Int8, true, []ClusterFacts{fast, fast}, 2, 1, 16, "16-bit ring (13 fractional bits for 2 clusters of values up to 1): the job's encoding is int8"},
 		// 10 values up to 4: 15 - 5.32 - 1 leaves 8 bits, as many as wanted.
 		{"the default range, 10 clusters", Auto, true, []ClusterFacts{thin, fast}, 10, 4, 16, "16-bit ring (8 fractional bits for 10 clusters of values up to 4)"},
+		// The most clusters the default range takes (docs/federated.md): 16, not 17.
+		{"the default range, 16 clusters", Int8, true, []ClusterFacts{fast}, 16, 4, 16, "16-bit ring (8 fractional bits for 16 clusters"},
+		{"the default range, 17 clusters", Int8, true, []ClusterFacts{fast}, 17, 4, 32, "leave 7 fractional bits in 16, fewer than 8"},
 		// 100 values up to 4: 15 - 8.64 - 1 leaves 5 bits, too coarse.
 		{"range too wide", Auto, true, []ClusterFacts{thin, fast}, 100, 4, 32,
 			"32-bit ring: c0's 0.1 Mbit/s link would send int8: float32's 0.10 MB take 8.1 s, over a quarter of the 30s deadline, but 100 clusters of values up to 4 leave 5 fractional bits in 16, fewer than 8"},
