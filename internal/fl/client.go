@@ -172,7 +172,8 @@ func bitsOr32(b int) int {
 // secureInput is the vector a client masks: its update, clipped (DP),
 // divided by its steps (Normalise), times its weight, plus its share of
 // the noise (distributed DP), fixed-point encoded in the round's ring
-// (rounded stochastically in a narrow one).
+// (rounded stochastically in a narrow one, and under central DP within
+// the clip norm).
 func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 	sa := a.SecAgg
 	d := res.Delta
@@ -206,7 +207,31 @@ func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 	if len(x) != sa.Length {
 		return nil, fmt.Errorf("fl: an update of %d values, the round sums %d", len(x), sa.Length)
 	}
-	return enc.Encode(x, rng)
+	if a.Clip == 0 || a.NoiseStd > 0 || enc.Bits == 32 {
+		return enc.Encode(x, rng)
+	}
+	// Central DP's noise is sized for sums of updates of norm at most the
+	// clip; a narrow ring's stochastic rounding can take a clipped update
+	// over it (by up to a step in every value), so a rounding that does is
+	// drawn again, from the update shrunk a little, as plain int8 updates
+	// are (encode).
+	for range 50 {
+		y, err := enc.Encode(x, rng)
+		if err != nil {
+			return nil, err
+		}
+		var sq float64
+		for _, v := range enc.Decode(y) {
+			sq += v * v
+		}
+		if math.Sqrt(sq) <= a.Clip {
+			return y, nil
+		}
+		for i := range x {
+			x[i] *= 0.99
+		}
+	}
+	return nil, errors.New("fl: cannot encode the update within the clip norm")
 }
 
 // TrainResult is what local training produced.

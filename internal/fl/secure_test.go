@@ -3,6 +3,7 @@ package fl
 import (
 	"io"
 	"maps"
+	"math"
 	mrand "math/rand/v2"
 	"slices"
 	"strings"
@@ -379,5 +380,49 @@ func TestMaskedUpdatesLookUniform(t *testing.T) {
 	}
 	if slices.Equal(h.masked[clusterName(0)], h.masked[clusterName(1)]) {
 		t.Fatal("two clients' masked updates are equal")
+	}
+}
+
+// TestNarrowRingKeepsTheClipNorm: under central DP, a clipped update's
+// encoding in a 16-bit ring stays within the clip norm the noise is sized
+// for, where its stochastic rounding alone would take it over.
+func TestNarrowRingKeepsTheClipNorm(t *testing.T) {
+	const n = 1000
+	delta := make([]float32, n)
+	for i := range delta {
+		delta[i] = float32(i%7-3) * 0.1 // norm 6.3: clipped to 1
+	}
+	a := Assignment{Phase: Mask, Clip: 1, Weight: 1, SecAgg: &SecAggAssignment{N: 4, K: 3, T: 2, Length: n, Range: 1, Bits: 16}}
+	enc, err := secagg.NewEncoding(1, 4, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func(y []uint32) float64 {
+		var sq float64
+		for _, v := range enc.Decode(y) {
+			sq += v * v
+		}
+		return math.Sqrt(sq)
+	}
+	cl := NewClient("c", newDetRand(3))
+	r := mrand.New(mrand.NewPCG(1, 1))
+	over := 0
+	for range 20 {
+		y, err := cl.secureInput(TrainResult{Delta: [][]float32{slices.Clone(delta)}, Steps: 1}, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := norm(y); g > 1 {
+			t.Fatalf("an encoding of norm %v, over the clip 1", g)
+		}
+		clipped := [][]float32{slices.Clone(delta)}
+		Clip(clipped, 1)
+		plain, _ := enc.Encode(clipped[0], r)
+		if norm(plain) > 1 {
+			over++
+		}
+	}
+	if over == 0 {
+		t.Fatal("stochastic rounding never took the clipped update over the norm: the test shows nothing")
 	}
 }
