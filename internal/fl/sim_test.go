@@ -271,6 +271,7 @@ func TestSimulateKindsAndRestarts(t *testing.T) {
 		{"fedavg", func(s JobSpec) JobSpec { return s }, 0.6},
 		{"fedprox", func(s JobSpec) JobSpec { s.Strategy, s.ProxMu = FedProx, 0.1; return s }, 0.6},
 		{"secagg", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{K: 2, T: 2}; return s }, 0.6},
+		{"secagg, 16-bit ring", func(s JobSpec) JobSpec { s.SecAgg, s.Encoding = &SecAggSpec{K: 2, T: 2}, Int8; return s }, 0.6},
 		{"secagg, central dp", func(s JobSpec) JobSpec {
 			s.SecAgg = &SecAggSpec{}
 			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5}
@@ -310,6 +311,9 @@ func TestSimulateKindsAndRestarts(t *testing.T) {
 			a, b := run(false), run(true)
 			if a.Status.State != Done || a.Model.Ref.Round != spec.Rounds {
 				t.Fatalf("status %+v", a.Status)
+			}
+			if want := strings.HasSuffix(tc.name, "16-bit ring"); want != (a.Status.History[0].Ring == 16) {
+				t.Fatalf("rounds in a %d-bit ring", a.Status.History[0].Ring)
 			}
 			if a.Model.Ref != b.Model.Ref {
 				t.Fatalf("restarted after every step: model %v, uninterrupted %v", b.Model.Ref, a.Model.Ref)

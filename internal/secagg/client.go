@@ -107,9 +107,10 @@ func (cl *Client) boxKey(j int) ([32]byte, error) {
 }
 
 // MaskedInput takes the shares the client's neighbours sent it and returns
-// x, its fixed-point vector (Encode) of values below 2^b, masked in Z_2^b. A share that does not open,
-// is not meant for the client, comes from a non-neighbour or twice, is
-// refused, and the client sends nothing.
+// x, its fixed-point vector (Encode) of values below 2^b, masked in Z_2^b.
+// A share that does not open, is not meant for the client, comes from a
+// non-neighbour or twice, is refused, and the client sends nothing; so is
+// a value outside the ring.
 func (cl *Client) MaskedInput(x []uint32, received []EncryptedShare) ([]uint32, error) {
 	if cl.step != 1 {
 		return nil, violation("MaskedInput called out of order")
