@@ -254,6 +254,8 @@ func FuzzClientAssignment(f *testing.F) {
 	f.Add([]byte(`{"job":"j","cluster":"c","version":1,"phase":"train","round":1,"model":{"round":0},"net":{"arch":"mlp","sizes":[784,4,10]},"batchSize":8,"lr":0.1,"encoding":"int8"}`))
 	f.Add([]byte(`{"job":"j","cluster":"c","version":2,"phase":"mask","net":{"arch":"mlp","sizes":[784,0,10]},"secagg":{"n":2,"k":1,"t":1,"length":3}}`))
 	f.Add([]byte(`{"job":"j","cluster":"c","version":3,"phase":"advertise","secagg":{"id":5,"n":2,"k":1,"t":1,"length":3}}`))
+	f.Add([]byte(`{"job":"j","cluster":"c","version":4,"phase":"advertise","secagg":{"id":1,"n":2,"k":1,"t":1,"length":3,"bits":16}}`))
+	f.Add([]byte(`{"job":"j","cluster":"c","version":5,"phase":"advertise","secagg":{"id":1,"n":2,"k":1,"t":1,"length":3,"bits":12}}`))
 	tr, _ := subset(f)
 	local := tr.Slice(0, 16)
 	f.Fuzz(func(t *testing.T, b []byte) {
