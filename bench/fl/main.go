@@ -2,11 +2,13 @@
 // (fl.Simulate: an in-process coordinator and clients that train for real
 // on Fashion-MNIST shards, on a simulated clock):
 //
-//   - secagg: what secure aggregation costs over plain float32 updates, per
-//     client upload (keys, shares, masked vector, revealed shares against
-//     the float32 update) and in wall time of one round, at 10 and 100
-//     clients, with every client a neighbour of every other and with a
-//     sparse SecAgg+ graph, without and with dropouts after masking;
+//   - secagg: what secure aggregation costs over plain float32 and int8
+//     updates, per client upload (keys, shares, masked vector, revealed
+//     shares against the plain update) and in wall time of one round, at 10
+//     and 100 clients, with every client a neighbour of every other and with
+//     a sparse SecAgg+ graph, without and with dropouts after masking, in a
+//     32-bit ring (a float32 job) and in a 16-bit one (an int8 job, its
+//     range as wide as leaves 8 fractional bits);
 //
 //   - fedbuff: simulated time to a target test accuracy of FedBuff against
 //     synchronous FedAvg rounds when one cluster trains ten times slower;
@@ -115,8 +117,8 @@ func run(w io.Writer, cfg config) error {
 	}
 
 	if slices.Contains(cfg.only, "secagg") {
-		section(fmt.Sprintf("secagg: one round of a %v MLP, against plain float32 updates", cfg.sizes),
-			"clients\t K\t T\t dropped\t bytes/client\t float32 bytes\t expansion\t round s\t plain s\t time ratio\t")
+		section(fmt.Sprintf("secagg: one round of a %v MLP, against plain float32 and int8 updates", cfg.sizes),
+			"clients\t ring\t K\t T\t dropped\t bytes/client\t float32 bytes\t vs float32\t int8 bytes\t vs int8\t round s\t plain s\t time ratio\t")
 		for _, n := range cfg.secagg {
 			plain := spec(1, n)
 			if _, err := fl.Simulate(ctx, fl.SimConfig{Spec: plain, Clients: shards(n, 8, fl.ClusterFacts{})}); err != nil {
@@ -128,32 +130,58 @@ func run(w io.Writer, cfg config) error {
 				return err
 			}
 			plainTime := time.Since(start)
+			plain8 := plain
+			plain8.Encoding = fl.Int8
+			ires, err := fl.Simulate(ctx, fl.SimConfig{Spec: plain8, Clients: shards(n, 8, fl.ClusterFacts{})})
+			if err != nil {
+				return err
+			}
 			sparse := 2 * int(math.Ceil(math.Log2(float64(n))))
-			for _, tc := range []struct {
-				k, drop int
-			}{{n - 1, 0}, {sparse, 0}, {sparse, max(1, n/20)}} {
-				s := spec(1, n-tc.drop)
-				s.SecAgg = &fl.SecAggSpec{K: tc.k}
-				cl := shards(n, 8, fl.ClusterFacts{})
-				for i := range tc.drop {
-					cl[i*n/max(tc.drop, 1)].Fail = func(a fl.Assignment) bool { return a.Phase == fl.Unmask }
+			// A 16-bit ring wants 8 fractional bits: n values up to
+			// 64/n; the rows of the int8 job take the largest power of
+			// two up to that (and up to the default 4) as their range.
+			r16 := min(4, math.Exp2(math.Floor(math.Log2(64/float64(n)))))
+			for _, ring := range []struct {
+				enc fl.Encoding
+				rng float64
+			}{{fl.Float32, 0}, {fl.Int8, r16}} {
+				for _, tc := range []struct {
+					k, drop int
+				}{{n - 1, 0}, {sparse, 0}, {sparse, max(1, n/20)}} {
+					s := spec(1, n-tc.drop)
+					s.SecAgg = &fl.SecAggSpec{K: tc.k, Range: ring.rng}
+					s.Encoding = ring.enc
+					cl := shards(n, 8, fl.ClusterFacts{})
+					for i := range tc.drop {
+						cl[i*n/max(tc.drop, 1)].Fail = func(a fl.Assignment) bool { return a.Phase == fl.Unmask }
+					}
+					start := time.Now()
+					res, err := fl.Simulate(ctx, fl.SimConfig{Spec: s, Clients: cl})
+					if err != nil {
+						return err
+					}
+					el := time.Since(start)
+					if res.Status.State != fl.Done {
+						return fmt.Errorf("secure round of %d: %s %s", n, res.Status.State, res.Status.Reason)
+					}
+					bits := res.Status.History[0].Ring
+					if tc.k == n-1 {
+						for _, e := range res.Events {
+							if i := strings.Index(e.Message, "-bit ring"); e.Kind == "started" && i >= 2 {
+								notes = append(notes, fmt.Sprintf("%d clients, %s job: %s", n, ring.enc, e.Message[i-2:]))
+							}
+						}
+					}
+					k := min(tc.k, n-1)
+					per := float64(res.UploadBytes) / float64(n)
+					f32 := float64(pres.UploadBytes) / float64(n)
+					i8 := float64(ires.UploadBytes) / float64(n)
+					fmt.Fprintf(tw, "%d\t %d\t %d\t %d\t %d\t %.0f\t %.0f\t %.3fx\t %.0f\t %.3fx\t %.2f\t %.2f\t %.1fx\t\n", n, bits, k, k/2+1, tc.drop, per, f32, per/f32,
+						i8, per/i8, el.Seconds(), plainTime.Seconds(), el.Seconds()/plainTime.Seconds())
 				}
-				start := time.Now()
-				res, err := fl.Simulate(ctx, fl.SimConfig{Spec: s, Clients: cl})
-				if err != nil {
-					return err
-				}
-				el := time.Since(start)
-				if res.Status.State != fl.Done {
-					return fmt.Errorf("secure round of %d: %s %s", n, res.Status.State, res.Status.Reason)
-				}
-				k := min(tc.k, n-1)
-				per := float64(res.UploadBytes) / float64(n)
-				f32 := float64(pres.UploadBytes) / float64(n)
-				fmt.Fprintf(tw, "%d\t %d\t %d\t %d\t %.0f\t %.0f\t %.3fx\t %.2f\t %.2f\t %.1fx\t\n", n, k, k/2+1, tc.drop, per, f32, per/f32,
-					el.Seconds(), plainTime.Seconds(), el.Seconds()/plainTime.Seconds())
 			}
 		}
+		flushNotes()
 	}
 
 	toTarget := func(s fl.JobSpec, cl []fl.SimClient) (fl.SimResult, error) {

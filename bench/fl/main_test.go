@@ -16,7 +16,7 @@ func TestSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + out.String())
-	for _, want := range []string{"secagg: one round", "expansion", "fedbuff against sync", "adaptive against fixed", "local steps, "} {
+	for _, want := range []string{"secagg: one round", "vs int8", "16-bit ring (", "fedbuff against sync", "adaptive against fixed", "local steps, "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

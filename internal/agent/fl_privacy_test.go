@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -386,16 +387,16 @@ spec:
 		d := res.Delta
 		fl.Scale(d, a.Weight)
 		plain := fl.Flatten(d)
-		enc, err := secagg.NewEncoding(a.SecAgg.Range, a.SecAgg.N)
+		enc, err := secagg.NewEncoding(a.SecAgg.Range, a.SecAgg.N, a.SecAgg.Bits)
 		if err != nil {
 			t.Fatal(err)
 		}
-		encoded, err := enc.Encode(plain)
+		encoded, err := enc.Encode(plain, mrand.New(mrand.NewPCG(1, 2)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		same := 0
-		for i, y := range masked[name].Y {
+		for i, y := range masked[name].Y.Words {
 			if y == encoded[i] {
 				same++
 			}

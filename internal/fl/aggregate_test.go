@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -345,16 +346,64 @@ func TestAccumMatchesWeightedSum(t *testing.T) {
 }
 
 func TestRingJSON(t *testing.T) {
-	r := Ring{0, 1, 0xffffffff, 12345}
-	b, err := json.Marshal(r)
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		r    Ring
+		form string // the JSON's start
+		size int    // bytes of values
+	}{
+		{Ring{Bits: 32, Words: []uint32{0, 1, 0xffffffff, 12345}}, `"AAAAAAEAAAD`, 16},
+		{Ring{Bits: 16, Words: []uint32{0, 1, 0xffff, 12345}}, `{"bits":16,"data":"AAABAP//OTA="}`, 8},
+		{Ring{Bits: 8, Words: []uint32{0, 1, 0xff, 123}}, `{"bits":8,"data":"AAH/ew=="}`, 4},
+		{Ring{Bits: 16, Words: []uint32{}}, `{"bits":16,"data":""}`, 0},
+	} {
+		b, err := json.Marshal(tc.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(b), tc.form) || tc.r.Size() != tc.size {
+			t.Errorf("%d bits: %s (%d bytes of values), want %s… (%d)", tc.r.Bits, b, tc.r.Size(), tc.form, tc.size)
+		}
+		var back Ring
+		if err := json.Unmarshal(b, &back); err != nil || back.Width() != tc.r.Width() || !slices.Equal(back.Words, tc.r.Words) {
+			t.Fatalf("%s: %v %v", b, back, err)
+		}
 	}
-	var back Ring
-	if err := json.Unmarshal(b, &back); err != nil || !slices.Equal(back, r) {
-		t.Fatalf("%s: %v %v", b, back, err)
+	// The form from before rings had widths reads as 32 bits.
+	var old Ring
+	if err := json.Unmarshal([]byte(`"AQAAAAIAAAA="`), &old); err != nil || old.Width() != 32 || !slices.Equal(old.Words, []uint32{1, 2}) {
+		t.Fatalf("the width-less form: %+v, %v", old, err)
 	}
-	if err := json.Unmarshal([]byte(`"AAAAAAA="`), &back); err == nil {
-		t.Fatal("5 bytes decoded as words")
+	// A value outside its ring is refused, not cut.
+	for _, r := range []Ring{{Bits: 16, Words: []uint32{1, 0x10000}}, {Bits: 8, Words: []uint32{256}}, {Bits: 12, Words: []uint32{1}}} {
+		if b, err := json.Marshal(r); err == nil {
+			t.Errorf("%+v marshalled as %s", r, b)
+		}
 	}
+	for _, bad := range []string{`"AAAAAAA="`, `{"bits":16,"data":"AAAA"}`, `{"bits":12,"data":""}`, `{"bits":16,"data":"AAA=","extra":1}`, `{"bits":16}x`, `3`} {
+		var back Ring
+		if err := json.Unmarshal([]byte(bad), &back); err == nil {
+			t.Errorf("%s decoded as %+v", bad, back)
+		}
+	}
+}
+
+// FuzzRingJSON: whatever decodes re-encodes to the same vector.
+func FuzzRingJSON(f *testing.F) {
+	for _, s := range []string{`"AQAAAAIAAAA="`, `{"bits":16,"data":"AAABAP//OTA="}`, `{"bits":8,"data":"AAH/ew=="}`, `null`, `{"bits":32,"data":"AQAAAA=="}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r Ring
+		if err := json.Unmarshal(data, &r); err != nil {
+			return
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatalf("%s decoded as %+v, which does not encode: %v", data, r, err)
+		}
+		var back Ring
+		if err := json.Unmarshal(b, &back); err != nil || back.Width() != r.Width() || !slices.Equal(back.Words, r.Words) {
+			t.Fatalf("%s: %+v, then %s: %+v, %v", data, r, b, back, err)
+		}
+	})
 }

@@ -116,7 +116,7 @@ func (c *Client) Handle(ctx context.Context, a Assignment, global GlobalModel, l
 			return nil, err
 		}
 		base.Kind = KindMasked
-		base.Masked = &Masked{Y: y, Samples: res.Samples, LocalSteps: res.Steps, Metrics: res.Metrics}
+		base.Masked = &Masked{Y: Ring{Bits: bitsOr32(sa.Bits), Words: y}, Samples: res.Samples, LocalSteps: res.Steps, Metrics: res.Metrics}
 	case Unmask:
 		rs, err := c.sec.Unmask(sa.Sent)
 		if err != nil {
@@ -161,9 +161,19 @@ func (c *Client) encode(delta [][]float32, a Assignment) (Vector, error) {
 	return Vector{}, errors.New("fl: cannot encode the update within the clip norm")
 }
 
+// bitsOr32 is a ring width, 0 read as 32.
+func bitsOr32(b int) int {
+	if b == 0 {
+		return 32
+	}
+	return b
+}
+
 // secureInput is the vector a client masks: its update, clipped (DP),
 // divided by its steps (Normalise), times its weight, plus its share of
-// the noise (distributed DP), fixed-point encoded.
+// the noise (distributed DP), fixed-point encoded in the round's ring
+// (rounded stochastically in a narrow one, and under central DP within
+// the clip norm).
 func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 	sa := a.SecAgg
 	d := res.Delta
@@ -178,14 +188,18 @@ func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 		f /= float64(res.Steps)
 	}
 	Scale(d, f)
+	// One generator from the client's own randomness draws its share of
+	// the noise and the stochastic rounding of a narrow ring, so that
+	// what the update takes of that randomness does not depend on the
+	// ring's width.
+	rng, err := c.rng()
+	if err != nil {
+		return nil, err
+	}
 	if a.NoiseStd > 0 {
-		rng, err := c.rng()
-		if err != nil {
-			return nil, err
-		}
 		AddNoise(d, a.NoiseStd, rng)
 	}
-	enc, err := secagg.NewEncoding(sa.Range, sa.N)
+	enc, err := secagg.NewEncoding(sa.Range, sa.N, sa.Bits)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +207,31 @@ func (c *Client) secureInput(res TrainResult, a Assignment) ([]uint32, error) {
 	if len(x) != sa.Length {
 		return nil, fmt.Errorf("fl: an update of %d values, the round sums %d", len(x), sa.Length)
 	}
-	return enc.Encode(x)
+	if a.Clip == 0 || a.NoiseStd > 0 || enc.Bits == 32 {
+		return enc.Encode(x, rng)
+	}
+	// Central DP's noise is sized for sums of updates of norm at most the
+	// clip; a narrow ring's stochastic rounding can take a clipped update
+	// over it (by up to a step in every value), so a rounding that does is
+	// drawn again, from the update shrunk a little, as plain int8 updates
+	// are (encode).
+	for range 50 {
+		y, err := enc.Encode(x, rng)
+		if err != nil {
+			return nil, err
+		}
+		var sq float64
+		for _, v := range enc.Decode(y) {
+			sq += v * v
+		}
+		if math.Sqrt(sq) <= a.Clip {
+			return y, nil
+		}
+		for i := range x {
+			x[i] *= 0.99
+		}
+	}
+	return nil, errors.New("fl: cannot encode the update within the clip norm")
 }
 
 // TrainResult is what local training produced.

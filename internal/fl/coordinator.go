@@ -62,6 +62,10 @@ type Status struct {
 	Model   ModelRef `json:"model"`
 	Epsilon float64  `json:"epsilon,omitempty"`
 	Reason  string   `json:"reason,omitempty"`
+	// Ring is the width in bits of the secure round's ring (ChooseRing),
+	// and RingReason why it was chosen.
+	Ring       int    `json:"ring,omitempty"`
+	RingReason string `json:"ringReason,omitempty"`
 	// Plans are the latest local work and encoding chosen per cluster.
 	Plans   []Plan    `json:"plans,omitempty"`
 	History []Summary `json:"history,omitempty"`
@@ -72,7 +76,10 @@ type Plan struct {
 	Cluster    string   `json:"cluster"`
 	LocalSteps int      `json:"localSteps"`
 	Encoding   Encoding `json:"encoding"`
-	Reason     string   `json:"reason"`
+	// Ring is the width in bits of the ring of the cluster's secure cohort
+	// (0: a plain update, of Encoding).
+	Ring   int    `json:"ring,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // Summary is one aggregated round.
@@ -90,6 +97,9 @@ type Summary struct {
 	Epsilon  float64 `json:"epsilon,omitempty"`
 	// UploadBytes is the sum of the updates' encoded sizes.
 	UploadBytes int64 `json:"uploadBytes"`
+	// Ring is the width in bits of the ring the updates were masked in
+	// (0: plain updates).
+	Ring int `json:"ring,omitempty"`
 	// Staleness is the oldest update's (FedBuff): how many models behind
 	// the current one it was made from.
 	Staleness int `json:"staleness,omitempty"`
@@ -167,26 +177,38 @@ type maskedMeta struct {
 }
 
 type secureState struct {
-	N      int                             `json:"n"`
-	K      int                             `json:"k"`
-	T      int                             `json:"t"`
-	Length int                             `json:"length"`
-	Seed   [32]byte                        `json:"seed"`
-	Tag    string                          `json:"tag"`
-	Range  float64                         `json:"range"`
-	Keys   map[int]secagg.Keys             `json:"keys"`
-	Shares map[int][]secagg.EncryptedShare `json:"shares"`
-	Masked map[int]maskedMeta              `json:"masked"`
+	N      int      `json:"n"`
+	K      int      `json:"k"`
+	T      int      `json:"t"`
+	Length int      `json:"length"`
+	Seed   [32]byte `json:"seed"`
+	Tag    string   `json:"tag"`
+	Range  float64  `json:"range"`
+	// Bits is the ring's width (0, in snapshots from before rings had
+	// other widths: 32); RingReason says why it was chosen.
+	Bits       int                             `json:"bits,omitempty"`
+	RingReason string                          `json:"ringReason,omitempty"`
+	Keys       map[int]secagg.Keys             `json:"keys"`
+	Shares     map[int][]secagg.EncryptedShare `json:"shares"`
+	Masked     map[int]maskedMeta              `json:"masked"`
 	// MaskedSum is the sum of the masked vectors received: all the server
 	// does with them is add them up, so a restored server is given the
 	// sum as the first sender's vector and zeros as the others'.
-	MaskedSum Ring                    `json:"maskedSum,omitempty"`
+	MaskedSum Ring                    `json:"maskedSum,omitzero"`
 	Closed    bool                    `json:"closed,omitempty"`
 	Reveals   map[int][]secagg.Reveal `json:"reveals"`
 }
 
 func (s *secureState) config() secagg.Config {
-	return secagg.Config{N: s.N, K: s.K, T: s.T, Length: s.Length, Round: []byte(s.Tag), Seed: s.Seed}
+	return secagg.Config{N: s.N, K: s.K, T: s.T, Length: s.Length, Round: []byte(s.Tag), Seed: s.Seed, Bits: s.width()}
+}
+
+// width is the ring's width in bits.
+func (s *secureState) width() int {
+	if s.Bits == 0 {
+		return 32
+	}
+	return s.Bits
 }
 
 // New starts a job from its initial model's weights (InitialWeights). Its
@@ -237,7 +259,11 @@ func (c *Coordinator) Status() Status {
 	s := Status{State: c.st.State, Round: c.st.Model.Ref.Round, Model: c.st.Model.Ref, Epsilon: c.st.Model.Epsilon,
 		Reason: c.st.Reason, History: slices.Clone(c.st.History)}
 	if c.sync() && len(c.st.Cohorts) == 1 {
-		s.Attempt, s.Phase = c.st.Cohorts[0].Attempt, c.st.Cohorts[0].Phase
+		co := c.st.Cohorts[0]
+		s.Attempt, s.Phase = co.Attempt, co.Phase
+		if co.Secure != nil {
+			s.Ring, s.RingReason = co.Secure.width(), co.Secure.RingReason
+		}
 	}
 	for _, name := range c.names() {
 		if p := c.st.Clusters[name].Plan; p != nil {
@@ -382,10 +408,11 @@ func replay(s *secureState) (*secagg.Server, error) {
 	for i, id := range sortedKeys(s.Masked) {
 		y := make([]uint32, s.Length)
 		if i == 0 {
-			if len(s.MaskedSum) != s.Length {
-				return nil, fmt.Errorf("fl: masked sum of %d values, the round sums %d", len(s.MaskedSum), s.Length)
+			if len(s.MaskedSum.Words) != s.Length || s.MaskedSum.Width() != s.width() {
+				return nil, fmt.Errorf("fl: masked sum of %d %d-bit values, the round sums %d in a %d-bit ring",
+					len(s.MaskedSum.Words), s.MaskedSum.Width(), s.Length, s.width())
 			}
-			y = s.MaskedSum
+			y = s.MaskedSum.Words
 		}
 		if err := srv.AddMasked(id, y); err != nil {
 			return nil, err
@@ -675,6 +702,7 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 		co.Weight[m] = w
 	}
 	var out Output
+	var plans map[string]Plan
 	if spec.SecAgg != nil {
 		n := len(members)
 		k := spec.SecAgg.K
@@ -698,6 +726,7 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 		if spec.DP != nil {
 			s.Range = spec.DP.Clip
 		}
+		plans, s.Bits, s.RingReason = c.planCohort(members, n, s.Range)
 		srv, err := secagg.NewServer(s.config())
 		if err != nil {
 			c.st.NextCohort--
@@ -710,10 +739,11 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 	} else {
 		co.Phase = Train
 		co.Deadline = now.Add(spec.RoundDeadline)
+		plans, _, _ = c.planCohort(members, 0, 0)
 	}
-	for m, p := range c.planCohort(members) {
+	for m, p := range plans {
 		co.Steps[m] = p.LocalSteps
-		if spec.Adaptive || spec.Encoding == Auto {
+		if spec.Adaptive || spec.Encoding == Auto || co.Secure != nil {
 			c.st.Clusters[m].Plan = &p
 		}
 	}
@@ -730,7 +760,7 @@ func (c *Coordinator) startCohort(now time.Time, round, attempt int, members []s
 		}
 		msg := fmt.Sprintf("round %d attempt %d: %d clusters (%v) from model %d", round, attempt, len(members), members, co.Base.Round)
 		if co.Secure != nil {
-			msg += fmt.Sprintf(", secure aggregation with %d neighbours and threshold %d", co.Secure.K, co.Secure.T)
+			msg += fmt.Sprintf(", secure aggregation with %d neighbours and threshold %d, %s", co.Secure.K, co.Secure.T, co.Secure.RingReason)
 		}
 		out.Events = append(out.Events, Event{Time: now, Round: round, Kind: "started", Message: msg})
 	}
@@ -773,6 +803,9 @@ func (c *Coordinator) assign(co *cohort, m string) Assignment {
 		a.Weight = co.Weight[m]
 		id := slices.Index(co.Members, m)
 		sa := &SecAggAssignment{ID: id, N: s.N, K: s.K, T: s.T, Length: s.Length, Seed: s.Seed, Tag: s.Tag, Range: s.Range}
+		if s.width() != 32 {
+			sa.Bits = s.width()
+		}
 		srv := c.servers[co.ID]
 		switch co.Phase {
 		case Share:
@@ -905,15 +938,19 @@ func (c *Coordinator) handleSecure(now time.Time, co *cohort, r Report) (Output,
 		if want := co.Steps[r.Cluster]; want > 0 && m.LocalSteps != want {
 			return out, refuse("%s: masked update of %d local steps, %d assigned", r.Cluster, m.LocalSteps, want)
 		}
-		if err := srv.AddMasked(id, m.Y); err != nil {
+		if m.Y.Width() != s.width() || len(m.Y.Words) != s.Length {
+			return out, refuse("%s: a masked vector of %d %d-bit values; the round sums %d in a %d-bit ring",
+				r.Cluster, len(m.Y.Words), m.Y.Width(), s.Length, s.width())
+		}
+		if err := srv.AddMasked(id, m.Y.Words); err != nil {
 			return out, refuse("%s: %v", r.Cluster, err)
 		}
 		s.Masked[id] = maskedMeta{Samples: m.Samples, LocalSteps: m.LocalSteps, Metrics: m.Metrics}
-		if s.MaskedSum == nil {
-			s.MaskedSum = make(Ring, s.Length)
+		if s.MaskedSum.Words == nil {
+			s.MaskedSum = Ring{Bits: s.width(), Words: make([]uint32, s.Length)}
 		}
-		for i, v := range m.Y {
-			s.MaskedSum[i] += v
+		for i, v := range m.Y.Words {
+			s.MaskedSum.Words[i] = (s.MaskedSum.Words[i] + v) & ringMask(s.width())
 		}
 		if len(s.Masked) == s.N {
 			return c.closeMasked(now, co), nil
@@ -1107,7 +1144,7 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 	if err != nil {
 		return c.abandon(now, co, err.Error())
 	}
-	enc, err := secagg.NewEncoding(s.Range, s.N)
+	enc, err := secagg.NewEncoding(s.Range, s.N, s.width())
 	if err != nil {
 		return c.abandon(now, co, err.Error())
 	}
@@ -1128,7 +1165,7 @@ func (c *Coordinator) aggregateSecure(now time.Time, co *cohort) Output {
 		acc += m.Metrics.Accuracy * float64(m.Samples)
 	}
 	metrics := Metrics{Loss: loss / n, Accuracy: acc / n}
-	bytes := int64(4 * s.Length * len(s.Masked))
+	bytes := int64(s.width() / 8 * s.Length * len(s.Masked))
 	f := 1 / wsum
 	if co.Nova {
 		f *= tau / wsum
@@ -1223,6 +1260,9 @@ func (c *Coordinator) publish(now time.Time, co *cohort, agg [][]float32, m Metr
 	}
 	sum := Summary{Round: c.st.Model.Ref.Round, Time: now, Participants: participants, Dropped: dropped, Loss: m.Loss,
 		Accuracy: m.Accuracy, Epsilon: c.st.Model.Epsilon, UploadBytes: bytes, Staleness: staleness}
+	if co != nil && co.Secure != nil {
+		sum.Ring = co.Secure.width()
+	}
 	c.st.History = append(c.st.History, sum)
 	g := c.Global()
 	out.Published = &g

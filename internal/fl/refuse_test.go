@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -143,6 +144,61 @@ func TestSecureRefusals(t *testing.T) {
 	refused(t, h, "shares twice", r, "twice")
 }
 
+// TestMaskedRefusals: a masked vector of another ring width or length
+// than its round's is refused, with a reason, and changes nothing; in a
+// 16-bit round, so is the 32-bit vector of a client that knows no other.
+func TestMaskedRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		enc         Encoding
+		bits, other int
+	}{{Float32, 32, 16}, {Int8, 16, 32}, {Int8, 16, 8}} {
+		t.Run(fmt.Sprintf("%d-bit round", tc.bits), func(t *testing.T) {
+			spec := tinySpec(3)
+			spec.SecAgg = &SecAggSpec{}
+			spec.Encoding = tc.enc
+			h := newHand(t, spec, 3)
+			h.join()
+			for range 2 { // advertise, share
+				queue := h.queue
+				h.queue = nil
+				for _, a := range queue {
+					r, _ := h.report(a)
+					h.must(h.c.Handle(h.now, r))
+				}
+			}
+			a := h.c.st.Clusters[clusterName(0)].Assignment
+			if a.Phase != Mask || bitsOr32(a.SecAgg.Bits) != tc.bits {
+				t.Fatalf("phase %s, ring %d", a.Phase, a.SecAgg.Bits)
+			}
+			good, _ := h.report(a)
+			with := func(f func(m *Masked)) Report {
+				r := good
+				m := *good.Masked
+				m.Y.Words = slices.Clone(m.Y.Words)
+				f(&m)
+				r.Masked = &m
+				return r
+			}
+			other := with(func(m *Masked) {
+				m.Y.Bits = tc.other
+				for i := range m.Y.Words {
+					m.Y.Words[i] &= ringMask(tc.other)
+				}
+			})
+			refused(t, h, "another width", other, fmt.Sprintf("23 %d-bit values; the round sums 23 in a %d-bit ring", tc.other, tc.bits))
+			refused(t, h, "a short vector", with(func(m *Masked) { m.Y.Words = m.Y.Words[:22] }), fmt.Sprintf("22 %d-bit values; the round sums 23", tc.bits))
+			refused(t, h, "a long vector", with(func(m *Masked) { m.Y.Words = append(m.Y.Words, 1) }), "24 ")
+			refused(t, h, "no vector", with(func(m *Masked) { m.Y = Ring{} }), "0 32-bit values")
+			if tc.bits < 32 {
+				refused(t, h, "a value outside the ring", with(func(m *Masked) { m.Y.Words[3] = 1 << tc.bits }), "outside the round's 16-bit ring")
+			}
+			if _, err := h.c.Handle(h.now, good); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 func secaggNeighbours(a Assignment) []int {
 	var out []int
 	for _, k := range a.SecAgg.Keys {
@@ -198,6 +254,8 @@ func FuzzClientAssignment(f *testing.F) {
 	f.Add([]byte(`{"job":"j","cluster":"c","version":1,"phase":"train","round":1,"model":{"round":0},"net":{"arch":"mlp","sizes":[784,4,10]},"batchSize":8,"lr":0.1,"encoding":"int8"}`))
 	f.Add([]byte(`{"job":"j","cluster":"c","version":2,"phase":"mask","net":{"arch":"mlp","sizes":[784,0,10]},"secagg":{"n":2,"k":1,"t":1,"length":3}}`))
 	f.Add([]byte(`{"job":"j","cluster":"c","version":3,"phase":"advertise","secagg":{"id":5,"n":2,"k":1,"t":1,"length":3}}`))
+	f.Add([]byte(`{"job":"j","cluster":"c","version":4,"phase":"advertise","secagg":{"id":1,"n":2,"k":1,"t":1,"length":3,"bits":16}}`))
+	f.Add([]byte(`{"job":"j","cluster":"c","version":5,"phase":"advertise","secagg":{"id":1,"n":2,"k":1,"t":1,"length":3,"bits":12}}`))
 	tr, _ := subset(f)
 	local := tr.Slice(0, 16)
 	f.Fuzz(func(t *testing.T, b []byte) {

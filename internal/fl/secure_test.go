@@ -3,6 +3,8 @@ package fl
 import (
 	"io"
 	"maps"
+	"math"
+	mrand "math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -30,8 +32,12 @@ type hand struct {
 	sec  map[string]*secagg.Client
 	x    map[string][]float32
 	drop map[string]Phase
-	// masked records what each client sent in the Mask phase.
+	// masked records what each client sent in the Mask phase, encoded
+	// what it masked, in a ring of bits.
 	masked    map[string][]uint32
+	encoded   map[string][]uint32
+	bits      int
+	rand      *mrand.Rand
 	published []GlobalModel
 	events    []Event
 	queue     []Assignment
@@ -49,7 +55,7 @@ func newHand(t *testing.T, spec JobSpec, n int) *hand {
 	}
 	c.SetNoiseSource(newDetRand(9))
 	h := &hand{t: t, c: c, now: t0, rnd: newDetRand(7), sec: map[string]*secagg.Client{}, x: map[string][]float32{},
-		drop: map[string]Phase{}, masked: map[string][]uint32{}}
+		drop: map[string]Phase{}, masked: map[string][]uint32{}, encoded: map[string][]uint32{}, rand: mrand.New(mrand.NewPCG(7, 7))}
 	h.take(out)
 	for i := range n {
 		name := clusterName(i)
@@ -116,20 +122,21 @@ func (h *hand) report(a Assignment) (Report, bool) {
 			h.t.Fatal(err)
 		}
 	case Mask:
-		enc, err := secagg.NewEncoding(sa.Range, sa.N)
+		enc, err := secagg.NewEncoding(sa.Range, sa.N, sa.Bits)
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		x, err := enc.Encode(h.x[a.Cluster])
+		x, err := enc.Encode(h.x[a.Cluster], h.rand)
 		if err != nil {
 			h.t.Fatal(err)
 		}
+		h.encoded[a.Cluster], h.bits = x, enc.Bits
 		y, err := h.sec[a.Cluster].MaskedInput(x, sa.Shares)
 		if err != nil {
 			h.t.Fatal(err)
 		}
 		h.masked[a.Cluster] = y
-		r.Kind, r.Masked = KindMasked, &Masked{Y: y, Samples: 100, LocalSteps: 4}
+		r.Kind, r.Masked = KindMasked, &Masked{Y: Ring{Bits: bitsOr32(sa.Bits), Words: y}, Samples: 100, LocalSteps: 4}
 	case Unmask:
 		r.Kind = KindReveal
 		if r.Reveals, err = h.sec[a.Cluster].Unmask(sa.Sent); err != nil {
@@ -187,22 +194,18 @@ func (h *hand) run(maxTicks int) {
 }
 
 // expected is the model a secure round of senders makes: the plain sum
-// of their encoded vectors in Z_2^32, decoded and divided by their total
+// of their encoded vectors in Z_2^b, decoded and divided by their total
 // weight, as the coordinator computes it.
-func expected(t *testing.T, init [][]float32, x map[string][]float32, senders []string, n int, rng float64) string {
+func expected(t *testing.T, init [][]float32, h *hand, senders []string, n int, rng float64) string {
 	t.Helper()
-	enc, err := secagg.NewEncoding(rng, n)
+	enc, err := secagg.NewEncoding(rng, n, h.bits)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := make([]uint32, len(x[senders[0]]))
+	sum := make([]uint32, len(h.x[senders[0]]))
 	for _, s := range senders {
-		e, err := enc.Encode(x[s])
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, v := range e {
-			sum[i] += v
+		for i, v := range h.encoded[s] {
+			sum[i] = (sum[i] + v) & ringMask(enc.Bits)
 		}
 	}
 	agg, err := Unflatten(enc.Decode(sum), Shape(init))
@@ -266,7 +269,7 @@ func TestSecureRoundSurvivesDropoutsAfterMasking(t *testing.T) {
 			if st := h.c.Status(); st.State != Done || st.Round != 1 {
 				t.Fatalf("n %d k %d t %d, %v dropped after masking: %+v %v", tc.n, tc.k, tc.th, dropped, st, h.events)
 			}
-			want := expected(t, init, h.x, names(tc.n), tc.n, 4)
+			want := expected(t, init, h, names(tc.n), tc.n, 4)
 			if got := h.c.Global().Ref.Digest; got != want {
 				t.Fatalf("n %d k %d t %d, %v dropped: the model is not the exact sum of the vectors sent", tc.n, tc.k, tc.th, dropped)
 			}
@@ -338,7 +341,7 @@ func TestKeyExchangeDropoutRestartsWithoutIt(t *testing.T) {
 		t.Fatalf("%+v %v", st, h.events)
 	}
 	// 4 selected, store-ac silent in Share; attempt 1 goes with the other 3.
-	want := expected(t, h.published[0].Weights, h.x, names(4, 2), 3, 4)
+	want := expected(t, h.published[0].Weights, h, names(4, 2), 3, 4)
 	if h.c.Global().Ref.Digest != want {
 		t.Fatal("the retried round's model is not the sum of the three others")
 	}
@@ -377,5 +380,49 @@ func TestMaskedUpdatesLookUniform(t *testing.T) {
 	}
 	if slices.Equal(h.masked[clusterName(0)], h.masked[clusterName(1)]) {
 		t.Fatal("two clients' masked updates are equal")
+	}
+}
+
+// TestNarrowRingKeepsTheClipNorm: under central DP, a clipped update's
+// encoding in a 16-bit ring stays within the clip norm the noise is sized
+// for, where its stochastic rounding alone would take it over.
+func TestNarrowRingKeepsTheClipNorm(t *testing.T) {
+	const n = 1000
+	delta := make([]float32, n)
+	for i := range delta {
+		delta[i] = float32(i%7-3) * 0.1 // norm 6.3: clipped to 1
+	}
+	a := Assignment{Phase: Mask, Clip: 1, Weight: 1, SecAgg: &SecAggAssignment{N: 4, K: 3, T: 2, Length: n, Range: 1, Bits: 16}}
+	enc, err := secagg.NewEncoding(1, 4, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func(y []uint32) float64 {
+		var sq float64
+		for _, v := range enc.Decode(y) {
+			sq += v * v
+		}
+		return math.Sqrt(sq)
+	}
+	cl := NewClient("c", newDetRand(3))
+	r := mrand.New(mrand.NewPCG(1, 1))
+	over := 0
+	for range 20 {
+		y, err := cl.secureInput(TrainResult{Delta: [][]float32{slices.Clone(delta)}, Steps: 1}, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := norm(y); g > 1 {
+			t.Fatalf("an encoding of norm %v, over the clip 1", g)
+		}
+		clipped := [][]float32{slices.Clone(delta)}
+		Clip(clipped, 1)
+		plain, _ := enc.Encode(clipped[0], r)
+		if norm(plain) > 1 {
+			over++
+		}
+	}
+	if over == 0 {
+		t.Fatal("stochastic rounding never took the clipped update over the norm: the test shows nothing")
 	}
 }

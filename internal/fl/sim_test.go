@@ -2,6 +2,8 @@ package fl
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -142,8 +144,8 @@ func TestChoosePlans(t *testing.T) {
 		{"thin link in its own round: one epoch", nil, ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 3637 * time.Millisecond, 10, Int8, "1 epoch of 300 samples"},
 		{"slow trainer: steps cut to the deadline", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 20, Samples: 3000}, 0, 14, Float32, "within the deadline"},
 		{"short online window", nil, ClusterFacts{BandwidthBps: 100e6, SamplesPerSec: 200, Samples: 3000, OnlineFor: 5 * time.Second}, 0, 24, Float32, "within the deadline"},
-		{"secure aggregation keeps float32", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{}; return s },
-			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 51, Float32, "float32"},
+		{"secure aggregation: a 32-bit ring", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{}; return s },
+			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 51, Float32, "51 local steps, 32-bit ring: 0.1 Mbit/s link sends 0.10 MB in 8.1 s"},
 		{"not adaptive: epochs", func(s JobSpec) JobSpec { s.Adaptive = false; return s },
 			ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, 0, 0, Int8, "1 local epoch, int8"},
 		{"unknown speed", nil, ClusterFacts{BandwidthBps: 0, SamplesPerSec: 0, Samples: 300}, 0, 10, Float32, "training speed unknown"},
@@ -153,10 +155,68 @@ func TestChoosePlans(t *testing.T) {
 			if tc.spec != nil {
 				s = tc.spec(s)
 			}
-			p := Choose("store-3", s, tc.facts, shape, tc.round)
+			p := Choose("store-3", s, tc.facts, shape, tc.round, 0)
 			t.Log(p.Reason)
 			if p.LocalSteps != tc.steps || p.Encoding != tc.enc || !strings.Contains(p.Reason, tc.reasonHas) || !strings.HasPrefix(p.Reason, "store-3: ") {
 				t.Fatalf("plan %+v; want %d steps, %s, reason with %q", p, tc.steps, tc.enc, tc.reasonHas)
+			}
+		})
+	}
+	// In a 16-bit ring the thin link sends 50,900 bytes in 4.07 s: 26
+	// steps of 0.16 s train while it uploads.
+	s := spec
+	s.SecAgg = &SecAggSpec{}
+	p := Choose("store-3", s, ClusterFacts{BandwidthBps: 0.1e6, SamplesPerSec: 200, Samples: 300}, shape, 0, 16)
+	if p.LocalSteps != 26 || p.Ring != 16 || !strings.Contains(p.Reason, "26 local steps, 16-bit ring: 0.1 Mbit/s link sends 0.05 MB in 4.1 s") {
+		t.Fatalf("plan in a 16-bit ring %+v", p)
+	}
+}
+
+func TestChooseRing(t *testing.T) {
+	shape := []int{784 * 32, 32, 320, 10} // 101,800 bytes as float32: 8.1 s at 0.1 Mbit/s
+	fast := ClusterFacts{BandwidthBps: 100e6}
+	thin := ClusterFacts{BandwidthBps: 0.1e6}
+	for _, tc := range []struct {
+		name      string
+		enc       Encoding
+		secagg    bool
+		facts     []ClusterFacts
+		n         int
+		rng       float64
+		bits      int
+		reasonHas string
+	}{
+		{"plain job: no ring", Auto, false, []ClusterFacts{thin}, 4, 4, 0, ""},
+		{"float32 job", Float32, true, []ClusterFacts{thin, thin}, 2, 0.25, 32, "32-bit ring: the job's encoding is float32"},
+		{"auto, fast links", Auto, true, []ClusterFacts{fast, fast}, 2, 0.25, 32, "every member's link sends float32"},
+		// 10 values up to 0.25 sum below 2^2.32: 15 - 2.32 - 1 leaves 12 bits.
+		{"auto, one thin link", Auto, true, []ClusterFacts{fast, thin}, 10, 0.25, 16,
+			"16-bit ring (12 fractional bits for 10 clusters of values up to 0.25): c1's 0.1 Mbit/s link would send int8: float32's 0.10 MB take 8.1 s, over a quarter of the 30s deadline"},
+		{"int8 job", Int8, true, []ClusterFacts{fast, fast}, 2, 1, 16, "16-bit ring (13 fractional bits for 2 clusters of values up to 1): the job's encoding is int8"},
+		// 10 values up to 4: 15 - 5.32 - 1 leaves 8 bits, as many as wanted.
+		{"the default range, 10 clusters", Auto, true, []ClusterFacts{thin, fast}, 10, 4, 16, "16-bit ring (8 fractional bits for 10 clusters of values up to 4)"},
+		// The most clusters the default range takes (docs/federated.md): 16, not 17.
+		{"the default range, 16 clusters", Int8, true, []ClusterFacts{fast}, 16, 4, 16, "16-bit ring (8 fractional bits for 16 clusters"},
+		{"the default range, 17 clusters", Int8, true, []ClusterFacts{fast}, 17, 4, 32, "leave 7 fractional bits in 16, fewer than 8"},
+		// 100 values up to 4: 15 - 8.64 - 1 leaves 5 bits, too coarse.
+		{"range too wide", Auto, true, []ClusterFacts{thin, fast}, 100, 4, 32,
+			"32-bit ring: c0's 0.1 Mbit/s link would send int8: float32's 0.10 MB take 8.1 s, over a quarter of the 30s deadline, but 100 clusters of values up to 4 leave 5 fractional bits in 16, fewer than 8"},
+		{"no fractional bits at all", Int8, true, []ClusterFacts{fast}, 10000, 4, 32, "32-bit ring: the job's encoding is int8, but secagg: 10000 clients of values up to 4 leave no fractional bits"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := baseSpec()
+			spec.RoundDeadline, spec.Encoding = 30*time.Second, tc.enc
+			if tc.secagg {
+				spec.SecAgg = &SecAggSpec{}
+			}
+			var names []string
+			for i := range tc.facts {
+				names = append(names, fmt.Sprintf("c%d", i))
+			}
+			bits, why := ChooseRing(spec, names, tc.facts, shape, tc.n, tc.rng)
+			t.Log(why)
+			if bits != tc.bits || !strings.Contains(why, tc.reasonHas) {
+				t.Fatalf("%d bits, %q; want %d, with %q", bits, why, tc.bits, tc.reasonHas)
 			}
 		})
 	}
@@ -211,6 +271,7 @@ func TestSimulateKindsAndRestarts(t *testing.T) {
 		{"fedavg", func(s JobSpec) JobSpec { return s }, 0.6},
 		{"fedprox", func(s JobSpec) JobSpec { s.Strategy, s.ProxMu = FedProx, 0.1; return s }, 0.6},
 		{"secagg", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{K: 2, T: 2}; return s }, 0.6},
+		{"secagg, 16-bit ring", func(s JobSpec) JobSpec { s.SecAgg, s.Encoding = &SecAggSpec{K: 2, T: 2}, Int8; return s }, 0.6},
 		{"secagg, central dp", func(s JobSpec) JobSpec {
 			s.SecAgg = &SecAggSpec{}
 			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5}
@@ -250,6 +311,9 @@ func TestSimulateKindsAndRestarts(t *testing.T) {
 			a, b := run(false), run(true)
 			if a.Status.State != Done || a.Model.Ref.Round != spec.Rounds {
 				t.Fatalf("status %+v", a.Status)
+			}
+			if want := strings.HasSuffix(tc.name, "16-bit ring"); want != (a.Status.History[0].Ring == 16) {
+				t.Fatalf("rounds in a %d-bit ring", a.Status.History[0].Ring)
 			}
 			if a.Model.Ref != b.Model.Ref {
 				t.Fatalf("restarted after every step: model %v, uninterrupted %v", b.Model.Ref, a.Model.Ref)
@@ -365,5 +429,79 @@ func TestFedBuffDropsStaleSecureCohort(t *testing.T) {
 		if s.Staleness > 1 {
 			t.Fatalf("model %d from a cohort %d versions old", s.Round, s.Staleness)
 		}
+	}
+}
+
+// TestNarrowRingAccuracy: the secure jobs of TestSimulateKindsAndRestarts
+// (and one whose range leaves the fewest fractional bits a 16-bit ring
+// takes), their encoding int8 so that their cohorts choose a 16-bit ring,
+// reach a mean test accuracy over three seeds within a point of the same
+// jobs' in a 32-bit ring, with half the masked bytes. Each seed's two runs draw
+// the same randomness but for the rounding, so that the comparison is of
+// the rings, not of the DP noise's draws.
+func TestNarrowRingAccuracy(t *testing.T) {
+	_, te := subset(t)
+	const seeds = 3
+	for _, tc := range []struct {
+		name string
+		spec func(JobSpec) JobSpec
+	}{
+		{"secagg", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{K: 2, T: 2}; return s }},
+		{"secagg, 8 fractional bits", func(s JobSpec) JobSpec { s.SecAgg = &SecAggSpec{K: 2, T: 2, Range: 16}; return s }},
+		{"secagg, central dp", func(s JobSpec) JobSpec {
+			s.SecAgg = &SecAggSpec{}
+			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5}
+			return s
+		}},
+		{"secagg, distributed dp", func(s JobSpec) JobSpec {
+			s.SecAgg = &SecAggSpec{}
+			s.DP = &DPSpec{Clip: 1, NoiseMultiplier: 0.3, Delta: 1e-5, Distributed: true}
+			return s
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			acc := map[int]float64{}
+			bytes := map[int]int64{}
+			for _, enc := range []Encoding{Float32, Int8} {
+				for seed := range byte(seeds) {
+					spec := tc.spec(baseSpec())
+					spec.Encoding = enc
+					res, err := Simulate(context.Background(), SimConfig{Spec: spec, Clients: simClients(t, 4, 300, ClusterFacts{SamplesPerSec: 500, BandwidthBps: 5e6}),
+						Test: te, Rand: newDetRand(4 + seed)})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if res.Status.State != Done {
+						t.Fatalf("%s: %+v", enc, res.Status)
+					}
+					ring := res.Status.History[0].Ring
+					a := res.Points[len(res.Points)-1].Accuracy
+					acc[ring] += a / seeds
+					for _, h := range res.Status.History {
+						bytes[ring] += h.UploadBytes
+						if h.Ring != ring {
+							t.Fatalf("%s: rounds in %d and %d bits", enc, ring, h.Ring)
+						}
+					}
+					var why string
+					for _, e := range res.Events {
+						if e.Kind == "started" {
+							why = e.Message
+						}
+					}
+					t.Logf("%s, seed %d: accuracy %.4f; %s", enc, seed, a, why)
+				}
+			}
+			t.Logf("mean accuracy %.4f in 32 bits, %.4f in 16; masked bytes %d and %d", acc[32], acc[16], bytes[32], bytes[16])
+			if len(acc) != 2 || acc[16] == 0 || acc[32] == 0 {
+				t.Fatalf("rings %v: want jobs in 32 bits and in 16", acc)
+			}
+			if d := acc[32] - acc[16]; math.Abs(d) > 0.01 {
+				t.Errorf("a 16-bit ring's mean accuracy %.4f is %.4f from the 32-bit ring's %.4f", acc[16], d, acc[32])
+			}
+			if 2*bytes[16] != bytes[32] {
+				t.Errorf("masked bytes: %d in 16 bits, %d in 32", bytes[16], bytes[32])
+			}
+		})
 	}
 }

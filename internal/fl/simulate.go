@@ -90,7 +90,7 @@ func (r Report) PayloadSize() int {
 		n += len(s.Box) + 4
 	}
 	if r.Masked != nil {
-		n += 4 * len(r.Masked.Y)
+		n += r.Masked.Y.Size()
 	}
 	for _, rv := range r.Reveals {
 		n += len(rv.Y) + 5

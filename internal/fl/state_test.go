@@ -2,6 +2,7 @@ package fl
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -51,31 +52,102 @@ func (h *hand) step(keep func(a Assignment) bool) {
 }
 
 // A hub killed in the middle of a secure round resumes it from its
-// snapshot: the round completes with the exact sum.
+// snapshot, in its ring: the round completes with the exact sum. A
+// snapshot from before rings had widths (no bits) resumes in 32 bits.
 func TestRestoreResumesSecureRound(t *testing.T) {
-	spec := tinySpec(4)
-	spec.SecAgg = &SecAggSpec{}
-	h := newHand(t, spec, 4)
-	init := h.c.Global().Weights
-	h.join()
-	all := func(Assignment) bool { return true }
-	h.step(all) // advertise
-	h.restart()
-	h.step(all) // share
-	h.restart()
-	// Two of four masked updates arrive, then the hub restarts.
-	sent := 0
-	h.step(func(a Assignment) bool { sent++; return sent <= 2 })
-	if got := len(h.c.st.Cohorts[0].Secure.Masked); got != 2 {
-		t.Fatalf("%d masked updates before the restart", got)
+	for _, tc := range []struct {
+		name string
+		enc  Encoding
+		old  bool
+		bits int
+	}{
+		{"32-bit ring", Float32, false, 32},
+		{"16-bit ring", Int8, false, 16},
+		{"a snapshot without the ring's width", Float32, true, 32},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := tinySpec(4)
+			spec.SecAgg = &SecAggSpec{}
+			spec.Encoding = tc.enc
+			h := newHand(t, spec, 4)
+			init := h.c.Global().Weights
+			h.join()
+			restart := h.restart
+			if tc.old {
+				restart = h.restartWithout("bits", "ringReason")
+				if js := snapshotJSON(t, h.c); !strings.Contains(js, `"bits":32,"ringReason":"32-bit ring: the job's encoding is float32"`) {
+					t.Fatalf("the snapshot lacks the fields an older one lacks: %s", js)
+				}
+			}
+			all := func(Assignment) bool { return true }
+			h.step(all) // advertise
+			restart()
+			h.step(all) // share
+			restart()
+			// Two of four masked updates arrive, then the hub restarts.
+			sent := 0
+			h.step(func(a Assignment) bool { sent++; return sent <= 2 })
+			if got := len(h.c.st.Cohorts[0].Secure.Masked); got != 2 {
+				t.Fatalf("%d masked updates before the restart", got)
+			}
+			restart()
+			st := h.c.Status()
+			if st.Ring != tc.bits || h.bits != tc.bits {
+				t.Fatalf("restored in a %d-bit ring (%q), clients masked in %d; want %d", st.Ring, st.RingReason, h.bits, tc.bits)
+			}
+			for _, p := range st.Plans {
+				if p.Ring != tc.bits || !strings.Contains(p.Reason, fmt.Sprintf("; the cohort's %d-bit ring", tc.bits)) {
+					t.Fatalf("plan %+v: want a %d-bit ring, and why", p, tc.bits)
+				}
+			}
+			if len(st.Plans) != 4 {
+				t.Fatalf("%d plans", len(st.Plans))
+			}
+			h.run(10)
+			if st := h.c.Status(); st.State != Done || st.History[0].Ring != tc.bits {
+				t.Fatalf("%+v %v", st, h.events)
+			}
+			if want := expected(t, init, h, names(4), 4, 4); h.c.Global().Ref.Digest != want {
+				t.Fatal("the resumed round's model is not the exact sum")
+			}
+		})
 	}
-	h.restart()
-	h.run(10)
-	if st := h.c.Status(); st.State != Done {
-		t.Fatalf("%+v %v", st, h.events)
-	}
-	if want := expected(t, init, h.x, names(4), 4, 4); h.c.Global().Ref.Digest != want {
-		t.Fatal("the resumed round's model is not the exact sum")
+}
+
+// restartWithout restarts the hub from its snapshot with the given
+// fields of its secure rounds' state taken out, as an older hub wrote it.
+func (h *hand) restartWithout(fields ...string) func() {
+	return func() {
+		h.t.Helper()
+		b, err := json.Marshal(h.c.Snapshot())
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			h.t.Fatal(err)
+		}
+		cohorts, _ := m["state"].(map[string]any)["cohorts"].([]any)
+		for _, co := range cohorts {
+			if sec, ok := co.(map[string]any)["secure"].(map[string]any); ok {
+				for _, f := range fields {
+					delete(sec, f)
+				}
+			}
+		}
+		if b, err = json.Marshal(m); err != nil {
+			h.t.Fatal(err)
+		}
+		var s Snapshot
+		if err := json.Unmarshal(b, &s); err != nil {
+			h.t.Fatal(err)
+		}
+		c, err := Restore(s)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		c.SetNoiseSource(newDetRand(9))
+		h.c = c
 	}
 }
 
@@ -110,7 +182,7 @@ func TestRestoreAfterDeadlineAbandonsCleanly(t *testing.T) {
 	if st := h.c.Status(); st.State != Done || st.Round != 1 {
 		t.Fatalf("%+v", st)
 	}
-	if want := expected(t, h.published[0].Weights, h.x, names(3), 3, 4); h.c.Global().Ref.Digest != want {
+	if want := expected(t, h.published[0].Weights, h, names(3), 3, 4); h.c.Global().Ref.Digest != want {
 		t.Fatal("the rerun round's model is not the exact sum")
 	}
 }
@@ -273,7 +345,7 @@ func TestDPNoiseOnTheAggregate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				enc, _ := secagg.NewEncoding(a.SecAgg.Range, a.SecAgg.N)
+				enc, _ := secagg.NewEncoding(a.SecAgg.Range, a.SecAgg.N, a.SecAgg.Bits)
 				for i, v := range enc.Decode(y) {
 					h.x[name][i] = float32(v)
 				}

@@ -213,8 +213,8 @@ type Assignment struct {
 // SecAggAssignment is a cluster's part of a secure round.
 type SecAggAssignment struct {
 	// ID is the cluster's index among the round's N members; N, K, T,
-	// Length, Seed and Tag make the secagg.Config; Range and Members the
-	// fixed-point encoding (secagg.NewEncoding(Range, N)).
+	// Length, Seed, Tag and Bits make the secagg.Config; Range, N and Bits
+	// the fixed-point encoding (secagg.NewEncoding(Range, N, Bits)).
 	ID     int      `json:"id"`
 	N      int      `json:"n"`
 	K      int      `json:"k"`
@@ -223,6 +223,9 @@ type SecAggAssignment struct {
 	Seed   [32]byte `json:"seed"`
 	Tag    string   `json:"tag"`
 	Range  float64  `json:"range"`
+	// Bits is the ring's width (0: 32; or 16): the masked vector is of
+	// values below 2^Bits, and travels as Bits/8 bytes a value.
+	Bits int `json:"bits,omitempty"`
 	// Keys are the neighbours' advertised keys (Share phase); Shares the
 	// shares sent to the cluster (Mask phase); Sent the senders among it and
 	// its neighbours (Unmask phase).
@@ -233,7 +236,7 @@ type SecAggAssignment struct {
 
 // Config returns the secagg configuration of the round.
 func (s *SecAggAssignment) Config() secagg.Config {
-	return secagg.Config{N: s.N, K: s.K, T: s.T, Length: s.Length, Round: []byte(s.Tag), Seed: s.Seed}
+	return secagg.Config{N: s.N, K: s.K, T: s.T, Length: s.Length, Round: []byte(s.Tag), Seed: s.Seed, Bits: s.Bits}
 }
 
 // ReportKind says which payload a Report carries.

@@ -387,6 +387,9 @@ func federatedStatus(j *v1alpha1.FederatedJob, st fl.Status, selected []string, 
 		r.Cluster = c
 		if p, ok := plans[c]; ok {
 			r.Encoding, r.LocalSteps, r.Reason = string(p.Encoding), int32(p.LocalSteps), truncate(p.Reason, 1024)
+			if p.Ring > 0 { // a masked update: the ring's width is what it sends a value as
+				r.Encoding = fmt.Sprintf("%d-bit ring", p.Ring)
+			}
 		}
 		if counted != nil && counted.cluster == c {
 			r.Updates++

@@ -393,3 +393,17 @@ func TestModelSpecOf(t *testing.T) {
 		}
 	}
 }
+
+// TestFederatedStatusShowsRing: a cluster of a secure round shows the
+// ring its masked update is sent in as its encoding, and why.
+func TestFederatedStatusShowsRing(t *testing.T) {
+	j := &v1alpha1.FederatedJob{}
+	st := fl.Status{Plans: []fl.Plan{
+		{Cluster: "a", Encoding: fl.Float32, Ring: 16, Reason: "a: 1 local epoch, 16-bit ring: link speed unknown; the cohort's 16-bit ring (8 fractional bits for 10 clusters of values up to 4): the job's encoding is int8"},
+		{Cluster: "b", Encoding: fl.Int8, Reason: "b: 1 local epoch, int8"},
+	}}
+	out := federatedStatus(j, st, []string{"a", "b"}, nil, time.Unix(0, 0))
+	if len(out.Clusters) != 2 || out.Clusters[0].Encoding != "16-bit ring" || !strings.Contains(out.Clusters[0].Reason, "the cohort's 16-bit ring") || out.Clusters[1].Encoding != "int8" {
+		t.Fatalf("%+v", out.Clusters)
+	}
+}

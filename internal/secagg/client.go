@@ -107,15 +107,22 @@ func (cl *Client) boxKey(j int) ([32]byte, error) {
 }
 
 // MaskedInput takes the shares the client's neighbours sent it and returns
-// x, its fixed-point vector (Encode), masked. A share that does not open,
-// is not meant for the client, comes from a non-neighbour or twice, is
-// refused, and the client sends nothing.
+// x, its fixed-point vector (Encode) of values below 2^b, masked in Z_2^b.
+// A share that does not open, is not meant for the client, comes from a
+// non-neighbour or twice, is refused, and the client sends nothing; so is
+// a value outside the ring.
 func (cl *Client) MaskedInput(x []uint32, received []EncryptedShare) ([]uint32, error) {
 	if cl.step != 1 {
 		return nil, violation("MaskedInput called out of order")
 	}
 	if len(x) != cl.cfg.Length {
 		return nil, fmt.Errorf("secagg: a vector of %d values, the round sums %d", len(x), cl.cfg.Length)
+	}
+	mask := cl.cfg.mask()
+	for i, v := range x {
+		if v&^mask != 0 {
+			return nil, fmt.Errorf("secagg: value %d is %#x, outside the round's %d-bit ring", i, v, bitsOf(cl.cfg.Bits))
+		}
 	}
 	cl.shares = map[int]struct{ seed, key Share }{}
 	for _, es := range received {
@@ -155,6 +162,9 @@ func (cl *Client) MaskedInput(x []uint32, received []EncryptedShare) ([]uint32, 
 		for i := range y {
 			y[i] += m[i]
 		}
+	}
+	for i := range y {
+		y[i] &= mask
 	}
 	cl.step = 2
 	return y, nil

@@ -17,7 +17,7 @@
 //     shares encrypted for it (AES-GCM under a key agreed with c), through
 //     the server (Client.ShareKeys; Server.AddShares, Server.SharesFor).
 //  3. Each client sends y = x + PRG(b) + sum over neighbours j of
-//     ±PRG(s_ij), all in Z_2^32 (x fixed-point encoded: Encode), where s_ij
+//     ±PRG(s_ij), all in Z_2^b (x fixed-point encoded: Encode), where s_ij
 //     is agreed from its s key and j's, and the sign is + when its id is
 //     below j's: the pairwise masks of two clients cancel in the sum
 //     (Client.MaskedInput; Server.AddMasked).
@@ -29,6 +29,14 @@
 //     sent and the s key of every neighbour that did not, removes their
 //     masks, and has the sum (Server.Sum). With fewer than T shares for any
 //     of them the round fails, having revealed nothing but masked vectors.
+//
+// The ring's width b is the round's (Config.Bits): 32, or 16 or 8 to send
+// fewer bytes per value where the clients' number and range leave enough
+// fixed-point precision (NewEncoding). Masks and sums are computed in
+// uint32 arithmetic and reduced mod 2^b: 2^b divides 2^32, so the
+// reduction commutes with every sum and difference, and the low b bits of
+// a uniform word are uniform in Z_2^b, so a masked vector hides its input
+// as well in a narrow ring as in a wide one.
 //
 // The package is pure: no I/O, randomness from the caller, messages as
 // values, so the round's transport (the hub's desired state one way, the
@@ -65,7 +73,13 @@ type Config struct {
 	Round []byte
 	// Seed draws the neighbour graph.
 	Seed [32]byte
+	// Bits is the ring's width b: vectors are of Z_2^b, each value below
+	// 2^b (0: 32; or 16, 8).
+	Bits int
 }
+
+// mask is 2^b - 1.
+func (c *Config) mask() uint32 { return ringMask(c.Bits) }
 
 // Validate checks the parameters.
 func (c *Config) Validate() error {
@@ -78,6 +92,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("secagg: threshold %d of %d neighbours: want %d to %d", c.T, c.K, c.K/2+1, c.K)
 	case c.Length < 1:
 		return fmt.Errorf("secagg: vectors of length %d", c.Length)
+	case c.Bits != 0:
+		return checkBits(c.Bits)
 	}
 	return nil
 }

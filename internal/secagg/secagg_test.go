@@ -3,10 +3,12 @@ package secagg
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/big"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -230,13 +232,16 @@ func round(t *testing.T, cfg Config, xs [][]uint32, beforeMask, afterMask []int)
 	return sum, received, err
 }
 
-func vectors(n, length int, seed uint64) ([][]uint32, func(skip []int) []uint32) {
+// vectors draws n vectors of the ring Z_2^bits (0: 32) and returns them
+// with the plain sum, mod 2^bits, of those not skipped.
+func vectors(n, length, bits int, seed uint64) ([][]uint32, func(skip []int) []uint32) {
 	r := rand.New(rand.NewPCG(seed, 1))
+	mask := ringMask(bits)
 	xs := make([][]uint32, n)
 	for i := range xs {
 		xs[i] = make([]uint32, length)
 		for k := range xs[i] {
-			xs[i][k] = r.Uint32()
+			xs[i][k] = r.Uint32() & mask
 		}
 	}
 	plain := func(skip []int) []uint32 {
@@ -246,7 +251,7 @@ func vectors(n, length int, seed uint64) ([][]uint32, func(skip []int) []uint32)
 				continue
 			}
 			for k, v := range x {
-				sum[k] += v
+				sum[k] = (sum[k] + v) & mask
 			}
 		}
 		return sum
@@ -254,6 +259,9 @@ func vectors(n, length int, seed uint64) ([][]uint32, func(skip []int) []uint32)
 	return xs, plain
 }
 
+// TestRoundSums: the unmasked sum is the plain sum of the vectors sent,
+// mod 2^b, exactly, with the masks of dropped clients rebuilt, in every
+// ring width.
 func TestRoundSums(t *testing.T) {
 	for _, tc := range []struct {
 		name                  string
@@ -267,18 +275,27 @@ func TestRoundSums(t *testing.T) {
 		{"both", 12, 6, 4, []int{5}, []int{1}},
 		{"two clients", 2, 1, 1, nil, nil},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := Config{N: tc.n, K: tc.k, T: tc.th, Length: 50, Round: []byte("job-1/round-3")}
-			cfg.Seed[0] = 7
-			xs, plain := vectors(tc.n, cfg.Length, 1)
-			sum, _, err := round(t, cfg, xs, tc.beforeMask, tc.afterMask)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := plain(tc.beforeMask); !slices.Equal(sum, want) {
-				t.Fatalf("sum differs from the plain sum of the vectors sent")
-			}
-		})
+		for _, bits := range []int{0, 32, 16, 8} {
+			t.Run(fmt.Sprintf("%s/%d bits", tc.name, bits), func(t *testing.T) {
+				cfg := Config{N: tc.n, K: tc.k, T: tc.th, Length: 50, Round: []byte("job-1/round-3"), Bits: bits}
+				cfg.Seed[0] = 7
+				xs, plain := vectors(tc.n, cfg.Length, bits, 1)
+				sum, received, err := round(t, cfg, xs, tc.beforeMask, tc.afterMask)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := plain(tc.beforeMask); !slices.Equal(sum, want) {
+					t.Fatalf("sum differs from the plain sum of the vectors sent")
+				}
+				for id, y := range received {
+					for k, v := range y {
+						if v&^ringMask(bits) != 0 {
+							t.Fatalf("client %d sent value %d = %#x, outside the %d-bit ring", id, k, v, bits)
+						}
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -287,7 +304,7 @@ func TestRoundSums(t *testing.T) {
 // the server has only masked vectors.
 func TestRoundAbortsWithTooManyDropouts(t *testing.T) {
 	cfg := Config{N: 6, K: 4, T: 3, Length: 8, Round: []byte("r")}
-	xs, _ := vectors(cfg.N, cfg.Length, 2)
+	xs, _ := vectors(cfg.N, cfg.Length, 0, 2)
 	_, _, err := round(t, cfg, xs, nil, []int{0, 1, 2, 3})
 	if !errors.Is(err, ErrAborted) {
 		t.Fatalf("Sum = %v, want ErrAborted", err)
@@ -296,34 +313,38 @@ func TestRoundAbortsWithTooManyDropouts(t *testing.T) {
 
 // TestMaskedVectorsLookUniform: what the server receives of one client is
 // its vector plus masks; with the vector all zeros, its bytes must look
-// uniform (a chi-square test over byte values, 255 degrees of freedom).
+// uniform (a chi-square test over byte values, 255 degrees of freedom),
+// in a 32-bit ring as in a 16-bit one, which sends the low half of each
+// mask word.
 func TestMaskedVectorsLookUniform(t *testing.T) {
-	cfg := Config{N: 4, K: 3, T: 2, Length: 20000, Round: []byte("u")}
-	xs := make([][]uint32, cfg.N)
-	for i := range xs {
-		xs[i] = make([]uint32, cfg.Length)
-	}
-	_, received, err := round(t, cfg, xs, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var counts [256]float64
-	for _, v := range received[0] {
-		for k := range 4 {
-			counts[byte(v>>(8*k))]++
+	for _, bits := range []int{32, 16, 8} {
+		cfg := Config{N: 4, K: 3, T: 2, Length: 20000, Round: []byte("u"), Bits: bits}
+		xs := make([][]uint32, cfg.N)
+		for i := range xs {
+			xs[i] = make([]uint32, cfg.Length)
 		}
-	}
-	exp := float64(4*cfg.Length) / 256
-	chi := 0.0
-	for _, c := range counts {
-		chi += (c - exp) * (c - exp) / exp
-	}
-	// The 99.99th percentile of chi-square with 255 degrees of freedom is about 351.
-	if chi > 351 {
-		t.Fatalf("chi-square %.1f: the masked vector of zeros is not uniform", chi)
-	}
-	if slices.Equal(received[0], received[1]) {
-		t.Fatal("two clients' masked vectors are equal")
+		_, received, err := round(t, cfg, xs, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var counts [256]float64
+		for _, v := range received[0] {
+			for k := range bits / 8 {
+				counts[byte(v>>(8*k))]++
+			}
+		}
+		exp := float64(bits/8*cfg.Length) / 256
+		chi := 0.0
+		for _, c := range counts {
+			chi += (c - exp) * (c - exp) / exp
+		}
+		// The 99.99th percentile of chi-square with 255 degrees of freedom is about 351.
+		if chi > 351 {
+			t.Fatalf("%d bits: chi-square %.1f: the masked vector of zeros is not uniform", bits, chi)
+		}
+		if slices.Equal(received[0], received[1]) {
+			t.Fatalf("%d bits: two clients' masked vectors are equal", bits)
+		}
 	}
 }
 
@@ -441,47 +462,173 @@ func nonNeighbourOf(s *Server, id int) int {
 	return id
 }
 
-func TestEncoding(t *testing.T) {
-	e, err := NewEncoding(1, 100)
+// TestRingRefusals: in a 16-bit round, a client refuses to mask a value
+// outside the ring, the server a masked vector with one, and a config of
+// another width is refused.
+func TestRingRefusals(t *testing.T) {
+	cfg := Config{N: 2, K: 1, T: 1, Length: 3, Round: []byte("w"), Bits: 16}
+	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	xs := [][]float32{{0.5, -0.25, 3, -7, 1e-7}, {0.5, 0.25, 0.1, 0.2, 0}}
-	sum := make([]uint32, 5)
-	for _, x := range xs {
-		enc, err := e.Encode(x)
+	clients := make([]*Client, 2)
+	for i := range clients {
+		clients[i], _ = NewClient(cfg, i, rng(uint64(300+i)))
+		if err := srv.AddKeys(clients[i].Advertise()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range clients {
+		es, err := c.ShareKeys(srv.KeysFor(i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, v := range enc {
-			sum[i] += v
+		if err := srv.AddShares(i, es); err != nil {
+			t.Fatal(err)
 		}
 	}
-	got := e.Decode(sum)
-	want := []float64{1, 0, 1.1, -0.8, 0} // 3 and -7 clipped to 1 and -1
+	if _, err := clients[0].MaskedInput([]uint32{1, 0x10000, 2}, srv.SharesFor(0)); err == nil {
+		t.Error("a client masked a value outside the 16-bit ring")
+	}
+	if err := srv.AddMasked(0, []uint32{1, 0x12345, 2}); !errors.Is(err, ErrProtocol) {
+		t.Errorf("a masked value outside the ring: %v", err)
+	}
+	y, err := clients[0].MaskedInput([]uint32{1, 0xffff, 2}, srv.SharesFor(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddMasked(0, y); err != nil {
+		t.Fatal(err)
+	}
+	for _, bits := range []int{1, 12, 24, 64, -16} {
+		bad := cfg
+		bad.Bits = bits
+		if err := bad.Validate(); err == nil {
+			t.Errorf("a %d-bit ring validated", bits)
+		}
+	}
+}
+
+func TestEncoding(t *testing.T) {
+	for _, tc := range []struct {
+		bits, clients int
+		clip          float64
+	}{{32, 100, 1}, {0, 100, 1}, {16, 100, 1}, {16, 10, 4}, {8, 2, 1}} {
+		e, err := NewEncoding(tc.clip, tc.clients, tc.bits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(uint64(tc.bits), 3))
+		xs := [][]float32{{0.5, -0.25, 3, -7, 1e-7}, {0.5, 0.25, 0.1, 0.2, 0}}
+		sum := make([]uint32, 5)
+		for _, x := range xs {
+			x = slices.Clone(x)
+			for i := range x {
+				x[i] *= float32(tc.clip)
+			}
+			enc, err := e.Encode(x, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range enc {
+				if v&^ringMask(tc.bits) != 0 {
+					t.Fatalf("%d bits: value %d encoded as %#x, outside the ring", tc.bits, i, v)
+				}
+				sum[i] += v
+			}
+		}
+		got := e.Decode(sum)
+		want := []float64{1, 0, 1.1, -0.8, 0} // 3 and -7 clipped to 1 and -1
+		step := math.Ldexp(1, -int(e.FracBits))
+		for i := range want {
+			if math.Abs(got[i]-want[i]*tc.clip) > 2*step {
+				t.Errorf("%d bits: value %d: %v, want %v (step %v)", tc.bits, i, got[i], want[i]*tc.clip, step)
+			}
+		}
+		if _, err := e.Encode([]float32{float32(math.NaN())}, r); err == nil {
+			t.Errorf("%d bits: NaN encoded", tc.bits)
+		}
+		if _, err := e.Encode([]float32{float32(math.Inf(1))}, r); err == nil {
+			t.Errorf("%d bits: Inf encoded", tc.bits)
+		}
+		// The worst sums fit: clients times the clip, each rounded away
+		// from zero.
+		for _, sign := range []float64{-1, 1} {
+			worst := make([]uint32, 1)
+			for range e.Clients {
+				v, _ := e.Encode([]float32{float32(sign * tc.clip)}, r)
+				worst[0] += v[0]
+			}
+			worst[0] &= ringMask(tc.bits)
+			if got := e.Decode(worst)[0]; math.Abs(got-sign*tc.clip*float64(e.Clients)) > float64(e.Clients)*step {
+				t.Errorf("%d bits: the extreme sum decodes to %v, want %v", tc.bits, got, sign*tc.clip*float64(e.Clients))
+			}
+		}
+	}
+	for _, tc := range []struct {
+		clip          float64
+		clients, bits int
+	}{{1e12, 100, 32}, {4, 10000, 16}, {1, 100, 8}, {4, 1, 12}, {0, 10, 16}} {
+		_, err := NewEncoding(tc.clip, tc.clients, tc.bits)
+		if err == nil {
+			t.Errorf("an encoding of %d clients of values up to %v in %d bits", tc.clients, tc.clip, tc.bits)
+		}
+	}
+	if _, err := NewEncoding(4, 10000, 16); err == nil || !strings.Contains(err.Error(), "no fractional bits in a 16-bit ring") {
+		t.Errorf("10000 clients of values up to 4 in 16 bits: %v", err)
+	}
+	e16, _ := NewEncoding(1, 10, 16)
+	if _, err := e16.Encode([]float32{0.5}, nil); err == nil {
+		t.Error("a 16-bit encoding rounded without randomness")
+	}
+}
+
+// TestNarrowRingIsUnbiased: the decoded sum of clients' 16-bit encodings
+// of values far below the ring's step averages to the true sum, where
+// rounding to nearest would lose them; the test is seeded, and its bound
+// is six standard errors.
+func TestNarrowRingIsUnbiased(t *testing.T) {
+	const clients, trials = 10, 20000
+	e, err := NewEncoding(4, clients, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
 	step := math.Ldexp(1, -int(e.FracBits))
-	for i := range want {
-		if math.Abs(got[i]-want[i]) > 2*step {
-			t.Errorf("value %d: %v, want %v (step %v)", i, got[i], want[i], step)
+	xs := []float32{0.001, -0.0007, 0.3 * float32(step), 1.7 * float32(step), -2.25 * float32(step)}
+	r := rand.New(rand.NewPCG(42, 7))
+	mean := make([]float64, len(xs))
+	for range trials {
+		sum := make([]uint32, len(xs))
+		for range clients {
+			enc, err := e.Encode(xs, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range enc {
+				sum[i] += v
+			}
+		}
+		for i := range sum {
+			sum[i] &= ringMask(16)
+		}
+		for i, v := range e.Decode(sum) {
+			mean[i] += v / trials
 		}
 	}
-	if _, err := e.Encode([]float32{float32(math.NaN())}); err == nil {
-		t.Error("NaN encoded")
-	}
-	if _, err := e.Encode([]float32{float32(math.Inf(1))}); err == nil {
-		t.Error("Inf encoded")
-	}
-	// The worst sum fits: clients times the clip.
-	worst := make([]uint32, 1)
-	for range e.Clients {
-		v, _ := e.Encode([]float32{-1})
-		worst[0] += v[0]
-	}
-	if got := e.Decode(worst)[0]; math.Abs(got+float64(e.Clients)) > 1e-3 {
-		t.Errorf("the most negative sum decodes to %v, want %d", got, -e.Clients)
-	}
-	if _, err := NewEncoding(1e12, 100); err == nil {
-		t.Error("an encoding with no fractional bits")
+	// One client's rounding error has a standard deviation of at most
+	// step/2, the sum's at most sqrt(clients)·step/2.
+	se := math.Sqrt(clients) * step / 2 / math.Sqrt(trials)
+	for i, x := range xs {
+		want := clients * float64(x)
+		if d := math.Abs(mean[i] - want); d > 6*se {
+			t.Errorf("value %v: the mean decoded sum is %v, want %v (off by %.2g, %.1f standard errors)", x, mean[i], want, d, d/se)
+		}
+		// Rounding to nearest would be off by clients times the value's
+		// distance to the nearest step.
+		nearest := clients * math.Round(float64(x)/step) * step
+		if math.Abs(nearest-want) > 6*se && math.Abs(mean[i]-nearest) < 6*se {
+			t.Errorf("value %v: the sum is the rounding to nearest's", x)
+		}
 	}
 }
 

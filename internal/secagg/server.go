@@ -102,7 +102,8 @@ func (s *Server) AddShares(from int, shares []EncryptedShare) error {
 func (s *Server) SharesFor(id int) []EncryptedShare { return slices.Clone(s.shares[id]) }
 
 // AddMasked records client id's masked vector, before Close only; a client
-// that did not share its keys cannot take part.
+// that did not share its keys cannot take part, and a value outside the
+// round's ring is refused.
 func (s *Server) AddMasked(id int, y []uint32) error {
 	if err := s.known(id); err != nil {
 		return err
@@ -117,6 +118,12 @@ func (s *Server) AddMasked(id int, y []uint32) error {
 	}
 	if _, dup := s.masked[id]; dup {
 		return violation("client %d sent its vector twice", id)
+	}
+	mask := s.cfg.mask()
+	for i, v := range y {
+		if v&^mask != 0 {
+			return violation("client %d's value %d is %#x, outside the round's %d-bit ring", id, i, v, bitsOf(s.cfg.Bits))
+		}
 	}
 	s.masked[id] = slices.Clone(y)
 	return nil
@@ -259,6 +266,10 @@ func (s *Server) Sum() ([]uint32, error) {
 				sum[k] += m[k]
 			}
 		}
+	}
+	mask := s.cfg.mask()
+	for k := range sum {
+		sum[k] &= mask
 	}
 	return sum, nil
 }
