@@ -75,12 +75,13 @@ func (x *Index) Trusted() []ed25519.PublicKey {
 
 // Affects reports whether a registry event can change what a deployment
 // resolves to: a model version tagged, moved or deleted, or a signature
-// attached. Pushing blobs, untagged manifests or chunk indexes cannot.
+// attached, or a variant pushed or deleted. Pushing blobs, other untagged
+// manifests or chunk indexes cannot.
 func Affects(ev registry.Event) bool {
 	if !strings.HasPrefix(ev.Repo, RepoPrefix) {
 		return false
 	}
-	return ev.Tag != "" || ev.Deleted || ev.ArtifactType == artifact.ArtifactTypeSignature
+	return ev.Tag != "" || ev.Deleted || ev.ArtifactType == artifact.ArtifactTypeSignature || ev.ArtifactType == artifact.ArtifactTypeVariant
 }
 
 // ResolveModel picks the highest version of model name that matches
