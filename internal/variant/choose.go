@@ -56,9 +56,9 @@ const (
 	// accuracy is unknown ranks below every measured one; the original
 	// whose accuracy is unknown ranks above them, being what they
 	// approximate.
-	PreferAccurate Prefer = "accurate"
+	PreferAccurate Prefer = "Accurate"
 	// PreferSmallest takes the smallest.
-	PreferSmallest Prefer = "smallest"
+	PreferSmallest Prefer = "Smallest"
 )
 
 // Limits bound what a cluster may receive. Zero values set no limit.
