@@ -323,6 +323,13 @@ type ClusterDeploymentStatus struct {
 	// DesiredVersion is the version the hub wants the cluster to serve.
 	// +optional
 	DesiredVersion string `json:"desiredVersion,omitempty"`
+	// Variant is the variant of DesiredVersion the hub sends the cluster ("original": the full
+	// model); absent when the version has no variants and the deployment no variant policy.
+	// +optional
+	Variant string `json:"variant,omitempty"`
+	// VariantReason says why spec.variantPolicy chose Variant for the cluster.
+	// +optional
+	VariantReason string `json:"variantReason,omitempty"`
 	// ActiveVersion is the version the cluster serves now.
 	// +optional
 	ActiveVersion string `json:"activeVersion,omitempty"`
@@ -466,6 +473,29 @@ type RolloutVersion struct {
 	// SizeBytes is the total size of its files.
 	// +optional
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
+	// Variants are the version's variants that clusters may be given instead of it.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Variants []ModelVariant `json:"variants,omitempty"`
+}
+
+// ModelVariant is a variant of a model version (int8, fp16, pruned ...): its own artifact,
+// attached to the version in the registry, and what it costs.
+type ModelVariant struct {
+	// Name is the variant's name.
+	Name string `json:"name"`
+	// Digest is its manifest digest.
+	Digest string `json:"digest"`
+	// SizeBytes is the total size of its artifact.
+	// +optional
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+	// PeakMemoryBytes is its measured peak memory while serving; absent is not measured.
+	// +optional
+	PeakMemoryBytes int64 `json:"peakMemoryBytes,omitempty"`
+	// Accuracy is its accuracy on the evaluation set, a decimal; absent is not measured.
+	// +optional
+	Accuracy string `json:"accuracy,omitempty"`
 }
 
 // RolloutCluster is one cluster of a rollout in progress, or rolled back.
@@ -560,6 +590,12 @@ type ModelDeploymentStatus struct {
 	// ResolvedSizeBytes is the total size of ResolvedVersion's files.
 	// +optional
 	ResolvedSizeBytes int64 `json:"resolvedSizeBytes,omitempty"`
+	// ResolvedVariants are ResolvedVersion's variants (with a valid signature, where the
+	// deployment requires one): what spec.variantPolicy chooses from, beside the original.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	ResolvedVariants []ModelVariant `json:"resolvedVariants,omitempty"`
 	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
