@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -155,6 +156,21 @@ func TestValidate(t *testing.T) {
 		{name: "monitoring correction", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{Correction: "Holm"} }, wantErr: `spec.monitoring.correction: Unsupported value: "Holm"`},
 		{name: "monitoring psi", mutate: func(d *ModelDeployment) { d.Spec.Monitoring = &Monitoring{PSIThreshold: "high"} }, wantErr: "spec.monitoring.psiThreshold"},
 		{name: "bad strategy", mutate: func(d *ModelDeployment) { d.Spec.Rollout.Strategy = "BlueGreen" }, wantErr: "spec.rollout.strategy"},
+		{name: "variant policy", mutate: func(d *ModelDeployment) {
+			d.Spec.VariantPolicy = &VariantPolicy{Allowed: []string{"original", "int8", "fp16.v2"}, MaxMemoryPercent: 100,
+				MaxFetchTime: &metav1.Duration{Duration: 10 * time.Minute}, Prefer: PreferSmallest}
+		}},
+		{name: "variant allowed", mutate: func(d *ModelDeployment) { d.Spec.VariantPolicy = &VariantPolicy{Allowed: []string{"int8", "INT4"}} },
+			wantErr: `spec.variantPolicy.allowed[1]: Invalid value: "INT4"`},
+		{name: "variant allowed twice", mutate: func(d *ModelDeployment) { d.Spec.VariantPolicy = &VariantPolicy{Allowed: []string{"int8", "int8"}} },
+			wantErr: `spec.variantPolicy.allowed[1]: Duplicate value: "int8"`},
+		{name: "variant memory", mutate: func(d *ModelDeployment) { d.Spec.VariantPolicy = &VariantPolicy{MaxMemoryPercent: 101} },
+			wantErr: "spec.variantPolicy.maxMemoryPercent: Invalid value: 101"},
+		{name: "variant fetch time", mutate: func(d *ModelDeployment) {
+			d.Spec.VariantPolicy = &VariantPolicy{MaxFetchTime: &metav1.Duration{Duration: -time.Second}}
+		}, wantErr: "spec.variantPolicy.maxFetchTime: Invalid value"},
+		{name: "variant prefer", mutate: func(d *ModelDeployment) { d.Spec.VariantPolicy = &VariantPolicy{Prefer: "Fastest"} },
+			wantErr: `spec.variantPolicy.prefer: Unsupported value: "Fastest"`},
 		{name: "drift status", mutate: func(d *ModelDeployment) {
 			d.Status.Clusters = []ClusterDeploymentStatus{{Cluster: "a", Drift: &DriftStatus{Version: "1.0.0", State: DriftStateNoDrift}}}
 		}},

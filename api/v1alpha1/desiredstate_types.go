@@ -53,8 +53,11 @@ type DesiredModel struct {
 	Model string `json:"model"`
 	// Version is the resolved version (registry tag).
 	Version string `json:"version"`
-	// Digest is the manifest digest of Version.
+	// Digest is the manifest digest of Version, or of the variant of it the cluster gets.
 	Digest string `json:"digest"`
+	// Variant names the variant of Version that Digest is (int8, fp16, ...); empty or
+	// "original" is the full model. Another variant of the same version is never a downgrade.
+	Variant string `json:"variant,omitempty"`
 	// SizeBytes is the total size of the model's files.
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
 	// AllowDowngrade lets the agent replace a higher active version with this one.

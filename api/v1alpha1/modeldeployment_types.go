@@ -20,14 +20,50 @@ type ModelRef struct {
 	Version string `json:"version"`
 }
 
-// VariantPolicy chooses which variant of a model (quantized, float16, pruned, distilled) each
-// cluster receives. It is refined by the compression work; today only a preference is recorded.
+// VariantPolicy chooses which variant of a model version (the original, or an int8, fp16,
+// pruned, distilled ... variant pushed with it) each cluster receives: of the allowed ones
+// that fit the cluster's memory and link, the most accurate (or the smallest); when none fits,
+// the smallest, saying why in the cluster's status. A limit is not applied to a cluster that
+// does not report the fact it needs (its memory, its link rate). A cluster never goes to a
+// lower version to get a smaller variant.
 type VariantPolicy struct {
-	// Preferred names the preferred variant, for example "int8" or "fp16"; empty means the original.
+	// Allowed names the variants a cluster may receive, "original" being the full model;
+	// empty allows all.
 	// +optional
-	// +kubebuilder:validation:MaxLength=128
-	Preferred string `json:"preferred,omitempty"`
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`
+	Allowed []string `json:"allowed,omitempty"`
+	// MaxMemoryPercent is the largest share of a cluster's memory, in percent, that a variant
+	// may need at its peak (its size where its peak is not measured); 0 sets no limit.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MaxMemoryPercent int32 `json:"maxMemoryPercent,omitempty"`
+	// MaxFetchTime is the longest a variant may take to cross a cluster's link at its
+	// estimated bandwidth, such as "10m"; absent or 0 sets no limit.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="must not be negative"
+	MaxFetchTime *metav1.Duration `json:"maxFetchTime,omitempty"`
+	// Prefer orders the variants that fit: Accurate (default) takes the most accurate,
+	// Smallest the smallest.
+	// +optional
+	// +kubebuilder:validation:Enum=Accurate;Smallest
+	Prefer VariantPreference `json:"prefer,omitempty"`
 }
+
+// VariantPreference orders the variants that fit a cluster.
+type VariantPreference string
+
+// Variant preferences.
+const (
+	PreferAccurate VariantPreference = "Accurate"
+	PreferSmallest VariantPreference = "Smallest"
+)
+
+// VariantOriginal is the name a VariantPolicy gives the full model.
+const VariantOriginal = "original"
 
 // RolloutStrategy says how a new version reaches the selected clusters.
 // +kubebuilder:validation:Enum=All;Canary
@@ -287,6 +323,13 @@ type ClusterDeploymentStatus struct {
 	// DesiredVersion is the version the hub wants the cluster to serve.
 	// +optional
 	DesiredVersion string `json:"desiredVersion,omitempty"`
+	// Variant is the variant of DesiredVersion the hub sends the cluster ("original": the full
+	// model); absent when the version has no variants and the deployment no variant policy.
+	// +optional
+	Variant string `json:"variant,omitempty"`
+	// VariantReason says why spec.variantPolicy chose Variant for the cluster.
+	// +optional
+	VariantReason string `json:"variantReason,omitempty"`
 	// ActiveVersion is the version the cluster serves now.
 	// +optional
 	ActiveVersion string `json:"activeVersion,omitempty"`
@@ -430,6 +473,29 @@ type RolloutVersion struct {
 	// SizeBytes is the total size of its files.
 	// +optional
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
+	// Variants are the version's variants that clusters may be given instead of it.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Variants []ModelVariant `json:"variants,omitempty"`
+}
+
+// ModelVariant is a variant of a model version (int8, fp16, pruned ...): its own artifact,
+// attached to the version in the registry, and what it costs.
+type ModelVariant struct {
+	// Name is the variant's name.
+	Name string `json:"name"`
+	// Digest is its manifest digest.
+	Digest string `json:"digest"`
+	// SizeBytes is the total size of its artifact.
+	// +optional
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+	// PeakMemoryBytes is its measured peak memory while serving; absent is not measured.
+	// +optional
+	PeakMemoryBytes int64 `json:"peakMemoryBytes,omitempty"`
+	// Accuracy is its accuracy on the evaluation set, a decimal; absent is not measured.
+	// +optional
+	Accuracy string `json:"accuracy,omitempty"`
 }
 
 // RolloutCluster is one cluster of a rollout in progress, or rolled back.
@@ -524,6 +590,12 @@ type ModelDeploymentStatus struct {
 	// ResolvedSizeBytes is the total size of ResolvedVersion's files.
 	// +optional
 	ResolvedSizeBytes int64 `json:"resolvedSizeBytes,omitempty"`
+	// ResolvedVariants are ResolvedVersion's variants (with a valid signature, where the
+	// deployment requires one): what spec.variantPolicy chooses from, beside the original.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	ResolvedVariants []ModelVariant `json:"resolvedVariants,omitempty"`
 	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`

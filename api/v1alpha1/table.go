@@ -140,6 +140,7 @@ func deploymentBreakdown() *Breakdown {
 				}
 				return o.(*ModelDeployment).Status.Clusters[i].DesiredVersion
 			}},
+			{Name: "Variant", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return cs.Variant })},
 			{Name: "Active", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return cs.ActiveVersion })},
 			{Name: "Runtime", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return cs.Runtime })},
 			{Name: "Phase", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return string(cs.Phase) })},

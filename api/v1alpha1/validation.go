@@ -207,8 +207,8 @@ func (d *ModelDeployment) Validate() error {
 	for i := range d.Spec.ClusterSelectors {
 		errs = append(errs, validateSelector(&d.Spec.ClusterSelectors[i], sp.Child("clusterSelectors").Index(i))...)
 	}
-	if vp := d.Spec.VariantPolicy; vp != nil && len(vp.Preferred) > 128 {
-		errs = append(errs, field.TooLong(sp.Child("variantPolicy", "preferred"), "", 128))
+	if vp := d.Spec.VariantPolicy; vp != nil {
+		errs = append(errs, vp.validate(sp.Child("variantPolicy"))...)
 	}
 	rp := sp.Child("rollout")
 	switch d.Spec.Rollout.Strategy {
@@ -333,6 +333,42 @@ func (r *Rollout) validate(p *field.Path) field.ErrorList {
 		if g.MinRequests < 0 {
 			errs = append(errs, field.Invalid(gp.Child("minRequests"), g.MinRequests, "must be positive"))
 		}
+	}
+	return errs
+}
+
+// variantNameRE is the syntax of a variant's name (as artifact.ValidateVariantName checks it).
+var variantNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+
+// maxAllowedVariants bounds VariantPolicy.Allowed.
+const maxAllowedVariants = 32
+
+func (vp *VariantPolicy) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	ap := p.Child("allowed")
+	if len(vp.Allowed) > maxAllowedVariants {
+		errs = append(errs, field.TooMany(ap, len(vp.Allowed), maxAllowedVariants))
+	}
+	seen := map[string]bool{}
+	for i, n := range vp.Allowed {
+		switch {
+		case !variantNameRE.MatchString(n):
+			errs = append(errs, field.Invalid(ap.Index(i), n, "a variant name: lowercase letters, digits, '.' and '-', such as int8, fp16 or original"))
+		case seen[n]:
+			errs = append(errs, field.Duplicate(ap.Index(i), n))
+		}
+		seen[n] = true
+	}
+	if vp.MaxMemoryPercent < 0 || vp.MaxMemoryPercent > 100 {
+		errs = append(errs, field.Invalid(p.Child("maxMemoryPercent"), vp.MaxMemoryPercent, "must be between 0 and 100"))
+	}
+	if vp.MaxFetchTime != nil && vp.MaxFetchTime.Duration < 0 {
+		errs = append(errs, field.Invalid(p.Child("maxFetchTime"), vp.MaxFetchTime.Duration.String(), "must not be negative"))
+	}
+	switch vp.Prefer {
+	case "", PreferAccurate, PreferSmallest:
+	default:
+		errs = append(errs, field.NotSupported(p.Child("prefer"), vp.Prefer, []VariantPreference{PreferAccurate, PreferSmallest}))
 	}
 	return errs
 }

@@ -10,6 +10,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -521,6 +522,9 @@ func (a *Agent) Apply(ctx context.Context, doc *v1alpha1.DesiredState, src Sourc
 				a.log.Warn("rolled back by the hub", "deployment", p.Deployment, "from", p.Active.Version, "to", p.Want.Version, "reason", p.Rollback)
 			case p.Downgrade:
 				a.log.Warn("downgrade allowed by deployment", "deployment", p.Deployment, "from", p.Active.Version, "to", p.Want.Version)
+			case p.VariantSwitch:
+				a.log.Info("switching variant of the active version", "deployment", p.Deployment, "version", p.Want.Version,
+					"variant", cmp.Or(p.Want.Variant, artifact.OriginalVariant), "digest", p.Want.Digest)
 			}
 		}
 		a.signal(a.wake)

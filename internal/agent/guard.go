@@ -144,6 +144,10 @@ type ModelPlan struct {
 	// Rollback is the hub's reason for a downgrade it decided (Want.Rollback),
 	// set when that mark is what allows Downgrade.
 	Rollback string
+	// VariantSwitch is set when Want is another artifact of the active version
+	// (another variant of it, or the original): never a downgrade, whatever
+	// the sizes.
+	VariantSwitch bool
 	// Error explains StepRefuse.
 	Error string
 }
@@ -231,6 +235,7 @@ func PlanModel(active Deployed, want v1alpha1.DesiredModel) ModelPlan {
 		default:
 			p.Step = StepFetch
 			p.Downgrade = err != nil || c < 0
+			p.VariantSwitch = err == nil && c == 0
 		}
 	}
 	return p
@@ -314,6 +319,11 @@ func ValidateDesiredState(doc *v1alpha1.DesiredState, cluster string) error {
 		}
 		if m.SizeBytes < 0 {
 			return fmt.Errorf("models[%d] (%s): negative size", i, m.Deployment)
+		}
+		if m.Variant != "" && m.Variant != artifact.OriginalVariant {
+			if err := artifact.ValidateVariantName(m.Variant); err != nil {
+				return fmt.Errorf("models[%d] (%s): %w", i, m.Deployment, err)
+			}
 		}
 	}
 	return nil

@@ -71,6 +71,10 @@ func TestPlanModels(t *testing.T) {
 		"swap":  {Model: "m", Version: "2.0.0", Digest: dgB},
 		"gone":  {Model: "m", Version: "2.0.0", Digest: dgB},
 		"redig": {Model: "m", Version: "1.0.0", Digest: dgA},
+		// Variants: int8 of 2.0.0 (dgB) active; another variant of it, or a smaller
+		// variant of a lower version.
+		"tofp16":  {Model: "m", Version: "2.0.0", Digest: dgB},
+		"tolower": {Model: "m", Version: "2.0.0", Digest: dgB},
 	}
 	want := []v1alpha1.DesiredModel{
 		dm("up", "m", "1.1.0", dgB, false),
@@ -80,6 +84,8 @@ func TestPlanModels(t *testing.T) {
 		dm("swap", "other", "1.0.0", dgC, false),
 		dm("new", "m", "1.0.0", dgA, false),
 		dm("redig", "m", "1.0.0", dgC, false),
+		variantOf(dm("tofp16", "m", "2.0.0", dgC, false), "fp16"),
+		variantOf(dm("tolower", "m", "1.0.0", dgA, false), "int8"),
 	}
 	plans := PlanModels(active, want)
 	got := map[string]ModelPlan{}
@@ -94,15 +100,18 @@ func TestPlanModels(t *testing.T) {
 		step      Step
 		downgrade bool
 		err       string
+		switched  bool
 	}{
-		{"up", StepFetch, false, ""},
-		{"same", StepNone, false, ""},
-		{"down", StepRefuse, false, "downgrade from 2.0.0 to 1.0.0 refused: allowDowngrade is false"},
-		{"downo", StepFetch, true, ""},
-		{"swap", StepFetch, false, ""},
-		{"new", StepFetch, false, ""},
-		{"gone", StepRemove, false, ""},
-		{"redig", StepFetch, false, ""},
+		{"up", StepFetch, false, "", false},
+		{"same", StepNone, false, "", false},
+		{"down", StepRefuse, false, "downgrade from 2.0.0 to 1.0.0 refused: allowDowngrade is false", false},
+		{"downo", StepFetch, true, "", false},
+		{"swap", StepFetch, false, "", false},
+		{"new", StepFetch, false, "", false},
+		{"gone", StepRemove, false, "", false},
+		{"redig", StepFetch, false, "", true},
+		{"tofp16", StepFetch, false, "", true},
+		{"tolower", StepRefuse, false, "downgrade from 2.0.0 to 1.0.0 refused: allowDowngrade is false", false},
 	}
 	if len(plans) != len(tests) {
 		t.Fatalf("got %d plans, want %d: %+v", len(plans), len(tests), plans)
@@ -113,8 +122,23 @@ func TestPlanModels(t *testing.T) {
 			t.Errorf("%s: no plan", tt.dep)
 			continue
 		}
-		if p.Step != tt.step || p.Downgrade != tt.downgrade || p.Error != tt.err {
-			t.Errorf("%s: got step %v downgrade %v err %q, want %v %v %q", tt.dep, p.Step, p.Downgrade, p.Error, tt.step, tt.downgrade, tt.err)
+		if p.Step != tt.step || p.Downgrade != tt.downgrade || p.Error != tt.err || p.VariantSwitch != tt.switched {
+			t.Errorf("%s: got step %v downgrade %v err %q switch %v, want %v %v %q %v", tt.dep, p.Step, p.Downgrade, p.Error, p.VariantSwitch,
+				tt.step, tt.downgrade, tt.err, tt.switched)
+		}
+	}
+}
+
+func variantOf(m v1alpha1.DesiredModel, variant string) v1alpha1.DesiredModel {
+	m.Variant = variant
+	return m
+}
+
+func TestValidateDesiredStateVariant(t *testing.T) {
+	for variant, want := range map[string]string{"": "", "original": "", "int8": "", "fp16.v2": "", "INT8": `variant name "INT8"`, "a b": `variant name "a b"`} {
+		err := ValidateDesiredState(doc(1, variantOf(dm("d", "m", "1.0.0", dgA, false), variant)), "")
+		if (err == nil) != (want == "") || err != nil && !strings.Contains(err.Error(), want) {
+			t.Errorf("variant %q: %v, want %q", variant, err, want)
 		}
 	}
 }
@@ -133,6 +157,8 @@ func TestPlanModelPrerelease(t *testing.T) {
 func FuzzDecide(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"ml.outpost.dev/v1alpha1","kind":"DesiredState","cluster":"edge-1","revision":11,"models":[{"deployment":"d","model":"m","version":"1.0.0","digest":"` + dgA + `"}]}`))
 	f.Add([]byte(`{"cluster":"edge-1","revision":3,"models":[]}`))
+	f.Add([]byte(`{"cluster":"edge-1","revision":13,"models":[{"deployment":"d","model":"m","version":"2.0.0","variant":"int8","digest":"` + dgC + `"}]}`))
+	f.Add([]byte(`{"cluster":"edge-1","revision":14,"models":[{"deployment":"d","model":"m","version":"1.0.0","variant":"int8","digest":"` + dgC + `"}]}`))
 	f.Add([]byte(`{"cluster":"edge-1","revision":12,"models":[{"deployment":"d","model":"m","version":"2.0.0-rc.1","digest":"` + dgC + `","allowDowngrade":true}]}`))
 	applied := Applied{Cluster: "edge-1", Revision: 10, Active: map[string]Deployed{"d": {Model: "m", Version: "2.0.0", Digest: dgB}}}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -148,8 +174,12 @@ func FuzzDecide(f *testing.F) {
 			if p.Step != StepFetch || p.Active.Digest == "" || p.Want.Model != p.Active.Model || p.Want.AllowDowngrade {
 				continue
 			}
-			if c, err := versions.Compare(p.Want.Version, p.Active.Version); err != nil || c < 0 {
+			c, err := versions.Compare(p.Want.Version, p.Active.Version)
+			if err != nil || c < 0 {
 				t.Fatalf("planned a downgrade from %s to %s without allowDowngrade", p.Active.Version, p.Want.Version)
+			}
+			if p.VariantSwitch != (c == 0) || p.VariantSwitch && p.Downgrade {
+				t.Fatalf("another artifact of version %s: switch %v, downgrade %v", p.Want.Version, p.VariantSwitch, p.Downgrade)
 			}
 		}
 	})

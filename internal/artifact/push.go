@@ -269,34 +269,9 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 	if err := opts.validate(); err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	local, err := collectFiles(src)
-	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("read model files: %w", err)
-	}
-	params := opts.Chunking
-	if params == (ChunkParams{}) {
-		var largest int64
-		for _, lf := range local {
-			if fi, err := os.Stat(lf.abs); err == nil && fi.Size() > largest {
-				largest = fi.Size()
-			}
-		}
-		params = ChunkParamsForSize(largest)
-	}
-
-	fh, err := newFileHasher(params)
+	local, files, idx, err := hashModel(ctx, src, opts.Chunking)
 	if err != nil {
 		return ocispec.Descriptor{}, err
-	}
-	idx := &ChunkIndex{Version: ChunkIndexVersion, Params: params, Files: make([]FileChunks, 0, len(local))}
-	files := make([]File, 0, len(local))
-	for _, lf := range local {
-		fc, err := fh.hashFile(ctx, lf.abs, lf.rel)
-		if err != nil {
-			return ocispec.Descriptor{}, fmt.Errorf("hash %s: %w", lf.rel, err)
-		}
-		idx.Files = append(idx.Files, fc)
-		files = append(files, File{Path: lf.rel, Size: fc.Size, Digest: fc.Digest, MediaType: MediaTypeForPath(lf.rel)})
 	}
 
 	created := opts.Created
@@ -308,26 +283,10 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 	if format == "" {
 		format = formatOf(files)
 	}
-	cfg := ModelConfig{
-		Descriptor: ModelDescriptor{Name: opts.Name, Version: opts.Version, CreatedAt: &created},
-		ModelFS:    ModelFS{Type: "layers", DiffIDs: make([]digest.Digest, 0, len(files))},
-		Config:     ModelExecConfig{Format: format, ParamSize: opts.ParamSize},
-	}
-	layers := make([]ocispec.Descriptor, 0, len(files))
-	for _, f := range files {
-		cfg.ModelFS.DiffIDs = append(cfg.ModelFS.DiffIDs, f.Digest)
-		layers = append(layers, ocispec.Descriptor{
-			MediaType:   f.MediaType,
-			Digest:      f.Digest,
-			Size:        f.Size,
-			Annotations: map[string]string{AnnotationFilepath: f.Path, AnnotationTitle: f.Path},
-		})
-	}
-	cfgBytes, err := json.Marshal(cfg)
+	layers, cfgDesc, cfgBytes, err := modelLayers(files, opts.Name, opts.Version, format, opts.ParamSize, created)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	cfgDesc := ocispec.Descriptor{MediaType: MediaTypeModelConfig, Digest: digest.FromBytes(cfgBytes), Size: int64(len(cfgBytes))}
 
 	ann := maps.Clone(opts.Annotations)
 	if ann == nil {
@@ -402,6 +361,66 @@ func Push(ctx context.Context, dst oras.Target, src string, opts PushOptions) (o
 		return ocispec.Descriptor{}, fmt.Errorf("tag %s: %w", opts.Version, err)
 	}
 	return mDesc, nil
+}
+
+// hashModel lists the files of src (a model file or folder) and hashes and
+// chunks each of them once, with params or, when zero, ChunkParamsForSize of
+// the largest file.
+func hashModel(ctx context.Context, src string, params ChunkParams) ([]localFile, []File, *ChunkIndex, error) {
+	local, err := collectFiles(src)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read model files: %w", err)
+	}
+	if params == (ChunkParams{}) {
+		var largest int64
+		for _, lf := range local {
+			if fi, err := os.Stat(lf.abs); err == nil && fi.Size() > largest {
+				largest = fi.Size()
+			}
+		}
+		params = ChunkParamsForSize(largest)
+	}
+	fh, err := newFileHasher(params)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	idx := &ChunkIndex{Version: ChunkIndexVersion, Params: params, Files: make([]FileChunks, 0, len(local))}
+	files := make([]File, 0, len(local))
+	for _, lf := range local {
+		fc, err := fh.hashFile(ctx, lf.abs, lf.rel)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("hash %s: %w", lf.rel, err)
+		}
+		idx.Files = append(idx.Files, fc)
+		files = append(files, File{Path: lf.rel, Size: fc.Size, Digest: fc.Digest, MediaType: MediaTypeForPath(lf.rel)})
+	}
+	return local, files, idx, nil
+}
+
+// modelLayers returns the raw layers of files and the model config blob
+// naming model name at version, with its descriptor.
+func modelLayers(files []File, name, version, format, paramSize string, created time.Time) ([]ocispec.Descriptor, ocispec.Descriptor, []byte, error) {
+	cfg := ModelConfig{
+		Descriptor: ModelDescriptor{Name: name, Version: version, CreatedAt: &created},
+		ModelFS:    ModelFS{Type: "layers", DiffIDs: make([]digest.Digest, 0, len(files))},
+		Config:     ModelExecConfig{Format: format, ParamSize: paramSize},
+	}
+	layers := make([]ocispec.Descriptor, 0, len(files))
+	for _, f := range files {
+		cfg.ModelFS.DiffIDs = append(cfg.ModelFS.DiffIDs, f.Digest)
+		layers = append(layers, ocispec.Descriptor{
+			MediaType:   f.MediaType,
+			Digest:      f.Digest,
+			Size:        f.Size,
+			Annotations: map[string]string{AnnotationFilepath: f.Path, AnnotationTitle: f.Path},
+		})
+	}
+	cfgBytes, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, ocispec.Descriptor{}, nil, err
+	}
+	cfgDesc := ocispec.Descriptor{MediaType: MediaTypeModelConfig, Digest: digest.FromBytes(cfgBytes), Size: int64(len(cfgBytes))}
+	return layers, cfgDesc, cfgBytes, nil
 }
 
 func totalSize(files []File) int64 {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -163,6 +164,7 @@ func newModelPushCmd(g *globals) *cobra.Command {
 		name, version, parent, producedBy string
 		reference                         string
 		metrics                           []string
+		variant, variantMeta              string
 	)
 	cmd := &cobra.Command{
 		Use:   "push PATH --name NAME --version VERSION",
@@ -178,14 +180,30 @@ reference data first, with the Go runtime, and the profile of its inputs and
 outputs is attached to the version before it is tagged, so agents find it
 with the model and monitor drift against it. DATA is a .npy file, an IDX file
 or a folder of them (see 'outpost drift profile', which attaches a profile to
-an existing version, with more options).`,
+an existing version, with more options).
+
+With --variant NAME, PATH is pushed as a variant (int8, fp16, pruned, ...) of
+the existing version NAME@VERSION: an artifact of its own, attached to the
+version as an OCI referrer, that deployments' variant policies choose from per
+cluster. --variant-meta FILE.json records what it is and costs (method,
+params, accuracy, latency, peak memory, operators; see
+docs/artifact-format.md). A missing version, a variant name the version
+already has with other files, or bad metadata is refused and nothing is
+pushed.`,
 		Example: `  outpost model push ./fashion-mlp --name fashion-mlp --version 1.0.0
   outpost model push model.onnx --name detector --version 2.1.0 --parent detector@2.0.0 --metric accuracy=0.91
-  outpost model push ./fashion-mlp --name fashion-mlp --version 1.1.0 --reference train-images-idx3-ubyte.gz`,
+  outpost model push ./fashion-mlp --name fashion-mlp --version 1.1.0 --reference train-images-idx3-ubyte.gz
+  outpost model push ./fashion-mlp-int8 --name fashion-mlp --version 1.1.0 --variant int8 --variant-meta int8.json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name == "" || version == "" {
 				return errors.New("--name and --version are required")
+			}
+			if variant != "" || variantMeta != "" {
+				if len(metrics) > 0 || reference != "" || parent != "" || producedBy != "" {
+					return errors.New("--variant takes no --metric, --reference, --parent or --produced-by: a variant's costs go in --variant-meta")
+				}
+				return pushVariant(cmd.Context(), g, args[0], name, version, variant, variantMeta)
 			}
 			ms := map[string]string{}
 			for _, m := range metrics {
@@ -247,7 +265,56 @@ an existing version, with more options).`,
 	f.StringVar(&producedBy, "produced-by", "", "lineage: what produced this version (a pipeline run, a training job)")
 	f.StringSliceVar(&metrics, "metric", nil, "a metric KEY=VALUE recorded with the version; repeatable")
 	f.StringVar(&reference, "reference", "", "reference data (.npy, IDX or a folder of them) to compute and attach the version's reference profile from")
+	f.StringVar(&variant, "variant", "", "push PATH as this variant (int8, fp16, ...) of the existing version NAME@VERSION")
+	f.StringVar(&variantMeta, "variant-meta", "", "JSON file of the variant's metadata: method, params, accuracy, latency, peak memory, operators")
 	return cmd
+}
+
+// pushVariant pushes src as variant of name@version. The metadata is read and
+// checked before anything is sent.
+func pushVariant(ctx context.Context, g *globals, src, name, version, variant, metaFile string) error {
+	var meta artifact.VariantMeta
+	if metaFile != "" {
+		b, err := os.ReadFile(metaFile)
+		if err != nil {
+			return err
+		}
+		if meta, err = artifact.ParseVariantMeta(b); err != nil {
+			return fmt.Errorf("--variant-meta %s: %w", metaFile, err)
+		}
+	}
+	switch {
+	case variant == "" && meta.Name == "":
+		return errors.New("--variant NAME is required with --variant-meta")
+	case variant == "":
+		variant = meta.Name
+	case meta.Name != "" && meta.Name != variant:
+		return fmt.Errorf("--variant %s, but --variant-meta %s names variant %s", variant, metaFile, meta.Name)
+	}
+	meta.Name = variant
+	if err := meta.Validate(); err != nil {
+		return fmt.Errorf("--variant: %w", err)
+	}
+	h, err := g.hub()
+	if err != nil {
+		return err
+	}
+	repo, err := repository(h, name)
+	if err != nil {
+		return err
+	}
+	mn, _ := v1alpha1.ParseModelName(name) // repository checked it
+	prog, done := g.progress("push " + name + "@" + version + " variant " + variant)
+	desc, err := artifact.PushVariant(ctx, repo, src, artifact.VariantPushOptions{Name: mn.Name, Version: version, Meta: meta, Progress: prog})
+	done()
+	if err != nil {
+		if errors.Is(err, artifact.ErrNoVersion) {
+			err = whyNotFound(ctx, h, repo, name, version, fmt.Errorf("%w: push the model first", errdef.ErrNotFound))
+		}
+		return fmt.Errorf("push %s@%s variant %s: %w", name, version, variant, err)
+	}
+	fmt.Fprintf(g.stdout, "pushed %s@%s variant %s %s\n", name, version, variant, desc.Digest)
+	return nil
 }
 
 func newModelListCmd(g *globals) *cobra.Command {
@@ -374,8 +441,12 @@ runtime "auto" serves with the first of them the agent has.`,
 			if err != nil {
 				return fmt.Errorf("show %s@%s: %w", name, version, whyNotFound(cmd.Context(), h, repo, name, version, err))
 			}
+			variants, err := artifact.Variants(cmd.Context(), repo, info.Descriptor)
+			if err != nil && !errors.Is(err, errdef.ErrUnsupported) {
+				return fmt.Errorf("show %s@%s: list variants: %w", name, version, err)
+			}
 			show := modelShow{ModelInfo: info, Profile: summarizeProfile(cmd.Context(), repo, info.Profile),
-				Serving: checkRuntimes(cmd.Context(), repo, info.Files)}
+				Serving: checkRuntimes(cmd.Context(), repo, info.Files), Variants: variants}
 			if output != "" {
 				return printStructured(g.stdout, output, show)
 			}
@@ -406,6 +477,39 @@ type modelShow struct {
 	Profile *profileSummary `json:"profile,omitempty"`
 	// Serving says which runtimes can serve the version.
 	Serving *servingSupport `json:"serving,omitempty"`
+	// Variants are the version's variants (int8, fp16, ...).
+	Variants []artifact.Variant `json:"variants"`
+}
+
+// printVariants lists a version's variants, one row each.
+func printVariants(w io.Writer, vs []artifact.Variant) error {
+	if len(vs) == 0 {
+		fmt.Fprintln(w, "Variants:	none")
+		return nil
+	}
+	fmt.Fprintln(w, "Variants:")
+	tw := newTable(w)
+	fmt.Fprintln(tw, "  NAME	SIZE	ACCURACY	PEAK MEMORY	LATENCY GO b1/b32	LATENCY ORT b1/b32	METHOD	DIGEST")
+	ms := func(v float64) string {
+		if v == 0 {
+			return "-"
+		}
+		return strconv.FormatFloat(v, 'g', 4, 64) + "ms"
+	}
+	for _, v := range vs {
+		m := v.Meta
+		acc, mem := "-", "-"
+		if m.Accuracy != nil {
+			acc = strconv.FormatFloat(*m.Accuracy, 'f', -1, 64)
+		}
+		if m.PeakMemoryBytes > 0 {
+			mem = bytesize.Format(m.PeakMemoryBytes)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s/%s\t%s/%s\t%s\t%s\n", m.Name, bytesize.Format(m.SizeBytes), acc, mem,
+			ms(m.Latency.GoBatch1Ms), ms(m.Latency.GoBatch32Ms), ms(m.Latency.ONNXRuntimeBatch1Ms), ms(m.Latency.ONNXRuntimeBatch32Ms),
+			orNone(m.Method), v.Digest.Encoded()[:12])
+	}
+	return tw.Flush()
 }
 
 // profileSummary describes a version's reference profile.
@@ -536,19 +640,26 @@ func printModelInfo(w io.Writer, name, version string, show modelShow, checked b
 	}
 	printProfile(tw, show.Profile)
 	printRuntimes(tw, show.Serving)
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printVariants(w, show.Variants)
 }
 
 func newModelPullCmd(g *globals) *cobra.Command {
+	var variant string
 	cmd := &cobra.Command{
-		Use:   "pull NAME@VERSION DIR",
+		Use:   "pull NAME@VERSION DIR [--variant NAME]",
 		Short: "Download a model version into DIR, verifying every digest",
 		Long: `Download every file of a model version into DIR. Each file is written to a
 temporary file, checked against its sha256 digest and size, and renamed into
 place; on any mismatch nothing new is left in DIR. Models pushed with 'oras
-push' (files with title annotations) can be pulled too.`,
-		Example: "  outpost model pull fashion-mlp@1.0.0 ./models/fashion-mlp",
-		Args:    cobra.ExactArgs(2),
+push' (files with title annotations) can be pulled too. With --variant, the
+files of that variant of the version ('outpost model show' lists them) are
+pulled instead.`,
+		Example: `  outpost model pull fashion-mlp@1.0.0 ./models/fashion-mlp
+  outpost model pull fashion-mlp@1.0.0 ./models/fashion-mlp-int8 --variant int8`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, version := splitRef(args[0])
 			if version == "" {
@@ -562,12 +673,20 @@ push' (files with title annotations) can be pulled too.`,
 			if err != nil {
 				return err
 			}
+			ref, what := version, args[0]
+			if variant != "" {
+				v, err := artifact.ResolveVariant(cmd.Context(), repo, version, variant)
+				if err != nil {
+					return fmt.Errorf("pull %s variant %s: %w", args[0], variant, whyNotFound(cmd.Context(), h, repo, name, version, err))
+				}
+				ref, what = v.Digest.String(), args[0]+" variant "+variant
+			}
 			_, statErr := os.Stat(args[1])
 			if err := os.MkdirAll(args[1], 0o755); err != nil {
 				return err
 			}
-			prog, done := g.progress("pull " + args[0])
-			m, err := artifact.Pull(cmd.Context(), repo, version, args[1], artifact.PullOptions{Progress: prog})
+			prog, done := g.progress("pull " + what)
+			m, err := artifact.Pull(cmd.Context(), repo, ref, args[1], artifact.PullOptions{Progress: prog})
 			done()
 			if err != nil {
 				if errors.Is(statErr, os.ErrNotExist) {
@@ -579,10 +698,11 @@ push' (files with title annotations) can be pulled too.`,
 			for _, f := range m.Files {
 				total += f.Size
 			}
-			fmt.Fprintf(g.stdout, "pulled %s (%s, %s) into %s, all digests verified\n", args[0], plural(len(m.Files), "file"), bytesize.Format(total), args[1])
+			fmt.Fprintf(g.stdout, "pulled %s (%s, %s) into %s, all digests verified\n", what, plural(len(m.Files), "file"), bytesize.Format(total), args[1])
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&variant, "variant", "", "pull this variant of the version (int8, fp16, ...)")
 	return cmd
 }
 

@@ -42,7 +42,7 @@ func tableFixtures() (clusters, deployments []v1alpha1.Object) {
 		Status: v1alpha1.ModelDeploymentStatus{
 			ResolvedVersion: "1.1.0",
 			Clusters: []v1alpha1.ClusterDeploymentStatus{
-				{Cluster: "edge-a", DesiredVersion: "1.1.0", ActiveVersion: "1.1.0", Phase: v1alpha1.PhaseActive, BytesFetched: 550_000, BytesTotal: 3_700_000, LastContact: ago(90 * time.Second), Runtime: "go",
+				{Cluster: "edge-a", DesiredVersion: "1.1.0", Variant: "int8", VariantReason: "int8: the most accurate that fits (accuracy 0.88)", ActiveVersion: "1.1.0", Phase: v1alpha1.PhaseActive, BytesFetched: 550_000, BytesTotal: 3_700_000, LastContact: ago(90 * time.Second), Runtime: "go",
 					Drift: &v1alpha1.DriftStatus{Version: "1.1.0", State: v1alpha1.DriftStateDrift, Alarm: true, LastWindowEnd: metav1.NewMicroTime(tableNow.Add(-time.Minute)), Windows: 12,
 						DriftedFeatures: []string{"in.mean", "in.std", "in.p0", "in.p1", "out.class"}, DriftedFeatureCount: 7}},
 				{Cluster: "edge-b", DesiredVersion: "1.1.0", ActiveVersion: "1.0.0", Phase: v1alpha1.PhaseFetching, Error: "link down",

@@ -21,7 +21,9 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/auth"
+	"outpost.dev/outpost/internal/placement"
 	"outpost.dev/outpost/internal/store"
+	"outpost.dev/outpost/internal/variant"
 )
 
 // Limits and defaults of the agent protocol.
@@ -492,12 +494,30 @@ func (s *Server) storeCluster(ctx context.Context, tx *store.Tx, rep *v1alpha1.A
 	// once the stored lastSeen grows old, so that a fleet reporting
 	// every few seconds does not rewrite every row each time.
 	if !sameClusterStatus(c.Status, st) || stale(c.Status.Link.LastSeen, now, s.heartbeat()) {
+		before := placement.ClusterFacts(c)
 		c.Status = st
 		if _, err := tx.ReplaceStatus(ctx, c); err != nil {
 			return resp, err
 		}
+		// The variant each deployment sends the cluster depends on its memory and link:
+		// choose again when they moved enough to matter.
+		if factsMoved(before, placement.ClusterFacts(c)) {
+			if err := s.reconcileCluster(ctx, tx, c); err != nil {
+				return resp, err
+			}
+		}
 	}
 	return resp, nil
+}
+
+// factsMoved reports whether a cluster's facts changed enough to choose its variants again:
+// its memory changed, or its link rate became known or moved by half or more. Smaller
+// moves of the link estimate, which wobbles, wait for the next reconcile.
+func factsMoved(a, b variant.Facts) bool {
+	if a.MemoryBytes != b.MemoryBytes || (a.LinkBps == 0) != (b.LinkBps == 0) {
+		return true
+	}
+	return a.LinkBps > 0 && (b.LinkBps >= 2*a.LinkBps || 2*b.LinkBps <= a.LinkBps)
 }
 
 // rowReport is one cluster's report on one model.

@@ -47,6 +47,9 @@ type ResolvedModel struct {
 	Digest string
 	// Size is the total size of the model's files in bytes.
 	Size int64
+	// Variants are the version's variants, by name (with a valid signature, where one is
+	// required).
+	Variants []v1alpha1.ModelVariant
 }
 
 // Config configures a Server.
@@ -272,6 +275,7 @@ func setResolved(d *v1alpha1.ModelDeployment, res ResolvedModel, err error) {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "ResolutionFailed", truncate(err.Error(), 1024)
 	} else {
 		d.Status.ResolvedVersion, d.Status.ResolvedDigest, d.Status.ResolvedSizeBytes = res.Version, res.Digest, res.Size
+		d.Status.ResolvedVariants = res.Variants
 		c.Status, c.Reason = metav1.ConditionTrue, "Resolved"
 		c.Message = fmt.Sprintf("%s %s resolved to %s", d.Spec.Model.Name, d.Spec.Model.Version, res.Version)
 	}
@@ -327,7 +331,7 @@ func (s *Server) reconcile(ctx context.Context, tx *store.Tx) error {
 		if !ok {
 			continue
 		}
-		if err := s.setPlaced(ctx, tx, &deps[i], selected); err != nil {
+		if err := s.setPlaced(ctx, tx, &deps[i], selected, a.Variants[deps[i].Name]); err != nil {
 			return err
 		}
 	}
@@ -372,21 +376,30 @@ func (s *Server) reconcileCluster(ctx context.Context, tx *store.Tx, c *v1alpha1
 			continue
 		}
 		var selected []string
-		had := false
+		had, variantMoved := false, false
+		choices := make(map[string]placement.VariantChoice, len(d.Status.Clusters)+1)
 		for _, r := range d.Status.Clusters {
 			if r.Cluster == c.Name {
 				had = true
+				ch := a.Variants[d.Name][c.Name]
+				variantMoved = r.Variant != ch.Name || r.VariantReason != ch.Reason
 				continue
 			}
 			selected = append(selected, r.Cluster)
+			if r.Variant != "" {
+				choices[r.Cluster] = placement.VariantChoice{Name: r.Variant, Reason: r.VariantReason}
+			}
+		}
+		if ch, ok := a.Variants[d.Name][c.Name]; ok {
+			choices[c.Name] = ch
 		}
 		if len(sel) == 1 {
 			selected = append(selected, c.Name)
 		}
-		if had == (len(sel) == 1) {
-			continue // still selected, or still not: its row, if any, stands
+		if had == (len(sel) == 1) && !(had && variantMoved) {
+			continue // still selected with the same variant, or still not: its row, if any, stands
 		}
-		if err := s.setPlaced(ctx, tx, d, selected); err != nil {
+		if err := s.setPlaced(ctx, tx, d, selected, choices); err != nil {
 			return err
 		}
 	}
@@ -463,10 +476,11 @@ func placedCondition(d *v1alpha1.ModelDeployment, n int) metav1.Condition {
 // setPlaced stores d's status with one row per selected cluster, its Placed condition, and
 // its DriftDetected condition over the rows kept. A drift alarm raised in a cluster no longer
 // selected is resolved.
-func (s *Server) setPlaced(ctx context.Context, tx *store.Tx, d *v1alpha1.ModelDeployment, selected []string) error {
+func (s *Server) setPlaced(ctx context.Context, tx *store.Tx, d *v1alpha1.ModelDeployment, selected []string,
+	variants map[string]placement.VariantChoice) error {
 	d = d.DeepCopy()
 	old := d.Status.Clusters
-	d.Status.Clusters = clusterRows(d, selected)
+	d.Status.Clusters = clusterRows(d, selected, variants)
 	meta.SetStatusCondition(&d.Status.Conditions, placedCondition(d, len(selected)))
 	setDriftCondition(d)
 	for _, r := range old {
@@ -482,9 +496,10 @@ func (s *Server) setPlaced(ctx context.Context, tx *store.Tx, d *v1alpha1.ModelD
 	return err
 }
 
-// clusterRows returns one status row per selected cluster, keeping what agents reported about
-// the desired version; a row whose desired version changes becomes Pending again.
-func clusterRows(d *v1alpha1.ModelDeployment, selected []string) []v1alpha1.ClusterDeploymentStatus {
+// clusterRows returns one status row per selected cluster, with the variant chosen for it
+// (variants, by cluster), keeping what agents reported about the desired version; a row whose
+// desired version or variant changes becomes Pending again.
+func clusterRows(d *v1alpha1.ModelDeployment, selected []string, variants map[string]placement.VariantChoice) []v1alpha1.ClusterDeploymentStatus {
 	old := make(map[string]v1alpha1.ClusterDeploymentStatus, len(d.Status.Clusters))
 	for _, r := range d.Status.Clusters {
 		old[r.Cluster] = r
@@ -493,13 +508,19 @@ func clusterRows(d *v1alpha1.ModelDeployment, selected []string) []v1alpha1.Clus
 	for _, name := range selected {
 		r, ok := old[name]
 		want := rowVersion(d, name)
-		if !ok || r.DesiredVersion != want {
-			// A new version is pending until the agent reports on it; what it serves,
-			// when it last reported, the drift and health of what it serves still hold.
-			r = v1alpha1.ClusterDeploymentStatus{Cluster: name, Phase: v1alpha1.PhasePending, BytesTotal: d.Status.ResolvedSizeBytes,
+		ch := variants[name]
+		if !ok || r.DesiredVersion != want || r.Variant != ch.Name {
+			// A new version (or variant) is pending until the agent reports on it; what it
+			// serves, when it last reported, the drift and health of what it serves still hold.
+			total := d.Status.ResolvedSizeBytes
+			if ch.SizeBytes > 0 {
+				total = ch.SizeBytes
+			}
+			r = v1alpha1.ClusterDeploymentStatus{Cluster: name, Phase: v1alpha1.PhasePending, BytesTotal: total,
 				ActiveVersion: r.ActiveVersion, LastContact: r.LastContact, Runtime: r.Runtime, Drift: r.Drift, Health: r.Health}
 		}
 		r.DesiredVersion = want
+		r.Variant, r.VariantReason = ch.Name, ch.Reason
 		rows = append(rows, *r.DeepCopy())
 	}
 	slices.SortFunc(rows, func(a, b v1alpha1.ClusterDeploymentStatus) int {

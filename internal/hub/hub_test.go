@@ -27,8 +27,10 @@ import (
 // fakeModels is a fake ModelResolver standing in for the registry: a fixed set of model
 // versions, some of them signed, resolved with the versions package.
 type fakeModels struct {
-	mu     sync.Mutex
-	models map[string]map[string]bool // model -> version -> signed
+	mu       sync.Mutex
+	models   map[string]map[string]bool         // model -> version -> signed
+	variants map[string][]v1alpha1.ModelVariant // model@version -> its variants
+	sizes    map[string]int64                   // model@version -> its size, where not the default
 }
 
 func newFakeModels() *fakeModels {
@@ -66,7 +68,20 @@ func (f *fakeModels) ResolveModel(_ context.Context, name, constraint string, re
 	if err != nil {
 		return ResolvedModel{}, err
 	}
-	return ResolvedModel{Version: v, Digest: "sha256:" + name + "-" + v, Size: int64(len(v)) * 100}, nil
+	size, ok := f.sizes[name+"@"+v]
+	if !ok {
+		size = int64(len(v)) * 100
+	}
+	return ResolvedModel{Version: v, Digest: "sha256:" + name + "-" + v, Size: size, Variants: f.variants[name+"@"+v]}, nil
+}
+
+func (f *fakeModels) setVariants(model, version string, size int64, vs ...v1alpha1.ModelVariant) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.variants == nil {
+		f.variants, f.sizes = map[string][]v1alpha1.ModelVariant{}, map[string]int64{}
+	}
+	f.variants[model+"@"+version], f.sizes[model+"@"+version] = vs, size
 }
 
 // fakeAuthorize accepts "Bearer writer" for everything and "Bearer reader" for reads.

@@ -57,7 +57,8 @@ func (s *Server) stepRollouts(ctx context.Context, tx *store.Tx, deps []v1alpha1
 			continue // placement reports it
 		}
 		in := rolloutClusters(d, selected, clusters)
-		target := v1alpha1.RolloutVersion{Version: d.Status.ResolvedVersion, Digest: d.Status.ResolvedDigest, SizeBytes: d.Status.ResolvedSizeBytes}
+		target := v1alpha1.RolloutVersion{Version: d.Status.ResolvedVersion, Digest: d.Status.ResolvedDigest, SizeBytes: d.Status.ResolvedSizeBytes,
+			Variants: d.Status.ResolvedVariants}
 		old := d.Status.Rollout
 		st, events := rollout.Step(old, target, rollout.PolicyOf(d), in, now)
 		if equality.Semantic.DeepEqual(old, st) {
@@ -66,7 +67,7 @@ func (s *Server) stepRollouts(ctx context.Context, tx *store.Tx, deps []v1alpha1
 		for _, name := range selected {
 			a, ra, _ := rollout.Assign(old, name)
 			b, rb, _ := rollout.Assign(st, name)
-			if a != b || (ra == nil) != (rb == nil) {
+			if a.Version != b.Version || a.Digest != b.Digest || (ra == nil) != (rb == nil) {
 				moved = true
 				break
 			}
@@ -223,7 +224,7 @@ func clusterVersion(st *v1alpha1.RolloutStatus, name string) (placement.ClusterV
 	if !ok {
 		return placement.ClusterVersion{}, false
 	}
-	return placement.ClusterVersion{Version: v.Version, Digest: v.Digest, SizeBytes: v.SizeBytes, Rollback: rb}, true
+	return placement.ClusterVersion{Version: v.Version, Digest: v.Digest, SizeBytes: v.SizeBytes, Rollback: rb, Variants: v.Variants}, true
 }
 
 // rowVersion is the version d's rollout gives cluster, or the resolved version.

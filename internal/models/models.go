@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -75,12 +76,13 @@ func (x *Index) Trusted() []ed25519.PublicKey {
 
 // Affects reports whether a registry event can change what a deployment
 // resolves to: a model version tagged, moved or deleted, or a signature
-// attached. Pushing blobs, untagged manifests or chunk indexes cannot.
+// attached, or a variant pushed or deleted. Pushing blobs, other untagged
+// manifests or chunk indexes cannot.
 func Affects(ev registry.Event) bool {
 	if !strings.HasPrefix(ev.Repo, RepoPrefix) {
 		return false
 	}
-	return ev.Tag != "" || ev.Deleted || ev.ArtifactType == artifact.ArtifactTypeSignature
+	return ev.Tag != "" || ev.Deleted || ev.ArtifactType == artifact.ArtifactTypeSignature || ev.ArtifactType == artifact.ArtifactTypeVariant
 }
 
 // ResolveModel picks the highest version of model name that matches
@@ -120,7 +122,11 @@ func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requi
 			if err != nil {
 				return hub.ResolvedModel{}, err
 			}
-			return hub.ResolvedModel{Version: v, Digest: desc.Digest.String(), Size: size}, nil
+			variants, err := x.variants(ctx, reg, repo, desc.Digest, requireSigned)
+			if err != nil {
+				return hub.ResolvedModel{}, err
+			}
+			return hub.ResolvedModel{Version: v, Digest: desc.Digest.String(), Size: size, Variants: variants}, nil
 		}
 		unsigned = append(unsigned, v)
 		candidates = remove(candidates, v)
@@ -141,6 +147,61 @@ func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requi
 		}
 	}
 	return hub.ResolvedModel{}, fmt.Errorf("model %q has no version matching %q (have: %s)", name, constraint, strings.Join(tags, ", "))
+}
+
+// variants lists the variants of the version whose manifest is d, by name,
+// the newest of a name where there are several; with requireSigned only
+// those with a valid signature from a trusted key. A variant whose manifest
+// or metadata is malformed is left out.
+func (x *Index) variants(ctx context.Context, reg Registry, repo string, d digest.Digest, requireSigned bool) ([]v1alpha1.ModelVariant, error) {
+	refs, err := reg.Referrers(ctx, repo, d, artifact.ArtifactTypeVariant)
+	if err != nil {
+		return nil, fmt.Errorf("list variants of %s@%s: %w", repo, d, err)
+	}
+	type found struct {
+		v       v1alpha1.ModelVariant
+		created string
+	}
+	byName := map[string]found{}
+	for _, ref := range refs {
+		b, _, err := reg.Manifest(ctx, repo, ref.Digest)
+		if err != nil {
+			continue
+		}
+		m, err := artifact.ParseManifest(b)
+		if err != nil || m.ArtifactType != artifact.ArtifactTypeVariant || m.Subject == nil || m.Subject.Digest != d {
+			continue
+		}
+		meta, err := artifact.VariantMetaFromAnnotations(m.Annotations)
+		if err != nil {
+			continue
+		}
+		if requireSigned && !x.signed(ctx, reg, repo, ref.Digest) {
+			continue
+		}
+		size := int64(len(b)) + m.Config.Size
+		for _, l := range m.Layers {
+			size += l.Size
+		}
+		v := v1alpha1.ModelVariant{Name: meta.Name, Digest: ref.Digest.String(), SizeBytes: size, PeakMemoryBytes: meta.PeakMemoryBytes}
+		if meta.Accuracy != nil {
+			v.Accuracy = strconv.FormatFloat(*meta.Accuracy, 'f', -1, 64)
+		}
+		created := m.Annotations[artifact.AnnotationCreated]
+		if old, ok := byName[meta.Name]; ok && (old.created > created || old.created == created && old.v.Digest < v.Digest) {
+			continue
+		}
+		byName[meta.Name] = found{v, created}
+	}
+	out := make([]v1alpha1.ModelVariant, 0, len(byName))
+	for _, f := range byName {
+		out = append(out, f.v)
+	}
+	slices.SortFunc(out, func(a, b v1alpha1.ModelVariant) int { return strings.Compare(a.Name, b.Name) })
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
 }
 
 // signed reports whether the manifest d carries a valid signature from a trusted key.

@@ -268,6 +268,7 @@ func TestAffects(t *testing.T) {
 		{"version tagged", registry.Event{Repo: "models/x", Tag: "1.0.0"}, true},
 		{"version deleted", registry.Event{Repo: "models/x", Deleted: true}, true},
 		{"signature attached", registry.Event{Repo: "models/x", ArtifactType: artifact.ArtifactTypeSignature}, true},
+		{"variant pushed", registry.Event{Repo: "models/x", ArtifactType: artifact.ArtifactTypeVariant}, true},
 		{"chunk index attached", registry.Event{Repo: "models/x", ArtifactType: artifact.ArtifactTypeChunkIndex}, false},
 		{"untagged manifest", registry.Event{Repo: "models/x", Digest: "sha256:aa"}, false},
 		{"another repository", registry.Event{Repo: "conformance/x", Tag: "1.0.0"}, false},

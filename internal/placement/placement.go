@@ -60,6 +60,9 @@ type Resolution struct {
 	Digest string
 	// SizeBytes is the total size of the model's files.
 	SizeBytes int64
+	// Variants are Version's variants, which the deployment's variant policy chooses from
+	// per cluster.
+	Variants []v1alpha1.ModelVariant
 	// Cluster, if set, gives the version of each cluster during a rollout: ok false means the
 	// cluster gets Version.
 	Cluster func(name string) (v ClusterVersion, ok bool)
@@ -73,11 +76,14 @@ type ClusterVersion struct {
 	SizeBytes int64
 	// Rollback is the hub's reasoned rollback mark, for a cluster rolled back.
 	Rollback *v1alpha1.Rollback
+	// Variants are Version's variants (for the resolved version, Resolution's win).
+	Variants []v1alpha1.ModelVariant
 }
 
 // ResolutionFromStatus returns the resolution recorded in a deployment's status.
 func ResolutionFromStatus(d *v1alpha1.ModelDeployment) Resolution {
-	return Resolution{Version: d.Status.ResolvedVersion, Digest: d.Status.ResolvedDigest, SizeBytes: d.Status.ResolvedSizeBytes}
+	return Resolution{Version: d.Status.ResolvedVersion, Digest: d.Status.ResolvedDigest, SizeBytes: d.Status.ResolvedSizeBytes,
+		Variants: d.Status.ResolvedVariants}
 }
 
 // Assignment is the outcome of placing every deployment.
@@ -88,6 +94,10 @@ type Assignment struct {
 	// Selected maps every deployment name to the sorted names of the clusters it selects,
 	// whether or not its version is resolved.
 	Selected map[string][]string
+	// Variants maps a deployment name and a cluster name to the variant the deployment's
+	// variant policy chose for the cluster; a deployment without a policy whose version has no
+	// variants has no entry.
+	Variants map[string]map[string]VariantChoice
 }
 
 // DesiredStates places every deployment on the clusters its selectors match. resolved maps a
@@ -100,9 +110,12 @@ func DesiredStates(deployments []v1alpha1.ModelDeployment, clusters []v1alpha1.C
 	a := Assignment{
 		Models:   make(map[string][]v1alpha1.DesiredModel, len(clusters)),
 		Selected: make(map[string][]string, len(deployments)),
+		Variants: make(map[string]map[string]VariantChoice),
 	}
+	byName := make(map[string]*v1alpha1.Cluster, len(clusters))
 	for i := range clusters {
 		a.Models[clusters[i].Name] = []v1alpha1.DesiredModel{}
+		byName[clusters[i].Name] = &clusters[i]
 	}
 	var errs []error
 	order := make([]int, len(deployments))
@@ -137,10 +150,22 @@ func DesiredStates(deployments []v1alpha1.ModelDeployment, clusters []v1alpha1.C
 		}
 		for _, c := range names {
 			cm := m
+			vs := r.Variants
 			if r.Cluster != nil {
 				if v, ok := r.Cluster(c); ok && v.Version != "" {
 					cm.Version, cm.Digest, cm.SizeBytes, cm.Rollback = v.Version, v.Digest, v.SizeBytes, v.Rollback
+					if v.Digest != r.Digest {
+						vs = v.Variants
+					}
 				}
+			}
+			// The variant is chosen within the version the cluster is given: a cluster
+			// never goes to another version for a smaller variant.
+			if ch, ok := chooseVariant(d, byName[c], &cm, vs); ok {
+				if a.Variants[d.Name] == nil {
+					a.Variants[d.Name] = make(map[string]VariantChoice, len(names))
+				}
+				a.Variants[d.Name][c] = ch
 			}
 			a.Models[c] = append(a.Models[c], cm)
 		}

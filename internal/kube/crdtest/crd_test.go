@@ -95,6 +95,12 @@ var invalid = []struct {
 	{"raise after", deployment(goodModel, everyCluster+"  monitoring: {raiseAfter: 1001}\n"), "spec.monitoring.raiseAfter"},
 	{"feedback samples", deployment(goodModel, everyCluster+"  monitoring: {feedbackSamples: 2000000}\n"), "spec.monitoring.feedbackSamples"},
 	{"correction", deployment(goodModel, everyCluster+"  monitoring: {correction: Holm}\n"), "spec.monitoring.correction"},
+	{"variant name", deployment(goodModel, everyCluster+"  variantPolicy: {allowed: [int8, INT4]}\n"), "spec.variantPolicy.allowed[1]"},
+	{"variant twice", deployment(goodModel, everyCluster+"  variantPolicy: {allowed: [int8, int8]}\n"), "spec.variantPolicy.allowed[1]"},
+	{"variant memory", deployment(goodModel, everyCluster+"  variantPolicy: {maxMemoryPercent: 101}\n"), "spec.variantPolicy.maxMemoryPercent"},
+	{"variant fetch time", deployment(goodModel, everyCluster+"  variantPolicy: {maxFetchTime: -1m}\n"), "spec.variantPolicy.maxFetchTime"},
+	{"variant prefer", deployment(goodModel, everyCluster+"  variantPolicy: {prefer: Fastest}\n"), "spec.variantPolicy.prefer"},
+	{"variant preferred", deployment(goodModel, everyCluster+"  variantPolicy: {preferred: int8}\n"), "preferred"},
 
 	{"cluster accelerators", goodCluster + "  capacity: {accelerators: [{type: nvidia.com/gpu, count: -1}]}\n", "spec.capacity.accelerators[0].count"},
 	{"cluster cpu", goodCluster + "  capacity: {cpu: \"-2\"}\n", "spec.capacity.cpu"},
@@ -146,6 +152,8 @@ var valid = []struct {
 		"    progressDeadline: 0s, canary: {selector: {matchLabels: {canary: \"true\"}}}, gates: {maxErrorRateIncrease: \".05\", drift: true}}\n"+
 		"  serving: {runtime: onnxruntime, port: 65535}\n"+
 		"  monitoring: {windowSamples: 1000000, windowDuration: 1s, alpha: \"0.001\", correction: BenjaminiHochberg, psiThreshold: \"1000000\", cooldown: 0s, raiseAfter: 1000}\n")},
+	{"variant policy", deployment(goodModel, everyCluster+"  variantPolicy: {allowed: [original, int8, fp16.v2], maxMemoryPercent: 100, maxFetchTime: 10m, prefer: Smallest}\n")},
+	{"variant policy zero", deployment(goodModel, everyCluster+"  variantPolicy: {allowed: [], maxMemoryPercent: 0, maxFetchTime: 0s}\n")},
 	{"cluster window", goodCluster + "  transfer: {timeZone: Europe/Oslo, windows: [{days: [mon, SAT], start: \"22:00\", end: \"06:00\"}], insideBandwidth: 4MiB}\n"},
 	{"cluster", goodCluster + "  displayName: Lyon\n  capacity: {cpu: 500m, memory: 16Gi, disk: \"0\", accelerators: [{type: nvidia.com/gpu, count: 0}]}\n"},
 	{"pipeline", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 10, backoff: 1s}, timeout: 10m, resources: {cpu: 500m, minCPU: 500m, memory: 1Gi, minMemory: 128Mi}}\n  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {site: ship}}}]\n"},
