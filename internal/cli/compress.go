@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/compress"
 	"outpost.dev/outpost/internal/onnx"
@@ -25,12 +27,16 @@ func newModelCompressCmd(g *globals) *cobra.Command {
 		budget                             float64
 		calibration                        int
 		evalShare                          float64
+		dryRun                             bool
 	)
 	cmd := &cobra.Command{
-		Use:   "compress MODEL --data DIR [--max-accuracy-drop POINTS] [--out DIR]",
-		Short: "Make smaller variants of an ONNX model and keep those within an accuracy budget",
-		Long: `Make a variant of the ONNX model MODEL (a file, or a model folder holding
-model.onnx) by each recipe: float16 weights; int8 quantization (QDQ form,
+		Use:   "compress NAME@VERSION|MODEL --data DIR [--max-accuracy-drop POINTS] [--out DIR]",
+		Short: "Make smaller variants of a model version or an ONNX model, keeping those within an accuracy budget",
+		Long: `Make a variant of a model by each recipe. NAME@VERSION is a version in the
+hub's registry (its served ONNX file, verified as it is pulled); the
+variants within the budget are pushed as variants of it (see 'outpost model
+show'), unless --dry-run. MODEL is a local ONNX file, or a model folder
+holding model.onnx; its variants are only written, with --out. The recipes: float16 weights; int8 quantization (QDQ form,
 weights per output channel, activations calibrated on the training samples
 by min-max or percentile); for MLPs also unstructured pruning (80% zeros,
 compressing in transfer), structured pruning (removing hidden units) with
@@ -43,14 +49,17 @@ table shows size, accuracy and its drop from MODEL's in points, the Go
 runtime's latency at batch 1 and 32, the heap it allocated to load and run
 once, and marks with * the Pareto front: the variants within the budget no
 other beats on both size and accuracy. With --out, each variant within the
-budget is written to DIR/NAME/model.onnx with its measurements in
-DIR/NAME/variant.json. No variant within the budget is an error, and then
-nothing is written.
+budget is written to DIR/NAME/model.onnx, a model folder, with its
+measurements in DIR/NAME.json, the form 'outpost model push --variant-meta'
+reads.
+No variant within the budget is an error, and then nothing is written or
+pushed.
 
 DIR of --data holds labelled samples as a pipeline's dataset step reads
 them: idx, npy, npz or csv (see docs/pipelines.md).`,
-		Example: `  outpost model example ./mlp
-  outpost fl example-data ./fmnist
+		Example: `  outpost model compress fashion-mlp@1.0.0 --data ./fmnist --max-accuracy-drop 1
+  outpost model example ./mlp
+  outpost fl example-data ./fmnist --shard 1/1
   outpost model compress ./mlp --data ./fmnist --max-accuracy-drop 1 --out ./variants
   outpost model compress ./mlp/model.onnx --data ./fmnist --recipes fp16,int8 -o json`,
 		Args: cobra.ExactArgs(1),
@@ -65,7 +74,7 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 			if err != nil {
 				return err
 			}
-			src, err := readONNX(args[0])
+			src, ref, err := compressSource(cmd.Context(), g, args[0])
 			if err != nil {
 				return err
 			}
@@ -114,16 +123,38 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 			if kept == 0 {
 				return fmt.Errorf("no variant within %.2g points of %s's accuracy; nothing written", budget, args[0])
 			}
-			if out != "" {
-				for _, c := range cs[1:] {
-					if !c.Within || c.Skipped != "" {
-						continue
-					}
-					if err := writeVariant(filepath.Join(out, c.Name), c); err != nil {
-						return err
-					}
+			dir := out
+			if dir == "" && ref != "" && !dryRun {
+				if dir, err = os.MkdirTemp("", "outpost-variants-"); err != nil {
+					return err
 				}
+				defer os.RemoveAll(dir)
+			}
+			if dir == "" {
+				return nil
+			}
+			for _, c := range cs[1:] {
+				if !c.Within || c.Skipped != "" {
+					continue
+				}
+				if err := writeVariant(filepath.Join(dir, c.Name), c); err != nil {
+					return err
+				}
+			}
+			if out != "" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d variants within %.2g points written to %s\n", kept, budget, out)
+			}
+			if ref == "" || dryRun {
+				return nil
+			}
+			name, version := splitRef(ref)
+			for _, c := range cs[1:] {
+				if !c.Within || c.Skipped != "" {
+					continue
+				}
+				if err := pushVariantMeta(cmd.Context(), g, filepath.Join(dir, c.Name), name, version, variantMeta(c)); err != nil {
+					return err
+				}
 			}
 			return nil
 		},
@@ -137,6 +168,7 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 	f.Float64Var(&evalShare, "eval-share", 0.2, "share of the samples held out to measure, when --data has no test split")
 	f.StringVar(&out, "out", "", "write the variants within the budget to this folder (new or empty)")
 	f.StringVarP(&output, "output", "o", "", "output format: json (every candidate with its measurements)")
+	f.BoolVar(&dryRun, "dry-run", false, "with NAME@VERSION: measure, but push nothing")
 	return cmd
 }
 
@@ -146,6 +178,42 @@ func recipeNames() string {
 		names = append(names, r.Name)
 	}
 	return strings.Join(names, ", ")
+}
+
+// compressSource reads the model compress starts from: a local ONNX file or model folder,
+// or, when arg is no such path and reads NAME@VERSION, that version's served ONNX file
+// from the hub (ref is then arg).
+func compressSource(ctx context.Context, g *globals, arg string) (m *onnxpb.ModelProto, ref string, err error) {
+	if _, err := os.Stat(arg); err == nil || !strings.Contains(arg, "@") {
+		m, err := readONNX(arg)
+		return m, "", err
+	}
+	name, version := splitRef(arg)
+	h, err := g.hub()
+	if err != nil {
+		return nil, "", err
+	}
+	repo, err := repository(h, name)
+	if err != nil {
+		return nil, "", err
+	}
+	dir, err := os.MkdirTemp("", "outpost-compress-")
+	if err != nil {
+		return nil, "", err
+	}
+	defer os.RemoveAll(dir)
+	prog, done := g.progress("pull " + arg)
+	man, err := artifact.Pull(ctx, repo, version, dir, artifact.PullOptions{Progress: prog})
+	done()
+	if err != nil {
+		return nil, "", fmt.Errorf("pull %s: %w", arg, whyNotFound(ctx, h, repo, name, version, err))
+	}
+	f, err := servedONNX(man.Files)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", arg, err)
+	}
+	m, err = readONNX(filepath.Join(dir, filepath.FromSlash(f.Path)))
+	return m, arg, err
 }
 
 // readONNX reads the ONNX model at path: a file, or a folder with model.onnx.
@@ -174,6 +242,17 @@ func readONNX(path string) (*onnxpb.ModelProto, error) {
 	return m, nil
 }
 
+// variantMeta is what a variant records of candidate c.
+func variantMeta(c compress.Candidate) artifact.VariantMeta {
+	acc := c.Accuracy
+	return artifact.VariantMeta{Name: c.Name, Method: c.Method, Params: c.Params, Accuracy: &acc, // push sets SizeBytes
+		Latency: artifact.VariantLatency{
+			GoBatch1Ms:  float64(c.Latency1.Microseconds()) / 1000,
+			GoBatch32Ms: float64(c.Latency32.Microseconds()) / 1000,
+		},
+		PeakMemoryBytes: c.Memory, Operators: c.Ops}
+}
+
 // printCandidates prints the search's table.
 func printCandidates(w io.Writer, cs []compress.Candidate, budget float64) {
 	tw := newTable(w)
@@ -200,7 +279,8 @@ func printCandidates(w io.Writer, cs []compress.Candidate, budget float64) {
 	tw.Flush()
 }
 
-// writeVariant writes c's model and measurements into dir.
+// writeVariant writes c's model to dir/model.onnx (a model folder to push) and its
+// measurements beside the folder, to dir.json.
 func writeVariant(dir string, c compress.Candidate) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -208,11 +288,11 @@ func writeVariant(dir string, c compress.Candidate) error {
 	if err := os.WriteFile(filepath.Join(dir, "model.onnx"), c.Model, 0o644); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(c, "", "  ")
+	b, err := json.MarshalIndent(variantMeta(c), "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "variant.json"), append(b, '\n'), 0o644)
+	return os.WriteFile(dir+".json", append(b, '\n'), 0o644)
 }
 
 // samples is samples [from, to) of a data set.

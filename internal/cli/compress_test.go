@@ -1,13 +1,13 @@
 package cli
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
-	"outpost.dev/outpost/internal/compress"
+	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/onnx/interp"
 )
 
@@ -44,13 +44,14 @@ func TestModelCompress(t *testing.T) {
 		if _, err := interp.Load(b); err != nil {
 			t.Errorf("%s does not load: %v", v, err)
 		}
-		var c compress.Candidate
-		mb, err := os.ReadFile(filepath.Join(out, v, "variant.json"))
+		mb, err := os.ReadFile(filepath.Join(out, v+".json"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := json.Unmarshal(mb, &c); err != nil || c.Name != v || c.Bytes != len(b) || c.Accuracy < 0.8 {
-			t.Errorf("%s variant.json: %+v (err %v)", v, c, err)
+		meta, err := artifact.ParseVariantMeta(mb) // what model push --variant-meta reads
+		if err != nil || meta.Name != v || meta.Accuracy == nil || *meta.Accuracy < 0.8 ||
+			meta.Latency.GoBatch32Ms <= 0 || len(meta.Operators) == 0 {
+			t.Errorf("%s.json: %+v (err %v)", v, meta, err)
 		}
 	}
 
@@ -76,4 +77,37 @@ func TestModelCompress(t *testing.T) {
 	if _, err := os.Stat(refused); !os.IsNotExist(err) {
 		t.Errorf("a refused search wrote %s (%v)", refused, err)
 	}
+}
+
+// model compress NAME@VERSION pulls the version from the hub and pushes the variants within
+// the budget as its variants, which model show then lists; --dry-run pushes nothing.
+func TestModelCompressVersion(t *testing.T) {
+	hub := registryHub(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "fmnist")
+	mustCLI(t, "fl", "example-data", data, "--shard", "1/1")
+	mustCLI(t, append(hub, "model", "push", zooDir(t, "mlp"), "--name", "fmnist", "--version", "1.0.0")...)
+	dry := mustCLI(t, append(hub, "model", "compress", "fmnist@1.0.0", "--data", data, "--recipes", "fp16", "--dry-run")...)
+	if !strings.Contains(dry, "fp16") || strings.Contains(dry, "pushed") {
+		t.Errorf("dry run said:\n%s", dry)
+	}
+	if show := mustCLI(t, append(hub, "model", "show", "fmnist@1.0.0")...); strings.Contains(show, "fp16") {
+		t.Errorf("a dry run pushed a variant:\n%s", show)
+	}
+	out := mustCLI(t, append(hub, "model", "compress", "fmnist@1.0.0", "--data", data, "--recipes", "fp16,int8")...)
+	for _, v := range []string{"fp16", "int8"} {
+		if !regexp.MustCompile(`pushed fmnist@1.0.0 variant ` + v + ` sha256:[0-9a-f]{64}`).MatchString(out) {
+			t.Errorf("compress did not say it pushed %s:\n%s", v, out)
+		}
+	}
+	show := mustCLI(t, append(hub, "model", "show", "fmnist@1.0.0")...)
+	if !regexp.MustCompile(`\n\s+int8\s+202.\d KiB\s+0\.\d+\s+`).MatchString(show) || !strings.Contains(show, "int8-static") {
+		t.Errorf("model show does not list the int8 variant with its accuracy and method:\n%s", show)
+	}
+	pulled := filepath.Join(dir, "pulled")
+	mustCLI(t, append(hub, "model", "pull", "fmnist@1.0.0", pulled, "--variant", "int8")...)
+	if b, err := os.ReadFile(filepath.Join(pulled, "model.onnx")); err != nil || len(b) > 250000 {
+		t.Errorf("the pulled int8 variant: %d bytes, %v", len(b), err)
+	}
+	failCLI(t, "fmnist@9.9.9", append(hub, "model", "compress", "fmnist@9.9.9", "--data", data, "--recipes", "fp16")...)
 }

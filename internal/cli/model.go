@@ -295,6 +295,13 @@ func pushVariant(ctx context.Context, g *globals, src, name, version, variant, m
 	if err := meta.Validate(); err != nil {
 		return fmt.Errorf("--variant: %w", err)
 	}
+	return pushVariantMeta(ctx, g, src, name, version, meta)
+}
+
+// pushVariantMeta pushes the model folder src as the variant meta.Name, described by
+// meta (checked), of name@version.
+func pushVariantMeta(ctx context.Context, g *globals, src, name, version string, meta artifact.VariantMeta) error {
+	variant := meta.Name
 	h, err := g.hub()
 	if err != nil {
 		return err
