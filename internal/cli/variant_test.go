@@ -95,4 +95,14 @@ func TestModelVariantPushShowPull(t *testing.T) {
 	mustCLI(t, append(hub, "model", "pull", "fmnist@1.0.0", whole)...)
 	sameFiles(t, full, whole)
 	failCLI(t, `no such variant "int4" (variants: [fp16 int8])`, append(hub, "model", "pull", "fmnist@1.0.0", t.TempDir(), "--variant", "int4")...)
+
+	// A variant is signed and verified on its own: the version's signature does not cover it.
+	key := filepath.Join(t.TempDir(), "release")
+	mustCLI(t, "keygen", "--out", key)
+	if out := mustCLI(t, append(hub, "model", "sign", "fmnist@1.0.0", "--variant", "int8", "--key", key+".key")...); !strings.HasPrefix(out, "signed fmnist@1.0.0 variant int8 sha256:") {
+		t.Errorf("sign variant said %q", out)
+	}
+	mustCLI(t, append(hub, "model", "verify", "fmnist@1.0.0", "--variant", "int8", "--key", key+".pub")...)
+	failCLI(t, "fmnist@1.0.0 variant fp16 sha256:", append(hub, "model", "verify", "fmnist@1.0.0", "--variant", "fp16", "--key", key+".pub")...)
+	failCLI(t, "no valid signature", append(hub, "model", "verify", "fmnist@1.0.0", "--key", key+".pub")...)
 }
