@@ -167,3 +167,56 @@ func TestVariantsPerCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestVariantBundle: a sneakernet bundle carries each cluster's variant, not the full model,
+// and one bundle for two clusters given different variants of one version serves both.
+func TestVariantBundle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a hub and imports bundles into two agents")
+	}
+	g := &airgap{h: startHub(t), src: t.TempDir()}
+	h := g.h
+	applyYAML(t, h, "apiVersion: ml.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: sub-small, labels: {tier: air}}\nspec:\n  capacity: {memory: 16Mi}\n")
+	tok := joinToken(t, h, "1h")
+	small, big := g.joinOffline(t, "sub-small", tok), g.joinOffline(t, "sub-big", tok)
+	v := g.push(t, 0) // 8 MiB
+	int8Dir := filepath.Join(t.TempDir(), "int8")
+	os.MkdirAll(int8Dir, 0o755)
+	int8Bytes := make([]byte, weightsSize/4)
+	rng := rand.New(rand.NewPCG(9, 9))
+	for i := range int8Bytes {
+		int8Bytes[i] = byte(rng.Uint32())
+	}
+	os.WriteFile(filepath.Join(int8Dir, "weights.bin"), int8Bytes, 0o644)
+	out := h.mustRun("model", "push", int8Dir, "--name", "w", "--version", v, "--variant", "int8")
+	int8Digest := strings.TrimSpace(out[strings.LastIndex(out, " ")+1:])
+	applyYAML(t, h, deployment("w", "w", v, "tier: air", "  variantPolicy: {maxMemoryPercent: 25}\n"))
+
+	usb := t.TempDir()
+	alone := filepath.Join(usb, "small")
+	h.mustRun("bundle", "create", "--cluster", "sub-small", "--out", alone)
+	if n := dirSize(t, alone); n >= weightsSize/2 {
+		t.Fatalf("sub-small's bundle carries %d bytes: more than its 2 MiB variant", n)
+	}
+	both := filepath.Join(usb, "both")
+	h.mustRun("bundle", "create", "--cluster", "sub-small", "--cluster", "sub-big", "--out", both)
+	for _, a := range []*agentProc{small, big} {
+		mustOutpost(t, "bundle", "import", both, "--data", a.dir)
+	}
+	digestOf := func(a *agentProc) string {
+		for _, m := range a.status().Models {
+			if m.Deployment == "w" && m.ActiveVersion == v {
+				return m.ActiveDigest
+			}
+		}
+		return ""
+	}
+	if got := digestOf(small); got != int8Digest {
+		t.Errorf("sub-small serves %q after import, want the int8 variant %s", got, int8Digest)
+	}
+	if got := digestOf(big); got == "" || got == int8Digest {
+		t.Errorf("sub-big serves %q after import, want the full model", got)
+	}
+	checkBlobs(t, small)
+	checkBlobs(t, big)
+}
