@@ -4,9 +4,10 @@
 // A model version is an OCI image manifest following the CNCF ModelPack
 // model-spec: one raw layer per file (the file bytes as they are, so layer
 // offsets are file offsets), a model config blob, and Outpost annotations for
-// lineage and metrics. Four kinds of referrers hang off a model manifest: a
-// content-defined chunk index, which lets a client fetch only the chunks it
-// lacks, DSSE signatures over an in-toto statement naming the manifest
+// lineage and metrics. Five kinds of referrers hang off a model manifest:
+// variants (int8, fp16, pruned ... models of their own, with what they cost
+// in annotations), a content-defined chunk index, which lets a client fetch
+// only the chunks it lacks, DSSE signatures over an in-toto statement naming the manifest
 // digest, a reference profile, the baseline of drift monitoring (whose
 // bytes this package moves and verifies but leaves to internal/drift to
 // decode), and weight deltas against the parent version, which rebuild a

@@ -91,6 +91,20 @@ func (g *globals) resolveVersion(ctx context.Context, name, version string) (*re
 	return repo, desc, nil
 }
 
+// resolveVariant resolves version of model name, or its variant when variant is set, to
+// its manifest, and names what it resolved ("NAME@VERSION" or "NAME@VERSION variant V").
+func (g *globals) resolveVariant(ctx context.Context, name, version, variant string) (*remote.Repository, ocispec.Descriptor, string, error) {
+	repo, desc, err := g.resolveVersion(ctx, name, version)
+	if err != nil || variant == "" {
+		return repo, desc, name + "@" + version, err
+	}
+	v, err := artifact.ResolveVariant(ctx, repo, desc.Digest.String(), variant)
+	if err != nil {
+		return nil, ocispec.Descriptor{}, "", fmt.Errorf("%s@%s variant %s: %w", name, version, variant, err)
+	}
+	return repo, v.Descriptor, name + "@" + version + " variant " + variant, nil
+}
+
 // whyNotFound replaces an OCI client's not-found error for version of model
 // name by the registry's own message, which says why (a deleted version,
 // say); other errors are returned as they are.
@@ -714,10 +728,10 @@ pulled instead.`,
 }
 
 func newModelSignCmd(g *globals) *cobra.Command {
-	var keyFile string
+	var keyFile, variant string
 	cmd := &cobra.Command{
-		Use:   "sign NAME@VERSION --key PRIVATE_KEY",
-		Short: "Sign a model version with an ed25519 key (DSSE envelope, stored as an OCI referrer)",
+		Use:   "sign NAME@VERSION --key PRIVATE_KEY [--variant NAME]",
+		Short: "Sign a model version (or one of its variants) with an ed25519 key (DSSE envelope, stored as an OCI referrer)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, version := splitRef(args[0])
@@ -735,25 +749,33 @@ func newModelSignCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", keyFile, err)
 			}
-			repo, desc, err := g.resolveVersion(cmd.Context(), name, version)
+			repo, desc, what, err := g.resolveVariant(cmd.Context(), name, version, variant)
 			if err != nil {
 				return err
 			}
-			if _, err := artifact.Sign(cmd.Context(), repo, desc, repo.Reference.Repository+":"+version, key); err != nil {
-				return fmt.Errorf("sign %s: %w", args[0], err)
+			subject := repo.Reference.Repository + ":" + version
+			if variant != "" {
+				subject += " variant " + variant
 			}
-			fmt.Fprintf(g.stdout, "signed %s %s with key %s\n", args[0], desc.Digest, artifact.KeyID(key.Public().(ed25519.PublicKey)))
+			if _, err := artifact.Sign(cmd.Context(), repo, desc, subject, key); err != nil {
+				return fmt.Errorf("sign %s: %w", what, err)
+			}
+			fmt.Fprintf(g.stdout, "signed %s %s with key %s\n", what, desc.Digest, artifact.KeyID(key.Public().(ed25519.PublicKey)))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "key", "", "ed25519 private key file (PEM, from 'outpost keygen')")
+	cmd.Flags().StringVar(&variant, "variant", "", "sign this variant of the version (int8, fp16, ...)")
 	return cmd
 }
 
 func newModelVerifyCmd(g *globals) *cobra.Command {
-	var keyFiles []string
+	var (
+		keyFiles []string
+		variant  string
+	)
 	cmd := &cobra.Command{
-		Use:   "verify NAME@VERSION --key PUBLIC_KEY",
+		Use:   "verify NAME@VERSION --key PUBLIC_KEY [--variant NAME]",
 		Short: "Check that a model version carries a valid signature from a trusted key",
 		Long:  "Exit 0 when at least one signature of the version verifies against one of the keys, 1 otherwise.",
 		Args:  cobra.ExactArgs(1),
@@ -769,24 +791,25 @@ func newModelVerifyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			repo, desc, err := g.resolveVersion(cmd.Context(), name, version)
+			repo, desc, what, err := g.resolveVariant(cmd.Context(), name, version, variant)
 			if err != nil {
 				return err
 			}
 			sigs, err := artifact.Signatures(cmd.Context(), repo, desc, keys)
 			if err != nil {
-				return fmt.Errorf("verify %s: %w", args[0], err)
+				return fmt.Errorf("verify %s: %w", what, err)
 			}
 			for _, s := range sigs {
 				if s.Valid {
-					fmt.Fprintf(g.stdout, "verified %s %s: signed by key %s\n", args[0], desc.Digest, s.KeyID)
+					fmt.Fprintf(g.stdout, "verified %s %s: signed by key %s\n", what, desc.Digest, s.KeyID)
 					return nil
 				}
 			}
-			return fmt.Errorf("%s %s: no valid signature from a trusted key (%d signature(s) found)", args[0], desc.Digest, len(sigs))
+			return fmt.Errorf("%s %s: no valid signature from a trusted key (%d signature(s) found)", what, desc.Digest, len(sigs))
 		},
 	}
 	cmd.Flags().StringSliceVar(&keyFiles, "key", nil, "trusted ed25519 public key file (PEM); repeatable")
+	cmd.Flags().StringVar(&variant, "variant", "", "verify this variant of the version (int8, fp16, ...)")
 	return cmd
 }
 

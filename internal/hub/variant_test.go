@@ -143,3 +143,27 @@ func TestFactsMoved(t *testing.T) {
 		}
 	}
 }
+
+// During a Canary rollout, a cluster waiting for its wave keeps the variant of the stable
+// version it was sent, not the stable version's original; the canary gets the new
+// version's variant.
+func TestVariantInCanaryRollout(t *testing.T) {
+	f := newRolloutFleet(t, "c1", "c2")
+	f.models.setVariants("resnet", "1.0.0", 900<<20, v1alpha1.ModelVariant{Name: "int8", Digest: "sha256:resnet-1.0.0-int8", SizeBytes: 230 << 20})
+	f.models.setVariants("resnet", "1.2.0", 900<<20, v1alpha1.ModelVariant{Name: "int8", Digest: "sha256:resnet-1.2.0-int8", SizeBytes: 230 << 20})
+	policy := "  variantPolicy: {allowed: [int8]}\n"
+	f.applyAsAdmin("modeldeployments", "det", canaryYAML("1.0.0", "")+policy)
+	for _, c := range []string{"c1", "c2"} {
+		if m := f.want(c); m.Version != "1.0.0" || m.Digest != "sha256:resnet-1.0.0-int8" || m.Variant != "int8" {
+			t.Fatalf("%s: %+v, want 1.0.0's int8", c, m)
+		}
+		f.report(c, "1.0.0", "1.0.0", "")
+	}
+	f.applyAsAdmin("modeldeployments", "det", canaryYAML("1.2.0", "")+policy)
+	if m := f.want("c1"); m.Version != "1.2.0" || m.Digest != "sha256:resnet-1.2.0-int8" {
+		t.Errorf("the canary: %+v, want 1.2.0's int8", m)
+	}
+	if m := f.want("c2"); m.Version != "1.0.0" || m.Digest != "sha256:resnet-1.0.0-int8" || m.Variant != "int8" {
+		t.Errorf("the waiting cluster: %+v, want 1.0.0's int8 still", m)
+	}
+}

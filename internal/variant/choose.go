@@ -18,7 +18,9 @@ import (
 const Original = "original"
 
 // Facts are what the hub knows of a cluster. A zero field is unknown, and an
-// unknown fact never excludes a candidate.
+// unknown fact never excludes a candidate. The limits read MemoryBytes and
+// LinkBps; CPUMillis and Accelerators are carried for the limits of methods
+// that need them (a variant only an accelerator runs) and read by none yet.
 type Facts struct {
 	// MemoryBytes is the memory the cluster can give to serving.
 	MemoryBytes int64
