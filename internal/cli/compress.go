@@ -250,7 +250,10 @@ func variantMeta(c compress.Candidate) artifact.VariantMeta {
 			GoBatch1Ms:  float64(c.Latency1.Microseconds()) / 1000,
 			GoBatch32Ms: float64(c.Latency32.Microseconds()) / 1000,
 		},
-		PeakMemoryBytes: c.Memory, Operators: c.Ops}
+		Operators: c.Ops}
+	// Memory is what the Go runtime allocated loading and running the variant, not a peak,
+	// and it holds dequantized weights as float32: a deployment's memory limit counts the
+	// variant's size, as it does the original's.
 }
 
 // printCandidates prints the search's table.

@@ -544,6 +544,10 @@ func (d *demo) main(keep bool, linkBps int64) error {
 	if err := d.flScene(edges); err != nil {
 		return err
 	}
+	if err := d.compressScene(addr, filepath.Join(hubDir, "pki", "ca.crt"), token, keyPrefix+".pub", keyPrefix+".key", "1.1.0",
+		modelSize, trainSet, testSet); err != nil {
+		return err
+	}
 
 	d.step("Bad input is refused and changes nothing")
 	_, err = d.run("model", "push", v2, "--name", "fashion", "--version", "1.0.0")
