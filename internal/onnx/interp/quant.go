@@ -8,11 +8,55 @@ import (
 	"unsafe"
 )
 
-// addQuantOps registers QuantizeLinear, DequantizeLinear and MatMulInteger.
+// addQuantOps registers QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and MatMulInteger.
 func addQuantOps(t ops) {
+	t["DynamicQuantizeLinear"] = Op{MinOpset: 11, MaxOpset: MaxOpset, Check: checkDynamicQuantizeLinear, Run: runDynamicQuantizeLinear, Fresh: true}
 	t["QuantizeLinear"] = Op{MinOpset: 10, MaxOpset: 17, Check: checkQuantLinear, Run: runQuantizeLinear, Fresh: true}
 	t["DequantizeLinear"] = Op{MinOpset: 10, MaxOpset: 17, Check: checkQuantLinear, Run: runDequantizeLinear, Fresh: true}
 	t["MatMulInteger"] = Op{MinOpset: 10, MaxOpset: 17, Check: checkMatMulInteger, Run: runMatMulInteger, Prepare: prepareMatMulInteger, Fresh: true}
+}
+
+func checkDynamicQuantizeLinear(n *Node) error {
+	if err := nnInputs(n, 1, 1); err != nil {
+		return err
+	}
+	if nnOutputs(n) != 3 {
+		return n.Errorf("has %d outputs, want 3 (y, y_scale, y_zero_point)", nnOutputs(n))
+	}
+	return nil
+}
+
+// runDynamicQuantizeLinear quantizes x to uint8 over its own range widened
+// to hold 0, as the operator's definition computes in float32:
+// y_scale = (max(x, 0) - min(x, 0)) / 255, y_zero_point =
+// round_half_to_even(clip(-min(x, 0) / y_scale, 0, 255)), and y =
+// saturate(round_half_to_even(x / y_scale) + y_zero_point). An input of
+// zeros only (y_scale 0) gives zeros, with zero point 0.
+func runDynamicQuantizeLinear(n *Node, in []*Tensor) ([]*Tensor, error) {
+	x := in[0]
+	if x == nil || x.DType != Float32 {
+		return nil, n.Errorf("input x must be float32")
+	}
+	var lo, hi float32
+	for _, v := range x.F32 {
+		if v != v {
+			return nil, n.Errorf("input x holds NaN: it has no range to quantize over")
+		}
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	scale := (hi - lo) / 255
+	y := New(Uint8, x.Shape...)
+	zp := New(Uint8)
+	if scale > 0 && !math.IsInf(float64(scale), 0) {
+		z := math.RoundToEven(max(0, min(255, float64(-lo/scale))))
+		zp.U8[0] = uint8(z)
+		quantizeInto(haveAVX2FMA, y.U8, x.F32, []float32{scale}, zp.U8, 1, 1, x.Len(), 0, 255)
+	} else if scale != 0 {
+		return nil, n.Errorf("input x spans [%v, %v], beyond float32's range of a scale", lo, hi)
+	}
+	s := New(Float32)
+	s.F32[0] = scale
+	return []*Tensor{y, s, zp}, nil
 }
 
 func checkQuantLinear(n *Node) error {
