@@ -18,29 +18,33 @@ import (
 
 // variant is one rewrite of a zoo model, as the tests make it.
 type variant struct {
-	name string
-	make func(t *testing.T, m *onnxpb.ModelProto, calib Dataset) (*onnxpb.ModelProto, error)
+	name    string
+	make    func(t *testing.T, m *onnxpb.ModelProto, calib Dataset) (*onnxpb.ModelProto, error)
+	mlpOnly bool
 }
 
 var variants = []variant{
-	{"fp16", func(t *testing.T, m *onnxpb.ModelProto, _ Dataset) (*onnxpb.ModelProto, error) { return Float16(m, 16) }},
+	{"fp16", func(t *testing.T, m *onnxpb.ModelProto, _ Dataset) (*onnxpb.ModelProto, error) { return Float16(m, 16) }, false},
 	{"int8-weights", func(t *testing.T, m *onnxpb.ModelProto, _ Dataset) (*onnxpb.ModelProto, error) {
 		return QuantizeInt8(m, nil)
-	}},
+	}, false},
 	{"int8-minmax", func(t *testing.T, m *onnxpb.ModelProto, calib Dataset) (*onnxpb.ModelProto, error) {
 		r, err := Calibrate(context.Background(), m, calib, 512, Calibration{})
 		if err != nil {
 			return nil, err
 		}
 		return QuantizeInt8(m, r)
-	}},
+	}, false},
 	{"int8-percentile", func(t *testing.T, m *onnxpb.ModelProto, calib Dataset) (*onnxpb.ModelProto, error) {
 		r, err := Calibrate(context.Background(), m, calib, 512, Calibration{Percentile: 99.99})
 		if err != nil {
 			return nil, err
 		}
 		return QuantizeInt8(m, r)
-	}},
+	}, false},
+	{"int8-dynamic", func(t *testing.T, m *onnxpb.ModelProto, _ Dataset) (*onnxpb.ModelProto, error) {
+		return QuantizeDynamic(m)
+	}, true},
 }
 
 func zooModel(t *testing.T, name string) (*onnxpb.ModelProto, []byte) {
@@ -64,6 +68,9 @@ func makeVariants(t *testing.T, name string, calib Dataset) map[string][]byte {
 	before := proto.Clone(m)
 	out := map[string][]byte{}
 	for _, v := range variants {
+		if v.mlpOnly && name != "mlp" {
+			continue
+		}
 		vm, err := v.make(t, m, calib)
 		if err != nil {
 			t.Fatalf("%s %s: %v", name, v.name, err)
@@ -94,7 +101,7 @@ func TestZooVariants(t *testing.T) {
 	// the CNN's 9,098 weights leave its fixed overhead (names, scales, the
 	// graph) a larger share.
 	limits := map[string]map[string][2]float64{
-		"mlp": {"fp16": {0.51, 0.1}, "int8-weights": {0.26, 0.5}, "int8-minmax": {0.26, 1}, "int8-percentile": {0.26, 1}},
+		"mlp": {"fp16": {0.51, 0.1}, "int8-weights": {0.26, 0.5}, "int8-minmax": {0.26, 1}, "int8-percentile": {0.26, 1}, "int8-dynamic": {0.26, 1}},
 		"cnn": {"fp16": {0.56, 0.1}, "int8-weights": {0.34, 0.5}, "int8-minmax": {0.34, 1}, "int8-percentile": {0.34, 1}},
 	}
 	for _, name := range []string{"mlp", "cnn"} {
@@ -234,6 +241,7 @@ func TestRefusals(t *testing.T) {
 		{"nothing to store as float16", func() error { _, err := Float16(relu, 16); return err }, "no float32 initializer"},
 		{"a NaN weight", func() error { _, err := QuantizeInt8(nan, nil); return err }, "NaN"},
 		{"a weight beyond float16", func() error { _, err := Float16(huge, 16); return err }, "beyond float16's range"},
+		{"dynamic quantization of a convolution", func() error { cnn, _ := zooModel(t, "cnn"); _, err := QuantizeDynamic(cnn); return err }, "use static int8"},
 		{"a missing range", func() error { _, err := QuantizeInt8(m, map[string]Range{"input": {0, 1}}); return err }, "no calibrated range"},
 		{"calibration data of the wrong shape", func() error {
 			_, err := Calibrate(context.Background(), m, wrongDim{}, 0, Calibration{})

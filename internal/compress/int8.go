@@ -100,7 +100,7 @@ func QuantizeInt8(m *onnxpb.ModelProto, ranges map[string]Range) (*onnxpb.ModelP
 			if err != nil {
 				return nil, fmt.Errorf("compress: %w", err)
 			}
-			q, scale, err := quantizeChannels(v, w.Dims, t.axis)
+			q, scale, err := quantizeChannels(v, w.Dims, t.axis, 127)
 			if err != nil {
 				return nil, fmt.Errorf("compress: node %q: weight %q: %w", n.GetName(), wname, err)
 			}
@@ -155,9 +155,9 @@ func QuantizeInt8(m *onnxpb.ModelProto, ranges map[string]Range) (*onnxpb.ModelP
 }
 
 // quantizeChannels quantizes v (of dims) to int8, symmetric per channel
-// along axis: q = round(v / s) in [-127, 127], s = max|v| / 127 over the
+// along axis: q = round(v / s) in [-qmax, qmax], s = max|v| / qmax over the
 // channel (1 for a channel of zeros).
-func quantizeChannels(v []float32, dims []int64, axis int) ([]int8, []float32, error) {
+func quantizeChannels(v []float32, dims []int64, axis, qmax int) ([]int8, []float32, error) {
 	if axis >= len(dims) {
 		return nil, nil, fmt.Errorf("axis %d of dims %v", axis, dims)
 	}
@@ -187,7 +187,7 @@ func quantizeChannels(v []float32, dims []int64, axis int) ([]int8, []float32, e
 	for c, m := range maxAbs {
 		scale[c] = 1
 		if m > 0 {
-			scale[c] = float32(m / 127)
+			scale[c] = float32(m / float64(qmax))
 		}
 	}
 	q := make([]int8, len(v))
@@ -195,7 +195,7 @@ func quantizeChannels(v []float32, dims []int64, axis int) ([]int8, []float32, e
 		for c := range d {
 			s := float64(scale[c])
 			for i := (o*d + c) * inner; i < (o*d+c+1)*inner; i++ {
-				q[i] = int8(max(-127, min(127, math.RoundToEven(float64(v[i])/s))))
+				q[i] = int8(max(-float64(qmax), min(float64(qmax), math.RoundToEven(float64(v[i])/s))))
 			}
 		}
 	}

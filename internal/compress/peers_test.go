@@ -85,7 +85,7 @@ func TestVariantsAgreeWithONNXRuntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	maxDrop := map[string]float64{"fp16": 0.1, "int8-weights": 0.5, "int8-minmax": 1, "int8-percentile": 1}
+	maxDrop := map[string]float64{"fp16": 0.1, "int8-weights": 0.5, "int8-minmax": 1, "int8-percentile": 1, "int8-dynamic": 1}
 	for _, name := range []string{"mlp", "cnn"} {
 		_, data := zooModel(t, name)
 		base, err := interp.Load(data)

@@ -98,12 +98,16 @@ func Recipes() []Recipe {
 		}
 		return m
 	}
+	dynamic := func(ctx context.Context, _, m *onnxpb.ModelProto, _ Data) (*onnxpb.ModelProto, error) {
+		return QuantizeDynamic(m)
+	}
 	fp16 := func(ctx context.Context, _, m *onnxpb.ModelProto, _ Data) (*onnxpb.ModelProto, error) {
 		return Float16(m, 16)
 	}
 	return []Recipe{
 		{Name: "fp16", Method: "float16", Params: p("weights", "float16"), make: plain(fp16)},
 		{Name: "int8", Method: "int8-static", Params: p("calibration", "minmax", "weights", "per-channel"), make: plain(int8(0))},
+		{Name: "int8-dynamic", Method: "int8-dynamic", Params: p("activations", "dynamic", "weights", "per-column-7bit"), make: plain(dynamic)},
 		{Name: "int8-p9999", Method: "int8-static", Params: p("calibration", "percentile", "percentile", "99.99", "weights", "per-channel"), make: plain(int8(99.99))},
 		{Name: "sparse80", Method: "prune-unstructured", Params: p("sparsity", "0.8"), MLP: true, make: then(sparse, nil)},
 		{Name: "pruned50", Method: "prune-structured", Params: p("keep", "0.5"), MLP: true, make: then(prune(0.5), nil)},
