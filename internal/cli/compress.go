@@ -28,6 +28,7 @@ func newModelCompressCmd(g *globals) *cobra.Command {
 		calibration                        int
 		evalShare                          float64
 		dryRun                             bool
+		student                            []int
 	)
 	cmd := &cobra.Command{
 		Use:   "compress NAME@VERSION|MODEL --data DIR [--max-accuracy-drop POINTS] [--out DIR]",
@@ -40,7 +41,8 @@ holding model.onnx; its variants are only written, with --out. The recipes: floa
 weights per output channel, activations calibrated on the training samples
 by min-max or percentile); for MLPs also unstructured pruning (80% zeros,
 compressing in transfer), structured pruning (removing hidden units) with
-or without int8, and a distilled student a tenth as wide. Pruned models and
+or without int8, and a distilled student a tenth as wide; --student SIZES
+adds a student of those hidden sizes. Pruned models and
 students are fine-tuned on the training samples.
 
 Every variant is measured on labelled samples the methods did not train on:
@@ -73,6 +75,13 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 			rs, err := compress.SelectRecipes(recipes)
 			if err != nil {
 				return err
+			}
+			if len(student) > 0 {
+				r, err := compress.StudentRecipe(student)
+				if err != nil {
+					return fmt.Errorf("--student: %w", err)
+				}
+				rs = append(rs, r)
 			}
 			src, ref, err := compressSource(cmd.Context(), g, args[0])
 			if err != nil {
@@ -169,6 +178,7 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 	f.StringVar(&out, "out", "", "write the variants within the budget to this folder (new or empty)")
 	f.StringVarP(&output, "output", "o", "", "output format: json (every candidate with its measurements)")
 	f.BoolVar(&dryRun, "dry-run", false, "with NAME@VERSION: measure, but push nothing")
+	f.IntSliceVar(&student, "student", nil, "also distil a student MLP of these hidden sizes (for example 32 or 64,16)")
 	return cmd
 }
 

@@ -67,6 +67,7 @@ func TestModelCompress(t *testing.T) {
 		{[]string{garbage, "--data", data}, "garbage.onnx"},
 		{[]string{model, "--data", filepath.Join(dir, "nowhere")}, "nowhere"},
 		{[]string{model, "--data", data, "--out", out}, "not empty"},
+		{[]string{model, "--data", data, "--student", "0"}, "student hidden size 0"},
 		{[]string{model, "--data", data, "--recipes", "int8", "--max-accuracy-drop", "0", "--out", refused}, "no variant within 0 points"},
 	} {
 		_, stderr, code := runCLI(t, append([]string{"model", "compress"}, tt.args...)...)

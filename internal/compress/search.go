@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,83 +39,120 @@ type Recipe struct {
 	make func(ctx context.Context, src *onnxpb.ModelProto, mlp *train.MLP, teacher Session, d Data) (*onnxpb.ModelProto, error)
 }
 
+// rewrite makes a variant from an ONNX model.
+type rewrite func(ctx context.Context, m *onnxpb.ModelProto, d Data) (*onnxpb.ModelProto, error)
+
+// shrink makes a smaller MLP from the source's (with its Go runtime session as the teacher).
+type shrink func(ctx context.Context, mlp *train.MLP, teacher Session, d Data) (*train.MLP, error)
+
+// plain is a recipe that rewrites the source model.
+func plain(f rewrite) func(context.Context, *onnxpb.ModelProto, *train.MLP, Session, Data) (*onnxpb.ModelProto, error) {
+	return func(ctx context.Context, src *onnxpb.ModelProto, _ *train.MLP, _ Session, d Data) (*onnxpb.ModelProto, error) {
+		return f(ctx, src, d)
+	}
+}
+
+// then is a recipe that shrinks the source MLP, exports it to ONNX and, with f, rewrites that.
+func then(mk shrink, f rewrite) func(context.Context, *onnxpb.ModelProto, *train.MLP, Session, Data) (*onnxpb.ModelProto, error) {
+	return func(ctx context.Context, src *onnxpb.ModelProto, mlp *train.MLP, teacher Session, d Data) (*onnxpb.ModelProto, error) {
+		m, err := mk(ctx, mlp, teacher, d)
+		if err != nil {
+			return nil, err
+		}
+		b, err := m.MarshalONNX(src.GetGraph().GetName())
+		if err != nil {
+			return nil, err
+		}
+		out, err := onnx.Unmarshal(b)
+		if err != nil || f == nil {
+			return out, err
+		}
+		return f(ctx, out, d)
+	}
+}
+
+// staticInt8 calibrates (min-max, or percentile p) and quantizes.
+func staticInt8(p float64) rewrite {
+	return func(ctx context.Context, m *onnxpb.ModelProto, d Data) (*onnxpb.ModelProto, error) {
+		r, err := Calibrate(ctx, m, d.Train, calib(d), Calibration{Percentile: p})
+		if err != nil {
+			return nil, err
+		}
+		return QuantizeInt8(m, r)
+	}
+}
+
+func prune(keep float64) shrink {
+	return func(ctx context.Context, m *train.MLP, _ Session, d Data) (*train.MLP, error) {
+		return PruneUnits(ctx, m, keep, FineTune{Data: d.Train, Epochs: 2, Seed: 1})
+	}
+}
+
+// distilTo distils a student whose hidden sizes hidden gives from the source's.
+func distilTo(hidden func(source []int) []int) shrink {
+	return func(ctx context.Context, m *train.MLP, teacher Session, d Data) (*train.MLP, error) {
+		sizes := m.Sizes()
+		return Distill(ctx, teacher, hidden(sizes[1:len(sizes)-1]), 4, 0.7, FineTune{Data: d.Train, Epochs: 10, Seed: 1})
+	}
+}
+
+func params(kv ...string) map[string]string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
 // Recipes is the default recipe list, smallest gain first.
 func Recipes() []Recipe {
-	int8 := func(p float64) func(context.Context, *onnxpb.ModelProto, *onnxpb.ModelProto, Data) (*onnxpb.ModelProto, error) {
-		return func(ctx context.Context, _, m *onnxpb.ModelProto, d Data) (*onnxpb.ModelProto, error) {
-			r, err := Calibrate(ctx, m, d.Train, calib(d), Calibration{Percentile: p})
-			if err != nil {
-				return nil, err
-			}
-			return QuantizeInt8(m, r)
-		}
+	fp16 := func(_ context.Context, m *onnxpb.ModelProto, _ Data) (*onnxpb.ModelProto, error) {
+		return Float16(m, 16)
 	}
-	plain := func(f func(context.Context, *onnxpb.ModelProto, *onnxpb.ModelProto, Data) (*onnxpb.ModelProto, error)) func(context.Context, *onnxpb.ModelProto, *train.MLP, Session, Data) (*onnxpb.ModelProto, error) {
-		return func(ctx context.Context, src *onnxpb.ModelProto, _ *train.MLP, _ Session, d Data) (*onnxpb.ModelProto, error) {
-			return f(ctx, src, src, d)
-		}
-	}
-	// then applies f to an MLP made from the source, exported to ONNX.
-	then := func(mk func(ctx context.Context, mlp *train.MLP, teacher Session, d Data) (*train.MLP, error),
-		f func(context.Context, *onnxpb.ModelProto, *onnxpb.ModelProto, Data) (*onnxpb.ModelProto, error)) func(context.Context, *onnxpb.ModelProto, *train.MLP, Session, Data) (*onnxpb.ModelProto, error) {
-		return func(ctx context.Context, src *onnxpb.ModelProto, mlp *train.MLP, teacher Session, d Data) (*onnxpb.ModelProto, error) {
-			m, err := mk(ctx, mlp, teacher, d)
-			if err != nil {
-				return nil, err
-			}
-			b, err := m.MarshalONNX(src.GetGraph().GetName())
-			if err != nil {
-				return nil, err
-			}
-			out, err := onnx.Unmarshal(b)
-			if err != nil || f == nil {
-				return out, err
-			}
-			return f(ctx, src, out, d)
-		}
-	}
-	prune := func(keep float64) func(context.Context, *train.MLP, Session, Data) (*train.MLP, error) {
-		return func(ctx context.Context, m *train.MLP, _ Session, d Data) (*train.MLP, error) {
-			return PruneUnits(ctx, m, keep, FineTune{Data: d.Train, Epochs: 2, Seed: 1})
-		}
+	dynamic := func(_ context.Context, m *onnxpb.ModelProto, _ Data) (*onnxpb.ModelProto, error) {
+		return QuantizeDynamic(m)
 	}
 	sparse := func(ctx context.Context, m *train.MLP, _ Session, d Data) (*train.MLP, error) {
 		return Sparsify(ctx, m, 0.8, FineTune{Data: d.Train, Epochs: 2, Seed: 1})
 	}
-	student := func(frac float64) func(context.Context, *train.MLP, Session, Data) (*train.MLP, error) {
-		return func(ctx context.Context, m *train.MLP, teacher Session, d Data) (*train.MLP, error) {
-			sizes := m.Sizes()
-			hidden := make([]int, 0, len(sizes)-2)
-			for _, h := range sizes[1 : len(sizes)-1] {
-				hidden = append(hidden, max(1, int(frac*float64(h))))
-			}
-			return Distill(ctx, teacher, hidden, 4, 0.7, FineTune{Data: d.Train, Epochs: 10, Seed: 1})
+	tenth := func(src []int) []int {
+		out := make([]int, len(src))
+		for i, h := range src {
+			out[i] = max(1, h/10)
 		}
-	}
-	p := func(kv ...string) map[string]string {
-		m := map[string]string{}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i]] = kv[i+1]
-		}
-		return m
-	}
-	dynamic := func(ctx context.Context, _, m *onnxpb.ModelProto, _ Data) (*onnxpb.ModelProto, error) {
-		return QuantizeDynamic(m)
-	}
-	fp16 := func(ctx context.Context, _, m *onnxpb.ModelProto, _ Data) (*onnxpb.ModelProto, error) {
-		return Float16(m, 16)
+		return out
 	}
 	return []Recipe{
-		{Name: "fp16", Method: "float16", Params: p("weights", "float16"), make: plain(fp16)},
-		{Name: "int8", Method: "int8-static", Params: p("calibration", "minmax", "weights", "per-channel"), make: plain(int8(0))},
-		{Name: "int8-dynamic", Method: "int8-dynamic", Params: p("activations", "dynamic", "weights", "per-column-7bit"), make: plain(dynamic)},
-		{Name: "int8-p9999", Method: "int8-static", Params: p("calibration", "percentile", "percentile", "99.99", "weights", "per-channel"), make: plain(int8(99.99))},
-		{Name: "sparse80", Method: "prune-unstructured", Params: p("sparsity", "0.8"), MLP: true, make: then(sparse, nil)},
-		{Name: "pruned50", Method: "prune-structured", Params: p("keep", "0.5"), MLP: true, make: then(prune(0.5), nil)},
-		{Name: "pruned50-int8", Method: "prune-structured+int8-static", Params: p("keep", "0.5", "calibration", "minmax"), MLP: true, make: then(prune(0.5), int8(0))},
-		{Name: "pruned25-int8", Method: "prune-structured+int8-static", Params: p("keep", "0.25", "calibration", "minmax"), MLP: true, make: then(prune(0.25), int8(0))},
-		{Name: "student10", Method: "distill", Params: p("hidden", "0.1", "temperature", "4", "soft", "0.7"), MLP: true, make: then(student(0.1), nil)},
+		{Name: "fp16", Method: "float16", Params: params("weights", "float16"), make: plain(fp16)},
+		{Name: "int8", Method: "int8-static", Params: params("calibration", "minmax", "weights", "per-channel"), make: plain(staticInt8(0))},
+		{Name: "int8-dynamic", Method: "int8-dynamic", Params: params("activations", "dynamic", "weights", "per-column-7bit"), make: plain(dynamic)},
+		{Name: "int8-p9999", Method: "int8-static", Params: params("calibration", "percentile", "percentile", "99.99", "weights", "per-channel"), make: plain(staticInt8(99.99))},
+		{Name: "sparse80", Method: "prune-unstructured", Params: params("sparsity", "0.8"), MLP: true, make: then(sparse, nil)},
+		{Name: "pruned50", Method: "prune-structured", Params: params("keep", "0.5"), MLP: true, make: then(prune(0.5), nil)},
+		{Name: "pruned50-int8", Method: "prune-structured+int8-static", Params: params("keep", "0.5", "calibration", "minmax"), MLP: true, make: then(prune(0.5), staticInt8(0))},
+		{Name: "pruned25-int8", Method: "prune-structured+int8-static", Params: params("keep", "0.25", "calibration", "minmax"), MLP: true, make: then(prune(0.25), staticInt8(0))},
+		{Name: "student10", Method: "distill", Params: params("hidden", "0.1", "temperature", "4", "soft", "0.7"), MLP: true, make: then(distilTo(tenth), nil)},
 	}
+}
+
+// StudentRecipe distils a student of the given hidden sizes (as many as the source MLP's
+// hidden layers, or any number: the student need not have the teacher's depth), named
+// "student-" and the sizes ("student-32-16").
+func StudentRecipe(hidden []int) (Recipe, error) {
+	if len(hidden) == 0 {
+		return Recipe{}, fmt.Errorf("compress: a student needs at least one hidden size")
+	}
+	parts := make([]string, len(hidden))
+	for i, h := range hidden {
+		if h < 1 || h > 1<<16 {
+			return Recipe{}, fmt.Errorf("compress: student hidden size %d: want 1 to 65536", h)
+		}
+		parts[i] = strconv.Itoa(h)
+	}
+	sizes := strings.Join(parts, "-")
+	fixed := slices.Clone(hidden)
+	return Recipe{Name: "student-" + sizes, Method: "distill", Params: params("hidden", strings.Join(parts, ","), "temperature", "4", "soft", "0.7"),
+		MLP: true, make: then(distilTo(func([]int) []int { return fixed }), nil)}, nil
 }
 
 func calib(d Data) int {

@@ -87,3 +87,33 @@ func TestSearch(t *testing.T) {
 		t.Error("a search without evaluation data ran")
 	}
 }
+
+// A student of the sizes a user gives is a recipe like the others.
+func TestStudentRecipe(t *testing.T) {
+	for _, bad := range [][]int{nil, {0}, {32, -1}} {
+		if _, err := StudentRecipe(bad); err == nil {
+			t.Errorf("student of hidden sizes %v accepted", bad)
+		}
+	}
+	r, err := StudentRecipe([]int{24, 12})
+	if err != nil || r.Name != "student-24-12" || r.Params["hidden"] != "24,12" {
+		t.Fatalf("%+v, %v", r, err)
+	}
+	if raceEnabled {
+		t.Skip("distils for seconds; make test runs it without -race")
+	}
+	tr, te, err := dataset.FashionSubset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := zooModel(t, "mlp")
+	cs, err := Search(context.Background(), m, []Recipe{r}, Data{Train: tr, Eval: te}, 5, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cs[1]
+	if s.Skipped != "" || s.Ratio > 0.12 || s.Accuracy < 0.75 {
+		t.Fatalf("student-24-12: %+v", s)
+	}
+	t.Logf("student-24-12: %.3fx the size, accuracy %.1f%% (%+.2f points)", s.Ratio, 100*s.Accuracy, -s.Drop)
+}
