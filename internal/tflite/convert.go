@@ -160,8 +160,8 @@ func (c *converter) input(in *onnxpb.ValueInfoProto) error {
 			return fmt.Errorf("tflite: input %q: dimension %d of size %d", in.GetName(), i, d.GetDimValue())
 		}
 	}
-	if _, err := size(int64s(shape)); err != nil {
-		return fmt.Errorf("tflite: input %q: %w", in.GetName(), err)
+	if e, err := size(int64s(shape)); err != nil || e > maxElements {
+		return fmt.Errorf("tflite: input %q of shape %v: more than %d elements", in.GetName(), shape, maxElements)
 	}
 	v := &value{shape: shape, nhwc: len(shape) == 4, deq: -1}
 	v.t = c.g.addTensor(tensor{name: in.GetName(), shape: v.stored(), typ: fb.TensorTypeFLOAT32}, nil)
@@ -237,8 +237,14 @@ func (c *converter) constIn(n *onnxpb.NodeProto, i int, optional bool) (*constan
 	return k, nil
 }
 
+// maxElements bounds the elements of one value (with the batch).
+const maxElements = 1 << 24
+
 // set records n's output as v, checking the name is new.
 func (c *converter) set(n *onnxpb.NodeProto, name string, v *value) error {
+	if e, err := size(int64s(v.shape)); err != nil || e > maxElements {
+		return nodeError(n, "output %q of shape %v: more than %d elements", name, v.shape, maxElements)
+	}
 	if _, ok := c.vals[name]; ok {
 		return nodeError(n, "output %q is computed twice", name)
 	}
@@ -393,14 +399,12 @@ func (c *converter) quantize(n *onnxpb.NodeProto) error {
 	if err != nil {
 		return err
 	}
-	if x.perm != nil {
-		return nodeError(n, "input %q is a flattened image in a permuted order", n.Input[0])
-	}
 	if sameQuant(x.q, q) {
 		return c.set(n, n.Output[0], x)
 	}
 	f := c.asFloat(n.Input[0], x)
 	v := c.newValue(n.Output[0], x.shape, x.nhwc, q)
+	v.perm = x.perm
 	c.g.ops = append(c.g.ops, operator{code: fb.BuiltinOperatorQUANTIZE, version: 2, in: []int32{f}, out: []int32{v.t},
 		opts: func(b *flatbuffers.Builder) (fb.BuiltinOptions, flatbuffers.UOffsetT) {
 			fb.QuantizeOptionsStart(b)
@@ -1061,7 +1065,7 @@ func (c *converter) reshape(n *onnxpb.NodeProto) error {
 					}
 				}
 			}
-			if !c.onlyGemms(n.Output[0]) {
+			if !c.onlyGemms(n.Output[0], 0) {
 				in, perm = c.transposeNCHW(n.Input[0], x), nil
 			}
 		}
@@ -1077,14 +1081,24 @@ func (c *converter) reshape(n *onnxpb.NodeProto) error {
 }
 
 // onlyGemms says whether every reader of name is a Gemm taking it as its
-// data input (which can take the elements in any order).
-func (c *converter) onlyGemms(name string) bool {
+// data input (which can take the elements in any order), directly or
+// through QuantizeLinear and DequantizeLinear (which keep the order).
+func (c *converter) onlyGemms(name string, depth int) bool {
 	us := c.uses[name]
-	if len(us) == 0 || c.outputs[name] {
+	if len(us) == 0 || c.outputs[name] || depth > 16 {
 		return false
 	}
 	for _, u := range us {
-		if u.GetOpType() != "Gemm" || len(u.Input) < 2 || u.Input[0] != name || u.Input[1] == name {
+		if len(u.Input) < 1 || u.Input[0] != name || slices.Index(u.Input[1:], name) >= 0 || len(u.Output) < 1 {
+			return false
+		}
+		switch u.GetOpType() {
+		case "Gemm":
+		case "QuantizeLinear", "DequantizeLinear":
+			if !c.onlyGemms(u.Output[0], depth+1) {
+				return false
+			}
+		default:
 			return false
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,9 +25,16 @@ import (
 const armnnBatch = 100
 
 // testSet is Fashion-MNIST's whole test set (10,000 images) from Debian's
-// dataset-fashion-mnist.
+// dataset-fashion-mnist; with -short, the embedded subset's 1,000.
 func testSet(t *testing.T) *dataset.Set {
 	t.Helper()
+	if testing.Short() {
+		_, te, err := dataset.FashionSubset()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return te
+	}
 	te, err := dataset.ReadFashionDir(dataset.DebianFashionDir, "t10k")
 	if errors.Is(err, os.ErrNotExist) {
 		testenv.MissingPeer(t, "Fashion-MNIST not found in "+dataset.DebianFashionDir+" (Debian dataset-fashion-mnist; scripts/debian-deps.sh installs it)")
@@ -73,8 +81,18 @@ func int8Model(t testing.TB, name string) *onnxpb.ModelProto {
 	return q
 }
 
-// goOutputs runs m in the Go runtime on every image of ds.
-func goOutputs(t *testing.T, m *onnxpb.ModelProto, ds *dataset.Set) []float32 {
+// samples returns every image of ds, one after the other.
+func samples(ds *dataset.Set) []float32 {
+	per := ds.Dim()
+	x := make([]float32, ds.Len()*per)
+	for i := range ds.Len() {
+		ds.Sample(i, x[i*per:(i+1)*per])
+	}
+	return x
+}
+
+// goOutputs runs m in the Go runtime on samples x, armnnBatch at a time.
+func goOutputs(t *testing.T, m *onnxpb.ModelProto, x []float32) []float32 {
 	t.Helper()
 	s, err := interp.LoadProto(m)
 	if err != nil {
@@ -82,14 +100,13 @@ func goOutputs(t *testing.T, m *onnxpb.ModelProto, ds *dataset.Set) []float32 {
 	}
 	in := s.Inputs()[0]
 	shape := append([]int{armnnBatch}, in.Shape[1:]...)
-	per := ds.Dim()
+	per := armnnBatch
+	for _, d := range in.Shape[1:] {
+		per *= d
+	}
 	var out []float32
-	x := make([]float32, armnnBatch*per)
-	for from := 0; from < ds.Len(); from += armnnBatch {
-		for i := range armnnBatch {
-			ds.Sample(from+i, x[i*per:(i+1)*per])
-		}
-		res, err := s.Run(context.Background(), map[string]*interp.Tensor{in.Name: interp.FromFloat32(x, shape...)})
+	for from := 0; from < len(x); from += per {
+		res, err := s.Run(context.Background(), map[string]*interp.Tensor{in.Name: interp.FromFloat32(x[from:from+per], shape...)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,8 +116,8 @@ func goOutputs(t *testing.T, m *onnxpb.ModelProto, ds *dataset.Set) []float32 {
 }
 
 // armnnOutputs runs the TensorFlow Lite model b with Arm NN (CpuRef) on
-// every image of ds, and returns its outputs and Arm NN's version.
-func armnnOutputs(t *testing.T, b []byte, ds *dataset.Set) ([]float32, string) {
+// samples x (NHWC), and returns its outputs and Arm NN's version.
+func armnnOutputs(t *testing.T, b []byte, x []float32) ([]float32, string) {
 	t.Helper()
 	py := testenv.Python(t, "pyarmnn, numpy", "python3 with pyarmnn not found (Debian python3-pyarmnn and libarmnn-cpuref-backend22; scripts/debian-deps.sh installs them)")
 	dir := t.TempDir()
@@ -108,12 +125,6 @@ func armnnOutputs(t *testing.T, b []byte, ds *dataset.Set) ([]float32, string) {
 	if err := os.WriteFile(model, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	per := ds.Dim()
-	x := make([]float32, ds.Len()*per)
-	for i := range ds.Len() {
-		ds.Sample(i, x[i*per:(i+1)*per])
-	}
-	// An image's NHWC order is its NCHW order: one channel.
 	if err := os.WriteFile(in, float32Bytes(x), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +166,7 @@ func argmax(v []float32) int {
 // The zoo's MLP and CNN, float and int8 (QDQ from internal/compress),
 // converted to TensorFlow Lite, give in Arm NN's TensorFlow Lite parser
 // on its reference backend the outputs the ONNX models give in the Go
-// runtime, on the 10,000 test images: within 1e-4 for float, the same
+// runtime, on the 10,000 test images (1,000 with -short): within 1e-4 for float, the same
 // argmax on at least 99.5% of them for int8.
 func TestArmNNAgreesWithGoRuntime(t *testing.T) {
 	te := testSet(t)
@@ -174,8 +185,11 @@ func TestArmNNAgreesWithGoRuntime(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := goOutputs(t, m, te)
-				got, version := armnnOutputs(t, b, te)
+				// A Fashion-MNIST image's NHWC order is its NCHW order: one
+				// channel.
+				x := samples(te)
+				want := goOutputs(t, m, x)
+				got, version := armnnOutputs(t, b, x)
 				if len(got) != len(want) {
 					t.Fatalf("Arm NN gave %d values, want %d", len(got), len(want))
 				}
@@ -201,5 +215,46 @@ func TestArmNNAgreesWithGoRuntime(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// Every operator Convert writes in float (synthetic's) runs in Arm NN
+// as the ONNX model runs in the Go runtime, within 1e-4, on random images.
+func TestArmNNRunsEveryOperator(t *testing.T) {
+	m := synthetic(t)
+	b, err := Convert(m, Options{Batch: armnnBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ops := opsOf(t, b)
+	t.Logf("operators: %v", ops)
+	const n, c, h, w = 2 * armnnBatch, 3, 8, 8
+	r := rand.New(rand.NewPCG(3, 4))
+	nchw := make([]float32, n*c*h*w)
+	for i := range nchw {
+		nchw[i] = r.Float32()
+	}
+	nhwc := make([]float32, len(nchw))
+	for i := range n {
+		for ch := range c {
+			for y := range h {
+				for z := range w {
+					nhwc[((i*h+y)*w+z)*c+ch] = nchw[((i*c+ch)*h+y)*w+z]
+				}
+			}
+		}
+	}
+	want := goOutputs(t, m, nchw)
+	got, version := armnnOutputs(t, b, nhwc)
+	if len(got) != len(want) {
+		t.Fatalf("Arm NN gave %d values, want %d", len(got), len(want))
+	}
+	maxDiff := 0.0
+	for i := range got {
+		maxDiff = max(maxDiff, math.Abs(float64(got[i])-float64(want[i])))
+	}
+	t.Logf("Arm NN %s vs Go runtime on %d random images: max |diff| %.3g", version, n, maxDiff)
+	if maxDiff > 1e-4 {
+		t.Errorf("max |armnn - go| = %.3g, want at most 1e-4", maxDiff)
 	}
 }
