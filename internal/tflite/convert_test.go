@@ -228,7 +228,10 @@ func TestConvertRefuses(t *testing.T) {
 	}{
 		{"no graph", func(t *testing.T) *onnxpb.ModelProto { return &onnxpb.ModelProto{} }, "model has no graph"},
 		{"unknown operator", func(t *testing.T) *onnxpb.ModelProto {
-			return edit(t, "mlp", func(g *onnxpb.GraphProto) { g.Node[1].OpType = proto.String("Sigmoid"); g.Node[1].Name = proto.String("act0") })
+			return edit(t, "mlp", func(g *onnxpb.GraphProto) {
+				g.Node[1].OpType = proto.String("Sigmoid")
+				g.Node[1].Name = proto.String("act0")
+			})
 		}, `node "act0" (Sigmoid): operator not supported`},
 		{"int8 MatMulInteger", func(t *testing.T) *onnxpb.ModelProto { return zooModel(t, "mlp-int8") }, "(MatMulInteger): operator not supported"},
 		{"other domain", func(t *testing.T) *onnxpb.ModelProto {
