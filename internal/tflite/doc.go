@@ -24,6 +24,9 @@
 // QuantizeLinear) runs in int8: int8 activations (the uint8 scale and
 // zero point of the QDQ model, zero point shifted by -128), int8 weights
 // with one scale per output channel (quantized_dimension), int32 bias.
+// Such a Gemm is written as the 1x1 CONV_2D it is, between two RESHAPEs:
+// runtimes that predate per-channel FULLY_CONNECTED (Arm NN 20.08 among
+// them) run per-channel int8 weights only in convolutions.
 // A Gemm or Conv whose output scale the model does not give (the last
 // layer, before Softmax) runs in float32 on its dequantized weights, as
 // the QDQ model itself computes it; QUANTIZE and DEQUANTIZE move values
