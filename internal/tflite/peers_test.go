@@ -194,10 +194,17 @@ func TestArmNNAgreesWithGoRuntime(t *testing.T) {
 					t.Fatalf("Arm NN gave %d values, want %d", len(got), len(want))
 				}
 				k := len(want) / te.Len()
-				maxDiff, same := 0.0, 0
+				maxDiff, same, right, goRight := 0.0, 0, 0, 0
 				for i := range te.Len() {
-					if argmax(got[i*k:(i+1)*k]) == argmax(want[i*k:(i+1)*k]) {
+					a, g := argmax(got[i*k:(i+1)*k]), argmax(want[i*k:(i+1)*k])
+					if a == g {
 						same++
+					}
+					if a == int(te.Labels[i]) {
+						right++
+					}
+					if g == int(te.Labels[i]) {
+						goRight++
 					}
 				}
 				for i := range got {
@@ -205,8 +212,9 @@ func TestArmNNAgreesWithGoRuntime(t *testing.T) {
 				}
 				onnxBytes, _ := onnx.Marshal(m)
 				agree := float64(same) / float64(te.Len())
-				t.Logf("%s %s: ONNX %d bytes, TensorFlow Lite %d bytes; Arm NN %s vs Go runtime on %d images: max |diff| %.3g, same argmax %.2f%%",
-					name, tc.name, len(onnxBytes), len(b), version, te.Len(), maxDiff, 100*agree)
+				t.Logf("%s %s: ONNX %d bytes, TensorFlow Lite %d bytes; Arm NN %s vs Go runtime on %d images: max |diff| %.3g, same argmax %.2f%%; accuracy %.2f%% (Go runtime %.2f%%)",
+					name, tc.name, len(onnxBytes), len(b), version, te.Len(), maxDiff, 100*agree,
+					100*float64(right)/float64(te.Len()), 100*float64(goRight)/float64(te.Len()))
 				if !tc.int8 && maxDiff > 1e-4 {
 					t.Errorf("max |armnn - go| = %.3g, want at most 1e-4", maxDiff)
 				}
