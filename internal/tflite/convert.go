@@ -20,9 +20,11 @@ type Options struct {
 	Batch int
 }
 
-// Supported lists the ONNX operators Convert knows.
-var Supported = []string{"Add", "AveragePool", "Conv", "DequantizeLinear", "Flatten", "Gemm", "MaxPool",
-	"QuantizeLinear", "Relu", "Reshape", "Softmax"}
+// Supported returns the ONNX operators Convert knows, sorted.
+func Supported() []string {
+	return []string{"Add", "AveragePool", "Conv", "DequantizeLinear", "Flatten", "Gemm", "MaxPool",
+		"QuantizeLinear", "Relu", "Reshape", "Softmax"}
+}
 
 // value is an ONNX value as a tensor of the graph being written.
 type value struct {
@@ -203,7 +205,7 @@ func (c *converter) node(n *onnxpb.NodeProto) error {
 	case "DequantizeLinear":
 		return c.dequantize(n)
 	}
-	return nodeError(n, "operator not supported (supported: %s)", strings.Join(Supported, ", "))
+	return nodeError(n, "operator not supported (supported: %s)", strings.Join(Supported(), ", "))
 }
 
 // in returns node n's input i as a value.
