@@ -330,8 +330,8 @@ func (c *converter) fusedRelu(out string) *onnxpb.NodeProto {
 }
 
 // outputQuant returns the int8 parameters of out, when the model gives
-// them: out (through operators that keep a value's scale) feeds a
-// QuantizeLinear and nothing else.
+// them: out (through operators that keep a value's scale and range)
+// feeds a QuantizeLinear and nothing else.
 func (c *converter) outputQuant(out string) *quant {
 	for range 64 {
 		us := c.uses[out]
@@ -346,7 +346,10 @@ func (c *converter) outputQuant(out string) *quant {
 				return nil
 			}
 			return q
-		case "MaxPool", "AveragePool", "Flatten", "Reshape":
+		case "MaxPool", "Flatten", "Reshape":
+			// These commute with rounding and clamping to the output's
+			// range; AveragePool does not (it narrows the range, and a
+			// value clamped before it would average wrongly).
 			if u.Input[0] != out {
 				return nil
 			}

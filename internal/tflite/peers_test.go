@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,22 +235,8 @@ func TestArmNNRunsEveryOperator(t *testing.T) {
 	}
 	_, ops := opsOf(t, b)
 	t.Logf("operators: %v", ops)
-	const n, c, h, w = 2 * armnnBatch, 3, 8, 8
-	r := rand.New(rand.NewPCG(3, 4))
-	nchw := make([]float32, n*c*h*w)
-	for i := range nchw {
-		nchw[i] = r.Float32()
-	}
-	nhwc := make([]float32, len(nchw))
-	for i := range n {
-		for ch := range c {
-			for y := range h {
-				for z := range w {
-					nhwc[((i*h+y)*w+z)*c+ch] = nchw[((i*c+ch)*h+y)*w+z]
-				}
-			}
-		}
-	}
+	imgs := randomImages(2*armnnBatch, 3, 8, 8, 3)
+	nchw, nhwc := imgs.x, imgs.nhwc(3, 8, 8)
 	want := goOutputs(t, m, nchw)
 	got, version := armnnOutputs(t, b, nhwc)
 	if len(got) != len(want) {
@@ -261,8 +246,43 @@ func TestArmNNRunsEveryOperator(t *testing.T) {
 	for i := range got {
 		maxDiff = max(maxDiff, math.Abs(float64(got[i])-float64(want[i])))
 	}
-	t.Logf("Arm NN %s vs Go runtime on %d random images: max |diff| %.3g", version, n, maxDiff)
+	t.Logf("Arm NN %s vs Go runtime on %d random images: max |diff| %.3g", version, imgs.Len(), maxDiff)
 	if maxDiff > 1e-4 {
 		t.Errorf("max |armnn - go| = %.3g, want at most 1e-4", maxDiff)
+	}
+}
+
+// The int8 operators (per-channel DEPTHWISE_CONV_2D and CONV_2D, int8
+// pooling, QUANTIZE, DEQUANTIZE) run in Arm NN as the QDQ model runs in
+// the Go runtime, on random images: the logits differ by no more than
+// quantization itself moves them (the QDQ model from the float one). The
+// int8 model rounds each layer's output where the QDQ model rounds after
+// the pooling that follows, so they differ by a quantum here and there;
+// a wrong scale or channel axis would move them by far more.
+func TestArmNNRunsInt8Operators(t *testing.T) {
+	fm, m := syntheticInt8(t, randomImages(256, 3, 8, 8, 7))
+	b, err := Convert(m, Options{Batch: armnnBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ops := opsOf(t, b)
+	t.Logf("operators: %v", ops)
+	imgs := randomImages(5*armnnBatch, 3, 8, 8, 9)
+	want := goOutputs(t, m, imgs.x)
+	float := goOutputs(t, fm, imgs.x)
+	got, version := armnnOutputs(t, b, imgs.nhwc(3, 8, 8))
+	if len(got) != len(want) {
+		t.Fatalf("Arm NN gave %d values, want %d", len(got), len(want))
+	}
+	maxDiff, noise, lo, hi := 0.0, 0.0, math.Inf(1), math.Inf(-1)
+	for i := range got {
+		maxDiff = max(maxDiff, math.Abs(float64(got[i])-float64(want[i])))
+		noise = max(noise, math.Abs(float64(float[i])-float64(want[i])))
+		lo, hi = min(lo, float64(want[i])), max(hi, float64(want[i]))
+	}
+	t.Logf("Arm NN %s vs Go runtime on %d random images: logits in [%.3g, %.3g], max |diff| %.3g; quantization moves them by %.3g",
+		version, imgs.Len(), lo, hi, maxDiff, noise)
+	if maxDiff > noise {
+		t.Errorf("max |armnn - go| = %.3g, more than quantization's %.3g", maxDiff, noise)
 	}
 }
