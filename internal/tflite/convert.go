@@ -492,7 +492,14 @@ func (c *converter) dequantizeWeight(n *onnxpb.NodeProto, k *constant) error {
 		}
 	}
 	f := make([]float32, len(k.i8))
+	// The int8 form needs int8 values, zero points of 0 and scales that
+	// TensorFlow Lite takes (positive, finite).
 	symmetric := !k.u8
+	for _, x := range s.f32 {
+		if !(x > 0) || math.IsInf(float64(x), 0) {
+			symmetric = false
+		}
+	}
 	for i, q := range k.i8 {
 		ch := 0
 		if axis >= 0 {
