@@ -288,6 +288,28 @@ func TestConvertRefuses(t *testing.T) {
 		{"output not computed", func(t *testing.T) *onnxpb.ModelProto {
 			return edit(t, "mlp", func(g *onnxpb.GraphProto) { g.Output[0].Name = proto.String("elsewhere") })
 		}, `output "elsewhere" is not computed by any node`},
+		{"per-channel activation scale", func(t *testing.T) *onnxpb.ModelProto {
+			m := int8Model(t, "mlp")
+			for _, n := range m.Graph.Node {
+				if n.GetOpType() == "QuantizeLinear" {
+					n.Input[1] = m.Graph.Node[0].Input[1] // the first weight's per-channel scales
+					n.Name = proto.String("q")
+					break
+				}
+			}
+			return m
+		}, `node "q" (QuantizeLinear): scale`},
+		{"dequantize of another scale", func(t *testing.T) *onnxpb.ModelProto {
+			m := int8Model(t, "cnn")
+			var dqs []*onnxpb.NodeProto
+			for _, n := range m.Graph.Node {
+				if n.GetOpType() == "DequantizeLinear" && !strings.HasSuffix(n.Input[0], "weight_quantized") {
+					dqs = append(dqs, n)
+				}
+			}
+			dqs[0].Input[1], dqs[0].Name = dqs[1].Input[1], proto.String("dq")
+			return m
+		}, `node "dq" (DequantizeLinear): input`},
 		{"truncated initializer", func(t *testing.T) *onnxpb.ModelProto {
 			return edit(t, "mlp", func(g *onnxpb.GraphProto) { g.Initializer[1].RawData = g.Initializer[1].RawData[:8] })
 		}, `tensor "fc0.bias"`},
@@ -305,4 +327,48 @@ func TestConvertRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The synthetic models convert to the operators expected: in float every
+// operator Convert writes; in int8, the Conv followed by an AveragePool
+// stays float (an average narrows the range, so the scale after it would
+// clamp the Conv's output), between DEQUANTIZE and QUANTIZE.
+func TestConvertSynthetic(t *testing.T) {
+	_, ops := opsOf(t, mustConvert(t, synthetic(t)))
+	want := []fb.BuiltinOperator{fb.BuiltinOperatorDEPTHWISE_CONV_2D, fb.BuiltinOperatorAVERAGE_POOL_2D, fb.BuiltinOperatorADD,
+		fb.BuiltinOperatorMAX_POOL_2D, fb.BuiltinOperatorCONV_2D, fb.BuiltinOperatorTRANSPOSE, fb.BuiltinOperatorRESHAPE,
+		fb.BuiltinOperatorRELU, fb.BuiltinOperatorFULLY_CONNECTED, fb.BuiltinOperatorADD, fb.BuiltinOperatorSOFTMAX}
+	if !slices.Equal(ops, want) {
+		t.Errorf("float: operators %v, want %v", ops, want)
+	}
+	_, q := syntheticInt8(t, randomImages(64, 3, 8, 8, 7))
+	b := mustConvert(t, q)
+	fm, ops := opsOf(t, b)
+	want = []fb.BuiltinOperator{fb.BuiltinOperatorQUANTIZE, fb.BuiltinOperatorDEPTHWISE_CONV_2D, fb.BuiltinOperatorMAX_POOL_2D,
+		fb.BuiltinOperatorDEQUANTIZE, fb.BuiltinOperatorCONV_2D, fb.BuiltinOperatorAVERAGE_POOL_2D, fb.BuiltinOperatorRESHAPE,
+		fb.BuiltinOperatorQUANTIZE, fb.BuiltinOperatorDEQUANTIZE, fb.BuiltinOperatorFULLY_CONNECTED}
+	if !slices.Equal(ops, want) {
+		t.Fatalf("int8: operators %v, want %v", ops, want)
+	}
+	var sg fb.SubGraph
+	fm.Subgraphs(&sg, 0)
+	var op fb.Operator
+	sg.Operators(&op, 1)
+	w := tensorOf(fm, op.Inputs(1))
+	if q := w.Quantization(nil); w.Type() != fb.TensorTypeINT8 || q.ScaleLength() != 6 || q.QuantizedDimension() != 3 {
+		t.Errorf("depthwise weight: %v with %d scales along %d, want INT8, 6 along 3", w.Type(), q.ScaleLength(), q.QuantizedDimension())
+	}
+	sg.Operators(&op, 4)
+	if w := tensorOf(fm, op.Inputs(1)); w.Type() != fb.TensorTypeFLOAT32 {
+		t.Errorf("the conv before the average pool has a %v weight, want FLOAT32", w.Type())
+	}
+}
+
+func mustConvert(t *testing.T, m *onnxpb.ModelProto) []byte {
+	t.Helper()
+	b, err := Convert(m, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
