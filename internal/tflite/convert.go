@@ -1127,7 +1127,11 @@ func (c *converter) transposeNCHW(name string, x *value) int32 {
 		t.typ, t.q = fb.TensorTypeINT8, x.q
 	}
 	out := c.g.addTensor(t, nil)
-	c.g.ops = append(c.g.ops, operator{code: fb.BuiltinOperatorTRANSPOSE, in: []int32{x.t, perm}, out: []int32{out},
+	version := int32(1)
+	if x.q != nil {
+		version = 2 // int8
+	}
+	c.g.ops = append(c.g.ops, operator{code: fb.BuiltinOperatorTRANSPOSE, version: version, in: []int32{x.t, perm}, out: []int32{out},
 		opts: func(b *flatbuffers.Builder) (fb.BuiltinOptions, flatbuffers.UOffsetT) {
 			fb.TransposeOptionsStart(b)
 			return fb.BuiltinOptionsTransposeOptions, fb.TransposeOptionsEnd(b)
