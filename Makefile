@@ -8,7 +8,7 @@ CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 .PHONY: generate
 ## generate: regenerate deepcopy functions (api/...), CRD manifests (deploy/crds, with each kind's names
 ## and printer columns from api/v1alpha1's table of kinds) and the protobuf code.
-generate: $(CONTROLLER_GEN) generate-onnx generate-oip generate-crds
+generate: $(CONTROLLER_GEN) generate-onnx generate-oip generate-tflite generate-crds
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: generate-crds
@@ -62,6 +62,16 @@ generate-oip: protoc-tools
 		--go_out=internal/serving/oippb --go_opt=paths=source_relative \
 		--go-grpc_out=internal/serving/oippb --go-grpc_opt=paths=source_relative \
 		internal/serving/oippb/grpc_predict_v2.proto
+
+.PHONY: generate-tflite
+## generate-tflite: regenerate internal/tflite/schema/tflite (Go code of the TensorFlow Lite model
+## format) from the tflite.fbs beside it, with flatc (Debian's flatbuffers-compiler, the same 2.0.8
+## as the github.com/google/flatbuffers runtime in go.mod).
+generate-tflite:
+	command -v flatc >/dev/null || ./scripts/debian-deps.sh
+	rm -rf internal/tflite/schema/tflite
+	flatc --go -o internal/tflite/schema internal/tflite/schema/tflite.fbs
+	gofmt -w internal/tflite/schema/tflite
 
 .PHONY: tools test test-short build bench onnx-conformance
 ## tools: install the real peers the tests use (oras, the OCI conformance suite, python3-onnx, Python gRPC, Fashion-MNIST,

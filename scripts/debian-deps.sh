@@ -9,6 +9,9 @@
 #                          (internal/drift tests, run with /usr/bin/python3)
 #   dataset-fashion-mnist  the full Fashion-MNIST set, /usr/share/datasets/fashion-mnist
 #                          (scripts/fashion-mnist.sh cuts the committed subset from it)
+#   flatbuffers-compiler  flatc, for `make generate-tflite` (internal/tflite/schema)
+#   python3-pyarmnn,      Arm NN's TensorFlow Lite parser and its reference CPU backend:
+#   libarmnn-cpuref-backend22  run the .tflite files internal/tflite writes (internal/tflite tests)
 #   prometheus             only its promtool, for `promtool check metrics` on the /metrics of
 #                          hub and agent: scripts/promtool.sh unpacks it into .tools/bin
 #                          without installing the package (no service)
@@ -16,7 +19,8 @@
 # Needs root (as on the project's machines). Extra package names may be passed.
 set -eu
 
-pkgs=(python3-onnx python3-grpcio python3-grpc-tools python3-scipy python3-torchvision dataset-fashion-mnist libonnx-testdata "$@")
+pkgs=(python3-onnx python3-grpcio python3-grpc-tools python3-scipy python3-torchvision dataset-fashion-mnist libonnx-testdata
+	flatbuffers-compiler python3-pyarmnn libarmnn-cpuref-backend22 "$@")
 missing=()
 for p in "${pkgs[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -35,7 +35,7 @@ import (
 func newModelCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "model",
-		Short: "Push, list, inspect, pull, sign, verify, promote and trace model versions",
+		Short: "Push, list, inspect, pull, sign, verify, promote and trace model versions; convert local files",
 		Long: `Models live in the hub's OCI registry as repositories models/<name>, one tag
 per semver version, one raw layer per file, in the CNCF ModelPack format.
 Any OCI client (oras, crane, skopeo) can read and write them too.
@@ -45,7 +45,7 @@ they are promoted; every command here names them edge/<cluster>/<name>@<version>
 	}
 	cmd.AddCommand(newModelPushCmd(g), newModelListCmd(g), newModelShowCmd(g),
 		newModelPullCmd(g), newModelSignCmd(g), newModelVerifyCmd(g), newModelDiffCmd(g), newModelExampleCmd(g),
-		newModelPromoteCmd(g), newModelLineageCmd(g), newModelCompressCmd(g))
+		newModelPromoteCmd(g), newModelLineageCmd(g), newModelCompressCmd(g), newModelConvertCmd(g))
 	return cmd
 }
 
