@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,7 +153,9 @@ func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requi
 // variants lists the variants of the version whose manifest is d, by name,
 // the newest of a name where there are several; with requireSigned only
 // those with a valid signature from a trusted key. A variant whose manifest
-// or metadata is malformed is left out.
+// or metadata is malformed is left out, and so is one without an ONNX file
+// (a TensorFlow Lite conversion, for other runtimes): agents serve ONNX, so
+// a deployment never sends it.
 func (x *Index) variants(ctx context.Context, reg Registry, repo string, d digest.Digest, requireSigned bool) ([]v1alpha1.ModelVariant, error) {
 	refs, err := reg.Referrers(ctx, repo, d, artifact.ArtifactTypeVariant)
 	if err != nil {
@@ -173,7 +176,7 @@ func (x *Index) variants(ctx context.Context, reg Registry, repo string, d diges
 			continue
 		}
 		meta, err := artifact.VariantMetaFromAnnotations(m.Annotations)
-		if err != nil {
+		if err != nil || !servesONNX(m) {
 			continue
 		}
 		if requireSigned && !x.signed(ctx, reg, repo, ref.Digest) {
@@ -316,4 +319,18 @@ func remove(xs []string, v string) []string {
 func validVersion(s string) bool {
 	_, err := versions.Parse(s)
 	return err == nil
+}
+
+// servesONNX reports whether the model artifact m holds an ONNX file.
+func servesONNX(m *ocispec.Manifest) bool {
+	files, err := artifact.ModelFiles(m)
+	if err != nil {
+		return false
+	}
+	for _, f := range files {
+		if strings.EqualFold(path.Ext(f.Path), ".onnx") {
+			return true
+		}
+	}
+	return false
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,7 +24,11 @@ func TestResolveModelVariants(t *testing.T) {
 	}
 	pushVariant := func(name, content string, acc float64, peak int64) artifact.Variant {
 		t.Helper()
-		src := filepath.Join(t.TempDir(), "model.onnx")
+		file := "model.onnx"
+		if strings.HasSuffix(name, "tflite") {
+			file = "model.tflite"
+		}
+		src := filepath.Join(t.TempDir(), file)
 		os.WriteFile(src, []byte(content), 0o644)
 		desc, err := artifact.PushVariant(ctx, repo, src, artifact.VariantPushOptions{Name: "det", Version: "1.0.0",
 			Meta: artifact.VariantMeta{Name: name, Accuracy: &acc, PeakMemoryBytes: peak}, Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})
@@ -34,6 +39,7 @@ func TestResolveModelVariants(t *testing.T) {
 	}
 	i8 := pushVariant("int8", "int8 weights", 0.875, 1<<20)
 	f16 := pushVariant("fp16", "fp16 weights, more", 0.9, 2<<20)
+	pushVariant("tflite", "a flatbuffer, small", 0.9, 1<<10) // for other runtimes: never a candidate
 	if _, err := artifact.Sign(ctx, repo, i8.Descriptor, "models/det:1.0.0 variant int8", priv); err != nil {
 		t.Fatal(err)
 	}
