@@ -198,32 +198,49 @@ func compressSource(ctx context.Context, g *globals, arg string) (m *onnxpb.Mode
 		m, err := readONNX(arg)
 		return m, "", err
 	}
-	name, version := splitRef(arg)
+	m, err = pullServedONNX(ctx, g, arg, "")
+	return m, arg, err
+}
+
+// pullServedONNX pulls the ONNX file an agent serves of ref (NAME@VERSION), or of its
+// variant named variant, verified, and reads it.
+func pullServedONNX(ctx context.Context, g *globals, ref, variant string) (*onnxpb.ModelProto, error) {
+	name, version := splitRef(ref)
+	if version == "" {
+		return nil, fmt.Errorf("%q: want NAME@VERSION", ref)
+	}
 	h, err := g.hub()
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	repo, err := repository(h, name)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "outpost-compress-")
+	what, at := ref, version
+	if variant != "" {
+		v, err := artifact.ResolveVariant(ctx, repo, version, variant)
+		if err != nil {
+			return nil, fmt.Errorf("%s variant %s: %w", ref, variant, whyNotFound(ctx, h, repo, name, version, err))
+		}
+		what, at = ref+" variant "+variant, v.Digest.String()
+	}
+	dir, err := os.MkdirTemp("", "outpost-pull-")
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	prog, done := g.progress("pull " + arg)
-	man, err := artifact.Pull(ctx, repo, version, dir, artifact.PullOptions{Progress: prog})
+	prog, done := g.progress("pull " + what)
+	man, err := artifact.Pull(ctx, repo, at, dir, artifact.PullOptions{Progress: prog})
 	done()
 	if err != nil {
-		return nil, "", fmt.Errorf("pull %s: %w", arg, whyNotFound(ctx, h, repo, name, version, err))
+		return nil, fmt.Errorf("pull %s: %w", what, whyNotFound(ctx, h, repo, name, version, err))
 	}
 	f, err := servedONNX(man.Files)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", arg, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	m, err = readONNX(filepath.Join(dir, filepath.FromSlash(f.Path)))
-	return m, arg, err
+	return readONNX(filepath.Join(dir, filepath.FromSlash(f.Path)))
 }
 
 // readONNX reads the ONNX model at path: a file, or a folder with model.onnx.

@@ -1,27 +1,36 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/tflite"
 )
 
-func newModelConvertCmd(_ *globals) *cobra.Command {
+func newModelConvertCmd(g *globals) *cobra.Command {
 	var (
-		to, output string
-		batch      int
+		to, output, from string
+		batch            int
 	)
 	cmd := &cobra.Command{
-		Use:   "convert FILE.onnx --to tflite -o OUT.tflite",
-		Short: "Convert a local ONNX model to TensorFlow Lite, for edge runtimes that run only that",
-		Long: `Convert an ONNX model file of the MLP and CNN family to a TensorFlow Lite
-flatbuffer, on this machine (no hub needed). The operators it knows are Gemm,
+		Use:   "convert FILE.onnx|NAME@VERSION --to tflite [-o OUT.tflite]",
+		Short: "Convert an ONNX model to TensorFlow Lite, for edge runtimes that run only that",
+		Long: `Convert an ONNX model of the MLP and CNN family to a TensorFlow Lite
+flatbuffer. FILE.onnx is converted on this machine (no hub needed) and
+written to -o. NAME@VERSION is a version in the hub's registry: its served
+ONNX file is pulled (verified), converted, and pushed as the version's
+variant "tflite" (with --variant V, V's files are converted instead, pushed
+as "V-tflite"), which 'outpost model pull --variant' fetches. Agents serve
+ONNX, so deployments never send a TensorFlow Lite variant. The operators it knows are Gemm,
 Conv (depthwise too), MaxPool, AveragePool, Relu, Softmax, Flatten, Reshape and
 Add; a model quantized to int8 in QDQ form (QuantizeLinear and DequantizeLinear
 around them) becomes an int8 model with per-channel weights. Anything else is
@@ -33,11 +42,19 @@ becomes [N, H, W, C].
 
 OUT must not exist; on any error nothing is written. See docs/tflite.md.`,
 		Example: `  outpost model example ./cnn --name cnn
-  outpost model convert ./cnn/model.onnx --to tflite -o cnn.tflite`,
+  outpost model convert ./cnn/model.onnx --to tflite -o cnn.tflite
+  outpost model convert fashion-cnn@1.0.0 --to tflite
+  outpost model convert fashion-cnn@1.0.0 --variant int8 --to tflite`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to != "tflite" {
 				return fmt.Errorf("--to %q: the one format is tflite", to)
+			}
+			if _, err := os.Stat(args[0]); err != nil && strings.Contains(args[0], "@") {
+				return convertVersion(cmd.Context(), g, args[0], from, batch)
+			}
+			if from != "" {
+				return errors.New("--variant takes NAME@VERSION: a local file has no variants")
 			}
 			if output == "" {
 				return errors.New("-o OUT.tflite is required")
@@ -67,6 +84,7 @@ OUT must not exist; on any error nothing is written. See docs/tflite.md.`,
 	cmd.Flags().StringVar(&to, "to", "", "the format to convert to: tflite")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "the file to write (must not exist)")
 	cmd.Flags().IntVar(&batch, "batch", 1, "the batch size given to a symbolic first dimension")
+	cmd.Flags().StringVar(&from, "variant", "", "with NAME@VERSION: convert this variant of the version (int8, ...) instead of the version")
 	return cmd
 }
 
@@ -91,4 +109,34 @@ func writeNew(path string, b []byte) error {
 		return fmt.Errorf("-o %s: %w", path, err)
 	}
 	return nil
+}
+
+// convertVersion converts the served ONNX file of ref (NAME@VERSION), or of its variant from,
+// and pushes the result as the version's variant "tflite" (or from+"-tflite").
+func convertVersion(ctx context.Context, g *globals, ref, from string, batch int) error {
+	name, version := splitRef(ref)
+	m, err := pullServedONNX(ctx, g, ref, from)
+	if err != nil {
+		return err
+	}
+	b, err := tflite.Convert(m, tflite.Options{Batch: batch})
+	if err != nil {
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	dir, err := os.MkdirTemp("", "outpost-tflite-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.WriteFile(filepath.Join(dir, "model.tflite"), b, 0o644); err != nil {
+		return err
+	}
+	meta := artifact.VariantMeta{Name: "tflite", Method: "tflite-convert", Params: map[string]string{"batch": strconv.Itoa(batch)}}
+	if from != "" {
+		meta.Name, meta.Params["from"] = from+"-tflite", from
+	}
+	if err := meta.Validate(); err != nil {
+		return err
+	}
+	return pushVariantMeta(ctx, g, dir, name, version, meta)
 }

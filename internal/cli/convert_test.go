@@ -3,6 +3,7 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -62,4 +63,31 @@ func TestModelConvert(t *testing.T) {
 	if code != 0 || !strings.Contains(help, "outpost model convert ./cnn/model.onnx --to tflite -o cnn.tflite") {
 		t.Errorf("--help lacks the example:\n%s", help)
 	}
+}
+
+// model convert NAME@VERSION pushes the TensorFlow Lite conversion as the version's variant
+// (of a variant too), which model pull --variant fetches.
+func TestModelConvertVersion(t *testing.T) {
+	hub := registryHub(t)
+	dir := t.TempDir()
+	mustCLI(t, append(hub, "model", "push", zooDir(t, "cnn"), "--name", "fcnn", "--version", "1.0.0")...)
+	out := mustCLI(t, append(hub, "model", "convert", "fcnn@1.0.0", "--to", "tflite")...)
+	if !regexp.MustCompile(`^pushed fcnn@1.0.0 variant tflite sha256:[0-9a-f]{64}\n$`).MatchString(out) {
+		t.Fatalf("convert said %q", out)
+	}
+	pulled := filepath.Join(dir, "tflite")
+	mustCLI(t, append(hub, "model", "pull", "fcnn@1.0.0", pulled, "--variant", "tflite")...)
+	b, err := os.ReadFile(filepath.Join(pulled, "model.tflite"))
+	if err != nil || len(b) < 8 || string(b[4:8]) != "TFL3" {
+		t.Fatalf("the pulled variant is not a TensorFlow Lite file (%d bytes, %v)", len(b), err)
+	}
+	data := filepath.Join(dir, "fmnist")
+	mustCLI(t, "fl", "example-data", data, "--shard", "1/1")
+	mustCLI(t, append(hub, "model", "compress", "fcnn@1.0.0", "--data", data, "--recipes", "int8")...)
+	out = mustCLI(t, append(hub, "model", "convert", "fcnn@1.0.0", "--variant", "int8", "--to", "tflite")...)
+	if !strings.Contains(out, "pushed fcnn@1.0.0 variant int8-tflite") {
+		t.Fatalf("convert --variant int8 said %q", out)
+	}
+	failCLI(t, `no such variant "fp8"`, append(hub, "model", "convert", "fcnn@1.0.0", "--variant", "fp8", "--to", "tflite")...)
+	failCLI(t, "a local file has no variants", append(hub, "model", "convert", filepath.Join(pulled, "model.tflite"), "--variant", "int8", "--to", "tflite")...)
 }
