@@ -92,7 +92,7 @@ COVERDIR ?= $(CURDIR)/.cover
 # without counters, and counts their coverage in the run without it.
 HOT_PKGS := outpost.dev/outpost/internal/onnx/interp outpost.dev/outpost/internal/train \
 	outpost.dev/outpost/internal/artifact outpost.dev/outpost/internal/fl \
-	outpost.dev/outpost/internal/compress
+	outpost.dev/outpost/internal/compress outpost.dev/outpost/internal/tflite
 
 ## test: the full test suite, with the real peers installed and required, and the race detector;
 ## then, without it, the packages whose checks the race detector makes too slow (the training

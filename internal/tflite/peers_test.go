@@ -24,10 +24,11 @@ import (
 const armnnBatch = 100
 
 // testSet is Fashion-MNIST's whole test set (10,000 images) from Debian's
-// dataset-fashion-mnist; with -short, the embedded subset's 1,000.
+// dataset-fashion-mnist; with -short or under the race detector, the
+// embedded subset's 1,000 (make test runs the whole set without it).
 func testSet(t *testing.T) *dataset.Set {
 	t.Helper()
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		_, te, err := dataset.FashionSubset()
 		if err != nil {
 			t.Fatal(err)
