@@ -26,7 +26,6 @@ import (
 	"outpost.dev/outpost/internal/compress"
 	"outpost.dev/outpost/internal/dataset"
 	"outpost.dev/outpost/internal/onnx"
-	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/onnx/ort"
 	"outpost.dev/outpost/internal/zoo"
 )
@@ -188,26 +187,7 @@ func ortLatency(ctx context.Context, rt *ort.Runtime, model []byte, te compress.
 		return 0, 0, err
 	}
 	defer s.Close()
-	var out [2]time.Duration
-	for i, bs := range []int{1, 32} {
-		x := make([]float32, bs*te.Dim())
-		for j := range bs {
-			te.Sample(j, x[j*te.Dim():(j+1)*te.Dim()])
-		}
-		shape := append([]int{bs}, s.Inputs()[0].Shape[1:]...)
-		in := map[string]*interp.Tensor{s.Inputs()[0].Name: interp.FromFloat32(x, shape...)}
-		var runs []time.Duration
-		for range 21 {
-			start := time.Now()
-			if _, err := s.Run(ctx, in); err != nil {
-				return 0, 0, err
-			}
-			runs = append(runs, time.Since(start))
-		}
-		slices.Sort(runs)
-		out[i] = runs[len(runs)/2]
-	}
-	return out[0], out[1], nil
+	return compress.Latency(ctx, s, te, 21)
 }
 
 func zstdLen(b []byte) int {

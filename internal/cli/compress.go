@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,6 +19,7 @@ import (
 	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/onnx/onnxpb"
+	"outpost.dev/outpost/internal/onnx/ort"
 	"outpost.dev/outpost/internal/pipeline"
 )
 
@@ -29,6 +31,7 @@ func newModelCompressCmd(g *globals) *cobra.Command {
 		evalShare                          float64
 		dryRun                             bool
 		student                            []int
+		ortLib                             string
 	)
 	cmd := &cobra.Command{
 		Use:   "compress NAME@VERSION|MODEL --data DIR [--max-accuracy-drop POINTS] [--out DIR]",
@@ -114,6 +117,9 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 			if err != nil {
 				return err
 			}
+			if err := ortLatencies(cmd.Context(), ortLib, cs, te); err != nil {
+				return err
+			}
 			kept := 0
 			for _, c := range cs[1:] {
 				if c.Within && c.Skipped == "" {
@@ -179,6 +185,7 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 	f.StringVarP(&output, "output", "o", "", "output format: json (every candidate with its measurements)")
 	f.BoolVar(&dryRun, "dry-run", false, "with NAME@VERSION: measure, but push nothing")
 	f.IntSliceVar(&student, "student", nil, "also distil a student MLP of these hidden sizes (for example 32 or 64,16)")
+	f.StringVar(&ortLib, "onnxruntime-lib", "", "ONNX Runtime shared library (libonnxruntime.so) to measure each variant's latency in too (env "+ort.EnvLib+")")
 	return cmd
 }
 
@@ -274,8 +281,10 @@ func variantMeta(c compress.Candidate) artifact.VariantMeta {
 	acc := c.Accuracy
 	return artifact.VariantMeta{Name: c.Name, Method: c.Method, Params: c.Params, Accuracy: &acc, // push sets SizeBytes
 		Latency: artifact.VariantLatency{
-			GoBatch1Ms:  float64(c.Latency1.Microseconds()) / 1000,
-			GoBatch32Ms: float64(c.Latency32.Microseconds()) / 1000,
+			GoBatch1Ms:           ms(c.Latency1),
+			GoBatch32Ms:          ms(c.Latency32),
+			ONNXRuntimeBatch1Ms:  ms(c.ORTLatency1),
+			ONNXRuntimeBatch32Ms: ms(c.ORTLatency32),
 		},
 		Operators: c.Ops}
 	// Memory is what the Go runtime allocated loading and running the variant, not a peak,
@@ -283,13 +292,46 @@ func variantMeta(c compress.Candidate) artifact.VariantMeta {
 	// variant's size, as it does the original's.
 }
 
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// ortLatencies measures, when ONNX Runtime is at hand (lib, or the library env names), each
+// candidate's latency in it too.
+func ortLatencies(ctx context.Context, lib string, cs []compress.Candidate, eval compress.Dataset) error {
+	if lib == "" {
+		lib = os.Getenv(ort.EnvLib)
+	}
+	if lib == "" {
+		return nil
+	}
+	rt, err := ort.New(lib)
+	if err != nil {
+		return fmt.Errorf("--onnxruntime-lib: %w", err)
+	}
+	for i := range cs {
+		if cs[i].Skipped != "" {
+			continue
+		}
+		s, err := rt.LoadBytes(ctx, cs[i].Model)
+		if err != nil {
+			return fmt.Errorf("%s in ONNX Runtime: %w", cs[i].Name, err)
+		}
+		cs[i].ORTLatency1, cs[i].ORTLatency32, err = compress.Latency(ctx, s, eval, 5)
+		s.Close()
+		if err != nil {
+			return fmt.Errorf("%s in ONNX Runtime: %w", cs[i].Name, err)
+		}
+	}
+	return nil
+}
+
 // printCandidates prints the search's table.
 func printCandidates(w io.Writer, cs []compress.Candidate, budget float64) {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "VARIANT\tMETHOD\tBYTES\tSIZE\tACCURACY\tDROP\tGO B1\tGO B32\tMEMORY\tPARETO\tNOTE")
+	fmt.Fprintln(tw, "VARIANT\tMETHOD\tBYTES\tSIZE\tACCURACY\tDROP\tGO B1\tGO B32\tORT B1\tORT B32\tMEMORY\tPARETO\tNOTE")
 	for _, c := range cs {
 		if c.Skipped != "" {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t\tskipped: %s\n", c.Name, c.Method, c.Skipped)
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\tskipped: %s\n", c.Name, c.Method, c.Skipped)
 			continue
 		}
 		mark, note := "", ""
@@ -303,8 +345,12 @@ func printCandidates(w io.Writer, cs []compress.Candidate, budget float64) {
 		if gain == 0 {
 			gain = 0 // not -0
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.3fx\t%.2f%%\t%+.2f\t%v\t%v\t%s\t%s\t%s\n", c.Name, c.Method, c.Bytes, c.Ratio,
-			100*c.Accuracy, gain, c.Latency1.Round(100), c.Latency32.Round(1000), bytesize.Format(c.Memory), mark, note)
+		ort1, ort32 := "-", "-"
+		if c.ORTLatency1 > 0 {
+			ort1, ort32 = c.ORTLatency1.Round(100).String(), c.ORTLatency32.Round(1000).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.3fx\t%.2f%%\t%+.2f\t%v\t%v\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Method, c.Bytes, c.Ratio,
+			100*c.Accuracy, gain, c.Latency1.Round(100), c.Latency32.Round(1000), ort1, ort32, bytesize.Format(c.Memory), mark, note)
 	}
 	tw.Flush()
 }

@@ -9,6 +9,7 @@ import (
 
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/onnx/interp"
+	"outpost.dev/outpost/internal/onnx/ort"
 )
 
 // model compress as a user types it: an example model and example data, a
@@ -50,7 +51,7 @@ func TestModelCompress(t *testing.T) {
 		}
 		meta, err := artifact.ParseVariantMeta(mb) // what model push --variant-meta reads
 		if err != nil || meta.Name != v || meta.Accuracy == nil || *meta.Accuracy < 0.8 ||
-			meta.Latency.GoBatch32Ms <= 0 || len(meta.Operators) == 0 {
+			meta.Latency.GoBatch32Ms <= 0 || len(meta.Operators) == 0 || (os.Getenv(ort.EnvLib) != "") != (meta.Latency.ONNXRuntimeBatch32Ms > 0) {
 			t.Errorf("%s.json: %+v (err %v)", v, meta, err)
 		}
 	}

@@ -172,8 +172,10 @@ type Candidate struct {
 	Ratio float64
 	// Accuracy on Data.Eval, and Drop from the source's, in points.
 	Accuracy, Drop float64
-	// Latency in the Go runtime at batch 1 and 32 (median of a few runs).
-	Latency1, Latency32 time.Duration
+	// Latency in the Go runtime at batch 1 and 32 (median of a few runs);
+	// ORTLatency1 and 32 in ONNX Runtime, where the caller measured them.
+	Latency1, Latency32       time.Duration
+	ORTLatency1, ORTLatency32 time.Duration
 	// Memory is the heap the Go runtime allocated to load the model and
 	// run it once at batch 1: a bound on what serving it holds.
 	Memory int64
@@ -306,25 +308,8 @@ func measure(ctx context.Context, name string, b []byte, eval Dataset) (Candidat
 	if c.Accuracy, err = Accuracy(ctx, s, eval, 256); err != nil {
 		return c, err
 	}
-	for _, bs := range []int{1, 32} {
-		in, _, err := batch(s, eval, 0, min(bs, eval.Len()))
-		if err != nil {
-			return c, err
-		}
-		var runs []time.Duration
-		for range 5 {
-			start := time.Now()
-			if _, err := s.Run(ctx, in); err != nil {
-				return c, err
-			}
-			runs = append(runs, time.Since(start))
-		}
-		slices.Sort(runs)
-		if bs == 1 {
-			c.Latency1 = runs[len(runs)/2]
-		} else {
-			c.Latency32 = runs[len(runs)/2]
-		}
+	if c.Latency1, c.Latency32, err = Latency(ctx, s, eval, 5); err != nil {
+		return c, err
 	}
 	m, err := onnx.Unmarshal(b)
 	if err != nil {
@@ -339,6 +324,29 @@ func measure(ctx context.Context, name string, b []byte, eval Dataset) (Candidat
 	}
 	slices.Sort(c.Ops)
 	return c, nil
+}
+
+// Latency is the median time s takes to run the first sample of ds, and
+// the first 32 (or all there are), over runs runs each.
+func Latency(ctx context.Context, s Session, ds Dataset, runs int) (batch1, batch32 time.Duration, err error) {
+	var out [2]time.Duration
+	for i, bs := range []int{1, 32} {
+		in, _, err := batch(s, ds, 0, min(bs, ds.Len()))
+		if err != nil {
+			return 0, 0, err
+		}
+		times := make([]time.Duration, 0, max(runs, 1))
+		for range max(runs, 1) {
+			start := time.Now()
+			if _, err := s.Run(ctx, in); err != nil {
+				return 0, 0, err
+			}
+			times = append(times, time.Since(start))
+		}
+		slices.Sort(times)
+		out[i] = times[len(times)/2]
+	}
+	return out[0], out[1], nil
 }
 
 // ParamString is params as "k=v,k=v", sorted by key.
