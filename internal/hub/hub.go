@@ -203,7 +203,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 }
 
 // Wait returns once the background loops New started (storing reports, delivering alerts,
-// watching links, rollouts and federated jobs) have stopped, which they do when the
+// watching links, rollouts and federated jobs, compressing) have stopped, which they do when the
 // context given to New ends: a caller that closes the database after Wait knows no loop
 // still uses it.
 func (s *Server) Wait() { s.loops.Wait() }
