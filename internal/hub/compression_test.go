@@ -1,8 +1,10 @@
 package hub
 
 import (
+	"context"
 	"reflect"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -91,5 +93,103 @@ func TestSetCompressed(t *testing.T) {
 				t.Errorf("setCompressed changed its input: %+v", in)
 			}
 		})
+	}
+}
+
+// fakeCompressor has versions and tells started of each compression; compress gives its outcome.
+type fakeCompressor struct {
+	versions []ModelVersion
+	started  chan CompressionRequest
+	compress func(ctx context.Context) ([]v1alpha1.CompressedVariant, error)
+}
+
+func (f *fakeCompressor) Versions(context.Context) ([]ModelVersion, error) { return f.versions, nil }
+
+func (f *fakeCompressor) Compress(ctx context.Context, req CompressionRequest) ([]v1alpha1.CompressedVariant, error) {
+	f.started <- req
+	return f.compress(ctx)
+}
+
+// policyRows reads the rows of policy name's status.
+func policyRows(t *testing.T, e *env, name string) []v1alpha1.CompressedVersion {
+	t.Helper()
+	o, err := e.db.Get(t.Context(), v1alpha1.KindCompressionPolicy, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.(*v1alpha1.CompressionPolicy).Status.Versions
+}
+
+// The compression loop runs in the background: requests are served while a version is
+// compressed, the row says Compressing meanwhile, a hub stopped mid-way leaves it so, and
+// the hub started again compresses the version again and records the outcome.
+func TestCompressionLoop(t *testing.T) {
+	e := newEnv(t, nil)
+	a1 := ModelVersion{Model: "a", Version: "1.0.0", Digest: "sha256:a1"}
+	start := func(ctx context.Context, compress func(ctx context.Context) ([]v1alpha1.CompressedVariant, error)) (*Server, *fakeCompressor) {
+		f := &fakeCompressor{versions: []ModelVersion{a1}, started: make(chan CompressionRequest, 1), compress: compress}
+		cfg := e.cfg
+		cfg.Compressor, cfg.CompressionInterval = f, 10*time.Millisecond
+		srv, err := New(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv, f
+	}
+	await := func(f *fakeCompressor) CompressionRequest {
+		t.Helper()
+		select {
+		case req := <-f.started:
+			return req
+		case <-time.After(30 * time.Second):
+			t.Fatal("no compression started")
+			return CompressionRequest{}
+		}
+	}
+
+	ctx, stop := context.WithCancel(t.Context())
+	srv, f := start(ctx, func(ctx context.Context) ([]v1alpha1.CompressedVariant, error) {
+		<-ctx.Done() // until the hub stops
+		return nil, ctx.Err()
+	})
+	e.mustPut("compressionpolicies", "p", "apiVersion: ml.outpost.dev/v1alpha1\nkind: CompressionPolicy\nmetadata: {name: p}\n"+
+		"spec: {models: [a], data: {path: /data}, maxAccuracyDrop: \"0.5\"}\n")
+	req := await(f)
+	if req.Policy != "p" || req.Version != a1 || req.Spec.MaxAccuracyDropValue() != 0.5 {
+		t.Errorf("request %+v", req)
+	}
+	if rows := policyRows(t, e, "p"); len(rows) != 1 || rows[0].Phase != v1alpha1.CompressionCompressing || rows[0].Digest != a1.Digest {
+		t.Errorf("while compressing: %+v", rows)
+	}
+	// Requests do not wait for the compression.
+	e.mustPut("compressionpolicies", "q", "apiVersion: ml.outpost.dev/v1alpha1\nkind: CompressionPolicy\nmetadata: {name: q}\n"+
+		"spec: {models: [b], data: {path: /data}}\n")
+	stop()
+	srv.Wait()
+	if rows := policyRows(t, e, "p"); len(rows) != 1 || rows[0].Phase != v1alpha1.CompressionCompressing {
+		t.Errorf("after the hub stopped: %+v", rows)
+	}
+
+	srv, f = start(t.Context(), func(context.Context) ([]v1alpha1.CompressedVariant, error) {
+		return []v1alpha1.CompressedVariant{{Name: "int8", SizeRatio: "0.254", AccuracyDrop: "0.20"}}, nil
+	})
+	t.Cleanup(srv.Wait)
+	await(f)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rows := policyRows(t, e, "p")
+		if len(rows) == 1 && rows[0].Phase == v1alpha1.CompressionDone {
+			if len(rows[0].Variants) != 1 || rows[0].Variants[0].Name != "int8" || rows[0].Updated == nil {
+				t.Errorf("done: %+v", rows[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not done after 30s: %+v", rows)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if rows := policyRows(t, e, "q"); len(rows) != 0 {
+		t.Errorf("policy q of model b has rows %+v", rows)
 	}
 }
