@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
@@ -75,16 +78,22 @@ func (c *Compressor) Versions(ctx context.Context) ([]hub.ModelVersion, error) {
 }
 
 // Compress makes, measures and pushes the variants of req's version within the policy's
-// budget. It pushes nothing when no variant is within it, and says so.
+// budget. It pushes nothing when no variant is within it, and says so. A version that has
+// variants the policy made before (a policy deleted and applied again) is not compressed
+// again: Compress returns those.
 func (c *Compressor) Compress(ctx context.Context, req hub.CompressionRequest) ([]v1alpha1.CompressedVariant, error) {
 	v := req.Version
 	repo, err := v1alpha1.ModelRepository(v.Model)
 	if err != nil {
 		return nil, err
 	}
-	m, err := c.servedModel(ctx, repo, v.Version)
+	dst := &repoTarget{reg: c.reg, repo: repo}
+	m, desc, size, err := c.servedModel(ctx, repo, v.Version)
 	if err != nil {
 		return nil, err
+	}
+	if done, err := policyVariants(ctx, dst, desc, req.Policy, size); err != nil || len(done) > 0 {
+		return done, err // made before: a policy deleted and applied again
 	}
 	spec := req.Spec
 	recipes, err := compress.SelectRecipes(spec.RecipeNames())
@@ -123,7 +132,6 @@ func (c *Compressor) Compress(ctx context.Context, req hub.CompressionRequest) (
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	dst := &repoTarget{reg: c.reg, repo: repo}
 	out := make([]v1alpha1.CompressedVariant, 0, len(kept))
 	for _, cand := range kept {
 		src := filepath.Join(dir, cand.Name)
@@ -154,22 +162,29 @@ var errNotONNX = errors.New("not an ONNX model")
 
 // servedModel reads the ONNX file of repo:version the agents serve: its only .onnx file,
 // or model.onnx among several.
-func (c *Compressor) servedModel(ctx context.Context, repo, version string) (*onnxpb.ModelProto, error) {
+// It returns the model, the version's manifest descriptor and the file's size.
+func (c *Compressor) servedModel(ctx context.Context, repo, version string) (*onnxpb.ModelProto, ocispec.Descriptor, int64, error) {
 	desc, err := c.reg.Resolve(ctx, repo, version)
 	if err != nil {
-		return nil, fmt.Errorf("%s:%s: %w", repo, version, err)
+		return nil, desc, 0, fmt.Errorf("%s:%s: %w", repo, version, err)
 	}
+	m, size, err := c.readServed(ctx, repo, desc)
+	return m, desc, size, err
+}
+
+// readServed reads the served ONNX file of the version whose manifest is desc.
+func (c *Compressor) readServed(ctx context.Context, repo string, desc ocispec.Descriptor) (*onnxpb.ModelProto, int64, error) {
 	mb, _, err := c.reg.Manifest(ctx, repo, desc.Digest)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	man, err := artifact.ParseManifest(mb)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	files, err := artifact.ModelFiles(man)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var onnxFiles []artifact.File
 	for _, f := range files {
@@ -181,24 +196,48 @@ func (c *Compressor) servedModel(ctx context.Context, repo, version string) (*on
 		onnxFiles = slices.DeleteFunc(onnxFiles, func(f artifact.File) bool { return path.Base(f.Path) != "model.onnx" })
 	}
 	if len(onnxFiles) != 1 {
-		return nil, fmt.Errorf("%w: the version has no .onnx file the agents serve", errNotONNX)
+		return nil, 0, fmt.Errorf("%w: the version has no .onnx file the agents serve", errNotONNX)
 	}
 	f := onnxFiles[0]
 	if f.Size > interp.MaxModelBytes {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d the runtimes load", f.Path, f.Size, interp.MaxModelBytes)
+		return nil, 0, fmt.Errorf("%s is %d bytes, more than the %d the runtimes load", f.Path, f.Size, interp.MaxModelBytes)
 	}
 	b, err := readFile(ctx, c.reg, repo, f.Digest)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	m, err := onnx.Unmarshal(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", errNotONNX, f.Path, err)
+		return nil, 0, fmt.Errorf("%w: %s: %w", errNotONNX, f.Path, err)
 	}
 	if _, err := interp.LoadProto(m); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", errNotONNX, f.Path, err)
+		return nil, 0, fmt.Errorf("%w: %s: %w", errNotONNX, f.Path, err)
 	}
-	return m, nil
+	return m, f.Size, nil
+}
+
+// policyVariants returns the variants of the version whose manifest is desc that policy
+// made before, smallest first, with their size over the version's served file's (size);
+// their accuracy drop is not recorded with them.
+func policyVariants(ctx context.Context, dst *repoTarget, desc ocispec.Descriptor, policy string, size int64) ([]v1alpha1.CompressedVariant, error) {
+	vs, err := artifact.Variants(ctx, dst, desc)
+	if err != nil {
+		return nil, err
+	}
+	vs = slices.DeleteFunc(vs, func(v artifact.Variant) bool { return v.Meta.Params["policy"] != policy })
+	slices.SortStableFunc(vs, func(a, b artifact.Variant) int { return cmp.Compare(a.Meta.SizeBytes, b.Meta.SizeBytes) })
+	var out []v1alpha1.CompressedVariant
+	for _, v := range vs {
+		if slices.ContainsFunc(out, func(o v1alpha1.CompressedVariant) bool { return o.Name == v.Meta.Name }) {
+			continue
+		}
+		cv := v1alpha1.CompressedVariant{Name: v.Meta.Name}
+		if size > 0 && v.Meta.SizeBytes > 0 {
+			cv.SizeRatio = strconv.FormatFloat(float64(v.Meta.SizeBytes)/float64(size), 'f', 3, 64)
+		}
+		out = append(out, cv)
+	}
+	return out, nil
 }
 
 // candidateMeta is what a variant records of candidate c, made for policy: the method and

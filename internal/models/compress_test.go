@@ -178,6 +178,32 @@ spec:
 	if did, err := h.Server.CompressNext(t.Context()); did || err != nil {
 		t.Errorf("CompressNext after all versions were handled: %v, %v", did, err)
 	}
+
+	// The policy applied again finds the variants it made and pushes none again.
+	if code, body := h.API(http.MethodDelete, "/compressionpolicies/shrink", "", nil); code != http.StatusOK {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	h.Apply("compressionpolicies", "shrink", `apiVersion: ml.outpost.dev/v1alpha1
+kind: CompressionPolicy
+metadata: {name: shrink}
+spec: {models: [fashion], data: {path: `+data+`}, recipes: [fp16, int8]}
+`)
+	again := waitPolicy(t, h, "shrink", 2)
+	for _, r := range again.Status.Versions {
+		if r.Version != "1.0.0" {
+			continue
+		}
+		var names []string
+		for _, v := range r.Variants {
+			names = append(names, v.Name)
+		}
+		if r.Phase != v1alpha1.CompressionDone || !slices.Equal(names, []string{"int8", "fp16"}) || r.Variants[0].SizeRatio == "" {
+			t.Errorf("fashion@1.0.0 again: %+v", r)
+		}
+	}
+	if vs, err := artifact.Variants(t.Context(), repo, desc); err != nil || len(vs) != 2 {
+		t.Errorf("after the policy was applied again, %d variants (%v), want the 2", len(vs), err)
+	}
 }
 
 // waitPolicy waits until n versions of policy name are Done or Failed and returns it.
