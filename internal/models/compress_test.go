@@ -71,7 +71,8 @@ func modelDir(t *testing.T, name string, b []byte) string {
 // A hub with a CompressionPolicy compresses each version of a matching model pushed to it:
 // it pushes the variants within the budget, signed with its key, and records them in the
 // policy's status. A version it cannot compress (not ONNX, data missing) is recorded as
-// Failed, with the reason, and nothing is pushed; a bad policy is refused, naming the field.
+// Failed, with the reason, and nothing is pushed, as is one no variant of is within the
+// budget; a bad policy is refused, naming the field.
 func TestCompressionPolicy(t *testing.T) {
 	_, key, err := artifact.GenerateKey()
 	if err != nil {
@@ -115,7 +116,13 @@ spec:
   models: [other]
   data: {path: `+filepath.Join(t.TempDir(), "missing")+`}
 `)
+	h.Apply("compressionpolicies", "strict", `apiVersion: ml.outpost.dev/v1alpha1
+kind: CompressionPolicy
+metadata: {name: strict}
+spec: {models: [strict], data: {path: `+data+`}, maxAccuracyDrop: "0", recipes: [int8]}
+`)
 	desc := h.Push(modelDir(t, "model.onnx", mlp), "fashion", "1.0.0")
+	strictDesc := h.Push(modelDir(t, "model.onnx", mlp), "strict", "1.0.0")
 	notONNX := h.Push(modelDir(t, "weights.bin", []byte("not a model")), "fashion", "1.1.0")
 	other := h.Push(modelDir(t, "model.onnx", mlp), "other", "1.0.0")
 
@@ -172,6 +179,14 @@ spec:
 	}
 	if vs, err := artifact.Variants(t.Context(), h.Repo("models/other"), other); err != nil || len(vs) > 0 {
 		t.Errorf("other@1.0.0 has variants %v (%v)", vs, err)
+	}
+
+	strict := waitPolicy(t, h, "strict", 1)
+	if r := strict.Status.Versions[0]; r.Phase != v1alpha1.CompressionFailed || r.Reason != "no variant within 0.0 points of the version's accuracy" {
+		t.Errorf("strict@1.0.0 (int8 loses 0.2 points): %+v", r)
+	}
+	if vs, err := artifact.Variants(t.Context(), h.Repo("models/strict"), strictDesc); err != nil || len(vs) > 0 {
+		t.Errorf("strict@1.0.0 has variants %v (%v)", vs, err)
 	}
 
 	// Failed versions are not tried again; nothing is left to do.
