@@ -114,15 +114,12 @@ type CompressedVersion struct {
 
 // CompressionPolicyStatus is what a policy did.
 type CompressionPolicyStatus struct {
-	// Versions has a row per model version handled, oldest first (the newest
-	// MaxCompressedVersionRows).
+	// Versions has a row per model version handled, in the order the hub took them up;
+	// the rows of versions deleted from the registry go.
 	// +optional
 	// +listType=atomic
 	Versions []CompressedVersion `json:"versions,omitempty"`
 }
-
-// MaxCompressedVersionRows bounds the versions a policy's status keeps.
-const MaxCompressedVersionRows = 500
 
 // CompressionPolicy makes the hub compress every version of the models it names as the
 // version is pushed: the hub makes a variant by each recipe, measures it on the policy's
