@@ -144,6 +144,13 @@ func kinds() []*KindInfo {
 				Message: "must be an exact semantic version such as 1.0.0"}},
 		}, func(l *FederatedJobList) *[]FederatedJob { return &l.Items },
 			func(j *FederatedJob) *FederatedJobStatus { return &j.Status }),
+		register(&KindInfo{
+			Kind: KindCompressionPolicy, ListKind: KindCompressionPolicyList, Plural: PluralCompressionPolicies, Singular: "compressionpolicy",
+			ShortNames: []string{"cp"},
+			Columns:    compressionPolicyColumns(),
+			Breakdown:  compressionPolicyBreakdown(),
+		}, func(l *CompressionPolicyList) *[]CompressionPolicy { return &l.Items },
+			func(p *CompressionPolicy) *CompressionPolicyStatus { return &p.Status }),
 	}
 }
 

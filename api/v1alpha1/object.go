@@ -7,22 +7,25 @@ import (
 
 // Kinds and plural resource names of the resources in this package.
 const (
-	KindCluster             = "Cluster"
-	KindClusterList         = "ClusterList"
-	KindModelDeployment     = "ModelDeployment"
-	KindModelDeploymentList = "ModelDeploymentList"
-	KindPipeline            = "Pipeline"
-	KindPipelineList        = "PipelineList"
-	KindPipelineRun         = "PipelineRun"
-	KindPipelineRunList     = "PipelineRunList"
-	KindFederatedJob        = "FederatedJob"
-	KindFederatedJobList    = "FederatedJobList"
+	KindCluster               = "Cluster"
+	KindClusterList           = "ClusterList"
+	KindModelDeployment       = "ModelDeployment"
+	KindModelDeploymentList   = "ModelDeploymentList"
+	KindPipeline              = "Pipeline"
+	KindPipelineList          = "PipelineList"
+	KindPipelineRun           = "PipelineRun"
+	KindPipelineRunList       = "PipelineRunList"
+	KindFederatedJob          = "FederatedJob"
+	KindFederatedJobList      = "FederatedJobList"
+	KindCompressionPolicy     = "CompressionPolicy"
+	KindCompressionPolicyList = "CompressionPolicyList"
 
-	PluralClusters         = "clusters"
-	PluralModelDeployments = "modeldeployments"
-	PluralPipelines        = "pipelines"
-	PluralPipelineRuns     = "pipelineruns"
-	PluralFederatedJobs    = "federatedjobs"
+	PluralClusters            = "clusters"
+	PluralModelDeployments    = "modeldeployments"
+	PluralPipelines           = "pipelines"
+	PluralPipelineRuns        = "pipelineruns"
+	PluralFederatedJobs       = "federatedjobs"
+	PluralCompressionPolicies = "compressionpolicies"
 )
 
 // Object is a single resource of this package, of a kind in Kinds.

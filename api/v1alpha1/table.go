@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -495,6 +496,64 @@ func federatedJobBreakdown() *Breakdown {
 				return fmt.Sprint(r.LocalSteps)
 			})},
 			{Name: "Encoding", Cell: row(func(r *FederatedClusterStatus) string { return r.Encoding })},
+		},
+	}
+}
+
+// compressionPolicyColumns are a policy's models and how many versions it compressed,
+// failed on, and is compressing.
+func compressionPolicyColumns() []Column {
+	count := func(ph CompressionPhase) func(o Object, _ time.Time) string {
+		return func(o Object, _ time.Time) string {
+			n := 0
+			for _, v := range o.(*CompressionPolicy).Status.Versions {
+				if v.Phase == ph {
+					n++
+				}
+			}
+			return fmt.Sprint(n)
+		}
+	}
+	return []Column{
+		{Name: "Models", Type: ColumnString, Cell: func(o Object, _ time.Time) string {
+			return strings.Join(o.(*CompressionPolicy).Spec.Models, ",")
+		}},
+		{Name: "Max Drop", Type: ColumnString, Cell: func(o Object, _ time.Time) string {
+			p := o.(*CompressionPolicy)
+			return strconv.FormatFloat(p.Spec.MaxAccuracyDropValue(), 'f', -1, 64)
+		}},
+		{Name: "Done", Type: ColumnString, Cell: count(CompressionDone)},
+		{Name: "Failed", Type: ColumnString, Cell: count(CompressionFailed)},
+		{Name: "Compressing", Type: ColumnString, Cell: count(CompressionCompressing)},
+		{Name: "Age", Type: ColumnDate, JSONPath: ".metadata.creationTimestamp"},
+	}
+}
+
+// compressionPolicyBreakdown is a row per model version a policy handled: its phase, the
+// variants pushed, or why none was.
+func compressionPolicyBreakdown() *Breakdown {
+	row := func(f func(r *CompressedVersion) string) func(Object, int, time.Time) string {
+		return func(o Object, i int, _ time.Time) string {
+			if i < 0 {
+				return ""
+			}
+			return f(&o.(*CompressionPolicy).Status.Versions[i])
+		}
+	}
+	return &Breakdown{
+		Parts: func(o Object) int { return len(o.(*CompressionPolicy).Status.Versions) },
+		Columns: []PartColumn{
+			{Name: "Policy", Cell: func(o Object, _ int, _ time.Time) string { return o.GetName() }},
+			{Name: "Model", Cell: row(func(r *CompressedVersion) string { return r.Model + "@" + r.Version })},
+			{Name: "Phase", Cell: row(func(r *CompressedVersion) string { return string(r.Phase) })},
+			{Name: "Variants", Cell: row(func(r *CompressedVersion) string {
+				vs := make([]string, len(r.Variants))
+				for i, v := range r.Variants {
+					vs[i] = fmt.Sprintf("%s (%sx, %s pt)", v.Name, v.SizeRatio, v.AccuracyDrop)
+				}
+				return strings.Join(vs, ", ")
+			})},
+			{Name: "Reason", Cell: row(func(r *CompressedVersion) string { return r.Reason })},
 		},
 	}
 }

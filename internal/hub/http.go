@@ -412,6 +412,9 @@ func (s *Server) apply(ctx context.Context, obj v1alpha1.Object) (v1alpha1.Objec
 		}
 		defer s.fl.wake()
 	}
+	if _, ok := obj.(*v1alpha1.CompressionPolicy); ok {
+		defer s.wakeCompression()
+	}
 	var stored v1alpha1.Object
 	var result store.ApplyResult
 	err := s.db.Update(ctx, func(tx *store.Tx) error {

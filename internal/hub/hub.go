@@ -101,6 +101,12 @@ type Config struct {
 	// deadlines, publishing) while one is under way, besides after each report and each
 	// applied job; zero means DefaultFederatedInterval.
 	FederatedInterval time.Duration
+	// Compressor makes and pushes the variants CompressionPolicies ask for; nil: policies
+	// are stored but nothing is compressed.
+	Compressor ModelCompressor
+	// CompressionInterval is how often the hub looks for versions to compress besides when
+	// a model changes and when a policy is applied; zero means DefaultCompressionInterval.
+	CompressionInterval time.Duration
 	// RolloutInterval is how often the hub moves Canary rollouts on (bake times, silent
 	// clusters) while one is under way, besides after changes and agents' reports; zero
 	// means DefaultRolloutInterval.
@@ -132,6 +138,8 @@ type Server struct {
 	rolloutKick chan struct{}
 	// fl keeps federated jobs' coordinators between steps and wakes their loop.
 	fl *flCache
+	// compressKick asks the compression loop to look now.
+	compressKick chan struct{}
 }
 
 // New returns a Server and reconciles the stored state once: it re-resolves every
@@ -158,7 +166,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
 	s := &Server{cfg: cfg, db: cfg.DB, log: cfg.Logger, clock: clock.OrReal(cfg.Clock), life: ctx, reports: make(chan *pendingReport), rolloutKick: make(chan struct{}, 1),
-		alertClient: &http.Client{Timeout: alertTimeout}, alertsDone: make(chan struct{}), fl: newFLCache()}
+		alertClient: &http.Client{Timeout: alertTimeout}, alertsDone: make(chan struct{}), fl: newFLCache(),
+		compressKick: make(chan struct{}, 1)}
 	s.metrics = newMetrics(s)
 	s.cfg.Records = builtinRecords()
 	s.cfg.Records[drift.RecordKind] = s.applyDriftWindow
@@ -184,11 +193,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.loops.Go(func() { s.watchFederated(ctx, cfg.FederatedInterval) })
 	}
+	if cfg.Compressor != nil {
+		if cfg.CompressionInterval <= 0 {
+			cfg.CompressionInterval = DefaultCompressionInterval
+		}
+		s.loops.Go(func() { s.watchCompression(ctx, cfg.CompressionInterval) })
+	}
 	return s, nil
 }
 
 // Wait returns once the background loops New started (storing reports, delivering alerts,
-// watching links, rollouts and federated jobs) have stopped, which they do when the
+// watching links, rollouts and federated jobs, compressing) have stopped, which they do when the
 // context given to New ends: a caller that closes the database after Wait knows no loop
 // still uses it.
 func (s *Server) Wait() { s.loops.Wait() }
@@ -198,6 +213,7 @@ func (s *Server) Wait() { s.loops.Wait() }
 // deployment that no longer resolves keeps its last resolved version and reports
 // Resolved=False. It must not be called while holding a lock the ModelResolver needs.
 func (s *Server) ModelsChanged(ctx context.Context) error {
+	defer s.wakeCompression()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	objs, _, err := s.db.List(ctx, v1alpha1.KindModelDeployment, nil)

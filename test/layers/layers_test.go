@@ -82,7 +82,7 @@ func TestImportsPointDown(t *testing.T) {
 		// The agent trains for federated learning (internal/fl, internal/train), and training reads
 		// and writes ONNX through internal/onnx; it never links ONNX Runtime nor serving.
 		"internal/agent":    {"internal/serving", "internal/onnx/ort", "internal/hub", "internal/store", "internal/registry", "internal/cli"},
-		"internal/hub":      {"internal/agent", "internal/hubclient", "internal/serving", "internal/cli"},
+		"internal/hub":      {"internal/agent", "internal/hubclient", "internal/serving", "internal/cli", "internal/compress"},
 		"internal/store":    {"internal/hub", "internal/agent", "internal/registry", "internal/cli"},
 		"internal/pipeline": {"internal/agent", "internal/hub", "internal/hubclient", "internal/serving", "internal/store", "internal/cli"},
 	}

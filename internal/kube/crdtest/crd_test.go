@@ -43,6 +43,8 @@ spec:
   data: {path: fmnist, format: idx, validationSplit: "0.2"}
 `
 	jobRounds     = "  rounds: 5\n"
+	policyStart   = "apiVersion: ml.outpost.dev/v1alpha1\nkind: CompressionPolicy\nmetadata: {name: shrink}\nspec:\n"
+	policyData    = "  data: {path: /var/lib/outpost/fmnist}\n"
 	jobEvery      = "  clusterSelectors: [{}]\n"
 	pipelineStart = `apiVersion: ml.outpost.dev/v1alpha1
 kind: Pipeline
@@ -129,6 +131,15 @@ var invalid = []struct {
 	{"job strategy", jobStart + jobRounds + jobEvery + "  strategy: {type: FedSGD}\n", "spec.strategy.type"},
 	{"job encoding", jobStart + jobRounds + jobEvery + "  encoding: Int4\n", "spec.encoding"},
 
+	{"policy no models", policyStart + "  models: []\n" + policyData, "spec.models"},
+	{"policy model name", policyStart + "  models: [Fashion]\n" + policyData, "spec.models[0]"},
+	{"policy no data", policyStart + "  models: [fashion]\n", "spec.data"},
+	{"policy data format", policyStart + "  models: [fashion]\n  data: {path: fmnist, format: parquet}\n", "spec.data.format"},
+	{"policy drop", policyStart + "  models: [fashion]\n" + policyData + "  maxAccuracyDrop: one\n", "spec.maxAccuracyDrop"},
+	{"policy recipe", policyStart + "  models: [fashion]\n" + policyData + "  recipes: [int4]\n", "spec.recipes[0]"},
+	{"policy calibration", policyStart + "  models: [fashion]\n" + policyData + "  calibration: -1\n", "spec.calibration"},
+	{"policy unknown field", policyStart + "  models: [fashion]\n" + policyData + "  budget: 1\n", "budget"},
+
 	{"run pipeline", goodRun + "  {pipeline: \"\", cluster: edge-a}\n", "spec.pipeline"},
 	{"run cluster", goodRun + "  {pipeline: retrain, cluster: Edge_A}\n", "spec.cluster"},
 	{"run trigger", goodRun + "  {pipeline: retrain, cluster: edge-a, trigger: Whenever}\n", "spec.trigger"},
@@ -158,6 +169,9 @@ var valid = []struct {
 	{"cluster", goodCluster + "  displayName: Lyon\n  capacity: {cpu: 500m, memory: 16Gi, disk: \"0\", accelerators: [{type: nvidia.com/gpu, count: 0}]}\n"},
 	{"pipeline", pipelineStart + "  - {name: data, type: dataset, retries: {limit: 10, backoff: 1s}, timeout: 10m, resources: {cpu: 500m, minCPU: 500m, memory: 1Gi, minMemory: 128Mi}}\n  triggers: [{type: Drift, deployment: fashion, fromClusters: {matchLabels: {site: ship}}}]\n"},
 	{"run", goodRun + "  {pipeline: retrain, cluster: edge-a.lyon, trigger: NewVersion}\n"},
+	{"policy every model", policyStart + "  models: [\"*\"]\n" + policyData},
+	{"policy full", policyStart + "  models: [fashion, team/fmnist-mlp]\n  data: {path: fmnist, format: idx}\n" +
+		"  maxAccuracyDrop: \"0.5\"\n  recipes: [fp16, int8, pruned50-int8]\n  calibration: 256\n"},
 	{"federated job", jobStart + jobRounds + "  clusterSelectors: [{matchLabels: {fl: \"on\"}}]\n  targetAccuracy: \"0.8\"\n" +
 		"  clients: {min: 2, fraction: \"0.5\", roundTimeout: 2m}\n  training: {epochs: 1, batchSize: 32, learningRate: \"0.05\"}\n" +
 		"  strategy: {type: FedProx, mu: \"0.01\"}\n  secureAggregation: true\n" +
