@@ -153,13 +153,22 @@ func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requi
 // variants lists the variants of the version whose manifest is d, by name,
 // the newest of a name where there are several; with requireSigned only
 // those with a valid signature from a trusted key. A variant whose manifest
-// or metadata is malformed is left out, and so is one without an ONNX file
-// (a TensorFlow Lite conversion, for other runtimes): agents serve ONNX, so
-// a deployment never sends it.
+// or metadata is malformed is left out, and so is, of a version with an ONNX
+// file, a variant without one (a TensorFlow Lite conversion, for other
+// runtimes): agents serve the ONNX file, so a deployment never sends it.
 func (x *Index) variants(ctx context.Context, reg Registry, repo string, d digest.Digest, requireSigned bool) ([]v1alpha1.ModelVariant, error) {
 	refs, err := reg.Referrers(ctx, repo, d, artifact.ArtifactTypeVariant)
 	if err != nil {
 		return nil, fmt.Errorf("list variants of %s@%s: %w", repo, d, err)
+	}
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	needONNX := false
+	if b, _, err := reg.Manifest(ctx, repo, d); err == nil {
+		if m, err := artifact.ParseManifest(b); err == nil {
+			needONNX = servesONNX(m)
+		}
 	}
 	type found struct {
 		v       v1alpha1.ModelVariant
@@ -176,7 +185,7 @@ func (x *Index) variants(ctx context.Context, reg Registry, repo string, d diges
 			continue
 		}
 		meta, err := artifact.VariantMetaFromAnnotations(m.Annotations)
-		if err != nil || !servesONNX(m) {
+		if err != nil || needONNX && !servesONNX(m) {
 			continue
 		}
 		if requireSigned && !x.signed(ctx, reg, repo, ref.Digest) {
