@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/bytesize"
 	"outpost.dev/outpost/internal/compress"
+	"outpost.dev/outpost/internal/models"
 	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/onnx/onnxpb"
@@ -98,12 +98,9 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 				if !(evalShare > 0 && evalShare < 1) {
 					return fmt.Errorf("--eval-share %v: want above 0, below 1", evalShare)
 				}
-				n := tr.Len()
-				cut := n - int(evalShare*float64(n))
-				if cut <= 0 || cut >= n {
-					return fmt.Errorf("--data %s: %d samples are too few to hold out %v of them", data, n, evalShare)
+				if tr, te, err = compress.HoldOut(tr, evalShare); err != nil {
+					return fmt.Errorf("--data %s, --eval-share: %w", data, err)
 				}
-				tr, te = samples{tr, 0, cut}, samples{tr, cut, n}
 			}
 			if out != "" {
 				if err := emptyDir(out); err != nil {
@@ -167,7 +164,7 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 				if !c.Within || c.Skipped != "" {
 					continue
 				}
-				if err := pushVariantMeta(cmd.Context(), g, filepath.Join(dir, c.Name), name, version, variantMeta(c)); err != nil {
+				if err := pushVariantMeta(cmd.Context(), g, filepath.Join(dir, c.Name), name, version, models.CandidateMeta(c, nil)); err != nil {
 					return err
 				}
 			}
@@ -276,25 +273,6 @@ func readONNX(path string) (*onnxpb.ModelProto, error) {
 	return m, nil
 }
 
-// variantMeta is what a variant records of candidate c.
-func variantMeta(c compress.Candidate) artifact.VariantMeta {
-	acc := c.Accuracy
-	return artifact.VariantMeta{Name: c.Name, Method: c.Method, Params: c.Params, Accuracy: &acc, // push sets SizeBytes
-		Latency: artifact.VariantLatency{
-			GoBatch1Ms:           ms(c.Latency1),
-			GoBatch32Ms:          ms(c.Latency32),
-			ONNXRuntimeBatch1Ms:  ms(c.ORTLatency1),
-			ONNXRuntimeBatch32Ms: ms(c.ORTLatency32),
-		},
-		Operators: c.Ops}
-	// Memory is what the Go runtime allocated loading and running the variant, not a peak,
-	// and it holds dequantized weights as float32: a deployment's memory limit counts the
-	// variant's size, as it does the original's.
-}
-
-// ms is d in milliseconds, to the microsecond.
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
 // ortLatencies measures, when ONNX Runtime is at hand (lib, or the library env names), each
 // candidate's latency in it too.
 func ortLatencies(ctx context.Context, lib string, cs []compress.Candidate, eval compress.Dataset) error {
@@ -364,19 +342,9 @@ func writeVariant(dir string, c compress.Candidate) error {
 	if err := os.WriteFile(filepath.Join(dir, "model.onnx"), c.Model, 0o644); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(variantMeta(c), "", "  ")
+	b, err := json.MarshalIndent(models.CandidateMeta(c, nil), "", "  ")
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(dir+".json", append(b, '\n'), 0o644)
 }
-
-// samples is samples [from, to) of a data set.
-type samples struct {
-	compress.Dataset
-	from, to int
-}
-
-func (s samples) Len() int { return s.to - s.from }
-
-func (s samples) Sample(i int, dst []float32) int { return s.Dataset.Sample(s.from+i, dst) }

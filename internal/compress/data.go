@@ -59,6 +59,30 @@ func batch(s Session, ds Dataset, from, to int) (map[string]*interp.Tensor, []in
 	return map[string]*interp.Tensor{in.Name: interp.FromFloat32(x, shape...)}, labels, nil
 }
 
+// HoldOut splits ds into its first samples, to train on, and its last share of them, held
+// out to measure with.
+func HoldOut(ds Dataset, share float64) (train, eval Dataset, err error) {
+	if !(share > 0 && share < 1) {
+		return nil, nil, fmt.Errorf("compress: hold out %v of the samples: want above 0, below 1", share)
+	}
+	n := ds.Len()
+	cut := n - int(share*float64(n))
+	if cut <= 0 || cut >= n {
+		return nil, nil, fmt.Errorf("compress: %d samples are too few to hold out %v of them to measure with", n, share)
+	}
+	return span{ds, 0, cut}, span{ds, cut, n}, nil
+}
+
+// span is samples [from, to) of a data set.
+type span struct {
+	Dataset
+	from, to int
+}
+
+func (s span) Len() int { return s.to - s.from }
+
+func (s span) Sample(i int, dst []float32) int { return s.Dataset.Sample(s.from+i, dst) }
+
 // Accuracy is the share of ds whose label is the argmax of s's first
 // output, run in batches of size.
 func Accuracy(ctx context.Context, s Session, ds Dataset, size int) (float64, error) {

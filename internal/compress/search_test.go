@@ -117,3 +117,23 @@ func TestStudentRecipe(t *testing.T) {
 	}
 	t.Logf("student-24-12: %.3fx the size, accuracy %.1f%% (%+.2f points)", s.Ratio, 100*s.Accuracy, -s.Drop)
 }
+
+func TestHoldOut(t *testing.T) {
+	tr, _, err := dataset.FashionSubset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, err := HoldOut(tr, 0.2)
+	if err != nil || a.Len() != 4800 || b.Len() != 1200 {
+		t.Fatalf("HoldOut(6000, 0.2) = %v, %v, %v", a, b, err)
+	}
+	x, y := make([]float32, 784), make([]float32, 784)
+	if lb, lt := b.Sample(0, x), tr.Sample(4800, y); lb != lt || x[300] != y[300] {
+		t.Error("the held-out samples are not the last ones")
+	}
+	for _, share := range []float64{0, 1, 0.00001} {
+		if _, _, err := HoldOut(tr, share); err == nil {
+			t.Errorf("holding out %v of 6000 samples accepted", share)
+		}
+	}
+}

@@ -6,12 +6,14 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -105,12 +107,9 @@ func (c *Compressor) Compress(ctx context.Context, req hub.CompressionRequest) (
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	if te == nil {
-		n := tr.Len()
-		cut := n - int(evalShare*float64(n))
-		if cut <= 0 || cut >= n {
-			return nil, fmt.Errorf("data: %d samples are too few to hold out %v of them to measure with", n, evalShare)
+		if tr, te, err = compress.HoldOut(tr, evalShare); err != nil {
+			return nil, fmt.Errorf("data: %w", err)
 		}
-		tr, te = samples{tr, 0, cut}, samples{tr, cut, n}
 	}
 	budget := spec.MaxAccuracyDropValue()
 	cs, err := compress.Search(ctx, m, recipes, compress.Data{Train: tr, Eval: te, Calibration: spec.CalibrationValue()}, budget, nil)
@@ -142,7 +141,7 @@ func (c *Compressor) Compress(ctx context.Context, req hub.CompressionRequest) (
 			return nil, err
 		}
 		desc, err := artifact.PushVariant(ctx, dst, src, artifact.VariantPushOptions{Name: lastComponent(v.Model), Version: v.Version,
-			Meta: candidateMeta(cand, req.Policy)})
+			Meta: CandidateMeta(cand, map[string]string{"policy": req.Policy})})
 		if err != nil {
 			return nil, fmt.Errorf("push variant %s: %w", cand.Name, err)
 		}
@@ -240,28 +239,21 @@ func policyVariants(ctx context.Context, dst *repoTarget, desc ocispec.Descripto
 	return out, nil
 }
 
-// candidateMeta is what a variant records of candidate c, made for policy: the method and
-// its parameters (with the policy's name), the accuracy and the Go runtime's latency.
-func candidateMeta(c compress.Candidate, policy string) artifact.VariantMeta {
+// CandidateMeta is what a variant records of the search's candidate c: the method and its
+// parameters (with extra's), the accuracy, and the latency in the Go runtime and, where
+// measured, ONNX Runtime. The heap the search saw is not recorded as a peak: the Go runtime
+// holds dequantized weights, so a deployment's memory limit counts the variant's size, as it
+// does the original's.
+func CandidateMeta(c compress.Candidate, extra map[string]string) artifact.VariantMeta {
 	acc := c.Accuracy
-	params := map[string]string{"policy": policy}
-	for k, v := range c.Params {
-		params[k] = v
+	params := maps.Clone(c.Params)
+	if params == nil && len(extra) > 0 {
+		params = map[string]string{}
 	}
+	maps.Copy(params, extra)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return artifact.VariantMeta{Name: c.Name, Method: c.Method, Params: params, Accuracy: &acc,
-		Latency: artifact.VariantLatency{
-			GoBatch1Ms:  float64(c.Latency1.Microseconds()) / 1000,
-			GoBatch32Ms: float64(c.Latency32.Microseconds()) / 1000,
-		},
+		Latency: artifact.VariantLatency{GoBatch1Ms: ms(c.Latency1), GoBatch32Ms: ms(c.Latency32),
+			ONNXRuntimeBatch1Ms: ms(c.ORTLatency1), ONNXRuntimeBatch32Ms: ms(c.ORTLatency32)},
 		Operators: c.Ops}
 }
-
-// samples is samples [from, to) of a data set.
-type samples struct {
-	compress.Dataset
-	from, to int
-}
-
-func (s samples) Len() int { return s.to - s.from }
-
-func (s samples) Sample(i int, dst []float32) int { return s.Dataset.Sample(s.from+i, dst) }
