@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -26,28 +25,8 @@ type servingSupport struct {
 	Error string `json:"error,omitempty"`
 }
 
-// servedONNX picks the file an agent serves among a version's files, as
-// serving does: the only .onnx file, or model.onnx among several.
-func servedONNX(files []artifact.File) (artifact.File, error) {
-	var onnx []artifact.File
-	for _, f := range files {
-		if strings.EqualFold(path.Ext(f.Path), ".onnx") {
-			onnx = append(onnx, f)
-		}
-	}
-	switch len(onnx) {
-	case 0:
-		return artifact.File{}, fmt.Errorf("no ONNX file: the agent syncs the version but does not serve it")
-	case 1:
-		return onnx[0], nil
-	}
-	for _, f := range onnx {
-		if path.Base(f.Path) == "model.onnx" {
-			return f, nil
-		}
-	}
-	return artifact.File{}, fmt.Errorf("several .onnx files and none is model.onnx: the agent does not serve it")
-}
+// servedONNX picks the file an agent serves among a version's files (artifact.ServedONNX).
+func servedONNX(files []artifact.File) (artifact.File, error) { return artifact.ServedONNX(files) }
 
 // checkRuntimes fetches the served ONNX file of a version (verified against
 // its digest) and reads from its graph which runtimes can serve it.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -185,19 +184,10 @@ func (c *Compressor) readServed(ctx context.Context, repo string, desc ocispec.D
 	if err != nil {
 		return nil, 0, err
 	}
-	var onnxFiles []artifact.File
-	for _, f := range files {
-		if strings.EqualFold(path.Ext(f.Path), ".onnx") {
-			onnxFiles = append(onnxFiles, f)
-		}
+	f, err := artifact.ServedONNX(files)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", errNotONNX, err)
 	}
-	if len(onnxFiles) > 1 {
-		onnxFiles = slices.DeleteFunc(onnxFiles, func(f artifact.File) bool { return path.Base(f.Path) != "model.onnx" })
-	}
-	if len(onnxFiles) != 1 {
-		return nil, 0, fmt.Errorf("%w: the version has no .onnx file the agents serve", errNotONNX)
-	}
-	f := onnxFiles[0]
 	if f.Size > interp.MaxModelBytes {
 		return nil, 0, fmt.Errorf("%s is %d bytes, more than the %d the runtimes load", f.Path, f.Size, interp.MaxModelBytes)
 	}

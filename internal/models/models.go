@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -330,16 +329,12 @@ func validVersion(s string) bool {
 	return err == nil
 }
 
-// servesONNX reports whether the model artifact m holds an ONNX file.
+// servesONNX reports whether the model artifact m holds an ONNX file an agent serves.
 func servesONNX(m *ocispec.Manifest) bool {
 	files, err := artifact.ModelFiles(m)
 	if err != nil {
 		return false
 	}
-	for _, f := range files {
-		if strings.EqualFold(path.Ext(f.Path), ".onnx") {
-			return true
-		}
-	}
-	return false
+	_, err = artifact.ServedONNX(files)
+	return err == nil
 }
