@@ -107,7 +107,16 @@ var ErrMismatch = errors.New("content mismatch")
 // with each count of bytes written. The bytes are hashed beside the writing
 // (another goroutine, one buffer behind), so a verified copy costs about
 // what the copy costs.
+//
+// When src is a file, the bytes move inside the kernel (copy_file_range)
+// and the hasher reads them back from f, a chunk behind: what is verified
+// is what f holds, and the copy and the hash each take one core.
 func Copy(f *os.File, src io.Reader, size int64, want digest.Digest, report func(int64)) error {
+	if s, ok := src.(*os.File); ok {
+		if off, err := s.Seek(0, io.SeekCurrent); err == nil {
+			return copyFile(f, s, off, size, want, report)
+		}
+	}
 	h := sha256.New()
 	w := NewRawWriter(f) // the hasher below hashes
 	toHash, hashed := make(chan []byte), make(chan struct{})
@@ -154,6 +163,59 @@ func Copy(f *os.File, src io.Reader, size int64, want digest.Digest, report func
 	}
 	if w.Size() != size {
 		return fmt.Errorf("%w: size mismatch: got %d bytes, want %d", ErrMismatch, w.Size(), size)
+	}
+	if got := digest.NewDigest(digest.SHA256, h); got != want {
+		return fmt.Errorf("%w: digest mismatch: got %s, want %s", ErrMismatch, got, want)
+	}
+	return w.Sync()
+}
+
+// copyChunk is how much copyFile copies before handing the range to the hasher.
+const copyChunk = 8 << 20
+
+// copyFile is Copy from the file src, starting at its offset off.
+func copyFile(f, src *os.File, off, size int64, want digest.Digest, report func(int64)) error {
+	base, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	w := NewRawWriter(f) // the hasher below hashes
+	h := sha256.New()
+	ranges := make(chan [2]int64, 1) // offset and length in f
+	hashed := make(chan error, 1)
+	go func() {
+		buf := make([]byte, bufSize)
+		var err error
+		for r := range ranges {
+			if err == nil {
+				_, err = io.CopyBuffer(h, io.NewSectionReader(f, r[0], r[1]), buf)
+			}
+		}
+		hashed <- err
+	}()
+	for done := int64(0); done < size && err == nil; {
+		m := min(size-done, copyChunk)
+		if err = w.CopyFrom(src, off+done, m); err == nil {
+			ranges <- [2]int64{base + done, m}
+			done += m
+			if report != nil {
+				report(m)
+			}
+		}
+	}
+	close(ranges)
+	herr := <-hashed
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: size mismatch: got %d bytes, want %d", ErrMismatch, w.Size(), size)
+	}
+	if err != nil {
+		return err
+	}
+	if herr != nil {
+		return fmt.Errorf("read back: %w", herr)
+	}
+	if n, _ := src.ReadAt(make([]byte, 1), off+size); n > 0 {
+		return fmt.Errorf("%w: size mismatch: more than %d bytes", ErrMismatch, size)
 	}
 	if got := digest.NewDigest(digest.SHA256, h); got != want {
 		return fmt.Errorf("%w: digest mismatch: got %s, want %s", ErrMismatch, got, want)

@@ -3,6 +3,7 @@ package durable
 import (
 	"bytes"
 	"crypto/rand"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,29 +30,52 @@ func TestCopy(t *testing.T) {
 		{"corrupt", append([]byte{data[0] ^ 1}, data[1:]...), int64(len(data)), good, "digest mismatch"},
 		{"empty", nil, 0, digest.FromBytes(nil), ""},
 	}
+	// A reader goes through user buffers; a file, through the kernel, with
+	// the hash read back from the copy. Both must check the same things.
+	sources := map[string]func(t *testing.T, b []byte) io.Reader{
+		"reader": func(t *testing.T, b []byte) io.Reader { return iotest.HalfReader(bytes.NewReader(b)) },
+		"file": func(t *testing.T, b []byte) io.Reader {
+			p := filepath.Join(t.TempDir(), "src")
+			// A prefix the copy must skip: it starts at the file's offset.
+			if err := os.WriteFile(p, append([]byte("skip"), b...), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			if _, err := f.Seek(4, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			return f
+		},
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f, err := os.Create(filepath.Join(t.TempDir(), "out"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			var reported int64
-			err = Copy(f, iotest.HalfReader(bytes.NewReader(tt.src)), tt.size, tt.want, func(n int64) { reported += n })
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+		for kind, source := range sources {
+			t.Run(kind+"/"+tt.name, func(t *testing.T) {
+				f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+				if err != nil {
+					t.Fatal(err)
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := os.ReadFile(f.Name())
-			if !bytes.Equal(got, tt.src) || reported != tt.size {
-				t.Fatalf("file differs from source or reported %d of %d", reported, tt.size)
-			}
-		})
+				defer f.Close()
+				var reported int64
+				err = Copy(f, source(t, tt.src), tt.size, tt.want, func(n int64) { reported += n })
+				if tt.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+						t.Fatalf("err = %v, want %q", err, tt.wantErr)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, _ := os.ReadFile(f.Name())
+				if !bytes.Equal(got, tt.src) || reported != tt.size {
+					t.Fatalf("file differs from source or reported %d of %d", reported, tt.size)
+				}
+			})
+		}
 	}
 }
 
