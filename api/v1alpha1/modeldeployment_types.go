@@ -333,6 +333,10 @@ type ClusterDeploymentStatus struct {
 	// ActiveVersion is the version the cluster serves now.
 	// +optional
 	ActiveVersion string `json:"activeVersion,omitempty"`
+	// ActiveVariant is the variant of ActiveVersion the cluster's agent reports it serves;
+	// empty for the full model.
+	// +optional
+	ActiveVariant string `json:"activeVariant,omitempty"`
 	// Phase is Pending until the cluster's agent reports.
 	// +optional
 	Phase ClusterPhase `json:"phase,omitempty"`

@@ -51,6 +51,9 @@ type ModelReport struct {
 	DesiredVersion string `json:"desiredVersion,omitempty"`
 	// ActiveVersion is the version the cluster serves now.
 	ActiveVersion string `json:"activeVersion,omitempty"`
+	// ActiveVariant is the variant of ActiveVersion the cluster serves (int8,
+	// fp16, ...); empty for the full model.
+	ActiveVariant string `json:"activeVariant,omitempty"`
 	// Phase is Pending, Fetching, Active or Failed.
 	Phase ClusterPhase `json:"phase"`
 	// BytesFetched is how many bytes of DesiredVersion crossed the link so far.

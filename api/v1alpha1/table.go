@@ -142,7 +142,12 @@ func deploymentBreakdown() *Breakdown {
 				return o.(*ModelDeployment).Status.Clusters[i].DesiredVersion
 			}},
 			{Name: "Variant", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return cs.Variant })},
-			{Name: "Active", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return cs.ActiveVersion })},
+			{Name: "Active", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string {
+				if cs.ActiveVariant != "" && cs.ActiveVersion != "" {
+					return cs.ActiveVersion + " (" + cs.ActiveVariant + ")"
+				}
+				return cs.ActiveVersion
+			})},
 			{Name: "Runtime", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return cs.Runtime })},
 			{Name: "Phase", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string { return string(cs.Phase) })},
 			{Name: "Fetched", Cell: row(func(cs *ClusterDeploymentStatus, _ time.Time) string {

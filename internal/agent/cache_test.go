@@ -282,3 +282,48 @@ func TestParseMemTotal(t *testing.T) {
 		t.Fatal("parsed nothing")
 	}
 }
+
+// TestStateActiveVariant: the state records which variant of a version is
+// active, and the report carries it; switching to the full model of the
+// same version clears it.
+func TestStateActiveVariant(t *testing.T) {
+	ctx := t.Context()
+	st, err := openState(ctx, filepath.Join(t.TempDir(), "agent.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.setMeta(ctx, metaCluster, "edge-1"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_700_000_000, 0)
+	steps := []struct {
+		want    v1alpha1.DesiredModel
+		variant string
+	}{
+		{variantOf(dm("d", "m", "2.0.0", dgB, false), "int8"), "int8"},
+		{variantOf(dm("d", "m", "2.0.0", dgA, false), artifact.OriginalVariant), ""},
+		{variantOf(dm("d", "m", "2.0.0", dgB, false), "int8"), "int8"},
+		{dm("d", "m", "2.0.0", dgA, false), ""},
+	}
+	for i, s := range steps {
+		if _, err := st.applyDoc(ctx, doc(int64(i+1), s.want), SourceNetwork, now); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.activate(ctx, s.want, now); err != nil {
+			t.Fatal(err)
+		}
+		status, err := readStatus(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := status.Models[0]
+		if m.ActiveDigest != s.want.Digest || m.ActiveVariant != s.variant {
+			t.Fatalf("step %d: active %s variant %q, want %s %q", i, m.ActiveDigest, m.ActiveVariant, s.want.Digest, s.variant)
+		}
+		rows, _ := modelReports(status.Models, nil, now)
+		if rows[0].ActiveVariant != s.variant {
+			t.Fatalf("step %d: reported variant %q, want %q", i, rows[0].ActiveVariant, s.variant)
+		}
+	}
+}

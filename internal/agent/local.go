@@ -200,7 +200,7 @@ func (s *stateDB) activateLocal(ctx context.Context, v LocalVersion, now time.Ti
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET active_model = ?, active_version = ?, active_digest = ?,
-				active_local = 1, activated_at = ?, downgraded_from = '', phase = ?, error = '', updated_at = ?
+				active_variant = '', active_local = 1, activated_at = ?, downgraded_from = '', phase = ?, error = '', updated_at = ?
 			WHERE name = ?`, v.Model, v.Version, v.Manifest.Digest.String(), ts, string(v1alpha1.PhaseActive), ts, r.Name)
 		if err != nil {
 			return fmt.Errorf("state: activate %s: %w", r.Name, err)

@@ -181,14 +181,14 @@ func modelReports(deps []DeploymentStatus, unservable map[string]string, now tim
 		mr := v1alpha1.ModelReport{
 			Deployment: d.Deployment, Model: d.Model, DesiredVersion: d.DesiredVersion, ActiveVersion: d.ActiveVersion,
 			Phase: d.Phase, BytesFetched: d.BytesFetched, BytesTotal: d.BytesTotal, Error: d.Error,
-			Runtime: d.Runtime,
+			Runtime: d.Runtime, ActiveVariant: d.ActiveVariant,
 		}
 		if mr.Error == "" && d.ServingError != "" {
 			mr.Error = "serving: " + d.ServingError
 		}
 		if why, ok := unservable[d.Deployment]; ok && mr.Error == "" {
 			mr.Error = why
-			mr.ActiveVersion = ""
+			mr.ActiveVersion, mr.ActiveVariant = "", ""
 		}
 		if mr.Error == "" && d.ReferenceError != "" {
 			mr.Error = d.ReferenceError

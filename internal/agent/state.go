@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/sqlfile"
 )
 
@@ -121,6 +122,7 @@ var addedColumns = []struct{ table, column, def string }{
 	{"manifests", "profile_digest", "TEXT NOT NULL DEFAULT ''"},
 	{"manifests", "profile_error", "TEXT NOT NULL DEFAULT ''"},
 	{"deployments", "active_local", "INTEGER NOT NULL DEFAULT 0"},
+	{"deployments", "active_variant", "TEXT NOT NULL DEFAULT ''"},
 }
 
 // addColumns adds the columns of addedColumns a database lacks.
@@ -254,6 +256,7 @@ type deploymentRow struct {
 	ActiveModel    string
 	ActiveVersion  string
 	ActiveDigest   string
+	ActiveVariant  string // the variant of ActiveVersion; empty for the full model
 	ActiveLocal    bool
 	ActivatedAt    time.Time
 	DowngradedFrom string
@@ -268,13 +271,13 @@ func (r deploymentRow) deployed() Deployed {
 	return Deployed{Model: r.ActiveModel, Version: r.ActiveVersion, Digest: r.ActiveDigest, Local: r.ActiveLocal}
 }
 
-const deploymentCols = `name, desired, active_model, active_version, active_digest, active_local, activated_at,
+const deploymentCols = `name, desired, active_model, active_version, active_digest, active_variant, active_local, activated_at,
 	downgraded_from, phase, bytes_fetched, bytes_total, error, updated_at`
 
 func scanDeployment(sc interface{ Scan(...any) error }) (deploymentRow, error) {
 	var r deploymentRow
 	var desired, activatedAt, phase, updated string
-	if err := sc.Scan(&r.Name, &desired, &r.ActiveModel, &r.ActiveVersion, &r.ActiveDigest, &r.ActiveLocal, &activatedAt,
+	if err := sc.Scan(&r.Name, &desired, &r.ActiveModel, &r.ActiveVersion, &r.ActiveDigest, &r.ActiveVariant, &r.ActiveLocal, &activatedAt,
 		&r.DowngradedFrom, &phase, &r.BytesFetched, &r.BytesTotal, &r.Error, &updated); err != nil {
 		return r, err
 	}
@@ -518,9 +521,10 @@ func (s *stateDB) activate(ctx context.Context, want v1alpha1.DesiredModel, now 
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET active_model = ?, active_version = ?, active_digest = ?,
-				activated_at = ?, downgraded_from = ?, phase = ?, error = '', bytes_fetched = bytes_total, updated_at = ?,
-				active_local = 0
-			WHERE name = ?`, want.Model, want.Version, want.Digest, ts, downgradedFrom, string(v1alpha1.PhaseActive), ts, r.Name)
+				active_variant = ?, activated_at = ?, downgraded_from = ?, phase = ?, error = '', bytes_fetched = bytes_total,
+				updated_at = ?, active_local = 0
+			WHERE name = ?`, want.Model, want.Version, want.Digest, activeVariant(want.Variant), ts, downgradedFrom,
+			string(v1alpha1.PhaseActive), ts, r.Name)
 		if err != nil {
 			return fmt.Errorf("state: activate %s: %w", r.Name, err)
 		}
@@ -712,4 +716,13 @@ func (s *stateDB) deleteManifests(ctx context.Context, digests []string) error {
 		}
 		return nil
 	})
+}
+
+// activeVariant is how the state records the variant of a version it
+// activates: empty for the full model, however the desired state names it.
+func activeVariant(v string) string {
+	if v == artifact.OriginalVariant {
+		return ""
+	}
+	return v
 }

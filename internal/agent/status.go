@@ -52,6 +52,7 @@ type DeploymentStatus struct {
 	Model          string                `json:"model"`
 	ActiveVersion  string                `json:"activeVersion,omitempty"`
 	ActiveDigest   string                `json:"activeDigest,omitempty"`
+	ActiveVariant  string                `json:"activeVariant,omitempty"`
 	ActivatedAt    *time.Time            `json:"activatedAt,omitempty"`
 	DesiredVersion string                `json:"desiredVersion"`
 	DesiredDigest  string                `json:"desiredDigest"`
@@ -351,7 +352,7 @@ func manifestProfiles(ctx context.Context, tx *sql.Tx) (map[string][2]string, er
 func deploymentStatus(r deploymentRow) DeploymentStatus {
 	d := DeploymentStatus{
 		Deployment: r.Name, Model: r.Desired.Model,
-		ActiveVersion: r.ActiveVersion, ActiveDigest: r.ActiveDigest,
+		ActiveVersion: r.ActiveVersion, ActiveDigest: r.ActiveDigest, ActiveVariant: r.ActiveVariant,
 		DesiredVersion: r.Desired.Version, DesiredDigest: r.Desired.Digest,
 		Phase: r.Phase, BytesFetched: r.BytesFetched, BytesTotal: r.BytesTotal,
 		DowngradedFrom: r.DowngradedFrom, Error: r.Error, Urgent: r.Desired.Urgent,

@@ -578,6 +578,9 @@ func printAgentStatus(w io.Writer, st *agent.Status, now time.Time) error {
 	fmt.Fprintln(tw, "DEPLOYMENT\tMODEL\tACTIVE\tDESIRED\tPHASE\tRUNTIME\tFETCHED\tOWED\tERROR")
 	for _, m := range st.Models {
 		active := orNone(m.ActiveVersion)
+		if m.ActiveVariant != "" && m.ActiveVersion != "" {
+			active += " (" + m.ActiveVariant + ")"
+		}
 		if m.DowngradedFrom != "" {
 			active += " (downgraded from " + m.DowngradedFrom + ")"
 		}

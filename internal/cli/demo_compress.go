@@ -91,15 +91,15 @@ spec:
 		return nil
 	}
 	var row struct {
-		Variant, VariantReason, Phase string
+		Variant, VariantReason, ActiveVariant, Phase string
 	}
 	waitFor(d.ctx, 30*time.Second, func() bool {
-		row.Variant, row.VariantReason, row.Phase = "", "", ""
+		row.Variant, row.VariantReason, row.ActiveVariant, row.Phase = "", "", "", ""
 		out, err := d.run("get", "modeldeployment", "fashion-camera", "-o", "json")
 		var md struct {
 			Status struct {
 				Clusters []struct {
-					Cluster, Variant, VariantReason, Phase string
+					Cluster, Variant, VariantReason, ActiveVariant, Phase string
 				}
 			}
 		}
@@ -107,11 +107,12 @@ spec:
 			return false
 		}
 		c := md.Status.Clusters[0]
-		row.Variant, row.VariantReason, row.Phase = c.Variant, c.VariantReason, c.Phase
-		return c.Phase == "Active"
+		row.Variant, row.VariantReason, row.ActiveVariant, row.Phase = c.Variant, c.VariantReason, c.ActiveVariant, c.Phase
+		return c.Phase == "Active" && c.ActiveVariant != ""
 	})
 	d.show("get", "modeldeployment", "fashion-camera", "-o", "wide")
 	d.check(row.Variant == "int8" && row.Phase == "Active", "the hub chose the int8 variant for %s: %s", cam.name, row.VariantReason)
+	d.check(row.ActiveVariant == "int8", "%s reports that it serves the int8 variant (ACTIVE %s (%s))", cam.name, version, row.ActiveVariant)
 	down := cam.link.Stats().Down
 	d.check(down < modelSize/2, "%s's link carried %s, the full model is %s: only the variant crossed", cam.name,
 		bytesize.Format(down), bytesize.Format(modelSize))

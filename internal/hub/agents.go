@@ -596,7 +596,7 @@ func (s *Server) reportRows(ctx context.Context, tx *store.Tx, d string, reps []
 		row := &dep.Status.Clusters[i]
 		old := *row.DeepCopy()
 		m := r.m
-		row.ActiveVersion, row.Runtime, row.Health = m.ActiveVersion, m.Runtime, m.Health.DeepCopy()
+		row.ActiveVersion, row.ActiveVariant, row.Runtime, row.Health = m.ActiveVersion, m.ActiveVariant, m.Runtime, m.Health.DeepCopy()
 		row.LastContact = &now
 		if m.DesiredVersion == "" || row.DesiredVersion == "" || m.DesiredVersion == row.DesiredVersion {
 			row.Phase = m.Phase

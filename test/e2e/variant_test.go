@@ -152,16 +152,20 @@ func TestVariantsPerCluster(t *testing.T) {
 		t.Errorf("edge-big: %d bytes crossed its link, less than the full model's %d", bigDown, weightsSize)
 	}
 
-	// The agents' reports reach the hub: each row shows the variant, active.
+	// The agents' reports reach the hub: each row shows the variant sent
+	// and the one the agent reports active.
 	var wide string
-	rows := []*regexp.Regexp{regexp.MustCompile(`\bw\s+w\s+edge-big\s+1\.0\.0\s+original\s+1\.0\.0\s.*Active`),
-		regexp.MustCompile(`\bw\s+w\s+edge-small\s+1\.0\.0\s+int8\s+1\.0\.0\s.*Active`)}
+	rows := []*regexp.Regexp{regexp.MustCompile(`\bw\s+w\s+edge-big\s+1\.0\.0\s+original\s+1\.0\.0\s+[^(\s].*Active`),
+		regexp.MustCompile(`\bw\s+w\s+edge-small\s+1\.0\.0\s+int8\s+1\.0\.0 \(int8\)\s.*Active`)}
 	testenv.WaitFor(t, 30*time.Second, "both rows active", func() bool {
 		wide = h.mustRun("get", "modeldeployment", "w", "-o", "wide")
 		return rows[0].MatchString(wide) && rows[1].MatchString(wide)
 	})
 	d := hubDeployment(t, h, "w")
 	for _, r := range d.Status.Clusters {
+		if want := map[string]string{"edge-small": "int8"}[r.Cluster]; r.ActiveVariant != want {
+			t.Errorf("%s: active variant %q, want %q", r.Cluster, r.ActiveVariant, want)
+		}
 		if r.Cluster == "edge-small" && !strings.Contains(r.VariantReason, "original needs at least its size, 8.0 MiB memory, limit 4.0 MiB (25% of 16.0 MiB)") {
 			t.Errorf("edge-small's reason: %q", r.VariantReason)
 		}
