@@ -103,19 +103,22 @@ func (reg *Registry) withTx(ctx context.Context, fn func(q querier) error) (err 
 		return fmt.Errorf("registry db conn: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return fmt.Errorf("registry db begin: %w", err)
-	}
 	defer func() {
 		if err != nil {
-			// Use a fresh context: a cancelled request must still roll back.
+			// Use a fresh context: a cancelled request must still roll back,
+			// and so must a failed BEGIN: the driver reports the context's end
+			// for a BEGIN that ran.
 			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("registry db begin: %w", err)
+	}
 	if err = fn(conn); err != nil {
 		return err
 	}
-	if _, err = conn.ExecContext(ctx, "COMMIT"); err != nil {
+	// fn succeeded: commit even if ctx ended meanwhile, as the store does.
+	if _, err = conn.ExecContext(context.WithoutCancel(ctx), "COMMIT"); err != nil {
 		return fmt.Errorf("registry db commit: %w", err)
 	}
 	return nil

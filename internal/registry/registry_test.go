@@ -1054,3 +1054,39 @@ func TestResumeAfterCutRequest(t *testing.T) {
 		t.Fatal("resumed blob differs")
 	}
 }
+
+// TestCanceledWriteLeavesNoTransactionOpen races a context's end with
+// withTx's BEGIN: the driver may report the context's error for a BEGIN that
+// ran, and the connection then went back to the pool inside a transaction,
+// failing every later write on it.
+func TestCanceledWriteLeavesNoTransactionOpen(t *testing.T) {
+	e := newEnv(t, Options{})
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 1000 {
+				// Deadlines spread over the time a transaction takes.
+				c, cancel := context.WithTimeout(ctx, time.Duration((i*7+g)%200)*time.Microsecond)
+				_ = e.reg.withTx(c, func(q querier) error { return e.reg.ensureRepo(c, q, "r") })
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	// Every pooled connection must be outside a transaction.
+	n := e.db.Stats().OpenConnections
+	for i := range n {
+		c, err := e.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.ExecContext(ctx, "BEGIN"); err != nil {
+			t.Fatalf("connection %d of %d: %v", i+1, n, err)
+		}
+		if _, err := c.ExecContext(ctx, "ROLLBACK"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

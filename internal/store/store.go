@@ -380,15 +380,18 @@ func (db *DB) runTx(ctx context.Context, begin string, write bool, fn func(*Tx) 
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, begin); err != nil {
-		return nil, fmt.Errorf("store: begin: %w", err)
-	}
 	done := false
 	defer func() {
 		if !done {
 			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
+	// A failed BEGIN is rolled back too: the driver reports the context's end
+	// for a BEGIN that ran, and the connection must not go back to the pool
+	// inside a transaction.
+	if _, err := conn.ExecContext(ctx, begin); err != nil {
+		return nil, fmt.Errorf("store: begin: %w", err)
+	}
 	tx = &Tx{q: conn, clock: db.clock, write: write}
 	if err := fn(tx); err != nil {
 		return tx, err

@@ -476,3 +476,50 @@ func TestOpenPathWithURICharacters(t *testing.T) {
 		db.Close()
 	}
 }
+
+// TestCanceledTransactionLeavesNoTransactionOpen races a context's end with
+// the BEGIN of Update and View. The driver may report the context's error for
+// a BEGIN that ran; the connection then went back to the pool inside a
+// transaction, and the next request on it failed with "cannot start a
+// transaction within a transaction".
+func TestCanceledTransactionLeavesNoTransactionOpen(t *testing.T) {
+	db, _ := open(t)
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 2000 {
+				// Deadlines spread over the time a transaction takes.
+				c, cancel := context.WithTimeout(ctx, time.Duration((i*7+g)%200)*time.Microsecond)
+				fn := func(tx *Tx) error { _, err := tx.Revision(c); return err }
+				if i%2 == 0 {
+					_ = db.Update(c, fn)
+				} else {
+					_ = db.View(c, fn)
+				}
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	// Every pooled connection must be outside a transaction.
+	var conns []*sql.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range MaxConnections {
+		c, err := db.SQL().Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.ExecContext(ctx, "BEGIN"); err != nil {
+			t.Fatalf("connection %d: %v", len(conns), err)
+		}
+		if _, err := c.ExecContext(ctx, "ROLLBACK"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
