@@ -231,9 +231,9 @@ func policyVariants(ctx context.Context, dst *repoTarget, desc ocispec.Descripto
 
 // CandidateMeta is what a variant records of the search's candidate c: the method and its
 // parameters (with extra's), the accuracy, and the latency in the Go runtime and, where
-// measured, ONNX Runtime. The heap the search saw is not recorded as a peak: the Go runtime
-// holds dequantized weights, so a deployment's memory limit counts the variant's size, as it
-// does the original's.
+// measured, ONNX Runtime. The heap the search saw is not recorded as a peak: it counts what
+// loading allocated, not what serving holds, so a deployment's memory limit counts the
+// variant's size, as it does the original's.
 func CandidateMeta(c compress.Candidate, extra map[string]string) artifact.VariantMeta {
 	acc := c.Accuracy
 	params := maps.Clone(c.Params)

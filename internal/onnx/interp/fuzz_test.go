@@ -2,6 +2,7 @@ package interp
 
 import (
 	"context"
+	"math/rand/v2"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -38,7 +39,8 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return [][]byte{mlp, shapes, chain}
+	qdq, _ := qdqModel(t, rand.New(rand.NewPCG(1, 2)), qdqCase{op: "Gemm", k: 3, n: 2, xType: Uint8, perCol: true, bias: []int{2}, xShape: []int{2, 3}})
+	return [][]byte{mlp, shapes, chain, qdq}
 }
 
 // fuzzInputs makes small inputs for a model's declared inputs (dynamic

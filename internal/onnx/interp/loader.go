@@ -155,7 +155,9 @@ func LoadProto(mp *onnxpb.ModelProto) (*Model, error) {
 	if err := b.graphOutputs(g); err != nil {
 		return nil, err
 	}
+	b.fuseQDQ()
 	b.fuse()
+	b.dropUnread()
 	b.plan()
 	return b.m, nil
 }
@@ -170,6 +172,9 @@ type builder struct {
 	// full, a tensor of its type and shape without data: what Shape and
 	// Size read when they are folded.
 	static map[int]*Tensor
+	// dq holds, for a constant computed by DequantizeLinear at load, what
+	// it was computed from (fuseQDQ).
+	dq map[int]dequantized
 }
 
 func (b *builder) define(name string) (int, error) {
@@ -387,6 +392,19 @@ func (b *builder) fold(st *step, args []*Tensor) error {
 			return fmt.Errorf("kernel output %d: %w", k, err)
 		}
 		b.m.consts[s] = res[k]
+	}
+	if n := st.node; n.Proto.GetOpType() == "DequantizeLinear" && st.out[0] >= 0 && len(args) > 1 && args[0] != nil && args[1] != nil {
+		d := dequantized{node: n, x: args[0], scale: args[1], axis: int(n.Int("axis", 1))}
+		if len(args) > 2 {
+			d.zp = args[2]
+		}
+		if d.axis < 0 {
+			d.axis += len(d.x.Shape)
+		}
+		if b.dq == nil {
+			b.dq = map[int]dequantized{}
+		}
+		b.dq[st.out[0]] = d
 	}
 	return nil
 }

@@ -436,7 +436,7 @@ func matMulInteger(n *Node, in []*Tensor, pb *qPackedB, pool *sync.Pool) ([]*Ten
 	}
 	ap, rs := qGrow(&sc.a, aMats*M*lda), qGrow(&sc.rs, aMats*M)
 	for mat := range aMats {
-		qPackAOf(ap[mat*M*lda:(mat+1)*M*lda], rs[mat*M:(mat+1)*M], a, mat*M*K, M, K, &za, mat)
+		qPackAOf(haveAVX2FMA, ap[mat*M*lda:(mat+1)*M*lda], rs[mat*M:(mat+1)*M], a, mat*M*K, M, K, &za, mat)
 	}
 	size, offs := qPackedSize(K, N), qPackedCols(N)
 	var bp []int8
@@ -556,11 +556,15 @@ func qGrow[T any](buf *[]T, n int) []T {
 }
 
 // qPackAOf packs the m x k matrix at offset off of the uint8 or int8
-// tensor t as qPackA does.
-func qPackAOf(dst []int16, sums []int32, t *Tensor, off, m, k int, z *qZero, mat int) {
-	if t.DType == Uint8 {
+// tensor t as qPackA does; uint8 rows with one zero point go through the
+// AVX2 kernel if simd is set (only where haveAVX2FMA).
+func qPackAOf(simd bool, dst []int16, sums []int32, t *Tensor, off, m, k int, z *qZero, mat int) {
+	switch {
+	case t.DType == Uint8 && simd && z.v == nil && k >= 16:
+		qPackU8(dst, sums, t.U8[off:off+m*k], m, k, z.all)
+	case t.DType == Uint8:
 		qPackA(dst, sums, t.U8[off:off+m*k], m, k, z, mat)
-	} else {
+	default:
 		qPackA(dst, sums, t.I8[off:off+m*k], m, k, z, mat)
 	}
 }
@@ -573,16 +577,35 @@ func qPackA[T uint8 | int8](dst []int16, sums []int32, a []T, m, k int, z *qZero
 	lda := 2 * ((k + 1) / 2)
 	for i := 0; i < m; i++ {
 		zi := z.at(mat, i)
+		row := a[i*k : (i+1)*k]
 		d := dst[i*lda : (i+1)*lda]
+		d, pad := d[:len(row)], d[len(row):] // no bounds checks in the loop
 		var sum int32
-		for kk, v := range a[i*k : (i+1)*k] {
+		for kk, v := range row {
 			x := int32(v) - zi
 			d[kk] = int16(x)
 			sum += x
 		}
-		if k < lda {
-			d[k] = 0
+		clear(pad)
+		sums[i] = sum
+	}
+}
+
+// qPackU8 is qPackA for uint8 rows with the one zero point z, sixteen
+// bytes at a time with the AVX2 kernel.
+func qPackU8(dst []int16, sums []int32, a []uint8, m, k int, z int32) {
+	lda := 2 * ((k + 1) / 2)
+	body := k &^ 15
+	for i := 0; i < m; i++ {
+		row := a[i*k : (i+1)*k]
+		d := dst[i*lda : (i+1)*lda]
+		sum := qPackU8AVX(&d[0], &row[0], body, int(z))
+		for kk := body; kk < k; kk++ {
+			x := int32(row[kk]) - z
+			d[kk] = int16(x)
+			sum += x
 		}
+		clear(d[k:])
 		sums[i] = sum
 	}
 }

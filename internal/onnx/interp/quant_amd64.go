@@ -25,3 +25,10 @@ func qgemm1AVX(c *int32, a *int16, rs *int32, b *int8, off *int32, k2 int)
 //
 //go:noescape
 func quantizeAVX(dst unsafe.Pointer, src *float32, n int, s, z, lo, hi float32)
+
+// qPackU8AVX sets dst[i] to src[i] - z for the n bytes at src, n a
+// multiple of 16, and returns the sum of the differences. The caller
+// guarantees that dst and src hold n elements.
+//
+//go:noescape
+func qPackU8AVX(dst *int16, src *uint8, n int, z int) int32

@@ -211,3 +211,45 @@ qzloop:
 qzdone:
 	VZEROUPPER
 	RET
+
+// func qPackU8AVX(dst *int16, src *uint8, n int, z int) int32
+//
+// Sets dst[i] to src[i] - z for the n (a multiple of 16) bytes at src and
+// returns the sum of the differences: 16 at a time, widened by VPMOVZXBW,
+// summed in int32 lanes by VPMADDWD with ones.
+TEXT ·qPackU8AVX(SB), NOSPLIT, $0-36
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ z+24(FP), AX
+	MOVQ AX, X4
+	VPBROADCASTW X4, Y4
+	MOVL $0x00010001, AX
+	MOVQ AX, X5
+	VPBROADCASTD X5, Y5
+	VPXOR Y2, Y2, Y2
+	SHRQ $4, CX
+	JZ   pdone
+
+ploop:
+	VPMOVZXBW (SI), Y0
+	VPSUBW Y4, Y0, Y0
+	VMOVDQU Y0, (DI)
+	VPMADDWD Y5, Y0, Y1
+	VPADDD Y1, Y2, Y2
+	ADDQ $16, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  ploop
+
+pdone:
+	VEXTRACTI128 $1, Y2, X3
+	VPADDD X3, X2, X2
+	VPSHUFD $0x4E, X2, X3
+	VPADDD X3, X2, X2
+	VPSHUFD $0xB1, X2, X3
+	VPADDD X3, X2, X2
+	VMOVD X2, AX
+	MOVL AX, ret+32(FP)
+	VZEROUPPER
+	RET

@@ -18,3 +18,8 @@ func qgemm1AVX(c *int32, a *int16, rs *int32, b *int8, off *int32, k2 int) {
 func quantizeAVX(dst unsafe.Pointer, src *float32, n int, s, z, lo, hi float32) {
 	panic("interp: no AVX2 kernels on this platform")
 }
+
+// qPackU8AVX is never called without the AVX2 kernels.
+func qPackU8AVX(dst *int16, src *uint8, n int, z int) int32 {
+	panic("interp: no AVX2 kernels on this platform")
+}

@@ -353,7 +353,8 @@ func randQZero(r *rand.Rand, dt DType, n int, extreme bool) qZero {
 }
 
 // TestQgemmPaths compares qgemm, with each kernel, with an int32 triple
-// loop on operands packed by qPackA and qPackB: random shapes (panels
+// loop on operands packed by qPackAOf (with each kernel too: uint8 rows
+// with one zero point have an AVX2 one) and qPackB: random shapes (panels
 // narrower than 16 columns, row blocks of fewer than four, odd k), both
 // element types, zero points per tensor, row and column, the extreme
 // differences ±255, a product long enough to wrap around int32, and
@@ -380,7 +381,7 @@ func TestQgemmPaths(t *testing.T) {
 			k2 := (k + 1) / 2
 			ap, rs := make([]int16, m*2*k2), make([]int32, m)
 			bp, off := make([]int8, qPackedSize(k, n)), make([]int32, qPackedCols(n))
-			qPackAOf(ap, rs, a, 0, m, k, &za, 0)
+			qPackAOf(simd, ap, rs, a, 0, m, k, &za, 0)
 			qPackBOf(bp, off, b, 0, k, n, &zb, 0)
 			c := make([]int32, m*n)
 			for i := range c {
@@ -558,7 +559,7 @@ func BenchmarkQgemm(b *testing.B) {
 		for _, m := range []int{1, 32} {
 			a := randQuant(r, Uint8, false, m, k)
 			ap, rs := make([]int16, m*2*k2), make([]int32, m)
-			qPackAOf(ap, rs, a, 0, m, k, &qZero{}, 0)
+			qPackAOf(simd, ap, rs, a, 0, m, k, &qZero{}, 0)
 			c := make([]int32, m*n)
 			b.Run(fmt.Sprintf("%s/%dx%dx%d", pathName(simd), m, k, n), func(b *testing.B) {
 				b.ReportAllocs()
