@@ -294,7 +294,7 @@ func ortLatencies(ctx context.Context, lib string, cs []compress.Candidate, eval
 		if err != nil {
 			return fmt.Errorf("%s in ONNX Runtime: %w", cs[i].Name, err)
 		}
-		cs[i].ORTLatency1, cs[i].ORTLatency32, err = compress.Latency(ctx, s, eval, 5)
+		cs[i].ORTLatency1, cs[i].ORTLatency32, err = compress.Latency(ctx, s, eval, compress.LatencyRuns)
 		s.Close()
 		if err != nil {
 			return fmt.Errorf("%s in ONNX Runtime: %w", cs[i].Name, err)

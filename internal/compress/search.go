@@ -308,7 +308,7 @@ func measure(ctx context.Context, name string, b []byte, eval Dataset) (Candidat
 	if c.Accuracy, err = Accuracy(ctx, s, eval, 256); err != nil {
 		return c, err
 	}
-	if c.Latency1, c.Latency32, err = Latency(ctx, s, eval, 5); err != nil {
+	if c.Latency1, c.Latency32, err = Latency(ctx, s, eval, LatencyRuns); err != nil {
 		return c, err
 	}
 	m, err := onnx.Unmarshal(b)
@@ -325,6 +325,11 @@ func measure(ctx context.Context, name string, b []byte, eval Dataset) (Candidat
 	slices.Sort(c.Ops)
 	return c, nil
 }
+
+// LatencyRuns is how many runs of each batch the latencies of a search
+// take the median of: enough that a pause (a garbage collection, another
+// process) moves it little, at a few milliseconds per model.
+const LatencyRuns = 31
 
 // Latency is the median time s takes to run the first sample of ds, and
 // the first 32 (or all there are), over runs runs each.
