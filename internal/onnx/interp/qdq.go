@@ -203,14 +203,10 @@ func (b *builder) qLinearOf(st, d *step) *qLinear {
 func transpose8(t *Tensor) *Tensor {
 	r, c := t.Shape[0], t.Shape[1]
 	out := New(t.DType, c, r)
-	for i := range r {
-		for j := range c {
-			if t.DType == Int8 {
-				out.I8[j*r+i] = t.I8[i*c+j]
-			} else {
-				out.U8[j*r+i] = t.U8[i*c+j]
-			}
-		}
+	if t.DType == Int8 {
+		transpose2D(out.I8, t.I8, r, c)
+	} else {
+		transpose2D(out.U8, t.U8, r, c)
 	}
 	return out
 }
