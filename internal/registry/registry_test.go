@@ -1074,19 +1074,5 @@ func TestCanceledWriteLeavesNoTransactionOpen(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	// Every pooled connection must be outside a transaction.
-	n := e.db.Stats().OpenConnections
-	for i := range n {
-		c, err := e.db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := c.ExecContext(ctx, "BEGIN"); err != nil {
-			t.Fatalf("connection %d of %d: %v", i+1, n, err)
-		}
-		if _, err := c.ExecContext(ctx, "ROLLBACK"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.NoOpenTransaction(t, e.db, e.db.Stats().OpenConnections)
 }

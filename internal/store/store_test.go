@@ -16,6 +16,7 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/clock"
+	"outpost.dev/outpost/internal/testenv"
 )
 
 func open(t *testing.T) (*DB, string) {
@@ -502,24 +503,5 @@ func TestCanceledTransactionLeavesNoTransactionOpen(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	// Every pooled connection must be outside a transaction.
-	var conns []*sql.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range MaxConnections {
-		c, err := db.SQL().Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-		if _, err := c.ExecContext(ctx, "BEGIN"); err != nil {
-			t.Fatalf("connection %d: %v", len(conns), err)
-		}
-		if _, err := c.ExecContext(ctx, "ROLLBACK"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.NoOpenTransaction(t, db.SQL(), MaxConnections)
 }
