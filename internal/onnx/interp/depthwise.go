@@ -73,7 +73,7 @@ func nnDepthwise(simd bool, g *nnGeom, x, w, bias []float32, Mg int, y, buf []fl
 		if bias != nil {
 			b = bias[m]
 		}
-		fillF32(acc[:p.n], b)
+		fill(acc[:p.n], b)
 		for k0 := 0; k0 < K; k0 += maxDepthwiseTaps {
 			k1 := min(K, k0+maxDepthwiseTaps)
 			if K > maxDepthwiseTaps {

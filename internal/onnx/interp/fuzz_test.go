@@ -40,7 +40,9 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		t.Fatal(err)
 	}
 	qdq, _ := qdqModel(t, rand.New(rand.NewPCG(1, 2)), qdqCase{op: "Gemm", k: 3, n: 2, xType: Uint8, perCol: true, bias: []int{2}, xShape: []int{2, 3}})
-	return [][]byte{mlp, shapes, chain, qdq}
+	qconv, _ := qdqConvModel(t, rand.New(rand.NewPCG(3, 4)), qdqConvCase{c: 2, m: 3, k: 3, xType: Uint8, zx: 5, perChannel: true,
+		bias: true, pad: 1, relu: true, pool: true, xShape: []int{1, 2, 4, 4}})
+	return [][]byte{mlp, shapes, chain, qdq, qconv}
 }
 
 // fuzzInputs makes small inputs for a model's declared inputs (dynamic

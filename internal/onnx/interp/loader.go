@@ -175,6 +175,8 @@ type builder struct {
 	// dq holds, for a constant computed by DequantizeLinear at load, what
 	// it was computed from (fuseQDQ).
 	dq map[int]dequantized
+	// qconv holds the Conv nodes fuseQDQ runs in integers, for fuse.
+	qconv map[*Node]*qConv
 }
 
 func (b *builder) define(name string) (int, error) {
@@ -541,7 +543,7 @@ func (b *builder) fuse() {
 		}
 		// Every Conv gets the fused kernel (with nothing fused, it is
 		// the prepared one), whose outputs are recycled.
-		m.steps[i].run, m.steps[i].release = fusedConvKernel(relu, clip, pool)
+		m.steps[i].run, m.steps[i].release = fusedConvKernel(relu, clip, pool, b.qconv[m.steps[i].node])
 		m.steps[i].out = m.steps[last].out
 	}
 	steps := m.steps[:0]

@@ -275,24 +275,30 @@ func convRun(n *Node, in []*Tensor, pool *sync.Pool) ([]*Tensor, error) {
 // (if relu), the Clip (bounds clip, nil for none) and the MaxPool
 // (poolNode, nil for none) that alone read its
 // output, in that order: each image's convolution goes through them
-// while it is in cache, and only the last result is made. The im2col and
-// image buffers come from a pool of the kernel's own; the output's data
-// from outs when it holds a buffer large enough (release gives one back
-// once the executor has proven the output dead), else is allocated.
-func fusedConvKernel(relu bool, clip *[2]float32, poolNode *Node) (kernel Kernel, release func(*Tensor)) {
+// while it is in cache, and only the last result is made. A Conv run in
+// integers (q not nil, see fuseQDQ) takes its inputs as q.setup says. The
+// im2col and image buffers come from a pool of the kernel's own; the
+// output's data from outs when it holds a buffer large enough (release
+// gives one back once the executor has proven the output dead), else is
+// allocated.
+func fusedConvKernel(relu bool, clip *[2]float32, poolNode *Node, q *qConv) (kernel Kernel, release func(*Tensor)) {
 	pool, outs := new(sync.Pool), new(sync.Pool)
 	output := func(shape []int) *Tensor {
 		buf := getScratch[float32](outs, Size(shape))
 		return &Tensor{DType: Float32, Shape: shape, F32: *buf}
 	}
+	setup := convSetup
+	if q != nil {
+		setup = q.setup
+	}
 	kernel = func(n *Node, in []*Tensor) ([]*Tensor, error) {
-		c, err := convSetup(n, in)
+		c, err := setup(n, in)
 		if err != nil {
 			return nil, err
 		}
 		if poolNode == nil {
 			y := output(c.shape)
-			if c.bias == nil {
+			if c.bias == nil && c.q == nil {
 				clear(y.F32) // the products add to it; a bias would be written first
 			}
 			nnConv(&c, y.F32, pool, convEpilogue{relu: relu, clip: clip})
@@ -316,11 +322,15 @@ func fusedConvKernel(relu bool, clip *[2]float32, poolNode *Node) (kernel Kernel
 }
 
 // convOp is a validated Conv: its operands, geometry and output shape.
+// A Conv run in integers has q set and its quantized input in qx instead
+// of x and w.
 type convOp struct {
 	g              nnGeom
 	x, w, bias     []float32 // bias nil when absent
 	N, C, M, group int
 	shape          []int
+	q              *qConv
+	qx             *Tensor
 }
 
 // convSetup validates the inputs and attributes of a Conv node.
@@ -387,25 +397,33 @@ type convEpilogue struct {
 	pooled []float32
 }
 
+// pointwise reports whether g is a 1x1 window at stride 1 without
+// padding, whose im2col matrix is the input itself.
+func (g *nnGeom) pointwise() bool {
+	return g.kH == 1 && g.kW == 1 && g.sH == 1 && g.sW == 1 &&
+		g.padT == 0 && g.padL == 0 && g.padB == 0 && g.padR == 0
+}
+
 // nnConv computes the grouped 2-D convolution c into y (unless the
 // epilogue pools): per image and group, the bias, plus the group's
 // filters times an nnIm2col matrix (sgemm), or times the input itself for
-// a 1x1 kernel at stride 1 without padding; then the epilogue, per image.
-// Large batches are split between goroutines (by images and groups, or by
-// images when there is an epilogue), each with its own buffers from pool
-// (nil: allocated).
+// a 1x1 kernel at stride 1 without padding; or, for a convolution in
+// integers (c.q set), each image by qConv.image; then the epilogue, per
+// image. Large batches are split between goroutines (by images and
+// groups, or by images when there is an epilogue), each with its own
+// buffers from pool (nil: allocated).
 func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 	g, N, M, group := &c.g, c.N, c.M, c.group
 	Cg, Mg := c.C/group, M/group
 	K := Cg * g.kH * g.kW
 	inHW, outHW := g.inH*g.inW, g.outH*g.outW
-	direct := g.kH == 1 && g.kW == 1 && g.sH == 1 && g.sW == 1 &&
-		g.padT == 0 && g.padL == 0 && g.padB == 0 && g.padR == 0
+	direct := g.pointwise()
 	// A group of one input channel (depthwise) is computed directly from
 	// its padded input where that is faster.
-	depthwise := Cg == 1 && !direct && nnDepthwiseDirect(g)
+	depthwise := c.q == nil && Cg == 1 && !direct && nnDepthwiseDirect(g)
 	colSize, imgSize := 0, M*outHW
 	switch {
+	case c.q != nil: // its buffers are its own
 	case depthwise:
 		colSize = nnDepthwiseBuf(g)
 	case !direct:
@@ -423,6 +441,11 @@ func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 			defer putScratch(pool, buf)
 			col = *buf
 		}
+		var qs *qConvScratch
+		if c.q != nil {
+			qs = c.q.scratch()
+			defer c.q.pool.Put(qs)
+		}
 		if epi.pool != nil {
 			buf := getScratch[float32](pool, imgSize)
 			defer putScratch(pool, buf)
@@ -437,31 +460,35 @@ func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 			if yimg == nil {
 				yimg = y[img*imgSize : (img+1)*imgSize]
 			}
-			for gr := g0; gr < g1; gr++ {
-				xg := c.x[(img*c.C+gr*Cg)*inHW : (img*c.C+(gr+1)*Cg)*inHW]
-				yg := yimg[gr*Mg*outHW : (gr+1)*Mg*outHW]
-				if depthwise {
-					var bg []float32
-					if c.bias != nil {
-						bg = c.bias[gr*Mg : (gr+1)*Mg]
+			if c.q != nil {
+				c.q.image(c, img, yimg, qs)
+			} else {
+				for gr := g0; gr < g1; gr++ {
+					xg := c.x[(img*c.C+gr*Cg)*inHW : (img*c.C+(gr+1)*Cg)*inHW]
+					yg := yimg[gr*Mg*outHW : (gr+1)*Mg*outHW]
+					if depthwise {
+						var bg []float32
+						if c.bias != nil {
+							bg = c.bias[gr*Mg : (gr+1)*Mg]
+						}
+						nnDepthwise(haveAVX2FMA, g, xg, c.w[gr*Mg*K:(gr+1)*Mg*K], bg, Mg, yg, col)
+						continue
 					}
-					nnDepthwise(haveAVX2FMA, g, xg, c.w[gr*Mg*K:(gr+1)*Mg*K], bg, Mg, yg, col)
-					continue
-				}
-				switch {
-				case c.bias != nil:
-					for m := 0; m < Mg; m++ {
-						fillF32(yg[m*outHW:(m+1)*outHW], c.bias[gr*Mg+m])
+					switch {
+					case c.bias != nil:
+						for m := 0; m < Mg; m++ {
+							fill(yg[m*outHW:(m+1)*outHW], c.bias[gr*Mg+m])
+						}
+					case scratch != nil:
+						clear(yg)
 					}
-				case scratch != nil:
-					clear(yg)
+					src := xg
+					if !direct {
+						nnIm2col(g, xg, Cg, col, 0)
+						src = col
+					}
+					sgemm(Mg, outHW, K, 1, c.w[gr*Mg*K:(gr+1)*Mg*K], K, 1, src, yg)
 				}
-				src := xg
-				if !direct {
-					nnIm2col(g, xg, Cg, col)
-					src = col
-				}
-				sgemm(Mg, outHW, K, 1, c.w[gr*Mg*K:(gr+1)*Mg*K], K, 1, src, yg)
 			}
 			if epi.relu {
 				reluF32(yimg, yimg)
@@ -487,9 +514,9 @@ func nnConv(c *convOp, y []float32, pool *sync.Pool, epi convEpilogue) {
 	parallelSplit(units, workers, work)
 }
 
-// fillF32 sets every element of s to v: a few, then copies of what is
-// set, doubling, which memmove writes a vector at a time.
-func fillF32(s []float32, v float32) {
+// fill sets every element of s to v: a few, then copies of what is set,
+// doubling, which memmove writes a vector at a time.
+func fill[T any](s []T, v T) {
 	if len(s) == 0 {
 		return
 	}
@@ -524,18 +551,20 @@ func putScratch[T any](pool *sync.Pool, p *[]T) {
 }
 
 // nnIm2col lays out the receptive fields of x (Cg channels of inH x inW) as
-// a (Cg*kH*kW) x (outH*outW) matrix, zero where the window covers padding.
-func nnIm2col(g *nnGeom, x []float32, Cg int, col []float32) {
+// a (Cg*kH*kW) x (outH*outW) matrix, pad where the window covers padding:
+// 0 for float32, the zero point for a quantized input (whose padding is
+// then a real 0 too).
+func nnIm2col[T float32 | uint8 | int8](g *nnGeom, x []T, Cg int, col []T, pad T) {
 	if g.sH == 1 && g.sW == 1 && g.outW == g.inW {
-		nnIm2colSame(g, x, Cg, col)
+		nnIm2colSame(g, x, Cg, col, pad)
 		return
 	}
-	nnIm2colRows(g, x, Cg, col)
+	nnIm2colRows(g, x, Cg, col, pad)
 }
 
 // nnIm2colRows is nnIm2col for any geometry, a row of the output at a
 // time.
-func nnIm2colRows(g *nnGeom, x []float32, Cg int, col []float32) {
+func nnIm2colRows[T float32 | uint8 | int8](g *nnGeom, x []T, Cg int, col []T, pad T) {
 	inHW, outHW := g.inH*g.inW, g.outH*g.outW
 	r := 0
 	for c := 0; c < Cg; c++ {
@@ -551,11 +580,11 @@ func nnIm2colRows(g *nnGeom, x []float32, Cg int, col []float32) {
 					drow := dst[oh*g.outW : (oh+1)*g.outW]
 					ih := oh*g.sH - g.padT + ki*g.dH
 					if ih < 0 || ih >= g.inH || owLo >= owHi {
-						clear(drow)
+						fill(drow, pad)
 						continue
 					}
-					clear(drow[:owLo])
-					clear(drow[owHi:])
+					fill(drow[:owLo], pad)
+					fill(drow[owHi:], pad)
 					srow := plane[ih*g.inW : (ih+1)*g.inW]
 					if g.sW == 1 {
 						copy(drow[owLo:owHi], srow[owLo+offW:owHi+offW])
@@ -575,8 +604,9 @@ func nnIm2colRows(g *nnGeom, x []float32, Cg int, col []float32) {
 // nnIm2colSame is nnIm2col for stride 1 when the output rows are as wide
 // as the input rows (as with "same" padding): each row of the matrix is
 // then the input plane shifted by a constant, one copy, after which the
-// columns that wrapped around from a neighbouring input row are zeroed.
-func nnIm2colSame(g *nnGeom, x []float32, Cg int, col []float32) {
+// columns that wrapped around from a neighbouring input row are set to
+// pad.
+func nnIm2colSame[T float32 | uint8 | int8](g *nnGeom, x []T, Cg int, col []T, pad T) {
 	W := g.inW
 	inHW, outHW := g.inH*W, g.outH*W
 	r := 0
@@ -591,11 +621,11 @@ func nnIm2colSame(g *nnGeom, x []float32, Cg int, col []float32) {
 				offW := kj*g.dW - g.padL
 				owLo, owHi := nnValidRange(offW, 1, W, W)
 				if ohA >= ohB || owLo >= owHi {
-					clear(dst)
+					fill(dst, pad)
 					continue
 				}
-				clear(dst[:ohA*W])
-				clear(dst[ohB*W:])
+				fill(dst[:ohA*W], pad)
+				fill(dst[ohB*W:], pad)
 				shift := d*W + offW
 				lo, hi := max(ohA*W, -shift), min(ohB*W, inHW-shift)
 				copy(dst[lo:hi], plane[lo+shift:hi+shift])
@@ -605,10 +635,10 @@ func nnIm2colSame(g *nnGeom, x []float32, Cg int, col []float32) {
 				for oh := ohA; oh < ohB; oh++ {
 					row := dst[oh*W : (oh+1)*W]
 					for j := 0; j < owLo; j++ {
-						row[j] = 0
+						row[j] = pad
 					}
 					for j := owHi; j < W; j++ {
-						row[j] = 0
+						row[j] = pad
 					}
 				}
 			}

@@ -644,8 +644,8 @@ func TestIm2colSameMatchesRows(t *testing.T) {
 		for i := range got {
 			got[i] = float32(math.NaN()) // every element must be written
 		}
-		nnIm2colRows(&g, x, Cg, want)
-		nnIm2colSame(&g, x, Cg, got)
+		nnIm2colRows(&g, x, Cg, want, 0)
+		nnIm2colSame(&g, x, Cg, got, 0)
 		for i := range want {
 			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
 				t.Fatalf("%d channels of %dx%d, kernel %dx%d, dilations %dx%d, pads %v: element %d is %v, want %v",

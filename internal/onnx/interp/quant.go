@@ -355,7 +355,7 @@ func qPrepack(n *Node, consts []*Tensor) *qPackedB {
 	mats, size, offs := Size(shape[:len(shape)-2]), qPackedSize(K, N), qPackedCols(N)
 	pb := &qPackedB{b: b, zp: zp, data: make([]int8, mats*size), off: make([]int32, mats*offs)}
 	for mat := range mats {
-		qPackBOf(pb.data[mat*size:(mat+1)*size], pb.off[mat*offs:(mat+1)*offs], b, mat*K*N, K, N, &z, mat)
+		qPackBOf(haveAVX2FMA, pb.data[mat*size:(mat+1)*size], pb.off[mat*offs:(mat+1)*offs], b, mat*K*N, K, N, &z, mat)
 	}
 	return pb
 }
@@ -446,7 +446,7 @@ func matMulInteger(n *Node, in []*Tensor, pb *qPackedB, pool *sync.Pool) ([]*Ten
 	} else {
 		bp, off = qGrow(&sc.b, bMats*size), qGrow(&sc.off, bMats*offs)
 		for mat := range bMats {
-			qPackBOf(bp[mat*size:(mat+1)*size], off[mat*offs:(mat+1)*offs], b, mat*K*N, K, N, &zb, mat)
+			qPackBOf(haveAVX2FMA, bp[mat*size:(mat+1)*size], off[mat*offs:(mat+1)*offs], b, mat*K*N, K, N, &zb, mat)
 		}
 	}
 	if bMats == 1 && aMats == nb {
@@ -612,11 +612,11 @@ func qPackU8(dst []int16, sums []int32, a []uint8, m, k int, z int32) {
 
 // qPackBOf packs the k x n matrix at offset off of the uint8 or int8
 // tensor t as qPackB does.
-func qPackBOf(dst []int8, offs []int32, t *Tensor, off, k, n int, z *qZero, mat int) {
+func qPackBOf(simd bool, dst []int8, offs []int32, t *Tensor, off, k, n int, z *qZero, mat int) {
 	if t.DType == Uint8 {
-		qPackB(dst, offs, t.U8[off:off+k*n], k, n, 128, z, mat)
+		qPackB(simd, dst, offs, t.U8[off:off+k*n], k, n, 128, z, mat)
 	} else {
-		qPackB(dst, offs, t.I8[off:off+k*n], k, n, 0, z, mat)
+		qPackB(simd, dst, offs, t.I8[off:off+k*n], k, n, 0, z, mat)
 	}
 }
 
@@ -628,19 +628,44 @@ func qPackBOf(dst []int8, offs []int32, t *Tensor, off, k, n int, z *qZero, mat 
 // with a zero row). offs (qPackedCols(n)) gets, per column j, bias minus
 // its zero point z.at(mat, j): since B - zb is the packed B plus that
 // offset, a row of A times a column of B is its product with the packed
-// column plus the row's sum times the offset.
-func qPackB[T uint8 | int8](dst []int8, offs []int32, b []T, k, n int, bias int32, z *qZero, mat int) {
+// column plus the row's sum times the offset. With simd (only where
+// haveAVX2FMA), the AVX kernel packs the whole panels of each pair of
+// rows.
+func qPackB[T uint8 | int8](simd bool, dst []int8, offs []int32, b []T, k, n int, bias int32, z *qZero, mat int) {
 	k2 := (k + 1) / 2
 	dst, offs = dst[:qPackedSize(k, n)], offs[:qPackedCols(n)]
-	clear(dst)
-	clear(offs)
-	for j := 0; j < n; j++ {
-		offs[j] = bias - z.at(mat, j)
+	clear(offs[n:])
+	if z.v == nil {
+		fill(offs[:n], bias-z.all)
+	} else {
+		for j := 0; j < n; j++ {
+			offs[j] = bias - z.at(mat, j)
+		}
 	}
-	for kk := 0; kk < k; kk++ {
-		step := (kk/2)*32 + kk%2
-		for j, v := range b[kk*n : (kk+1)*n] {
-			dst[(j/16)*k2*32+step+2*(j%16)] = int8(int32(v) - bias)
+	whole := n / 16 // panels without padding columns
+	clear(dst[whole*k2*32:])
+	b = b[:k*n]
+	for q := 0; q < k2; q++ {
+		r0, r1 := b[2*q*n:(2*q+1)*n], []T(nil) // r1 nil: the zero row of an odd k
+		if 2*q+1 < k {
+			r1 = b[(2*q+1)*n : (2*q+2)*n]
+		}
+		j0 := 0
+		if simd && whole > 0 {
+			// Less bias is the same bits as flipping the top one.
+			var p1 unsafe.Pointer
+			if r1 != nil {
+				p1 = unsafe.Pointer(&r1[0])
+			}
+			qPackPairsAVX(&dst[q*32], k2*32, unsafe.Pointer(&r0[0]), p1, whole, int(bias))
+			j0 = 16 * whole
+		}
+		for j := j0; j < n; j++ {
+			d := dst[(j/16)*k2*32+q*32+2*(j%16):][:2]
+			d[0], d[1] = int8(int32(r0[j])-bias), 0
+			if r1 != nil {
+				d[1] = int8(int32(r1[j]) - bias)
+			}
 		}
 	}
 }

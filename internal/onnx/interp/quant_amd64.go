@@ -32,3 +32,19 @@ func quantizeAVX(dst unsafe.Pointer, src *float32, n int, s, z, lo, hi float32)
 //
 //go:noescape
 func qPackU8AVX(dst *int16, src *uint8, n int, z int) int32
+
+// qPackPairsAVX writes, for each of the panels groups of 16 bytes of the
+// rows r0 and r1 (uint8 or int8), their 32 bytes interleaved (r0's first)
+// at dst, stride bytes apart from one group to the next, each XORed with
+// the low byte of flip; a nil r1 pairs r0 with zeros. The caller
+// guarantees that every element addressed is in bounds.
+//
+//go:noescape
+func qPackPairsAVX(dst *int8, stride int, r0, r1 unsafe.Pointer, panels, flip int)
+
+// qScaleAVX sets dst[i] to float32(src[i])*s + b for i < n, n a multiple
+// of 8, rounding the product and the sum as Go does. The caller
+// guarantees that dst and src hold n elements.
+//
+//go:noescape
+func qScaleAVX(dst *float32, src *int32, n int, s, b float32)

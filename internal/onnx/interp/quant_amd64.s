@@ -253,3 +253,83 @@ pdone:
 	MOVL AX, ret+32(FP)
 	VZEROUPPER
 	RET
+
+// func qPackPairsAVX(dst *int8, stride int, r0, r1 unsafe.Pointer, panels, flip int)
+//
+// For each panel, interleaves the next 16 bytes of r0 and r1 (VPUNPCKLBW
+// and VPUNPCKHBW, r0's byte first), XORs them with the broadcast low byte
+// of flip and stores the 32 bytes at dst, then steps dst by stride. A nil
+// r1 stands for bytes equal to flip, which give zeros.
+TEXT ·qPackPairsAVX(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ stride+8(FP), R8
+	MOVQ r0+16(FP), SI
+	MOVQ r1+24(FP), DX
+	MOVQ panels+32(FP), CX
+	MOVQ flip+40(FP), AX
+	MOVQ AX, X4
+	VPBROADCASTB X4, X4
+	TESTQ CX, CX
+	JLE  ppdone
+	TESTQ DX, DX
+	JZ   pplone
+
+pploop:
+	VMOVDQU (SI), X0
+	VMOVDQU (DX), X1
+	VPUNPCKLBW X1, X0, X2
+	VPUNPCKHBW X1, X0, X3
+	VPXOR X4, X2, X2
+	VPXOR X4, X3, X3
+	VMOVDQU X2, (DI)
+	VMOVDQU X3, 16(DI)
+	ADDQ $16, SI
+	ADDQ $16, DX
+	ADDQ R8, DI
+	DECQ CX
+	JNZ  pploop
+	JMP  ppdone
+
+pplone:
+	VMOVDQU (SI), X0
+	VPUNPCKLBW X4, X0, X2
+	VPUNPCKHBW X4, X0, X3
+	VPXOR X4, X2, X2
+	VPXOR X4, X3, X3
+	VMOVDQU X2, (DI)
+	VMOVDQU X3, 16(DI)
+	ADDQ $16, SI
+	ADDQ R8, DI
+	DECQ CX
+	JNZ  pplone
+
+ppdone:
+	VZEROUPPER
+	RET
+
+// func qScaleAVX(dst *float32, src *int32, n int, s, b float32)
+//
+// Eight at a time: VCVTDQ2PS (rounding to nearest even, as Go converts),
+// then VMULPS and VADDPS, each rounded as Go rounds them.
+TEXT ·qScaleAVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS s+24(FP), Y1
+	VBROADCASTSS b+28(FP), Y2
+
+qsloop:
+	CMPQ CX, $8
+	JLT  qsdone
+	VCVTDQ2PS (SI), Y0
+	VMULPS Y1, Y0, Y0
+	VADDPS Y2, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  qsloop
+
+qsdone:
+	VZEROUPPER
+	RET

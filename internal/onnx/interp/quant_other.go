@@ -23,3 +23,13 @@ func quantizeAVX(dst unsafe.Pointer, src *float32, n int, s, z, lo, hi float32) 
 func qPackU8AVX(dst *int16, src *uint8, n int, z int) int32 {
 	panic("interp: no AVX2 kernels on this platform")
 }
+
+// qPackPairsAVX is never called without the AVX2 kernels.
+func qPackPairsAVX(dst *int8, stride int, r0, r1 unsafe.Pointer, panels, flip int) {
+	panic("interp: no AVX2 kernels on this platform")
+}
+
+// qScaleAVX is never called without the AVX2 kernels.
+func qScaleAVX(dst *float32, src *int32, n int, s, b float32) {
+	panic("interp: no AVX2 kernels on this platform")
+}

@@ -381,8 +381,11 @@ func TestQgemmPaths(t *testing.T) {
 			k2 := (k + 1) / 2
 			ap, rs := make([]int16, m*2*k2), make([]int32, m)
 			bp, off := make([]int8, qPackedSize(k, n)), make([]int32, qPackedCols(n))
+			for i := range bp {
+				bp[i] = int8(r.Uint32()) // every element must be set
+			}
 			qPackAOf(simd, ap, rs, a, 0, m, k, &za, 0)
-			qPackBOf(bp, off, b, 0, k, n, &zb, 0)
+			qPackBOf(simd, bp, off, b, 0, k, n, &zb, 0)
 			c := make([]int32, m*n)
 			for i := range c {
 				c[i] = int32(r.Uint32()) // every element must be set
@@ -553,7 +556,7 @@ func BenchmarkQgemm(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	w := randQuant(r, Int8, false, k, n)
 	bp, off := make([]int8, qPackedSize(k, n)), make([]int32, qPackedCols(n))
-	qPackBOf(bp, off, w, 0, k, n, &qZero{}, 0)
+	qPackBOf(haveAVX2FMA, bp, off, w, 0, k, n, &qZero{}, 0)
 	k2 := (k + 1) / 2
 	for _, simd := range sgemmPaths() {
 		for _, m := range []int{1, 32} {

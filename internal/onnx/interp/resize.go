@@ -348,7 +348,7 @@ func resizePass(dst, src []float32, outer, inner int, ax *resizeAxis, extrapolat
 		for j := range ax.out {
 			d := dst[(o*ax.out+j)*inner : (o*ax.out+j+1)*inner]
 			if ax.outside != nil && ax.outside[j] {
-				fillF32(d, extrapolation)
+				fill(d, extrapolation)
 				continue
 			}
 			idx, w := ax.idx[j*ax.taps:(j+1)*ax.taps], ax.w[j*ax.taps:(j+1)*ax.taps]

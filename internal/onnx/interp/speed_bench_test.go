@@ -153,7 +153,7 @@ func BenchmarkDepthwiseKernels(b *testing.B) {
 			defer cpuTime(b)()
 			for b.Loop() {
 				for c := range tt.c {
-					nnIm2col(&g, x[c*tt.hw*tt.hw:(c+1)*tt.hw*tt.hw], 1, col)
+					nnIm2col(&g, x[c*tt.hw*tt.hw:(c+1)*tt.hw*tt.hw], 1, col, 0)
 					sgemm(1, outHW, 9, 1, w[c*9:(c+1)*9], 9, 1, col, y[c*outHW:(c+1)*outHW])
 				}
 			}
