@@ -252,7 +252,9 @@ func (r *Runner) Run(ctx context.Context) error {
 				r.log.Warn("upload of models produced here failed; will retry", "retryIn",
 					clock.Until(r.clock, uploadAfter).Round(time.Millisecond), "err", err)
 			} else {
-				failures = 0
+				// A success clears the retry time: one left set, now past, would make
+				// every wait below a millisecond, a busy loop.
+				failures, uploadAfter = 0, time.Time{}
 			}
 		}
 		if !uploadAfter.IsZero() {

@@ -93,9 +93,11 @@ spec:
 		var uploads atomic.Int64
 		logs := slog.New(countHandler{msg: "uploaded a model produced here", n: &uploads})
 		r := edgerun.New(dir, edgerun.Options{Interval: time.Second, RetryBase: time.Second, RetryMax: 30 * time.Second, Logger: logs})
+		// Reports every 5 s: the run and its version reach the hub through the outbox, and
+		// the 20 minutes of partition need no reports twice a second that fail.
 		a, err := agent.New(t.Context(), agent.Config{
 			Dir: dir, Hub: hubtest.URL, HTTPClient: h.Client, Name: "edge-1", Labels: map[string]string{"region": "eu"},
-			JoinToken: h.JoinToken(), PollTimeout: 2 * time.Second, ReportInterval: 500 * time.Millisecond,
+			JoinToken: h.JoinToken(), PollTimeout: 2 * time.Second, ReportInterval: 5 * time.Second,
 			RetryBase: 100 * time.Millisecond, RetryMax: 5 * time.Second, AgentVersion: "test", Logger: log,
 			OnEvent: r.Event, OnApplied: r.Poke,
 		})
