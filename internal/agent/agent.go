@@ -112,6 +112,10 @@ type Config struct {
 	// profile of each version it serves, to pick up one attached or replaced
 	// after the version was fetched; 0 means DefaultProfileInterval.
 	ProfileInterval time.Duration
+	// ImportWatchInterval is how often the running agent looks for a desired
+	// state applied, or versions activated, by a bundle import run in another
+	// process; 0 means DefaultImportWatchInterval.
+	ImportWatchInterval time.Duration
 	// VerifyOnStart re-hashes every active file at start instead of
 	// checking sizes only.
 	VerifyOnStart bool
@@ -268,6 +272,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	if cfg.ProfileInterval <= 0 {
 		cfg.ProfileInterval = DefaultProfileInterval
+	}
+	if cfg.ImportWatchInterval <= 0 {
+		cfg.ImportWatchInterval = DefaultImportWatchInterval
 	}
 	if cfg.RetryMax < cfg.RetryBase {
 		cfg.RetryMax = max(DefaultRetryMax, cfg.RetryBase)

@@ -578,9 +578,9 @@ func (a *Agent) ackStatus(ctx context.Context, ack int64) (int, error) {
 	return freed, nil
 }
 
-// importWatchInterval is how often a running agent looks for what
+// DefaultImportWatchInterval is how often a running agent looks for what
 // 'outpost bundle import', another process, changed in its data directory.
-const importWatchInterval = 2 * time.Second
+const DefaultImportWatchInterval = 2 * time.Second
 
 // importWatchLoop picks up, while the agent runs, a desired state applied
 // and versions activated by a bundle import run in another process: it
@@ -592,7 +592,7 @@ func (a *Agent) importWatchLoop(ctx context.Context) {
 		a.log.Warn("read state", "err", err)
 	}
 	last := applied.Revision
-	t := a.clock.NewTicker(importWatchInterval)
+	t := a.clock.NewTicker(a.cfg.ImportWatchInterval)
 	defer t.Stop()
 	for {
 		select {

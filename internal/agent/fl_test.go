@@ -37,6 +37,11 @@ spec:
   training: {epochs: 1, batchSize: 32, learningRate: "0.05"}
 `
 
+// flReportInterval is the periodic report interval of the agents in the federated jobs: their
+// federated records go through the outbox at once and a state change sends a report at once,
+// so reports five times a second from each agent only load the hub, not move the job on.
+const flReportInterval = 2 * time.Second
+
 // initialModel is a freshly initialised model of arch as internal/train exports it: an MLP
 // 784-32-10 or the CNN.
 func initialModel(t *testing.T, arch string) []byte {
@@ -101,6 +106,7 @@ func runFederatedJob(t *testing.T, arch string, images int, job string) (*testHu
 		}
 		cfg := agentConfig(h, dir, tok)
 		cfg.Name, cfg.Labels = name, map[string]string{"region": "eu", "fl": "on"}
+		cfg.ReportInterval = flReportInterval
 		_, stop, _ := startAgent(t, cfg)
 		t.Cleanup(stop)
 	}
@@ -334,6 +340,7 @@ func TestFederatedAgentRestart(t *testing.T) {
 	start := func(name, dir string) context.CancelFunc {
 		cfg := agentConfig(h, dir, tok)
 		cfg.Name, cfg.Labels = name, map[string]string{"region": "eu", "fl": "on"}
+		cfg.ReportInterval = flReportInterval
 		if name == "edge-1" {
 			cfg.Logger = slog.New(slog.NewTextHandler(log, nil))
 		}

@@ -13,6 +13,11 @@ import (
 	"outpost.dev/outpost/internal/testenv"
 )
 
+// importWatchHours is the import watch's interval in the tests whose fake clock runs for hours:
+// no bundle is imported there, and its default of seconds would cost a look at the state
+// database tens of thousands of times.
+const importWatchHours = 10 * time.Minute
+
 // TestTransferWindows runs an agent against a hub on a synctest bubble's clock, with a
 // transfer window from 02:00 to 03:00 UTC and no transfer outside it: no blob byte crosses
 // before the window opens (the agent says what waits and when the window opens), the version
@@ -55,6 +60,7 @@ spec:
 
 		cfg := agentConfig(h, filepath.Join(t.TempDir(), "agent"), h.joinToken())
 		cfg.PollTimeout, cfg.ReportInterval = 5*time.Minute, time.Minute // hours pass in this test
+		cfg.ImportWatchInterval = importWatchHours
 		a, stop, _ := startAgent(t, cfg)
 		defer stop()
 		h.Served.Store(0)
@@ -125,7 +131,11 @@ spec:
 		day := time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
 		time.Sleep(time.Until(day.Add(time.Hour)))
 		cfg := agentConfig(h, filepath.Join(t.TempDir(), "agent"), h.joinToken())
-		cfg.PollTimeout, cfg.ReportInterval = 5*time.Minute, time.Minute
+		// A day passes: reports every 10 minutes (nothing here reads them) and no faster
+		// look for an imported bundle keep the agent's and the hub's databases from
+		// thousands of needless writes.
+		cfg.PollTimeout, cfg.ReportInterval = 5*time.Minute, 10*time.Minute
+		cfg.ImportWatchInterval = importWatchHours
 		a, stop, _ := startAgent(t, cfg)
 		defer stop()
 		h.Served.Store(0)
