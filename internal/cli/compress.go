@@ -42,11 +42,12 @@ variants within the budget are pushed as variants of it (see 'outpost model
 show'), unless --dry-run. MODEL is a local ONNX file, or a model folder
 holding model.onnx; its variants are only written, with --out. The recipes: float16 weights; int8 quantization (QDQ form,
 weights per output channel, activations calibrated on the training samples
-by min-max or percentile); for MLPs also unstructured pruning (80% zeros,
-compressing in transfer), structured pruning (removing hidden units) with
-or without int8, and a distilled student a tenth as wide; --student SIZES
-adds a student of those hidden sizes. Pruned models and
-students are fine-tuned on the training samples.
+by min-max or percentile); for the MLPs and CNNs internal/train makes,
+structured pruning (removing hidden units, or convolution channels) with or
+without int8, and a distilled student a tenth as wide; for MLPs also
+unstructured pruning (80% zeros, compressing in transfer). --student SIZES
+adds a student of those hidden sizes (a CNN's: its two widths). Pruned
+models and students are fine-tuned on the training samples.
 
 Every variant is measured on labelled samples the methods did not train on:
 the data's own test split, or the last --eval-share of its samples. The
@@ -181,7 +182,7 @@ them: idx, npy, npz or csv (see docs/pipelines.md).`,
 	f.StringVar(&out, "out", "", "write the variants within the budget to this folder (new or empty)")
 	f.StringVarP(&output, "output", "o", "", "output format: json (every candidate with its measurements)")
 	f.BoolVar(&dryRun, "dry-run", false, "with NAME@VERSION: measure, but push nothing")
-	f.IntSliceVar(&student, "student", nil, "also distil a student MLP of these hidden sizes (for example 32 or 64,16)")
+	f.IntSliceVar(&student, "student", nil, "also distil a student of these hidden sizes (for example 32 or 64,16; a CNN's two widths)")
 	f.StringVar(&ortLib, "onnxruntime-lib", "", "ONNX Runtime shared library (libonnxruntime.so) to measure each variant's latency in too (env "+ort.EnvLib+")")
 	return cmd
 }

@@ -9,8 +9,9 @@ import (
 	"outpost.dev/outpost/internal/train"
 )
 
-// FineTune is how PruneUnits' and Sparsify's models recover accuracy, and
-// how Distill trains: a few epochs of internal/train on a labelled set.
+// FineTune is how PruneUnits', PruneChannels' and Sparsify's models recover
+// accuracy, and how Distill and DistillCNN train: a few epochs of
+// internal/train on a labelled set.
 type FineTune struct {
 	Data   Dataset
 	Epochs int     // default 2
@@ -27,8 +28,8 @@ func (f FineTune) options() train.TrainOptions {
 // the norm of the weights into the unit times the norm of those out of it,
 // so that the dense model really shrinks; then it fine-tunes the copy.
 func PruneUnits(ctx context.Context, m *train.MLP, keep float64, ft FineTune) (*train.MLP, error) {
-	if !(keep > 0 && keep <= 1) {
-		return nil, fmt.Errorf("compress: keep %v of the hidden units: want above 0, at most 1", keep)
+	if err := checkKeep(keep, "hidden units"); err != nil {
+		return nil, err
 	}
 	if len(m.Layers) < 2 {
 		return nil, fmt.Errorf("compress: an MLP of %d layers has no hidden units to prune", len(m.Layers))
@@ -36,34 +37,16 @@ func PruneUnits(ctx context.Context, m *train.MLP, keep float64, ft FineTune) (*
 	p := m.Clone()
 	for i := 0; i+1 < len(p.Layers); i++ {
 		in, out := &p.Layers[i], &p.Layers[i+1]
-		score := make([]float64, in.Out)
-		for o := range in.Out {
-			var a, b float64
+		kept := strongest(in.Out, keep, func(o int) (into, outOf float64) {
 			for k := range in.In {
-				a += float64(in.W[k*in.Out+o]) * float64(in.W[k*in.Out+o])
+				into += sq(in.W[k*in.Out+o])
 			}
-			a += float64(in.B[o]) * float64(in.B[o])
+			into += sq(in.B[o])
 			for q := range out.Out {
-				b += float64(out.W[o*out.Out+q]) * float64(out.W[o*out.Out+q])
+				outOf += sq(out.W[o*out.Out+q])
 			}
-			score[o] = math.Sqrt(a) * math.Sqrt(b)
-		}
-		n := max(1, int(math.Round(keep*float64(in.Out))))
-		order := make([]int, in.Out)
-		for o := range order {
-			order[o] = o
-		}
-		slices.SortStableFunc(order, func(x, y int) int {
-			switch {
-			case score[x] > score[y]:
-				return -1
-			case score[x] < score[y]:
-				return 1
-			}
-			return 0
+			return into, outOf
 		})
-		kept := order[:n]
-		slices.Sort(kept)
 		*in = keepColumns(*in, kept)
 		*out = keepRows(*out, kept)
 	}
@@ -72,6 +55,45 @@ func PruneUnits(ctx context.Context, m *train.MLP, keep float64, ft FineTune) (*
 	}
 	return p, nil
 }
+
+// checkKeep checks the share of units or channels a pruning keeps.
+func checkKeep(keep float64, what string) error {
+	if !(keep > 0 && keep <= 1) {
+		return fmt.Errorf("compress: keep %v of the %s: want above 0, at most 1", keep, what)
+	}
+	return nil
+}
+
+// strongest returns, in increasing order, the share keep (at least one) of
+// units 0 to n-1 whose score is highest: the norm of the weights into the
+// unit times the norm of those out of it, from the sums of their squares
+// norms gives. Ties keep the lower unit.
+func strongest(n int, keep float64, norms func(unit int) (into, outOf float64)) []int {
+	score := make([]float64, n)
+	for u := range score {
+		a, b := norms(u)
+		score[u] = math.Sqrt(a) * math.Sqrt(b)
+	}
+	order := make([]int, n)
+	for u := range order {
+		order[u] = u
+	}
+	slices.SortStableFunc(order, func(x, y int) int {
+		switch {
+		case score[x] > score[y]:
+			return -1
+		case score[x] < score[y]:
+			return 1
+		}
+		return 0
+	})
+	kept := order[:max(1, int(math.Round(keep*float64(n))))]
+	slices.Sort(kept)
+	return kept
+}
+
+// sq is v squared, in float64.
+func sq(v float32) float64 { return float64(v) * float64(v) }
 
 // keepColumns keeps outputs cols of layer l.
 func keepColumns(l train.Dense, cols []int) train.Dense {
@@ -163,11 +185,16 @@ func Sparsity(m *train.MLP) float64 {
 	return float64(zero) / float64(max(all, 1))
 }
 
-func fineTune(ctx context.Context, m *train.MLP, ft FineTune) error {
+// learner is a model internal/train trains: *train.MLP or *train.CNN.
+type learner interface {
+	Train(ctx context.Context, ds train.Dataset, opts train.TrainOptions) (train.TrainStats, error)
+}
+
+func fineTune(ctx context.Context, m learner, ft FineTune) error {
 	return trainOn(ctx, m, ft.Data, ft.options())
 }
 
-func trainOn(ctx context.Context, m *train.MLP, ds Dataset, opts train.TrainOptions) error {
+func trainOn(ctx context.Context, m learner, ds Dataset, opts train.TrainOptions) error {
 	if ds == nil || ds.Len() == 0 {
 		return fmt.Errorf("compress: no labelled data to fine-tune on")
 	}
@@ -182,31 +209,48 @@ func trainOn(ctx context.Context, m *train.MLP, ds Dataset, opts train.TrainOpti
 // gives): each sample's soft target is the teacher's distribution softened
 // to temperature, mixed with the label at weight 1 − soft.
 func Distill(ctx context.Context, teacher Session, hidden []int, temperature, soft float64, ft FineTune) (*train.MLP, error) {
-	ds := ft.Data
-	if ds == nil || ds.Len() == 0 {
-		return nil, fmt.Errorf("compress: no labelled data to distil on")
-	}
 	for _, h := range hidden {
 		if h < 1 {
 			return nil, fmt.Errorf("compress: student hidden sizes %v: want each at least 1", hidden)
 		}
 	}
-	if !(temperature > 0) {
-		return nil, fmt.Errorf("compress: temperature %v: want above 0", temperature)
-	}
-	targets, classes, err := softTargets(ctx, teacher, ds, temperature)
+	var s *train.MLP
+	err := distil(ctx, teacher, temperature, soft, ft, func(classes int) (learner, error) {
+		s = train.NewMLP(append(append([]int{ft.Data.Dim()}, hidden...), classes), max(ft.Seed, 1))
+		return s, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	sizes := append(append([]int{ds.Dim()}, hidden...), classes)
-	s := train.NewMLP(sizes, max(ft.Seed, 1))
+	return s, nil
+}
+
+// distil trains the student that newStudent makes for the teacher's number
+// of classes on ft.Data, from teacher's outputs softened to temperature,
+// mixed with the labels at weight 1 − soft.
+func distil(ctx context.Context, teacher Session, temperature, soft float64, ft FineTune, newStudent func(classes int) (learner, error)) error {
+	ds := ft.Data
+	if ds == nil || ds.Len() == 0 {
+		return fmt.Errorf("compress: no labelled data to distil on")
+	}
+	if !(temperature > 0) {
+		return fmt.Errorf("compress: temperature %v: want above 0", temperature)
+	}
+	targets, classes, err := softTargets(ctx, teacher, ds, temperature)
+	if err != nil {
+		return err
+	}
+	s, err := newStudent(classes)
+	if err != nil {
+		return err
+	}
 	opts := ft.options()
 	opts.Soft = func(i int) []float32 { return targets[i*classes : (i+1)*classes] }
 	opts.SoftWeight, opts.Temperature = soft, temperature
 	if _, err := s.Train(ctx, ds, opts); err != nil {
-		return nil, fmt.Errorf("compress: distil: %w", err)
+		return fmt.Errorf("compress: distil: %w", err)
 	}
-	return s, nil
+	return nil
 }
 
 // softTargets runs teacher over ds and returns its probabilities softened

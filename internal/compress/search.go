@@ -33,29 +33,114 @@ type Recipe struct {
 	// Method and Params say what it does, as a variant records it.
 	Method string
 	Params map[string]string
-	// MLP says the recipe needs an MLP that internal/train reads (pruning,
-	// distillation); other models skip it, saying so.
-	MLP  bool
-	make func(ctx context.Context, src *onnxpb.ModelProto, mlp *train.MLP, teacher Session, d Data) (*onnxpb.ModelProto, error)
+	// Trained says the recipe retrains the model (pruning, distillation),
+	// so it needs one that internal/train reads: an MLP or the CNN. Other
+	// models skip it, saying so.
+	Trained bool
+	make    func(ctx context.Context, src *onnxpb.ModelProto, m source, teacher Session, d Data) (*onnxpb.ModelProto, error)
 }
 
 // rewrite makes a variant from an ONNX model.
 type rewrite func(ctx context.Context, m *onnxpb.ModelProto, d Data) (*onnxpb.ModelProto, error)
 
-// shrink makes a smaller MLP from the source's (with its Go runtime session as the teacher).
-type shrink func(ctx context.Context, mlp *train.MLP, teacher Session, d Data) (*train.MLP, error)
+// shrink makes a smaller model from the source's (with its Go runtime session as the teacher).
+type shrink func(ctx context.Context, m source, teacher Session, d Data) (exporter, error)
+
+// exporter is a model internal/train writes as ONNX.
+type exporter interface {
+	MarshalONNX(name string) ([]byte, error)
+}
+
+// source is the model a search starts from, as internal/train reads it,
+// for the recipes that retrain it: mlpSource or cnnSource, each applying
+// the methods to its kind of model with that kind's training settings.
+type source interface {
+	// pruned keeps the share keep of each hidden layer's units, or of each
+	// convolution's channels, and fine-tunes.
+	pruned(ctx context.Context, keep float64, d Data) (exporter, error)
+	// sparse zeroes the share sparsity of the weights and fine-tunes.
+	sparse(ctx context.Context, sparsity float64, d Data) (exporter, error)
+	// student distils a student of the sizes that sizes gives from the
+	// source's own (an MLP's hidden sizes, the CNN's two widths).
+	student(ctx context.Context, teacher Session, sizes func(own []int) []int, d Data) (exporter, error)
+}
+
+// readSource reads the model file b as internal/train's MLP or CNN.
+func readSource(b []byte) (source, error) {
+	m, mlpErr := train.ImportONNX(b)
+	if mlpErr == nil {
+		return mlpSource{m}, nil
+	}
+	c, cnnErr := train.ImportCNN(b)
+	if cnnErr == nil {
+		return cnnSource{c}, nil
+	}
+	return nil, fmt.Errorf("not a model internal/train reads: not an MLP (%v), nor a CNN (%v)", mlpErr, cnnErr)
+}
+
+// Distillation's settings, for every kind of student: the teacher's
+// outputs softened to distilTemperature, weighted distilSoft against the
+// labels.
+const (
+	distilTemperature = 4
+	distilSoft        = 0.7
+)
+
+// mlpSource is an MLP source: its recipes fine-tune 2 epochs and distil 10.
+type mlpSource struct{ *train.MLP }
+
+func (m mlpSource) pruned(ctx context.Context, keep float64, d Data) (exporter, error) {
+	return PruneUnits(ctx, m.MLP, keep, FineTune{Data: d.Train, Epochs: 2, Seed: 1})
+}
+
+func (m mlpSource) sparse(ctx context.Context, sparsity float64, d Data) (exporter, error) {
+	return Sparsify(ctx, m.MLP, sparsity, FineTune{Data: d.Train, Epochs: 2, Seed: 1})
+}
+
+func (m mlpSource) student(ctx context.Context, teacher Session, sizes func([]int) []int, d Data) (exporter, error) {
+	own := m.Sizes()
+	return Distill(ctx, teacher, sizes(own[1:len(own)-1]), distilTemperature, distilSoft, FineTune{Data: d.Train, Epochs: 10, Seed: 1})
+}
+
+// cnnSource is a CNN source: its pruned models fine-tune cnnFineTune
+// epochs, its students train cnnStudentEpochs, at the learning rate
+// cnnLR the zoo's CNN trained at.
+type cnnSource struct{ *train.CNN }
+
+const (
+	cnnFineTune      = 5
+	cnnStudentEpochs = 20
+	cnnLR            = 3e-3
+)
+
+func (c cnnSource) pruned(ctx context.Context, keep float64, d Data) (exporter, error) {
+	return PruneChannels(ctx, c.CNN, keep, FineTune{Data: d.Train, Epochs: cnnFineTune, LR: cnnLR, Seed: 1})
+}
+
+func (c cnnSource) sparse(context.Context, float64, Data) (exporter, error) {
+	return nil, errors.New("unstructured pruning is for MLPs only: the CNN's training does not hold pruned weights at zero (train.TrainOptions.Masks)")
+}
+
+func (c cnnSource) student(ctx context.Context, teacher Session, sizes func([]int) []int, d Data) (exporter, error) {
+	c1, c2 := c.Widths()
+	w := sizes([]int{c1, c2})
+	if len(w) != 2 {
+		return nil, fmt.Errorf("compress: a student CNN has two widths, not the %d sizes %v", len(w), w)
+	}
+	return DistillCNN(ctx, teacher, w[0], w[1], distilTemperature, distilSoft, FineTune{Data: d.Train, Epochs: cnnStudentEpochs, LR: cnnLR, Seed: 1})
+}
 
 // plain is a recipe that rewrites the source model.
-func plain(f rewrite) func(context.Context, *onnxpb.ModelProto, *train.MLP, Session, Data) (*onnxpb.ModelProto, error) {
-	return func(ctx context.Context, src *onnxpb.ModelProto, _ *train.MLP, _ Session, d Data) (*onnxpb.ModelProto, error) {
+func plain(f rewrite) func(context.Context, *onnxpb.ModelProto, source, Session, Data) (*onnxpb.ModelProto, error) {
+	return func(ctx context.Context, src *onnxpb.ModelProto, _ source, _ Session, d Data) (*onnxpb.ModelProto, error) {
 		return f(ctx, src, d)
 	}
 }
 
-// then is a recipe that shrinks the source MLP, exports it to ONNX and, with f, rewrites that.
-func then(mk shrink, f rewrite) func(context.Context, *onnxpb.ModelProto, *train.MLP, Session, Data) (*onnxpb.ModelProto, error) {
-	return func(ctx context.Context, src *onnxpb.ModelProto, mlp *train.MLP, teacher Session, d Data) (*onnxpb.ModelProto, error) {
-		m, err := mk(ctx, mlp, teacher, d)
+// then is a recipe that shrinks the source model, exports it to ONNX and, with f, rewrites that.
+func then(mk shrink, f rewrite) func(context.Context, *onnxpb.ModelProto, source, Session, Data) (*onnxpb.ModelProto, error) {
+	return func(ctx context.Context, src *onnxpb.ModelProto, sm source, teacher Session, d Data) (*onnxpb.ModelProto, error) {
+		m, err := mk(ctx, sm, teacher, d)
 		if err != nil {
 			return nil, err
 		}
@@ -83,16 +168,21 @@ func staticInt8(p float64) rewrite {
 }
 
 func prune(keep float64) shrink {
-	return func(ctx context.Context, m *train.MLP, _ Session, d Data) (*train.MLP, error) {
-		return PruneUnits(ctx, m, keep, FineTune{Data: d.Train, Epochs: 2, Seed: 1})
+	return func(ctx context.Context, m source, _ Session, d Data) (exporter, error) {
+		return m.pruned(ctx, keep, d)
 	}
 }
 
-// distilTo distils a student whose hidden sizes hidden gives from the source's.
-func distilTo(hidden func(source []int) []int) shrink {
-	return func(ctx context.Context, m *train.MLP, teacher Session, d Data) (*train.MLP, error) {
-		sizes := m.Sizes()
-		return Distill(ctx, teacher, hidden(sizes[1:len(sizes)-1]), 4, 0.7, FineTune{Data: d.Train, Epochs: 10, Seed: 1})
+func sparsify(sparsity float64) shrink {
+	return func(ctx context.Context, m source, _ Session, d Data) (exporter, error) {
+		return m.sparse(ctx, sparsity, d)
+	}
+}
+
+// distilTo distils a student whose sizes sizes gives from the source's.
+func distilTo(sizes func(source []int) []int) shrink {
+	return func(ctx context.Context, m source, teacher Session, d Data) (exporter, error) {
+		return m.student(ctx, teacher, sizes, d)
 	}
 }
 
@@ -112,9 +202,6 @@ func Recipes() []Recipe {
 	dynamic := func(_ context.Context, m *onnxpb.ModelProto, _ Data) (*onnxpb.ModelProto, error) {
 		return QuantizeDynamic(m)
 	}
-	sparse := func(ctx context.Context, m *train.MLP, _ Session, d Data) (*train.MLP, error) {
-		return Sparsify(ctx, m, 0.8, FineTune{Data: d.Train, Epochs: 2, Seed: 1})
-	}
 	tenth := func(src []int) []int {
 		out := make([]int, len(src))
 		for i, h := range src {
@@ -127,17 +214,18 @@ func Recipes() []Recipe {
 		{Name: "int8", Method: "int8-static", Params: params("calibration", "minmax", "weights", "per-channel"), make: plain(staticInt8(0))},
 		{Name: "int8-dynamic", Method: "int8-dynamic", Params: params("activations", "dynamic", "weights", "per-column-7bit"), make: plain(dynamic)},
 		{Name: "int8-p9999", Method: "int8-static", Params: params("calibration", "percentile", "percentile", "99.99", "weights", "per-channel"), make: plain(staticInt8(99.99))},
-		{Name: "sparse80", Method: "prune-unstructured", Params: params("sparsity", "0.8"), MLP: true, make: then(sparse, nil)},
-		{Name: "pruned50", Method: "prune-structured", Params: params("keep", "0.5"), MLP: true, make: then(prune(0.5), nil)},
-		{Name: "pruned50-int8", Method: "prune-structured+int8-static", Params: params("keep", "0.5", "calibration", "minmax"), MLP: true, make: then(prune(0.5), staticInt8(0))},
-		{Name: "pruned25-int8", Method: "prune-structured+int8-static", Params: params("keep", "0.25", "calibration", "minmax"), MLP: true, make: then(prune(0.25), staticInt8(0))},
-		{Name: "student10", Method: "distill", Params: params("hidden", "0.1", "temperature", "4", "soft", "0.7"), MLP: true, make: then(distilTo(tenth), nil)},
+		{Name: "sparse80", Method: "prune-unstructured", Params: params("sparsity", "0.8"), Trained: true, make: then(sparsify(0.8), nil)},
+		{Name: "pruned50", Method: "prune-structured", Params: params("keep", "0.5"), Trained: true, make: then(prune(0.5), nil)},
+		{Name: "pruned50-int8", Method: "prune-structured+int8-static", Params: params("keep", "0.5", "calibration", "minmax"), Trained: true, make: then(prune(0.5), staticInt8(0))},
+		{Name: "pruned25-int8", Method: "prune-structured+int8-static", Params: params("keep", "0.25", "calibration", "minmax"), Trained: true, make: then(prune(0.25), staticInt8(0))},
+		{Name: "student10", Method: "distill", Params: params("hidden", "0.1", "temperature", "4", "soft", "0.7"), Trained: true, make: then(distilTo(tenth), nil)},
 	}
 }
 
 // StudentRecipe distils a student of the given hidden sizes (as many as the source MLP's
 // hidden layers, or any number: the student need not have the teacher's depth), named
-// "student-" and the sizes ("student-32-16").
+// "student-" and the sizes ("student-32-16"). From a CNN, the sizes are the student
+// CNN's two widths.
 func StudentRecipe(hidden []int) (Recipe, error) {
 	if len(hidden) == 0 {
 		return Recipe{}, fmt.Errorf("compress: a student needs at least one hidden size")
@@ -152,7 +240,7 @@ func StudentRecipe(hidden []int) (Recipe, error) {
 	sizes := strings.Join(parts, "-")
 	fixed := slices.Clone(hidden)
 	return Recipe{Name: "student-" + sizes, Method: "distill", Params: params("hidden", strings.Join(parts, ","), "temperature", "4", "soft", "0.7"),
-		MLP: true, make: then(distilTo(func([]int) []int { return fixed }), nil)}, nil
+		Trained: true, make: then(distilTo(func([]int) []int { return fixed }), nil)}, nil
 }
 
 func calib(d Data) int {
@@ -220,7 +308,7 @@ func Search(ctx context.Context, src *onnxpb.ModelProto, recipes []Recipe, d Dat
 	if err != nil {
 		return nil, err
 	}
-	mlp, mlpErr := train.ImportONNX(srcBytes)
+	sm, smErr := readSource(srcBytes)
 	out := []Candidate{full}
 	for i, r := range recipes {
 		if err := ctx.Err(); err != nil {
@@ -230,12 +318,12 @@ func Search(ctx context.Context, src *onnxpb.ModelProto, recipes []Recipe, d Dat
 			progress(i+1, len(recipes), r.Name)
 		}
 		c := Candidate{Name: r.Name, Method: r.Method, Params: r.Params}
-		if r.MLP && mlpErr != nil {
-			c.Skipped = "not an MLP internal/train reads: " + mlpErr.Error()
+		if r.Trained && smErr != nil {
+			c.Skipped = smErr.Error()
 			out = append(out, c)
 			continue
 		}
-		m, err := r.make(ctx, src, mlp, teacher, d)
+		m, err := r.make(ctx, src, sm, teacher, d)
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
 		}

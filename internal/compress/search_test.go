@@ -31,9 +31,9 @@ func TestMarkPareto(t *testing.T) {
 	}
 }
 
-// A search over the zoo's MLP makes every recipe's variant, measures it,
-// and keeps the budget; over the CNN the MLP-only recipes are skipped with
-// the reason.
+// A search over the zoo's MLP or CNN makes every recipe's variant,
+// measures it, and keeps the budget; over the CNN, unstructured pruning is
+// skipped with the reason.
 func TestSearch(t *testing.T) {
 	tr, te, err := dataset.FashionSubset()
 	if err != nil {
@@ -62,9 +62,7 @@ func TestSearch(t *testing.T) {
 				t.Logf("%-14s %7d bytes %.3fx acc %.1f%% drop %+.2f within %v pareto %v lat1 %v lat32 %v mem %d ops %v %s",
 					c.Name, c.Bytes, c.Ratio, 100*c.Accuracy, c.Drop, c.Within, c.Pareto, c.Latency1, c.Latency32, c.Memory, c.Ops, c.Skipped)
 				if c.Skipped != "" {
-					if name == "mlp" || !strings.Contains(c.Skipped, "not an MLP") {
-						t.Errorf("%s skipped: %s", c.Name, c.Skipped)
-					}
+					t.Errorf("%s skipped: %s", c.Name, c.Skipped)
 					continue
 				}
 				if c.Accuracy < 0.8 || c.Latency1 <= 0 || c.Latency32 <= 0 || len(c.Ops) == 0 {
@@ -81,6 +79,15 @@ func TestSearch(t *testing.T) {
 	}
 	if _, err := SelectRecipes("int8,bogus"); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Errorf("an unknown recipe: %v", err)
+	}
+	sparse, err := SelectRecipes("sparse80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cnn, _ := zooModel(t, "cnn")
+	cs, err := Search(ctx, cnn, sparse, Data{Train: tr, Eval: te.Slice(0, 10)}, 1, nil)
+	if err != nil || !strings.Contains(cs[1].Skipped, "unstructured pruning is for MLPs only") {
+		t.Errorf("sparse80 of the CNN: %+v, %v", cs, err)
 	}
 	m, _ := zooModel(t, "mlp")
 	if _, err := Search(ctx, m, recipes, Data{Train: tr}, 1, nil); err == nil {

@@ -9,11 +9,12 @@ import (
 	"time"
 )
 
-// The small convolutional network for 1x28x28 images (Fashion-MNIST):
+// The small convolutional network for 1x28x28 images (Fashion-MNIST), of
+// C1 and C2 channels (by default CNNConv1 = 8 and CNNConv2 = 16):
 //
-//	Conv(1->8, 3x3, pad 1) ReLU MaxPool(2) -> [8, 14, 14]
-//	Conv(8->16, 3x3, pad 1) ReLU MaxPool(2) -> [16, 7, 7]
-//	Flatten -> Gemm(784 -> 10) -> Softmax
+//	Conv(1->C1, 3x3, pad 1) ReLU MaxPool(2) -> [C1, 14, 14]
+//	Conv(C1->C2, 3x3, pad 1) ReLU MaxPool(2) -> [C2, 7, 7]
+//	Flatten -> Gemm(C2*49 -> 10) -> Softmax
 //
 // Convolutions run as matrix products over im2col buffers. Training computes
 // each sample's forward and backward pass independently (the weights are
@@ -23,31 +24,43 @@ import (
 const (
 	CNNSide     = 28 // input height and width
 	CNNChannels = 1  // input channels
-	CNNConv1    = 8  // channels of the first convolution
-	CNNConv2    = 16 // channels of the second convolution
+	CNNConv1    = 8  // channels of the default CNN's first convolution
+	CNNConv2    = 16 // channels of the default CNN's second convolution
 	CNNClasses  = 10
 
-	cnnK     = 3           // kernel side
-	cnnKK    = cnnK * cnnK // kernel taps
-	cnnS1    = CNNSide     // side after conv1
-	cnnP1    = CNNSide / 2 // side after pool1 (14)
-	cnnP2    = cnnP1 / 2   // side after pool2 (7)
-	cnnFlat  = CNNConv2 * cnnP2 * cnnP2
+	cnnK     = 3             // kernel side
+	cnnKK    = cnnK * cnnK   // kernel taps
+	cnnS1    = CNNSide       // side after conv1
+	cnnP1    = CNNSide / 2   // side after pool1 (14)
+	cnnP2    = cnnP1 / 2     // side after pool2 (7)
+	cnnCell  = cnnP2 * cnnP2 // features of each conv2 channel (49)
 	cnnInDim = CNNChannels * CNNSide * CNNSide
 	cnnChunk = 8 // samples per gradient accumulator
 )
 
 // CNN is the convolutional classifier described above. Convolution weights
-// use ONNX's layout [out, in, kh, kw]; FCW is [cnnFlat, classes] (Gemm's B
-// without transB), as in the MLP.
+// use ONNX's layout [out, in, kh, kw]; FCW is [C2*49, classes] (Gemm's B
+// without transB), as in the MLP, its rows in Flatten's order (channel,
+// then position). The widths C1 and C2 are the lengths of Conv1B and
+// Conv2B (Widths); the other tensors' shapes follow from them.
 type CNN struct {
-	Conv1W, Conv1B []float32 // [8,1,3,3], [8]
-	Conv2W, Conv2B []float32 // [16,8,3,3], [16]
-	FCW, FCB       []float32 // [784,10], [10]
+	Conv1W, Conv1B []float32 // [C1,1,3,3], [C1]
+	Conv2W, Conv2B []float32 // [C2,C1,3,3], [C2]
+	FCW, FCB       []float32 // [C2*49,10], [10]
 }
 
-// NewCNN makes a CNN with He-normal weights and zero biases drawn from seed.
+// NewCNN makes the default CNN, of CNNConv1 and CNNConv2 channels, with
+// He-normal weights and zero biases drawn from seed.
 func NewCNN(seed uint64) *CNN {
+	return NewCNNWidths(CNNConv1, CNNConv2, seed)
+}
+
+// NewCNNWidths makes a CNN of conv1 and conv2 channels, with He-normal
+// weights and zero biases drawn from seed. It panics on a width below 1.
+func NewCNNWidths(conv1, conv2 int, seed uint64) *CNN {
+	if conv1 < 1 || conv2 < 1 {
+		panic(fmt.Sprintf("train.NewCNNWidths: widths %d and %d, want at least 1", conv1, conv2))
+	}
 	rng := rand.New(rand.NewPCG(seed, 0x636e6e)) // "cnn"
 	he := func(n, fanIn int) []float32 {
 		w := make([]float32, n)
@@ -57,11 +70,28 @@ func NewCNN(seed uint64) *CNN {
 		}
 		return w
 	}
+	flat := conv2 * cnnCell
 	return &CNN{
-		Conv1W: he(CNNConv1*CNNChannels*cnnKK, CNNChannels*cnnKK), Conv1B: make([]float32, CNNConv1),
-		Conv2W: he(CNNConv2*CNNConv1*cnnKK, CNNConv1*cnnKK), Conv2B: make([]float32, CNNConv2),
-		FCW: he(cnnFlat*CNNClasses, cnnFlat), FCB: make([]float32, CNNClasses),
+		Conv1W: he(conv1*CNNChannels*cnnKK, CNNChannels*cnnKK), Conv1B: make([]float32, conv1),
+		Conv2W: he(conv2*conv1*cnnKK, conv1*cnnKK), Conv2B: make([]float32, conv2),
+		FCW: he(flat*CNNClasses, flat), FCB: make([]float32, CNNClasses),
 	}
+}
+
+// Widths returns the channels of the two convolutions.
+func (c *CNN) Widths() (conv1, conv2 int) {
+	return len(c.Conv1B), len(c.Conv2B)
+}
+
+// checkShape checks that the tensors' lengths agree with the widths.
+func (c *CNN) checkShape() error {
+	c1, c2 := c.Widths()
+	if c1 < 1 || c2 < 1 || len(c.Conv1W) != c1*CNNChannels*cnnKK || len(c.Conv2W) != c2*c1*cnnKK ||
+		len(c.FCW) != c2*cnnCell*CNNClasses || len(c.FCB) != CNNClasses {
+		return fmt.Errorf("train: CNN tensors of %d, %d, %d, %d, %d and %d values do not make a CNN of widths %d and %d",
+			len(c.Conv1W), len(c.Conv1B), len(c.Conv2W), len(c.Conv2B), len(c.FCW), len(c.FCB), c1, c2)
+	}
+	return nil
 }
 
 // params lists the parameter slices in a fixed order.
@@ -89,34 +119,38 @@ func (c *CNN) Clone() *CNN {
 type cnnScratch struct {
 	x      []float32 // [784]
 	col1   []float32 // [9, 784]
-	z1     []float32 // [8, 784] pre-ReLU
-	p1     []float32 // [8, 196]
+	z1     []float32 // [C1, 784] pre-ReLU
+	p1     []float32 // [C1, 196]
 	idx1   []int32   // argmax positions in z1 of p1
-	col2   []float32 // [72, 196]
-	z2     []float32 // [16, 196]
-	p2     []float32 // [784]
+	col2   []float32 // [C1*9, 196]
+	z2     []float32 // [C2, 196]
+	p2     []float32 // [C2*49]
 	idx2   []int32
 	logits []float32 // [10]
 
 	dlog, dp2, dz2, dcol2, dp1, dz1 []float32
+	// soft is the batch's soft targets with this scratch's own buffer, nil
+	// unless distilling.
+	soft *distil
 }
 
-func newCNNScratch(training bool) *cnnScratch {
+func (c *CNN) newScratch(training bool) *cnnScratch {
+	c1, c2 := c.Widths()
 	s := &cnnScratch{
 		x:      make([]float32, cnnInDim),
 		col1:   make([]float32, CNNChannels*cnnKK*cnnS1*cnnS1),
-		z1:     make([]float32, CNNConv1*cnnS1*cnnS1),
-		p1:     make([]float32, CNNConv1*cnnP1*cnnP1),
-		idx1:   make([]int32, CNNConv1*cnnP1*cnnP1),
-		col2:   make([]float32, CNNConv1*cnnKK*cnnP1*cnnP1),
-		z2:     make([]float32, CNNConv2*cnnP1*cnnP1),
-		p2:     make([]float32, cnnFlat),
-		idx2:   make([]int32, cnnFlat),
+		z1:     make([]float32, c1*cnnS1*cnnS1),
+		p1:     make([]float32, c1*cnnP1*cnnP1),
+		idx1:   make([]int32, c1*cnnP1*cnnP1),
+		col2:   make([]float32, c1*cnnKK*cnnP1*cnnP1),
+		z2:     make([]float32, c2*cnnP1*cnnP1),
+		p2:     make([]float32, c2*cnnCell),
+		idx2:   make([]int32, c2*cnnCell),
 		logits: make([]float32, CNNClasses),
 	}
 	if training {
 		s.dlog = make([]float32, CNNClasses)
-		s.dp2 = make([]float32, cnnFlat)
+		s.dp2 = make([]float32, len(s.p2))
 		s.dz2 = make([]float32, len(s.z2))
 		s.dcol2 = make([]float32, len(s.col2))
 		s.dp1 = make([]float32, len(s.p1))
@@ -228,12 +262,13 @@ func maxPoolReLU(p []float32, idx []int32, z []float32, c, h, w int) {
 
 // forward runs s.x through the network into s.logits.
 func (c *CNN) forward(s *cnnScratch) {
+	c1, c2 := c.Widths()
 	im2col(s.col1, s.x, CNNChannels, cnnS1, cnnS1)
-	convForward(s.z1, c.Conv1W, c.Conv1B, s.col1, CNNConv1, CNNChannels*cnnKK, cnnS1*cnnS1)
-	maxPoolReLU(s.p1, s.idx1, s.z1, CNNConv1, cnnS1, cnnS1)
-	im2col(s.col2, s.p1, CNNConv1, cnnP1, cnnP1)
-	convForward(s.z2, c.Conv2W, c.Conv2B, s.col2, CNNConv2, CNNConv1*cnnKK, cnnP1*cnnP1)
-	maxPoolReLU(s.p2, s.idx2, s.z2, CNNConv2, cnnP1, cnnP1)
+	convForward(s.z1, c.Conv1W, c.Conv1B, s.col1, c1, CNNChannels*cnnKK, cnnS1*cnnS1)
+	maxPoolReLU(s.p1, s.idx1, s.z1, c1, cnnS1, cnnS1)
+	im2col(s.col2, s.p1, c1, cnnP1, cnnP1)
+	convForward(s.z2, c.Conv2W, c.Conv2B, s.col2, c2, c1*cnnKK, cnnP1*cnnP1)
+	maxPoolReLU(s.p2, s.idx2, s.z2, c2, cnnP1, cnnP1)
 	copy(s.logits, c.FCB)
 	for k, a := range s.p2 {
 		if a == 0 {
@@ -264,15 +299,15 @@ func (g *cnnGrads) clear() {
 }
 
 // backward adds to g the gradient of the loss of the sample in s (whose
-// forward pass has run) with label y, scaled by scale, and returns the
-// sample's cross-entropy.
-func (c *CNN) backward(s *cnnScratch, g *cnnGrads, y int, scale float32) float64 {
-	zy := float64(s.logits[y])
-	loss := softmaxRow(s.logits) - zy
-	for j, p := range s.logits {
-		s.dlog[j] = p * scale
+// forward pass has run), sample b of its batch, with label y, scaled by
+// scale, and returns the sample's loss: its cross-entropy, mixed with that
+// of its soft target when s.soft is set.
+func (c *CNN) backward(s *cnnScratch, g *cnnGrads, y, b int, scale float32) (float64, error) {
+	c1, c2 := c.Widths()
+	loss, err := sampleLoss(s.dlog, s.logits, y, s.soft, b, scale)
+	if err != nil {
+		return 0, err
 	}
-	s.dlog[y] -= scale
 
 	// Gemm: dFCW[k][o] += p2[k] dlog[o]; dp2[k] = sum_o FCW[k][o] dlog[o].
 	gw, gb := g[4], g[5]
@@ -293,13 +328,13 @@ func (c *CNN) backward(s *cnnScratch, g *cnnGrads, y int, scale float32) float64
 	// Pool 2 and ReLU 2 back to z2, then conv 2.
 	unpool(s.dz2, s.dp2, s.idx2, s.p2)
 	hw2 := cnnP1 * cnnP1
-	convBackward(g[2], g[3], s.dcol2, s.dz2, s.col2, c.Conv2W, CNNConv2, CNNConv1*cnnKK, hw2, true)
-	col2im(s.dp1, s.dcol2, CNNConv1, cnnP1, cnnP1)
+	convBackward(g[2], g[3], s.dcol2, s.dz2, s.col2, c.Conv2W, c2, c1*cnnKK, hw2, true)
+	col2im(s.dp1, s.dcol2, c1, cnnP1, cnnP1)
 
 	// Pool 1 and ReLU 1 back to z1, then conv 1 (no input gradient needed).
 	unpool(s.dz1, s.dp1, s.idx1, s.p1)
-	convBackward(g[0], g[1], nil, s.dz1, s.col1, c.Conv1W, CNNConv1, CNNChannels*cnnKK, cnnS1*cnnS1, false)
-	return loss
+	convBackward(g[0], g[1], nil, s.dz1, s.col1, c.Conv1W, c1, CNNChannels*cnnKK, cnnS1*cnnS1, false)
+	return loss, nil
 }
 
 // unpool routes each pooled gradient dp[o] to the position idx[o] of its
@@ -358,6 +393,9 @@ func allZero(v []float32) bool {
 }
 
 func (c *CNN) check(ds Dataset) error {
+	if err := c.checkShape(); err != nil {
+		return err
+	}
 	if ds.Dim() != cnnInDim {
 		return fmt.Errorf("train: dataset has %d features, the CNN takes %d (1x28x28)", ds.Dim(), cnnInDim)
 	}
@@ -366,8 +404,9 @@ func (c *CNN) check(ds Dataset) error {
 
 // Train runs mini-batch training on ds (28x28 single-channel images, pixels
 // scaled as for the MLP). It honours Epochs, BatchSize, LR, Optimizer,
-// Momentum, Seed, Workers, Progress, MaxSteps and ProxMu of opts; FrozenLayers must be 0. It
-// stops early with ctx's error, leaving the model as after the last step.
+// Momentum, Seed, Workers, Progress, MaxSteps, ProxMu and Soft (distillation,
+// as for the MLP) of opts; FrozenLayers must be 0 and Masks nil. It stops
+// early with ctx's error, leaving the model as after the last step.
 func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainStats, error) {
 	start := time.Now()
 	opts, err := opts.withDefaults()
@@ -377,8 +416,8 @@ func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 	if opts.FrozenLayers != 0 {
 		return TrainStats{}, errors.New("train: the CNN does not support frozen layers")
 	}
-	if opts.Soft != nil || opts.Masks != nil {
-		return TrainStats{}, errors.New("train: the CNN does not distil or mask weights (TrainOptions.Soft, Masks)")
+	if opts.Masks != nil {
+		return TrainStats{}, errors.New("train: the CNN does not mask weights (TrainOptions.Masks)")
 	}
 	if err := c.check(ds); err != nil {
 		return TrainStats{}, err
@@ -399,11 +438,19 @@ func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 		grads[i] = newCNNGrads(c)
 	}
 	losses := make([]float64, chunks)
+	errs := make([]error, chunks)
 	batchX := make([]float32, bs*cnnInDim)
 	labels := make([]int, bs)
+	var softRows [][]float32
+	if opts.Soft != nil {
+		softRows = make([][]float32, bs)
+	}
 	scratch := make([]*cnnScratch, min(opts.Workers, chunks))
 	for i := range scratch {
-		scratch[i] = newCNNScratch(true)
+		scratch[i] = c.newScratch(true)
+		if softRows != nil {
+			scratch[i].soft = &distil{rows: softRows, weight: opts.SoftWeight, temp: opts.Temperature, pt: make([]float32, CNNClasses)}
+		}
 	}
 	total := grads[0] // chunk 0's buffer receives the sum
 	params := c.params()
@@ -439,6 +486,9 @@ func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 					stats.Duration = time.Since(start)
 					return stats, fmt.Errorf("train: label %d outside [0, %d)", labels[j], CNNClasses)
 				}
+				if softRows != nil {
+					softRows[j] = opts.Soft(perm[lo+j])
+				}
 			}
 			// Worker w takes chunks w, w+W, ...; each chunk's sums are its own.
 			parallel(len(scratch), len(scratch), func(wlo, whi int) {
@@ -447,15 +497,24 @@ func (c *CNN) Train(ctx context.Context, ds Dataset, opts TrainOptions) (TrainSt
 					for ch := wk; ch < nc; ch += len(scratch) {
 						g := grads[ch]
 						g.clear()
-						losses[ch] = 0
+						losses[ch], errs[ch] = 0, nil
 						for j := ch * cnnChunk; j < min((ch+1)*cnnChunk, cur); j++ {
 							s.x = batchX[j*cnnInDim : (j+1)*cnnInDim]
 							c.forward(s)
-							losses[ch] += c.backward(s, g, labels[j], scale)
+							loss, err := c.backward(s, g, labels[j], j, scale)
+							if err != nil {
+								errs[ch] = err
+								break
+							}
+							losses[ch] += loss
 						}
 					}
 				}
 			})
+			if err := errors.Join(errs[:nc]...); err != nil {
+				stats.Duration = time.Since(start)
+				return stats, err
+			}
 			for ch := 1; ch < nc; ch++ {
 				for i, s := range grads[ch] {
 					t := total[i][:len(s)]
@@ -527,10 +586,13 @@ func (c *CNN) Predict(x []float32) []float32 {
 	if len(x)%cnnInDim != 0 {
 		panic(fmt.Sprintf("train: CNN.Predict: %d values is not a multiple of %d", len(x), cnnInDim))
 	}
+	if err := c.checkShape(); err != nil {
+		panic(err.Error())
+	}
 	n := len(x) / cnnInDim
 	out := make([]float32, n*CNNClasses)
 	parallel(n, defaultWorkers(), func(lo, hi int) {
-		s := newCNNScratch(false)
+		s := c.newScratch(false)
 		for i := lo; i < hi; i++ {
 			copy(s.x, x[i*cnnInDim:(i+1)*cnnInDim])
 			c.forward(s)
@@ -555,7 +617,7 @@ func (c *CNN) Evaluate(ds Dataset) (float64, error) {
 	right := make([]int, workers)
 	step := (n + workers - 1) / workers
 	parallel(workers, workers, func(wlo, whi int) {
-		s := newCNNScratch(false)
+		s := c.newScratch(false)
 		for w := wlo; w < whi; w++ {
 			for i := w * step; i < min((w+1)*step, n); i++ {
 				y := ds.Sample(i, s.x)

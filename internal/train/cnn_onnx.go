@@ -14,7 +14,8 @@ import (
 // ExportONNX writes the CNN as an ONNX graph (opset ONNXOpset) named name:
 // input ONNXInput float32 [N, 1, 28, 28], then Conv, Relu, MaxPool, Conv,
 // Relu, MaxPool, Flatten, Gemm and Softmax (axis 1) producing ONNXOutput
-// float32 [N, 10]. The bytes depend only on the weights and name. ImportCNN
+// float32 [N, 10]; its metadata outpost.train.arch says the widths
+// ("cnn-8-16-10"). The bytes depend only on the weights and name. ImportCNN
 // reads the file back.
 func (c *CNN) ExportONNX(w io.Writer, name string) error {
 	data, err := c.MarshalONNX(name)
@@ -27,7 +28,31 @@ func (c *CNN) ExportONNX(w io.Writer, name string) error {
 
 // MarshalONNX is ExportONNX into a byte slice.
 func (c *CNN) MarshalONNX(name string) ([]byte, error) {
+	if err := c.checkShape(); err != nil {
+		return nil, err
+	}
 	return c.builder(name).Marshal()
+}
+
+// cnnTensor is one of the CNN's initializers.
+type cnnTensor struct {
+	name string
+	data *[]float32
+	dims []int64
+}
+
+// tensors lists c's initializers in params() order, with their dims for
+// widths c1 and c2.
+func (c *CNN) tensors(c1, c2 int) []cnnTensor {
+	w1, w2 := int64(c1), int64(c2)
+	return []cnnTensor{
+		{"conv1.weight", &c.Conv1W, []int64{w1, CNNChannels, cnnK, cnnK}},
+		{"conv1.bias", &c.Conv1B, []int64{w1}},
+		{"conv2.weight", &c.Conv2W, []int64{w2, w1, cnnK, cnnK}},
+		{"conv2.bias", &c.Conv2B, []int64{w2}},
+		{"fc.weight", &c.FCW, []int64{w2 * cnnCell, CNNClasses}},
+		{"fc.bias", &c.FCB, []int64{CNNClasses}},
+	}
 }
 
 // builder builds the CNN's graph, named name.
@@ -41,17 +66,15 @@ func (c *CNN) builder(name string) *onnx.Builder {
 		onnx.AttrInts("kernel_shape", 2, 2),
 		onnx.AttrInts("strides", 2, 2),
 	}
+	c1, c2 := c.Widths()
 	b := onnx.NewBuilder(name, ONNXOpset).
-		SetDoc("convolutional network conv3x3(8)-pool-conv3x3(16)-pool-fc(10) on 1x28x28 images, trained by outpost internal/train").
-		SetMetadata("outpost.train.arch", "cnn-8-16-10").
-		Input(ONNXInput, onnxpb.TensorProto_FLOAT, onnx.P("N"), onnx.D(CNNChannels), onnx.D(CNNSide), onnx.D(CNNSide)).
-		Float32("conv1.weight", c.Conv1W, CNNConv1, CNNChannels, cnnK, cnnK).
-		Float32("conv1.bias", c.Conv1B, CNNConv1).
-		Float32("conv2.weight", c.Conv2W, CNNConv2, CNNConv1, cnnK, cnnK).
-		Float32("conv2.bias", c.Conv2B, CNNConv2).
-		Float32("fc.weight", c.FCW, cnnFlat, CNNClasses).
-		Float32("fc.bias", c.FCB, CNNClasses).
-		Node("Conv", "conv1", []string{ONNXInput, "conv1.weight", "conv1.bias"}, []string{"conv1"}, conv...).
+		SetDoc(fmt.Sprintf("convolutional network conv3x3(%d)-pool-conv3x3(%d)-pool-fc(%d) on 1x28x28 images, trained by outpost internal/train", c1, c2, CNNClasses)).
+		SetMetadata("outpost.train.arch", fmt.Sprintf("cnn-%d-%d-%d", c1, c2, CNNClasses)).
+		Input(ONNXInput, onnxpb.TensorProto_FLOAT, onnx.P("N"), onnx.D(CNNChannels), onnx.D(CNNSide), onnx.D(CNNSide))
+	for _, t := range c.tensors(c1, c2) {
+		b.Float32(t.name, *t.data, t.dims...)
+	}
+	b.Node("Conv", "conv1", []string{ONNXInput, "conv1.weight", "conv1.bias"}, []string{"conv1"}, conv...).
 		Node("Relu", "relu1", []string{"conv1"}, []string{"relu1"}).
 		Node("MaxPool", "pool1", []string{"relu1"}, []string{"pool1"}, pool...).
 		Node("Conv", "conv2", []string{"pool1", "conv2.weight", "conv2.bias"}, []string{"conv2"}, conv...).
@@ -64,13 +87,15 @@ func (c *CNN) builder(name string) *onnx.Builder {
 	return b
 }
 
-// ImportCNN reads back a CNN that ExportONNX wrote, for instance the initial
-// model of a federated job or a round's model pulled from the registry. The
-// graph must be exactly the exported one: the same operator set, input,
-// output, nodes (operators, attributes, tensor names) and initializers
-// (names, float32, shapes); only the graph's name, documentation, metadata,
-// node names, the batch dimension and value_info annotations may differ. Any
-// other graph is refused with an error naming what differs.
+// ImportCNN reads back a CNN that ExportONNX wrote, of any widths, for
+// instance the initial model of a federated job or a round's model pulled
+// from the registry. The graph must be exactly the exported one: the same
+// operator set, input, output, nodes (operators, attributes, tensor names)
+// and initializers (names, float32, shapes); the widths are read from the
+// biases' lengths, and the weights' shapes must agree with them. Only the
+// graph's name, documentation, metadata, node names, the batch dimension
+// and value_info annotations may differ. Any other graph is refused with
+// an error naming what differs.
 func ImportCNN(data []byte) (*CNN, error) {
 	mp, err := onnx.Unmarshal(data)
 	if err != nil {
@@ -104,33 +129,56 @@ func ImportCNN(data []byte) (*CNN, error) {
 	if len(g.Initializer) != len(rg.Initializer) {
 		return nil, fmt.Errorf("train: ONNX graph has %d initializers, the CNN's has %d", len(g.Initializer), len(rg.Initializer))
 	}
-	c := &CNN{}
-	dst := map[string]*[]float32{
-		"conv1.weight": &c.Conv1W, "conv1.bias": &c.Conv1B,
-		"conv2.weight": &c.Conv2W, "conv2.bias": &c.Conv2B,
-		"fc.weight": &c.FCW, "fc.bias": &c.FCB,
+	c1, err := widthOf(g.Initializer, "conv1.bias")
+	if err != nil {
+		return nil, err
 	}
-	want := map[string][]int64{}
-	for _, t := range rg.Initializer {
-		want[t.GetName()] = t.Dims
+	c2, err := widthOf(g.Initializer, "conv2.bias")
+	if err != nil {
+		return nil, err
+	}
+	c := &CNN{}
+	want := map[string]cnnTensor{}
+	for _, t := range c.tensors(c1, c2) {
+		want[t.name] = t
 	}
 	for _, t := range g.Initializer {
 		name := t.GetName()
-		dims, ok := want[name]
+		w, ok := want[name]
 		if !ok {
 			return nil, fmt.Errorf("train: ONNX initializer %q is not one of the CNN's (or appears twice)", name)
 		}
 		delete(want, name)
-		if !slices.Equal(t.Dims, dims) {
-			return nil, fmt.Errorf("train: ONNX initializer %q has dims %v, the CNN's are %v", name, t.Dims, dims)
+		if !slices.Equal(t.Dims, w.dims) {
+			return nil, fmt.Errorf("train: ONNX initializer %q has dims %v, the CNN's (of widths %d and %d, read from the biases) are %v",
+				name, t.Dims, c1, c2, w.dims)
 		}
 		v, err := onnx.Float32Data(t)
 		if err != nil {
 			return nil, fmt.Errorf("train: %w", err)
 		}
-		*dst[name] = v
+		*w.data = v
 	}
 	return c, nil
+}
+
+// maxCNNWidth bounds the widths ImportCNN reads, so that the weights' sizes
+// stay far from overflowing.
+const maxCNNWidth = 1 << 16
+
+// widthOf returns the length of the one-dimensional initializer name among
+// inits (a bias, whose length is its convolution's width).
+func widthOf(inits []*onnxpb.TensorProto, name string) (int, error) {
+	for _, t := range inits {
+		if t.GetName() != name {
+			continue
+		}
+		if len(t.Dims) != 1 || t.Dims[0] < 1 || t.Dims[0] > maxCNNWidth {
+			return 0, fmt.Errorf("train: ONNX initializer %q has dims %v, the CNN's are [C] for a width C from 1 to %d", name, t.Dims, maxCNNWidth)
+		}
+		return int(t.Dims[0]), nil
+	}
+	return 0, fmt.Errorf("train: ONNX graph has no initializer %q", name)
 }
 
 // sameOpsets checks that got imports exactly the operator sets of want.

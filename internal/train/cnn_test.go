@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -108,60 +109,67 @@ func TestCNNDeterministic(t *testing.T) {
 }
 
 // The analytic gradient of every parameter tensor matches central finite
-// differences of the loss (in float64 terms, on a few coordinates each).
+// differences of the loss (in float64 terms, on a few coordinates each), for
+// the default widths and others.
 func TestCNNGradientCheck(t *testing.T) {
 	tr, _ := subset(t)
-	c := NewCNN(3)
-	// Nonzero biases, positive and negative, keep the blank background of the
-	// images off ReLU's kink at 0, where finite differences mislead.
-	for i := range c.Conv1B {
-		c.Conv1B[i] = 0.05 * float32(2*(i%2)-1)
-	}
-	for i := range c.Conv2B {
-		c.Conv2B[i] = 0.03 * float32(2*(i%2)-1)
-	}
-	const n = 3
-	xs := make([][]float32, n)
-	ys := make([]int, n)
-	for i := range n {
-		xs[i] = make([]float32, 784)
-		ys[i] = tr.Sample(i, xs[i])
-	}
-	// Loss of the batch, as the mean cross-entropy.
-	meanLoss := func() float64 {
-		s := newCNNScratch(true)
-		var sum float64
-		for i := range n {
-			copy(s.x, xs[i])
-			c.forward(s)
-			zy := float64(s.logits[ys[i]])
-			sum += softmaxRow(s.logits) - zy
-		}
-		return sum / n
-	}
-	g := newCNNGrads(c)
-	s := newCNNScratch(true)
-	for i := range n {
-		copy(s.x, xs[i])
-		c.forward(s)
-		c.backward(s, g, ys[i], 1.0/n)
-	}
-	names := []string{"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"}
-	for pi, p := range c.params() {
-		for _, j := range []int{0, len(p) / 3, len(p) / 2, len(p) - 1} {
-			orig := p[j]
-			const h = 1e-3
-			p[j] = orig + h
-			lp := meanLoss()
-			p[j] = orig - h
-			lm := meanLoss()
-			p[j] = orig
-			num := (lp - lm) / (2 * h)
-			ana := float64(g[pi][j])
-			if math.Abs(num-ana) > 2e-3+0.05*math.Abs(num) {
-				t.Errorf("%s[%d]: analytic %.6f, numeric %.6f", names[pi], j, ana, num)
+	for _, w := range [][2]int{{CNNConv1, CNNConv2}, {3, 5}} {
+		t.Run(fmt.Sprintf("%dx%d", w[0], w[1]), func(t *testing.T) {
+			c := NewCNNWidths(w[0], w[1], 9)
+			// Nonzero biases, positive and negative, keep the blank background of the
+			// images off ReLU's kink at 0, where finite differences mislead.
+			for i := range c.Conv1B {
+				c.Conv1B[i] = 0.05 * float32(2*(i%2)-1)
 			}
-		}
+			for i := range c.Conv2B {
+				c.Conv2B[i] = 0.03 * float32(2*(i%2)-1)
+			}
+			const n = 3
+			xs := make([][]float32, n)
+			ys := make([]int, n)
+			for i := range n {
+				xs[i] = make([]float32, 784)
+				ys[i] = tr.Sample(i, xs[i])
+			}
+			// Loss of the batch, as the mean cross-entropy.
+			meanLoss := func() float64 {
+				s := c.newScratch(true)
+				var sum float64
+				for i := range n {
+					copy(s.x, xs[i])
+					c.forward(s)
+					zy := float64(s.logits[ys[i]])
+					sum += softmaxRow(s.logits) - zy
+				}
+				return sum / n
+			}
+			g := newCNNGrads(c)
+			s := c.newScratch(true)
+			for i := range n {
+				copy(s.x, xs[i])
+				c.forward(s)
+				if _, err := c.backward(s, g, ys[i], i, 1.0/n); err != nil {
+					t.Fatal(err)
+				}
+			}
+			names := []string{"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"}
+			for pi, p := range c.params() {
+				for _, j := range []int{0, len(p) / 3, len(p) / 2, len(p) - 1} {
+					orig := p[j]
+					const h = 1e-3
+					p[j] = orig + h
+					lp := meanLoss()
+					p[j] = orig - h
+					lm := meanLoss()
+					p[j] = orig
+					num := (lp - lm) / (2 * h)
+					ana := float64(g[pi][j])
+					if math.Abs(num-ana) > 2e-3+0.05*math.Abs(num) {
+						t.Errorf("%s[%d]: analytic %.6f, numeric %.6f", names[pi], j, ana, num)
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -301,9 +309,12 @@ func BenchmarkCNNTrainEpoch(b *testing.B) {
 	}
 }
 
-// testCNN is a CNN with random weights and biases, none of them zero.
-func testCNN() *CNN {
-	c := NewCNN(5)
+// testCNN is a default CNN with random weights and biases, none of them zero.
+func testCNN() *CNN { return testCNNWidths(CNNConv1, CNNConv2) }
+
+// testCNNWidths is testCNN of other widths.
+func testCNNWidths(c1, c2 int) *CNN {
+	c := NewCNNWidths(c1, c2, 5)
 	for i, b := range [][]float32{c.Conv1B, c.Conv2B, c.FCB} {
 		for j := range b {
 			b[j] = 0.01 * float32((i+1)*(j+1)%7-3)
@@ -312,38 +323,59 @@ func testCNN() *CNN {
 	return c
 }
 
-// A CNN exported and read back has the same weights, gives the same
-// predictions, and exports to the same bytes.
+// A CNN of any widths exported and read back has the same weights, gives
+// the same predictions, and exports to the same bytes, whose metadata says
+// its widths.
 func TestCNNImportRoundTrip(t *testing.T) {
-	c := testCNN()
-	data, err := c.MarshalONNX("fashion-cnn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := ImportCNN(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, p := range c.params() {
-		if !slices.Equal(back.params()[i], p) {
-			t.Fatalf("tensor %d differs after the round trip", i)
-		}
-	}
 	_, te := subset(t)
 	const n = 16
 	x := make([]float32, n*784)
 	for i := range n {
 		te.Sample(i, x[i*784:(i+1)*784])
 	}
-	if !slices.Equal(back.Predict(x), c.Predict(x)) {
-		t.Fatal("the imported CNN predicts otherwise")
+	for _, w := range [][2]int{{CNNConv1, CNNConv2}, {3, 5}, {1, 1}, {12, 2}} {
+		t.Run(fmt.Sprintf("%dx%d", w[0], w[1]), func(t *testing.T) {
+			c := testCNNWidths(w[0], w[1])
+			data, err := c.MarshalONNX("fashion-cnn")
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := ImportCNN(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c1, c2 := back.Widths(); c1 != w[0] || c2 != w[1] {
+				t.Fatalf("read back widths %d and %d", c1, c2)
+			}
+			for i, p := range c.params() {
+				if !slices.Equal(back.params()[i], p) {
+					t.Fatalf("tensor %d differs after the round trip", i)
+				}
+			}
+			if !slices.Equal(back.Predict(x), c.Predict(x)) {
+				t.Fatal("the imported CNN predicts otherwise")
+			}
+			again, err := back.MarshalONNX("fashion-cnn")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(again, data) {
+				t.Fatal("import then export changed the bytes")
+			}
+			mp, err := onnx.Unmarshal(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("cnn-%d-%d-10", w[0], w[1])
+			if i := slices.IndexFunc(mp.MetadataProps, func(p *onnxpb.StringStringEntryProto) bool {
+				return p.GetKey() == "outpost.train.arch" && p.GetValue() == want
+			}); i < 0 {
+				t.Errorf("metadata %v, want outpost.train.arch %s", mp.MetadataProps, want)
+			}
+		})
 	}
-	again, err := back.MarshalONNX("fashion-cnn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(again, data) {
-		t.Fatal("import then export changed the bytes")
+	if _, err := (&CNN{Conv1B: make([]float32, 2)}).MarshalONNX("x"); err == nil {
+		t.Error("a CNN of missing tensors exported")
 	}
 }
 
@@ -436,7 +468,17 @@ func TestImportCNNRefuses(t *testing.T) {
 			mp.Graph.Initializer[5] = proto.Clone(mp.Graph.Initializer[1]).(*onnxpb.TensorProto)
 		}, `initializer "conv1.bias" is not one of the CNN's (or appears twice)`},
 		{"renamed weights", func(mp *onnxpb.ModelProto) { initOf(mp, "fc.weight").Name = proto.String("fc.w") }, `initializer "fc.w" is not one of`},
-		{"transposed fc", func(mp *onnxpb.ModelProto) { initOf(mp, "fc.weight").Dims = []int64{10, 784} }, `initializer "fc.weight" has dims [10 784], the CNN's are [784 10]`},
+		{"transposed fc", func(mp *onnxpb.ModelProto) { initOf(mp, "fc.weight").Dims = []int64{10, 784} }, `initializer "fc.weight" has dims [10 784], the CNN's (of widths 8 and 16, read from the biases) are [784 10]`},
+		{"widths that disagree", func(mp *onnxpb.ModelProto) {
+			b := initOf(mp, "conv1.bias")
+			b.Dims, b.RawData = []int64{4}, b.RawData[:16]
+		}, `initializer "conv1.weight" has dims [8 1 3 3], the CNN's (of widths 4 and 16, read from the biases) are [4 1 3 3]`},
+		{"bias of two dimensions", func(mp *onnxpb.ModelProto) { initOf(mp, "conv2.bias").Dims = []int64{4, 4} }, `initializer "conv2.bias" has dims [4 4], the CNN's are [C] for a width C from 1 to 65536`},
+		{"width 0", func(mp *onnxpb.ModelProto) {
+			b := initOf(mp, "conv2.bias")
+			b.Dims, b.RawData = []int64{0}, nil
+		}, `initializer "conv2.bias" has dims [0]`},
+		{"no conv1 bias", func(mp *onnxpb.ModelProto) { initOf(mp, "conv1.bias").Name = proto.String("conv1.b") }, `graph has no initializer "conv1.bias"`},
 		{"double weights", func(mp *onnxpb.ModelProto) {
 			initOf(mp, "conv2.bias").DataType = proto.Int32(int32(onnxpb.TensorProto_DOUBLE))
 		}, `tensor "conv2.bias": data type 11, want FLOAT`},
@@ -530,13 +572,14 @@ func FuzzImportCNN(f *testing.F) {
 	f.Add(good[:len(good)/2])
 	f.Add(mlp)
 	f.Add([]byte{})
-	shape := NewCNN(1)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ImportCNN(data)
 		if err != nil {
 			return
 		}
-		// Whatever was accepted is a CNN of the right shape that runs.
+		// Whatever was accepted is a CNN of consistent shapes that runs.
+		c1, c2 := c.Widths()
+		shape := NewCNNWidths(c1, c2, 1)
 		for i, p := range c.params() {
 			if len(p) != len(shape.params()[i]) {
 				t.Fatalf("tensor %d has %d values, want %d", i, len(p), len(shape.params()[i]))

@@ -111,8 +111,69 @@ func TestDistilMixing(t *testing.T) {
 			t.Errorf("options %+v accepted", bad)
 		}
 	}
-	if _, err := NewCNN(1).Train(context.Background(), part, TrainOptions{Soft: uniform, SoftWeight: 0.5}); err == nil {
-		t.Error("the CNN accepted soft targets it does not use")
+	if _, err := NewCNN(1).Train(context.Background(), part, TrainOptions{Masks: [][]bool{nil}}); err == nil {
+		t.Error("the CNN accepted masks it does not use")
+	}
+}
+
+// The CNN distils as the MLP does: soft targets of weight 0 change nothing;
+// targets that disagree with the labels (each the next class) pull the
+// student toward them, the more the more they weigh; bad targets are
+// refused.
+func TestCNNDistil(t *testing.T) {
+	tr, _ := subset(t)
+	part := tr.Slice(0, 200)
+	next := func(i int) []float32 {
+		v := make([]float32, CNNClasses)
+		v[(int(part.Labels[i])+1)%CNNClasses] = 1
+		return v
+	}
+	x := make([]float32, part.Len()*cnnInDim)
+	for i := range part.Len() {
+		part.Sample(i, x[i*cnnInDim:(i+1)*cnnInDim])
+	}
+	// agreement is the share of samples whose most probable class is
+	// the soft target's.
+	agreement := func(c *CNN) float64 {
+		p := c.Predict(x)
+		n := 0
+		for i := range part.Len() {
+			if argmax(p[i*CNNClasses:(i+1)*CNNClasses]) == argmax(next(i)) {
+				n++
+			}
+		}
+		return float64(n) / float64(part.Len())
+	}
+	run := func(opts TrainOptions) (*CNN, []byte) {
+		c := NewCNNWidths(2, 3, 4)
+		opts.Epochs, opts.BatchSize, opts.LR = 1, 20, 1e-2
+		if _, err := c.Train(context.Background(), part, opts); err != nil {
+			t.Fatal(err)
+		}
+		b, err := c.MarshalONNX("s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, b
+	}
+	plain, plainBytes := run(TrainOptions{})
+	if _, b := run(TrainOptions{Soft: next, SoftWeight: 0}); !bytes.Equal(b, plainBytes) {
+		t.Error("soft targets of weight 0 changed training")
+	}
+	base := agreement(plain)
+	for _, w := range []float64{0.5, 1} {
+		c, _ := run(TrainOptions{Soft: next, SoftWeight: w, Temperature: 2})
+		if got := agreement(c); got < base+0.1 {
+			t.Errorf("soft weight %v: the student agrees with its targets on %.2f of the samples, %.2f when trained on the labels", w, got, base)
+		}
+	}
+	for _, bad := range []TrainOptions{
+		{Soft: next, SoftWeight: 1.5},
+		{Soft: func(int) []float32 { return make([]float32, 3) }, SoftWeight: 0.5},
+	} {
+		if _, err := NewCNNWidths(1, 1, 1).Train(context.Background(), part, bad); err == nil {
+			t.Errorf("options %+v accepted", bad)
+		}
 	}
 }
 

@@ -162,7 +162,7 @@ type TrainOptions struct {
 	// B0, W1, B1, ...; CNN: conv1 W, B, conv2 W, B, fc W, B).
 	ProxMu  float64
 	ProxRef [][]float32
-	// Soft, when set, distils a teacher (MLP only): each sample's loss mixes
+	// Soft, when set, distils a teacher: each sample's loss mixes
 	// the cross-entropy on its label, weighted 1 − SoftWeight, with the
 	// cross-entropy against Soft(i) — sample i's teacher probabilities
 	// softened to Temperature — of the softmax of the logits divided by
@@ -475,31 +475,11 @@ func (m *MLP) backward(ws *workspace, bs int, labels []int, soft *distil, frozen
 		if y < 0 || y >= c {
 			return 0, fmt.Errorf("train: label %d outside [0, %d)", y, c)
 		}
-		row := logits[b*c : (b+1)*c]
-		var softLoss float64
-		if soft != nil {
-			var err error
-			if softLoss, err = soft.softmax(row, b); err != nil {
-				return 0, err
-			}
+		l, err := sampleLoss(d[b*c:(b+1)*c], logits[b*c:(b+1)*c], y, soft, b, inv)
+		if err != nil {
+			return 0, err
 		}
-		zy := float64(row[y])
-		hard := softmaxRow(row) - zy
-		dr := d[b*c : (b+1)*c]
-		for j, p := range row {
-			dr[j] = p * inv
-		}
-		dr[y] -= inv
-		if soft == nil {
-			loss += hard
-			continue
-		}
-		// (1−α)(p − y) + α·T·(p_T − q), over the batch.
-		a, t := float32(soft.weight), float32(soft.temp)
-		for j := range dr {
-			dr[j] = (1-a)*dr[j] + a*t*(soft.pt[j]-soft.rows[b][j])*inv
-		}
-		loss += (1-soft.weight)*hard + soft.weight*soft.temp*soft.temp*softLoss
+		loss += l
 	}
 	for i := last; i >= frozen; i-- {
 		l := &m.Layers[i]
@@ -513,6 +493,36 @@ func (m *MLP) backward(ws *workspace, bs int, labels []int, soft *distil, frozen
 		}
 	}
 	return loss / float64(bs), nil
+}
+
+// sampleLoss turns the logits z of one sample, of label y and row b of its
+// batch, into probabilities, sets dz to the gradient of the sample's loss
+// with respect to z times scale, and returns the loss: the cross-entropy
+// on the label or, with soft (nil: none), its mix with the cross-entropy
+// against row b's soft target (TrainOptions.Soft).
+func sampleLoss(dz, z []float32, y int, soft *distil, b int, scale float32) (float64, error) {
+	var softLoss float64
+	if soft != nil {
+		var err error
+		if softLoss, err = soft.softmax(z, b); err != nil {
+			return 0, err
+		}
+	}
+	zy := float64(z[y])
+	hard := softmaxRow(z) - zy
+	for j, p := range z {
+		dz[j] = p * scale
+	}
+	dz[y] -= scale
+	if soft == nil {
+		return hard, nil
+	}
+	// (1−α)(p − y) + α·T·(p_T − q), times scale.
+	a, t := float32(soft.weight), float32(soft.temp)
+	for j := range dz {
+		dz[j] = (1-a)*dz[j] + a*t*(soft.pt[j]-soft.rows[b][j])*scale
+	}
+	return (1-soft.weight)*hard + soft.weight*soft.temp*soft.temp*softLoss, nil
 }
 
 // applyMasks zeroes the weights masks leave out.
