@@ -52,9 +52,11 @@ models and students are fine-tuned on the training samples.
 Every variant is measured on labelled samples the methods did not train on:
 the data's own test split, or the last --eval-share of its samples. The
 table shows size, accuracy and its drop from MODEL's in points, the Go
-runtime's latency at batch 1 and 32, the heap it allocated to load and run
-once, and marks with * the Pareto front: the variants within the budget no
-other beats on both size and accuracy. With --out, each variant within the
+runtime's latency at batch 1 and 32, the most memory its heap took to
+serve one batch-32 request at a time (recorded as the variant's peak
+memory, which a deployment's memory limit counts), and marks with * the
+Pareto front: the variants within the budget no other beats on both size
+and accuracy. With --out, each variant within the
 budget is written to DIR/NAME/model.onnx, a model folder, with its
 measurements in DIR/NAME.json, the form 'outpost model push --variant-meta'
 reads.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -264,8 +263,8 @@ type Candidate struct {
 	// ORTLatency1 and 32 in ONNX Runtime, where the caller measured them.
 	Latency1, Latency32       time.Duration
 	ORTLatency1, ORTLatency32 time.Duration
-	// Memory is the heap the Go runtime allocated to load the model and
-	// run it once at batch 1: a bound on what serving it holds.
+	// Memory is the most the Go runtime's heap holds to serve the model
+	// one batch-32 request at a time (see servingMemory).
 	Memory int64
 	// Ops lists the operators of the variant's graph.
 	Ops []string
@@ -378,21 +377,10 @@ func MarkPareto(cs []Candidate) {
 // measure loads model b in the Go runtime and measures it.
 func measure(ctx context.Context, name string, b []byte, eval Dataset) (Candidate, error) {
 	c := Candidate{Name: name, Bytes: len(b), Model: b}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
 	s, err := interp.Load(b)
 	if err != nil {
 		return c, err
 	}
-	in1, _, err := batch(s, eval, 0, 1)
-	if err != nil {
-		return c, err
-	}
-	if _, err := s.Run(ctx, in1); err != nil {
-		return c, err
-	}
-	runtime.ReadMemStats(&after)
-	c.Memory = int64(after.TotalAlloc - before.TotalAlloc)
 	if c.Accuracy, err = Accuracy(ctx, s, eval, 256); err != nil {
 		return c, err
 	}
@@ -411,7 +399,10 @@ func measure(ctx context.Context, name string, b []byte, eval Dataset) (Candidat
 		}
 	}
 	slices.Sort(c.Ops)
-	return c, nil
+	// Last: its collections leave a small heap, which a model that allocates
+	// per request then collects often, slowing the runs timed above.
+	c.Memory, err = servingMemory(ctx, b, eval)
+	return c, err
 }
 
 // LatencyRuns is how many runs of each batch the latencies of a search

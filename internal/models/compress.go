@@ -231,9 +231,8 @@ func policyVariants(ctx context.Context, dst *repoTarget, desc ocispec.Descripto
 
 // CandidateMeta is what a variant records of the search's candidate c: the method and its
 // parameters (with extra's), the accuracy, and the latency in the Go runtime and, where
-// measured, ONNX Runtime. The heap the search saw is not recorded as a peak: it counts what
-// loading allocated, not what serving holds, so a deployment's memory limit counts the
-// variant's size, as it does the original's.
+// measured, ONNX Runtime, and the most memory the Go runtime took to serve it (the policy's
+// memory limit counts that; the original, which no search measured, counts its size).
 func CandidateMeta(c compress.Candidate, extra map[string]string) artifact.VariantMeta {
 	acc := c.Accuracy
 	params := maps.Clone(c.Params)
@@ -245,5 +244,5 @@ func CandidateMeta(c compress.Candidate, extra map[string]string) artifact.Varia
 	return artifact.VariantMeta{Name: c.Name, Method: c.Method, Params: params, Accuracy: &acc,
 		Latency: artifact.VariantLatency{GoBatch1Ms: ms(c.Latency1), GoBatch32Ms: ms(c.Latency32),
 			ONNXRuntimeBatch1Ms: ms(c.ORTLatency1), ONNXRuntimeBatch32Ms: ms(c.ORTLatency32)},
-		Operators: c.Ops}
+		PeakMemoryBytes: c.Memory, Operators: c.Ops}
 }
