@@ -237,30 +237,21 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	timer := r.clock.NewTimer(0)
 	defer timer.Stop()
-	failures := 0
-	var uploadAfter time.Time
+	var retry uploadRetry
 	for {
 		next := r.startRuns(ctx)
-		wait := r.opts.Interval
-		if !next.IsZero() {
-			wait = min(wait, max(clock.Until(r.clock, next), time.Millisecond))
-		}
-		if !r.clock.Now().Before(uploadAfter) {
-			if err := r.upload(ctx); err != nil && ctx.Err() == nil {
-				failures++
-				uploadAfter = r.clock.Now().Add(r.backoff(failures))
+		if !r.clock.Now().Before(retry.after) {
+			err := r.upload(ctx)
+			if ctx.Err() != nil {
+				err = nil
+			}
+			retry.record(err, r.clock.Now(), r.backoff)
+			if err != nil {
 				r.log.Warn("upload of models produced here failed; will retry", "retryIn",
-					clock.Until(r.clock, uploadAfter).Round(time.Millisecond), "err", err)
-			} else {
-				// A success clears the retry time: one left set, now past, would make
-				// every wait below a millisecond, a busy loop.
-				failures, uploadAfter = 0, time.Time{}
+					clock.Until(r.clock, retry.after).Round(time.Millisecond), "err", err)
 			}
 		}
-		if !uploadAfter.IsZero() {
-			wait = min(wait, max(clock.Until(r.clock, uploadAfter), time.Millisecond))
-		}
-		timer.Reset(wait)
+		timer.Reset(loopWait(r.clock.Now(), r.opts.Interval, next, retry.after))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -268,6 +259,39 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-timer.C():
 		}
 	}
+}
+
+// uploadRetry is the state of the uploads' retries: failures in a row,
+// and when to try again (zero: at the next turn of the loop).
+type uploadRetry struct {
+	failures int
+	after    time.Time
+}
+
+// record updates s for an upload that ended at now with err (nil: it
+// succeeded), backoff giving the delay after n failures in a row. A
+// success clears the retry time: one left set, and past, would make every
+// later wait of the loop a millisecond, a busy loop.
+func (s *uploadRetry) record(err error, now time.Time, backoff func(n int) time.Duration) {
+	if err == nil {
+		*s = uploadRetry{}
+		return
+	}
+	s.failures++
+	s.after = now.Add(backoff(s.failures))
+}
+
+// loopWait is how long the loop sleeps at now: interval, or less until
+// the next schedule fires or the upload is retried (zero times: none), at
+// least a millisecond.
+func loopWait(now time.Time, interval time.Duration, times ...time.Time) time.Duration {
+	wait := interval
+	for _, t := range times {
+		if !t.IsZero() {
+			wait = min(wait, max(t.Sub(now), time.Millisecond))
+		}
+	}
+	return wait
 }
 
 func (r *Runner) backoff(failures int) time.Duration {
