@@ -67,9 +67,13 @@ func attrInt(n *onnxpb.NodeProto, name string, def int64) int64 {
 	return def
 }
 
-// node makes a node.
+// node makes a node, unnamed where name is "" (a node's name is optional in ONNX).
 func node(op, name string, inputs, outputs []string, attrs ...*onnxpb.AttributeProto) *onnxpb.NodeProto {
-	return &onnxpb.NodeProto{OpType: proto.String(op), Name: proto.String(name), Input: inputs, Output: outputs, Attribute: attrs}
+	n := &onnxpb.NodeProto{OpType: proto.String(op), Input: inputs, Output: outputs, Attribute: attrs}
+	if name != "" {
+		n.Name = proto.String(name)
+	}
+	return n
 }
 
 func attrI(name string, v int64) *onnxpb.AttributeProto {

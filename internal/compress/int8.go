@@ -72,7 +72,9 @@ func targets(g *onnxpb.GraphProto) ([]target, error) {
 // keyed by tensor name), each such node's data input also passes through
 // QuantizeLinear and DequantizeLinear to uint8 over its range, so that a
 // runtime with int8 kernels runs the node in integers. Without ranges only
-// the weights are quantized. Biases stay float32.
+// the weights are quantized. Biases stay float32. The nodes it adds are
+// unnamed (their outputs name them): on a small model names are a
+// share of the file.
 func QuantizeInt8(m *onnxpb.ModelProto, ranges map[string]Range) (*onnxpb.ModelProto, error) {
 	out, err := graphOf(m)
 	if err != nil {
@@ -110,7 +112,7 @@ func QuantizeInt8(m *onnxpb.ModelProto, ranges map[string]Range) (*onnxpb.ModelP
 				float32Tensor(sn, scale, int64(len(scale))),
 				int8Tensor(zn, make([]int8, len(scale)), int64(len(scale))))
 			drop[wname] = true
-			weights = append(weights, node("DequantizeLinear", names.fresh(wname+"_dequantize"), []string{qn, sn, zn}, []string{wname},
+			weights = append(weights, node("DequantizeLinear", "", []string{qn, sn, zn}, []string{wname},
 				attrI("axis", int64(t.axis))))
 		}
 		if ranges == nil {
@@ -133,8 +135,8 @@ func QuantizeInt8(m *onnxpb.ModelProto, ranges map[string]Range) (*onnxpb.ModelP
 		qn, dq := names.fresh(x+"_quantized"), names.fresh(x+"_dequantized")
 		g.Initializer = append(g.Initializer, float32Tensor(sn, []float32{scale}), uint8Tensor(zn, []uint8{zp}))
 		acts[t.node] = append(acts[t.node],
-			node("QuantizeLinear", names.fresh(x+"_quantize"), []string{x, sn, zn}, []string{qn}),
-			node("DequantizeLinear", names.fresh(x+"_dequantize"), []string{qn, sn, zn}, []string{dq}))
+			node("QuantizeLinear", "", []string{x, sn, zn}, []string{qn}),
+			node("DequantizeLinear", "", []string{qn, sn, zn}, []string{dq}))
 		done[x] = dq
 		n.Input[0] = dq
 	}

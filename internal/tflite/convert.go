@@ -65,7 +65,11 @@ type converter struct {
 
 // nodeError names node n and its operator.
 func nodeError(n *onnxpb.NodeProto, format string, args ...any) error {
-	return fmt.Errorf("tflite: node %q (%s): %s", n.GetName(), n.GetOpType(), fmt.Sprintf(format, args...))
+	name := n.GetName()
+	if name == "" && len(n.GetOutput()) > 0 {
+		name = "-> " + n.GetOutput()[0] // an unnamed node, by its output
+	}
+	return fmt.Errorf("tflite: node %q (%s): %s", name, n.GetOpType(), fmt.Sprintf(format, args...))
 }
 
 // Convert returns m as a TensorFlow Lite model (see the package
