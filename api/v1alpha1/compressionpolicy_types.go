@@ -5,12 +5,12 @@ import (
 )
 
 // CompressionRecipe names a way internal/compress makes a variant of a model.
-// +kubebuilder:validation:Enum=fp16;int8;int8-dynamic;int8-p9999;sparse80;pruned50;pruned50-int8;pruned25-int8;student10
+// +kubebuilder:validation:Enum=fp16;int8;int8-dynamic;int8-p9999;sparse80;pruned50;pruned50-int8;pruned35-int8;pruned25-int8;student10;student10-int8
 type CompressionRecipe string
 
 // compressionRecipes are the recipes a policy may name, smallest gain first, as
 // internal/compress names them.
-var compressionRecipes = []string{"fp16", "int8", "int8-dynamic", "int8-p9999", "sparse80", "pruned50", "pruned50-int8", "pruned25-int8", "student10"}
+var compressionRecipes = []string{"fp16", "int8", "int8-dynamic", "int8-p9999", "sparse80", "pruned50", "pruned50-int8", "pruned35-int8", "pruned25-int8", "student10", "student10-int8"}
 
 // CompressionRecipeNames returns the recipes a policy may name.
 func CompressionRecipeNames() []string { return append([]string(nil), compressionRecipes...) }

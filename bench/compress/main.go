@@ -188,11 +188,12 @@ func aims(rows []row, te compress.Dataset) {
 			return b, found
 		}
 		pruned := func(c compress.Candidate) bool { return c.Ratio <= 0.15 && c.Drop <= 1 }
-		if r, ok := best(pruned, "pruned50-int8", "pruned25-int8"); ok {
+		if r, ok := best(pruned, "pruned50-int8", "pruned35-int8", "pruned25-int8"); ok {
 			check("structured pruning + int8 <= 0.15x, <= 1 point", pruned(r.c), fmt.Sprintf("%s %.3fx, %.2f points", r.c.Name, r.c.Ratio, r.c.Drop))
 		}
-		if r, ok := find(model, "student10"); ok {
-			check("distilled student <= 0.1x, <= 2 points", r.c.Ratio <= 0.1 && r.c.Drop <= 2, fmt.Sprintf("%.3fx, %.2f points", r.c.Ratio, r.c.Drop))
+		student := func(c compress.Candidate) bool { return c.Ratio <= 0.1 && c.Drop <= 2 }
+		if r, ok := best(student, "student10", "student10-int8"); ok {
+			check("distilled student <= 0.1x, <= 2 points", student(r.c), fmt.Sprintf("%s %.3fx, %.2f points", r.c.Name, r.c.Ratio, r.c.Drop))
 		}
 	}
 }

@@ -44,7 +44,8 @@ holding model.onnx; its variants are only written, with --out. The recipes: floa
 weights per output channel, activations calibrated on the training samples
 by min-max or percentile); for the MLPs and CNNs internal/train makes,
 structured pruning (removing hidden units, or convolution channels) with or
-without int8, and a distilled student a tenth as wide; for MLPs also
+without int8, a distilled student a tenth as wide, and an int8 student of
+sizes searched to fit a tenth of the model's bytes; for MLPs also
 unstructured pruning (80% zeros, compressing in transfer). --student SIZES
 adds a student of those hidden sizes (a CNN's: its two widths). Pruned
 models and students are fine-tuned on the training samples.

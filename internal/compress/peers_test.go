@@ -3,17 +3,22 @@ package compress
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/onnx"
 	"outpost.dev/outpost/internal/onnx/interp"
 	"outpost.dev/outpost/internal/onnx/ort"
 	"outpost.dev/outpost/internal/testenv"
+	"outpost.dev/outpost/internal/zoo"
 )
 
 // fullTestSet is Fashion-MNIST's whole test set (10,000 images) from
@@ -33,6 +38,69 @@ func fullTestSet(t *testing.T) *dataset.Set {
 	return te
 }
 
+// trainedVariants are the variants of the zoo's MLP and CNN that the
+// recipes which retrain (pruning, distillation) make from the embedded
+// training subset, by model and recipe; made once, as they take seconds.
+var trainedVariants = sync.OnceValues(func() (map[string]map[string][]byte, error) {
+	tr, _, err := dataset.FashionSubset()
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	out := map[string]map[string][]byte{}
+	for _, name := range []string{"mlp", "cnn"} {
+		_, data, err := zoo.Get(name)
+		if err != nil {
+			return nil, err
+		}
+		src, err := onnx.Unmarshal(data)
+		if err != nil {
+			return nil, err
+		}
+		sm, err := readSource(data)
+		if err != nil {
+			return nil, err
+		}
+		teacher, err := interp.Load(data)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = map[string][]byte{}
+		for _, r := range Recipes() {
+			if !r.Trained || name == "cnn" && r.Name == "sparse80" {
+				continue
+			}
+			m, err := r.make(ctx, src, sm, teacher, Data{Train: tr})
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", name, r.Name, err)
+			}
+			if out[name][r.Name], err = onnx.Marshal(m); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+})
+
+// allVariants are makeVariants' variants of zoo model name and, unless
+// the race detector makes training too slow, its trained ones.
+func allVariants(t *testing.T, name string, calib Dataset) map[string][]byte {
+	t.Helper()
+	vs := makeVariants(t, name, calib)
+	if raceEnabled {
+		t.Logf("the race detector makes training slow: the trained variants are checked without it")
+		return vs
+	}
+	trained, err := trainedVariants()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v, b := range trained[name] {
+		vs[v] = b
+	}
+	return vs
+}
+
 // Every variant of the zoo's MLP and CNN passes onnx.checker with its full
 // check (shape inference included).
 func TestVariantsPassONNXChecker(t *testing.T) {
@@ -47,7 +115,7 @@ for p in sys.argv[1:]:
     onnx.checker.check_model(onnx.load(p), full_check=True)
     print(p.rsplit("/", 1)[-1], "ok")`}
 	for _, name := range []string{"mlp", "cnn"} {
-		for v, b := range makeVariants(t, name, tr) {
+		for v, b := range allVariants(t, name, tr) {
 			p := filepath.Join(dir, name+"-"+v+".onnx")
 			if err := os.WriteFile(p, b, 0o644); err != nil {
 				t.Fatal(err)
@@ -97,7 +165,7 @@ func TestVariantsAgreeWithONNXRuntime(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s float32: accuracy %.2f%% on the 10,000 test images", name, 100*baseAcc)
-		vs := makeVariants(t, name, tr)
+		vs := allVariants(t, name, tr)
 		for _, v := range slices.Sorted(mapsKeys(vs)) {
 			t.Run(name+"/"+v, func(t *testing.T) {
 				gs, err := interp.Load(vs[v])
@@ -142,15 +210,17 @@ func TestVariantsAgreeWithONNXRuntime(t *testing.T) {
 				agree := float64(same) / float64(te.Len())
 				t.Logf("%s %s: %d bytes, accuracy %.2f%% (%+.2f points); vs ONNX Runtime: max |diff| %.3g, same argmax %.2f%%",
 					name, v, len(vs[v]), 100*acc, 100*(acc-baseAcc), maxDiff, 100*agree)
-				if v == "fp16" {
+				if !strings.Contains(v, "int8") { // fp16, and the float models pruning and distillation make
 					if maxDiff > 1e-4 {
 						t.Errorf("max |go - onnxruntime| = %.3g, want at most 1e-4", maxDiff)
 					}
 				} else if agree < 0.995 || maxDiff > 0.05 {
 					t.Errorf("same argmax on %.2f%% (want 99.5%%), max |diff| %.3g (want 0.05)", 100*agree, maxDiff)
 				}
-				if d := 100 * (baseAcc - acc); d > maxDrop[v] {
-					t.Errorf("accuracy dropped %.2f points, want at most %.1f", d, maxDrop[v])
+				// A trained variant's accuracy is what the search measures and
+				// its budget judges (bench/compress has them on this set).
+				if bound, ok := maxDrop[v]; ok && 100*(baseAcc-acc) > bound {
+					t.Errorf("accuracy dropped %.2f points, want at most %.1f", 100*(baseAcc-acc), bound)
 				}
 			})
 		}

@@ -62,6 +62,20 @@ type source interface {
 	// student distils a student of the sizes that sizes gives from the
 	// source's own (an MLP's hidden sizes, the CNN's two widths).
 	student(ctx context.Context, teacher Session, sizes func(own []int) []int, d Data) (exporter, error)
+	// ladder lists student sizes, from the widest down, for a search that
+	// fits a student to a size; untrained makes a model of such sizes.
+	ladder() [][]int
+	untrained(sizes []int) (exporter, error)
+}
+
+// rungs is a ladder of student sizes: sizes(k) for each factor k that
+// narrows the source, from 2 up.
+func rungs(sizes func(k int) []int) [][]int {
+	var out [][]int
+	for _, k := range []int{2, 3, 4, 6, 8, 12, 16, 24, 32} {
+		out = append(out, sizes(k))
+	}
+	return out
 }
 
 // readSource reads the model file b as internal/train's MLP or CNN.
@@ -101,6 +115,16 @@ func (m mlpSource) student(ctx context.Context, teacher Session, sizes func([]in
 	return Distill(ctx, teacher, sizes(own[1:len(own)-1]), distilTemperature, distilSoft, FineTune{Data: d.Train, Epochs: 10, Seed: 1})
 }
 
+// ladder narrows every hidden layer alike.
+func (m mlpSource) ladder() [][]int {
+	own := m.Sizes()
+	return rungs(func(k int) []int { return scaled(own[1:len(own)-1], k) })
+}
+
+func (m mlpSource) untrained(sizes []int) (exporter, error) {
+	return train.NewMLP(append(append([]int{m.Inputs()}, sizes...), m.Classes()), 1), nil
+}
+
 // cnnSource is a CNN source: its pruned models fine-tune cnnFineTune
 // epochs, its students train cnnStudentEpochs, at the learning rate
 // cnnLR the zoo's CNN trained at.
@@ -127,6 +151,83 @@ func (c cnnSource) student(ctx context.Context, teacher Session, sizes func([]in
 		return nil, fmt.Errorf("compress: a student CNN has two widths, not the %d sizes %v", len(w), w)
 	}
 	return DistillCNN(ctx, teacher, w[0], w[1], distilTemperature, distilSoft, FineTune{Data: d.Train, Epochs: cnnStudentEpochs, LR: cnnLR, Seed: 1})
+}
+
+// ladder narrows the second convolution and keeps the first: the dense
+// layer holds 49 weights per second-layer channel and class, a
+// first-layer channel costs 9 (and 9 more per second-layer channel).
+func (c cnnSource) ladder() [][]int {
+	c1, c2 := c.Widths()
+	return rungs(func(k int) []int { return []int{c1, max(1, c2/k)} })
+}
+
+func (c cnnSource) untrained(sizes []int) (exporter, error) {
+	if len(sizes) != 2 || sizes[0] < 1 || sizes[1] < 1 {
+		return nil, fmt.Errorf("compress: a student CNN has two widths of at least 1, not %v", sizes)
+	}
+	return train.NewCNNWidths(sizes[0], sizes[1], 1), nil
+}
+
+// scaled is sizes each divided by k, at least 1.
+func scaled(sizes []int, k int) []int {
+	out := make([]int, len(sizes))
+	for i, h := range sizes {
+		out[i] = max(1, h/k)
+	}
+	return out
+}
+
+// fittedStudent is a recipe that distils the widest student on the
+// source's ladder whose int8 file is at most ratio of the source's, and
+// quantizes it. The sizes are measured, not estimated: each rung is
+// exported untrained and quantized until one fits.
+func fittedStudent(ratio float64) func(context.Context, *onnxpb.ModelProto, source, Session, Data) (*onnxpb.ModelProto, error) {
+	return func(ctx context.Context, src *onnxpb.ModelProto, sm source, teacher Session, d Data) (*onnxpb.ModelProto, error) {
+		b, err := onnx.Marshal(src)
+		if err != nil {
+			return nil, err
+		}
+		limit := int(ratio * float64(len(b)))
+		sizes, err := fit(ctx, src.GetGraph().GetName(), sm, limit, d)
+		if err != nil {
+			return nil, err
+		}
+		return then(distilTo(func([]int) []int { return sizes }), staticInt8(0))(ctx, src, sm, teacher, d)
+	}
+}
+
+// fit returns the first sizes of m's ladder whose untrained model,
+// quantized to int8, is at most limit bytes.
+func fit(ctx context.Context, name string, m source, limit int, d Data) ([]int, error) {
+	probe := Data{Train: d.Train, Calibration: 1}
+	var smallest int
+	for _, sizes := range m.ladder() {
+		u, err := m.untrained(sizes)
+		if err != nil {
+			return nil, err
+		}
+		b, err := u.MarshalONNX(name)
+		if err != nil {
+			return nil, err
+		}
+		um, err := onnx.Unmarshal(b)
+		if err != nil {
+			return nil, err
+		}
+		q, err := staticInt8(0)(ctx, um, probe)
+		if err != nil {
+			return nil, err
+		}
+		qb, err := onnx.Marshal(q)
+		if err != nil {
+			return nil, err
+		}
+		if len(qb) <= limit {
+			return sizes, nil
+		}
+		smallest = len(qb)
+	}
+	return nil, fmt.Errorf("no student fits in %d bytes: the narrowest tried is %d bytes in int8", limit, smallest)
 }
 
 // plain is a recipe that rewrites the source model.
@@ -201,13 +302,7 @@ func Recipes() []Recipe {
 	dynamic := func(_ context.Context, m *onnxpb.ModelProto, _ Data) (*onnxpb.ModelProto, error) {
 		return QuantizeDynamic(m)
 	}
-	tenth := func(src []int) []int {
-		out := make([]int, len(src))
-		for i, h := range src {
-			out[i] = max(1, h/10)
-		}
-		return out
-	}
+	tenth := func(src []int) []int { return scaled(src, 10) }
 	return []Recipe{
 		{Name: "fp16", Method: "float16", Params: params("weights", "float16"), make: plain(fp16)},
 		{Name: "int8", Method: "int8-static", Params: params("calibration", "minmax", "weights", "per-channel"), make: plain(staticInt8(0))},
@@ -216,8 +311,10 @@ func Recipes() []Recipe {
 		{Name: "sparse80", Method: "prune-unstructured", Params: params("sparsity", "0.8"), Trained: true, make: then(sparsify(0.8), nil)},
 		{Name: "pruned50", Method: "prune-structured", Params: params("keep", "0.5"), Trained: true, make: then(prune(0.5), nil)},
 		{Name: "pruned50-int8", Method: "prune-structured+int8-static", Params: params("keep", "0.5", "calibration", "minmax"), Trained: true, make: then(prune(0.5), staticInt8(0))},
+		{Name: "pruned35-int8", Method: "prune-structured+int8-static", Params: params("keep", "0.35", "calibration", "minmax"), Trained: true, make: then(prune(0.35), staticInt8(0))},
 		{Name: "pruned25-int8", Method: "prune-structured+int8-static", Params: params("keep", "0.25", "calibration", "minmax"), Trained: true, make: then(prune(0.25), staticInt8(0))},
 		{Name: "student10", Method: "distill", Params: params("hidden", "0.1", "temperature", "4", "soft", "0.7"), Trained: true, make: then(distilTo(tenth), nil)},
+		{Name: "student10-int8", Method: "distill+int8-static", Params: params("size", "0.1", "temperature", "4", "soft", "0.7", "calibration", "minmax"), Trained: true, make: fittedStudent(0.1)},
 	}
 }
 

@@ -2,10 +2,13 @@ package compress
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"outpost.dev/outpost/internal/dataset"
+	"outpost.dev/outpost/internal/onnx"
 )
 
 func TestMarkPareto(t *testing.T) {
@@ -143,4 +146,78 @@ func TestHoldOut(t *testing.T) {
 			t.Errorf("holding out %v of 6000 samples accepted", share)
 		}
 	}
+}
+
+// The fitted student takes the widest rung of its source's ladder whose
+// int8 file fits, measured: the variant it makes is within the size, and
+// a size nothing fits is an error that says so.
+func TestFittedStudent(t *testing.T) {
+	tr, te, err := dataset.FashionSubset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d := Data{Train: tr, Eval: te}
+	for _, tc := range []struct {
+		model string
+		ratio float64
+		want  []int
+	}{
+		{"cnn", 0.2, []int{8, 8}},  // conv2 halved, conv1 kept
+		{"cnn", 0.1, []int{8, 2}},  // conv2 narrowed 6 times
+		{"cnn", 0.09, []int{8, 1}}, // the narrowest: 2,985 bytes
+		{"mlp", 0.1, []int{85}},    // 256 / 3
+		{"mlp", 0.02, []int{16}},   // 256 / 16
+		{"mlp", 0.01, []int{8}},    // 256 / 32: 7,742 bytes
+		{"mlp", 0.009, nil},
+		{"cnn", 0.07, nil},
+	} {
+		m, b := zooModel(t, tc.model)
+		sm, err := readSource(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit := int(tc.ratio * float64(len(b)))
+		got, err := fit(ctx, m.GetGraph().GetName(), sm, limit, d)
+		if tc.want == nil {
+			if want := fmt.Sprintf("no student fits in %d bytes", limit); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s at %.3fx: sizes %v, %v; want an error saying %q", tc.model, tc.ratio, got, err, want)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s at %.3fx: sizes %v, %v; want %v", tc.model, tc.ratio, got, err, tc.want)
+		}
+	}
+	m, _ := zooModel(t, "cnn")
+
+	if raceEnabled {
+		t.Skip("distils for seconds; make test runs it without -race")
+	}
+	rs, err := SelectRecipes("student10-int8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := Search(ctx, m, rs, d, 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cs[1]
+	if s.Skipped != "" || s.Ratio > 0.1 || s.Accuracy < 0.7 || !slices.Contains(s.Ops, "QuantizeLinear") {
+		t.Fatalf("student10-int8 of the CNN: %+v", s)
+	}
+	sv, err := onnx.Unmarshal(s.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arch := ""
+	for _, p := range sv.GetMetadataProps() {
+		if p.GetKey() == "outpost.train.arch" {
+			arch = p.GetValue()
+		}
+	}
+	if arch != "cnn-8-2-10" {
+		t.Errorf("student10-int8 of the CNN is %q, want cnn-8-2-10", arch)
+	}
+	t.Logf("student10-int8 of the CNN: %d bytes, %.3fx, accuracy %.1f%% (%+.2f points)", s.Bytes, s.Ratio, 100*s.Accuracy, -s.Drop)
 }
