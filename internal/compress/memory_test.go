@@ -10,7 +10,7 @@ import (
 )
 
 // servingMemory counts what the loaded model holds: a float32 model at
-// least its weights, and its int8 variant less, though both answer the same
+// least its weights, and its int8 variant less than half that, though both answer the same
 // batch-32 requests; and what loading allocated and dropped (protobuf
 // decoding, the int8 loader's float32 copy of the weights before it packs
 // them) is not counted: about 10 MB for the float32 model here.
@@ -55,7 +55,10 @@ func TestServingMemory(t *testing.T) {
 	if f := peak["float32"]; f < 4*weights || f > 5*weights+1<<20 {
 		t.Errorf("float32 model of %d weights: serving takes %d bytes, want at least its weights (%d bytes) and at most 1.25 times them and 1 MiB", weights, f, 4*weights)
 	}
-	if i := peak["int8"]; i < weights || 5*i > 4*peak["float32"] {
-		t.Errorf("int8 model of %d weights: serving takes %d bytes, want at least its weights and at most 0.8 of the float32 model's %d", weights, i, peak["float32"])
+	// The int8 model holds its weights once, packed for its kernels (it
+	// once also held them as the file has them: 2.5 MB here, against
+	// 3.5 MB for the float32 model).
+	if i := peak["int8"]; i < weights || 2*i > peak["float32"] {
+		t.Errorf("int8 model of %d weights: serving takes %d bytes, want at least its weights and at most half the float32 model's %d", weights, i, peak["float32"])
 	}
 }

@@ -157,7 +157,9 @@ type qLinear struct {
 	qInput
 	gemm    bool
 	k, n    int
-	w       dequantized // the weight
+	trans   bool        // the weight is n x k (Gemm's transB)
+	w       dequantized // the weight, less its tensor (b holds it)
+	wType   DType       // the weight's type
 	b       []int8      // the weight, packed by qPackB
 	off     []int32     // its column offsets
 	scale   []float32
@@ -232,10 +234,13 @@ func (b *builder) qLinearOf(st, d *step) *qLinear {
 			return nil
 		}
 	}
-	ql.k, ql.n, ql.w = k, n, w
+	ql.k, ql.n, ql.trans, ql.wType = k, n, trans, w.x.DType
 	ql.b, ql.off = make([]int8, qPackedSize(k, n)), make([]int32, qPackedCols(n))
 	qPackBOf(haveAVX2FMA, ql.b, ql.off, wkn, 0, k, n, &zw, 0)
 	ql.scale = qScales(ql.sx, w.scale, n)
+	// The packed copy is the weight: fallback unpacks it, so that the
+	// model does not hold the weight twice.
+	ql.w, ql.w.x = w, nil
 	return ql
 }
 
@@ -313,7 +318,11 @@ func (ql *qLinear) fallback(n *Node, in []*Tensor) ([]*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := runDequantizeLinear(ql.w.node, ql.w.args())
+	d := ql.w
+	if d.x = qUnpackB(ql.wType, ql.b, ql.k, ql.n); ql.trans {
+		d.x = transpose8(d.x)
+	}
+	w, err := runDequantizeLinear(d.node, d.args())
 	if err != nil {
 		return nil, err
 	}
@@ -326,11 +335,14 @@ func (ql *qLinear) fallback(n *Node, in []*Tensor) ([]*Tensor, error) {
 // weight times the im2col matrix of its quantized input packed as B.
 type qConv struct {
 	qInput
-	w     dequantized // the weight
-	a     []int16     // the weight as M x K, packed by qPackA
-	rs    []int32     // its row sums
-	scale []float32   // the scale of each output channel
-	pool  sync.Pool   // *qConvScratch
+	w      dequantized // the weight, less its tensor (a holds it)
+	wType  DType       // the weight's type
+	wShape []int       // its shape, M x C x kernel
+	zw     qZero       // its zero points
+	a      []int16     // the weight as M x K, packed by qPackA
+	rs     []int32     // its row sums
+	scale  []float32   // the scale of each output channel
+	pool   sync.Pool   // *qConvScratch
 }
 
 // qConvScratch holds the buffers of one goroutine of a qConv run.
@@ -369,9 +381,10 @@ func (b *builder) qConvOf(st, d *step) *qConv {
 	if err != nil {
 		return nil
 	}
-	qc := &qConv{qInput: qi, w: w, scale: qScales(qi.sx, w.scale, m)}
+	qc := &qConv{qInput: qi, w: w, wType: w.x.DType, wShape: w.x.Shape, zw: zw, scale: qScales(qi.sx, w.scale, m)}
 	qc.a, qc.rs = make([]int16, m*2*((k+1)/2)), make([]int32, m)
 	qPackAOf(haveAVX2FMA, qc.a, qc.rs, w.x, 0, m, k, &zw, 0)
+	qc.w.x = nil // fallback unpacks a
 	return qc
 }
 
@@ -385,7 +398,7 @@ func (q *qConv) setup(n *Node, in []*Tensor) (convOp, error) {
 		return q.fallback(n, in)
 	}
 	// convSetup reads the shapes of X and W only.
-	args := append([]*Tensor{{DType: Float32, Shape: x.Shape}, {DType: Float32, Shape: q.w.x.Shape}}, in[2:]...)
+	args := append([]*Tensor{{DType: Float32, Shape: x.Shape}, {DType: Float32, Shape: q.wShape}}, in[2:]...)
 	c, err := convSetup(n, args)
 	if err != nil {
 		return q.fallback(n, in)
@@ -400,7 +413,9 @@ func (q *qConv) fallback(n *Node, in []*Tensor) (convOp, error) {
 	if err != nil {
 		return convOp{}, err
 	}
-	w, err := runDequantizeLinear(q.w.node, q.w.args())
+	d := q.w
+	d.x = qUnpackA(q.wType, q.a, q.wShape, &q.zw)
+	w, err := runDequantizeLinear(d.node, d.args())
 	if err != nil {
 		return convOp{}, err
 	}

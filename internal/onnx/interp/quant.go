@@ -670,6 +670,47 @@ func qPackB[T uint8 | int8](simd bool, dst []int8, offs []int32, b []T, k, n int
 	}
 }
 
+// qUnpackB returns the k x n matrix of type dt (Uint8 or Int8) that
+// qPackB packed into b: each value is its packed byte plus the bias
+// qPackB took off (128 for uint8).
+func qUnpackB(dt DType, b []int8, k, n int) *Tensor {
+	out := New(dt, k, n)
+	k2 := (k + 1) / 2
+	for r := range k {
+		for j := range n {
+			v := int32(b[(j/16)*k2*32+(r/2)*32+2*(j%16)+r%2])
+			if dt == Uint8 {
+				out.U8[r*n+j] = uint8(v + 128)
+			} else {
+				out.I8[r*n+j] = int8(v)
+			}
+		}
+	}
+	return out
+}
+
+// qUnpackA returns the tensor of type dt (Uint8 or Int8) and shape, m
+// rows of k values, that qPackA packed into a less the zero point z.at(0,
+// i) of each row i.
+func qUnpackA(dt DType, a []int16, shape []int, z *qZero) *Tensor {
+	out := New(dt, shape...)
+	m := shape[0]
+	k := out.Len() / m
+	lda := 2 * ((k + 1) / 2)
+	for i := range m {
+		zi := z.at(0, i)
+		for kk := range k {
+			v := int32(a[i*lda+kk]) + zi
+			if dt == Uint8 {
+				out.U8[i*k+kk] = uint8(v)
+			} else {
+				out.I8[i*k+kk] = int8(v)
+			}
+		}
+	}
+	return out
+}
+
 // qgemm sets C (m x n int32, row-major, contiguous) to A·B, wrapping on
 // overflow as int32 accumulators do. A is m rows of 2*k2 int16, lda apart,
 // with their sums rs, packed by qPackA; B and its column offsets off are

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -386,6 +387,14 @@ func TestQgemmPaths(t *testing.T) {
 			}
 			qPackAOf(simd, ap, rs, a, 0, m, k, &za, 0)
 			qPackBOf(simd, bp, off, b, 0, k, n, &zb, 0)
+			// What the fused steps' fallbacks read back, instead of holding
+			// the weight beside its packed copy.
+			if got := qUnpackA(at, ap, []int{m, k}, &za); !slices.Equal(got.U8, a.U8) || !slices.Equal(got.I8, a.I8) {
+				t.Fatalf("%s: %s %dx%d unpacked from A differs", pathName(simd), at, m, k)
+			}
+			if got := qUnpackB(bt, bp, k, n); !slices.Equal(got.U8, b.U8) || !slices.Equal(got.I8, b.I8) {
+				t.Fatalf("%s: %s %dx%d unpacked from B differs", pathName(simd), bt, k, n)
+			}
 			c := make([]int32, m*n)
 			for i := range c {
 				c[i] = int32(r.Uint32()) // every element must be set
