@@ -121,6 +121,10 @@ type Config struct {
 	VerifyOnStart bool
 	// Accelerators are the declared accelerators.
 	Accelerators []v1alpha1.Accelerator
+	// Memory is the declared memory of the cluster in bytes, reported as
+	// its capacity and what variant policies hold a variant's memory
+	// against; 0 measures the machine's.
+	Memory int64
 	// AgentVersion is reported to the hub.
 	AgentVersion string
 	// Parallel is how many range requests run at once per file; 0 means the transfer default.

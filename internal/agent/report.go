@@ -6,11 +6,14 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/clock"
 	"outpost.dev/outpost/internal/hubclient"
+	"outpost.dev/outpost/internal/placement"
+	"outpost.dev/outpost/internal/variant"
 )
 
 // ConditionDowngraded is the Cluster condition an agent reports while a
@@ -115,7 +118,7 @@ func (a *Agent) Report(ctx context.Context) (*v1alpha1.AgentReport, error) {
 		AppliedRevision: st.AppliedRevision,
 		RejectedStale:   st.RejectedStale,
 		Status: v1alpha1.ClusterStatus{
-			Capacity:     detectCapacity(a.cfg.Dir, a.cfg.Accelerators),
+			Capacity:     a.capacity(),
 			Link:         v1alpha1.LinkStatus{BandwidthBps: bps, RTTMillis: rtt.Milliseconds()},
 			AgentVersion: a.cfg.AgentVersion,
 			Endpoints:    st.Endpoints,
@@ -161,6 +164,29 @@ func (a *Agent) Report(ctx context.Context) (*v1alpha1.AgentReport, error) {
 			Merged: st.Outbox.Merged, Dropped: st.Outbox.Dropped, Refused: st.Outbox.Refused}
 	}
 	return r, nil
+}
+
+// capacity is the cluster's capacity the agent reports: what it measures of
+// the machine, with the declared accelerators and memory.
+func (a *Agent) capacity() v1alpha1.Capacity {
+	c := detectCapacity(a.cfg.Dir, a.cfg.Accelerators)
+	if a.cfg.Memory > 0 {
+		c.Memory = resource.NewQuantity(a.cfg.Memory, resource.BinarySI)
+	}
+	return c
+}
+
+// Facts are what a variant policy knows of the agent's cluster, from the
+// same numbers its reports carry: its memory (declared, else measured),
+// CPU and accelerators, and its link's estimated rate. The hub reads them
+// from the reports in standalone mode; in a KubeStellar WEC the agent
+// chooses its own variants with them (internal/kube).
+func (a *Agent) Facts() variant.Facts {
+	bps, _ := a.link.estimate()
+	return placement.ClusterFacts(&v1alpha1.Cluster{Status: v1alpha1.ClusterStatus{
+		Capacity: a.capacity(),
+		Link:     v1alpha1.LinkStatus{BandwidthBps: bps},
+	}})
 }
 
 // SetHealth gives the agent what reads, by deployment, the requests the inference server's

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
@@ -43,6 +44,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		maxBandwidth  string
 		trustedKeys   []string
 		accelerators  []string
+		memory        string
 		readyFile     string
 		keepVersions  int
 		verifyOnStart bool
@@ -93,8 +95,10 @@ In KubeStellar mode (--kubeconfig, or --in-cluster) the agent runs in a
 workload execution cluster (WEC): its desired state is the ModelDeployments
 KubeStellar delivered into that cluster, through the same version guard,
 and it writes its row into each one's status, which KubeStellar returns to
-the WDS. It still joins the hub (--hub, --join-token) for its registry.
---name is then required: the cluster's ManagedCluster name. See
+the WDS. It chooses each deployment's variant itself, with the deployment's
+variantPolicy and the facts it would report to the hub: its memory (--memory,
+else measured), CPU and link estimate. It still joins the hub (--hub,
+--join-token) for its registry. --name is then required: the cluster's ManagedCluster name. See
 docs/kubestellar.md.`,
 		Example: `  outpost agent --hub https://hub.example:8443 --ca-file ca.crt \
       --join-token opj_... --data /var/lib/outpost-agent --name edge-berlin-1 \
@@ -127,6 +131,9 @@ docs/kubestellar.md.`,
 			if cfg.Accelerators, err = agent.ParseAccelerators(accelerators); err != nil {
 				return err
 			}
+			if cfg.Memory, err = parseMemory(memory); err != nil {
+				return err
+			}
 			cfg.KeepVersions = keepVersions
 			if keepVersions == 0 {
 				cfg.KeepVersions = -1
@@ -152,6 +159,7 @@ docs/kubestellar.md.`,
 			cfg.OnEvent, cfg.OnApplied = runner.Event, runner.Poke
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			var wec *kube.WEC
 			if kubeconfig != "" || inCluster {
 				// KubeStellar mode: desired state from the ModelDeployments
 				// delivered into this cluster, status into theirs.
@@ -162,8 +170,7 @@ docs/kubestellar.md.`,
 				if err != nil {
 					return err
 				}
-				wec, err := kube.NewWEC(rc, cfg.Name, cfg.Logger.With("component", "wec"))
-				if err != nil {
+				if wec, err = kube.NewWEC(rc, cfg.Name, cfg.Logger.With("component", "wec")); err != nil {
 					return err
 				}
 				wec.Start(ctx)
@@ -174,6 +181,11 @@ docs/kubestellar.md.`,
 				return err
 			}
 			defer a.Close()
+			if wec != nil {
+				// The variant of each deployment is chosen here, with
+				// the numbers the agent reports of its cluster.
+				wec.SetFacts(a.Facts)
+			}
 			fb, err := feedback.Open(ctx, filepath.Join(cfg.Dir, feedbackFile))
 			if err != nil {
 				return err
@@ -230,6 +242,7 @@ docs/kubestellar.md.`,
 	f.DurationVar(&cfg.PollTimeout, "poll-timeout", agent.DefaultPollTimeout, "long-poll timeout for desired state")
 	f.DurationVar(&cfg.ReportInterval, "report-interval", agent.DefaultReportInterval, "how often to report status when nothing changes")
 	f.StringSliceVar(&accelerators, "accelerator", nil, "declared accelerator TYPE=COUNT, such as nvidia.com/gpu=1; repeatable")
+	f.StringVar(&memory, "memory", "", "declared memory of the cluster, such as 512Mi or 8Gi, reported instead of the machine's and held against variant policies (default measured)")
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "KubeStellar mode: kubeconfig of this cluster (a WEC), whose delivered ModelDeployments are the desired state")
@@ -700,4 +713,20 @@ func outboxText(st outbox.Stats) string {
 		}
 	}
 	return text
+}
+
+// parseMemory parses the agent's declared --memory, a Kubernetes quantity
+// such as 512Mi; empty is 0, measured.
+func parseMemory(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return 0, fmt.Errorf("--memory %q: %w", s, err)
+	}
+	if n := q.Value(); n > 0 {
+		return n, nil
+	}
+	return 0, fmt.Errorf("--memory %q: not a positive amount of memory", s)
 }

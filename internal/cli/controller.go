@@ -39,6 +39,7 @@ func newControllerCmd(g *globals) *cobra.Command {
 		inCluster                 bool
 		registry                  string
 		plainHTTP                 bool
+		trustedKeys               []string
 		cfg                       kube.ControllerConfig
 	)
 	cmd := &cobra.Command{
@@ -48,7 +49,9 @@ func newControllerCmd(g *globals) *cobra.Command {
 (WDS), with the Outpost CRDs installed there (deploy/crds). For every
 ModelDeployment in the WDS it resolves spec.model.version to a registry
 version and records it on the object (annotations ml.outpost.dev/resolved-*,
-which KubeStellar delivers with the object), writes a BindingPolicy
+which KubeStellar delivers with the object: the version, its digest and size,
+and its variants, among which the agent in each WEC chooses its own with the
+deployment's variantPolicy), writes a BindingPolicy
 (outpost-md-NAME) whose clusterSelectors are the deployment's and whose
 downsync clause selects the deployment, and folds the status KubeStellar
 returns (singleton status, and the CombinedStatus of the StatusCollector
@@ -58,7 +61,10 @@ per-cluster rows. It mirrors the ManagedClusters of the inventory space
 deployment deletes its BindingPolicy.
 
 Versions resolve against the hub's registry (--hub, --token, --ca-file or
-the client config), or any OCI registry given with --registry.
+the client config), or any OCI registry given with --registry. Variants are
+listed as the hub lists them: where a deployment sets spec.requireSignature,
+or with --require-signature for all, only those with a valid signature from
+a key given with --trusted-key.
 
 See docs/kubestellar.md.`,
 		Example: `  outpost controller --kubeconfig wds.kubeconfig --its-kubeconfig its.kubeconfig \
@@ -78,14 +84,18 @@ See docs/kubestellar.md.`,
 					return fmt.Errorf("--its-kubeconfig: %w", err)
 				}
 			}
+			trusted, err := readPublicKeys(trustedKeys)
+			if err != nil {
+				return err
+			}
 			if registry != "" {
-				cfg.Resolver = &kube.Registry{Host: registry, PlainHTTP: plainHTTP}
+				cfg.Resolver = &kube.Registry{Host: registry, PlainHTTP: plainHTTP, Trusted: trusted}
 			} else {
 				h, err := g.hub()
 				if err != nil {
 					return fmt.Errorf("the registry: give --registry, or the hub with --hub: %w", err)
 				}
-				cfg.Resolver = &kube.Registry{Host: h.Host(), PlainHTTP: h.PlainHTTP(), Client: orasClient(h)}
+				cfg.Resolver = &kube.Registry{Host: h.Host(), PlainHTTP: h.PlainHTTP(), Client: orasClient(h), Trusted: trusted}
 			}
 			cfg.Logger = g.logger().With("component", "controller")
 			ctrllog.SetLogger(logr.FromSlogHandler(cfg.Logger.Handler()))
@@ -98,6 +108,8 @@ See docs/kubestellar.md.`,
 	f.BoolVar(&inCluster, "in-cluster", false, "reach the WDS as the pod this runs in")
 	f.StringVar(&registry, "registry", "", "OCI registry HOST[:PORT] to resolve versions against, instead of the hub's")
 	f.BoolVar(&plainHTTP, "plain-http", false, "talk plain HTTP to --registry")
+	f.BoolVar(&cfg.RequireSignature, "require-signature", false, "list, for every deployment, only the variants with a valid signature from a trusted key")
+	f.StringSliceVar(&trustedKeys, "trusted-key", nil, "public key file (PEM) trusted for variant signatures; repeatable")
 	f.DurationVar(&cfg.Resync, "resync", kube.DefaultResync, "how often each deployment's version is resolved again")
 	return cmd
 }

@@ -23,7 +23,6 @@ import (
 	"outpost.dev/outpost/internal/auth"
 	"outpost.dev/outpost/internal/placement"
 	"outpost.dev/outpost/internal/store"
-	"outpost.dev/outpost/internal/variant"
 )
 
 // Limits and defaults of the agent protocol.
@@ -501,23 +500,13 @@ func (s *Server) storeCluster(ctx context.Context, tx *store.Tx, rep *v1alpha1.A
 		}
 		// The variant each deployment sends the cluster depends on its memory and link:
 		// choose again when they moved enough to matter.
-		if factsMoved(before, placement.ClusterFacts(c)) {
+		if placement.FactsMoved(before, placement.ClusterFacts(c)) {
 			if err := s.reconcileCluster(ctx, tx, c); err != nil {
 				return resp, err
 			}
 		}
 	}
 	return resp, nil
-}
-
-// factsMoved reports whether a cluster's facts changed enough to choose its variants again:
-// its memory changed, or its link rate became known or moved by half or more. Smaller
-// moves of the link estimate, which wobbles, wait for the next reconcile.
-func factsMoved(a, b variant.Facts) bool {
-	if a.MemoryBytes != b.MemoryBytes || (a.LinkBps == 0) != (b.LinkBps == 0) {
-		return true
-	}
-	return a.LinkBps > 0 && (b.LinkBps >= 2*a.LinkBps || 2*b.LinkBps <= a.LinkBps)
 }
 
 // rowReport is one cluster's report on one model.

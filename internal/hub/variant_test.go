@@ -8,7 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"outpost.dev/outpost/api/v1alpha1"
-	"outpost.dev/outpost/internal/variant"
 )
 
 // Each cluster's desired state names the variant of the resolved version that its memory
@@ -120,27 +119,6 @@ func TestVariantFollowsReportedFacts(t *testing.T) {
 	row := e.deployment("resnet").Status.Clusters[0]
 	if row.Variant != "int8" || !strings.Contains(row.VariantReason, "original takes 15m0s to fetch at 1.0 MiB/s, limit 10m0s") {
 		t.Fatalf("row %+v", row)
-	}
-}
-
-func TestFactsMoved(t *testing.T) {
-	for _, tt := range []struct {
-		a, b variant.Facts
-		want bool
-	}{
-		{variant.Facts{}, variant.Facts{}, false},
-		{variant.Facts{MemoryBytes: 1}, variant.Facts{MemoryBytes: 2}, true},
-		{variant.Facts{}, variant.Facts{LinkBps: 5}, true},
-		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 0}, true},
-		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 199}, false},
-		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 200}, true},
-		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 51}, false},
-		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 50}, true},
-		{variant.Facts{CPUMillis: 1}, variant.Facts{CPUMillis: 2}, false},
-	} {
-		if got := factsMoved(tt.a, tt.b); got != tt.want {
-			t.Errorf("factsMoved(%+v, %+v) = %v", tt.a, tt.b, got)
-		}
 	}
 }
 

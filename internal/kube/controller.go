@@ -46,6 +46,14 @@ type Resolver interface {
 	Resolve(ctx context.Context, model, constraint string) (Resolved, error)
 }
 
+// VariantLister lists the variants of a resolved version, with
+// requireSigned only those with a valid signature from a trusted key. A
+// Resolver that is also a VariantLister has the controller record each
+// resolved version's variants; Registry is one.
+type VariantLister interface {
+	Variants(ctx context.Context, model string, version Resolved, requireSigned bool) ([]v1alpha1.ModelVariant, error)
+}
+
 // ControllerConfig configures the hub controller.
 type ControllerConfig struct {
 	// WDS reaches the workload description space: ModelDeployments,
@@ -56,6 +64,11 @@ type ControllerConfig struct {
 	ITS *rest.Config
 	// Resolver resolves version constraints.
 	Resolver Resolver
+	// RequireSignature lists, for every deployment, only the variants with
+	// a valid signature from a trusted key, as a hub with
+	// --require-signature does; a deployment's spec.requireSignature does
+	// so for it alone.
+	RequireSignature bool
 	// Resync is how often each deployment is resolved again; 0 means DefaultResync.
 	Resync time.Duration
 	// Logger receives the controller's logs; nil means slog.Default().
@@ -188,7 +201,14 @@ type deploymentReconciler struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex
-	resolved map[[2]string]resolution // by model and constraint
+	resolved map[resolveKey]resolution
+}
+
+// resolveKey is what one registry answer serves: a model, a constraint, and
+// whether only signed variants count.
+type resolveKey struct {
+	model, constraint string
+	signed            bool
 }
 
 // resolution is the registry's answer to a constraint, and when it came.
@@ -198,15 +218,16 @@ type resolution struct {
 	at  time.Time
 }
 
-// resolve asks the registry, or reuses its answer to the same model and
-// constraint from less than Resync ago: a deployment is reconciled at every
-// status change, and the registry need not hear of each.
-func (r *deploymentReconciler) resolve(ctx context.Context, model, constraint string) (Resolved, error) {
-	key := [2]string{model, constraint}
+// resolve asks the registry, or reuses its answer to the same model,
+// constraint and signature requirement from less than Resync ago: a
+// deployment is reconciled at every status change, and the registry need
+// not hear of each.
+func (r *deploymentReconciler) resolve(ctx context.Context, model, constraint string, signed bool) (Resolved, error) {
+	key := resolveKey{model, constraint, signed}
 	now := r.clock.Now()
 	r.mu.Lock()
 	if r.resolved == nil {
-		r.resolved = map[[2]string]resolution{}
+		r.resolved = map[resolveKey]resolution{}
 	}
 	got, ok := r.resolved[key]
 	if ok && now.Sub(got.at) >= r.cfg.Resync {
@@ -217,7 +238,7 @@ func (r *deploymentReconciler) resolve(ctx context.Context, model, constraint st
 	if ok {
 		return got.res, got.err
 	}
-	res, err := r.cfg.Resolver.Resolve(ctx, model, constraint)
+	res, err := r.ask(ctx, model, constraint, signed)
 	if ctx.Err() == nil {
 		r.mu.Lock()
 		for k, v := range r.resolved {
@@ -229,6 +250,26 @@ func (r *deploymentReconciler) resolve(ctx context.Context, model, constraint st
 		r.mu.Unlock()
 	}
 	return res, err
+}
+
+// ask resolves the constraint with the Resolver and, when it lists
+// variants too, lists the resolved version's: a resolution is recorded
+// whole or not at all.
+func (r *deploymentReconciler) ask(ctx context.Context, model, constraint string, signed bool) (Resolved, error) {
+	res, err := r.cfg.Resolver.Resolve(ctx, model, constraint)
+	if err != nil || res.Version == "" {
+		return res, err
+	}
+	vl, ok := r.cfg.Resolver.(VariantLister)
+	if !ok {
+		return res, nil
+	}
+	vs, err := vl.Variants(ctx, model, res, signed)
+	if err != nil {
+		return Resolved{}, fmt.Errorf("variants of %s@%s: %w", model, res.Version, err)
+	}
+	res.Variants = vs
+	return res, nil
 }
 
 // allDeployments enqueues every ModelDeployment: the inventory changed.
@@ -288,7 +329,7 @@ func (r *deploymentReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	for _, err := range errs {
 		r.log.Warn("returned status skipped", "deployment", md.Name, "err", err)
 	}
-	res, resErr := r.resolve(ctx, md.Spec.Model.Name, md.Spec.Model.Version)
+	res, resErr := r.resolve(ctx, md.Spec.Model.Name, md.Spec.Model.Version, r.cfg.RequireSignature || md.Spec.RequireSignature)
 	if resErr != nil {
 		r.log.Warn("cannot resolve", "deployment", md.Name, "model", md.Spec.Model.Name, "version", md.Spec.Model.Version, "err", resErr)
 	}

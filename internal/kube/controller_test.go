@@ -33,26 +33,26 @@ func TestResolveReusesAnswers(t *testing.T) {
 		reg := &countingRegistry{}
 		r := &deploymentReconciler{cfg: ControllerConfig{Resolver: reg, Resync: time.Minute}, clock: clock.Real()}
 		ctx := t.Context()
-		first, _ := r.resolve(ctx, "m", "^1")
+		first, _ := r.resolve(ctx, "m", "^1", false)
 		for range 5 {
 			time.Sleep(10 * time.Second)
-			if got, _ := r.resolve(ctx, "m", "^1"); got != first {
+			if got, _ := r.resolve(ctx, "m", "^1", false); got.Version != first.Version {
 				t.Fatalf("within Resync: %+v, want the first answer %+v", got, first)
 			}
 		}
 		if n := reg.calls.Load(); n != 1 {
 			t.Fatalf("%d registry calls within Resync, want 1", n)
 		}
-		if _, _ = r.resolve(ctx, "m", "^2"); reg.calls.Load() != 2 {
+		if _, _ = r.resolve(ctx, "m", "^2", false); reg.calls.Load() != 2 {
 			t.Fatal("another constraint reused the first one's answer")
 		}
 		time.Sleep(15 * time.Second) // the first answer is a minute old
-		if got, _ := r.resolve(ctx, "m", "^1"); got == first || reg.calls.Load() != 3 {
+		if got, _ := r.resolve(ctx, "m", "^1", false); got.Version == first.Version || reg.calls.Load() != 3 {
 			t.Fatalf("after Resync: %+v after %d calls, want a new answer", got, reg.calls.Load())
 		}
 		reg.fail.Store(true)
 		time.Sleep(time.Minute)
-		if _, err := r.resolve(ctx, "m", "^1"); err == nil {
+		if _, err := r.resolve(ctx, "m", "^1", false); err == nil {
 			t.Fatal("the registry's failure was not passed on")
 		}
 		if len(r.resolved) != 1 {

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -28,6 +29,7 @@ import (
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/placement"
+	"outpost.dev/outpost/internal/variant"
 )
 
 // Names Outpost gives its marks on Kubernetes objects.
@@ -40,6 +42,14 @@ const (
 	AnnotationResolvedVersion = "ml.outpost.dev/resolved-version"
 	AnnotationResolvedDigest  = "ml.outpost.dev/resolved-digest"
 	AnnotationResolvedSize    = "ml.outpost.dev/resolved-size"
+	// AnnotationResolvedVariants records the variants of the resolved
+	// version, as status.resolvedVariants lists them (name, digest,
+	// sizeBytes, peakMemoryBytes, accuracy), in compact JSON: "[]" when it
+	// has none. The agent in each WEC chooses among them and the original
+	// with the deployment's variant policy and its own cluster's facts.
+	AnnotationResolvedVariants = "ml.outpost.dev/resolved-variants"
+	// MaxResolvedVariants bounds the variants the annotation may list.
+	MaxResolvedVariants = 256
 	// LabelManagedCluster marks the Cluster objects the controller mirrors
 	// from the ITS's ManagedClusters: it deletes them when theirs goes.
 	LabelManagedCluster = "ml.outpost.dev/managed-cluster"
@@ -68,12 +78,16 @@ type Resolved struct {
 	Digest string
 	// Size is the total size of its files.
 	Size int64
+	// Variants are its variants, by name: those with a valid signature
+	// from a trusted key where the deployment requires signatures.
+	Variants []v1alpha1.ModelVariant
 }
 
 // ResolvedOf returns the resolution recorded on md's annotations, zero when
 // there is none or it does not parse: a semantic version and a sha256
 // digest, so that one damaged object never makes a WEC's whole desired
-// state invalid.
+// state invalid. Variants that do not parse (ParseVariants) are left out:
+// the version stands without them.
 func ResolvedOf(md *v1alpha1.ModelDeployment) Resolved {
 	a := md.GetAnnotations()
 	r := Resolved{Version: a[AnnotationResolvedVersion], Digest: a[AnnotationResolvedDigest]}
@@ -90,16 +104,78 @@ func ResolvedOf(md *v1alpha1.ModelDeployment) Resolved {
 		}
 		r.Size = n
 	}
+	if vs, err := ParseVariants(a[AnnotationResolvedVariants]); err == nil {
+		r.Variants = vs
+	}
 	return r
 }
 
 // annotations returns the annotations that record r.
 func (r Resolved) annotations() map[string]string {
 	return map[string]string{
-		AnnotationResolvedVersion: r.Version,
-		AnnotationResolvedDigest:  r.Digest,
-		AnnotationResolvedSize:    strconv.FormatInt(r.Size, 10),
+		AnnotationResolvedVersion:  r.Version,
+		AnnotationResolvedDigest:   r.Digest,
+		AnnotationResolvedSize:     strconv.FormatInt(r.Size, 10),
+		AnnotationResolvedVariants: FormatVariants(r.Variants),
 	}
+}
+
+// FormatVariants is the value of AnnotationResolvedVariants for vs:
+// compact JSON, "[]" for none.
+func FormatVariants(vs []v1alpha1.ModelVariant) string {
+	if len(vs) == 0 {
+		return "[]"
+	}
+	b, err := json.Marshal(vs)
+	if err != nil { // strings and integers always marshal
+		return "[]"
+	}
+	return string(b)
+}
+
+// ParseVariants reads the value of AnnotationResolvedVariants: a JSON list
+// of at most MaxResolvedVariants variants, each with a variant name
+// (artifact.ValidateVariantName: not "original"; no name twice), a sha256 digest, sizes that are not
+// negative, and an accuracy that is empty or a decimal in [0, 1]. An empty
+// value (a controller that records no variants) is none. Anything else is
+// an error that says what is wrong, and none of the list is used.
+func ParseVariants(s string) ([]v1alpha1.ModelVariant, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var vs []v1alpha1.ModelVariant
+	if err := json.Unmarshal([]byte(s), &vs); err != nil {
+		return nil, fmt.Errorf("not a JSON list of variants: %w", err)
+	}
+	if len(vs) > MaxResolvedVariants {
+		return nil, fmt.Errorf("%d variants, more than %d", len(vs), MaxResolvedVariants)
+	}
+	seen := make(map[string]bool, len(vs))
+	for i, v := range vs {
+		if err := artifact.ValidateVariantName(v.Name); err != nil {
+			return nil, fmt.Errorf("[%d]: %w", i, err)
+		}
+		if seen[v.Name] {
+			return nil, fmt.Errorf("[%d]: variant %s listed twice", i, v.Name)
+		}
+		seen[v.Name] = true
+		if d, err := digest.Parse(v.Digest); err != nil || d.Algorithm() != digest.SHA256 {
+			return nil, fmt.Errorf("[%d] %s: digest %q is not a sha256 digest", i, v.Name, v.Digest)
+		}
+		if v.SizeBytes < 0 || v.PeakMemoryBytes < 0 {
+			return nil, fmt.Errorf("[%d] %s: negative size (sizeBytes %d, peakMemoryBytes %d)", i, v.Name, v.SizeBytes, v.PeakMemoryBytes)
+		}
+		if v.Accuracy != "" {
+			a, err := strconv.ParseFloat(v.Accuracy, 64)
+			if err != nil || !(a >= 0 && a <= 1) {
+				return nil, fmt.Errorf("[%d] %s: accuracy %q is not a decimal in [0, 1]", i, v.Name, v.Accuracy)
+			}
+		}
+	}
+	if len(vs) == 0 {
+		return nil, nil
+	}
+	return vs, nil
 }
 
 // Plan is what the controller wants for one ModelDeployment.
@@ -148,6 +224,7 @@ func Decide(md *v1alpha1.ModelDeployment, clusters []v1alpha1.Cluster, res Resol
 	}
 	st := v1alpha1.ModelDeploymentStatus{
 		ResolvedVersion: res.Version, ResolvedDigest: res.Digest, ResolvedSizeBytes: res.Size,
+		ResolvedVariants:   slices.Clone(res.Variants),
 		ObservedGeneration: md.Generation,
 		Conditions:         slices.Clone(md.Status.Conditions),
 		Clusters:           []v1alpha1.ClusterDeploymentStatus{},
@@ -309,51 +386,92 @@ func contact(r v1alpha1.ClusterDeploymentStatus) time.Time {
 	return r.LastContact.Time
 }
 
+// VariantRow is what the agent of a WEC writes into its row of a
+// deployment about the variant it chose, as the hub writes it into the
+// rows of standalone mode.
+type VariantRow struct {
+	// Variant is the variant chosen ("original" for the full model); empty
+	// when the deployment has no variant policy and its version no variants.
+	Variant string
+	// Reason says why (the row's variantReason).
+	Reason string
+	// Error says why the variants recorded on the deployment were not
+	// read; the original model is sent.
+	Error string
+}
+
 // DesiredModel is the model an agent in a WEC should serve for md, from
-// the resolution the controller recorded on it; false while it has none,
-// or names a model no registry could hold: the document the agent applies
-// is then valid whatever one object says.
-func DesiredModel(md *v1alpha1.ModelDeployment) (v1alpha1.DesiredModel, bool) {
+// the resolution the controller recorded on it, and the variant of it that
+// md's variant policy chooses for a cluster with facts (the agent's own:
+// the memory and CPU it measures or is declared, its link's estimated
+// rate), with the same placement.ChooseVariant as the hub. It is false
+// while md has no resolution, or names a model no registry could hold: the
+// document the agent applies is then valid whatever one object says.
+// Variants that do not parse are an error in the returned row, and the
+// original model is sent.
+func DesiredModel(md *v1alpha1.ModelDeployment, facts variant.Facts) (v1alpha1.DesiredModel, VariantRow, bool) {
 	r := ResolvedOf(md)
 	if r.Version == "" || artifact.ValidateName(md.Spec.Model.Name) != nil {
-		return v1alpha1.DesiredModel{}, false
+		return v1alpha1.DesiredModel{}, VariantRow{}, false
 	}
-	return v1alpha1.DesiredModel{
+	m := v1alpha1.DesiredModel{
 		Deployment: md.Name, Model: md.Spec.Model.Name, Version: r.Version, Digest: r.Digest, SizeBytes: r.Size,
 		AllowDowngrade: md.Spec.AllowDowngrade, Urgent: md.Spec.Urgent, RequireSignature: md.Spec.RequireSignature,
 		Serving: md.Spec.Serving, Monitoring: md.Spec.Monitoring.DeepCopy(),
-	}, true
+	}
+	var row VariantRow
+	vs, err := ParseVariants(md.GetAnnotations()[AnnotationResolvedVariants])
+	if err != nil {
+		row.Variant = variant.Original
+		row.Error = fmt.Sprintf("annotation %s does not parse: %v; the original model is sent", AnnotationResolvedVariants, err)
+		row.Reason = row.Error
+		return m, row, true
+	}
+	if ch, ok := placement.ChooseVariant(md.Spec.VariantPolicy, facts, &m, vs); ok {
+		row.Variant, row.Reason = ch.Name, ch.Reason
+	}
+	return m, row, true
 }
 
 // DesiredState is the desired state document of cluster at revision rev
-// made of the deployments delivered into its WEC: one model per resolved
-// deployment, sorted by name; deployments being deleted are left out.
-func DesiredState(cluster string, rev int64, mds []v1alpha1.ModelDeployment) *v1alpha1.DesiredState {
+// made of the deployments delivered into its WEC, and the variant row of
+// each deployment in it by name: one model per resolved deployment, sorted
+// by name, each the variant its policy chooses for a cluster with facts;
+// deployments being deleted are left out.
+func DesiredState(cluster string, rev int64, mds []v1alpha1.ModelDeployment, facts variant.Facts) (*v1alpha1.DesiredState, map[string]VariantRow) {
 	doc := &v1alpha1.DesiredState{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindDesiredState, Cluster: cluster, Revision: rev,
 		Models: []v1alpha1.DesiredModel{}}
+	rows := map[string]VariantRow{}
 	for i := range mds {
 		if mds[i].DeletionTimestamp != nil {
 			continue
 		}
-		if m, ok := DesiredModel(&mds[i]); ok {
+		if m, row, ok := DesiredModel(&mds[i], facts); ok {
 			doc.Models = append(doc.Models, m)
+			rows[m.Deployment] = row
 		}
 	}
 	slices.SortFunc(doc.Models, func(a, b v1alpha1.DesiredModel) int { return cmp.Compare(a.Deployment, b.Deployment) })
-	return doc
+	return doc, rows
 }
 
 // AgentStatus is the status the agent of cluster writes into md in its WEC
-// for its report row m made at time at: the resolution it was given and
-// its one row, which KubeStellar carries back to the WDS.
-func AgentStatus(md *v1alpha1.ModelDeployment, cluster string, m v1alpha1.ModelReport, at metav1.Time) v1alpha1.ModelDeploymentStatus {
+// for its report row m made at time at, with the variant row v of the
+// document it applied: the resolution it was given and its one row, which
+// KubeStellar carries back to the WDS.
+func AgentStatus(md *v1alpha1.ModelDeployment, cluster string, m v1alpha1.ModelReport, v VariantRow, at metav1.Time) v1alpha1.ModelDeploymentStatus {
 	r := ResolvedOf(md)
+	msg := m.Error
+	if v.Error != "" {
+		msg = strings.Join(slices.DeleteFunc([]string{m.Error, v.Error}, func(s string) bool { return s == "" }), "; ")
+	}
 	st := v1alpha1.ModelDeploymentStatus{
-		ResolvedVersion: r.Version, ResolvedDigest: r.Digest, ResolvedSizeBytes: r.Size,
+		ResolvedVersion: r.Version, ResolvedDigest: r.Digest, ResolvedSizeBytes: r.Size, ResolvedVariants: r.Variants,
 		ObservedGeneration: md.Generation,
 		Clusters: []v1alpha1.ClusterDeploymentStatus{{
-			Cluster: cluster, DesiredVersion: m.DesiredVersion, ActiveVersion: m.ActiveVersion, Phase: m.Phase,
-			BytesFetched: m.BytesFetched, BytesTotal: m.BytesTotal, LastContact: &at, Error: m.Error,
+			Cluster: cluster, DesiredVersion: m.DesiredVersion, Variant: v.Variant, VariantReason: v.Reason,
+			ActiveVersion: m.ActiveVersion, ActiveVariant: m.ActiveVariant, Phase: m.Phase,
+			BytesFetched: m.BytesFetched, BytesTotal: m.BytesTotal, LastContact: &at, Error: msg,
 			Runtime: m.Runtime, Health: m.Health,
 		}},
 	}

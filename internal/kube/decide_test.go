@@ -10,11 +10,21 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/variant"
 )
 
 const (
 	dg1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 	dg2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	dg3 = "sha256:3333333333333333333333333333333333333333333333333333333333333333"
+	dg4 = "sha256:4444444444444444444444444444444444444444444444444444444444444444"
+	mib = 1 << 20
+)
+
+// int8 and fp16 are variants of a version of 8 MiB.
+var (
+	int8 = v1alpha1.ModelVariant{Name: "int8", Digest: dg3, SizeBytes: 2 * mib, PeakMemoryBytes: 3 * mib, Accuracy: "0.9"}
+	fp16 = v1alpha1.ModelVariant{Name: "fp16", Digest: dg4, SizeBytes: 5 * mib, Accuracy: "0.95"}
 )
 
 func inv(name string, labels map[string]string) v1alpha1.Cluster {
@@ -43,8 +53,12 @@ func TestDecide(t *testing.T) {
 	eu := metav1.LabelSelector{MatchLabels: map[string]string{"region": "eu"}}
 	us := metav1.LabelSelector{MatchLabels: map[string]string{"region": "us"}}
 	resolved := Resolved{Version: "1.2.0", Digest: dg1, Size: 42}
+	withVariants := Resolved{Version: "1.2.0", Digest: dg1, Size: 8 * mib, Variants: []v1alpha1.ModelVariant{fp16, int8}}
 	recorded := deployment("d", eu)
-	recorded.Annotations = Resolved{Version: "1.1.0", Digest: dg2, Size: 7}.annotations()
+	recorded.Annotations = Resolved{Version: "1.1.0", Digest: dg2, Size: 7, Variants: []v1alpha1.ModelVariant{int8}}.annotations()
+	damaged := deployment("d", eu)
+	damaged.Annotations = Resolved{Version: "1.1.0", Digest: dg2, Size: 7}.annotations()
+	damaged.Annotations[AnnotationResolvedVariants] = `[{"name":"int8","digest":"sha256:abc"}]`
 	active := v1alpha1.ClusterDeploymentStatus{Cluster: "wec1", DesiredVersion: "1.2.0", ActiveVersion: "1.2.0", Phase: v1alpha1.PhaseActive, LastContact: at(1)}
 	tests := []struct {
 		name      string
@@ -82,6 +96,36 @@ func TestDecide(t *testing.T) {
 			rows: []v1alpha1.ClusterDeploymentStatus{{Cluster: "wec3", DesiredVersion: "1.2.0", Phase: v1alpha1.PhasePending}},
 		},
 		{
+			name: "the version's variants recorded", md: deployment("d", eu), res: withVariants,
+			selected: []string{"wec1", "wec2"}, resolved: withVariants,
+			cond: map[string]metav1.ConditionStatus{v1alpha1.ConditionResolved: metav1.ConditionTrue, v1alpha1.ConditionPlaced: metav1.ConditionTrue},
+			rows: []v1alpha1.ClusterDeploymentStatus{
+				{Cluster: "wec1", DesiredVersion: "1.2.0", Phase: v1alpha1.PhasePending},
+				{Cluster: "wec2", DesiredVersion: "1.2.0", Phase: v1alpha1.PhasePending},
+			},
+		},
+		{
+			name: "returned rows keep the variant their agents chose", md: deployment("d", eu), res: withVariants,
+			returned: map[string]v1alpha1.ClusterDeploymentStatus{"wec1": {Cluster: "wec1", DesiredVersion: "1.2.0", Variant: "int8", VariantReason: "int8: the most accurate that fits",
+				ActiveVersion: "1.2.0", ActiveVariant: "int8", Phase: v1alpha1.PhaseActive}},
+			selected: []string{"wec1", "wec2"}, resolved: withVariants,
+			cond: map[string]metav1.ConditionStatus{v1alpha1.ConditionResolved: metav1.ConditionTrue, v1alpha1.ConditionPlaced: metav1.ConditionTrue},
+			rows: []v1alpha1.ClusterDeploymentStatus{
+				{Cluster: "wec1", DesiredVersion: "1.2.0", Variant: "int8", VariantReason: "int8: the most accurate that fits",
+					ActiveVersion: "1.2.0", ActiveVariant: "int8", Phase: v1alpha1.PhaseActive},
+				{Cluster: "wec2", DesiredVersion: "1.2.0", Phase: v1alpha1.PhasePending},
+			},
+		},
+		{
+			name: "registry down, the recorded variants damaged: the version stays without them", md: damaged, resErr: errors.New("registry unreachable"),
+			selected: []string{"wec1", "wec2"}, resolved: Resolved{Version: "1.1.0", Digest: dg2, Size: 7},
+			cond: map[string]metav1.ConditionStatus{v1alpha1.ConditionResolved: metav1.ConditionFalse, v1alpha1.ConditionPlaced: metav1.ConditionTrue},
+			rows: []v1alpha1.ClusterDeploymentStatus{
+				{Cluster: "wec1", DesiredVersion: "1.1.0", Phase: v1alpha1.PhasePending},
+				{Cluster: "wec2", DesiredVersion: "1.1.0", Phase: v1alpha1.PhasePending},
+			},
+		},
+		{
 			name: "no selector selects nothing", md: deployment("d"), res: resolved,
 			selected: []string{}, resolved: resolved,
 			cond: map[string]metav1.ConditionStatus{v1alpha1.ConditionResolved: metav1.ConditionTrue, v1alpha1.ConditionPlaced: metav1.ConditionFalse},
@@ -89,7 +133,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "registry down: the recorded resolution stays", md: recorded, resErr: errors.New("registry unreachable"),
-			selected: []string{"wec1", "wec2"}, resolved: Resolved{Version: "1.1.0", Digest: dg2, Size: 7},
+			selected: []string{"wec1", "wec2"}, resolved: Resolved{Version: "1.1.0", Digest: dg2, Size: 7, Variants: []v1alpha1.ModelVariant{int8}},
 			cond: map[string]metav1.ConditionStatus{v1alpha1.ConditionResolved: metav1.ConditionFalse, v1alpha1.ConditionPlaced: metav1.ConditionTrue},
 			rows: []v1alpha1.ClusterDeploymentStatus{
 				{Cluster: "wec1", DesiredVersion: "1.1.0", Phase: v1alpha1.PhasePending},
@@ -133,8 +177,9 @@ func TestDecide(t *testing.T) {
 			if ds.WantSingletonReportedState != tt.singleton {
 				t.Errorf("wantSingletonReportedState %v, want %v", ds.WantSingletonReportedState, tt.singleton)
 			}
-			got := Resolved{Version: p.Status.ResolvedVersion, Digest: p.Status.ResolvedDigest, Size: p.Status.ResolvedSizeBytes}
-			if got != tt.resolved {
+			got := Resolved{Version: p.Status.ResolvedVersion, Digest: p.Status.ResolvedDigest, Size: p.Status.ResolvedSizeBytes,
+				Variants: p.Status.ResolvedVariants}
+			if !reflect.DeepEqual(got, tt.resolved) {
 				t.Errorf("status resolution %+v, want %+v", got, tt.resolved)
 			}
 			if tt.resolved.Version == "" && p.Annotations != nil {
@@ -265,7 +310,7 @@ func TestDesiredState(t *testing.T) {
 	badModel := deployment("i")
 	badModel.Annotations = a.Annotations
 	badModel.Spec.Model.Name = "Not A Model"
-	doc := DesiredState("wec1", 77, []v1alpha1.ModelDeployment{*b, *unresolved, *a, *going, *bad, *badDigest, *badVersion, *badModel})
+	doc, rows := DesiredState("wec1", 77, []v1alpha1.ModelDeployment{*b, *unresolved, *a, *going, *bad, *badDigest, *badVersion, *badModel}, variant.Facts{})
 	if doc.Cluster != "wec1" || doc.Revision != 77 || doc.Kind != v1alpha1.KindDesiredState {
 		t.Fatalf("document header %+v", doc)
 	}
@@ -276,17 +321,21 @@ func TestDesiredState(t *testing.T) {
 	if !reflect.DeepEqual(doc.Models, want) {
 		t.Fatalf("models\n got %+v\nwant %+v", doc.Models, want)
 	}
+	// Without a variant policy and without variants, nothing is chosen.
+	if !reflect.DeepEqual(rows, map[string]VariantRow{"a": {}, "b": {}}) {
+		t.Fatalf("variant rows %+v", rows)
+	}
 }
 
 func TestAgentStatusStale(t *testing.T) {
 	md := deployment("d")
 	md.Annotations = Resolved{Version: "1.2.0", Digest: dg1, Size: 42}.annotations()
 	rep := v1alpha1.ModelReport{Deployment: "d", Model: "m", DesiredVersion: "1.2.0", ActiveVersion: "1.2.0", Phase: v1alpha1.PhaseActive}
-	first := AgentStatus(md, "wec1", rep, *at(0))
+	first := AgentStatus(md, "wec1", rep, VariantRow{}, *at(0))
 	if first.ResolvedDigest != dg1 || first.ReadyClusters != 1 || first.ClusterCount != 1 || len(first.Clusters) != 1 || first.Clusters[0].Cluster != "wec1" || first.Clusters[0].Phase != v1alpha1.PhaseActive {
 		t.Fatalf("status %+v", first)
 	}
-	later := AgentStatus(md, "wec1", rep, *at(1))
+	later := AgentStatus(md, "wec1", rep, VariantRow{}, *at(1))
 	fetching := rep
 	fetching.Phase = v1alpha1.PhaseFetching
 	tests := []struct {
@@ -296,8 +345,9 @@ func TestAgentStatusStale(t *testing.T) {
 	}{
 		{"nothing written yet", v1alpha1.ModelDeploymentStatus{}, first, true},
 		{"only lastContact moved", first, later, false},
-		{"lastContact older than the refresh", first, AgentStatus(md, "wec1", rep, *at(6)), true},
-		{"the phase changed", first, AgentStatus(md, "wec1", fetching, *at(1)), true},
+		{"lastContact older than the refresh", first, AgentStatus(md, "wec1", rep, VariantRow{}, *at(6)), true},
+		{"the phase changed", first, AgentStatus(md, "wec1", fetching, VariantRow{}, *at(1)), true},
+		{"the variant chosen changed", first, AgentStatus(md, "wec1", rep, VariantRow{Variant: "int8", Reason: "int8: the smallest that fits"}, *at(1)), true},
 		{"the controller's status came back", v1alpha1.ModelDeploymentStatus{Clusters: []v1alpha1.ClusterDeploymentStatus{{Cluster: "wec1"}, {Cluster: "wec2"}}}, first, true},
 	}
 	for _, tt := range tests {

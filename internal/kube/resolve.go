@@ -2,13 +2,16 @@ package kube
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 
+	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/artifact"
+	"outpost.dev/outpost/internal/models"
 	"outpost.dev/outpost/internal/versions"
 )
 
@@ -22,6 +25,24 @@ type Registry struct {
 	// Client sends the requests, with the registry's credentials; nil
 	// means oras-go's default client.
 	Client remote.Client
+	// Trusted are the keys whose signatures count where a deployment
+	// requires signed variants.
+	Trusted []ed25519.PublicKey
+}
+
+var _ VariantLister = (*Registry)(nil)
+
+// Variants implements VariantLister with the hub's own lister
+// (models.Index): the variants of the version res, by name, the newest of
+// a name, with requireSigned only those signed by a trusted key, and none
+// an agent would not serve.
+func (r *Registry) Variants(ctx context.Context, model string, res Resolved, requireSigned bool) ([]v1alpha1.ModelVariant, error) {
+	d, err := digest.Parse(res.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("model %s@%s: digest %q: %w", model, res.Version, res.Digest, err)
+	}
+	x := models.NewIndex(&models.Remote{Host: r.Host, PlainHTTP: r.PlainHTTP, Client: r.Client}, r.Trusted)
+	return x.Variants(ctx, model, d, requireSigned)
 }
 
 // Resolve lists the tags of the model's repository, picks the highest

@@ -19,6 +19,8 @@ import (
 
 	"outpost.dev/outpost/api/v1alpha1"
 	"outpost.dev/outpost/internal/agent"
+	"outpost.dev/outpost/internal/placement"
+	"outpost.dev/outpost/internal/variant"
 )
 
 // SourceWEC names the ModelDeployments of a WEC as a desired state source
@@ -37,6 +39,12 @@ var modelDeployments = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.PluralM
 //
 // A document's revision is the highest resourceVersion the watch saw, an
 // etcd revision of the WEC's apiserver: it grows with every change there.
+//
+// Each model of a document is the variant of its version that the
+// deployment's variant policy chooses for this cluster, from the facts
+// SetFacts gives (the agent's own memory, CPU and link estimate), as the
+// hub chooses for each cluster in standalone mode; the choice and its
+// reason go into the cluster's status row.
 type WEC struct {
 	cluster  string
 	dyn      dynamic.Interface
@@ -49,6 +57,9 @@ type WEC struct {
 	last      []v1alpha1.DesiredModel
 	lastRev   int64
 	delivered bool
+	facts     func() variant.Facts
+	used      variant.Facts         // the facts the variants were last chosen with
+	choices   map[string]VariantRow // by deployment, of the last document
 }
 
 // NewWEC returns the source and sink of the agent of cluster, reading the
@@ -88,6 +99,36 @@ func (w *WEC) Start(ctx context.Context) {
 			w.saw(nil)
 		}
 	}()
+}
+
+// SetFacts gives the WEC what reads the agent's facts of its cluster, the
+// same numbers its reports carry (agent.Agent.Facts); without it every
+// fact is unknown, which no limit of a variant policy holds against. Call
+// it before the agent runs.
+func (w *WEC) SetFacts(f func() variant.Facts) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.facts = f
+}
+
+// factsNow returns the facts to choose variants with: the ones the last
+// choice used until the cluster's facts moved enough to choose again
+// (placement.FactsMoved), so that a wobbling link estimate does not flip a
+// deployment between variants.
+func (w *WEC) factsNow() variant.Facts {
+	w.mu.Lock()
+	f := w.facts
+	w.mu.Unlock()
+	if f == nil {
+		return variant.Facts{}
+	}
+	now := f()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if placement.FactsMoved(w.used, now) {
+		w.used = now
+	}
+	return w.used
 }
 
 // saw records a change the watch delivered and wakes Desired.
@@ -153,8 +194,14 @@ func (w *WEC) Desired(ctx context.Context, after int64) (*v1alpha1.DesiredState,
 		ch, rev := w.changed, w.maxRV
 		w.mu.Unlock()
 		if w.informer.HasSynced() && rev > after {
-			doc := DesiredState(w.cluster, rev, w.deployments())
+			doc, rows := DesiredState(w.cluster, rev, w.deployments(), w.factsNow())
 			w.mu.Lock()
+			for dep, row := range rows {
+				if row.Error != "" && w.choices[dep].Error != row.Error {
+					w.log.Error("variants of the deployment not read: sending the original model", "deployment", dep, "err", row.Error)
+				}
+			}
+			w.choices = rows
 			// Again when the last one was not applied (an error in the
 			// agent's state): its revision is still above after.
 			fresh := !w.delivered || !reflect.DeepEqual(doc.Models, w.last) || after < w.lastRev
@@ -191,7 +238,10 @@ func (w *WEC) Report(ctx context.Context, r *v1alpha1.AgentReport) error {
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &md); err != nil {
 			continue
 		}
-		next := AgentStatus(&md, r.Cluster, m, r.ReportedAt)
+		w.mu.Lock()
+		v := w.choices[m.Deployment]
+		w.mu.Unlock()
+		next := AgentStatus(&md, r.Cluster, m, v, r.ReportedAt)
 		if !StatusStale(md.Status, next) {
 			continue
 		}

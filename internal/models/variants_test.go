@@ -5,9 +5,12 @@ import (
 	"crypto/ed25519"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"outpost.dev/outpost/internal/artifact"
 )
@@ -60,5 +63,36 @@ func TestResolveModelVariants(t *testing.T) {
 	}
 	if len(signed.Variants) != 1 || signed.Variants[0].Digest != i8.Digest.String() {
 		t.Fatalf("signed variants %+v, want int8 alone", signed.Variants)
+	}
+
+	// Over the distribution API (the KubeStellar controller's way to the
+	// registry), the index answers the same.
+	rx := NewIndex(&Remote{Host: host, PlainHTTP: true}, []ed25519.PublicKey{pub})
+	for _, requireSigned := range []bool{false, true} {
+		want := got
+		if requireSigned {
+			want = signed
+		}
+		remote, err := rx.ResolveModel(ctx, "det", "1.0.0", requireSigned)
+		if err != nil {
+			t.Fatalf("remote, signed %v: %v", requireSigned, err)
+		}
+		if !reflect.DeepEqual(remote, want) {
+			t.Errorf("remote, signed %v: %+v, want %+v", requireSigned, remote, want)
+		}
+		d, err := digest.Parse(want.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs, err := rx.Variants(ctx, "det", d, requireSigned)
+		if err != nil || !reflect.DeepEqual(vs, want.Variants) {
+			t.Errorf("remote variants, signed %v: %+v, %v; want %+v", requireSigned, vs, err, want.Variants)
+		}
+	}
+	if vs, err := rx.Variants(ctx, "Bad Name", digest.Digest("sha256:"+strings.Repeat("0", 64)), false); err == nil {
+		t.Errorf("a bad model name listed %+v", vs)
+	}
+	if _, err := rx.ResolveModel(ctx, "absent", "^1", false); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("a model the remote registry lacks: %v", err)
 	}
 }

@@ -60,8 +60,11 @@ func PolicyLimits(p *v1alpha1.VariantPolicy) variant.Limits {
 	return l
 }
 
-// candidates are the original model of a version (digest, size) and its variants.
-func candidates(digest string, size int64, vs []v1alpha1.ModelVariant) []variant.Candidate {
+// Candidates are the original model of a version (its digest and size) and
+// the version's variants vs, as variant.Choose takes them. A variant named
+// variant.Original is left out (the original is the version itself), and an
+// accuracy that is not a decimal in [0, 1] counts as not measured.
+func Candidates(digest string, size int64, vs []v1alpha1.ModelVariant) []variant.Candidate {
 	out := make([]variant.Candidate, 0, len(vs)+1)
 	out = append(out, variant.Candidate{Name: variant.Original, Digest: digest, SizeBytes: size})
 	for _, v := range vs {
@@ -77,19 +80,16 @@ func candidates(digest string, size int64, vs []v1alpha1.ModelVariant) []variant
 	return out
 }
 
-// chooseVariant picks the variant of m's version (its digest and size, and
-// vs) that c gets under d's policy, and sets m's digest, size and variant to
-// it. Without a policy and without variants it changes nothing and returns
-// false.
-func chooseVariant(d *v1alpha1.ModelDeployment, c *v1alpha1.Cluster, m *v1alpha1.DesiredModel, vs []v1alpha1.ModelVariant) (VariantChoice, bool) {
-	if d.Spec.VariantPolicy == nil && len(vs) == 0 {
+// ChooseVariant picks the variant of m's version (its digest and size, and
+// vs) that a cluster with facts gets under the variant policy p, and sets
+// m's digest, size and variant to it. Without a policy and without variants
+// it changes nothing and returns false. The hub calls it with the facts of
+// each Cluster (ClusterFacts); an agent in a KubeStellar WEC with its own.
+func ChooseVariant(p *v1alpha1.VariantPolicy, facts variant.Facts, m *v1alpha1.DesiredModel, vs []v1alpha1.ModelVariant) (VariantChoice, bool) {
+	if p == nil && len(vs) == 0 {
 		return VariantChoice{}, false
 	}
-	var facts variant.Facts
-	if c != nil {
-		facts = ClusterFacts(c)
-	}
-	ch, ok := variant.Choose(facts, candidates(m.Digest, m.SizeBytes, vs), PolicyLimits(d.Spec.VariantPolicy))
+	ch, ok := variant.Choose(facts, Candidates(m.Digest, m.SizeBytes, vs), PolicyLimits(p))
 	if !ok {
 		return VariantChoice{}, false
 	}
@@ -97,4 +97,25 @@ func chooseVariant(d *v1alpha1.ModelDeployment, c *v1alpha1.Cluster, m *v1alpha1
 		m.Digest, m.SizeBytes, m.Variant = ch.Candidate.Digest, ch.Candidate.SizeBytes, ch.Candidate.Name
 	}
 	return VariantChoice{Name: ch.Candidate.Name, SizeBytes: ch.Candidate.SizeBytes, Reason: ch.Reason}, true
+}
+
+// chooseVariant is ChooseVariant for d's policy and the facts of c (none
+// when c is nil).
+func chooseVariant(d *v1alpha1.ModelDeployment, c *v1alpha1.Cluster, m *v1alpha1.DesiredModel, vs []v1alpha1.ModelVariant) (VariantChoice, bool) {
+	var facts variant.Facts
+	if c != nil {
+		facts = ClusterFacts(c)
+	}
+	return ChooseVariant(d.Spec.VariantPolicy, facts, m, vs)
+}
+
+// FactsMoved reports whether a cluster's facts changed enough, from a to b,
+// to choose its variants again: its memory changed, or its link rate became
+// known or unknown, or moved by half or more. Smaller moves of the link
+// estimate, which wobbles, do not: a choice does not flap with them.
+func FactsMoved(a, b variant.Facts) bool {
+	if a.MemoryBytes != b.MemoryBytes || (a.LinkBps == 0) != (b.LinkBps == 0) {
+		return true
+	}
+	return a.LinkBps > 0 && (b.LinkBps >= 2*a.LinkBps || 2*b.LinkBps <= a.LinkBps)
 }

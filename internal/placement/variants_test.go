@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"outpost.dev/outpost/api/v1alpha1"
+	"outpost.dev/outpost/internal/variant"
 )
 
 const (
@@ -132,5 +133,26 @@ func TestClusterFacts(t *testing.T) {
 	f := ClusterFacts(&c)
 	if f.MemoryBytes != 2<<30 || f.CPUMillis != 1500 || f.Accelerators != 3 || f.LinkBps != 5000 {
 		t.Errorf("facts %+v", f)
+	}
+}
+
+func TestFactsMoved(t *testing.T) {
+	for _, tt := range []struct {
+		a, b variant.Facts
+		want bool
+	}{
+		{variant.Facts{}, variant.Facts{}, false},
+		{variant.Facts{MemoryBytes: 1}, variant.Facts{MemoryBytes: 2}, true},
+		{variant.Facts{}, variant.Facts{LinkBps: 5}, true},
+		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 0}, true},
+		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 199}, false},
+		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 200}, true},
+		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 51}, false},
+		{variant.Facts{LinkBps: 100}, variant.Facts{LinkBps: 50}, true},
+		{variant.Facts{CPUMillis: 1}, variant.Facts{CPUMillis: 2}, false},
+	} {
+		if got := FactsMoved(tt.a, tt.b); got != tt.want {
+			t.Errorf("FactsMoved(%+v, %+v) = %v", tt.a, tt.b, got)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -200,13 +201,15 @@ func TestKubeStellar(t *testing.T) {
 		}
 	})
 
-	// An agent in each WEC.
+	// An agent in each WEC, declaring memory as a small and a large cluster:
+	// variant policies hold variants against it.
 	tok := joinToken(t, h, "1h")
 	serve := map[string]string{}
 	agents := map[string]*agentProc{}
+	memory := map[string]string{"wec1": "16Mi", "wec2": "64Gi"}
 	for name, kc := range map[string]string{"wec1": wec1KC, "wec2": wec2KC} {
 		serve[name] = freeAddr(t)
-		a := newAgent(t, h, name, "", tok, "--kubeconfig", kc, "--serve", serve[name])
+		a := newAgent(t, h, name, "", tok, "--kubeconfig", kc, "--serve", serve[name], "--memory", memory[name])
 		a.start()
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -391,6 +394,99 @@ func TestKubeStellar(t *testing.T) {
 		if last.Revision <= next.Revision || len(last.Models) != 2 {
 			t.Fatalf("after deleting it: revision %d (was %d), %d models", last.Revision, next.Revision, len(last.Models))
 		}
+	})
+
+	t.Run("each WEC's agent fetches the variant its policy chooses for it", func(t *testing.T) {
+		full, small := filepath.Join(t.TempDir(), "full"), filepath.Join(t.TempDir(), "int8")
+		writeWeights(t, full, 0) // 8 MiB
+		int8Bytes := make([]byte, weightsSize/4)
+		rng := rand.New(rand.NewPCG(11, 11))
+		for i := range int8Bytes {
+			int8Bytes[i] = byte(rng.Uint32())
+		}
+		if err := os.MkdirAll(small, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(small, "weights.bin"), int8Bytes, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := h.mustRun("model", "push", full, "--name", "w", "--version", "1.0.0")
+		fullDigest := strings.TrimSpace(out[strings.LastIndex(out, " ")+1:])
+		meta := filepath.Join(t.TempDir(), "int8.json")
+		if err := os.WriteFile(meta, []byte(`{"name":"int8","method":"dynamic-quantization","accuracy":0.9,"peakMemoryBytes":3145728}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out = h.mustRun("model", "push", small, "--name", "w", "--version", "1.0.0", "--variant-meta", meta)
+		int8Digest := strings.TrimSpace(out[strings.LastIndex(out, " ")+1:])
+
+		down := map[string]int64{}
+		for name, a := range agents {
+			down[name] = a.link.Stats().Down
+		}
+		md := &v1alpha1.ModelDeployment{}
+		md.Name = "w"
+		md.Spec.Model = v1alpha1.ModelRef{Name: "w", Version: "1.0.0"}
+		md.Spec.ClusterSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"tier": "edge"}}}
+		md.Spec.VariantPolicy = &v1alpha1.VariantPolicy{MaxMemoryPercent: 25}
+		if err := wds.Create(ctx, md); err != nil {
+			t.Fatal(err)
+		}
+		activeDigest := func(a *agentProc) string {
+			for _, m := range a.status().Models {
+				if m.Deployment == "w" && m.ActiveVersion == "1.0.0" {
+					return m.ActiveDigest
+				}
+			}
+			return ""
+		}
+		want := map[string]string{"wec1": int8Digest, "wec2": fullDigest}
+		for name, dg := range want {
+			testenv.WaitFor(t, limit, name+"'s agent active at "+dg, func() bool { return activeDigest(agents[name]) == dg })
+		}
+		got := map[string]int64{}
+		for name, a := range agents {
+			got[name] = a.link.Stats().Down - down[name]
+		}
+		t.Logf("wec1 fetched %d bytes (int8: %d), wec2 %d (full: %d)", got["wec1"], len(int8Bytes), got["wec2"], weightsSize)
+		if got["wec1"] > int64(len(int8Bytes))+weightsSize/4 {
+			t.Errorf("wec1: %d bytes crossed its link, more than the int8 variant (%d) and some overhead: it fetched the full model", got["wec1"], len(int8Bytes))
+		}
+		if got["wec2"] < weightsSize {
+			t.Errorf("wec2: %d bytes crossed its link, less than the full model's %d", got["wec2"], weightsSize)
+		}
+
+		// The WDS's deployment records the variants, and each WEC's row,
+		// returned by KubeStellar, says which variant its agent chose and why.
+		var rows map[string]v1alpha1.ClusterDeploymentStatus
+		testenv.WaitFor(t, limit, "both rows Active with their variants in the WDS", func() bool {
+			rows = wdsRows("w")
+			return len(rows) == 2 && rows["wec1"].Phase == v1alpha1.PhaseActive && rows["wec1"].ActiveVariant == "int8" &&
+				rows["wec2"].Phase == v1alpha1.PhaseActive && rows["wec2"].Variant == "original"
+		})
+		if r := rows["wec1"]; r.Variant != "int8" || r.ActiveVersion != "1.0.0" ||
+			!strings.Contains(r.VariantReason, "int8: the most accurate that fits") ||
+			!strings.Contains(r.VariantReason, "original needs at least its size, 8.0 MiB memory, limit 4.0 MiB (25% of 16.0 MiB)") {
+			t.Errorf("wec1's row %+v", r)
+		}
+		if r := rows["wec2"]; r.ActiveVariant != "" || r.ActiveVersion != "1.0.0" || !strings.Contains(r.VariantReason, "original: the most accurate that fits") {
+			t.Errorf("wec2's row %+v", r)
+		}
+		var got2 v1alpha1.ModelDeployment
+		if err := wds.Get(ctx, client.ObjectKey{Name: "w"}, &got2); err != nil {
+			t.Fatal(err)
+		}
+		vs, err := kube.ParseVariants(got2.Annotations[kube.AnnotationResolvedVariants])
+		if err != nil || len(vs) != 1 || vs[0].Name != "int8" || vs[0].Digest != int8Digest || vs[0].PeakMemoryBytes != 3145728 || vs[0].Accuracy != "0.9" {
+			t.Errorf("annotation %s: %q (%v)", kube.AnnotationResolvedVariants, got2.Annotations[kube.AnnotationResolvedVariants], err)
+		}
+		if len(got2.Status.ResolvedVariants) != 1 || got2.Status.ResolvedVariants[0].Digest != int8Digest {
+			t.Errorf("status.resolvedVariants %+v", got2.Status.ResolvedVariants)
+		}
+
+		if err := wds.Delete(ctx, &got2); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, limit, "w gone from both WECs", func() bool { return !inWEC("wec1", "w") && !inWEC("wec2", "w") })
 	})
 
 	t.Run("relabelled, the deployment moves to the other WEC", func(t *testing.T) {
