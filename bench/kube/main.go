@@ -62,7 +62,7 @@ func counted(cfg *rest.Config, c *counter) *rest.Config {
 // measures the controller's work with the apiserver, not a registry's.
 type fixedRegistry struct{}
 
-func (fixedRegistry) Resolve(context.Context, string, string) (kube.Resolved, error) {
+func (fixedRegistry) Resolve(context.Context, string, string, bool) (kube.Resolved, error) {
 	return kube.Resolved{Version: "1.0.0", Digest: "sha256:" + fmt.Sprintf("%064d", 1), Size: 1 << 20}, nil
 }
 

@@ -61,10 +61,10 @@ per-cluster rows. It mirrors the ManagedClusters of the inventory space
 deployment deletes its BindingPolicy.
 
 Versions resolve against the hub's registry (--hub, --token, --ca-file or
-the client config), or any OCI registry given with --registry. Variants are
-listed as the hub lists them: where a deployment sets spec.requireSignature,
-or with --require-signature for all, only those with a valid signature from
-a key given with --trusted-key.
+the client config), or any OCI registry given with --registry, as the hub
+resolves them: where a deployment sets spec.requireSignature, or with
+--require-signature for all, only versions and variants with a valid
+signature from a key given with --trusted-key count.
 
 See docs/kubestellar.md.`,
 		Example: `  outpost controller --kubeconfig wds.kubeconfig --its-kubeconfig its.kubeconfig \
@@ -108,8 +108,8 @@ See docs/kubestellar.md.`,
 	f.BoolVar(&inCluster, "in-cluster", false, "reach the WDS as the pod this runs in")
 	f.StringVar(&registry, "registry", "", "OCI registry HOST[:PORT] to resolve versions against, instead of the hub's")
 	f.BoolVar(&plainHTTP, "plain-http", false, "talk plain HTTP to --registry")
-	f.BoolVar(&cfg.RequireSignature, "require-signature", false, "list, for every deployment, only the variants with a valid signature from a trusted key")
-	f.StringSliceVar(&trustedKeys, "trusted-key", nil, "public key file (PEM) trusted for variant signatures; repeatable")
+	f.BoolVar(&cfg.RequireSignature, "require-signature", false, "resolve, for every deployment, only to versions and variants with a valid signature from a trusted key")
+	f.StringSliceVar(&trustedKeys, "trusted-key", nil, "public key file (PEM) trusted for version and variant signatures; repeatable")
 	f.DurationVar(&cfg.Resync, "resync", kube.DefaultResync, "how often each deployment's version is resolved again")
 	return cmd
 }

@@ -41,17 +41,11 @@ const DefaultResync = time.Minute
 // Workers is how many deployments the controller reconciles at once.
 const Workers = 4
 
-// Resolver resolves a model's version constraint to a registry version.
+// Resolver resolves a model's version constraint to a registry version
+// and its variants; with requireSigned only versions and variants with a
+// valid signature from a trusted key count. Registry is one.
 type Resolver interface {
-	Resolve(ctx context.Context, model, constraint string) (Resolved, error)
-}
-
-// VariantLister lists the variants of a resolved version, with
-// requireSigned only those with a valid signature from a trusted key. A
-// Resolver that is also a VariantLister has the controller record each
-// resolved version's variants; Registry is one.
-type VariantLister interface {
-	Variants(ctx context.Context, model string, version Resolved, requireSigned bool) ([]v1alpha1.ModelVariant, error)
+	Resolve(ctx context.Context, model, constraint string, requireSigned bool) (Resolved, error)
 }
 
 // ControllerConfig configures the hub controller.
@@ -64,8 +58,8 @@ type ControllerConfig struct {
 	ITS *rest.Config
 	// Resolver resolves version constraints.
 	Resolver Resolver
-	// RequireSignature lists, for every deployment, only the variants with
-	// a valid signature from a trusted key, as a hub with
+	// RequireSignature resolves, for every deployment, only to versions and
+	// variants with a valid signature from a trusted key, as a hub with
 	// --require-signature does; a deployment's spec.requireSignature does
 	// so for it alone.
 	RequireSignature bool
@@ -238,7 +232,7 @@ func (r *deploymentReconciler) resolve(ctx context.Context, model, constraint st
 	if ok {
 		return got.res, got.err
 	}
-	res, err := r.ask(ctx, model, constraint, signed)
+	res, err := r.cfg.Resolver.Resolve(ctx, model, constraint, signed)
 	if ctx.Err() == nil {
 		r.mu.Lock()
 		for k, v := range r.resolved {
@@ -250,26 +244,6 @@ func (r *deploymentReconciler) resolve(ctx context.Context, model, constraint st
 		r.mu.Unlock()
 	}
 	return res, err
-}
-
-// ask resolves the constraint with the Resolver and, when it lists
-// variants too, lists the resolved version's: a resolution is recorded
-// whole or not at all.
-func (r *deploymentReconciler) ask(ctx context.Context, model, constraint string, signed bool) (Resolved, error) {
-	res, err := r.cfg.Resolver.Resolve(ctx, model, constraint)
-	if err != nil || res.Version == "" {
-		return res, err
-	}
-	vl, ok := r.cfg.Resolver.(VariantLister)
-	if !ok {
-		return res, nil
-	}
-	vs, err := vl.Variants(ctx, model, res, signed)
-	if err != nil {
-		return Resolved{}, fmt.Errorf("variants of %s@%s: %w", model, res.Version, err)
-	}
-	res.Variants = vs
-	return res, nil
 }
 
 // allDeployments enqueues every ModelDeployment: the inventory changed.

@@ -18,7 +18,7 @@ type countingRegistry struct {
 	fail  atomic.Bool
 }
 
-func (c *countingRegistry) Resolve(ctx context.Context, model, constraint string) (Resolved, error) {
+func (c *countingRegistry) Resolve(ctx context.Context, model, constraint string, _ bool) (Resolved, error) {
 	n := c.calls.Add(1)
 	if c.fail.Load() {
 		return Resolved{}, errors.New("registry unreachable")

@@ -76,7 +76,7 @@ type Resolved struct {
 	Version string
 	// Digest is its manifest digest.
 	Digest string
-	// Size is the total size of its files.
+	// Size is its size as the hub counts it: manifest, config and files.
 	Size int64
 	// Variants are its variants, by name: those with a valid signature
 	// from a trusted key where the deployment requires signatures.

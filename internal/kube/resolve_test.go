@@ -2,7 +2,7 @@ package kube
 
 import (
 	"crypto/ed25519"
-	"errors"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,69 +10,96 @@ import (
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	orasauth "oras.land/oras-go/v2/registry/remote/auth"
 
 	"outpost.dev/outpost/internal/artifact"
 	"outpost.dev/outpost/internal/hub/hubtest"
-	"outpost.dev/outpost/internal/versions"
 )
 
-// TestRegistryResolve resolves constraints against a real hub's registry.
+// registryOf is a Registry reaching h's registry as its admin, trusting keys.
+func registryOf(h *hubtest.Hub, keys ...ed25519.PublicKey) *Registry {
+	host := strings.TrimPrefix(hubtest.URL, "http://")
+	return &Registry{Host: host, PlainHTTP: true, Trusted: keys, Client: &orasauth.Client{Client: h.Client,
+		Credential: orasauth.StaticCredential(host, orasauth.Credential{Username: "outpost", Password: h.Admin})}}
+}
+
+// TestRegistryResolve resolves constraints against a real hub's registry,
+// as the hub does: the size is the manifest's, its config's and its files'.
 func TestRegistryResolve(t *testing.T) {
 	h := hubtest.New(t)
 	src := t.TempDir()
-	descs := map[string]string{}
+	descs := map[string]ocispec.Descriptor{}
 	for i, v := range []string{"1.0.0", "1.2.0", "2.0.0", "1.3.0-rc.1"} {
 		dir := filepath.Join(src, v)
-		os.MkdirAll(dir, 0o755)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		os.WriteFile(filepath.Join(dir, "model.onnx"), []byte(strings.Repeat("w", 100+i)), 0o644)
 		os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{}`), 0o644)
-		descs[v] = h.Push(dir, "m", v).Digest.String()
+		descs[v] = h.Push(dir, "m", v)
 	}
-	host := strings.TrimPrefix(hubtest.URL, "http://")
-	r := &Registry{Host: host, PlainHTTP: true, Client: &orasauth.Client{Client: h.Client,
-		Credential: orasauth.StaticCredential(host, orasauth.Credential{Username: "outpost", Password: h.Admin})}}
-	tests := []struct {
-		constraint string
-		want       string
-		size       int64
-	}{
-		{"^1", "1.2.0", 101 + 2},
-		{"1.0.0", "1.0.0", 100 + 2},
-		{">=1", "2.0.0", 102 + 2},
-		{"1.3.0-rc.1", "1.3.0-rc.1", 103 + 2},
+	// size is what the version's manifest says it holds, with the manifest itself.
+	size := func(d ocispec.Descriptor) int64 {
+		b, err := content.FetchAll(t.Context(), h.Repo("models/m"), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m ocispec.Manifest
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		n := int64(len(b)) + m.Config.Size
+		for _, l := range m.Layers {
+			n += l.Size
+		}
+		return n
 	}
-	for _, tt := range tests {
-		got, err := r.Resolve(t.Context(), "m", tt.constraint)
+	r := registryOf(h)
+	for _, tt := range []struct{ constraint, want string }{
+		{"^1", "1.2.0"},
+		{"1.0.0", "1.0.0"},
+		{">=1", "2.0.0"},
+		{"1.3.0-rc.1", "1.3.0-rc.1"},
+	} {
+		got, err := r.Resolve(t.Context(), "m", tt.constraint, false)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.constraint, err)
 		}
-		if want := (Resolved{Version: tt.want, Digest: descs[tt.want], Size: tt.size}); !reflect.DeepEqual(got, want) {
-			t.Errorf("%s: %+v, want %s %s size %d", tt.constraint, got, tt.want, descs[tt.want], tt.size)
+		d := descs[tt.want]
+		if want := (Resolved{Version: tt.want, Digest: d.Digest.String(), Size: size(d)}); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %+v, want %+v", tt.constraint, got, want)
 		}
 	}
-	if _, err := r.Resolve(t.Context(), "m", "^3"); !errors.Is(err, versions.ErrNoMatch) {
+	if _, err := r.Resolve(t.Context(), "m", "^3", false); err == nil || !strings.Contains(err.Error(), "no version matching") {
 		t.Errorf("^3: %v, want no match", err)
 	}
-	if _, err := r.Resolve(t.Context(), "absent", "^1"); err == nil {
-		t.Error("a model the registry lacks resolved")
+	if _, err := r.Resolve(t.Context(), "absent", "^1", false); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("a model the registry lacks: %v", err)
 	}
-	if _, err := r.Resolve(t.Context(), "Bad Name", "^1"); err == nil || !strings.Contains(err.Error(), "Bad Name") {
+	if _, err := r.Resolve(t.Context(), "Bad Name", "^1", false); err == nil || !strings.Contains(err.Error(), "Bad Name") {
 		t.Errorf("a bad model name: %v", err)
 	}
 }
 
-// TestRegistryVariants lists a version's variants in a real hub's registry
-// as the hub does: all of them, or only those signed by a trusted key.
-func TestRegistryVariants(t *testing.T) {
+// TestRegistrySigned resolves as the hub does where signatures are
+// required: past an unsigned newer version to the signed one, with only its
+// signed variants; without the requirement, the newest and all variants.
+func TestRegistrySigned(t *testing.T) {
 	h := hubtest.New(t)
 	ctx := t.Context()
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "model.onnx"), []byte(strings.Repeat("w", 4000)), 0o644)
-	desc := h.Push(dir, "m", "1.0.0")
-	repo := h.Repo("models/m")
 	pub, priv, err := artifact.GenerateKey()
 	if err != nil {
+		t.Fatal(err)
+	}
+	repo := h.Repo("models/m")
+	descs := map[string]ocispec.Descriptor{}
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "model.onnx"), []byte(strings.Repeat("w", 4000)+v), 0o644)
+		descs[v] = h.Push(dir, "m", v)
+	}
+	if _, err := artifact.Sign(ctx, repo, descs["1.0.0"], "models/m:1.0.0", priv); err != nil {
 		t.Fatal(err)
 	}
 	push := func(name string, n int, acc float64) ocispec.Descriptor {
@@ -90,27 +117,27 @@ func TestRegistryVariants(t *testing.T) {
 	if _, err := artifact.Sign(ctx, repo, i8, "models/m:1.0.0 variant int8", priv); err != nil {
 		t.Fatal(err)
 	}
-	host := strings.TrimPrefix(hubtest.URL, "http://")
-	r := &Registry{Host: host, PlainHTTP: true, Trusted: []ed25519.PublicKey{pub}, Client: &orasauth.Client{Client: h.Client,
-		Credential: orasauth.StaticCredential(host, orasauth.Credential{Username: "outpost", Password: h.Admin})}}
-	res, err := r.Resolve(ctx, "m", "^1")
-	if err != nil || res.Digest != desc.Digest.String() {
-		t.Fatalf("resolve: %+v, %v", res, err)
+	r := registryOf(h, pub)
+
+	got, err := r.Resolve(ctx, "m", "^1", false)
+	if err != nil || got.Version != "1.1.0" || len(got.Variants) != 0 {
+		t.Fatalf("unsigned allowed: %+v, %v; want 1.1.0 without variants", got, err)
 	}
-	all, err := r.Variants(ctx, "m", res, false)
+	got, err = r.Resolve(ctx, "m", "1.0.0", false)
 	if err != nil {
 		t.Fatal(err)
 	}
+	all := got.Variants
 	if len(all) != 2 || all[0].Name != "fp16" || all[0].Digest != f16.Digest.String() || all[1].Name != "int8" || all[1].Digest != i8.Digest.String() ||
 		all[1].Accuracy != "0.875" || all[1].PeakMemoryBytes != 3000 || all[1].SizeBytes <= 1000 {
 		t.Fatalf("variants %+v", all)
 	}
-	signed, err := r.Variants(ctx, "m", res, true)
-	if err != nil || len(signed) != 1 || signed[0].Name != "int8" {
-		t.Fatalf("signed variants %+v, %v; want int8 alone", signed, err)
+	got, err = r.Resolve(ctx, "m", "^1", true)
+	if err != nil || got.Version != "1.0.0" || got.Digest != descs["1.0.0"].Digest.String() || len(got.Variants) != 1 || got.Variants[0].Name != "int8" {
+		t.Fatalf("signed only: %+v, %v; want 1.0.0 with int8 alone", got, err)
 	}
-	if _, err := r.Variants(ctx, "m", Resolved{Version: "1.0.0", Digest: "sha256:abc"}, false); err == nil {
-		t.Error("a bad digest listed variants")
+	if _, err := registryOf(h).Resolve(ctx, "m", "^1", true); err == nil || !strings.Contains(err.Error(), "no version matching") {
+		t.Errorf("signed only, no trusted key: %v", err)
 	}
 	// What the controller records, the agent reads back whole.
 	back, err := ParseVariants(FormatVariants(all))

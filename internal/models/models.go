@@ -149,20 +149,6 @@ func (x *Index) ResolveModel(ctx context.Context, name, constraint string, requi
 	return hub.ResolvedModel{}, fmt.Errorf("model %q has no version matching %q (have: %s)", name, constraint, strings.Join(tags, ", "))
 }
 
-// Variants lists the variants of the version of model name whose manifest
-// is d, as ResolveModel does for the version it resolves: by name, the
-// newest of a name, with requireSigned only those with a valid signature
-// from a trusted key, and without variants an agent would not serve. The
-// KubeStellar controller lists the variants of the version it resolved
-// through it, so that both modes send the same variants.
-func (x *Index) Variants(ctx context.Context, name string, d digest.Digest, requireSigned bool) ([]v1alpha1.ModelVariant, error) {
-	repo, err := v1alpha1.ModelRepository(name)
-	if err != nil {
-		return nil, err
-	}
-	return x.variants(ctx, x.reg, repo, d, requireSigned)
-}
-
 // variants lists the variants of the version whose manifest is d, by name,
 // the newest of a name where there are several; with requireSigned only
 // those with a valid signature from a trusted key. A variant whose manifest
