@@ -134,6 +134,7 @@ docs/kubestellar.md.`,
 			if cfg.Memory, err = parseMemory(memory); err != nil {
 				return err
 			}
+			pf.memory = cfg.Memory
 			cfg.KeepVersions = keepVersions
 			if keepVersions == 0 {
 				cfg.KeepVersions = -1
@@ -242,7 +243,7 @@ docs/kubestellar.md.`,
 	f.DurationVar(&cfg.PollTimeout, "poll-timeout", agent.DefaultPollTimeout, "long-poll timeout for desired state")
 	f.DurationVar(&cfg.ReportInterval, "report-interval", agent.DefaultReportInterval, "how often to report status when nothing changes")
 	f.StringSliceVar(&accelerators, "accelerator", nil, "declared accelerator TYPE=COUNT, such as nvidia.com/gpu=1; repeatable")
-	f.StringVar(&memory, "memory", "", "declared memory of the cluster, such as 512Mi or 8Gi, reported instead of the machine's and held against variant policies (default measured)")
+	f.StringVar(&memory, "memory", "", "declared memory of the cluster, such as 512Mi or 8Gi, reported instead of the machine's, held against variant policies and shared out by the pipeline scheduler (default measured)")
 	f.BoolVar(&verifyOnStart, "verify-on-start", false, "re-hash every active file at start instead of checking sizes")
 	f.StringVar(&readyFile, "ready-file", "", "write the cluster name to this file once joined and running (for scripts)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "KubeStellar mode: kubeconfig of this cluster (a WEC), whose delivered ModelDeployments are the desired state")

@@ -23,6 +23,8 @@ type pipelineFlags struct {
 	target                    time.Duration
 	// latency, if set, reads serving's recent p99 (serving.Server.LatencyP99).
 	latency func(window time.Duration) (time.Duration, int)
+	// memory is the agent's declared memory (--memory), 0 when measured.
+	memory int64
 }
 
 // Defaults of the pipeline flags.
@@ -52,8 +54,12 @@ func (p *pipelineFlags) capacity() (schedule.Config, error) {
 	if err != nil {
 		return schedule.Config{}, fmt.Errorf("--serving-reserve-memory %q: %w", p.reserveMemory, err)
 	}
+	alloc := pipeline.DetectCapacity()
+	if p.memory > 0 {
+		alloc.Memory = p.memory // the cluster's memory as the agent reports it
+	}
 	return schedule.Config{
-		Allocatable:    pipeline.DetectCapacity(),
+		Allocatable:    alloc,
 		ServingReserve: schedule.Resources{MilliCPU: cpu.MilliValue(), Memory: mem.Value()},
 		ServingTarget:  p.target,
 	}, nil

@@ -229,3 +229,24 @@ spec:
 		t.Fatalf("the agent's engine has run echo-1 as %+v, %v", r, err)
 	}
 }
+
+// The pipeline scheduler's memory is the cluster's as the agent reports it:
+// declared with --memory, else the machine's.
+func TestPipelineCapacityMemory(t *testing.T) {
+	pf := pipelineFlags{reserveCPU: "500m", reserveMemory: "64Mi"}
+	measured, err := pf.capacity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := pipeline.DetectCapacity().Memory; measured.Allocatable.Memory != want {
+		t.Errorf("measured: %d bytes, want the machine's %d", measured.Allocatable.Memory, want)
+	}
+	pf.memory = 512 << 20
+	declared, err := pf.capacity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if declared.Allocatable.Memory != 512<<20 || declared.ServingReserve.Memory != 64<<20 {
+		t.Errorf("declared 512Mi: %+v", declared)
+	}
+}
