@@ -89,25 +89,31 @@ type Resolved struct {
 // state invalid. Variants that do not parse (ParseVariants) are left out:
 // the version stands without them.
 func ResolvedOf(md *v1alpha1.ModelDeployment) Resolved {
+	r, _ := resolvedOf(md)
+	return r
+}
+
+// resolvedOf is ResolvedOf, with the error of the variants annotation
+// when it does not parse.
+func resolvedOf(md *v1alpha1.ModelDeployment) (Resolved, error) {
 	a := md.GetAnnotations()
 	r := Resolved{Version: a[AnnotationResolvedVersion], Digest: a[AnnotationResolvedDigest]}
 	if artifact.ValidateVersion(r.Version) != nil {
-		return Resolved{}
+		return Resolved{}, nil
 	}
 	if d, err := digest.Parse(r.Digest); err != nil || d.Algorithm() != digest.SHA256 {
-		return Resolved{}
+		return Resolved{}, nil
 	}
 	if s := a[AnnotationResolvedSize]; s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 {
-			return Resolved{}
+			return Resolved{}, nil
 		}
 		r.Size = n
 	}
-	if vs, err := ParseVariants(a[AnnotationResolvedVariants]); err == nil {
-		r.Variants = vs
-	}
-	return r
+	vs, err := ParseVariants(a[AnnotationResolvedVariants])
+	r.Variants = vs
+	return r, err
 }
 
 // annotations returns the annotations that record r.
@@ -410,7 +416,7 @@ type VariantRow struct {
 // Variants that do not parse are an error in the returned row, and the
 // original model is sent.
 func DesiredModel(md *v1alpha1.ModelDeployment, facts variant.Facts) (v1alpha1.DesiredModel, VariantRow, bool) {
-	r := ResolvedOf(md)
+	r, verr := resolvedOf(md)
 	if r.Version == "" || artifact.ValidateName(md.Spec.Model.Name) != nil {
 		return v1alpha1.DesiredModel{}, VariantRow{}, false
 	}
@@ -420,14 +426,13 @@ func DesiredModel(md *v1alpha1.ModelDeployment, facts variant.Facts) (v1alpha1.D
 		Serving: md.Spec.Serving, Monitoring: md.Spec.Monitoring.DeepCopy(),
 	}
 	var row VariantRow
-	vs, err := ParseVariants(md.GetAnnotations()[AnnotationResolvedVariants])
-	if err != nil {
+	if verr != nil {
 		row.Variant = variant.Original
-		row.Error = fmt.Sprintf("annotation %s does not parse: %v; the original model is sent", AnnotationResolvedVariants, err)
+		row.Error = fmt.Sprintf("annotation %s does not parse: %v; the original model is sent", AnnotationResolvedVariants, verr)
 		row.Reason = row.Error
 		return m, row, true
 	}
-	if ch, ok := placement.ChooseVariant(md.Spec.VariantPolicy, facts, &m, vs); ok {
+	if ch, ok := placement.ChooseVariant(md.Spec.VariantPolicy, facts, &m, r.Variants); ok {
 		row.Variant, row.Reason = ch.Name, ch.Reason
 	}
 	return m, row, true
