@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -397,27 +396,7 @@ func TestKubeStellar(t *testing.T) {
 	})
 
 	t.Run("each WEC's agent fetches the variant its policy chooses for it", func(t *testing.T) {
-		full, small := filepath.Join(t.TempDir(), "full"), filepath.Join(t.TempDir(), "int8")
-		writeWeights(t, full, 0) // 8 MiB
-		int8Bytes := make([]byte, weightsSize/4)
-		rng := rand.New(rand.NewPCG(11, 11))
-		for i := range int8Bytes {
-			int8Bytes[i] = byte(rng.Uint32())
-		}
-		if err := os.MkdirAll(small, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(small, "weights.bin"), int8Bytes, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out := h.mustRun("model", "push", full, "--name", "w", "--version", "1.0.0")
-		fullDigest := strings.TrimSpace(out[strings.LastIndex(out, " ")+1:])
-		meta := filepath.Join(t.TempDir(), "int8.json")
-		if err := os.WriteFile(meta, []byte(`{"name":"int8","method":"dynamic-quantization","accuracy":0.9,"peakMemoryBytes":3145728}`), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out = h.mustRun("model", "push", small, "--name", "w", "--version", "1.0.0", "--variant-meta", meta)
-		int8Digest := strings.TrimSpace(out[strings.LastIndex(out, " ")+1:])
+		fullDigest, int8Digest, int8Size := pushWithInt8(t, h, "w", 11) // 8 MiB and 2 MiB
 
 		down := map[string]int64{}
 		for name, a := range agents {
@@ -447,9 +426,9 @@ func TestKubeStellar(t *testing.T) {
 		for name, a := range agents {
 			got[name] = a.link.Stats().Down - down[name]
 		}
-		t.Logf("wec1 fetched %d bytes (int8: %d), wec2 %d (full: %d)", got["wec1"], len(int8Bytes), got["wec2"], weightsSize)
-		if got["wec1"] > int64(len(int8Bytes))+weightsSize/4 {
-			t.Errorf("wec1: %d bytes crossed its link, more than the int8 variant (%d) and some overhead: it fetched the full model", got["wec1"], len(int8Bytes))
+		t.Logf("wec1 fetched %d bytes (int8: %d), wec2 %d (full: %d)", got["wec1"], int8Size, got["wec2"], weightsSize)
+		if got["wec1"] > int64(int8Size)+weightsSize/4 {
+			t.Errorf("wec1: %d bytes crossed its link, more than the int8 variant (%d) and some overhead: it fetched the full model", got["wec1"], int8Size)
 		}
 		if got["wec2"] < weightsSize {
 			t.Errorf("wec2: %d bytes crossed its link, less than the full model's %d", got["wec2"], weightsSize)

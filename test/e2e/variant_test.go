@@ -104,23 +104,7 @@ func TestVariantsPerCluster(t *testing.T) {
 	for name, memory := range map[string]string{"edge-small": "16Mi", "edge-big": "64Gi"} {
 		applyYAML(t, h, fmt.Sprintf("apiVersion: ml.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: %s, labels: {tier: edge}}\nspec:\n  capacity: {memory: %s}\n", name, memory))
 	}
-	full, small := filepath.Join(t.TempDir(), "full"), filepath.Join(t.TempDir(), "int8")
-	writeWeights(t, full, 0) // 8 MiB
-	int8Bytes := make([]byte, weightsSize/4)
-	rng := rand.New(rand.NewPCG(7, 7))
-	for i := range int8Bytes {
-		int8Bytes[i] = byte(rng.Uint32())
-	}
-	os.MkdirAll(small, 0o755)
-	if err := os.WriteFile(filepath.Join(small, "weights.bin"), int8Bytes, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := h.mustRun("model", "push", full, "--name", "w", "--version", "1.0.0")
-	fullDigest := strings.TrimSpace(out[strings.LastIndex(out, " ")+1:])
-	meta := filepath.Join(t.TempDir(), "int8.json")
-	os.WriteFile(meta, []byte(`{"name":"int8","method":"dynamic-quantization","accuracy":0.9,"peakMemoryBytes":3145728}`), 0o644)
-	out = h.mustRun("model", "push", small, "--name", "w", "--version", "1.0.0", "--variant-meta", meta)
-	int8Digest := strings.TrimSpace(out[strings.LastIndex(out, " ")+1:])
+	fullDigest, int8Digest, int8Size := pushWithInt8(t, h, "w", 7)
 
 	tok := joinToken(t, h, "1h")
 	agents := map[string]*agentProc{}
@@ -144,9 +128,9 @@ func TestVariantsPerCluster(t *testing.T) {
 		testenv.WaitFor(t, 60*time.Second, name+" active at "+want, func() bool { return activeDigest(a) == want })
 	}
 	smallDown, bigDown := agents["edge-small"].link.Stats().Down, agents["edge-big"].link.Stats().Down
-	t.Logf("edge-small fetched %d bytes (int8: %d), edge-big %d (full: %d)", smallDown, len(int8Bytes), bigDown, weightsSize)
-	if smallDown > int64(len(int8Bytes))+weightsSize/4 {
-		t.Errorf("edge-small: %d bytes crossed its link, more than the int8 variant (%d) and some overhead: it fetched the full model", smallDown, len(int8Bytes))
+	t.Logf("edge-small fetched %d bytes (int8: %d), edge-big %d (full: %d)", smallDown, int8Size, bigDown, weightsSize)
+	if smallDown > int64(int8Size)+weightsSize/4 {
+		t.Errorf("edge-small: %d bytes crossed its link, more than the int8 variant (%d) and some overhead: it fetched the full model", smallDown, int8Size)
 	}
 	if bigDown < weightsSize {
 		t.Errorf("edge-big: %d bytes crossed its link, less than the full model's %d", bigDown, weightsSize)
@@ -223,4 +207,32 @@ func TestVariantBundle(t *testing.T) {
 	}
 	checkBlobs(t, small)
 	checkBlobs(t, big)
+}
+
+// pushWithInt8 pushes model name 1.0.0, weightsSize bytes, and an int8
+// variant of it a quarter that size (drawn from seed; accuracy 0.9, peak
+// memory 3 MiB), and returns their manifest digests and the variant's size.
+func pushWithInt8(t *testing.T, h *hub, name string, seed uint64) (fullDigest, int8Digest string, int8Size int) {
+	t.Helper()
+	full, small := filepath.Join(t.TempDir(), "full"), filepath.Join(t.TempDir(), "int8")
+	writeWeights(t, full, 0)
+	int8Bytes := make([]byte, weightsSize/4)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	for i := range int8Bytes {
+		int8Bytes[i] = byte(rng.Uint32())
+	}
+	if err := os.MkdirAll(small, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(small, "weights.bin"), int8Bytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	meta := filepath.Join(t.TempDir(), "int8.json")
+	if err := os.WriteFile(meta, []byte(`{"name":"int8","method":"dynamic-quantization","accuracy":0.9,"peakMemoryBytes":3145728}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lastWord := func(out string) string { return strings.TrimSpace(out[strings.LastIndex(out, " ")+1:]) }
+	fullDigest = lastWord(h.mustRun("model", "push", full, "--name", name, "--version", "1.0.0"))
+	int8Digest = lastWord(h.mustRun("model", "push", small, "--name", name, "--version", "1.0.0", "--variant-meta", meta))
+	return fullDigest, int8Digest, len(int8Bytes)
 }
