@@ -199,7 +199,7 @@ type deploymentReconciler struct {
 }
 
 // resolveKey is what one registry answer serves: a model, a constraint, and
-// whether only signed variants count.
+// whether only signed versions and variants count.
 type resolveKey struct {
 	model, constraint string
 	signed            bool

@@ -60,11 +60,11 @@ func PolicyLimits(p *v1alpha1.VariantPolicy) variant.Limits {
 	return l
 }
 
-// Candidates are the original model of a version (its digest and size) and
+// candidates are the original model of a version (its digest and size) and
 // the version's variants vs, as variant.Choose takes them. A variant named
 // variant.Original is left out (the original is the version itself), and an
 // accuracy that is not a decimal in [0, 1] counts as not measured.
-func Candidates(digest string, size int64, vs []v1alpha1.ModelVariant) []variant.Candidate {
+func candidates(digest string, size int64, vs []v1alpha1.ModelVariant) []variant.Candidate {
 	out := make([]variant.Candidate, 0, len(vs)+1)
 	out = append(out, variant.Candidate{Name: variant.Original, Digest: digest, SizeBytes: size})
 	for _, v := range vs {
@@ -89,7 +89,7 @@ func ChooseVariant(p *v1alpha1.VariantPolicy, facts variant.Facts, m *v1alpha1.D
 	if p == nil && len(vs) == 0 {
 		return VariantChoice{}, false
 	}
-	ch, ok := variant.Choose(facts, Candidates(m.Digest, m.SizeBytes, vs), PolicyLimits(p))
+	ch, ok := variant.Choose(facts, candidates(m.Digest, m.SizeBytes, vs), PolicyLimits(p))
 	if !ok {
 		return VariantChoice{}, false
 	}

@@ -240,7 +240,8 @@ func (b *builder) qLinearOf(st, d *step) *qLinear {
 	ql.scale = qScales(ql.sx, w.scale, n)
 	// The packed copy is the weight: fallback unpacks it, so that the
 	// model does not hold the weight twice.
-	ql.w, ql.w.x = w, nil
+	ql.w = w
+	ql.w.x = nil
 	return ql
 }
 
